@@ -1,0 +1,1 @@
+//! Procedural macros of `distill`. Use them through the `distill` crate, which re-exports them.

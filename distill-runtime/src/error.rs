@@ -1,0 +1,181 @@
+//! The error type of every fallible operation in the runtime.
+
+use std::fmt;
+
+/// Which model of a distillation pair a path, an endpoint or a tensor belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The model being trained.
+    Student,
+    /// The model being learned from.
+    Teacher,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Student => "student",
+            Side::Teacher => "teacher",
+        })
+    }
+}
+
+/// Which tensor of a module call an endpoint captures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The tensor the module was called with.
+    Input,
+    /// The tensor the module returned (the default).
+    #[default]
+    Output,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Port::Input => "input",
+            Port::Output => "output",
+        })
+    }
+}
+
+/// Everything that can go wrong when a distillation is set up or run.
+///
+/// Each variant names the side, the module path and — where they matter — the shapes, the call count
+/// or a suggestion, so that the message alone tells what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DistillError {
+    /// A module path names no module of the model.
+    #[error("the {side} has no module `{path}`{}", did_you_mean(suggestion))]
+    UnknownPath {
+        /// The model the path was looked up in.
+        side: Side,
+        /// The path as given.
+        path: String,
+        /// The closest existing path, if one is close.
+        suggestion: Option<String>,
+    },
+    /// An index past the end of a container.
+    #[error("index {index} is out of range for `{container}` on the {side}: it has {len} children")]
+    IndexOutOfRange {
+        /// The model the path was looked up in.
+        side: Side,
+        /// Path of the indexed container (`""` for the model itself).
+        container: String,
+        /// The index asked for.
+        index: usize,
+        /// How many children the container has.
+        len: usize,
+    },
+    /// The module exists but nothing records its output during forward.
+    #[error(
+        "the {side} module `{path}` ({type_name}) cannot record its output: make it a `distill::nn` \
+         layer, wrap it in `distill::nn::Tap`, or hold it in a `distill::nn::Seq`/`Sequential`"
+    )]
+    NotRecordable {
+        /// The model the module belongs to.
+        side: Side,
+        /// Path of the module.
+        path: String,
+        /// Rust type of the module.
+        type_name: &'static str,
+    },
+    /// A module given by reference is not part of the model it was given for.
+    #[error("the `{type_name}` given as the {side} endpoint is not a module of the {side} model")]
+    NotInModel {
+        /// The model that was searched.
+        side: Side,
+        /// Rust type of the module given.
+        type_name: &'static str,
+    },
+    /// A mapped module did not run during the forward pass.
+    #[error("the {side} module `{path}` did not run during the forward pass, so its {port} could not be captured")]
+    NotCalled {
+        /// The model that ran.
+        side: Side,
+        /// Path of the module.
+        path: String,
+        /// What was to be captured.
+        port: Port,
+    },
+    /// A mapped module ran more than once and the endpoint asked for a single call.
+    #[error(
+        "the {side} module `{path}` ran {calls} times in one forward pass; ask for all calls \
+         (`Endpoint::all_calls`, or `all_calls` in `distill!`) to receive each one"
+    )]
+    CalledMoreThanOnce {
+        /// The model that ran.
+        side: Side,
+        /// Path of the module.
+        path: String,
+        /// How many times it ran.
+        calls: usize,
+    },
+    /// A captured tensor was changed in place after it was captured.
+    #[error(
+        "the {port} of the {side} module `{path}` was modified in place after it was captured \
+         (version {captured} became {now}), e.g. by `relu_()`: use the out-of-place operation"
+    )]
+    ModifiedInPlace {
+        /// The model that ran.
+        side: Side,
+        /// Path of the module.
+        path: String,
+        /// Which tensor was captured.
+        port: Port,
+        /// libtorch version counter at capture time.
+        captured: i64,
+        /// libtorch version counter after the forward pass.
+        now: i64,
+    },
+    /// The two tensors of a pair have different shapes and the criterion needs equal ones.
+    #[error("pair `{pair}`: the student's shape {student:?} does not match the teacher's {teacher:?}")]
+    ShapeMismatch {
+        /// Label of the pair.
+        pair: String,
+        /// Shape of the student tensor (after its adapter).
+        student: Vec<i64>,
+        /// Shape of the teacher tensor (after its adapter).
+        teacher: Vec<i64>,
+    },
+    /// A `Mapping` was used with other models than the ones it was built for.
+    #[error("the mapping was built for other student and teacher models than the ones given to `distill`")]
+    ModelMismatch,
+    /// A pruned target is wider than the source it was pruned from.
+    #[error("cannot map {what}: the target has {target_size} but its source only {source_size}; a pruned copy is never wider than its source")]
+    TargetWider {
+        /// What was compared (`"output channels"`, `"input channels"`, `"kernel size"`…).
+        what: &'static str,
+        /// Size on the source (teacher) side.
+        source_size: i64,
+        /// Size on the target (student) side.
+        target_size: i64,
+    },
+    /// No selection of source channels reproduces the target weights.
+    #[error("no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance {tolerance:e}")]
+    NoChannelMapping {
+        /// `"output channel"` or `"input channel"`.
+        what: &'static str,
+        /// Index on the target side that found no match.
+        channel: i64,
+        /// Absolute tolerance used for the comparison.
+        tolerance: f64,
+    },
+    /// An argument is outside what an operation accepts.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An error raised by libtorch.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Result of the runtime's fallible operations.
+pub type Result<T, E = DistillError> = std::result::Result<T, E>;

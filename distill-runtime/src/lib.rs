@@ -1,0 +1,28 @@
+//! The engine of [`distill`](https://docs.rs/distill): knowledge distillation on tch (libtorch).
+//!
+//! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
+//! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
+//! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
+//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
+//! - [`engine`]: the forward pass both front ends share;
+//! - [`error`]: [`DistillError`].
+//!
+//! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
+//! on top of this engine.
+#![warn(missing_docs)]
+
+pub mod alloc;
+pub mod capture;
+pub mod endpoint;
+pub mod engine;
+pub mod error;
+pub mod mapping;
+pub mod module;
+pub mod nn;
+
+pub use alloc::tune_allocator;
+pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
+pub use engine::{Captured, Captures, Engine, TeacherMode};
+pub use error::{DistillError, Port, Result, Side};
+pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
+pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};

@@ -1,0 +1,304 @@
+//! The module tree: [`Distillable`] names a module's children so that paths like `features.5.conv`
+//! can be listed, resolved and checked; [`Recordable`] marks modules that record their own output.
+
+use std::fmt;
+
+use crate::capture::TapId;
+use crate::error::{DistillError, Result, Side};
+
+/// A module whose children can be visited by name — what makes `features.5.conv` a path.
+///
+/// Implemented by every `distill::nn` layer and container, by blanket impls for `Vec<T>`, `[T; N]`,
+/// `Option<T>` and `Box<T>`, as a leaf by tch's own layers, and by `#[derive(Distillable)]` for user
+/// structs.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a distillable module",
+    label = "does not implement `Distillable`",
+    note = "derive it with `#[derive(Distillable)]`, use a `distill::nn` layer, or skip a non-module field with `#[distill(skip)]`"
+)]
+pub trait Distillable {
+    /// Calls `visit` once for each direct child, in declaration order.
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>));
+
+    /// The tap that records this module's own output, for modules that record themselves
+    /// (`distill::nn` layers, `Tap<M>`). Containers give their children's slots taps instead.
+    fn own_tap(&self) -> Option<TapId> {
+        None
+    }
+
+    /// The Rust type of the module, for listings and error messages.
+    fn module_type(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// Every module of the tree below (and including) `self`, depth first, in declaration order.
+    fn named_modules(&self) -> Vec<NamedModule>
+    where
+        Self: Sized,
+    {
+        named_modules(self)
+    }
+}
+
+/// A module that records its own output when armed: a capture point that can be given by reference.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot record its own output",
+    label = "not a capture point",
+    note = "wrap it in `distill::nn::Tap<_>`, or select it from its container: `seq.slot(i)`, or `[i]` on a `distill::nn::Seq` in `distill!`"
+)]
+pub trait Recordable {
+    /// The tap that records this module.
+    fn tap_id(&self) -> TapId;
+}
+
+impl<T: Recordable + ?Sized> Recordable for &T {
+    fn tap_id(&self) -> TapId {
+        (**self).tap_id()
+    }
+}
+
+impl<T: Recordable + ?Sized> Recordable for Box<T> {
+    fn tap_id(&self) -> TapId {
+        (**self).tap_id()
+    }
+}
+
+/// The name of a child within its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildName {
+    /// A named field (or a tuple field, `"0"`).
+    Field(&'static str),
+    /// A position in a list-like container.
+    Index(usize),
+}
+
+impl fmt::Display for ChildName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChildName::Field(name) => f.write_str(name),
+            ChildName::Index(index) => write!(f, "{index}"),
+        }
+    }
+}
+
+impl ChildName {
+    fn matches(&self, segment: &str) -> bool {
+        match self {
+            ChildName::Field(name) => *name == segment,
+            ChildName::Index(index) => segment.parse::<usize>().is_ok_and(|s| s == *index),
+        }
+    }
+}
+
+/// One child handed to a [`Distillable::visit_children`] visitor.
+#[derive(Clone, Copy)]
+pub struct Child<'a> {
+    /// Its name in the parent.
+    pub name: ChildName,
+    /// The tap that records it: its own for a field, its slot's for a container element.
+    pub tap: Option<TapId>,
+    /// The child itself.
+    pub module: &'a dyn Distillable,
+}
+
+impl<'a> Child<'a> {
+    /// A named field; recorded by the field's own tap, if it has one.
+    pub fn field(name: &'static str, module: &'a dyn Distillable) -> Child<'a> {
+        Child { name: ChildName::Field(name), tap: module.own_tap(), module }
+    }
+
+    /// An element of a list-like container, recorded by the given slot tap (or its own).
+    pub fn indexed(index: usize, tap: Option<TapId>, module: &'a dyn Distillable) -> Child<'a> {
+        Child { name: ChildName::Index(index), tap: tap.or_else(|| module.own_tap()), module }
+    }
+}
+
+impl fmt::Debug for Child<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("name", &self.name)
+            .field("tap", &self.tap)
+            .field("type", &self.module.module_type())
+            .finish()
+    }
+}
+
+/// An entry of [`Distillable::named_modules`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedModule {
+    /// Dotted path from the root (`""` is the root itself).
+    pub path: String,
+    /// Rust type of the module.
+    pub type_name: &'static str,
+    /// The tap that records it, if it can be a distillation endpoint.
+    pub tap: Option<TapId>,
+}
+
+/// Lists `root` and every module below it, depth first.
+pub fn named_modules(root: &dyn Distillable) -> Vec<NamedModule> {
+    let mut out = vec![NamedModule { path: String::new(), type_name: root.module_type(), tap: root.own_tap() }];
+    walk(root, "", &mut out);
+    out
+}
+
+fn walk(module: &dyn Distillable, prefix: &str, out: &mut Vec<NamedModule>) {
+    module.visit_children(&mut |child| {
+        let path = join(prefix, child.name);
+        out.push(NamedModule { path: path.clone(), type_name: child.module.module_type(), tap: child.tap });
+        walk(child.module, &path, out);
+    });
+}
+
+fn join(prefix: &str, name: ChildName) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A module found by [`resolve`].
+#[derive(Clone, Copy)]
+pub struct Resolved<'a> {
+    /// The module.
+    pub module: &'a dyn Distillable,
+    /// The tap that records it (`None` for the root, whose output is the model's own).
+    pub tap: Option<TapId>,
+}
+
+/// Finds the module at the dotted `path` of `root` (`""` is the root).
+///
+/// Errors name the side and the path: an unknown segment gets the closest existing path as a
+/// suggestion, and a numeric segment past the end of a container reports the container's length.
+pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<Resolved<'a>> {
+    let mut current = Resolved { module: root, tap: root.own_tap() };
+    if path.is_empty() {
+        return Ok(current);
+    }
+    let mut walked = String::new();
+    for segment in path.split('.') {
+        let mut found = None;
+        let mut indexed = 0usize;
+        current.module.visit_children(&mut |child| {
+            if matches!(child.name, ChildName::Index(_)) {
+                indexed += 1;
+            }
+            if found.is_none() && child.name.matches(segment) {
+                found = Some(Resolved { module: child.module, tap: child.tap });
+            }
+        });
+        match found {
+            Some(next) => current = next,
+            None => {
+                if let (Ok(index), true) = (segment.parse::<usize>(), indexed > 0) {
+                    return Err(DistillError::IndexOutOfRange { side, container: walked, index, len: indexed });
+                }
+                return Err(DistillError::UnknownPath { side, path: path.to_owned(), suggestion: suggest(root, path) });
+            }
+        }
+        walked = if walked.is_empty() { segment.to_owned() } else { format!("{walked}.{segment}") };
+    }
+    Ok(current)
+}
+
+/// The path of the module recorded by `tap`, if it is part of `root`.
+pub fn path_of_tap(root: &dyn Distillable, tap: TapId) -> Option<String> {
+    if root.own_tap() == Some(tap) {
+        return Some(String::new());
+    }
+    named_modules(root).into_iter().find(|m| m.tap == Some(tap)).map(|m| m.path)
+}
+
+/// The existing path closest to `path` by edit distance, if it is close enough to be a likely typo.
+pub fn suggest(root: &dyn Distillable, path: &str) -> Option<String> {
+    let threshold = (path.len() / 3).max(2);
+    named_modules(root)
+        .into_iter()
+        .filter(|m| !m.path.is_empty())
+        .map(|m| (edit_distance(&m.path, path), m.path))
+        .filter(|(distance, _)| *distance <= threshold)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, path)| path)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+// ---- blanket impls -------------------------------------------------------------------------------
+
+impl<T: Distillable + ?Sized> Distillable for Box<T> {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        (**self).visit_children(visit)
+    }
+    fn own_tap(&self) -> Option<TapId> {
+        (**self).own_tap()
+    }
+    fn module_type(&self) -> &'static str {
+        (**self).module_type()
+    }
+}
+
+/// `None` has no children; `Some(m)` is `m`.
+impl<T: Distillable> Distillable for Option<T> {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        if let Some(module) = self {
+            module.visit_children(visit)
+        }
+    }
+    fn own_tap(&self) -> Option<TapId> {
+        self.as_ref().and_then(Distillable::own_tap)
+    }
+    fn module_type(&self) -> &'static str {
+        self.as_ref().map_or(std::any::type_name::<Self>(), Distillable::module_type)
+    }
+}
+
+/// Elements are children `0`, `1`, …; each is recorded only if it records itself (a plain `Vec` cannot
+/// record its elements' outputs — `distill::nn::Seq` can).
+impl<T: Distillable> Distillable for Vec<T> {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        self.as_slice().visit_children(visit)
+    }
+}
+
+/// Elements are children `0`, `1`, …, as for `Vec<T>`.
+impl<T: Distillable, const N: usize> Distillable for [T; N] {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        self.as_slice().visit_children(visit)
+    }
+}
+
+/// Elements are children `0`, `1`, …, as for `Vec<T>`.
+impl<T: Distillable> Distillable for [T] {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        for (index, item) in self.iter().enumerate() {
+            visit(Child::indexed(index, None, item));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("features.5.conv", "features.5.conv"), 0);
+        assert_eq!(edit_distance("features.5.cnv", "features.5.conv"), 1);
+        assert_eq!(edit_distance("fetures", "features"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

@@ -1,0 +1,39 @@
+//! Batch normalisation, as `tch::nn::batch_norm{1,2,3}d`.
+
+use std::borrow::Borrow;
+
+use tch::nn::{BatchNormConfig, ModuleT, Path};
+use tch::Tensor;
+
+use super::leaf::tch_wrapper;
+use crate::capture::{record, TapId};
+
+/// A batch-norm layer; derefs to `tch::nn::BatchNorm` (`ws`, `bs`, `running_mean`, `running_var`).
+#[derive(Debug)]
+pub struct BatchNorm {
+    inner: tch::nn::BatchNorm,
+    tap: TapId,
+}
+
+tch_wrapper!(BatchNorm, tch::nn::BatchNorm);
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        record(self.tap, xs, |xs| self.inner.forward_t(xs, train))
+    }
+}
+
+/// Batch norm over `(N, C)` or `(N, C, L)`, as `tch::nn::batch_norm1d`.
+pub fn batch_norm1d<'a, T: Borrow<Path<'a>>>(vs: T, out_dim: i64, config: BatchNormConfig) -> BatchNorm {
+    BatchNorm::from_tch(tch::nn::batch_norm1d(vs, out_dim, config))
+}
+
+/// Batch norm over `(N, C, H, W)`, as `tch::nn::batch_norm2d`.
+pub fn batch_norm2d<'a, T: Borrow<Path<'a>>>(vs: T, out_dim: i64, config: BatchNormConfig) -> BatchNorm {
+    BatchNorm::from_tch(tch::nn::batch_norm2d(vs, out_dim, config))
+}
+
+/// Batch norm over `(N, C, D, H, W)`, as `tch::nn::batch_norm3d`.
+pub fn batch_norm3d<'a, T: Borrow<Path<'a>>>(vs: T, out_dim: i64, config: BatchNormConfig) -> BatchNorm {
+    BatchNorm::from_tch(tch::nn::batch_norm3d(vs, out_dim, config))
+}

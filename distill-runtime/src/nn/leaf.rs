@@ -1,0 +1,50 @@
+//! The capture-point boilerplate shared by every single layer of `distill::nn`.
+
+/// Implements `Distillable` (a leaf that records itself) and `Recordable` for a layer type with a
+/// `tap: TapId` field.
+macro_rules! tappable_leaf {
+    ($ty:ident $(<$param:ident>)?) => {
+        impl$(<$param>)? $crate::module::Distillable for $ty$(<$param>)? {
+            fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut($crate::module::Child<'a>)) {}
+            fn own_tap(&self) -> Option<$crate::capture::TapId> {
+                Some(self.tap)
+            }
+        }
+        impl$(<$param>)? $crate::module::Recordable for $ty$(<$param>)? {
+            fn tap_id(&self) -> $crate::capture::TapId {
+                self.tap
+            }
+        }
+    };
+}
+
+/// Also implements `Deref`/`DerefMut` to the wrapped tch layer (field `inner`), `from_tch` and
+/// `into_inner`, for layers that wrap one.
+macro_rules! tch_wrapper {
+    ($ty:ident $(<$param:ident>)?, $inner:ty) => {
+        $crate::nn::leaf::tappable_leaf!($ty $(<$param>)?);
+        impl$(<$param>)? $ty$(<$param>)? {
+            /// Wraps a tch layer, giving it a fresh tap.
+            pub fn from_tch(inner: $inner) -> Self {
+                Self { inner, tap: $crate::capture::TapId::fresh() }
+            }
+            /// The wrapped tch layer.
+            pub fn into_inner(self) -> $inner {
+                self.inner
+            }
+        }
+        impl$(<$param>)? std::ops::Deref for $ty$(<$param>)? {
+            type Target = $inner;
+            fn deref(&self) -> &$inner {
+                &self.inner
+            }
+        }
+        impl$(<$param>)? std::ops::DerefMut for $ty$(<$param>)? {
+            fn deref_mut(&mut self) -> &mut $inner {
+                &mut self.inner
+            }
+        }
+    };
+}
+
+pub(crate) use {tappable_leaf, tch_wrapper};

@@ -1,0 +1,157 @@
+//! `Seq<T>`: a typed, homogeneous sequence of modules whose every element is a distillation point.
+
+use std::ops::{Index, IndexMut};
+
+use tch::nn::ModuleT;
+use tch::Tensor;
+
+use crate::capture::{record, TapId};
+use crate::module::{Child, Distillable, Recordable};
+
+/// A sequence of modules of one type, applied in order.
+///
+/// Unlike a `Vec<T>`, a `Seq` records the call of each element: `features.3` is a distillation point
+/// even when `T` is a user struct that records nothing itself. The whole sequence is one too.
+/// `seq[i]` is the `i`-th module (typed), `seq.slot(i)` the `i`-th distillation point.
+#[derive(Debug)]
+pub struct Seq<T> {
+    items: Vec<T>,
+    taps: Vec<TapId>,
+    tap: TapId,
+}
+
+impl<T> Seq<T> {
+    /// An empty sequence.
+    pub fn new() -> Self {
+        Seq { items: Vec::new(), taps: Vec::new(), tap: TapId::fresh() }
+    }
+
+    /// Appends a module.
+    pub fn push(&mut self, item: T) {
+        self.items.push(item);
+        self.taps.push(TapId::fresh());
+    }
+
+    /// Appends a module, builder style (like tch's `Sequential::add`).
+    #[allow(clippy::should_implement_trait)]
+    pub fn add(mut self, item: T) -> Self {
+        self.push(item);
+        self
+    }
+
+    /// Number of modules.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are no modules.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The module at `index`, if any.
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.items.get(index)
+    }
+
+    /// The module at `index`, mutably, if any.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.items.get_mut(index)
+    }
+
+    /// The modules, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.items.iter()
+    }
+
+    /// The distillation point of element `index`, usable as a `Mapping` endpoint. An index past the
+    /// end is reported by `Mapping::add` as `DistillError::IndexOutOfRange`.
+    pub fn slot(&self, index: usize) -> Slot {
+        Slot { container: self.tap, index, len: self.len(), tap: self.taps.get(index).copied() }
+    }
+}
+
+impl<T> Default for Seq<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> FromIterator<T> for Seq<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut seq = Seq::new();
+        iter.into_iter().for_each(|item| seq.push(item));
+        seq
+    }
+}
+
+impl<T> From<Vec<T>> for Seq<T> {
+    fn from(items: Vec<T>) -> Self {
+        items.into_iter().collect()
+    }
+}
+
+impl<T> Index<usize> for Seq<T> {
+    type Output = T;
+    fn index(&self, index: usize) -> &T {
+        &self.items[index]
+    }
+}
+
+impl<T> IndexMut<usize> for Seq<T> {
+    fn index_mut(&mut self, index: usize) -> &mut T {
+        &mut self.items[index]
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Seq<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+impl<T: ModuleT> ModuleT for Seq<T> {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        record(self.tap, xs, |xs| {
+            let mut iter = self.items.iter().zip(&self.taps);
+            let Some((first, tap)) = iter.next() else {
+                return xs.shallow_clone();
+            };
+            let first = record(*tap, xs, |xs| first.forward_t(xs, train));
+            iter.fold(first, |xs, (item, tap)| record(*tap, &xs, |xs| item.forward_t(xs, train)))
+        })
+    }
+}
+
+impl<T: Distillable> Distillable for Seq<T> {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+        for (index, (item, tap)) in self.items.iter().zip(&self.taps).enumerate() {
+            visit(Child::indexed(index, Some(*tap), item));
+        }
+    }
+    fn own_tap(&self) -> Option<TapId> {
+        Some(self.tap)
+    }
+}
+
+impl<T> Recordable for Seq<T> {
+    fn tap_id(&self) -> TapId {
+        self.tap
+    }
+}
+
+/// The distillation point of one element of a [`Seq`] or [`Sequential`](super::Sequential), from
+/// `slot(index)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The tap of the container itself (to name it in errors).
+    pub container: TapId,
+    /// The index asked for.
+    pub index: usize,
+    /// The container's length.
+    pub len: usize,
+    /// The element's tap; `None` when `index` is out of range.
+    pub tap: Option<TapId>,
+}

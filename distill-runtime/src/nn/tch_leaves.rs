@@ -1,0 +1,38 @@
+//! tch's own layers as leaves of the module tree: they cannot record themselves, but they can sit in
+//! a `#[derive(Distillable)]` struct and be made distillation points with `Tap`.
+
+use crate::module::{Child, Distillable};
+
+macro_rules! leaf {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Distillable for $ty {
+            fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+        }
+    )*};
+}
+
+leaf!(
+    tch::nn::Linear,
+    tch::nn::BatchNorm,
+    tch::nn::LayerNorm,
+    tch::nn::Embedding,
+    tch::nn::Sequential,
+    tch::nn::SequentialT,
+    tch::nn::GroupNorm,
+);
+
+impl<ND> Distillable for tch::nn::Conv<ND> {
+    fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
+
+impl<ND> Distillable for tch::nn::ConvTransposeND<ND> {
+    fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
+
+impl Distillable for tch::nn::Func<'_> {
+    fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
+
+impl Distillable for tch::nn::FuncT<'_> {
+    fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
