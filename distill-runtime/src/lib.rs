@@ -13,6 +13,7 @@
 
 pub mod alloc;
 pub mod capture;
+pub mod criterion;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod nn;
 
 pub use alloc::tune_allocator;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
+pub use criterion::{Criterion, Weighted};
 pub use engine::{Captured, Captures, Engine, TeacherMode};
 pub use error::{DistillError, Port, Result, Side};
 pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
