@@ -8,9 +8,9 @@
 #![warn(missing_docs)]
 
 pub use distill_runtime::{
-    capture, distill, endpoint, engine, error, mapping, module, nn, tune_allocator, Captured, Child, ChildName,
-    DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule,
-    Port, Recordable, Side, TeacherMode,
+    capture, criterion, distill, endpoint, engine, error, mapping, module, nn, tune_allocator, Captured, Child,
+    ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair,
+    Mapping, NamedModule, Port, Recordable, Side, TeacherMode,
 };
 
 /// Everything a distillation script needs: `use distill::prelude::*;`.

@@ -22,8 +22,8 @@ pub mod module;
 pub mod nn;
 
 pub use alloc::tune_allocator;
-pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use criterion::{Criterion, Weighted};
+pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, Captures, Engine, TeacherMode};
 pub use error::{DistillError, Port, Result, Side};
 pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
