@@ -1,0 +1,118 @@
+//! The run's outputs: a markdown table of accuracies and a PNG of the loss curves.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::train::History;
+
+/// One row of the results table.
+pub struct Row {
+    pub name: &'static str,
+    pub params: i64,
+    pub accuracy: f64,
+    /// DESIGN §6's PyTorch number, when the run uses the reference settings.
+    pub reference: Option<f64>,
+    pub note: String,
+}
+
+/// The markdown table.
+pub fn markdown(rows: &[Row], header: &str) -> String {
+    let mut md = String::new();
+    writeln!(md, "{header}\n").unwrap();
+    writeln!(md, "| model | parameters | test accuracy | PyTorch reference (DESIGN §6) | notes |").unwrap();
+    writeln!(md, "|---|---:|---:|---:|---|").unwrap();
+    for r in rows {
+        let reference = r.reference.map_or("—".to_owned(), |v| format!("{v:.2}%"));
+        writeln!(md, "| {} | {} | {:.2}% | {} | {} |", r.name, r.params, r.accuracy, reference, r.note).unwrap();
+    }
+    md
+}
+
+/// Fonts tried for the PNG's text; without one the curves are drawn without labels.
+const FONTS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+fn register_font() -> bool {
+    for path in FONTS {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Moving average over `window` steps, as `(step, value)` points.
+fn smooth(values: &[f64], window: usize) -> Vec<(f64, f64)> {
+    let window = window.max(1);
+    values
+        .chunks(window)
+        .enumerate()
+        .map(|(i, c)| ((i * window + c.len() / 2) as f64, c.iter().sum::<f64>() / c.len() as f64))
+        .collect()
+}
+
+/// A panel: several named series over steps.
+struct Panel<'a> {
+    title: &'a str,
+    series: Vec<(String, Vec<f64>, RGBColor)>,
+}
+
+/// Draws the loss curves. Returns whether text (titles, axes, legends) could be drawn.
+pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) -> Result<bool, Box<dyn Error>> {
+    let text = register_font();
+    let mut panels = Vec::new();
+    if let Some(t) = teacher {
+        panels.push(Panel {
+            title: "teacher training (one-cycle SGD)",
+            series: vec![("cross-entropy".into(), t.series("loss").unwrap_or_default(), BLUE)],
+        });
+    }
+    panels.push(Panel {
+        title: "fine-tuning the pruned student (same batches)",
+        series: vec![
+            ("CE only: cross-entropy".into(), ce.series("loss").unwrap_or_default(), RED),
+            ("distill: cross-entropy term".into(), kd.series("ce").unwrap_or_default(), BLUE),
+            ("distill: total (CE + features + KD)".into(), kd.series("loss").unwrap_or_default(), RGBColor(0, 150, 0)),
+        ],
+    });
+    let root = BitMapBackend::new(path, (640 * panels.len() as u32, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(&panels) {
+        let steps = panel.series.iter().map(|s| s.1.len()).max().unwrap_or(1).max(2);
+        let window = (steps / 150).max(1);
+        let smoothed: Vec<_> = panel.series.iter().map(|(n, v, c)| (n, smooth(v, window), *c)).collect();
+        let ymax = smoothed.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.05;
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(12);
+        if text {
+            builder.caption(panel.title, ("sans-serif", 18)).x_label_area_size(36).y_label_area_size(52);
+        }
+        let mut chart = builder.build_cartesian_2d(0f64..steps as f64, 0f64..ymax.max(1e-3))?;
+        if text {
+            chart.configure_mesh().x_desc("step").y_desc(format!("loss (mean of {window} steps)")).draw()?;
+        } else {
+            chart.configure_mesh().x_labels(0).y_labels(0).draw()?;
+        }
+        for (name, points, color) in smoothed {
+            let drawn = chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
+            if text {
+                drawn.label(name.as_str()).legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+        }
+        if text {
+            chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        }
+    }
+    root.present()?;
+    Ok(text)
+}

@@ -1,0 +1,137 @@
+//! Training loops: the teacher (SGD + one-cycle), the fine-tunes (plain SGD, any loss), evaluation.
+
+use std::time::{Duration, Instant};
+
+use distill::nn::{ModuleT, OptimizerConfig, VarStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Kind, Tensor};
+
+use crate::data::{batches, Split};
+
+/// Named loss terms of one step, in display order; the first is the total that is minimised.
+pub type Terms = Vec<(&'static str, f64)>;
+
+/// Per-step loss terms of one training run, for the report's curves.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub names: Vec<&'static str>,
+    /// One row per step, in the order of `names`.
+    pub steps: Vec<Vec<f64>>,
+    pub elapsed: Duration,
+}
+
+impl History {
+    /// The series of term `name`, if it was logged.
+    pub fn series(&self, name: &str) -> Option<Vec<f64>> {
+        let at = self.names.iter().position(|n| *n == name)?;
+        Some(self.steps.iter().map(|row| row[at]).collect())
+    }
+}
+
+/// Learning rate of PyTorch's `OneCycleLR` (cosine annealing, `pct_start` 0.3, `div_factor` 25,
+/// `final_div_factor` 1e4, two phases) at `step` of `total` steps.
+pub fn one_cycle_lr(step: usize, total: usize, max_lr: f64) -> f64 {
+    let initial = max_lr / 25.0;
+    let min = initial / 1e4;
+    let up_end = 0.3 * total as f64 - 1.0;
+    let down_end = total as f64 - 1.0;
+    let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0);
+    let s = step as f64;
+    if s <= up_end {
+        anneal(initial, max_lr, s / up_end)
+    } else {
+        anneal(max_lr, min, (s - up_end) / (down_end - up_end))
+    }
+}
+
+/// What a training run needs besides the model.
+pub struct Schedule {
+    pub epochs: usize,
+    pub batch_size: i64,
+    /// Learning rate for a step (`step`, `total_steps`).
+    pub lr: Box<dyn Fn(usize, usize) -> f64>,
+    pub label: String,
+}
+
+fn style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>22} [{bar:28}] {pos:>4}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
+/// Trains with `opt` for `schedule`; `step` computes the named loss terms of a batch (the first
+/// term is the loss to minimise). Shuffles with tch's generator, so `tch::manual_seed` fixes the order.
+pub fn train(
+    train_set: &Split,
+    opt: &mut tch::nn::Optimizer,
+    schedule: &Schedule,
+    mut step: impl FnMut(&Tensor, &Tensor) -> (Tensor, Terms),
+) -> History {
+    let start = Instant::now();
+    let n = train_set.len();
+    let per_epoch = (n + schedule.batch_size - 1) / schedule.batch_size;
+    let total = schedule.epochs * per_epoch as usize;
+    let mut history = History::default();
+    let mut global = 0usize;
+    for epoch in 0..schedule.epochs {
+        let bar = ProgressBar::new(per_epoch as u64)
+            .with_style(style())
+            .with_prefix(format!("{} {}/{}", schedule.label, epoch + 1, schedule.epochs));
+        let order = Tensor::randperm(n, (Kind::Int64, train_set.images.device()));
+        let mut running: Vec<f64> = Vec::new();
+        let mut count = 0usize;
+        for (xs, ys) in batches(train_set, &order, schedule.batch_size) {
+            opt.set_lr((schedule.lr)(global, total));
+            let (loss, terms) = step(&xs, &ys);
+            opt.backward_step(&loss);
+            if history.names.is_empty() {
+                history.names = terms.iter().map(|(name, _)| *name).collect();
+            }
+            history.steps.push(terms.iter().map(|(_, v)| *v).collect());
+            running.resize(terms.len(), 0.0);
+            running.iter_mut().zip(&terms).for_each(|(r, (_, v))| *r += v);
+            count += 1;
+            global += 1;
+            bar.inc(1);
+            if count % 10 == 0 || count as i64 == per_epoch {
+                bar.set_message(format_terms(&history.names, &running, count));
+            }
+        }
+        bar.finish();
+    }
+    history.elapsed = start.elapsed();
+    history
+}
+
+fn format_terms(names: &[&str], sums: &[f64], count: usize) -> String {
+    names.iter().zip(sums).map(|(n, s)| format!("{n}={:.4}", s / count as f64)).collect::<Vec<_>>().join(" ")
+}
+
+/// SGD as configured in DESIGN §6.
+pub fn sgd(vs: &VarStore, lr: f64, momentum: f64, wd: f64) -> tch::nn::Optimizer {
+    tch::nn::Sgd { momentum, dampening: 0.0, wd, nesterov: false }.build(vs, lr).expect("SGD builds")
+}
+
+/// Top-1 accuracy (percent) of `model` on `split`, in evaluation mode.
+pub fn accuracy(model: &impl ModuleT, split: &Split) -> f64 {
+    let order = Tensor::arange(split.len(), (Kind::Int64, split.images.device()));
+    let correct: i64 = tch::no_grad(|| {
+        batches(split, &order, 1000)
+            .map(|(xs, ys)| model.forward_t(&xs, false).argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]))
+            .sum()
+    });
+    100.0 * correct as f64 / split.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_cycle_lr;
+
+    #[test]
+    fn one_cycle_matches_pytorch_shape() {
+        let total = 1000;
+        assert!((one_cycle_lr(0, total, 0.1) - 0.004).abs() < 1e-12);
+        assert!((one_cycle_lr(299, total, 0.1) - 0.1).abs() < 1e-12);
+        assert!((one_cycle_lr(999, total, 0.1) - 0.004 / 1e4).abs() < 1e-12);
+    }
+}
