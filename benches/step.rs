@@ -1,1 +1,581 @@
-fn main() {}
+//! Overhead benchmarks (DESIGN §5, issue 5). Ratios are measured side by side in one run: A and B
+//! alternate in short rounds (order flipped every round), and each side's median round is reported.
+//!
+//! (a) idle: the small CNN on `distill::nn` layers, nothing armed, vs the same CNN on raw `tch::nn`
+//!     layers with the same weights (forward, eval, no grad);
+//! (b) step: a full distillation step through the distillation front end vs the same step
+//!     hand-written in tch, whose forward returns the intermediates explicitly;
+//! (c) python: (b)'s step in PyTorch eager with forward hooks (benches/python/step_hooks.py, served
+//!     over a pipe so that its rounds interleave with the Rust rounds), threads pinned equal;
+//! (d) rss: peak RSS of (b)'s two sides, each in its own process.
+//!
+//! Run everything with `scripts/bench` (or `cargo bench --bench step -- [OPTIONS]`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use clap::Parser;
+use distill::nn as dnn;
+use distill::{distill, Child as ModuleChild, Distillable, Mapping};
+use tch::nn::{self as tnn, Module as _, ModuleT as _, OptimizerConfig, VarStore};
+use tch::{Device, Kind, Reduction, Tensor};
+
+const TEACHER: [i64; 3] = [16, 32, 64];
+const STUDENT: [i64; 3] = [8, 16, 32];
+const STRIDES: [i64; 3] = [1, 2, 2];
+
+#[derive(Parser, Debug)]
+#[command(about = "distill overhead benchmarks: (a) idle, (b) step vs hand-written tch, (c) vs PyTorch hooks, (d) peak RSS")]
+struct Args {
+    /// Which benchmarks to run (comma-separated: idle, step, python, rss).
+    #[arg(long, value_delimiter = ',', default_value = "idle,step,python,rss")]
+    only: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "8,128")]
+    batch: Vec<i64>,
+    /// Intra-op threads, for libtorch here and for PyTorch in the Python baseline.
+    #[arg(long, default_value_t = 2)]
+    threads: i32,
+    /// Interleaved rounds per side.
+    #[arg(long, default_value_t = 25)]
+    rounds: usize,
+    /// Target duration of one round, in milliseconds.
+    #[arg(long, default_value_t = 60)]
+    round_ms: u64,
+    /// Python interpreter for (c).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Leave glibc's allocator untuned (to show what `distill::tune_allocator` buys).
+    #[arg(long)]
+    untuned: bool,
+    /// Internal: run one side of (b) in this process and print its peak RSS.
+    #[arg(long, hide = true)]
+    rss_child: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+// ---- the small CNN, on distill::nn ------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Block {
+    conv: dnn::Conv2D,
+    bn: dnn::BatchNorm,
+}
+
+#[derive(Debug)]
+struct Net {
+    features: dnn::Seq<Block>,
+    classifier: dnn::Linear,
+}
+
+fn conv_config(stride: i64) -> tnn::ConvConfig {
+    tnn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() }
+}
+
+impl Net {
+    fn new(p: &tnn::Path, widths: &[i64]) -> Net {
+        let mut features = dnn::Seq::new();
+        let mut cin = 1;
+        for (i, (&w, &s)) in widths.iter().zip(&STRIDES).enumerate() {
+            let b = p / "features" / i;
+            features.push(Block {
+                conv: dnn::conv2d(&b / "conv", cin, w, 3, conv_config(s)),
+                bn: dnn::batch_norm2d(&b / "bn", w, Default::default()),
+            });
+            cin = w;
+        }
+        Net { features, classifier: dnn::linear(p / "classifier", cin, 10, Default::default()) }
+    }
+}
+
+impl tnn::ModuleT for Block {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.bn.forward_t(&self.conv.forward(xs), train).relu()
+    }
+}
+
+impl tnn::ModuleT for Net {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.classifier.forward(&self.features.forward_t(xs, train).mean_dim([2, 3].as_slice(), false, Kind::Float))
+    }
+}
+
+// Written by hand until `#[derive(Distillable)]` is available.
+impl Distillable for Block {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(ModuleChild<'a>)) {
+        visit(ModuleChild::field("conv", &self.conv));
+        visit(ModuleChild::field("bn", &self.bn));
+    }
+}
+
+impl Distillable for Net {
+    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(ModuleChild<'a>)) {
+        visit(ModuleChild::field("features", &self.features));
+        visit(ModuleChild::field("classifier", &self.classifier));
+    }
+}
+
+// ---- the same CNN on raw tch::nn, with a forward that returns the intermediates ---------------------
+
+struct RawNet {
+    convs: Vec<tnn::Conv2D>,
+    bns: Vec<tnn::BatchNorm>,
+    classifier: tnn::Linear,
+}
+
+/// What the hand-written step needs: conv 0 and 1 outputs, block 2 output, logits.
+struct Intermediates {
+    c0: Tensor,
+    c1: Tensor,
+    b2: Tensor,
+    logits: Tensor,
+}
+
+impl RawNet {
+    fn new(p: &tnn::Path, widths: &[i64]) -> RawNet {
+        let (mut convs, mut bns, mut cin) = (Vec::new(), Vec::new(), 1);
+        for (i, (&w, &s)) in widths.iter().zip(&STRIDES).enumerate() {
+            let b = p / "features" / i;
+            convs.push(tnn::conv2d(&b / "conv", cin, w, 3, conv_config(s)));
+            bns.push(tnn::batch_norm2d(&b / "bn", w, Default::default()));
+            cin = w;
+        }
+        RawNet { convs, bns, classifier: tnn::linear(p / "classifier", cin, 10, Default::default()) }
+    }
+
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_intermediates(xs, train).logits
+    }
+
+    fn forward_intermediates(&self, xs: &Tensor, train: bool) -> Intermediates {
+        let c0 = self.convs[0].forward(xs);
+        let b0 = self.bns[0].forward_t(&c0, train).relu();
+        let c1 = self.convs[1].forward(&b0);
+        let b1 = self.bns[1].forward_t(&c1, train).relu();
+        let c2 = self.convs[2].forward(&b1);
+        let b2 = self.bns[2].forward_t(&c2, train).relu();
+        let logits = self.classifier.forward(&b2.mean_dim([2, 3].as_slice(), false, Kind::Float));
+        Intermediates { c0, c1, b2, logits }
+    }
+}
+
+// ---- losses and adapters -----------------------------------------------------------------------------
+
+mod shim {
+    //! TEMPORARY stand-ins for `distill::criterion` and `distill::adapter` until they land on main.
+    use super::*;
+
+    pub fn mse(s: &Tensor, t: &Tensor) -> Tensor {
+        s.mse_loss(t, Reduction::Mean)
+    }
+
+    pub fn attention_transfer(s: &Tensor, t: &Tensor) -> Tensor {
+        let am = |x: &Tensor| {
+            let a = x.pow_tensor_scalar(2).mean_dim([1].as_slice(), false, Kind::Float).flatten(1, -1);
+            let norm = a.norm_scalaropt_dim(2, [1].as_slice(), true).clamp_min(1e-12);
+            a / norm
+        };
+        (am(s) - am(t)).pow_tensor_scalar(2).mean(Kind::Float)
+    }
+
+    pub fn kl_div(s: &Tensor, t: &Tensor, temperature: f64) -> Tensor {
+        let n = s.size()[0] as f64;
+        let ls = (s / temperature).log_softmax(-1, Kind::Float);
+        let lt = (t / temperature).log_softmax(-1, Kind::Float);
+        ls.kl_div(&lt, Reduction::Sum, true) * (temperature * temperature / n)
+    }
+
+    /// A 1×1 conv without bias selecting teacher channel `j` for student channel `j` (the student is
+    /// the first channels of the teacher).
+    pub fn selection_adapter(p: tnn::Path, teacher: i64, student: i64) -> tnn::Conv2D {
+        let conv = tnn::conv2d(p, teacher, student, 1, tnn::ConvConfig { bias: false, ..Default::default() });
+        let eye = Tensor::eye_m(student, teacher, (Kind::Float, Device::Cpu)).view([student, teacher, 1, 1]);
+        tch::no_grad(|| conv.ws.shallow_clone().copy_(&eye));
+        conv
+    }
+}
+
+/// Copies the first channels of `teacher` into `student` (a pruned copy, as the adapters expect).
+fn slice_into(student_vs: &VarStore, teacher_vs: &VarStore) {
+    let teacher = teacher_vs.variables();
+    tch::no_grad(|| {
+        for (name, mut var) in student_vs.variables() {
+            let src = &teacher[&name];
+            let mut view = src.shallow_clone();
+            for (dim, &size) in var.size().iter().enumerate() {
+                view = view.narrow(dim as i64, 0, size);
+            }
+            var.copy_(&view);
+        }
+    });
+}
+
+// ---- the two Rust sides of (b) -------------------------------------------------------------------------
+
+trait Side {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor);
+}
+
+/// Hand-written tch: raw layers, explicit intermediates, losses written out.
+struct Hand {
+    teacher: RawNet,
+    student: RawNet,
+    adapters: [tnn::Conv2D; 2],
+    opt: tnn::Optimizer,
+    _vs: (VarStore, VarStore),
+}
+
+impl Hand {
+    fn new(teacher_src: &VarStore) -> Hand {
+        let mut tvs = VarStore::new(Device::Cpu);
+        let teacher = RawNet::new(&tvs.root(), &TEACHER);
+        tvs.copy(teacher_src).expect("same variables");
+        tvs.freeze();
+        let svs = VarStore::new(Device::Cpu);
+        let student = RawNet::new(&svs.root(), &STUDENT);
+        slice_into(&svs, &tvs);
+        let kd = svs.root() / "kd";
+        let adapters = [
+            shim::selection_adapter(&kd / "f0", TEACHER[0], STUDENT[0]),
+            shim::selection_adapter(&kd / "f1", TEACHER[1], STUDENT[1]),
+        ];
+        let opt = tnn::Sgd { momentum: 0.9, ..Default::default() }.build(&svs, 0.01).unwrap();
+        Hand { teacher, student, adapters, opt, _vs: (tvs, svs) }
+    }
+}
+
+impl Side for Hand {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) {
+        let t = tch::no_grad(|| self.teacher.forward_intermediates(xs, false));
+        let s = self.student.forward_intermediates(xs, true);
+        let loss = s.logits.cross_entropy_for_logits(ys)
+            + shim::mse(&s.c0, &self.adapters[0].forward(&t.c0))
+            + shim::mse(&s.c1, &self.adapters[1].forward(&t.c1))
+            + shim::attention_transfer(&s.b2, &t.b2)
+            + shim::kl_div(&s.logits, &t.logits, 4.0);
+        self.opt.backward_step(&loss);
+    }
+}
+
+/// Through the distillation front end: `distill::nn` models, pairs captured by the engine.
+struct Front {
+    teacher: &'static Net,
+    student: &'static Net,
+    model: distill::DistillModel<'static, Net, Net, Payload>,
+    opt: tnn::Optimizer,
+}
+
+enum Payload {
+    Adapter(tnn::Conv2D),
+    Attention,
+}
+
+impl Front {
+    fn new(teacher_src: &VarStore) -> Front {
+        // Leaked: the bench keeps both sides alive for the whole process anyway.
+        let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+        let teacher: &'static Net = Box::leak(Box::new(Net::new(&tvs.root(), &TEACHER)));
+        tvs.copy(teacher_src).expect("same variables");
+        tvs.freeze();
+        let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+        let student: &'static Net = Box::leak(Box::new(Net::new(&svs.root(), &STUDENT)));
+        slice_into(svs, tvs);
+        let kd = svs.root() / "kd";
+        let mut mapping = Mapping::new(student, teacher);
+        for i in 0..2 {
+            let adapter = shim::selection_adapter(&kd / format!("f{i}"), TEACHER[i], STUDENT[i]);
+            mapping.add(&student.features[i].conv, &teacher.features[i].conv, Payload::Adapter(adapter)).unwrap();
+        }
+        mapping.add(student.features.slot(2), teacher.features.slot(2), Payload::Attention).unwrap();
+        let model = distill(student, teacher, mapping);
+        let opt = tnn::Sgd { momentum: 0.9, ..Default::default() }.build(svs, 0.01).unwrap();
+        Front { teacher, student, model, opt }
+    }
+}
+
+impl Side for Front {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) {
+        let _ = (self.teacher, self.student);
+        let out = self.model.forward_t(xs, true).expect("checked mapping");
+        let mut loss = out.student_output.cross_entropy_for_logits(ys)
+            + shim::kl_div(&out.student_output, &out.teacher_output, 4.0);
+        for (s, t, payload) in out.pairs() {
+            loss += match payload {
+                Payload::Adapter(a) => shim::mse(s, &a.forward(t)),
+                Payload::Attention => shim::attention_transfer(s, t),
+            };
+        }
+        self.opt.backward_step(&loss);
+    }
+}
+
+// ---- measuring ------------------------------------------------------------------------------------------
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Steps per round so that one round lasts about `round_ms`.
+fn calibrate(mut f: impl FnMut(), round_ms: u64) -> usize {
+    for _ in 0..5 {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed().as_millis() < 50 || n < 3 {
+        f();
+        n += 1;
+    }
+    let per = start.elapsed().as_secs_f64() / n as f64;
+    ((round_ms as f64 / 1e3 / per).round() as usize).max(1)
+}
+
+fn time_round(n: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed().as_secs_f64() / n as f64
+}
+
+/// Medians (seconds per call) of interleaved rounds of each contender, order rotated every round.
+fn interleave(rounds: usize, contenders: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
+    let k = contenders.len();
+    let mut times = vec![Vec::with_capacity(rounds); k];
+    for r in 0..rounds {
+        for j in 0..k {
+            let i = (r + j) % k;
+            times[i].push(contenders[i]());
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
+fn fmt_ms(s: f64) -> String {
+    format!("{:.3} ms", s * 1e3)
+}
+
+/// The random teacher both sides start from.
+fn teacher_weights() -> VarStore {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let _ = Net::new(&vs.root(), &TEACHER);
+    vs
+}
+
+fn batch_data(batch: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(1);
+    (Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu)), Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)))
+}
+
+fn bench_idle(args: &Args, batch: i64) {
+    let src = teacher_weights();
+    let dvs = VarStore::new(Device::Cpu);
+    let dnet = Net::new(&dvs.root(), &TEACHER);
+    let mut rvs = VarStore::new(Device::Cpu);
+    let rnet = RawNet::new(&rvs.root(), &TEACHER);
+    let mut dvs = dvs;
+    dvs.copy(&src).unwrap();
+    rvs.copy(&src).unwrap();
+    let (xs, _) = batch_data(batch);
+    let _guard = tch::no_grad_guard();
+    let same = dnet.forward_t(&xs, false).allclose(&rnet.forward_t(&xs, false), 1e-6, 1e-6, false);
+    assert!(same, "distill::nn and tch::nn nets disagree");
+    let n = calibrate(|| drop(rnet.forward_t(&xs, false)), args.round_ms);
+    let mut raw = || time_round(n, || drop(rnet.forward_t(&xs, false)));
+    let mut ours = || time_round(n, || drop(dnet.forward_t(&xs, false)));
+    let m = interleave(args.rounds, &mut [&mut raw, &mut ours]);
+    let ratio = m[1] / m[0];
+    println!(
+        "(a) idle   batch {batch:>3}: distill::nn {} vs tch::nn {} per forward → {ratio:.3}× (target ≤ 1.01×)",
+        fmt_ms(m[1]),
+        fmt_ms(m[0])
+    );
+}
+
+/// The Python baseline, served over a pipe.
+struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python/step_hooks.py")
+}
+
+impl Python {
+    fn start(args: &Args, batch: i64) -> Result<Python, String> {
+        let mut child = Command::new(&args.python)
+            .arg(script())
+            .args(["--serve", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", args.python))?;
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.trim() != "ready" {
+            return Err(format!("the Python baseline did not start (is torch importable? PYTHONPATH is set by scripts/libtorch.sh); said {line:?}"));
+        }
+        Ok(Python { child, stdin, stdout })
+    }
+
+    /// Seconds per step over `n` steps.
+    fn round(&mut self, n: usize) -> f64 {
+        writeln!(self.stdin, "{n}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().parse::<f64>().expect("Python answers with seconds") / n as f64
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.wait();
+    }
+}
+
+fn bench_step(args: &Args, batch: i64, python: bool) {
+    let src = teacher_weights();
+    let (xs, ys) = batch_data(batch);
+    let mut hand = Hand::new(&src);
+    let mut front = Front::new(&src);
+    let n = calibrate(|| hand.step(&xs, &ys), args.round_ms);
+    for _ in 0..5 {
+        front.step(&xs, &ys);
+    }
+    let mut py = if python {
+        match Python::start(args, batch) {
+            Ok(py) => Some(py),
+            Err(e) => {
+                println!("(c) python batch {batch:>3}: skipped: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut run_hand = || time_round(n, || hand.step(&xs, &ys));
+    let mut run_front = || time_round(n, || front.step(&xs, &ys));
+    let m = match py.as_mut() {
+        Some(py) => {
+            let mut run_py = || py.round(n);
+            interleave(args.rounds, &mut [&mut run_hand, &mut run_front, &mut run_py])
+        }
+        None => interleave(args.rounds, &mut [&mut run_hand, &mut run_front]),
+    };
+    let ratio = m[1] / m[0];
+    println!(
+        "(b) step   batch {batch:>3}: distill {} vs hand-written tch {} per step → {ratio:.3}× (target ≤ 1.03×)",
+        fmt_ms(m[1]),
+        fmt_ms(m[0])
+    );
+    if let Some(&p) = m.get(2) {
+        let r = m[1] / p;
+        println!(
+            "(c) python batch {batch:>3}: distill {} vs PyTorch hooks {} per step → {r:.3}× (hand-written tch {:.3}×){}",
+            fmt_ms(m[1]),
+            fmt_ms(p),
+            m[0] / p,
+            if batch == 8 { "; target ≤ 0.6×" } else { "" }
+        );
+    }
+}
+
+/// Runs one side of (b) for a while in this process and prints its peak RSS.
+fn rss_child(args: &Args, side: &str) {
+    let batch = args.batch[0];
+    let src = teacher_weights();
+    let (xs, ys) = batch_data(batch);
+    let mut s: Box<dyn Side> = match side {
+        "hand" => Box::new(Hand::new(&src)),
+        "distill" => Box::new(Front::new(&src)),
+        other => panic!("unknown side {other}"),
+    };
+    for _ in 0..200 {
+        s.step(&xs, &ys);
+    }
+    println!("maxrss_kib {}", maxrss_kib());
+}
+
+fn maxrss_kib() -> i64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss
+}
+
+fn child_rss(mut cmd: Command) -> Option<i64> {
+    let out = cmd.stderr(Stdio::inherit()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("maxrss_kib ")).and_then(|v| v.trim().parse().ok())
+}
+
+fn bench_rss(args: &Args, batch: i64) {
+    let exe = std::env::current_exe().unwrap();
+    let side = |name: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["--rss-child", name, "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
+        if args.untuned {
+            cmd.arg("--untuned");
+        }
+        child_rss(cmd)
+    };
+    let (hand, front) = (side("hand"), side("distill"));
+    let mut py = Command::new(&args.python);
+    py.arg(script()).args(["--rss", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
+    let python = child_rss(py);
+    let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let ratio = match (front, hand) {
+        (Some(f), Some(h)) => format!("{:.3}×", f as f64 / h as f64),
+        _ => "n/a".into(),
+    };
+    println!(
+        "(d) rss    batch {batch:>3}: distill {} vs hand-written tch {} peak RSS → {ratio} (PyTorch hooks: {})",
+        mib(front),
+        mib(hand),
+        mib(python)
+    );
+}
+
+fn main() {
+    let args = Args::parse();
+    let tuned = if args.untuned { false } else { distill::tune_allocator() };
+    tch::set_num_threads(args.threads);
+    if let Some(side) = &args.rss_child {
+        rss_child(&args, side);
+        return;
+    }
+    let on = |name: &str| args.only.iter().any(|o| o == name);
+    println!(
+        "distill benchmarks: {} threads, allocator tuned: {tuned}, {} interleaved rounds of ~{} ms per side, medians",
+        args.threads, args.rounds, args.round_ms
+    );
+    println!("small CNN: teacher {TEACHER:?}, student {STUDENT:?}, 28×28; step = 2 adapter pairs (MSE) + AT + KD (T=4) + CE, SGD");
+    for &batch in &args.batch {
+        if on("idle") {
+            bench_idle(&args, batch);
+        }
+        if on("step") || on("python") {
+            bench_step(&args, batch, on("python"));
+        }
+        if on("rss") {
+            bench_rss(&args, batch);
+        }
+    }
+}

@@ -98,6 +98,17 @@ pub fn train(
             }
         }
         bar.finish();
+        if bar.is_hidden() {
+            // Not a terminal (a log file, CI): one line per epoch instead of the live bar.
+            println!(
+                "{} {}/{}: {} ({:.0} s)",
+                schedule.label,
+                epoch + 1,
+                schedule.epochs,
+                format_terms(&history.names, &running, count),
+                start.elapsed().as_secs_f64()
+            );
+        }
     }
     history.elapsed = start.elapsed();
     history
