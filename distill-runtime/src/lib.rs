@@ -5,7 +5,7 @@
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
 //! - [`engine`]: the forward pass both front ends share;
-//! - [`mod@error`]: [`DistillError`].
+//! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
 //! on top of this engine.
