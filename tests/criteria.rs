@@ -194,6 +194,7 @@ fn weights_scale_and_multiply() {
     assert_eq!(2.0 * Mse, Mse * 2.0);
     assert_eq!(Mse.weighted(2.0), Mse * 2.0);
     assert_eq!((KlDiv::new(4.0) * 2.0) * 3.0, KlDiv::new(4.0) * 6.0);
+    assert_eq!(3.0 * (Pkt * 2.0), Pkt * 6.0);
     assert!((value(&(Mse * 2.0), &s, &t) - 2.0 * base).abs() < 1e-12);
     assert!((value(&Mse.weighted(0.5), &s, &t) - 0.5 * base).abs() < 1e-12);
     assert!((value(&((Mse * 2.0) * 3.0), &s, &t) - 6.0 * base).abs() < 1e-12);

@@ -29,6 +29,21 @@
 //!
 //! The teacher tensor is used as given: the engine runs the teacher without gradient by default, so no
 //! criterion detaches it (with a trainable teacher, gradients flow to both sides).
+//!
+//! ```
+//! use distill_runtime::criterion::{weighted, AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let s = Tensor::randn([8, 10], (Kind::Float, Device::Cpu));
+//! let t = Tensor::randn([8, 10], (Kind::Float, Device::Cpu));
+//! let kd = KlDiv::new(4.0) * 0.9; // Weighted<KlDiv>
+//! let _loss = kd.loss(&s, &t) + Mse.weighted(0.1).loss(&s, &t);
+//! let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
+//! let _dkd = Dkd::default().loss_with_targets(&s, &t, Some(&labels));
+//! let gap = weighted(|s: &Tensor, t: &Tensor| (s - t).abs().max(), 2.0); // closures too
+//! assert!(gap.loss(&s, &t).double_value(&[]) > 0.0);
+//! assert!(AttentionTransfer::default().accepts_shapes(&[8, 16, 7, 7], &[8, 64, 7, 7]));
+//! ```
 
 use tch::Tensor;
 
