@@ -16,6 +16,7 @@ pub use distill_runtime::{
 /// Everything a distillation script needs: `use distill::prelude::*;`.
 pub mod prelude {
     pub use crate::nn;
+    pub use crate::criterion::*;
     pub use crate::{distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Recordable};
 }
 
