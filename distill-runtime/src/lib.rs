@@ -1,16 +1,20 @@
 //! The engine of [`distill`](https://docs.rs/distill): knowledge distillation on tch (libtorch).
 //!
 //! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
+//! - [`adapter`]: channel mapping between a layer and its pruned copy, selection and learned adapters;
+//! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
+//! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
 //! - [`engine`]: the forward pass both front ends share;
-//! - [`error`]: [`DistillError`].
+//! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
 //! on top of this engine.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod alloc;
 pub mod capture;
 pub mod criterion;
@@ -20,6 +24,7 @@ pub mod error;
 pub mod mapping;
 pub mod module;
 pub mod nn;
+pub mod prune;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
