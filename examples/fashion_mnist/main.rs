@@ -139,9 +139,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
 
     // 2. Two identical pruned students.
     let ce_vs = VarStore::new(device);
-    let ce_student = prune::prune_net(&teacher, &ce_vs.root(), args.keep);
+    let ce_student = prune::prune_net(&teacher, &ce_vs.root(), args.keep)?;
     let kd_vs = VarStore::new(device);
-    let kd_student = prune::prune_net(&teacher, &kd_vs.root(), args.keep);
+    let kd_student = prune::prune_net(&teacher, &kd_vs.root(), args.keep)?;
     let pruned_acc = accuracy(&ce_student, &data.test);
     println!(
         "student: widths {:?} (teacher {:?}), {} of {} parameters; before fine-tuning {pruned_acc:.2}%",
@@ -168,8 +168,9 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let ce_acc = accuracy(&ce_student, &data.test);
     println!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
 
-    tch::manual_seed(args.seed + 1);
+    // Adapters first: the seed then fixes the batch order exactly as for the CE-only run.
     let kd_step = kd::kd_step(&(kd_vs.root() / "kd"), &kd_student, &teacher)?;
+    tch::manual_seed(args.seed + 1);
     let mut opt = sgd(&kd_vs, 0.01, 0.9, 0.0);
     let kd_history = train(&data.train, &mut opt, &finetune("fine-tune distill"), kd_step);
     let kd_acc = accuracy(&kd_student, &data.test);
