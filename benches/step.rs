@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use distill::nn as dnn;
+use distill::adapter::{conv2d_adapter, Conv2DAdapter};
+use distill::criterion::{AttentionTransfer, Criterion, KlDiv, Mse};
 use distill::{distill, Child as ModuleChild, Distillable, Mapping};
 use tch::nn::{self as tnn, Module as _, ModuleT as _, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -165,8 +167,9 @@ impl RawNet {
 
 // ---- losses and adapters -----------------------------------------------------------------------------
 
-mod shim {
-    //! TEMPORARY stand-ins for `distill::criterion` and `distill::adapter` until they land on main.
+mod hand {
+    //! The hand-written side's losses and adapters, written out in tch as a user without the library
+    //! would (same formulas as `distill::criterion`'s `Mse`, `AttentionTransfer`, `KlDiv`).
     use super::*;
 
     pub fn mse(s: &Tensor, t: &Tensor) -> Tensor {
@@ -185,8 +188,8 @@ mod shim {
     pub fn kl_div(s: &Tensor, t: &Tensor, temperature: f64) -> Tensor {
         let n = s.size()[0] as f64;
         let ls = (s / temperature).log_softmax(-1, Kind::Float);
-        let lt = (t / temperature).log_softmax(-1, Kind::Float);
-        ls.kl_div(&lt, Reduction::Sum, true) * (temperature * temperature / n)
+        let pt = (t / temperature).softmax(-1, Kind::Float);
+        ls.kl_div(&pt, Reduction::Sum, false) * (temperature * temperature / n)
     }
 
     /// A 1×1 conv without bias selecting teacher channel `j` for student channel `j` (the student is
@@ -217,7 +220,8 @@ fn slice_into(student_vs: &VarStore, teacher_vs: &VarStore) {
 // ---- the two Rust sides of (b) -------------------------------------------------------------------------
 
 trait Side {
-    fn step(&mut self, xs: &Tensor, ys: &Tensor);
+    /// One training step; returns the loss (before the update).
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor;
 }
 
 /// Hand-written tch: raw layers, explicit intermediates, losses written out.
@@ -240,8 +244,8 @@ impl Hand {
         slice_into(&svs, &tvs);
         let kd = svs.root() / "kd";
         let adapters = [
-            shim::selection_adapter(&kd / "f0", TEACHER[0], STUDENT[0]),
-            shim::selection_adapter(&kd / "f1", TEACHER[1], STUDENT[1]),
+            hand::selection_adapter(&kd / "f0", TEACHER[0], STUDENT[0]),
+            hand::selection_adapter(&kd / "f1", TEACHER[1], STUDENT[1]),
         ];
         let opt = tnn::Sgd { momentum: 0.9, ..Default::default() }.build(&svs, 0.01).unwrap();
         Hand { teacher, student, adapters, opt, _vs: (tvs, svs) }
@@ -249,15 +253,16 @@ impl Hand {
 }
 
 impl Side for Hand {
-    fn step(&mut self, xs: &Tensor, ys: &Tensor) {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor {
         let t = tch::no_grad(|| self.teacher.forward_intermediates(xs, false));
         let s = self.student.forward_intermediates(xs, true);
         let loss = s.logits.cross_entropy_for_logits(ys)
-            + shim::mse(&s.c0, &self.adapters[0].forward(&t.c0))
-            + shim::mse(&s.c1, &self.adapters[1].forward(&t.c1))
-            + shim::attention_transfer(&s.b2, &t.b2)
-            + shim::kl_div(&s.logits, &t.logits, 4.0);
+            + hand::mse(&s.c0, &self.adapters[0].forward(&t.c0))
+            + hand::mse(&s.c1, &self.adapters[1].forward(&t.c1))
+            + hand::attention_transfer(&s.b2, &t.b2)
+            + hand::kl_div(&s.logits, &t.logits, 4.0);
         self.opt.backward_step(&loss);
+        loss
     }
 }
 
@@ -270,7 +275,7 @@ struct Front {
 }
 
 enum Payload {
-    Adapter(tnn::Conv2D),
+    Adapter(Conv2DAdapter),
     Attention,
 }
 
@@ -287,7 +292,7 @@ impl Front {
         let kd = svs.root() / "kd";
         let mut mapping = Mapping::new(student, teacher);
         for i in 0..2 {
-            let adapter = shim::selection_adapter(&kd / format!("f{i}"), TEACHER[i], STUDENT[i]);
+            let adapter = conv2d_adapter(&kd / format!("f{i}"), &teacher.features[i].conv, &student.features[i].conv).unwrap();
             mapping.add(&student.features[i].conv, &teacher.features[i].conv, Payload::Adapter(adapter)).unwrap();
         }
         mapping.add(student.features.slot(2), teacher.features.slot(2), Payload::Attention).unwrap();
@@ -298,18 +303,19 @@ impl Front {
 }
 
 impl Side for Front {
-    fn step(&mut self, xs: &Tensor, ys: &Tensor) {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor {
         let _ = (self.teacher, self.student);
         let out = self.model.forward_t(xs, true).expect("checked mapping");
         let mut loss = out.student_output.cross_entropy_for_logits(ys)
-            + shim::kl_div(&out.student_output, &out.teacher_output, 4.0);
+            + KlDiv::new(4.0).loss(&out.student_output, &out.teacher_output);
         for (s, t, payload) in out.pairs() {
             loss += match payload {
-                Payload::Adapter(a) => shim::mse(s, &a.forward(t)),
-                Payload::Attention => shim::attention_transfer(s, t),
+                Payload::Adapter(a) => Mse.loss(s, &a.forward(t)),
+                Payload::Attention => AttentionTransfer::default().loss(s, t),
             };
         }
         self.opt.backward_step(&loss);
+        loss
     }
 }
 
@@ -455,9 +461,12 @@ fn bench_step(args: &Args, batch: i64, python: bool) {
     let (xs, ys) = batch_data(batch);
     let mut hand = Hand::new(&src);
     let mut front = Front::new(&src);
-    let n = calibrate(|| hand.step(&xs, &ys), args.round_ms);
+    // Both sides start from the same weights: their first losses must agree.
+    let (lh, lf) = (hand.step(&xs, &ys).double_value(&[]), front.step(&xs, &ys).double_value(&[]));
+    assert!((lh - lf).abs() <= 1e-4 * lh.abs(), "the two sides compute different steps: {lh} vs {lf}");
+    let n = calibrate(|| drop(hand.step(&xs, &ys)), args.round_ms);
     for _ in 0..5 {
-        front.step(&xs, &ys);
+        drop(front.step(&xs, &ys));
     }
     let mut py = if python {
         match Python::start(args, batch) {
@@ -470,8 +479,8 @@ fn bench_step(args: &Args, batch: i64, python: bool) {
     } else {
         None
     };
-    let mut run_hand = || time_round(n, || hand.step(&xs, &ys));
-    let mut run_front = || time_round(n, || front.step(&xs, &ys));
+    let mut run_hand = || time_round(n, || drop(hand.step(&xs, &ys)));
+    let mut run_front = || time_round(n, || drop(front.step(&xs, &ys)));
     let m = match py.as_mut() {
         Some(py) => {
             let mut run_py = || py.round(n);
@@ -497,6 +506,25 @@ fn bench_step(args: &Args, batch: i64, python: bool) {
     }
 }
 
+/// Both sides of (a) and (b) compute the same thing and run; no timing.
+fn smoke_test() {
+    let src = teacher_weights();
+    for batch in [2, 8] {
+        let (xs, ys) = batch_data(batch);
+        let (mut hand, mut front) = (Hand::new(&src), Front::new(&src));
+        for _ in 0..3 {
+            let (lh, lf) = (hand.step(&xs, &ys).double_value(&[]), front.step(&xs, &ys).double_value(&[]));
+            assert!((lh - lf).abs() <= 1e-4 * lh.abs(), "batch {batch}: {lh} vs {lf}");
+        }
+    }
+    let (dvs, mut rvs) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
+    let (dnet, rnet) = (Net::new(&dvs.root(), &TEACHER), RawNet::new(&rvs.root(), &TEACHER));
+    rvs.copy(&dvs).unwrap();
+    let xs = batch_data(4).0;
+    assert!(dnet.forward_t(&xs, false).allclose(&rnet.forward_t(&xs, false), 1e-6, 1e-6, false));
+    println!("bench smoke test: both sides of each benchmark agree (timings: `scripts/bench`)");
+}
+
 /// Runs one side of (b) for a while in this process and prints its peak RSS.
 fn rss_child(args: &Args, side: &str) {
     let batch = args.batch[0];
@@ -508,7 +536,7 @@ fn rss_child(args: &Args, side: &str) {
         other => panic!("unknown side {other}"),
     };
     for _ in 0..200 {
-        s.step(&xs, &ys);
+        drop(s.step(&xs, &ys));
     }
     println!("maxrss_kib {}", maxrss_kib());
 }
@@ -559,6 +587,11 @@ fn main() {
     tch::set_num_threads(args.threads);
     if let Some(side) = &args.rss_child {
         rss_child(&args, side);
+        return;
+    }
+    if !args.bench {
+        // `cargo test --all-targets` runs bench binaries without `--bench`: check, do not time.
+        smoke_test();
         return;
     }
     let on = |name: &str| args.only.iter().any(|o| o == name);

@@ -141,3 +141,62 @@ pub fn batches<'a>(split: &'a Split, order: &'a Tensor, batch_size: i64) -> impl
         (split.images.index_select(0, &idx), split.labels.index_select(0, &idx))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+
+    use super::*;
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut bytes = (0x0800u32 | dims.len() as u32).to_be_bytes().to_vec();
+        dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+        bytes.extend(data);
+        bytes
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8], gz: bool) {
+        if gz {
+            let mut enc = GzEncoder::new(File::create(dir.join(format!("{name}.gz"))).unwrap(), Compression::fast());
+            enc.write_all(bytes).unwrap();
+            enc.finish().unwrap();
+        } else {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn loads_gzipped_and_plain_idx_and_standardises() {
+        let dir = std::env::temp_dir().join(format!("distill-fm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pixels: Vec<u8> = (0..2 * 28 * 28).map(|i| (i % 256) as u8).collect();
+        write(&dir, "train-images-idx3-ubyte", &idx(&[2, 28, 28], &pixels), true);
+        write(&dir, "train-labels-idx1-ubyte", &idx(&[2], &[3, 9]), true);
+        write(&dir, "t10k-images-idx3-ubyte", &idx(&[1, 28, 28], &pixels[..784]), false);
+        write(&dir, "t10k-labels-idx1-ubyte", &idx(&[1], &[7]), false);
+        let data = load(&dir).unwrap();
+        assert_eq!(data.train.images.size(), [2, 1, 28, 28]);
+        assert_eq!(Vec::<i64>::try_from(&data.train.labels).unwrap(), [3, 9]);
+        assert_eq!(Vec::<i64>::try_from(&data.test.labels).unwrap(), [7]);
+        let mean = data.train.images.mean(Kind::Double).double_value(&[]);
+        let std = data.train.images.std(true).double_value(&[]);
+        assert!(mean.abs() < 1e-5 && (std - 1.0).abs() < 1e-5, "standardised: mean {mean}, std {std}");
+        // Pixel 5 of the first image is 5/255 before standardisation.
+        let first = data.train.images.flatten(0, -1).double_value(&[5]);
+        assert!((first - (5.0 / 255.0 - data.mean) / data.std).abs() < 1e-5);
+
+        write(&dir, "t10k-labels-idx1-ubyte", &idx(&[2], &[7]), false);
+        let err = load(&dir).err().unwrap().to_string();
+        assert!(err.contains("1 data bytes for shape [2]"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_folder_says_how_to_get_the_data() {
+        let err = load(Path::new("/nonexistent/fashion")).err().unwrap().to_string();
+        assert!(err.contains("apt-get install dataset-fashion-mnist") && err.contains("--data"), "{err}");
+    }
+}
