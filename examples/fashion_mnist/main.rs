@@ -107,13 +107,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut teacher_vs = VarStore::new(device);
     let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
     let checkpoint = args.out.join("teacher.safetensors");
-    let mut teacher_history = None;
+    let history_path = args.out.join("teacher_loss.csv");
+    let teacher_history;
     let teacher_note;
     if checkpoint.is_file() && !args.retrain {
         teacher_vs.load(&checkpoint).map_err(|e| {
             format!("cannot load {} ({e}); rerun with --retrain to train a new teacher", checkpoint.display())
         })?;
         teacher_note = format!("loaded from `{}`", checkpoint.display());
+        teacher_history = report::load_history(&history_path);
         println!("teacher: {teacher_note}");
     } else {
         let mut opt = sgd(&teacher_vs, 0.1, 0.9, 5e-4);
@@ -129,6 +131,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             (loss, vec![("loss", value)])
         });
         teacher_vs.save(&checkpoint)?;
+        report::save_history(&history_path, &history)?;
         teacher_note = format!("trained {} epochs in {:.0} s", args.epochs, history.elapsed.as_secs_f64());
         println!("teacher: {teacher_note}, saved to {}", checkpoint.display());
         teacher_history = Some(history);

@@ -51,6 +51,28 @@ fn register_font() -> bool {
     false
 }
 
+/// Saves a loss history as CSV (a header of term names, one row per step).
+pub fn save_history(path: &Path, history: &History) -> std::io::Result<()> {
+    let mut csv = history.names.join(",") + "\n";
+    for row in &history.steps {
+        csv += &row.iter().map(f64::to_string).collect::<Vec<_>>().join(",");
+        csv.push('\n');
+    }
+    std::fs::write(path, csv)
+}
+
+/// Reads a history written by [`save_history`]; `None` when absent or malformed.
+pub fn load_history(path: &Path) -> Option<History> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let names: Vec<&'static str> =
+        lines.next()?.split(',').map(|n| &*Box::leak(n.to_owned().into_boxed_str())).collect();
+    let steps = lines
+        .map(|l| l.split(',').map(|v| v.parse().ok()).collect::<Option<Vec<f64>>>())
+        .collect::<Option<Vec<_>>>()?;
+    Some(History { names, steps, elapsed: Default::default() })
+}
+
 /// Moving average over `window` steps, as `(step, value)` points.
 fn smooth(values: &[f64], window: usize) -> Vec<(f64, f64)> {
     let window = window.max(1);
@@ -91,15 +113,17 @@ pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) 
         let steps = panel.series.iter().map(|s| s.1.len()).max().unwrap_or(1).max(2);
         let window = (steps / 150).max(1);
         let smoothed: Vec<_> = panel.series.iter().map(|(n, v, c)| (n, smooth(v, window), *c)).collect();
-        let ymax = smoothed.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.05;
+        let values = || smoothed.iter().flat_map(|s| s.1.iter().map(|p| p.1)).filter(|v| *v > 0.0);
+        let ymax = values().fold(1e-3f64, f64::max) * 1.2;
+        let ymin = values().fold(ymax, f64::min) / 1.2;
         let mut builder = ChartBuilder::on(area);
         builder.margin(12);
         if text {
             builder.caption(panel.title, ("sans-serif", 18)).x_label_area_size(36).y_label_area_size(52);
         }
-        let mut chart = builder.build_cartesian_2d(0f64..steps as f64, 0f64..ymax.max(1e-3))?;
+        let mut chart = builder.build_cartesian_2d(0f64..steps as f64, (ymin..ymax).log_scale())?;
         if text {
-            chart.configure_mesh().x_desc("step").y_desc(format!("loss (mean of {window} steps)")).draw()?;
+            chart.configure_mesh().y_labels(12).y_label_formatter(&|v| format!("{v:.2}")).x_label_formatter(&|v| format!("{v:.0}")).x_desc("step").y_desc(format!("loss, log scale (mean of {window} steps)")).draw()?;
         } else {
             chart.configure_mesh().x_labels(0).y_labels(0).draw()?;
         }
@@ -110,7 +134,7 @@ pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) 
             }
         }
         if text {
-            chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+            chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
         }
     }
     root.present()?;
