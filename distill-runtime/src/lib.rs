@@ -5,6 +5,8 @@
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
 //! - [`engine`]: the forward pass both front ends share;
+//! - [`schema`]: the statically known module tree, for compile-time path checks;
+//! - [`dsl`]: what `distill!` and `#[derive(Distillable)]` generate code against ([`Pair`]);
 //! - [`error`]: [`DistillError`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
@@ -14,17 +16,21 @@
 pub mod alloc;
 pub mod capture;
 pub mod criterion;
+pub mod dsl;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod mapping;
 pub mod module;
 pub mod nn;
+pub mod schema;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
+pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, Captures, Engine, TeacherMode};
 pub use error::{DistillError, Port, Result, Side};
 pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
+pub use schema::{Schema, StaticSchema};
