@@ -48,16 +48,29 @@ impl<T: Distillable + StaticSchema> DistillField for T {
 // ---- models ------------------------------------------------------------------------------------
 
 /// A model that `distill!` can distill: it runs (`tch::nn::ModuleT`) and names its children
-/// ([`Distillable`]).
+/// ([`Distillable`]). Generated code reaches both through this trait, at the span of the type in the
+/// `distill!` header, so a model missing either is one error there.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be distilled: it must implement tch's `ModuleT` and `Distillable`",
     label = "not a distillable model",
     note = "derive `Distillable` with `#[derive(Distillable)]` and implement `tch::nn::ModuleT` (its forward)"
 )]
-pub trait Model: ModuleT + Distillable {}
+pub trait Model {
+    /// The model as a module tree.
+    fn as_distillable(&self) -> &dyn Distillable;
+    /// The model as a tch module.
+    fn as_module_t(&self) -> &dyn ModuleT;
+}
 
 #[diagnostic::do_not_recommend]
-impl<M: ModuleT + Distillable + ?Sized> Model for M {}
+impl<M: ModuleT + Distillable> Model for M {
+    fn as_distillable(&self) -> &dyn Distillable {
+        self
+    }
+    fn as_module_t(&self) -> &dyn ModuleT {
+        self
+    }
+}
 
 // ---- endpoints ---------------------------------------------------------------------------------
 
@@ -315,9 +328,6 @@ where
     Box::new(criterion)
 }
 
-/// Asserts at compile time that a type is a [`Model`].
-pub const fn assert_model<M: Model + ?Sized>() {}
-
 // ---- the generated model's core ----------------------------------------------------------------
 
 /// One pair of a generated distillation, as `new()` built it.
@@ -396,18 +406,14 @@ impl<'m> Core<'m> {
 
     /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
     /// shapes against its criterion.
-    pub fn forward<S, T>(
+    pub fn forward(
         &self,
-        student: &S,
-        teacher: &T,
+        student: &dyn ModuleT,
+        teacher: &dyn ModuleT,
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,
-    ) -> Result<Forward<'_>>
-    where
-        S: ModuleT + ?Sized,
-        T: ModuleT + ?Sized,
-    {
+    ) -> Result<Forward<'_>> {
         let captures = self.engine.run(student, teacher, student_xs, teacher_xs, train, self.mode)?;
         let pairs = self
             .pairs
