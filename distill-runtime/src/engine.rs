@@ -53,7 +53,7 @@ impl Captured {
         Captured { calls: vec![tensor] }
     }
 
-    fn to_device(self, device: Device) -> Captured {
+    fn moved_to(self, device: Device) -> Captured {
         Captured { calls: self.calls.into_iter().map(|t| move_to(t, device)).collect() }
     }
 }
@@ -127,7 +127,7 @@ impl Engine {
         let device = student_output.device();
         Ok(Captures {
             teacher_output: move_to(teacher_output, device),
-            teacher: teacher_captures.into_iter().map(|c| c.to_device(device)).collect(),
+            teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
             student_output,
             student: student_captures,
         })

@@ -2,12 +2,13 @@
 //!
 //! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
+//! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
 //! - [`engine`]: the forward pass both front ends share;
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
 //! - [`dsl`]: what `distill!` and `#[derive(Distillable)]` generate code against ([`Pair`]);
-//! - [`error`]: [`DistillError`].
+//! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
 //! on top of this engine.

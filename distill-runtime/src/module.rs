@@ -201,6 +201,12 @@ pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<
     Ok(current)
 }
 
+impl fmt::Debug for Resolved<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolved").field("type", &self.module.module_type()).field("tap", &self.tap).finish()
+    }
+}
+
 /// The path of the module recorded by `tap`, if it is part of `root`.
 pub fn path_of_tap(root: &dyn Distillable, tap: TapId) -> Option<String> {
     if root.own_tap() == Some(tap) {

@@ -40,3 +40,11 @@ impl<C> Mul<f64> for Weighted<C> {
         Weighted { criterion: self.criterion, weight: self.weight * weight }
     }
 }
+
+/// Weights multiply from the left too: `3.0 * (c * 2.0)` is `c` weighted by 6.
+impl<C> Mul<Weighted<C>> for f64 {
+    type Output = Weighted<C>;
+    fn mul(self, weighted: Weighted<C>) -> Weighted<C> {
+        weighted * self
+    }
+}

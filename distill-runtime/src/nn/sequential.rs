@@ -134,7 +134,9 @@ impl Recordable for Sequential {
 }
 
 /// A closure element of a [`Sequential`]; recorded by its slot.
-struct Func(Box<dyn Fn(&Tensor, bool) -> Tensor + Send>);
+struct Func(Box<FuncT>);
+
+type FuncT = dyn Fn(&Tensor, bool) -> Tensor + Send;
 
 impl fmt::Debug for Func {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,0 +1,88 @@
+//! Soft-target losses on logits: [`KlDiv`] (Hinton KD) and [`SoftCrossEntropy`].
+
+use tch::{Reduction, Tensor};
+
+use super::{batch_size, equal_with_dims, Criterion};
+
+/// Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": the KL divergence from the
+/// teacher's to the student's softened class distribution,
+///
+/// `T² · F.kl_div(F.log_softmax(s/T, dim=1), F.softmax(t/T, dim=1), reduction="batchmean")`
+///
+/// i.e. `T²/N · Σ softmax(t/T) · (log softmax(t/T) − log_softmax(s/T))`, summed over classes (dim 1) and
+/// any further dimensions, divided by the batch size `N`. The `T²` keeps gradient magnitudes independent
+/// of the temperature, as in the paper.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KlDiv {
+    /// Softmax temperature `T` (> 0).
+    pub temperature: f64,
+}
+
+impl KlDiv {
+    /// Hinton KD at temperature `temperature`.
+    pub const fn new(temperature: f64) -> Self {
+        KlDiv { temperature }
+    }
+}
+
+/// `T = 4`, the default of RepDistiller (`--kd_T`) and mdistiller (`KD.TEMPERATURE`).
+impl Default for KlDiv {
+    fn default() -> Self {
+        KlDiv::new(4.0)
+    }
+}
+
+impl Criterion for KlDiv {
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        let t = self.temperature;
+        let log_p_student = (student / t).log_softmax(1, None);
+        let p_teacher = (teacher / t).softmax(1, None);
+        log_p_student.kl_div(&p_teacher, Reduction::Sum, false) * (t * t / batch_size(student))
+    }
+
+    /// Equal shapes with a class dimension (at least 2-D).
+    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
+        equal_with_dims(student, teacher, 2)
+    }
+}
+
+/// Cross-entropy against the teacher's soft targets,
+///
+/// `T² · mean_N(−Σ_c softmax(t/T)_c · log_softmax(s/T)_c)`
+///
+/// summed over classes (dim 1) and averaged over the batch (and any further dimensions). It differs
+/// from [`KlDiv`] by the teacher's entropy (a constant for the student), so the student gradients are
+/// the same when there are no further dimensions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftCrossEntropy {
+    /// Softmax temperature `T` (> 0).
+    pub temperature: f64,
+}
+
+impl SoftCrossEntropy {
+    /// Soft-target cross-entropy at temperature `temperature`.
+    pub const fn new(temperature: f64) -> Self {
+        SoftCrossEntropy { temperature }
+    }
+}
+
+/// `T = 4`, as [`KlDiv`].
+impl Default for SoftCrossEntropy {
+    fn default() -> Self {
+        SoftCrossEntropy::new(4.0)
+    }
+}
+
+impl Criterion for SoftCrossEntropy {
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        let t = self.temperature;
+        let log_p_student = (student / t).log_softmax(1, None);
+        let p_teacher = (teacher / t).softmax(1, None);
+        (p_teacher * log_p_student).sum_dim_intlist(1, false, None).mean(None) * (-t * t)
+    }
+
+    /// Equal shapes with a class dimension (at least 2-D).
+    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
+        equal_with_dims(student, teacher, 2)
+    }
+}
