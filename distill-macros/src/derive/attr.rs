@@ -19,6 +19,10 @@ impl Field {
     pub fn from_attrs(cx: &Ctxt, attrs: &[syn::Attribute]) -> Field {
         let mut field = Field::default();
         for attr in attrs.iter().filter(|attr| attr.path().is_ident("distill")) {
+            if !matches!(attr.meta, syn::Meta::List(_)) {
+                cx.error_spanned_by(attr, "expected `#[distill(skip)]` or `#[distill(rename = \"name\")]`");
+                continue;
+            }
             let parsed = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("skip") {
                     if field.skip.is_some() {
@@ -27,7 +31,10 @@ impl Field {
                     field.skip = Some(meta.path.span());
                     Ok(())
                 } else if meta.path.is_ident("rename") {
-                    let lit: syn::LitStr = meta.value()?.parse()?;
+                    let value = meta.value()?;
+                    let lit: syn::LitStr = value.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "expected the new name as a string: `rename = \"name\"`")
+                    })?;
                     if field.rename.is_some() {
                         cx.error_spanned_by(&meta.path, "duplicate `rename`");
                     }

@@ -25,7 +25,10 @@ pub struct Input {
     pub name: Ident,
     pub student_ty: Type,
     pub teacher_ty: Type,
+    /// The pairs that parsed.
     pub pairs: Vec<Pair>,
+    /// Whether the body had pairs at all (parsed or not).
+    pub has_pairs: bool,
     /// The span of the `{ … }` of pairs.
     pub body_span: Span,
 }

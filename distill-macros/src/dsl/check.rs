@@ -14,7 +14,7 @@ const RESERVED: [&str; 2] = ["student_output", "teacher_output"];
 
 /// Checks `input`; returns one label per pair (a placeholder where the label is in error).
 pub fn check(cx: &Ctxt, input: &Input) -> Vec<Ident> {
-    if input.pairs.is_empty() {
+    if !input.has_pairs {
         cx.error_at(
             input.body_span,
             "a distillation needs at least one pair: `label: student.path => teacher.path with Mse;`",

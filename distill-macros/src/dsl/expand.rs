@@ -259,6 +259,16 @@ pub fn expand(input: &Input, labels: &[Ident]) -> TokenStream {
     }
 }
 
+/// `::distill::__private::dsl::<func>(args)` with every token of the call at `span`, so that a
+/// bound error of the helper points at the user's token, not at the whole invocation.
+fn dsl_call(span: Span, func: &str, args: TokenStream) -> TokenStream {
+    let p = private(span);
+    let func = Ident::new(func, span);
+    let mut group = Group::new(proc_macro2::Delimiter::Parenthesis, args);
+    group.set_span(span);
+    quote_spanned!(span=> #p::dsl::#func #group)
+}
+
 /// `<Ty as Model>` at the type's span: a model missing `ModuleT` or `Distillable` is one error
 /// there (rustc merges the identical diagnostics of each use).
 fn model_trait(ty: &syn::Type) -> TokenStream {
@@ -337,12 +347,10 @@ fn options(pair: &Pair, side: Side) -> TokenStream {
 /// types are inferred.
 fn criterion(expr: &Expr) -> TokenStream {
     let p = private(Span::call_site());
+    let _ = p;
     let span = expr.span();
-    if matches!(expr, Expr::Closure(_)) {
-        quote_spanned!(span=> #p::dsl::closure_criterion(#expr))
-    } else {
-        quote_spanned!(span=> #p::dsl::criterion(#expr))
-    }
+    let func = if matches!(expr, Expr::Closure(_)) { "closure_criterion" } else { "criterion" };
+    dsl_call(span, func, expr.to_token_stream())
 }
 
 /// `Some(dsl::adapter(f(path / "label", &teacher.x, &student.y))?)` when `side` is wrapped.
@@ -359,8 +367,14 @@ fn adapter(pair: &Pair, side: Side, label: &str, both: bool) -> TokenStream {
     };
     let teacher = module_ref(&pair.teacher, Side::Teacher);
     let student = module_ref(&pair.student, Side::Student);
-    let call = quote_spanned!(func.span()=> #func(#path, #teacher, #student));
-    quote!(::core::option::Option::Some(#p::dsl::adapter(#call)?))
+    let span = func.path.segments.last().map_or_else(|| func.span(), |segment| segment.ident.span());
+    let mut args = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#path, #teacher, #student));
+    args.set_span(span);
+    let call = quote!(#func #args);
+    let adapter = dsl_call(span, "adapter", call);
+    let question = quote_spanned!(span=> ?);
+    let _ = p;
+    quote!(::core::option::Option::Some(#adapter #question))
 }
 
 /// A reference to the module of a typed endpoint (the adapter's argument). Check guarantees that
@@ -413,7 +427,6 @@ fn path_text(segments: &[Segment]) -> String {
 /// The place expression of `path.segments[..upto]`: field accesses, and for each `[i]` a checked
 /// `dsl::child(&container, i, side, "container")?` (an out-of-range index is an error, not a panic).
 fn place(path: &TypedPath, upto: usize, side: Side) -> TokenStream {
-    let p = private(Span::call_site());
     let side_tokens = side_tokens(side);
     let mut place = root_place(path);
     for (i, segment) in path.segments[..upto].iter().enumerate() {
@@ -422,7 +435,7 @@ fn place(path: &TypedPath, upto: usize, side: Side) -> TokenStream {
             Segment::Index { expr, span } => {
                 let container = path_text(&path.segments[..i]);
                 let amp = quote_spanned!(path.root.span()=> &);
-                let call = quote_spanned!(*span=> #p::dsl::child(#amp #place, #expr, #side_tokens, #container));
+                let call = dsl_call(*span, "child", quote!(#amp #place, #expr, #side_tokens, #container));
                 let star = quote_spanned!(path.root.span()=> *);
                 let question = quote_spanned!(*span=> ?);
                 let mut group = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#star #call #question));
@@ -444,24 +457,19 @@ fn typed_endpoint(path: &TypedPath, side: Side) -> TokenStream {
     let container = place(path, upto, side);
     let amp = quote_spanned!(path.root.span()=> &);
     match last {
-        Segment::Field(member) => {
-            let span = member_span(member);
-            let func = quote_spanned!(span=> #p::dsl::module);
-            quote!(#func(#amp #container.#member))
-        }
+        Segment::Field(member) => dsl_call(member_span(member), "module", quote!(#amp #container.#member)),
         Segment::Index { expr, span } => {
             let side_tokens = side_tokens(side);
             let text = path_text(&path.segments[..upto]);
-            let func = quote_spanned!(*span=> #p::dsl::slot);
+            let call = dsl_call(*span, "slot", quote!(#amp #container, #expr, #side_tokens, #text));
             let question = quote_spanned!(*span=> ?);
-            quote!(#func(#amp #container, #expr, #side_tokens, #text) #question)
+            quote!(#call #question)
         }
     }
 }
 
 /// A reference to the module at a typed path (for adapters).
 fn typed_module_ref(path: &TypedPath, side: Side) -> TokenStream {
-    let p = private(Span::call_site());
     let root = &path.root;
     let Some(last) = path.segments.last() else {
         return quote!(#root);
@@ -474,9 +482,9 @@ fn typed_module_ref(path: &TypedPath, side: Side) -> TokenStream {
         Segment::Index { expr, span } => {
             let side_tokens = side_tokens(side);
             let text = path_text(&path.segments[..upto]);
-            let func = quote_spanned!(*span=> #p::dsl::child);
+            let call = dsl_call(*span, "child", quote!(#amp #container, #expr, #side_tokens, #text));
             let question = quote_spanned!(*span=> ?);
-            quote!(#func(#amp #container, #expr, #side_tokens, #text) #question)
+            quote!(#call #question)
         }
     }
 }

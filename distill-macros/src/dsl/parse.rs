@@ -25,7 +25,9 @@ pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
         }
     };
     let mut pairs = Vec::new();
-    for chunk in split_pairs(header.body) {
+    let chunks = split_pairs(header.body);
+    let has_pairs = !chunks.is_empty();
+    for chunk in chunks {
         match parse_pair.parse2(chunk) {
             Ok(pair) => pairs.push(pair),
             Err(error) => cx.syn_error(error),
@@ -38,6 +40,7 @@ pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
         student_ty: header.student_ty,
         teacher_ty: header.teacher_ty,
         pairs,
+        has_pairs,
         body_span: header.body_span,
     })
 }
@@ -132,9 +135,9 @@ fn parse_pair(input: ParseStream) -> syn::Result<Pair> {
     if !input.peek(Token![=>]) {
         return Err(expected(input, student.end_span(), "expected `=>` between the student and the teacher endpoint"));
     }
-    input.parse::<Token![=>]>()?;
-    if input.is_empty() {
-        return Err(syn::Error::new(span, "expected the teacher endpoint after `=>`"));
+    let arrow = input.parse::<Token![=>]>()?;
+    if input.is_empty() || input.peek(kw::with) {
+        return Err(syn::Error::new(arrow.spans[1], "expected the teacher endpoint after `=>`"));
     }
     let teacher = parse_endpoint(input)?;
     if !input.peek(kw::with) {
