@@ -7,6 +7,8 @@
 //! - [`Distillable`](derive@Distillable): `#[derive(Distillable)]` names a struct's or an enum's
 //!   modules so that paths like `features.5.conv` exist;
 //! - [`nn`]: tch's layers, made tappable, plus `Seq`, `Sequential` and `Tap` containers;
+//! - [`adapter`]: adapters initialised from the pruning (`conv2d_adapter`…) and learned ones;
+//! - [`prune`]: channel-sliced copies of layers, to derive a pruned student;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
@@ -15,9 +17,9 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    capture, criterion, distill, dsl, endpoint, engine, error, mapping, module, nn, schema, tune_allocator, Captured,
-    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint,
-    MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
+    adapter, capture, criterion, distill, dsl, endpoint, engine, error, mapping, module, nn, prune, schema,
+    tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
+    Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };
 
 /// Derives `Distillable` (and `StaticSchema`) for a struct or an enum of modules.
@@ -132,6 +134,11 @@ pub use distill_macros::distill;
 
 /// Everything a distillation script needs: `use distill::prelude::*;`.
 pub mod prelude {
+    pub use crate::adapter::{
+        conv1x1_adapter, conv2d_adapter, inverted_conv2d_adapter, learned_conv2d_adapter,
+        learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter,
+    };
+    pub use crate::criterion::*;
     pub use crate::nn;
     pub use crate::{
         distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable, StaticSchema,

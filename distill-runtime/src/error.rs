@@ -162,6 +162,36 @@ pub enum DistillError {
         /// Absolute tolerance used for the comparison.
         tolerance: f64,
     },
+    /// The channel-mapping search gave up: so many source channels are near-identical (within the
+    /// tolerance) that deciding between them took more than its step budget.
+    #[error(
+        "no channel mapping decided after {steps} search steps: too many source channels are identical within \
+         tolerance {tolerance:e} to tell which ones the target kept; use a tighter tolerance"
+    )]
+    AmbiguousChannelMapping {
+        /// Candidate assignments tried before giving up.
+        steps: usize,
+        /// Absolute tolerance used for the comparison.
+        tolerance: f64,
+    },
+    /// A kept-channel index is not a channel of the layer being pruned.
+    #[error("{what} index {index} is out of range: the layer has {channels}")]
+    ChannelOutOfRange {
+        /// Which indices (`"output channel"`, `"input channel"`…).
+        what: &'static str,
+        /// The index given.
+        index: i64,
+        /// How many such channels the layer has.
+        channels: i64,
+    },
+    /// A kept-channel index was given twice.
+    #[error("{what} index {index} is kept twice")]
+    DuplicateChannel {
+        /// Which indices (`"output channel"`, `"input channel"`…).
+        what: &'static str,
+        /// The repeated index.
+        index: i64,
+    },
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),

@@ -1,6 +1,8 @@
 //! The engine of [`distill`](https://docs.rs/distill): knowledge distillation on tch (libtorch).
 //!
 //! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
+//! - [`adapter`]: channel mapping between a layer and its pruned copy, selection and learned adapters;
+//! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
@@ -14,6 +16,7 @@
 //! on top of this engine.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod alloc;
 pub mod capture;
 pub mod criterion;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod mapping;
 pub mod module;
 pub mod nn;
+pub mod prune;
 pub mod schema;
 
 pub use alloc::tune_allocator;

@@ -39,6 +39,6 @@ pub use tap::{tap, Tap};
 
 // What users need next to our layers, so that `distill::nn` can replace `tch::nn` in imports.
 pub use tch::nn::{
-    BatchNormConfig, ConvConfig, ConvConfigND, EmbeddingConfig, Init, LayerNormConfig, LinearConfig, Module, ModuleT,
-    OptimizerConfig, Path, VarStore,
+    Adam, AdamW, BatchNormConfig, ConvConfig, ConvConfigND, EmbeddingConfig, Init, LayerNormConfig, LinearConfig,
+    Module, ModuleT, Optimizer, OptimizerConfig, Path, RmsProp, Sgd, VarStore,
 };

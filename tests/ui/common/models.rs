@@ -1,5 +1,4 @@
-// Shared by the ui cases through `include!`: a small module tree with every kind of child, and an
-// adapter constructor of the documented shape.
+// Shared by the ui cases through `include!`: a small module tree with every kind of child.
 
 #[allow(unused_imports)]
 use distill::prelude::*;
@@ -28,15 +27,4 @@ impl nn::ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         xs.shallow_clone()
     }
-}
-
-/// An adapter constructor of the documented shape (teacher conv → student conv).
-#[allow(dead_code)]
-pub fn conv2d_adapter<'a, P: std::borrow::Borrow<nn::Path<'a>>>(
-    path: P,
-    source: &nn::Conv2D,
-    target: &nn::Conv2D,
-) -> Result<nn::Conv2D, DistillError> {
-    let (out, inp) = (target.ws.size()[0], source.ws.size()[0]);
-    Ok(nn::conv2d(path, inp, out, 1, Default::default()))
 }

@@ -1,0 +1,63 @@
+//! Adapters: small trainable layers that make a student's and a teacher's tensors comparable.
+//!
+//! When the student is a channel-pruned copy of the teacher, a conv of the student has fewer output
+//! channels than its teacher conv. [`conv2d_adapter`] narrows the teacher's output to the student's
+//! channels, and [`inverted_conv2d_adapter`] widens the student's output to the teacher's; both are
+//! 1×1 convs initialised from the pruning itself (the kept channels are recovered from the weights by
+//! [`find_conv2d_mapping`]), so distillation starts from an exact correspondence instead of noise.
+//! For layers that are not pruned copies, the learned adapters ([`learned_conv2d_adapter`],
+//! [`conv1x1_adapter`], [`linear_adapter`]…) start from tch's default random init.
+//!
+//! Every adapter creates its parameters under the `nn::Path` it is given, so an optimizer built on
+//! that path's `VarStore` trains it; implements tch's `Module`; and is a [`Distillable`] leaf that
+//! records its own output, so it can sit in a user's `#[derive(Distillable)]` struct.
+//!
+//! All constructors take `(path, source, target)` with `source` the teacher's layer and `target` the
+//! student's, as in the seed (`conv2d_adapter(source=teacher_conv, target=student_conv)`).
+//!
+//! [`Distillable`]: crate::module::Distillable
+
+mod channel_map;
+mod conv2d;
+mod learned;
+
+pub use channel_map::{
+    find_channel_mapping, find_channel_mapping_with_tolerance, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
+    ChannelMapping, Tolerance,
+};
+pub use conv2d::{conv2d_adapter, inverted_conv2d_adapter, Conv2DAdapter, InvertedConv2DAdapter};
+pub use learned::{
+    conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
+    learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,
+};
+
+use tch::Tensor;
+
+use crate::error::{DistillError, Result};
+
+/// `xs` (`[N, in, H, W]`) through a 1×1 convolution without bias with weight `ws` (`[out, in, 1, 1]`),
+/// with a typed error instead of a libtorch panic when the input does not fit.
+fn pointwise(ws: &Tensor, xs: &Tensor) -> Result<Tensor> {
+    let channels = ws.size()[1];
+    let size = if xs.defined() { xs.size() } else { Vec::new() };
+    if size.len() != 4 || size[1] != channels {
+        return Err(DistillError::InvalidArgument(format!(
+            "the adapter expects an input of shape [N, {channels}, H, W], got {size:?}"
+        )));
+    }
+    Ok(xs.f_conv2d(ws, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
+}
+
+/// The number of output channels of a layer's weight `[out, …]`.
+fn out_channels(weight: &Tensor, role: &str) -> Result<i64> {
+    if !weight.defined() {
+        return Err(DistillError::InvalidArgument(format!("the {role} layer has an undefined weight")));
+    }
+    match weight.size().first() {
+        Some(&out) if out > 0 => Ok(out),
+        _ => Err(DistillError::InvalidArgument(format!(
+            "the {role} layer's weight {:?} has no output channels",
+            weight.size()
+        ))),
+    }
+}

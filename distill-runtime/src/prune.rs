@@ -1,0 +1,226 @@
+//! Structured (channel) pruning helpers: choose filters to keep, and derive channel-sliced copies of
+//! `Conv2D`, `BatchNorm` and `Linear` layers under a new `nn::Path`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), distill_runtime::DistillError> {
+//! use distill_runtime::{nn, prune};
+//! let (teacher_vs, student_vs) = (nn::VarStore::new(tch::Device::Cpu), nn::VarStore::new(tch::Device::Cpu));
+//! let conv = nn::conv2d(teacher_vs.root() / "conv", 3, 64, 3, Default::default());
+//! let bn = nn::batch_norm2d(teacher_vs.root() / "bn", 64, Default::default());
+//! let keep = prune::l1_keep(&conv.ws, prune::keep_count(64, 0.25)?)?; // the 16 strongest filters
+//! let small_conv = prune::prune_conv2d(student_vs.root() / "conv", &conv, &keep, None)?;
+//! let small_bn = prune::prune_batch_norm(student_vs.root() / "bn", &bn, &keep)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Copies keep the kept indices' order (a shuffled `keep` gives a shuffled copy), are made under
+//! `tch::no_grad`, and create the same variables as tch's constructors (`weight`, `bias`,
+//! `running_mean`, `running_var`) with the same config, so the copy computes exactly the kept
+//! channels of the original.
+
+use std::borrow::Borrow;
+
+use tch::nn::{LinearConfig, Path};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{DistillError, Result};
+use crate::nn::{self, BatchNorm, Conv2D, Linear};
+
+/// The indices of the `keep` filters (slices along dimension 0) of `weight` with the largest L1 norm,
+/// ascending. Equal norms keep the lower index.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] when `weight` has no dimension or `keep` is not in
+/// `1..=weight.size()[0]`.
+pub fn l1_keep(weight: &Tensor, keep: i64) -> Result<Vec<i64>> {
+    if !weight.defined() {
+        return Err(DistillError::InvalidArgument("cannot rank the filters of an undefined tensor".into()));
+    }
+    let size = weight.size();
+    let Some(&filters) = size.first() else {
+        return Err(DistillError::InvalidArgument("cannot rank the filters of a 0-d tensor".into()));
+    };
+    if !(1..=filters).contains(&keep) {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot keep {keep} of the {filters} filters of a weight of shape {size:?}"
+        )));
+    }
+    let norms = weight
+        .f_detach()?
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Double)?
+        .f_reshape([filters, -1])?
+        .f_abs()?
+        .f_sum_dim_intlist(1, false, Kind::Double)?;
+    let norms = Vec::<f64>::try_from(&norms)?;
+    let mut order: Vec<i64> = (0..filters).collect();
+    // Largest first; NaN norms rank last; ties keep the lower index (the sort is stable).
+    order.sort_by(|&x, &y| {
+        let (nx, ny) = (norms[x as usize], norms[y as usize]);
+        nx.is_nan().cmp(&ny.is_nan()).then(ny.total_cmp(&nx))
+    });
+    let mut kept = order[..keep as usize].to_vec();
+    kept.sort_unstable();
+    Ok(kept)
+}
+
+/// How many of `channels` channels to keep for a keep `ratio` in `(0, 1]`: `round(channels · ratio)`,
+/// at least 1. For example `keep_count(64, 0.25) == Ok(16)`.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] when `channels < 1` or `ratio` is not in `(0, 1]`.
+pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
+    if channels < 1 || !(ratio > 0.0 && ratio <= 1.0) {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot keep a ratio {ratio} of {channels} channels: need channels ≥ 1 and a ratio in (0, 1]"
+        )));
+    }
+    Ok(((channels as f64 * ratio).round() as i64).clamp(1, channels))
+}
+
+/// A copy of `conv` under `path` with output channels `out_keep` and, if given, input channels
+/// `in_keep` (both in the given order; all input channels when `None`): same kernel, stride, padding,
+/// dilation and padding mode, variables `weight` (`conv.ws[out_keep][:, in_keep]`) and, if `conv` has
+/// one, `bias` (`conv.bs[out_keep]`).
+///
+/// # Errors
+/// - [`DistillError::ChannelOutOfRange`], [`DistillError::DuplicateChannel`] for a bad index;
+///   [`DistillError::InvalidArgument`] for an empty list;
+/// - [`DistillError::InvalidArgument`] when `conv` is grouped, or was wrapped with `Conv::from_tch`
+///   (its config is then unknown: use `Conv::from_tch_with_config`).
+pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    conv: &Conv2D,
+    out_keep: &[i64],
+    in_keep: Option<&[i64]>,
+) -> Result<Conv2D> {
+    let Some(&config) = conv.config() else {
+        return Err(DistillError::InvalidArgument(
+            "cannot prune a conv wrapped with `Conv::from_tch`: its config is unknown; wrap it with \
+             `Conv::from_tch_with_config`"
+                .into(),
+        ));
+    };
+    if config.groups != 1 {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot prune the channels of a grouped conv (groups = {})",
+            config.groups
+        )));
+    }
+    let size = conv.ws.size();
+    let (out_idx, out_dim) = indices(out_keep, size[0], "output channel", conv.ws.device())?;
+    let (in_idx, in_dim) = match in_keep {
+        Some(keep) => {
+            let (idx, dim) = indices(keep, size[1], "input channel", conv.ws.device())?;
+            (Some(idx), dim)
+        }
+        None => (None, size[1]),
+    };
+    let pruned = nn::conv(path, in_dim, out_dim, [size[2], size[3]], config);
+    let mut weight = conv.ws.f_index_select(0, &out_idx)?;
+    if let Some(in_idx) = &in_idx {
+        weight = weight.f_index_select(1, in_idx)?;
+    }
+    copy_into(&pruned.ws, &weight)?;
+    if let (Some(dst), Some(src)) = (&pruned.bs, &conv.bs) {
+        copy_into(dst, &src.f_index_select(0, &out_idx)?)?;
+    }
+    Ok(pruned)
+}
+
+/// A copy of `bn` under `path` with channels `keep` (in that order): same dimensionality and config
+/// (`eps`, `momentum`, `affine`), variables `weight`, `bias` (if affine), `running_mean` and
+/// `running_var` sliced to `keep`.
+///
+/// # Errors
+/// As [`prune_conv2d`] for the indices; [`DistillError::InvalidArgument`] when `bn` was wrapped with
+/// `BatchNorm::from_tch` (config unknown).
+pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: &[i64]) -> Result<BatchNorm> {
+    let Some(&config) = bn.config() else {
+        return Err(DistillError::InvalidArgument(
+            "cannot prune a batch norm wrapped with `BatchNorm::from_tch`: its config is unknown; wrap it with \
+             `BatchNorm::from_tch_with_config`"
+                .into(),
+        ));
+    };
+    let channels = bn.running_mean.size()[0];
+    let (idx, dim) = indices(keep, channels, "channel", bn.running_mean.device())?;
+    let pruned = match bn.nd {
+        1 => nn::batch_norm1d(path, dim, config),
+        2 => nn::batch_norm2d(path, dim, config),
+        3 => nn::batch_norm3d(path, dim, config),
+        nd => return Err(DistillError::InvalidArgument(format!("cannot prune a {nd}-d batch norm"))),
+    };
+    for (dst, src) in [(&pruned.ws, &bn.ws), (&pruned.bs, &bn.bs)] {
+        if let (Some(dst), Some(src)) = (dst, src) {
+            copy_into(dst, &src.f_index_select(0, &idx)?)?;
+        }
+    }
+    copy_into(&pruned.running_mean, &bn.running_mean.f_index_select(0, &idx)?)?;
+    copy_into(&pruned.running_var, &bn.running_var.f_index_select(0, &idx)?)?;
+    Ok(pruned)
+}
+
+/// A copy of `lin` under `path` with output features `out_keep` and input features `in_keep` (each in
+/// the given order; all when `None`): variables `weight` (`lin.ws[out_keep][:, in_keep]`) and, if `lin`
+/// has one, `bias` (`lin.bs[out_keep]`).
+///
+/// # Errors
+/// As [`prune_conv2d`] for the indices.
+pub fn prune_linear<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    lin: &Linear,
+    out_keep: Option<&[i64]>,
+    in_keep: Option<&[i64]>,
+) -> Result<Linear> {
+    let size = lin.ws.size();
+    let device = lin.ws.device();
+    let out = out_keep.map(|keep| indices(keep, size[0], "output feature", device)).transpose()?;
+    let inp = in_keep.map(|keep| indices(keep, size[1], "input feature", device)).transpose()?;
+    let out_dim = out.as_ref().map_or(size[0], |o| o.1);
+    let in_dim = inp.as_ref().map_or(size[1], |i| i.1);
+    let config = LinearConfig { bias: lin.bs.is_some(), ..Default::default() };
+    let pruned = nn::linear(path, in_dim, out_dim, config);
+    let mut weight = lin.ws.shallow_clone();
+    if let Some((idx, _)) = &out {
+        weight = weight.f_index_select(0, idx)?;
+    }
+    if let Some((idx, _)) = &inp {
+        weight = weight.f_index_select(1, idx)?;
+    }
+    copy_into(&pruned.ws, &weight)?;
+    if let (Some(dst), Some(src)) = (&pruned.bs, &lin.bs) {
+        let bias = match &out {
+            Some((idx, _)) => src.f_index_select(0, idx)?,
+            None => src.shallow_clone(),
+        };
+        copy_into(dst, &bias)?;
+    }
+    Ok(pruned)
+}
+
+/// Checks kept indices against a size of `channels` and returns them as an index tensor on `device`,
+/// with their count.
+fn indices(keep: &[i64], channels: i64, what: &'static str, device: Device) -> Result<(Tensor, i64)> {
+    if keep.is_empty() {
+        return Err(DistillError::InvalidArgument(format!("cannot keep zero {what}s")));
+    }
+    let mut seen = vec![false; usize::try_from(channels).unwrap_or(0)];
+    for &index in keep {
+        let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
+            return Err(DistillError::ChannelOutOfRange { what, index, channels });
+        };
+        if std::mem::replace(slot, true) {
+            return Err(DistillError::DuplicateChannel { what, index });
+        }
+    }
+    Ok((Tensor::from_slice(keep).f_to_device(device)?, keep.len() as i64))
+}
+
+/// Copies `src` into the variable `dst` (a shallow clone shares its storage) without recording it for
+/// autograd.
+fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
+    let mut dst = dst.shallow_clone();
+    tch::no_grad(|| dst.f_copy_(src))?;
+    Ok(())
+}
