@@ -10,6 +10,9 @@ mod derive;
 mod dsl;
 mod util;
 
+#[cfg(test)]
+mod tests;
+
 use proc_macro::TokenStream;
 
 /// Implements `distill::Distillable` (and `distill::schema::StaticSchema`) for a struct or an enum

@@ -44,8 +44,28 @@ fn write_pretty(tokens: &TokenStream, out: &mut String) {
     // Whether the previous token forbids a space after it, and whether it was an operand.
     let mut glue_next = true;
     let mut prev_operand = false;
+    let mut in_closure_params = false;
+    let mut turbofish = 0usize;
     for token in tokens.clone() {
         let (glue_before, text_glue_after, operand) = match &token {
+            // Generic arguments after `::`: `f::<T>(x)`.
+            TokenTree::Punct(p) if p.as_char() == '<' && out.ends_with("::") => {
+                turbofish += 1;
+                (true, true, false)
+            }
+            TokenTree::Punct(p) if p.as_char() == '>' && turbofish > 0 => {
+                turbofish -= 1;
+                (true, false, true)
+            }
+            // Closure parameters: `|s, t|`.
+            TokenTree::Punct(p) if p.as_char() == '|' && in_closure_params => {
+                in_closure_params = false;
+                (true, false, false)
+            }
+            TokenTree::Punct(p) if p.as_char() == '|' && !prev_operand => {
+                in_closure_params = true;
+                (false, true, false)
+            }
             TokenTree::Punct(p) => {
                 let c = p.as_char();
                 let joint = p.spacing() == Spacing::Joint;
