@@ -197,16 +197,13 @@ pub const fn check_path(schema: &'static Schema, side: &str, path: &str) -> Path
     let walk = walk(schema, bytes, 0, 0);
     let message = match walk {
         Walk::Found { recorded: true } | Walk::Dynamic => return PathCheck { message: None },
-        Walk::Found { recorded: false } => Message::new()
-            .push("the ")
-            .push(side)
-            .push(" module `")
-            .push(path)
-            .push(
-                "` cannot record its output: make it a `distill::nn` layer, wrap it in \
+        Walk::Found { recorded: false } => Message::new().push("the ").push(side).push(" module `").push(path).push(
+            "` cannot record its output: make it a `distill::nn` layer, wrap it in \
                  `distill::nn::Tap`, or hold it in a `distill::nn::Seq`",
-            ),
-        Walk::Malformed => Message::new().push("`").push(path).push("` is not a dotted module path like `features.2.conv`"),
+        ),
+        Walk::Malformed => {
+            Message::new().push("`").push(path).push("` is not a dotted module path like `features.2.conv`")
+        }
         Walk::OutOfRange { segment, len } => {
             let (prefix, name) = segment_bounds(bytes, segment);
             Message::new()
@@ -224,8 +221,13 @@ pub const fn check_path(schema: &'static Schema, side: &str, path: &str) -> Path
         }
         Walk::NoChild { segment, parent } => {
             let (prefix, name) = segment_bounds(bytes, segment);
-            let message =
-                Message::new().push("the ").push(side).push(" has no module `").push(path).push("`: ").push_parent(prefix);
+            let message = Message::new()
+                .push("the ")
+                .push(side)
+                .push(" has no module `")
+                .push(path)
+                .push("`: ")
+                .push_parent(prefix);
             match parent.children {
                 Children::List { .. } => message.push(" is a list, whose children are indices `0`, `1`, …"),
                 Children::Fields { fields } => {

@@ -83,7 +83,9 @@ fn fields<'a>(cx: &Ctxt, fields: &'a syn::Fields) -> (Style, Vec<Field<'a>>) {
             let attrs = attr::Field::from_attrs(cx, &field.attrs);
             let member = match &field.ident {
                 Some(ident) => Member::Named(ident.clone()),
-                None => Member::Unnamed(syn::Index { index: index as u32, span: syn::spanned::Spanned::span(&field.ty) }),
+                None => {
+                    Member::Unnamed(syn::Index { index: index as u32, span: syn::spanned::Spanned::span(&field.ty) })
+                }
             };
             let (name, name_span) = match (&attrs.rename, &field.ident) {
                 (Some(rename), _) => (rename.value(), rename.span()),

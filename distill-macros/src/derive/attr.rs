@@ -66,9 +66,7 @@ pub fn reject(cx: &Ctxt, attrs: &[syn::Attribute], what: &str) {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("distill")) {
         cx.error_spanned_by(
             attr,
-            format_args!(
-                "`#[distill(...)]` has no options for {what}: `skip` and `rename = \"…\"` go on fields"
-            ),
+            format_args!("`#[distill(...)]` has no options for {what}: `skip` and `rename = \"…\"` go on fields"),
         );
     }
 }

@@ -149,12 +149,8 @@ fn visit_enum(ident: &syn::Ident, variants: &[Variant]) -> TokenStream {
     let arms = variants.iter().map(|variant| {
         let name = variant.ident;
         let binding = |i: usize| format_ident!("__distill_{}", i);
-        let visits = variant
-            .fields
-            .iter()
-            .enumerate()
-            .filter(|(_, field)| field.attrs.skip.is_none())
-            .map(|(i, field)| {
+        let visits =
+            variant.fields.iter().enumerate().filter(|(_, field)| field.attrs.skip.is_none()).map(|(i, field)| {
                 let binding = binding(i);
                 visit_field(field, quote!(#binding))
             });

@@ -118,9 +118,15 @@ fn check_string_path(cx: &Ctxt, lit: &syn::LitStr) {
     if path.is_empty() {
         cx.error_at(lit.span(), "an empty path: the model's own output is the bare `student` or `teacher`");
     } else if path.split('.').any(str::is_empty) {
-        cx.error_at(lit.span(), format_args!("`{path}` has an empty segment: write a dotted path like `features.2.conv`"));
+        cx.error_at(
+            lit.span(),
+            format_args!("`{path}` has an empty segment: write a dotted path like `features.2.conv`"),
+        );
     } else if path.chars().any(char::is_whitespace) {
-        cx.error_at(lit.span(), format_args!("`{path}` contains whitespace: write a dotted path like `features.2.conv`"));
+        cx.error_at(
+            lit.span(),
+            format_args!("`{path}` contains whitespace: write a dotted path like `features.2.conv`"),
+        );
     }
 }
 
@@ -141,9 +147,7 @@ fn check_options(cx: &Ctxt, pair: &Pair) {
 
 /// Whether the pair captures the student's input instead of its output.
 fn student_input(pair: &Pair) -> bool {
-    pair.options
-        .iter()
-        .any(|o| o.kind == OptionKind::Input && o.side.is_none_or(|(side, _)| side == Side::Student))
+    pair.options.iter().any(|o| o.kind == OptionKind::Input && o.side.is_none_or(|(side, _)| side == Side::Student))
 }
 
 fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
@@ -172,7 +176,9 @@ fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
             };
             let mut error = syn::Error::new(
                 label.span(),
-                format_args!("duplicate label `{name}`: each pair is a field of the output, so labels must differ{hint}"),
+                format_args!(
+                    "duplicate label `{name}`: each pair is a field of the output, so labels must differ{hint}"
+                ),
             );
             error.combine(syn::Error::new(*first, format_args!("`{name}` first used here")));
             cx.syn_error(error);

@@ -75,7 +75,8 @@ pub fn expand(input: &Input, labels: &[Ident]) -> TokenStream {
     let specs: Vec<TokenStream> =
         input.pairs.iter().zip(&label_strs).map(|(pair, label)| pair_spec(input, pair, label)).collect();
     let path_checks: Vec<TokenStream> = input.pairs.iter().flat_map(|pair| path_checks(input, pair)).collect();
-    let has_adapters = input.pairs.iter().any(|pair| pair.student.adapter().is_some() || pair.teacher.adapter().is_some());
+    let has_adapters =
+        input.pairs.iter().any(|pair| pair.student.adapter().is_some() || pair.teacher.adapter().is_some());
     let unused_path = if has_adapters { quote!() } else { quote!(let _ = __distill_path;) };
     let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
 

@@ -61,12 +61,12 @@ fn parse_header(input: ParseStream) -> syn::Result<Header> {
     }
     let attrs = Attribute::parse_outer(input)?;
     let vis: Visibility = input.parse()?;
-    input
-        .parse::<Token![struct]>()
-        .map_err(|e| syn::Error::new(e.span(), format_args!("expected `struct`: a distillation is declared as {HEADER}")))?;
-    let name: Ident = input.parse().map_err(|e| {
-        syn::Error::new(e.span(), format_args!("expected the name of the distillation: {HEADER}"))
+    input.parse::<Token![struct]>().map_err(|e| {
+        syn::Error::new(e.span(), format_args!("expected `struct`: a distillation is declared as {HEADER}"))
     })?;
+    let name: Ident = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format_args!("expected the name of the distillation: {HEADER}")))?;
     if input.peek(Token![<]) {
         return Err(input.error(
             "a distillation takes no generic parameters: its student and teacher types are concrete \
@@ -88,7 +88,9 @@ fn parse_header(input: ParseStream) -> syn::Result<Header> {
     let brace = syn::braced!(content in input);
     let body: TokenStream = content.parse()?;
     if !input.is_empty() {
-        return Err(input.error("unexpected tokens after the distillation's `{ … }`: one `distill!` declares one distillation"));
+        return Err(
+            input.error("unexpected tokens after the distillation's `{ … }`: one `distill!` declares one distillation")
+        );
     }
     Ok(Header { attrs, vis, name, student_ty, teacher_ty, body, body_span: brace.span.join() })
 }
@@ -190,7 +192,8 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
     if is_adapter {
         let func: syn::ExprPath = input.parse()?;
         if !input.peek(token::Paren) {
-            return Err(input.error("expected `(` and the endpoint the adapter applies to, e.g. `conv2d_adapter(teacher.conv)`"));
+            return Err(input
+                .error("expected `(` and the endpoint the adapter applies to, e.g. `conv2d_adapter(teacher.conv)`"));
         }
         let content;
         let paren = syn::parenthesized!(content in input);
@@ -202,9 +205,8 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
         }
         let inner = parse_endpoint(&content)?;
         if !content.is_empty() {
-            return Err(content.error(
-                "an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules",
-            ));
+            return Err(content
+                .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
         }
         return Ok(Endpoint::Adapted { func, inner: Box::new(inner), paren: paren.span.join() });
     }

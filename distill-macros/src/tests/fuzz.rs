@@ -29,8 +29,31 @@ impl Rng {
 }
 
 const IDENTS: &[&str] = &[
-    "student", "teacher", "with", "struct", "for", "pub", "input", "all_calls", "Mse", "conv2d_adapter", "features",
-    "conv", "r#type", "self", "Self", "crate", "super", "_", "distill", "skip", "rename", "union", "enum", "where", "x",
+    "student",
+    "teacher",
+    "with",
+    "struct",
+    "for",
+    "pub",
+    "input",
+    "all_calls",
+    "Mse",
+    "conv2d_adapter",
+    "features",
+    "conv",
+    "r#type",
+    "self",
+    "Self",
+    "crate",
+    "super",
+    "_",
+    "distill",
+    "skip",
+    "rename",
+    "union",
+    "enum",
+    "where",
+    "x",
 ];
 const PUNCTS: &[&str] = &[".", "=>", ":", ";", ",", "#", "&", "*", "-", "::", "<", ">", "|", "'", "!", "=", "?", "+"];
 
