@@ -3,13 +3,12 @@
 //!
 //! Run: `scripts/dev example synthetic` (or `cargo run --release --example synthetic` with libtorch set up).
 
-use distill::module::Child;
 use distill::prelude::*;
 use nn::{Module, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 /// conv 3×3 → batch norm → ReLU.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 struct Block {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
@@ -33,16 +32,8 @@ impl ModuleT for Block {
     }
 }
 
-impl Distillable for Block {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("conv", &self.conv));
-        visit(Child::field("bn", &self.bn));
-        visit(Child::field("act", &self.act));
-    }
-}
-
 /// Three blocks, 2×2 average pooling, a linear classifier.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 struct Cnn {
     features: nn::Seq<Block>,
     pool: nn::AdaptiveAvgPool2D,
@@ -69,14 +60,6 @@ impl ModuleT for Cnn {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let h = self.features.forward_t(xs, train);
         self.classifier.forward(&self.pool.forward(&h).flatten(1, -1))
-    }
-}
-
-impl Distillable for Cnn {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("features", &self.features));
-        visit(Child::field("pool", &self.pool));
-        visit(Child::field("classifier", &self.classifier));
     }
 }
 
@@ -141,7 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (i, (s, t, criterion)) in out.pairs().enumerate() {
             let term = criterion.loss(s, t);
             sums[i + 1] += f64::try_from(&term)?;
-            loss = loss + term;
+            loss += term;
         }
         opt.backward_step(&loss);
         if step % 50 == 0 {

@@ -2,6 +2,10 @@
 //!
 //! A student network learns from a teacher by matching the outputs of chosen modules.
 //!
+//! - [`distill!`]: pairs of modules named once, checked by rustc, giving a typed model whose
+//!   forward returns every pair by name with adapters and losses attached;
+//! - [`Distillable`](derive@Distillable): `#[derive(Distillable)]` names a struct's or an enum's
+//!   modules so that paths like `features.5.conv` exist;
 //! - [`nn`]: tch's layers, made tappable, plus `Seq`, `Sequential` and `Tap` containers;
 //! - [`adapter`]: adapters initialised from the pruning (`conv2d_adapter`…) and learned ones;
 //! - [`prune`]: channel-sliced copies of layers, to derive a pruned student;
@@ -9,11 +13,124 @@
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
 
+// Generated code names this crate `::distill`, also in its own tests and doctests.
+extern crate self as distill;
+
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, endpoint, engine, error, mapping, module, nn, prune, tune_allocator,
-    Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint,
-    IntoEndpoint, MappedPair, Mapping, NamedModule, Port, Recordable, Side, TeacherMode,
+    adapter, capture, criterion, distill, dsl, endpoint, engine, error, mapping, module, nn, prune, schema,
+    tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
+    Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };
+
+/// Derives `Distillable` (and `StaticSchema`) for a struct or an enum of modules.
+///
+/// ```
+/// use distill::prelude::*;
+///
+/// #[derive(Debug, Distillable)]
+/// struct Block { conv: nn::Conv2D, bn: nn::BatchNorm }
+///
+/// #[derive(Debug, Distillable)]
+/// struct Net {
+///     features: nn::Seq<Block>,
+///     #[distill(rename = "fc")]
+///     classifier: nn::Linear,
+///     #[distill(skip)]
+///     width: i64,
+/// }
+/// ```
+///
+/// - Children are the fields, named by their names (tuple fields `0`, `1`, …), in declaration
+///   order; for an enum, the fields of the active variant.
+/// - `#[distill(skip)]` leaves out a field that is not a module; `#[distill(rename = "name")]`
+///   changes a child's name in paths.
+/// - Every other field must be `Distillable` (a `distill::nn` layer, a derived struct, `Tap<M>`, or a
+///   `Vec`/array/`Option`/`Box` of those); otherwise the error is at the field's type.
+/// - Generic parameters get `FieldType: DistillField` bounds for the fields that use them.
+pub use distill_macros::Distillable;
+
+/// Declares a typed distillation between a student and a teacher model, checked by rustc.
+///
+/// ```text
+/// distill! {
+///     /// docs and attributes go to the generated struct
+///     pub struct Name for StudentType => TeacherType {
+///         /// docs go to the output field
+///         label: student.path => teacher.path with CRITERION [, OPTION]* ;
+///         …
+///     }
+/// }
+/// ```
+///
+/// **Endpoints.** `student`/`teacher` followed by `.field`, `.0` and `[index]` segments
+/// (`student.features[0].conv`); the bare `student`/`teacher` for the model's own output; a string
+/// path `"features.0.conv"` (checked at compile time against the type's [`StaticSchema`] as far as
+/// it is static — the inside of a `Sequential` is checked by `new()`); or an adapter constructor
+/// wrapping the side it applies to, `conv2d_adapter(teacher.features[0].conv)`. A constructor is any
+/// `fn(path, &TeacherModule, &StudentModule) -> Result<impl ModuleT, DistillError>`; it is called
+/// with `path / "label"` and both endpoint modules (so both sides of an adapted pair are typed).
+///
+/// A final `[i]` selects the container's *slot* (`nn::Seq`, `nn::Sequential`, or a `Vec`/array of
+/// self-recording layers); an inner `[i]` goes into the element (`Seq<T>`, `Vec<T>`, arrays). An
+/// index out of range is a `DistillError::IndexOutOfRange` from `new()`, never a panic.
+///
+/// **Labels** name the output's fields. When omitted, the label is the student path with `_` for `.`
+/// (`student.features[5].conv` → `features_5_conv`, `"a.b"` → `a_b`, a leading digit gets `_`), and
+/// `output` for the bare root (`input` with the `input` option). Labels must differ.
+///
+/// **Criterion**: any expression of a type implementing [`Criterion`] (`Mse`, `KlDiv::new(4.0) * 2.0`),
+/// or a closure `|s, t| …` (its parameter types are inferred).
+///
+/// **Options** after the criterion: `input` captures the module's input instead of its output;
+/// `all_calls` captures every call of a module that runs several times (concatenated along dim 0, so a
+/// mean-reduced criterion averages over calls). Either applies to both sides, or to one:
+/// `input(student)`, `all_calls(teacher)`.
+///
+/// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
+/// `teacher_grad(bool)`, `teacher_train(bool)`, `forward_t(&xs, train)`,
+/// `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
+/// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
+/// and `with_targets(&ys)`; `NameLosses` with one scalar per label, `total()`, `iter()` and
+/// `Display` (`f0=0.1234 f1=0.4000`).
+///
+/// ```
+/// use distill::prelude::*;
+/// use tch::{nn::VarStore, Device, Kind, Tensor};
+///
+/// #[derive(Debug, Distillable)]
+/// struct Net { body: nn::Seq<nn::Linear>, head: nn::Linear }
+///
+/// impl nn::ModuleT for Net {
+///     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+///         self.head.forward_t(&self.body.forward_t(xs, train), train)
+///     }
+/// }
+///
+/// fn net(p: nn::Path) -> Net {
+///     let body = (0..2).map(|i| nn::linear(&p / "body" / i, 4, 4, Default::default())).collect();
+///     Net { body, head: nn::linear(&p / "head", 4, 2, Default::default()) }
+/// }
+///
+/// distill! {
+///     /// Self-distillation of a tiny MLP.
+///     struct Kd for Net => Net {
+///         hidden: student.body[1] => teacher.body[1] with |s, t| (s - t).square().mean(Kind::Float);
+///         "head" => "head" with |s, t| (s - t).abs().mean(Kind::Float);
+///         student => teacher with |s, t| (s - t).square().mean(Kind::Float);
+///     }
+/// }
+///
+/// # fn main() -> Result<(), DistillError> {
+/// let vs = VarStore::new(Device::Cpu);
+/// let (student, teacher) = (net(vs.root() / "s"), net(vs.root() / "t"));
+/// let kd = Kd::new(vs.root() / "kd", &student, &teacher)?;
+/// let out = kd.forward_t(&Tensor::randn([3, 4], (Kind::Float, Device::Cpu)), true)?;
+/// assert_eq!(out.hidden.student.size(), [3, 4]);
+/// let _total = out.loss();
+/// println!("{}", out.losses()); // hidden=… head=… output=…
+/// # Ok(()) }
+/// ```
+pub use distill_macros::distill;
 
 /// Everything a distillation script needs: `use distill::prelude::*;`.
 pub mod prelude {
@@ -23,7 +140,9 @@ pub mod prelude {
     };
     pub use crate::criterion::*;
     pub use crate::nn;
-    pub use crate::{distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Recordable};
+    pub use crate::{
+        distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable, StaticSchema,
+    };
 }
 
 /// Items used by generated code. Not public API: may change in any release.

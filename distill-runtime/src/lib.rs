@@ -8,6 +8,8 @@
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
 //! - [`engine`]: the forward pass both front ends share;
+//! - [`schema`]: the statically known module tree, for compile-time path checks;
+//! - [`dsl`]: what `distill!` and `#[derive(Distillable)]` generate code against ([`Pair`]);
 //! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
@@ -18,6 +20,7 @@ pub mod adapter;
 pub mod alloc;
 pub mod capture;
 pub mod criterion;
+pub mod dsl;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
@@ -25,11 +28,14 @@ pub mod mapping;
 pub mod module;
 pub mod nn;
 pub mod prune;
+pub mod schema;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
+pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, Captures, Engine, TeacherMode};
 pub use error::{DistillError, Port, Result, Side};
 pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
+pub use schema::{Schema, StaticSchema};

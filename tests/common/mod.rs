@@ -1,13 +1,13 @@
-//! Small models shared by the integration tests, with hand-written `Distillable` impls.
+//! Small models shared by the integration tests.
 #![allow(dead_code)]
 
-use distill::module::{Child, Distillable};
 use distill::nn::{self, ModuleT};
+use distill::Distillable;
 use tch::nn::Path;
 use tch::Tensor;
 
 /// conv → bn → relu.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Block {
     pub conv: nn::Conv2D,
     pub bn: nn::BatchNorm,
@@ -31,17 +31,9 @@ impl ModuleT for Block {
     }
 }
 
-impl Distillable for Block {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("conv", &self.conv));
-        visit(Child::field("bn", &self.bn));
-        visit(Child::field("act", &self.act));
-    }
-}
-
 /// stem conv → `Seq<Block>` → head `Sequential` (pool, flatten, a closure doubling its input) →
 /// classifier.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Net {
     pub stem: nn::Conv2D,
     pub features: nn::Seq<Block>,
@@ -67,31 +59,22 @@ impl ModuleT for Net {
     }
 }
 
-impl Distillable for Net {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("stem", &self.stem));
-        visit(Child::field("features", &self.features));
-        visit(Child::field("head", &self.head));
-        visit(Child::field("classifier", &self.classifier));
-    }
-}
-
 /// A model of another type: an MLP over flattened 1×8×8 inputs, with a `Tap`-wrapped user struct
 /// three levels deep (`body.inner.fc`).
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Mlp {
     pub flatten: nn::Flatten,
     pub body: nn::Tap<Hidden>,
     pub out: nn::Linear,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Hidden {
     pub inner: Inner,
     pub act: nn::Gelu,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Inner {
     pub fc: nn::Linear,
 }
@@ -118,27 +101,6 @@ impl ModuleT for Hidden {
 impl ModuleT for Mlp {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         xs.apply(&self.flatten).apply_t(&self.body, train).apply(&self.out)
-    }
-}
-
-impl Distillable for Inner {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("fc", &self.fc));
-    }
-}
-
-impl Distillable for Hidden {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("inner", &self.inner));
-        visit(Child::field("act", &self.act));
-    }
-}
-
-impl Distillable for Mlp {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("flatten", &self.flatten));
-        visit(Child::field("body", &self.body));
-        visit(Child::field("out", &self.out));
     }
 }
 

@@ -99,6 +99,7 @@ pub trait Criterion {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<F: Fn(&Tensor, &Tensor) -> Tensor> Criterion for F {
     fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
         self(student, teacher)

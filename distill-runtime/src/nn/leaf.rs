@@ -1,6 +1,6 @@
 //! The capture-point boilerplate shared by every single layer of `distill::nn`.
 
-/// Implements `Distillable` (a leaf that records itself) and `Recordable` for a layer type with a
+/// Implements `Distillable` (a leaf that records itself), `Recordable` and `StaticSchema` for a layer type with a
 /// `tap: TapId` field.
 macro_rules! tappable_leaf {
     ($ty:ident $(<$param:ident>)?) => {
@@ -14,6 +14,9 @@ macro_rules! tappable_leaf {
             fn tap_id(&self) -> $crate::capture::TapId {
                 self.tap
             }
+        }
+        impl$(<$param>)? $crate::schema::StaticSchema for $ty$(<$param>)? {
+            const SCHEMA: $crate::schema::Schema = $crate::schema::Schema::leaf(true);
         }
     };
 }

@@ -7,6 +7,7 @@ use tch::Tensor;
 
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::schema::{Children, Schema, StaticSchema};
 
 /// A sequence of modules of one type, applied in order.
 ///
@@ -134,6 +135,12 @@ impl<T: Distillable> Distillable for Seq<T> {
     fn own_tap(&self) -> Option<TapId> {
         Some(self.tap)
     }
+}
+
+/// Elements `0`, `1`, … of `T`'s schema, each recorded by its slot.
+impl<T: StaticSchema> StaticSchema for Seq<T> {
+    const SCHEMA: Schema =
+        Schema { records: true, children: Children::List { item: &T::SCHEMA, len: None, slots_record: true } };
 }
 
 impl<T> Recordable for Seq<T> {

@@ -9,6 +9,7 @@ use tch::Tensor;
 use super::seq::Slot;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::schema::{Children, Schema, StaticSchema};
 
 /// A module that can be an element of a [`Sequential`]: any `ModuleT` that is `Distillable`.
 pub trait Layer: ModuleT + Distillable {}
@@ -118,6 +119,12 @@ impl Distillable for Sequential {
     fn own_tap(&self) -> Option<TapId> {
         Some(self.tap)
     }
+}
+
+/// Elements are recorded by their slots; what is inside them is known at run time only.
+impl StaticSchema for Sequential {
+    const SCHEMA: Schema =
+        Schema { records: true, children: Children::List { item: &Schema::OPAQUE, len: None, slots_record: true } };
 }
 
 impl Recordable for Sequential {

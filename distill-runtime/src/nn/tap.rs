@@ -7,6 +7,7 @@ use tch::Tensor;
 
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::schema::{Schema, StaticSchema};
 
 /// Wraps a module — a tch layer or a user struct — so that its calls can be captured.
 /// Transparent otherwise: derefs to the module, and its children keep their paths.
@@ -62,6 +63,11 @@ impl<M: Distillable> Distillable for Tap<M> {
     fn module_type(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+}
+
+/// `M`'s tree, recording its own output.
+impl<M: StaticSchema> StaticSchema for Tap<M> {
+    const SCHEMA: Schema = M::SCHEMA.recording();
 }
 
 impl<M> Recordable for Tap<M> {

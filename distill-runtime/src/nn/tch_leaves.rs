@@ -2,11 +2,15 @@
 //! a `#[derive(Distillable)]` struct and be made distillation points with `Tap`.
 
 use crate::module::{Child, Distillable};
+use crate::schema::{Schema, StaticSchema};
 
 macro_rules! leaf {
     ($($ty:ty),* $(,)?) => {$(
         impl Distillable for $ty {
             fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+        }
+        impl StaticSchema for $ty {
+            const SCHEMA: Schema = Schema::leaf(false);
         }
     )*};
 }
@@ -25,14 +29,30 @@ impl<ND> Distillable for tch::nn::Conv<ND> {
     fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
 }
 
+impl<ND> StaticSchema for tch::nn::Conv<ND> {
+    const SCHEMA: Schema = Schema::leaf(false);
+}
+
 impl<ND> Distillable for tch::nn::ConvTransposeND<ND> {
     fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
+
+impl<ND> StaticSchema for tch::nn::ConvTransposeND<ND> {
+    const SCHEMA: Schema = Schema::leaf(false);
 }
 
 impl Distillable for tch::nn::Func<'_> {
     fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
 }
 
+impl StaticSchema for tch::nn::Func<'_> {
+    const SCHEMA: Schema = Schema::leaf(false);
+}
+
 impl Distillable for tch::nn::FuncT<'_> {
     fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+}
+
+impl StaticSchema for tch::nn::FuncT<'_> {
+    const SCHEMA: Schema = Schema::leaf(false);
 }

@@ -1,0 +1,256 @@
+//! Checks that need no types: sides, string path syntax, adapter placement, labels, options.
+//! Everything typed (fields, indices, recordability, adapter argument types, string paths against
+//! the models' schemas) is left to rustc by the expansion.
+
+use proc_macro2::Span;
+use syn::{Expr, Ident, Lit, Member};
+
+use super::ast::{Endpoint, Input, OptionKind, Pair, Segment, Side, TypedPath};
+use crate::ctxt::Ctxt;
+use crate::util::make_ident;
+
+/// Labels that would collide with the output's own fields.
+const RESERVED: [&str; 2] = ["student_output", "teacher_output"];
+
+/// Checks `input`; returns one label per pair (a placeholder where the label is in error).
+pub fn check(cx: &Ctxt, input: &Input) -> Vec<Ident> {
+    if !input.has_pairs {
+        cx.error_at(
+            input.body_span,
+            "a distillation needs at least one pair: `label: student.path => teacher.path with Mse;`",
+        );
+    }
+    for pair in &input.pairs {
+        check_endpoint(cx, pair, Side::Student);
+        check_endpoint(cx, pair, Side::Teacher);
+        check_options(cx, pair);
+    }
+    labels(cx, input)
+}
+
+fn endpoint(pair: &Pair, side: Side) -> &Endpoint {
+    match side {
+        Side::Student => &pair.student,
+        Side::Teacher => &pair.teacher,
+    }
+}
+
+fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
+    match endpoint(pair, side) {
+        Endpoint::Typed(path) => check_root(cx, path, side),
+        Endpoint::Str(lit) => check_string_path(cx, lit),
+        Endpoint::Adapted { func, inner, .. } => {
+            if func.qself.is_none() && func.path.segments.len() == 1 {
+                let name = func.path.segments[0].ident.to_string();
+                if name == "student" || name == "teacher" {
+                    cx.error_spanned_by(
+                        &func.path,
+                        format_args!("`{name}(…)` is not an endpoint: write `{name}.field`, `{name}[0]` or `{name}`"),
+                    );
+                    return;
+                }
+            }
+            match &**inner {
+                Endpoint::Typed(path) => check_root(cx, path, side),
+                Endpoint::Str(lit) => cx.error_at(
+                    lit.span(),
+                    format_args!(
+                        "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, \
+                         not a string path",
+                        side.name()
+                    ),
+                ),
+                Endpoint::Adapted { func: inner_func, .. } => cx.error_spanned_by(
+                    &inner_func.path,
+                    "adapters do not nest: one adapter per side, applied to that side's tensor",
+                ),
+            }
+            // The constructor receives both endpoint modules: the other side must be typed.
+            if let Endpoint::Str(lit) = endpoint(pair, side.other()).target() {
+                cx.error_at(
+                    lit.span(),
+                    format_args!(
+                        "this pair has an adapter, whose constructor receives the modules of both endpoints, so the {} \
+                         side must be typed too: write `{}.…` instead of a string path",
+                        side.other().name(),
+                        side.other().name()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
+    let root = path.root.to_string();
+    if root == side.name() {
+        return;
+    }
+    let position = match side {
+        Side::Student => "left",
+        Side::Teacher => "right",
+    };
+    if root == side.other().name() {
+        cx.error_at(
+            path.root.span(),
+            format_args!(
+                "`{root}` on the {} side: the endpoint {position} of `=>` belongs to the {}; write `{}.…` here (pairs \
+                 are `student… => teacher…`)",
+                side.name(),
+                side.name(),
+                side.name()
+            ),
+        );
+    } else {
+        cx.error_at(
+            path.root.span(),
+            format_args!(
+                "unknown endpoint `{root}`: an endpoint {position} of `=>` starts with `{}` (or is a string path, or \
+                 an adapter call)",
+                side.name()
+            ),
+        );
+    }
+}
+
+fn check_string_path(cx: &Ctxt, lit: &syn::LitStr) {
+    let path = lit.value();
+    if path.is_empty() {
+        cx.error_at(lit.span(), "an empty path: the model's own output is the bare `student` or `teacher`");
+    } else if path.split('.').any(str::is_empty) {
+        cx.error_at(
+            lit.span(),
+            format_args!("`{path}` has an empty segment: write a dotted path like `features.2.conv`"),
+        );
+    } else if path.chars().any(char::is_whitespace) {
+        cx.error_at(
+            lit.span(),
+            format_args!("`{path}` contains whitespace: write a dotted path like `features.2.conv`"),
+        );
+    }
+}
+
+fn check_options(cx: &Ctxt, pair: &Pair) {
+    for (i, option) in pair.options.iter().enumerate() {
+        let sides = |o: &super::ast::PairOption| match o.side {
+            None => vec![Side::Student, Side::Teacher],
+            Some((side, _)) => vec![side],
+        };
+        let overlaps = pair.options[..i]
+            .iter()
+            .any(|earlier| earlier.kind == option.kind && sides(earlier).iter().any(|s| sides(option).contains(s)));
+        if overlaps {
+            cx.error_at(option.span, format_args!("`{}` is given twice for the same side", option.kind.name()));
+        }
+    }
+}
+
+/// Whether the pair captures the student's input instead of its output.
+fn student_input(pair: &Pair) -> bool {
+    pair.options.iter().any(|o| o.kind == OptionKind::Input && o.side.is_none_or(|(side, _)| side == Side::Student))
+}
+
+fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
+    let mut labels: Vec<Ident> = Vec::with_capacity(input.pairs.len());
+    let mut seen: Vec<(String, Span, bool)> = Vec::new();
+    for pair in &input.pairs {
+        let (label, derived) = match &pair.label {
+            Some(label) => (Some(label.clone()), false),
+            None => (derive_label(cx, pair), true),
+        };
+        let Some(label) = label else {
+            labels.push(Ident::new("__distill_invalid", pair.span));
+            continue;
+        };
+        let name = unraw(&label);
+        if RESERVED.contains(&name.as_str()) {
+            cx.error_at(
+                label.span(),
+                format_args!("`{name}` is a field of every distillation output already; choose another label"),
+            );
+        } else if let Some((_, first, first_derived)) = seen.iter().find(|(seen, _, _)| *seen == name) {
+            let hint = if derived || *first_derived {
+                " (labels are derived from the student's path when omitted; give one pair a label, `name: …`)"
+            } else {
+                ""
+            };
+            let mut error = syn::Error::new(
+                label.span(),
+                format_args!(
+                    "duplicate label `{name}`: each pair is a field of the output, so labels must differ{hint}"
+                ),
+            );
+            error.combine(syn::Error::new(*first, format_args!("`{name}` first used here")));
+            cx.syn_error(error);
+        }
+        seen.push((name, label.span(), derived));
+        labels.push(label);
+    }
+    labels
+}
+
+fn unraw(ident: &Ident) -> String {
+    let s = ident.to_string();
+    s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
+}
+
+/// The label of an unlabelled pair: its student path with `_` for `.` (`features_5_conv`), or
+/// `output` (`input`) for the model itself.
+fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
+    let span = pair.student.start_span();
+    let parts: Vec<String> = match pair.student.target() {
+        Endpoint::Typed(path) => {
+            let mut parts = Vec::new();
+            for segment in &path.segments {
+                match segment {
+                    Segment::Field(Member::Named(ident)) => parts.push(unraw(ident)),
+                    Segment::Field(Member::Unnamed(index)) => parts.push(index.index.to_string()),
+                    Segment::Index { expr, span } => match literal_index(expr) {
+                        Some(index) => parts.push(index.to_string()),
+                        None => {
+                            cx.error_at(
+                                *span,
+                                "cannot derive a label from a computed index: give the pair a label, `name: student…`",
+                            );
+                            return None;
+                        }
+                    },
+                }
+            }
+            parts
+        }
+        Endpoint::Str(lit) => lit.value().split('.').map(str::to_owned).collect(),
+        Endpoint::Adapted { .. } => return None,
+    };
+    let text = if parts.is_empty() {
+        if student_input(pair) { "input" } else { "output" }.to_owned()
+    } else {
+        let joined = parts.join("_");
+        if joined.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("_{joined}")
+        } else {
+            joined
+        }
+    };
+    match make_ident(&text, span) {
+        Some(ident) => Some(ident),
+        None => {
+            // A malformed string path was reported already; others need an explicit label.
+            if !matches!(pair.student.target(), Endpoint::Str(lit) if lit.value().split('.').any(str::is_empty)) {
+                cx.error_at(
+                    span,
+                    format_args!("cannot derive a label from `{text}`: give the pair a label, `name: student…`"),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// The value of `[3]`.
+pub fn literal_index(expr: &Expr) -> Option<u64> {
+    match expr {
+        Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) => int.base10_parse::<u64>().ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,303 @@
+//! Parsing of `distill!`. The body is split at its top-level `;` and each pair is parsed on its own,
+//! so that every malformed pair is reported, not only the first.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::{token, Attribute, Expr, Ident, LitStr, Token, Type, Visibility};
+
+use super::ast::{Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, TypedPath};
+use crate::ctxt::Ctxt;
+
+mod kw {
+    syn::custom_keyword!(with);
+}
+
+const HEADER: &str = "`pub struct Name for StudentType => TeacherType { … }`";
+
+/// Parses an invocation; errors go to `cx`. `None` when the header itself is unusable.
+pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
+    let header = match parse_header.parse2(tokens) {
+        Ok(header) => header,
+        Err(error) => {
+            cx.syn_error(error);
+            return None;
+        }
+    };
+    let mut pairs = Vec::new();
+    let chunks = split_pairs(header.body);
+    let has_pairs = !chunks.is_empty();
+    for chunk in chunks {
+        match parse_pair.parse2(chunk) {
+            Ok(pair) => pairs.push(pair),
+            Err(error) => cx.syn_error(error),
+        }
+    }
+    Some(Input {
+        attrs: header.attrs,
+        vis: header.vis,
+        name: header.name,
+        student_ty: header.student_ty,
+        teacher_ty: header.teacher_ty,
+        pairs,
+        has_pairs,
+        body_span: header.body_span,
+    })
+}
+
+struct Header {
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    name: Ident,
+    student_ty: Type,
+    teacher_ty: Type,
+    body: TokenStream,
+    body_span: Span,
+}
+
+fn parse_header(input: ParseStream) -> syn::Result<Header> {
+    if input.is_empty() {
+        return Err(input.error(format_args!("`distill!` needs a declaration: {HEADER}")));
+    }
+    let attrs = Attribute::parse_outer(input)?;
+    let vis: Visibility = input.parse()?;
+    input.parse::<Token![struct]>().map_err(|e| {
+        syn::Error::new(e.span(), format_args!("expected `struct`: a distillation is declared as {HEADER}"))
+    })?;
+    let name: Ident = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format_args!("expected the name of the distillation: {HEADER}")))?;
+    if input.peek(Token![<]) {
+        return Err(input.error(
+            "a distillation takes no generic parameters: its student and teacher types are concrete \
+             (`for Net<Conv2D> => Net<Conv2D>`)",
+        ));
+    }
+    input.parse::<Token![for]>().map_err(|e| {
+        syn::Error::new(e.span(), format_args!("expected `for StudentType => TeacherType` after the name: {HEADER}"))
+    })?;
+    let student_ty: Type = input.parse()?;
+    input.parse::<Token![=>]>().map_err(|e| {
+        syn::Error::new(e.span(), format_args!("expected `=>` between the student and the teacher type: {HEADER}"))
+    })?;
+    let teacher_ty: Type = input.parse()?;
+    if !input.peek(token::Brace) {
+        return Err(input.error(format_args!("expected `{{` and the pairs of the distillation: {HEADER}")));
+    }
+    let content;
+    let brace = syn::braced!(content in input);
+    let body: TokenStream = content.parse()?;
+    if !input.is_empty() {
+        return Err(
+            input.error("unexpected tokens after the distillation's `{ … }`: one `distill!` declares one distillation")
+        );
+    }
+    Ok(Header { attrs, vis, name, student_ty, teacher_ty, body, body_span: brace.span.join() })
+}
+
+/// The body's top-level `;`-separated chunks, empty ones dropped (a trailing `;` is optional).
+fn split_pairs(body: TokenStream) -> Vec<TokenStream> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    for token in body {
+        match &token {
+            TokenTree::Punct(p) if p.as_char() == ';' => {
+                if !current.is_empty() {
+                    chunks.push(current.drain(..).collect());
+                }
+            }
+            _ => current.push(token),
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current.into_iter().collect());
+    }
+    chunks
+}
+
+fn parse_pair(input: ParseStream) -> syn::Result<Pair> {
+    let docs = Attribute::parse_outer(input)?;
+    for attr in &docs {
+        if !attr.path().is_ident("doc") {
+            return Err(syn::Error::new_spanned(
+                attr,
+                "only doc comments can annotate a pair; options follow the criterion: `with Mse, input`",
+            ));
+        }
+    }
+    let span = input.span();
+    let label = if input.peek(Ident::peek_any) && input.peek2(Token![:]) && !input.peek2(Token![::]) {
+        let label = Ident::parse_any(input)?;
+        input.parse::<Token![:]>()?;
+        Some(label)
+    } else {
+        None
+    };
+    let student = parse_endpoint(input)?;
+    if !input.peek(Token![=>]) {
+        return Err(expected(input, student.end_span(), "expected `=>` between the student and the teacher endpoint"));
+    }
+    let arrow = input.parse::<Token![=>]>()?;
+    if input.is_empty() || input.peek(kw::with) {
+        return Err(syn::Error::new(arrow.spans[1], "expected the teacher endpoint after `=>`"));
+    }
+    let teacher = parse_endpoint(input)?;
+    if !input.peek(kw::with) {
+        return Err(expected(
+            input,
+            teacher.end_span(),
+            "expected `with` and the criterion after the teacher endpoint, e.g. `with Mse`",
+        ));
+    }
+    let with = input.parse::<kw::with>()?;
+    if input.is_empty() || input.peek(Token![,]) {
+        return Err(syn::Error::new(with.span, "expected a criterion after `with`, e.g. `with Mse`"));
+    }
+    let criterion: Expr = input.parse()?;
+    let mut options = Vec::new();
+    while input.peek(Token![,]) {
+        input.parse::<Token![,]>()?;
+        if input.is_empty() {
+            break;
+        }
+        options.push(parse_option(input)?);
+    }
+    if !input.is_empty() {
+        return Err(input.error("expected `;` after the pair (or `, input` / `, all_calls` options)"));
+    }
+    Ok(Pair { docs, label, student, teacher, criterion, options, span })
+}
+
+/// An error at the next token, or right after `after` when the pair ended early.
+fn expected(input: ParseStream, after: Span, message: &str) -> syn::Error {
+    if input.is_empty() {
+        syn::Error::new(after, message)
+    } else {
+        input.error(message)
+    }
+}
+
+const ENDPOINT: &str = "expected an endpoint: `student.path`, `teacher.path`, the bare `student`/`teacher` (the \
+                        model's output), a string path \"features.2.conv\", or an adapter `f(teacher.path)`";
+
+fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
+    if input.peek(LitStr) {
+        return Ok(Endpoint::Str(input.parse()?));
+    }
+    if !input.peek(Ident::peek_any) && !input.peek(Token![::]) && !input.peek(Token![<]) {
+        return Err(input.error(ENDPOINT));
+    }
+    let is_adapter =
+        input.peek(Token![::]) || input.peek(Token![<]) || input.peek2(token::Paren) || input.peek2(Token![::]);
+    if is_adapter {
+        let func: syn::ExprPath = input.parse()?;
+        if !input.peek(token::Paren) {
+            return Err(input
+                .error("expected `(` and the endpoint the adapter applies to, e.g. `conv2d_adapter(teacher.conv)`"));
+        }
+        let content;
+        let paren = syn::parenthesized!(content in input);
+        if content.is_empty() {
+            return Err(syn::Error::new(
+                paren.span.join(),
+                "an adapter wraps the endpoint it applies to: `conv2d_adapter(teacher.features[0].conv)`",
+            ));
+        }
+        let inner = parse_endpoint(&content)?;
+        if !content.is_empty() {
+            return Err(content
+                .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
+        }
+        return Ok(Endpoint::Adapted { func, inner: Box::new(inner), paren: paren.span.join() });
+    }
+    let root = Ident::parse_any(input)?;
+    let mut segments = Vec::new();
+    loop {
+        if input.peek(Token![.]) && !input.peek(Token![..]) {
+            let dot = input.parse::<Token![.]>()?;
+            segments.extend(parse_member(input, dot.span)?);
+        } else if input.peek(token::Bracket) {
+            let content;
+            let bracket = syn::bracketed!(content in input);
+            if content.is_empty() {
+                return Err(syn::Error::new(bracket.span.join(), "expected an index inside `[]`, e.g. `[0]`"));
+            }
+            let expr: Expr = content.parse()?;
+            if !content.is_empty() {
+                return Err(content.error("expected `]` after the index"));
+            }
+            segments.push(Segment::Index { expr, span: bracket.span.join() });
+        } else {
+            break;
+        }
+    }
+    Ok(Endpoint::Typed(TypedPath { root, segments }))
+}
+
+/// After a `.`: a field name, a tuple index, or `0.1` (lexed as one float) as two tuple indices.
+fn parse_member(input: ParseStream, dot: Span) -> syn::Result<Vec<Segment>> {
+    if input.peek(Ident::peek_any) {
+        return Ok(vec![Segment::Field(syn::Member::Named(Ident::parse_any(input)?))]);
+    }
+    if input.peek(syn::LitInt) {
+        let lit: syn::LitInt = input.parse()?;
+        return Ok(vec![Segment::Field(syn::Member::Unnamed(tuple_index(&lit.to_string(), lit.span())?))]);
+    }
+    if input.peek(syn::LitFloat) {
+        let lit: syn::LitFloat = input.parse()?;
+        let text = lit.to_string();
+        let parts: Vec<&str> = text.split('.').collect();
+        if parts.len() == 2 {
+            return parts
+                .iter()
+                .map(|part| Ok(Segment::Field(syn::Member::Unnamed(tuple_index(part, lit.span())?))))
+                .collect();
+        }
+        return Err(syn::Error::new(lit.span(), "expected tuple indices like `.0.1`"));
+    }
+    if input.is_empty() {
+        return Err(syn::Error::new(dot, "expected a field name or a tuple index after `.`"));
+    }
+    Err(input.error("expected a field name or a tuple index after `.`"))
+}
+
+fn tuple_index(text: &str, span: Span) -> syn::Result<syn::Index> {
+    let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    match text.parse::<u32>() {
+        Ok(index) if valid => Ok(syn::Index { index, span }),
+        _ => Err(syn::Error::new(span, format_args!("`{text}` is not a tuple index like `0`"))),
+    }
+}
+
+fn parse_option(input: ParseStream) -> syn::Result<PairOption> {
+    const OPTIONS: &str = "the options are `input` (capture the module's input), `all_calls` (every call, \
+                           concatenated along the batch), each for both sides or one: `input(student)`";
+    if !input.peek(Ident::peek_any) {
+        return Err(input.error(format_args!("expected a pair option: {OPTIONS}")));
+    }
+    let name = Ident::parse_any(input)?;
+    let kind = match name.to_string().as_str() {
+        "input" => OptionKind::Input,
+        "all_calls" => OptionKind::AllCalls,
+        other => return Err(syn::Error::new(name.span(), format_args!("unknown pair option `{other}`: {OPTIONS}"))),
+    };
+    let side = if input.peek(token::Paren) {
+        let content;
+        let paren = syn::parenthesized!(content in input);
+        let side = if content.peek(Ident::peek_any) { Some(Ident::parse_any(&content)?) } else { None };
+        let side = match side.as_ref().map(|side| side.to_string()) {
+            Some(s) if s == "student" && content.is_empty() => Side::Student,
+            Some(s) if s == "teacher" && content.is_empty() => Side::Teacher,
+            _ => {
+                return Err(syn::Error::new(
+                    paren.span.join(),
+                    format_args!("expected `{0}(student)` or `{0}(teacher)`", kind.name()),
+                ))
+            }
+        };
+        Some((side, paren.span.join()))
+    } else {
+        None
+    };
+    Ok(PairOption { kind, side, span: name.span() })
+}

@@ -1,0 +1,200 @@
+//! Expansion unit tests (cxx style): expand a known input and compare the key parts of the output.
+
+use proc_macro2::TokenStream;
+
+use super::corpus::{DERIVE, DSL};
+use super::text;
+use crate::{derive, dsl};
+
+fn dsl(input: &str) -> String {
+    text(&dsl::expand(input.parse::<TokenStream>().expect("test input lexes")))
+}
+
+fn derive(input: &str) -> String {
+    text(&derive::expand(input.parse::<TokenStream>().expect("test input lexes")))
+}
+
+fn errors(output: &str) -> usize {
+    output.matches("compile_error").count()
+}
+
+fn assert_contains(haystack: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(haystack.contains(needle), "missing `{needle}` in:\n{haystack}");
+    }
+}
+
+#[test]
+fn the_design_example_expands_to_the_documented_items() {
+    let out = dsl(DSL[0]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            // The user's doc comment and visibility reach the struct.
+            "# [doc = \" Distills the 64-channel net into its pruned 32-channel copy.\"]",
+            "pub struct PrunedKd < 'm > { student : & 'm Net , teacher : & 'm Net , core : :: distill :: __private :: dsl :: Core < 'm > , }",
+            "pub struct PrunedKdOutput < 'd >",
+            "pub f0 : :: distill :: __private :: Pair < 'd >",
+            "pub features_2_bn : :: distill :: __private :: Pair < 'd >",
+            "pub student_output : :: distill :: __private :: tch :: Tensor",
+            "pub struct PrunedKdLosses",
+            "pub const LABELS : [& 'static str ; 5usize] = [\"f0\" , \"f1\" , \"at2\" , \"features_2_bn\" , \"logits\"]",
+            // Inner index: a checked child; last segment: a recording module.
+            ":: distill :: __private :: dsl :: child (& (* student) . features , 0 , :: distill :: __private :: Side :: Student , \"features\") ?",
+            ":: distill :: __private :: dsl :: module (& (* :: distill :: __private :: dsl :: child",
+            // Adapters get path / label, then the teacher module, then the student module.
+            "conv2d_adapter (__distill_path / \"f0\" , & (* :: distill :: __private :: dsl :: child (& (* teacher) . features , 0",
+            "inverted_conv2d_adapter (__distill_path / \"f1\" , & (* :: distill :: __private :: dsl :: child (& (* teacher) . features , 1",
+            // A final index selects the slot.
+            ":: distill :: __private :: dsl :: slot (& (* student) . features , 2 , :: distill :: __private :: Side :: Student , \"features\") ?",
+            // String paths: resolved at run time and checked at compile time.
+            ":: distill :: __private :: Endpoint :: path (\"features.2.bn\")",
+            ":: distill :: __private :: schema :: check_path (:: distill :: __private :: schema :: schema_of :: < Net > () , \"teacher\" , \"features.2.bn\")",
+            // The bare root.
+            ":: distill :: __private :: Endpoint :: root ()",
+            ":: distill :: __private :: dsl :: criterion (KlDiv :: new (4.0))",
+            ":: distill :: __private :: dsl :: criterion (AttentionTransfer :: default () * 100.0)",
+            "impl :: core :: fmt :: Display for PrunedKdLosses",
+        ],
+    );
+    // Only the adapted pairs build adapters.
+    assert_eq!(out.matches(":: distill :: __private :: dsl :: adapter (").count(), 2);
+}
+
+#[test]
+fn options_closures_tuple_fields_and_computed_indices() {
+    let out = dsl(DSL[1]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "pub (crate) struct Kd < 'm >",
+            "# [derive (Debug)]",
+            // `.0.1` (lexed as a float) is two tuple indices.
+            ":: distill :: __private :: dsl :: module (& (* student) . pair . 0 . 1)",
+            "[\"pair_0_1\" , \"hidden\" , \"input\"]",
+            ":: distill :: __private :: dsl :: closure_criterion (| s , t | (s - t) . abs () . mean (None))",
+            "__distill_student_endpoint . all_calls () . resolve",
+            "__distill_student_endpoint . input () . resolve",
+            "__distill_teacher_endpoint . all_calls () . resolve",
+            // A computed index is used as written, its path text too.
+            "dsl :: child (& (* student) . body , LAST , :: distill :: __private :: Side :: Student , \"body\")",
+            "model :: Net < Conv2D >",
+        ],
+    );
+    // No adapter: the path is unused but bound.
+    assert_contains(&out, &["let _ = __distill_path ;"]);
+}
+
+#[test]
+fn adapters_on_both_sides_get_sub_paths_and_raw_labels_stay_raw() {
+    let out = dsl(DSL[2]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "adapters :: learned (& (__distill_path / \"x\") / \"student\"",
+            "< X as Y > :: make (& (__distill_path / \"x\") / \"teacher\"",
+            "dsl :: slot (& (* student) , 0 , :: distill :: __private :: Side :: Student , \"\")",
+            "pub r#type : :: distill :: __private :: Pair < 'd >",
+            "[\"x\" , \"_0\" , \"type\"]",
+            "# [doc = \" a doc\"]",
+        ],
+    );
+}
+
+#[test]
+fn every_error_of_an_invocation_is_reported() {
+    let out = dsl(r#"
+        struct Kd for Net => Net {
+            a: teacher.x => student.x with Mse;
+            a: student.y => teacher.y with Mse;
+            student.z => teacher.z;
+            "" => "a..b" with Mse;
+            c: student.q => conv2d_adapter("q") with Mse, input, input(student), bogus;
+        }
+    "#);
+    // teacher on the student side, student on the teacher side, duplicate label (+ note), missing
+    // `with`, empty path, empty segment, adapter on a string path, unknown option.
+    assert_eq!(errors(&out), 8, "{out}");
+    assert!(!out.contains("pub struct Kd"), "no expansion when there are errors");
+}
+
+#[test]
+fn derive_named_struct() {
+    let out = derive(DERIVE[0]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "const _ : () = {",
+            "impl :: distill :: __private :: Distillable for Net {",
+            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , < nn :: Seq < Block > as :: distill :: __private :: dsl :: DistillField > :: as_module (& self . features))) ;",
+            "Child :: field (\"fc\" , < nn :: Linear as :: distill :: __private :: dsl :: DistillField > :: as_module (& self . classifier))",
+            "impl :: distill :: __private :: schema :: StaticSchema for Net {",
+            ":: distill :: __private :: schema :: FieldSchema { name : \"features\" , schema : & < nn :: Seq < Block > as :: distill :: __private :: dsl :: DistillField > :: FIELD_SCHEMA }",
+        ],
+    );
+    assert!(!out.contains("width"), "skipped fields are left out");
+    assert!(!out.contains("where"), "no bounds without generics");
+}
+
+#[test]
+fn derive_generics_bound_only_the_fields_that_use_parameters() {
+    let out = derive(DERIVE[1]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "impl < 'a , M : Clone , const N : usize > :: distill :: __private :: Distillable for Wrapper < 'a , M , N >",
+            "where M : Send , M : :: distill :: __private :: dsl :: DistillField , [nn :: Seq < M > ; N] : :: distill :: __private :: dsl :: DistillField ,",
+        ],
+    );
+    assert!(!out.contains("nn :: Linear : :: distill"), "concrete fields are checked in the body");
+    assert!(!out.contains("marker"));
+}
+
+#[test]
+fn derive_enums_visit_the_active_variant() {
+    let out = derive(DERIVE[2]);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "match self {",
+            "Head :: Linear (__distill_0 , _) => {",
+            "Head :: Deep { first : __distill_0 , second : __distill_1 , .. } => {",
+            "Child :: field (\"last\" ,",
+            "Head :: Nothing => { }",
+            "Children :: Variants { variants : & [& [",
+        ],
+    );
+    let unit = derive(DERIVE[3]);
+    assert_contains(&unit, &["Children :: Fields { fields : & [] }"]);
+    let tuple = derive(DERIVE[4]);
+    assert_contains(&tuple, &["Child :: field (\"1\" ,", "as_module (& self . 1)"]);
+    let never = derive(DERIVE[5]);
+    assert_contains(&never, &["match * self { }"]);
+}
+
+#[test]
+fn derive_errors_are_collected() {
+    let out = derive(
+        r#"
+        #[distill(skip)]
+        struct Net {
+            #[distill(skp)] a: nn::Linear,
+            #[distill(rename = "x.y")] b: nn::Linear,
+            #[distill(rename = "c")] c2: nn::Linear,
+            c: nn::Linear,
+        }
+    "#,
+    );
+    // container option, unknown option, dotted name, duplicate name (+ note)
+    assert_eq!(errors(&out), 5, "{out}");
+    let union = derive("union U { a: u32 }");
+    assert_eq!(errors(&union), 1);
+    let garbage = derive("fn f() {}");
+    assert_eq!(errors(&garbage), 1);
+}

@@ -1,0 +1,10 @@
+use distill::prelude::*;
+
+#[derive(Distillable)]
+struct Net {
+    conv: nn::Conv2D,
+    width: i64,
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+include!("common/models.rs");
+
+distill! {
+    struct Kd for Net => Net {
+        a: student.features[0].conv => conv2d_adapter("features.0.conv") with |s, t| (s - t).square().mean(None);
+        b: "features.1.conv" => conv2d_adapter(teacher.features[1].conv) with |s, t| (s - t).square().mean(None);
+        c: student.features[2].conv => conv2d_adapter(conv2d_adapter(teacher.features[2].conv)) with |s, t| (s - t).square().mean(None);
+        d: student.features[3].conv => student(teacher.features[3].conv) with |s, t| (s - t).square().mean(None);
+    }
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+include!("common/models.rs");
+
+distill! {
+    struct Kd for Net => Net {}
+}
+
+fn main() {}
