@@ -3,7 +3,7 @@
 //! widths differ.
 
 use distill::nn::{self, ModuleT};
-use distill::{Child, Distillable};
+use distill::Distillable;
 use tch::Tensor;
 
 /// Teacher widths and strides.
@@ -12,14 +12,14 @@ pub const STRIDES: [i64; 4] = [1, 2, 2, 2];
 pub const CLASSES: i64 = 10;
 
 /// conv → batch norm → ReLU.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Block {
     pub conv: nn::Conv2D,
     pub bn: nn::BatchNorm,
 }
 
 /// `features` (a `Seq`, so every block is a distillation point) → global average pool → `classifier`.
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 pub struct Net {
     pub features: nn::Seq<Block>,
     pub classifier: nn::Linear,
@@ -62,20 +62,5 @@ impl ModuleT for Block {
 impl ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.features.forward_t(xs, train).mean_dim([2, 3].as_slice(), false, tch::Kind::Float).apply(&self.classifier)
-    }
-}
-
-// Written by hand until `#[derive(Distillable)]` is available.
-impl Distillable for Block {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("conv", &self.conv));
-        visit(Child::field("bn", &self.bn));
-    }
-}
-
-impl Distillable for Net {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
-        visit(Child::field("features", &self.features));
-        visit(Child::field("classifier", &self.classifier));
     }
 }
