@@ -3,7 +3,7 @@
 //!
 //! (a) idle: the small CNN on `distill::nn` layers, nothing armed, vs the same CNN on raw `tch::nn`
 //!     layers with the same weights (forward, eval, no grad);
-//! (b) step: a full distillation step through the distillation front end vs the same step
+//! (b) step: a full distillation step through `distill!` vs the same step
 //!     hand-written in tch, whose forward returns the intermediates explicitly;
 //! (c) python: (b)'s step in PyTorch eager with forward hooks (benches/python/step_hooks.py, served
 //!     over a pipe so that its rounds interleave with the Rust rounds), threads pinned equal;
@@ -18,9 +18,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use distill::nn as dnn;
-use distill::adapter::{conv2d_adapter, Conv2DAdapter};
-use distill::criterion::{AttentionTransfer, Criterion, KlDiv, Mse};
-use distill::{distill, Child as ModuleChild, Distillable, Mapping};
+use distill::prelude::*;
 use tch::nn::{self as tnn, Module as _, ModuleT as _, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -62,13 +60,13 @@ struct Args {
 
 // ---- the small CNN, on distill::nn ------------------------------------------------------------------
 
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 struct Block {
     conv: dnn::Conv2D,
     bn: dnn::BatchNorm,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Distillable)]
 struct Net {
     features: dnn::Seq<Block>,
     classifier: dnn::Linear,
@@ -103,21 +101,6 @@ impl tnn::ModuleT for Block {
 impl tnn::ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.classifier.forward(&self.features.forward_t(xs, train).mean_dim([2, 3].as_slice(), false, Kind::Float))
-    }
-}
-
-// Written by hand until `#[derive(Distillable)]` is available.
-impl Distillable for Block {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(ModuleChild<'a>)) {
-        visit(ModuleChild::field("conv", &self.conv));
-        visit(ModuleChild::field("bn", &self.bn));
-    }
-}
-
-impl Distillable for Net {
-    fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(ModuleChild<'a>)) {
-        visit(ModuleChild::field("features", &self.features));
-        visit(ModuleChild::field("classifier", &self.classifier));
     }
 }
 
@@ -266,22 +249,25 @@ impl Side for Hand {
     }
 }
 
-/// Through the distillation front end: `distill::nn` models, pairs captured by the engine.
-struct Front {
-    teacher: &'static Net,
-    student: &'static Net,
-    model: distill::DistillModel<'static, Net, Net, Payload>,
-    opt: tnn::Optimizer,
+distill! {
+    /// (b)'s step through the DSL: two adapter pairs, attention transfer, KD on the logits.
+    struct SmallKd for Net => Net {
+        f0: student.features[0].conv => conv2d_adapter(teacher.features[0].conv) with Mse;
+        f1: student.features[1].conv => conv2d_adapter(teacher.features[1].conv) with Mse;
+        at2: student.features[2] => teacher.features[2] with AttentionTransfer::default();
+        logits: student => teacher with KlDiv::new(4.0);
+    }
 }
 
-enum Payload {
-    Adapter(Conv2DAdapter),
-    Attention,
+/// Through `distill!`: `distill::nn` models, pairs captured by the engine, losses by the library.
+struct Front {
+    kd: SmallKd<'static>,
+    opt: tnn::Optimizer,
 }
 
 impl Front {
     fn new(teacher_src: &VarStore) -> Front {
-        // Leaked: the bench keeps both sides alive for the whole process anyway.
+        // Leaked: `SmallKd` borrows both models, and the bench keeps them for the whole process.
         let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
         let teacher: &'static Net = Box::leak(Box::new(Net::new(&tvs.root(), &TEACHER)));
         tvs.copy(teacher_src).expect("same variables");
@@ -289,31 +275,16 @@ impl Front {
         let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
         let student: &'static Net = Box::leak(Box::new(Net::new(&svs.root(), &STUDENT)));
         slice_into(svs, tvs);
-        let kd = svs.root() / "kd";
-        let mut mapping = Mapping::new(student, teacher);
-        for i in 0..2 {
-            let adapter = conv2d_adapter(&kd / format!("f{i}"), &teacher.features[i].conv, &student.features[i].conv).unwrap();
-            mapping.add(&student.features[i].conv, &teacher.features[i].conv, Payload::Adapter(adapter)).unwrap();
-        }
-        mapping.add(student.features.slot(2), teacher.features.slot(2), Payload::Attention).unwrap();
-        let model = distill(student, teacher, mapping);
+        let kd = SmallKd::new(svs.root() / "kd", student, teacher).expect("valid pairs");
         let opt = tnn::Sgd { momentum: 0.9, ..Default::default() }.build(svs, 0.01).unwrap();
-        Front { teacher, student, model, opt }
+        Front { kd, opt }
     }
 }
 
 impl Side for Front {
     fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor {
-        let _ = (self.teacher, self.student);
-        let out = self.model.forward_t(xs, true).expect("checked mapping");
-        let mut loss = out.student_output.cross_entropy_for_logits(ys)
-            + KlDiv::new(4.0).loss(&out.student_output, &out.teacher_output);
-        for (s, t, payload) in out.pairs() {
-            loss += match payload {
-                Payload::Adapter(a) => Mse.loss(s, &a.forward(t)),
-                Payload::Attention => AttentionTransfer::default().loss(s, t),
-            };
-        }
+        let out = self.kd.forward_t(xs, true).expect("checked pairs");
+        let loss = out.student_output.cross_entropy_for_logits(ys) + out.loss();
         self.opt.backward_step(&loss);
         loss
     }
