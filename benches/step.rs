@@ -539,7 +539,7 @@ fn bench_rss(args: &Args, batch: i64) {
     let mut py = Command::new(&args.python);
     py.arg(script()).args(["--rss", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
     let python = child_rss(py);
-    let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB ({k} KiB)", k as f64 / 1024.0));
     let ratio = match (front, hand) {
         (Some(f), Some(h)) => format!("{:.3}×", f as f64 / h as f64),
         _ => "n/a".into(),
