@@ -39,10 +39,10 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     threads: i32,
     /// Interleaved rounds per side.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 51)]
     rounds: usize,
     /// Target duration of one round, in milliseconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 30)]
     round_ms: u64,
     /// Python interpreter for (c).
     #[arg(long, default_value = "python3")]
@@ -100,7 +100,7 @@ impl tnn::ModuleT for Block {
 
 impl tnn::ModuleT for Net {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.classifier.forward(&self.features.forward_t(xs, train).mean_dim([2, 3].as_slice(), false, Kind::Float))
+        self.classifier.forward(&self.features.forward_t(xs, train).mean_dim([2, 3].as_slice(), false, None))
     }
 }
 
@@ -132,8 +132,13 @@ impl RawNet {
         RawNet { convs, bns, classifier: tnn::linear(p / "classifier", cin, 10, Default::default()) }
     }
 
+    /// The plain forward, for (a): intermediates are dropped as soon as the next layer has run.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_intermediates(xs, train).logits
+        let mut h = xs.shallow_clone();
+        for (conv, bn) in self.convs.iter().zip(&self.bns) {
+            h = bn.forward_t(&conv.forward(&h), train).relu();
+        }
+        self.classifier.forward(&h.mean_dim([2, 3].as_slice(), false, None))
     }
 
     fn forward_intermediates(&self, xs: &Tensor, train: bool) -> Intermediates {
@@ -143,7 +148,7 @@ impl RawNet {
         let b1 = self.bns[1].forward_t(&c1, train).relu();
         let c2 = self.convs[2].forward(&b1);
         let b2 = self.bns[2].forward_t(&c2, train).relu();
-        let logits = self.classifier.forward(&b2.mean_dim([2, 3].as_slice(), false, Kind::Float));
+        let logits = self.classifier.forward(&b2.mean_dim([2, 3].as_slice(), false, None));
         Intermediates { c0, c1, b2, logits }
     }
 }
@@ -161,17 +166,17 @@ mod hand {
 
     pub fn attention_transfer(s: &Tensor, t: &Tensor) -> Tensor {
         let am = |x: &Tensor| {
-            let a = x.pow_tensor_scalar(2).mean_dim([1].as_slice(), false, Kind::Float).flatten(1, -1);
+            let a = x.pow_tensor_scalar(2).mean_dim([1].as_slice(), false, None).flatten(1, -1);
             let norm = a.norm_scalaropt_dim(2, [1].as_slice(), true).clamp_min(1e-12);
             a / norm
         };
-        (am(s) - am(t)).pow_tensor_scalar(2).mean(Kind::Float)
+        (am(s) - am(t)).pow_tensor_scalar(2).mean(None)
     }
 
     pub fn kl_div(s: &Tensor, t: &Tensor, temperature: f64) -> Tensor {
         let n = s.size()[0] as f64;
-        let ls = (s / temperature).log_softmax(-1, Kind::Float);
-        let pt = (t / temperature).softmax(-1, Kind::Float);
+        let ls = (s / temperature).log_softmax(-1, None);
+        let pt = (t / temperature).softmax(-1, None);
         ls.kl_div(&pt, Reduction::Sum, false) * (temperature * temperature / n)
     }
 
@@ -535,10 +540,23 @@ fn bench_rss(args: &Args, batch: i64) {
         }
         child_rss(cmd)
     };
-    let (hand, front) = (side("hand"), side("distill"));
-    let mut py = Command::new(&args.python);
-    py.arg(script()).args(["--rss", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
-    let python = child_rss(py);
+    // Three processes per side, interleaved; the median of each (page-level noise is ~0.5 MiB).
+    let python = || {
+        let mut py = Command::new(&args.python);
+        py.arg(script()).args(["--rss", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
+        child_rss(py)
+    };
+    let (mut hands, mut fronts, mut pythons) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        hands.extend(side("hand"));
+        fronts.extend(side("distill"));
+        pythons.extend(python());
+    }
+    let mid = |mut v: Vec<i64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let (hand, front, python) = (mid(hands), mid(fronts), mid(pythons));
     let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB ({k} KiB)", k as f64 / 1024.0));
     let ratio = match (front, hand) {
         (Some(f), Some(h)) => format!("{:.3}×", f as f64 / h as f64),
