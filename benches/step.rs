@@ -1,5 +1,6 @@
-//! Overhead benchmarks (DESIGN §5, issue 5). Ratios are measured side by side in one run: A and B
-//! alternate in short rounds (order flipped every round), and each side's median round is reported.
+//! Overhead benchmarks (DESIGN §5, issue 5). Ratios are measured side by side in one run: the
+//! contenders alternate in short rounds (cycling through every order, each round after a few untimed
+//! warm-up calls), and each side's median round is reported.
 //!
 //! (a) idle: the small CNN on `distill::nn` layers, nothing armed, vs the same CNN on raw `tch::nn`
 //!     layers with the same weights (forward, eval, no grad);
@@ -38,8 +39,8 @@ struct Args {
     /// Intra-op threads, for libtorch here and for PyTorch in the Python baseline.
     #[arg(long, default_value_t = 2)]
     threads: i32,
-    /// Interleaved rounds per side.
-    #[arg(long, default_value_t = 51)]
+    /// Interleaved rounds per side (a multiple of 6 visits every order of three contenders equally).
+    #[arg(long, default_value_t = 54)]
     rounds: usize,
     /// Target duration of one round, in milliseconds.
     #[arg(long, default_value_t = 30)]
@@ -322,7 +323,12 @@ fn calibrate(mut f: impl FnMut(), round_ms: u64) -> usize {
     ((round_ms as f64 / 1e3 / per).round() as usize).max(1)
 }
 
+/// Seconds per call over `n` calls, after a few untimed ones: the first calls after another
+/// contender's round pay for cold caches and sleeping worker threads, whoever runs them.
 fn time_round(n: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm_up(n) {
+        f();
+    }
     let start = Instant::now();
     for _ in 0..n {
         f();
@@ -330,17 +336,38 @@ fn time_round(n: usize, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() / n as f64
 }
 
-/// Medians (seconds per call) of interleaved rounds of each contender, order rotated every round.
+/// Untimed calls before each round (the Python server does the same).
+fn warm_up(n: usize) -> usize {
+    (n / 10).max(2)
+}
+
+/// Medians (seconds per call) of interleaved rounds of each contender. The order cycles through
+/// every permutation, so each contender follows each other one equally often.
 fn interleave(rounds: usize, contenders: &mut [&mut dyn FnMut() -> f64]) -> Vec<f64> {
     let k = contenders.len();
+    let orders = permutations(k);
     let mut times = vec![Vec::with_capacity(rounds); k];
     for r in 0..rounds {
-        for j in 0..k {
-            let i = (r + j) % k;
+        for &i in &orders[r % orders.len()] {
             times[i].push(contenders[i]());
         }
     }
     times.into_iter().map(median).collect()
+}
+
+fn permutations(k: usize) -> Vec<Vec<usize>> {
+    if k <= 1 {
+        return vec![(0..k).collect()];
+    }
+    let mut out = Vec::new();
+    for p in permutations(k - 1) {
+        for at in 0..k {
+            let mut q = p.clone();
+            q.insert(at, k - 1);
+            out.push(q);
+        }
+    }
+    out
 }
 
 fn fmt_ms(s: f64) -> String {
