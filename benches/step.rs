@@ -583,6 +583,9 @@ fn bench_rss(args: &Args, batch: i64) {
         v.sort_unstable();
         v.get(v.len() / 2).copied()
     };
+    if std::env::var_os("DISTILL_BENCH_VERBOSE").is_some() {
+        eprintln!("rss samples (KiB): hand {hands:?}, distill {fronts:?}, python {pythons:?}");
+    }
     let (hand, front, python) = (mid(hands), mid(fronts), mid(pythons));
     let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB ({k} KiB)", k as f64 / 1024.0));
     let ratio = match (front, hand) {
