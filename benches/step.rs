@@ -28,7 +28,9 @@ const STUDENT: [i64; 3] = [8, 16, 32];
 const STRIDES: [i64; 3] = [1, 2, 2];
 
 #[derive(Parser, Debug)]
-#[command(about = "distill overhead benchmarks: (a) idle, (b) step vs hand-written tch, (c) vs PyTorch hooks, (d) peak RSS")]
+#[command(
+    about = "distill overhead benchmarks: (a) idle, (b) step vs hand-written tch, (c) vs PyTorch hooks, (d) peak RSS"
+)]
 struct Args {
     /// Which benchmarks to run (comma-separated: idle, step, python, rss).
     #[arg(long, value_delimiter = ',', default_value = "idle,step,python,rss")]
@@ -384,7 +386,10 @@ fn teacher_weights() -> VarStore {
 
 fn batch_data(batch: i64) -> (Tensor, Tensor) {
     tch::manual_seed(1);
-    (Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu)), Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)))
+    (
+        Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)),
+    )
 }
 
 fn bench_idle(args: &Args, batch: i64) {

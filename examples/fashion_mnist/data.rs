@@ -134,7 +134,11 @@ fn read_labels(dir: &Path, name: &str) -> Result<Tensor, DataError> {
 }
 
 /// Mini-batches of `split` in the order of `order` (a permutation, or `arange` for evaluation).
-pub fn batches<'a>(split: &'a Split, order: &'a Tensor, batch_size: i64) -> impl Iterator<Item = (Tensor, Tensor)> + 'a {
+pub fn batches<'a>(
+    split: &'a Split,
+    order: &'a Tensor,
+    batch_size: i64,
+) -> impl Iterator<Item = (Tensor, Tensor)> + 'a {
     let n = order.size()[0];
     (0..n).step_by(batch_size as usize).map(move |start| {
         let idx = order.narrow(0, start, batch_size.min(n - start));

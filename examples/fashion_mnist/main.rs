@@ -91,7 +91,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let mut data = data::load(&args.data)?;
     if let Some(n) = args.limit {
         let n = n.clamp(1, data.train.len());
-        data.train = data::Split { images: data.train.images.narrow(0, 0, n), labels: data.train.labels.narrow(0, 0, n) };
+        data.train =
+            data::Split { images: data.train.images.narrow(0, 0, n), labels: data.train.labels.narrow(0, 0, n) };
     }
     println!(
         "Fashion-MNIST from {}: {} train / {} test images, standardised (mean {:.4}, std {:.4}); {} threads, allocator tuned: {tuned}",
@@ -180,11 +181,21 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     println!("fine-tuned, distilled: {kd_acc:.2}% ({:.0} s)", kd_history.elapsed.as_secs_f64());
 
     // 4. Report.
-    let reference = args.limit.is_none() && args.keep == 0.25 && args.epochs == 8 && args.finetune_epochs == 2 && args.batch_size == 128;
+    let reference = args.limit.is_none()
+        && args.keep == 0.25
+        && args.epochs == 8
+        && args.finetune_epochs == 2
+        && args.batch_size == 128;
     let r = |v: f64| reference.then_some(v);
     let student_params = params(&ce_vs);
     let rows = [
-        Row { name: "teacher", params: params(&teacher_vs), accuracy: teacher_acc, reference: r(92.47), note: teacher_note },
+        Row {
+            name: "teacher",
+            params: params(&teacher_vs),
+            accuracy: teacher_acc,
+            reference: r(92.47),
+            note: teacher_note,
+        },
         Row {
             name: "pruned student, before fine-tuning",
             params: student_params,
@@ -204,7 +215,8 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             params: student_params,
             accuracy: kd_acc,
             reference: r(89.61),
-            note: "CE + MSE on blocks 1–3 conv outputs via `conv2d_adapter` + KL (T = 4) on logits; same batches".into(),
+            note: "CE + MSE on blocks 1–3 conv outputs via `conv2d_adapter` + KL (T = 4) on logits; same batches"
+                .into(),
         },
     ];
     let header = format!(

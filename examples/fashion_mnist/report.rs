@@ -123,18 +123,32 @@ pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) 
         }
         let mut chart = builder.build_cartesian_2d(0f64..steps as f64, (ymin..ymax).log_scale())?;
         if text {
-            chart.configure_mesh().y_labels(12).y_label_formatter(&|v| format!("{v:.2}")).x_label_formatter(&|v| format!("{v:.0}")).x_desc("step").y_desc(format!("loss, log scale (mean of {window} steps)")).draw()?;
+            chart
+                .configure_mesh()
+                .y_labels(12)
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_desc("step")
+                .y_desc(format!("loss, log scale (mean of {window} steps)"))
+                .draw()?;
         } else {
             chart.configure_mesh().x_labels(0).y_labels(0).draw()?;
         }
         for (name, points, color) in smoothed {
             let drawn = chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
             if text {
-                drawn.label(name.as_str()).legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                drawn
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
             }
         }
         if text {
-            chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()?;
         }
     }
     root.present()?;

@@ -35,7 +35,8 @@ pub fn one_cycle_lr(step: usize, total: usize, max_lr: f64) -> f64 {
     let min = initial / 1e4;
     let up_end = 0.3 * total as f64 - 1.0;
     let down_end = total as f64 - 1.0;
-    let anneal = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0);
+    let anneal =
+        |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((std::f64::consts::PI * pct).cos() + 1.0);
     let s = step as f64;
     if s <= up_end {
         anneal(initial, max_lr, s / up_end)
@@ -74,9 +75,12 @@ pub fn train(
     let mut history = History::default();
     let mut global = 0usize;
     for epoch in 0..schedule.epochs {
-        let bar = ProgressBar::new(per_epoch as u64)
-            .with_style(style())
-            .with_prefix(format!("{} {}/{}", schedule.label, epoch + 1, schedule.epochs));
+        let bar = ProgressBar::new(per_epoch as u64).with_style(style()).with_prefix(format!(
+            "{} {}/{}",
+            schedule.label,
+            epoch + 1,
+            schedule.epochs
+        ));
         let order = Tensor::randperm(n, (Kind::Int64, train_set.images.device()));
         let mut running: Vec<f64> = Vec::new();
         let mut count = 0usize;
@@ -93,7 +97,7 @@ pub fn train(
             count += 1;
             global += 1;
             bar.inc(1);
-            if count % 10 == 0 || count as i64 == per_epoch {
+            if count.is_multiple_of(10) || count as i64 == per_epoch {
                 bar.set_message(format_terms(&history.names, &running, count));
             }
         }
@@ -128,7 +132,9 @@ pub fn accuracy(model: &impl ModuleT, split: &Split) -> f64 {
     let order = Tensor::arange(split.len(), (Kind::Int64, split.images.device()));
     let correct: i64 = tch::no_grad(|| {
         batches(split, &order, 1000)
-            .map(|(xs, ys)| model.forward_t(&xs, false).argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]))
+            .map(|(xs, ys)| {
+                model.forward_t(&xs, false).argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[])
+            })
             .sum()
     });
     100.0 * correct as f64 / split.len() as f64
