@@ -392,7 +392,7 @@ fn batch_data(batch: i64) -> (Tensor, Tensor) {
     )
 }
 
-fn bench_idle(args: &Args, batch: i64) {
+fn bench_idle(args: &Args, batch: i64, summary: &mut Summary) {
     let src = teacher_weights();
     let dvs = VarStore::new(Device::Cpu);
     let dnet = Net::new(&dvs.root(), &TEACHER);
@@ -410,6 +410,11 @@ fn bench_idle(args: &Args, batch: i64) {
     let mut ours = || time_round(n, || drop(dnet.forward_t(&xs, false)));
     let m = interleave(args.rounds, &mut [&mut raw, &mut ours]);
     let ratio = m[1] / m[0];
+    summary.add(
+        "(a) idle: `distill::nn` / `tch::nn` forward",
+        batch,
+        format!("{} / {} = {ratio:.3}×", fmt_ms(m[1]), fmt_ms(m[0])),
+    );
     println!(
         "(a) idle   batch {batch:>3}: distill::nn {} vs tch::nn {} per forward → {ratio:.3}× (target ≤ 1.01×)",
         fmt_ms(m[1]),
@@ -464,7 +469,7 @@ impl Drop for Python {
     }
 }
 
-fn bench_step(args: &Args, batch: i64, python: bool) {
+fn bench_step(args: &Args, batch: i64, python: bool, summary: &mut Summary) {
     let src = teacher_weights();
     let (xs, ys) = batch_data(batch);
     let mut hand = Hand::new(&src);
@@ -497,6 +502,11 @@ fn bench_step(args: &Args, batch: i64, python: bool) {
         None => interleave(args.rounds, &mut [&mut run_hand, &mut run_front]),
     };
     let ratio = m[1] / m[0];
+    summary.add(
+        "(b) `distill!` step / hand-written tch step",
+        batch,
+        format!("{} / {} = {ratio:.3}×", fmt_ms(m[1]), fmt_ms(m[0])),
+    );
     println!(
         "(b) step   batch {batch:>3}: distill {} vs hand-written tch {} per step → {ratio:.3}× (target ≤ 1.03×)",
         fmt_ms(m[1]),
@@ -504,6 +514,12 @@ fn bench_step(args: &Args, batch: i64, python: bool) {
     );
     if let Some(&p) = m.get(2) {
         let r = m[1] / p;
+        summary.add(
+            "(c) `distill!` step / PyTorch hooks step",
+            batch,
+            format!("{} / {} = {r:.3}×", fmt_ms(m[1]), fmt_ms(p)),
+        );
+        summary.add("(c′) hand-written tch / PyTorch hooks", batch, format!("{:.3}×", m[0] / p));
         println!(
             "(c) python batch {batch:>3}: distill {} vs PyTorch hooks {} per step → {r:.3}× (hand-written tch {:.3}×){}",
             fmt_ms(m[1]),
@@ -543,10 +559,28 @@ fn rss_child(args: &Args, side: &str) {
         "distill" => Box::new(Front::new(&src)),
         other => panic!("unknown side {other}"),
     };
-    for _ in 0..200 {
+    // Reset the kernel's high-water mark (VmHWM) so that it covers the training steps only.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = proc_status_kib("VmRSS");
+    for _ in 0..RSS_STEPS {
         drop(s.step(&xs, &ys));
     }
     println!("maxrss_kib {}", maxrss_kib());
+    if let (true, Some(before), Some(hwm)) = (reset, before, proc_status_kib("VmHWM")) {
+        println!("steps_kib {}", hwm - before);
+    }
+}
+
+/// A `kB` field of `/proc/self/status` (Linux).
+/// Training steps per RSS process (memory peaks within the first few).
+const RSS_STEPS: usize = 50;
+/// Processes per side for (d); the median is reported.
+const RSS_SAMPLES: usize = 5;
+
+fn proc_status_kib(field: &str) -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    line[field.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 fn maxrss_kib() -> i64 {
@@ -556,13 +590,22 @@ fn maxrss_kib() -> i64 {
     usage.ru_maxrss
 }
 
-fn child_rss(mut cmd: Command) -> Option<i64> {
-    let out = cmd.stderr(Stdio::inherit()).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().find_map(|l| l.strip_prefix("maxrss_kib ")).and_then(|v| v.trim().parse().ok())
+/// What a child process reported: peak RSS (KiB) and, where the kernel allows resetting the
+/// high-water mark, how far RSS rose during the training steps.
+#[derive(Clone, Copy, Debug)]
+struct Rss {
+    peak: i64,
+    steps: Option<i64>,
 }
 
-fn bench_rss(args: &Args, batch: i64) {
+fn child_rss(mut cmd: Command) -> Option<Rss> {
+    let out = cmd.stderr(Stdio::inherit()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok());
+    Some(Rss { peak: field("maxrss_kib ")?, steps: field("steps_kib ") })
+}
+
+fn bench_rss(args: &Args, batch: i64, summary: &mut Summary) {
     let exe = std::env::current_exe().unwrap();
     let side = |name: &str| {
         let mut cmd = Command::new(&exe);
@@ -572,36 +615,62 @@ fn bench_rss(args: &Args, batch: i64) {
         }
         child_rss(cmd)
     };
-    // Three processes per side, interleaved; the median of each (page-level noise is ~0.5 MiB).
     let python = || {
         let mut py = Command::new(&args.python);
-        py.arg(script()).args(["--rss", "--batch", &batch.to_string(), "--threads", &args.threads.to_string()]);
+        py.arg(script()).args(["--rss", "--steps", &RSS_STEPS.to_string(), "--batch", &batch.to_string()]);
+        py.args(["--threads", &args.threads.to_string()]);
         child_rss(py)
     };
+    // Several processes per side, interleaved; the median of each (samples scatter by 1 MiB at batch 8
+    // and up to ±8 MiB at batch 128: heap layout depends on how the two worker threads interleave).
     let (mut hands, mut fronts, mut pythons) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    for _ in 0..RSS_SAMPLES {
         hands.extend(side("hand"));
         fronts.extend(side("distill"));
         pythons.extend(python());
     }
-    let mid = |mut v: Vec<i64>| {
-        v.sort_unstable();
-        v.get(v.len() / 2).copied()
-    };
     if std::env::var_os("DISTILL_BENCH_VERBOSE").is_some() {
         eprintln!("rss samples (KiB): hand {hands:?}, distill {fronts:?}, python {pythons:?}");
     }
-    let (hand, front, python) = (mid(hands), mid(fronts), mid(pythons));
-    let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB ({k} KiB)", k as f64 / 1024.0));
-    let ratio = match (front, hand) {
-        (Some(f), Some(h)) => format!("{:.3}×", f as f64 / h as f64),
+    let mid = |v: &[Rss], f: fn(&Rss) -> Option<i64>| {
+        let mut v: Vec<i64> = v.iter().filter_map(f).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let peak = |r: &Rss| Some(r.peak);
+    let steps = |r: &Rss| r.steps;
+    let (hand, front, py) = (mid(&hands, peak), mid(&fronts, peak), mid(&pythons, peak));
+    let (hand_steps, front_steps, py_steps) = (mid(&hands, steps), mid(&fronts, steps), mid(&pythons, steps));
+    let mib = |k: Option<i64>| k.map_or("n/a".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let ratio = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0 => format!("{:.3}×", a as f64 / b as f64),
         _ => "n/a".into(),
     };
+    summary.add(
+        "(d) peak RSS, `distill!` / hand-written",
+        batch,
+        format!("{} / {} = {}", mib(front), mib(hand), ratio(front, hand)),
+    );
+    summary.add(
+        "(d) RSS growth during the steps, `distill!` / hand-written",
+        batch,
+        format!("{} / {} = {}", mib(front_steps), mib(hand_steps), ratio(front_steps, hand_steps)),
+    );
+    summary.add(
+        "(d′) PyTorch process: peak RSS (growth during the steps)",
+        batch,
+        format!("{} ({})", mib(py), mib(py_steps)),
+    );
     println!(
-        "(d) rss    batch {batch:>3}: distill {} vs hand-written tch {} peak RSS → {ratio} (PyTorch hooks: {})",
+        "(d) rss    batch {batch:>3}: distill {} vs hand-written tch {} peak RSS → {}; during the steps +{} vs +{} → {} (PyTorch hooks: {}, +{})",
         mib(front),
         mib(hand),
-        mib(python)
+        ratio(front, hand),
+        mib(front_steps),
+        mib(hand_steps),
+        ratio(front_steps, hand_steps),
+        mib(py),
+        mib(py_steps)
     );
 }
 
@@ -624,15 +693,41 @@ fn main() {
         args.threads, args.rounds, args.round_ms
     );
     println!("small CNN: teacher {TEACHER:?}, student {STUDENT:?}, 28×28; step = 2 adapter pairs (MSE) + AT + KD (T=4) + CE, SGD");
+    let mut summary = Summary::default();
     for &batch in &args.batch {
         if on("idle") {
-            bench_idle(&args, batch);
+            bench_idle(&args, batch, &mut summary);
         }
         if on("step") || on("python") {
-            bench_step(&args, batch, on("python"));
+            bench_step(&args, batch, on("python"), &mut summary);
         }
         if on("rss") {
-            bench_rss(&args, batch);
+            bench_rss(&args, batch, &mut summary);
+        }
+    }
+    summary.print(&args.batch);
+}
+
+/// The run's results as a markdown table (benchmarks × batch sizes), for BENCHMARKS.md.
+#[derive(Default)]
+struct Summary {
+    rows: Vec<(&'static str, Vec<(i64, String)>)>,
+}
+
+impl Summary {
+    fn add(&mut self, bench: &'static str, batch: i64, cell: String) {
+        match self.rows.iter_mut().find(|(b, _)| *b == bench) {
+            Some((_, cells)) => cells.push((batch, cell)),
+            None => self.rows.push((bench, vec![(batch, cell)])),
+        }
+    }
+
+    fn print(&self, batches: &[i64]) {
+        println!("\n| benchmark |{}", batches.iter().map(|b| format!(" batch {b} |")).collect::<String>());
+        println!("|---|{}", "---|".repeat(batches.len()));
+        for (bench, cells) in &self.rows {
+            let cell = |b: i64| cells.iter().find(|(x, _)| *x == b).map_or("—".to_owned(), |(_, c)| c.clone());
+            println!("| {bench} |{}", batches.iter().map(|&b| format!(" {} |", cell(b))).collect::<String>());
         }
     }
 }

@@ -168,7 +168,8 @@ def run(n):
     return time.perf_counter() - start
 
 
-run(20)  # warm-up
+if not args.rss:
+    run(20)  # warm-up (in --rss mode the steps are measured from the first one, as in Rust)
 if args.serve:
     print("ready", flush=True)
     for line in sys.stdin:
@@ -179,10 +180,25 @@ if args.serve:
         run(max(2, n // 10))  # untimed warm-up, as the Rust side does before each round
         print(f"{run(n):.9f}", flush=True)
 elif args.rss:
-    run(args.steps)
     import resource
 
+    def status_kib(field):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+
+    # Reset the kernel's high-water mark so that it covers the training steps only, as in Rust.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = status_kib("VmRSS")
+    except OSError:
+        before = None
+    run(args.steps)
     print(f"maxrss_kib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+    if before is not None:
+        print(f"steps_kib {status_kib('VmHWM') - before}")
 else:
     times = sorted(run(args.steps) / args.steps for _ in range(args.rounds))
     print(f"batch {args.batch}: median {times[len(times) // 2] * 1e3:.3f} ms/step (torch {torch.__version__}, {torch.get_num_threads()} threads)")
