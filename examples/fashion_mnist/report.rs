@@ -92,6 +92,11 @@ struct Panel<'a> {
 /// Draws the loss curves. Returns whether text (titles, axes, legends) could be drawn.
 pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) -> Result<bool, Box<dyn Error>> {
     let text = register_font();
+    draw(path, teacher, ce, kd, text)?;
+    Ok(text)
+}
+
+fn draw(path: &Path, teacher: Option<&History>, ce: &History, kd: &History, text: bool) -> Result<(), Box<dyn Error>> {
     let mut panels = Vec::new();
     if let Some(t) = teacher {
         panels.push(Panel {
@@ -152,5 +157,40 @@ pub fn plot(path: &Path, teacher: Option<&History>, ce: &History, kd: &History) 
         }
     }
     root.present()?;
-    Ok(text)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(names: &[&'static str], steps: usize) -> History {
+        let steps = (0..steps).map(|i| names.iter().map(|_| 2.0 / (1.0 + i as f64)).collect()).collect();
+        History { names: names.to_vec(), steps, elapsed: Default::default() }
+    }
+
+    #[test]
+    fn png_is_written_with_and_without_a_font() {
+        let (teacher, ce, kd) = (history(&["loss"], 40), history(&["loss"], 30), history(&["loss", "ce"], 30));
+        for text in [false, true] {
+            let path = std::env::temp_dir().join(format!("distill-plot-{}-{text}.png", std::process::id()));
+            if text && !register_font() {
+                continue;
+            }
+            draw(&path, Some(&teacher), &ce, &kd, text).unwrap();
+            assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn history_round_trips_through_csv() {
+        let h = history(&["loss", "ce"], 5);
+        let path = std::env::temp_dir().join(format!("distill-history-{}.csv", std::process::id()));
+        save_history(&path, &h).unwrap();
+        let back = load_history(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.names, h.names);
+        assert_eq!(back.steps, h.steps);
+    }
 }
