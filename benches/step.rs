@@ -372,6 +372,13 @@ fn permutations(k: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// Adds `A / B = ratio×` for two median times to the summary table and returns the ratio.
+fn add_ratio(summary: &mut Summary, bench: &'static str, batch: i64, a: f64, b: f64) -> f64 {
+    let ratio = a / b;
+    summary.add(bench, batch, format!("{} / {} = {ratio:.3}×", fmt_ms(a), fmt_ms(b)));
+    ratio
+}
+
 fn fmt_ms(s: f64) -> String {
     format!("{:.3} ms", s * 1e3)
 }
@@ -409,12 +416,7 @@ fn bench_idle(args: &Args, batch: i64, summary: &mut Summary) {
     let mut raw = || time_round(n, || drop(rnet.forward_t(&xs, false)));
     let mut ours = || time_round(n, || drop(dnet.forward_t(&xs, false)));
     let m = interleave(args.rounds, &mut [&mut raw, &mut ours]);
-    let ratio = m[1] / m[0];
-    summary.add(
-        "(a) idle: `distill::nn` / `tch::nn` forward",
-        batch,
-        format!("{} / {} = {ratio:.3}×", fmt_ms(m[1]), fmt_ms(m[0])),
-    );
+    let ratio = add_ratio(summary, "(a) idle: `distill::nn` / `tch::nn` forward", batch, m[1], m[0]);
     println!(
         "(a) idle   batch {batch:>3}: distill::nn {} vs tch::nn {} per forward → {ratio:.3}× (target ≤ 1.01×)",
         fmt_ms(m[1]),
@@ -501,24 +503,14 @@ fn bench_step(args: &Args, batch: i64, python: bool, summary: &mut Summary) {
         }
         None => interleave(args.rounds, &mut [&mut run_hand, &mut run_front]),
     };
-    let ratio = m[1] / m[0];
-    summary.add(
-        "(b) `distill!` step / hand-written tch step",
-        batch,
-        format!("{} / {} = {ratio:.3}×", fmt_ms(m[1]), fmt_ms(m[0])),
-    );
+    let ratio = add_ratio(summary, "(b) `distill!` step / hand-written tch step", batch, m[1], m[0]);
     println!(
         "(b) step   batch {batch:>3}: distill {} vs hand-written tch {} per step → {ratio:.3}× (target ≤ 1.03×)",
         fmt_ms(m[1]),
         fmt_ms(m[0])
     );
     if let Some(&p) = m.get(2) {
-        let r = m[1] / p;
-        summary.add(
-            "(c) `distill!` step / PyTorch hooks step",
-            batch,
-            format!("{} / {} = {r:.3}×", fmt_ms(m[1]), fmt_ms(p)),
-        );
+        let r = add_ratio(summary, "(c) `distill!` step / PyTorch hooks step", batch, m[1], p);
         summary.add("(c′) hand-written tch / PyTorch hooks", batch, format!("{:.3}×", m[0] / p));
         println!(
             "(c) python batch {batch:>3}: distill {} vs PyTorch hooks {} per step → {r:.3}× (hand-written tch {:.3}×){}",
