@@ -13,6 +13,7 @@ mod activation;
 mod batch_norm;
 mod conv;
 mod dropout;
+mod element;
 mod embedding;
 mod flatten;
 mod layer_norm;
@@ -28,6 +29,7 @@ pub use activation::{gelu, identity, relu, sigmoid, silu, tanh, Gelu, Identity, 
 pub use batch_norm::{batch_norm1d, batch_norm2d, batch_norm3d, BatchNorm};
 pub use conv::{conv, conv1d, conv2d, conv3d, Conv, Conv1D, Conv2D, Conv3D};
 pub use dropout::{dropout, Dropout};
+pub use element::Element;
 pub use embedding::{embedding, Embedding};
 pub use flatten::{flatten, Flatten};
 pub use layer_norm::{layer_norm, LayerNorm};

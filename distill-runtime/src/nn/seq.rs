@@ -5,6 +5,7 @@ use std::ops::{Index, IndexMut};
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use super::Element;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
 use crate::schema::{Children, Schema, StaticSchema};
@@ -14,6 +15,12 @@ use crate::schema::{Children, Schema, StaticSchema};
 /// Unlike a `Vec<T>`, a `Seq` records the call of each element: `features.3` is a distillation point
 /// even when `T` is a user struct that records nothing itself. The whole sequence is one too.
 /// `seq[i]` is the `i`-th module (typed), `seq.slot(i)` the `i`-th distillation point.
+///
+/// Elements are recorded when the `Seq` runs them: through its own `forward_t`, or, in a forward that
+/// walks the elements itself (extra arguments, a mask, early exit), through
+/// [`forward_at`](Self::forward_at) and [`elements`](Self::elements). Calling `seq[i]` or the items of
+/// `seq.iter()` directly runs the module unrecorded, and a pair on that element reports that it did
+/// not run.
 #[derive(Debug)]
 pub struct Seq<T> {
     items: Vec<T>,
@@ -60,9 +67,36 @@ impl<T> Seq<T> {
         self.items.get_mut(index)
     }
 
-    /// The modules, in order.
+    /// The modules, in order. Calling them directly records nothing: see [`elements`](Self::elements).
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.items.iter()
+    }
+
+    /// Runs element `index` on `xs`, recorded as this sequence's own forward would record it.
+    ///
+    /// # Panics
+    /// If `index` is out of range, like `seq[index]`; [`element`](Self::element) returns `None`
+    /// instead.
+    pub fn forward_at(&self, index: usize, xs: &Tensor, train: bool) -> Tensor
+    where
+        T: ModuleT,
+    {
+        match self.element(index) {
+            Some(element) => element.forward_t(xs, train),
+            None => panic!("Seq::forward_at: index {index} is out of range for a Seq of {} elements", self.len()),
+        }
+    }
+
+    /// Element `index` as a call site that records its calls ([`Element::forward_t`],
+    /// [`Element::call`] for extra arguments), if in range.
+    pub fn element(&self, index: usize) -> Option<Element<'_, T>> {
+        Some(Element::new(self.items.get(index)?, *self.taps.get(index)?, index))
+    }
+
+    /// Every element as a call site that records its calls, in order:
+    /// `for block in self.blocks.elements() { xs = block.forward_t(&xs, train) }`.
+    pub fn elements(&self) -> impl ExactSizeIterator<Item = Element<'_, T>> + '_ {
+        self.items.iter().zip(&self.taps).enumerate().map(|(index, (item, tap))| Element::new(item, *tap, index))
     }
 
     /// The distillation point of element `index`, usable as a `Mapping` endpoint. An index past the

@@ -7,6 +7,7 @@ use tch::nn::ModuleT;
 use tch::Tensor;
 
 use super::seq::Slot;
+use super::Element;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
 use crate::schema::{Children, Schema, StaticSchema};
@@ -70,6 +71,28 @@ impl Sequential {
     /// The element at `index`, if any.
     pub fn get(&self, index: usize) -> Option<&dyn Layer> {
         self.layers.get(index).map(|layer| &**layer)
+    }
+
+    /// Runs element `index` on `xs`, recorded as this sequence's own forward would record it; see
+    /// [`Seq::forward_at`](super::Seq::forward_at).
+    ///
+    /// # Panics
+    /// If `index` is out of range; [`element`](Self::element) returns `None` instead.
+    pub fn forward_at(&self, index: usize, xs: &Tensor, train: bool) -> Tensor {
+        match self.element(index) {
+            Some(element) => element.forward_t(xs, train),
+            None => panic!("Sequential::forward_at: index {index} is out of range for {} elements", self.len()),
+        }
+    }
+
+    /// Element `index` as a call site that records its calls, if in range.
+    pub fn element(&self, index: usize) -> Option<Element<'_, dyn Layer>> {
+        Some(Element::new(&**self.layers.get(index)?, *self.taps.get(index)?, index))
+    }
+
+    /// Every element as a call site that records its calls, in order.
+    pub fn elements(&self) -> impl ExactSizeIterator<Item = Element<'_, dyn Layer>> + '_ {
+        self.layers.iter().zip(&self.taps).enumerate().map(|(index, (layer, tap))| Element::new(&**layer, *tap, index))
     }
 
     /// The distillation point of element `index`; see [`Seq::slot`](super::Seq::slot).
