@@ -17,7 +17,7 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, dsl, endpoint, engine, error, mapping, module, nn, prune, schema,
+    adapter, capture, criterion, distill, dsl, endpoint, engine, error, jit, mapping, module, nn, prune, schema,
     tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
     Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };

@@ -195,6 +195,26 @@ pub enum DistillError {
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A TorchScript file could not be loaded, or its module did not return what it declares.
+    #[error("TorchScript module `{file}`: {reason}")]
+    Jit {
+        /// The file the module was loaded from.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A TorchScript module has no output of this name.
+    #[error("the TorchScript module `{file}` has no output `{name}`{}; its outputs: {}", did_you_mean(suggestion), list(outputs))]
+    UnknownOutput {
+        /// The file the module was loaded from.
+        file: String,
+        /// The name asked for.
+        name: String,
+        /// The closest output name, if one is close.
+        suggestion: Option<String>,
+        /// Every output name.
+        outputs: Vec<String>,
+    },
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -205,6 +225,13 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
     }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        return "none (it returns one tensor: use the bare model)".to_owned();
+    }
+    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Result of the runtime's fallible operations.

@@ -24,6 +24,7 @@ pub mod dsl;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod jit;
 pub mod mapping;
 pub mod module;
 pub mod nn;

@@ -1,0 +1,231 @@
+//! Reads a TorchScript archive's output layout from the code it carries, without running it.
+//!
+//! A `torch.jit.save` file is a zip archive: `<name>/data.pkl` pickles the root module (its first
+//! opcode names the root class, e.g. `__torch__.torch.fx.graph_module.ResNet`) and
+//! `<name>/code/__torch__/…/*.py` holds each class's TorchScript source. The root class's `forward`
+//! signature gives the return type (`Tensor`, `Tuple[Tensor, Tensor]`, `Dict[str, Tensor]`), and for a
+//! dict the literal it returns gives the keys — for `create_feature_extractor`, the node names.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use super::layout::OutputLayout;
+
+/// The layout of what the archive's root `forward` returns, or why it could not be read.
+pub(crate) fn read_output_layout(path: &Path) -> Result<OutputLayout, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("it is not a TorchScript zip archive: {e}"))?;
+    let pickle_name = archive
+        .file_names()
+        .find(|name| name.matches('/').count() == 1 && name.ends_with("/data.pkl"))
+        .map(str::to_owned)
+        .ok_or("it has no `data.pkl`: not a TorchScript archive")?;
+    let root = &pickle_name[..pickle_name.len() - "data.pkl".len()];
+    let (module, class) = root_class(&read_entry(&mut archive, &pickle_name, 4096)?)?;
+    let code_name = format!("{root}code/{}.py", module.replace('.', "/"));
+    let code = read_entry(&mut archive, &code_name, usize::MAX)?;
+    let code = String::from_utf8(code).map_err(|_| format!("`{code_name}` is not UTF-8"))?;
+    let forward = forward_of(&code, &class).ok_or_else(|| format!("no `forward` of class `{class}` in `{code_name}`"))?;
+    layout_of(&forward)
+}
+
+/// At most `limit` bytes of an archive entry.
+fn read_entry(archive: &mut zip::ZipArchive<File>, name: &str, limit: usize) -> Result<Vec<u8>, String> {
+    let entry = archive.by_name(name).map_err(|e| format!("cannot read `{name}`: {e}"))?;
+    let mut bytes = Vec::new();
+    entry.take(limit as u64).read_to_end(&mut bytes).map_err(|e| format!("cannot read `{name}`: {e}"))?;
+    Ok(bytes)
+}
+
+/// The `(module, class)` of the pickled root object: its first opcode after `PROTO` is `GLOBAL`
+/// (`c<module>\n<class>\n`), as libtorch's pickler writes it.
+fn root_class(pickle: &[u8]) -> Result<(String, String), String> {
+    let rest = match pickle {
+        [0x80, _protocol, rest @ ..] => rest,
+        rest => rest,
+    };
+    let unreadable = || "its `data.pkl` does not start with the root class".to_owned();
+    let rest = rest.strip_prefix(b"c").ok_or_else(unreadable)?;
+    let mut lines = rest.splitn(3, |&b| b == b'\n');
+    let module = lines.next().and_then(|m| std::str::from_utf8(m).ok()).ok_or_else(unreadable)?;
+    let class = lines.next().and_then(|c| std::str::from_utf8(c).ok()).ok_or_else(unreadable)?;
+    if module.is_empty() || class.is_empty() {
+        return Err(unreadable());
+    }
+    Ok((module.to_owned(), class.to_owned()))
+}
+
+/// A method's signature and body, as written in the archive's code.
+#[derive(Debug, PartialEq)]
+struct Forward {
+    return_type: String,
+    body: String,
+}
+
+/// The `forward` of `class` in a code file: its return annotation and its body's text.
+fn forward_of(code: &str, class: &str) -> Option<Forward> {
+    let lines: Vec<&str> = code.lines().collect();
+    let class_line = lines.iter().position(|line| {
+        line.strip_prefix("class ")
+            .and_then(|rest| rest.strip_prefix(class))
+            .is_some_and(|rest| rest.starts_with('(') || rest.starts_with(':'))
+    })?;
+    let def_line = (class_line + 1..lines.len())
+        .take_while(|&i| lines[i].is_empty() || lines[i].starts_with(' '))
+        .find(|&i| lines[i].trim_start().starts_with("def forward("))?;
+    let def_indent = indent(lines[def_line]);
+    // The signature may span lines: it ends at the line that ends with `:`.
+    let signature_end = (def_line..lines.len()).find(|&i| lines[i].trim_end().ends_with(':'))?;
+    let signature = lines[def_line..=signature_end].join(" ");
+    let return_type = signature.rsplit_once("->")?.1.trim().strip_suffix(':')?.trim().to_owned();
+    let body: Vec<&str> = lines[signature_end + 1..]
+        .iter()
+        .take_while(|line| line.trim().is_empty() || indent(line) > def_indent)
+        .copied()
+        .collect();
+    Some(Forward { return_type, body: body.join("\n") })
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// The layout a return annotation and a body give.
+fn layout_of(forward: &Forward) -> Result<OutputLayout, String> {
+    let ty = forward.return_type.replace(' ', "");
+    if ty == "Tensor" {
+        return Ok(OutputLayout::Tensor);
+    }
+    if let Some(items) = ty.strip_prefix("Tuple[").and_then(|t| t.strip_suffix(']')) {
+        let items: Vec<&str> = items.split(',').collect();
+        if items.iter().all(|item| *item == "Tensor") {
+            return Ok(OutputLayout::Tuple(items.len()));
+        }
+    }
+    if ty == "Dict[str,Tensor]" {
+        let keys = returned_dict_keys(&forward.body)
+            .ok_or("its `forward` returns a dict whose keys are not written as a literal in its code")?;
+        return Ok(OutputLayout::Dict(keys));
+    }
+    Err(format!(
+        "its `forward` returns `{}`; distill reads a tensor, a tuple of tensors or a dict of tensors",
+        forward.return_type
+    ))
+}
+
+/// The keys of the dict literal that the body returns, directly (`return {"a": x}`) or through the
+/// variable it was assigned to (`_42 = {"a": x}` … `return _42`).
+fn returned_dict_keys(body: &str) -> Option<Vec<String>> {
+    let returned = body.lines().rev().find_map(|line| line.trim().strip_prefix("return "))?.trim();
+    if returned.starts_with('{') {
+        return dict_literal_keys(returned);
+    }
+    let assignment = format!("{returned} = {{");
+    let start = body.rfind(&assignment)? + assignment.len() - 1;
+    dict_literal_keys(&body[start..])
+}
+
+/// The string keys of the dict literal at the start of `text` (`{"a": f(x, ), "b": y}`).
+fn dict_literal_keys(text: &str) -> Option<Vec<String>> {
+    let mut chars = text.chars().peekable();
+    if chars.next()? != '{' {
+        return None;
+    }
+    let mut keys = Vec::new();
+    let mut depth = 1usize;
+    let mut expect_key = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                let literal = string_literal(&mut chars, c)?;
+                if depth == 1 && expect_key {
+                    keys.push(literal);
+                    expect_key = false;
+                }
+            }
+            '{' | '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.checked_sub(1)?,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(keys);
+                }
+            }
+            ',' if depth == 1 => expect_key = true,
+            c if c.is_whitespace() => {}
+            _ if depth == 1 && expect_key => return None, // a key that is not a string literal
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The rest of a string literal opened by `quote`, unescaped.
+fn string_literal(chars: &mut impl Iterator<Item = char>, quote: char) -> Option<String> {
+    let mut literal = String::new();
+    loop {
+        match chars.next()? {
+            '\\' => literal.push(chars.next()?),
+            c if c == quote => return Some(literal),
+            c => literal.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FX_CODE: &str = "class ResNet(Module):
+  __parameters__ = []
+  conv1 : __torch__.torch.nn.modules.conv.Conv2d
+  def forward(self: __torch__.torch.fx.graph_module.ResNet,
+    x: Tensor) -> Dict[str, Tensor]:
+    fc = self.fc
+    _23 = (relu1).forward1(x, )
+    _42 = {\"layer3\": _23, \"logits\": (fc).forward(torch.flatten(_23, 1), )}
+    return _42
+class Other(Module):
+  def forward(self) -> Tensor:
+    return x
+";
+
+    #[test]
+    fn reads_the_keys_of_a_returned_dict_variable() {
+        let forward = forward_of(FX_CODE, "ResNet").unwrap();
+        assert_eq!(forward.return_type, "Dict[str, Tensor]");
+        assert_eq!(layout_of(&forward), Ok(OutputLayout::Dict(vec!["layer3".into(), "logits".into()])));
+    }
+
+    #[test]
+    fn reads_tuples_tensors_and_direct_dict_literals() {
+        let tuple = Forward { return_type: "Tuple[Tensor, Tensor, Tensor]".into(), body: "    return (a, b, c)".into() };
+        assert_eq!(layout_of(&tuple), Ok(OutputLayout::Tuple(3)));
+        let tensor = Forward { return_type: "Tensor".into(), body: String::new() };
+        assert_eq!(layout_of(&tensor), Ok(OutputLayout::Tensor));
+        let dict = Forward {
+            return_type: "Dict[str, Tensor]".into(),
+            body: "    return {\"a,b\": f(x, {\"n\": 1}), 'c\\'d': g[0]}".into(),
+        };
+        assert_eq!(layout_of(&dict), Ok(OutputLayout::Dict(vec!["a,b".into(), "c'd".into()])));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_name() {
+        let list = Forward { return_type: "List[Tensor]".into(), body: String::new() };
+        assert!(layout_of(&list).unwrap_err().contains("List[Tensor]"));
+        let computed = Forward { return_type: "Dict[str, Tensor]".into(), body: "    return make(x)".into() };
+        assert!(layout_of(&computed).is_err());
+        let nested = Forward { return_type: "Tuple[Tensor, Tuple[Tensor, Tensor]]".into(), body: String::new() };
+        assert!(layout_of(&nested).is_err());
+        assert_eq!(forward_of(FX_CODE, "Res"), None);
+    }
+
+    #[test]
+    fn reads_the_root_class_from_the_pickle() {
+        let pickle = b"\x80\x02c__torch__.torch.fx.graph_module\nResNet\nq\x00)";
+        assert_eq!(root_class(pickle), Ok(("__torch__.torch.fx.graph_module".into(), "ResNet".into())));
+        assert!(root_class(b"\x80\x02}q\x00").is_err());
+    }
+}
