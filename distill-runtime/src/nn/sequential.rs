@@ -6,9 +6,9 @@ use std::ops::Index;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use super::seq::Slot;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
 
 /// A module that can be an element of a [`Sequential`]: any `ModuleT` that is `Distillable`.
@@ -126,6 +126,9 @@ impl StaticSchema for Sequential {
     const SCHEMA: Schema =
         Schema { records: true, children: Children::List { item: &Schema::OPAQUE, len: None, slots_record: true } };
 }
+
+/// Known only at run time.
+impl StaticSchema for dyn Layer {}
 
 impl Recordable for Sequential {
     fn tap_id(&self) -> TapId {
