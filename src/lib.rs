@@ -17,7 +17,7 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, dsl, endpoint, engine, error, jit, mapping, module, nn, prune, schema,
+    adapter, capture, criterion, distill, dsl, endpoint, engine, error, jit, mapping, module, nn, point, prune, schema,
     tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
     Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };
@@ -44,9 +44,13 @@ pub use distill_runtime::{
 ///   order; for an enum, the fields of the active variant.
 /// - `#[distill(skip)]` leaves out a field that is not a module; `#[distill(rename = "name")]`
 ///   changes a child's name in paths.
-/// - Every other field must be `Distillable` (a `distill::nn` layer, a derived struct, `Tap<M>`, or a
-///   `Vec`/array/`Option`/`Box` of those); otherwise the error is at the field's type.
-/// - Generic parameters get `FieldType: DistillField` bounds for the fields that use them.
+/// - Every other field must be a module: a `distill::nn` layer, a derived struct, `Tap<M>`, or a
+///   `Vec`/array/`Option`/`Box` of those. This is checked at the field's type; for a container the
+///   error names the element that is not one (`Block` in `nn::Seq<Block>`).
+/// - Generic parameters get `FieldType: StaticSchema` bounds for the fields that use them.
+/// - `#[distill(crate = "path")]` on the type names the `distill` crate when it is a dependency under
+///   another name (`kd = { package = "distill", … }` → `#[distill(crate = "kd")]`), as serde's
+///   `#[serde(crate = "…")]` does.
 pub use distill_macros::Distillable;
 
 /// Declares a typed distillation between a student and a teacher model, checked by rustc.
@@ -86,9 +90,12 @@ pub use distill_macros::Distillable;
 /// mean-reduced criterion averages over calls). Either applies to both sides, or to one:
 /// `input(student)`, `all_calls(teacher)`.
 ///
+/// **Renamed dependency**: `#[distill(crate = "kd")]` among the attributes before `struct` names the
+/// `distill` crate when the dependency has another name.
+///
 /// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
-/// `teacher_grad(bool)`, `teacher_train(bool)`, `forward_t(&xs, train)`,
-/// `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
+/// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `engine()` (the resolved endpoints),
+/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
 /// and `with_targets(&ys)`; `NameLosses` with one scalar per label, `total()`, `iter()` and
 /// `Display` (`f0=0.1234 f1=0.4000`).
@@ -133,6 +140,10 @@ pub use distill_macros::Distillable;
 pub use distill_macros::distill;
 
 /// Everything a distillation script needs: `use distill::prelude::*;`.
+///
+/// Besides distill's own items it brings tch's traits that every training script calls: `Module` and
+/// `ModuleT` (`forward_t`, `apply`) and `OptimizerConfig` (`Sgd { … }.build(&vs, lr)`). `nn` is
+/// `distill::nn`, which mirrors `tch::nn`.
 pub mod prelude {
     pub use crate::adapter::{
         conv1x1_adapter, conv2d_adapter, inverted_conv2d_adapter, learned_conv2d_adapter,
@@ -143,11 +154,9 @@ pub mod prelude {
     pub use crate::{
         distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable, StaticSchema,
     };
+    pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 }
 
 /// Items used by generated code. Not public API: may change in any release.
 #[doc(hidden)]
-pub mod __private {
-    pub use distill_runtime::*;
-    pub use tch;
-}
+pub use distill_runtime::__private;

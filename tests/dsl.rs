@@ -183,7 +183,7 @@ fn every_endpoint_form_runs_and_matches_hand_computed_tensors() -> Result<(), Di
             "input"
         ]
     );
-    let paths: Vec<&str> = kd.engine().student_endpoints().iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = kd.engine().student_endpoints().iter().map(|e| e.path()).collect();
     assert_eq!(
         paths,
         [

@@ -33,11 +33,6 @@ impl Ctxt {
         self.errors.borrow_mut().push(error);
     }
 
-    /// Whether an error was recorded.
-    pub fn has_errors(&self) -> bool {
-        !self.errors.borrow().is_empty()
-    }
-
     /// `Ok` when nothing was recorded, else every error combined into one.
     pub fn check(self) -> Result<(), syn::Error> {
         let mut errors = self.errors.into_inner().into_iter();

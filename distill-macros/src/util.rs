@@ -1,11 +1,82 @@
 //! Small helpers shared by both macros.
 
-use proc_macro2::{Ident, Span, TokenStream};
-use quote::quote_spanned;
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 
-/// `::distill::__private` at `span`: the only way generated code names the runtime.
-pub fn private(span: Span) -> TokenStream {
-    quote_spanned!(span=> ::distill::__private)
+/// The path generated code names the `distill` crate by: `::distill`, or the path given with
+/// `#[distill(crate = "…")]` when the dependency is renamed.
+#[derive(Clone)]
+pub struct Krate(Option<syn::Path>);
+
+impl Krate {
+    /// `::distill`.
+    pub fn default_path() -> Krate {
+        Krate(None)
+    }
+
+    /// The path given in `crate = "…"`.
+    pub fn given(path: syn::Path) -> Krate {
+        Krate(Some(path))
+    }
+
+    /// The crate's path as an intra-doc link prefix in generated docs (`distill`, or the given path).
+    pub fn doc_path(&self) -> String {
+        match &self.0 {
+            None => "distill".to_owned(),
+            Some(path) => path.to_token_stream().to_string().replace(' ', ""),
+        }
+    }
+
+    /// `<crate>::__private` at `span`: the only way generated code names the runtime. Every token is
+    /// set to `span`, so that an error of a generated call points at the user's token.
+    pub fn private(&self, span: Span) -> TokenStream {
+        match &self.0 {
+            None => quote_spanned!(span=> ::distill::__private),
+            Some(path) => {
+                let path = respan(path.to_token_stream(), span);
+                quote_spanned!(span=> #path::__private)
+            }
+        }
+    }
+}
+
+/// Parses `crate = "path"` inside `#[distill(...)]` (the caller has matched the `crate` key).
+pub fn parse_crate(meta: &syn::meta::ParseNestedMeta) -> syn::Result<syn::Path> {
+    let lit: syn::LitStr = meta.value()?.parse().map_err(|e| {
+        syn::Error::new(e.span(), "expected the crate's path as a string: `crate = \"name\"` (or `\"::name\"`)")
+    })?;
+    lit.parse::<syn::Path>()
+        .map_err(|_| syn::Error::new(lit.span(), format_args!("`{}` is not a path to a crate", lit.value())))
+}
+
+/// An identifier's name without its `r#` (`r#type` → `type`).
+pub fn unraw(ident: &Ident) -> String {
+    ident.unraw().to_string()
+}
+
+/// `tokens` with every span set to `span` (so that a type's error lands on a chosen token).
+pub fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Group(group) => {
+                let mut new = Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                TokenTree::Group(new)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
+/// A body for the items emitted after a macro-level error: never run (the crate does not
+/// compile), they only keep later uses of the item from adding errors of their own.
+pub fn unreachable_body() -> TokenStream {
+    quote!(::core::unreachable!("the item's macro reported an error"))
 }
 
 /// Whether `s` can be an identifier (ASCII only), keywords included.
@@ -115,6 +186,14 @@ mod tests {
         assert!(make_ident("_", Span::call_site()).is_none());
         assert!(make_ident("", Span::call_site()).is_none());
         assert!(make_ident("a-b", Span::call_site()).is_none());
+    }
+
+    #[test]
+    fn crate_paths() {
+        let krate = Krate::given(syn::parse_str("kd").unwrap());
+        assert_eq!(krate.private(Span::call_site()).to_string(), "kd :: __private");
+        assert_eq!(Krate::default_path().private(Span::call_site()).to_string(), ":: distill :: __private");
+        assert_eq!(unraw(&Ident::new_raw("type", Span::call_site())), "type");
     }
 
     #[test]

@@ -9,28 +9,12 @@
 //! was armed before, so arming nests and never leaks into the next forward or into other threads.
 
 use std::cell::{Cell, RefCell};
-use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 
 use tch::Tensor;
 
-use crate::error::Port;
-
-/// Identity of a capture point.
-///
-/// Identity is not the address: zero-sized layers and first fields share addresses, and moving a
-/// model moves them. Ids are drawn from a process-wide counter when a layer is created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TapId(NonZeroU64);
-
-impl TapId {
-    /// A new id, distinct from every other id of this process.
-    pub fn fresh() -> TapId {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        TapId(NonZeroU64::new(id).expect("tap id counter overflowed u64"))
-    }
-}
+use crate::point::Port;
+pub use crate::point::TapId;
 
 /// One thing to record during an armed forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,25 +54,58 @@ pub struct Recording {
     pub calls: Vec<Record>,
 }
 
+/// Up to this many armed requests are found by a linear scan (a few comparisons per layer call);
+/// beyond it, through a hash index, so that a forward with thousands of endpoints stays linear.
+const LINEAR_SCAN_LIMIT: usize = 32;
+
 /// What one arming recorded; returned by [`ArmGuard::finish`].
 #[derive(Debug, Default)]
 pub struct Recordings {
     slots: Vec<Recording>,
+    /// Position of each request in `slots`, when there are more than [`LINEAR_SCAN_LIMIT`].
+    index: Option<HashMap<TapRequest, usize>>,
 }
 
 impl Recordings {
+    /// One empty recording per distinct request, in order.
+    fn new(requests: impl IntoIterator<Item = TapRequest>) -> Recordings {
+        let mut recordings = Recordings::default();
+        for request in requests {
+            if recordings.position(request).is_some() {
+                continue;
+            }
+            recordings.slots.push(Recording { request, calls: Vec::new() });
+            let at = recordings.slots.len() - 1;
+            match &mut recordings.index {
+                Some(index) => {
+                    index.insert(request, at);
+                }
+                None if recordings.slots.len() > LINEAR_SCAN_LIMIT => {
+                    let index = recordings.slots.iter().enumerate().map(|(at, slot)| (slot.request, at)).collect();
+                    recordings.index = Some(index);
+                }
+                None => {}
+            }
+        }
+        recordings
+    }
+
+    fn position(&self, request: TapRequest) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&request).copied(),
+            None => self.slots.iter().position(|slot| slot.request == request),
+        }
+    }
+
     /// The records of `request`; empty when it was not armed or did not run.
     pub fn take(&mut self, request: TapRequest) -> Vec<Record> {
-        self.slots
-            .iter_mut()
-            .find(|slot| slot.request == request)
-            .map(|slot| std::mem::take(&mut slot.calls))
-            .unwrap_or_default()
+        let slot = self.position(request).and_then(|at| self.slots.get_mut(at));
+        slot.map(|slot| std::mem::take(&mut slot.calls)).unwrap_or_default()
     }
 
     /// The records of `request`, left in place; empty when it was not armed or did not run.
     pub fn get(&self, request: TapRequest) -> &[Record] {
-        self.slots.iter().find(|slot| slot.request == request).map_or(&[], |slot| slot.calls.as_slice())
+        self.position(request).and_then(|at| self.slots.get(at)).map_or(&[], |slot| slot.calls.as_slice())
     }
 }
 
@@ -122,7 +139,7 @@ fn note(tap: TapId, port: Port, tensor: &Tensor) {
     let request = TapRequest { tap, port };
     ACTIVE.with(|active| {
         if let Some(recordings) = active.borrow_mut().as_mut() {
-            if let Some(slot) = recordings.slots.iter_mut().find(|slot| slot.request == request) {
+            if let Some(slot) = recordings.position(request).and_then(|at| recordings.slots.get_mut(at)) {
                 slot.calls.push(Record::of(tensor));
             }
         }
@@ -134,14 +151,9 @@ fn note(tap: TapId, port: Port, tensor: &Tensor) {
 /// Arming nests: an inner arming replaces the outer one until its guard ends, then the outer one is
 /// restored with what it had recorded.
 pub fn arm(requests: impl IntoIterator<Item = TapRequest>) -> ArmGuard {
-    let mut slots: Vec<Recording> = Vec::new();
-    for request in requests {
-        if !slots.iter().any(|slot| slot.request == request) {
-            slots.push(Recording { request, calls: Vec::new() });
-        }
-    }
-    let armed = !slots.is_empty();
-    let previous = ACTIVE.with(|active| active.replace(Some(Recordings { slots })));
+    let recordings = Recordings::new(requests);
+    let armed = !recordings.slots.is_empty();
+    let previous = ACTIVE.with(|active| active.replace(Some(recordings)));
     let previous_flag = ARMED.with(|flag| flag.replace(armed));
     ArmGuard { previous: Some(previous), previous_flag }
 }
@@ -214,6 +226,26 @@ mod tests {
         let _ = record(a, &x, |x| x + 1);
         assert_eq!(outer.finish().take(out(a)).len(), 1);
         assert!(!is_armed());
+    }
+
+    #[test]
+    fn many_requests_are_found_through_the_index() {
+        let taps: Vec<TapId> = (0..3 * LINEAR_SCAN_LIMIT).map(|_| TapId::fresh()).collect();
+        let x = Tensor::from_slice(&[1.0f32]);
+        // Every tap armed twice: duplicates are one request.
+        let guard = arm(taps.iter().chain(&taps).map(|&tap| out(tap)));
+        for (i, &tap) in taps.iter().enumerate().rev() {
+            let _ = record(tap, &x, |x| x + i as f64);
+        }
+        let recs = guard.finish();
+        assert!(recs.index.is_some());
+        assert_eq!(recs.slots.len(), taps.len());
+        for (i, &tap) in taps.iter().enumerate() {
+            let calls = recs.get(out(tap));
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].tensor.double_value(&[0]), 1.0 + i as f64);
+        }
+        assert!(recs.get(out(TapId::fresh())).is_empty());
     }
 
     #[test]

@@ -3,10 +3,8 @@
 
 use std::borrow::Cow;
 
-use crate::capture::TapId;
-use crate::error::{DistillError, Port, Result, Side};
-use crate::module::{path_of_tap, resolve, Distillable, Recordable};
-use crate::nn::Slot;
+use crate::module::{Distillable, Recordable};
+use crate::point::{Port, Side, Slot, TapId};
 
 /// One side of a distillation pair, before it is checked against a model.
 ///
@@ -15,13 +13,14 @@ use crate::nn::Slot;
 /// itself, i.e. its output). Options: [`input`](Endpoint::input), [`all_calls`](Endpoint::all_calls).
 #[derive(Clone, Debug)]
 pub struct Endpoint<'a> {
-    target: Target<'a>,
-    port: Port,
-    all_calls: bool,
+    pub(crate) target: Target<'a>,
+    pub(crate) port: Port,
+    pub(crate) all_calls: bool,
 }
 
+/// What an [`Endpoint`] names, before it is looked up in its model.
 #[derive(Clone, Debug)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     Path(Cow<'a, str>),
     Tap { tap: TapId, type_name: &'static str },
     Slot(Slot),
@@ -59,55 +58,44 @@ impl<'a> Endpoint<'a> {
     fn with(target: Target<'a>) -> Self {
         Endpoint { target, port: Port::Output, all_calls: false }
     }
-
-    /// Checks the endpoint against `model` (the `side` model) and finds what to record.
-    pub fn resolve(&self, model: &dyn Distillable, side: Side) -> Result<ResolvedEndpoint> {
-        let (path, tap) = match &self.target {
-            Target::Path(path) if path.is_empty() => (String::new(), None),
-            Target::Path(path) => {
-                let found = resolve(model, side, path)?;
-                let tap = found.tap.ok_or_else(|| DistillError::NotRecordable {
-                    side,
-                    path: path.to_string(),
-                    type_name: found.module.module_type(),
-                })?;
-                (path.to_string(), Some(tap))
-            }
-            Target::Tap { tap, type_name } => {
-                let path = path_of_tap(model, *tap).ok_or(DistillError::NotInModel { side, type_name })?;
-                (path, Some(*tap))
-            }
-            Target::Slot(slot) => {
-                let container = path_of_tap(model, slot.container)
-                    .ok_or(DistillError::NotInModel { side, type_name: "container slot" })?;
-                let tap = slot.tap.ok_or(DistillError::IndexOutOfRange {
-                    side,
-                    container: container.clone(),
-                    index: slot.index,
-                    len: slot.len,
-                })?;
-                let path =
-                    if container.is_empty() { slot.index.to_string() } else { format!("{container}.{}", slot.index) };
-                (path, Some(tap))
-            }
-        };
-        Ok(ResolvedEndpoint { side, path, tap, port: self.port, all_calls: self.all_calls })
-    }
 }
 
-/// An endpoint checked against its model: what the capture engine arms and how it reports.
+/// An endpoint checked against its model (by `Mapping::add`, or by the `new()` of a `distill!`
+/// model): where it is and what it captures. Read it from [`Mapping::pairs`](crate::Mapping::pairs)
+/// or a model's `engine()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedEndpoint {
-    /// The model it belongs to.
-    pub side: Side,
-    /// Its dotted path (`""` for the model itself).
-    pub path: String,
+    pub(crate) side: Side,
+    pub(crate) path: String,
     /// The tap that records it; `None` for the model itself, whose output the forward returns.
-    pub tap: Option<TapId>,
-    /// Input or output.
-    pub port: Port,
-    /// Whether every call is wanted.
-    pub all_calls: bool,
+    pub(crate) tap: Option<TapId>,
+    /// The container (`Seq`, `Sequential`) whose slot records it, if it is recorded that way: such
+    /// an element records nothing when the forward calls it directly.
+    pub(crate) container: Option<String>,
+    pub(crate) port: Port,
+    pub(crate) all_calls: bool,
+}
+
+impl ResolvedEndpoint {
+    /// The model it belongs to.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Its dotted path in that model (`""` for the model itself).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether it captures the module's input or its output.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// Whether every call of the module is captured (see [`Endpoint::all_calls`]).
+    pub fn all_calls(&self) -> bool {
+        self.all_calls
+    }
 }
 
 /// Anything that names one side of a distillation pair.

@@ -8,9 +8,11 @@ use tch::{Device, Tensor};
 
 use crate::capture::{arm, TapRequest};
 use crate::endpoint::ResolvedEndpoint;
-use crate::error::{DistillError, Port, Result};
+use crate::error::{DistillError, Result};
+use crate::point::Port;
 
-/// How the teacher runs. The default is the seed's: no gradient, evaluation mode.
+/// How the teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
+/// mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TeacherMode {
     /// Record the teacher's forward for autograd (default `false`, like `nograd_teacher=True`).
@@ -21,8 +23,13 @@ pub struct TeacherMode {
 
 /// What one endpoint captured in one forward pass: each call of the module, in call order.
 ///
-/// Never empty (a module that did not run is an error). Derefs to the first call, which for an
-/// endpoint that did not ask for all calls is the only one.
+/// What it adds to a tensor: [`calls`](Self::calls) keeps every call of a module that ran several
+/// times (an endpoint with `all_calls`), and [`tensor`](Self::tensor) / [`into_tensor`](Self::into_tensor)
+/// give the one call of an ordinary endpoint. It is never empty: a module that did not run is an
+/// error of the forward.
+///
+/// It derefs to that first call, so `captured.size()` or `&*captured` reads like the tensor it
+/// holds; every other method listed below is `Tensor`'s, through that deref.
 #[derive(Debug)]
 pub struct Captured {
     calls: Vec<Tensor>,
@@ -68,7 +75,7 @@ impl Deref for Captured {
 /// The result of [`Engine::run`]: both models' outputs and each endpoint's capture, in the order the
 /// endpoints were given.
 #[derive(Debug)]
-pub struct Captures {
+pub(crate) struct Captures {
     /// What the student's forward returned.
     pub student_output: Tensor,
     /// What the teacher's forward returned, on the student's device.
@@ -79,17 +86,30 @@ pub struct Captures {
     pub teacher: Vec<Captured>,
 }
 
-/// The endpoints of both sides, resolved; runs distillation forward passes.
+/// What both front ends (`distill!` models and `DistillModel`) run: the endpoints of both sides,
+/// resolved, and how the teacher runs.
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
     student: Vec<ResolvedEndpoint>,
     teacher: Vec<ResolvedEndpoint>,
+    mode: TeacherMode,
 }
 
 impl Engine {
-    /// An engine capturing `student` and `teacher` endpoints.
-    pub fn new(student: Vec<ResolvedEndpoint>, teacher: Vec<ResolvedEndpoint>) -> Self {
-        Engine { student, teacher }
+    /// An engine capturing `student` and `teacher` endpoints, the teacher running as
+    /// `TeacherMode::default()`.
+    pub(crate) fn new(student: Vec<ResolvedEndpoint>, teacher: Vec<ResolvedEndpoint>) -> Self {
+        Engine { student, teacher, mode: TeacherMode::default() }
+    }
+
+    /// How the teacher runs.
+    pub fn mode(&self) -> TeacherMode {
+        self.mode
+    }
+
+    /// Sets how the teacher runs.
+    pub(crate) fn set_mode(&mut self, mode: TeacherMode) {
+        self.mode = mode;
     }
 
     /// The student endpoints.
@@ -102,26 +122,26 @@ impl Engine {
         &self.teacher
     }
 
-    /// Runs the teacher on `teacher_xs` (as `mode` says), then the student on `student_xs` with
-    /// `train`, and returns both outputs and every capture. Teacher tensors are moved to the device
-    /// of the student's output.
-    pub fn run<S, T>(
+    /// Runs the teacher on `teacher_xs` (as [`mode`](Self::mode) says), then the student on
+    /// `student_xs` with `train`, and returns both outputs and every capture. Teacher tensors are
+    /// moved to the device of the student's output.
+    pub(crate) fn run<S, T>(
         &self,
         student: &S,
         teacher: &T,
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,
-        mode: TeacherMode,
     ) -> Result<Captures>
     where
         S: ModuleT + ?Sized,
         T: ModuleT + ?Sized,
     {
-        let (teacher_output, teacher_captures) = if mode.grad {
-            run_side(teacher, teacher_xs, mode.train, &self.teacher)?
-        } else {
-            tch::no_grad(|| run_side(teacher, teacher_xs, mode.train, &self.teacher))?
+        let (teacher_output, teacher_captures) = {
+            // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's forward
+            // panics, which would otherwise leave autograd off for the rest of the thread.
+            let _no_grad = (!self.mode.grad).then(tch::no_grad_guard);
+            run_side(teacher, teacher_xs, self.mode.train, &self.teacher)?
         };
         let (student_output, student_captures) = run_side(student, student_xs, train, &self.student)?;
         let device = student_output.device();
@@ -162,8 +182,16 @@ fn run_side<M: ModuleT + ?Sized>(
                 }));
             };
             let calls = recordings.get(TapRequest { tap, port: endpoint.port });
-            let not_called =
-                || DistillError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port };
+            let not_called = || match &endpoint.container {
+                Some(container) => DistillError::ElementNotRecorded {
+                    side: endpoint.side,
+                    path: endpoint.path.clone(),
+                    container: container.clone(),
+                },
+                None => {
+                    DistillError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
+                }
+            };
             match calls.len() {
                 0 => return Err(not_called()),
                 1 => {}

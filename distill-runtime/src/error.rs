@@ -1,43 +1,6 @@
 //! The error type of every fallible operation in the runtime.
 
-use std::fmt;
-
-/// Which model of a distillation pair a path, an endpoint or a tensor belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The model being trained.
-    Student,
-    /// The model being learned from.
-    Teacher,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Student => "student",
-            Side::Teacher => "teacher",
-        })
-    }
-}
-
-/// Which tensor of a module call an endpoint captures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Port {
-    /// The tensor the module was called with.
-    Input,
-    /// The tensor the module returned (the default).
-    #[default]
-    Output,
-}
-
-impl fmt::Display for Port {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Port::Input => "input",
-            Port::Output => "output",
-        })
-    }
-}
+pub use crate::point::{Port, Side};
 
 /// Everything that can go wrong when a distillation is set up or run.
 ///
@@ -98,6 +61,25 @@ pub enum DistillError {
         path: String,
         /// What was to be captured.
         port: Port,
+    },
+    /// A mapped element of a `Seq` or a `Sequential` was not recorded: the container was not called
+    /// as a whole, so its elements either did not run or were called one by one, which records
+    /// nothing.
+    #[error(
+        "the {side} module `{path}` was not recorded during the forward pass: it is an element of {}, whose \
+         elements are recorded when the container itself runs (`seq.forward_t(xs, train)`) or when one element is \
+         called through `Seq::forward_at`; a forward that calls the elements directly (`for element in &{}`) runs \
+         them unrecorded",
+        container_name(container),
+        container_expr(container)
+    )]
+    ElementNotRecorded {
+        /// The model that ran.
+        side: Side,
+        /// Path of the element.
+        path: String,
+        /// Path of its container.
+        container: String,
     },
     /// A mapped module ran more than once and the endpoint asked for a single call.
     #[error(
@@ -232,6 +214,24 @@ fn list(names: &[String]) -> String {
         return "none (it returns one tensor: use the bare model)".to_owned();
     }
     names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// A container's path in a message: `` `features` ``, or the model itself.
+fn container_name(path: &str) -> String {
+    if path.is_empty() {
+        "the model itself".to_owned()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+/// A container's path as the Rust expression a forward would iterate over.
+fn container_expr(path: &str) -> String {
+    if path.is_empty() {
+        "self".to_owned()
+    } else {
+        format!("self.{path}")
+    }
 }
 
 /// Result of the runtime's fallible operations.

@@ -6,10 +6,12 @@
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
-//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`] (the seed's API);
+//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
 //! - [`engine`]: the forward pass both front ends share;
+//! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
-//! - [`dsl`]: what `distill!` and `#[derive(Distillable)]` generate code against ([`Pair`]);
+//! - [`dsl`]: what a `distill!` output holds for each pair ([`Pair`]);
+//! - [`point`]: the small values naming a capture point ([`Side`], [`Port`], [`Slot`](nn::Slot));
 //! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
@@ -28,15 +30,24 @@ pub mod jit;
 pub mod mapping;
 pub mod module;
 pub mod nn;
+pub mod point;
 pub mod prune;
 pub mod schema;
+
+mod resolver;
+mod suggest;
+
+#[doc(hidden)]
+#[path = "private/mod.rs"]
+pub mod __private;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
 pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
-pub use engine::{Captured, Captures, Engine, TeacherMode};
-pub use error::{DistillError, Port, Result, Side};
+pub use engine::{Captured, Engine, TeacherMode};
+pub use error::{DistillError, Result};
 pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
+pub use point::{Port, Side};
 pub use schema::{Schema, StaticSchema};

@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use crate::capture::TapId;
-use crate::error::{DistillError, Result, Side};
+use crate::error::{DistillError, Result};
+use crate::point::{Side, TapId};
+use crate::suggest::closest;
 
 /// A module whose children can be visited by name — what makes `features.5.conv` a path.
 ///
@@ -82,11 +83,23 @@ impl fmt::Display for ChildName {
 }
 
 impl ChildName {
+    /// Whether the path segment `segment` names this child. An index is written one way only:
+    /// decimal digits without sign or leading zeros (`1`, not `+1` or `01`).
     fn matches(&self, segment: &str) -> bool {
         match self {
             ChildName::Field(name) => *name == segment,
-            ChildName::Index(index) => segment.parse::<usize>().is_ok_and(|s| s == *index),
+            ChildName::Index(index) => parse_index(segment) == Some(*index),
         }
+    }
+}
+
+/// The index a path segment writes, in its one canonical form (`0`, `7`, `12`; not `+1`, `01`).
+pub(crate) fn parse_index(segment: &str) -> Option<usize> {
+    let canonical = segment.bytes().all(|b| b.is_ascii_digit()) && (segment == "0" || !segment.starts_with('0'));
+    if canonical {
+        segment.parse().ok()
+    } else {
+        None
     }
 }
 
@@ -149,7 +162,8 @@ fn walk(module: &dyn Distillable, prefix: &str, out: &mut Vec<NamedModule>) {
     });
 }
 
-fn join(prefix: &str, name: ChildName) -> String {
+/// `prefix.name`, or `name` under the root.
+pub(crate) fn join(prefix: &str, name: ChildName) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {
@@ -166,10 +180,12 @@ pub struct Resolved<'a> {
     pub tap: Option<TapId>,
 }
 
-/// Finds the module at the dotted `path` of `root` (`""` is the root).
+/// Finds the module at the dotted `path` of `root` (`""` is the root) — the check `Mapping::add`
+/// makes for a path, usable on its own to look a module up from a configuration.
 ///
 /// Errors name the side and the path: an unknown segment gets the closest existing path as a
-/// suggestion, and a numeric segment past the end of a container reports the container's length.
+/// suggestion, and an index past the end of a container reports the container's length. Indices are
+/// written as plain decimal numbers (`features.1`; `features.01` and `features.+1` are unknown).
 pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<Resolved<'a>> {
     let mut current = Resolved { module: root, tap: root.own_tap() };
     if path.is_empty() {
@@ -190,7 +206,7 @@ pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<
         match found {
             Some(next) => current = next,
             None => {
-                if let (Ok(index), true) = (segment.parse::<usize>(), indexed > 0) {
+                if let (Some(index), true) = (parse_index(segment), indexed > 0) {
                     return Err(DistillError::IndexOutOfRange { side, container: walked, index, len: indexed });
                 }
                 return Err(DistillError::UnknownPath { side, path: path.to_owned(), suggestion: suggest(root, path) });
@@ -207,40 +223,30 @@ impl fmt::Debug for Resolved<'_> {
     }
 }
 
-/// The path of the module recorded by `tap`, if it is part of `root`.
-pub fn path_of_tap(root: &dyn Distillable, tap: TapId) -> Option<String> {
-    if root.own_tap() == Some(tap) {
-        return Some(String::new());
+/// The existing path `path` most likely means: the same path with its indices written plainly
+/// (`features.01` → `features.1`), or else the closest one, if close enough to be a likely typo.
+fn suggest(root: &dyn Distillable, path: &str) -> Option<String> {
+    let modules = named_modules(root);
+    let paths = || modules.iter().map(|m| m.path.as_str()).filter(|p| !p.is_empty());
+    let plain = plain_indices(path);
+    if paths().any(|existing| existing == plain) {
+        return Some(plain);
     }
-    named_modules(root).into_iter().find(|m| m.tap == Some(tap)).map(|m| m.path)
+    closest(path, paths()).map(str::to_owned)
 }
 
-/// The existing path closest to `path` by edit distance, if it is close enough to be a likely typo.
-pub fn suggest(root: &dyn Distillable, path: &str) -> Option<String> {
-    let threshold = (path.len() / 3).max(2);
-    named_modules(root)
-        .into_iter()
-        .filter(|m| !m.path.is_empty())
-        .map(|m| (edit_distance(&m.path, path), m.path))
-        .filter(|(distance, _)| *distance <= threshold)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, path)| path)
-}
-
-/// Levenshtein distance over chars.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+/// `path` with every segment that reads as a number written as a plain index: no sign, no leading
+/// zeros (`+1` and `01` become `1`).
+fn plain_indices(path: &str) -> String {
+    let plain = |segment: &str| {
+        let digits = segment.strip_prefix('+').unwrap_or(segment);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return segment.to_owned();
         }
-    }
-    row[b.len()]
+        let trimmed = digits.trim_start_matches('0');
+        if trimmed.is_empty() { "0" } else { trimmed }.to_owned()
+    };
+    path.split('.').map(plain).collect::<Vec<_>>().join(".")
 }
 
 // ---- blanket impls -------------------------------------------------------------------------------
@@ -298,13 +304,21 @@ impl<T: Distillable> Distillable for [T] {
 
 #[cfg(test)]
 mod tests {
-    use super::edit_distance;
+    use super::parse_index;
 
     #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("features.5.conv", "features.5.conv"), 0);
-        assert_eq!(edit_distance("features.5.cnv", "features.5.conv"), 1);
-        assert_eq!(edit_distance("fetures", "features"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
+    fn plain_indices_drop_signs_and_leading_zeros() {
+        assert_eq!(super::plain_indices("features.+1.conv"), "features.1.conv");
+        assert_eq!(super::plain_indices("features.007.00"), "features.7.0");
+        assert_eq!(super::plain_indices("a.+.b0.-1"), "a.+.b0.-1");
+    }
+
+    #[test]
+    fn indices_have_one_spelling() {
+        assert_eq!(parse_index("0"), Some(0));
+        assert_eq!(parse_index("12"), Some(12));
+        for other in ["", "+1", "-1", "01", "00", " 1", "1 ", "1.0", "x", "99999999999999999999999"] {
+            assert_eq!(parse_index(other), None, "{other:?}");
+        }
     }
 }

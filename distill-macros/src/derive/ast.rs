@@ -4,11 +4,13 @@ use syn::{Ident, Member, Type};
 
 use super::attr;
 use crate::ctxt::Ctxt;
+use crate::util::unraw;
 
 /// A struct or an enum deriving `Distillable`.
 pub struct Container<'a> {
     pub ident: &'a Ident,
     pub generics: &'a syn::Generics,
+    pub attrs: attr::Container,
     pub data: Data<'a>,
 }
 
@@ -43,15 +45,17 @@ pub struct Field<'a> {
 }
 
 impl<'a> Container<'a> {
-    pub fn from_ast(cx: &Ctxt, input: &'a syn::DeriveInput) -> Option<Container<'a>> {
-        attr::reject(cx, &input.attrs, "a container");
+    /// The container; its errors go to `cx` (a union is reported there and read as a struct without
+    /// fields, enough for the fallback items).
+    pub fn from_ast(cx: &Ctxt, input: &'a syn::DeriveInput) -> Container<'a> {
+        let attrs = attr::Container::from_attrs(cx, &input.attrs);
         let data = match &input.data {
             syn::Data::Struct(data) => Data::Struct(fields(cx, &data.fields).1),
             syn::Data::Enum(data) => Data::Enum(
                 data.variants
                     .iter()
                     .map(|variant| {
-                        attr::reject(cx, &variant.attrs, "a variant");
+                        attr::reject_on_variant(cx, &variant.attrs);
                         let (style, fields) = fields(cx, &variant.fields);
                         Variant { ident: &variant.ident, style, fields }
                     })
@@ -63,10 +67,10 @@ impl<'a> Container<'a> {
                     "`Distillable` cannot be derived for a union: only one of its fields exists at a time, and \
                      nothing says which; use an enum",
                 );
-                return None;
+                Data::Struct(Vec::new())
             }
         };
-        Some(Container { ident: &input.ident, generics: &input.generics, data })
+        Container { ident: &input.ident, generics: &input.generics, attrs, data }
     }
 }
 
@@ -89,22 +93,11 @@ fn fields<'a>(cx: &Ctxt, fields: &'a syn::Fields) -> (Style, Vec<Field<'a>>) {
             };
             let (name, name_span) = match (&attrs.rename, &field.ident) {
                 (Some(rename), _) => (rename.value(), rename.span()),
-                (None, Some(ident)) => (ident.unraw_string(), ident.span()),
+                (None, Some(ident)) => (unraw(ident), ident.span()),
                 (None, None) => (index.to_string(), syn::spanned::Spanned::span(&field.ty)),
             };
             Field { member, name, name_span, ty: &field.ty, attrs }
         })
         .collect();
     (style, fields)
-}
-
-trait Unraw {
-    fn unraw_string(&self) -> String;
-}
-
-impl Unraw for Ident {
-    fn unraw_string(&self) -> String {
-        let s = self.to_string();
-        s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
-    }
 }

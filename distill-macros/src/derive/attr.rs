@@ -1,10 +1,45 @@
-//! `#[distill(...)]` attributes: `skip` and `rename = "…"` on fields; nothing on containers and
-//! variants (an error says so).
+//! `#[distill(...)]` attributes: `crate = "…"` on the container, `skip` and `rename = "…"` on fields,
+//! nothing on variants (an error says so).
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
 
 use crate::ctxt::Ctxt;
+use crate::util::{parse_crate, Krate};
+
+/// The container's options.
+pub struct Container {
+    /// `#[distill(crate = "…")]`: how generated code names the `distill` crate.
+    pub krate: Krate,
+}
+
+impl Container {
+    pub fn from_attrs(cx: &Ctxt, attrs: &[syn::Attribute]) -> Container {
+        let mut krate: Option<syn::Path> = None;
+        for attr in attrs.iter().filter(|attr| attr.path().is_ident("distill")) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("crate") {
+                    let path = parse_crate(&meta)?;
+                    if krate.is_some() {
+                        cx.error_spanned_by(&meta.path, "duplicate `crate`");
+                    }
+                    krate = Some(path);
+                    Ok(())
+                } else {
+                    Err(meta.error(format_args!(
+                        "unknown container option `{}`: the one option of a container is `crate = \"path\"`, for a \
+                         renamed `distill` dependency; `skip` and `rename = \"…\"` go on fields",
+                        path_text(&meta.path)
+                    )))
+                }
+            });
+            if let Err(error) = parsed {
+                cx.syn_error(error);
+            }
+        }
+        Container { krate: krate.map_or_else(Krate::default_path, Krate::given) }
+    }
+}
 
 /// A field's options.
 #[derive(Default)]
@@ -61,12 +96,12 @@ impl Field {
     }
 }
 
-/// Rejects `#[distill(...)]` where no option exists (on the container or a variant).
-pub fn reject(cx: &Ctxt, attrs: &[syn::Attribute], what: &str) {
+/// Rejects `#[distill(...)]` on a variant, where no option exists.
+pub fn reject_on_variant(cx: &Ctxt, attrs: &[syn::Attribute]) {
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("distill")) {
         cx.error_spanned_by(
             attr,
-            format_args!("`#[distill(...)]` has no options for {what}: `skip` and `rename = \"…\"` go on fields"),
+            "`#[distill(...)]` has no options for a variant: `skip` and `rename = \"…\"` go on fields",
         );
     }
 }

@@ -8,17 +8,18 @@ use syn::spanned::Spanned;
 use syn::visit::Visit;
 
 use super::ast::{Container, Data, Field, Style, Variant};
-use crate::util::private;
+use crate::util::Krate;
 
 pub fn expand(container: &Container) -> TokenStream {
-    let p = private(Span::call_site());
+    let krate = &container.attrs.krate;
+    let p = krate.private(Span::call_site());
     let ident = container.ident;
     let (impl_generics, ty_generics, where_clause) = container.generics.split_for_impl();
     let where_clause = bounds(container, where_clause);
 
     let (visit, schema) = match &container.data {
-        Data::Struct(fields) => (visit_struct(fields), struct_schema(fields)),
-        Data::Enum(variants) => (visit_enum(ident, variants), enum_schema(variants)),
+        Data::Struct(fields) => (visit_struct(krate, fields), struct_schema(krate, fields)),
+        Data::Enum(variants) => (visit_enum(krate, ident, variants), enum_schema(krate, variants)),
     };
 
     quote! {
@@ -36,17 +37,17 @@ pub fn expand(container: &Container) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #impl_generics #p::schema::StaticSchema for #ident #ty_generics #where_clause {
-                const SCHEMA: #p::schema::Schema = #schema;
+            impl #impl_generics #p::StaticSchema for #ident #ty_generics #where_clause {
+                const SCHEMA: #p::Schema = #schema;
             }
         };
     }
 }
 
-/// The item's where clause plus `FieldType: DistillField` for each field type that mentions a type
+/// The item's where clause plus `FieldType: StaticSchema` for each field type that mentions a type
 /// or const parameter (concrete field types are checked in the body, at their own span).
 fn bounds(container: &Container, where_clause: Option<&syn::WhereClause>) -> TokenStream {
-    let p = private(Span::call_site());
+    let p = container.attrs.krate.private(Span::call_site());
     let params: BTreeSet<String> = container
         .generics
         .params
@@ -62,7 +63,7 @@ fn bounds(container: &Container, where_clause: Option<&syn::WhereClause>) -> Tok
     for field in all_fields(container) {
         if mentions(field.ty, &params) && seen.insert(quote_ty(field.ty)) {
             let ty = field.ty;
-            predicates.push(quote_spanned!(ty.span()=> #ty: #p::dsl::DistillField));
+            predicates.push(quote_spanned!(ty.span()=> #ty: #p::StaticSchema));
         }
     }
     let existing = where_clause.map(|w| {
@@ -122,27 +123,28 @@ fn mentions(ty: &syn::Type, params: &BTreeSet<String>) -> bool {
     finder.found
 }
 
-/// `__distill_visit(Child::field("name", <Ty as DistillField>::as_module(value)))`, the trait
-/// path at the field type's span so that a non-module field is an error there.
-fn visit_field(field: &Field, value: TokenStream) -> TokenStream {
-    let p = private(Span::call_site());
+/// `__distill_visit(Child::field("name", field::<Ty>(value)))`, the call at the field type's span
+/// so that a field that is not a module is an error there.
+fn visit_field(krate: &Krate, field: &Field, value: TokenStream) -> TokenStream {
+    let p = krate.private(Span::call_site());
     let ty = field.ty;
     let name = &field.name;
-    let as_module = quote_spanned!(ty.span()=> <#ty as #p::dsl::DistillField>::as_module);
+    let at_ty = krate.private(ty.span());
+    let as_module = quote_spanned!(ty.span()=> #at_ty::field::<#ty>);
     quote! {
         __distill_visit(#p::Child::field(#name, #as_module(#value)));
     }
 }
 
-fn visit_struct(fields: &[Field]) -> TokenStream {
+fn visit_struct(krate: &Krate, fields: &[Field]) -> TokenStream {
     let visits = fields.iter().filter(|field| field.attrs.skip.is_none()).map(|field| {
         let member = &field.member;
-        visit_field(field, quote!(&self.#member))
+        visit_field(krate, field, quote!(&self.#member))
     });
     quote!(#(#visits)*)
 }
 
-fn visit_enum(ident: &syn::Ident, variants: &[Variant]) -> TokenStream {
+fn visit_enum(krate: &Krate, ident: &syn::Ident, variants: &[Variant]) -> TokenStream {
     if variants.is_empty() {
         return quote!(match *self {});
     }
@@ -152,7 +154,7 @@ fn visit_enum(ident: &syn::Ident, variants: &[Variant]) -> TokenStream {
         let visits =
             variant.fields.iter().enumerate().filter(|(_, field)| field.attrs.skip.is_none()).map(|(i, field)| {
                 let binding = binding(i);
-                visit_field(field, quote!(#binding))
+                visit_field(krate, field, quote!(#binding))
             });
         let pattern = match variant.style {
             Style::Unit => quote!(#ident::#name),
@@ -187,29 +189,30 @@ fn visit_enum(ident: &syn::Ident, variants: &[Variant]) -> TokenStream {
     }
 }
 
-fn field_schemas(fields: &[Field]) -> TokenStream {
-    let p = private(Span::call_site());
+fn field_schemas(krate: &Krate, fields: &[Field]) -> TokenStream {
+    let p = krate.private(Span::call_site());
     let entries = fields.iter().filter(|field| field.attrs.skip.is_none()).map(|field| {
         let name = &field.name;
         let ty = field.ty;
-        let schema = quote_spanned!(ty.span()=> <#ty as #p::dsl::DistillField>::FIELD_SCHEMA);
-        quote!(#p::schema::FieldSchema { name: #name, schema: &#schema })
+        let at_ty = krate.private(ty.span());
+        let schema = quote_spanned!(ty.span()=> <#ty as #at_ty::StaticSchema>::SCHEMA);
+        quote!(#p::FieldSchema { name: #name, schema: &#schema })
     });
     quote!(&[#(#entries),*])
 }
 
-fn struct_schema(fields: &[Field]) -> TokenStream {
-    let p = private(Span::call_site());
-    let fields = field_schemas(fields);
+fn struct_schema(krate: &Krate, fields: &[Field]) -> TokenStream {
+    let p = krate.private(Span::call_site());
+    let fields = field_schemas(krate, fields);
     quote! {
-        #p::schema::Schema { records: false, children: #p::schema::Children::Fields { fields: #fields } }
+        #p::Schema { records: false, children: #p::Children::Fields { fields: #fields } }
     }
 }
 
-fn enum_schema(variants: &[Variant]) -> TokenStream {
-    let p = private(Span::call_site());
-    let variants = variants.iter().map(|variant| field_schemas(&variant.fields));
+fn enum_schema(krate: &Krate, variants: &[Variant]) -> TokenStream {
+    let p = krate.private(Span::call_site());
+    let variants = variants.iter().map(|variant| field_schemas(krate, &variant.fields));
     quote! {
-        #p::schema::Schema { records: false, children: #p::schema::Children::Variants { variants: &[#(#variants),*] } }
+        #p::Schema { records: false, children: #p::Children::Variants { variants: &[#(#variants),*] } }
     }
 }

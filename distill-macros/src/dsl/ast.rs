@@ -16,11 +16,16 @@
 //! ```
 
 use proc_macro2::Span;
-use syn::{Attribute, Expr, Ident, LitStr, Type, Visibility};
+use syn::{Attribute, Expr, Ident, LitStr, Member, Type, Visibility};
+
+use crate::util::Krate;
 
 /// The whole invocation.
 pub struct Input {
+    /// The attributes for the generated struct (`#[distill(crate = "…")]` taken out).
     pub attrs: Vec<Attribute>,
+    /// How generated code names the `distill` crate.
+    pub krate: Krate,
     pub vis: Visibility,
     pub name: Ident,
     pub student_ty: Type,
@@ -43,6 +48,21 @@ pub struct Pair {
     pub options: Vec<PairOption>,
     /// The span of the pair's first token, for pair-wide errors.
     pub span: Span,
+}
+
+impl Pair {
+    /// The endpoint of `side`.
+    pub fn endpoint(&self, side: Side) -> &Endpoint {
+        match side {
+            Side::Student => &self.student,
+            Side::Teacher => &self.teacher,
+        }
+    }
+
+    /// Whether `kind` applies to `side` (given for both sides, or for that one).
+    pub fn has_option(&self, kind: OptionKind, side: Side) -> bool {
+        self.options.iter().any(|o| o.kind == kind && o.side.is_none_or(|(s, _)| s == side))
+    }
 }
 
 /// Which model an endpoint belongs to (by its position around `=>`).
@@ -68,61 +88,55 @@ impl Side {
     }
 }
 
-/// One side of a pair.
-pub enum Endpoint {
+/// One side of a pair: the module it names, and the adapter applied to that side's tensor, if any.
+pub struct Endpoint {
+    pub adapter: Option<Adapter>,
+    pub target: Target,
+}
+
+/// `conv2d_adapter(…)` around an endpoint.
+pub struct Adapter {
+    /// The constructor, `conv2d_adapter` or `path::to::<T>::make`.
+    pub func: syn::ExprPath,
+    /// The span of the parentheses.
+    pub paren: Span,
+}
+
+/// The module an endpoint names.
+pub enum Target {
     /// `student.features[0].conv`.
     Typed(TypedPath),
     /// `"features.0.conv"`.
     Str(LitStr),
-    /// `conv2d_adapter(teacher.features[0].conv)`; `paren` is the span of the parentheses.
-    Adapted { func: syn::ExprPath, inner: Box<Endpoint>, paren: Span },
 }
 
 impl Endpoint {
-    /// The endpoint under any adapter.
-    pub fn target(&self) -> &Endpoint {
-        match self {
-            Endpoint::Adapted { inner, .. } => inner.target(),
-            other => other,
-        }
-    }
-
-    pub fn adapter(&self) -> Option<&syn::ExprPath> {
-        match self {
-            Endpoint::Adapted { func, .. } => Some(func),
-            _ => None,
-        }
-    }
-
     /// The span of the endpoint's first token.
     pub fn start_span(&self) -> Span {
-        match self {
-            Endpoint::Typed(path) => path.root.span(),
-            Endpoint::Str(lit) => lit.span(),
-            Endpoint::Adapted { func, paren, .. } => {
-                func.path.segments.first().map_or(*paren, |segment| segment.ident.span())
-            }
+        match &self.adapter {
+            Some(adapter) => adapter.func.path.segments.first().map_or(adapter.paren, |segment| segment.ident.span()),
+            None => self.target.span(),
         }
     }
 
     /// The span of the endpoint's last token.
     pub fn end_span(&self) -> Span {
-        match self {
-            Endpoint::Typed(path) => path.end_span(),
-            Endpoint::Str(lit) => lit.span(),
-            Endpoint::Adapted { paren, .. } => *paren,
+        match &self.adapter {
+            Some(adapter) => adapter.paren,
+            None => match &self.target {
+                Target::Typed(path) => path.end_span(),
+                Target::Str(lit) => lit.span(),
+            },
         }
     }
 }
 
-impl TypedPath {
-    /// The span of the path's last token.
-    pub fn end_span(&self) -> Span {
-        match self.segments.last() {
-            None => self.root.span(),
-            Some(Segment::Field(syn::Member::Named(ident))) => ident.span(),
-            Some(Segment::Field(syn::Member::Unnamed(index))) => index.span,
-            Some(Segment::Index { span, .. }) => *span,
+impl Target {
+    /// The span of the target's first token.
+    pub fn span(&self) -> Span {
+        match self {
+            Target::Typed(path) => path.root.span(),
+            Target::Str(lit) => lit.span(),
         }
     }
 }
@@ -133,11 +147,29 @@ pub struct TypedPath {
     pub segments: Vec<Segment>,
 }
 
+impl TypedPath {
+    /// The span of the path's last token.
+    pub fn end_span(&self) -> Span {
+        match self.segments.last() {
+            None => self.root.span(),
+            Some(Segment::Field(member)) => member_span(member),
+            Some(Segment::Index { span, .. }) => *span,
+        }
+    }
+}
+
 pub enum Segment {
     /// `.name` or `.0`.
-    Field(syn::Member),
+    Field(Member),
     /// `[expr]`; the span is the brackets'.
     Index { expr: Expr, span: Span },
+}
+
+pub fn member_span(member: &Member) -> Span {
+    match member {
+        Member::Named(ident) => ident.span(),
+        Member::Unnamed(index) => index.span,
+    }
 }
 
 /// A per-pair option.

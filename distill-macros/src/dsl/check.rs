@@ -5,12 +5,12 @@
 use proc_macro2::Span;
 use syn::{Expr, Ident, Lit, Member};
 
-use super::ast::{Endpoint, Input, OptionKind, Pair, Segment, Side, TypedPath};
+use super::ast::{Adapter, Input, OptionKind, Pair, Segment, Side, Target, TypedPath};
 use crate::ctxt::Ctxt;
-use crate::util::make_ident;
+use crate::util::{make_ident, unraw};
 
 /// Labels that would collide with the output's own fields.
-const RESERVED: [&str; 2] = ["student_output", "teacher_output"];
+pub const RESERVED: [&str; 2] = ["student_output", "teacher_output"];
 
 /// Checks `input`; returns one label per pair (a placeholder where the label is in error).
 pub fn check(cx: &Ctxt, input: &Input) -> Vec<Ident> {
@@ -28,57 +28,54 @@ pub fn check(cx: &Ctxt, input: &Input) -> Vec<Ident> {
     labels(cx, input)
 }
 
-fn endpoint(pair: &Pair, side: Side) -> &Endpoint {
-    match side {
-        Side::Student => &pair.student,
-        Side::Teacher => &pair.teacher,
+fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
+    let endpoint = pair.endpoint(side);
+    if let Some(adapter) = &endpoint.adapter {
+        if !check_adapter(cx, pair, side, adapter) {
+            return;
+        }
+    }
+    match &endpoint.target {
+        Target::Typed(path) => check_root(cx, path, side),
+        Target::Str(lit) if endpoint.adapter.is_some() => cx.error_at(
+            lit.span(),
+            format_args!(
+                "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, not a \
+                 string path",
+                side.name()
+            ),
+        ),
+        Target::Str(lit) => check_string_path(cx, lit),
     }
 }
 
-fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
-    match endpoint(pair, side) {
-        Endpoint::Typed(path) => check_root(cx, path, side),
-        Endpoint::Str(lit) => check_string_path(cx, lit),
-        Endpoint::Adapted { func, inner, .. } => {
-            if func.qself.is_none() && func.path.segments.len() == 1 {
-                let name = func.path.segments[0].ident.to_string();
-                if name == "student" || name == "teacher" {
-                    cx.error_spanned_by(
-                        &func.path,
-                        format_args!("`{name}(…)` is not an endpoint: write `{name}.field`, `{name}[0]` or `{name}`"),
-                    );
-                    return;
-                }
-            }
-            match &**inner {
-                Endpoint::Typed(path) => check_root(cx, path, side),
-                Endpoint::Str(lit) => cx.error_at(
-                    lit.span(),
-                    format_args!(
-                        "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, \
-                         not a string path",
-                        side.name()
-                    ),
-                ),
-                Endpoint::Adapted { func: inner_func, .. } => cx.error_spanned_by(
-                    &inner_func.path,
-                    "adapters do not nest: one adapter per side, applied to that side's tensor",
-                ),
-            }
-            // The constructor receives both endpoint modules: the other side must be typed.
-            if let Endpoint::Str(lit) = endpoint(pair, side.other()).target() {
-                cx.error_at(
-                    lit.span(),
-                    format_args!(
-                        "this pair has an adapter, whose constructor receives the modules of both endpoints, so the {} \
-                         side must be typed too: write `{}.…` instead of a string path",
-                        side.other().name(),
-                        side.other().name()
-                    ),
-                );
-            }
+/// Checks an adapter on `side`; `false` when it is not an adapter at all (`student(…)`), so that its
+/// inside is not checked as an endpoint.
+fn check_adapter(cx: &Ctxt, pair: &Pair, side: Side, adapter: &Adapter) -> bool {
+    let func = &adapter.func;
+    if func.qself.is_none() && func.path.segments.len() == 1 {
+        let name = func.path.segments[0].ident.to_string();
+        if name == "student" || name == "teacher" {
+            cx.error_spanned_by(
+                &func.path,
+                format_args!("`{name}(…)` is not an endpoint: write `{name}.field`, `{name}[0]` or `{name}`"),
+            );
+            return false;
         }
     }
+    // The constructor receives both endpoint modules: the other side must be typed.
+    if let Target::Str(lit) = &pair.endpoint(side.other()).target {
+        cx.error_at(
+            lit.span(),
+            format_args!(
+                "this pair has an adapter, whose constructor receives the modules of both endpoints, so the {} side \
+                 must be typed too: write `{}.…` instead of a string path",
+                side.other().name(),
+                side.other().name()
+            ),
+        );
+    }
+    true
 }
 
 fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
@@ -145,11 +142,6 @@ fn check_options(cx: &Ctxt, pair: &Pair) {
     }
 }
 
-/// Whether the pair captures the student's input instead of its output.
-fn student_input(pair: &Pair) -> bool {
-    pair.options.iter().any(|o| o.kind == OptionKind::Input && o.side.is_none_or(|(side, _)| side == Side::Student))
-}
-
 fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
     let mut labels: Vec<Ident> = Vec::with_capacity(input.pairs.len());
     let mut seen: Vec<(String, Span, bool)> = Vec::new();
@@ -189,17 +181,12 @@ fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
     labels
 }
 
-fn unraw(ident: &Ident) -> String {
-    let s = ident.to_string();
-    s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
-}
-
 /// The label of an unlabelled pair: its student path with `_` for `.` (`features_5_conv`), or
 /// `output` (`input`) for the model itself.
 fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
     let span = pair.student.start_span();
-    let parts: Vec<String> = match pair.student.target() {
-        Endpoint::Typed(path) => {
+    let parts: Vec<String> = match &pair.student.target {
+        Target::Typed(path) => {
             let mut parts = Vec::new();
             for segment in &path.segments {
                 match segment {
@@ -219,11 +206,10 @@ fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
             }
             parts
         }
-        Endpoint::Str(lit) => lit.value().split('.').map(str::to_owned).collect(),
-        Endpoint::Adapted { .. } => return None,
+        Target::Str(lit) => lit.value().split('.').map(str::to_owned).collect(),
     };
     let text = if parts.is_empty() {
-        if student_input(pair) { "input" } else { "output" }.to_owned()
+        if pair.has_option(OptionKind::Input, Side::Student) { "input" } else { "output" }.to_owned()
     } else {
         let joined = parts.join("_");
         if joined.starts_with(|c: char| c.is_ascii_digit()) {
@@ -236,7 +222,7 @@ fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
         Some(ident) => Some(ident),
         None => {
             // A malformed string path was reported already; others need an explicit label.
-            if !matches!(pair.student.target(), Endpoint::Str(lit) if lit.value().split('.').any(str::is_empty)) {
+            if !matches!(&pair.student.target, Target::Str(lit) if lit.value().split('.').any(str::is_empty)) {
                 cx.error_at(
                     span,
                     format_args!("cannot derive a label from `{text}`: give the pair a label, `name: student…`"),

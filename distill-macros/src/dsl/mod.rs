@@ -12,22 +12,22 @@ use proc_macro2::TokenStream;
 
 use crate::ctxt::Ctxt;
 
-/// The macro, from its input tokens to the generated items (or `compile_error!`s).
+/// The macro, from its input tokens to the generated items — or, after an error, the
+/// `compile_error!`s and stand-ins for the items, so that later uses of `Name` do not add errors of
+/// their own. A header too broken to name the items gives its error alone.
 pub fn expand(input: TokenStream) -> TokenStream {
     let cx = Ctxt::new();
-    let Some(parsed) = parse::parse(&cx, input) else {
-        return errors(cx);
+    let parsed = match parse::parse(&cx, input) {
+        Ok(parsed) => parsed,
+        Err(error) => return error.to_compile_error(),
     };
     let labels = check::check(&cx, &parsed);
-    if cx.has_errors() {
-        return errors(cx);
-    }
-    expand::expand(&parsed, &labels)
-}
-
-fn errors(cx: Ctxt) -> TokenStream {
     match cx.check() {
-        Ok(()) => TokenStream::new(),
-        Err(error) => error.to_compile_error(),
+        Ok(()) => expand::expand(&parsed, &labels),
+        Err(error) => {
+            let mut tokens = error.to_compile_error();
+            tokens.extend(expand::fallback(&parsed, &labels));
+            tokens
+        }
     }
 }

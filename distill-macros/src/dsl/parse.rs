@@ -6,8 +6,9 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::{token, Attribute, Expr, Ident, LitStr, Token, Type, Visibility};
 
-use super::ast::{Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, TypedPath};
+use super::ast::{Adapter, Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, Target, TypedPath};
 use crate::ctxt::Ctxt;
+use crate::util::{parse_crate, Krate};
 
 mod kw {
     syn::custom_keyword!(with);
@@ -15,15 +16,10 @@ mod kw {
 
 const HEADER: &str = "`pub struct Name for StudentType => TeacherType { … }`";
 
-/// Parses an invocation; errors go to `cx`. `None` when the header itself is unusable.
-pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
-    let header = match parse_header.parse2(tokens) {
-        Ok(header) => header,
-        Err(error) => {
-            cx.syn_error(error);
-            return None;
-        }
-    };
+/// Parses an invocation. The header's error is returned (nothing can be generated without it);
+/// the errors of pairs and attributes go to `cx`, so that all of them are reported.
+pub fn parse(cx: &Ctxt, tokens: TokenStream) -> syn::Result<Input> {
+    let header = parse_header.parse2(tokens)?;
     let mut pairs = Vec::new();
     let chunks = split_pairs(header.body);
     let has_pairs = !chunks.is_empty();
@@ -33,8 +29,10 @@ pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
             Err(error) => cx.syn_error(error),
         }
     }
-    Some(Input {
-        attrs: header.attrs,
+    let (attrs, krate) = crate_attr(cx, header.attrs);
+    Ok(Input {
+        attrs,
+        krate,
         vis: header.vis,
         name: header.name,
         student_ty: header.student_ty,
@@ -43,6 +41,32 @@ pub fn parse(cx: &Ctxt, tokens: TokenStream) -> Option<Input> {
         has_pairs,
         body_span: header.body_span,
     })
+}
+
+/// Takes `#[distill(crate = "…")]` out of the attributes for the generated struct.
+fn crate_attr(cx: &Ctxt, attrs: Vec<Attribute>) -> (Vec<Attribute>, Krate) {
+    let (ours, theirs): (Vec<Attribute>, Vec<Attribute>) =
+        attrs.into_iter().partition(|attr| attr.path().is_ident("distill"));
+    let mut krate = None;
+    for attr in &ours {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident("crate") {
+                return Err(meta.error(
+                    "the one option of `#[distill(...)]` here is `crate = \"path\"`, for a renamed `distill` dependency",
+                ));
+            }
+            let path = parse_crate(&meta)?;
+            if krate.is_some() {
+                cx.error_spanned_by(&meta.path, "duplicate `crate`");
+            }
+            krate = Some(path);
+            Ok(())
+        });
+        if let Err(error) = parsed {
+            cx.syn_error(error);
+        }
+    }
+    (theirs, krate.map_or_else(Krate::default_path, Krate::given))
 }
 
 struct Header {
@@ -181,34 +205,47 @@ const ENDPOINT: &str = "expected an endpoint: `student.path`, `teacher.path`, th
                         model's output), a string path \"features.2.conv\", or an adapter `f(teacher.path)`";
 
 fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
-    if input.peek(LitStr) {
-        return Ok(Endpoint::Str(input.parse()?));
-    }
-    if !input.peek(Ident::peek_any) && !input.peek(Token![::]) && !input.peek(Token![<]) {
+    if !input.peek(LitStr) && !input.peek(Ident::peek_any) && !input.peek(Token![::]) && !input.peek(Token![<]) {
         return Err(input.error(ENDPOINT));
     }
-    let is_adapter =
-        input.peek(Token![::]) || input.peek(Token![<]) || input.peek2(token::Paren) || input.peek2(Token![::]);
-    if is_adapter {
-        let func: syn::ExprPath = input.parse()?;
-        if !input.peek(token::Paren) {
-            return Err(input
-                .error("expected `(` and the endpoint the adapter applies to, e.g. `conv2d_adapter(teacher.conv)`"));
-        }
-        let content;
-        let paren = syn::parenthesized!(content in input);
-        if content.is_empty() {
-            return Err(syn::Error::new(
-                paren.span.join(),
-                "an adapter wraps the endpoint it applies to: `conv2d_adapter(teacher.features[0].conv)`",
-            ));
-        }
-        let inner = parse_endpoint(&content)?;
-        if !content.is_empty() {
-            return Err(content
-                .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
-        }
-        return Ok(Endpoint::Adapted { func, inner: Box::new(inner), paren: paren.span.join() });
+    let is_adapter = !input.peek(LitStr)
+        && (input.peek(Token![::]) || input.peek(Token![<]) || input.peek2(token::Paren) || input.peek2(Token![::]));
+    if !is_adapter {
+        return Ok(Endpoint { adapter: None, target: parse_target(input)? });
+    }
+    let func: syn::ExprPath = input.parse()?;
+    if !input.peek(token::Paren) {
+        return Err(
+            input.error("expected `(` and the endpoint the adapter applies to, e.g. `conv2d_adapter(teacher.conv)`")
+        );
+    }
+    let content;
+    let paren = syn::parenthesized!(content in input);
+    let paren = paren.span.join();
+    if content.is_empty() {
+        return Err(syn::Error::new(
+            paren,
+            "an adapter wraps the endpoint it applies to: `conv2d_adapter(teacher.features[0].conv)`",
+        ));
+    }
+    if content.peek2(token::Paren) || content.peek(Token![::]) || content.peek(Token![<]) || content.peek2(Token![::]) {
+        return Err(content.error("adapters do not nest: one adapter per side, applied to that side's tensor"));
+    }
+    let target = parse_target(&content)?;
+    if !content.is_empty() {
+        return Err(content
+            .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
+    }
+    Ok(Endpoint { adapter: Some(Adapter { func, paren }), target })
+}
+
+/// A string path, or `student`/`teacher` and segments.
+fn parse_target(input: ParseStream) -> syn::Result<Target> {
+    if input.peek(LitStr) {
+        return Ok(Target::Str(input.parse()?));
+    }
+    if !input.peek(Ident::peek_any) {
+        return Err(input.error(ENDPOINT));
     }
     let root = Ident::parse_any(input)?;
     let mut segments = Vec::new();
@@ -231,7 +268,7 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
             break;
         }
     }
-    Ok(Endpoint::Typed(TypedPath { root, segments }))
+    Ok(Target::Typed(TypedPath { root, segments }))
 }
 
 /// After a `.`: a field name, a tuple index, or `0.1` (lexed as one float) as two tuple indices.

@@ -33,7 +33,7 @@ fn the_design_example_expands_to_the_documented_items() {
         &[
             // The user's doc comment and visibility reach the struct.
             "# [doc = \" Distills the 64-channel net into its pruned 32-channel copy.\"]",
-            "pub struct PrunedKd < 'm > { student : & 'm Net , teacher : & 'm Net , core : :: distill :: __private :: dsl :: Core < 'm > , }",
+            "pub struct PrunedKd < 'm > { student : & 'm Net , teacher : & 'm Net , core : :: distill :: __private :: Core < 'm > , }",
             "pub struct PrunedKdOutput < 'd >",
             "pub f0 : :: distill :: __private :: Pair < 'd >",
             "pub features_2_bn : :: distill :: __private :: Pair < 'd >",
@@ -41,25 +41,25 @@ fn the_design_example_expands_to_the_documented_items() {
             "pub struct PrunedKdLosses",
             "pub const LABELS : [& 'static str ; 5usize] = [\"f0\" , \"f1\" , \"at2\" , \"features_2_bn\" , \"logits\"]",
             // Inner index: a checked child; last segment: a recording module.
-            ":: distill :: __private :: dsl :: child (& (* student) . features , 0 , :: distill :: __private :: Side :: Student , \"features\") ?",
-            ":: distill :: __private :: dsl :: module (& (* :: distill :: __private :: dsl :: child",
+            ":: distill :: __private :: child (& (* student) . features , 0 , :: distill :: __private :: Side :: Student , \"features\") ?",
+            ":: distill :: __private :: module (& (* :: distill :: __private :: child",
             // Adapters get path / label, then the teacher module, then the student module.
-            "conv2d_adapter (__distill_path / \"f0\" , & (* :: distill :: __private :: dsl :: child (& (* teacher) . features , 0",
-            "inverted_conv2d_adapter (__distill_path / \"f1\" , & (* :: distill :: __private :: dsl :: child (& (* teacher) . features , 1",
+            "conv2d_adapter (__distill_path / \"f0\" , & (* :: distill :: __private :: child (& (* teacher) . features , 0",
+            "inverted_conv2d_adapter (__distill_path / \"f1\" , & (* :: distill :: __private :: child (& (* teacher) . features , 1",
             // A final index selects the slot.
-            ":: distill :: __private :: dsl :: slot (& (* student) . features , 2 , :: distill :: __private :: Side :: Student , \"features\") ?",
+            ":: distill :: __private :: slot (& (* student) . features , 2 , :: distill :: __private :: Side :: Student , \"features\") ?",
             // String paths: resolved at run time and checked at compile time.
             ":: distill :: __private :: Endpoint :: path (\"features.2.bn\")",
-            ":: distill :: __private :: schema :: check_path (:: distill :: __private :: schema :: schema_of :: < Net > () , \"teacher\" , \"features.2.bn\")",
+            ":: distill :: __private :: check_path (:: distill :: __private :: schema_of :: < Net > () , \"teacher\" , \"features.2.bn\")",
             // The bare root.
             ":: distill :: __private :: Endpoint :: root ()",
-            ":: distill :: __private :: dsl :: criterion (KlDiv :: new (4.0))",
-            ":: distill :: __private :: dsl :: criterion (AttentionTransfer :: default () * 100.0)",
+            ":: distill :: __private :: criterion (KlDiv :: new (4.0))",
+            ":: distill :: __private :: criterion (AttentionTransfer :: default () * 100.0)",
             "impl :: core :: fmt :: Display for PrunedKdLosses",
         ],
     );
     // Only the adapted pairs build adapters.
-    assert_eq!(out.matches(":: distill :: __private :: dsl :: adapter (").count(), 2);
+    assert_eq!(out.matches(":: distill :: __private :: adapter (").count(), 2);
 }
 
 #[test]
@@ -72,19 +72,20 @@ fn options_closures_tuple_fields_and_computed_indices() {
             "pub (crate) struct Kd < 'm >",
             "# [derive (Debug)]",
             // `.0.1` (lexed as a float) is two tuple indices.
-            ":: distill :: __private :: dsl :: module (& (* student) . pair . 0 . 1)",
+            ":: distill :: __private :: module (& (* student) . pair . 0 . 1)",
             "[\"pair_0_1\" , \"hidden\" , \"input\"]",
-            ":: distill :: __private :: dsl :: closure_criterion (| s , t | (s - t) . abs () . mean (None))",
-            "__distill_student_endpoint . all_calls () . resolve",
-            "__distill_student_endpoint . input () . resolve",
-            "__distill_teacher_endpoint . all_calls () . resolve",
+            ":: distill :: __private :: closure_criterion (| s , t | (s - t) . abs () . mean (None))",
+            "__distill_student . resolve (& __distill_student_endpoint . all_calls ()) ?",
+            "__distill_student . resolve (& __distill_student_endpoint . input ()) ?",
+            "__distill_teacher . resolve (& __distill_teacher_endpoint . all_calls ()) ?",
             // A computed index is used as written, its path text too.
-            "dsl :: child (& (* student) . body , LAST , :: distill :: __private :: Side :: Student , \"body\")",
+             ":: distill :: __private :: child (& (* student) . body , LAST , :: distill :: __private :: Side :: Student , \"body\")",
             "model :: Net < Conv2D >",
         ],
     );
-    // No adapter: the path is unused but bound.
-    assert_contains(&out, &["let _ = __distill_path ;"]);
+    // No adapter: the path is not bound, and allowed to be unused.
+    assert_contains(&out, &["# [allow (unused_variables)] pub fn new"]);
+    assert!(!out.contains("__distill_path"), "{out}");
 }
 
 #[test]
@@ -96,7 +97,7 @@ fn adapters_on_both_sides_get_sub_paths_and_raw_labels_stay_raw() {
         &[
             "adapters :: learned (& (__distill_path / \"x\") / \"student\"",
             "< X as Y > :: make (& (__distill_path / \"x\") / \"teacher\"",
-            "dsl :: slot (& (* student) , 0 , :: distill :: __private :: Side :: Student , \"\")",
+            ":: distill :: __private :: slot (& (* student) , 0 , :: distill :: __private :: Side :: Student , \"\")",
             "pub r#type : :: distill :: __private :: Pair < 'd >",
             "[\"x\" , \"_0\" , \"type\"]",
             "# [doc = \" a doc\"]",
@@ -118,7 +119,21 @@ fn every_error_of_an_invocation_is_reported() {
     // teacher on the student side, student on the teacher side, duplicate label (+ note), missing
     // `with`, empty path, empty segment, adapter on a string path, unknown option.
     assert_eq!(errors(&out), 8, "{out}");
-    assert!(!out.contains("pub struct Kd"), "no expansion when there are errors");
+    // Stand-ins for the items, with the labels of the pairs that parsed (the duplicate once), and
+    // nothing that could fail to compile: no endpoint, criterion or adapter expression.
+    assert_contains(
+        &out,
+        &[
+            "struct Kd < 'm >",
+            "pub a : :: distill :: __private :: Pair < 'd > , # [doc",
+            "pub const LABELS : [& 'static str ; 1usize] = [\"a\"]",
+            "# [allow (unused_variables , unreachable_code)] impl < 'm > Kd < 'm >",
+        ],
+    );
+    assert_eq!(out.matches("unreachable !").count(), 2, "`new` and `forward_t_with`: {out}");
+    for absent in ["criterion (", "PairSpec", "check_path", "conv2d_adapter ("] {
+        assert!(!out.contains(absent), "`{absent}` in the stand-ins: {out}");
+    }
 }
 
 #[test]
@@ -130,10 +145,10 @@ fn derive_named_struct() {
         &[
             "const _ : () = {",
             "impl :: distill :: __private :: Distillable for Net {",
-            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , < nn :: Seq < Block > as :: distill :: __private :: dsl :: DistillField > :: as_module (& self . features))) ;",
-            "Child :: field (\"fc\" , < nn :: Linear as :: distill :: __private :: dsl :: DistillField > :: as_module (& self . classifier))",
-            "impl :: distill :: __private :: schema :: StaticSchema for Net {",
-            ":: distill :: __private :: schema :: FieldSchema { name : \"features\" , schema : & < nn :: Seq < Block > as :: distill :: __private :: dsl :: DistillField > :: FIELD_SCHEMA }",
+            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , :: distill :: __private :: field :: < nn :: Seq < Block > > (& self . features))) ;",
+            "Child :: field (\"fc\" , :: distill :: __private :: field :: < nn :: Linear > (& self . classifier))",
+            "impl :: distill :: __private :: StaticSchema for Net {",
+            ":: distill :: __private :: FieldSchema { name : \"features\" , schema : & < nn :: Seq < Block > as :: distill :: __private :: StaticSchema > :: SCHEMA }",
         ],
     );
     assert!(!out.contains("width"), "skipped fields are left out");
@@ -148,7 +163,7 @@ fn derive_generics_bound_only_the_fields_that_use_parameters() {
         &out,
         &[
             "impl < 'a , M : Clone , const N : usize > :: distill :: __private :: Distillable for Wrapper < 'a , M , N >",
-            "where M : Send , M : :: distill :: __private :: dsl :: DistillField , [nn :: Seq < M > ; N] : :: distill :: __private :: dsl :: DistillField ,",
+            "where M : Send , M : :: distill :: __private :: StaticSchema , [nn :: Seq < M > ; N] : :: distill :: __private :: StaticSchema ,",
         ],
     );
     assert!(!out.contains("nn :: Linear : :: distill"), "concrete fields are checked in the body");
@@ -173,7 +188,10 @@ fn derive_enums_visit_the_active_variant() {
     let unit = derive(DERIVE[3]);
     assert_contains(&unit, &["Children :: Fields { fields : & [] }"]);
     let tuple = derive(DERIVE[4]);
-    assert_contains(&tuple, &["Child :: field (\"1\" ,", "as_module (& self . 1)"]);
+    assert_contains(
+        &tuple,
+        &["Child :: field (\"1\" ,", ":: distill :: __private :: field :: < nn :: Linear > (& self . 1)"],
+    );
     let never = derive(DERIVE[5]);
     assert_contains(&never, &["match * self { }"]);
 }
@@ -193,8 +211,55 @@ fn derive_errors_are_collected() {
     );
     // container option, unknown option, dotted name, duplicate name (+ note)
     assert_eq!(errors(&out), 5, "{out}");
+    // Stand-in impls keep later uses of `Net` from adding errors.
+    assert_contains(
+        &out,
+        &[
+            "impl :: distill :: __private :: Distillable for Net { fn visit_children",
+            "impl :: distill :: __private :: StaticSchema for Net { }",
+        ],
+    );
     let union = derive("union U { a: u32 }");
     assert_eq!(errors(&union), 1);
+    assert_contains(&union, &["impl :: distill :: __private :: StaticSchema for U { }"]);
     let garbage = derive("fn f() {}");
     assert_eq!(errors(&garbage), 1);
+}
+
+#[test]
+fn a_renamed_crate_is_named_by_its_given_path() {
+    let out = dsl(r#"
+        #[distill(crate = "kd")]
+        #[derive(Debug)]
+        struct Kd for Net => Net {
+            "a.b" => teacher.a[0].b with Mse;
+            x: student.x => conv2d_adapter(teacher.x) with Mse;
+        }
+    "#);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert!(!out.contains("distill ::"), "the default path is never used: {out}");
+    assert!(!out.contains("# [distill"), "the option is not passed on: {out}");
+    assert_contains(
+        &out,
+        &["# [derive (Debug)]", "kd :: __private :: check_path", "kd :: __private :: child (", "[`Pair`](kd::Pair)"],
+    );
+
+    let out = derive(
+        r#"
+        #[distill(crate = "::kd")]
+        struct Net<M> { a: nn::Linear, b: M }
+    "#,
+    );
+    assert_eq!(errors(&out), 0, "{out}");
+    assert!(!out.contains("distill ::"), "{out}");
+    assert_contains(
+        &out,
+        &[":: kd :: __private :: field :: < nn :: Linear >", "M : :: kd :: __private :: StaticSchema"],
+    );
+
+    let bad = derive(r#"#[distill(crate = "not a path")] struct Net { a: nn::Linear }"#);
+    assert_eq!(errors(&bad), 1, "{bad}");
+    let bad = dsl(r#"#[distill(krate = "kd")] struct Kd for A => B { student => teacher with Mse; }"#);
+    assert_eq!(errors(&bad), 1, "{bad}");
+    assert_contains(&bad, &["struct Kd < 'm >"]);
 }

@@ -160,7 +160,7 @@ impl Module {
         DistillError::UnknownOutput {
             file: self.file.display().to_string(),
             name: name.to_owned(),
-            suggestion: closest(name, &outputs),
+            suggestion: crate::suggest::closest(name, outputs.iter().map(String::as_str)).map(str::to_owned),
             outputs,
         }
     }
@@ -196,17 +196,6 @@ impl fmt::Debug for Module {
             .field("main_output", &self.main_output())
             .finish_non_exhaustive()
     }
-}
-
-/// The name among `names` closest to `name`, if close enough to be a likely typo.
-fn closest(name: &str, names: &[String]) -> Option<String> {
-    let threshold = (name.len() / 3).max(2);
-    names
-        .iter()
-        .map(|candidate| (crate::module::edit_distance(candidate, name), candidate))
-        .filter(|(distance, _)| *distance <= threshold)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| candidate.clone())
 }
 
 fn jit_error(file: &Path, reason: impl Into<String>) -> DistillError {

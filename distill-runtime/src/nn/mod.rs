@@ -35,9 +35,11 @@ pub use flatten::{flatten, Flatten};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, Linear};
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D};
-pub use seq::{Seq, Slot};
+pub use seq::Seq;
 pub use sequential::{seq, Layer, Sequential};
 pub use tap::{tap, Tap};
+
+pub use crate::point::Slot;
 
 // What users need next to our layers, so that `distill::nn` can replace `tch::nn` in imports.
 pub use tch::nn::{

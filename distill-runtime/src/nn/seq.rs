@@ -8,6 +8,7 @@ use tch::Tensor;
 use super::Element;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
 
 /// A sequence of modules of one type, applied in order.
@@ -181,18 +182,4 @@ impl<T> Recordable for Seq<T> {
     fn tap_id(&self) -> TapId {
         self.tap
     }
-}
-
-/// The distillation point of one element of a [`Seq`] or [`Sequential`](super::Sequential), from
-/// `slot(index)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Slot {
-    /// The tap of the container itself (to name it in errors).
-    pub container: TapId,
-    /// The index asked for.
-    pub index: usize,
-    /// The container's length.
-    pub len: usize,
-    /// The element's tap; `None` when `index` is out of range.
-    pub tap: Option<TapId>,
 }

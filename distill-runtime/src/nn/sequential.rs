@@ -6,10 +6,10 @@ use std::ops::Index;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use super::seq::Slot;
 use super::Element;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
 
 /// A module that can be an element of a [`Sequential`]: any `ModuleT` that is `Distillable`.
@@ -149,6 +149,9 @@ impl StaticSchema for Sequential {
     const SCHEMA: Schema =
         Schema { records: true, children: Children::List { item: &Schema::OPAQUE, len: None, slots_record: true } };
 }
+
+/// Known only at run time.
+impl StaticSchema for dyn Layer {}
 
 impl Recordable for Sequential {
     fn tap_id(&self) -> TapId {

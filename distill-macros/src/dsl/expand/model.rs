@@ -1,0 +1,157 @@
+//! The distillation struct `Name<'m>`: `new()`, the teacher's mode, and the forward.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Ident;
+
+use super::{docs, pair, Items};
+
+pub(super) fn definition(items: &Items) -> TokenStream {
+    let Items { input, name, p, .. } = items;
+    let (attrs, vis) = (&input.attrs, &input.vis);
+    let (student_ty, teacher_ty) = (&input.student_ty, &input.teacher_ty);
+    let doc = docs::model_doc(items);
+    quote! {
+        #(#attrs)*
+        #[doc = #doc]
+        #vis struct #name<'m> {
+            student: &'m #student_ty,
+            teacher: &'m #teacher_ty,
+            core: #p::Core<'m>,
+        }
+    }
+}
+
+pub(super) fn methods(items: &Items) -> TokenStream {
+    let Items { input, name, output, p, labels, label_strs, .. } = items;
+    let (student_ty, teacher_ty) = (&input.student_ty, &input.teacher_ty);
+    let n = labels.len();
+    let student_model = model_trait(items, student_ty);
+    let teacher_model = model_trait(items, teacher_ty);
+    let has_adapters = input.pairs.iter().any(|pair| pair.student.adapter.is_some() || pair.teacher.adapter.is_some());
+    // Without adapters `new` has no use for the path; it stays in the signature all the same, so that
+    // adding an adapter later changes no call.
+    let path_unused = (!has_adapters).then(|| quote!(#[allow(unused_variables)]));
+    let new_body = items.body(|| {
+        let path = has_adapters
+            .then(|| quote!(let __distill_path: &#p::tch::nn::Path<'p> = ::core::borrow::Borrow::borrow(&path);));
+        let specs = input.pairs.iter().zip(label_strs).map(|(pair, label)| pair::spec(items, pair, label));
+        quote! {
+            #path
+            let __distill_student = #p::Resolver::new(#student_model::as_distillable(student), #p::Side::Student);
+            let __distill_teacher = #p::Resolver::new(#teacher_model::as_distillable(teacher), #p::Side::Teacher);
+            let __distill_pairs = ::std::vec![#(#specs),*];
+            ::core::result::Result::Ok(#name { student, teacher, core: #p::Core::new(__distill_pairs) })
+        }
+    });
+    let forward_body = items.body(|| {
+        let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
+        quote! {
+            let __distill_forward = self.core.forward(
+                #student_model::as_module_t(self.student),
+                #teacher_model::as_module_t(self.teacher),
+                student_xs,
+                teacher_xs,
+                train,
+            )?;
+            let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
+            ::core::result::Result::Ok(#output {
+                #(#labels: #pair_vars,)*
+                student_output: __distill_forward.student_output,
+                teacher_output: __distill_forward.teacher_output,
+            })
+        }
+    });
+    let allows = items.fallback_allows();
+    quote! {
+        #[automatically_derived]
+        #allows
+        impl<'m> #name<'m> {
+            /// The labels of the pairs, in declaration order.
+            pub const LABELS: [&'static str; #n] = [#(#label_strs),*];
+
+            /// Builds the distillation of `student` from `teacher`: creates the adapters under
+            /// `path / <label>` (so that an optimizer over `path`'s VarStore trains them), and
+            /// checks every endpoint against the models — indices in range, string paths that
+            /// exist, modules that record — before any step.
+            #path_unused
+            pub fn new<'p>(
+                path: impl ::core::borrow::Borrow<#p::tch::nn::Path<'p>>,
+                student: &'m #student_ty,
+                teacher: &'m #teacher_ty,
+            ) -> ::core::result::Result<Self, #p::DistillError> {
+                #new_body
+            }
+
+            /// Whether gradients flow into the teacher (default `false`, the teacher runs under
+            /// no-grad).
+            pub fn teacher_grad(mut self, grad: bool) -> Self {
+                let mut mode = self.core.mode();
+                mode.grad = grad;
+                self.core.set_mode(mode);
+                self
+            }
+
+            /// Whether the teacher runs in training mode (default `false`: evaluation mode,
+            /// whatever the student's flag).
+            pub fn teacher_train(mut self, train: bool) -> Self {
+                let mut mode = self.core.mode();
+                mode.train = train;
+                self.core.set_mode(mode);
+                self
+            }
+
+            /// How the teacher runs.
+            pub fn teacher_mode(&self) -> #p::TeacherMode {
+                self.core.mode()
+            }
+
+            /// The student model.
+            pub fn student(&self) -> &'m #student_ty {
+                self.student
+            }
+
+            /// The teacher model.
+            pub fn teacher(&self) -> &'m #teacher_ty {
+                self.teacher
+            }
+
+            /// The capture engine, with the resolved endpoints of both sides in pair order.
+            pub fn engine(&self) -> &#p::Engine {
+                self.core.engine()
+            }
+
+            /// Runs the teacher, then the student (with `train`), on `xs`, and returns every
+            /// pair after its adapter, with both outputs.
+            ///
+            /// # Errors
+            /// A module that did not run or ran more than once, a captured tensor modified in
+            /// place, or a pair whose shapes its criterion does not accept.
+            pub fn forward_t(
+                &self,
+                xs: &#p::tch::Tensor,
+                train: bool,
+            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+                self.forward_t_with(xs, xs, train)
+            }
+
+            /// As [`forward_t`](Self::forward_t), with a separate input for the teacher.
+            pub fn forward_t_with(
+                &self,
+                student_xs: &#p::tch::Tensor,
+                teacher_xs: &#p::tch::Tensor,
+                train: bool,
+            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+                #forward_body
+            }
+        }
+    }
+}
+
+/// `<Ty as Model>` at the type's span: a model missing `ModuleT` or `Distillable` is one error
+/// there (rustc merges the identical diagnostics of each use).
+fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
+    let p = &items.p;
+    quote_spanned!(ty.span()=> <#ty as #p::Model>)
+}

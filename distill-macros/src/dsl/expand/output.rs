@@ -1,0 +1,103 @@
+//! `NameOutput<'d>` (one `Pair` per label and both models' outputs) and `NameLosses` (one scalar per
+//! label), with their methods.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{docs, Items};
+
+pub(super) fn output_definition(items: &Items) -> TokenStream {
+    let Items { input, output, p, labels, .. } = items;
+    let vis = &input.vis;
+    let cfgs = input.attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
+    let doc = docs::output_doc(items);
+    let fields = labels.iter().enumerate().map(|(index, label)| {
+        let (user_docs, generated) = docs::pair_doc(items, index);
+        let separator = (!user_docs.is_empty()).then(|| quote!(#[doc = ""]));
+        quote!(#(#user_docs)* #separator #[doc = #generated] pub #label: #p::Pair<'d>,)
+    });
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #[derive(Debug)]
+        #vis struct #output<'d> {
+            #(#fields)*
+            /// The student's own output.
+            pub student_output: #p::tch::Tensor,
+            /// The teacher's own output, on the student's device.
+            pub teacher_output: #p::tch::Tensor,
+        }
+    }
+}
+
+pub(super) fn losses_definition(items: &Items) -> TokenStream {
+    let Items { input, losses, p, labels, .. } = items;
+    let vis = &input.vis;
+    let cfgs = input.attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
+    let doc = docs::losses_doc(items);
+    let loss_docs = (0..labels.len()).map(|index| docs::loss_doc(items, index));
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #[derive(Debug)]
+        #vis struct #losses {
+            #(#[doc = #loss_docs] pub #labels: #p::tch::Tensor,)*
+        }
+    }
+}
+
+pub(super) fn output_methods(items: &Items) -> TokenStream {
+    let Items { output, losses, p, labels, .. } = items;
+    let n = labels.len();
+    quote! {
+        #[automatically_derived]
+        impl<'d> #output<'d> {
+            /// The sum of the pairs' (weighted) losses.
+            pub fn loss(&self) -> #p::tch::Tensor {
+                self.losses().total()
+            }
+
+            /// Each pair's loss, by label.
+            pub fn losses(&self) -> #losses {
+                #losses { #(#labels: self.#labels.loss(),)* }
+            }
+
+            /// The pairs, in declaration order.
+            pub fn pairs(&self) -> [&#p::Pair<'d>; #n] {
+                [#(&self.#labels),*]
+            }
+
+            /// Gives the batch's targets (class indices) to every pair, for criteria that use
+            /// them (`Criterion::loss_with_targets`).
+            pub fn with_targets(mut self, targets: &#p::tch::Tensor) -> Self {
+                #(self.#labels.set_targets(targets);)*
+                self
+            }
+        }
+    }
+}
+
+pub(super) fn losses_methods(items: &Items) -> TokenStream {
+    let Items { losses, p, labels, label_strs, .. } = items;
+    quote! {
+        #[automatically_derived]
+        impl #losses {
+            /// The sum of all terms.
+            pub fn total(&self) -> #p::tch::Tensor {
+                #p::total(&[#(&self.#labels),*])
+            }
+
+            /// `(label, loss)` for each pair, in declaration order.
+            pub fn iter(&self) -> impl ::core::iter::Iterator<Item = (&'static str, &#p::tch::Tensor)> + '_ {
+                [#((#label_strs, &self.#labels)),*].into_iter()
+            }
+        }
+
+        #[automatically_derived]
+        impl ::core::fmt::Display for #losses {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                #p::write_losses(f, &[#((#label_strs, &self.#labels)),*])
+            }
+        }
+    }
+}

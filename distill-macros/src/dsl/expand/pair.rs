@@ -1,0 +1,84 @@
+//! The `PairSpec { … }` that `new()` builds for one pair: both endpoints resolved against their
+//! models, the criterion boxed, the adapter constructed.
+
+use proc_macro2::{Group, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::Expr;
+
+use super::endpoint::{endpoint_expr, helper_call, module_ref};
+use super::Items;
+use crate::dsl::ast::{OptionKind, Pair, Side, Target};
+
+/// The `PairSpec { … }` expression of one pair, evaluated in `new()` (where `__distill_student` and
+/// `__distill_teacher` are the two models' resolvers).
+pub(super) fn spec(items: &Items, pair: &Pair, label: &str) -> TokenStream {
+    let p = &items.p;
+    let student_endpoint = endpoint_expr(items, &pair.student.target, Side::Student);
+    let teacher_endpoint = endpoint_expr(items, &pair.teacher.target, Side::Teacher);
+    let student_options = options(pair, Side::Student);
+    let teacher_options = options(pair, Side::Teacher);
+    let [student_adapter, teacher_adapter] =
+        [Side::Student, Side::Teacher].map(|side| match adapter(items, pair, side, label) {
+            Some(adapter) => quote!(::core::option::Option::Some(#adapter)),
+            None => quote!(::core::option::Option::None),
+        });
+    let criterion = criterion(items, &pair.criterion);
+    quote! {
+        {
+            let __distill_student_endpoint: #p::Endpoint<'static> = #student_endpoint;
+            let __distill_teacher_endpoint: #p::Endpoint<'static> = #teacher_endpoint;
+            #p::PairSpec {
+                label: #label,
+                student: __distill_student.resolve(&__distill_student_endpoint #student_options)?,
+                teacher: __distill_teacher.resolve(&__distill_teacher_endpoint #teacher_options)?,
+                criterion: #criterion,
+                student_adapter: #student_adapter,
+                teacher_adapter: #teacher_adapter,
+            }
+        }
+    }
+}
+
+/// `.input()` / `.all_calls()` for `side`.
+fn options(pair: &Pair, side: Side) -> TokenStream {
+    let mut tokens = TokenStream::new();
+    if pair.has_option(OptionKind::Input, side) {
+        tokens.extend(quote!(.input()));
+    }
+    if pair.has_option(OptionKind::AllCalls, side) {
+        tokens.extend(quote!(.all_calls()));
+    }
+    tokens
+}
+
+/// `criterion(expr)`; a closure goes through `closure_criterion` so that its parameter types are
+/// inferred.
+fn criterion(items: &Items, expr: &Expr) -> TokenStream {
+    let func = if matches!(expr, Expr::Closure(_)) { "closure_criterion" } else { "criterion" };
+    helper_call(items, expr.span(), func, expr.to_token_stream())
+}
+
+/// `adapter(f(path / "label", &teacher.x, &student.y))?` when `side` has an adapter. The constructor
+/// receives the modules of both endpoints, which the check made sure are typed paths.
+fn adapter(items: &Items, pair: &Pair, side: Side, label: &str) -> Option<TokenStream> {
+    let func = &pair.endpoint(side).adapter.as_ref()?.func;
+    let (Target::Typed(student), Target::Typed(teacher)) = (&pair.student.target, &pair.teacher.target) else {
+        return None;
+    };
+    // With an adapter on each side, each gets its own sub-path.
+    let path = if pair.student.adapter.is_some() && pair.teacher.adapter.is_some() {
+        let sub = side.name();
+        quote!(&(__distill_path / #label) / #sub)
+    } else {
+        quote!(__distill_path / #label)
+    };
+    let teacher = module_ref(items, teacher, Side::Teacher);
+    let student = module_ref(items, student, Side::Student);
+    let span = func.path.segments.last().map_or_else(|| func.span(), |segment| segment.ident.span());
+    let mut args = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#path, #teacher, #student));
+    args.set_span(span);
+    let call = helper_call(items, span, "adapter", quote!(#func #args));
+    let question = quote_spanned!(span=> ?);
+    Some(quote!(#call #question))
+}

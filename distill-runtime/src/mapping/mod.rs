@@ -1,0 +1,126 @@
+//! The dynamic API, as ENOT's: a [`Mapping`] of (student endpoint, teacher endpoint, payload)
+//! triples, and [`distill`], which glues both models into a [`DistillModel`] whose forward returns
+//! the paired tensors ([`DistillOutput`]).
+//!
+//! Endpoints are checked when they are added (paths exist, indices are in range, modules can record),
+//! so a mistake in a config file surfaces before the first training step.
+
+mod model;
+mod output;
+
+pub use model::{distill, DistillModel};
+pub use output::{DistillOutput, IntoPairs, Pairs};
+
+use crate::endpoint::{IntoEndpoint, ResolvedEndpoint};
+use crate::error::Result;
+use crate::module::Distillable;
+use crate::point::Side;
+use crate::resolver::Resolver;
+
+/// Pairs of student and teacher modules to distill through, each with a payload of the user's
+/// choosing (a criterion, an adapter, a weight, a tuple of those, or `()`).
+///
+/// ```
+/// # use distill::prelude::*;
+/// # #[derive(Debug, Distillable)]
+/// # struct Net { features: nn::Seq<nn::Linear>, head: nn::Linear }
+/// # impl nn::ModuleT for Net {
+/// #     fn forward_t(&self, xs: &tch::Tensor, train: bool) -> tch::Tensor {
+/// #         self.head.forward_t(&self.features.forward_t(xs, train), train)
+/// #     }
+/// # }
+/// # let vs = nn::VarStore::new(tch::Device::Cpu);
+/// # let net = |p: nn::Path| Net {
+/// #     features: (0..2).map(|i| nn::linear(&p / "features" / i, 4, 4, Default::default())).collect(),
+/// #     head: nn::linear(&p / "head", 4, 2, Default::default()),
+/// # };
+/// # let (student, teacher) = (net(vs.root() / "s"), net(vs.root() / "t"));
+/// let mut mapping = Mapping::new(&student, &teacher);
+/// mapping.add(&student.head, &teacher.head, "by reference")?;
+/// mapping.add("features.1", "features.1", "by path")?;
+/// mapping.add(student.features.slot(0), "features.0", "by slot")?;
+/// mapping.add("", "", "the models' own outputs")?; // `""` is the model itself
+/// # Ok::<(), DistillError>(())
+/// ```
+pub struct Mapping<'m, P> {
+    student: Resolver<'m>,
+    teacher: Resolver<'m>,
+    pairs: Vec<MappedPair<P>>,
+}
+
+/// One entry of a [`Mapping`].
+#[derive(Debug)]
+pub struct MappedPair<P> {
+    /// The student endpoint, checked.
+    pub student: ResolvedEndpoint,
+    /// The teacher endpoint, checked.
+    pub teacher: ResolvedEndpoint,
+    /// The user's payload.
+    pub payload: P,
+}
+
+impl<'m, P> Mapping<'m, P> {
+    /// An empty mapping between `student` and `teacher`.
+    pub fn new<S: Distillable, T: Distillable>(student: &'m S, teacher: &'m T) -> Self {
+        Mapping {
+            student: Resolver::new(student, Side::Student),
+            teacher: Resolver::new(teacher, Side::Teacher),
+            pairs: Vec::new(),
+        }
+    }
+
+    /// Adds a pair. Endpoints may be given by reference (`&student.block.conv`), by slot
+    /// (`student.features.slot(7)`), by name (`"features.5.conv"`; `""` is the model itself, i.e. its
+    /// own output) or mixed; both are checked now against their model, and the first problem is
+    /// returned (the mapping is then unchanged).
+    pub fn add<'e>(
+        &mut self,
+        student: impl IntoEndpoint<'e>,
+        teacher: impl IntoEndpoint<'e>,
+        payload: P,
+    ) -> Result<&mut Self> {
+        let student = self.student.resolve(&student.into_endpoint())?;
+        let teacher = self.teacher.resolve(&teacher.into_endpoint())?;
+        self.pairs.push(MappedPair { student, teacher, payload });
+        Ok(self)
+    }
+
+    /// The pairs, in insertion order.
+    pub fn pairs(&self) -> &[MappedPair<P>] {
+        &self.pairs
+    }
+
+    /// The payload of pair `index`, if any.
+    pub fn payload(&self, index: usize) -> Option<&P> {
+        self.pairs.get(index).map(|pair| &pair.payload)
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether no pair was added.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Whether the mapping was built for these two models.
+    fn built_for(&self, student: &dyn Distillable, teacher: &dyn Distillable) -> bool {
+        same_module(self.student.model(), student) && same_module(self.teacher.model(), teacher)
+    }
+}
+
+impl<P> std::fmt::Debug for Mapping<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        for pair in &self.pairs {
+            list.entry(&format_args!("{:?} => {:?}", pair.student.path(), pair.teacher.path()));
+        }
+        list.finish()
+    }
+}
+
+fn same_module(a: &dyn Distillable, b: &dyn Distillable) -> bool {
+    std::ptr::addr_eq(a as *const dyn Distillable, b as *const dyn Distillable) && a.module_type() == b.module_type()
+}

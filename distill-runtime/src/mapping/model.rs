@@ -1,0 +1,105 @@
+//! [`distill`] and the [`DistillModel`] it returns.
+
+use tch::nn::ModuleT;
+use tch::Tensor;
+
+use super::{DistillOutput, Mapping};
+use crate::engine::Engine;
+use crate::error::{DistillError, Result};
+use crate::module::Distillable;
+
+/// Glues `student` and `teacher` into a distillation model that captures the pairs of `mapping`.
+///
+/// The teacher runs without gradient and in evaluation mode unless [`DistillModel::teacher_grad`] /
+/// [`DistillModel::teacher_train`] say otherwise.
+pub fn distill<'m, S, T, P>(student: &'m S, teacher: &'m T, mut mapping: Mapping<'m, P>) -> DistillModel<'m, S, T, P>
+where
+    S: ModuleT + Distillable,
+    T: ModuleT + Distillable,
+{
+    let matches = mapping.built_for(student, teacher);
+    // The mapping is complete: the index that made adding pairs fast is no longer needed.
+    mapping.student.forget_index();
+    mapping.teacher.forget_index();
+    let (student_endpoints, teacher_endpoints) =
+        mapping.pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
+    DistillModel { student, teacher, engine: Engine::new(student_endpoints, teacher_endpoints), mapping, matches }
+}
+
+/// A student and a teacher glued by a [`Mapping`]; see [`distill`].
+pub struct DistillModel<'m, S, T, P> {
+    student: &'m S,
+    teacher: &'m T,
+    mapping: Mapping<'m, P>,
+    engine: Engine,
+    matches: bool,
+}
+
+impl<'m, S, T, P> DistillModel<'m, S, T, P>
+where
+    S: ModuleT + Distillable,
+    T: ModuleT + Distillable,
+{
+    /// Whether gradients flow into the teacher (default `false`).
+    pub fn teacher_grad(mut self, grad: bool) -> Self {
+        let mut mode = self.engine.mode();
+        mode.grad = grad;
+        self.engine.set_mode(mode);
+        self
+    }
+
+    /// Whether the teacher runs in training mode (default `false`).
+    pub fn teacher_train(mut self, train: bool) -> Self {
+        let mut mode = self.engine.mode();
+        mode.train = train;
+        self.engine.set_mode(mode);
+        self
+    }
+
+    /// The mapping this model captures.
+    pub fn mapping(&self) -> &Mapping<'m, P> {
+        &self.mapping
+    }
+
+    /// The capture engine: the resolved endpoints of both sides, in pair order, and the teacher's
+    /// mode.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs teacher and student on `xs` (the student with `train`) and returns the paired tensors.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<DistillOutput<'_, P>> {
+        self.forward_t_with(xs, xs, train)
+    }
+
+    /// As [`forward_t`](Self::forward_t), with a separate input for the teacher (e.g. another
+    /// resolution or augmentation).
+    pub fn forward_t_with(
+        &self,
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<DistillOutput<'_, P>> {
+        if !self.matches {
+            return Err(DistillError::ModelMismatch);
+        }
+        let captures = self.engine.run(self.student, self.teacher, student_xs, teacher_xs, train)?;
+        Ok(DistillOutput::new(
+            captures.student_output,
+            captures.teacher_output,
+            captures.student.into_iter().zip(captures.teacher).collect(),
+            &self.mapping.pairs,
+        ))
+    }
+}
+
+impl<S: std::fmt::Debug, T: std::fmt::Debug, P> std::fmt::Debug for DistillModel<'_, S, T, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistillModel")
+            .field("student", &self.student)
+            .field("teacher", &self.teacher)
+            .field("mapping", &self.mapping)
+            .field("mode", &self.engine.mode())
+            .finish()
+    }
+}

@@ -1,0 +1,78 @@
+//! What names a capture point: its identity ([`TapId`]), the model it belongs to ([`Side`]), the
+//! tensor of a call it records ([`Port`]), and the element of a container it stands for ([`Slot`]).
+//!
+//! These small values are shared by the capture machinery, the module tree, endpoints and errors, so
+//! they live here, below all of them.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identity of a capture point.
+///
+/// Identity is not the address: zero-sized layers and first fields share addresses, and moving a
+/// model moves them. Ids are drawn from a process-wide counter when a layer is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TapId(NonZeroU64);
+
+impl TapId {
+    /// A new id, distinct from every other id of this process.
+    pub fn fresh() -> TapId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // The counter starts at 1 and would need 2^64 layers to wrap to 0.
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        TapId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MAX))
+    }
+}
+
+/// Which model of a distillation pair a path, an endpoint or a tensor belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The model being trained.
+    Student,
+    /// The model being learned from.
+    Teacher,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Student => "student",
+            Side::Teacher => "teacher",
+        })
+    }
+}
+
+/// Which tensor of a module call an endpoint captures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The tensor the module was called with.
+    Input,
+    /// The tensor the module returned (the default).
+    #[default]
+    Output,
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Port::Input => "input",
+            Port::Output => "output",
+        })
+    }
+}
+
+/// The distillation point of one element of a `Seq` or a `Sequential`, from their `slot(index)`;
+/// usable as a `Mapping` endpoint. An index past the end is reported by `Mapping::add` as
+/// `DistillError::IndexOutOfRange`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    /// The tap of the container itself (to name it in errors).
+    pub container: TapId,
+    /// The index asked for.
+    pub index: usize,
+    /// The container's length.
+    pub len: usize,
+    /// The element's tap; `None` when `index` is out of range.
+    pub tap: Option<TapId>,
+}

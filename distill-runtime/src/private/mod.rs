@@ -1,0 +1,29 @@
+//! Items used by the code that `distill!` and `#[derive(Distillable)]` generate. Not public API:
+//! hidden from the documentation, and may change in any release.
+//!
+//! Generated code names everything through this one path (`::distill::__private::…`, or the path
+//! given with `crate = "…"`), never by matching type names.
+
+mod bounds;
+mod distillation;
+mod losses;
+mod message;
+mod path_check;
+
+pub use tch;
+
+pub use self::bounds::{
+    adapter, child, closure_criterion, criterion, field, module, slot, ChildAt, IntoAdapter, Model, RecordedElement,
+    SlotIndex,
+};
+pub use self::distillation::{into_array, Core, Forward, PairSpec};
+pub use self::losses::{total, write_losses};
+pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
+pub use crate::dsl::Pair;
+pub use crate::endpoint::Endpoint;
+pub use crate::engine::{Engine, TeacherMode};
+pub use crate::error::DistillError;
+pub use crate::module::{Child, Distillable};
+pub use crate::point::Side;
+pub use crate::resolver::Resolver;
+pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
