@@ -72,6 +72,8 @@ pub struct ResolvedEndpoint {
     /// The container (`Seq`, `Sequential`) whose slot records it, if it is recorded that way: such
     /// an element records nothing when the forward calls it directly.
     pub(crate) container: Option<String>,
+    /// For a TorchScript side: the position of the named output among the module's outputs.
+    pub(crate) output: Option<usize>,
     pub(crate) port: Port,
     pub(crate) all_calls: bool,
 }

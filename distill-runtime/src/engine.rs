@@ -1,15 +1,13 @@
 //! The capture engine shared by both front ends (`distill!` and the dynamic `Mapping`): run the
 //! teacher, then the student, each with its endpoints armed, and hand back what they recorded.
 
-use std::ops::Deref;
+use tch::Tensor;
 
-use tch::nn::ModuleT;
-use tch::{Device, Tensor};
-
-use crate::capture::{arm, TapRequest};
+use crate::captured::move_to;
+pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
-use crate::error::{DistillError, Result};
-use crate::point::Port;
+use crate::error::Result;
+use crate::side::SideModel;
 
 /// How the teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
 /// mode.
@@ -19,57 +17,6 @@ pub struct TeacherMode {
     pub grad: bool,
     /// Run the teacher in training mode (default `false`: evaluation, whatever the student's flag).
     pub train: bool,
-}
-
-/// What one endpoint captured in one forward pass: each call of the module, in call order.
-///
-/// What it adds to a tensor: [`calls`](Self::calls) keeps every call of a module that ran several
-/// times (an endpoint with `all_calls`), and [`tensor`](Self::tensor) / [`into_tensor`](Self::into_tensor)
-/// give the one call of an ordinary endpoint. It is never empty: a module that did not run is an
-/// error of the forward.
-///
-/// It derefs to that first call, so `captured.size()` or `&*captured` reads like the tensor it
-/// holds; every other method listed below is `Tensor`'s, through that deref.
-#[derive(Debug)]
-pub struct Captured {
-    calls: Vec<Tensor>,
-}
-
-impl Captured {
-    /// The captured tensor (the first call, for an all-calls endpoint).
-    pub fn tensor(&self) -> &Tensor {
-        &self.calls[0]
-    }
-
-    /// Every call, in call order.
-    pub fn calls(&self) -> &[Tensor] {
-        &self.calls
-    }
-
-    /// The captured tensor, by value.
-    pub fn into_tensor(mut self) -> Tensor {
-        self.calls.swap_remove(0)
-    }
-
-    /// Every call, by value.
-    pub fn into_calls(self) -> Vec<Tensor> {
-        self.calls
-    }
-
-    fn one(tensor: Tensor) -> Captured {
-        Captured { calls: vec![tensor] }
-    }
-
-    fn moved_to(self, device: Device) -> Captured {
-        Captured { calls: self.calls.into_iter().map(|t| move_to(t, device)).collect() }
-    }
-}
-
-impl Deref for Captured {
-    type Target = Tensor;
-    fn deref(&self) -> &Tensor {
-        self.tensor()
-    }
 }
 
 /// The result of [`Engine::run`]: both models' outputs and each endpoint's capture, in the order the
@@ -134,17 +81,19 @@ impl Engine {
         train: bool,
     ) -> Result<Captures>
     where
-        S: ModuleT + ?Sized,
-        T: ModuleT + ?Sized,
+        S: SideModel + ?Sized,
+        T: SideModel + ?Sized,
     {
         let (teacher_output, teacher_captures) = {
             // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's forward
             // panics, which would otherwise leave autograd off for the rest of the thread.
             let _no_grad = (!self.mode.grad).then(tch::no_grad_guard);
-            run_side(teacher, teacher_xs, self.mode.train, &self.teacher)?
+            teacher.run(teacher_xs, self.mode.train, &self.teacher)?
         };
-        let (student_output, student_captures) = run_side(student, student_xs, train, &self.student)?;
-        let device = student_output.device();
+        let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
+        // The student's device: where its output is, or (for a TorchScript student without a single
+        // output) where its input is.
+        let device = if student_output.defined() { student_output.device() } else { student_xs.device() };
         Ok(Captures {
             teacher_output: move_to(teacher_output, device),
             teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
@@ -152,73 +101,4 @@ impl Engine {
             student: student_captures,
         })
     }
-}
-
-fn move_to(tensor: Tensor, device: Device) -> Tensor {
-    if tensor.device() == device {
-        tensor
-    } else {
-        tensor.to_device(device)
-    }
-}
-
-/// One model's forward with its endpoints armed; checks call counts and in-place edits.
-fn run_side<M: ModuleT + ?Sized>(
-    model: &M,
-    xs: &Tensor,
-    train: bool,
-    endpoints: &[ResolvedEndpoint],
-) -> Result<(Tensor, Vec<Captured>)> {
-    let guard = arm(endpoints.iter().filter_map(|e| e.tap.map(|tap| TapRequest { tap, port: e.port })));
-    let output = model.forward_t(xs, train);
-    let recordings = guard.finish();
-    let captures = endpoints
-        .iter()
-        .map(|endpoint| {
-            let Some(tap) = endpoint.tap else {
-                return Ok(Captured::one(match endpoint.port {
-                    Port::Output => output.shallow_clone(),
-                    Port::Input => xs.shallow_clone(),
-                }));
-            };
-            let calls = recordings.get(TapRequest { tap, port: endpoint.port });
-            let not_called = || match &endpoint.container {
-                Some(container) => DistillError::ElementNotRecorded {
-                    side: endpoint.side,
-                    path: endpoint.path.clone(),
-                    container: container.clone(),
-                },
-                None => {
-                    DistillError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
-                }
-            };
-            match calls.len() {
-                0 => return Err(not_called()),
-                1 => {}
-                n if !endpoint.all_calls => {
-                    return Err(DistillError::CalledMoreThanOnce {
-                        side: endpoint.side,
-                        path: endpoint.path.clone(),
-                        calls: n,
-                    })
-                }
-                _ => {}
-            }
-            let mut tensors = Vec::with_capacity(calls.len());
-            for call in calls {
-                if let Some(now) = call.modified_since_capture() {
-                    return Err(DistillError::ModifiedInPlace {
-                        side: endpoint.side,
-                        path: endpoint.path.clone(),
-                        port: endpoint.port,
-                        captured: call.version,
-                        now,
-                    });
-                }
-                tensors.push(call.tensor.shallow_clone());
-            }
-            Ok(Captured { calls: tensors })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((output, captures))
 }

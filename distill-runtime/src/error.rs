@@ -186,7 +186,11 @@ pub enum DistillError {
         reason: String,
     },
     /// A TorchScript module has no output of this name.
-    #[error("the TorchScript module `{file}` has no output `{name}`{}; its outputs: {}", did_you_mean(suggestion), list(outputs))]
+    #[error(
+        "the TorchScript module `{file}` has no output `{name}`{}; its outputs: {}",
+        did_you_mean(suggestion),
+        list(outputs)
+    )]
     UnknownOutput {
         /// The file the module was loaded from.
         file: String,

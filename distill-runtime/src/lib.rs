@@ -33,7 +33,9 @@ pub mod nn;
 pub mod point;
 pub mod prune;
 pub mod schema;
+pub mod side;
 
+mod captured;
 mod resolver;
 mod suggest;
 

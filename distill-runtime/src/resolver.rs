@@ -40,11 +40,6 @@ impl<'m> Resolver<'m> {
         Resolver { model, side, index: OnceCell::new() }
     }
 
-    /// The model endpoints are resolved in.
-    pub fn model(&self) -> &'m dyn Distillable {
-        self.model
-    }
-
     /// Checks `endpoint` against the model and finds what to record: the path exists and records, the
     /// module given by reference or the container of the slot is part of this model, the slot's index
     /// is in range.
@@ -89,7 +84,15 @@ impl<'m> Resolver<'m> {
                 (path, Some(tap), Some(container.to_owned()))
             }
         };
-        Ok(ResolvedEndpoint { side, path, tap, container, port: endpoint.port, all_calls: endpoint.all_calls })
+        Ok(ResolvedEndpoint {
+            side,
+            path,
+            tap,
+            container,
+            output: None,
+            port: endpoint.port,
+            all_calls: endpoint.all_calls,
+        })
     }
 
     /// Frees the index; the next resolution walks the model again.

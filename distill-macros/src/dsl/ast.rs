@@ -92,6 +92,9 @@ impl Side {
 pub struct Endpoint {
     pub adapter: Option<Adapter>,
     pub target: Target,
+    /// `teacher` in `teacher["layer3"]`: a named output written with its side, which lowers to the
+    /// string path `"layer3"` of that side.
+    pub named_on: Option<Ident>,
 }
 
 /// `conv2d_adapter(…)` around an endpoint.

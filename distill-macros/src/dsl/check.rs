@@ -45,7 +45,12 @@ fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
                 side.name()
             ),
         ),
-        Target::Str(lit) => check_string_path(cx, lit),
+        Target::Str(lit) => {
+            if let Some(named_on) = &endpoint.named_on {
+                check_side_name(cx, named_on, side);
+            }
+            check_string_path(cx, lit)
+        }
     }
 }
 
@@ -79,7 +84,12 @@ fn check_adapter(cx: &Ctxt, pair: &Pair, side: Side, adapter: &Adapter) -> bool 
 }
 
 fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
-    let root = path.root.to_string();
+    check_side_name(cx, &path.root, side);
+}
+
+/// The `student`/`teacher` that starts an endpoint names the side it stands on.
+fn check_side_name(cx: &Ctxt, ident: &syn::Ident, side: Side) {
+    let root = ident.to_string();
     if root == side.name() {
         return;
     }
@@ -89,7 +99,7 @@ fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
     };
     if root == side.other().name() {
         cx.error_at(
-            path.root.span(),
+            ident.span(),
             format_args!(
                 "`{root}` on the {} side: the endpoint {position} of `=>` belongs to the {}; write `{}.…` here (pairs \
                  are `student… => teacher…`)",
@@ -100,7 +110,7 @@ fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
         );
     } else {
         cx.error_at(
-            path.root.span(),
+            ident.span(),
             format_args!(
                 "unknown endpoint `{root}`: an endpoint {position} of `=>` starts with `{}` (or is a string path, or \
                  an adapter call)",

@@ -211,7 +211,10 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
     let is_adapter = !input.peek(LitStr)
         && (input.peek(Token![::]) || input.peek(Token![<]) || input.peek2(token::Paren) || input.peek2(Token![::]));
     if !is_adapter {
-        return Ok(Endpoint { adapter: None, target: parse_target(input)? });
+        if let Some((named_on, name)) = parse_named_output(input)? {
+            return Ok(Endpoint { adapter: None, target: Target::Str(name), named_on: Some(named_on) });
+        }
+        return Ok(Endpoint { adapter: None, target: parse_target(input)?, named_on: None });
     }
     let func: syn::ExprPath = input.parse()?;
     if !input.peek(token::Paren) {
@@ -236,7 +239,32 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
         return Err(content
             .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
     }
-    Ok(Endpoint { adapter: Some(Adapter { func, paren }), target })
+    Ok(Endpoint { adapter: Some(Adapter { func, paren }), target, named_on: None })
+}
+
+/// `teacher["layer3"]`: a side and one of its outputs by name (a TorchScript module's dict key, or
+/// any string path). `None`, consuming nothing, when the input is not of that form.
+fn parse_named_output(input: ParseStream) -> syn::Result<Option<(Ident, LitStr)>> {
+    let fork = input.fork();
+    if Ident::parse_any(&fork).is_err() || !fork.peek(token::Bracket) {
+        return Ok(None);
+    }
+    let content;
+    syn::bracketed!(content in fork);
+    if !content.peek(LitStr) {
+        return Ok(None);
+    }
+    let side = Ident::parse_any(input)?;
+    let content;
+    syn::bracketed!(content in input);
+    let name: LitStr = content.parse()?;
+    if !content.is_empty() {
+        return Err(content.error("expected `]` after the output's name"));
+    }
+    if input.peek(Token![.]) || input.peek(token::Bracket) {
+        return Err(input.error("a named output ends the endpoint: `teacher[\"layer3\"]` names a whole output"));
+    }
+    Ok(Some((side, name)))
 }
 
 /// A string path, or `student`/`teacher` and segments.

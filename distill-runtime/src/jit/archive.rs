@@ -26,7 +26,8 @@ pub(crate) fn read_output_layout(path: &Path) -> Result<OutputLayout, String> {
     let code_name = format!("{root}code/{}.py", module.replace('.', "/"));
     let code = read_entry(&mut archive, &code_name, usize::MAX)?;
     let code = String::from_utf8(code).map_err(|_| format!("`{code_name}` is not UTF-8"))?;
-    let forward = forward_of(&code, &class).ok_or_else(|| format!("no `forward` of class `{class}` in `{code_name}`"))?;
+    let forward =
+        forward_of(&code, &class).ok_or_else(|| format!("no `forward` of class `{class}` in `{code_name}`"))?;
     layout_of(&forward)
 }
 
@@ -200,7 +201,8 @@ class Other(Module):
 
     #[test]
     fn reads_tuples_tensors_and_direct_dict_literals() {
-        let tuple = Forward { return_type: "Tuple[Tensor, Tensor, Tensor]".into(), body: "    return (a, b, c)".into() };
+        let tuple =
+            Forward { return_type: "Tuple[Tensor, Tensor, Tensor]".into(), body: "    return (a, b, c)".into() };
         assert_eq!(layout_of(&tuple), Ok(OutputLayout::Tuple(3)));
         let tensor = Forward { return_type: "Tensor".into(), body: String::new() };
         assert_eq!(layout_of(&tensor), Ok(OutputLayout::Tensor));

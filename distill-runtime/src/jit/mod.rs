@@ -28,7 +28,10 @@ use std::sync::Mutex;
 
 use tch::{CModule, Device, IValue, Tensor, TrainableCModule};
 
+use crate::captured::Captured;
+use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
+use crate::point::{Port, Side};
 pub use layout::OutputLayout;
 
 /// A TorchScript module loaded from a `torch.jit.save` file, usable as the teacher (or, when loaded
@@ -87,7 +90,8 @@ impl Module {
 
     fn new(inner: Inner, layout: OutputLayout, file: &Path) -> Result<Module> {
         let main_output = (layout == OutputLayout::Tensor).then_some(0);
-        let module = Module { inner: Mutex::new(inner), training: Cell::new(true), layout, main_output, file: file.into() };
+        let module =
+            Module { inner: Mutex::new(inner), training: Cell::new(true), layout, main_output, file: file.into() };
         module.set_training(false)?;
         Ok(module)
     }
@@ -144,14 +148,74 @@ impl Module {
             }
         }
         .map_err(|e| jit_error(&self.file, e.to_string()))?;
-        self.layout
-            .split(value)
-            .map_err(|reason| jit_error(&self.file, format!("its forward did not return its declared outputs: {reason}")))
+        self.layout.split(value).map_err(|reason| {
+            jit_error(&self.file, format!("its forward did not return its declared outputs: {reason}"))
+        })
     }
 
-    /// The module's own output among `outputs` (from [`forward_outputs`](Self::forward_outputs)).
-    pub(crate) fn main_of(&self, outputs: &[Tensor]) -> Option<Tensor> {
-        self.main_output.and_then(|index| outputs.get(index)).map(Tensor::shallow_clone)
+    /// Checks an endpoint against this module as the `side` model: a path is an output name (`""`
+    /// the module's own output); modules given by reference or by slot are not part of it.
+    pub(crate) fn resolve_endpoint(&self, endpoint: &Endpoint<'_>, side: Side) -> Result<ResolvedEndpoint> {
+        let Target::Path(name) = &endpoint.target else {
+            return Err(DistillError::NotInModel { side, type_name: "module given by reference or by slot" });
+        };
+        let output = if name.is_empty() {
+            match (endpoint.port, self.main_output) {
+                (Port::Input, _) => None,
+                (Port::Output, Some(index)) => Some(index),
+                (Port::Output, None) => return Err(self.no_main_output(side)),
+            }
+        } else {
+            if endpoint.port == Port::Input {
+                return Err(jit_error(
+                    &self.file,
+                    format!("output `{name}` has no input to capture: only the module's own input (`\"\"`) can be"),
+                ));
+            }
+            Some(self.output_index(name).ok_or_else(|| self.unknown_output(name))?)
+        };
+        Ok(ResolvedEndpoint {
+            side,
+            path: name.to_string(),
+            tap: None,
+            container: None,
+            output,
+            port: endpoint.port,
+            all_calls: endpoint.all_calls,
+        })
+    }
+
+    /// Runs the module and hands out what `endpoints` (resolved by
+    /// [`resolve_endpoint`](Self::resolve_endpoint)) name: its own output (undefined when it has
+    /// none) and one capture per endpoint.
+    pub(crate) fn run_endpoints(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        endpoints: &[ResolvedEndpoint],
+    ) -> Result<(Tensor, Vec<Captured>)> {
+        let outputs = self.forward_outputs(xs, train)?;
+        let pick = |index: Option<usize>| index.and_then(|index| outputs.get(index)).map(Tensor::shallow_clone);
+        let captures = endpoints
+            .iter()
+            .map(|endpoint| match (endpoint.port, pick(endpoint.output)) {
+                (Port::Input, _) => Ok(Captured::one(xs.shallow_clone())),
+                (Port::Output, Some(tensor)) => Ok(Captured::one(tensor)),
+                (Port::Output, None) => Err(self.unknown_output(&endpoint.path)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((pick(self.main_output).unwrap_or_else(Tensor::new), captures))
+    }
+
+    fn no_main_output(&self, side: Side) -> DistillError {
+        jit_error(
+            &self.file,
+            format!(
+                "as the {side}, it has no single output to stand for the model itself: it returns {}; name one of \
+                 its outputs, or choose one with `jit::Module::with_output`",
+                self.layout
+            ),
+        )
     }
 
     /// The error for an output name the module does not have, with the closest name.

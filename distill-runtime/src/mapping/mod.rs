@@ -13,9 +13,8 @@ pub use output::{DistillOutput, IntoPairs, Pairs};
 
 use crate::endpoint::{IntoEndpoint, ResolvedEndpoint};
 use crate::error::Result;
-use crate::module::Distillable;
 use crate::point::Side;
-use crate::resolver::Resolver;
+use crate::side::{SideModel, SideResolver};
 
 /// Pairs of student and teacher modules to distill through, each with a payload of the user's
 /// choosing (a criterion, an adapter, a weight, a tuple of those, or `()`).
@@ -43,8 +42,8 @@ use crate::resolver::Resolver;
 /// # Ok::<(), DistillError>(())
 /// ```
 pub struct Mapping<'m, P> {
-    student: Resolver<'m>,
-    teacher: Resolver<'m>,
+    student: SideResolver<'m>,
+    teacher: SideResolver<'m>,
     pairs: Vec<MappedPair<P>>,
 }
 
@@ -61,10 +60,13 @@ pub struct MappedPair<P> {
 
 impl<'m, P> Mapping<'m, P> {
     /// An empty mapping between `student` and `teacher`.
-    pub fn new<S: Distillable, T: Distillable>(student: &'m S, teacher: &'m T) -> Self {
+    ///
+    /// Either side may be a model of `distill::nn` layers (`#[derive(Distillable)]`) or a TorchScript
+    /// [`jit::Module`](crate::jit::Module), whose endpoints are its named outputs.
+    pub fn new<S: SideModel, T: SideModel>(student: &'m S, teacher: &'m T) -> Self {
         Mapping {
-            student: Resolver::new(student, Side::Student),
-            teacher: Resolver::new(teacher, Side::Teacher),
+            student: student.resolver(Side::Student),
+            teacher: teacher.resolver(Side::Teacher),
             pairs: Vec::new(),
         }
     }
@@ -106,8 +108,8 @@ impl<'m, P> Mapping<'m, P> {
     }
 
     /// Whether the mapping was built for these two models.
-    fn built_for(&self, student: &dyn Distillable, teacher: &dyn Distillable) -> bool {
-        same_module(self.student.model(), student) && same_module(self.teacher.model(), teacher)
+    fn built_for<S: ?Sized, T: ?Sized>(&self, student: &S, teacher: &T) -> bool {
+        self.student.is_for(student) && self.teacher.is_for(teacher)
     }
 }
 
@@ -119,8 +121,4 @@ impl<P> std::fmt::Debug for Mapping<'_, P> {
         }
         list.finish()
     }
-}
-
-fn same_module(a: &dyn Distillable, b: &dyn Distillable) -> bool {
-    std::ptr::addr_eq(a as *const dyn Distillable, b as *const dyn Distillable) && a.module_type() == b.module_type()
 }

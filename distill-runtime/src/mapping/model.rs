@@ -1,12 +1,11 @@
 //! [`distill`] and the [`DistillModel`] it returns.
 
-use tch::nn::ModuleT;
 use tch::Tensor;
 
 use super::{DistillOutput, Mapping};
 use crate::engine::Engine;
 use crate::error::{DistillError, Result};
-use crate::module::Distillable;
+use crate::side::SideModel;
 
 /// Glues `student` and `teacher` into a distillation model that captures the pairs of `mapping`.
 ///
@@ -14,8 +13,8 @@ use crate::module::Distillable;
 /// [`DistillModel::teacher_train`] say otherwise.
 pub fn distill<'m, S, T, P>(student: &'m S, teacher: &'m T, mut mapping: Mapping<'m, P>) -> DistillModel<'m, S, T, P>
 where
-    S: ModuleT + Distillable,
-    T: ModuleT + Distillable,
+    S: SideModel,
+    T: SideModel,
 {
     let matches = mapping.built_for(student, teacher);
     // The mapping is complete: the index that made adding pairs fast is no longer needed.
@@ -37,8 +36,8 @@ pub struct DistillModel<'m, S, T, P> {
 
 impl<'m, S, T, P> DistillModel<'m, S, T, P>
 where
-    S: ModuleT + Distillable,
-    T: ModuleT + Distillable,
+    S: SideModel,
+    T: SideModel,
 {
     /// Whether gradients flow into the teacher (default `false`).
     pub fn teacher_grad(mut self, grad: bool) -> Self {

@@ -15,6 +15,7 @@ use crate::module::{Distillable, Recordable};
 use crate::nn::{Seq, Sequential, Tap};
 use crate::point::Side;
 use crate::schema::StaticSchema;
+use crate::side::{SideModel, SideResolver};
 
 // ---- derive ------------------------------------------------------------------------------------
 
@@ -27,27 +28,29 @@ pub fn field<T: StaticSchema>(field: &T) -> &dyn Distillable {
 
 // ---- models ------------------------------------------------------------------------------------
 
-/// A model that `distill!` can distill: it runs (`tch::nn::ModuleT`) and names its children
-/// ([`Distillable`]). Generated code reaches both through this trait, at the span of the type in the
-/// `distill!` header, so a model missing either is one error there.
+/// A model that `distill!` can distill: a model of `distill::nn` layers (tch's `ModuleT` and
+/// `Distillable`) or a TorchScript `distill::jit::Module`. Generated code reaches it through this
+/// trait, at the span of the type in the `distill!` header, so a model that is neither is one error
+/// there.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be distilled: it must implement tch's `ModuleT` and `Distillable`",
+    message = "`{Self}` cannot be distilled: it must implement tch's `ModuleT` and `Distillable`, or be a \
+               `distill::jit::Module`",
     label = "not a distillable model",
     note = "derive `Distillable` with `#[derive(Distillable)]` and implement `tch::nn::ModuleT` (its forward)"
 )]
 pub trait Model {
-    /// The model as a module tree.
-    fn as_distillable(&self) -> &dyn Distillable;
-    /// The model as a tch module.
-    fn as_module_t(&self) -> &dyn ModuleT;
+    /// A resolver of endpoints against the model as the `side` model.
+    fn resolver(&self, side: Side) -> SideResolver<'_>;
+    /// The model as a side of the engine.
+    fn as_side(&self) -> &dyn SideModel;
 }
 
 #[diagnostic::do_not_recommend]
-impl<M: ModuleT + Distillable> Model for M {
-    fn as_distillable(&self) -> &dyn Distillable {
-        self
+impl<M: SideModel> Model for M {
+    fn resolver(&self, side: Side) -> SideResolver<'_> {
+        SideModel::resolver(self, side)
     }
-    fn as_module_t(&self) -> &dyn ModuleT {
+    fn as_side(&self) -> &dyn SideModel {
         self
     }
 }

@@ -11,6 +11,7 @@ use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::{Captured, Engine, TeacherMode};
 use crate::error::{DistillError, Result};
+use crate::side::SideModel;
 
 /// One pair of a generated distillation, as `new()` built it.
 pub struct PairSpec<'m> {
@@ -85,8 +86,8 @@ impl<'m> Core<'m> {
     /// shapes against its criterion.
     pub fn forward(
         &self,
-        student: &dyn ModuleT,
-        teacher: &dyn ModuleT,
+        student: &dyn SideModel,
+        teacher: &dyn SideModel,
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,

@@ -25,5 +25,4 @@ pub use crate::engine::{Engine, TeacherMode};
 pub use crate::error::DistillError;
 pub use crate::module::{Child, Distillable};
 pub use crate::point::Side;
-pub use crate::resolver::Resolver;
 pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};

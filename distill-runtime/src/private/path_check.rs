@@ -24,6 +24,12 @@ impl<T: StaticSchema + ?Sized> PathSchema for T {
     const PATH_SCHEMA: &'static Schema = &T::SCHEMA;
 }
 
+/// A TorchScript module's outputs are known once its file is loaded: string paths into it (its
+/// output names) are checked by `new()`, not at compile time.
+impl PathSchema for crate::jit::Module {
+    const PATH_SCHEMA: &'static Schema = &Schema::OPAQUE;
+}
+
 /// `T`'s schema, for [`check_path`] in a `const` item.
 pub const fn schema_of<T: PathSchema + ?Sized>() -> &'static Schema {
     T::PATH_SCHEMA

@@ -39,8 +39,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         let specs = input.pairs.iter().zip(label_strs).map(|(pair, label)| pair::spec(items, pair, label));
         quote! {
             #path
-            let __distill_student = #p::Resolver::new(#student_model::as_distillable(student), #p::Side::Student);
-            let __distill_teacher = #p::Resolver::new(#teacher_model::as_distillable(teacher), #p::Side::Teacher);
+            let __distill_student = #student_model::resolver(student, #p::Side::Student);
+            let __distill_teacher = #teacher_model::resolver(teacher, #p::Side::Teacher);
             let __distill_pairs = ::std::vec![#(#specs),*];
             ::core::result::Result::Ok(#name { student, teacher, core: #p::Core::new(__distill_pairs) })
         }
@@ -49,8 +49,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
         quote! {
             let __distill_forward = self.core.forward(
-                #student_model::as_module_t(self.student),
-                #teacher_model::as_module_t(self.teacher),
+                #student_model::as_side(self.student),
+                #teacher_model::as_side(self.teacher),
                 student_xs,
                 teacher_xs,
                 train,

@@ -1,0 +1,71 @@
+//! [`Captured`]: what one endpoint recorded in one forward pass.
+
+use std::ops::Deref;
+
+use tch::{Device, Tensor};
+
+/// What one endpoint captured in one forward pass: each call of the module, in call order.
+///
+/// What it adds to a tensor: [`calls`](Self::calls) keeps every call of a module that ran several
+/// times (an endpoint with `all_calls`), and [`tensor`](Self::tensor) / [`into_tensor`](Self::into_tensor)
+/// give the one call of an ordinary endpoint. It is never empty: a module that did not run is an
+/// error of the forward.
+///
+/// It derefs to that first call, so `captured.size()` or `&*captured` reads like the tensor it
+/// holds; every other method listed below is `Tensor`'s, through that deref.
+#[derive(Debug)]
+pub struct Captured {
+    calls: Vec<Tensor>,
+}
+
+impl Captured {
+    /// The captured tensor (the first call, for an all-calls endpoint).
+    pub fn tensor(&self) -> &Tensor {
+        &self.calls[0]
+    }
+
+    /// Every call, in call order.
+    pub fn calls(&self) -> &[Tensor] {
+        &self.calls
+    }
+
+    /// The captured tensor, by value.
+    pub fn into_tensor(mut self) -> Tensor {
+        self.calls.swap_remove(0)
+    }
+
+    /// Every call, by value.
+    pub fn into_calls(self) -> Vec<Tensor> {
+        self.calls
+    }
+
+    pub(crate) fn one(tensor: Tensor) -> Captured {
+        Captured { calls: vec![tensor] }
+    }
+
+    pub(crate) fn calls_of(calls: Vec<Tensor>) -> Captured {
+        debug_assert!(!calls.is_empty());
+        Captured { calls }
+    }
+
+    pub(crate) fn moved_to(self, device: Device) -> Captured {
+        Captured { calls: self.calls.into_iter().map(|t| move_to(t, device)).collect() }
+    }
+}
+
+impl Deref for Captured {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        self.tensor()
+    }
+}
+
+/// `tensor` on `device`, as is when it is there already (or undefined: a TorchScript side without a
+/// single output has no output tensor).
+pub(crate) fn move_to(tensor: Tensor, device: Device) -> Tensor {
+    if !tensor.defined() || tensor.device() == device {
+        tensor
+    } else {
+        tensor.to_device(device)
+    }
+}
