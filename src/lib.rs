@@ -146,8 +146,9 @@ pub use distill_macros::distill;
 /// `distill::nn`, which mirrors `tch::nn`.
 pub mod prelude {
     pub use crate::adapter::{
-        conv1x1_adapter, conv2d_adapter, inverted_conv2d_adapter, learned_conv2d_adapter,
-        learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter,
+        conv1x1_adapter, conv2d_adapter, fitted_conv1x1_adapter, fitted_linear_adapter, inverted_conv2d_adapter,
+        learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
+        learned_linear_adapter, linear_adapter,
     };
     pub use crate::criterion::*;
     pub use crate::nn;

@@ -112,7 +112,10 @@ pub enum DistillError {
         now: i64,
     },
     /// The two tensors of a pair have different shapes and the criterion needs equal ones.
-    #[error("pair `{pair}`: the student's shape {student:?} does not match the teacher's {teacher:?}")]
+    #[error(
+        "pair `{pair}`: the student's shape {student:?} does not match the teacher's {teacher:?}{}",
+        crate::dry_run::adapter_hint(student, teacher).map(|hint| format!("; {hint}")).unwrap_or_default()
+    )]
     ShapeMismatch {
         /// Label of the pair.
         pair: String,
@@ -177,6 +180,23 @@ pub enum DistillError {
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A dry run found pairs that do not fit; each problem names its pair.
+    #[error("the dry run found {} problem(s):\n{}", problems.len(), bullet_list(problems))]
+    DryRun {
+        /// One error per pair that does not fit.
+        problems: Vec<DistillError>,
+    },
+    /// A pair's adapter could not take the tensor captured for it.
+    #[error("pair `{pair}`: the {side}'s adapter cannot take the captured tensor: {source}")]
+    AdapterInput {
+        /// Label of the pair.
+        pair: String,
+        /// The side whose adapter failed.
+        side: Side,
+        /// The adapter's error.
+        #[source]
+        source: Box<DistillError>,
+    },
     /// A TorchScript file could not be loaded, or its module did not return what it declares.
     #[error("TorchScript module `{file}`: {reason}")]
     Jit {
@@ -211,6 +231,10 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
     }
+}
+
+fn bullet_list(problems: &[DistillError]) -> String {
+    problems.iter().map(|problem| format!("- {problem}")).collect::<Vec<_>>().join("\n")
 }
 
 fn list(names: &[String]) -> String {

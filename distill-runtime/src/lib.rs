@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod alloc;
 pub mod capture;
 pub mod criterion;
+pub mod dry_run;
 pub mod dsl;
 pub mod endpoint;
 pub mod engine;

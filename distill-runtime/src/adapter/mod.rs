@@ -19,6 +19,7 @@
 
 mod channel_map;
 mod conv2d;
+mod fitted;
 mod learned;
 
 pub use channel_map::{
@@ -26,6 +27,7 @@ pub use channel_map::{
     ChannelMapping, Tolerance,
 };
 pub use conv2d::{conv2d_adapter, inverted_conv2d_adapter, Conv2DAdapter, InvertedConv2DAdapter};
+pub use fitted::{fitted_conv1x1_adapter, fitted_linear_adapter, FittedAdapter, FittedKind};
 pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
     learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,

@@ -2,7 +2,9 @@
 
 use tch::Tensor;
 
-use super::{DistillOutput, Mapping};
+use super::{DistillOutput, MappedPair, Mapping};
+use crate::criterion::Criterion;
+use crate::dry_run::{DryRun, PairShapes};
 use crate::engine::Engine;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
@@ -66,6 +68,21 @@ where
         &self.engine
     }
 
+    /// Runs both models once on a sample batch `xs` — in evaluation mode, without gradient, so that
+    /// no running statistic moves — and reports every pair's shapes, before any training step: the
+    /// widths for width-given adapters (`linear_adapter(path, in, out)`) come from here. With
+    /// criteria as payloads, [`check_criteria`](Self::check_criteria) also checks each pair.
+    pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun> {
+        let _no_grad = tch::no_grad_guard();
+        let out = self.forward_t(xs, false)?;
+        let pairs = out
+            .pairs()
+            .zip(&self.mapping.pairs)
+            .map(|((s, t, _), pair)| PairShapes { label: pair_label(pair), student: s.size(), teacher: t.size() })
+            .collect();
+        Ok(DryRun { pairs })
+    }
+
     /// Runs teacher and student on `xs` (the student with `train`) and returns the paired tensors.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<DistillOutput<'_, P>> {
         self.forward_t_with(xs, xs, train)
@@ -90,6 +107,42 @@ where
             &self.mapping.pairs,
         ))
     }
+}
+
+impl<'m, S, T, C> DistillModel<'m, S, T, C>
+where
+    S: SideModel,
+    T: SideModel,
+    C: Criterion,
+{
+    /// A [`dry_run`](Self::dry_run) that also checks each pair against its criterion payload, and
+    /// reports every pair that does not fit at once — naming, for a width mismatch, the adapters that
+    /// would.
+    pub fn check_criteria(&self, xs: &Tensor) -> Result<DryRun> {
+        let report = self.dry_run(xs)?;
+        let problems: Vec<DistillError> = report
+            .pairs
+            .iter()
+            .zip(&self.mapping.pairs)
+            .filter(|(shapes, pair)| !pair.payload.accepts_shapes(&shapes.student, &shapes.teacher))
+            .map(|(shapes, _)| DistillError::ShapeMismatch {
+                pair: shapes.label.clone(),
+                student: shapes.student.clone(),
+                teacher: shapes.teacher.clone(),
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(report)
+        } else {
+            Err(DistillError::DryRun { problems })
+        }
+    }
+}
+
+/// `student path => teacher path`, `""` shown as `(output)`.
+fn pair_label<P>(pair: &MappedPair<P>) -> String {
+    let show = |path: &str| if path.is_empty() { "(output)".to_owned() } else { path.to_owned() };
+    format!("{} => {}", show(pair.student.path()), show(pair.teacher.path()))
 }
 
 impl<S: std::fmt::Debug, T: std::fmt::Debug, P> std::fmt::Debug for DistillModel<'_, S, T, P> {

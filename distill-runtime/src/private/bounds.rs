@@ -8,6 +8,8 @@
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use super::distillation::PairAdapter;
+use crate::adapter::FittedAdapter;
 use crate::criterion::Criterion;
 use crate::endpoint::{Endpoint, IntoEndpoint};
 use crate::error::{DistillError, Result};
@@ -281,20 +283,30 @@ pub fn child<'a, C: ChildAt + ?Sized>(
 )]
 pub trait IntoAdapter<'m> {
     /// The adapter, boxed, or the constructor's error.
-    fn into_adapter(self) -> Result<Box<dyn ModuleT + 'm>>;
+    fn into_adapter(self) -> Result<PairAdapter<'m>>;
 }
 
 impl<'m, A: ModuleT + 'm, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<A, E> {
-    fn into_adapter(self) -> Result<Box<dyn ModuleT + 'm>> {
+    fn into_adapter(self) -> Result<PairAdapter<'m>> {
         match self {
-            Ok(adapter) => Ok(Box::new(adapter)),
+            Ok(adapter) => Ok(PairAdapter::Module(Box::new(adapter))),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A fitted adapter is sized by the dry run; it is no `ModuleT` until then.
+impl<'m, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<FittedAdapter<'m>, E> {
+    fn into_adapter(self) -> Result<PairAdapter<'m>> {
+        match self {
+            Ok(adapter) => Ok(PairAdapter::Fitted(adapter)),
             Err(error) => Err(error.into()),
         }
     }
 }
 
 /// Boxes an adapter constructor's result.
-pub fn adapter<'m, R: IntoAdapter<'m>>(result: R) -> Result<Box<dyn ModuleT + 'm>> {
+pub fn adapter<'m, R: IntoAdapter<'m>>(result: R) -> Result<PairAdapter<'m>> {
     result.into_adapter()
 }
 

@@ -6,11 +6,14 @@ use std::fmt;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use crate::adapter::{FittedAdapter, FittedKind};
 use crate::criterion::Criterion;
+use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::{Captured, Engine, TeacherMode};
 use crate::error::{DistillError, Result};
+use crate::point::Side;
 use crate::side::SideModel;
 
 /// One pair of a generated distillation, as `new()` built it.
@@ -24,9 +27,41 @@ pub struct PairSpec<'m> {
     /// The loss.
     pub criterion: Box<dyn Criterion + 'm>,
     /// Applied to the student tensor (`inverted_conv2d_adapter(student.x)`).
-    pub student_adapter: Option<Box<dyn ModuleT + 'm>>,
+    pub student_adapter: Option<PairAdapter<'m>>,
     /// Applied to the teacher tensor (`conv2d_adapter(teacher.x)`).
-    pub teacher_adapter: Option<Box<dyn ModuleT + 'm>>,
+    pub teacher_adapter: Option<PairAdapter<'m>>,
+}
+
+/// An adapter of a pair: a module built by its constructor, or a fitted adapter that the dry run
+/// sizes.
+pub enum PairAdapter<'m> {
+    /// Any tch module.
+    Module(Box<dyn ModuleT + 'm>),
+    /// Sized from the pair's tensors by `dry_run`.
+    Fitted(FittedAdapter<'m>),
+}
+
+impl fmt::Debug for PairAdapter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PairAdapter::Module(module) => module.fmt(f),
+            PairAdapter::Fitted(fitted) => fitted.fmt(f),
+        }
+    }
+}
+
+impl PairAdapter<'_> {
+    /// `tensor` through the adapter, for pair `label`'s `side`.
+    fn apply(&self, tensor: &Tensor, train: bool, label: &str, side: Side) -> Result<Tensor> {
+        match self {
+            PairAdapter::Module(module) => Ok(module.forward_t(tensor, train)),
+            PairAdapter::Fitted(fitted) => fitted.f_forward(tensor).map_err(|error| DistillError::AdapterInput {
+                pair: label.to_owned(),
+                side,
+                source: Box::new(error),
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for PairSpec<'_> {
@@ -98,8 +133,8 @@ impl<'m> Core<'m> {
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
             .map(|(spec, (s, t))| {
-                let student = adapt(join_calls(s)?, spec.student_adapter.as_deref(), train);
-                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_deref(), train);
+                let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
+                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
                 if !spec.criterion.accepts_shapes(&student.size(), &teacher.size()) {
                     return Err(DistillError::ShapeMismatch {
                         pair: spec.label.to_owned(),
@@ -114,6 +149,70 @@ impl<'m> Core<'m> {
     }
 }
 
+impl Core<'_> {
+    /// Runs both models once on `xs` — in evaluation mode, without gradient, so that no running
+    /// statistic moves — fits the fitted adapters to the pairs' tensors, and checks every pair
+    /// against its criterion. Every problem is reported at once, each naming its pair and, for a
+    /// width mismatch, the adapters that would fit.
+    pub fn dry_run(&self, student: &dyn SideModel, teacher: &dyn SideModel, xs: &Tensor) -> Result<DryRun> {
+        let _no_grad = tch::no_grad_guard();
+        let captures = self.engine.run(student, teacher, xs, xs, false)?;
+        let mut shapes = Vec::with_capacity(self.pairs.len());
+        let mut problems = Vec::new();
+        for (spec, (s, t)) in self.pairs.iter().zip(captures.student.into_iter().zip(captures.teacher)) {
+            match dry_run_pair(spec, join_calls(s)?, join_calls(t)?) {
+                Ok(pair) => shapes.push(pair),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if problems.is_empty() {
+            Ok(DryRun { pairs: shapes })
+        } else {
+            Err(DistillError::DryRun { problems })
+        }
+    }
+}
+
+/// One pair of a dry run: fits a fitted adapter to the other side's width, applies the adapters,
+/// checks the criterion.
+fn dry_run_pair(spec: &PairSpec<'_>, student: Tensor, teacher: Tensor) -> Result<PairShapes> {
+    let label = spec.label;
+    if let Some(PairAdapter::Fitted(fitted)) = &spec.student_adapter {
+        let other = adapt(teacher.shallow_clone(), spec.teacher_adapter.as_ref(), false, label, Side::Teacher)?;
+        fit(fitted, &student, &other, label, Side::Student)?;
+    }
+    if let Some(PairAdapter::Fitted(fitted)) = &spec.teacher_adapter {
+        let other = adapt(student.shallow_clone(), spec.student_adapter.as_ref(), false, label, Side::Student)?;
+        fit(fitted, &teacher, &other, label, Side::Teacher)?;
+    }
+    let student = adapt(student, spec.student_adapter.as_ref(), false, label, Side::Student)?;
+    let teacher = adapt(teacher, spec.teacher_adapter.as_ref(), false, label, Side::Teacher)?;
+    let (student, teacher) = (student.size(), teacher.size());
+    if !spec.criterion.accepts_shapes(&student, &teacher) {
+        return Err(DistillError::ShapeMismatch { pair: label.to_owned(), student, teacher });
+    }
+    Ok(PairShapes { label: label.to_owned(), student, teacher })
+}
+
+/// Fits `fitted` (on `side`) from the width of `own` (its input) to the width of `other`.
+fn fit(fitted: &FittedAdapter<'_>, own: &Tensor, other: &Tensor, label: &str, side: Side) -> Result<()> {
+    let (own_size, other_size) = (own.size(), other.size());
+    let kind = fitted.kind();
+    let widths = kind.axis(own_size.len()).zip(kind.axis(other_size.len()));
+    let result = match widths {
+        Some((own_axis, other_axis)) => fitted.fit(own_size[own_axis], other_size[other_axis]),
+        None => Err(DistillError::InvalidArgument(format!(
+            "`{}` maps {}, and the pair's tensors are {own_size:?} and {other_size:?}",
+            kind.constructor(),
+            match kind {
+                FittedKind::Linear => "the last dimension of tensors of any rank ≥ 1",
+                FittedKind::Conv1x1 => "the channels of [N, C, H, W] tensors",
+            }
+        ))),
+    };
+    result.map_err(|error| DistillError::AdapterInput { pair: label.to_owned(), side, source: Box::new(error) })
+}
+
 /// One call as is; several (an `all_calls` endpoint) concatenated along the batch dimension, so
 /// that a mean-reduced criterion averages over the calls.
 fn join_calls(captured: Captured) -> Result<Tensor> {
@@ -126,10 +225,10 @@ fn join_calls(captured: Captured) -> Result<Tensor> {
     Ok(Tensor::f_cat(&calls, 0)?)
 }
 
-fn adapt(tensor: Tensor, adapter: Option<&(dyn ModuleT + '_)>, train: bool) -> Tensor {
+fn adapt(tensor: Tensor, adapter: Option<&PairAdapter<'_>>, train: bool, label: &str, side: Side) -> Result<Tensor> {
     match adapter {
-        Some(adapter) => adapter.forward_t(&tensor, train),
-        None => tensor,
+        Some(adapter) => adapter.apply(&tensor, train, label, side),
+        None => Ok(tensor),
     }
 }
 

@@ -16,9 +16,10 @@ pub use self::bounds::{
     adapter, child, closure_criterion, criterion, field, module, slot, ChildAt, IntoAdapter, Model, RecordedElement,
     SlotIndex,
 };
-pub use self::distillation::{into_array, Core, Forward, PairSpec};
+pub use self::distillation::{into_array, Core, Forward, PairAdapter, PairSpec};
 pub use self::losses::{total, write_losses};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
+pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;
 pub use crate::engine::{Engine, TeacherMode};

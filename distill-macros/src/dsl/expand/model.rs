@@ -76,7 +76,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// checks every endpoint against the models — indices in range, string paths that
             /// exist, modules that record — before any step.
             #path_unused
-            pub fn new<'p>(
+            pub fn new<'p: 'm>(
                 path: impl ::core::borrow::Borrow<#p::tch::nn::Path<'p>>,
                 student: &'m #student_ty,
                 teacher: &'m #teacher_ty,
@@ -134,6 +134,19 @@ pub(super) fn methods(items: &Items) -> TokenStream {
                 train: bool,
             ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
                 self.forward_t_with(xs, xs, train)
+            }
+
+            /// Runs both models once on a sample batch `xs` (evaluation mode, no gradient: no
+            /// running statistic moves), fits the fitted adapters (`fitted_linear_adapter(…)`) to
+            /// their pairs, and checks every pair's shapes against its criterion: every problem at
+            /// once, before training. Call it before building the optimizer and before loading a
+            /// checkpoint when the distillation has fitted adapters.
+            ///
+            /// # Errors
+            /// `DistillError::DryRun` listing each pair that does not fit, with the adapters that
+            /// would; or what a forward can fail with.
+            pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
+                self.core.dry_run(#student_model::as_side(self.student), #teacher_model::as_side(self.teacher), xs)
             }
 
             /// As [`forward_t`](Self::forward_t), with a separate input for the teacher.

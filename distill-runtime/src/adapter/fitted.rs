@@ -1,0 +1,163 @@
+//! Learned adapters whose widths come from the pair they serve, measured by a dry run: an adapter for
+//! any endpoint — a user's block, a `Seq` element — without writing its widths down.
+
+use std::cell::OnceCell;
+use std::fmt;
+
+use tch::nn::{self, Path};
+use tch::Tensor;
+
+use crate::error::{DistillError, Result};
+
+/// Which axis a [`FittedAdapter`] maps, and with what layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FittedKind {
+    /// A linear layer over the last dimension (`[…, in]` → `[…, out]`), with bias.
+    Linear,
+    /// A 1×1 convolution over the channels (`[N, in, H, W]` → `[N, out, H, W]`), without bias.
+    Conv1x1,
+}
+
+impl FittedKind {
+    /// The dimension of a tensor of `rank` that this kind maps, if the tensor fits at all.
+    pub fn axis(self, rank: usize) -> Option<usize> {
+        match self {
+            FittedKind::Linear => rank.checked_sub(1),
+            FittedKind::Conv1x1 => (rank == 4).then_some(1),
+        }
+    }
+
+    /// The constructor's name, for messages.
+    pub fn constructor(self) -> &'static str {
+        match self {
+            FittedKind::Linear => "fitted_linear_adapter",
+            FittedKind::Conv1x1 => "fitted_conv1x1_adapter",
+        }
+    }
+}
+
+/// A learned adapter that takes its widths from a dry run of the distillation it belongs to: its
+/// input width from the tensor of the side it wraps, its output width from the other side's tensor.
+///
+/// In `distill!` it wraps any endpoint — `fitted_linear_adapter(teacher.blocks[1])` — and the
+/// generated model's `dry_run(&sample)` creates its parameters (Kaiming-uniform, as tch's `linear`
+/// and `conv2d`) under `path / "<label>"`. Call `dry_run` once before building the optimizer and
+/// before loading a checkpoint into the `VarStore`, so that both see the adapter's variables; a
+/// forward before that is a `DistillError::AdapterNotFitted`, never a silent skip.
+///
+/// For the dynamic `Mapping`, whose payloads the user applies, the width-given
+/// [`linear_adapter`](super::linear_adapter) and [`conv1x1_adapter`](super::conv1x1_adapter) take
+/// the widths that `DistillModel::dry_run` reports.
+pub struct FittedAdapter<'a> {
+    path: Path<'a>,
+    kind: FittedKind,
+    layer: OnceCell<Fitted>,
+}
+
+struct Fitted {
+    in_width: i64,
+    out_width: i64,
+    ws: Tensor,
+    bs: Option<Tensor>,
+}
+
+/// A [`FittedAdapter`] that maps the last dimension with a linear layer. The modules are those of the
+/// pair's endpoints (any types): only their tensors' widths matter.
+pub fn fitted_linear_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter<'a>>
+where
+    P: std::borrow::Borrow<Path<'a>>,
+    T: ?Sized,
+    S: ?Sized,
+{
+    Ok(FittedAdapter::new(path.borrow().clone(), FittedKind::Linear))
+}
+
+/// A [`FittedAdapter`] that maps the channels of `[N, C, H, W]` tensors with a 1×1 convolution.
+pub fn fitted_conv1x1_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter<'a>>
+where
+    P: std::borrow::Borrow<Path<'a>>,
+    T: ?Sized,
+    S: ?Sized,
+{
+    Ok(FittedAdapter::new(path.borrow().clone(), FittedKind::Conv1x1))
+}
+
+impl<'a> FittedAdapter<'a> {
+    /// An adapter of `kind` whose parameters will live under `path`, not yet fitted.
+    pub fn new(path: Path<'a>, kind: FittedKind) -> Self {
+        FittedAdapter { path, kind, layer: OnceCell::new() }
+    }
+
+    /// What it maps, and how.
+    pub fn kind(&self) -> FittedKind {
+        self.kind
+    }
+
+    /// `(input width, output width)` once fitted.
+    pub fn widths(&self) -> Option<(i64, i64)> {
+        self.layer.get().map(|layer| (layer.in_width, layer.out_width))
+    }
+
+    /// Creates the parameters for `in_width` → `out_width`. Fitting again to the same widths does
+    /// nothing; to other widths it is an error (the parameters exist and may be trained already).
+    pub fn fit(&self, in_width: i64, out_width: i64) -> Result<()> {
+        if in_width <= 0 || out_width <= 0 {
+            return Err(DistillError::InvalidArgument(format!(
+                "`{}` cannot map {in_width} to {out_width} features",
+                self.kind.constructor()
+            )));
+        }
+        if let Some((fitted_in, fitted_out)) = self.widths() {
+            if (fitted_in, fitted_out) == (in_width, out_width) {
+                return Ok(());
+            }
+            return Err(DistillError::InvalidArgument(format!(
+                "`{}` was fitted to {fitted_in} → {fitted_out} features and now meets {in_width} → {out_width}",
+                self.kind.constructor()
+            )));
+        }
+        let fitted = match self.kind {
+            FittedKind::Linear => {
+                let layer = nn::linear(&self.path, in_width, out_width, Default::default());
+                Fitted { in_width, out_width, ws: layer.ws, bs: layer.bs }
+            }
+            FittedKind::Conv1x1 => {
+                let config = nn::ConvConfig { bias: false, ..Default::default() };
+                let layer = nn::conv2d(&self.path, in_width, out_width, 1, config);
+                Fitted { in_width, out_width, ws: layer.ws, bs: None }
+            }
+        };
+        // `self.widths()` was `None` and nothing else sets the cell on this thread (it is `!Sync`).
+        let _already = self.layer.set(fitted);
+        Ok(())
+    }
+
+    /// Applies the adapter; an error when it is not fitted yet or `xs` does not fit it.
+    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let layer = self.layer.get().ok_or_else(|| {
+            DistillError::InvalidArgument(format!(
+                "`{}` is not fitted yet: run the distillation's `dry_run` on a sample batch first",
+                self.kind.constructor()
+            ))
+        })?;
+        let size = xs.size();
+        let axis = self.kind.axis(size.len());
+        if axis.map(|axis| size[axis]) != Some(layer.in_width) {
+            return Err(DistillError::InvalidArgument(format!(
+                "`{}` was fitted to {} input features and got a tensor of shape {size:?}",
+                self.kind.constructor(),
+                layer.in_width
+            )));
+        }
+        Ok(match self.kind {
+            FittedKind::Linear => xs.f_linear(&layer.ws, layer.bs.as_ref())?,
+            FittedKind::Conv1x1 => xs.f_conv2d(&layer.ws, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?,
+        })
+    }
+}
+
+impl fmt::Debug for FittedAdapter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FittedAdapter").field("kind", &self.kind).field("widths", &self.widths()).finish()
+    }
+}

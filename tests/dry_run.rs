@@ -1,0 +1,145 @@
+//! Shapes checked before training: a dry run on a sample batch checks every pair (both front ends),
+//! names the adapters that would fit a width mismatch, and sizes fitted adapters on any endpoint.
+
+use distill::nn::{self, Module, ModuleT, VarStore};
+use distill::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+/// A user block (no `distill::nn` layer of its own at the top): Linear → LayerNorm → GELU.
+#[derive(Debug, Distillable)]
+struct Block {
+    linear: nn::Linear,
+    norm: nn::LayerNorm,
+}
+
+impl ModuleT for Block {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        self.norm.forward(&self.linear.forward(xs)).gelu("none")
+    }
+}
+
+/// A sequence classifier: embedding → blocks → mean over the sequence → head.
+#[derive(Debug, Distillable)]
+struct Classifier {
+    embed: nn::Embedding,
+    blocks: nn::Seq<Block>,
+    head: nn::Linear,
+}
+
+impl Classifier {
+    fn new(p: nn::Path, width: i64) -> Classifier {
+        let blocks = (0..2)
+            .map(|i| Block {
+                linear: nn::linear(&p / "blocks" / i / "linear", width, width, Default::default()),
+                norm: nn::layer_norm(&p / "blocks" / i / "norm", vec![width], Default::default()),
+            })
+            .collect();
+        Classifier {
+            embed: nn::embedding(&p / "embed", 50, width, Default::default()),
+            blocks,
+            head: nn::linear(&p / "head", width, 4, Default::default()),
+        }
+    }
+}
+
+impl ModuleT for Classifier {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let h = self.blocks.forward_t(&self.embed.forward(xs), train);
+        self.head.forward(&h.mean_dim(1, false, Kind::Float))
+    }
+}
+
+fn tokens() -> Tensor {
+    tch::manual_seed(1);
+    Tensor::randint(50, [8, 6], (Kind::Int64, Device::Cpu))
+}
+
+distill! {
+    /// Block outputs of different widths, with no adapter: the dry run says which adapter fits.
+    struct Unadapted for Classifier => Classifier {
+        b0: student.blocks[0] => teacher.blocks[0] with Mse;
+        b1: student.blocks[1] => teacher.blocks[1] with Mse;
+        logits: student => teacher with KlDiv::new(2.0);
+    }
+}
+
+distill! {
+    /// The same pairs through fitted adapters on the teacher's (user-struct) blocks.
+    struct Fitted for Classifier => Classifier {
+        b0: student.blocks[0] => fitted_linear_adapter(teacher.blocks[0]) with Mse;
+        b1: fitted_linear_adapter(student.blocks[1]) => teacher.blocks[1] with Mse;
+        logits: student => teacher with KlDiv::new(2.0);
+    }
+}
+
+fn models(vs: &VarStore) -> (Classifier, Classifier) {
+    (Classifier::new(vs.root() / "student", 16), Classifier::new(vs.root() / "teacher", 32))
+}
+
+#[test]
+fn dry_run_reports_every_mismatch_with_the_adapter_that_fits() {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = models(&vs);
+    let kd = Unadapted::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let error = kd.dry_run(&tokens()).unwrap_err();
+    let DistillError::DryRun { problems } = &error else { panic!("{error}") };
+    assert_eq!(problems.len(), 2, "{error}");
+    let message = error.to_string();
+    assert!(message.contains("pair `b0`: the student's shape [8, 6, 16] does not match the teacher's [8, 6, 32]"));
+    assert!(message.contains("pair `b1`"), "{message}");
+    assert!(message.contains("`fitted_linear_adapter(teacher.…)`"), "{message}");
+    assert!(message.contains("`linear_adapter(path, 32, 16)`"), "{message}");
+}
+
+#[test]
+fn dry_run_fits_adapters_on_user_blocks_and_leaves_the_models_unchanged() {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = models(&vs);
+    let before = vs.variables().len();
+    let kd = Fitted::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let xs = tokens();
+
+    // Before the dry run a fitted adapter is an error, never a silent skip.
+    let error = kd.forward_t(&xs, true).unwrap_err();
+    assert!(error.to_string().contains("not fitted yet"), "{error}");
+
+    let report = kd.dry_run(&xs).unwrap();
+    assert_eq!(report.pairs.len(), 3);
+    assert_eq!((report.pairs[0].student.clone(), report.pairs[0].teacher.clone()), (vec![8, 6, 16], vec![8, 6, 16]));
+    assert_eq!((report.pairs[1].student.clone(), report.pairs[1].teacher.clone()), (vec![8, 6, 32], vec![8, 6, 32]));
+    assert_eq!(report.to_string().lines().count(), 3);
+    // Teacher side 32 → 16 (weight + bias), student side 16 → 32 (weight + bias), under the kd path.
+    let variables = vs.variables();
+    assert_eq!(variables.len(), before + 4);
+    assert_eq!(variables["kd.b0.weight"].size(), [16, 32]);
+    assert_eq!(variables["kd.b1.weight"].size(), [32, 16]);
+    // A second dry run fits nothing new.
+    kd.dry_run(&xs).unwrap();
+    assert_eq!(vs.variables().len(), before + 4);
+
+    // The adapter is what the pair uses, and it is trained with the student.
+    let out = kd.forward_t(&xs, true).unwrap();
+    let by_hand = teacher.blocks[0]
+        .forward_t(&teacher.embed.forward(&xs), false)
+        .linear(&variables["kd.b0.weight"], Some(&variables["kd.b0.bias"]));
+    assert_eq!(f64::try_from((&out.b0.teacher - &by_hand).abs().max()).unwrap(), 0.0);
+    out.loss().backward();
+    assert!(variables["kd.b1.weight"].grad().defined());
+}
+
+#[test]
+fn dry_run_of_a_mapping_reports_shapes_and_checks_criteria() {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = models(&vs);
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("blocks.0", "blocks.0", Mse).unwrap();
+    mapping.add(student.blocks.slot(1), "blocks.1", Mse).unwrap();
+    let model = distill(&student, &teacher, mapping);
+    let report = model.dry_run(&tokens()).unwrap();
+    assert_eq!(report.pairs[0].label, "blocks.0 => blocks.0");
+    assert_eq!(report.pairs[1].teacher, [8, 6, 32]);
+    let error = model.check_criteria(&tokens()).unwrap_err();
+    let DistillError::DryRun { problems } = &error else { panic!("{error}") };
+    assert_eq!(problems.len(), 2);
+    assert!(error.to_string().contains("`linear_adapter(path, 32, 16)`"), "{error}");
+}
