@@ -10,7 +10,8 @@ use std::fmt;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::criterion::Criterion;
+use crate::adapter::checked::checked_forward;
+use crate::criterion::{check_pair, Criterion};
 use crate::endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 use crate::engine::{Captured, Engine, TeacherMode};
 use crate::error::{DistillError, Result, Side};
@@ -405,7 +406,7 @@ impl<'m> Core<'m> {
     }
 
     /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
-    /// shapes against its criterion.
+    /// criterion: its parameters and the pair's shapes.
     pub fn forward(
         &self,
         student: &dyn ModuleT,
@@ -420,15 +421,9 @@ impl<'m> Core<'m> {
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
             .map(|(spec, (s, t))| {
-                let student = adapt(join_calls(s)?, spec.student_adapter.as_deref(), train);
-                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_deref(), train);
-                if !spec.criterion.accepts_shapes(&student.size(), &teacher.size()) {
-                    return Err(DistillError::ShapeMismatch {
-                        pair: spec.label.to_owned(),
-                        student: student.size(),
-                        teacher: teacher.size(),
-                    });
-                }
+                let student = adapt(join_calls(s)?, spec.student_adapter.as_deref(), train, spec.label, Side::Student)?;
+                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_deref(), train, spec.label, Side::Teacher)?;
+                check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
                 Ok(Pair { student, teacher, label: spec.label, criterion: &*spec.criterion, targets: None })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -448,11 +443,15 @@ fn join_calls(captured: Captured) -> Result<Tensor> {
     Ok(Tensor::f_cat(&calls, 0)?)
 }
 
-fn adapt(tensor: Tensor, adapter: Option<&(dyn ModuleT + '_)>, train: bool) -> Tensor {
-    match adapter {
-        Some(adapter) => adapter.forward_t(&tensor, train),
-        None => tensor,
-    }
+/// `tensor` through the pair's adapter, if it has one; an input the adapter cannot take is an error
+/// naming the pair and side (for the adapters of `distill::adapter`).
+fn adapt(tensor: Tensor, adapter: Option<&(dyn ModuleT + '_)>, train: bool, pair: &str, side: Side) -> Result<Tensor> {
+    let Some(adapter) = adapter else { return Ok(tensor) };
+    checked_forward(|| adapter.forward_t(&tensor, train)).map_err(|source| DistillError::AdapterInput {
+        pair: pair.to_owned(),
+        side,
+        source: Box::new(source),
+    })
 }
 
 /// Turns the pairs of a [`Forward`] into an array of the generated output's arity.

@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod alloc;
 pub mod capture;
+mod channels;
 pub mod criterion;
 pub mod dsl;
 pub mod endpoint;
