@@ -28,6 +28,112 @@ fn loss_never_broadcasts_or_returns_nan_for_invalid_input() {
     assert!(panics(|| Dkd::default().loss_with_targets(&s, &t, Some(&labels))), "wrong label count");
 }
 
+/// The message of `f_loss`'s error, which must be of the expected variant.
+fn rejection(result: Result<Tensor, DistillError>) -> DistillError {
+    match result {
+        Ok(loss) => panic!("accepted, loss {loss:?}"),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn f_loss_says_why_shapes_do_not_fit() {
+    let cases: Vec<(Box<dyn Criterion>, Vec<i64>, Vec<i64>, &str)> = vec![
+        (Box::new(Mse), vec![4, 1, 3, 3], vec![4, 8, 3, 3], "equal shapes"),
+        (Box::new(L1), vec![0, 3], vec![0, 3], "empty"),
+        (Box::new(Cosine), vec![5], vec![5], "at least 2 dimensions"),
+        (Box::new(KlDiv::default()), vec![6], vec![6], "at least 2 dimensions"),
+        (Box::new(AttentionTransfer::default()), vec![4], vec![4], "at least 3 dimensions"),
+        (Box::new(AttentionTransfer::default()), vec![4, 10], vec![4, 10], "feature maps"),
+        (Box::new(AttentionTransfer::default()), vec![2, 3, 4, 4], vec![2, 5, 3, 3], "positions (H·W)"),
+        (Box::new(Rkd::default()), vec![0, 5], vec![0, 5], "at least 2 samples"),
+        (Box::new(Rkd::default()), vec![1, 5], vec![1, 3], "at least 2 samples in the batch, got 1"),
+        (Box::new(SimilarityPreserving), vec![3, 5], vec![4, 5], "same batch size"),
+        (Box::new(Pkt), vec![], vec![], "batch dimension"),
+        (Box::new(Dist::default()), vec![2, 3, 4], vec![2, 3, 4], "logits of 2 dimensions"),
+        (Box::new(Dkd::default()), vec![4, 1], vec![4, 1], "at least 2 classes"),
+    ];
+    for (criterion, s, t, reason) in cases {
+        let (student, teacher) = (randn(&s), randn(&t));
+        let err = rejection(criterion.f_loss(&student, &teacher));
+        let message = err.to_string();
+        assert!(matches!(err, DistillError::ShapeMismatch { .. }), "{message}");
+        assert!(message.contains(reason) && message.contains(&format!("{s:?}")), "{s:?}/{t:?}: {message}");
+        assert!(criterion.check_shapes(&s, &t).is_err());
+        assert!(panics(|| criterion.loss(&student, &teacher)), "{s:?}/{t:?}: `loss` panics where `f_loss` fails");
+    }
+    // Accepted shapes give the loss itself.
+    let (s, t) = (randn(&[4, 3, 2, 2]), randn(&[4, 6, 2, 2]));
+    let loss = AttentionTransfer::default().f_loss(&s, &t).unwrap();
+    assert_eq!(loss.double_value(&[]), AttentionTransfer::default().loss(&s, &t).double_value(&[]));
+    // Tensors of different kinds or integer tensors are errors too, not libtorch panics.
+    let err = rejection(Mse.f_loss(&randn(&[2, 3]), &randn(&[2, 3]).to_kind(Kind::Double)));
+    assert!(err.to_string().contains("floating-point"), "{err}");
+    let ints = Tensor::from_slice(&[1i64, 2]);
+    assert!(Mse.f_loss(&ints, &ints).is_err());
+    assert!(Mse.f_loss(&Tensor::new(), &randn(&[2])).is_err(), "an undefined tensor");
+}
+
+#[test]
+fn invalid_parameters_are_errors_not_nan() {
+    let (s, t) = (randn(&[4, 10]), randn(&[4, 10]));
+    let maps = (randn(&[4, 3, 2, 2]), randn(&[4, 3, 2, 2]));
+    let invalid: Vec<(Box<dyn Criterion>, &str, bool)> = vec![
+        (Box::new(KlDiv::new(0.0)), "KlDiv's temperature must be finite and > 0, got 0", false),
+        (Box::new(KlDiv::new(-1.0)), "got -1", false),
+        (Box::new(KlDiv::new(f64::NAN)), "got NaN", false),
+        (Box::new(SoftCrossEntropy::new(0.0)), "SoftCrossEntropy's temperature", false),
+        (Box::new(SoftCrossEntropy::new(f64::INFINITY)), "got inf", false),
+        (Box::new(SmoothL1::new(-0.5)), "SmoothL1's beta must be finite and ≥ 0", false),
+        (Box::new(AttentionTransfer::new(0.0)), "AttentionTransfer's p", true),
+        (Box::new(Rkd::new(-1.0, 50.0)), "Rkd's distance_weight", false),
+        (Box::new(Dist::new(1.0, 1.0, 0.0)), "Dist's tau", false),
+        (Box::new(Dkd::new(1.0, f64::NAN, 4.0)), "Dkd's beta", false),
+        (Box::new(Mse * f64::NAN), "the weight must be finite", false),
+    ];
+    for (criterion, reason, on_maps) in invalid {
+        let (student, teacher) = if on_maps { (&maps.0, &maps.1) } else { (&s, &t) };
+        let err = rejection(criterion.f_loss(student, teacher));
+        let message = err.to_string();
+        assert!(matches!(err, DistillError::InvalidCriterion { .. }) && message.contains(reason), "{message}");
+        assert!(criterion.validate().is_err());
+        assert!(panics(|| criterion.loss(student, teacher)), "{reason}");
+    }
+    // The edge of each domain is valid: β = 0 is L1, weights 0 switch a term off.
+    assert!(SmoothL1::new(0.0).f_loss(&s, &t).is_ok());
+    assert!(Rkd::new(0.0, 0.0).f_loss(&s, &t).is_ok());
+    assert!((Mse * 0.0).f_loss(&s, &t).is_ok());
+}
+
+#[test]
+fn dkd_targets_are_checked() {
+    let (s, t) = (randn(&[4, 5]), randn(&[4, 5]));
+    let dkd = Dkd::default();
+    let labels = Tensor::from_slice(&[0i64, 4, 2, 1]);
+    let loss = dkd.f_loss_with_targets(&s, &t, Some(&labels)).unwrap();
+    assert_eq!(loss.double_value(&[]), dkd.loss_with_targets(&s, &t, Some(&labels)).double_value(&[]));
+    assert!(dkd.f_loss_with_targets(&s, &t, Some(&labels.reshape([4, 1]))).is_ok());
+    let one_hot = labels.one_hot(5);
+    let bad: [(Tensor, &str); 6] = [
+        (Tensor::from_slice(&[0i64, 5, 2, 1]), "in 0..5, got 5"),
+        (Tensor::from_slice(&[0i64, -1, 2, 1]), "in 0..5, got -1"),
+        (Tensor::from_slice(&[0i64, 1, 2]), "one class index per sample"),
+        (one_hot.shallow_clone(), "one-hot"),
+        (one_hot.to_kind(Kind::Float), "one-hot"),
+        (Tensor::from_slice(&[0.0f32, 1.0, 2.0, 3.0]), "integer tensor"),
+    ];
+    for (targets, reason) in bad {
+        let err = rejection(dkd.f_loss_with_targets(&s, &t, Some(&targets)));
+        let message = err.to_string();
+        assert!(matches!(err, DistillError::InvalidTargets { .. }) && message.contains(reason), "{message}");
+        assert!(panics(|| dkd.loss_with_targets(&s, &t, Some(&targets))), "{reason}");
+        // Weighted, the same.
+        assert!((dkd * 2.0).f_loss_with_targets(&s, &t, Some(&targets)).is_err());
+    }
+    // Criteria without labels ignore targets.
+    assert!(Mse.f_loss_with_targets(&s, &t, Some(&Tensor::from_slice(&[9i64]))).is_ok());
+}
+
 #[derive(Debug, Distillable)]
 struct Mlp {
     hidden: nn::Linear,
@@ -59,6 +165,12 @@ distill! {
     }
 }
 
+distill! {
+    struct Cold for Mlp => Mlp {
+        logits: student => teacher with KlDiv::new(0.0) * 0.5;
+    }
+}
+
 #[test]
 fn distill_says_why_a_criterion_rejects_equal_shapes() -> Result<(), DistillError> {
     let vs = VarStore::new(Device::Cpu);
@@ -72,5 +184,17 @@ fn distill_says_why_a_criterion_rejects_equal_shapes() -> Result<(), DistillErro
         !message.contains("does not match") && message.contains("`rkd`") && message.contains("2 samples"),
         "{message}"
     );
+    Ok(())
+}
+
+#[test]
+fn distill_reports_invalid_parameters_naming_the_pair() -> Result<(), DistillError> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = (mlp(vs.root() / "s"), mlp(vs.root() / "t"));
+    let kd = Cold::new(vs.root() / "kd", &student, &teacher)?; // `KlDiv::new` stays a const fn
+    let err = kd.forward_t(&randn(&[4, 6]), true).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(&err, DistillError::InvalidCriterion { pair, .. } if pair == "logits"), "{message}");
+    assert!(message.contains("pair `logits`") && message.contains("temperature"), "{message}");
     Ok(())
 }
