@@ -204,7 +204,7 @@ fn weights_scale_and_multiply() {
     assert!((value(&((Mse * 2.0) * 3.0), &s, &t) - 6.0 * base).abs() < 1e-12);
     // A weighted criterion forwards shape acceptance and targets.
     assert!((AttentionTransfer::default() * 1000.0).check_shapes(&[2, 3, 4, 4], &[2, 8, 4, 4]).is_ok());
-    assert!(!(Mse * 2.0).check_shapes(&[2, 3], &[2, 4]).is_ok());
+    assert!((Mse * 2.0).check_shapes(&[2, 3], &[2, 4]).is_err());
     let labels = Tensor::from_slice(&[0i64, 1, 2, 3]);
     let dkd = Dkd::default().loss_with_targets(&s, &t, Some(&labels)).double_value(&[]);
     let dkd3 = (Dkd::default() * 3.0).loss_with_targets(&s, &t, Some(&labels)).double_value(&[]);
@@ -223,7 +223,7 @@ fn closures_are_criteria() {
     let labels = Tensor::from_slice(&[0i64, 1, 2]);
     assert!((sum_abs.loss_with_targets(&s, &t, Some(&labels)).double_value(&[]) - expected).abs() < 1e-12);
     assert!(sum_abs.check_shapes(&[3, 5], &[3, 5]).is_ok());
-    assert!(!sum_abs.check_shapes(&[3, 5], &[3, 6]).is_ok());
+    assert!(sum_abs.check_shapes(&[3, 5], &[3, 6]).is_err());
 }
 
 #[test]
@@ -240,8 +240,8 @@ fn shape_acceptance() {
     ];
     for (c, name) in same {
         assert!(c.check_shapes(&[8, 10], &[8, 10]).is_ok(), "{name}");
-        assert!(!c.check_shapes(&[8, 10], &[8, 12]).is_ok(), "{name}");
-        assert!(!c.check_shapes(&[8, 10], &[4, 10]).is_ok(), "{name}");
+        assert!(c.check_shapes(&[8, 10], &[8, 12]).is_err(), "{name}");
+        assert!(c.check_shapes(&[8, 10], &[4, 10]).is_err(), "{name}");
     }
     for (c, name) in &same[..3] {
         assert!(c.check_shapes(&[2, 3, 4, 4], &[2, 3, 4, 4]).is_ok(), "{name}");
@@ -250,31 +250,31 @@ fn shape_acceptance() {
     // A class / channel dimension is needed.
     for c in [&Cosine as &dyn Criterion, &KlDiv::default(), &SoftCrossEntropy::default()] {
         assert!(c.check_shapes(&[2, 3, 4, 4], &[2, 3, 4, 4]).is_ok());
-        assert!(!c.check_shapes(&[7], &[7]).is_ok());
+        assert!(c.check_shapes(&[7], &[7]).is_err());
     }
     // DIST and DKD work on (N, C) logits only.
     for c in [&Dist::default() as &dyn Criterion, &Dkd::default()] {
-        assert!(!c.check_shapes(&[2, 3, 4, 4], &[2, 3, 4, 4]).is_ok());
+        assert!(c.check_shapes(&[2, 3, 4, 4], &[2, 3, 4, 4]).is_err());
     }
 
     let at = AttentionTransfer::default();
     assert!(at.check_shapes(&[2, 3, 4, 4], &[2, 16, 4, 4]).is_ok());
     assert!(at.check_shapes(&[2, 3, 4, 4], &[2, 16, 2, 8]).is_ok(), "same number of positions");
     assert!(at.check_shapes(&[2, 3, 16], &[2, 5, 16]).is_ok());
-    assert!(!at.check_shapes(&[2, 3, 4, 4], &[3, 3, 4, 4]).is_ok(), "batch");
-    assert!(!at.check_shapes(&[2, 3, 4, 4], &[2, 3, 5, 5]).is_ok(), "positions");
-    assert!(!at.check_shapes(&[2, 3], &[2, 3]).is_ok(), "no spatial dimensions");
+    assert!(at.check_shapes(&[2, 3, 4, 4], &[3, 3, 4, 4]).is_err(), "batch");
+    assert!(at.check_shapes(&[2, 3, 4, 4], &[2, 3, 5, 5]).is_err(), "positions");
+    assert!(at.check_shapes(&[2, 3], &[2, 3]).is_err(), "no spatial dimensions");
 
     for c in [&SimilarityPreserving as &dyn Criterion, &Pkt, &Rkd::default()] {
         assert!(c.check_shapes(&[4, 10], &[4, 3, 2, 2]).is_ok());
         assert!(c.check_shapes(&[4, 8, 5, 5], &[4, 16, 3, 3]).is_ok());
-        assert!(!c.check_shapes(&[4, 10], &[5, 10]).is_ok());
-        assert!(!c.check_shapes(&[], &[]).is_ok());
-        assert!(!c.check_shapes(&[0, 3], &[0, 3]).is_ok(), "empty batch");
+        assert!(c.check_shapes(&[4, 10], &[5, 10]).is_err());
+        assert!(c.check_shapes(&[], &[]).is_err());
+        assert!(c.check_shapes(&[0, 3], &[0, 3]).is_err(), "empty batch");
     }
     assert!(SimilarityPreserving.check_shapes(&[1, 10], &[1, 4]).is_ok());
     assert!(Pkt.check_shapes(&[1, 10], &[1, 4]).is_ok());
-    assert!(!Rkd::default().check_shapes(&[1, 10], &[1, 4]).is_ok(), "RKD needs two samples");
+    assert!(Rkd::default().check_shapes(&[1, 10], &[1, 4]).is_err(), "RKD needs two samples");
 }
 
 #[test]

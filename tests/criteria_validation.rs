@@ -36,9 +36,12 @@ fn rejection(result: Result<Tensor, DistillError>) -> DistillError {
     }
 }
 
+/// A criterion, a student and a teacher shape it rejects, and words of the reason.
+type Rejected = (Box<dyn Criterion>, Vec<i64>, Vec<i64>, &'static str);
+
 #[test]
 fn f_loss_says_why_shapes_do_not_fit() {
-    let cases: Vec<(Box<dyn Criterion>, Vec<i64>, Vec<i64>, &str)> = vec![
+    let cases: Vec<Rejected> = vec![
         (Box::new(Mse), vec![4, 1, 3, 3], vec![4, 8, 3, 3], "equal shapes"),
         (Box::new(L1), vec![0, 3], vec![0, 3], "empty"),
         (Box::new(Cosine), vec![5], vec![5], "at least 2 dimensions"),
@@ -196,5 +199,29 @@ fn distill_reports_invalid_parameters_naming_the_pair() -> Result<(), DistillErr
     let message = err.to_string();
     assert!(matches!(&err, DistillError::InvalidCriterion { pair, .. } if pair == "logits"), "{message}");
     assert!(message.contains("pair `logits`") && message.contains("temperature"), "{message}");
+    Ok(())
+}
+
+distill! {
+    struct Decoupled for Mlp => Mlp {
+        dkd: student => teacher with Dkd::default();
+    }
+}
+
+#[test]
+fn distill_pairs_have_a_checked_loss_for_targets() -> Result<(), DistillError> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = (mlp(vs.root() / "s"), mlp(vs.root() / "t"));
+    let kd = Decoupled::new(vs.root() / "kd", &student, &teacher)?;
+    let xs = randn(&[4, 6]);
+    let good = kd.forward_t(&xs, true)?.with_targets(&Tensor::from_slice(&[0i64, 1, 2, 0]));
+    assert_eq!(good.dkd.f_loss()?.double_value(&[]), good.loss().double_value(&[]));
+    let bad = kd.forward_t(&xs, true)?.with_targets(&Tensor::from_slice(&[0i64, 1, 3, 0])); // 3 classes
+    let err = bad.dkd.f_loss().unwrap_err();
+    assert!(matches!(&err, DistillError::InvalidTargets { pair, .. } if pair == "dkd"), "{err}");
+    assert!(
+        err.to_string().starts_with("pair `dkd`: invalid targets") && err.to_string().contains("0..3, got 3"),
+        "{err}"
+    );
     Ok(())
 }

@@ -84,8 +84,7 @@ impl KeptChannels {
     }
 
     /// Checks that this record describes a copy of a layer whose weight has shape `source_shape`,
-    /// and that `target_shape` is the copy's weight shape; `what` names the pair of layers in the
-    /// error.
+    /// and that `target_shape` is the copy's weight shape.
     ///
     /// # Errors
     /// [`DistillError::InvalidArgument`] naming both shapes.

@@ -71,6 +71,22 @@ pub(super) fn check_catalogue_call<C: Criterion + ?Sized>(
     Ok(())
 }
 
+/// `err` with the pair's label filled in, for an error of a criterion called directly.
+pub(crate) fn name_pair(err: DistillError, label: &str) -> DistillError {
+    match err {
+        DistillError::ShapeMismatch { pair, student, teacher, reason } if pair.is_empty() => {
+            DistillError::ShapeMismatch { pair: label.to_owned(), student, teacher, reason }
+        }
+        DistillError::InvalidCriterion { pair, reason } if pair.is_empty() => {
+            DistillError::InvalidCriterion { pair: label.to_owned(), reason }
+        }
+        DistillError::InvalidTargets { pair, reason } if pair.is_empty() => {
+            DistillError::InvalidTargets { pair: label.to_owned(), reason }
+        }
+        other => other,
+    }
+}
+
 fn shape(tensor: &Tensor, side: &str) -> Result<Vec<i64>> {
     if !tensor.defined() {
         return Err(DistillError::InvalidArgument(format!("the {side} tensor given to the criterion is undefined")));

@@ -73,6 +73,7 @@ mod weighted;
 
 pub use attention::AttentionTransfer;
 pub use check::check_pair;
+pub(crate) use check::name_pair;
 pub use dist::Dist;
 pub use dkd::Dkd;
 pub use logits::{KlDiv, SoftCrossEntropy};

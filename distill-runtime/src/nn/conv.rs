@@ -8,7 +8,7 @@ use tch::Tensor;
 use super::leaf::{tappable_leaf, tch_deref};
 use crate::capture::{record, TapId};
 use crate::channels::KeptChannels;
-use crate::error::Result;
+use crate::error::{DistillError, Result};
 
 /// A convolution over `ND` spatial dimensions; derefs to `tch::nn::Conv<ND>` (`ws`, `bs`).
 ///
@@ -68,8 +68,13 @@ impl<ND> Conv<ND> {
     /// pruned shape is not this conv's weight shape.
     pub fn set_pruned_from(&mut self, kept: KeptChannels) -> Result<()> {
         let shape = if self.inner.ws.defined() { self.inner.ws.size() } else { Vec::new() };
-        let source = kept.source_shape().to_vec();
-        kept.check_layers(&source, &shape)?;
+        if shape != kept.pruned_shape() {
+            return Err(DistillError::InvalidArgument(format!(
+                "a pruning record of a weight {:?} → {:?} does not fit a conv of weight shape {shape:?}",
+                kept.source_shape(),
+                kept.pruned_shape()
+            )));
+        }
         self.pruned_from = Some(kept);
         Ok(())
     }
