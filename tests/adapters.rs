@@ -1,9 +1,11 @@
 //! Channel mapping, pruning-aware adapters and pruning helpers.
 
 use distill::adapter::{
-    conv1x1_adapter, conv2d_adapter, find_channel_mapping, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
-    inverted_conv2d_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
-    learned_linear_adapter, linear_adapter, ChannelMapping, Tolerance,
+    conv1x1_adapter, conv2d_adapter, conv2d_adapter_from_kept, conv2d_adapter_with_tolerance, find_channel_mapping,
+    find_conv2d_mapping, find_conv2d_mapping_with_tolerance, inverted_conv2d_adapter,
+    inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter,
+    learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter,
+    ChannelMapping, KeptChannels, Tolerance,
 };
 use distill::nn::{self, Module, ModuleT, OptimizerConfig, VarStore};
 use distill::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear};
@@ -156,51 +158,151 @@ fn assert_reproduces(source: &Tensor, target: &Tensor, mapping: &ChannelMapping)
 }
 
 #[test]
-fn ties_and_duplicates_give_a_valid_mapping() {
+fn identical_channels_are_interchangeable_other_ties_are_errors() {
     tch::manual_seed(3);
-    // Duplicate output filters: either copy is a valid answer.
+    // Duplicate output filters compute the same outputs: either copy is right, the lowest unused
+    // index of the two is given.
     let source = Tensor::randn([6, 4, 3, 3], (Kind::Float, Device::Cpu));
     let source = Tensor::cat(&[source.shallow_clone(), source.narrow(0, 1, 1)], 0); // channel 6 = channel 1
     let target = source.index_select(0, &idx(&[6, 3, 1]));
     let mapping = find_conv2d_mapping(&source, &target).unwrap();
     assert_reproduces(&source, &target, &mapping);
-    assert_eq!(mapping.output[1], 3);
+    assert_eq!(mapping.output, [1, 3, 6]);
+    // … unless their biases differ: then they are distinct, and the target's bias decides.
+    let vs = VarStore::new(Device::Cpu);
+    let mut teacher = nn::conv2d(vs.root() / "teacher", 4, 7, 3, Default::default());
+    let mut student = nn::conv2d(vs.root() / "student", 4, 2, 3, Default::default());
+    teacher.ws = source.copy();
+    teacher.bs = Some(Tensor::randn([7], (Kind::Float, Device::Cpu))); // tch initialises biases to 0
+    student.ws = source.index_select(0, &idx(&[6, 3]));
+    student.bs = Some(teacher.bs.as_ref().unwrap().index_select(0, &idx(&[6, 3])));
+    let adapter = conv2d_adapter(vs.root() / "a", &teacher, &student).unwrap();
+    assert_eq!(adapter.mapping().output, [6, 3]);
+    // Without the target's bias, channels 1 and 6 differ (by their biases) and the weights cannot tell.
+    student.bs = None;
+    match conv2d_adapter(vs.root() / "b", &teacher, &student) {
+        Err(DistillError::AmbiguousChannelMapping {
+            what: "output channel", channel: 0, first: 1, second: 6, ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
 
-    // Input channels equal on the kept rows only: the target cannot tell them apart, both are valid.
+    // Input channels equal on the kept rows only: the target cannot tell them apart, and they feed
+    // different source rows, so the mapping is ambiguous.
     let source = Tensor::randn([5, 3, 1, 1], (Kind::Float, Device::Cpu));
     tch::no_grad(|| source.narrow(0, 0, 2).narrow(1, 1, 1).copy_(&source.narrow(0, 0, 2).narrow(1, 0, 1)));
     let target = source.index_select(0, &idx(&[1, 0])).index_select(1, &idx(&[1, 2]));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
-    assert_reproduces(&source, &target, &mapping);
+    let err = find_conv2d_mapping(&source, &target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DistillError::AmbiguousChannelMapping { what: "input channel", channel: 0, first: 0, second: 1, .. }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("source channel 0 or 1") && message.contains("conv2d_adapter_from_kept"), "{message}");
 
     // Same weights, but the kept rows now include one where channels 0 and 1 differ: unique again.
     let target = source.index_select(0, &idx(&[4, 1, 0])).index_select(1, &idx(&[1, 2]));
     let mapping = find_conv2d_mapping(&source, &target).unwrap();
     assert_eq!(mapping, ChannelMapping { output: vec![4, 1, 0], input: vec![1, 2] });
 
-    // Degenerate: all zeros (every selection is valid) and 1×1 kernels of ±1 (many equal values).
+    // All zeros: every channel is identical to every other, so any selection is the same one.
     let source = Tensor::zeros([16, 8, 3, 3], (Kind::Float, Device::Cpu));
     let target = Tensor::zeros([5, 3, 3, 3], (Kind::Float, Device::Cpu));
     let mapping = find_conv2d_mapping(&source, &target).unwrap();
-    assert_reproduces(&source, &target, &mapping);
+    assert_eq!(mapping, ChannelMapping { output: (0..5).collect(), input: (0..3).collect() });
+
+    // 1×1 kernels of ±1: an answer is the kept channels (up to identical ones) or an error.
     let source = Tensor::randn([12, 10, 1, 1], (Kind::Float, Device::Cpu)).sign();
     let mut rng = Rng(9);
+    let (mut found, mut ambiguous) = (0, 0);
     for _ in 0..10 {
         let (out_kept, in_kept) = (rng.subset(12, 5, true), rng.subset(10, 4, true));
         let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
-        let mapping = find_conv2d_mapping(&source, &target).unwrap();
-        assert_reproduces(&source, &target, &mapping);
+        match find_conv2d_mapping(&source, &target) {
+            Ok(mapping) => {
+                assert_reproduces(&source, &target, &mapping);
+                for (list, kept, axis) in [(&mapping.output, &out_kept, 0), (&mapping.input, &in_kept, 1)] {
+                    let (got, want) = (source.index_select(axis, &idx(list)), source.index_select(axis, &idx(kept)));
+                    assert!(got.equal(&want), "identical channels only: {mapping:?} for {out_kept:?} {in_kept:?}");
+                }
+                found += 1;
+            }
+            Err(DistillError::AmbiguousChannelMapping { .. }) => ambiguous += 1,
+            Err(other) => panic!("{other}"),
+        }
     }
-    // Larger binary 1×1 weights make the search combinatorial: it either finds a valid mapping or
-    // stops at its budget with a typed error, never hangs.
+    assert!(ambiguous > 0, "{found} found");
+    // Larger binary 1×1 weights make the search combinatorial: it ends within its budget, with an
+    // answer or a typed error, never a guess and never a hang.
     let source = Tensor::randn([64, 64, 1, 1], (Kind::Float, Device::Cpu)).sign();
     let (out_kept, in_kept) = (rng.subset(64, 32, true), rng.subset(64, 32, true));
     let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
     match find_conv2d_mapping(&source, &target) {
-        Ok(mapping) => assert_reproduces(&source, &target, &mapping),
-        Err(DistillError::AmbiguousChannelMapping { steps, .. }) => assert!(steps > 0),
+        Ok(mapping) => assert_eq!((mapping.output, mapping.input), (out_kept, in_kept)),
+        Err(DistillError::AmbiguousChannelMapping { .. } | DistillError::UndecidedChannelMapping { .. }) => {}
         Err(other) => panic!("{other}"),
     }
+}
+
+/// An all-zero 1×1 conv of 2048 channels pruned to half: every channel is identical, which is one
+/// class, not a search (it took seconds and gigabytes at 1024 channels, and ran out of memory at
+/// 2048, when it was a search).
+#[test]
+fn identical_channels_cost_no_search_at_2048_channels() {
+    let source = Tensor::zeros([2048, 2048, 1, 1], (Kind::Float, Device::Cpu));
+    let target = Tensor::zeros([1024, 1024, 1, 1], (Kind::Float, Device::Cpu));
+    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    assert_eq!(mapping, ChannelMapping { output: (0..1024).collect(), input: (0..1024).collect() });
+    // One channel apart from the others: it is found, the rest are interchangeable.
+    let source = source.copy();
+    let _ = tch::no_grad(|| source.get(700).get(5).fill_(2.0));
+    let target = source.index_select(0, &idx(&[3, 700, 9])).index_select(1, &idx(&[5, 1]));
+    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    assert_eq!(mapping, ChannelMapping { output: vec![0, 700, 1], input: vec![5, 0] });
+}
+
+/// A ternary (−1, 0, 1) 1×1 teacher conv of 24 filters over 16 inputs, its student keeping 8 filters
+/// and 3 inputs: the kept weights are 24 small integers, which many other selections reproduce.
+#[test]
+fn weights_that_fit_several_selections_are_an_error_never_a_guess() {
+    let mut ambiguous = 0;
+    for seed in 0..8u64 {
+        tch::manual_seed(seed as i64);
+        let mut rng = Rng(seed);
+        let vs = VarStore::new(Device::Cpu);
+        let cfg = nn::ConvConfig { bias: false, ..Default::default() };
+        let teacher = nn::conv2d(vs.root() / "teacher", 16, 24, 1, cfg);
+        tch::no_grad(|| {
+            teacher.ws.shallow_clone().copy_(&Tensor::randint_low(-1, 2, [24, 16, 1, 1], (Kind::Float, Device::Cpu)))
+        });
+        let (out_kept, in_kept) = (rng.subset(24, 8, true), rng.subset(16, 3, true));
+        let student = nn::conv2d(vs.root() / "student", 3, 8, 1, cfg);
+        tch::no_grad(|| {
+            student
+                .ws
+                .shallow_clone()
+                .copy_(&teacher.ws.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept)))
+        });
+        match conv2d_adapter(vs.root() / "adapter", &teacher, &student) {
+            Ok(adapter) => {
+                // Only when every selection that fits computes the same outputs.
+                let xs = Tensor::randn([2, 16, 3, 3], (Kind::Float, Device::Cpu));
+                let teacher_out = teacher.forward(&xs);
+                let expected = teacher_out.index_select(1, &idx(&out_kept));
+                assert!(
+                    adapter.forward(&teacher_out).equal(&expected),
+                    "seed {seed}: {:?} for {out_kept:?}",
+                    adapter.mapping()
+                );
+            }
+            Err(DistillError::AmbiguousChannelMapping { .. }) => ambiguous += 1,
+            Err(other) => panic!("seed {seed}: {other}"),
+        }
+    }
+    assert!(ambiguous > 0, "three kept inputs cannot identify ternary filters");
 }
 
 #[test]
@@ -279,6 +381,96 @@ fn mapping_errors_are_typed() {
     let pruned = prune_conv2d(vs.root() / "p", &teacher, &[1, 2], None).unwrap();
     let adapter = conv2d_adapter(vs.root() / "c", &teacher, &pruned).unwrap();
     assert!(matches!(adapter.f_forward(&randn(&[1, 3, 4, 4])), Err(DistillError::InvalidArgument(_))));
+}
+
+#[test]
+fn the_pruning_record_builds_the_adapters_without_weights() {
+    tch::manual_seed(8);
+    let vs = VarStore::new(Device::Cpu);
+    let teacher = nn::conv2d(vs.root() / "teacher", 6, 10, 3, conv_cfg(3));
+    let (out_kept, in_kept) = (vec![7, 2, 9, 4], vec![5, 0, 3]);
+    let student = prune_conv2d(vs.root() / "student", &teacher, &out_kept, Some(&in_kept)).unwrap();
+    let kept = student.pruned_from().expect("a pruned conv carries its record").clone();
+    assert_eq!((kept.source_shape(), kept.output(), kept.input()), (&[10, 6, 3, 3][..], &out_kept[..], &in_kept[..]));
+
+    // Weights changed beyond any tolerance (training, say): the record still gives the channels.
+    perturb(&student.ws, 1.0);
+    let narrow = conv2d_adapter(vs.root() / "narrow", &teacher, &student).unwrap();
+    let widen = inverted_conv2d_adapter(vs.root() / "widen", &teacher, &student).unwrap();
+    assert_eq!(narrow.mapping(), &kept.mapping());
+    assert_eq!(widen.mapping(), &kept.mapping());
+    // From the record alone, the same adapters.
+    let from_kept = conv2d_adapter_from_kept(vs.root() / "from_kept", &kept).unwrap();
+    let inverted_from_kept = inverted_conv2d_adapter_from_kept(vs.root() / "inverted_from_kept", &kept).unwrap();
+    assert!(from_kept.weight().equal(narrow.weight()) && inverted_from_kept.weight().equal(widen.weight()));
+    let xs = teacher.forward(&Tensor::randn([2, 6, 4, 4], (Kind::Float, Device::Cpu)));
+    assert!(from_kept.forward(&xs).equal(&xs.index_select(1, &idx(&out_kept))));
+
+    // A record is checked against the teacher it is used with.
+    let other_teacher = nn::conv2d(vs.root() / "other", 6, 12, 3, conv_cfg(3));
+    let err = conv2d_adapter(vs.root() / "mismatch", &other_teacher, &student).unwrap_err();
+    assert!(
+        matches!(&err, DistillError::InvalidArgument(msg) if msg.contains("[10, 6, 3, 3]") && msg.contains("[12, 6, 3, 3]")),
+        "{err}"
+    );
+    // … and against the layer it is attached to.
+    let mut fresh = nn::conv2d(vs.root() / "fresh", 3, 4, 3, conv_cfg(3));
+    fresh.set_pruned_from(kept.clone()).unwrap();
+    assert_eq!(fresh.pruned_from(), Some(&kept));
+    let mut wrong = nn::conv2d(vs.root() / "wrong", 3, 5, 3, conv_cfg(3));
+    assert!(matches!(wrong.set_pruned_from(kept.clone()), Err(DistillError::InvalidArgument(_))));
+    assert!(wrong.pruned_from().is_none());
+    assert!(KeptChannels::new(&[10, 6, 3, 3], vec![10], vec![0]).is_err());
+}
+
+#[test]
+fn a_perturbed_copy_maps_with_a_looser_tolerance() {
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let teacher = nn::conv2d(vs.root() / "teacher", 4, 8, 3, conv_cfg(3));
+    // A copy of the kept channels (no pruning record), then nudged by 1e-5.
+    let student = nn::conv2d(vs.root() / "student", 4, 3, 3, conv_cfg(3));
+    tch::no_grad(|| {
+        student.ws.shallow_clone().copy_(&teacher.ws.index_select(0, &idx(&[6, 0, 3])));
+        student
+            .bs
+            .as_ref()
+            .unwrap()
+            .shallow_clone()
+            .copy_(&teacher.bs.as_ref().unwrap().index_select(0, &idx(&[6, 0, 3])));
+    });
+    perturb(&student.ws, 1e-5);
+    let err = conv2d_adapter(vs.root() / "strict", &teacher, &student).unwrap_err();
+    assert!(matches!(err, DistillError::NoChannelMapping { .. }), "{err}");
+    assert!(err.to_string().contains("conv2d_adapter_with_tolerance"), "{err}");
+    let loose = Tolerance::new(1e-4, 1e-3);
+    let narrow = conv2d_adapter_with_tolerance(vs.root() / "narrow", &teacher, &student, loose).unwrap();
+    let widen = inverted_conv2d_adapter_with_tolerance(vs.root() / "widen", &teacher, &student, loose).unwrap();
+    assert_eq!(narrow.mapping().output, [6, 0, 3]);
+    assert_eq!(widen.mapping().output, [6, 0, 3]);
+    assert!(matches!(
+        conv2d_adapter_with_tolerance(vs.root() / "bad", &teacher, &student, Tolerance::new(f64::NAN, 0.0)),
+        Err(DistillError::InvalidArgument(_))
+    ));
+}
+
+/// Layers whose tensors have an unexpected rank (their fields are public, through tch) are errors,
+/// not index panics.
+#[test]
+fn layers_of_the_wrong_rank_are_errors() {
+    let vs = VarStore::new(Device::Cpu);
+    let teacher = nn::conv2d(vs.root() / "teacher", 4, 8, 3, Default::default());
+    let mut flat = nn::conv2d(vs.root() / "flat", 4, 8, 3, Default::default());
+    flat.ws = Tensor::zeros([8, 4], (Kind::Float, Device::Cpu));
+    assert!(matches!(conv2d_adapter(vs.root() / "a", &teacher, &flat), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(inverted_conv2d_adapter(vs.root() / "b", &flat, &teacher), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(prune_conv2d(vs.root() / "c", &flat, &[0], None), Err(DistillError::InvalidArgument(_))));
+    let mut linear = nn::linear(vs.root() / "linear", 4, 3, Default::default());
+    linear.ws = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+    assert!(matches!(prune_linear(vs.root() / "d", &linear, Some(&[0]), None), Err(DistillError::InvalidArgument(_))));
+    let mut bn = nn::batch_norm2d(vs.root() / "bn", 4, Default::default());
+    bn.running_mean = Tensor::from(0.0f32);
+    assert!(matches!(prune_batch_norm(vs.root() / "e", &bn, &[0]), Err(DistillError::InvalidArgument(_))));
 }
 
 /// Adds noise to a variable in place, outside autograd.

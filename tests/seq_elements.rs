@@ -99,7 +99,8 @@ fn elements_called_directly_are_reported_as_not_run() {
     mapping.add("blocks.1", "blocks.1", ()).unwrap();
     let dm = distill(&model, &model, mapping);
     let error = dm.forward_t(&input(), false).unwrap_err();
-    assert!(matches!(error, DistillError::NotCalled { .. }), "{error}");
+    assert!(matches!(error, DistillError::ElementNotRecorded { .. }), "{error}");
+    assert!(error.to_string().contains("for block in self.blocks.elements()"), "{error}");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::fmt;
 
 use tch::Tensor;
 
-use crate::criterion::Criterion;
+use crate::criterion::{name_pair, Criterion};
+use crate::error::Result;
 
 /// One pair of a `distill!` output: the student's and the teacher's tensor after adapters, and the
 /// pair's criterion.
@@ -54,8 +55,19 @@ impl<'d> Pair<'d> {
     }
 
     /// The pair's (weighted) loss: the criterion on `student` and `teacher`, with the targets if set.
+    ///
+    /// Unchecked in the tch style: it panics where the criterion cannot compute (targets that do not
+    /// fit, for a criterion that uses them); [`f_loss`](Self::f_loss) is the fallible twin.
     pub fn loss(&self) -> Tensor {
         self.criterion.loss_with_targets(&self.student, &self.teacher, self.targets.as_ref())
+    }
+
+    /// The pair's loss, or an error naming the pair when its criterion cannot compute it: the checked
+    /// twin of [`loss`](Self::loss) (`Criterion::f_loss_with_targets`).
+    pub fn f_loss(&self) -> Result<Tensor> {
+        self.criterion
+            .f_loss_with_targets(&self.student, &self.teacher, self.targets.as_ref())
+            .map_err(|err| name_pair(err, self.label))
     }
 }
 

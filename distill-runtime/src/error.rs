@@ -67,10 +67,11 @@ pub enum DistillError {
     /// nothing.
     #[error(
         "the {side} module `{path}` was not recorded during the forward pass: it is an element of {}, whose \
-         elements are recorded when the container itself runs (`seq.forward_t(xs, train)`) or when one element is \
-         called through `Seq::forward_at`; a forward that calls the elements directly (`for element in &{}`) runs \
-         them unrecorded",
+         elements are recorded when the container itself runs (`seq.forward_t(xs, train)`) or when the forward calls \
+         them through it (`for block in {}.elements() {{ xs = block.forward_t(&xs, train) }}`, `forward_at(i, …)`); \
+         a forward that calls the elements directly (`for element in &{}`) runs them unrecorded",
         container_name(container),
+        container_expr(container),
         container_expr(container)
     )]
     ElementNotRecorded {
@@ -111,18 +112,52 @@ pub enum DistillError {
         /// libtorch version counter after the forward pass.
         now: i64,
     },
-    /// The two tensors of a pair have different shapes and the criterion needs equal ones.
+    /// A pair's criterion cannot compare the two tensors' shapes (e.g. different shapes for an
+    /// element-wise loss, a 2-D tensor for attention transfer, a batch of one for RKD). When the shapes
+    /// differ in one width, the message names the adapters that would fit.
     #[error(
-        "pair `{pair}`: the student's shape {student:?} does not match the teacher's {teacher:?}{}",
+        "{}the criterion cannot compare the student's shape {student:?} with the teacher's {teacher:?}: {reason}{}",
+        pair_prefix(pair),
         crate::dry_run::adapter_hint(student, teacher).map(|hint| format!("; {hint}")).unwrap_or_default()
     )]
     ShapeMismatch {
-        /// Label of the pair.
+        /// Label of the pair (empty when the criterion was called directly, through `f_loss`).
         pair: String,
         /// Shape of the student tensor (after its adapter).
         student: Vec<i64>,
         /// Shape of the teacher tensor (after its adapter).
         teacher: Vec<i64>,
+        /// What the criterion needs, from `Criterion::check_shapes`.
+        reason: String,
+    },
+    /// A criterion's parameters are outside its domain (a temperature ≤ 0, a negative β, a NaN…).
+    #[error("{}invalid criterion: {reason}", pair_prefix(pair))]
+    InvalidCriterion {
+        /// Label of the pair (empty when the criterion was called directly).
+        pair: String,
+        /// What is wrong, from `Criterion::validate`.
+        reason: String,
+    },
+    /// The targets handed to a criterion that uses labels do not fit the pair (wrong count, not class
+    /// indices, a class out of range).
+    #[error("{}invalid targets: {reason}", pair_prefix(pair))]
+    InvalidTargets {
+        /// Label of the pair (empty when the criterion was called directly).
+        pair: String,
+        /// What is wrong, from `Criterion::check_targets`.
+        reason: String,
+    },
+    /// A pair's adapter could not take the tensor captured for it (e.g. a selection adapter, which
+    /// takes a conv's output channels, given the conv's input).
+    #[error("pair `{pair}`: the {side}'s adapter cannot take the captured tensor: {source}")]
+    AdapterInput {
+        /// Label of the pair.
+        pair: String,
+        /// The side whose adapter failed.
+        side: Side,
+        /// The adapter's error.
+        #[source]
+        source: Box<DistillError>,
     },
     /// A `Mapping` was used with other models than the ones it was built for.
     #[error("the mapping was built for other student and teacher models than the ones given to `distill`")]
@@ -138,7 +173,12 @@ pub enum DistillError {
         target_size: i64,
     },
     /// No selection of source channels reproduces the target weights.
-    #[error("no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance {tolerance:e}")]
+    #[error(
+        "no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance \
+         {tolerance:e}; a layer trained or changed after pruning no longer shows in its weights which channels it \
+         kept: {}, or pass a looser tolerance (`conv2d_adapter_with_tolerance`)",
+        KEPT_CHANNELS_ADVICE
+    )]
     NoChannelMapping {
         /// `"output channel"` or `"input channel"`.
         what: &'static str,
@@ -147,15 +187,37 @@ pub enum DistillError {
         /// Absolute tolerance used for the comparison.
         tolerance: f64,
     },
-    /// The channel-mapping search gave up: so many source channels are near-identical (within the
-    /// tolerance) that deciding between them took more than its step budget.
+    /// Several selections of source channels reproduce the target weights, and they compute different
+    /// outputs: the weights cannot tell which channels the target kept.
     #[error(
-        "no channel mapping decided after {steps} search steps: too many source channels are identical within \
-         tolerance {tolerance:e} to tell which ones the target kept; use a tighter tolerance"
+        "ambiguous channel mapping: {what} {channel} of the target could have been taken from source channel \
+         {first} or {second}, which compute different outputs (both fit within tolerance {tolerance:e}); the \
+         weights cannot tell which was kept: {}{}",
+        KEPT_CHANNELS_ADVICE,
+        tighter_tolerance_advice(*tolerance)
     )]
     AmbiguousChannelMapping {
-        /// Candidate assignments tried before giving up.
-        steps: usize,
+        /// `"output channel"` or `"input channel"`.
+        what: &'static str,
+        /// Index on the target side.
+        channel: i64,
+        /// A source channel it fits in one complete mapping.
+        first: i64,
+        /// Another source channel it fits in another complete mapping.
+        second: i64,
+        /// Absolute tolerance used for the comparison.
+        tolerance: f64,
+    },
+    /// The channel-mapping search used up its work budget before deciding: many source channels are
+    /// alike within the tolerance.
+    #[error(
+        "undecided channel mapping: the search stopped after {work} steps without deciding which source channels \
+         the target kept (many channels are alike within tolerance {tolerance:e}): {}",
+        KEPT_CHANNELS_ADVICE
+    )]
+    UndecidedChannelMapping {
+        /// Units of work spent.
+        work: usize,
         /// Absolute tolerance used for the comparison.
         tolerance: f64,
     },
@@ -186,17 +248,6 @@ pub enum DistillError {
         /// One error per pair that does not fit.
         problems: Vec<DistillError>,
     },
-    /// A pair's adapter could not take the tensor captured for it.
-    #[error("pair `{pair}`: the {side}'s adapter cannot take the captured tensor: {source}")]
-    AdapterInput {
-        /// Label of the pair.
-        pair: String,
-        /// The side whose adapter failed.
-        side: Side,
-        /// The adapter's error.
-        #[source]
-        source: Box<DistillError>,
-    },
     /// A TorchScript file could not be loaded, or its module did not return what it declares.
     #[error("TorchScript module `{file}`: {reason}")]
     Jit {
@@ -224,6 +275,28 @@ pub enum DistillError {
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// How to give the adapters the kept channels instead of matching weights.
+const KEPT_CHANNELS_ADVICE: &str = "build the adapter from the pruning's record of the kept channels (a conv \
+     returned by `prune_conv2d` carries it, `Conv::set_pruned_from` attaches a saved `PruneRecord` entry, \
+     `conv2d_adapter_from_kept` takes one)";
+
+fn tighter_tolerance_advice(tolerance: f64) -> &'static str {
+    if tolerance > 0.0 {
+        "; if the two differ only slightly, a tighter tolerance (`conv2d_adapter_with_tolerance`) may separate them"
+    } else {
+        ""
+    }
+}
+
+/// `pair `label`: ` before a message about a pair, nothing for a criterion called directly.
+fn pair_prefix(pair: &str) -> String {
+    if pair.is_empty() {
+        String::new()
+    } else {
+        format!("pair `{pair}`: ")
+    }
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {

@@ -21,6 +21,7 @@
 pub mod adapter;
 pub mod alloc;
 pub mod capture;
+mod channels;
 pub mod criterion;
 pub mod dry_run;
 pub mod dsl;

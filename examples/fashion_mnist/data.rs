@@ -12,7 +12,6 @@ use tch::{Kind, Tensor};
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The ten classes, in label order.
-#[allow(dead_code)]
 pub const CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
@@ -38,12 +37,31 @@ pub struct FashionMnist {
     pub std: f64,
 }
 
+/// The number of classes: labels are in `0..CLASSES.len()`.
+const CLASS_COUNT: u8 = CLASSES.len() as u8;
+
 /// Why the data set could not be loaded.
 #[derive(Debug)]
 pub enum DataError {
-    Missing { dir: PathBuf, file: String },
-    Io { path: PathBuf, source: io::Error },
-    Format { path: PathBuf, reason: String },
+    Missing {
+        dir: PathBuf,
+        file: String,
+    },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file is not a valid IDX file of the expected layout.
+    Format {
+        path: PathBuf,
+        reason: String,
+    },
+    /// The file is valid IDX but does not fit the data set (no images, a label out of range, fewer
+    /// labels than images…).
+    Content {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for DataError {
@@ -58,18 +76,18 @@ impl fmt::Display for DataError {
             ),
             DataError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
             DataError::Format { path, reason } => write!(f, "{} is not a valid IDX file: {reason}", path.display()),
+            DataError::Content { path, reason } => write!(f, "{}: {reason}", path.display()),
         }
     }
 }
 
 impl std::error::Error for DataError {}
 
-/// Loads the four IDX files from `dir` and standardises the images.
+/// Loads the four IDX files from `dir` and standardises the images. Each split must have at least one
+/// image, one label per image, and labels in `0..10`; the error names the file that does not.
 pub fn load(dir: &Path) -> Result<FashionMnist, DataError> {
-    let train_images = read_images(dir, "train-images-idx3-ubyte")?;
-    let train_labels = read_labels(dir, "train-labels-idx1-ubyte")?;
-    let test_images = read_images(dir, "t10k-images-idx3-ubyte")?;
-    let test_labels = read_labels(dir, "t10k-labels-idx1-ubyte")?;
+    let (train_images, train_labels) = read_split(dir, "train")?;
+    let (test_images, test_labels) = read_split(dir, "t10k")?;
     let mean = train_images.mean(Kind::Double).double_value(&[]);
     let std = train_images.std(true).double_value(&[]);
     let standardise = |t: Tensor| ((t - mean) / std).contiguous();
@@ -100,6 +118,20 @@ fn read_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
     Err(DataError::Missing { dir: dir.to_owned(), file: name.to_owned() })
 }
 
+/// The images and labels of one split (`"train"` or `"t10k"`), checked against each other.
+fn read_split(dir: &Path, split: &str) -> Result<(Tensor, Tensor), DataError> {
+    let (images_path, images) = read_images(dir, &format!("{split}-images-idx3-ubyte"))?;
+    let (labels_path, labels) = read_labels(dir, &format!("{split}-labels-idx1-ubyte"))?;
+    let count = images.size()[0];
+    if labels.len() as i64 != count {
+        return Err(DataError::Content {
+            path: labels_path,
+            reason: format!("{} labels for the {count} images of {}", labels.len(), images_path.display()),
+        });
+    }
+    Ok((images, Tensor::from_slice(&labels).to_kind(Kind::Int64)))
+}
+
 /// Parses an IDX header: magic `0x0000_08_NN` (unsigned bytes, `NN` dimensions), then the sizes.
 fn parse_idx(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<i64>, usize), DataError> {
     let bad = |reason: String| DataError::Format { path: path.to_owned(), reason };
@@ -113,24 +145,40 @@ fn parse_idx(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<i64>, usize)
         .collect::<Option<_>>()
         .ok_or_else(|| bad("shorter than its header".into()))?;
     let offset = 4 + 4 * dims;
-    let expected = sizes.iter().product::<i64>() as usize;
+    let expected = sizes
+        .iter()
+        .try_fold(1usize, |product, &size| product.checked_mul(size as usize))
+        .filter(|&n| i64::try_from(n).is_ok())
+        .ok_or_else(|| bad(format!("shape {sizes:?} is too large")))?;
     if bytes.len() - offset != expected {
         return Err(bad(format!("{} data bytes for shape {sizes:?} ({expected} expected)", bytes.len() - offset)));
     }
     Ok((sizes, offset))
 }
 
-fn read_images(dir: &Path, name: &str) -> Result<Tensor, DataError> {
+/// The images `(N, 1, H, W)` in [0, 1], and the file they came from.
+fn read_images(dir: &Path, name: &str) -> Result<(PathBuf, Tensor), DataError> {
     let (path, bytes) = read_file(dir, name)?;
     let (sizes, offset) = parse_idx(&path, &bytes, 3)?;
+    if sizes.contains(&0) {
+        return Err(DataError::Content { path, reason: format!("no images (shape {sizes:?})") });
+    }
     let pixels = Tensor::from_slice(&bytes[offset..]).to_kind(Kind::Float) / 255.0;
-    Ok(pixels.view([sizes[0], 1, sizes[1], sizes[2]]))
+    Ok((path, pixels.view([sizes[0], 1, sizes[1], sizes[2]])))
 }
 
-fn read_labels(dir: &Path, name: &str) -> Result<Tensor, DataError> {
-    let (path, bytes) = read_file(dir, name)?;
+/// The labels, each checked to be a class, and the file they came from.
+fn read_labels(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
+    let (path, mut bytes) = read_file(dir, name)?;
     let (_, offset) = parse_idx(&path, &bytes, 1)?;
-    Ok(Tensor::from_slice(&bytes[offset..]).to_kind(Kind::Int64))
+    let labels = bytes.split_off(offset);
+    if let Some((index, label)) = labels.iter().enumerate().find(|(_, &label)| label >= CLASS_COUNT) {
+        return Err(DataError::Content {
+            path,
+            reason: format!("label {label} at index {index}: the classes are 0..{CLASS_COUNT}"),
+        });
+    }
+    Ok((path, labels))
 }
 
 /// Mini-batches of `split` in the order of `order` (a permutation, or `arange` for evaluation).
@@ -196,6 +244,45 @@ mod tests {
         let err = load(&dir).err().unwrap().to_string();
         assert!(err.contains("1 data bytes for shape [2]"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A folder of four IDX files (plain) with the given image count and labels.
+    fn folder(tag: &str, images: u32, labels: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("distill-fm-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pixels = vec![7u8; images as usize * 28 * 28];
+        for split in ["train", "t10k"] {
+            write(&dir, &format!("{split}-images-idx3-ubyte"), &idx(&[images, 28, 28], &pixels), false);
+            write(&dir, &format!("{split}-labels-idx1-ubyte"), &idx(&[labels.len() as u32], labels), false);
+        }
+        dir
+    }
+
+    /// The error of loading `dir`, which must name `file`.
+    fn load_error(dir: &Path, file: &str) -> String {
+        let err = match load(dir) {
+            Ok(_) => panic!("{} loaded", dir.display()),
+            Err(err) => err.to_string(),
+        };
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(err.contains(file), "{err}");
+        err
+    }
+
+    #[test]
+    fn inconsistent_files_are_errors_naming_the_file() {
+        let err = load_error(&folder("empty", 0, &[]), "train-images-idx3-ubyte");
+        assert!(err.contains("no images"), "{err}");
+        let err = load_error(&folder("short", 3, &[1, 2]), "train-labels-idx1-ubyte");
+        assert!(err.contains("2 labels") && err.contains("3 images"), "{err}");
+        let err = load_error(&folder("label", 2, &[1, 10]), "train-labels-idx1-ubyte");
+        assert!(err.contains("10"), "{err}");
+
+        // Sizes whose product overflows.
+        let dir = folder("overflow", 1, &[1]);
+        write(&dir, "train-images-idx3-ubyte", &idx(&[u32::MAX, u32::MAX, u32::MAX], &[]), false);
+        let err = load_error(&dir, "train-images-idx3-ubyte");
+        assert!(err.contains("too large"), "{err}");
     }
 
     #[test]

@@ -5,9 +5,11 @@ use std::borrow::Borrow;
 use tch::nn::{Init, Module, Path};
 use tch::{Device, Kind, Tensor};
 
-use super::channel_map::{find_conv2d_mapping, ChannelMapping};
+use super::channel_map::{find_layer_mapping, ChannelMapping, Tolerance};
+use super::checked::fail;
 use super::pointwise;
 use crate::capture::{record, TapId};
+use crate::channels::KeptChannels;
 use crate::error::{DistillError, Result};
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::Conv2D;
@@ -44,33 +46,138 @@ tappable_leaf!(Conv2DAdapter);
 tappable_leaf!(InvertedConv2DAdapter);
 
 /// The selection adapter from the `source` (teacher) conv to the `target` (student) conv that was
-/// pruned from it, as in the seed: `conv2d_adapter(source=teacher_conv, target=student_conv)`.
+/// pruned from it, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`.
 ///
-/// The kept channels are recovered from the two weights with [`find_conv2d_mapping`] (input channels
-/// may be pruned too; any order). The adapter's variable is `weight` under `path`.
+/// The kept channels come from the pruning's record when `target` carries one
+/// ([`Conv::pruned_from`]: a conv made by `prune_conv2d`, or given a saved record), checked against
+/// `source`'s weight shape; the weights are then not compared at all, so a student trained or
+/// changed since its pruning gets the right channels. Without a record they are recovered from the
+/// two weights (and biases) with [`find_conv2d_mapping`](super::find_conv2d_mapping): input channels
+/// may be pruned too, in any order, and weights that fit several selections are an error, never a
+/// guess. The adapter's variable is `weight` under `path`.
+///
+/// In `distill!`, wrap the teacher endpoint: `conv2d_adapter(teacher.features[0].conv)`.
 ///
 /// # Errors
-/// Those of [`find_conv2d_mapping`]: the target is wider than the source
-/// ([`DistillError::TargetWider`]), the kernel sizes differ ([`DistillError::InvalidArgument`]), or
-/// the target is not a channel slice of the source ([`DistillError::NoChannelMapping`]).
+/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, or `target`'s record does not fit
+///   `source`'s and `target`'s weight shapes;
+/// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping):
+///   [`DistillError::TargetWider`], [`DistillError::NoChannelMapping`],
+///   [`DistillError::AmbiguousChannelMapping`], [`DistillError::UndecidedChannelMapping`].
+///
+/// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, source: &Conv2D, target: &Conv2D) -> Result<Conv2DAdapter> {
-    let mapping = find_conv2d_mapping(&source.ws, &target.ws)?;
-    let (source_out, target_out) = (source.ws.size()[0], target.ws.size()[0]);
-    let ws = selection(path.borrow(), target_out, source_out, &mapping.output, false)?;
-    Ok(Conv2DAdapter { ws, mapping, tap: TapId::fresh() })
+    conv2d_adapter_with_tolerance(path, source, target, Tolerance::default())
+}
+
+/// [`conv2d_adapter`] comparing weights with `tolerance` when `target` carries no pruning record
+/// (e.g. a student perturbed slightly after pruning). To use it in `distill!`, wrap it in a function
+/// of the adapter shape:
+///
+/// ```
+/// use distill_runtime::adapter::{conv2d_adapter_with_tolerance, Conv2DAdapter, Tolerance};
+/// use distill_runtime::{nn, DistillError};
+///
+/// fn loose_conv2d_adapter(p: nn::Path, source: &nn::Conv2D, target: &nn::Conv2D) -> Result<Conv2DAdapter, DistillError> {
+///     conv2d_adapter_with_tolerance(p, source, target, Tolerance::new(1e-4, 1e-3))
+/// }
+/// ```
+///
+/// # Errors
+/// As [`conv2d_adapter`]; [`DistillError::InvalidArgument`] for an invalid tolerance.
+pub fn conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    source: &Conv2D,
+    target: &Conv2D,
+    tolerance: Tolerance,
+) -> Result<Conv2DAdapter> {
+    let (mapping, source_out) = mapping_between(source, target, tolerance)?;
+    narrowing(path.borrow(), mapping, source_out)
+}
+
+/// [`conv2d_adapter`] from a pruning record alone: selects the record's kept output channels
+/// (`kept.output()`) of a conv with `kept.source_shape()[0]` output channels. No weights are read.
+///
+/// # Errors
+/// [`DistillError::Torch`] when the variable cannot be created.
+pub fn conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<Conv2DAdapter> {
+    narrowing(path.borrow(), kept.mapping(), kept.source_shape()[0])
 }
 
 /// The inverted selection adapter: from the `target` (student) conv's channels back to the `source`
-/// (teacher) conv's, for `criterion(adapter(student_out), teacher_out)`. Arguments, variable and
-/// errors as [`conv2d_adapter`].
+/// (teacher) conv's, for `criterion(adapter(student_out), teacher_out)`. Channels, variable and errors
+/// as [`conv2d_adapter`]; in `distill!`, wrap the student endpoint:
+/// `inverted_conv2d_adapter(student.features[1].conv)`.
 pub fn inverted_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
     source: &Conv2D,
     target: &Conv2D,
 ) -> Result<InvertedConv2DAdapter> {
-    let mapping = find_conv2d_mapping(&source.ws, &target.ws)?;
-    let (source_out, target_out) = (source.ws.size()[0], target.ws.size()[0]);
-    let ws = selection(path.borrow(), source_out, target_out, &mapping.output, true)?;
+    inverted_conv2d_adapter_with_tolerance(path, source, target, Tolerance::default())
+}
+
+/// [`inverted_conv2d_adapter`] comparing weights with `tolerance` when `target` carries no pruning
+/// record (see [`conv2d_adapter_with_tolerance`]).
+///
+/// # Errors
+/// As [`conv2d_adapter_with_tolerance`].
+pub fn inverted_conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    source: &Conv2D,
+    target: &Conv2D,
+    tolerance: Tolerance,
+) -> Result<InvertedConv2DAdapter> {
+    let (mapping, source_out) = mapping_between(source, target, tolerance)?;
+    widening(path.borrow(), mapping, source_out)
+}
+
+/// [`inverted_conv2d_adapter`] from a pruning record alone (see [`conv2d_adapter_from_kept`]).
+///
+/// # Errors
+/// [`DistillError::Torch`] when the variable cannot be created.
+pub fn inverted_conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    kept: &KeptChannels,
+) -> Result<InvertedConv2DAdapter> {
+    widening(path.borrow(), kept.mapping(), kept.source_shape()[0])
+}
+
+/// The channel mapping from `source` to `target` (from `target`'s record, else from the weights),
+/// and `source`'s output channel count.
+fn mapping_between(source: &Conv2D, target: &Conv2D, tolerance: Tolerance) -> Result<(ChannelMapping, i64)> {
+    tolerance.validate()?;
+    let source_shape = conv_shape(source, "source (teacher)")?;
+    let target_shape = conv_shape(target, "target (student)")?;
+    let mapping = match target.pruned_from() {
+        Some(kept) => {
+            kept.check_layers(&source_shape, &target_shape)?;
+            kept.mapping()
+        }
+        None => find_layer_mapping(&source.ws, source.bs.as_ref(), &target.ws, target.bs.as_ref(), tolerance)?,
+    };
+    Ok((mapping, source_shape[0]))
+}
+
+/// A conv's weight shape, checked to be `[out, in, kh, kw]`.
+fn conv_shape(conv: &Conv2D, role: &str) -> Result<Vec<i64>> {
+    let shape = if conv.ws.defined() { conv.ws.size() } else { Vec::new() };
+    if shape.len() != 4 {
+        return Err(DistillError::InvalidArgument(format!(
+            "the {role} conv's weight must be 4-D [out, in, kh, kw], got {shape:?}"
+        )));
+    }
+    Ok(shape)
+}
+
+fn narrowing(path: &Path<'_>, mapping: ChannelMapping, source_out: i64) -> Result<Conv2DAdapter> {
+    let target_out = mapping.output.len() as i64;
+    let ws = selection(path, target_out, source_out, &mapping.output, false)?;
+    Ok(Conv2DAdapter { ws, mapping, tap: TapId::fresh() })
+}
+
+fn widening(path: &Path<'_>, mapping: ChannelMapping, source_out: i64) -> Result<InvertedConv2DAdapter> {
+    let target_out = mapping.output.len() as i64;
+    let ws = selection(path, source_out, target_out, &mapping.output, true)?;
     Ok(InvertedConv2DAdapter { ws, mapping, tap: TapId::fresh() })
 }
 
@@ -78,10 +185,9 @@ pub fn inverted_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
 /// of `picked`: `weight[o, picked[o]] = 1` (or, `transposed`, `weight[picked[i], i] = 1`).
 fn selection(path: &Path<'_>, out: i64, inp: i64, picked: &[i64], transposed: bool) -> Result<Tensor> {
     let (count, width) = if transposed { (inp, out) } else { (out, inp) };
-    if picked.len() as i64 != count {
+    if picked.len() as i64 != count || picked.iter().any(|&p| !(0..width).contains(&p)) {
         return Err(DistillError::InvalidArgument(format!(
-            "a selection of {} channels cannot fill a side of {count} channels",
-            picked.len()
+            "a selection of channels {picked:?} cannot fill a side of {count} channels out of {width}"
         )));
     }
     // Row r of `one_hot` is the unit vector of `picked[r]`: [count, width].
@@ -95,7 +201,8 @@ fn selection(path: &Path<'_>, out: i64, inp: i64, picked: &[i64], transposed: bo
 macro_rules! selection_adapter_impls {
     ($ty:ident) => {
         impl $ty {
-            /// The channel mapping found between the source and target weights.
+            /// Which channels the adapter selects: from the pruning's record, or found between the
+            /// source and target weights.
             pub fn mapping(&self) -> &ChannelMapping {
                 &self.mapping
             }
@@ -113,9 +220,10 @@ macro_rules! selection_adapter_impls {
 
         impl Module for $ty {
             /// # Panics
-            /// When `xs` is not `[N, in, H, W]`; [`f_forward`](Self::f_forward) returns the error instead.
+            /// When `xs` is not `[N, in, H, W]`, as tch's layers do; [`f_forward`](Self::f_forward)
+            /// returns the error instead, and so does `distill!`, which calls adapters in a checked scope.
             fn forward(&self, xs: &Tensor) -> Tensor {
-                record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(|err| panic!("{err}")))
+                record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
             }
         }
     };

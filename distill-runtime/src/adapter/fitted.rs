@@ -4,7 +4,7 @@
 use std::cell::OnceCell;
 use std::fmt;
 
-use tch::nn::{self, Path};
+use tch::nn::Path;
 use tch::Tensor;
 
 use crate::error::{DistillError, Result};
@@ -45,47 +45,53 @@ impl FittedKind {
 /// before loading a checkpoint into the `VarStore`, so that both see the adapter's variables; a
 /// forward before that is a `DistillError::AdapterNotFitted`, never a silent skip.
 ///
+/// The adapter does not borrow the `VarStore` (so that `vs.load` works while the distillation
+/// lives): `new()` registers its variables under the path it was given as empty placeholders, and the
+/// dry run gives them their shape and initial values in place. The optimizer and `vs.load` then see
+/// them as any other variable; a checkpoint loaded before the dry run does not fit the placeholders
+/// and is an error.
+///
 /// For the dynamic `Mapping`, whose payloads the user applies, the width-given
 /// [`linear_adapter`](super::linear_adapter) and [`conv1x1_adapter`](super::conv1x1_adapter) take
 /// the widths that `DistillModel::dry_run` reports.
-pub struct FittedAdapter<'a> {
-    path: Path<'a>,
+pub struct FittedAdapter {
     kind: FittedKind,
-    layer: OnceCell<Fitted>,
-}
-
-struct Fitted {
-    in_width: i64,
-    out_width: i64,
+    /// `weight` (and `bias` for a linear map): variables of the user's store, empty until fitted.
     ws: Tensor,
     bs: Option<Tensor>,
+    widths: OnceCell<(i64, i64)>,
 }
 
 /// A [`FittedAdapter`] that maps the last dimension with a linear layer. The modules are those of the
 /// pair's endpoints (any types): only their tensors' widths matter.
-pub fn fitted_linear_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter<'a>>
+pub fn fitted_linear_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter>
 where
     P: std::borrow::Borrow<Path<'a>>,
     T: ?Sized,
     S: ?Sized,
 {
-    Ok(FittedAdapter::new(path.borrow().clone(), FittedKind::Linear))
+    Ok(FittedAdapter::new(path.borrow(), FittedKind::Linear))
 }
 
 /// A [`FittedAdapter`] that maps the channels of `[N, C, H, W]` tensors with a 1×1 convolution.
-pub fn fitted_conv1x1_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter<'a>>
+pub fn fitted_conv1x1_adapter<'a, P, T, S>(path: P, _teacher: &T, _student: &S) -> Result<FittedAdapter>
 where
     P: std::borrow::Borrow<Path<'a>>,
     T: ?Sized,
     S: ?Sized,
 {
-    Ok(FittedAdapter::new(path.borrow().clone(), FittedKind::Conv1x1))
+    Ok(FittedAdapter::new(path.borrow(), FittedKind::Conv1x1))
 }
 
-impl<'a> FittedAdapter<'a> {
-    /// An adapter of `kind` whose parameters will live under `path`, not yet fitted.
-    pub fn new(path: Path<'a>, kind: FittedKind) -> Self {
-        FittedAdapter { path, kind, layer: OnceCell::new() }
+impl FittedAdapter {
+    /// An adapter of `kind` whose variables `weight` (and `bias`) are registered under `path`, empty
+    /// until [`fit`](Self::fit) shapes them.
+    pub fn new(path: &Path<'_>, kind: FittedKind) -> Self {
+        let (ws_shape, bs) = match kind {
+            FittedKind::Linear => (&[0i64, 0][..], Some(path.zeros("bias", &[0]))),
+            FittedKind::Conv1x1 => (&[0i64, 0, 1, 1][..], None),
+        };
+        FittedAdapter { kind, ws: path.zeros("weight", ws_shape), bs, widths: OnceCell::new() }
     }
 
     /// What it maps, and how.
@@ -95,7 +101,7 @@ impl<'a> FittedAdapter<'a> {
 
     /// `(input width, output width)` once fitted.
     pub fn widths(&self) -> Option<(i64, i64)> {
-        self.layer.get().map(|layer| (layer.in_width, layer.out_width))
+        self.widths.get().copied()
     }
 
     /// Creates the parameters for `in_width` → `out_width`. Fitting again to the same widths does
@@ -116,25 +122,31 @@ impl<'a> FittedAdapter<'a> {
                 self.kind.constructor()
             )));
         }
-        let fitted = match self.kind {
-            FittedKind::Linear => {
-                let layer = nn::linear(&self.path, in_width, out_width, Default::default());
-                Fitted { in_width, out_width, ws: layer.ws, bs: layer.bs }
-            }
-            FittedKind::Conv1x1 => {
-                let config = nn::ConvConfig { bias: false, ..Default::default() };
-                let layer = nn::conv2d(&self.path, in_width, out_width, 1, config);
-                Fitted { in_width, out_width, ws: layer.ws, bs: None }
-            }
+        // tch's default initialisation of `linear` and `conv2d`: uniform in ±1/√fan_in, the fan-in
+        // of a 1×1 convolution being its input channels.
+        let bound = 1.0 / (in_width as f64).sqrt();
+        let shape = match self.kind {
+            FittedKind::Linear => vec![out_width, in_width],
+            FittedKind::Conv1x1 => vec![out_width, in_width, 1, 1],
         };
+        let options = (self.ws.kind(), self.ws.device());
+        let initial =
+            |shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_empty(shape, options)?.f_uniform_(-bound, bound)?) };
+        tch::no_grad(|| -> Result<()> {
+            self.ws.shallow_clone().f_set_data(&initial(&shape)?)?;
+            if let Some(bs) = &self.bs {
+                bs.shallow_clone().f_set_data(&initial(&[out_width])?)?;
+            }
+            Ok(())
+        })?;
         // `self.widths()` was `None` and nothing else sets the cell on this thread (it is `!Sync`).
-        let _already = self.layer.set(fitted);
+        let _already = self.widths.set((in_width, out_width));
         Ok(())
     }
 
     /// Applies the adapter; an error when it is not fitted yet or `xs` does not fit it.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let layer = self.layer.get().ok_or_else(|| {
+        let (in_width, _) = self.widths().ok_or_else(|| {
             DistillError::InvalidArgument(format!(
                 "`{}` is not fitted yet: run the distillation's `dry_run` on a sample batch first",
                 self.kind.constructor()
@@ -142,21 +154,20 @@ impl<'a> FittedAdapter<'a> {
         })?;
         let size = xs.size();
         let axis = self.kind.axis(size.len());
-        if axis.map(|axis| size[axis]) != Some(layer.in_width) {
+        if axis.map(|axis| size[axis]) != Some(in_width) {
             return Err(DistillError::InvalidArgument(format!(
-                "`{}` was fitted to {} input features and got a tensor of shape {size:?}",
-                self.kind.constructor(),
-                layer.in_width
+                "`{}` was fitted to {in_width} input features and got a tensor of shape {size:?}",
+                self.kind.constructor()
             )));
         }
         Ok(match self.kind {
-            FittedKind::Linear => xs.f_linear(&layer.ws, layer.bs.as_ref())?,
-            FittedKind::Conv1x1 => xs.f_conv2d(&layer.ws, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?,
+            FittedKind::Linear => xs.f_linear(&self.ws, self.bs.as_ref())?,
+            FittedKind::Conv1x1 => xs.f_conv2d(&self.ws, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?,
         })
     }
 }
 
-impl fmt::Debug for FittedAdapter<'_> {
+impl fmt::Debug for FittedAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FittedAdapter").field("kind", &self.kind).field("widths", &self.widths()).finish()
     }

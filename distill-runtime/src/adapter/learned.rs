@@ -5,6 +5,7 @@ use std::borrow::Borrow;
 use tch::nn::{init::DEFAULT_KAIMING_UNIFORM, Module, Path};
 use tch::Tensor;
 
+use super::checked::fail;
 use super::{out_channels, pointwise};
 use crate::capture::{record, TapId};
 use crate::error::{DistillError, Result};
@@ -125,9 +126,10 @@ impl Conv1x1Adapter {
 
 impl Module for Conv1x1Adapter {
     /// # Panics
-    /// When `xs` is not `[N, in, H, W]`; [`f_forward`](Self::f_forward) returns the error instead.
+    /// When `xs` is not `[N, in, H, W]`, as tch's layers do; [`f_forward`](Self::f_forward) returns the
+    /// error instead, and so does `distill!`.
     fn forward(&self, xs: &Tensor) -> Tensor {
-        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(|err| panic!("{err}")))
+        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
     }
 }
 
@@ -139,7 +141,7 @@ impl LinearAdapter {
 
     /// [`Module::forward`] with a typed error when the last dimension of `xs` is not `in`.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let features = self.ws.size()[1];
+        let features = self.ws.size().get(1).copied().unwrap_or_default();
         let size = if xs.defined() { xs.size() } else { Vec::new() };
         if size.last() != Some(&features) {
             return Err(DistillError::InvalidArgument(format!(
@@ -152,9 +154,9 @@ impl LinearAdapter {
 
 impl Module for LinearAdapter {
     /// # Panics
-    /// When the last dimension of `xs` is not `in`; [`f_forward`](Self::f_forward) returns the error
-    /// instead.
+    /// When the last dimension of `xs` is not `in`, as tch's layers do; [`f_forward`](Self::f_forward)
+    /// returns the error instead, and so does `distill!`.
     fn forward(&self, xs: &Tensor) -> Tensor {
-        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(|err| panic!("{err}")))
+        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
     }
 }

@@ -3,8 +3,11 @@
 //! When the student is a channel-pruned copy of the teacher, a conv of the student has fewer output
 //! channels than its teacher conv. [`conv2d_adapter`] narrows the teacher's output to the student's
 //! channels, and [`inverted_conv2d_adapter`] widens the student's output to the teacher's; both are
-//! 1×1 convs initialised from the pruning itself (the kept channels are recovered from the weights by
-//! [`find_conv2d_mapping`]), so distillation starts from an exact correspondence instead of noise.
+//! 1×1 convs initialised from the pruning itself, so distillation starts from an exact
+//! correspondence instead of noise. The kept channels come from the pruning's record, which a conv
+//! made by `distill::prune::prune_conv2d` carries (or one attached from a saved
+//! `distill::prune::PruneRecord`); without one they are recovered from the weights by
+//! [`find_conv2d_mapping`], which says when the weights cannot tell.
 //! For layers that are not pruned copies, the learned adapters ([`learned_conv2d_adapter`],
 //! [`conv1x1_adapter`], [`linear_adapter`]…) start from tch's default random init.
 //!
@@ -13,20 +16,28 @@
 //! records its own output, so it can sit in a user's `#[derive(Distillable)]` struct.
 //!
 //! All constructors take `(path, source, target)` with `source` the teacher's layer and `target` the
-//! student's, as in the seed (`conv2d_adapter(source=teacher_conv, target=student_conv)`).
+//! student's, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`.
+//!
+//! `Module::forward` of an adapter panics on an input it cannot take, as tch's layers do; each has an
+//! `f_forward` that returns the error instead, and `distill!` reports it as an error naming the pair.
 //!
 //! [`Distillable`]: crate::module::Distillable
 
 mod channel_map;
+pub(crate) mod checked;
 mod conv2d;
 mod fitted;
 mod learned;
 
+pub use crate::channels::KeptChannels;
 pub use channel_map::{
     find_channel_mapping, find_channel_mapping_with_tolerance, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
     ChannelMapping, Tolerance,
 };
-pub use conv2d::{conv2d_adapter, inverted_conv2d_adapter, Conv2DAdapter, InvertedConv2DAdapter};
+pub use conv2d::{
+    conv2d_adapter, conv2d_adapter_from_kept, conv2d_adapter_with_tolerance, inverted_conv2d_adapter,
+    inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, Conv2DAdapter, InvertedConv2DAdapter,
+};
 pub use fitted::{fitted_conv1x1_adapter, fitted_linear_adapter, FittedAdapter, FittedKind};
 pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
@@ -40,7 +51,7 @@ use crate::error::{DistillError, Result};
 /// `xs` (`[N, in, H, W]`) through a 1×1 convolution without bias with weight `ws` (`[out, in, 1, 1]`),
 /// with a typed error instead of a libtorch panic when the input does not fit.
 fn pointwise(ws: &Tensor, xs: &Tensor) -> Result<Tensor> {
-    let channels = ws.size()[1];
+    let channels = ws.size().get(1).copied().unwrap_or_default();
     let size = if xs.defined() { xs.size() } else { Vec::new() };
     if size.len() != 4 || size[1] != channels {
         return Err(DistillError::InvalidArgument(format!(

@@ -2,7 +2,12 @@
 
 use tch::{Kind, Reduction, Tensor};
 
-use super::{batch_size, equal_with_dims, Criterion};
+use super::check::{equal_non_empty, logits_2d, parameter};
+use super::{batch_size, catalogue_criterion};
+
+/// mdistiller's offset subtracted from the target logit so that the softmax over the other classes
+/// ignores it.
+const TARGET_MASK: f64 = 1000.0;
 
 /// Decoupled KD, Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022), as the official mdistiller
 /// `dkd_loss`, on logits `(N, C)` with class labels `y` (`N` indices):
@@ -19,10 +24,19 @@ use super::{batch_size, equal_with_dims, Criterion};
 /// rebuilding `Dkd::default() * ramp` each epoch.
 ///
 /// **Labels.** [`Criterion::loss_with_targets`] takes the batch's class indices (any integer kind, `N`
-/// or `N × 1` elements). Without targets — [`Criterion::loss`], or `loss_with_targets(.., None)` — the
+/// or `N × 1` elements, each in `0..C`; anything else — one-hot rows, a wrong count — is an error
+/// from [`Criterion::check_targets`]). Without targets — [`Criterion::loss`], or
+/// `loss_with_targets(.., None)` — the
 /// **teacher's argmax stands in for the label**: the loss is then DKD with respect to the teacher's
 /// prediction, which differs from the paper's wherever the teacher is wrong. Give the labels to get the
 /// paper's loss.
+///
+/// α and β must be finite and ≥ 0, the temperature finite and > 0; the logits need at least 2
+/// classes (the non-target term is over the others).
+///
+/// [`Criterion::loss_with_targets`]: super::Criterion::loss_with_targets
+/// [`Criterion::loss`]: super::Criterion::loss
+/// [`Criterion::check_targets`]: super::Criterion::check_targets
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dkd {
     /// Weight of the target-class term TCKD (mdistiller default: 1).
@@ -47,13 +61,9 @@ impl Default for Dkd {
     }
 }
 
-impl Criterion for Dkd {
-    /// DKD with the teacher's argmax as the label (see the type's documentation).
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+impl Dkd {
+    /// DKD with `targets` as labels, or the teacher's argmax (see the type's documentation).
+    fn compute(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
         let index = match targets {
             Some(targets) => targets.to_device(student.device()).to_kind(Kind::Int64).reshape([-1, 1]),
             None => teacher.argmax(1, true),
@@ -70,16 +80,70 @@ impl Criterion for Dkd {
         let b_teacher = binary(t_scaled.softmax(1, None));
         let tckd = b_student.log().kl_div(&b_teacher, Reduction::Sum, false);
 
-        let mask = gt * 1000.0;
+        let mask = gt * TARGET_MASK;
         let log_p_student = (s_scaled - &mask).log_softmax(1, None);
         let p_teacher = (t_scaled - &mask).softmax(1, None);
         let nckd = log_p_student.kl_div(&p_teacher, Reduction::Sum, false);
 
         (tckd * self.alpha + nckd * self.beta) * (t * t / batch_size(student))
     }
+}
 
-    /// Equal 2-D shapes (logits `(N, C)`).
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        equal_with_dims(student, teacher, 2) && student.len() == 2
+catalogue_criterion!(Dkd {
+    /// α and β finite and ≥ 0, the temperature finite and > 0.
+    fn validate(&self) -> Result<(), String> {
+        parameter("Dkd's alpha", self.alpha, 0.0, false)?;
+        parameter("Dkd's beta", self.beta, 0.0, false)?;
+        parameter("Dkd's temperature", self.temperature, 0.0, true)
     }
+
+    /// Equal, non-empty 2-D shapes (logits `(N, C)`) with at least 2 classes.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        equal_non_empty(student, teacher)?;
+        logits_2d(student)?;
+        if student[1] < 2 {
+            return Err(format!("DKD needs at least 2 classes (a target and the others), got {}", student[1]));
+        }
+        Ok(())
+    }
+
+    /// One class index in `0..C` per sample, of an integer kind, `N` or `N × 1` elements.
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> Result<(), String> {
+        check_labels(student, targets)
+    }
+});
+
+/// Whether `targets` are `N` class indices in `0..C` for logits of shape `[N, C]`, and if not, why.
+fn check_labels(student: &[i64], targets: &Tensor) -> Result<(), String> {
+    let (samples, classes) = match student {
+        [n, c] => (*n, *c),
+        _ => return Ok(()), // the shapes' own check reports this
+    };
+    let shape = targets.size();
+    let one_hot = if shape == [samples, classes] {
+        " (one-hot rows? pass the class indices, `labels.argmax(1, false)`)"
+    } else {
+        ""
+    };
+    let kind = targets.kind();
+    if !matches!(kind, Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64) {
+        return Err(format!(
+            "DKD's targets must be class indices, an integer tensor; got a {kind:?} tensor of shape {shape:?}{one_hot}"
+        ));
+    }
+    let count: i64 = shape.iter().product();
+    if count != samples || shape.len() > 2 || (shape.len() == 2 && shape[1] != 1) {
+        return Err(format!(
+            "DKD needs one class index per sample, shape [{samples}] or [{samples}, 1]; got shape {shape:?}{one_hot}"
+        ));
+    }
+    let (low, high) = match (targets.f_min(), targets.f_max()) {
+        (Ok(low), Ok(high)) => (low.int64_value(&[]), high.int64_value(&[])),
+        (Err(err), _) | (_, Err(err)) => return Err(format!("cannot read DKD's targets: {err}")),
+    };
+    if low < 0 || high >= classes {
+        let bad = if low < 0 { low } else { high };
+        return Err(format!("DKD's targets must be class indices in 0..{classes}, got {bad}"));
+    }
+    Ok(())
 }

@@ -2,7 +2,8 @@
 
 use tch::{Reduction, Tensor};
 
-use super::{batch_size, equal_with_dims, Criterion};
+use super::check::{at_least, equal_non_empty, parameter};
+use super::{batch_size, catalogue_criterion};
 
 /// Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": the KL divergence from the
 /// teacher's to the student's softened class distribution,
@@ -11,7 +12,8 @@ use super::{batch_size, equal_with_dims, Criterion};
 ///
 /// i.e. `T²/N · Σ softmax(t/T) · (log softmax(t/T) − log_softmax(s/T))`, summed over classes (dim 1) and
 /// any further dimensions, divided by the batch size `N`. The `T²` keeps gradient magnitudes independent
-/// of the temperature, as in the paper.
+/// of the temperature, as in the paper. A temperature that is not finite and > 0 is invalid
+/// ([`Criterion::validate`](super::Criterion::validate)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KlDiv {
     /// Softmax temperature `T` (> 0).
@@ -32,19 +34,27 @@ impl Default for KlDiv {
     }
 }
 
-impl Criterion for KlDiv {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+impl KlDiv {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let t = self.temperature;
         let log_p_student = (student / t).log_softmax(1, None);
         let p_teacher = (teacher / t).softmax(1, None);
         log_p_student.kl_div(&p_teacher, Reduction::Sum, false) * (t * t / batch_size(student))
     }
-
-    /// Equal shapes with a class dimension (at least 2-D).
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        equal_with_dims(student, teacher, 2)
-    }
 }
+
+catalogue_criterion!(KlDiv {
+    /// The temperature finite and > 0.
+    fn validate(&self) -> Result<(), String> {
+        parameter("KlDiv's temperature", self.temperature, 0.0, true)
+    }
+
+    /// Equal, non-empty shapes with a class dimension (at least 2-D).
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        equal_non_empty(student, teacher)?;
+        at_least(student, 2, "(N, C, …)")
+    }
+});
 
 /// Cross-entropy against the teacher's soft targets,
 ///
@@ -52,7 +62,7 @@ impl Criterion for KlDiv {
 ///
 /// summed over classes (dim 1) and averaged over the batch (and any further dimensions). It differs
 /// from [`KlDiv`] by the teacher's entropy (a constant for the student), so the student gradients are
-/// the same when there are no further dimensions.
+/// the same when there are no further dimensions. A temperature that is not finite and > 0 is invalid.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftCrossEntropy {
     /// Softmax temperature `T` (> 0).
@@ -73,16 +83,24 @@ impl Default for SoftCrossEntropy {
     }
 }
 
-impl Criterion for SoftCrossEntropy {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+impl SoftCrossEntropy {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let t = self.temperature;
         let log_p_student = (student / t).log_softmax(1, None);
         let p_teacher = (teacher / t).softmax(1, None);
         (p_teacher * log_p_student).sum_dim_intlist(1, false, None).mean(None) * (-t * t)
     }
-
-    /// Equal shapes with a class dimension (at least 2-D).
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        equal_with_dims(student, teacher, 2)
-    }
 }
+
+catalogue_criterion!(SoftCrossEntropy {
+    /// The temperature finite and > 0.
+    fn validate(&self) -> Result<(), String> {
+        parameter("SoftCrossEntropy's temperature", self.temperature, 0.0, true)
+    }
+
+    /// Equal, non-empty shapes with a class dimension (at least 2-D).
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        equal_non_empty(student, teacher)?;
+        at_least(student, 2, "(N, C, …)")
+    }
+});

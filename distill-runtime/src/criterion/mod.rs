@@ -24,8 +24,17 @@
 //! | [`Dist`] | DIST (Huang et al. 2022): inter- and intra-class Pearson relations | equal, 2-D |
 //! | [`Dkd`] | DKD (Zhao et al. 2022): target-class and non-target-class KD; uses labels | equal, 2-D |
 //!
-//! "Shapes" is what [`Criterion::accepts_shapes`] accepts (checked by the engine before a pair's loss):
-//! relational criteria compare samples within a batch, so only the batch sizes must agree.
+//! "Shapes" is what [`Criterion::check_shapes`] accepts (checked by `distill!` before a pair's loss,
+//! and by [`Criterion::f_loss`]): relational criteria compare samples within a batch, so only the
+//! batch sizes must agree. Parameters outside a criterion's domain (a temperature ≤ 0, a NaN weight…)
+//! are reported by [`Criterion::validate`].
+//!
+//! # Checked and unchecked calls
+//!
+//! As in tch, [`Criterion::loss`] returns a tensor and panics on what it cannot compute — for the
+//! catalogue with a message saying why, never with a silent broadcast or NaN — and
+//! [`Criterion::f_loss`] is its fallible twin, returning a [`DistillError`](crate::DistillError)
+//! instead. `distill!` checks parameters and shapes itself and reports them naming the pair.
 //!
 //! The teacher tensor is used as given: the engine runs the teacher without gradient by default, so no
 //! criterion detaches it (with a trainable teacher, gradients flow to both sides).
@@ -42,12 +51,17 @@
 //! let _dkd = Dkd::default().loss_with_targets(&s, &t, Some(&labels));
 //! let gap = weighted(|s: &Tensor, t: &Tensor| (s - t).abs().max(), 2.0); // closures too
 //! assert!(gap.loss(&s, &t).double_value(&[]) > 0.0);
-//! assert!(AttentionTransfer::default().accepts_shapes(&[8, 16, 7, 7], &[8, 64, 7, 7]));
+//! assert!(AttentionTransfer::default().check_shapes(&[8, 16, 7, 7], &[8, 64, 7, 7]).is_ok());
+//! let err = Mse.f_loss(&s, &Tensor::randn([8, 12], (Kind::Float, Device::Cpu))).unwrap_err();
+//! assert!(err.to_string().contains("equal shapes"));
 //! ```
 
 use tch::Tensor;
 
+use crate::error::Result;
+
 mod attention;
+mod check;
 mod dist;
 mod dkd;
 mod logits;
@@ -58,6 +72,8 @@ mod similarity;
 mod weighted;
 
 pub use attention::AttentionTransfer;
+pub use check::check_pair;
+pub(crate) use check::name_pair;
 pub use dist::Dist;
 pub use dkd::Dkd;
 pub use logits::{KlDiv, SoftCrossEntropy};
@@ -68,6 +84,11 @@ pub use similarity::SimilarityPreserving;
 pub use weighted::{weighted, Weighted};
 
 /// A loss between the student's and the teacher's tensor of one pair.
+///
+/// Implement [`loss`](Self::loss) (and [`loss_with_targets`](Self::loss_with_targets) for a criterion
+/// that uses labels); override [`check_shapes`](Self::check_shapes), [`validate`](Self::validate)
+/// and [`check_targets`](Self::check_targets) to say what the criterion cannot compute, so that
+/// `distill!` and [`f_loss`](Self::f_loss) report it as an error instead of computing nonsense.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a distillation criterion",
     label = "not a criterion",
@@ -75,19 +96,61 @@ pub use weighted::{weighted, Weighted};
 )]
 pub trait Criterion {
     /// The loss (a scalar tensor) between `student` and `teacher`.
+    ///
+    /// Unchecked in the tch style: like tch's operations, it panics on input it cannot compute (the
+    /// catalogue's criteria with a message saying why, never with a silent broadcast or NaN);
+    /// [`f_loss`](Self::f_loss) is the fallible twin.
     fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor;
 
     /// The loss with the batch's targets (class indices), for criteria that use labels ([`Dkd`]).
-    /// The default ignores `targets`.
+    /// The default ignores `targets`. Unchecked, as [`loss`](Self::loss);
+    /// [`f_loss_with_targets`](Self::f_loss_with_targets) is the fallible twin.
     fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
         let _ = targets;
         self.loss(student, teacher)
     }
 
-    /// Whether a pair with these shapes (after adapters) can be compared. The default demands equal
-    /// shapes; relational criteria accept any batch-aligned pair.
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        student == teacher
+    /// Why this criterion's parameters are invalid (e.g. "the temperature must be finite and > 0, got
+    /// 0"), or `Ok`. `distill!` calls it before a pair's first loss. The default accepts any.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    /// Why a pair with these shapes (after adapters) cannot be compared (e.g. "it needs at least 2
+    /// samples in the batch, got 1"), or `Ok`. The default demands equal shapes; relational criteria
+    /// accept any batch-aligned pair.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
+        check::equal(student, teacher)
+    }
+
+    /// Why `targets` do not fit a pair whose student tensor has shape `student` (wrong count, not
+    /// class indices, a class out of range), or `Ok`. The default ignores targets.
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
+        let _ = (student, targets);
+        Ok(())
+    }
+
+    /// The loss, or an error saying why it cannot be computed: the checked twin of
+    /// [`loss`](Self::loss).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) (parameters),
+    /// [`DistillError::ShapeMismatch`](crate::DistillError::ShapeMismatch) (shapes), and for the
+    /// catalogue [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when the
+    /// tensors are not of one floating-point kind on one device.
+    fn f_loss(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+        self.f_loss_with_targets(student, teacher, None)
+    }
+
+    /// [`f_loss`](Self::f_loss) with the batch's targets: the checked twin of
+    /// [`loss_with_targets`](Self::loss_with_targets).
+    ///
+    /// # Errors
+    /// As [`f_loss`](Self::f_loss), and
+    /// [`DistillError::InvalidTargets`](crate::DistillError::InvalidTargets) for targets that do not fit.
+    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        check::check_call(self, student, teacher, targets)?;
+        Ok(self.loss_with_targets(student, teacher, targets))
     }
 
     /// This criterion scaled by `weight`.
@@ -105,6 +168,41 @@ impl<F: Fn(&Tensor, &Tensor) -> Tensor> Criterion for F {
         self(student, teacher)
     }
 }
+
+/// Implements [`Criterion`] for a catalogue type from its inherent
+/// `compute(&self, student, teacher, targets) -> Tensor` and the checks given in braces: `f_loss_with_targets`
+/// checks and computes, `loss` and `loss_with_targets` panic with its error.
+macro_rules! catalogue_criterion {
+    ($ty:ty { $($checks:tt)* }) => {
+        impl $crate::criterion::Criterion for $ty {
+            fn loss(&self, student: &::tch::Tensor, teacher: &::tch::Tensor) -> ::tch::Tensor {
+                self.loss_with_targets(student, teacher, None)
+            }
+
+            fn loss_with_targets(
+                &self,
+                student: &::tch::Tensor,
+                teacher: &::tch::Tensor,
+                targets: Option<&::tch::Tensor>,
+            ) -> ::tch::Tensor {
+                self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+            }
+
+            fn f_loss_with_targets(
+                &self,
+                student: &::tch::Tensor,
+                teacher: &::tch::Tensor,
+                targets: Option<&::tch::Tensor>,
+            ) -> $crate::error::Result<::tch::Tensor> {
+                $crate::criterion::check::check_catalogue_call(self, student, teacher, targets)?;
+                Ok(self.compute(student, teacher, targets))
+            }
+
+            $($checks)*
+        }
+    };
+}
+use catalogue_criterion;
 
 /// Implements `criterion * weight` and `weight * criterion` (both `f64`) for catalogue types, giving a
 /// [`Weighted`]. A blanket `impl<C: Criterion> Mul<f64> for C` is ruled out by the orphan rule.
@@ -143,9 +241,12 @@ scalable!(
     Dkd,
 );
 
+/// `F.normalize`'s default `eps`: norms are clamped below at it.
+const NORMALIZE_EPS: f64 = 1e-12;
+
 /// `F.normalize(x, p=2, dim, eps=1e-12)`: `x / max(‖x‖₂ along dim, eps)`.
 fn normalize(x: &Tensor, dim: i64) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [dim], true).clamp_min(1e-12)
+    x / x.norm_scalaropt_dim(2, [dim], true).clamp_min(NORMALIZE_EPS)
 }
 
 /// `x` as `(N, -1)`: one row per sample (a view when `x` is contiguous, as PyTorch's `reshape`).
@@ -157,14 +258,4 @@ fn rows(x: &Tensor) -> Tensor {
 /// The batch size (first dimension), as a float for averaging.
 fn batch_size(x: &Tensor) -> f64 {
     x.size().first().copied().unwrap_or(1) as f64
-}
-
-/// Equal shapes with at least `min_dims` dimensions.
-fn equal_with_dims(student: &[i64], teacher: &[i64], min_dims: usize) -> bool {
-    student == teacher && student.len() >= min_dims
-}
-
-/// At least one dimension each, and the same (non-empty) batch size.
-fn same_batch(student: &[i64], teacher: &[i64]) -> bool {
-    matches!((student.first(), teacher.first()), (Some(&n), Some(&m)) if n == m && n > 0)
 }

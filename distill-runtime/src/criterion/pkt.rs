@@ -2,8 +2,10 @@
 
 use tch::Tensor;
 
-use super::{rows, same_batch, Criterion};
+use super::check::same_batch;
+use super::{catalogue_criterion, rows};
 
+/// The reference's ε, added to norms and probabilities.
 const EPS: f64 = 1e-7;
 
 /// Probabilistic knowledge transfer, Passalis & Tefas, "Learning Deep Representations with
@@ -28,15 +30,17 @@ fn probabilities(x: &Tensor) -> Tensor {
     &kernel / kernel.sum_dim_intlist(1, true, None)
 }
 
-impl Criterion for Pkt {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+impl Pkt {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let p = probabilities(student);
         let q = probabilities(teacher);
         (&q * ((&q + EPS) / (p + EPS)).log()).mean(None)
     }
-
-    /// The same batch size; any feature shapes.
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        same_batch(student, teacher)
-    }
 }
+
+catalogue_criterion!(Pkt {
+    /// The same (non-empty) batch size; any feature shapes.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        same_batch(student, teacher, 1)
+    }
+});

@@ -2,7 +2,11 @@
 
 use tch::{Kind, Reduction, Tensor};
 
-use super::{normalize, rows, same_batch, Criterion};
+use super::check::{parameter, same_batch};
+use super::{catalogue_criterion, normalize, rows};
+
+/// The reference's floor on squared distances, before the square root.
+const SQUARED_DISTANCE_FLOOR: f64 = 1e-12;
 
 /// Relational KD, Park et al., "Relational Knowledge Distillation" (CVPR 2019), as the authors' code
 /// and RepDistiller's `distiller_zoo/RKD.py`, on features flattened to `(N, -1)`:
@@ -17,7 +21,8 @@ use super::{normalize, rows, same_batch, Criterion};
 /// computed (RKD-D or RKD-A alone). The angle term holds `N² × D` differences, as the reference does.
 ///
 /// Only the batch sizes must agree (any feature widths), and the batch needs at least 2 samples: with
-/// one, the mean distance is 0/0 (NaN in the reference too), so [`Criterion::accepts_shapes`] rejects it.
+/// one, the mean distance is 0/0 (NaN in the reference too), so
+/// [`Criterion::check_shapes`](super::Criterion::check_shapes) rejects it. Weights must be finite and ≥ 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rkd {
     /// Weight of the distance term (paper: 25).
@@ -44,9 +49,9 @@ impl Default for Rkd {
 /// boolean identity), divided by their off-diagonal mean.
 fn normalized_distances(e: &Tensor, n: i64, diagonal: &Tensor) -> Tensor {
     let square = e.square().sum_dim_intlist(1, false, None);
-    let squared = (square.unsqueeze(1) + square.unsqueeze(0) - e.mm(&e.tr()) * 2.0).clamp_min(1e-12);
+    let squared = (square.unsqueeze(1) + square.unsqueeze(0) - e.mm(&e.tr()) * 2.0).clamp_min(SQUARED_DISTANCE_FLOOR);
     let d = squared.sqrt().masked_fill(diagonal, 0.0);
-    // Off-diagonal entries are ≥ sqrt(1e-12) > 0 and the diagonal is 0, so this is the reference's
+    // Off-diagonal entries are ≥ sqrt(floor) > 0 and the diagonal is 0, so this is the reference's
     // `d[d > 0].mean()` without its data-dependent (host-synchronising) indexing.
     let mean = d.sum(None) / (n * (n - 1)) as f64;
     d / mean
@@ -58,11 +63,11 @@ fn angles(e: &Tensor) -> Tensor {
     directions.bmm(&directions.transpose(1, 2)).reshape([-1])
 }
 
-impl Criterion for Rkd {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+impl Rkd {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let (s, t) = (rows(student), rows(teacher));
         let distance = || {
-            let n = s.size()[0];
+            let n = s.size().first().copied().unwrap_or(1);
             let diagonal = Tensor::eye(n, (Kind::Bool, s.device()));
             let (d_s, d_t) = (normalized_distances(&s, n, &diagonal), normalized_distances(&t, n, &diagonal));
             d_s.smooth_l1_loss(&d_t, Reduction::Mean, 1.0) * self.distance_weight
@@ -75,9 +80,17 @@ impl Criterion for Rkd {
             (_, false) => distance(),
         }
     }
-
-    /// The same batch size, at least 2; any feature shapes.
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        same_batch(student, teacher) && student[0] >= 2
-    }
 }
+
+catalogue_criterion!(Rkd {
+    /// Both weights finite and ≥ 0.
+    fn validate(&self) -> Result<(), String> {
+        parameter("Rkd's distance_weight", self.distance_weight, 0.0, false)?;
+        parameter("Rkd's angle_weight", self.angle_weight, 0.0, false)
+    }
+
+    /// The same batch size, at least 2 (distances between samples); any feature shapes.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        same_batch(student, teacher, 2)
+    }
+});

@@ -2,7 +2,8 @@
 
 use tch::Tensor;
 
-use super::{batch_size, normalize, rows, same_batch, Criterion};
+use super::check::same_batch;
+use super::{batch_size, catalogue_criterion, normalize, rows};
 
 /// Similarity-preserving KD, Tung & Mori, "Similarity-Preserving Knowledge Distillation" (ICCV 2019),
 /// as RepDistiller's `distiller_zoo/SP.py` (verified there by the paper's author):
@@ -20,14 +21,16 @@ fn gram(x: &Tensor) -> Tensor {
     normalize(&f.mm(&f.tr()), 1)
 }
 
-impl Criterion for SimilarityPreserving {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+impl SimilarityPreserving {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let n = batch_size(student);
         (gram(teacher) - gram(student)).square().sum(None) / (n * n)
     }
-
-    /// The same batch size; any feature shapes.
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        same_batch(student, teacher)
-    }
 }
+
+catalogue_criterion!(SimilarityPreserving {
+    /// The same (non-empty) batch size; any feature shapes.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+        same_batch(student, teacher, 1)
+    }
+});

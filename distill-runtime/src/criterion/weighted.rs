@@ -5,9 +5,11 @@ use std::ops::Mul;
 use tch::Tensor;
 
 use super::Criterion;
+use crate::error::{DistillError, Result};
 
 /// `criterion` scaled by `weight`: `weight · criterion(s, t)`. Built by `criterion * weight`,
-/// [`Criterion::weighted`] or [`weighted`].
+/// [`Criterion::weighted`] or [`weighted`]. A weight that is not finite is invalid
+/// ([`Criterion::validate`]); shapes and targets are checked by the scaled criterion.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Weighted<C> {
     /// The scaled criterion.
@@ -21,15 +23,45 @@ pub fn weighted<C: Criterion>(criterion: C, weight: f64) -> Weighted<C> {
     Weighted { criterion, weight }
 }
 
-impl<C: Criterion> Criterion for Weighted<C> {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.criterion.loss(student, teacher) * self.weight
+impl<C> Weighted<C> {
+    fn check_weight(&self) -> std::result::Result<(), String> {
+        if !self.weight.is_finite() {
+            return Err(format!("the weight must be finite, got {}", self.weight));
+        }
+        Ok(())
     }
+}
+
+impl<C: Criterion> Criterion for Weighted<C> {
+    /// The scaled criterion's loss times the weight; panics on a non-finite weight, and as the scaled
+    /// criterion does.
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        self.loss_with_targets(student, teacher, None)
+    }
+
     fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        if let Err(reason) = self.check_weight() {
+            panic!("invalid criterion: {reason}");
+        }
         self.criterion.loss_with_targets(student, teacher, targets) * self.weight
     }
-    fn accepts_shapes(&self, student: &[i64], teacher: &[i64]) -> bool {
-        self.criterion.accepts_shapes(student, teacher)
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.check_weight()?;
+        self.criterion.validate()
+    }
+
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
+        self.criterion.check_shapes(student, teacher)
+    }
+
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
+        self.criterion.check_targets(student, targets)
+    }
+
+    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        self.check_weight().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
+        Ok(self.criterion.f_loss_with_targets(student, teacher, targets)? * self.weight)
     }
 }
 

@@ -3,7 +3,7 @@
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
-use crate::criterion::Criterion;
+use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::engine::Engine;
 use crate::error::{DistillError, Result};
@@ -124,11 +124,8 @@ where
             .pairs
             .iter()
             .zip(&self.mapping.pairs)
-            .filter(|(shapes, pair)| !pair.payload.accepts_shapes(&shapes.student, &shapes.teacher))
-            .map(|(shapes, _)| DistillError::ShapeMismatch {
-                pair: shapes.label.clone(),
-                student: shapes.student.clone(),
-                teacher: shapes.teacher.clone(),
+            .filter_map(|(shapes, pair)| {
+                check_pair(&pair.payload, &shapes.label, &shapes.student, &shapes.teacher).err()
             })
             .collect();
         if problems.is_empty() {

@@ -5,18 +5,23 @@ use std::borrow::Borrow;
 use tch::nn::{ConvConfig, ConvConfigND, Module, Path};
 use tch::Tensor;
 
-use super::leaf::tch_wrapper;
+use super::leaf::{tappable_leaf, tch_deref};
 use crate::capture::{record, TapId};
+use crate::channels::KeptChannels;
+use crate::error::{DistillError, Result};
 
 /// A convolution over `ND` spatial dimensions; derefs to `tch::nn::Conv<ND>` (`ws`, `bs`).
 ///
 /// It also keeps the config it was built with ([`Conv::config`]), which tch keeps private, so that
-/// `distill::prune` can derive a channel-sliced copy with the same stride, padding, dilation, groups.
+/// `distill::prune` can derive a channel-sliced copy with the same stride, padding, dilation, groups;
+/// and, for a channel-pruned copy, which channels of its source it kept ([`Conv::pruned_from`]), so
+/// that the selection adapters need not recover them from weights that training has changed.
 #[derive(Debug)]
 pub struct Conv<ND> {
     inner: tch::nn::Conv<ND>,
     tap: TapId,
     config: Option<ConvConfigND<ND>>,
+    pruned_from: Option<KeptChannels>,
 }
 
 /// 1-D convolution.
@@ -26,7 +31,63 @@ pub type Conv2D = Conv<[i64; 2]>;
 /// 3-D convolution.
 pub type Conv3D = Conv<[i64; 3]>;
 
-tch_wrapper!(Conv<ND>, tch::nn::Conv<ND>, config: ConvConfigND<ND>);
+tappable_leaf!(Conv<ND>);
+tch_deref!(Conv<ND>, tch::nn::Conv<ND>);
+
+impl<ND> Conv<ND> {
+    /// Wraps a tch layer, giving it a fresh tap. tch keeps a layer's config private, so the wrapper
+    /// does not know it ([`config`](Self::config) is `None`) and operations that need it (e.g.
+    /// `distill::prune`) return an error: prefer [`from_tch_with_config`](Self::from_tch_with_config).
+    pub fn from_tch(inner: tch::nn::Conv<ND>) -> Self {
+        Conv { inner, tap: TapId::fresh(), config: None, pruned_from: None }
+    }
+
+    /// Wraps a tch layer built with `config`, giving it a fresh tap.
+    pub fn from_tch_with_config(inner: tch::nn::Conv<ND>, config: ConvConfigND<ND>) -> Self {
+        Conv { inner, tap: TapId::fresh(), config: Some(config), pruned_from: None }
+    }
+
+    /// The config the layer was built with; `None` when it was wrapped with `from_tch`.
+    pub fn config(&self) -> Option<&ConvConfigND<ND>> {
+        self.config.as_ref()
+    }
+
+    /// Which channels of its source this conv kept, when it is a channel-pruned copy: set by
+    /// `distill::prune::prune_conv2d`, or attached with [`set_pruned_from`](Self::set_pruned_from).
+    /// The record survives training and `VarStore::load`, which change only the weights.
+    pub fn pruned_from(&self) -> Option<&KeptChannels> {
+        self.pruned_from.as_ref()
+    }
+
+    /// Records that this conv is a channel-pruned copy holding the channels `kept` of its source —
+    /// for a student built fresh (not by pruning), e.g. before loading a trained checkpoint, from a
+    /// saved `distill::prune::PruneRecord`. Replaces an earlier record.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when the record's
+    /// pruned shape is not this conv's weight shape.
+    pub fn set_pruned_from(&mut self, kept: KeptChannels) -> Result<()> {
+        let shape = if self.inner.ws.defined() { self.inner.ws.size() } else { Vec::new() };
+        if shape != kept.pruned_shape() {
+            return Err(DistillError::InvalidArgument(format!(
+                "a pruning record of a weight {:?} → {:?} does not fit a conv of weight shape {shape:?}",
+                kept.source_shape(),
+                kept.pruned_shape()
+            )));
+        }
+        self.pruned_from = Some(kept);
+        Ok(())
+    }
+
+    /// This conv with the record `kept` attached (see [`set_pruned_from`](Self::set_pruned_from)).
+    ///
+    /// # Errors
+    /// As [`set_pruned_from`](Self::set_pruned_from).
+    pub fn with_pruned_from(mut self, kept: KeptChannels) -> Result<Self> {
+        self.set_pruned_from(kept)?;
+        Ok(self)
+    }
+}
 
 impl<ND: std::fmt::Debug + Send> Module for Conv<ND>
 where

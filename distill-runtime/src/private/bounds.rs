@@ -296,7 +296,7 @@ impl<'m, A: ModuleT + 'm, E: Into<DistillError>> IntoAdapter<'m> for std::result
 }
 
 /// A fitted adapter is sized by the dry run; it is no `ModuleT` until then.
-impl<'m, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<FittedAdapter<'m>, E> {
+impl<'m, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<FittedAdapter, E> {
     fn into_adapter(self) -> Result<PairAdapter<'m>> {
         match self {
             Ok(adapter) => Ok(PairAdapter::Fitted(adapter)),

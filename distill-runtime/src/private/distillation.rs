@@ -6,8 +6,9 @@ use std::fmt;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use crate::adapter::checked::checked_forward;
 use crate::adapter::{FittedAdapter, FittedKind};
-use crate::criterion::Criterion;
+use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
@@ -38,7 +39,7 @@ pub enum PairAdapter<'m> {
     /// Any tch module.
     Module(Box<dyn ModuleT + 'm>),
     /// Sized from the pair's tensors by `dry_run`.
-    Fitted(FittedAdapter<'m>),
+    Fitted(FittedAdapter),
 }
 
 impl fmt::Debug for PairAdapter<'_> {
@@ -54,13 +55,12 @@ impl PairAdapter<'_> {
     /// `tensor` through the adapter, for pair `label`'s `side`.
     fn apply(&self, tensor: &Tensor, train: bool, label: &str, side: Side) -> Result<Tensor> {
         match self {
-            PairAdapter::Module(module) => Ok(module.forward_t(tensor, train)),
-            PairAdapter::Fitted(fitted) => fitted.f_forward(tensor).map_err(|error| DistillError::AdapterInput {
-                pair: label.to_owned(),
-                side,
-                source: Box::new(error),
-            }),
+            // The adapters of `distill::adapter` report an input they cannot take through
+            // `checked_forward` instead of panicking.
+            PairAdapter::Module(module) => checked_forward(|| module.forward_t(tensor, train)),
+            PairAdapter::Fitted(fitted) => fitted.f_forward(tensor),
         }
+        .map_err(|error| DistillError::AdapterInput { pair: label.to_owned(), side, source: Box::new(error) })
     }
 }
 
@@ -135,13 +135,7 @@ impl<'m> Core<'m> {
             .map(|(spec, (s, t))| {
                 let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
                 let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
-                if !spec.criterion.accepts_shapes(&student.size(), &teacher.size()) {
-                    return Err(DistillError::ShapeMismatch {
-                        pair: spec.label.to_owned(),
-                        student: student.size(),
-                        teacher: teacher.size(),
-                    });
-                }
+                check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
                 Ok(Pair::new(student, teacher, spec.label, &*spec.criterion))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -188,14 +182,12 @@ fn dry_run_pair(spec: &PairSpec<'_>, student: Tensor, teacher: Tensor) -> Result
     let student = adapt(student, spec.student_adapter.as_ref(), false, label, Side::Student)?;
     let teacher = adapt(teacher, spec.teacher_adapter.as_ref(), false, label, Side::Teacher)?;
     let (student, teacher) = (student.size(), teacher.size());
-    if !spec.criterion.accepts_shapes(&student, &teacher) {
-        return Err(DistillError::ShapeMismatch { pair: label.to_owned(), student, teacher });
-    }
+    check_pair(&*spec.criterion, label, &student, &teacher)?;
     Ok(PairShapes { label: label.to_owned(), student, teacher })
 }
 
 /// Fits `fitted` (on `side`) from the width of `own` (its input) to the width of `other`.
-fn fit(fitted: &FittedAdapter<'_>, own: &Tensor, other: &Tensor, label: &str, side: Side) -> Result<()> {
+fn fit(fitted: &FittedAdapter, own: &Tensor, other: &Tensor, label: &str, side: Side) -> Result<()> {
     let (own_size, other_size) = (own.size(), other.size());
     let kind = fitted.kind();
     let widths = kind.axis(own_size.len()).zip(kind.axis(other_size.len()));

@@ -76,7 +76,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// checks every endpoint against the models — indices in range, string paths that
             /// exist, modules that record — before any step.
             #path_unused
-            pub fn new<'p: 'm>(
+            pub fn new<'p>(
                 path: impl ::core::borrow::Borrow<#p::tch::nn::Path<'p>>,
                 student: &'m #student_ty,
                 teacher: &'m #teacher_ty,

@@ -1,6 +1,11 @@
 //! Structured (channel) pruning helpers: choose filters to keep, and derive channel-sliced copies of
 //! `Conv2D`, `BatchNorm` and `Linear` layers under a new `nn::Path`.
 //!
+//! A pruned conv remembers which channels of its source it kept ([`Conv::pruned_from`], a
+//! [`KeptChannels`]), so that `conv2d_adapter` and `inverted_conv2d_adapter` select exactly those
+//! channels, however the student's weights change in training. A [`PruneRecord`] collects these
+//! records by module path, saves them beside a checkpoint, and attaches them to a student built fresh.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), distill_runtime::DistillError> {
 //! use distill_runtime::{nn, prune};
@@ -17,14 +22,21 @@
 //! `tch::no_grad`, and create the same variables as tch's constructors (`weight`, `bias`,
 //! `running_mean`, `running_var`) with the same config, so the copy computes exactly the kept
 //! channels of the original.
+//!
+//! [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
+
+mod record;
 
 use std::borrow::Borrow;
 
 use tch::nn::{LinearConfig, Path};
 use tch::{Device, Kind, Tensor};
 
+use crate::channels::check_indices;
+pub use crate::channels::KeptChannels;
 use crate::error::{DistillError, Result};
 use crate::nn::{self, BatchNorm, Conv2D, Linear};
+pub use record::PruneRecord;
 
 /// The indices of the `keep` filters (slices along dimension 0) of `weight` with the largest L1 norm,
 /// ascending. Equal norms keep the lower index.
@@ -83,6 +95,9 @@ pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
 /// dilation and padding mode, variables `weight` (`conv.ws[out_keep][:, in_keep]`) and, if `conv` has
 /// one, `bias` (`conv.bs[out_keep]`).
 ///
+/// The copy carries the record of its pruning ([`Conv::pruned_from`](crate::nn::Conv::pruned_from):
+/// `conv`'s weight shape and the kept indices), from which the selection adapters are built.
+///
 /// # Errors
 /// - [`DistillError::ChannelOutOfRange`], [`DistillError::DuplicateChannel`] for a bad index;
 ///   [`DistillError::InvalidArgument`] for an empty list;
@@ -107,7 +122,7 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
             config.groups
         )));
     }
-    let size = conv.ws.size();
+    let size = weight_shape(&conv.ws, 4, "conv2d")?;
     let (out_idx, out_dim) = indices(out_keep, size[0], "output channel", conv.ws.device())?;
     let (in_idx, in_dim) = match in_keep {
         Some(keep) => {
@@ -116,7 +131,9 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
         }
         None => (None, size[1]),
     };
-    let pruned = nn::conv(path, in_dim, out_dim, [size[2], size[3]], config);
+    let input = in_keep.map_or_else(|| (0..size[1]).collect(), <[i64]>::to_vec);
+    let kept = KeptChannels::new(&size, out_keep.to_vec(), input)?;
+    let mut pruned = nn::conv(path, in_dim, out_dim, [size[2], size[3]], config);
     let mut weight = conv.ws.f_index_select(0, &out_idx)?;
     if let Some(in_idx) = &in_idx {
         weight = weight.f_index_select(1, in_idx)?;
@@ -125,6 +142,7 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
     if let (Some(dst), Some(src)) = (&pruned.bs, &conv.bs) {
         copy_into(dst, &src.f_index_select(0, &out_idx)?)?;
     }
+    pruned.set_pruned_from(kept)?;
     Ok(pruned)
 }
 
@@ -143,7 +161,7 @@ pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: 
                 .into(),
         ));
     };
-    let channels = bn.running_mean.size()[0];
+    let channels = weight_shape(&bn.running_mean, 1, "batch norm's running mean")?[0];
     let (idx, dim) = indices(keep, channels, "channel", bn.running_mean.device())?;
     let pruned = match bn.nd {
         1 => nn::batch_norm1d(path, dim, config),
@@ -173,7 +191,7 @@ pub fn prune_linear<'a, P: Borrow<Path<'a>>>(
     out_keep: Option<&[i64]>,
     in_keep: Option<&[i64]>,
 ) -> Result<Linear> {
-    let size = lin.ws.size();
+    let size = weight_shape(&lin.ws, 2, "linear")?;
     let device = lin.ws.device();
     let out = out_keep.map(|keep| indices(keep, size[0], "output feature", device)).transpose()?;
     let inp = in_keep.map(|keep| indices(keep, size[1], "input feature", device)).transpose()?;
@@ -199,21 +217,21 @@ pub fn prune_linear<'a, P: Borrow<Path<'a>>>(
     Ok(pruned)
 }
 
+/// The shape of a layer's `tensor`, checked to have `dims` dimensions.
+fn weight_shape(tensor: &Tensor, dims: usize, what: &str) -> Result<Vec<i64>> {
+    let size = if tensor.defined() { tensor.size() } else { Vec::new() };
+    if size.len() != dims || !tensor.defined() {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot prune a {what} whose tensor has shape {size:?}: expected {dims} dimensions"
+        )));
+    }
+    Ok(size)
+}
+
 /// Checks kept indices against a size of `channels` and returns them as an index tensor on `device`,
 /// with their count.
 fn indices(keep: &[i64], channels: i64, what: &'static str, device: Device) -> Result<(Tensor, i64)> {
-    if keep.is_empty() {
-        return Err(DistillError::InvalidArgument(format!("cannot keep zero {what}s")));
-    }
-    let mut seen = vec![false; usize::try_from(channels).unwrap_or(0)];
-    for &index in keep {
-        let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
-            return Err(DistillError::ChannelOutOfRange { what, index, channels });
-        };
-        if std::mem::replace(slot, true) {
-            return Err(DistillError::DuplicateChannel { what, index });
-        }
-    }
+    check_indices(keep, channels, what)?;
     Ok((Tensor::from_slice(keep).f_to_device(device)?, keep.len() as i64))
 }
 

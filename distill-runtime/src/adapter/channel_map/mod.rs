@@ -1,0 +1,397 @@
+//! Recovering which channels a channel-pruned layer kept, from the weights alone.
+//!
+//! A pruned copy of a layer with weight `W` of shape `[O, I, k…]` has the weight
+//! `T = W[output][:, input]` of shape `[o, i, k…]`, for some distinct kept output channels `output`
+//! and distinct kept input channels `input`, in any order. [`find_conv2d_mapping`] recovers both lists
+//! from `W` and `T` when the weights determine them, and says so when they do not; the algorithm is
+//! described there.
+//!
+//! - `index`: classes of identical source channels, and the source slices each target slice matches;
+//! - `search`: candidates, consistency and the depth-first search, written once over an axis;
+//! - `matching`: whether the target channels can take distinct source channels;
+//! - `budget`: the bound on work (and so on time and memory) of one problem.
+
+mod budget;
+mod index;
+mod matching;
+mod search;
+
+use tch::{Device, Kind, Tensor};
+
+pub use crate::channels::ChannelMapping;
+use crate::error::{DistillError, Result};
+use budget::{Budget, WORK_BUDGET};
+use index::{Index, Weights};
+use search::{candidates, propagate, search, Assignment, Domains, Stop};
+
+/// The default absolute tolerance: a pruned copy is normally bit-exact; this also accepts copies that
+/// went through another device or a float32 round trip of float64 weights.
+const DEFAULT_ATOL: f64 = 1e-6;
+/// The default relative tolerance (see [`DEFAULT_ATOL`]).
+const DEFAULT_RTOL: f64 = 1e-5;
+
+/// How close two weights must be to count as equal: `|t − s| ≤ atol + rtol · |s|`, element by element
+/// (`torch.allclose`'s rule, with `s` the source value). Exactly equal values always match, infinities
+/// included; NaN never does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance, in `[0, 1)`.
+    pub rtol: f64,
+}
+
+impl Default for Tolerance {
+    /// `atol = 1e-6`, `rtol = 1e-5`: a pruned copy is normally bit-exact; this also accepts copies that
+    /// went through another device or a float32 round trip of float64 weights.
+    fn default() -> Self {
+        Tolerance { atol: DEFAULT_ATOL, rtol: DEFAULT_RTOL }
+    }
+}
+
+impl Tolerance {
+    /// Bit-exact comparison (`atol = rtol = 0`).
+    pub const EXACT: Tolerance = Tolerance { atol: 0.0, rtol: 0.0 };
+
+    /// A tolerance with the given absolute and relative parts.
+    pub fn new(atol: f64, rtol: f64) -> Tolerance {
+        Tolerance { atol, rtol }
+    }
+
+    /// Checks that `atol` is finite and ≥ 0 and `rtol` is in `[0, 1)`.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] otherwise.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.atol.is_finite() && self.atol >= 0.0 && self.rtol.is_finite() && (0.0..1.0).contains(&self.rtol)) {
+            return Err(DistillError::InvalidArgument(format!(
+                "invalid tolerance {self:?}: atol must be finite and ≥ 0, rtol in [0, 1)"
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn close(&self, target: f64, source: f64) -> bool {
+        target == source || (target - source).abs() <= self.atol + self.rtol * source.abs()
+    }
+}
+
+/// The two channel axes of a weight `[out, in, …]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Axis {
+    Output,
+    Input,
+}
+
+/// Both axes, outputs first.
+const AXES: [Axis; 2] = [Axis::Output, Axis::Input];
+
+impl Axis {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn other(self) -> Axis {
+        match self {
+            Axis::Output => Axis::Input,
+            Axis::Input => Axis::Output,
+        }
+    }
+
+    /// What a channel of this axis is called in messages.
+    fn channel(self) -> &'static str {
+        match self {
+            Axis::Output => "output channel",
+            Axis::Input => "input channel",
+        }
+    }
+}
+
+/// Finds which output and input channels of the conv weight `source` (`[O, I, kh, kw]`) the conv weight
+/// `target` (`[o, i, kh, kw]`) was sliced from, comparing with the default [`Tolerance`].
+///
+/// Kept channels may be in any order, and both axes may be pruned. The answer is exact or an error:
+/// when more than one selection of source channels reproduces the target and they would compute
+/// different outputs, that is [`DistillError::AmbiguousChannelMapping`] naming a channel and two of
+/// its possible sources — the weights cannot tell, and a guess would silently distill the wrong
+/// channels. Source channels that are *identical* (equal slices over every channel of the other axis)
+/// compute the same thing, so they are interchangeable rather than ambiguous: a target channel taken
+/// from one of them gets the lowest unused index of the group. The pruning's own record of the kept
+/// channels (`distill::prune`) is always exact; prefer it when you have it.
+///
+/// # Algorithm
+///
+/// Each weight is viewed as a grid of *slices*: `W[s][c]` is the `k…` kernel of source output channel
+/// `s` and input channel `c` (a single number for a 1×1 kernel or a linear layer), `T[a][b]` likewise.
+/// A mapping is valid when every target slice is close to its source slice:
+/// `T[a][b] ≈ W[output[a]][input[b]]`, element by element, within the [`Tolerance`].
+///
+/// 1. **Index.** Exactly equal source slices form slice classes, sorted by L1 norm; source output
+///    channels with identical slice classes over every input channel form an output class (identical
+///    biases too, for a layer with a bias), and input channels likewise. For each target slice, only
+///    slice classes whose norm lies in a window around its own can match (the window follows from the
+///    tolerance, so it never excludes a match); each is compared element by element.
+/// 2. **Candidates.** For each target output channel `a`, the output classes holding a match of
+///    `T[a][b]`, with `b` the input channel whose slice has the fewest matches; symmetrically for each
+///    target input channel. With generic weights every list has a single entry here.
+/// 3. **Consistency.** Candidates are removed until every remaining class `x` of `a` has, for every `b`,
+///    a remaining class `y` with `T[a][b] ≈ W[x][y]`, and symmetrically (arc consistency); then a
+///    matching checks that each axis can take distinct source channels (a class of `n` identical
+///    channels serves up to `n` target channels). An empty list is a
+///    [`DistillError::NoChannelMapping`] naming the channel.
+/// 4. **Search.** Depth-first with forward checking: the unassigned channel with the fewest candidates
+///    is assigned next, lowest class first; each choice narrows the other axis to the candidates that
+///    agree with it and re-checks the matchings. A dead end takes the choice back.
+/// 5. **Uniqueness.** For every candidate other than the one found, a search for a complete mapping
+///    that uses it: finding one is [`DistillError::AmbiguousChannelMapping`]; otherwise the candidate
+///    is removed and consistency restored.
+/// 6. **Verification.** The result is checked once more against every slice of the target.
+///
+/// With generic weights every list holds one class after step 2 and this costs
+/// `O((O·I + o·i)·(k + log(O·I)))`. Identical channels (all-zero filters, say) collapse into classes
+/// before the search, so they cost nothing extra. All work after the sort of step 1 is bounded by a
+/// budget (about a second in a debug build); exceeding it is [`DistillError::UndecidedChannelMapping`].
+///
+/// # Errors
+/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, is empty, is not real-valued, or the
+///   kernel sizes differ (the message gives both shapes);
+/// - [`DistillError::TargetWider`] when the target has more output or input channels than the source;
+/// - [`DistillError::NoChannelMapping`] when no selection of source channels reproduces the target;
+/// - [`DistillError::AmbiguousChannelMapping`] when several selections that compute different outputs
+///   reproduce it;
+/// - [`DistillError::UndecidedChannelMapping`] when the budget ran out before either was decided.
+pub fn find_conv2d_mapping(source_weight: &Tensor, target_weight: &Tensor) -> Result<ChannelMapping> {
+    find_conv2d_mapping_with_tolerance(source_weight, target_weight, Tolerance::default())
+}
+
+/// [`find_conv2d_mapping`] with an explicit tolerance.
+pub fn find_conv2d_mapping_with_tolerance(
+    source_weight: &Tensor,
+    target_weight: &Tensor,
+    tolerance: Tolerance,
+) -> Result<ChannelMapping> {
+    let source_shape = shape_of(source_weight, "source")?;
+    let target_shape = shape_of(target_weight, "target")?;
+    if source_shape.len() != 4 || target_shape.len() != 4 {
+        return Err(DistillError::InvalidArgument(format!(
+            "conv2d weights must be 4-D [out, in, kh, kw]: the source is {source_shape:?}, the target {target_shape:?}"
+        )));
+    }
+    find_channel_mapping_with_tolerance(source_weight, target_weight, tolerance)
+}
+
+/// [`find_conv2d_mapping`] for weights of any layer laid out `[out, in, …]` with the same trailing
+/// sizes: linear (`[out, in]`), conv1d/2d/3d.
+pub fn find_channel_mapping(source_weight: &Tensor, target_weight: &Tensor) -> Result<ChannelMapping> {
+    find_channel_mapping_with_tolerance(source_weight, target_weight, Tolerance::default())
+}
+
+/// [`find_channel_mapping`] with an explicit tolerance.
+pub fn find_channel_mapping_with_tolerance(
+    source_weight: &Tensor,
+    target_weight: &Tensor,
+    tolerance: Tolerance,
+) -> Result<ChannelMapping> {
+    find_layer_mapping(source_weight, None, target_weight, None, tolerance)
+}
+
+/// The mapping between two layers given by their weights and optional biases (`[out]`). A source
+/// bias makes output channels with identical weights but different biases distinct; when both have
+/// one, the target's must match the source's too.
+pub(crate) fn find_layer_mapping(
+    source_weight: &Tensor,
+    source_bias: Option<&Tensor>,
+    target_weight: &Tensor,
+    target_bias: Option<&Tensor>,
+    tolerance: Tolerance,
+) -> Result<ChannelMapping> {
+    tolerance.validate()?;
+    let source_shape = shape_of(source_weight, "source")?;
+    let target_shape = shape_of(target_weight, "target")?;
+    if source_shape.len() < 2 || target_shape.len() != source_shape.len() || source_shape[2..] != target_shape[2..] {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot map channels between weights of shapes {source_shape:?} (source) and {target_shape:?} (target): \
+             both must be [out, in, …] with the same kernel size"
+        )));
+    }
+    if source_shape.contains(&0) || target_shape.contains(&0) {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot map channels of empty weights: the source is {source_shape:?}, the target {target_shape:?}"
+        )));
+    }
+    for (axis, what) in [(0, "output channels"), (1, "input channels")] {
+        if target_shape[axis] > source_shape[axis] {
+            return Err(DistillError::TargetWider {
+                what,
+                source_size: source_shape[axis],
+                target_size: target_shape[axis],
+            });
+        }
+    }
+    let source_slices = source_shape[0].checked_mul(source_shape[1]).filter(|&n| n < i64::from(u32::MAX));
+    if source_slices.is_none() {
+        return Err(DistillError::InvalidArgument(format!(
+            "cannot map the channels of a weight of shape {source_shape:?}: too many channels"
+        )));
+    }
+    let source_bias = bias_values(source_bias, source_shape[0], "source")?;
+    // The target's bias only constrains the mapping when the source has one to compare with.
+    let target_bias = match source_bias {
+        Some(_) => bias_values(target_bias, target_shape[0], "target")?,
+        None => None,
+    };
+    let (source, target) = (values_of(source_weight)?, values_of(target_weight)?);
+    let weights = Weights {
+        source: &source,
+        target: &target,
+        source_bias: source_bias.as_deref(),
+        target_bias: target_bias.as_deref(),
+        source_size: [to_usize(source_shape[0]), to_usize(source_shape[1])],
+        target_size: [to_usize(target_shape[0]), to_usize(target_shape[1])],
+        kernel: source_shape[2..].iter().map(|&d| to_usize(d)).product(),
+    };
+    let mut budget = Budget::new(WORK_BUDGET);
+    let undecided = |budget: &Budget| DistillError::UndecidedChannelMapping {
+        work: budget.spent(WORK_BUDGET),
+        tolerance: tolerance.atol,
+    };
+    let index = Index::build(&weights, tolerance, &mut budget).map_err(|_| undecided(&budget))?;
+    drop((source, target));
+    let assignment = solve(&index, &mut budget).map_err(|failure| match failure {
+        Failure::Stop(Stop::Budget) => undecided(&budget),
+        Failure::Stop(Stop::Dead(var)) => DistillError::NoChannelMapping {
+            what: var.axis.channel(),
+            channel: var.index as i64,
+            tolerance: tolerance.atol,
+        },
+        Failure::Ambiguous { axis, channel, first, second } => DistillError::AmbiguousChannelMapping {
+            what: axis.channel(),
+            channel: channel as i64,
+            first: first as i64,
+            second: second as i64,
+            tolerance: tolerance.atol,
+        },
+    })?;
+    let [output, input] = AXES.map(|axis| channels_of(&index, axis, &assignment[axis.index()]));
+    Ok(ChannelMapping { output, input })
+}
+
+/// Why [`solve`] found no single answer.
+enum Failure {
+    Stop(Stop),
+    /// Target `channel` of `axis` fits source channel `first` (the answer found) and `second`, each
+    /// in a complete mapping, and the two are not identical.
+    Ambiguous {
+        axis: Axis,
+        channel: usize,
+        first: usize,
+        second: usize,
+    },
+}
+
+impl From<Stop> for Failure {
+    fn from(stop: Stop) -> Failure {
+        Failure::Stop(stop)
+    }
+}
+
+impl From<budget::Exhausted> for Failure {
+    fn from(_: budget::Exhausted) -> Failure {
+        Failure::Stop(Stop::Budget)
+    }
+}
+
+/// Steps 2–6: the one assignment of classes to target channels, or why there is none or more.
+fn solve(index: &Index, budget: &mut Budget) -> std::result::Result<Assignment, Failure> {
+    let mut domains = candidates(index, budget)?;
+    propagate(index, &mut domains, budget)?;
+    let found = search(index, domains.clone(), budget)?;
+    for axis in AXES {
+        for v in 0..index.target_count(axis) {
+            let chosen = found[axis.index()][v];
+            let others: Vec<u32> = domains[axis.index()][v].iter().copied().filter(|&x| x != chosen).collect();
+            for x in others {
+                let mut trial: Domains = domains.clone();
+                budget.spend(trial.iter().flatten().map(Vec::len).sum())?;
+                trial[axis.index()][v] = vec![x];
+                let alternative = propagate(index, &mut trial, budget).and_then(|()| search(index, trial, budget));
+                match alternative {
+                    Ok(_) => {
+                        let (first, second) = (index.members(axis, chosen)[0], index.members(axis, x)[0]);
+                        return Err(Failure::Ambiguous { axis, channel: v, first, second });
+                    }
+                    Err(Stop::Dead(_)) => {
+                        domains[axis.index()][v].retain(|&y| y != x);
+                        propagate(index, &mut domains, budget)?;
+                    }
+                    Err(Stop::Budget) => return Err(Failure::Stop(Stop::Budget)),
+                }
+            }
+        }
+    }
+    verify(index, &found, budget)?;
+    Ok(found)
+}
+
+/// Step 6: every target slice matches the source slice the assignment gives it.
+fn verify(index: &Index, found: &Assignment, budget: &mut Budget) -> std::result::Result<(), Failure> {
+    let [outputs, inputs] = found;
+    budget.spend(outputs.len() * inputs.len())?;
+    for (a, &x) in outputs.iter().enumerate() {
+        if inputs.iter().enumerate().any(|(b, &y)| !index.fits(Axis::Output, a, x, b, y)) {
+            return Err(Failure::Stop(Stop::Dead(search::Var { axis: Axis::Output, index: a })));
+        }
+    }
+    Ok(())
+}
+
+/// The source channel of each target channel of `axis`: the target channels of a class take its
+/// members in ascending order.
+fn channels_of(index: &Index, axis: Axis, classes: &[u32]) -> Vec<i64> {
+    let mut used = vec![0usize; index.class_count(axis)];
+    classes
+        .iter()
+        .map(|&x| {
+            let members = index.members(axis, x);
+            let taken = &mut used[x as usize];
+            // The matching gave each class at most as many target channels as it has members.
+            let channel = members.get(*taken).or(members.last()).copied().unwrap_or_default();
+            *taken += 1;
+            channel as i64
+        })
+        .collect()
+}
+
+fn to_usize(d: i64) -> usize {
+    usize::try_from(d).unwrap_or(0)
+}
+
+fn shape_of(weight: &Tensor, role: &str) -> Result<Vec<i64>> {
+    if !weight.defined() {
+        return Err(DistillError::InvalidArgument(format!("the {role} weight is an undefined tensor")));
+    }
+    Ok(weight.size())
+}
+
+/// A bias's values, checked to be `[channels]`; `None` for no (or an undefined) bias.
+fn bias_values(bias: Option<&Tensor>, channels: i64, role: &str) -> Result<Option<Vec<f64>>> {
+    let Some(bias) = bias.filter(|b| b.defined()) else { return Ok(None) };
+    if bias.size() != [channels] {
+        return Err(DistillError::InvalidArgument(format!(
+            "the {role} bias has shape {:?}, expected [{channels}] (one per output channel)",
+            bias.size()
+        )));
+    }
+    values_of(bias).map(Some)
+}
+
+/// A tensor's values as `f64`, row-major, on the CPU.
+fn values_of(weight: &Tensor) -> Result<Vec<f64>> {
+    let kind = weight.f_kind()?;
+    if matches!(kind, Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble) {
+        return Err(DistillError::InvalidArgument(format!("cannot map channels of {kind:?} weights")));
+    }
+    let flat = weight.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_view([-1])?;
+    Ok(Vec::<f64>::try_from(&flat)?)
+}

@@ -1,0 +1,204 @@
+//! [`PruneRecord`]: the kept channels of a model's pruned convs, by module path, saved beside a
+//! checkpoint and attached again to a student built fresh.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+
+use crate::channels::KeptChannels;
+use crate::error::{DistillError, Result};
+use crate::nn::Conv;
+
+/// Suffixes of the three tensors a layer's record is saved as, after its module path and a `/`.
+const SOURCE_SHAPE: &str = "source_shape";
+const KEPT_OUTPUT: &str = "kept_output";
+const KEPT_INPUT: &str = "kept_input";
+
+/// The kept channels of a model's channel-pruned convs, by module path (`"features.1.conv"`).
+///
+/// Pruning is done once; training changes the student's weights, after which they no longer show
+/// which teacher channels the student kept. The pruned convs carry their record
+/// ([`Conv::pruned_from`]); this collects them so they can be saved with the student's checkpoint and
+/// attached to a student built fresh — build, attach, `Kd::new`, `vs.load`:
+///
+/// ```no_run
+/// # fn main() -> Result<(), distill_runtime::DistillError> {
+/// use distill_runtime::{nn, prune};
+/// # let (teacher_vs, vs) = (nn::VarStore::new(tch::Device::Cpu), nn::VarStore::new(tch::Device::Cpu));
+/// let teacher = nn::conv2d(teacher_vs.root() / "conv", 3, 64, 3, Default::default());
+/// let keep = prune::l1_keep(&teacher.ws, 16)?;
+/// let student = prune::prune_conv2d(vs.root() / "conv", &teacher, &keep, None)?;
+/// let mut record = prune::PruneRecord::new();
+/// record.insert_conv("conv", &student)?;
+/// record.save("student.prune.safetensors")?;
+///
+/// // Later: the same architecture built fresh, its record attached before the adapters are built.
+/// let mut fresh = nn::conv2d(vs.root() / "fresh", 3, 16, 3, Default::default());
+/// prune::PruneRecord::load("student.prune.safetensors")?.attach("conv", &mut fresh)?;
+/// assert_eq!(fresh.pruned_from().map(|kept| kept.output()), Some(keep.as_slice()));
+/// # Ok(()) }
+/// ```
+///
+/// The file is a safetensors file of `i64` tensors, three per layer: `<path>/source_shape`,
+/// `<path>/kept_output` and `<path>/kept_input`.
+///
+/// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneRecord {
+    layers: BTreeMap<String, KeptChannels>,
+}
+
+impl PruneRecord {
+    /// An empty record.
+    pub fn new() -> PruneRecord {
+        PruneRecord::default()
+    }
+
+    /// Records `kept` for the layer at `path`, returning the record it replaces.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when `path` contains `/` (the separator of the saved names).
+    pub fn insert(&mut self, path: impl Into<String>, kept: KeptChannels) -> Result<Option<KeptChannels>> {
+        let path = path.into();
+        if path.contains('/') {
+            return Err(DistillError::InvalidArgument(format!(
+                "a module path in a prune record cannot contain `/`: `{path}`"
+            )));
+        }
+        Ok(self.layers.insert(path, kept))
+    }
+
+    /// Records the kept channels that the pruned `conv` carries, for the layer at `path`.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when `conv` carries no record (it was not made by
+    /// `prune_conv2d`, nor given one), or as [`insert`](Self::insert).
+    pub fn insert_conv<ND>(&mut self, path: impl Into<String>, conv: &Conv<ND>) -> Result<()> {
+        let path = path.into();
+        let Some(kept) = conv.pruned_from() else {
+            return Err(DistillError::InvalidArgument(format!(
+                "the conv at `{path}` carries no pruning record: it was not made by `prune_conv2d`"
+            )));
+        };
+        self.insert(path, kept.clone())?;
+        Ok(())
+    }
+
+    /// The record of the layer at `path`, if any.
+    pub fn get(&self, path: &str) -> Option<&KeptChannels> {
+        self.layers.get(path)
+    }
+
+    /// Attaches the record of the layer at `path` to `conv` ([`Conv::set_pruned_from`]).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when there is no record for `path` (the message lists the
+    /// recorded paths) or it does not fit `conv`'s weight shape.
+    ///
+    /// [`Conv::set_pruned_from`]: crate::nn::Conv::set_pruned_from
+    pub fn attach<ND>(&self, path: &str, conv: &mut Conv<ND>) -> Result<()> {
+        let Some(kept) = self.layers.get(path) else {
+            let known: Vec<&str> = self.layers.keys().map(String::as_str).collect();
+            return Err(DistillError::InvalidArgument(format!(
+                "the prune record has no layer `{path}`; it records {known:?}"
+            )));
+        };
+        conv.set_pruned_from(kept.clone())
+            .map_err(|err| DistillError::InvalidArgument(format!("cannot attach the prune record of `{path}`: {err}")))
+    }
+
+    /// The recorded layers, by path in lexicographic order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &KeptChannels)> {
+        self.layers.iter().map(|(path, kept)| (path.as_str(), kept))
+    }
+
+    /// The number of recorded layers.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether no layer is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Writes the record to `file` (safetensors; see the type's documentation).
+    ///
+    /// # Errors
+    /// [`DistillError::Torch`] when the file cannot be written.
+    pub fn save(&self, file: impl AsRef<Path>) -> Result<()> {
+        let mut tensors = Vec::with_capacity(3 * self.layers.len());
+        for (path, kept) in &self.layers {
+            tensors.push((format!("{path}/{SOURCE_SHAPE}"), Tensor::from_slice(kept.source_shape())));
+            tensors.push((format!("{path}/{KEPT_OUTPUT}"), Tensor::from_slice(kept.output())));
+            tensors.push((format!("{path}/{KEPT_INPUT}"), Tensor::from_slice(kept.input())));
+        }
+        Tensor::write_safetensors(&tensors, file)?;
+        Ok(())
+    }
+
+    /// Reads a record written by [`save`](Self::save), checking every layer's record.
+    ///
+    /// # Errors
+    /// [`DistillError::Torch`] when the file cannot be read; [`DistillError::InvalidArgument`] naming
+    /// the file when a tensor is unexpected or missing, or a record is invalid.
+    pub fn load(file: impl AsRef<Path>) -> Result<PruneRecord> {
+        let file = file.as_ref();
+        let bad = |reason: String| {
+            DistillError::InvalidArgument(format!("{} is not a prune record: {reason}", file.display()))
+        };
+        let mut parts: BTreeMap<String, [Option<Vec<i64>>; 3]> = BTreeMap::new();
+        for (name, tensor) in Tensor::read_safetensors(file)? {
+            let Some((path, part)) = name.rsplit_once('/') else {
+                return Err(bad(format!("unexpected tensor `{name}`")));
+            };
+            let slot = match part {
+                SOURCE_SHAPE => 0,
+                KEPT_OUTPUT => 1,
+                KEPT_INPUT => 2,
+                _ => return Err(bad(format!("unexpected tensor `{name}`"))),
+            };
+            if tensor.kind() != Kind::Int64 || tensor.dim() != 1 {
+                return Err(bad(format!("`{name}` is not a 1-D int64 tensor")));
+            }
+            parts.entry(path.to_owned()).or_default()[slot] = Some(Vec::<i64>::try_from(&tensor)?);
+        }
+        let mut record = PruneRecord::new();
+        for (path, [shape, output, input]) in parts {
+            let (Some(shape), Some(output), Some(input)) = (shape, output, input) else {
+                return Err(bad(format!("the record of `{path}` is incomplete")));
+            };
+            let kept = KeptChannels::new(&shape, output, input).map_err(|err| bad(format!("`{path}`: {err}")))?;
+            record.insert(path, kept)?;
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_loads_and_rejects_foreign_files() {
+        let dir = std::env::temp_dir().join(format!("distill-prune-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut record = PruneRecord::new();
+        record.insert("features.0.conv", KeptChannels::new(&[8, 3, 3, 3], vec![5, 1], vec![0, 1, 2]).unwrap()).unwrap();
+        record.insert("features.1.conv", KeptChannels::new(&[16, 8, 1, 1], vec![0], vec![5, 1]).unwrap()).unwrap();
+        assert!(record.insert("a/b", KeptChannels::new(&[1, 1], vec![0], vec![0]).unwrap()).is_err());
+        let file = dir.join("record.safetensors");
+        record.save(&file).unwrap();
+        assert_eq!(PruneRecord::load(&file).unwrap(), record);
+
+        let foreign = dir.join("foreign.safetensors");
+        Tensor::write_safetensors(&[("weight", Tensor::from_slice(&[1.0f32]))], &foreign).unwrap();
+        let err = PruneRecord::load(&foreign).unwrap_err().to_string();
+        assert!(err.contains("foreign.safetensors") && err.contains("`weight`"), "{err}");
+        Tensor::write_safetensors(&[("conv/kept_output", Tensor::from_slice(&[1i64]))], &foreign).unwrap();
+        let err = PruneRecord::load(&foreign).unwrap_err().to_string();
+        assert!(err.contains("`conv`") && err.contains("incomplete"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
