@@ -88,7 +88,10 @@ mod tests {
     fn buckets_close_at_the_cap_and_keep_order() {
         // 4 bytes per element, a cap of 40 bytes = 10 elements.
         let buckets = plan(&f32s(&[4, 4, 4, 20, 1]), 40).unwrap();
-        assert_eq!(layout(&buckets), vec![vec![(0, 0, 4), (1, 4, 4)], vec![(2, 0, 4)], vec![(3, 0, 20)], vec![(4, 0, 1)]]);
+        assert_eq!(
+            layout(&buckets),
+            vec![vec![(0, 0, 4), (1, 4, 4)], vec![(2, 0, 4)], vec![(3, 0, 20)], vec![(4, 0, 1)]]
+        );
         assert_eq!(buckets.iter().map(|b| b.flat.numel()).collect::<Vec<_>>(), vec![8, 4, 20, 1]);
     }
 

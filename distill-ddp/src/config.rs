@@ -208,7 +208,74 @@ impl DdpConfig {
     /// Whether the rendezvous address is on this machine only (`localhost`, `127.x.y.z`, `::1`).
     pub(crate) fn is_loopback(&self) -> bool {
         let addr = self.master_addr.trim_start_matches('[').trim_end_matches(']');
-        addr.eq_ignore_ascii_case("localhost")
-            || addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        addr.eq_ignore_ascii_case("localhost") || addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<DdpConfig, DdpError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        DdpConfig::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    const TORCHRUN: [(&str, &str); 8] = [
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_RANK", "1"),
+        ("MASTER_ADDR", "localhost"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ("TORCHELASTIC_RESTART_COUNT", "3"),
+        ("GLOO_SOCKET_IFNAME", "eth0, eth1"),
+    ];
+
+    #[test]
+    fn reads_torchruns_environment() {
+        let config = env(&TORCHRUN).unwrap();
+        assert_eq!((config.rank, config.world_size, config.local_rank), (1, 2, Some(1)));
+        assert_eq!((config.master_addr.as_str(), config.master_port), ("localhost", 29500));
+        assert_eq!(config.store_host, StoreHost::Launcher);
+        assert_eq!(config.store_prefix, "distill_ddp/3/");
+        assert_eq!(config.gloo_device, GlooDevice::Interfaces(vec!["eth0".into(), "eth1".into()]));
+        assert!(config.is_loopback());
+    }
+
+    #[test]
+    fn a_manual_launch_needs_only_the_four_variables() {
+        let config = env(&TORCHRUN[..2].iter().chain(&TORCHRUN[3..5]).copied().collect::<Vec<_>>()).unwrap();
+        assert_eq!(config.local_rank, None);
+        assert_eq!(config.store_host, StoreHost::Rank0);
+        assert_eq!(config.gloo_device, GlooDevice::Auto);
+        assert_eq!(config.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn missing_and_malformed_variables_are_named() {
+        for var in ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"] {
+            let without: Vec<_> = TORCHRUN.iter().filter(|(k, _)| *k != var).copied().collect();
+            let err = env(&without).unwrap_err();
+            assert!(matches!(err, DdpError::MissingEnv { var: v } if v == var), "{var}: {err:?}");
+            assert!(err.to_string().contains("torchrun"), "{err}");
+        }
+        let with = |var: &str, value: &'static str| {
+            let vars: Vec<_> = TORCHRUN.iter().map(|&(k, v)| if k == var { (k, value) } else { (k, v) }).collect();
+            env(&vars).unwrap_err().to_string()
+        };
+        assert_eq!(with("RANK", "2"), "the environment variable `RANK` is `2`: out of range for WORLD_SIZE=2");
+        assert!(with("MASTER_PORT", "70000").starts_with("the environment variable `MASTER_PORT` is `70000`: "));
+        assert!(with("MASTER_PORT", "0").ends_with("port 0 cannot be a rendezvous port"));
+        assert!(with("WORLD_SIZE", "0").ends_with("a group needs at least one process"));
+        assert!(with("LOCAL_RANK", "x").starts_with("the environment variable `LOCAL_RANK` is `x`: "));
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        let at = |addr: &str| DdpConfig::new(0, 1, addr, 1).unwrap().is_loopback();
+        assert!(at("127.0.0.1") && at("LOCALHOST") && at("::1") && at("[::1]"));
+        assert!(!at("10.0.0.2") && !at("node-a"));
+        assert!(DdpConfig::new(1, 1, "h", 1).is_err() && DdpConfig::new(0, 1, " ", 1).is_err());
     }
 }

@@ -90,14 +90,7 @@ impl ProcessGroup {
                     GlooDevice::Auto if config.is_loopback() => ffi::GlooDevices::Hostname("127.0.0.1"),
                     GlooDevice::Auto => ffi::GlooDevices::Default,
                 };
-                ffi::Group::gloo(
-                    &store,
-                    config.rank,
-                    config.world_size,
-                    config.timeout,
-                    devices,
-                    config.gloo_threads,
-                )?
+                ffi::Group::gloo(&store, config.rank, config.world_size, config.timeout, devices, config.gloo_threads)?
             }
             Backend::Nccl => ffi::Group::nccl(&store, config.rank, config.world_size, config.timeout)?,
         };

@@ -22,7 +22,10 @@ struct Net {
 impl Net {
     fn new(p: &nn::Path, width: i64) -> Self {
         let cfg = nn::ConvConfig { padding: 1, ..Default::default() };
-        Net { conv: nn::conv2d(p / "conv", 1, width, 3, cfg), fc: nn::linear(p / "fc", width * 36, 3, Default::default()) }
+        Net {
+            conv: nn::conv2d(p / "conv", 1, width, 3, cfg),
+            fc: nn::linear(p / "fc", width * 36, 3, Default::default()),
+        }
     }
 }
 
@@ -110,7 +113,13 @@ fn two_ranks_with_batch_b_match_one_rank_with_batch_2b() {
         return;
     }
     let out = scratch("equivalence");
-    assert_all_succeeded(&run_ranks("two_ranks_with_batch_b_match_one_rank_with_batch_2b", 2, &out, DEADLINE, |_| vec![]));
+    assert_all_succeeded(&run_ranks(
+        "two_ranks_with_batch_b_match_one_rank_with_batch_2b",
+        2,
+        &out,
+        DEADLINE,
+        |_| vec![],
+    ));
     let (student_vs, initial) = distill_steps(None);
     let reference = snapshot(&student_vs);
     let names: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).collect();
@@ -148,7 +157,13 @@ fn broadcast_makes_differently_seeded_ranks_identical() {
         return;
     }
     let out = scratch("broadcast");
-    assert_all_succeeded(&run_ranks("broadcast_makes_differently_seeded_ranks_identical", 2, &out, DEADLINE, |_| vec![]));
+    assert_all_succeeded(&run_ranks(
+        "broadcast_makes_differently_seeded_ranks_identical",
+        2,
+        &out,
+        DEADLINE,
+        |_| vec![],
+    ));
     let before0 = read(&out.join("rank0-before.safetensors"));
     let before1 = read(&out.join("rank1-before.safetensors"));
     assert_eq!(before0.len(), 3, "weight, bias and a buffer");
@@ -172,7 +187,8 @@ fn a_rank_that_exits_early_makes_the_other_fail_within_the_timeout() {
         return;
     }
     let out = scratch("early-exit");
-    let ranks = run_ranks("a_rank_that_exits_early_makes_the_other_fail_within_the_timeout", 2, &out, DEADLINE, |_| vec![]);
+    let ranks =
+        run_ranks("a_rank_that_exits_early_makes_the_other_fail_within_the_timeout", 2, &out, DEADLINE, |_| vec![]);
     assert_all_succeeded(&ranks);
     let message = std::fs::read_to_string(out.join("rank0-error.txt")).unwrap();
     assert!(message.starts_with("all_reduce failed: "), "{message}");
@@ -201,7 +217,13 @@ fn a_rank_that_stops_taking_part_makes_the_other_time_out() {
         std::process::exit(0);
     }
     let out = scratch("silent-peer");
-    let ranks = run_ranks("a_rank_that_stops_taking_part_makes_the_other_time_out", 2, &out, Duration::from_secs(60), |_| vec![]);
+    let ranks = run_ranks(
+        "a_rank_that_stops_taking_part_makes_the_other_time_out",
+        2,
+        &out,
+        Duration::from_secs(60),
+        |_| vec![],
+    );
     assert!(ranks[0].succeeded(), "rank 0: {:?}\n{}", ranks[0].status, ranks[0].output);
     let message = std::fs::read_to_string(out.join("rank0-error.txt")).unwrap();
     assert!(message.starts_with("all_reduce failed: ") && message.to_lowercase().contains("timed out"), "{message}");
@@ -269,7 +291,8 @@ fn collectives_check_their_tensors() {
 #[test]
 fn a_rendezvous_without_the_other_ranks_times_out() {
     // Rank 1 of 2 whose rank 0 never starts the store: connecting gives up after the timeout.
-    let config = DdpConfig::new(1, 2, "127.0.0.1", free_port()).unwrap().with_rendezvous_timeout(Duration::from_secs(2));
+    let config =
+        DdpConfig::new(1, 2, "127.0.0.1", free_port()).unwrap().with_rendezvous_timeout(Duration::from_secs(2));
     let err = ProcessGroup::new(&config).unwrap_err();
     assert!(matches!(err, DdpError::Backend { op: "TCPStore", .. }), "{err:?}");
 }

@@ -90,7 +90,10 @@ fn join_group(args: &Args) -> Result<Option<ProcessGroup>, Box<dyn Error>> {
 }
 
 /// Gradient averaging over `group` for `stores`, after copying rank 0's values to every rank.
-fn parallel<'g>(group: Option<&'g ProcessGroup>, stores: &[&VarStore]) -> Result<Option<DataParallel<'g>>, Box<dyn Error>> {
+fn parallel<'g>(
+    group: Option<&'g ProcessGroup>,
+    stores: &[&VarStore],
+) -> Result<Option<DataParallel<'g>>, Box<dyn Error>> {
     let Some(group) = group else { return Ok(None) };
     let ddp = DataParallel::new(group, stores)?;
     ddp.broadcast_parameters()?;
@@ -125,7 +128,12 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         ($($arg:tt)*) => { if main { println!($($arg)*) } };
     }
     if let Some(g) = group {
-        say!("data-parallel: {} ranks over Gloo, global batch {} = {} per rank", g.world_size(), args.batch_size, args.batch_size / g.world_size() as i64);
+        say!(
+            "data-parallel: {} ranks over Gloo, global batch {} = {} per rank",
+            g.world_size(),
+            args.batch_size,
+            args.batch_size / g.world_size() as i64
+        );
     }
     let started = Instant::now();
     let device = Device::Cpu;

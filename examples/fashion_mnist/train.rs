@@ -94,12 +94,7 @@ pub fn train(
     let mut global = 0usize;
     for epoch in 0..schedule.epochs {
         let bar = if show { ProgressBar::new(per_epoch as u64) } else { ProgressBar::hidden() };
-        let bar = bar.with_style(style()).with_prefix(format!(
-            "{} {}/{}",
-            schedule.label,
-            epoch + 1,
-            schedule.epochs
-        ));
+        let bar = bar.with_style(style()).with_prefix(format!("{} {}/{}", schedule.label, epoch + 1, schedule.epochs));
         let order = match &sampler {
             Some(s) => Tensor::from_slice(&s.indices(epoch as u64)).to_device(train_set.images.device()),
             None => Tensor::randperm(n, (Kind::Int64, train_set.images.device())),

@@ -34,10 +34,7 @@ impl Worker {
 pub fn worker() -> Option<Worker> {
     std::env::var_os(WORKER)?;
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set for workers"));
-    Some(Worker {
-        rank: var("RANK").parse().unwrap(),
-        out: PathBuf::from(var(OUT)),
-    })
+    Some(Worker { rank: var("RANK").parse().unwrap(), out: PathBuf::from(var(OUT)) })
 }
 
 /// A port nobody listens on right now.
