@@ -47,15 +47,17 @@ fn parent(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// NCCL needs the CUDA toolkit's and NCCL's headers: from `CUDA_HOME`, and from the pip wheel's
-/// `nvidia/*/include` folders beside `torch/`.
+/// NCCL needs the CUDA toolkit's and NCCL's headers: the toolkit at `CUDA_HOME` (required: the pip
+/// wheel's CUDA runtime headers lack the compiler's `crt/` headers), then the wheel's
+/// `nvidia/*/include` folders beside `torch/` (NCCL's header among them).
 fn add_cuda(build: &mut cc::Build, lib: &Path, root: &Path) {
     if !lib.join("libtorch_cuda.so").exists() {
         panic!("the `cuda` feature needs a libtorch built with CUDA, but {} has no libtorch_cuda.so", lib.display());
     }
-    if let Some(home) = env::var_os("CUDA_HOME") {
-        build.include(PathBuf::from(home).join("include"));
-    }
+    let Some(home) = env::var_os("CUDA_HOME") else {
+        panic!("the `cuda` feature needs CUDA_HOME to point at a CUDA toolkit (for its headers)");
+    };
+    build.include(PathBuf::from(home).join("include"));
     if let Ok(entries) = std::fs::read_dir(parent(root).join("nvidia")) {
         let mut dirs: Vec<PathBuf> =
             entries.flatten().map(|e| e.path().join("include")).filter(|p| p.is_dir()).collect();

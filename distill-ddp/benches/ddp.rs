@@ -1,7 +1,8 @@
 //! Benchmark: one distillation step at the same global batch, run as 1 process × 2 threads and as
 //! 2 processes × 1 thread (data-parallel over Gloo on localhost), side by side in one run.
 //!
-//! `cargo bench -p distill-ddp --bench ddp [-- --steps N --batches 128,512]`
+//! `cargo bench -p distill-ddp --bench ddp [-- --steps N --batches 128,512]` (under
+//! `cargo test --all-targets`, without `--bench`, it runs once at batch 16 as a smoke test).
 //!
 //! The coordinator (this process) times the single-process step itself, then starts two copies of
 //! this binary as ranks 0 and 1 and reads rank 0's timings. The step: teacher CNN (widths
@@ -158,8 +159,15 @@ fn main() {
         rank_main(arg("--rank-batch", "128").parse().expect("--rank-batch N"), steps);
         return;
     }
-    let batches: Vec<i64> =
+    let mut batches: Vec<i64> =
         arg("--batches", "128,512").split(',').map(|b| b.trim().parse().expect("--batches B1,B2")).collect();
+    let mut steps = steps;
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench binaries without `--bench`: run both sides once,
+        // small, to check that they work; time nothing.
+        println!("bench smoke test (timings: `cargo bench -p distill-ddp --bench ddp`)");
+        (batches, steps) = (vec![16], 1);
+    }
     println!("distillation step, same global batch: 1 process × 2 threads vs 2 processes × 1 thread (Gloo, localhost)");
     println!("{steps} timed steps after 5 warm-up, medians; allocator tuned: {tuned}");
     println!(
