@@ -22,6 +22,12 @@ pub use distill_runtime::{
     Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };
 
+/// Data-parallel training on libtorch's c10d (the engine behind PyTorch's DDP), launched by
+/// torchrun: process groups, parameter broadcast, bucketed gradient averaging, a distributed
+/// sampler. The `distill-ddp` crate, enabled by this crate's `ddp` feature.
+#[cfg(feature = "ddp")]
+pub use distill_ddp as ddp;
+
 /// Derives `Distillable` (and `StaticSchema`) for a struct or an enum of modules.
 ///
 /// ```

@@ -8,6 +8,9 @@
 //! 4. Report the four test accuracies (`OUT/results.md`) and the loss curves (`OUT/loss_curves.png`).
 //!
 //! Run it with `scripts/dev main [ARGS…]` (or `cargo run --release --example fashion_mnist -- ARGS`).
+//! With `--ddp` it is one rank of a data-parallel run started by torchrun (`scripts/dev ddp N`):
+//! every training run splits each global batch over the ranks and averages gradients; rank 0
+//! evaluates, writes the checkpoint and the report.
 
 mod data;
 mod kd;
@@ -18,10 +21,11 @@ mod train;
 
 use std::error::Error;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use distill::nn::{ModuleT, VarStore};
+use distill_ddp::{DataParallel, DdpConfig, ProcessGroup};
 use tch::Device;
 
 use model::{Net, WIDTHS};
@@ -62,6 +66,38 @@ struct Args {
     /// Train the teacher even when a checkpoint exists (and overwrite it).
     #[arg(long)]
     retrain: bool,
+    /// Run as one rank of a data-parallel group launched by torchrun (reads RANK, WORLD_SIZE,
+    /// MASTER_ADDR, MASTER_PORT); `--batch-size` stays the global batch.
+    #[arg(long)]
+    ddp: bool,
+    /// With `--ddp`: seconds a rank waits for the others before failing.
+    #[arg(long, default_value_t = 300)]
+    ddp_timeout: u64,
+}
+
+/// Joins the data-parallel group (with `--ddp`), checking that the global batch splits evenly.
+fn join_group(args: &Args) -> Result<Option<ProcessGroup>, Box<dyn Error>> {
+    if !args.ddp {
+        return Ok(None);
+    }
+    let timeout = Duration::from_secs(args.ddp_timeout);
+    let config = DdpConfig::from_env()?.with_timeout(timeout).with_rendezvous_timeout(timeout);
+    let group = ProcessGroup::new(&config)?;
+    if args.batch_size % group.world_size() as i64 != 0 {
+        return Err(format!("--batch-size {} does not split over {} ranks", args.batch_size, group.world_size()).into());
+    }
+    Ok(Some(group))
+}
+
+/// Gradient averaging over `group` for `stores`, after copying rank 0's values to every rank.
+fn parallel<'g>(
+    group: Option<&'g ProcessGroup>,
+    stores: &[&VarStore],
+) -> Result<Option<DataParallel<'g>>, Box<dyn Error>> {
+    let Some(group) = group else { return Ok(None) };
+    let ddp = DataParallel::new(group, stores)?;
+    ddp.broadcast_parameters()?;
+    Ok(Some(ddp))
 }
 
 fn params(vs: &VarStore) -> i64 {
@@ -84,6 +120,21 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if !(args.keep > 0.0 && args.keep <= 1.0) {
         return Err(format!("--keep must be in (0, 1], got {}", args.keep).into());
     }
+    let group = join_group(&args)?;
+    let group = group.as_ref();
+    // Rank 0 speaks for the group; the others only train.
+    let main = group.is_none_or(ProcessGroup::is_main);
+    macro_rules! say {
+        ($($arg:tt)*) => { if main { println!($($arg)*) } };
+    }
+    if let Some(g) = group {
+        say!(
+            "data-parallel: {} ranks over Gloo, global batch {} = {} per rank",
+            g.world_size(),
+            args.batch_size,
+            args.batch_size / g.world_size() as i64
+        );
+    }
     let started = Instant::now();
     let device = Device::Cpu;
     std::fs::create_dir_all(&args.out)?;
@@ -94,7 +145,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         data.train =
             data::Split { images: data.train.images.narrow(0, 0, n), labels: data.train.labels.narrow(0, 0, n) };
     }
-    println!(
+    say!(
         "Fashion-MNIST from {}: {} train / {} test images, standardised (mean {:.4}, std {:.4}); {} threads, allocator tuned: {tuned}",
         args.data.display(),
         data.train.len(),
@@ -117,7 +168,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         })?;
         teacher_note = format!("loaded from `{}`", checkpoint.display());
         teacher_history = report::load_history(&history_path);
-        println!("teacher: {teacher_note}");
+        say!("teacher: {teacher_note}");
     } else {
         let mut opt = sgd(&teacher_vs, 0.1, 0.9, 5e-4);
         let schedule = Schedule {
@@ -126,28 +177,36 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             lr: Box::new(|step, total| one_cycle_lr(step, total, 0.1)),
             label: "teacher".into(),
         };
-        let history = train(&data.train, &mut opt, &schedule, |xs, ys| {
+        let ddp = parallel(group, &[&teacher_vs])?;
+        let history = train(&data.train, &mut opt, &schedule, ddp.as_ref(), |xs, ys| {
             let loss = teacher.forward_t(xs, true).cross_entropy_for_logits(ys);
             let value = loss.double_value(&[]);
             (loss, vec![("loss", value)])
-        });
-        teacher_vs.save(&checkpoint)?;
-        report::save_history(&history_path, &history)?;
+        })?;
+        match group {
+            Some(g) => g.save_on_main(&teacher_vs, &checkpoint)?,
+            None => teacher_vs.save(&checkpoint)?,
+        }
+        if main {
+            report::save_history(&history_path, &history)?;
+        }
         teacher_note = format!("trained {} epochs in {:.0} s", args.epochs, history.elapsed.as_secs_f64());
-        println!("teacher: {teacher_note}, saved to {}", checkpoint.display());
+        say!("teacher: {teacher_note}, saved to {}", checkpoint.display());
         teacher_history = Some(history);
     }
     teacher_vs.freeze();
-    let teacher_acc = accuracy(&teacher, &data.test);
-    println!("teacher test accuracy: {teacher_acc:.2}%");
+    // Evaluation is rank 0's job: after training, every rank holds the same weights.
+    let evaluate = |model: &dyn ModuleT| if main { accuracy(model, &data.test) } else { f64::NAN };
+    let teacher_acc = evaluate(&teacher);
+    say!("teacher test accuracy: {teacher_acc:.2}%");
 
     // 2. Two identical pruned students.
     let ce_vs = VarStore::new(device);
     let ce_student = prune::prune_net(&teacher, &ce_vs.root(), args.keep)?;
     let kd_vs = VarStore::new(device);
     let kd_student = prune::prune_net(&teacher, &kd_vs.root(), args.keep)?;
-    let pruned_acc = accuracy(&ce_student, &data.test);
-    println!(
+    let pruned_acc = evaluate(&ce_student);
+    say!(
         "student: widths {:?} (teacher {:?}), {} of {} parameters; before fine-tuning {pruned_acc:.2}%",
         ce_student.widths(),
         teacher.widths(),
@@ -164,21 +223,26 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     };
     tch::manual_seed(args.seed + 1);
     let mut opt = sgd(&ce_vs, 0.01, 0.9, 0.0);
-    let ce_history = train(&data.train, &mut opt, &finetune("fine-tune CE"), |xs, ys| {
+    let ddp = parallel(group, &[&ce_vs])?;
+    let ce_history = train(&data.train, &mut opt, &finetune("fine-tune CE"), ddp.as_ref(), |xs, ys| {
         let loss = ce_student.forward_t(xs, true).cross_entropy_for_logits(ys);
         let value = loss.double_value(&[]);
         (loss, vec![("loss", value)] as Terms)
-    });
-    let ce_acc = accuracy(&ce_student, &data.test);
-    println!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
+    })?;
+    let ce_acc = evaluate(&ce_student);
+    say!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
 
     // Adapters first: the seed then fixes the batch order exactly as for the CE-only run.
     let kd_step = kd::kd_step(&(kd_vs.root() / "kd"), &kd_student, &teacher)?;
     tch::manual_seed(args.seed + 1);
     let mut opt = sgd(&kd_vs, 0.01, 0.9, 0.0);
-    let kd_history = train(&data.train, &mut opt, &finetune("fine-tune distill"), kd_step);
-    let kd_acc = accuracy(&kd_student, &data.test);
-    println!("fine-tuned, distilled: {kd_acc:.2}% ({:.0} s)", kd_history.elapsed.as_secs_f64());
+    let ddp = parallel(group, &[&kd_vs])?;
+    let kd_history = train(&data.train, &mut opt, &finetune("fine-tune distill"), ddp.as_ref(), kd_step)?;
+    let kd_acc = evaluate(&kd_student);
+    say!("fine-tuned, distilled: {kd_acc:.2}% ({:.0} s)", kd_history.elapsed.as_secs_f64());
+    if !main {
+        return Ok(());
+    }
 
     // 4. Report.
     let reference = args.limit.is_none()
@@ -219,10 +283,13 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 .into(),
         },
     ];
+    let layout = match group {
+        Some(g) => format!("{} ranks × {} threads (data-parallel)", g.world_size(), args.threads),
+        None => format!("{} threads", args.threads),
+    };
     let header = format!(
-        "Fashion-MNIST, 10k test images; seed {}, {} threads, batch {}, run time {:.0} s",
+        "Fashion-MNIST, 10k test images; seed {}, {layout}, batch {}, run time {:.0} s",
         args.seed,
-        args.threads,
         args.batch_size,
         started.elapsed().as_secs_f64()
     );

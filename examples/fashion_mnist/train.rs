@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use distill::nn::{ModuleT, OptimizerConfig, VarStore};
+use distill_ddp::{DataParallel, DdpError, DistributedSampler};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Kind, Tensor};
 
@@ -62,32 +63,51 @@ fn style() -> ProgressStyle {
 
 /// Trains with `opt` for `schedule`; `step` computes the named loss terms of a batch (the first
 /// term is the loss to minimise). Shuffles with tch's generator, so `tch::manual_seed` fixes the order.
+///
+/// With `parallel`, this is one rank of a data-parallel run: each epoch's order comes from a
+/// [`DistributedSampler`] (seeded from tch's generator, so every rank draws the same seed), this rank
+/// takes its shard in batches of `batch_size / world_size`, gradients are averaged over the ranks
+/// after each backward pass, and batch-norm statistics are copied from rank 0 at the end. Only
+/// rank 0 shows progress; the loss terms are those of this rank's batches.
 pub fn train(
     train_set: &Split,
     opt: &mut tch::nn::Optimizer,
     schedule: &Schedule,
+    parallel: Option<&DataParallel>,
     mut step: impl FnMut(&Tensor, &Tensor) -> (Tensor, Terms),
-) -> History {
+) -> Result<History, DdpError> {
     let start = Instant::now();
     let n = train_set.len();
-    let per_epoch = (n + schedule.batch_size - 1) / schedule.batch_size;
+    let (world, show) = parallel.map_or((1, true), |p| (p.group().world_size() as i64, p.group().is_main()));
+    let sampler = match parallel {
+        Some(p) => {
+            let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0]) as u64;
+            Some(DistributedSampler::for_group(n as usize, p.group())?.seed(seed))
+        }
+        None => None,
+    };
+    let batch_size = schedule.batch_size / world;
+    let shard = sampler.as_ref().map_or(n, |s| s.samples_per_rank() as i64);
+    let per_epoch = (shard + batch_size - 1) / batch_size;
     let total = schedule.epochs * per_epoch as usize;
     let mut history = History::default();
     let mut global = 0usize;
     for epoch in 0..schedule.epochs {
-        let bar = ProgressBar::new(per_epoch as u64).with_style(style()).with_prefix(format!(
-            "{} {}/{}",
-            schedule.label,
-            epoch + 1,
-            schedule.epochs
-        ));
-        let order = Tensor::randperm(n, (Kind::Int64, train_set.images.device()));
+        let bar = if show { ProgressBar::new(per_epoch as u64) } else { ProgressBar::hidden() };
+        let bar = bar.with_style(style()).with_prefix(format!("{} {}/{}", schedule.label, epoch + 1, schedule.epochs));
+        let order = match &sampler {
+            Some(s) => Tensor::from_slice(&s.indices(epoch as u64)).to_device(train_set.images.device()),
+            None => Tensor::randperm(n, (Kind::Int64, train_set.images.device())),
+        };
         let mut running: Vec<f64> = Vec::new();
         let mut count = 0usize;
-        for (xs, ys) in batches(train_set, &order, schedule.batch_size) {
+        for (xs, ys) in batches(train_set, &order, batch_size) {
             opt.set_lr((schedule.lr)(global, total));
             let (loss, terms) = step(&xs, &ys);
-            opt.backward_step(&loss);
+            match parallel {
+                Some(p) => p.backward_step(opt, &loss)?,
+                None => opt.backward_step(&loss),
+            }
             if history.names.is_empty() {
                 history.names = terms.iter().map(|(name, _)| *name).collect();
             }
@@ -102,7 +122,7 @@ pub fn train(
             }
         }
         bar.finish();
-        if bar.is_hidden() {
+        if show && bar.is_hidden() {
             // Not a terminal (a log file, CI): one line per epoch instead of the live bar.
             println!(
                 "{} {}/{}: {} ({:.0} s)",
@@ -114,8 +134,11 @@ pub fn train(
             );
         }
     }
+    if let Some(p) = parallel {
+        p.sync_buffers()?;
+    }
     history.elapsed = start.elapsed();
-    history
+    Ok(history)
 }
 
 fn format_terms(names: &[&str], sums: &[f64], count: usize) -> String {
@@ -128,7 +151,7 @@ pub fn sgd(vs: &VarStore, lr: f64, momentum: f64, wd: f64) -> tch::nn::Optimizer
 }
 
 /// Top-1 accuracy (percent) of `model` on `split`, in evaluation mode.
-pub fn accuracy(model: &impl ModuleT, split: &Split) -> f64 {
+pub fn accuracy(model: &(impl ModuleT + ?Sized), split: &Split) -> f64 {
     let order = Tensor::arange(split.len(), (Kind::Int64, split.images.device()));
     let correct: i64 = tch::no_grad(|| {
         batches(split, &order, 1000)

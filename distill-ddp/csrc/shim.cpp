@@ -1,0 +1,231 @@
+// A C ABI over libtorch's c10d: a TCPStore rendezvous, Gloo (and, when compiled in, NCCL) process
+// groups, and the three collectives data-parallel training needs. The Rust side (src/ffi.rs) is the
+// only caller.
+//
+// Conventions:
+// - Every function that can fail returns NULL on success or a malloc'ed, NUL-terminated message
+//   (free it with ddp_free_message); no C++ exception crosses the boundary.
+// - Tensors arrive as `at::Tensor*`, which is what tch's `C_tensor` pointers are.
+// - Handles own one reference to the underlying c10d object; *_free drops it.
+
+#define USE_C10D_GLOO 1
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef DISTILL_DDP_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct ddp_store {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct ddp_group {
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+namespace {
+
+char* copy_message(const char* text) {
+  size_t len = std::strlen(text);
+  char* out = static_cast<char*>(std::malloc(len + 1));
+  if (out != nullptr) {
+    std::memcpy(out, text, len + 1);
+  }
+  return out;
+}
+
+// Runs `body`, turning any exception into a message for the caller.
+template <typename F>
+char* guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    // libtorch's errors carry a C++ stack trace after the message; the message is what matters.
+    return copy_message(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return copy_message(e.what());
+  } catch (...) {
+    return copy_message("unknown C++ exception in libtorch's c10d");
+  }
+}
+
+std::chrono::milliseconds millis(int64_t value) {
+  return std::chrono::milliseconds(value);
+}
+
+// Waits for a collective, bounded by `timeout_ms`: a peer that died or stopped taking part makes
+// the wait throw (Gloo's own timeout, or c10d's "timed out" when the work never completes).
+void finish(const c10::intrusive_ptr<c10d::Work>& work, int64_t timeout_ms) {
+  if (!work->wait(millis(timeout_ms))) {
+    throw std::runtime_error("the collective did not complete within the timeout");
+  }
+}
+
+void require(bool condition, const char* message) {
+  if (!condition) {
+    throw std::invalid_argument(message);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void ddp_free_message(char* message) {
+  std::free(message);
+}
+
+int ddp_has_nccl(void) {
+#ifdef DISTILL_DDP_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// A TCPStore: the server (when `is_server`) or a client of the store at host:port. Each process
+// checks in; the server waits until `world_size` have. Both give up after `timeout_ms`.
+char* ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_size, int64_t timeout_ms,
+                    ddp_store** out) {
+  return guarded([&] {
+    require(host != nullptr && out != nullptr, "ddp_store_tcp: null argument");
+    c10d::TCPStoreOptions options;
+    options.port = port;
+    options.isServer = is_server != 0;
+    options.timeout = millis(timeout_ms);
+    // Every process checks in (as PyTorch's TCPStore does); the server returns once all have.
+    options.numWorkers = static_cast<size_t>(world_size);
+    options.waitWorkers = true;
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
+    *out = new ddp_store{std::move(store)};
+  });
+}
+
+// A view of `base` whose keys all start with `prefix`, so that several groups share one store.
+char* ddp_store_prefixed(const ddp_store* base, const char* prefix, ddp_store** out) {
+  return guarded([&] {
+    require(base != nullptr && prefix != nullptr && out != nullptr, "ddp_store_prefixed: null argument");
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), base->store);
+    *out = new ddp_store{std::move(store)};
+  });
+}
+
+void ddp_store_free(ddp_store* store) {
+  delete store;
+}
+
+// A Gloo process group. Its devices: one per interface name when any is given, else one bound to
+// `hostname` when given, else Gloo's default (this host's name, falling back to loopback).
+char* ddp_group_gloo(const ddp_store* store, int rank, int size, int64_t timeout_ms, const char* const* interfaces,
+                     size_t n_interfaces, const char* hostname, int threads, ddp_group** out) {
+  return guarded([&] {
+    require(store != nullptr && out != nullptr, "ddp_group_gloo: null argument");
+    auto options = c10d::ProcessGroupGloo::Options::create(millis(timeout_ms));
+    for (size_t i = 0; i < n_interfaces; ++i) {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(std::string(interfaces[i])));
+    }
+    if (options->devices.empty()) {
+      options->devices.push_back(hostname != nullptr
+                                     ? c10d::ProcessGroupGloo::createDeviceForHostname(std::string(hostname))
+                                     : c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    options->threads = threads;
+    auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, size, options);
+    *out = new ddp_group{std::move(group)};
+  });
+}
+
+// An NCCL process group (CUDA tensors), when this shim was compiled with it.
+char* ddp_group_nccl(const ddp_store* store, int rank, int size, int64_t timeout_ms, ddp_group** out) {
+  return guarded([&] {
+    require(store != nullptr && out != nullptr, "ddp_group_nccl: null argument");
+#ifdef DISTILL_DDP_NCCL
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = millis(timeout_ms);
+    auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store->store, rank, size, options);
+    *out = new ddp_group{std::move(group)};
+#else
+    (void)rank;
+    (void)size;
+    (void)timeout_ms;
+    throw std::runtime_error(
+        "NCCL is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA");
+#endif
+  });
+}
+
+void ddp_group_free(ddp_group* group) {
+  delete group;
+}
+
+// Overwrites `tensor` on every rank with its value on `root`.
+char* ddp_broadcast(ddp_group* group, const at::Tensor* tensor, int root, int64_t timeout_ms) {
+  return guarded([&] {
+    require(group != nullptr && tensor != nullptr, "ddp_broadcast: null argument");
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    options.rootTensor = 0;
+    options.timeout = millis(timeout_ms);
+    finish(group->backend->broadcast(tensors, options), timeout_ms);
+  });
+}
+
+// Sums each of the `n` tensors across ranks, in place; several tensors go in one coalesced call.
+char* ddp_allreduce_sum(ddp_group* group, const at::Tensor* const* tensors, size_t n, int64_t timeout_ms) {
+  return guarded([&] {
+    require(group != nullptr && (tensors != nullptr || n == 0), "ddp_allreduce_sum: null argument");
+    if (n == 0) {
+      return;
+    }
+    std::vector<at::Tensor> list;
+    list.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      require(tensors[i] != nullptr, "ddp_allreduce_sum: null tensor");
+      list.push_back(*tensors[i]);
+    }
+    if (n == 1) {
+      c10d::AllreduceOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      options.timeout = millis(timeout_ms);
+      finish(group->backend->allreduce(list, options), timeout_ms);
+    } else {
+      c10d::AllreduceCoalescedOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      options.timeout = millis(timeout_ms);
+      finish(group->backend->allreduce_coalesced(list, options), timeout_ms);
+    }
+  });
+}
+
+char* ddp_barrier(ddp_group* group, int64_t timeout_ms) {
+  return guarded([&] {
+    require(group != nullptr, "ddp_barrier: null argument");
+    c10d::BarrierOptions options;
+    options.timeout = millis(timeout_ms);
+    finish(group->backend->barrier(options), timeout_ms);
+  });
+}
+
+// Makes `grad` the gradient of `param` (tch has no setter for a gradient that is still undefined).
+char* ddp_set_grad(const at::Tensor* param, const at::Tensor* grad) {
+  return guarded([&] {
+    require(param != nullptr && grad != nullptr, "ddp_set_grad: null argument");
+    require(param->sizes() == grad->sizes(), "ddp_set_grad: the gradient's shape differs from the parameter's");
+    param->mutable_grad() = *grad;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,255 @@
+//! The binding to the C++ shim (`csrc/shim.cpp`): the only module of this crate with `unsafe`.
+//!
+//! Each handle owns one reference to a c10d object and releases it on drop. Every shim function
+//! reports failure as a heap message, turned here into [`DdpError::Backend`] naming the operation.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::ptr;
+use std::time::Duration;
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+use crate::error::DdpError;
+
+#[repr(C)]
+struct RawStore {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+struct RawGroup {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    fn ddp_free_message(message: *mut c_char);
+    fn ddp_has_nccl() -> c_int;
+    fn ddp_store_tcp(
+        host: *const c_char,
+        port: u16,
+        is_server: c_int,
+        world_size: c_int,
+        timeout_ms: i64,
+        out: *mut *mut RawStore,
+    ) -> *mut c_char;
+    fn ddp_store_prefixed(base: *const RawStore, prefix: *const c_char, out: *mut *mut RawStore) -> *mut c_char;
+    fn ddp_store_free(store: *mut RawStore);
+    fn ddp_group_gloo(
+        store: *const RawStore,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: i64,
+        interfaces: *const *const c_char,
+        n_interfaces: usize,
+        hostname: *const c_char,
+        threads: c_int,
+        out: *mut *mut RawGroup,
+    ) -> *mut c_char;
+    fn ddp_group_nccl(
+        store: *const RawStore,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: i64,
+        out: *mut *mut RawGroup,
+    ) -> *mut c_char;
+    fn ddp_group_free(group: *mut RawGroup);
+    fn ddp_broadcast(group: *mut RawGroup, tensor: *const C_tensor, root: c_int, timeout_ms: i64) -> *mut c_char;
+    fn ddp_allreduce_sum(
+        group: *mut RawGroup,
+        tensors: *const *const C_tensor,
+        n: usize,
+        timeout_ms: i64,
+    ) -> *mut c_char;
+    fn ddp_barrier(group: *mut RawGroup, timeout_ms: i64) -> *mut c_char;
+    fn ddp_set_grad(param: *const C_tensor, grad: *const C_tensor) -> *mut c_char;
+}
+
+/// Turns a shim result into a `Result`, freeing the message.
+fn check(op: &'static str, message: *mut c_char) -> Result<(), DdpError> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null result is a NUL-terminated string malloc'ed by the shim, read once here and
+    // then released with the shim's matching free.
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+    // SAFETY: `message` came from the shim and is freed exactly once.
+    unsafe { ddp_free_message(message) };
+    Err(DdpError::Backend { op, message: text })
+}
+
+fn c_string(what: &'static str, value: &str) -> Result<CString, DdpError> {
+    CString::new(value).map_err(|_| DdpError::InvalidArgument(format!("{what} `{value}` contains a NUL byte")))
+}
+
+fn millis(timeout: Duration) -> i64 {
+    i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+fn c_int_of(what: &'static str, value: usize) -> Result<c_int, DdpError> {
+    c_int::try_from(value).map_err(|_| DdpError::InvalidArgument(format!("{what} {value} is too large")))
+}
+
+/// Whether the shim was compiled with NCCL (the `cuda` feature against a CUDA libtorch).
+pub(crate) fn has_nccl() -> bool {
+    // SAFETY: a constant query without arguments.
+    unsafe { ddp_has_nccl() != 0 }
+}
+
+/// A c10d key-value store (TCPStore, or a prefixed view of one).
+pub(crate) struct Store {
+    raw: *mut RawStore,
+}
+
+// SAFETY: c10d stores are thread-safe (a TCPStore client serialises its requests); the handle is
+// only a counted reference.
+unsafe impl Send for Store {}
+
+impl Store {
+    /// The server of a TCPStore at `port`, or a client of the store at `host:port`; every process
+    /// checks in and the server waits for all `world_size`; both give up after `timeout`.
+    pub(crate) fn tcp(
+        host: &str,
+        port: u16,
+        is_server: bool,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, DdpError> {
+        let host = c_string("host", host)?;
+        let world = c_int_of("world size", world_size)?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: `host` is a valid C string for the call; `raw` is written only on success.
+        let message =
+            unsafe { ddp_store_tcp(host.as_ptr(), port, c_int::from(is_server), world, millis(timeout), &mut raw) };
+        check("TCPStore", message)?;
+        Ok(Self { raw })
+    }
+
+    /// A view of this store whose keys start with `prefix`.
+    pub(crate) fn prefixed(&self, prefix: &str) -> Result<Self, DdpError> {
+        let prefix = c_string("store prefix", prefix)?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: `self.raw` is a live handle; `prefix` is a valid C string for the call.
+        let message = unsafe { ddp_store_prefixed(self.raw, prefix.as_ptr(), &mut raw) };
+        check("PrefixStore", message)?;
+        Ok(Self { raw })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: `raw` was created by the shim and is released once, here.
+        unsafe { ddp_store_free(self.raw) }
+    }
+}
+
+/// Where a Gloo process group opens its sockets.
+pub(crate) enum GlooDevices<'a> {
+    /// One device per named network interface.
+    Interfaces(&'a [String]),
+    /// One device bound to this host name or address.
+    Hostname(&'a str),
+    /// Gloo's default: this machine's host name, or loopback when it does not resolve.
+    Default,
+}
+
+/// A c10d process group (a `Backend`): Gloo or NCCL.
+pub(crate) struct Group {
+    raw: *mut RawGroup,
+}
+
+// SAFETY: the handle is a counted reference to a c10d backend, which may be used from any thread;
+// `Group` is not `Sync`, so collectives are issued from one thread at a time, in program order.
+unsafe impl Send for Group {}
+
+impl Group {
+    /// A Gloo group of `size` ranks over `store`.
+    pub(crate) fn gloo(
+        store: &Store,
+        rank: usize,
+        size: usize,
+        timeout: Duration,
+        devices: GlooDevices<'_>,
+        threads: usize,
+    ) -> Result<Self, DdpError> {
+        let (rank, size) = (c_int_of("rank", rank)?, c_int_of("world size", size)?);
+        let threads = c_int_of("Gloo threads", threads)?;
+        let (names, hostname) = match devices {
+            GlooDevices::Interfaces(names) => {
+                (names.iter().map(|n| c_string("network interface", n)).collect::<Result<Vec<_>, _>>()?, None)
+            }
+            GlooDevices::Hostname(host) => (Vec::new(), Some(c_string("host name", host)?)),
+            GlooDevices::Default => (Vec::new(), None),
+        };
+        let pointers: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let host_ptr = hostname.as_ref().map_or(ptr::null(), |h| h.as_ptr());
+        let mut raw = ptr::null_mut();
+        // SAFETY: `store.raw` is live; `pointers` holds `pointers.len()` C strings owned by `names`,
+        // and `host_ptr` is null or owned by `hostname`, all alive for the call.
+        let message = unsafe {
+            ddp_group_gloo(
+                store.raw,
+                rank,
+                size,
+                millis(timeout),
+                pointers.as_ptr(),
+                pointers.len(),
+                host_ptr,
+                threads,
+                &mut raw,
+            )
+        };
+        check("ProcessGroupGloo", message)?;
+        Ok(Self { raw })
+    }
+
+    /// An NCCL group of `size` ranks over `store` (an error when NCCL is not compiled in).
+    pub(crate) fn nccl(store: &Store, rank: usize, size: usize, timeout: Duration) -> Result<Self, DdpError> {
+        let (rank, size) = (c_int_of("rank", rank)?, c_int_of("world size", size)?);
+        let mut raw = ptr::null_mut();
+        // SAFETY: `store.raw` is live; `raw` is written only on success.
+        let message = unsafe { ddp_group_nccl(store.raw, rank, size, millis(timeout), &mut raw) };
+        check("ProcessGroupNCCL", message)?;
+        Ok(Self { raw })
+    }
+
+    /// Overwrites `tensor` with its value on rank `root`.
+    pub(crate) fn broadcast(&self, tensor: &Tensor, root: usize, timeout: Duration) -> Result<(), DdpError> {
+        let root = c_int_of("root rank", root)?;
+        // SAFETY: `self.raw` is live and `tensor` outlives the call, which blocks until the
+        // collective has finished with it.
+        let message = unsafe { ddp_broadcast(self.raw, tensor.as_ptr(), root, millis(timeout)) };
+        check("broadcast", message)
+    }
+
+    /// Sums every tensor across ranks, in place, in one (coalesced) call.
+    pub(crate) fn all_reduce_sum(&self, tensors: &[&Tensor], timeout: Duration) -> Result<(), DdpError> {
+        let pointers: Vec<*const C_tensor> = tensors.iter().map(|t| t.as_ptr()).collect();
+        // SAFETY: `self.raw` is live; `pointers` holds `pointers.len()` tensors borrowed for the call,
+        // which blocks until the collective has finished with them.
+        let message = unsafe { ddp_allreduce_sum(self.raw, pointers.as_ptr(), pointers.len(), millis(timeout)) };
+        check("all_reduce", message)
+    }
+
+    /// Returns once every rank has reached the barrier.
+    pub(crate) fn barrier(&self, timeout: Duration) -> Result<(), DdpError> {
+        // SAFETY: `self.raw` is live.
+        let message = unsafe { ddp_barrier(self.raw, millis(timeout)) };
+        check("barrier", message)
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: `raw` was created by the shim and is released once, here.
+        unsafe { ddp_group_free(self.raw) }
+    }
+}
+
+/// Makes `grad` the gradient of `param` (which may have none yet).
+pub(crate) fn set_grad(param: &Tensor, grad: &Tensor) -> Result<(), DdpError> {
+    // SAFETY: both tensors are live for the call; the shim stores a new reference to `grad`'s
+    // storage in `param`'s autograd metadata, which libtorch reference-counts.
+    let message = unsafe { ddp_set_grad(param.as_ptr(), grad.as_ptr()) };
+    check("set_grad", message)
+}

@@ -1,0 +1,232 @@
+//! Data-parallel training over a [`ProcessGroup`]: the same model on every rank, parameters from
+//! rank 0 at the start, gradients averaged after each backward pass.
+
+use tch::nn::{Optimizer, VarStore};
+use tch::Tensor;
+
+use crate::bucket::{plan, Bucket};
+use crate::error::DdpError;
+use crate::ffi;
+use crate::group::ProcessGroup;
+
+/// The default bucket size for gradient averaging: 25 MiB, as in PyTorch's DDP.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// Keeps the variables of one or more `VarStore`s (a student and its adapters, say) identical
+/// across the ranks of a group.
+///
+/// - Parameters are the variables that require a gradient; buffers (batch-norm running
+///   statistics, frozen weights) are the others. Both are ordered by store, then by name.
+/// - [`broadcast_parameters`](Self::broadcast_parameters) copies rank 0's parameters and buffers to
+///   every rank (call it once, after building the model and its adapters);
+///   [`average_gradients`](Self::average_gradients) replaces each gradient with its mean over the
+///   ranks, in buckets: gradients are flattened into buffers of about `bucket_bytes`, one
+///   all-reduce per buffer. A parameter without a gradient on a rank counts as zero there, and gets
+///   the averaged gradient, so every rank's optimizer updates the same parameters.
+/// - With losses that average over the batch, N ranks × batch b then take the same steps as one
+///   process × batch N·b. Batch-norm statistics are the exception: each rank normalises with its
+///   own batch and keeps its own running statistics; [`sync_buffers`](Self::sync_buffers) copies
+///   rank 0's (what PyTorch's DDP does before every forward) — call it before evaluating or saving.
+///
+/// Building one checks that every rank has the same variables (names, shapes, kinds) and fails on
+/// every rank when they differ, since averaging mismatched gradients would be silently wrong.
+pub struct DataParallel<'g> {
+    group: &'g ProcessGroup,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+    grad_buckets: Vec<Bucket>,
+    bucket_bytes: usize,
+}
+
+impl std::fmt::Debug for DataParallel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataParallel")
+            .field("parameters", &self.params.len())
+            .field("buffers", &self.buffers.len())
+            .field("buckets", &self.grad_buckets.len())
+            .field("bucket_bytes", &self.bucket_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'g> DataParallel<'g> {
+    /// Collects the variables of `stores` (in that order) with [`DEFAULT_BUCKET_BYTES`] buckets,
+    /// and checks that every rank has the same ones. A collective: every rank calls it.
+    pub fn new(group: &'g ProcessGroup, stores: &[&VarStore]) -> Result<Self, DdpError> {
+        Self::with_bucket_bytes(group, stores, DEFAULT_BUCKET_BYTES)
+    }
+
+    /// [`new`](Self::new) with gradient buckets of about `bucket_bytes` each.
+    pub fn with_bucket_bytes(
+        group: &'g ProcessGroup,
+        stores: &[&VarStore],
+        bucket_bytes: usize,
+    ) -> Result<Self, DdpError> {
+        if bucket_bytes == 0 {
+            return Err(DdpError::InvalidArgument("the bucket size must be at least one byte".into()));
+        }
+        let mut names = Vec::new();
+        let mut params = Vec::new();
+        let mut buffer_names = Vec::new();
+        let mut buffers = Vec::new();
+        for (i, vs) in stores.iter().enumerate() {
+            let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            variables.sort_by(|a, b| a.0.cmp(&b.0));
+            for (name, tensor) in variables {
+                if tensor.device() != group.device() {
+                    return Err(DdpError::InvalidArgument(format!(
+                        "variable `{name}` is on {:?}, but this rank's group works on {:?}",
+                        tensor.device(),
+                        group.device()
+                    )));
+                }
+                let (list, tensors) =
+                    if tensor.requires_grad() { (&mut names, &mut params) } else { (&mut buffer_names, &mut buffers) };
+                list.push(format!("{i}/{name}"));
+                tensors.push(tensor);
+            }
+        }
+        check_same_everywhere(group, &names, &params, &buffer_names, &buffers)?;
+        let grad_buckets = plan(&params, bucket_bytes)?;
+        Ok(Self { group, names, params, buffers, grad_buckets, bucket_bytes })
+    }
+
+    /// The process group.
+    pub fn group(&self) -> &'g ProcessGroup {
+        self.group
+    }
+
+    /// The names of the averaged parameters, `<store index>/<variable name>`, in bucket order.
+    pub fn parameter_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// How many all-reduces one [`average_gradients`](Self::average_gradients) makes.
+    pub fn bucket_count(&self) -> usize {
+        self.grad_buckets.len()
+    }
+
+    /// The bucket size this was built with.
+    pub fn bucket_bytes(&self) -> usize {
+        self.bucket_bytes
+    }
+
+    /// Copies rank 0's parameters and buffers to every rank. A collective.
+    pub fn broadcast_parameters(&self) -> Result<(), DdpError> {
+        broadcast_all(self.group, &self.params, self.bucket_bytes)?;
+        self.sync_buffers()
+    }
+
+    /// Copies rank 0's buffers (batch-norm running statistics, frozen variables) to every rank.
+    /// A collective.
+    pub fn sync_buffers(&self) -> Result<(), DdpError> {
+        broadcast_all(self.group, &self.buffers, self.bucket_bytes)
+    }
+
+    /// Replaces every parameter's gradient with its mean over the ranks (a missing gradient counts
+    /// as zero and is created). Call it after `backward`, before the optimizer step. A collective.
+    pub fn average_gradients(&self) -> Result<(), DdpError> {
+        let world = self.group.world_size() as f64;
+        tch::no_grad(|| {
+            for bucket in &self.grad_buckets {
+                bucket.gather(|i| Some(self.params[i].grad()).filter(Tensor::defined));
+                self.group.all_reduce_sum(&[&bucket.flat])?;
+                if world > 1.0 {
+                    let _ = bucket.flat.shallow_clone().f_div_scalar_(world)?;
+                }
+                for slot in &bucket.slots {
+                    let param = &self.params[slot.index];
+                    let mean = bucket.view(slot, param);
+                    let mut grad = param.grad();
+                    if grad.defined() {
+                        grad.f_copy_(&mean)?;
+                    } else {
+                        ffi::set_grad(param, &mean.copy())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// One data-parallel optimizer step: zeroes the gradients, runs `loss.backward()`, averages
+    /// the gradients over the ranks and steps `opt`.
+    pub fn backward_step(&self, opt: &mut Optimizer, loss: &Tensor) -> Result<(), DdpError> {
+        opt.zero_grad();
+        loss.f_backward()?;
+        self.average_gradients()?;
+        opt.step();
+        Ok(())
+    }
+}
+
+/// Broadcasts `tensors` from rank 0, bucketed, copying the result back into each.
+fn broadcast_all(group: &ProcessGroup, tensors: &[Tensor], bucket_bytes: usize) -> Result<(), DdpError> {
+    if group.world_size() == 1 {
+        return Ok(());
+    }
+    tch::no_grad(|| {
+        for bucket in plan(tensors, bucket_bytes)? {
+            bucket.gather(|i| Some(tensors[i].shallow_clone()));
+            group.broadcast(&bucket.flat, 0)?;
+            for slot in &bucket.slots {
+                let target = &tensors[slot.index];
+                target.shallow_clone().f_copy_(&bucket.view(slot, target))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Fails on every rank unless all ranks have the same parameter and buffer lists.
+fn check_same_everywhere(
+    group: &ProcessGroup,
+    names: &[String],
+    params: &[Tensor],
+    buffer_names: &[String],
+    buffers: &[Tensor],
+) -> Result<(), DdpError> {
+    let mut hash = Fnv::default();
+    for (list, tensors) in [(names, params), (buffer_names, buffers)] {
+        hash.write(&list.len().to_le_bytes());
+        for (name, tensor) in list.iter().zip(tensors) {
+            hash.write(name.as_bytes());
+            hash.write(&[0]);
+            for d in tensor.size() {
+                hash.write(&d.to_le_bytes());
+            }
+            hash.write(format!("{:?}", tensor.kind()).as_bytes());
+        }
+    }
+    let local = hash.0 as i64;
+    let shared = Tensor::from_slice(&[local]).to_device(group.device());
+    group.broadcast(&shared, 0)?;
+    let differs = Tensor::from_slice(&[i64::from(shared.int64_value(&[0]) != local)]).to_device(group.device());
+    group.all_reduce_sum(&[&differs])?;
+    match differs.int64_value(&[0]) {
+        0 => Ok(()),
+        n => Err(DdpError::RankMismatch(format!(
+            "{n} rank(s) have other parameters or buffers (names, shapes or kinds) than rank 0; this rank has {} parameters and {} buffers",
+            params.len(),
+            buffers.len()
+        ))),
+    }
+}
+
+/// FNV-1a: a stable 64-bit hash, the same in every process (unlike std's randomly keyed one).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Data-parallel training across real processes on localhost, over Gloo: each multi-rank test
+//! re-executes this binary once per rank (see `harness`) and checks what the ranks wrote.
+
+mod harness;
+
+use std::time::Duration;
+
+use distill::prelude::*;
+use distill_ddp::{DataParallel, DdpConfig, DdpError, DistributedSampler, ProcessGroup};
+use harness::{assert_all_succeeded, free_port, run_ranks, scratch, worker};
+use tch::nn::{OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Distillable)]
+struct Net {
+    conv: nn::Conv2D,
+    fc: nn::Linear,
+}
+
+impl Net {
+    fn new(p: &nn::Path, width: i64) -> Self {
+        let cfg = nn::ConvConfig { padding: 1, ..Default::default() };
+        Net {
+            conv: nn::conv2d(p / "conv", 1, width, 3, cfg),
+            fc: nn::linear(p / "fc", width * 36, 3, Default::default()),
+        }
+    }
+}
+
+impl nn::ModuleT for Net {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.conv.forward_t(xs, train).relu().flatten(1, -1).apply_t(&self.fc, train)
+    }
+}
+
+distill! {
+    /// Features through a learned adapter, and the logits.
+    struct Kd for Net => Net {
+        f: student.conv => learned_conv2d_adapter(teacher.conv) with Mse;
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+const SAMPLES: usize = 32;
+const GLOBAL_BATCH: usize = 8;
+const STEPS: usize = 3;
+
+/// Trains the student and its adapter for `STEPS` SGD steps of `GLOBAL_BATCH` samples, split over
+/// the ranks of `group` (one process when `None`); returns their store (the adapter under `kd`) and
+/// its values before the first step.
+fn distill_steps(group: Option<&ProcessGroup>) -> (VarStore, Vec<(String, Tensor)>) {
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
+    // Rank-dependent initialisation: the broadcast must make it irrelevant.
+    tch::manual_seed(10 + rank as i64);
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let mut teacher_vs = teacher_vs;
+    let teacher = Net::new(&teacher_vs.root(), 6);
+    teacher_vs.freeze();
+    let student_vs = VarStore::new(Device::Cpu);
+    let student = Net::new(&student_vs.root(), 3);
+    let kd = Kd::new(student_vs.root() / "kd", &student, &teacher).unwrap();
+    tch::manual_seed(99);
+    let xs = Tensor::randn([SAMPLES as i64, 1, 6, 6], (Kind::Float, Device::Cpu));
+    let ys = Tensor::randint(3, [SAMPLES as i64], (Kind::Int64, Device::Cpu));
+
+    let ddp = group.map(|g| DataParallel::with_bucket_bytes(g, &[&student_vs, &teacher_vs], 256).unwrap());
+    if let Some(ddp) = &ddp {
+        assert!(ddp.bucket_count() > 1, "small buckets, so that bucketing is exercised");
+        ddp.broadcast_parameters().unwrap();
+    }
+    let initial = snapshot(&student_vs);
+    let mut opt = tch::nn::Sgd { momentum: 0.9, ..Default::default() }.build(&student_vs, 0.05).unwrap();
+    let order = DistributedSampler::new(SAMPLES, rank, world).unwrap().seed(5).indices(0);
+    let per_rank = GLOBAL_BATCH / world;
+    for step in 0..STEPS {
+        let batch = Tensor::from_slice(&order[step * per_rank..(step + 1) * per_rank]);
+        let (bx, by) = (xs.index_select(0, &batch), ys.index_select(0, &batch));
+        let out = kd.forward_t(&bx, true).unwrap();
+        let loss = out.student_output.cross_entropy_for_logits(&by) + out.loss();
+        match &ddp {
+            Some(ddp) => ddp.backward_step(&mut opt, &loss).unwrap(),
+            None => opt.backward_step(&loss),
+        }
+    }
+    (student_vs, initial)
+}
+
+fn read(path: &std::path::Path) -> Vec<(String, Tensor)> {
+    let mut named = Tensor::read_safetensors(path).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn max_diff(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
+    assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>());
+    a.iter().zip(b).map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+}
+
+fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+#[test]
+fn two_ranks_with_batch_b_match_one_rank_with_batch_2b() {
+    if let Some(w) = worker() {
+        let group = w.join(Duration::from_secs(60));
+        let (student_vs, _) = distill_steps(Some(&group));
+        student_vs.save(w.file("student.safetensors")).unwrap();
+        return;
+    }
+    let out = scratch("equivalence");
+    assert_all_succeeded(&run_ranks(
+        "two_ranks_with_batch_b_match_one_rank_with_batch_2b",
+        2,
+        &out,
+        DEADLINE,
+        |_| vec![],
+    ));
+    let (student_vs, initial) = distill_steps(None);
+    let reference = snapshot(&student_vs);
+    let names: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["conv.bias", "conv.weight", "fc.bias", "fc.weight", "kd.f.weight"], "student and adapter");
+    let rank0 = read(&out.join("rank0-student.safetensors"));
+    let rank1 = read(&out.join("rank1-student.safetensors"));
+    assert_eq!(max_diff(&rank0, &rank1), 0.0, "the ranks hold different parameters");
+    let diff = max_diff(&rank0, &reference);
+    println!("parameters after {STEPS} steps: 2 ranks vs 1 rank differ by at most {diff:e}");
+    assert!(diff < 1e-5, "2 ranks × {} differ from 1 rank × {GLOBAL_BATCH} by {diff}", GLOBAL_BATCH / 2);
+    // The steps moved the parameters: the comparison is not between two initial states.
+    let moved = max_diff(&snapshot(&student_vs), &initial);
+    assert!(moved > 1e-3, "the student moved by only {moved}");
+}
+
+fn linear_store(seed: i64) -> VarStore {
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    let _ = tch::nn::linear(vs.root() / "fc", 5, 4, Default::default());
+    let mut stats = vs.root().zeros_no_train("running_mean", &[4]);
+    tch::no_grad(|| stats.copy_(&Tensor::randn([4], (Kind::Float, Device::Cpu))));
+    vs
+}
+
+#[test]
+fn broadcast_makes_differently_seeded_ranks_identical() {
+    if let Some(w) = worker() {
+        let group = w.join(Duration::from_secs(60));
+        let vs = linear_store(100 + w.rank as i64);
+        vs.save(w.file("before.safetensors")).unwrap();
+        let ddp = DataParallel::new(&group, &[&vs]).unwrap();
+        assert_eq!(ddp.parameter_names(), ["0/fc.bias", "0/fc.weight"]);
+        ddp.broadcast_parameters().unwrap();
+        vs.save(w.file("after.safetensors")).unwrap();
+        return;
+    }
+    let out = scratch("broadcast");
+    assert_all_succeeded(&run_ranks(
+        "broadcast_makes_differently_seeded_ranks_identical",
+        2,
+        &out,
+        DEADLINE,
+        |_| vec![],
+    ));
+    let before0 = read(&out.join("rank0-before.safetensors"));
+    let before1 = read(&out.join("rank1-before.safetensors"));
+    assert_eq!(before0.len(), 3, "weight, bias and a buffer");
+    assert!(before0.iter().zip(&before1).all(|((_, a), (_, b))| a != b), "seeds gave different values");
+    assert_eq!(max_diff(&read(&out.join("rank0-after.safetensors")), &before0), 0.0);
+    assert_eq!(max_diff(&read(&out.join("rank1-after.safetensors")), &before0), 0.0);
+}
+
+#[test]
+fn a_rank_that_exits_early_makes_the_other_fail_within_the_timeout() {
+    if let Some(w) = worker() {
+        let group = w.join(Duration::from_secs(5));
+        group.barrier().unwrap();
+        if w.rank == 1 {
+            std::process::exit(0);
+        }
+        let t = Tensor::ones([16], (Kind::Float, Device::Cpu));
+        let err = group.all_reduce_sum(&[&t]).and_then(|()| group.all_reduce_sum(&[&t])).unwrap_err();
+        assert!(matches!(err, DdpError::Backend { op: "all_reduce", .. }), "{err:?}");
+        std::fs::write(w.file("error.txt"), err.to_string()).unwrap();
+        return;
+    }
+    let out = scratch("early-exit");
+    let ranks =
+        run_ranks("a_rank_that_exits_early_makes_the_other_fail_within_the_timeout", 2, &out, DEADLINE, |_| vec![]);
+    assert_all_succeeded(&ranks);
+    let message = std::fs::read_to_string(out.join("rank0-error.txt")).unwrap();
+    assert!(message.starts_with("all_reduce failed: "), "{message}");
+}
+
+#[test]
+fn a_rank_that_stops_taking_part_makes_the_other_time_out() {
+    if let Some(w) = worker() {
+        let group = w.join(Duration::from_secs(2));
+        group.barrier().unwrap();
+        if w.rank == 1 {
+            // Alive, connected, silent: only the timeout can end rank 0's wait. Leaves once rank 0
+            // has written its result (or after a minute).
+            let done = w.out.join("rank0-error.txt");
+            for _ in 0..600 {
+                if done.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::process::exit(0);
+        }
+        let t = Tensor::ones([16], (Kind::Float, Device::Cpu));
+        let err = group.all_reduce_sum(&[&t]).unwrap_err();
+        std::fs::write(w.file("error.txt"), err.to_string()).unwrap();
+        std::process::exit(0);
+    }
+    let out = scratch("silent-peer");
+    let ranks = run_ranks(
+        "a_rank_that_stops_taking_part_makes_the_other_time_out",
+        2,
+        &out,
+        Duration::from_secs(60),
+        |_| vec![],
+    );
+    assert!(ranks[0].succeeded(), "rank 0: {:?}\n{}", ranks[0].status, ranks[0].output);
+    let message = std::fs::read_to_string(out.join("rank0-error.txt")).unwrap();
+    assert!(message.starts_with("all_reduce failed: ") && message.to_lowercase().contains("timed out"), "{message}");
+}
+
+#[test]
+fn ranks_with_different_parameters_all_fail() {
+    if let Some(w) = worker() {
+        let group = w.join(Duration::from_secs(60));
+        let vs = linear_store(1);
+        if w.rank == 1 {
+            let _ = vs.root().zeros("extra", &[2]);
+        }
+        let err = DataParallel::new(&group, &[&vs]).unwrap_err();
+        assert!(matches!(err, DdpError::RankMismatch(_)), "{err:?}");
+        std::fs::write(w.file("error.txt"), err.to_string()).unwrap();
+        return;
+    }
+    let out = scratch("mismatch");
+    assert_all_succeeded(&run_ranks("ranks_with_different_parameters_all_fail", 2, &out, DEADLINE, |_| vec![]));
+    let message = std::fs::read_to_string(out.join("rank0-error.txt")).unwrap();
+    assert!(message.contains("1 rank(s) have other parameters"), "{message}");
+}
+
+fn single_rank() -> ProcessGroup {
+    ProcessGroup::new(&DdpConfig::new(0, 1, "127.0.0.1", free_port()).unwrap().with_timeout(Duration::from_secs(30)))
+        .unwrap()
+}
+
+#[test]
+fn a_single_rank_group_keeps_values_and_creates_missing_gradients() {
+    let group = single_rank();
+    assert!(group.is_main());
+    let t = Tensor::from_slice(&[1.0f32, -2.0]);
+    group.all_reduce_sum(&[&t]).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.0, -2.0]);
+
+    let vs = VarStore::new(Device::Cpu);
+    let used = vs.root().var_copy("used", &Tensor::from_slice(&[3.0f32]));
+    let unused = vs.root().var_copy("unused", &Tensor::from_slice(&[1.0f32, 1.0]));
+    let ddp = DataParallel::new(&group, &[&vs]).unwrap();
+    (&used * &used).sum(Kind::Float).backward();
+    assert!(!unused.grad().defined());
+    ddp.average_gradients().unwrap();
+    assert_eq!(Vec::<f32>::try_from(&used.grad()).unwrap(), vec![6.0]);
+    assert_eq!(Vec::<f32>::try_from(&unused.grad()).unwrap(), vec![0.0, 0.0]);
+
+    let path = scratch("save").join("vs.safetensors");
+    group.save_on_main(&vs, &path).unwrap();
+    assert_eq!(read(&path).len(), 2);
+    let err = group.save_on_main(&vs, scratch("save-missing").join("no/such/dir/vs.safetensors")).unwrap_err();
+    assert!(matches!(err, DdpError::Torch(_)), "{err:?}");
+}
+
+#[test]
+fn collectives_check_their_tensors() {
+    let group = single_rank();
+    let strided = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)).tr();
+    assert!(matches!(group.all_reduce_sum(&[&strided]), Err(DdpError::InvalidArgument(m)) if m.contains("contiguous")));
+    let (a, b) = (Tensor::zeros([2], (Kind::Float, Device::Cpu)), Tensor::zeros([2], (Kind::Int64, Device::Cpu)));
+    assert!(matches!(group.all_reduce_sum(&[&a, &b]), Err(DdpError::InvalidArgument(m)) if m.contains("one kind")));
+    assert!(matches!(group.broadcast(&a, 1), Err(DdpError::InvalidArgument(m)) if m.contains("out of range")));
+}
+
+#[test]
+fn a_rendezvous_without_the_other_ranks_times_out() {
+    // Rank 1 of 2 whose rank 0 never starts the store: connecting gives up after the timeout.
+    let config =
+        DdpConfig::new(1, 2, "127.0.0.1", free_port()).unwrap().with_rendezvous_timeout(Duration::from_secs(2));
+    let err = ProcessGroup::new(&config).unwrap_err();
+    assert!(matches!(err, DdpError::Backend { op: "TCPStore", .. }), "{err:?}");
+}
