@@ -191,9 +191,12 @@ impl ModuleT for Classifier {
 /// conv), global average pooling, `classifier`.
 ///
 /// Module paths and parameter names are torchvision's (`features.0.0.weight`,
-/// `features.2.conv.1.0.weight`, `classifier.1.bias`…). `features[i]` is a distillation point in
-/// `distill!` (`student.features[5]`); paths inside it are strings (`"features.5.conv.1.0"`), checked
-/// when the distillation is built.
+/// `features.2.conv.1.0.weight`, `classifier.1.bias`…). torchvision's `features` holds modules of
+/// different types, so typed paths in `distill!` stop at `student.features[5]`; the layers inside are
+/// reached by string (`"features.5.conv.1.0"`, checked when the distillation is built). An adapter
+/// needs typed endpoints: for an inner layer, build it from the typed layers
+/// (`conv2d_adapter(path, &teacher_block.conv.depthwise().0, &student_block.conv.depthwise().0)`) and
+/// pair the string paths through `Mapping`.
 #[derive(Debug, Distillable)]
 pub struct MobileNetV2 {
     /// The stem, the inverted residual blocks and the last conv.

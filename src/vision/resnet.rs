@@ -188,7 +188,8 @@ fn zero_weight(bn: &nn::BatchNorm) {
 /// `layer2.0.downsample.0.weight`, `bn1.running_mean`, `fc.bias`…), so a PyTorch `state_dict` saved
 /// with `safetensors.torch.save_file` loads with `VarStore::load` or, checked strictly,
 /// [`load_torchvision`](super::load_torchvision). In `distill!` the paths read as in PyTorch:
-/// `student.layer3[1].conv2`, or `"layer3.1.conv2"`.
+/// `student.layer3[1].conv2`, or `"layer3.1.conv2"`; a `downsample` is optional, so it is reached by
+/// string (`"layer2.0.downsample.0"`).
 #[derive(Debug, Distillable)]
 pub struct ResNet<B> {
     /// The stem conv: 7×7 stride 2 (3×3 stride 1 with the small-input stem).
