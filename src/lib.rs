@@ -9,6 +9,8 @@
 //! - [`nn`]: tch's layers, made tappable, plus `Seq`, `Sequential` and `Tap` containers;
 //! - [`adapter`]: adapters initialised from the pruning (`conv2d_adapter`…) and learned ones;
 //! - [`prune`]: channel-sliced copies of layers, to derive a pruned student;
+//! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
+//!   and the pruning of their residual blocks;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
@@ -27,6 +29,8 @@ pub use distill_runtime::{
 /// sampler. The `distill-ddp` crate, enabled by this crate's `ddp` feature.
 #[cfg(feature = "ddp")]
 pub use distill_ddp as ddp;
+
+pub mod vision;
 
 /// Derives `Distillable` (and `StaticSchema`) for a struct or an enum of modules.
 ///

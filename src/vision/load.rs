@@ -1,0 +1,132 @@
+//! Loading a PyTorch `state_dict` saved as safetensors, strictly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::error::{DistillError, Result};
+
+/// The buffer torchvision's batch norms keep beside `running_mean` and `running_var`: a step count
+/// that only matters when `momentum=None`; tch's batch norm has no such variable.
+const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
+
+/// How many names of each kind an error lists.
+const LISTED: usize = 5;
+
+/// Loads the safetensors file `path` — a PyTorch `state_dict` saved with
+/// `safetensors.torch.save_file(model.state_dict(), path)` — into the variables of `vs`, as
+/// PyTorch's `load_state_dict(strict=True)` would.
+///
+/// `VarStore::load` also reads such a file, but it ignores the file's extra keys and copies with
+/// broadcasting, so the weights of another model can load without an error (ResNet-34's file into a
+/// ResNet-18, a `[1]` tensor into a `[64]` variable). Here every variable must be in the file with
+/// the same shape, and every key of the file must be a variable; the only keys allowed beyond the
+/// variables are the `num_batches_tracked` buffers of batch norms whose `running_mean` is a variable.
+/// Values are converted to each variable's kind (a half-precision file loads into f32 variables).
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] listing the missing variables, the unexpected keys and the
+/// shape mismatches (nothing is copied then); [`DistillError::Torch`] when the file cannot be read.
+pub fn load_torchvision<P: AsRef<std::path::Path>>(vs: &mut VarStore, path: P) -> Result<()> {
+    load_torchvision_under(vs, "", path)
+}
+
+/// [`load_torchvision`] for a model built under `prefix` (`vs.root() / "teacher"` → `"teacher"`):
+/// the file's key `conv1.weight` goes to the variable `teacher.conv1.weight`, and only variables
+/// under `prefix` are loaded (all must be in the file). An empty prefix is the root.
+///
+/// # Errors
+/// As [`load_torchvision`].
+pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, prefix: &str, path: P) -> Result<()> {
+    let path = path.as_ref();
+    let file: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let variables: BTreeMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter_map(|(name, var)| strip(&name, prefix).map(|key| (key.to_string(), var)))
+        .collect();
+
+    let mut problems = Problems::default();
+    for (key, var) in &variables {
+        match file.get(key) {
+            None => problems.missing.push(key.clone()),
+            Some(src) if src.size() != var.size() => {
+                problems.shapes.push(format!("`{key}`: {:?} in the file, {:?} in the model", src.size(), var.size()))
+            }
+            Some(src) if src.is_floating_point() != var.is_floating_point() => {
+                problems.kinds.push(format!("`{key}`: {:?} in the file, {:?} in the model", src.kind(), var.kind()))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut unexpected: Vec<&String> = file.keys().filter(|key| !variables.contains_key(*key)).collect();
+    unexpected.retain(|key| !is_tracked_count(key, &variables));
+    unexpected.sort();
+    problems.unexpected = unexpected.into_iter().cloned().collect();
+    if let Some(message) = problems.message(path, prefix) {
+        return Err(DistillError::InvalidArgument(message));
+    }
+
+    tch::no_grad(|| -> Result<()> {
+        for (key, var) in &variables {
+            let mut var = var.shallow_clone();
+            var.f_copy_(&file[key])?;
+        }
+        Ok(())
+    })
+}
+
+/// `name` without `prefix.` (or `name` itself for an empty prefix); `None` when it is not under it.
+fn strip<'n>(name: &'n str, prefix: &str) -> Option<&'n str> {
+    if prefix.is_empty() {
+        return Some(name);
+    }
+    name.strip_prefix(prefix)?.strip_prefix('.')
+}
+
+/// Whether `key` is the `num_batches_tracked` of a batch norm the model has.
+fn is_tracked_count(key: &str, variables: &BTreeMap<String, Tensor>) -> bool {
+    let Some(module) = key.strip_suffix(NUM_BATCHES_TRACKED) else {
+        return false;
+    };
+    variables.contains_key(&format!("{module}running_mean"))
+}
+
+/// What keeps a file from loading.
+#[derive(Default)]
+struct Problems {
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    shapes: Vec<String>,
+    kinds: Vec<String>,
+}
+
+impl Problems {
+    fn message(&self, path: &std::path::Path, prefix: &str) -> Option<String> {
+        let under = if prefix.is_empty() { String::new() } else { format!(" under `{prefix}`") };
+        let mut message = format!("cannot load `{}` into the model{under}:", path.display());
+        let mut any = false;
+        for (what, names, quoted) in [
+            ("variables missing from the file", &self.missing, true),
+            ("keys of the file the model does not have", &self.unexpected, true),
+            ("shapes that differ", &self.shapes, false),
+            ("floating-point and integer kinds that differ", &self.kinds, false),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            any = true;
+            let listed: Vec<String> =
+                names.iter().take(LISTED).map(|name| if quoted { format!("`{name}`") } else { name.clone() }).collect();
+            let _ = write!(message, " {} {what} ({}", names.len(), listed.join(", "));
+            if names.len() > LISTED {
+                let _ = write!(message, ", …");
+            }
+            message.push_str(");");
+        }
+        message.pop();
+        any.then_some(message)
+    }
+}

@@ -1,0 +1,367 @@
+//! `distill::vision` against torchvision 0.28: parameter names, module paths, and outputs in eval and
+//! train mode (running statistics included), from the vectors of scripts/gen_vision_reference.py.
+
+mod vision_weights;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use distill::nn::{ModuleT, VarStore};
+use distill::vision::{self, MobileNetV2Config, ResNetConfig};
+use distill::{DistillError, Distillable};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+/// The tolerance the outputs must meet (absolute; logits are at most about 7 in magnitude).
+const TOLERANCE: f64 = 1e-4;
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vision")
+}
+
+/// The description of a variant in models.json.
+fn variant(name: &str) -> Value {
+    let text = std::fs::read_to_string(data_dir().join("models.json")).expect("tests/data/vision/models.json");
+    let doc: Value = serde_json::from_str(&text).expect("valid JSON");
+    doc["models"][name].clone()
+}
+
+fn reference(name: &str) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(data_dir().join(format!("{name}.safetensors")))
+        .expect("reference file")
+        .into_iter()
+        .collect()
+}
+
+fn shape(value: &Value) -> Vec<i64> {
+    value.as_array().expect("a shape").iter().map(|d| d.as_i64().expect("a dimension")).collect()
+}
+
+/// A model of either family, as its variant's configuration describes it.
+enum Model {
+    Basic(vision::ResNet<vision::BasicBlock>),
+    Bottleneck(vision::ResNet<vision::Bottleneck>),
+    MobileNet(vision::MobileNetV2),
+}
+
+impl Model {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Model::Basic(m) => m.forward_t(xs, train),
+            Model::Bottleneck(m) => m.forward_t(xs, train),
+            Model::MobileNet(m) => m.forward_t(xs, train),
+        }
+    }
+
+    fn named_modules(&self) -> Vec<distill::NamedModule> {
+        match self {
+            Model::Basic(m) => m.named_modules(),
+            Model::Bottleneck(m) => m.named_modules(),
+            Model::MobileNet(m) => m.named_modules(),
+        }
+    }
+}
+
+fn build(vs: &VarStore, config: &Value) -> Model {
+    let num_classes = config["num_classes"].as_i64().unwrap();
+    let in_channels = config.get("in_channels").and_then(Value::as_i64).unwrap_or(3);
+    let small_input = config.get("small_input").and_then(Value::as_bool).unwrap_or(false);
+    let resnet = ResNetConfig { in_channels, small_input, ..Default::default() };
+    match config["arch"].as_str().unwrap() {
+        "resnet18" => Model::Basic(vision::resnet18_with(vs.root(), num_classes, resnet).unwrap()),
+        "resnet34" => Model::Basic(vision::resnet34_with(vs.root(), num_classes, resnet).unwrap()),
+        "resnet50" => Model::Bottleneck(vision::resnet50_with(vs.root(), num_classes, resnet).unwrap()),
+        "mobilenet_v2" => {
+            let width_mult = config.get("width_mult").and_then(Value::as_f64).unwrap_or(1.0);
+            // The reference uses dropout 0 so that train mode is deterministic.
+            let config = MobileNetV2Config { in_channels, small_input, width_mult, dropout: 0.0, ..Default::default() };
+            Model::MobileNet(vision::mobilenet_v2_with(vs.root(), num_classes, config).unwrap())
+        }
+        other => panic!("unknown arch {other}"),
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    (a - b).abs().max().double_value(&[])
+}
+
+/// Asserts `actual` is within [`TOLERANCE`] of `expected` and returns the largest difference.
+fn assert_close(actual: &Tensor, expected: &Tensor, what: &str) -> f64 {
+    let diff = max_abs_diff(actual, expected);
+    assert!(diff <= TOLERANCE, "{what}: max |Rust − torchvision| = {diff:e} > {TOLERANCE:e}");
+    diff
+}
+
+/// Builds the variant, fills it, and checks its eval output, its train output and every batch norm's
+/// running statistics after that train forward against torchvision's.
+fn check_against_torchvision(name: &str) {
+    let spec = variant(name);
+    let vs = VarStore::new(Device::Cpu);
+    let model = build(&vs, &spec["config"]);
+    let sum = vision_weights::fill(&vs);
+    let expected_sum = spec["param_sum"].as_f64().unwrap();
+    assert!((sum - expected_sum).abs() <= 1e-9 * expected_sum.abs(), "{name}: parameter sum {sum} != {expected_sum}");
+
+    let reference = reference(name);
+    let xs = vision_weights::filled("input", &shape(&spec["input"]));
+    let eval = tch::no_grad(|| model.forward_t(&xs, false));
+    let eval_diff = assert_close(&eval, &reference["eval.logits"], &format!("{name} eval logits"));
+    let train = tch::no_grad(|| model.forward_t(&xs, true));
+    let train_diff = assert_close(&train, &reference["train.logits"], &format!("{name} train logits"));
+    // The train forward moved the running statistics: those of every batch norm must match.
+    let (mut checked, mut stats_diff) = (0, 0.0f64);
+    for (var_name, var) in vs.variables() {
+        if var_name.ends_with("running_mean") || var_name.ends_with("running_var") {
+            let key = format!("train.{var_name}");
+            let expected = reference.get(&key).unwrap_or_else(|| panic!("{name}: no reference for {key}"));
+            stats_diff = stats_diff.max(assert_close(&var, expected, &format!("{name} {var_name}")));
+            checked += 1;
+        }
+    }
+    let expected_count = reference.keys().filter(|k| k.ends_with("running_mean") || k.ends_with("running_var")).count();
+    assert_eq!(checked, expected_count, "{name}: batch norm count");
+    eprintln!(
+        "{name}: max |Rust − torchvision|: eval {eval_diff:e}, train {train_diff:e}, running stats {stats_diff:e}"
+    );
+    // Eval mode again uses the updated statistics: still torchvision's numbers, not the first ones.
+    assert!(max_abs_diff(&eval, &train) > 1e-3, "{name}: train mode must differ from eval mode");
+}
+
+#[test]
+fn resnet18_equals_torchvision() {
+    check_against_torchvision("resnet18");
+}
+
+#[test]
+fn resnet34_equals_torchvision() {
+    check_against_torchvision("resnet34");
+}
+
+#[test]
+fn resnet50_equals_torchvision() {
+    check_against_torchvision("resnet50");
+}
+
+#[test]
+fn resnet18_small_input_stem_equals_torchvision() {
+    check_against_torchvision("resnet18_small");
+}
+
+#[test]
+fn mobilenet_v2_equals_torchvision() {
+    check_against_torchvision("mobilenet_v2");
+}
+
+#[test]
+fn mobilenet_v2_small_input_half_width_equals_torchvision() {
+    check_against_torchvision("mobilenet_v2_small");
+}
+
+const VARIANTS: [&str; 6] =
+    ["resnet18", "resnet34", "resnet50", "resnet18_small", "mobilenet_v2", "mobilenet_v2_small"];
+
+#[test]
+fn variables_are_torchvisions_state_dict_keys_with_their_shapes() {
+    for name in VARIANTS {
+        let spec = variant(name);
+        let vs = VarStore::new(Device::Cpu);
+        let _model = build(&vs, &spec["config"]);
+        let ours: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+        let mut theirs = BTreeMap::new();
+        for entry in spec["state_dict"].as_array().unwrap() {
+            let key = entry[0].as_str().unwrap().to_string();
+            if let Some(module) = key.strip_suffix("num_batches_tracked") {
+                // No variable in tch's batch norm; it must belong to one of ours.
+                assert_eq!(entry[1], "int64");
+                assert!(ours.contains_key(&format!("{module}running_mean")), "{name}: {key} has no batch norm");
+                continue;
+            }
+            assert_eq!(entry[1], "float32", "{name}: {key}");
+            theirs.insert(key, shape(&entry[2]));
+        }
+        assert_eq!(ours, theirs, "{name}: variables and shapes");
+    }
+}
+
+#[test]
+fn module_paths_are_torchvisions() {
+    for name in VARIANTS {
+        let spec = variant(name);
+        let vs = VarStore::new(Device::Cpu);
+        let model = build(&vs, &spec["config"]);
+        // An absent optional module (`downsample: None`, the small stem's `maxpool: None`) is listed
+        // without a capture point; torchvision has no module there.
+        let absent = |m: &distill::NamedModule| m.tap.is_none() && m.type_name.starts_with("core::option::Option<");
+        let ours: BTreeMap<String, bool> = model
+            .named_modules()
+            .into_iter()
+            .filter(|m| !m.path.is_empty() && !absent(m))
+            .map(|m| (m.path, m.tap.is_some()))
+            .collect();
+        let mut theirs: BTreeSet<String> =
+            spec["modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect();
+        if spec["config"].get("small_input").is_some() && name.starts_with("resnet") {
+            // torchvision's small-input recipe puts an `Identity` there; ours has no max pool at all.
+            assert!(theirs.remove("maxpool"));
+        }
+        let our_paths: BTreeSet<String> = ours.keys().cloned().collect();
+        assert_eq!(our_paths, theirs, "{name}: module paths");
+        let silent: Vec<&String> = ours.iter().filter(|(_, taps)| !**taps).map(|(path, _)| path).collect();
+        assert!(silent.is_empty(), "{name}: modules that cannot be captured: {silent:?}");
+    }
+}
+
+/// Writes what `safetensors.torch.save_file(model.state_dict(), path)` writes for the variant: its
+/// keys in order, `num_batches_tracked` as 0-d int64, the other tensors filled by the formula.
+fn write_torchvision_file(name: &str, path: &std::path::Path) {
+    let spec = variant(name);
+    let tensors: Vec<(String, Tensor)> = spec["state_dict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            let key = entry[0].as_str().unwrap().to_string();
+            let tensor = if key.ends_with("num_batches_tracked") {
+                Tensor::from(7i64)
+            } else {
+                vision_weights::filled(&key, &shape(&entry[2]))
+            };
+            (key, tensor)
+        })
+        .collect();
+    Tensor::write_safetensors(&tensors, path).unwrap();
+}
+
+fn temp_file(stem: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("distill-vision-{stem}-{}.safetensors", std::process::id()))
+}
+
+#[test]
+fn a_torchvision_state_dict_file_loads_unchanged() {
+    for name in ["resnet18_small", "mobilenet_v2_small"] {
+        let file = temp_file(name);
+        write_torchvision_file(name, &file);
+        let spec = variant(name);
+        let xs = vision_weights::filled("input", &shape(&spec["input"]));
+        let expected = &reference(name)["eval.logits"];
+
+        // Strictly, with `load_torchvision`.
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = build(&vs, &spec["config"]);
+        vision::load_torchvision(&mut vs, &file).unwrap();
+        assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), expected, &format!("{name} via load_torchvision"));
+
+        // And with tch's own `VarStore::load`, which skips `num_batches_tracked`.
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = build(&vs, &spec["config"]);
+        vs.load(&file).unwrap();
+        assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), expected, &format!("{name} via VarStore::load"));
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
+#[test]
+fn load_torchvision_under_a_prefix() {
+    let file = temp_file("prefix");
+    write_torchvision_file("resnet18_small", &file);
+    let spec = variant("resnet18_small");
+    let mut vs = VarStore::new(Device::Cpu);
+    let config = ResNetConfig { in_channels: 1, small_input: true, ..Default::default() };
+    let teacher = vision::resnet18_with(vs.root() / "teacher", 10, config).unwrap();
+    let other = vision::resnet18_with(vs.root() / "other", 10, config).unwrap();
+    let before = other.fc.ws.copy();
+    vision::load_torchvision_under(&mut vs, "teacher", &file).unwrap();
+    let xs = vision_weights::filled("input", &shape(&spec["input"]));
+    assert_close(
+        &tch::no_grad(|| teacher.forward_t(&xs, false)),
+        &reference("resnet18_small")["eval.logits"],
+        "prefix",
+    );
+    assert_eq!(max_abs_diff(&other.fc.ws, &before), 0.0, "variables outside the prefix are left alone");
+    std::fs::remove_file(&file).unwrap();
+}
+
+fn load_error(vs: &mut VarStore, file: &std::path::Path) -> String {
+    match vision::load_torchvision(vs, file) {
+        Err(DistillError::InvalidArgument(message)) => message,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn load_torchvision_rejects_another_models_weights() {
+    let file = temp_file("resnet34");
+    write_torchvision_file("resnet34", &file);
+
+    // tch's own loader takes ResNet-34's weights for a ResNet-18 without a word…
+    let mut vs = VarStore::new(Device::Cpu);
+    let _resnet18 = vision::resnet18(vs.root(), 10).unwrap();
+    vs.load(&file).unwrap();
+    // …the strict one names the keys that do not belong, and copies nothing.
+    let first = vs.variables()["conv1.weight"].copy();
+    let message = load_error(&mut vs, &file);
+    assert!(message.contains("keys of the file the model does not have"), "{message}");
+    assert!(message.contains("`layer1.2.bn1.bias`"), "{message}");
+    assert_eq!(max_abs_diff(&vs.variables()["conv1.weight"], &first), 0.0);
+    std::fs::remove_file(&file).unwrap();
+
+    // A model with another class count: the shape is named.
+    let file = temp_file("classes");
+    write_torchvision_file("resnet18", &file);
+    let mut vs = VarStore::new(Device::Cpu);
+    let _resnet18 = vision::resnet18(vs.root(), 100).unwrap();
+    let message = load_error(&mut vs, &file);
+    assert!(message.contains("`fc.weight`: [10, 512] in the file, [100, 512] in the model"), "{message}");
+    assert!(message.contains("2 shapes that differ"), "{message}");
+
+    // A model with more layers than the file: the missing variables are named.
+    let mut vs = VarStore::new(Device::Cpu);
+    let _resnet34 = vision::resnet34(vs.root(), 10).unwrap();
+    let message = load_error(&mut vs, &file);
+    assert!(message.contains("80 variables missing from the file (`layer1.2.bn1.bias`"), "{message}");
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn constructors_reject_bad_options() {
+    let vs = VarStore::new(Device::Cpu);
+    let bad = |result: Result<(), DistillError>| match result {
+        Err(DistillError::InvalidArgument(message)) => message,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    assert!(bad(vision::resnet18(vs.root(), 0).map(drop)).contains("num_classes"));
+    let config = ResNetConfig { in_channels: -1, ..Default::default() };
+    assert!(bad(vision::resnet50_with(vs.root(), 10, config).map(drop)).contains("in_channels"));
+    assert!(bad(
+        vision::resnet::<vision::BasicBlock, _>(vs.root(), [2, 0, 2, 2], 10, ResNetConfig::default()).map(drop)
+    )
+    .contains("layer2"));
+    for width_mult in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let config = MobileNetV2Config { width_mult, ..Default::default() };
+        assert!(bad(vision::mobilenet_v2_with(vs.root(), 10, config).map(drop)).contains("width_mult"));
+    }
+    let config = MobileNetV2Config { dropout: 1.5, ..Default::default() };
+    assert!(bad(vision::mobilenet_v2_with(vs.root(), 10, config).map(drop)).contains("dropout"));
+    let config = MobileNetV2Config { round_nearest: 0, ..Default::default() };
+    assert!(bad(vision::mobilenet_v2_with(vs.root(), 10, config).map(drop)).contains("round_nearest"));
+}
+
+#[test]
+fn mobilenet_v2_dropout_acts_in_train_mode_only() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let config = MobileNetV2Config { small_input: true, dropout: 0.5, ..Default::default() };
+    let net = vision::mobilenet_v2_with(vs.root(), 10, config).unwrap();
+    let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (eval_a, eval_b) = tch::no_grad(|| (net.forward_t(&xs, false), net.forward_t(&xs, false)));
+    assert_eq!(max_abs_diff(&eval_a, &eval_b), 0.0);
+    // Train mode: batch statistics and dropout, so two forwards differ — unlike with dropout 0, where
+    // batch statistics alone give the same output twice.
+    let (train_a, train_b) = tch::no_grad(|| (net.forward_t(&xs, true), net.forward_t(&xs, true)));
+    assert!(max_abs_diff(&train_a, &train_b) > 1e-6);
+    let config = MobileNetV2Config { dropout: 0.0, ..config };
+    let net = vision::mobilenet_v2_with(vs.root() / "no_dropout", 10, config).unwrap();
+    let (train_a, train_b) = tch::no_grad(|| (net.forward_t(&xs, true), net.forward_t(&xs, true)));
+    assert_eq!(max_abs_diff(&train_a, &train_b), 0.0);
+}
