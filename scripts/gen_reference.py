@@ -288,6 +288,14 @@ case("dkd/4x10/a2b1T1/targets", "Dkd", dkd, (4, 10), params={"alpha": 2.0, "beta
      scale=2.0, targets="random")
 case("dkd/8x5/w0.5/targets", "Dkd", dkd, (8, 5), params=DKD_DEFAULT, weight=0.5, scale=2.0, targets="random")
 
+# The edges of what the criteria accept (the Rust side rejects what lies beyond them, and computes
+# these): beta = 0 is plain L1, p = 1 for AT, a batch of one for SP and PKT, two classes for DKD.
+case("smooth_l1/4x10/beta0", "SmoothL1", smooth_l1, (4, 10), params={"beta": 0.0})
+case("at/2x3x4x4_2x5x4x4/p1", "AttentionTransfer", attention_transfer, (2, 3, 4, 4), (2, 5, 4, 4), params={"p": 1.0})
+case("sp/1x10_1x4", "SimilarityPreserving", similarity_preserving, (1, 10), (1, 4))
+case("pkt/1x10_1x4", "Pkt", pkt, (1, 10), (1, 4))
+case("dkd/6x2/targets", "Dkd", dkd, (6, 2), params=DKD_DEFAULT, scale=2.0, targets="random")
+
 doc = {
     "generator": "scripts/gen_reference.py",
     "torch_version": torch.__version__,

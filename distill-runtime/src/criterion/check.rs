@@ -111,6 +111,12 @@ pub(super) fn equal_non_empty(student: &[i64], teacher: &[i64]) -> Result<(), St
     Ok(())
 }
 
+/// Equal, non-empty shapes with a class (or channel) dimension: `(N, C, …)`.
+pub(super) fn equal_with_classes(student: &[i64], teacher: &[i64]) -> Result<(), String> {
+    equal_non_empty(student, teacher)?;
+    at_least(student, 2, "(N, C, …)")
+}
+
 /// At least `dims` dimensions, described by `layout` (e.g. `"(N, C, …)"`).
 pub(super) fn at_least(shape: &[i64], dims: usize, layout: &str) -> Result<(), String> {
     if shape.len() < dims {

@@ -2,7 +2,7 @@
 
 use tch::{Reduction, Tensor};
 
-use super::check::{at_least, equal_non_empty, parameter};
+use super::check::{equal_with_classes, parameter};
 use super::{batch_size, catalogue_criterion};
 
 /// Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": the KL divergence from the
@@ -51,8 +51,7 @@ catalogue_criterion!(KlDiv {
 
     /// Equal, non-empty shapes with a class dimension (at least 2-D).
     fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
-        equal_non_empty(student, teacher)?;
-        at_least(student, 2, "(N, C, …)")
+        equal_with_classes(student, teacher)
     }
 });
 
@@ -100,7 +99,6 @@ catalogue_criterion!(SoftCrossEntropy {
 
     /// Equal, non-empty shapes with a class dimension (at least 2-D).
     fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
-        equal_non_empty(student, teacher)?;
-        at_least(student, 2, "(N, C, …)")
+        equal_with_classes(student, teacher)
     }
 });

@@ -3,7 +3,7 @@
 use tch::{Reduction, Tensor};
 
 use super::catalogue_criterion;
-use super::check::{at_least, equal_non_empty, parameter};
+use super::check::{equal_non_empty, equal_with_classes, parameter};
 
 /// `F.cosine_similarity`'s default `eps`: vector norms are clamped below at it.
 const COSINE_EPS: f64 = 1e-8;
@@ -103,7 +103,6 @@ impl Cosine {
 catalogue_criterion!(Cosine {
     /// Equal, non-empty shapes with a channel dimension (at least 2-D).
     fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
-        equal_non_empty(student, teacher)?;
-        at_least(student, 2, "(N, C, …)")
+        equal_with_classes(student, teacher)
     }
 });
