@@ -194,8 +194,8 @@ fn distill_says_why_a_criterion_rejects_equal_shapes() -> Result<(), DistillErro
 fn distill_reports_invalid_parameters_naming_the_pair() -> Result<(), DistillError> {
     let vs = VarStore::new(Device::Cpu);
     let (student, teacher) = (mlp(vs.root() / "s"), mlp(vs.root() / "t"));
-    let kd = Cold::new(vs.root() / "kd", &student, &teacher)?; // `KlDiv::new` stays a const fn
-    let err = kd.forward_t(&randn(&[4, 6]), true).unwrap_err();
+    // `KlDiv::new` stays a const fn; `new()` checks the parameters, before any step.
+    let err = Cold::new(vs.root() / "kd", &student, &teacher).err().expect("T = 0 is rejected by new()");
     let message = err.to_string();
     assert!(matches!(&err, DistillError::InvalidCriterion { pair, .. } if pair == "logits"), "{message}");
     assert!(message.contains("pair `logits`") && message.contains("temperature"), "{message}");

@@ -102,6 +102,16 @@ impl<'m> Core<'m> {
         Core { engine: Engine::new(student, teacher), pairs }
     }
 
+    /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
+    pub fn validate(&self) -> Result<()> {
+        for spec in &self.pairs {
+            spec.criterion
+                .validate()
+                .map_err(|reason| DistillError::InvalidCriterion { pair: spec.label.to_owned(), reason })?;
+        }
+        Ok(())
+    }
+
     /// The capture engine.
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -42,7 +42,10 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             let __distill_student = #student_model::resolver(student, #p::Side::Student);
             let __distill_teacher = #teacher_model::resolver(teacher, #p::Side::Teacher);
             let __distill_pairs = ::std::vec![#(#specs),*];
-            ::core::result::Result::Ok(#name { student, teacher, core: #p::Core::new(__distill_pairs) })
+            let __distill_core = #p::Core::new(__distill_pairs);
+            // Criteria parameters (a temperature ≤ 0, a negative β…) are errors here, before any step.
+            __distill_core.validate()?;
+            ::core::result::Result::Ok(#name { student, teacher, core: __distill_core })
         }
     });
     let forward_body = items.body(|| {
