@@ -126,7 +126,14 @@ fn a_seq_iterated_by_hand_says_its_elements_ran_unrecorded() {
         "{err:?}"
     );
     let message = err.to_string();
-    for needle in ["`blocks.1`", "`blocks`", "seq.forward_t", "self.blocks.elements()", "forward_at", "for element in &self.blocks"] {
+    for needle in [
+        "`blocks.1`",
+        "`blocks`",
+        "seq.forward_t",
+        "self.blocks.elements()",
+        "forward_at",
+        "for element in &self.blocks",
+    ] {
         assert!(message.contains(needle), "{needle:?} is missing from: {message}");
     }
 

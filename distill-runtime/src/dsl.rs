@@ -12,6 +12,12 @@ use tch::Tensor;
 use crate::criterion::{name_pair, Criterion};
 use crate::error::Result;
 
+/// The traits a `distill!` block or a derive needs of the user's types, named in its compile errors
+/// (`the trait ChildAt is not implemented for Block`). Their messages say what to write instead;
+/// they are not meant to be implemented or named by users.
+#[doc(hidden)]
+pub use crate::__private::{ChildAt, DistillField, IntoAdapter, Model, PathSchema, RecordedElement, SlotIndex};
+
 /// One pair of a `distill!` output: the student's and the teacher's tensor after adapters, and the
 /// pair's criterion.
 pub struct Pair<'d> {

@@ -9,7 +9,7 @@ use crate::model::Net;
 use crate::train::Terms;
 
 distill! {
-    /// The teacher distilled into its pruned copy (DESIGN §6). The adapters select, for each student
+    /// The teacher distilled into its pruned copy. The adapters select, for each student
     /// channel, the teacher channel it was pruned from; they train with the student.
     pub struct PrunedKd for Net => Net {
         /// Block 1's conv output (stride 2, 14×14).

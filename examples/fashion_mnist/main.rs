@@ -1,4 +1,4 @@
-//! Prune → distill on Fashion-MNIST (DESIGN §6, the seed's ENOT workflow).
+//! Prune → distill on Fashion-MNIST: ENOT's workflow, checked against the same workflow in PyTorch.
 //!
 //! 1. Train the teacher CNN (or reuse `OUT/teacher.safetensors` from an earlier run).
 //! 2. Prune every conv to `--keep` of its filters by L1 norm (batch norms and classifier sliced).
@@ -113,7 +113,7 @@ fn main() {
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // libtorch allocates with posix_memalign; glibc would mmap and page-fault every large buffer on
-    // every step (≈7× slower convolutions here). One explicit call at start-up fixes it (DESIGN §5).
+    // every step (≈7× slower convolutions here). One explicit call at start-up fixes it.
     let tuned = distill::tune_allocator();
     tch::set_num_threads(args.threads);
     tch::manual_seed(args.seed);
@@ -232,7 +232,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let ce_acc = evaluate(&ce_student);
     say!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
 
-    // Adapters first: the seed then fixes the batch order exactly as for the CE-only run.
+    // Adapters first: the RNG seed then fixes the batch order exactly as for the CE-only run.
     let kd_step = kd::kd_step(&(kd_vs.root() / "kd"), &kd_student, &teacher)?;
     tch::manual_seed(args.seed + 1);
     let mut opt = sgd(&kd_vs, 0.01, 0.9, 0.0);

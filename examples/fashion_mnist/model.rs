@@ -1,4 +1,4 @@
-//! The CNN of DESIGN §6: four blocks (conv 3×3 without bias, batch norm, ReLU; strides 1, 2, 2, 2),
+//! The CNN of the reference workflow: four blocks (conv 3×3 without bias, batch norm, ReLU; strides 1, 2, 2, 2),
 //! global average pooling, a linear classifier. Teacher and pruned student share the type; only the
 //! widths differ.
 

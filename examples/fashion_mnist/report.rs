@@ -13,7 +13,7 @@ pub struct Row {
     pub name: &'static str,
     pub params: i64,
     pub accuracy: f64,
-    /// DESIGN §6's PyTorch number, when the run uses the reference settings.
+    /// The PyTorch reference run's number, when this run uses the reference settings.
     pub reference: Option<f64>,
     pub note: String,
 }
@@ -22,7 +22,7 @@ pub struct Row {
 pub fn markdown(rows: &[Row], header: &str) -> String {
     let mut md = String::new();
     writeln!(md, "{header}\n").unwrap();
-    writeln!(md, "| model | parameters | test accuracy | PyTorch reference (DESIGN §6) | notes |").unwrap();
+    writeln!(md, "| model | parameters | test accuracy | PyTorch reference | notes |").unwrap();
     writeln!(md, "|---|---:|---:|---:|---|").unwrap();
     for r in rows {
         let reference = r.reference.map_or("—".to_owned(), |v| format!("{v:.2}%"));

@@ -145,7 +145,7 @@ fn format_terms(names: &[&str], sums: &[f64], count: usize) -> String {
     names.iter().zip(sums).map(|(n, s)| format!("{n}={:.4}", s / count as f64)).collect::<Vec<_>>().join(" ")
 }
 
-/// SGD as configured in DESIGN §6.
+/// SGD with the reference workflow's settings (no dampening, no Nesterov).
 pub fn sgd(vs: &VarStore, lr: f64, momentum: f64, wd: f64) -> tch::nn::Optimizer {
     tch::nn::Sgd { momentum, dampening: 0.0, wd, nesterov: false }.build(vs, lr).expect("SGD builds")
 }

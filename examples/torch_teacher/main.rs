@@ -93,9 +93,7 @@ struct TeacherReport {
 
 fn read_report(path: &std::path::Path) -> Result<TeacherReport, Box<dyn Error>> {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let number = |key: &str| {
-        json[key].as_f64().ok_or_else(|| format!("{}: no number `{key}`", path.display()))
-    };
+    let number = |key: &str| json[key].as_f64().ok_or_else(|| format!("{}: no number `{key}`", path.display()));
     Ok(TeacherReport {
         correct: number("test_correct")? as i64,
         total: number("test_images")? as i64,
@@ -191,18 +189,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     tch::manual_seed(args.seed);
     let mut opt = sgd(&ce_vs, args.lr, 0.9, 0.0);
-    let ce_history = train(&train_set, &mut opt, &schedule("cross-entropy"), |xs, ys| {
+    let ce_history = train(&train_set, &mut opt, &schedule("cross-entropy"), None, |xs, ys| {
         let loss = ce_student.forward_t(xs, true).cross_entropy_for_logits(ys);
         let terms: Terms = vec![("loss", loss.double_value(&[]))];
         (loss, terms)
-    });
+    })?;
     let ce_accuracy = accuracy(&ce_student, &dataset.test);
 
     let kd = FromTorch::new(kd_vs.root() / "kd", &kd_student, &torch_teacher)?;
     println!("pairs on a sample batch:\n{}", kd.dry_run(&train_set.images.narrow(0, 0, 2))?);
     tch::manual_seed(args.seed);
     let mut opt = sgd(&kd_vs, args.lr, 0.9, 0.0);
-    let kd_history = train(&train_set, &mut opt, &schedule("distill"), |xs, ys| {
+    let kd_history = train(&train_set, &mut opt, &schedule("distill"), None, |xs, ys| {
         let out = kd.forward_t(xs, true).expect("every pair was checked by the dry run");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = out.losses();
@@ -210,7 +208,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
         terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
         (loss, terms)
-    });
+    })?;
     let kd_accuracy = accuracy(&kd_student, &dataset.test);
 
     // 4. The table.

@@ -25,7 +25,7 @@ fn assert_contains(haystack: &str, needles: &[&str]) {
 }
 
 #[test]
-fn the_design_example_expands_to_the_documented_items() {
+fn the_readme_example_expands_to_the_documented_items() {
     let out = dsl(DSL[0]);
     assert_eq!(errors(&out), 0, "{out}");
     assert_contains(
@@ -127,7 +127,7 @@ fn every_error_of_an_invocation_is_reported() {
             "struct Kd < 'm >",
             "pub a : :: distill :: __private :: Pair < 'd > , # [doc",
             "pub const LABELS : [& 'static str ; 1usize] = [\"a\"]",
-            "# [allow (unused_variables , unreachable_code)] impl < 'm > Kd < 'm >",
+            "# [allow (unused_variables , unused_mut , unreachable_code)] impl < 'm > Kd < 'm >",
         ],
     );
     assert_eq!(out.matches("unreachable !").count(), 2, "`new` and `forward_t_with`: {out}");
@@ -145,10 +145,10 @@ fn derive_named_struct() {
         &[
             "const _ : () = {",
             "impl :: distill :: __private :: Distillable for Net {",
-            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , :: distill :: __private :: field :: < nn :: Seq < Block > > (& self . features))) ;",
-            "Child :: field (\"fc\" , :: distill :: __private :: field :: < nn :: Linear > (& self . classifier))",
+            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , < nn :: Seq < Block > as :: distill :: __private :: DistillField > :: as_module (& self . features))) ;",
+            "Child :: field (\"fc\" , < nn :: Linear as :: distill :: __private :: DistillField > :: as_module (& self . classifier))",
             "impl :: distill :: __private :: StaticSchema for Net {",
-            ":: distill :: __private :: FieldSchema { name : \"features\" , schema : & < nn :: Seq < Block > as :: distill :: __private :: StaticSchema > :: SCHEMA }",
+            ":: distill :: __private :: FieldSchema { name : \"features\" , schema : < nn :: Seq < Block > as :: distill :: __private :: DistillField > :: FIELD_SCHEMA }",
         ],
     );
     assert!(!out.contains("width"), "skipped fields are left out");
@@ -190,7 +190,10 @@ fn derive_enums_visit_the_active_variant() {
     let tuple = derive(DERIVE[4]);
     assert_contains(
         &tuple,
-        &["Child :: field (\"1\" ,", ":: distill :: __private :: field :: < nn :: Linear > (& self . 1)"],
+        &[
+            "Child :: field (\"1\" ,",
+            "< nn :: Linear as :: distill :: __private :: DistillField > :: as_module (& self . 1)",
+        ],
     );
     let never = derive(DERIVE[5]);
     assert_contains(&never, &["match * self { }"]);
@@ -254,7 +257,10 @@ fn a_renamed_crate_is_named_by_its_given_path() {
     assert!(!out.contains("distill ::"), "{out}");
     assert_contains(
         &out,
-        &[":: kd :: __private :: field :: < nn :: Linear >", "M : :: kd :: __private :: StaticSchema"],
+        &[
+            "< nn :: Linear as :: kd :: __private :: DistillField > :: as_module",
+            "M : :: kd :: __private :: StaticSchema",
+        ],
     );
 
     let bad = derive(r#"#[distill(crate = "not a path")] struct Net { a: nn::Linear }"#);

@@ -11,6 +11,7 @@
 
 mod activation;
 mod batch_norm;
+mod chain;
 mod conv;
 mod dropout;
 mod element;

@@ -5,8 +5,9 @@ use std::ops::{Index, IndexMut};
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use super::chain::forward_chain;
 use super::Element;
-use crate::capture::{record, TapId};
+use crate::capture::TapId;
 use crate::module::{Child, Distillable, Recordable};
 use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
@@ -150,14 +151,7 @@ impl<'a, T> IntoIterator for &'a Seq<T> {
 
 impl<T: ModuleT> ModuleT for Seq<T> {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        record(self.tap, xs, |xs| {
-            let mut iter = self.items.iter().zip(&self.taps);
-            let Some((first, tap)) = iter.next() else {
-                return xs.shallow_clone();
-            };
-            let first = record(*tap, xs, |xs| first.forward_t(xs, train));
-            iter.fold(first, |xs, (item, tap)| record(*tap, &xs, |xs| item.forward_t(xs, train)))
-        })
+        forward_chain(self.tap, self.items.iter().zip(self.taps.iter().copied()), xs, train)
     }
 }
 

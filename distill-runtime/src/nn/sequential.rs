@@ -6,8 +6,9 @@ use std::ops::Index;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use super::chain::forward_chain;
 use super::Element;
-use crate::capture::{record, TapId};
+use crate::capture::TapId;
 use crate::module::{Child, Distillable, Recordable};
 use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
@@ -122,14 +123,8 @@ impl Index<usize> for Sequential {
 
 impl ModuleT for Sequential {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        record(self.tap, xs, |xs| {
-            let mut iter = self.layers.iter().zip(&self.taps);
-            let Some((first, tap)) = iter.next() else {
-                return xs.shallow_clone();
-            };
-            let first = record(*tap, xs, |xs| first.forward_t(xs, train));
-            iter.fold(first, |xs, (layer, tap)| record(*tap, &xs, |xs| layer.forward_t(xs, train)))
-        })
+        let layers = self.layers.iter().map(|layer| &**layer as &dyn Layer);
+        forward_chain(self.tap, layers.zip(self.taps.iter().copied()), xs, train)
     }
 }
 

@@ -46,8 +46,9 @@ impl Message {
 
     /// Appends `n` in decimal.
     pub(super) const fn push_usize(self, mut n: usize) -> Message {
-        // usize::MAX has at most 20 decimal digits.
-        let mut digits = [0u8; 20];
+        /// The decimal digits of `u64::MAX`, the widest `usize`.
+        const MAX_DIGITS: usize = 20;
+        let mut digits = [0u8; MAX_DIGITS];
         let mut start = digits.len();
         loop {
             start -= 1;

@@ -50,7 +50,7 @@ mod model {
         pub stack: Stack<nn::Linear>,
     }
 
-    impl nn::ModuleT for Net {
+    impl ModuleT for Net {
         fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
             xs.shallow_clone()
         }

@@ -39,13 +39,7 @@ fn typed_endpoint(items: &Items, path: &TypedPath, side: Side) -> TokenStream {
     let amp = quote_spanned!(path.root.span()=> &);
     match last {
         Segment::Field(member) => helper_call(items, member_span(member), "module", quote!(#amp #container.#member)),
-        Segment::Index { expr, span } => {
-            let side = side_tokens(items, side);
-            let text = path_text(init);
-            let call = helper_call(items, *span, "slot", quote!(#amp #container, #expr, #side, #text));
-            let question = quote_spanned!(*span=> ?);
-            quote!(#call #question)
-        }
+        Segment::Index { expr, span } => index_call(items, "slot", quote!(#amp #container), expr, *span, side, init),
     }
 }
 
@@ -59,14 +53,26 @@ pub(super) fn module_ref(items: &Items, path: &TypedPath, side: Side) -> TokenSt
     let amp = quote_spanned!(root.span()=> &);
     match last {
         Segment::Field(member) => quote!(#amp #container.#member),
-        Segment::Index { expr, span } => {
-            let side = side_tokens(items, side);
-            let text = path_text(init);
-            let call = helper_call(items, *span, "child", quote!(#amp #container, #expr, #side, #text));
-            let question = quote_spanned!(*span=> ?);
-            quote!(#call #question)
-        }
+        Segment::Index { expr, span } => index_call(items, "child", quote!(#amp #container), expr, *span, side, init),
     }
+}
+
+/// `func(container, index, side, "path.of.container")?`, the checked `[index]` at the brackets' span:
+/// `slot` for an endpoint, `child` for a module.
+fn index_call(
+    items: &Items,
+    func: &str,
+    container: TokenStream,
+    index: &syn::Expr,
+    span: Span,
+    side: Side,
+    container_path: &[Segment],
+) -> TokenStream {
+    let side = side_tokens(items, side);
+    let text = path_text(container_path);
+    let call = helper_call(items, span, func, quote!(#container, #index, #side, #text));
+    let question = quote_spanned!(span=> ?);
+    quote!(#call #question)
 }
 
 /// The place expression of `segments` (the first ones of `path`): field accesses, and for each `[i]`

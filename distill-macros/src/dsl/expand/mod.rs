@@ -99,7 +99,7 @@ impl<'a> Items<'a> {
     fn fallback_allows(&self) -> TokenStream {
         match self.mode {
             Mode::Real => TokenStream::new(),
-            Mode::Fallback => quote!(#[allow(unused_variables, unreachable_code)]),
+            Mode::Fallback => quote!(#[allow(unused_variables, unused_mut, unreachable_code)]),
         }
     }
 

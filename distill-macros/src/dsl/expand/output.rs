@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{docs, Items};
+use super::{docs, Items, Mode};
 
 pub(super) fn output_definition(items: &Items) -> TokenStream {
     let Items { input, output, p, labels, .. } = items;
@@ -16,12 +16,15 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
         let separator = (!user_docs.is_empty()).then(|| quote!(#[doc = ""]));
         quote!(#(#user_docs)* #separator #[doc = #generated] pub #label: #p::Pair<'d>,)
     });
+    // A stand-in may have no pair left to use its lifetime.
+    let marker = (items.mode == Mode::Fallback).then(|| quote!(__distill_pairs: ::core::marker::PhantomData<&'d ()>,));
     quote! {
         #(#cfgs)*
         #[doc = #doc]
         #[derive(Debug)]
         #vis struct #output<'d> {
             #(#fields)*
+            #marker
             /// The student's own output.
             pub student_output: #p::tch::Tensor,
             /// The teacher's own output, on the student's device.
@@ -49,8 +52,10 @@ pub(super) fn losses_definition(items: &Items) -> TokenStream {
 pub(super) fn output_methods(items: &Items) -> TokenStream {
     let Items { output, losses, p, labels, .. } = items;
     let n = labels.len();
+    let allows = items.fallback_allows();
     quote! {
         #[automatically_derived]
+        #allows
         impl<'d> #output<'d> {
             /// The sum of the pairs' (weighted) losses.
             pub fn loss(&self) -> #p::tch::Tensor {

@@ -1,4 +1,4 @@
-//! The DESIGN.md §1 example, for real: a net and its channel-pruned copy, the `distill!` block as
+//! The README's `distill!` example, for real: a net and its channel-pruned copy, the `distill!` block as
 //! written there (widths chosen so that every pair is comparable), one training step — and the
 //! pairs equal, tensor for tensor, those of the dynamic `Mapping` for the same mapping.
 
@@ -90,7 +90,7 @@ fn models(vs: &VarStore) -> Result<(Net, Net), DistillError> {
 }
 
 #[test]
-fn design_example_compiles_runs_and_trains() -> Result<(), DistillError> {
+fn readme_example_compiles_runs_and_trains() -> Result<(), DistillError> {
     tch::manual_seed(1);
     let vs = VarStore::new(Device::Cpu);
     let (student, teacher) = models(&vs)?;
