@@ -55,6 +55,10 @@ struct Args {
     /// Training images used for fine-tuning (a seeded random subset; 0 for all 60 000).
     #[arg(long, default_value_t = 6000)]
     train_images: i64,
+    /// Test images used for the accuracies (the first N; 0 for all 10 000, which the comparison of the
+    /// Rust teacher's accuracy with PyTorch's needs).
+    #[arg(long, default_value_t = 0)]
+    test_images: i64,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
@@ -106,6 +110,12 @@ fn config() -> ResNetConfig {
     ResNetConfig { in_channels: 1, small_input: true, ..Default::default() }
 }
 
+/// The first `n` images of `split` (all of it for 0).
+fn first(split: &Split, n: i64) -> Split {
+    let n = if n <= 0 { split.len() } else { n.min(split.len()) };
+    Split { images: split.images.narrow(0, 0, n), labels: split.labels.narrow(0, 0, n) }
+}
+
 /// The first `n` images of a seeded shuffle of `split` (all of it for 0).
 fn subset(split: &Split, n: i64, seed: i64) -> Split {
     if n <= 0 || n >= split.len() {
@@ -153,7 +163,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let logit_diff = f64::try_from((&rust_logits - &logits).abs().max())?;
     let torch_teacher = jit::Module::load(args.out.join("teacher.pt"), Device::Cpu)?.with_output("logits")?;
     let pytorch_accuracy = 100.0 * report.correct as f64 / report.total as f64;
-    let rust_accuracy = accuracy(&rust_teacher, &dataset.test);
+    let test_set = first(&dataset.test, args.test_images);
+    let rust_accuracy = accuracy(&rust_teacher, &test_set);
     println!(
         "teacher: PyTorch {pytorch_accuracy:.2}%, the same weights in distill::vision {rust_accuracy:.2}% \
          (logits on {} check images differ by at most {logit_diff:.1e})",
@@ -162,6 +173,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     if logit_diff > 1e-4 {
         return Err(format!("the Rust ResNet-18 differs from PyTorch's by {logit_diff:e} (> 1e-4)").into());
     }
+    if test_set.len() == report.total {
+        let rust_correct = (rust_accuracy * test_set.len() as f64 / 100.0).round() as i64;
+        println!(
+            "test-set predictions: PyTorch {} correct, distill::vision {rust_correct} correct{}",
+            report.correct,
+            if rust_correct == report.correct { " (equal)" } else { " (NOT equal)" }
+        );
+    } else {
+        println!("(accuracies on the first {} test images; PyTorch's is on all {})", test_set.len(), report.total);
+    }
 
     // 2. Prune the inner channels of every block.
     let train_set = subset(&dataset.train, args.train_images, args.seed);
@@ -169,7 +190,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let ce_student = vision::prune::prune_resnet(ce_vs.root(), &rust_teacher, args.keep)?;
     let kd_student = vision::prune::prune_resnet(kd_vs.root(), &rust_teacher, args.keep)?;
     let params = |vs: &VarStore| vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>();
-    let pruned_accuracy = accuracy(&ce_student, &dataset.test);
+    let pruned_accuracy = accuracy(&ce_student, &test_set);
     println!(
         "pruned to {:.0}% of the blocks' inner channels: {} → {} parameters, {pruned_accuracy:.2}% before fine-tuning",
         100.0 * args.keep,
@@ -194,7 +215,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let terms: Terms = vec![("loss", loss.double_value(&[]))];
         (loss, terms)
     })?;
-    let ce_accuracy = accuracy(&ce_student, &dataset.test);
+    let ce_accuracy = accuracy(&ce_student, &test_set);
 
     let kd = FromTorch::new(kd_vs.root() / "kd", &kd_student, &torch_teacher)?;
     println!("pairs on a sample batch:\n{}", kd.dry_run(&train_set.images.narrow(0, 0, 2))?);
@@ -209,7 +230,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
         (loss, terms)
     })?;
-    let kd_accuracy = accuracy(&kd_student, &dataset.test);
+    let kd_accuracy = accuracy(&kd_student, &test_set);
 
     // 4. The table.
     let rows = [
