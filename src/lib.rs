@@ -19,7 +19,7 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, dsl, endpoint, engine, error, jit, mapping, module, nn, point, prune, schema,
+    adapter, capture, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point, prune, schema,
     tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
     Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
 };
@@ -148,6 +148,19 @@ pub use distill_macros::Distillable;
 /// # Ok(()) }
 /// ```
 pub use distill_macros::distill;
+
+/// What a `distill!` output holds for each pair: a [`Pair`].
+///
+/// For a declaration `distill! { pub struct Kd for Student => Teacher { f0: …; kd: …; } }` the macro
+/// generates `Kd<'m>` (built by `Kd::new(path, &student, &teacher)`, run by `forward_t`), `KdOutput<'d>`
+/// with one `Pair` field per label (`out.f0.student`, `out.kd.loss()`), and `KdLosses` with one scalar
+/// per label.
+pub mod dsl {
+    pub use distill_runtime::dsl::Pair;
+    /// The traits a `distill!` block or a derive needs of the user's types, named in compile errors.
+    #[doc(hidden)]
+    pub use distill_runtime::dsl::{ChildAt, IntoAdapter, Model, PathSchema, RecordedElement, SlotIndex};
+}
 
 /// Everything a distillation script needs: `use distill::prelude::*;`.
 ///

@@ -1,7 +1,7 @@
 //! Small helpers shared by both macros.
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 
 /// The path generated code names the `distill` crate by: `::distill`, or the path given with
@@ -71,12 +71,6 @@ pub fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             }
         })
         .collect()
-}
-
-/// A body for the items emitted after a macro-level error: never run (the crate does not
-/// compile), they only keep later uses of the item from adding errors of their own.
-pub fn unreachable_body() -> TokenStream {
-    quote!(::core::unreachable!("the item's macro reported an error"))
 }
 
 /// Whether `s` can be an identifier (ASCII only), keywords included.

@@ -16,7 +16,7 @@ use crate::error::Result;
 /// (`the trait ChildAt is not implemented for Block`). Their messages say what to write instead;
 /// they are not meant to be implemented or named by users.
 #[doc(hidden)]
-pub use crate::__private::{ChildAt, DistillField, IntoAdapter, Model, PathSchema, RecordedElement, SlotIndex};
+pub use crate::__private::{ChildAt, IntoAdapter, Model, PathSchema, RecordedElement, SlotIndex};
 
 /// One pair of a `distill!` output: the student's and the teacher's tensor after adapters, and the
 /// pair's criterion.

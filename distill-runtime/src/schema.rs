@@ -87,6 +87,18 @@ impl Schema {
 pub trait StaticSchema: Distillable {
     /// The schema; the default says nothing is known.
     const SCHEMA: Schema = Schema::OPAQUE;
+
+    /// The module as a field of a derived type's tree. `#[derive(Distillable)]` reaches a field
+    /// through this and [`SCHEMA`](Self::SCHEMA) only, both as `<FieldType as StaticSchema>::…`, so
+    /// that a field that is not a module is one error at its type, naming the innermost type that
+    /// is not one (`Block` for a field `nn::Seq<Block>`). Not meant to be called or overridden.
+    #[doc(hidden)]
+    fn __distill_field(&self) -> &dyn Distillable
+    where
+        Self: Sized,
+    {
+        self
+    }
 }
 
 // ---- schemas of the runtime's types ------------------------------------------------------------

@@ -123,14 +123,15 @@ fn mentions(ty: &syn::Type, params: &BTreeSet<String>) -> bool {
     finder.found
 }
 
-/// `__distill_visit(Child::field("name", <Ty as DistillField>::as_module(value)))`, the trait path
-/// at the field type's span so that a field that is not a module is an error there.
+/// `__distill_visit(Child::field("name", <Ty as StaticSchema>::__distill_field(value)))`, the trait
+/// path at the field type's span so that a field that is not a module is an error there (one: the
+/// schema below names the same trait at the same span).
 fn visit_field(krate: &Krate, field: &Field, value: TokenStream) -> TokenStream {
     let p = krate.private(Span::call_site());
     let ty = field.ty;
     let name = &field.name;
     let at_ty = krate.private(ty.span());
-    let as_module = quote_spanned!(ty.span()=> <#ty as #at_ty::DistillField>::as_module);
+    let as_module = quote_spanned!(ty.span()=> <#ty as #at_ty::StaticSchema>::__distill_field);
     quote! {
         __distill_visit(#p::Child::field(#name, #as_module(#value)));
     }
@@ -195,8 +196,8 @@ fn field_schemas(krate: &Krate, fields: &[Field]) -> TokenStream {
         let name = &field.name;
         let ty = field.ty;
         let at_ty = krate.private(ty.span());
-        let schema = quote_spanned!(ty.span()=> <#ty as #at_ty::DistillField>::FIELD_SCHEMA);
-        quote!(#p::FieldSchema { name: #name, schema: #schema })
+        let schema = quote_spanned!(ty.span()=> <#ty as #at_ty::StaticSchema>::SCHEMA);
+        quote!(#p::FieldSchema { name: #name, schema: &#schema })
     });
     quote!(&[#(#entries),*])
 }

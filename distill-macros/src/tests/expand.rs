@@ -125,7 +125,7 @@ fn every_error_of_an_invocation_is_reported() {
         &out,
         &[
             "struct Kd < 'm >",
-            "pub a : :: distill :: __private :: Pair < 'd > , # [doc",
+            "pub a : :: distill :: __private :: Pair < 'd > , __distill_pairs : :: core :: marker :: PhantomData < & 'd () > ,",
             "pub const LABELS : [& 'static str ; 1usize] = [\"a\"]",
             "# [allow (unused_variables , unused_mut , unreachable_code)] impl < 'm > Kd < 'm >",
         ],
@@ -145,10 +145,10 @@ fn derive_named_struct() {
         &[
             "const _ : () = {",
             "impl :: distill :: __private :: Distillable for Net {",
-            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , < nn :: Seq < Block > as :: distill :: __private :: DistillField > :: as_module (& self . features))) ;",
-            "Child :: field (\"fc\" , < nn :: Linear as :: distill :: __private :: DistillField > :: as_module (& self . classifier))",
+            "__distill_visit (:: distill :: __private :: Child :: field (\"features\" , < nn :: Seq < Block > as :: distill :: __private :: StaticSchema > :: __distill_field (& self . features))) ;",
+            "Child :: field (\"fc\" , < nn :: Linear as :: distill :: __private :: StaticSchema > :: __distill_field (& self . classifier))",
             "impl :: distill :: __private :: StaticSchema for Net {",
-            ":: distill :: __private :: FieldSchema { name : \"features\" , schema : < nn :: Seq < Block > as :: distill :: __private :: DistillField > :: FIELD_SCHEMA }",
+            ":: distill :: __private :: FieldSchema { name : \"features\" , schema : & < nn :: Seq < Block > as :: distill :: __private :: StaticSchema > :: SCHEMA }",
         ],
     );
     assert!(!out.contains("width"), "skipped fields are left out");
@@ -192,7 +192,7 @@ fn derive_enums_visit_the_active_variant() {
         &tuple,
         &[
             "Child :: field (\"1\" ,",
-            "< nn :: Linear as :: distill :: __private :: DistillField > :: as_module (& self . 1)",
+            "< nn :: Linear as :: distill :: __private :: StaticSchema > :: __distill_field (& self . 1)",
         ],
     );
     let never = derive(DERIVE[5]);
@@ -258,7 +258,7 @@ fn a_renamed_crate_is_named_by_its_given_path() {
     assert_contains(
         &out,
         &[
-            "< nn :: Linear as :: kd :: __private :: DistillField > :: as_module",
+            "< nn :: Linear as :: kd :: __private :: StaticSchema > :: __distill_field",
             "M : :: kd :: __private :: StaticSchema",
         ],
     );

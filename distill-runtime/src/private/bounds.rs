@@ -16,28 +16,7 @@ use crate::error::{DistillError, Result};
 use crate::module::{Distillable, Recordable};
 use crate::nn::{Seq, Sequential, Tap};
 use crate::point::Side;
-use crate::schema::{Schema, StaticSchema};
 use crate::side::{SideModel, SideResolver};
-
-// ---- derive ------------------------------------------------------------------------------------
-
-/// A field of a `#[derive(Distillable)]` type: its module and its schema. The derive names both as
-/// `<FieldType as DistillField>::…` at the field's type, so that a field that is not a module is one
-/// error there. The impl has no `do_not_recommend`: rustc then reports the innermost type that is not
-/// a module, with `StaticSchema`'s message (`Block`, for a field `nn::Seq<Block>`).
-pub trait DistillField {
-    /// The field as a module of the tree.
-    fn as_module(&self) -> &dyn Distillable;
-    /// The field type's schema.
-    const FIELD_SCHEMA: &'static Schema;
-}
-
-impl<T: StaticSchema> DistillField for T {
-    fn as_module(&self) -> &dyn Distillable {
-        self
-    }
-    const FIELD_SCHEMA: &'static Schema = &T::SCHEMA;
-}
 
 // ---- models ------------------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ mod path_check;
 pub use tch;
 
 pub use self::bounds::{
-    adapter, child, closure_criterion, criterion, module, slot, ChildAt, DistillField, IntoAdapter, Model,
-    RecordedElement, SlotIndex,
+    adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
 pub use self::distillation::{into_array, Core, Forward, PairAdapter, PairSpec};
 pub use self::losses::{total, write_losses};
