@@ -162,7 +162,14 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let history_path = args.out.join("teacher_loss.csv");
     let teacher_history;
     let teacher_note;
-    if checkpoint.is_file() && !args.retrain {
+    let mut load = checkpoint.is_file() && !args.retrain;
+    if let Some(g) = group {
+        // Rank 0 decides for all: every rank must train, or every rank must load.
+        let flag = tch::Tensor::from_slice(&[i64::from(load)]);
+        g.broadcast(&flag, 0)?;
+        load = flag.int64_value(&[0]) == 1;
+    }
+    if load {
         teacher_vs.load(&checkpoint).map_err(|e| {
             format!("cannot load {} ({e}); rerun with --retrain to train a new teacher", checkpoint.display())
         })?;
