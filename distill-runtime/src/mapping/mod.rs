@@ -20,12 +20,14 @@ use crate::side::{SideModel, SideResolver};
 /// choosing (a criterion, an adapter, a weight, a tuple of those, or `()`).
 ///
 /// ```
-/// # use distill::prelude::*;
-/// # #[derive(Debug, Distillable)]
+/// # use distill_runtime::module::{Child, Distillable};
+/// # use distill_runtime::{nn, DistillError, Mapping};
+/// # #[derive(Debug)]
 /// # struct Net { features: nn::Seq<nn::Linear>, head: nn::Linear }
-/// # impl nn::ModuleT for Net {
-/// #     fn forward_t(&self, xs: &tch::Tensor, train: bool) -> tch::Tensor {
-/// #         self.head.forward_t(&self.features.forward_t(xs, train), train)
+/// # impl Distillable for Net {
+/// #     fn visit_children<'a>(&'a self, visit: &mut dyn FnMut(Child<'a>)) {
+/// #         visit(Child::field("features", &self.features));
+/// #         visit(Child::field("head", &self.head));
 /// #     }
 /// # }
 /// # let vs = nn::VarStore::new(tch::Device::Cpu);
@@ -39,6 +41,7 @@ use crate::side::{SideModel, SideResolver};
 /// mapping.add("features.1", "features.1", "by path")?;
 /// mapping.add(student.features.slot(0), "features.0", "by slot")?;
 /// mapping.add("", "", "the models' own outputs")?; // `""` is the model itself
+/// assert_eq!(mapping.pairs()[2].teacher.path(), "features.0");
 /// # Ok::<(), DistillError>(())
 /// ```
 pub struct Mapping<'m, P> {
