@@ -30,6 +30,11 @@ use crate::side::{SideModel, SideResolver};
 /// #         visit(Child::field("head", &self.head));
 /// #     }
 /// # }
+/// # impl tch::nn::ModuleT for Net {
+/// #     fn forward_t(&self, xs: &tch::Tensor, train: bool) -> tch::Tensor {
+/// #         self.head.forward_t(&self.features.forward_t(xs, train), train)
+/// #     }
+/// # }
 /// # let vs = nn::VarStore::new(tch::Device::Cpu);
 /// # let net = |p: nn::Path| Net {
 /// #     features: (0..2).map(|i| nn::linear(&p / "features" / i, 4, 4, Default::default())).collect(),

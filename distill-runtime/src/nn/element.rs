@@ -14,7 +14,7 @@ use crate::capture::{record, TapId};
 /// elements through this instead:
 ///
 /// ```
-/// # use distill::nn;
+/// # use distill_runtime::nn;
 /// # use tch::{nn::ModuleT, Tensor};
 /// # struct Net { blocks: nn::Seq<nn::Linear> }
 /// # impl Net {
