@@ -20,12 +20,14 @@ Data: the gzipped IDX files of Fashion-MNIST in /usr/share/datasets/fashion-mnis
 `dataset-fashion-mnist`), or --data DIR. Run with the cached torch and torchvision on the path:
 
   source scripts/libtorch.sh && source scripts/torchvision.sh
-  python3 examples/torch_teacher/train_teacher.py [--epochs 1] [--train-images 6000] …
+  python3 examples/torch_teacher/train_teacher.py [--train-images 3000] [--epochs 1] …
 
-Training: SGD momentum 0.9, weight decay 5e-4, one-cycle learning rate up to 0.1, batch 128, on the
-first --train-images images of a seeded shuffle of the training set (all 60 000 with 0), 2 threads —
-the settings of the main example's teacher, fewer images: a ResNet-18 at 28×28 costs about 40 times
-the main example's CNN per image. Deterministic for a given seed and thread count.
+Training: SGD momentum 0.9, weight decay 5e-4, one-cycle learning rate up to 0.05, batch 64, one
+epoch over the first --train-images images of a seeded shuffle of the training set (all 60 000 with
+0), 2 threads. A ResNet-18 at 28×28 costs about 40 times the main example's CNN per image (about 30
+training and 75 test images per second here), so the default is small: 3000 images, 74.31% test
+accuracy in 4 minutes, of which 2.2 for the 10 000 test images; 6000 images give 78.62% in 5.8 minutes.
+Deterministic for a given seed and thread count.
 """
 
 import argparse
@@ -163,9 +165,9 @@ def main():
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     parser.add_argument("--out", default="out/torch_teacher")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--train-images", type=int, default=6000, help="0 for all 60 000")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--max-lr", type=float, default=0.1)
+    parser.add_argument("--train-images", type=int, default=3000, help="0 for all 60 000")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-lr", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -213,6 +215,8 @@ def main():
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
+        # CPU time of all threads: with N threads on N idle cores, wall time is about this / N.
+        "cpu_seconds": round(time.process_time(), 1),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }

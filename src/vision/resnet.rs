@@ -214,10 +214,7 @@ pub struct ResNet<B> {
     pub fc: nn::Linear,
 }
 
-impl<B: ResNetBlock> ModuleT for ResNet<B>
-where
-    nn::Seq<B>: ModuleT,
-{
+impl<B: ResNetBlock> ModuleT for ResNet<B> {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut xs = xs.apply(&self.conv1).apply_t(&self.bn1, train).apply(&self.relu);
         if let Some(maxpool) = &self.maxpool {
