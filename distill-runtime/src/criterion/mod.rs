@@ -23,6 +23,7 @@
 //! | [`Pkt`] | PKT (Passalis & Tefas 2018): cosine-kernel probabilities, KL | same N |
 //! | [`Dist`] | DIST (Huang et al. 2022): inter- and intra-class Pearson relations | equal, 2-D |
 //! | [`Dkd`] | DKD (Zhao et al. 2022): target-class and non-target-class KD; uses labels | equal, 2-D |
+//! | [`TopKKlDiv`] | Hinton KD against the teacher's top-k log-probabilities ([`TopKLogits`]), the rest in one bucket | `(N, C)`, `(N, 2, k)` |
 //!
 //! "Shapes" is what [`Criterion::check_shapes`] accepts (checked by `distill!` before a pair's loss,
 //! and by [`Criterion::f_loss`]): relational criteria compare samples within a batch, so only the
@@ -69,6 +70,7 @@ mod pkt;
 mod pointwise;
 mod rkd;
 mod similarity;
+mod top_k;
 mod weighted;
 
 pub use attention::AttentionTransfer;
@@ -81,6 +83,7 @@ pub use pkt::Pkt;
 pub use pointwise::{Cosine, Mse, SmoothL1, L1};
 pub use rkd::Rkd;
 pub use similarity::SimilarityPreserving;
+pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
 pub use weighted::{weighted, Weighted};
 
 /// A loss between the student's and the teacher's tensor of one pair.
@@ -151,6 +154,14 @@ pub trait Criterion {
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
         check::check_call(self, student, teacher, targets)?;
         Ok(self.loss_with_targets(student, teacher, targets))
+    }
+
+    /// The temperature at which this criterion reads its teacher tensor as a packed top-k tensor
+    /// ([`TopKLogits`]) rather than as the teacher's own output, or `None` (the default) for a
+    /// criterion that reads the teacher's tensor as it is. A teacher cache stores a pair's logits in
+    /// top-k form only for a criterion that reads that form, encoded at this temperature.
+    fn top_k_temperature(&self) -> Option<f64> {
+        None
     }
 
     /// This criterion scaled by `weight`.
@@ -239,6 +250,7 @@ scalable!(
     Pkt,
     Dist,
     Dkd,
+    TopKKlDiv,
 );
 
 /// `F.normalize`'s default `eps`: norms are clamped below at it.

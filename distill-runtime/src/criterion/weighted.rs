@@ -59,6 +59,10 @@ impl<C: Criterion> Criterion for Weighted<C> {
         self.criterion.check_targets(student, targets)
     }
 
+    fn top_k_temperature(&self) -> Option<f64> {
+        self.criterion.top_k_temperature()
+    }
+
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
         self.check_weight().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
         Ok(self.criterion.f_loss_with_targets(student, teacher, targets)? * self.weight)
