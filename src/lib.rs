@@ -18,10 +18,12 @@
 // Generated code names this crate `::distill`, also in its own tests and doctests.
 extern crate self as distill;
 
+pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point, prune, schema,
-    tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
-    Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
+    adapter, capture, criterion, distill, distill_teachers, endpoint, engine, error, jit, mapping, module, nn, point,
+    prune, schema, side, tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel,
+    DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable,
+    SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 
 /// Data-parallel training on libtorch's c10d (the engine behind PyTorch's DDP), launched by
@@ -176,7 +178,8 @@ pub mod prelude {
     pub use crate::criterion::*;
     pub use crate::nn;
     pub use crate::{
-        distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable, StaticSchema,
+        distill, distill_teachers, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable,
+        SideModel, StaticSchema, TeacherMode,
     };
     pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 }

@@ -242,6 +242,24 @@ pub enum DistillError {
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A problem with one of several teachers: its endpoints, or its forward.
+    #[error("teacher `{teacher}`: {source}")]
+    InTeacher {
+        /// The teacher's name.
+        teacher: String,
+        /// What went wrong with it.
+        source: Box<DistillError>,
+    },
+    /// A teacher name that the distillation does not have.
+    #[error("no teacher `{name}`{}; the teachers are {}", did_you_mean(suggestion), quoted_list(teachers))]
+    UnknownTeacher {
+        /// The name as given.
+        name: String,
+        /// The closest teacher name, if one is close.
+        suggestion: Option<String>,
+        /// Every teacher's name, in declaration order.
+        teachers: Vec<String>,
+    },
     /// A dry run found pairs that do not fit; each problem names its pair.
     #[error("the dry run found {} problem(s):\n{}", problems.len(), bullet_list(problems))]
     DryRun {
@@ -304,6 +322,10 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
     }
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn bullet_list(problems: &[DistillError]) -> String {

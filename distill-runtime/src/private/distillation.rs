@@ -84,7 +84,8 @@ pub struct Core<'m> {
     engine: Engine,
 }
 
-/// What one forward of a [`Core`] gives: both outputs and the pairs in declaration order.
+/// What one forward of a one-teacher [`Core`] gives: both outputs and the pairs in declaration
+/// order.
 #[derive(Debug)]
 pub struct Forward<'d> {
     /// The student's output.
@@ -95,11 +96,33 @@ pub struct Forward<'d> {
     pub pairs: Vec<Pair<'d>>,
 }
 
+/// What one forward of a [`Core`] over several teachers gives: every output and the pairs in
+/// declaration order.
+#[derive(Debug)]
+pub struct TeachersForward<'d> {
+    /// The student's output.
+    pub student_output: Tensor,
+    /// Each teacher's output, in declaration order, on the student's device.
+    pub teacher_outputs: Vec<Tensor>,
+    /// One per pair, in declaration order.
+    pub pairs: Vec<Pair<'d>>,
+}
+
 impl<'m> Core<'m> {
-    /// A core over `pairs` (already resolved), the teacher running as `TeacherMode::default()`.
+    /// A core over `pairs` (already resolved) from one teacher, which runs as
+    /// `TeacherMode::default()`.
     pub fn new(pairs: Vec<PairSpec<'m>>) -> Self {
         let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
         Core { engine: Engine::new(student, teacher), pairs }
+    }
+
+    /// A core over `pairs` from several teachers, named `names` in declaration order: pair `i` takes
+    /// its teacher tensor from teacher `pair_teacher[i]`. Every teacher runs as
+    /// `TeacherMode::default()`.
+    pub fn with_teachers(pairs: Vec<PairSpec<'m>>, pair_teacher: &[usize], names: &[&str]) -> Result<Self> {
+        let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
+        let names = names.iter().map(|name| (*name).to_owned()).collect();
+        Ok(Core { engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?, pairs })
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
@@ -117,14 +140,24 @@ impl<'m> Core<'m> {
         &self.engine
     }
 
-    /// How the teacher runs.
+    /// How the teacher runs (the first teacher, when there are several).
     pub fn mode(&self) -> TeacherMode {
         self.engine.mode()
     }
 
-    /// Sets how the teacher runs.
+    /// Sets how every teacher runs.
     pub fn set_mode(&mut self, mode: TeacherMode) {
         self.engine.set_mode(mode);
+    }
+
+    /// How teacher `teacher` (its index in declaration order) runs.
+    pub fn mode_of(&self, teacher: usize) -> TeacherMode {
+        self.engine.mode_of(teacher).unwrap_or_default()
+    }
+
+    /// Sets how teacher `teacher` (its index in declaration order) runs.
+    pub fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) {
+        self.engine.set_mode_of(teacher, mode);
     }
 
     /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
@@ -137,7 +170,38 @@ impl<'m> Core<'m> {
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
-        let captures = self.engine.run(student, teacher, student_xs, teacher_xs, train)?;
+        let (student_output, mut teacher_outputs, pairs) =
+            self.forward_all(student, &[teacher], student_xs, teacher_xs, train)?;
+        let teacher_output = teacher_outputs.pop().flatten().unwrap_or_else(Tensor::new);
+        Ok(Forward { student_output, teacher_output, pairs })
+    }
+
+    /// As [`forward`](Self::forward), over every teacher (in declaration order).
+    pub fn forward_teachers(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<TeachersForward<'_>> {
+        let (student_output, teacher_outputs, pairs) =
+            self.forward_all(student, teachers, student_xs, teacher_xs, train)?;
+        // `distill!` rejects a teacher without pairs, so every teacher ran.
+        let teacher_outputs = teacher_outputs.into_iter().map(|output| output.unwrap_or_else(Tensor::new)).collect();
+        Ok(TeachersForward { student_output, teacher_outputs, pairs })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn forward_all(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Option<Tensor>>, Vec<Pair<'_>>)> {
+        let captures = self.engine.run(student, teachers, student_xs, teacher_xs, train)?;
         let pairs = self
             .pairs
             .iter()
@@ -149,7 +213,7 @@ impl<'m> Core<'m> {
                 Ok(Pair::new(student, teacher, spec.label, &*spec.criterion))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Forward { student_output: captures.student_output, teacher_output: captures.teacher_output, pairs })
+        Ok((captures.student_output, captures.teacher_outputs, pairs))
     }
 }
 
@@ -159,8 +223,18 @@ impl Core<'_> {
     /// against its criterion. Every problem is reported at once, each naming its pair and, for a
     /// width mismatch, the adapters that would fit.
     pub fn dry_run(&self, student: &dyn SideModel, teacher: &dyn SideModel, xs: &Tensor) -> Result<DryRun> {
+        self.dry_run_teachers(student, &[teacher], xs)
+    }
+
+    /// As [`dry_run`](Self::dry_run), over every teacher (in declaration order).
+    pub fn dry_run_teachers(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        xs: &Tensor,
+    ) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
-        let captures = self.engine.run(student, teacher, xs, xs, false)?;
+        let captures = self.engine.run(student, teachers, xs, xs, false)?;
         let mut shapes = Vec::with_capacity(self.pairs.len());
         let mut problems = Vec::new();
         for (spec, (s, t)) in self.pairs.iter().zip(captures.student.into_iter().zip(captures.teacher)) {
@@ -238,4 +312,12 @@ fn adapt(tensor: Tensor, adapter: Option<&PairAdapter<'_>>, train: bool, label: 
 pub fn into_array<'d, const N: usize>(pairs: Vec<Pair<'d>>) -> Result<[Pair<'d>; N]> {
     let len = pairs.len();
     pairs.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} pairs, the engine gave {len}")))
+}
+
+/// Turns the teacher outputs of a [`TeachersForward`] into an array of the number of teachers.
+pub fn into_outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]> {
+    let len = outputs.len();
+    outputs
+        .try_into()
+        .map_err(|_| DistillError::InvalidArgument(format!("expected {N} teacher outputs, the engine gave {len}")))
 }

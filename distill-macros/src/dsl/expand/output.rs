@@ -4,7 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{docs, Items, Mode};
+use super::{docs, teachers, Items, Mode};
+use crate::util::unraw;
 
 pub(super) fn output_definition(items: &Items) -> TokenStream {
     let Items { input, output, p, labels, .. } = items;
@@ -18,6 +19,7 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
     });
     // A stand-in may have no pair left to use its lifetime.
     let marker = (items.mode == Mode::Fallback).then(|| quote!(__distill_pairs: ::core::marker::PhantomData<&'d ()>,));
+    let teacher_outputs = teacher_output_fields(items);
     quote! {
         #(#cfgs)*
         #[doc = #doc]
@@ -27,10 +29,26 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
             #marker
             /// The student's own output.
             pub student_output: #p::tch::Tensor,
-            /// The teacher's own output, on the student's device.
-            pub teacher_output: #p::tch::Tensor,
+            #teacher_outputs
         }
     }
+}
+
+/// `teacher_output`, or one `big_output` per teacher of several.
+fn teacher_output_fields(items: &Items) -> TokenStream {
+    let p = &items.p;
+    if !items.input.several {
+        return quote! {
+            /// The teacher's own output, on the student's device.
+            pub teacher_output: #p::tch::Tensor,
+        };
+    }
+    let fields = items.input.teachers.iter().map(|teacher| {
+        let field = teachers::output_field(&teacher.name);
+        let doc = format!("The teacher `{}`'s own output, on the student's device.", unraw(&teacher.name));
+        quote!(#[doc = #doc] pub #field: #p::tch::Tensor,)
+    });
+    quote!(#(#fields)*)
 }
 
 pub(super) fn losses_definition(items: &Items) -> TokenStream {
