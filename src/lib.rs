@@ -19,9 +19,10 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    adapter, capture, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point, prune, schema,
-    tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable,
-    Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema, TeacherMode,
+    adapter, capture, config, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point, prune,
+    schema, tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput,
+    Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema,
+    TeacherMode,
 };
 
 /// Data-parallel training on libtorch's c10d (the engine behind PyTorch's DDP), launched by
