@@ -19,8 +19,8 @@
 extern crate self as distill;
 
 pub use distill_runtime::{
-    adapter, capture, config, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point, prune,
-    schema, tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput,
+    adapter, capture, checkpoint, config, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point,
+    prune, schema, tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput,
     Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema,
     TeacherMode,
 };
