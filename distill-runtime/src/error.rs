@@ -290,6 +290,34 @@ pub enum DistillError {
         /// Every output name.
         outputs: Vec<String>,
     },
+    /// A configuration file is not valid TOML, has a key or a value the configuration does not know,
+    /// or names something its models do not have. The location is 1-based and names the key at
+    /// fault; a misspelt path or key comes with the closest existing one.
+    #[error("{file}:{line}:{column}: {}{message}", key_prefix(key))]
+    Config {
+        /// The file (or the name given to text parsed from memory).
+        file: String,
+        /// Line of the offending key or value, from 1.
+        line: usize,
+        /// Column (in characters) of the offending key or value, from 1.
+        column: usize,
+        /// The dotted key at fault (`pair[2].student`); empty for a syntax error.
+        key: String,
+        /// What is wrong; for a path the models do not have, the message of `cause`.
+        message: String,
+        /// The error the models gave for the value (an unknown path with its suggestion, an index out
+        /// of range, an adapter that cannot be built…), to match on; its text is already in `message`.
+        cause: Option<Box<DistillError>>,
+    },
+    /// A checkpoint cannot be written or restored exactly: a variable whose owner is unknown, a
+    /// variable missing from the file or not in the models, a shape that differs.
+    #[error("checkpoint `{file}`: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -314,6 +342,15 @@ fn pair_prefix(pair: &str) -> String {
         String::new()
     } else {
         format!("pair `{pair}`: ")
+    }
+}
+
+/// `` `key`: `` before a configuration message, nothing for a syntax error.
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("`{key}`: ")
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
+//! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
+//! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
 //! - [`engine`]: the forward pass both front ends share;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
@@ -22,6 +24,8 @@ pub mod adapter;
 pub mod alloc;
 pub mod capture;
 mod channels;
+pub mod checkpoint;
+pub mod config;
 pub mod criterion;
 pub mod dry_run;
 pub mod dsl;

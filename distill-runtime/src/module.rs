@@ -32,6 +32,15 @@ pub trait Distillable {
         std::any::type_name::<Self>()
     }
 
+    /// The module as [`Any`](std::any::Any), so that code holding a `&dyn Distillable` found by path
+    /// can reach the concrete layer: a configuration file's adapter constructors need the convs of
+    /// both endpoints, a checkpoint needs the variables of each layer. `Some(self)` for the layers
+    /// of `distill::nn`, the adapters and tch's own layers; `None` (the default) for other modules,
+    /// whose children are reached through [`visit_children`](Self::visit_children) instead.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Every module of the tree below (and including) `self`, depth first, in declaration order.
     fn named_modules(&self) -> Vec<NamedModule>
     where
@@ -261,6 +270,9 @@ impl<T: Distillable + ?Sized> Distillable for Box<T> {
     fn module_type(&self) -> &'static str {
         (**self).module_type()
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
+    }
 }
 
 /// `None` has no children; `Some(m)` is `m`.
@@ -275,6 +287,9 @@ impl<T: Distillable> Distillable for Option<T> {
     }
     fn module_type(&self) -> &'static str {
         self.as_ref().map_or(std::any::type_name::<Self>(), Distillable::module_type)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.as_ref().and_then(Distillable::as_any)
     }
 }
 

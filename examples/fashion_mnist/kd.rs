@@ -1,7 +1,9 @@
 //! The distillation fine-tune, declared once with `distill!`: cross-entropy + MSE between the
 //! student's conv outputs of blocks 1–3 and the teacher's, narrowed to the student's channels by
-//! `conv2d_adapter` (initialised from the pruning), + Hinton KD on the logits.
+//! `conv2d_adapter` (initialised from the pruning), + Hinton KD on the logits. `kd.toml` declares the
+//! same distillation in a file (`--config`).
 
+use distill::config::{losses, Config};
 use distill::prelude::*;
 use tch::Tensor;
 
@@ -23,16 +25,15 @@ distill! {
     }
 }
 
+/// One training step: the batch's input and labels → the loss to minimise and its named terms.
+pub type Step<'m> = Box<dyn FnMut(&Tensor, &Tensor) -> (Tensor, Terms) + 'm>;
+
 /// Builds the distillation model under `p` (its adapters are variables there, trained by the
 /// caller's optimizer) and returns a step function computing the named loss terms of a batch:
 /// `loss` (the total), `ce`, then one term per pair (`f1`, `f2`, `f3`, `kd`).
-pub fn kd_step<'m>(
-    p: &nn::Path,
-    student: &'m Net,
-    teacher: &'m Net,
-) -> Result<impl FnMut(&Tensor, &Tensor) -> (Tensor, Terms) + 'm, DistillError> {
+pub fn kd_step<'m>(p: &nn::Path, student: &'m Net, teacher: &'m Net) -> Result<Step<'m>, DistillError> {
     let kd = PrunedKd::new(p, student, teacher)?;
-    Ok(move |xs: &Tensor, ys: &Tensor| {
+    Ok(Box::new(move |xs: &Tensor, ys: &Tensor| {
         let out = kd.forward_t(xs, true).expect("endpoints were checked by PrunedKd::new");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = out.losses();
@@ -40,5 +41,27 @@ pub fn kd_step<'m>(
         let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
         terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
         (loss, terms)
-    })
+    }))
+}
+
+/// [`kd_step`] with the pairs of a configuration file (`--config kd.toml`): the same adapters under
+/// the same path, the same losses.
+pub fn config_step<'m>(
+    p: &nn::Path,
+    student: &'m Net,
+    teacher: &'m Net,
+    config: Config,
+) -> Result<Step<'m>, DistillError> {
+    let kd = config.distill(p, student, teacher)?;
+    // The report keys curves by `&'static str`; a run has a handful of pairs, named once.
+    let names: Vec<&'static str> = config.names().map(|name| &*Box::leak(name.to_owned().into_boxed_str())).collect();
+    Ok(Box::new(move |xs: &Tensor, ys: &Tensor| {
+        let out = kd.forward_t(xs, true).expect("endpoints were checked by Config::distill");
+        let ce = out.student_output.cross_entropy_for_logits(ys);
+        let losses = losses(&out, None).expect("pairs were checked by Config::distill");
+        let loss = &ce + losses.total();
+        let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
+        terms.extend(names.iter().zip(losses.iter()).map(|(name, (_, value))| (*name, value.double_value(&[]))));
+        (loss, terms)
+    }))
 }

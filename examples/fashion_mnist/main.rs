@@ -63,6 +63,10 @@ struct Args {
     /// Use only the first N training images (quick smoke runs; accuracy will be lower).
     #[arg(long)]
     limit: Option<i64>,
+    /// Distill with the pairs of a TOML file (`examples/fashion_mnist/kd.toml` is the `distill!`
+    /// declaration of kd.rs, and gives the same numbers) instead of the `distill!` declaration.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Train the teacher even when a checkpoint exists (and overwrite it).
     #[arg(long)]
     retrain: bool,
@@ -240,7 +244,15 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     say!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
 
     // Adapters first: the RNG seed then fixes the batch order exactly as for the CE-only run.
-    let kd_step = kd::kd_step(&(kd_vs.root() / "kd"), &kd_student, &teacher)?;
+    let kd_path = kd_vs.root() / "kd";
+    let kd_step = match &args.config {
+        None => kd::kd_step(&kd_path, &kd_student, &teacher)?,
+        Some(file) => {
+            let config = distill::config::Config::from_file(file)?;
+            say!("distillation: the pairs of `{}` ({})", file.display(), config.names().collect::<Vec<_>>().join(", "));
+            kd::config_step(&kd_path, &kd_student, &teacher, config)?
+        }
+    };
     tch::manual_seed(args.seed + 1);
     let mut opt = sgd(&kd_vs, 0.01, 0.9, 0.0);
     let ddp = parallel(group, &[&kd_vs])?;

@@ -4,18 +4,21 @@
 /// `tap: TapId` field.
 macro_rules! tappable_leaf {
     ($ty:ident $(<$param:ident>)?) => {
-        impl$(<$param>)? $crate::module::Distillable for $ty$(<$param>)? {
+        impl$(<$param: 'static>)? $crate::module::Distillable for $ty$(<$param>)? {
             fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut($crate::module::Child<'a>)) {}
             fn own_tap(&self) -> Option<$crate::capture::TapId> {
                 Some(self.tap)
             }
+            fn as_any(&self) -> Option<&dyn ::std::any::Any> {
+                Some(self)
+            }
         }
-        impl$(<$param>)? $crate::module::Recordable for $ty$(<$param>)? {
+        impl$(<$param: 'static>)? $crate::module::Recordable for $ty$(<$param>)? {
             fn tap_id(&self) -> $crate::capture::TapId {
                 self.tap
             }
         }
-        impl$(<$param>)? $crate::schema::StaticSchema for $ty$(<$param>)? {
+        impl$(<$param: 'static>)? $crate::schema::StaticSchema for $ty$(<$param>)? {
             const SCHEMA: $crate::schema::Schema = $crate::schema::Schema::leaf(true);
         }
     };

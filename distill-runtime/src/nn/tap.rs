@@ -63,6 +63,10 @@ impl<M: Distillable> Distillable for Tap<M> {
     fn module_type(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+    /// The wrapped module's: a `Tap` adds a capture point, not variables.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.module.as_any()
+    }
 }
 
 /// `M`'s tree, recording its own output.

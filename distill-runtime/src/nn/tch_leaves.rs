@@ -8,6 +8,9 @@ macro_rules! leaf {
     ($($ty:ty),* $(,)?) => {$(
         impl Distillable for $ty {
             fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+            fn as_any(&self) -> Option<&dyn std::any::Any> {
+                Some(self)
+            }
         }
         impl StaticSchema for $ty {
             const SCHEMA: Schema = Schema::leaf(false);
@@ -25,11 +28,14 @@ leaf!(
     tch::nn::GroupNorm,
 );
 
-impl<ND> Distillable for tch::nn::Conv<ND> {
+impl<ND: 'static> Distillable for tch::nn::Conv<ND> {
     fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut(Child<'a>)) {}
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
-impl<ND> StaticSchema for tch::nn::Conv<ND> {
+impl<ND: 'static> StaticSchema for tch::nn::Conv<ND> {
     const SCHEMA: Schema = Schema::leaf(false);
 }
 

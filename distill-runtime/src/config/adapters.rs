@@ -1,0 +1,266 @@
+//! The `student_adapter` / `teacher_adapter` of a configured pair: a constructor of
+//! `distill::adapter` by name (`"conv2d_adapter"`), or a table with the name under `kind` and its
+//! options (`{ kind = "linear_adapter", in = 64, out = 128 }`), and the adapter it builds.
+
+use tch::nn::Path;
+use tch::Tensor;
+use toml::de::DeValue;
+
+use super::reader::{describe, kind_of, quoted, At, Source, Table};
+use crate::adapter::{
+    conv1x1_adapter, conv2d_adapter_with_tolerance, fitted_conv1x1_adapter, fitted_linear_adapter,
+    inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter, learned_inverted_conv2d_adapter,
+    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Conv1x1Adapter, Conv2DAdapter,
+    FittedAdapter, InvertedConv2DAdapter, LinearAdapter, Tolerance,
+};
+use crate::error::{DistillError, Result};
+use crate::module::Distillable;
+use crate::nn::{Conv2D, Linear};
+use crate::point::Side;
+use crate::suggest::closest;
+
+/// An adapter constructor of `distill::adapter` with its options, as a configuration names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AdapterConfig {
+    /// `"conv2d_adapter"` on the teacher: the selection adapter from the teacher conv to its pruned
+    /// student conv; options `atol`, `rtol` (the weight comparison's tolerance).
+    Conv2d(Tolerance),
+    /// `"inverted_conv2d_adapter"` on the student; options `atol`, `rtol`.
+    InvertedConv2d(Tolerance),
+    /// `"learned_conv2d_adapter"` on the teacher: a learned 1×1 conv, teacher conv channels → student's.
+    LearnedConv2d,
+    /// `"learned_inverted_conv2d_adapter"` on the student: student conv channels → teacher's.
+    LearnedInvertedConv2d,
+    /// `"learned_linear_adapter"` on the teacher: teacher linear features → student's.
+    LearnedLinear,
+    /// `"learned_inverted_linear_adapter"` on the student: student linear features → teacher's.
+    LearnedInvertedLinear,
+    /// `"conv1x1_adapter"` on either side; options `in`, `out` (channels).
+    Conv1x1 {
+        /// Input channels.
+        inputs: i64,
+        /// Output channels.
+        outputs: i64,
+    },
+    /// `"linear_adapter"` on either side; options `in`, `out` (features).
+    Linear {
+        /// Input features.
+        inputs: i64,
+        /// Output features.
+        outputs: i64,
+    },
+    /// `"fitted_linear_adapter"` on either side: widths from a dry run.
+    FittedLinear,
+    /// `"fitted_conv1x1_adapter"` on either side: channels from a dry run.
+    FittedConv1x1,
+}
+
+/// Every constructor, the side it must wrap (`None`: either), and its options.
+const KINDS: [(&str, Option<Side>, &[&str]); 10] = [
+    ("conv2d_adapter", Some(Side::Teacher), &["atol", "rtol"]),
+    ("inverted_conv2d_adapter", Some(Side::Student), &["atol", "rtol"]),
+    ("learned_conv2d_adapter", Some(Side::Teacher), &[]),
+    ("learned_inverted_conv2d_adapter", Some(Side::Student), &[]),
+    ("learned_linear_adapter", Some(Side::Teacher), &[]),
+    ("learned_inverted_linear_adapter", Some(Side::Student), &[]),
+    ("conv1x1_adapter", None, &["in", "out"]),
+    ("linear_adapter", None, &["in", "out"]),
+    ("fitted_linear_adapter", None, &[]),
+    ("fitted_conv1x1_adapter", None, &[]),
+];
+
+/// An adapter a configuration built: a concrete adapter of `distill::adapter`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfiguredAdapter {
+    /// Built by `conv2d_adapter`.
+    Conv2D(Conv2DAdapter),
+    /// Built by `inverted_conv2d_adapter`.
+    InvertedConv2D(InvertedConv2DAdapter),
+    /// Built by `conv1x1_adapter` or a learned conv adapter.
+    Conv1x1(Conv1x1Adapter),
+    /// Built by `linear_adapter` or a learned linear adapter.
+    Linear(LinearAdapter),
+    /// Built by `fitted_linear_adapter` or `fitted_conv1x1_adapter`; sized by a dry run.
+    Fitted(FittedAdapter),
+}
+
+impl ConfiguredAdapter {
+    /// `xs` through the adapter, or an error when it cannot take `xs` (or is not fitted yet).
+    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            ConfiguredAdapter::Conv2D(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::InvertedConv2D(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::Conv1x1(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::Linear(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::Fitted(adapter) => adapter.f_forward(xs),
+        }
+    }
+}
+
+/// Reads the adapter value at `at`, given for `side`'s endpoint.
+pub(super) fn read(source: Source<'_>, value: &DeValue<'_>, at: &At, side: Side) -> Result<AdapterConfig> {
+    let (kind, kind_at, table) = match value {
+        DeValue::String(kind) => (kind.to_string(), at.clone(), None),
+        DeValue::Table(table) => {
+            let (kind, kind_at) = kind_of(source, table, at)?;
+            (kind, kind_at, Some(table))
+        }
+        other => {
+            return Err(source.error(
+                at,
+                format!(
+                    "expected an adapter constructor (\"conv2d_adapter\") or a table (`{{ kind = \"linear_adapter\", in = 64, out = 128 }}`), found {}",
+                    describe(other)
+                ),
+            ))
+        }
+    };
+    let Some(&(_, wraps, options)) = KINDS.iter().find(|(name, _, _)| *name == kind) else {
+        let names: Vec<&str> = KINDS.iter().map(|(name, _, _)| *name).collect();
+        let hint = match closest(&kind, names.iter().copied()) {
+            Some(name) => format!(" (did you mean `{name}`?)"),
+            None => format!("; the adapters are {}", quoted(&names)),
+        };
+        return Err(source.error(&kind_at, format!("unknown adapter `{kind}`{hint}")));
+    };
+    if let Some(wraps) = wraps.filter(|&wraps| wraps != side) {
+        return Err(source.error(
+            &kind_at,
+            format!(
+                "`{kind}` maps the {} tensor ({}), so it is a `{}_adapter`, not a `{side}_adapter`",
+                wraps,
+                if wraps == Side::Teacher {
+                    "teacher widths → student widths"
+                } else {
+                    "student widths → teacher widths"
+                },
+                wraps
+            ),
+        ));
+    }
+    let known: Vec<&str> = std::iter::once("kind").chain(options.iter().copied()).collect();
+    let table = table.map(|table| Table::new(source, at.key.clone(), table, &known)).transpose()?;
+    let tolerance = || -> Result<Tolerance> {
+        let default = Tolerance::default();
+        let Some(table) = &table else { return Ok(default) };
+        let atol = table.float("atol")?.map_or(default.atol, |(value, _)| value);
+        let rtol = table.float("rtol")?.map_or(default.rtol, |(value, _)| value);
+        let tolerance = Tolerance::new(atol, rtol);
+        tolerance.validate().map_err(|err| source.caused(at, err))?;
+        Ok(tolerance)
+    };
+    let widths = || -> Result<(i64, i64)> {
+        let Some(table) = &table else {
+            return Err(
+                source.error(at, format!("`{kind}` needs its widths: `{{ kind = \"{kind}\", in = …, out = … }}`"))
+            );
+        };
+        let (inputs, in_at) = table.required_integer("in", at)?;
+        let (outputs, out_at) = table.required_integer("out", at)?;
+        for (width, width_at) in [(inputs, in_at), (outputs, out_at)] {
+            if width < 1 {
+                return Err(source.error(&width_at, format!("a width must be at least 1, got {width}")));
+            }
+        }
+        Ok((inputs, outputs))
+    };
+    Ok(match kind.as_str() {
+        "conv2d_adapter" => AdapterConfig::Conv2d(tolerance()?),
+        "inverted_conv2d_adapter" => AdapterConfig::InvertedConv2d(tolerance()?),
+        "learned_conv2d_adapter" => AdapterConfig::LearnedConv2d,
+        "learned_inverted_conv2d_adapter" => AdapterConfig::LearnedInvertedConv2d,
+        "learned_linear_adapter" => AdapterConfig::LearnedLinear,
+        "learned_inverted_linear_adapter" => AdapterConfig::LearnedInvertedLinear,
+        "conv1x1_adapter" => {
+            let (inputs, outputs) = widths()?;
+            AdapterConfig::Conv1x1 { inputs, outputs }
+        }
+        "linear_adapter" => {
+            let (inputs, outputs) = widths()?;
+            AdapterConfig::Linear { inputs, outputs }
+        }
+        "fitted_linear_adapter" => AdapterConfig::FittedLinear,
+        _ => AdapterConfig::FittedConv1x1,
+    })
+}
+
+/// The two endpoint modules an adapter constructor receives: `None` for a side that has no module
+/// tree (a TorchScript model).
+pub(super) struct EndpointModules<'a> {
+    pub teacher: Option<(&'a dyn Distillable, &'a str)>,
+    pub student: Option<(&'a dyn Distillable, &'a str)>,
+}
+
+impl AdapterConfig {
+    /// Builds the adapter under `path` from the pair's endpoint modules.
+    pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<ConfiguredAdapter> {
+        Ok(match *self {
+            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Conv2D(conv2d_adapter_with_tolerance(
+                path,
+                layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
+                layer::<Conv2D>(modules.student, Side::Student, "conv2d_adapter", "Conv2D")?,
+                tolerance,
+            )?),
+            AdapterConfig::InvertedConv2d(tolerance) => {
+                ConfiguredAdapter::InvertedConv2D(inverted_conv2d_adapter_with_tolerance(
+                    path,
+                    layer::<Conv2D>(modules.teacher, Side::Teacher, "inverted_conv2d_adapter", "Conv2D")?,
+                    layer::<Conv2D>(modules.student, Side::Student, "inverted_conv2d_adapter", "Conv2D")?,
+                    tolerance,
+                )?)
+            }
+            AdapterConfig::LearnedConv2d => ConfiguredAdapter::Conv1x1(learned_conv2d_adapter(
+                path,
+                layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_conv2d_adapter", "Conv2D")?,
+                layer::<Conv2D>(modules.student, Side::Student, "learned_conv2d_adapter", "Conv2D")?,
+            )?),
+            AdapterConfig::LearnedInvertedConv2d => ConfiguredAdapter::Conv1x1(learned_inverted_conv2d_adapter(
+                path,
+                layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_inverted_conv2d_adapter", "Conv2D")?,
+                layer::<Conv2D>(modules.student, Side::Student, "learned_inverted_conv2d_adapter", "Conv2D")?,
+            )?),
+            AdapterConfig::LearnedLinear => ConfiguredAdapter::Linear(learned_linear_adapter(
+                path,
+                layer::<Linear>(modules.teacher, Side::Teacher, "learned_linear_adapter", "Linear")?,
+                layer::<Linear>(modules.student, Side::Student, "learned_linear_adapter", "Linear")?,
+            )?),
+            AdapterConfig::LearnedInvertedLinear => ConfiguredAdapter::Linear(learned_inverted_linear_adapter(
+                path,
+                layer::<Linear>(modules.teacher, Side::Teacher, "learned_inverted_linear_adapter", "Linear")?,
+                layer::<Linear>(modules.student, Side::Student, "learned_inverted_linear_adapter", "Linear")?,
+            )?),
+            AdapterConfig::Conv1x1 { inputs, outputs } => {
+                ConfiguredAdapter::Conv1x1(conv1x1_adapter(path, inputs, outputs)?)
+            }
+            AdapterConfig::Linear { inputs, outputs } => {
+                ConfiguredAdapter::Linear(linear_adapter(path, inputs, outputs)?)
+            }
+            AdapterConfig::FittedLinear => ConfiguredAdapter::Fitted(fitted_linear_adapter(path, &(), &())?),
+            AdapterConfig::FittedConv1x1 => ConfiguredAdapter::Fitted(fitted_conv1x1_adapter(path, &(), &())?),
+        })
+    }
+}
+
+/// The endpoint module of `side` as the layer type `L` the constructor `constructor` takes.
+fn layer<'a, L: 'static>(
+    module: Option<(&'a dyn Distillable, &'a str)>,
+    side: Side,
+    constructor: &str,
+    wanted: &str,
+) -> Result<&'a L> {
+    let Some((module, path)) = module else {
+        return Err(DistillError::InvalidArgument(format!(
+            "`{constructor}` needs the {side}'s `distill::nn::{wanted}` layer, and the {side} is a TorchScript model: \
+             use a width-given or fitted adapter"
+        )));
+    };
+    module.as_any().and_then(|any| any.downcast_ref::<L>()).ok_or_else(|| {
+        DistillError::InvalidArgument(format!(
+            "`{constructor}` needs a `distill::nn::{wanted}` at the {side}'s `{}`, which is a `{}`",
+            if path.is_empty() { "(model itself)" } else { path },
+            module.module_type()
+        ))
+    })
+}

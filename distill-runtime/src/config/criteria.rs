@@ -1,0 +1,166 @@
+//! The `criterion` of a configured pair: a name of the catalogue (`"Mse"`), or a table with the
+//! name under `kind` and the criterion's parameters (`{ kind = "KlDiv", temperature = 4.0 }`).
+//! Parameters left out take the criterion's defaults.
+
+use toml::de::DeValue;
+
+use super::reader::{describe, kind_of, quoted, At, Source, Table};
+use crate::criterion::{
+    AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
+    SoftCrossEntropy, L1,
+};
+use crate::error::Result;
+use crate::suggest::closest;
+
+/// A criterion of the catalogue with its parameters, as a configuration names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum CriterionConfig {
+    /// `"Mse"`.
+    Mse(Mse),
+    /// `"L1"`.
+    L1(L1),
+    /// `"SmoothL1"`; parameter `beta`.
+    SmoothL1(SmoothL1),
+    /// `"Cosine"`.
+    Cosine(Cosine),
+    /// `"KlDiv"`; parameter `temperature`.
+    KlDiv(KlDiv),
+    /// `"SoftCrossEntropy"`; parameter `temperature`.
+    SoftCrossEntropy(SoftCrossEntropy),
+    /// `"AttentionTransfer"`; parameter `p`.
+    AttentionTransfer(AttentionTransfer),
+    /// `"SimilarityPreserving"`.
+    SimilarityPreserving(SimilarityPreserving),
+    /// `"Rkd"`; parameters `distance_weight`, `angle_weight`.
+    Rkd(Rkd),
+    /// `"Pkt"`.
+    Pkt(Pkt),
+    /// `"Dist"`; parameters `beta`, `gamma`, `tau`.
+    Dist(Dist),
+    /// `"Dkd"`; parameters `alpha`, `beta`, `temperature` (uses the batch's targets).
+    Dkd(Dkd),
+}
+
+/// Every kind, with its parameters.
+const KINDS: [(&str, &[&str]); 12] = [
+    ("Mse", &[]),
+    ("L1", &[]),
+    ("SmoothL1", &["beta"]),
+    ("Cosine", &[]),
+    ("KlDiv", &["temperature"]),
+    ("SoftCrossEntropy", &["temperature"]),
+    ("AttentionTransfer", &["p"]),
+    ("SimilarityPreserving", &[]),
+    ("Rkd", &["distance_weight", "angle_weight"]),
+    ("Pkt", &[]),
+    ("Dist", &["beta", "gamma", "tau"]),
+    ("Dkd", &["alpha", "beta", "temperature"]),
+];
+
+impl CriterionConfig {
+    /// The criterion, boxed.
+    pub fn boxed(&self) -> Box<dyn Criterion> {
+        match *self {
+            CriterionConfig::Mse(c) => Box::new(c),
+            CriterionConfig::L1(c) => Box::new(c),
+            CriterionConfig::SmoothL1(c) => Box::new(c),
+            CriterionConfig::Cosine(c) => Box::new(c),
+            CriterionConfig::KlDiv(c) => Box::new(c),
+            CriterionConfig::SoftCrossEntropy(c) => Box::new(c),
+            CriterionConfig::AttentionTransfer(c) => Box::new(c),
+            CriterionConfig::SimilarityPreserving(c) => Box::new(c),
+            CriterionConfig::Rkd(c) => Box::new(c),
+            CriterionConfig::Pkt(c) => Box::new(c),
+            CriterionConfig::Dist(c) => Box::new(c),
+            CriterionConfig::Dkd(c) => Box::new(c),
+        }
+    }
+}
+
+/// Reads the `criterion` value at `at`, and checks its parameters.
+pub(super) fn read(source: Source<'_>, value: &DeValue<'_>, at: &At) -> Result<CriterionConfig> {
+    let criterion = match value {
+        DeValue::String(kind) => from_kind(source, kind, at, None)?,
+        DeValue::Table(table) => {
+            let (kind, kind_at) = kind_of(source, table, at)?;
+            let known: Vec<&str> = std::iter::once("kind").chain(parameters(&kind).unwrap_or(&[]).iter().copied()).collect();
+            // An unknown kind is reported before the keys, which depend on it.
+            if parameters(&kind).is_none() {
+                return Err(unknown_kind(source, &kind, &kind_at));
+            }
+            let table = Table::new(source, at.key.clone(), table, &known)?;
+            from_kind(source, &kind, &kind_at, Some(&table))?
+        }
+        other => {
+            return Err(source.error(
+                at,
+                format!("expected a criterion name (\"Mse\") or a table (`{{ kind = \"KlDiv\", temperature = 4.0 }}`), found {}", describe(other)),
+            ))
+        }
+    };
+    criterion.boxed().validate().map_err(|reason| source.error(at, format!("invalid criterion: {reason}")))?;
+    Ok(criterion)
+}
+
+fn parameters(kind: &str) -> Option<&'static [&'static str]> {
+    KINDS.iter().find(|(name, _)| *name == kind).map(|(_, params)| *params)
+}
+
+/// The criterion `kind` with the parameters of `table` (defaults without one).
+fn from_kind(source: Source<'_>, kind: &str, at: &At, table: Option<&Table<'_, '_>>) -> Result<CriterionConfig> {
+    let param = |name: &str, default: f64| -> Result<f64> {
+        Ok(match table {
+            Some(table) => table.float(name)?.map_or(default, |(value, _)| value),
+            None => default,
+        })
+    };
+    Ok(match kind {
+        "Mse" => CriterionConfig::Mse(Mse),
+        "L1" => CriterionConfig::L1(L1),
+        "SmoothL1" => CriterionConfig::SmoothL1(SmoothL1 { beta: param("beta", SmoothL1::default().beta)? }),
+        "Cosine" => CriterionConfig::Cosine(Cosine),
+        "KlDiv" => CriterionConfig::KlDiv(KlDiv { temperature: param("temperature", KlDiv::default().temperature)? }),
+        "SoftCrossEntropy" => CriterionConfig::SoftCrossEntropy(SoftCrossEntropy {
+            temperature: param("temperature", SoftCrossEntropy::default().temperature)?,
+        }),
+        "AttentionTransfer" => {
+            CriterionConfig::AttentionTransfer(AttentionTransfer { p: param("p", AttentionTransfer::default().p)? })
+        }
+        "SimilarityPreserving" => CriterionConfig::SimilarityPreserving(SimilarityPreserving),
+        "Rkd" => {
+            let d = Rkd::default();
+            CriterionConfig::Rkd(Rkd {
+                distance_weight: param("distance_weight", d.distance_weight)?,
+                angle_weight: param("angle_weight", d.angle_weight)?,
+            })
+        }
+        "Pkt" => CriterionConfig::Pkt(Pkt),
+        "Dist" => {
+            let d = Dist::default();
+            CriterionConfig::Dist(Dist {
+                beta: param("beta", d.beta)?,
+                gamma: param("gamma", d.gamma)?,
+                tau: param("tau", d.tau)?,
+            })
+        }
+        "Dkd" => {
+            let d = Dkd::default();
+            CriterionConfig::Dkd(Dkd {
+                alpha: param("alpha", d.alpha)?,
+                beta: param("beta", d.beta)?,
+                temperature: param("temperature", d.temperature)?,
+            })
+        }
+        unknown => return Err(unknown_kind(source, unknown, at)),
+    })
+}
+
+fn unknown_kind(source: Source<'_>, kind: &str, at: &At) -> crate::DistillError {
+    let names: Vec<&str> = KINDS.iter().map(|(name, _)| *name).collect();
+    let hint = match closest(kind, names.iter().copied()) {
+        Some(name) => format!(" (did you mean `{name}`?)"),
+        None => format!("; the criteria are {}", quoted(&names)),
+    };
+    source.error(at, format!("unknown criterion `{kind}`{hint}"))
+}

@@ -1,0 +1,380 @@
+//! Distillations declared in a TOML file: the pairs, their adapters, criteria and weights, and the
+//! teacher's mode, read into a [`Mapping`] whose payloads hold them ([`ConfiguredPair`]).
+//!
+//! ```toml
+//! [teacher]                    # optional: how the teacher runs (both default to false)
+//! grad = false
+//! train = false
+//!
+//! [[pair]]
+//! name = "f1"                  # names the loss term and the adapter's variables
+//! student = "features.1.conv"  # dotted module paths; "" is the model's own output
+//! teacher = "features.1.conv"
+//! teacher_adapter = "conv2d_adapter"
+//! criterion = "Mse"
+//!
+//! [[pair]]
+//! name = "kd"
+//! student = ""
+//! teacher = ""
+//! criterion = { kind = "KlDiv", temperature = 4.0 }
+//! weight = 0.5
+//! ```
+//!
+//! A pair's keys: `name`, `student`, `teacher` (required); `criterion` (required: a name of
+//! `distill::criterion` — `"Mse"`, `"L1"`, `"Cosine"`… — or a table with the name under `kind` and the
+//! criterion's parameters, the others taking its defaults); `weight`; `student_adapter` and
+//! `teacher_adapter` (a constructor of `distill::adapter` by name, or a table with the name under
+//! `kind` and its options: `atol`/`rtol` for the selection adapters, `in`/`out` for
+//! `conv1x1_adapter` and `linear_adapter`); `student_input`, `teacher_input` (capture the module's
+//! input rather than its output) and `student_all_calls`, `teacher_all_calls` (capture every call of
+//! a module that runs several times). The adapters are built as `distill!` builds them: the
+//! constructor receives the teacher's and the student's endpoint modules, and its variables live
+//! under `path / name` (`path / name / "student"` and `… / "teacher"` when both sides have one), so
+//! that a checkpoint of a `distill!` distillation loads into the same distillation read from a file.
+//!
+//! Everything is checked when the file is read (syntax, keys, kinds, parameter domains) or when the
+//! mapping is built (paths, indices, adapters against the models), and every error is a
+//! [`DistillError::Config`] naming the file, line, column and key, with the closest existing path or
+//! key when one is close.
+//!
+//! ```
+//! use distill_runtime::config::Config;
+//! use distill_runtime::DistillError;
+//!
+//! let text = "[[pair]]\nname = \"kd\"\nstudent = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temprature = 4.0 }\n";
+//! let err = Config::parse(text, "kd.toml").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "kd.toml:5:31: `pair[0].criterion.temprature`: unknown key (did you mean `temperature`?)"
+//! );
+//! assert!(matches!(err, DistillError::Config { line: 5, .. }));
+//! ```
+
+mod adapters;
+mod criteria;
+mod pair;
+mod reader;
+
+pub use adapters::{AdapterConfig, ConfiguredAdapter};
+pub use criteria::CriterionConfig;
+pub use pair::{dry_run, losses, ConfiguredLosses, ConfiguredPair};
+
+use std::path::Path as FilePath;
+
+use tch::nn::{ModuleT, Path};
+use toml::de::{DeTable, DeValue};
+
+use self::adapters::EndpointModules;
+use self::reader::{At, Source, Table};
+use crate::endpoint::Endpoint;
+use crate::engine::TeacherMode;
+use crate::error::{DistillError, Result};
+use crate::jit;
+use crate::mapping::{distill, DistillModel, Mapping};
+use crate::module::{resolve, Distillable};
+use crate::point::Side;
+use crate::side::SideModel;
+
+/// A distillation read from a TOML file: the pairs and the teacher's mode, checked for everything
+/// that does not need the models. [`mapping`](Self::mapping) and [`distill`](Self::distill) check
+/// it against the models and build the adapters.
+#[derive(Debug)]
+pub struct Config {
+    file: String,
+    text: String,
+    teacher: TeacherMode,
+    pairs: Vec<PairEntry>,
+}
+
+/// A `[[pair]]` table, read.
+#[derive(Debug)]
+struct PairEntry {
+    name: String,
+    name_at: At,
+    student: EndpointEntry,
+    teacher: EndpointEntry,
+    criterion: CriterionConfig,
+    weight: Option<f64>,
+    student_adapter: Option<(AdapterConfig, At)>,
+    teacher_adapter: Option<(AdapterConfig, At)>,
+}
+
+/// One endpoint of a pair: its path and options.
+#[derive(Debug)]
+struct EndpointEntry {
+    path: String,
+    at: At,
+    input: bool,
+    all_calls: bool,
+}
+
+const TOP_KEYS: &[&str] = &["teacher", "pair"];
+const TEACHER_KEYS: &[&str] = &["grad", "train"];
+const PAIR_KEYS: &[&str] = &[
+    "name",
+    "student",
+    "teacher",
+    "criterion",
+    "weight",
+    "student_adapter",
+    "teacher_adapter",
+    "student_input",
+    "teacher_input",
+    "student_all_calls",
+    "teacher_all_calls",
+];
+
+impl Config {
+    /// Reads and checks the TOML file at `file`.
+    ///
+    /// # Errors
+    /// [`DistillError::Config`] for a file that cannot be read, is not TOML, or does not describe a
+    /// distillation (located at the key or value at fault).
+    pub fn from_file(file: impl AsRef<FilePath>) -> Result<Config> {
+        let file = file.as_ref();
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|err| DistillError::Config {
+            file: name.clone(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: format!("cannot read the file: {err}"),
+            cause: None,
+        })?;
+        Config::parse(&text, name)
+    }
+
+    /// Reads and checks the TOML `text`; errors name `file`.
+    ///
+    /// # Errors
+    /// As [`from_file`](Self::from_file).
+    pub fn parse(text: &str, file: impl Into<String>) -> Result<Config> {
+        let file = file.into();
+        let source = Source { file: &file, text };
+        let document = DeTable::parse(text).map_err(|err| {
+            let at = At { key: String::new(), span: err.span().unwrap_or(0..0) };
+            source.error(&at, err.message().trim_end().to_owned())
+        })?;
+        let root = Table::new(source, String::new(), document.get_ref(), TOP_KEYS)?;
+        let teacher = read_teacher(&root)?;
+        let pairs = read_pairs(&root)?;
+        Ok(Config { file: file.clone(), text: text.to_owned(), teacher, pairs })
+    }
+
+    /// The file the configuration was read from (or the name given to [`parse`](Self::parse)).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// How the teacher runs (`[teacher]`: `grad`, `train`).
+    pub fn teacher_mode(&self) -> TeacherMode {
+        self.teacher
+    }
+
+    /// The pairs' names, in file order.
+    pub fn names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.pairs.iter().map(|pair| pair.name.as_str())
+    }
+
+    /// Checks every pair against `student` and `teacher` and builds its adapters under `path`,
+    /// giving the [`Mapping`] whose payloads are the configured pairs. Endpoints are checked before
+    /// any adapter is built, so a wrong path leaves `path` without variables.
+    ///
+    /// # Errors
+    /// [`DistillError::Config`] at the path, option or adapter at fault; its `cause` is the model's
+    /// error (e.g. [`DistillError::UnknownPath`] with the closest existing path).
+    pub fn mapping<'m, S: ConfigSide, T: ConfigSide>(
+        &self,
+        path: &Path<'_>,
+        student: &'m S,
+        teacher: &'m T,
+    ) -> Result<Mapping<'m, ConfiguredPair>> {
+        let source = Source { file: &self.file, text: &self.text };
+        let (student_resolver, teacher_resolver) = (student.resolver(Side::Student), teacher.resolver(Side::Teacher));
+        for pair in &self.pairs {
+            for (entry, resolver) in [(&pair.student, &student_resolver), (&pair.teacher, &teacher_resolver)] {
+                resolver.resolve(&entry.endpoint()).map_err(|err| source.caused(&entry.at, err))?;
+            }
+        }
+        let mut mapping = Mapping::new(student, teacher);
+        for pair in &self.pairs {
+            let modules = EndpointModules {
+                teacher: module_at(teacher.module_tree(), Side::Teacher, &pair.teacher),
+                student: module_at(student.module_tree(), Side::Student, &pair.student),
+            };
+            let both = pair.student_adapter.is_some() && pair.teacher_adapter.is_some();
+            let build = |adapter: &Option<(AdapterConfig, At)>, side: &str| -> Result<Option<ConfiguredAdapter>> {
+                let Some((config, at)) = adapter else { return Ok(None) };
+                let pair_path = path / pair.name.as_str();
+                let adapter_path = if both { &pair_path / side } else { pair_path };
+                config.build(&adapter_path, &modules).map(Some).map_err(|err| source.caused(at, err))
+            };
+            let payload = ConfiguredPair {
+                name: pair.name.clone(),
+                criterion: pair.criterion,
+                boxed: pair.criterion.boxed(),
+                weight: pair.weight,
+                student_adapter: build(&pair.student_adapter, "student")?,
+                teacher_adapter: build(&pair.teacher_adapter, "teacher")?,
+            };
+            mapping.add(pair.student.endpoint(), pair.teacher.endpoint(), payload).map_err(|err| {
+                let entry = if matches!(&err, DistillError::UnknownPath { side: Side::Teacher, .. }) {
+                    &pair.teacher
+                } else {
+                    &pair.student
+                };
+                source.caused(&entry.at, err)
+            })?;
+        }
+        Ok(mapping)
+    }
+
+    /// [`mapping`](Self::mapping), glued into a [`DistillModel`] with the teacher's mode of the
+    /// file. Its forward's [`losses`] are the configured pairs' weighted losses.
+    ///
+    /// # Errors
+    /// As [`mapping`](Self::mapping).
+    pub fn distill<'m, S: ConfigSide, T: ConfigSide>(
+        &self,
+        path: &Path<'_>,
+        student: &'m S,
+        teacher: &'m T,
+    ) -> Result<DistillModel<'m, S, T, ConfiguredPair>> {
+        let mapping = self.mapping(path, student, teacher)?;
+        Ok(distill(student, teacher, mapping).teacher_grad(self.teacher.grad).teacher_train(self.teacher.train))
+    }
+}
+
+/// A model a configuration can name modules of: a side of a distillation whose module tree, if it
+/// has one, gives the adapter constructors their layers.
+pub trait ConfigSide: SideModel {
+    /// The model's module tree; `None` for a TorchScript model, whose endpoints are outputs.
+    fn module_tree(&self) -> Option<&dyn Distillable>;
+}
+
+impl<M: ModuleT + Distillable> ConfigSide for M {
+    fn module_tree(&self) -> Option<&dyn Distillable> {
+        Some(self)
+    }
+}
+
+impl ConfigSide for jit::Module {
+    fn module_tree(&self) -> Option<&dyn Distillable> {
+        None
+    }
+}
+
+/// The module at `entry`'s path in `tree` (already checked to exist), with the path.
+fn module_at<'a>(
+    tree: Option<&'a dyn Distillable>,
+    side: Side,
+    entry: &'a EndpointEntry,
+) -> Option<(&'a dyn Distillable, &'a str)> {
+    let module = resolve(tree?, side, &entry.path).ok()?.module;
+    Some((module, entry.path.as_str()))
+}
+
+impl EndpointEntry {
+    fn endpoint(&self) -> Endpoint<'_> {
+        let mut endpoint = Endpoint::path(self.path.as_str());
+        if self.input {
+            endpoint = endpoint.input();
+        }
+        if self.all_calls {
+            endpoint = endpoint.all_calls();
+        }
+        endpoint
+    }
+}
+
+fn read_teacher(root: &Table<'_, '_>) -> Result<TeacherMode> {
+    let mut mode = TeacherMode::default();
+    let Some((value, at)) = root.get("teacher") else { return Ok(mode) };
+    let table = as_table(root, value, &at, "a table `[teacher]` with `grad` and `train`")?;
+    let table = Table::new(root.source(), at.key, table, TEACHER_KEYS)?;
+    if let Some((grad, _)) = table.bool("grad")? {
+        mode.grad = grad;
+    }
+    if let Some((train, _)) = table.bool("train")? {
+        mode.train = train;
+    }
+    Ok(mode)
+}
+
+fn read_pairs(root: &Table<'_, '_>) -> Result<Vec<PairEntry>> {
+    let source = root.source();
+    let whole = At { key: String::new(), span: 0..0 };
+    let Some((value, at)) = root.get("pair") else {
+        return Err(
+            source.error(&whole, "no pair: add a `[[pair]]` table with `name`, `student`, `teacher` and `criterion`")
+        );
+    };
+    let DeValue::Array(tables) = value else {
+        return Err(source.error(&at, format!("expected `[[pair]]` tables, found {}", reader::describe(value))));
+    };
+    let mut pairs: Vec<PairEntry> = Vec::with_capacity(tables.len());
+    for (index, table) in tables.iter().enumerate() {
+        let at = At { key: format!("pair[{index}]"), span: table.span() };
+        let table = as_table(root, table.get_ref(), &at, "a `[[pair]]` table")?;
+        let pair = read_pair(&Table::new(source, at.key.clone(), table, PAIR_KEYS)?, &at)?;
+        if let Some(first) = pairs.iter().position(|other| other.name == pair.name) {
+            return Err(source.error(&pair.name_at, format!("the name `{}` is already pair {first}'s", pair.name)));
+        }
+        pairs.push(pair);
+    }
+    if pairs.is_empty() {
+        return Err(source.error(&at, "no pair: add a `[[pair]]` table"));
+    }
+    Ok(pairs)
+}
+
+fn read_pair(table: &Table<'_, '_>, at: &At) -> Result<PairEntry> {
+    let source = table.source();
+    let (name, name_at) = table.required_string("name", at)?;
+    if name.is_empty() || name.contains('.') {
+        return Err(source
+            .error(&name_at, "a pair's name must be non-empty and without `.` (it names the adapter's variables)"));
+    }
+    let endpoint = |side: &str| -> Result<EndpointEntry> {
+        let (path, path_at) = table.required_string(side, at)?;
+        let flag =
+            |option: &str| -> Result<bool> { Ok(table.bool(&format!("{side}_{option}"))?.is_some_and(|(on, _)| on)) };
+        Ok(EndpointEntry { path, at: path_at, input: flag("input")?, all_calls: flag("all_calls")? })
+    };
+    let (student, teacher) = (endpoint("student")?, endpoint("teacher")?);
+    let (criterion_value, criterion_at) =
+        table.get("criterion").ok_or_else(|| source.error(at, "missing key `criterion`"))?;
+    let criterion = criteria::read(source, criterion_value, &criterion_at)?;
+    let adapter = |side: Side, key: &str| -> Result<Option<(AdapterConfig, At)>> {
+        let Some((value, at)) = table.get(key) else { return Ok(None) };
+        Ok(Some((adapters::read(source, value, &at, side)?, at)))
+    };
+    Ok(PairEntry {
+        name,
+        name_at,
+        student,
+        teacher,
+        criterion,
+        weight: read_weight(table)?,
+        student_adapter: adapter(Side::Student, "student_adapter")?,
+        teacher_adapter: adapter(Side::Teacher, "teacher_adapter")?,
+    })
+}
+
+/// The weight of a pair's loss (`weight`, a finite number). This is the one place that turns the
+/// file's weight into the payload's: a weight that varies with the training step would be read here.
+fn read_weight(table: &Table<'_, '_>) -> Result<Option<f64>> {
+    match table.float("weight")? {
+        Some((weight, at)) if !weight.is_finite() => {
+            Err(table.source().error(&at, format!("the weight must be finite, got {weight}")))
+        }
+        weight => Ok(weight.map(|(weight, _)| weight)),
+    }
+}
+
+fn as_table<'a, 'i>(root: &Table<'_, '_>, value: &'a DeValue<'i>, at: &At, what: &str) -> Result<&'a DeTable<'i>> {
+    value
+        .as_table()
+        .ok_or_else(|| root.source().error(at, format!("expected {what}, found {}", reader::describe(value))))
+}

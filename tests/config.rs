@@ -1,0 +1,348 @@
+//! Distillations read from TOML files: the Fashion-MNIST example's file gives the numbers of its
+//! `distill!` declaration, every criterion and adapter kind parses and builds, and every mistake is
+//! an error naming the file, line, column and key.
+
+#[path = "../examples/fashion_mnist/model.rs"]
+#[allow(dead_code)]
+mod model;
+#[path = "../examples/fashion_mnist/prune.rs"]
+mod prune;
+
+use distill::config::{dry_run, losses, Config, ConfiguredAdapter, CriterionConfig};
+use distill::criterion::{AttentionTransfer, Cosine, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1};
+use distill::criterion::{SoftCrossEntropy, L1};
+use distill::nn::{ModuleT, VarStore};
+use distill::prelude::*;
+use distill::{Port, Side};
+use tch::{Device, Kind, Tensor};
+
+use model::{Net, WIDTHS};
+
+// The `distill!` declaration of examples/fashion_mnist/kd.rs, which kd.toml writes as a file.
+distill! {
+    pub struct PrunedKd for Net => Net {
+        f1: student.features[1].conv => conv2d_adapter(teacher.features[1].conv) with Mse;
+        f2: student.features[2].conv => conv2d_adapter(teacher.features[2].conv) with Mse;
+        f3: student.features[3].conv => conv2d_adapter(teacher.features[3].conv) with Mse;
+        kd: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+/// A random teacher with the example's widths and its pruned student (25% of the filters).
+fn models(seed: i64) -> (VarStore, Net, VarStore, Net) {
+    tch::manual_seed(seed);
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
+    let student_vs = VarStore::new(Device::Cpu);
+    let student = prune::prune_net(&teacher, &student_vs.root(), 0.25).unwrap();
+    (teacher_vs, teacher, student_vs, student)
+}
+
+fn batch() -> Tensor {
+    tch::manual_seed(7);
+    Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu))
+}
+
+fn names(vs: &VarStore) -> Vec<String> {
+    let mut names: Vec<String> = vs.variables().into_keys().collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_example_file_gives_the_numbers_of_its_distill_declaration() {
+    let (_tvs, teacher, _svs, student) = models(1);
+    let xs = batch();
+    let config = Config::from_file("examples/fashion_mnist/kd.toml").unwrap();
+    assert_eq!(config.names().collect::<Vec<_>>(), ["f1", "f2", "f3", "kd"]);
+
+    let dsl_vs = VarStore::new(Device::Cpu);
+    let dsl = PrunedKd::new(dsl_vs.root() / "kd", &student, &teacher).unwrap();
+    let file_vs = VarStore::new(Device::Cpu);
+    let from_file = config.distill(&(file_vs.root() / "kd"), &student, &teacher).unwrap();
+    // The same adapters under the same names, with the same (selection) weights.
+    assert_eq!(names(&dsl_vs), ["kd.f1.weight", "kd.f2.weight", "kd.f3.weight"]);
+    assert_eq!(names(&dsl_vs), names(&file_vs));
+    for (name, weight) in dsl_vs.variables() {
+        assert!(weight.equal(&file_vs.variables()[&name]), "{name}");
+    }
+
+    // Training mode, as the fine-tune: batch statistics, so the order of the two forwards does not
+    // matter (each moves the running statistics, which training mode does not read).
+    let dsl_losses = dsl.forward_t(&xs, true).unwrap().losses();
+    let expected = &dsl_losses;
+    let out = from_file.forward_t(&xs, true).unwrap();
+    let got = losses(&out, None).unwrap();
+    let expected: Vec<(&str, f64)> = expected.iter().map(|(n, l)| (n, l.double_value(&[]))).collect();
+    let got_values: Vec<(&str, f64)> = got.iter().map(|(n, l)| (n, l.double_value(&[]))).collect();
+    assert_eq!(got_values, expected);
+    assert!(expected.iter().all(|(_, loss)| *loss > 0.0), "{expected:?}");
+    assert_eq!(got.total().double_value(&[]), dsl_losses.total().double_value(&[]));
+    // The student's output is the same forward's.
+    assert!(out.student_output.equal(&student.forward_t(&xs, true)));
+}
+
+/// A file of one pair with `body` after `name`, to check one key at a time.
+fn one_pair(body: &str) -> String {
+    format!("[[pair]]\nname = \"p\"\n{body}\n")
+}
+
+fn config_error(text: &str) -> (String, DistillError) {
+    let err = Config::parse(text, "exp.toml").unwrap_err();
+    (err.to_string(), err)
+}
+
+#[test]
+fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
+    let (_tvs, teacher, _svs, student) = models(2);
+    let text = one_pair("student = \"features.1.cnv\"\nteacher = \"features.1.conv\"\ncriterion = \"Mse\"");
+    let config = Config::parse(&text, "exp.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let err = config.mapping(&vs.root(), &student, &teacher).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "exp.toml:3:11: `pair[0].student`: the student has no module `features.1.cnv` (did you mean `features.1.conv`?)"
+    );
+    let DistillError::Config { file, line, column, key, cause, .. } = err else { panic!("{err:?}") };
+    assert_eq!((file.as_str(), line, column, key.as_str()), ("exp.toml", 3, 11, "pair[0].student"));
+    assert!(matches!(
+        cause.as_deref(),
+        Some(DistillError::UnknownPath { side: Side::Student, suggestion: Some(s), .. }) if s == "features.1.conv"
+    ));
+    // Nothing was built: the paths are checked before any adapter.
+    assert_eq!(vs.len(), 0);
+
+    // On the teacher's side, and an index out of range.
+    let text = one_pair("student = \"features.1\"\nteacher = \"feature.1\"\ncriterion = \"Mse\"");
+    let err = Config::parse(&text, "exp.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "exp.toml:4:11: `pair[0].teacher`: the teacher has no module `feature.1` (did you mean `features.1`?)"
+    );
+    let text = one_pair("student = \"features.4\"\nteacher = \"features.1\"\ncriterion = \"Mse\"");
+    let err = Config::parse(&text, "exp.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "exp.toml:3:11: `pair[0].student`: index 4 is out of range for `features` on the student: it has 4 children"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_where_they_are() {
+    let cases = [
+        ("[[pair]]\nname = \"p\"\nstudnet = \"\"\n", "exp.toml:3:1: `pair[0].studnet`: unknown key (did you mean `student`?)"),
+        ("[teacher]\ngrad = true\ntrian = true\n", "exp.toml:3:1: `teacher.trian`: unknown key (did you mean `train`?)"),
+        ("pairs = 1\n", "exp.toml:1:1: `pairs`: unknown key (did you mean `pair`?)"),
+        (
+            &one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temprature = 4.0 }"),
+            "exp.toml:5:31: `pair[0].criterion.temprature`: unknown key (did you mean `temperature`?)",
+        ),
+        (
+            &one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nstudent_adapter = { kind = \"linear_adapter\", in = 2, out = 3, bias = 1 }"),
+            "exp.toml:6:63: `pair[0].student_adapter.bias`: unknown key; the keys here are `kind`, `in`, `out`",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(config_error(text).0, expected, "{text}");
+    }
+}
+
+#[test]
+fn wrong_values_are_errors_at_the_value() {
+    let pair = |criterion: &str| one_pair(&format!("student = \"\"\nteacher = \"\"\ncriterion = {criterion}"));
+    let cases = [
+        (pair("\"Mes\""), "exp.toml:5:13: `pair[0].criterion`: unknown criterion `Mes` (did you mean `Mse`?)"),
+        (
+            pair("{ kind = \"KlDiv\", temperature = 0 }"),
+            "exp.toml:5:13: `pair[0].criterion`: invalid criterion: KlDiv's temperature must be finite and > 0, got 0",
+        ),
+        (
+            pair("{ kind = \"KlDiv\", temperature = \"4\" }"),
+            "exp.toml:5:45: `pair[0].criterion.temperature`: expected a number, found the string \"4\"",
+        ),
+        (pair("{ temperature = 4.0 }"), "exp.toml:5:13: `pair[0].criterion`: missing key `kind`"),
+        (pair("4"), "exp.toml:5:13: `pair[0].criterion`: expected a criterion name (\"Mse\") or a table (`{ kind = \"KlDiv\", temperature = 4.0 }`), found the integer 4"),
+        (
+            one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nweight = nan"),
+            "exp.toml:6:10: `pair[0].weight`: the weight must be finite, got NaN",
+        ),
+        (
+            one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nstudent_adapter = \"conv2d_adapter\""),
+            "exp.toml:6:19: `pair[0].student_adapter`: `conv2d_adapter` maps the teacher tensor (teacher widths → student widths), so it is a `teacher_adapter`, not a `student_adapter`",
+        ),
+        (
+            one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nteacher_adapter = \"conv2d_adaptr\""),
+            "exp.toml:6:19: `pair[0].teacher_adapter`: unknown adapter `conv2d_adaptr` (did you mean `conv2d_adapter`?)",
+        ),
+        (
+            one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nteacher_adapter = \"linear_adapter\""),
+            "exp.toml:6:19: `pair[0].teacher_adapter`: `linear_adapter` needs its widths: `{ kind = \"linear_adapter\", in = …, out = … }`",
+        ),
+        (one_pair("teacher = \"\"\ncriterion = \"Mse\""), "exp.toml:1:1: `pair[0]`: missing key `student`"),
+        (
+            format!("{}{}", one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\""), one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"L1\"")),
+            "exp.toml:7:8: `pair[1].name`: the name `p` is already pair 0's",
+        ),
+        ("[teacher]\ngrad = 1\n".to_owned(), "exp.toml:2:8: `teacher.grad`: expected true or false, found the integer 1"),
+        ("".to_owned(), "exp.toml:1:1: no pair: add a `[[pair]]` table with `name`, `student`, `teacher` and `criterion`"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(config_error(&text).0, expected, "{text}");
+    }
+    // A syntax error is located too, without a key.
+    let (message, err) = config_error("[[pair]]\nname = \"p\nstudent = \"\"\n");
+    assert!(matches!(err, DistillError::Config { line: 2, ref key, .. } if key.is_empty()), "{message}");
+    assert!(message.starts_with("exp.toml:2:"), "{message}");
+}
+
+#[test]
+fn every_criterion_parses_with_its_parameters() {
+    let criteria = [
+        ("\"Mse\"", CriterionConfig::Mse(Mse)),
+        ("\"L1\"", CriterionConfig::L1(L1)),
+        ("{ kind = \"SmoothL1\", beta = 0.5 }", CriterionConfig::SmoothL1(SmoothL1 { beta: 0.5 })),
+        ("\"Cosine\"", CriterionConfig::Cosine(Cosine)),
+        ("{ kind = \"KlDiv\", temperature = 2 }", CriterionConfig::KlDiv(KlDiv { temperature: 2.0 })),
+        ("\"KlDiv\"", CriterionConfig::KlDiv(KlDiv::default())),
+        (
+            "{ kind = \"SoftCrossEntropy\", temperature = 3.0 }",
+            CriterionConfig::SoftCrossEntropy(SoftCrossEntropy { temperature: 3.0 }),
+        ),
+        ("{ kind = \"AttentionTransfer\", p = 4.0 }", CriterionConfig::AttentionTransfer(AttentionTransfer { p: 4.0 })),
+        ("\"SimilarityPreserving\"", CriterionConfig::SimilarityPreserving(SimilarityPreserving)),
+        (
+            "{ kind = \"Rkd\", distance_weight = 2.0, angle_weight = 3.0 }",
+            CriterionConfig::Rkd(Rkd { distance_weight: 2.0, angle_weight: 3.0 }),
+        ),
+        ("\"Pkt\"", CriterionConfig::Pkt(Pkt)),
+        (
+            "{ kind = \"Dist\", beta = 2.0, gamma = 3.0, tau = 1.5 }",
+            CriterionConfig::Dist(Dist { beta: 2.0, gamma: 3.0, tau: 1.5 }),
+        ),
+        (
+            "{ kind = \"Dkd\", alpha = 0.5, temperature = 2.0 }",
+            CriterionConfig::Dkd(Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() }),
+        ),
+    ];
+    let (_tvs, teacher, _svs, student) = models(3);
+    let text: String = criteria
+        .iter()
+        .enumerate()
+        .map(|(i, (criterion, _))| {
+            format!(
+                "[[pair]]\nname = \"c{i}\"\nstudent = \"\"\nteacher = \"\"\ncriterion = {criterion}\nweight = {i}\n"
+            )
+        })
+        .collect();
+    let config = Config::parse(&text, "criteria.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
+    assert_eq!(mapping.len(), criteria.len());
+    for (i, (pair, (_, expected))) in mapping.pairs().iter().zip(&criteria).enumerate() {
+        assert_eq!(pair.payload.criterion(), *expected, "pair {i}");
+        assert_eq!(pair.payload.weight(), i as f64);
+        assert_eq!(pair.payload.name(), format!("c{i}"));
+    }
+}
+
+#[test]
+fn a_weighted_pair_equals_the_weighted_criterion() {
+    let (_tvs, teacher, _svs, student) = models(4);
+    let text =
+        one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temperature = 2.0 }\nweight = 0.25");
+    let config = Config::parse(&text, "exp.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let model = config.distill(&vs.root(), &student, &teacher).unwrap();
+    let xs = batch();
+    let out = model.forward_t(&xs, false).unwrap();
+    let expected = (KlDiv::new(2.0) * 0.25).loss(&out.student_output, &out.teacher_output);
+    assert_eq!(losses(&out, None).unwrap().get("p").unwrap().double_value(&[]), expected.double_value(&[]));
+}
+
+#[test]
+fn every_adapter_builds_against_the_models() {
+    let (_tvs, teacher, _svs, student) = models(5);
+    let pair = |name: &str, side: &str, adapter: &str, path: &str, criterion: &str| {
+        format!(
+            "[[pair]]\nname = \"{name}\"\nstudent = \"{path}\"\nteacher = \"{path}\"\n{side}_adapter = {adapter}\ncriterion = \"{criterion}\"\n"
+        )
+    };
+    let text = [
+        pair("sel", "teacher", "{ kind = \"conv2d_adapter\", atol = 1e-5, rtol = 0.0 }", "features.1.conv", "Mse"),
+        pair("inv", "student", "\"inverted_conv2d_adapter\"", "features.1.conv", "Mse"),
+        pair("lc", "teacher", "\"learned_conv2d_adapter\"", "features.2.conv", "Mse"),
+        pair("lic", "student", "\"learned_inverted_conv2d_adapter\"", "features.2.conv", "Mse"),
+        pair("ll", "teacher", "\"learned_linear_adapter\"", "classifier", "Mse"),
+        pair("lil", "student", "\"learned_inverted_linear_adapter\"", "classifier", "Mse"),
+        pair("c11", "student", "{ kind = \"conv1x1_adapter\", in = 32, out = 128 }", "features.2", "Mse"),
+        pair("lin", "teacher", "{ kind = \"linear_adapter\", in = 10, out = 10 }", "", "KlDiv"),
+        pair("fl", "teacher", "\"fitted_linear_adapter\"", "", "Mse"),
+        pair("fc", "student", "\"fitted_conv1x1_adapter\"", "features.3", "Mse"),
+    ]
+    .concat();
+    let config = Config::parse(&text, "adapters.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let model = config.distill(&(vs.root() / "kd"), &student, &teacher).unwrap();
+    let kinds: Vec<&str> = model
+        .mapping()
+        .pairs()
+        .iter()
+        .map(|pair| match pair.payload.student_adapter().or(pair.payload.teacher_adapter()).unwrap() {
+            ConfiguredAdapter::Conv2D(_) => "selection",
+            ConfiguredAdapter::InvertedConv2D(_) => "inverted selection",
+            ConfiguredAdapter::Conv1x1(_) => "1x1",
+            ConfiguredAdapter::Linear(_) => "linear",
+            ConfiguredAdapter::Fitted(_) => "fitted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["selection", "inverted selection", "1x1", "1x1", "linear", "linear", "1x1", "linear", "fitted", "fitted"]
+    );
+    // The fitted adapters take their widths from a dry run, which then checks every pair.
+    let xs = batch();
+    let report = dry_run(&model, &xs).unwrap();
+    let shapes: Vec<(String, Vec<i64>, Vec<i64>)> =
+        report.pairs.iter().map(|p| (p.label.clone(), p.student.clone(), p.teacher.clone())).collect();
+    assert_eq!(shapes[0], ("sel".to_owned(), vec![8, 16, 14, 14], vec![8, 16, 14, 14]));
+    assert_eq!(shapes[1], ("inv".to_owned(), vec![8, 64, 14, 14], vec![8, 64, 14, 14]));
+    assert_eq!(shapes[9], ("fc".to_owned(), vec![8, 256, 4, 4], vec![8, 256, 4, 4]));
+    let out = model.forward_t(&xs, true).unwrap();
+    let all = losses(&out, None).unwrap();
+    assert_eq!(all.iter().len(), 10);
+    assert!(all.iter().all(|(_, loss)| loss.double_value(&[]).is_finite()));
+    // The selection adapter selects: before training, its pair compares the kept teacher channels.
+    let (s, t, payload) = out.get(0).unwrap();
+    let (adapted_s, adapted_t) = payload.adapt(s, t).unwrap();
+    assert_eq!(adapted_s.size(), adapted_t.size());
+
+    // A layer adapter on a module of another type says which type it needs.
+    let text = pair("bad", "teacher", "\"conv2d_adapter\"", "features.1", "Mse");
+    let err = Config::parse(&text, "bad.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "bad.toml:5:19: `pair[0].teacher_adapter`: `conv2d_adapter` needs a `distill::nn::Conv2D` at the teacher's `features.1`, which is a `"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn endpoint_options_and_teacher_mode_reach_the_mapping() {
+    let (_tvs, teacher, _svs, student) = models(6);
+    let text = "[teacher]\ngrad = true\ntrain = true\n\n[[pair]]\nname = \"in\"\nstudent = \"classifier\"\nteacher = \"classifier\"\nstudent_input = true\nteacher_input = true\nstudent_all_calls = true\ncriterion = \"L1\"\n";
+    let config = Config::parse(text, "exp.toml").unwrap();
+    assert!(config.teacher_mode().grad && config.teacher_mode().train);
+    let vs = VarStore::new(Device::Cpu);
+    let model = config.distill(&vs.root(), &student, &teacher).unwrap();
+    let pair = &model.mapping().pairs()[0];
+    assert_eq!((pair.student.port(), pair.teacher.port()), (Port::Input, Port::Input));
+    assert!(pair.student.all_calls() && !pair.teacher.all_calls());
+    let xs = batch();
+    let out = model.forward_t(&xs, false).unwrap();
+    let (s, t, _) = out.get(0).unwrap();
+    // The classifier's input: the pooled features, 64 on the student, 256 on the teacher.
+    assert_eq!((s.tensor().size(), t.tensor().size()), (vec![8, 64], vec![8, 256]));
+    assert!(model.engine().mode().grad && model.engine().mode().train);
+}
