@@ -16,7 +16,7 @@ pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
 pub use self::distillation::{into_array, Core, Forward, PairAdapter, PairSpec};
-pub use self::losses::{total, write_losses};
+pub use self::losses::{loss_terms, total, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
@@ -25,4 +25,5 @@ pub use crate::engine::{Engine, TeacherMode};
 pub use crate::error::DistillError;
 pub use crate::module::{Child, Distillable};
 pub use crate::point::Side;
+pub use crate::schedule::LossTerm;
 pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
