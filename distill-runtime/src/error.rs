@@ -147,6 +147,16 @@ pub enum DistillError {
         /// What is wrong, from `Criterion::check_targets`.
         reason: String,
     },
+    /// A criterion whose weight follows a schedule was asked for its loss without a training step.
+    #[error(
+        "{}the weight follows a schedule, and no training step was given: call `set_step(step)` on the distillation \
+         before the forward, or compute the loss with `loss_at(step, …)`",
+        pair_prefix(pair)
+    )]
+    MissingStep {
+        /// Label of the pair (empty when the criterion was called directly).
+        pair: String,
+    },
     /// A pair's adapter could not take the tensor captured for it (e.g. a selection adapter, which
     /// takes a conv's output channels, given the conv's input).
     #[error("pair `{pair}`: the {side}'s adapter cannot take the captured tensor: {source}")]

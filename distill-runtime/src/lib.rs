@@ -5,6 +5,7 @@
 //! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
+//! - [`schedule`]: a term's weight by training step ([`Schedule`](schedule::Schedule)), and loss terms rescaled to a reference;
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
@@ -38,6 +39,7 @@ pub mod module;
 pub mod nn;
 pub mod point;
 pub mod prune;
+pub mod schedule;
 pub mod schema;
 pub mod side;
 

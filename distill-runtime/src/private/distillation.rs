@@ -82,6 +82,10 @@ impl fmt::Debug for PairSpec<'_> {
 pub struct Core<'m> {
     pairs: Vec<PairSpec<'m>>,
     engine: Engine,
+    /// The training step, for pairs whose weight follows a schedule.
+    step: Option<u64>,
+    /// The index of the pair every other pair's loss is rescaled to.
+    rescale_to: Option<usize>,
 }
 
 /// What one forward of a one-teacher [`Core`] gives: both outputs and the pairs in declaration
@@ -113,7 +117,41 @@ impl<'m> Core<'m> {
     /// `TeacherMode::default()`.
     pub fn new(pairs: Vec<PairSpec<'m>>) -> Self {
         let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-        Core { engine: Engine::new(student, teacher), pairs }
+        Core { engine: Engine::new(student, teacher), pairs, step: None, rescale_to: None }
+    }
+
+    /// The training step the scheduled weights are read at, if one was set.
+    pub fn step(&self) -> Option<u64> {
+        self.step
+    }
+
+    /// Sets the training step the scheduled weights are read at.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = Some(step);
+    }
+
+    /// The label of the pair every other pair is rescaled to, if any.
+    pub fn rescale_to(&self) -> Option<&'static str> {
+        self.rescale_to.map(|index| self.pairs[index].label)
+    }
+
+    /// Rescales every pair's loss but `label`'s to the magnitude of `label`'s (`None`: no
+    /// rescaling).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when no pair has that label, listing the labels.
+    pub fn set_rescale_to(&mut self, label: Option<&str>) -> Result<()> {
+        self.rescale_to = match label {
+            None => None,
+            Some(label) => Some(self.pairs.iter().position(|pair| pair.label == label).ok_or_else(|| {
+                let labels: Vec<&str> = self.pairs.iter().map(|pair| pair.label).collect();
+                DistillError::InvalidArgument(format!(
+                    "cannot rescale the terms to `{label}`: no pair has that label; the labels are {}",
+                    labels.join(", ")
+                ))
+            })?),
+        };
+        Ok(())
     }
 
     /// A core over `pairs` from several teachers, named `names` in declaration order: pair `i` takes
@@ -122,7 +160,12 @@ impl<'m> Core<'m> {
     pub fn with_teachers(pairs: Vec<PairSpec<'m>>, pair_teacher: &[usize], names: &[&str]) -> Result<Self> {
         let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
         let names = names.iter().map(|name| (*name).to_owned()).collect();
-        Ok(Core { engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?, pairs })
+        Ok(Core {
+            engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?,
+            pairs,
+            step: None,
+            rescale_to: None,
+        })
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
@@ -161,7 +204,8 @@ impl<'m> Core<'m> {
     }
 
     /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
-    /// shapes against its criterion.
+    /// shapes against its criterion; each pair gets the step and the rescaling. A pair whose weight
+    /// follows a schedule is an error before anything runs when no step was set.
     pub fn forward(
         &self,
         student: &dyn SideModel,
@@ -201,16 +245,23 @@ impl<'m> Core<'m> {
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Vec<Option<Tensor>>, Vec<Pair<'_>>)> {
+        if self.step.is_none() {
+            if let Some(spec) = self.pairs.iter().find(|spec| spec.criterion.is_scheduled()) {
+                return Err(DistillError::MissingStep { pair: spec.label.to_owned() });
+            }
+        }
         let captures = self.engine.run(student, teachers, student_xs, teacher_xs, train)?;
         let pairs = self
             .pairs
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
-            .map(|(spec, (s, t))| {
+            .enumerate()
+            .map(|(index, (spec, (s, t)))| {
                 let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
                 let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
                 check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
-                Ok(Pair::new(student, teacher, spec.label, &*spec.criterion))
+                let rescaled_to = self.rescale_to.filter(|&reference| reference != index);
+                Ok(Pair::new(student, teacher, spec.label, &*spec.criterion).with_balance(self.step, rescaled_to))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((captures.student_output, captures.teacher_outputs, pairs))

@@ -17,7 +17,7 @@ pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
 pub use self::distillation::{into_array, into_outputs, Core, Forward, PairAdapter, PairSpec, TeachersForward};
-pub use self::losses::{total, write_losses};
+pub use self::losses::{loss_terms, total, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
 pub use crate::dry_run::DryRun;
@@ -27,4 +27,5 @@ pub use crate::engine::{Engine, TeacherMode};
 pub use crate::error::DistillError;
 pub use crate::module::{Child, Distillable};
 pub use crate::point::Side;
+pub use crate::schedule::LossTerm;
 pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};

@@ -85,6 +85,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         }
     });
     let allows = items.fallback_allows();
+    let balance = balance_methods(items);
     quote! {
         #[automatically_derived]
         #allows
@@ -127,6 +128,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             pub fn teacher_mode(&self) -> #p::TeacherMode {
                 self.core.mode()
             }
+
+            #balance
 
             /// The student model.
             pub fn student(&self) -> &'m #student_ty {
@@ -188,4 +191,43 @@ pub(super) fn methods(items: &Items) -> TokenStream {
 pub(super) fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
     let p = &items.p;
     quote_spanned!(ty.span()=> <#ty as #p::Model>)
+}
+
+/// `set_step`, `step`, `rescale_to` and `rescaled_to`: how the pairs' losses are balanced, the same
+/// for one teacher and several.
+pub(super) fn balance_methods(items: &Items) -> TokenStream {
+    let p = &items.p;
+    quote! {
+        /// Sets the training step (the optimizer step count, from 0) at which the pairs'
+        /// scheduled weights (`criterion * Schedule::…`) are read. Set it before every step's
+        /// forward; a forward of a model with a scheduled pair and no step is an error, never
+        /// step 0. Save it with a checkpoint ([`step`](Self::step)) to resume a run exactly.
+        pub fn set_step(&mut self, step: u64) {
+            self.core.set_step(step);
+        }
+
+        /// The training step last set with [`set_step`](Self::set_step), if any.
+        pub fn step(&self) -> ::core::option::Option<u64> {
+            self.core.step()
+        }
+
+        /// Rescales every other pair's loss to the magnitude of pair `label`'s (usually the
+        /// logits term) in `losses()` and `loss()`: each such term's unweighted loss is
+        /// multiplied by `|reference| / |own|`, both detached (a factor without gradient,
+        /// recomputed at every step, so that a resumed run needs no state for it), then by its
+        /// weight. Pair values (`out.label.loss()`) are not rescaled.
+        ///
+        /// # Errors
+        /// `DistillError::InvalidArgument` when no pair has that label.
+        pub fn rescale_to(mut self, label: &str) -> ::core::result::Result<Self, #p::DistillError> {
+            self.core.set_rescale_to(::core::option::Option::Some(label))?;
+            ::core::result::Result::Ok(self)
+        }
+
+        /// The label of the pair the other pairs are rescaled to ([`rescale_to`](Self::rescale_to)),
+        /// if any.
+        pub fn rescaled_to(&self) -> ::core::option::Option<&'static str> {
+            self.core.rescale_to()
+        }
+    }
 }

@@ -132,6 +132,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         texts.iter().map(|text| format!("`{text}`")).collect::<Vec<_>>().join(", ")
     );
     let allows = items.fallback_allows();
+    let balance = super::model::balance_methods(items);
     quote! {
         #[automatically_derived]
         #allows
@@ -172,6 +173,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             }
 
             #(#per_teacher)*
+
+            #balance
 
             /// The student model.
             pub fn student(&self) -> &'m #student_ty {
