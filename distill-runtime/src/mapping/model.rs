@@ -3,6 +3,7 @@
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
+use crate::cache::CachedBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::engine::Engine;
@@ -100,6 +101,27 @@ where
             return Err(DistillError::ModelMismatch);
         }
         let captures = self.engine.run(self.student, self.teacher, student_xs, teacher_xs, train)?;
+        Ok(DistillOutput::new(
+            captures.student_output,
+            captures.teacher_output,
+            captures.student.into_iter().zip(captures.teacher).collect(),
+            &self.mapping.pairs,
+        ))
+    }
+
+    /// Runs the student (with `train`) on `xs` — the batch's raw inputs, to which each sample's
+    /// stored augmentation view is applied first ([`CachedBatch::replay`]) — and takes the
+    /// teacher's side of every pair from `batch` instead of running the teacher.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
+    /// another shape than the cache's; what a forward can fail with.
+    pub fn forward_cached(&self, xs: &Tensor, batch: &CachedBatch, train: bool) -> Result<DistillOutput<'_, P>> {
+        if !self.matches {
+            return Err(DistillError::ModelMismatch);
+        }
+        let xs = batch.replay(xs)?;
+        let captures = self.engine.run(self.student, batch, &xs, &xs, train)?;
         Ok(DistillOutput::new(
             captures.student_output,
             captures.teacher_output,

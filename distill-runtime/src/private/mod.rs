@@ -18,6 +18,7 @@ pub use self::bounds::{
 pub use self::distillation::{into_array, Core, Forward, PairAdapter, PairSpec};
 pub use self::losses::{total, write_losses};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
+pub use crate::cache::CachedBatch;
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;
