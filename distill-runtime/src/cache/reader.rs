@@ -55,10 +55,23 @@ impl TeacherCache {
         let dir = dir.as_ref();
         let manifest = Manifest::load(dir)?;
         let shards = manifest.shards.len();
-        let mut endpoints: Vec<Vec<Tensor>> = (0..manifest.endpoints.len()).map(|_| Vec::new()).collect();
-        let mut params = Vec::with_capacity(shards);
+        // Each shard is copied into tensors for the whole cache and dropped before the next is read,
+        // so reading needs the cache's size plus one shard, not twice the cache.
+        let whole = |shape: &[i64], kind: Kind| {
+            let size = [vec![manifest.num_samples as i64, manifest.views as i64], shape.to_vec()].concat();
+            Tensor::f_empty(size, (kind, tch::Device::Cpu))
+        };
+        let endpoints =
+            manifest.endpoints.iter().map(|e| whole(&e.shape, e.encoding.kind())).collect::<Result<Vec<_>, _>>()?;
+        let params = whole(&[VIEW_PARAMS as i64], Kind::Int64)?;
         for (index, shard) in manifest.shards.iter().enumerate() {
             let path = dir.join(&shard.file);
+            if shard.start > shard.end || shard.end > manifest.num_samples {
+                return Err(cache_error(
+                    &path,
+                    format!("samples {}..{} are not in 0..{}", shard.start, shard.end, manifest.num_samples),
+                ));
+            }
             if !path.exists() {
                 return Err(DistillError::CacheIncomplete { dir: dir.display().to_string(), shard: index, shards });
             }
@@ -80,19 +93,16 @@ impl TeacherCache {
                 }
                 Ok(tensor)
             };
-            params.push(take("views", vec![len, views, VIEW_PARAMS as i64], Kind::Int64)?);
-            for (j, (entry, stored)) in manifest.endpoints.iter().zip(&mut endpoints).enumerate() {
+            let start = shard.start as i64;
+            let part = take("views", vec![len, views, VIEW_PARAMS as i64], Kind::Int64)?;
+            params.f_narrow(0, start, len)?.f_copy_(&part)?;
+            for (j, (entry, stored)) in manifest.endpoints.iter().zip(&endpoints).enumerate() {
                 let shape = [vec![len, views], entry.shape.clone()].concat();
-                stored.push(take(&format!("endpoint.{j}"), shape, entry.encoding.kind())?);
+                let part = take(&format!("endpoint.{j}"), shape, entry.encoding.kind())?;
+                stored.f_narrow(0, start, len)?.f_copy_(&part)?;
             }
         }
-        let endpoints = endpoints.iter().map(|parts| Ok(Tensor::f_cat(parts, 0)?)).collect::<Result<_>>()?;
-        let store = Store {
-            dir: dir.to_path_buf(),
-            manifest: Arc::new(manifest),
-            endpoints,
-            params: Tensor::f_cat(&params, 0)?,
-        };
+        let store = Store { dir: dir.to_path_buf(), manifest: Arc::new(manifest), endpoints, params };
         Ok(TeacherCache { store })
     }
 
