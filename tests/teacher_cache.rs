@@ -414,3 +414,26 @@ fn prefetched_batches_equal_direct_batches_in_the_loaders_order() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_teacher_hash_depends_on_every_weight_and_not_on_order() {
+    let (a, b) = (setup(), setup());
+    assert_eq!(hash(&a), hash(&b), "same seed, same weights");
+    assert!(hash(&a).as_str().starts_with("sha256:") && hash(&a).as_str().len() == 7 + 64);
+    let named = a.vs.variables();
+    let mut forward: Vec<(&String, &Tensor)> = named.iter().collect();
+    forward.sort_by(|x, y| x.0.cmp(y.0));
+    let backward: Vec<(&String, &Tensor)> = forward.iter().rev().copied().collect();
+    assert_eq!(TeacherHash::of_tensors(forward).unwrap(), TeacherHash::of_tensors(backward).unwrap());
+    let _ = tch::no_grad(|| b.teacher.classifier.ws.get(0).get(0).f_add_(&Tensor::from(1e-6)).unwrap());
+    assert_ne!(hash(&a), hash(&b), "one changed weight changes the hash");
+}
+
+#[test]
+fn a_torchscript_teachers_hash_is_that_of_its_parameters() {
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jit/features.pt");
+    let module = distill::jit::Module::load(&pt, Device::Cpu).unwrap();
+    let hash = TeacherHash::of_jit(&module).unwrap();
+    assert_eq!(hash, TeacherHash::of_jit(&distill::jit::Module::load(&pt, Device::Cpu).unwrap()).unwrap());
+    assert_ne!(hash, TeacherHash::of_file(&pt).unwrap(), "parameters, not the file's bytes");
+}

@@ -53,6 +53,20 @@ impl TeacherHash {
         TeacherHash::of_tensors(variables.iter().map(|(name, tensor)| (name.as_str(), tensor)))
     }
 
+    /// The hash of a TorchScript teacher's `named_parameters`. A module loaded with
+    /// `jit::Module::load_trainable` keeps its parameters in the VarStore it was given: hash that
+    /// with [`of_var_store`](Self::of_var_store).
+    pub fn of_jit(module: &crate::jit::Module) -> Result<TeacherHash> {
+        let parameters = module.frozen_parameters().ok_or_else(|| {
+            crate::DistillError::InvalidArgument(
+                "a trainable TorchScript module's parameters are in its VarStore: hash it with \
+                 `TeacherHash::of_var_store`"
+                    .to_owned(),
+            )
+        })??;
+        TeacherHash::of_tensors(parameters.iter().map(|(name, tensor)| (name.as_str(), tensor)))
+    }
+
     /// The hash of a weights file's bytes (e.g. the teacher's `.safetensors` or `.pt`).
     pub fn of_file(path: impl AsRef<Path>) -> Result<TeacherHash> {
         let path = path.as_ref();
