@@ -14,6 +14,8 @@
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
+//! - [`cache`]: the teacher cache — run the teacher once, train the student from its stored captures
+//!   with augmentation views replayed;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
 
@@ -22,8 +24,8 @@ extern crate self as distill;
 
 pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
-    adapter, capture, checkpoint, config, criterion, distill, distill_teachers, endpoint, engine, error, jit, mapping,
-    module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName, Criterion,
+    adapter, cache, capture, checkpoint, config, criterion, distill, distill_teachers, endpoint, engine, error, jit,
+    mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName, Criterion,
     DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule,
     Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };

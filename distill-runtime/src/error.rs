@@ -328,6 +328,40 @@ pub enum DistillError {
         /// What is wrong.
         reason: String,
     },
+    /// A teacher cache does not match the distillation reading it, or a writer's configuration does
+    /// not match the cache already in its directory.
+    #[error("the teacher cache `{dir}` does not match: {what} is {cached} in the cache, {expected} here")]
+    CacheMismatch {
+        /// The cache directory.
+        dir: String,
+        /// What differs (`the teacher weights' hash`, `endpoint `features.1``, …).
+        what: String,
+        /// Its value in the cache's manifest.
+        cached: String,
+        /// Its value in the distillation or the writer.
+        expected: String,
+    },
+    /// A teacher cache shard is missing or was not completely written.
+    #[error(
+        "shard {shard} of {shards} of the teacher cache `{dir}` is not complete: run the writer with shard {shard} \
+         of {shards}"
+    )]
+    CacheIncomplete {
+        /// The cache directory.
+        dir: String,
+        /// The shard's index (from 0).
+        shard: usize,
+        /// How many shards the cache has.
+        shards: usize,
+    },
+    /// A teacher cache file could not be read or written, or is not what the manifest says.
+    #[error("teacher cache `{path}`: {reason}")]
+    Cache {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -3,6 +3,7 @@
 //! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
 //! - [`adapter`]: channel mapping between a layer and its pruned copy, selection and learned adapters;
 //! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
+//! - [`cache`]: the teacher cache — run the teacher once, train from its stored captures;
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`schedule`]: a term's weight by training step ([`Schedule`](schedule::Schedule)), and loss terms rescaled to a reference;
@@ -23,6 +24,7 @@
 
 pub mod adapter;
 pub mod alloc;
+pub mod cache;
 pub mod capture;
 mod channels;
 pub mod checkpoint;

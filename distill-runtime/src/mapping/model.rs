@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
+use crate::cache::CachedBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::engine::{Engine, TeacherMode};
@@ -200,6 +201,30 @@ where
             return Err(problem.error());
         }
         let captures = self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train)?;
+        Ok(DistillOutput::new(
+            captures.student_output,
+            captures.teacher_outputs,
+            captures.student.into_iter().zip(captures.teacher).collect(),
+            &self.mapping.pairs,
+            &self.mapping.teacher_names,
+        ))
+    }
+
+    /// Runs the student (with `train`) on `xs` — the batch's raw inputs, to which each sample's
+    /// stored augmentation view is applied first ([`CachedBatch::replay`]) — and takes the
+    /// teacher's side of every pair from `batch` instead of running the teacher.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
+    /// another shape than the cache's; what a forward can fail with.
+    pub fn forward_cached(&self, xs: &Tensor, batch: &CachedBatch, train: bool) -> Result<DistillOutput<'_, P>> {
+        if let Some(problem) = self.problem {
+            return Err(problem.error());
+        }
+        let xs = batch.replay(xs)?;
+        // A cache holds one teacher's side: a distillation from several teachers has no cached form,
+        // and the engine says so (one teacher given for several).
+        let captures = self.engine.run(self.student, &[batch], &xs, &xs, train)?;
         Ok(DistillOutput::new(
             captures.student_output,
             captures.teacher_outputs,

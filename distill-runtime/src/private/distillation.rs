@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use crate::adapter::checked::checked_forward;
 use crate::adapter::{FittedAdapter, FittedKind};
+use crate::cache::CachedBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
@@ -269,6 +270,19 @@ impl<'m> Core<'m> {
 }
 
 impl Core<'_> {
+    /// As [`forward`](Self::forward), with the teacher's side read from `batch` and the student run
+    /// on `xs` with each sample's stored view applied.
+    pub fn forward_cached(
+        &self,
+        student: &dyn SideModel,
+        batch: &CachedBatch,
+        xs: &Tensor,
+        train: bool,
+    ) -> Result<Forward<'_>> {
+        let xs = batch.replay(xs)?;
+        self.forward(student, batch, &xs, &xs, train)
+    }
+
     /// Runs both models once on `xs` — in evaluation mode, without gradient, so that no running
     /// statistic moves — fits the fitted adapters to the pairs' tensors, and checks every pair
     /// against its criterion. Every problem is reported at once, each naming its pair and, for a

@@ -20,6 +20,7 @@ pub use self::distillation::{into_array, into_outputs, Core, Forward, PairAdapte
 pub use self::losses::{loss_terms, total, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
+pub use crate::cache::CachedBatch;
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;

@@ -12,6 +12,7 @@
 //! fields and signatures, bodies that never run. Later uses of `Name`, `NameOutput` and their
 //! methods then type-check, so the one mistake is the one error (thiserror's fallback idea).
 
+mod cached;
 mod docs;
 mod endpoint;
 mod model;
@@ -113,7 +114,8 @@ impl<'a> Items<'a> {
             Mode::Real => path_check::path_checks(self),
             Mode::Fallback => TokenStream::new(),
         };
-        let impls = [model::methods(self), output::output_methods(self), output::losses_methods(self)];
+        let impls =
+            [model::methods(self), cached::methods(self), output::output_methods(self), output::losses_methods(self)];
         quote! {
             #(#definitions)*
 
