@@ -6,7 +6,8 @@
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
-//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
+//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API, and
+//!   [`distill_teachers`] for several named teachers;
 //! - [`engine`]: the forward pass both front ends share;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
