@@ -182,6 +182,14 @@ fn several_teachers_errors_are_collected_and_the_stand_ins_keep_valid_names() {
     // string path without its teacher, the reserved label.
     assert_eq!(errors(&out), 7, "{out}");
     assert_contains(&out, &["teachers : (& 'm Net , & 'm Net ,)", "pub fn big (& self)", "pub wide_output"]);
+    let out = dsl(r#"
+        struct Ens for Net => (big: Net, wide: Net) {
+            a: learned_linear_adapter(student.x) => wide["x"] with Mse;
+            b: student.y => big.y with Mse;
+        }
+    "#);
+    assert_eq!(errors(&out), 1, "{out}");
+    assert!(out.contains("so the teacher side must be typed too: write `wide.…` instead of a string path"), "{out}");
     assert_eq!(out.matches("pub fn big (").count(), 1, "{out}");
     assert!(
         !out.contains("pub student_output : :: distill :: __private :: tch :: Tensor , pub student_output"),
