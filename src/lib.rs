@@ -13,7 +13,8 @@
 //!   and terms rescaled to the logits term's magnitude;
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
-//! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
+//! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time
+//!   ([`Mapping::with_teachers`] and [`distill_teachers`] for several teachers);
 //! - [`cache`]: the teacher cache — run the teacher once, train the student from its stored captures
 //!   with augmentation views replayed;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
@@ -105,6 +106,16 @@ pub use distill_macros::Distillable;
 /// `all_calls` captures every call of a module that runs several times (concatenated along dim 0, so a
 /// mean-reduced criterion averages over calls). Either applies to both sides, or to one:
 /// `input(student)`, `all_calls(teacher)`.
+///
+/// **Several teachers** are named, each with its type: `for Student => (big: BigNet, wide: WideNet)`.
+/// A pair's teacher side then starts with its teacher's name instead of `teacher` (`big.features[1]`,
+/// `conv2d_adapter(wide.conv)`, `big["features.2.bn"]` for a string path, the bare `wide` for its
+/// output) and is checked against that teacher's type. `new(path, &student, &big, &wide)` takes the
+/// teachers in declaration order; each teacher has its own mode (`big_grad(bool)`, `big_train(bool)`,
+/// `big_mode()`; `teacher_grad`/`teacher_train` set every teacher) and accessor (`big()`); the output
+/// has `big_output`, `wide_output` instead of `teacher_output`. One forward runs each teacher once.
+/// Every declared teacher needs a pair (one without would never run); `student`, `teacher`, `path` and
+/// the generated methods' names are not teacher names.
 ///
 /// **Renamed dependency**: `#[distill(crate = "kd")]` among the attributes before `struct` names the
 /// `distill` crate when the dependency has another name.

@@ -190,6 +190,9 @@ impl Engine {
                 teachers.len()
             )));
         }
+        if let ([plan], [teacher]) = (self.teachers.as_slice(), teachers) {
+            return self.run_one(plan, student, *teacher, student_xs, teacher_xs, train);
+        }
         let several = self.teachers.len() > 1;
         let mut outputs = Vec::with_capacity(teachers.len());
         let mut captures = Vec::with_capacity(teachers.len());
@@ -217,6 +220,36 @@ impl Engine {
         Ok(Captures {
             teacher_outputs: outputs.into_iter().map(|output| output.map(|t| move_to(t, device))).collect(),
             teacher: teacher.into_iter().map(|c| c.moved_to(device)).collect(),
+            student_output,
+            student: student_captures,
+        })
+    }
+
+    /// [`run`](Self::run) with one teacher, which always runs and whose captures are in pair order
+    /// already: no more work than a distillation from one teacher needs.
+    fn run_one<S>(
+        &self,
+        plan: &TeacherPlan,
+        student: &S,
+        teacher: &dyn SideModel,
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<Captures>
+    where
+        S: SideModel + ?Sized,
+    {
+        let (teacher_output, teacher_captures) = {
+            // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's forward
+            // panics, which would otherwise leave autograd off for the rest of the thread.
+            let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
+            teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)?
+        };
+        let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
+        let device = if student_output.defined() { student_output.device() } else { student_xs.device() };
+        Ok(Captures {
+            teacher_outputs: vec![Some(move_to(teacher_output, device))],
+            teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
             student_output,
             student: student_captures,
         })

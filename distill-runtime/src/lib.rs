@@ -8,7 +8,8 @@
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`schedule`]: a term's weight by training step ([`Schedule`](schedule::Schedule)), and loss terms rescaled to a reference;
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
-//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
+//! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API, and
+//!   [`distill_teachers`] for several named teachers;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
 //! - [`engine`]: the forward pass both front ends share;

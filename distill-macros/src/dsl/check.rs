@@ -106,14 +106,19 @@ fn check_adapter(cx: &Ctxt, input: &Input, pair: &Pair, side: Side, adapter: &Ad
         }
     }
     // The constructor receives both endpoint modules: the other side must be typed.
-    if let Target::Str(lit) = &pair.endpoint(side.other()).target {
+    let other = pair.endpoint(side.other());
+    if let Target::Str(lit) = &other.target {
+        // With several teachers the typed teacher side starts with the teacher's name (`big["x"]` → `big.x`).
+        let root = match (&other.named_on, side.other()) {
+            (Some(named_on), Side::Teacher) if input.several => unraw(named_on),
+            _ => side.other().name().to_owned(),
+        };
         cx.error_at(
             lit.span(),
             format_args!(
                 "this pair has an adapter, whose constructor receives the modules of both endpoints, so the {} side \
-                 must be typed too: write `{}.…` instead of a string path",
+                 must be typed too: write `{root}.…` instead of a string path",
                 side.other().name(),
-                side.other().name()
             ),
         );
     }

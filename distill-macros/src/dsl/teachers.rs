@@ -16,39 +16,71 @@ const METHOD_SUFFIXES: [&str; 3] = ["_grad", "_train", "_mode"];
 
 /// Each teacher's name: not reserved, not given twice, not one of another teacher's methods.
 pub fn check_declarations(cx: &Ctxt, input: &Input) {
-    let names: Vec<String> = input.teachers.iter().map(|teacher| unraw(&teacher.name)).collect();
-    for (index, teacher) in input.teachers.iter().enumerate() {
-        let name = &names[index];
-        if RESERVED.contains(&name.as_str()) || name.starts_with("__distill") {
-            cx.error_at(
+    for (index, problem) in problems(input).into_iter().enumerate() {
+        let teacher = &input.teachers[index];
+        let name = unraw(&teacher.name);
+        match problem {
+            None => {}
+            Some(Problem::Reserved) => cx.error_at(
                 teacher.name.span(),
                 format_args!(
                     "a teacher cannot be named `{name}`, which the generated distillation uses already; name the \
                      teacher after what it is (`big`, `wide`)"
                 ),
-            );
-        } else if let Some(first) = names[..index].iter().position(|earlier| earlier == name) {
-            let mut error = syn::Error::new(
-                teacher.name.span(),
-                format_args!("duplicate teacher `{name}`: each teacher needs its own name"),
-            );
-            error.combine(syn::Error::new(
-                input.teachers[first].name.span(),
-                format_args!("`{name}` first declared here"),
-            ));
-            cx.syn_error(error);
-        } else if let Some(other) =
-            names.iter().find(|other| METHOD_SUFFIXES.iter().any(|suffix| **name == format!("{other}{suffix}")))
-        {
-            cx.error_at(
+            ),
+            Some(Problem::Duplicate { first }) => {
+                let mut error = syn::Error::new(
+                    teacher.name.span(),
+                    format_args!("duplicate teacher `{name}`: each teacher needs its own name"),
+                );
+                error.combine(syn::Error::new(
+                    input.teachers[first].name.span(),
+                    format_args!("`{name}` first declared here"),
+                ));
+                cx.syn_error(error);
+            }
+            Some(Problem::Clash { other }) => cx.error_at(
                 teacher.name.span(),
                 format_args!(
                     "a teacher named `{name}` would clash with the method `{name}` that sets teacher `{other}`'s mode; \
                      choose another name"
                 ),
-            );
+            ),
         }
     }
+}
+
+/// Whether each teacher's declaration is free of problems: the stand-ins after an error keep only
+/// those, so that a duplicate or reserved name is one error, not a cascade of duplicate items.
+pub fn usable(input: &Input) -> Vec<bool> {
+    problems(input).iter().map(Option::is_none).collect()
+}
+
+/// What is wrong with a teacher's name.
+enum Problem {
+    Reserved,
+    Duplicate { first: usize },
+    Clash { other: String },
+}
+
+fn problems(input: &Input) -> Vec<Option<Problem>> {
+    let names: Vec<String> = input.teachers.iter().map(|teacher| unraw(&teacher.name)).collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            if RESERVED.contains(&name.as_str()) || name.starts_with("__distill") {
+                Some(Problem::Reserved)
+            } else if let Some(first) = names[..index].iter().position(|earlier| earlier == name) {
+                Some(Problem::Duplicate { first })
+            } else {
+                names
+                    .iter()
+                    .find(|other| METHOD_SUFFIXES.iter().any(|suffix| *name == format!("{other}{suffix}")))
+                    .map(|other| Problem::Clash { other: other.clone() })
+            }
+        })
+        .collect()
 }
 
 /// The `student`/teacher name that starts an endpoint names the side it stands on: `student` left
@@ -124,8 +156,10 @@ pub fn teacher_of(input: &Input, pair: &Pair) -> Option<usize> {
 
 /// Every teacher has a pair: a teacher without pairs would never run, which is a mistake.
 pub fn check_every_teacher_has_pairs(cx: &Ctxt, input: &Input, teacher_of: &[Option<usize>]) {
+    let usable = usable(input);
     for (index, teacher) in input.teachers.iter().enumerate() {
-        if !teacher_of.contains(&Some(index)) {
+        // A teacher whose name is in error was reported already.
+        if usable[index] && !teacher_of.contains(&Some(index)) {
             cx.error_at(
                 teacher.name.span(),
                 format_args!(

@@ -27,6 +27,16 @@ pub(crate) const DSL: &[&str] = &[
         r#type: student.r#type => teacher.r#type with crate::losses::Mine { beta: 1.0 };
     }
     "#,
+    r#"
+    /// Two named teachers.
+    pub struct Ens for Net => (big: BigNet, wide: model::WideNet<Conv2D>,) {
+        f1: student.features[1] => big.features[1] with Mse;
+        f0: student.features[0].conv => conv2d_adapter(wide.features[0].conv) with Mse, input(teacher);
+        "features.2.bn" => big["features.2.bn"] with Mse;
+        kd: student => wide with KlDiv::new(4.0);
+        l3: student.layer3 => r#wide["layer3"] with Mse;
+    }
+    "#,
 ];
 
 pub(crate) const DERIVE: &[&str] = &[

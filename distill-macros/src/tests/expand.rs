@@ -137,6 +137,67 @@ fn every_error_of_an_invocation_is_reported() {
 }
 
 #[test]
+fn several_teachers_are_parameters_fields_and_methods_by_name() {
+    let out = dsl(r#"
+        pub struct Ens for Net => (big: BigNet, wide: WideNet) {
+            f1: student.features[1] => big.features[1] with Mse;
+            "head" => wide["head"] with Mse;
+            kd: student => wide with KlDiv::new(4.0);
+        }
+    "#);
+    assert_eq!(errors(&out), 0, "{out}");
+    assert_contains(
+        &out,
+        &[
+            "teachers : (& 'm BigNet , & 'm WideNet ,)",
+            "student : & 'm Net , big : & 'm BigNet , wide : & 'm WideNet ,",
+            "let __distill_teacher_1 = < WideNet as :: distill :: __private :: Model > :: resolver (wide",
+            ":: distill :: __private :: resolve_in (\"big\" , & __distill_teacher_0",
+            ":: distill :: __private :: resolve_in (\"wide\" , & __distill_teacher_1",
+            ":: distill :: __private :: Core :: with_teachers (__distill_pairs , & [0usize , 1usize , 1usize] , & [\"big\" , \"wide\"])",
+            "pub fn big (& self) -> & 'm BigNet",
+            "pub fn wide_grad (mut self , grad : bool) -> Self",
+            "pub fn big_train (mut self , train : bool) -> Self",
+            "pub fn wide_mode (& self)",
+            "pub big_output : :: distill :: __private :: tch :: Tensor",
+            "pub wide_output : :: distill :: __private :: tch :: Tensor",
+            "check_path (:: distill :: __private :: schema_of :: < WideNet > () , \"teacher `wide`\" , \"head\")",
+        ],
+    );
+    assert!(!out.contains("pub teacher_output"), "{out}");
+    assert!(out.contains("Pair `\\\"head\\\"` ⇒ `wide[\\\"head\\\"]` with `Mse`."), "{out}");
+}
+
+#[test]
+fn several_teachers_errors_are_collected_and_the_stand_ins_keep_valid_names() {
+    let out = dsl(r#"
+        struct Ens for Net => (big: Net, big: Net, wide: Net, student: Net) {
+            a: student.x => bgi.x with Mse;
+            b: student.y => teacher.y with Mse;
+            c: student.z => "z" with Mse;
+            wide_output: student.w => wide.w with Mse;
+        }
+    "#);
+    // The duplicate (+ note), the reserved name, the unknown teacher, `teacher` among several, the
+    // string path without its teacher, the reserved label.
+    assert_eq!(errors(&out), 7, "{out}");
+    assert_contains(&out, &["teachers : (& 'm Net , & 'm Net ,)", "pub fn big (& self)", "pub wide_output"]);
+    let out = dsl(r#"
+        struct Ens for Net => (big: Net, wide: Net) {
+            a: learned_linear_adapter(student.x) => wide["x"] with Mse;
+            b: student.y => big.y with Mse;
+        }
+    "#);
+    assert_eq!(errors(&out), 1, "{out}");
+    assert!(out.contains("so the teacher side must be typed too: write `wide.…` instead of a string path"), "{out}");
+    assert_eq!(out.matches("pub fn big (").count(), 1, "{out}");
+    assert!(
+        !out.contains("pub student_output : :: distill :: __private :: tch :: Tensor , pub student_output"),
+        "{out}"
+    );
+}
+
+#[test]
 fn derive_named_struct() {
     let out = derive(DERIVE[0]);
     assert_eq!(errors(&out), 0, "{out}");

@@ -72,6 +72,20 @@ distill! {
     }
 }
 
+distill! {
+    /// A documented distillation from two teachers.
+    pub struct Ens for Net => (big: Net, other: Net) {
+        /// Documented pair.
+        f0: student.features[0].conv => conv2d_adapter(big.features[0].conv) with Mse;
+        "head.0" => other["head.0"] with KlDiv::new(2.0);
+        student => other with Mse, input(teacher);
+    }
+}
+
+fn build_ens<'m>(vs: &nn::VarStore, student: &'m Net, big: &'m Net, other: &'m Net) -> Result<Ens<'m>, DistillError> {
+    Ok(Ens::new(vs.root() / "ens", student, big, other)?.big_grad(true).other_train(false).teacher_grad(false))
+}
+
 fn build<'m>(vs: &nn::VarStore, student: &'m Net, teacher: &'m Net) -> Result<Kd<'m>, DistillError> {
     Ok(Kd::new(vs.root() / "kd", student, teacher)?.teacher_grad(false))
 }
@@ -83,5 +97,5 @@ fn report(out: &KdOutput<'_>) -> String {
 
 fn main() {
     // Naming the generated items is enough here; the integration tests run them.
-    let _ = (build, report, Kd::LABELS);
+    let _ = (build, build_ens, report, Kd::LABELS, Ens::LABELS);
 }

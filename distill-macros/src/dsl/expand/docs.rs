@@ -112,7 +112,10 @@ fn endpoint_text(endpoint: &Endpoint) -> String {
             }
             text
         }
-        Target::Str(lit) => format!("{:?}", lit.value()),
+        Target::Str(lit) => match &endpoint.named_on {
+            Some(side) => format!("{side}[{:?}]", lit.value()),
+            None => format!("{:?}", lit.value()),
+        },
     };
     match &endpoint.adapter {
         Some(adapter) => format!("{}({target})", pretty(&adapter.func.to_token_stream())),

@@ -25,7 +25,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use super::ast::Input;
+use super::ast::{Input, Teacher};
 use super::check::{reserved_labels, Checked};
 use crate::util::unraw;
 
@@ -66,6 +66,9 @@ struct Items<'a> {
     label_strs: Vec<String>,
     /// The index of each pair's teacher (empty for stand-ins, which build no pairs).
     teacher_of: Vec<usize>,
+    /// The teachers to generate items for: all of them, or for stand-ins those whose names are
+    /// free of errors.
+    teachers: Vec<&'a Teacher>,
     /// `Name`, `NameOutput`, `NameLosses`.
     name: &'a Ident,
     output: Ident,
@@ -77,10 +80,18 @@ struct Items<'a> {
 impl<'a> Items<'a> {
     fn new(input: &'a Input, labels: Vec<Ident>, teacher_of: Vec<usize>, mode: Mode) -> Self {
         let name = &input.name;
+        let teachers = match mode {
+            Mode::Real => input.teachers.iter().collect(),
+            Mode::Fallback => {
+                let usable = if input.several { super::teachers::usable(input) } else { vec![true] };
+                input.teachers.iter().zip(usable).filter_map(|(teacher, usable)| usable.then_some(teacher)).collect()
+            }
+        };
         Items {
             input,
             mode,
             teacher_of,
+            teachers,
             label_strs: labels.iter().map(unraw).collect(),
             labels,
             name,

@@ -14,7 +14,7 @@ pub(super) fn definition(items: &Items) -> TokenStream {
     let teacher_field = match one_teacher(items) {
         Some(teacher_ty) => quote!(teacher: &'m #teacher_ty,),
         None => {
-            let tys = input.teachers.iter().map(|teacher| &teacher.ty);
+            let tys = items.teachers.iter().map(|teacher| &teacher.ty);
             quote!(teachers: (#(&'m #tys,)*),)
         }
     };
@@ -32,7 +32,7 @@ pub(super) fn definition(items: &Items) -> TokenStream {
 
 /// The teacher type of a one-teacher distillation; `None` with several teachers.
 pub(super) fn one_teacher<'a>(items: &Items<'a>) -> Option<&'a syn::Type> {
-    match (items.input.several, items.input.teachers.as_slice()) {
+    match (items.input.several, items.teachers.as_slice()) {
         (false, [teacher]) => Some(&teacher.ty),
         _ => None,
     }

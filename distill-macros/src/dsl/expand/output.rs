@@ -43,7 +43,7 @@ fn teacher_output_fields(items: &Items) -> TokenStream {
             pub teacher_output: #p::tch::Tensor,
         };
     }
-    let fields = items.input.teachers.iter().map(|teacher| {
+    let fields = items.teachers.iter().map(|teacher| {
         let field = teachers::output_field(&teacher.name);
         let doc = format!("The teacher `{}`'s own output, on the student's device.", unraw(&teacher.name));
         quote!(#[doc = #doc] pub #field: #p::tch::Tensor,)

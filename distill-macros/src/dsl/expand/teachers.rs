@@ -32,7 +32,6 @@ struct TeacherNames {
 /// The names of every teacher, in declaration order.
 fn teacher_names(items: &Items) -> Vec<TeacherNames> {
     items
-        .input
         .teachers
         .iter()
         .enumerate()
