@@ -12,10 +12,11 @@ use crate::criterion::{
 use crate::error::Result;
 use crate::suggest::closest;
 
-/// A criterion of the catalogue with its parameters, as a configuration names it.
+/// A criterion of the catalogue with its parameters, as a configuration names it. Not public: its
+/// variants, named as the criteria, would make rustc spell every criterion with its full path in
+/// messages that list them.
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum CriterionConfig {
+pub(crate) enum CriterionConfig {
     /// `"Mse"`.
     Mse(Mse),
     /// `"L1"`.
@@ -59,8 +60,26 @@ const KINDS: [(&str, &[&str]); 12] = [
 ];
 
 impl CriterionConfig {
+    /// The criterion as `Any`, to be downcast to its type.
+    pub(crate) fn as_any(&self) -> &dyn std::any::Any {
+        match self {
+            CriterionConfig::Mse(c) => c,
+            CriterionConfig::L1(c) => c,
+            CriterionConfig::SmoothL1(c) => c,
+            CriterionConfig::Cosine(c) => c,
+            CriterionConfig::KlDiv(c) => c,
+            CriterionConfig::SoftCrossEntropy(c) => c,
+            CriterionConfig::AttentionTransfer(c) => c,
+            CriterionConfig::SimilarityPreserving(c) => c,
+            CriterionConfig::Rkd(c) => c,
+            CriterionConfig::Pkt(c) => c,
+            CriterionConfig::Dist(c) => c,
+            CriterionConfig::Dkd(c) => c,
+        }
+    }
+
     /// The criterion, boxed.
-    pub fn boxed(&self) -> Box<dyn Criterion> {
+    pub(crate) fn boxed(&self) -> Box<dyn Criterion> {
         match *self {
             CriterionConfig::Mse(c) => Box::new(c),
             CriterionConfig::L1(c) => Box::new(c),

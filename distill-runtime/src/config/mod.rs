@@ -56,8 +56,7 @@ mod criteria;
 mod pair;
 mod reader;
 
-pub use adapters::{AdapterConfig, ConfiguredAdapter};
-pub use criteria::CriterionConfig;
+pub use adapters::ConfiguredAdapter;
 pub use pair::{dry_run, losses, ConfiguredLosses, ConfiguredPair};
 
 use std::path::Path as FilePath;
@@ -65,7 +64,8 @@ use std::path::Path as FilePath;
 use tch::nn::{ModuleT, Path};
 use toml::de::{DeTable, DeValue};
 
-use self::adapters::EndpointModules;
+use self::adapters::{AdapterConfig, EndpointModules};
+use self::criteria::CriterionConfig;
 use self::reader::{At, Source, Table};
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;

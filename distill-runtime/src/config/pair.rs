@@ -34,8 +34,13 @@ impl ConfiguredPair {
     }
 
     /// The criterion with its parameters, as configured.
-    pub fn criterion(&self) -> CriterionConfig {
-        self.criterion
+    pub fn criterion(&self) -> &dyn Criterion {
+        &*self.boxed
+    }
+
+    /// The criterion as its type `C` (`KlDiv`, `Mse`…), if it is one: to read its parameters.
+    pub fn criterion_as<C: Criterion + 'static>(&self) -> Option<&C> {
+        self.criterion.as_any().downcast_ref()
     }
 
     /// The weight of the pair's loss (`weight`; 1 when the file gives none, and then the loss is not
