@@ -12,6 +12,9 @@
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
+//! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read
+//!   into a `Mapping`, every mistake located at its file, line and key;
+//! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
 
