@@ -157,6 +157,29 @@ def dkd(s, t, target, alpha, beta, temperature):
     return alpha * tckd + beta * nckd
 
 
+def top_k_encode(logits, k, temperature):
+    # The packed teacher tensor (N, 2, k): top-k log-probabilities at T, then their class indices.
+    values, indices = F.log_softmax(logits / temperature, dim=1).topk(k, dim=1)
+    return torch.stack([values, indices.to(values.dtype)], dim=1)
+
+
+def top_k_kl(s, packed, temperature):
+    # KL over k + 1 buckets, written in probability space (the Rust side works in log space): the k
+    # stored classes, and one bucket for the rest of the mass on each side.
+    T = temperature
+    values, idx = packed[:, 0, :], packed[:, 1, :].long()
+    k, classes = idx.shape[1], s.shape[1]
+    q = F.softmax(s / T, dim=1)
+    p_buckets, q_buckets = values.exp(), q.gather(1, idx)
+    if k < classes:
+        rest = torch.ones_like(q, dtype=torch.bool).scatter(1, idx, False)
+        q_other = (q * rest).sum(1, keepdim=True)
+        p_other = (1 - p_buckets.sum(1, keepdim=True)).clamp(min=0)
+        p_buckets = torch.cat([p_buckets, p_other], dim=1)
+        q_buckets = torch.cat([q_buckets, q_other], dim=1)
+    return T * T * F.kl_div(q_buckets.log(), p_buckets, reduction="sum") / s.shape[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Cases.
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +318,54 @@ case("at/2x3x4x4_2x5x4x4/p1", "AttentionTransfer", attention_transfer, (2, 3, 4,
 case("sp/1x10_1x4", "SimilarityPreserving", similarity_preserving, (1, 10), (1, 4))
 case("pkt/1x10_1x4", "Pkt", pkt, (1, 10), (1, 4))
 case("dkd/6x2/targets", "Dkd", dkd, (6, 2), params=DKD_DEFAULT, scale=2.0, targets="random")
+
+
+
+def top_k_case(name, shape, k, temperature, weight=None, dominant=None):
+    """A TopKKlDiv case: the teacher tensor is the packed encoding of random teacher logits (computed
+    here in f64, and separately in f32 for the encoding check); `dominant` = (sample, class, logit)
+    gives one sample a class that holds almost all of its mass."""
+    s = rand(shape, 2.0)
+    logits = rand(shape, 2.0)
+    if dominant is not None:
+        sample, cls, value = dominant
+        logits[sample, cls] = value
+    top = F.log_softmax(logits / temperature, dim=1).topk(min(k + 1, shape[1]), dim=1).values
+    if k < shape[1]:
+        assert bool((top[:, k - 1] - top[:, k] > 1e-3).all()), name  # no near-tie at the k-th class
+    packed = top_k_encode(logits, k, temperature)
+    params = {"temperature": temperature}
+    entry = {
+        "name": name,
+        "criterion": "TopKKlDiv",
+        "params": params,
+        "weight": weight,
+        "student": {"shape": list(shape), "data": f64_list(s)},
+        "teacher": {"shape": list(packed.shape), "data": f64_list(packed)},
+        "targets": None,
+        "f64": run(top_k_kl, s, packed, None, params, weight, torch.float64),
+        "f32": run(top_k_kl, s, packed, None, params, weight, torch.float32),
+        "encoding": {
+            "k": k,
+            "logits": {"shape": list(shape), "data": f64_list(logits)},
+            "f64": f64_list(top_k_encode(logits, k, temperature)),
+            "f32": f32_list(top_k_encode(logits.to(torch.float32), k, temperature)),
+        },
+    }
+    for key in ("f64", "f32"):
+        v = entry[key]["loss"]
+        assert v == v and abs(v) != float("inf"), (name, key, v)
+    CASES.append(entry)
+
+
+for k in (1, 3, 10):
+    for T in (1.0, 4.0):
+        top_k_case(f"top_k_kl/4x10/k{k}/T{T}", (4, 10), k, T)
+top_k_case("top_k_kl/8x5/k2/T2/w0.5", (8, 5), 2, 2.0, weight=0.5)
+top_k_case("top_k_kl/3x100/k5/T1", (3, 100), 5, 1.0)
+# Sample 1's class 3 holds all but ~1e-8 of its mass at T = 1 (all but ~1e-4 at T = 2).
+top_k_case("top_k_kl/4x10/k2/T1/dominant", (4, 10), 2, 1.0, dominant=(1, 3, 25.0))
+top_k_case("top_k_kl/4x10/k3/T2/dominant", (4, 10), 3, 2.0, dominant=(1, 3, 25.0))
 
 doc = {
     "generator": "scripts/gen_reference.py",

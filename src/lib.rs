@@ -9,23 +9,28 @@
 //! - [`nn`]: tch's layers, made tappable, plus `Seq`, `Sequential` and `Tap` containers;
 //! - [`adapter`]: adapters initialised from the pruning (`conv2d_adapter`…) and learned ones;
 //! - [`prune`]: channel-sliced copies of layers, to derive a pruned student;
+//! - [`schedule`]: a loss term's weight by training step (`Mse * Schedule::warmup(0.0, 1.0, 500)`),
+//!   and terms rescaled to the logits term's magnitude;
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time;
 //! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read
 //!   into a `Mapping`, every mistake located at its file, line and key;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
+//! - [`cache`]: the teacher cache — run the teacher once, train the student from its stored captures
+//!   with augmentation views replayed;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.
 #![warn(missing_docs)]
 
 // Generated code names this crate `::distill`, also in its own tests and doctests.
 extern crate self as distill;
 
+pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
-    adapter, capture, checkpoint, config, criterion, distill, endpoint, engine, error, jit, mapping, module, nn, point,
-    prune, schema, tune_allocator, Captured, Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput,
-    Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, Side, StaticSchema,
-    TeacherMode,
+    adapter, cache, capture, checkpoint, config, criterion, distill, distill_teachers, endpoint, engine, error, jit,
+    mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName, Criterion,
+    DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule,
+    Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 
 /// Data-parallel training on libtorch's c10d (the engine behind PyTorch's DDP), launched by
@@ -109,10 +114,18 @@ pub use distill_macros::Distillable;
 ///
 /// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
 /// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `engine()` (the resolved endpoints),
+/// `set_step(step)` and `step()` (the training step at which scheduled weights are read),
+/// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
 /// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
-/// and `with_targets(&ys)`; `NameLosses` with one scalar per label, `total()`, `iter()` and
-/// `Display` (`f0=0.1234 f1=0.4000`).
+/// and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`, `iter()`,
+/// `unweighted()`, `terms()` (weighted and unweighted values, weights, rescaling factors) and
+/// `Display` (`f0=0.1234 f1=0.0400 (raw 0.4000, weight 0.1000)`).
+///
+/// **Schedules**: `with Mse * Schedule::warmup(0.0, 1.0, 500)` weights a term by the training step
+/// ([`schedule::Schedule`]: constant, linear, cosine, step changes, products). The model reads the
+/// step set by `set_step(step)` before each forward; a forward of a model with a scheduled pair and
+/// no step is `DistillError::MissingStep`, never step 0.
 ///
 /// ```
 /// use distill::prelude::*;
@@ -179,8 +192,10 @@ pub mod prelude {
     };
     pub use crate::criterion::*;
     pub use crate::nn;
+    pub use crate::schedule::Schedule;
     pub use crate::{
-        distill, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable, StaticSchema,
+        distill, distill_teachers, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable,
+        SideModel, StaticSchema, TeacherMode,
     };
     pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 }

@@ -7,7 +7,7 @@ use std::ops::Mul;
 
 use distill::criterion::{
     weighted, AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
-    SoftCrossEntropy, Weighted, L1,
+    SoftCrossEntropy, TopKKlDiv, Weighted, L1,
 };
 use serde_json::Value;
 use tch::{Kind, Tensor};
@@ -75,6 +75,8 @@ fn criterion(case: &Value) -> Box<dyn Criterion> {
         "Pkt" => scaled(Pkt, w),
         "Dist" => scaled(Dist::new(p("beta"), p("gamma"), p("tau")), w),
         "Dkd" => scaled(Dkd::new(p("alpha"), p("beta"), p("temperature")), w),
+        // The teacher tensor is the packed top-k encoding of the teacher's logits.
+        "TopKKlDiv" => scaled(TopKKlDiv::new(p("temperature")), w),
         other => panic!("unknown criterion {other}"),
     }
 }
@@ -169,12 +171,13 @@ fn reference_covers_every_criterion_with_shapes_and_weights() {
         "SimilarityPreserving",
         "SmoothL1",
         "SoftCrossEntropy",
+        "TopKKlDiv",
     ];
     assert_eq!(count.keys().map(String::as_str).collect::<Vec<_>>(), names);
     for (name, (cases, weighted, unequal)) in &count {
         assert!(*cases >= 3, "{name}: {cases} cases");
         assert!(*weighted >= 1, "{name}: no weighted case");
-        if ["AttentionTransfer", "SimilarityPreserving", "Rkd", "Pkt"].contains(&name.as_str()) {
+        if ["AttentionTransfer", "SimilarityPreserving", "Rkd", "Pkt", "TopKKlDiv"].contains(&name.as_str()) {
             assert!(*unequal >= 2, "{name}: {unequal} cases with different student and teacher shapes");
         }
     }

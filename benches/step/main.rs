@@ -8,7 +8,9 @@
 //!     forward returns the intermediates explicitly;
 //! (c) python: (b)'s step in PyTorch eager with forward hooks (benches/python/step_hooks.py, served
 //!     over a pipe so that its rounds interleave with the Rust rounds), threads pinned equal;
-//! (d) rss: peak RSS of (b)'s two sides, each in its own process.
+//! (d) rss: peak RSS of (b)'s two sides, each in its own process;
+//! (e) cache: (b)'s step with the teacher read from a teacher cache vs the live step, the
+//!     cross-entropy-only step and (c)'s PyTorch step; bytes a cache stores per sample.
 //!
 //! Run everything with `scripts/bench` (or `cargo bench --bench step -- [OPTIONS]`). Under
 //! `cargo test --all-targets` the binary runs a smoke test instead: both sides of each benchmark
@@ -18,6 +20,7 @@
 //! by interleaved rounds (`timing`); the benchmarks (`runs`), the Python baseline (`python`) and the
 //! peak-RSS processes (`rss`); the summary table (`summary`).
 
+mod cached;
 mod models;
 mod python;
 mod rss;
@@ -32,11 +35,12 @@ use crate::summary::Summary;
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "distill overhead benchmarks: (a) idle, (b) step vs hand-written tch, (c) vs PyTorch hooks, (d) peak RSS"
+    about = "distill overhead benchmarks: (a) idle, (b) step vs hand-written tch, (c) vs PyTorch hooks, (d) peak RSS, \
+             (e) teacher cache"
 )]
 pub(crate) struct Args {
-    /// Which benchmarks to run (comma-separated: idle, step, python, rss).
-    #[arg(long, value_delimiter = ',', default_value = "idle,step,python,rss")]
+    /// Which benchmarks to run (comma-separated: idle, step, python, rss, cache).
+    #[arg(long, value_delimiter = ',', default_value = "idle,step,python,rss,cache")]
     pub(crate) only: Vec<String>,
     /// Batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "8,128")]
@@ -97,6 +101,9 @@ fn main() {
         }
         if on("rss") {
             rss::bench_rss(&args, batch, &mut summary);
+        }
+        if on("cache") {
+            cached::bench_cache(&args, batch, &mut summary);
         }
     }
     summary.print(&args.batch);

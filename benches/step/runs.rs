@@ -127,5 +127,6 @@ pub(crate) fn smoke_test() {
     rvs.copy(&dvs).unwrap();
     let xs = batch_data(4).0;
     assert!(dnet.forward_t(&xs, false).allclose(&rnet.forward_t(&xs, false), SAME_FORWARD, SAME_FORWARD, false));
+    crate::cached::smoke_test();
     println!("bench smoke test: both sides of each benchmark agree (timings: `scripts/bench`)");
 }

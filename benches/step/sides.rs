@@ -99,7 +99,7 @@ impl Side for Hand {
 
 distill! {
     /// (b)'s step through the DSL: two adapter pairs, attention transfer, KD on the logits.
-    struct SmallKd for Net => Net {
+    pub(crate) struct SmallKd for Net => Net {
         f0: student.features[0].conv => conv2d_adapter(teacher.features[0].conv) with Mse;
         f1: student.features[1].conv => conv2d_adapter(teacher.features[1].conv) with Mse;
         at2: student.features[2] => teacher.features[2] with AttentionTransfer::default();
@@ -113,19 +113,30 @@ pub(crate) struct Front {
     opt: tnn::Optimizer,
 }
 
+/// The models of a `distill!` side: the teacher (weights of `teacher_src`, frozen), the student
+/// sliced from it, and the student's VarStore. Leaked: `SmallKd` borrows both models, and the bench
+/// keeps them for the whole process.
+pub(crate) fn leaked_models(teacher_src: &VarStore) -> (&'static Net, &'static Net, &'static VarStore) {
+    let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+    let teacher: &'static Net = Box::leak(Box::new(Net::new(&tvs.root(), &TEACHER)));
+    tvs.copy(teacher_src).expect("same variables");
+    tvs.freeze();
+    let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+    let student: &'static Net = Box::leak(Box::new(Net::new(&svs.root(), &STUDENT)));
+    slice_into(svs, tvs);
+    (teacher, student, svs)
+}
+
+/// The SGD both sides train with.
+pub(crate) fn sgd(vs: &VarStore) -> tnn::Optimizer {
+    tnn::Sgd { momentum: MOMENTUM, ..Default::default() }.build(vs, LEARNING_RATE).unwrap()
+}
+
 impl Front {
     pub(crate) fn new(teacher_src: &VarStore) -> Front {
-        // Leaked: `SmallKd` borrows both models, and the bench keeps them for the whole process.
-        let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
-        let teacher: &'static Net = Box::leak(Box::new(Net::new(&tvs.root(), &TEACHER)));
-        tvs.copy(teacher_src).expect("same variables");
-        tvs.freeze();
-        let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
-        let student: &'static Net = Box::leak(Box::new(Net::new(&svs.root(), &STUDENT)));
-        slice_into(svs, tvs);
+        let (teacher, student, svs) = leaked_models(teacher_src);
         let kd = SmallKd::new(svs.root() / "kd", student, teacher).expect("valid pairs");
-        let opt = tnn::Sgd { momentum: MOMENTUM, ..Default::default() }.build(svs, LEARNING_RATE).unwrap();
-        Front { kd, opt }
+        Front { kd, opt: sgd(svs) }
     }
 }
 

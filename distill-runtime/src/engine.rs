@@ -1,15 +1,18 @@
-//! The capture engine shared by both front ends (`distill!` and the dynamic `Mapping`): run the
+//! The capture engine shared by both front ends (`distill!` and the dynamic `Mapping`): run each
 //! teacher, then the student, each with its endpoints armed, and hand back what they recorded.
+//!
+//! A distillation has one teacher or several. Each pair takes its teacher tensor from one teacher;
+//! each teacher runs at most once per forward, on its own endpoints and in its own mode.
 
 use tch::Tensor;
 
 use crate::captured::move_to;
 pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
-use crate::error::Result;
+use crate::error::{DistillError, Result};
 use crate::side::SideModel;
 
-/// How the teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
+/// How a teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
 /// mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TeacherMode {
@@ -19,44 +22,118 @@ pub struct TeacherMode {
     pub train: bool,
 }
 
-/// The result of [`Engine::run`]: both models' outputs and each endpoint's capture, in the order the
-/// endpoints were given.
+/// The result of [`Engine::run`]: the models' outputs and each endpoint's capture, in the order the
+/// pairs were given.
 #[derive(Debug)]
 pub(crate) struct Captures {
     /// What the student's forward returned.
     pub student_output: Tensor,
-    /// What the teacher's forward returned, on the student's device.
-    pub teacher_output: Tensor,
+    /// What each teacher's forward returned, on the student's device; `None` for a teacher that did
+    /// not run (one of several teachers without pairs).
+    pub teacher_outputs: Vec<Option<Tensor>>,
     /// One capture per student endpoint.
     pub student: Vec<Captured>,
-    /// One capture per teacher endpoint, on the student's device.
+    /// One capture per teacher endpoint (from the pair's teacher), on the student's device.
     pub teacher: Vec<Captured>,
 }
 
-/// What both front ends (`distill!` models and `DistillModel`) run: the endpoints of both sides,
-/// resolved, and how the teacher runs.
-#[derive(Clone, Debug, Default)]
+/// One teacher of an [`Engine`]: its name, its mode and the endpoints of its pairs.
+#[derive(Clone, Debug)]
+struct TeacherPlan {
+    name: String,
+    mode: TeacherMode,
+    /// The teacher endpoints of the pairs from this teacher, in pair order.
+    endpoints: Vec<ResolvedEndpoint>,
+}
+
+/// What both front ends (`distill!` models and `DistillModel`) run: the endpoints of every side,
+/// resolved, and how each teacher runs.
+#[derive(Clone, Debug)]
 pub struct Engine {
     student: Vec<ResolvedEndpoint>,
+    /// The teacher endpoint of every pair, in pair order.
     teacher: Vec<ResolvedEndpoint>,
-    mode: TeacherMode,
+    teachers: Vec<TeacherPlan>,
+    /// The teacher of each pair (an index into `teachers`); empty when there is one teacher.
+    pair_teacher: Vec<usize>,
+}
+
+impl Default for Engine {
+    /// An engine with one teacher and no pairs.
+    fn default() -> Self {
+        Engine::new(Vec::new(), Vec::new())
+    }
 }
 
 impl Engine {
-    /// An engine capturing `student` and `teacher` endpoints, the teacher running as
+    /// An engine capturing `student` and `teacher` endpoints from one teacher, which runs as
     /// `TeacherMode::default()`.
     pub(crate) fn new(student: Vec<ResolvedEndpoint>, teacher: Vec<ResolvedEndpoint>) -> Self {
-        Engine { student, teacher, mode: TeacherMode::default() }
+        let plan = TeacherPlan { name: "teacher".to_owned(), mode: TeacherMode::default(), endpoints: teacher.clone() };
+        Engine { student, teacher, teachers: vec![plan], pair_teacher: Vec::new() }
     }
 
-    /// How the teacher runs.
+    /// An engine over several teachers, named `names`: pair `i` captures `student[i]` and, from
+    /// teacher `pair_teacher[i]`, `teacher[i]`. Every teacher runs as `TeacherMode::default()`.
+    pub(crate) fn with_teachers(
+        student: Vec<ResolvedEndpoint>,
+        teacher: Vec<ResolvedEndpoint>,
+        pair_teacher: Vec<usize>,
+        names: Vec<String>,
+    ) -> Result<Self> {
+        if student.len() != teacher.len() || teacher.len() != pair_teacher.len() {
+            return Err(DistillError::InvalidArgument(format!(
+                "{} student endpoints, {} teacher endpoints and {} teacher indices: one of each per pair",
+                student.len(),
+                teacher.len(),
+                pair_teacher.len()
+            )));
+        }
+        let mut teachers: Vec<TeacherPlan> = names
+            .into_iter()
+            .map(|name| TeacherPlan { name, mode: TeacherMode::default(), endpoints: Vec::new() })
+            .collect();
+        for (endpoint, &index) in teacher.iter().zip(&pair_teacher) {
+            let count = teachers.len();
+            let plan = teachers.get_mut(index).ok_or_else(|| {
+                DistillError::InvalidArgument(format!("teacher index {index} is out of range for {count} teacher(s)"))
+            })?;
+            plan.endpoints.push(endpoint.clone());
+        }
+        if teachers.is_empty() {
+            return Err(DistillError::InvalidArgument("a distillation needs at least one teacher".to_owned()));
+        }
+        let pair_teacher = if teachers.len() == 1 { Vec::new() } else { pair_teacher };
+        Ok(Engine { student, teacher, teachers, pair_teacher })
+    }
+
+    /// How the teacher runs; with several teachers, the first one's (see [`mode_of`](Self::mode_of)).
     pub fn mode(&self) -> TeacherMode {
-        self.mode
+        self.teachers.first().map(|plan| plan.mode).unwrap_or_default()
     }
 
-    /// Sets how the teacher runs.
+    /// How teacher `teacher` (an index, in declaration order) runs; `None` when there is no such
+    /// teacher.
+    pub fn mode_of(&self, teacher: usize) -> Option<TeacherMode> {
+        self.teachers.get(teacher).map(|plan| plan.mode)
+    }
+
+    /// Sets how every teacher runs.
     pub(crate) fn set_mode(&mut self, mode: TeacherMode) {
-        self.mode = mode;
+        for plan in &mut self.teachers {
+            plan.mode = mode;
+        }
+    }
+
+    /// Sets how teacher `teacher` runs; `false` when there is no such teacher.
+    pub(crate) fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) -> bool {
+        match self.teachers.get_mut(teacher) {
+            Some(plan) => {
+                plan.mode = mode;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The student endpoints.
@@ -64,41 +141,95 @@ impl Engine {
         &self.student
     }
 
-    /// The teacher endpoints.
+    /// The teacher endpoints, in pair order (each from its pair's teacher).
     pub fn teacher_endpoints(&self) -> &[ResolvedEndpoint] {
         &self.teacher
     }
 
-    /// Runs the teacher on `teacher_xs` (as [`mode`](Self::mode) says), then the student on
-    /// `student_xs` with `train`, and returns both outputs and every capture. Teacher tensors are
-    /// moved to the device of the student's output.
-    pub(crate) fn run<S, T>(
+    /// How many teachers the engine runs (at most).
+    pub fn teacher_count(&self) -> usize {
+        self.teachers.len()
+    }
+
+    /// The name of teacher `teacher` (`"teacher"` for the one teacher of a one-teacher engine).
+    pub fn teacher_name(&self, teacher: usize) -> Option<&str> {
+        self.teachers.get(teacher).map(|plan| plan.name.as_str())
+    }
+
+    /// The index of the teacher that pair `pair` takes its teacher tensor from.
+    pub fn teacher_of(&self, pair: usize) -> Option<usize> {
+        if pair >= self.teacher.len() {
+            None
+        } else if self.pair_teacher.is_empty() {
+            Some(0)
+        } else {
+            self.pair_teacher.get(pair).copied()
+        }
+    }
+
+    /// Runs each teacher on `teacher_xs` (as its mode says), then the student on `student_xs` with
+    /// `train`, and returns every output and every capture. `teachers` are the models in the order of
+    /// the engine's teachers. With several teachers, a teacher without pairs does not run; the one
+    /// teacher of a one-teacher engine always runs (its output is the distillation's). Teacher tensors
+    /// are moved to the device of the student's output.
+    pub(crate) fn run<S>(
         &self,
         student: &S,
-        teacher: &T,
+        teachers: &[&dyn SideModel],
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<Captures>
     where
         S: SideModel + ?Sized,
-        T: SideModel + ?Sized,
     {
-        let (teacher_output, teacher_captures) = {
-            // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's forward
-            // panics, which would otherwise leave autograd off for the rest of the thread.
-            let _no_grad = (!self.mode.grad).then(tch::no_grad_guard);
-            teacher.run(teacher_xs, self.mode.train, &self.teacher)?
-        };
+        if teachers.len() != self.teachers.len() {
+            return Err(DistillError::InvalidArgument(format!(
+                "the distillation has {} teacher(s), and {} were given to run",
+                self.teachers.len(),
+                teachers.len()
+            )));
+        }
+        let several = self.teachers.len() > 1;
+        let mut outputs = Vec::with_capacity(teachers.len());
+        let mut captures = Vec::with_capacity(teachers.len());
+        for (plan, teacher) in self.teachers.iter().zip(teachers) {
+            if several && plan.endpoints.is_empty() {
+                outputs.push(None);
+                captures.push(Vec::new());
+                continue;
+            }
+            let (output, captured) = {
+                // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's
+                // forward panics, which would otherwise leave autograd off for the rest of the thread.
+                let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
+                teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)
+            }
+            .map_err(|error| if several { in_teacher(&plan.name, error) } else { error })?;
+            outputs.push(Some(output));
+            captures.push(captured);
+        }
         let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
         // The student's device: where its output is, or (for a TorchScript student without a single
         // output) where its input is.
         let device = if student_output.defined() { student_output.device() } else { student_xs.device() };
+        let teacher = if several { self.in_pair_order(captures) } else { captures.pop().unwrap_or_default() };
         Ok(Captures {
-            teacher_output: move_to(teacher_output, device),
-            teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
+            teacher_outputs: outputs.into_iter().map(|output| output.map(|t| move_to(t, device))).collect(),
+            teacher: teacher.into_iter().map(|c| c.moved_to(device)).collect(),
             student_output,
             student: student_captures,
         })
     }
+
+    /// The captures of every teacher (each in its pairs' order) merged into the order of the pairs.
+    fn in_pair_order(&self, per_teacher: Vec<Vec<Captured>>) -> Vec<Captured> {
+        let mut per_teacher: Vec<_> = per_teacher.into_iter().map(Vec::into_iter).collect();
+        self.pair_teacher.iter().filter_map(|&teacher| per_teacher.get_mut(teacher)?.next()).collect()
+    }
+}
+
+/// `error`, said to come from teacher `name`.
+pub(crate) fn in_teacher(name: &str, error: DistillError) -> DistillError {
+    DistillError::InTeacher { teacher: name.to_owned(), source: Box::new(error) }
 }

@@ -147,6 +147,16 @@ pub enum DistillError {
         /// What is wrong, from `Criterion::check_targets`.
         reason: String,
     },
+    /// A criterion whose weight follows a schedule was asked for its loss without a training step.
+    #[error(
+        "{}the weight follows a schedule, and no training step was given: call `set_step(step)` on the distillation \
+         before the forward, or compute the loss with `loss_at(step, …)`",
+        pair_prefix(pair)
+    )]
+    MissingStep {
+        /// Label of the pair (empty when the criterion was called directly).
+        pair: String,
+    },
     /// A pair's adapter could not take the tensor captured for it (e.g. a selection adapter, which
     /// takes a conv's output channels, given the conv's input).
     #[error("pair `{pair}`: the {side}'s adapter cannot take the captured tensor: {source}")]
@@ -242,6 +252,24 @@ pub enum DistillError {
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A problem with one of several teachers: its endpoints, or its forward.
+    #[error("teacher `{teacher}`: {source}")]
+    InTeacher {
+        /// The teacher's name.
+        teacher: String,
+        /// What went wrong with it.
+        source: Box<DistillError>,
+    },
+    /// A teacher name that the distillation does not have.
+    #[error("no teacher `{name}`{}; the teachers are {}", did_you_mean(suggestion), quoted_list(teachers))]
+    UnknownTeacher {
+        /// The name as given.
+        name: String,
+        /// The closest teacher name, if one is close.
+        suggestion: Option<String>,
+        /// Every teacher's name, in declaration order.
+        teachers: Vec<String>,
+    },
     /// A dry run found pairs that do not fit; each problem names its pair.
     #[error("the dry run found {} problem(s):\n{}", problems.len(), bullet_list(problems))]
     DryRun {
@@ -300,6 +328,40 @@ pub enum DistillError {
         /// What is wrong.
         reason: String,
     },
+    /// A teacher cache does not match the distillation reading it, or a writer's configuration does
+    /// not match the cache already in its directory.
+    #[error("the teacher cache `{dir}` does not match: {what} is {cached} in the cache, {expected} here")]
+    CacheMismatch {
+        /// The cache directory.
+        dir: String,
+        /// What differs (`the teacher weights' hash`, `endpoint `features.1``, …).
+        what: String,
+        /// Its value in the cache's manifest.
+        cached: String,
+        /// Its value in the distillation or the writer.
+        expected: String,
+    },
+    /// A teacher cache shard is missing or was not completely written.
+    #[error(
+        "shard {shard} of {shards} of the teacher cache `{dir}` is not complete: run the writer with shard {shard} \
+         of {shards}"
+    )]
+    CacheIncomplete {
+        /// The cache directory.
+        dir: String,
+        /// The shard's index (from 0).
+        shard: usize,
+        /// How many shards the cache has.
+        shards: usize,
+    },
+    /// A teacher cache file could not be read or written, or is not what the manifest says.
+    #[error("teacher cache `{path}`: {reason}")]
+    Cache {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -341,6 +403,10 @@ fn did_you_mean(suggestion: &Option<String>) -> String {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
     }
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn bullet_list(problems: &[DistillError]) -> String {

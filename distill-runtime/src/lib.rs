@@ -3,8 +3,10 @@
 //! - [`nn`]: tappable layers mirroring `tch::nn`, and the containers `Seq`, `Sequential`, `Tap`;
 //! - [`adapter`]: channel mapping between a layer and its pruned copy, selection and learned adapters;
 //! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
+//! - [`cache`]: the teacher cache — run the teacher once, train from its stored captures;
 //! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
+//! - [`schedule`]: a term's weight by training step ([`Schedule`](schedule::Schedule)), and loss terms rescaled to a reference;
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
@@ -22,6 +24,7 @@
 
 pub mod adapter;
 pub mod alloc;
+pub mod cache;
 pub mod capture;
 mod channels;
 pub mod checkpoint;
@@ -38,6 +41,7 @@ pub mod module;
 pub mod nn;
 pub mod point;
 pub mod prune;
+pub mod schedule;
 pub mod schema;
 pub mod side;
 
@@ -55,7 +59,7 @@ pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, Engine, TeacherMode};
 pub use error::{DistillError, Result};
-pub use mapping::{distill, DistillModel, DistillOutput, MappedPair, Mapping};
+pub use mapping::{distill, distill_teachers, DistillModel, DistillOutput, MappedPair, Mapping, SeveralTeachers};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
 pub use point::{Port, Side};
 pub use schema::{Schema, StaticSchema};

@@ -6,9 +6,10 @@
 use tch::nn::ModuleT;
 use tch::Tensor;
 
+use crate::cache::Manifest;
 use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
-use crate::endpoint::{Endpoint, ResolvedEndpoint};
+use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
 use crate::jit;
 use crate::module::Distillable;
@@ -68,6 +69,7 @@ pub struct SideResolver<'m> {
 enum Kind<'m> {
     Modules(Resolver<'m>),
     Outputs { module: &'m jit::Module, side: Side },
+    Cached { manifest: &'m Manifest, dir: &'m std::path::Path, side: Side },
 }
 
 impl<'m> SideResolver<'m> {
@@ -75,11 +77,22 @@ impl<'m> SideResolver<'m> {
         SideResolver { kind, identity: identity(model) }
     }
 
+    /// A resolver against the endpoints a teacher cache stores.
+    pub(crate) fn cached<M: ?Sized>(
+        model: &'m M,
+        manifest: &'m Manifest,
+        dir: &'m std::path::Path,
+        side: Side,
+    ) -> Self {
+        SideResolver::new(model, Kind::Cached { manifest, dir, side })
+    }
+
     /// Checks `endpoint` against the model and finds what to capture.
     pub fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
         match &self.kind {
             Kind::Modules(resolver) => resolver.resolve(endpoint),
             Kind::Outputs { module, side } => module.resolve_endpoint(endpoint, *side),
+            Kind::Cached { manifest, dir, side } => resolve_cached(manifest, dir, *side, endpoint),
         }
     }
 
@@ -94,6 +107,37 @@ impl<'m> SideResolver<'m> {
             resolver.forget_index();
         }
     }
+}
+
+/// A path endpoint that the cache stores; other endpoints name modules a cache does not have.
+fn resolve_cached(
+    manifest: &Manifest,
+    dir: &std::path::Path,
+    side: Side,
+    endpoint: &Endpoint<'_>,
+) -> Result<ResolvedEndpoint> {
+    let Target::Path(path) = &endpoint.target else {
+        return Err(DistillError::InvalidArgument(
+            "a teacher cache holds no modules to refer to: name its endpoints by path (`\"features.1\"`)".to_owned(),
+        ));
+    };
+    if endpoint.all_calls {
+        return Err(DistillError::InvalidArgument(format!(
+            "the cached endpoint `{path}` cannot capture all calls: a teacher cache stores one call"
+        )));
+    }
+    let Some((index, _)) = manifest.endpoint(path, endpoint.port) else {
+        return Err(crate::cache::missing_endpoint(dir, manifest, path, endpoint.port));
+    };
+    Ok(ResolvedEndpoint {
+        side,
+        path: path.to_string(),
+        tap: None,
+        container: None,
+        output: Some(index),
+        port: endpoint.port,
+        all_calls: false,
+    })
 }
 
 fn identity<M: ?Sized>(model: &M) -> (usize, &'static str) {

@@ -76,6 +76,29 @@ pub fn train(
     parallel: Option<&DataParallel>,
     mut step: impl FnMut(&Tensor, &Tensor) -> (Tensor, Terms),
 ) -> Result<History, DdpError> {
+    train_with(train_set, opt, schedule, parallel, |_, xs, ys| step(xs, ys))
+}
+
+/// Where a batch is in its epoch: what a step reading a teacher cache needs besides the tensors.
+pub struct BatchAt<'a> {
+    /// The epoch, from 0.
+    pub epoch: usize,
+    /// The epoch's whole sample order, split into batches of `batch_size`.
+    pub order: &'a Tensor,
+    /// The batch's index in the epoch.
+    pub index: usize,
+    /// The batch size the order is split by.
+    pub batch_size: i64,
+}
+
+/// As [`train`], the step also told which samples of which epoch it trains on.
+pub fn train_with(
+    train_set: &Split,
+    opt: &mut tch::nn::Optimizer,
+    schedule: &Schedule,
+    parallel: Option<&DataParallel>,
+    mut step: impl FnMut(&BatchAt, &Tensor, &Tensor) -> (Tensor, Terms),
+) -> Result<History, DdpError> {
     let start = Instant::now();
     let n = train_set.len();
     let (world, show) = parallel.map_or((1, true), |p| (p.group().world_size() as i64, p.group().is_main()));
@@ -101,9 +124,10 @@ pub fn train(
         };
         let mut running: Vec<f64> = Vec::new();
         let mut count = 0usize;
-        for (xs, ys) in batches(train_set, &order, batch_size) {
+        for (index, (xs, ys)) in batches(train_set, &order, batch_size).enumerate() {
             opt.set_lr((schedule.lr)(global, total));
-            let (loss, terms) = step(&xs, &ys);
+            let at = BatchAt { epoch, order: &order, index, batch_size };
+            let (loss, terms) = step(&at, &xs, &ys);
             match parallel {
                 Some(p) => p.backward_step(opt, &loss)?,
                 None => opt.backward_step(&loss),

@@ -55,10 +55,11 @@ struct Args {
     /// Training images used for fine-tuning (a seeded random subset; 0 for all 60 000).
     #[arg(long, default_value_t = 6000)]
     train_images: i64,
-    /// Test images used for the accuracies (the first N; 0 for all 10 000, which the comparison of the
-    /// Rust teacher's accuracy with PyTorch's needs).
-    #[arg(long, default_value_t = 0)]
-    test_images: i64,
+    /// Test images used for the accuracies: the first N, 0 for all 10 000. By default the images
+    /// PyTorch's accuracy was measured on (`train_teacher.py --test-images`, 2000 unless told), so
+    /// that the Rust teacher's predictions can be compared with PyTorch's one for one.
+    #[arg(long)]
+    test_images: Option<i64>,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
@@ -163,7 +164,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let logit_diff = f64::try_from((&rust_logits - &logits).abs().max())?;
     let torch_teacher = jit::Module::load(args.out.join("teacher.pt"), Device::Cpu)?.with_output("logits")?;
     let pytorch_accuracy = 100.0 * report.correct as f64 / report.total as f64;
-    let test_set = first(&dataset.test, args.test_images);
+    let test_set = first(&dataset.test, args.test_images.unwrap_or(report.total));
     let rust_accuracy = accuracy(&rust_teacher, &test_set);
     println!(
         "teacher: PyTorch {pytorch_accuracy:.2}%, the same weights in distill::vision {rust_accuracy:.2}% \
@@ -181,7 +182,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             if rust_correct == report.correct { " (equal)" } else { " (NOT equal)" }
         );
     } else {
-        println!("(accuracies on the first {} test images; PyTorch's is on all {})", test_set.len(), report.total);
+        println!(
+            "(accuracies on the first {} test images; PyTorch's is on the first {})",
+            test_set.len(),
+            report.total
+        );
     }
 
     // 2. Prune the inner channels of every block.
@@ -255,10 +260,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         table.push_str(&format!("| {name} | {count} | **{acc:.2}%** | {time} |\n"));
     }
     let settings = format!(
-        "keep {}, {} epoch(s) on {} training images, batch {}, lr {}, {} threads, seed {}; total run {:.0} s",
+        "keep {}, {} epoch(s) on {} training images, accuracies on the first {} test images, batch {}, lr {}, \
+         {} threads, seed {}; total run {:.0} s",
         args.keep,
         args.epochs,
         train_set.len(),
+        test_set.len(),
         args.batch_size,
         args.lr,
         args.threads,

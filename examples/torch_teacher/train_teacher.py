@@ -166,13 +166,14 @@ def main():
     parser.add_argument("--out", default="out/torch_teacher")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-images", type=int, default=3000, help="0 for all 60 000")
+    parser.add_argument("--test-images", type=int, default=2000, help="the first N test images; 0 for all 10 000")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-lr", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.epochs < 1 or args.batch_size < 1 or args.train_images < 0 or args.threads < 1:
-        parser.error("--epochs, --batch-size and --threads must be at least 1, --train-images at least 0")
+    if args.epochs < 1 or args.batch_size < 1 or args.train_images < 0 or args.test_images < 0 or args.threads < 1:
+        parser.error("--epochs, --batch-size and --threads must be at least 1, --train-images and --test-images at least 0")
 
     started = time.time()
     torch.set_num_threads(args.threads)
@@ -182,6 +183,8 @@ def main():
     if args.train_images:
         subset = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[: args.train_images]
         train_x, train_y = train_x[subset], train_y[subset]
+    if args.test_images:
+        test_x, test_y = test_x[: args.test_images], test_y[: args.test_images]
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads; "
           f"training on {len(train_x)} images for {args.epochs} epochs")
 

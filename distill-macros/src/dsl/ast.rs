@@ -3,10 +3,13 @@
 //! ```text
 //! distill! {
 //!     #[attr]* /// docs
-//!     VIS struct NAME for STUDENT_TYPE => TEACHER_TYPE {
+//!     VIS struct NAME for STUDENT_TYPE => TEACHERS {
 //!         PAIR*
 //!     }
 //! }
+//! TEACHERS := TEACHER_TYPE                         one teacher, named `teacher` in the pairs
+//!           | '(' NAME ':' TEACHER_TYPE (',' NAME ':' TEACHER_TYPE)* ','? ')'
+//!                                                  several, each named in the pairs (`big.features[1]`)
 //! PAIR     := (/// docs)* [LABEL ':'] ENDPOINT '=>' ENDPOINT 'with' EXPR (',' OPTION)* ';'
 //! ENDPOINT := SIDE SEGMENT*            student.features[0].conv, teacher.head.0, student (the root)
 //!           | "dotted.path"            checked at compile time as far as the types tell
@@ -29,13 +32,22 @@ pub struct Input {
     pub vis: Visibility,
     pub name: Ident,
     pub student_ty: Type,
-    pub teacher_ty: Type,
+    /// One teacher (named `teacher`, `several` false) or several named ones, in declaration order.
+    pub teachers: Vec<Teacher>,
+    /// Whether the teachers were declared by name, `(big: Big, wide: Wide)`.
+    pub several: bool,
     /// The pairs that parsed.
     pub pairs: Vec<Pair>,
     /// Whether the body had pairs at all (parsed or not).
     pub has_pairs: bool,
     /// The span of the `{ … }` of pairs.
     pub body_span: Span,
+}
+
+/// One teacher: `big: BigNet` (or the one teacher type, named `teacher`).
+pub struct Teacher {
+    pub name: Ident,
+    pub ty: Type,
 }
 
 /// One `label: student => teacher with criterion, options;`.
@@ -114,6 +126,16 @@ pub enum Target {
 }
 
 impl Endpoint {
+    /// The identifier that starts the endpoint's target: `teacher` in `conv2d_adapter(teacher.x)`,
+    /// `big` in `big["layer3"]`; `None` for a bare string path.
+    pub fn root(&self) -> Option<&Ident> {
+        match (&self.named_on, &self.target) {
+            (Some(named_on), _) => Some(named_on),
+            (None, Target::Typed(path)) => Some(&path.root),
+            (None, Target::Str(_)) => None,
+        }
+    }
+
     /// The span of the endpoint's first token.
     pub fn start_span(&self) -> Span {
         match &self.adapter {

@@ -6,45 +6,70 @@ use proc_macro2::Span;
 use syn::{Expr, Ident, Lit, Member};
 
 use super::ast::{Adapter, Input, OptionKind, Pair, Segment, Side, Target, TypedPath};
+use super::teachers;
 use crate::ctxt::Ctxt;
 use crate::util::{make_ident, unraw};
 
-/// Labels that would collide with the output's own fields.
-pub const RESERVED: [&str; 2] = ["student_output", "teacher_output"];
+/// What the checks found: one label per pair (a placeholder where the label is in error), and the
+/// index of each pair's teacher (`0` where it is in error).
+pub struct Checked {
+    pub labels: Vec<Ident>,
+    pub teacher_of: Vec<usize>,
+}
 
-/// Checks `input`; returns one label per pair (a placeholder where the label is in error).
-pub fn check(cx: &Ctxt, input: &Input) -> Vec<Ident> {
+/// The labels that would collide with the output's own fields: `student_output` and each
+/// teacher's output (`teacher_output`, or `big_output` for a teacher named `big`).
+pub fn reserved_labels(input: &Input) -> Vec<String> {
+    let mut reserved = vec!["student_output".to_owned()];
+    reserved.extend(input.teachers.iter().map(|teacher| format!("{}_output", unraw(&teacher.name))));
+    reserved
+}
+
+/// Checks `input`.
+pub fn check(cx: &Ctxt, input: &Input) -> Checked {
     if !input.has_pairs {
         cx.error_at(
             input.body_span,
             "a distillation needs at least one pair: `label: student.path => teacher.path with Mse;`",
         );
     }
-    for pair in &input.pairs {
-        check_endpoint(cx, pair, Side::Student);
-        check_endpoint(cx, pair, Side::Teacher);
-        check_options(cx, pair);
+    if input.several {
+        teachers::check_declarations(cx, input);
     }
-    labels(cx, input)
+    let mut teacher_of = Vec::with_capacity(input.pairs.len());
+    for pair in &input.pairs {
+        check_endpoint(cx, input, pair, Side::Student);
+        check_endpoint(cx, input, pair, Side::Teacher);
+        check_options(cx, pair);
+        teacher_of.push(if input.several { teachers::teacher_of(input, pair) } else { Some(0) });
+    }
+    if input.several && teacher_of.iter().all(Option::is_some) {
+        teachers::check_every_teacher_has_pairs(cx, input, &teacher_of);
+    }
+    Checked { labels: labels(cx, input), teacher_of: teacher_of.into_iter().map(|index| index.unwrap_or(0)).collect() }
 }
 
-fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
+fn check_endpoint(cx: &Ctxt, input: &Input, pair: &Pair, side: Side) {
     let endpoint = pair.endpoint(side);
     if let Some(adapter) = &endpoint.adapter {
-        if !check_adapter(cx, pair, side, adapter) {
+        if !check_adapter(cx, input, pair, side, adapter) {
             return;
         }
     }
+    if input.several {
+        teachers::check_root(cx, input, endpoint, side);
+        if let Target::Str(lit) = &endpoint.target {
+            if endpoint.adapter.is_some() {
+                adapter_needs_typed(cx, lit, side);
+            } else {
+                check_string_path(cx, lit);
+            }
+        }
+        return;
+    }
     match &endpoint.target {
         Target::Typed(path) => check_root(cx, path, side),
-        Target::Str(lit) if endpoint.adapter.is_some() => cx.error_at(
-            lit.span(),
-            format_args!(
-                "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, not a \
-                 string path",
-                side.name()
-            ),
-        ),
+        Target::Str(lit) if endpoint.adapter.is_some() => adapter_needs_typed(cx, lit, side),
         Target::Str(lit) => {
             if let Some(named_on) = &endpoint.named_on {
                 check_side_name(cx, named_on, side);
@@ -54,13 +79,25 @@ fn check_endpoint(cx: &Ctxt, pair: &Pair, side: Side) {
     }
 }
 
+fn adapter_needs_typed(cx: &Ctxt, lit: &syn::LitStr, side: Side) {
+    cx.error_at(
+        lit.span(),
+        format_args!(
+            "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, not a \
+             string path",
+            side.name()
+        ),
+    );
+}
+
 /// Checks an adapter on `side`; `false` when it is not an adapter at all (`student(…)`), so that its
 /// inside is not checked as an endpoint.
-fn check_adapter(cx: &Ctxt, pair: &Pair, side: Side, adapter: &Adapter) -> bool {
+fn check_adapter(cx: &Ctxt, input: &Input, pair: &Pair, side: Side, adapter: &Adapter) -> bool {
     let func = &adapter.func;
     if func.qself.is_none() && func.path.segments.len() == 1 {
         let name = func.path.segments[0].ident.to_string();
-        if name == "student" || name == "teacher" {
+        let is_teacher = input.several && input.teachers.iter().any(|teacher| unraw(&teacher.name) == name);
+        if name == "student" || name == "teacher" || is_teacher {
             cx.error_spanned_by(
                 &func.path,
                 format_args!("`{name}(…)` is not an endpoint: write `{name}.field`, `{name}[0]` or `{name}`"),
@@ -153,6 +190,7 @@ fn check_options(cx: &Ctxt, pair: &Pair) {
 }
 
 fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
+    let reserved = reserved_labels(input);
     let mut labels: Vec<Ident> = Vec::with_capacity(input.pairs.len());
     let mut seen: Vec<(String, Span, bool)> = Vec::new();
     for pair in &input.pairs {
@@ -165,7 +203,7 @@ fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
             continue;
         };
         let name = unraw(&label);
-        if RESERVED.contains(&name.as_str()) {
+        if reserved.contains(&name) {
             cx.error_at(
                 label.span(),
                 format_args!("`{name}` is a field of every distillation output already; choose another label"),

@@ -7,6 +7,7 @@ mod ast;
 mod check;
 mod expand;
 mod parse;
+mod teachers;
 
 use proc_macro2::TokenStream;
 
@@ -21,12 +22,12 @@ pub fn expand(input: TokenStream) -> TokenStream {
         Ok(parsed) => parsed,
         Err(error) => return error.to_compile_error(),
     };
-    let labels = check::check(&cx, &parsed);
+    let checked = check::check(&cx, &parsed);
     match cx.check() {
-        Ok(()) => expand::expand(&parsed, &labels),
+        Ok(()) => expand::expand(&parsed, &checked),
         Err(error) => {
             let mut tokens = error.to_compile_error();
-            tokens.extend(expand::fallback(&parsed, &labels));
+            tokens.extend(expand::fallback(&parsed, &checked));
             tokens
         }
     }

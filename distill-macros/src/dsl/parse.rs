@@ -4,9 +4,10 @@
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
+use syn::spanned::Spanned;
 use syn::{token, Attribute, Expr, Ident, LitStr, Token, Type, Visibility};
 
-use super::ast::{Adapter, Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, Target, TypedPath};
+use super::ast::{Adapter, Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, Target, Teacher, TypedPath};
 use crate::ctxt::Ctxt;
 use crate::util::{parse_crate, Krate};
 
@@ -15,6 +16,8 @@ mod kw {
 }
 
 const HEADER: &str = "`pub struct Name for StudentType => TeacherType { … }`";
+const TEACHERS: &str = "several teachers are named, each with its type: `=> (big: BigNet, wide: WideNet)`, and the \
+                        pairs start their teacher side with the name (`big.features[1]`)";
 
 /// Parses an invocation. The header's error is returned (nothing can be generated without it);
 /// the errors of pairs and attributes go to `cx`, so that all of them are reported.
@@ -36,7 +39,8 @@ pub fn parse(cx: &Ctxt, tokens: TokenStream) -> syn::Result<Input> {
         vis: header.vis,
         name: header.name,
         student_ty: header.student_ty,
-        teacher_ty: header.teacher_ty,
+        teachers: header.teachers,
+        several: header.several,
         pairs,
         has_pairs,
         body_span: header.body_span,
@@ -74,7 +78,8 @@ struct Header {
     vis: Visibility,
     name: Ident,
     student_ty: Type,
-    teacher_ty: Type,
+    teachers: Vec<Teacher>,
+    several: bool,
     body: TokenStream,
     body_span: Span,
 }
@@ -104,7 +109,12 @@ fn parse_header(input: ParseStream) -> syn::Result<Header> {
     input.parse::<Token![=>]>().map_err(|e| {
         syn::Error::new(e.span(), format_args!("expected `=>` between the student and the teacher type: {HEADER}"))
     })?;
-    let teacher_ty: Type = input.parse()?;
+    let (teachers, several) = if input.peek(token::Paren) {
+        (parse_teachers(input)?, true)
+    } else {
+        let ty: Type = input.parse()?;
+        (vec![Teacher { name: Ident::new("teacher", ty.span()), ty }], false)
+    };
     if !input.peek(token::Brace) {
         return Err(input.error(format_args!("expected `{{` and the pairs of the distillation: {HEADER}")));
     }
@@ -116,7 +126,33 @@ fn parse_header(input: ParseStream) -> syn::Result<Header> {
             input.error("unexpected tokens after the distillation's `{ … }`: one `distill!` declares one distillation")
         );
     }
-    Ok(Header { attrs, vis, name, student_ty, teacher_ty, body, body_span: brace.span.join() })
+    Ok(Header { attrs, vis, name, student_ty, teachers, several, body, body_span: brace.span.join() })
+}
+
+/// `(big: BigNet, wide: WideNet)`: several teachers, each named.
+fn parse_teachers(input: ParseStream) -> syn::Result<Vec<Teacher>> {
+    let content;
+    let paren = syn::parenthesized!(content in input);
+    if content.is_empty() {
+        return Err(syn::Error::new(paren.span.join(), format_args!("expected the teachers: {TEACHERS}")));
+    }
+    let mut teachers = Vec::new();
+    while !content.is_empty() {
+        if !(content.peek(Ident) && content.peek2(Token![:]) && !content.peek2(Token![::])) {
+            return Err(content.error(format_args!("expected a teacher's name and `:`: {TEACHERS}")));
+        }
+        let name: Ident = content.parse()?;
+        content.parse::<Token![:]>()?;
+        let ty: Type = content.parse()?;
+        teachers.push(Teacher { name, ty });
+        if content.is_empty() {
+            break;
+        }
+        content
+            .parse::<Token![,]>()
+            .map_err(|e| syn::Error::new(e.span(), format_args!("expected `,` between the teachers: {TEACHERS}")))?;
+    }
+    Ok(teachers)
 }
 
 /// The body's top-level `;`-separated chunks, empty ones dropped (a trailing `;` is optional).

@@ -83,6 +83,7 @@ pub(crate) fn name_pair(err: DistillError, label: &str) -> DistillError {
         DistillError::InvalidTargets { pair, reason } if pair.is_empty() => {
             DistillError::InvalidTargets { pair: label.to_owned(), reason }
         }
+        DistillError::MissingStep { pair } if pair.is_empty() => DistillError::MissingStep { pair: label.to_owned() },
         other => other,
     }
 }

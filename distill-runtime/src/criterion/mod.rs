@@ -2,7 +2,8 @@
 //!
 //! A [`Criterion`] turns a pair into a scalar loss. Any `Fn(&Tensor, &Tensor) -> Tensor` is one;
 //! `criterion * weight` (or [`Criterion::weighted`], or [`weighted`] for closures) scales one, and
-//! weights multiply: `(c * 2.0) * 3.0` is `c * 6.0`.
+//! weights multiply: `(c * 2.0) * 3.0` is `c * 6.0`. `criterion * schedule` ([`Scheduled`]) weights one
+//! by a [`Schedule`] of the training step.
 //!
 //! # Catalogue
 //!
@@ -23,6 +24,7 @@
 //! | [`Pkt`] | PKT (Passalis & Tefas 2018): cosine-kernel probabilities, KL | same N |
 //! | [`Dist`] | DIST (Huang et al. 2022): inter- and intra-class Pearson relations | equal, 2-D |
 //! | [`Dkd`] | DKD (Zhao et al. 2022): target-class and non-target-class KD; uses labels | equal, 2-D |
+//! | [`TopKKlDiv`] | Hinton KD against the teacher's top-k log-probabilities ([`TopKLogits`]), the rest in one bucket | `(N, C)`, `(N, 2, k)` |
 //!
 //! "Shapes" is what [`Criterion::check_shapes`] accepts (checked by `distill!` before a pair's loss,
 //! and by [`Criterion::f_loss`]): relational criteria compare samples within a batch, so only the
@@ -59,6 +61,7 @@
 use tch::Tensor;
 
 use crate::error::Result;
+use crate::schedule::Schedule;
 
 mod attention;
 mod check;
@@ -68,7 +71,9 @@ mod logits;
 mod pkt;
 mod pointwise;
 mod rkd;
+mod scheduled;
 mod similarity;
+mod top_k;
 mod weighted;
 
 pub use attention::AttentionTransfer;
@@ -80,7 +85,9 @@ pub use logits::{KlDiv, SoftCrossEntropy};
 pub use pkt::Pkt;
 pub use pointwise::{Cosine, Mse, SmoothL1, L1};
 pub use rkd::Rkd;
+pub use scheduled::{scheduled, Scheduled};
 pub use similarity::SimilarityPreserving;
+pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
 pub use weighted::{weighted, Weighted};
 
 /// A loss between the student's and the teacher's tensor of one pair.
@@ -153,12 +160,74 @@ pub trait Criterion {
         Ok(self.loss_with_targets(student, teacher, targets))
     }
 
+    /// The temperature at which this criterion reads its teacher tensor as a packed top-k tensor
+    /// ([`TopKLogits`]) rather than as the teacher's own output, or `None` (the default) for a
+    /// criterion that reads the teacher's tensor as it is. A teacher cache stores a pair's logits in
+    /// top-k form only for a criterion that reads that form, encoded at this temperature.
+    fn top_k_temperature(&self) -> Option<f64> {
+        None
+    }
+
+    /// The factor this criterion applies to the criterion it wraps at training step `step` (the
+    /// optimizer step count, from 0): 1 by default, a [`Weighted`] criterion's weight, a
+    /// [`Scheduled`] one's schedule value, their product when nested.
+    fn weight_at(&self, step: u64) -> f64 {
+        let _ = step;
+        1.0
+    }
+
+    /// Whether [`weight_at`](Self::weight_at) depends on the step: a [`Scheduled`] criterion, or one
+    /// that wraps one. Such a criterion has no step to use in [`loss`](Self::loss) (it panics, and
+    /// [`f_loss`](Self::f_loss) is an error): [`loss_at`](Self::loss_at) computes it, and a
+    /// `distill!` model does after `set_step(step)`.
+    fn is_scheduled(&self) -> bool {
+        false
+    }
+
+    /// The loss of the innermost criterion, before any weight or schedule (what a `distill!` output
+    /// reports as a term's unweighted value); checked as [`f_loss_with_targets`](Self::f_loss_with_targets).
+    /// The default is [`f_loss_with_targets`](Self::f_loss_with_targets); [`Weighted`] and
+    /// [`Scheduled`] forward to the criterion they wrap.
+    ///
+    /// # Errors
+    /// As [`f_loss_with_targets`](Self::f_loss_with_targets).
+    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        self.f_loss_with_targets(student, teacher, targets)
+    }
+
+    /// The loss at training step `step`: for a scheduled criterion ([`is_scheduled`](Self::is_scheduled))
+    /// the unweighted loss times [`weight_at`](Self::weight_at)`(step)`, for any other the same as
+    /// [`loss_with_targets`](Self::loss_with_targets). Unchecked in the tch style;
+    /// [`f_loss_at`](Self::f_loss_at) is the fallible twin.
+    fn loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        self.f_loss_at(step, student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// The checked twin of [`loss_at`](Self::loss_at).
+    ///
+    /// # Errors
+    /// As [`f_loss_with_targets`](Self::f_loss_with_targets).
+    fn f_loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        if !self.is_scheduled() {
+            return self.f_loss_with_targets(student, teacher, targets);
+        }
+        Ok(self.f_unweighted_loss(student, teacher, targets)? * self.weight_at(step))
+    }
+
     /// This criterion scaled by `weight`.
     fn weighted(self, weight: f64) -> Weighted<Self>
     where
         Self: Sized,
     {
         weighted(self, weight)
+    }
+
+    /// This criterion weighted by `schedule` at each training step.
+    fn scheduled(self, schedule: Schedule) -> Scheduled<Self>
+    where
+        Self: Sized,
+    {
+        scheduled(self, schedule)
     }
 }
 
@@ -205,7 +274,7 @@ macro_rules! catalogue_criterion {
 use catalogue_criterion;
 
 /// Implements `criterion * weight` and `weight * criterion` (both `f64`) for catalogue types, giving a
-/// [`Weighted`]. A blanket `impl<C: Criterion> Mul<f64> for C` is ruled out by the orphan rule.
+/// [`Weighted`], and `criterion * schedule`, giving a [`Scheduled`]. A blanket `impl<C: Criterion> Mul<f64> for C` is ruled out by the orphan rule.
 macro_rules! scalable {
     ($($ty:ty),* $(,)?) => {$(
         impl ::std::ops::Mul<f64> for $ty {
@@ -221,6 +290,14 @@ macro_rules! scalable {
             /// `criterion` scaled by this weight.
             fn mul(self, criterion: $ty) -> Weighted<$ty> {
                 weighted(criterion, self)
+            }
+        }
+
+        impl ::std::ops::Mul<Schedule> for $ty {
+            type Output = Scheduled<$ty>;
+            /// This criterion weighted by `schedule` at each training step.
+            fn mul(self, schedule: Schedule) -> Scheduled<$ty> {
+                scheduled(self, schedule)
             }
         }
     )*};
@@ -239,6 +316,7 @@ scalable!(
     Pkt,
     Dist,
     Dkd,
+    TopKKlDiv,
 );
 
 /// `F.normalize`'s default `eps`: norms are clamped below at it.

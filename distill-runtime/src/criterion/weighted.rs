@@ -59,6 +59,23 @@ impl<C: Criterion> Criterion for Weighted<C> {
         self.criterion.check_targets(student, targets)
     }
 
+    fn top_k_temperature(&self) -> Option<f64> {
+        self.criterion.top_k_temperature()
+    }
+
+    fn weight_at(&self, step: u64) -> f64 {
+        self.weight * self.criterion.weight_at(step)
+    }
+
+    fn is_scheduled(&self) -> bool {
+        self.criterion.is_scheduled()
+    }
+
+    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        self.check_weight().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
+        self.criterion.f_unweighted_loss(student, teacher, targets)
+    }
+
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
         self.check_weight().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
         Ok(self.criterion.f_loss_with_targets(student, teacher, targets)? * self.weight)
@@ -70,6 +87,14 @@ impl<C> Mul<f64> for Weighted<C> {
     type Output = Weighted<C>;
     fn mul(self, weight: f64) -> Weighted<C> {
         Weighted { criterion: self.criterion, weight: self.weight * weight }
+    }
+}
+
+/// A weighted criterion follows a schedule with its weight inside: `(c * 2.0) * schedule`.
+impl<C> Mul<crate::schedule::Schedule> for Weighted<C> {
+    type Output = super::Scheduled<Weighted<C>>;
+    fn mul(self, schedule: crate::schedule::Schedule) -> super::Scheduled<Weighted<C>> {
+        super::Scheduled { criterion: self, schedule }
     }
 }
 

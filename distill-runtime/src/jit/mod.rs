@@ -245,6 +245,15 @@ impl Module {
         Ok(())
     }
 
+    /// The parameters of a module loaded with [`load`](Self::load), by name; `None` for one loaded
+    /// with [`load_trainable`](Self::load_trainable), whose parameters are in the VarStore given.
+    pub(crate) fn frozen_parameters(&self) -> Option<Result<Vec<(String, Tensor)>>> {
+        match &*self.lock() {
+            Inner::Frozen(module) => Some(module.named_parameters().map_err(|e| jit_error(&self.file, e.to_string()))),
+            Inner::Trainable(_) => None,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while the lock was held cannot leave the module half-updated: the lock only
         // serialises libtorch calls, so a poisoned lock is still usable.

@@ -4,15 +4,19 @@
 //!
 //! Endpoints are checked when they are added (paths exist, indices are in range, modules can record),
 //! so a mistake in a config file surfaces before the first training step.
+//!
+//! A mapping has one teacher ([`Mapping::new`], [`distill`]) or several named ones
+//! ([`Mapping::with_teachers`], [`Mapping::add_from`], [`distill_teachers`]).
 
 mod model;
 mod output;
+mod teachers;
 
-pub use model::{distill, DistillModel};
+pub use model::{distill, distill_teachers, DistillModel, SeveralTeachers};
 pub use output::{DistillOutput, IntoPairs, Pairs};
 
 use crate::endpoint::{IntoEndpoint, ResolvedEndpoint};
-use crate::error::Result;
+use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::{SideModel, SideResolver};
 
@@ -51,8 +55,17 @@ use crate::side::{SideModel, SideResolver};
 /// ```
 pub struct Mapping<'m, P> {
     student: SideResolver<'m>,
-    teacher: SideResolver<'m>,
+    /// One or several; the one teacher of [`Mapping::new`] is named `teacher`.
+    teachers: Vec<MappedTeacher<'m>>,
+    /// The teachers' names, in declaration order.
+    teacher_names: Vec<String>,
     pairs: Vec<MappedPair<P>>,
+}
+
+/// A teacher of a [`Mapping`]: the model and the resolver of its endpoints.
+struct MappedTeacher<'m> {
+    model: &'m dyn SideModel,
+    resolver: SideResolver<'m>,
 }
 
 /// One entry of a [`Mapping`].
@@ -64,6 +77,8 @@ pub struct MappedPair<P> {
     pub teacher: ResolvedEndpoint,
     /// The user's payload.
     pub payload: P,
+    /// The index of the pair's teacher in [`Mapping::teacher_names`] (`0` with one teacher).
+    pub teacher_index: usize,
 }
 
 impl<'m, P> Mapping<'m, P> {
@@ -74,7 +89,8 @@ impl<'m, P> Mapping<'m, P> {
     pub fn new<S: SideModel, T: SideModel>(student: &'m S, teacher: &'m T) -> Self {
         Mapping {
             student: student.resolver(Side::Student),
-            teacher: teacher.resolver(Side::Teacher),
+            teachers: vec![MappedTeacher { model: teacher, resolver: teacher.resolver(Side::Teacher) }],
+            teacher_names: vec!["teacher".to_owned()],
             pairs: Vec::new(),
         }
     }
@@ -83,16 +99,24 @@ impl<'m, P> Mapping<'m, P> {
     /// (`student.features.slot(7)`), by name (`"features.5.conv"`; `""` is the model itself, i.e. its
     /// own output) or mixed; both are checked now against their model, and the first problem is
     /// returned (the mapping is then unchanged).
+    ///
+    /// # Errors
+    /// The endpoints' problems; with several teachers, `add` cannot tell which teacher is meant and
+    /// says to use [`add_from`](Self::add_from).
     pub fn add<'e>(
         &mut self,
         student: impl IntoEndpoint<'e>,
         teacher: impl IntoEndpoint<'e>,
         payload: P,
     ) -> Result<&mut Self> {
-        let student = self.student.resolve(&student.into_endpoint())?;
-        let teacher = self.teacher.resolve(&teacher.into_endpoint())?;
-        self.pairs.push(MappedPair { student, teacher, payload });
-        Ok(self)
+        if self.teachers.len() > 1 {
+            return Err(DistillError::InvalidArgument(format!(
+                "this mapping has several teachers ({}): name the pair's teacher with `add_from(name, student, \
+                 teacher, payload)`",
+                self.teacher_names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.push(0, student.into_endpoint(), teacher.into_endpoint(), payload)
     }
 
     /// The pairs, in insertion order.
@@ -115,9 +139,9 @@ impl<'m, P> Mapping<'m, P> {
         self.pairs.is_empty()
     }
 
-    /// Whether the mapping was built for these two models.
+    /// Whether the mapping was built for these two models (and has one teacher).
     fn built_for<S: ?Sized, T: ?Sized>(&self, student: &S, teacher: &T) -> bool {
-        self.student.is_for(student) && self.teacher.is_for(teacher)
+        self.student.is_for(student) && matches!(self.teachers.as_slice(), [one] if one.resolver.is_for(teacher))
     }
 }
 

@@ -1,60 +1,157 @@
 //! [`distill`] and the [`DistillModel`] it returns.
 
+use std::marker::PhantomData;
+
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
+use crate::cache::CachedBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
-use crate::engine::Engine;
+use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
 
 /// Glues `student` and `teacher` into a distillation model that captures the pairs of `mapping`.
 ///
 /// The teacher runs without gradient and in evaluation mode unless [`DistillModel::teacher_grad`] /
-/// [`DistillModel::teacher_train`] say otherwise.
-pub fn distill<'m, S, T, P>(student: &'m S, teacher: &'m T, mut mapping: Mapping<'m, P>) -> DistillModel<'m, S, T, P>
+/// [`DistillModel::teacher_train`] say otherwise. A mapping with several teachers goes to
+/// [`distill_teachers`] instead (here, its forward is an error).
+pub fn distill<'m, S, T, P>(student: &'m S, teacher: &'m T, mapping: Mapping<'m, P>) -> DistillModel<'m, S, T, P>
 where
     S: SideModel,
     T: SideModel,
 {
-    let matches = mapping.built_for(student, teacher);
-    // The mapping is complete: the index that made adding pairs fast is no longer needed.
-    mapping.student.forget_index();
-    mapping.teacher.forget_index();
-    let (student_endpoints, teacher_endpoints) =
-        mapping.pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-    DistillModel { student, teacher, engine: Engine::new(student_endpoints, teacher_endpoints), mapping, matches }
+    let problem = if mapping.teachers.len() > 1 {
+        Some(Problem::SeveralTeachers)
+    } else if !mapping.built_for(student, teacher) {
+        Some(Problem::OtherModels)
+    } else {
+        None
+    };
+    let engine = Engine::new(
+        mapping.pairs.iter().map(|pair| pair.student.clone()).collect(),
+        mapping.pairs.iter().map(|pair| pair.teacher.clone()).collect(),
+    );
+    DistillModel::build(student, vec![teacher], engine, mapping, problem)
 }
 
-/// A student and a teacher glued by a [`Mapping`]; see [`distill`].
+/// Glues `student` and the teachers of `mapping` (from [`Mapping::with_teachers`]) into a
+/// distillation model. One forward runs each teacher that has pairs once, in declaration order,
+/// each as its own mode says (no gradient and evaluation mode unless
+/// [`DistillModel::with_teacher_mode`] says otherwise); a teacher without pairs does not run.
+pub fn distill_teachers<'m, S, P>(student: &'m S, mapping: Mapping<'m, P>) -> DistillModel<'m, S, SeveralTeachers, P>
+where
+    S: SideModel,
+{
+    let problem = (!mapping.student.is_for(student)).then_some(Problem::OtherModels);
+    let teachers = mapping.teacher_models();
+    let engine = Engine::with_teachers(
+        mapping.pairs.iter().map(|pair| pair.student.clone()).collect(),
+        mapping.pairs.iter().map(|pair| pair.teacher.clone()).collect(),
+        mapping.pairs.iter().map(|pair| pair.teacher_index).collect(),
+        mapping.teacher_names.clone(),
+    );
+    match engine {
+        Ok(engine) => DistillModel::build(student, teachers, engine, mapping, problem),
+        // A mapping always has a teacher and in-range teacher indices; kept as an error all the same.
+        Err(_) => DistillModel::build(student, teachers, Engine::default(), mapping, Some(Problem::Inconsistent)),
+    }
+}
+
+/// The teacher type of a [`DistillModel`] over several teachers (from [`distill_teachers`]), whose
+/// teachers are the models given to [`Mapping::with_teachers`].
+#[derive(Debug)]
+pub enum SeveralTeachers {}
+
+/// Why a [`DistillModel`] cannot run; reported by its forward.
+#[derive(Clone, Copy, Debug)]
+enum Problem {
+    OtherModels,
+    SeveralTeachers,
+    Inconsistent,
+}
+
+impl Problem {
+    fn error(self) -> DistillError {
+        match self {
+            Problem::OtherModels => DistillError::ModelMismatch,
+            Problem::SeveralTeachers => DistillError::InvalidArgument(
+                "this mapping has several teachers: glue it with `distill_teachers(&student, mapping)`".to_owned(),
+            ),
+            Problem::Inconsistent => {
+                DistillError::InvalidArgument("the mapping's pairs and teachers do not agree".to_owned())
+            }
+        }
+    }
+}
+
+/// A student and its teacher or teachers glued by a [`Mapping`]; see [`distill`] and
+/// [`distill_teachers`]. `T` is the teacher's type, or [`SeveralTeachers`].
 pub struct DistillModel<'m, S, T, P> {
     student: &'m S,
-    teacher: &'m T,
+    teachers: Vec<&'m dyn SideModel>,
     mapping: Mapping<'m, P>,
     engine: Engine,
-    matches: bool,
+    problem: Option<Problem>,
+    teacher_type: PhantomData<&'m T>,
 }
 
 impl<'m, S, T, P> DistillModel<'m, S, T, P>
 where
     S: SideModel,
-    T: SideModel,
 {
-    /// Whether gradients flow into the teacher (default `false`).
+    fn build(
+        student: &'m S,
+        teachers: Vec<&'m dyn SideModel>,
+        engine: Engine,
+        mut mapping: Mapping<'m, P>,
+        problem: Option<Problem>,
+    ) -> Self {
+        // The mapping is complete: the index that made adding pairs fast is no longer needed.
+        mapping.student.forget_index();
+        for teacher in &mut mapping.teachers {
+            teacher.resolver.forget_index();
+        }
+        DistillModel { student, teachers, mapping, engine, problem, teacher_type: PhantomData }
+    }
+
+    /// Whether gradients flow into the teacher (default `false`); with several teachers, into every
+    /// teacher.
     pub fn teacher_grad(mut self, grad: bool) -> Self {
-        let mut mode = self.engine.mode();
-        mode.grad = grad;
-        self.engine.set_mode(mode);
+        self.change_modes(|mode| mode.grad = grad);
         self
     }
 
-    /// Whether the teacher runs in training mode (default `false`).
+    /// Whether the teacher runs in training mode (default `false`); with several teachers, every
+    /// teacher.
     pub fn teacher_train(mut self, train: bool) -> Self {
-        let mut mode = self.engine.mode();
-        mode.train = train;
-        self.engine.set_mode(mode);
+        self.change_modes(|mode| mode.train = train);
         self
+    }
+
+    /// Applies `change` to every teacher's mode.
+    fn change_modes(&mut self, change: impl Fn(&mut TeacherMode)) {
+        for index in 0..self.engine.teacher_count() {
+            let mut mode = self.engine.mode_of(index).unwrap_or_default();
+            change(&mut mode);
+            self.engine.set_mode_of(index, mode);
+        }
+    }
+
+    /// Sets how the teacher named `teacher` runs (`"teacher"` for the one teacher of [`distill`]).
+    ///
+    /// # Errors
+    /// [`DistillError::UnknownTeacher`], with the closest name.
+    pub fn with_teacher_mode(mut self, teacher: &str, mode: TeacherMode) -> Result<Self> {
+        let index = self.mapping.teacher_index(teacher)?;
+        self.engine.set_mode_of(index, mode);
+        Ok(self)
+    }
+
+    /// How the teacher named `teacher` runs; `None` for a name the distillation does not have.
+    pub fn teacher_mode(&self, teacher: &str) -> Option<TeacherMode> {
+        self.engine.mode_of(self.mapping.teacher_index(teacher).ok()?)
     }
 
     /// The mapping this model captures.
@@ -78,7 +175,11 @@ where
         let pairs = out
             .pairs()
             .zip(&self.mapping.pairs)
-            .map(|((s, t, _), pair)| PairShapes { label: pair_label(pair), student: s.size(), teacher: t.size() })
+            .map(|((s, t, _), pair)| PairShapes {
+                label: pair_label(pair, &self.mapping.teacher_names),
+                student: s.size(),
+                teacher: t.size(),
+            })
             .collect();
         Ok(DryRun { pairs })
     }
@@ -96,15 +197,40 @@ where
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<DistillOutput<'_, P>> {
-        if !self.matches {
-            return Err(DistillError::ModelMismatch);
+        if let Some(problem) = self.problem {
+            return Err(problem.error());
         }
-        let captures = self.engine.run(self.student, self.teacher, student_xs, teacher_xs, train)?;
+        let captures = self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train)?;
         Ok(DistillOutput::new(
             captures.student_output,
-            captures.teacher_output,
+            captures.teacher_outputs,
             captures.student.into_iter().zip(captures.teacher).collect(),
             &self.mapping.pairs,
+            &self.mapping.teacher_names,
+        ))
+    }
+
+    /// Runs the student (with `train`) on `xs` — the batch's raw inputs, to which each sample's
+    /// stored augmentation view is applied first ([`CachedBatch::replay`]) — and takes the
+    /// teacher's side of every pair from `batch` instead of running the teacher.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
+    /// another shape than the cache's; what a forward can fail with.
+    pub fn forward_cached(&self, xs: &Tensor, batch: &CachedBatch, train: bool) -> Result<DistillOutput<'_, P>> {
+        if let Some(problem) = self.problem {
+            return Err(problem.error());
+        }
+        let xs = batch.replay(xs)?;
+        // A cache holds one teacher's side: a distillation from several teachers has no cached form,
+        // and the engine says so (one teacher given for several).
+        let captures = self.engine.run(self.student, &[batch], &xs, &xs, train)?;
+        Ok(DistillOutput::new(
+            captures.student_output,
+            captures.teacher_outputs,
+            captures.student.into_iter().zip(captures.teacher).collect(),
+            &self.mapping.pairs,
+            &self.mapping.teacher_names,
         ))
     }
 }
@@ -112,7 +238,6 @@ where
 impl<'m, S, T, C> DistillModel<'m, S, T, C>
 where
     S: SideModel,
-    T: SideModel,
     C: Criterion,
 {
     /// A [`dry_run`](Self::dry_run) that also checks each pair against its criterion payload, and
@@ -136,19 +261,28 @@ where
     }
 }
 
-/// `student path => teacher path`, `""` shown as `(output)`.
-fn pair_label<P>(pair: &MappedPair<P>) -> String {
+/// `student path => teacher path`, `""` shown as `(output)`; with several teachers, the teacher's
+/// name follows.
+fn pair_label<P>(pair: &MappedPair<P>, teacher_names: &[String]) -> String {
     let show = |path: &str| if path.is_empty() { "(output)".to_owned() } else { path.to_owned() };
-    format!("{} => {}", show(pair.student.path()), show(pair.teacher.path()))
+    let label = format!("{} => {}", show(pair.student.path()), show(pair.teacher.path()));
+    match teacher_names {
+        [_, _, ..] => {
+            format!("{label} (teacher `{}`)", teacher_names.get(pair.teacher_index).map_or("?", String::as_str))
+        }
+        _ => label,
+    }
 }
 
-impl<S: std::fmt::Debug, T: std::fmt::Debug, P> std::fmt::Debug for DistillModel<'_, S, T, P> {
+impl<S: std::fmt::Debug, T, P> std::fmt::Debug for DistillModel<'_, S, T, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let modes: Vec<_> = (0..self.engine.teacher_count())
+            .filter_map(|index| Some((self.engine.teacher_name(index)?, self.engine.mode_of(index)?)))
+            .collect();
         f.debug_struct("DistillModel")
             .field("student", &self.student)
-            .field("teacher", &self.teacher)
             .field("mapping", &self.mapping)
-            .field("mode", &self.engine.mode())
+            .field("teachers", &modes)
             .finish()
     }
 }

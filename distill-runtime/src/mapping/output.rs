@@ -7,25 +7,51 @@ use tch::Tensor;
 use super::MappedPair;
 use crate::engine::Captured;
 
-/// What a [`DistillModel`](super::DistillModel) forward returns: both models' outputs and, for each
+/// What a [`DistillModel`](super::DistillModel) forward returns: the models' outputs and, for each
 /// pair of the mapping, the two captured tensors with the pair's payload.
 pub struct DistillOutput<'d, P> {
     /// The student's own output.
     pub student_output: Tensor,
-    /// The teacher's own output (on the student's device).
+    /// The teacher's own output (on the student's device). With several teachers this tensor is
+    /// undefined: each teacher's is [`teacher_output_of`](Self::teacher_output_of).
     pub teacher_output: Tensor,
+    /// Each teacher's output, `None` for a teacher that did not run.
+    teacher_outputs: Vec<Option<Tensor>>,
     pairs: Vec<(Captured, Captured)>,
     mapping: &'d [MappedPair<P>],
+    teacher_names: &'d [String],
 }
 
 impl<'d, P> DistillOutput<'d, P> {
     pub(super) fn new(
         student_output: Tensor,
-        teacher_output: Tensor,
+        mut teacher_outputs: Vec<Option<Tensor>>,
         pairs: Vec<(Captured, Captured)>,
         mapping: &'d [MappedPair<P>],
+        teacher_names: &'d [String],
     ) -> Self {
-        DistillOutput { student_output, teacher_output, pairs, mapping }
+        let teacher_output = match teacher_outputs.as_mut_slice() {
+            [one] => one.take().unwrap_or_else(Tensor::new),
+            _ => Tensor::new(),
+        };
+        DistillOutput { student_output, teacher_output, teacher_outputs, pairs, mapping, teacher_names }
+    }
+
+    /// The output of the teacher named `teacher` (`"teacher"` for the one teacher of `distill`), on
+    /// the student's device; `None` for a name the distillation does not have, or a teacher without
+    /// pairs (which does not run when there are several).
+    pub fn teacher_output_of(&self, teacher: &str) -> Option<&Tensor> {
+        let index = self.teacher_names.iter().position(|name| name == teacher)?;
+        if self.teacher_names.len() == 1 {
+            return Some(&self.teacher_output);
+        }
+        self.teacher_outputs.get(index)?.as_ref()
+    }
+
+    /// The name of the teacher that pair `index` takes its teacher tensor from.
+    pub fn teacher_of(&self, index: usize) -> Option<&'d str> {
+        let pair = self.mapping.get(index)?;
+        self.teacher_names.get(pair.teacher_index).map(String::as_str)
     }
 
     /// `(student tensor, teacher tensor, payload)` for each pair, in insertion order.

@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use crate::adapter::checked::checked_forward;
 use crate::adapter::{FittedAdapter, FittedKind};
+use crate::cache::CachedBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
@@ -82,9 +83,14 @@ impl fmt::Debug for PairSpec<'_> {
 pub struct Core<'m> {
     pairs: Vec<PairSpec<'m>>,
     engine: Engine,
+    /// The training step, for pairs whose weight follows a schedule.
+    step: Option<u64>,
+    /// The index of the pair every other pair's loss is rescaled to.
+    rescale_to: Option<usize>,
 }
 
-/// What one forward of a [`Core`] gives: both outputs and the pairs in declaration order.
+/// What one forward of a one-teacher [`Core`] gives: both outputs and the pairs in declaration
+/// order.
 #[derive(Debug)]
 pub struct Forward<'d> {
     /// The student's output.
@@ -95,11 +101,72 @@ pub struct Forward<'d> {
     pub pairs: Vec<Pair<'d>>,
 }
 
+/// What one forward of a [`Core`] over several teachers gives: every output and the pairs in
+/// declaration order.
+#[derive(Debug)]
+pub struct TeachersForward<'d> {
+    /// The student's output.
+    pub student_output: Tensor,
+    /// Each teacher's output, in declaration order, on the student's device.
+    pub teacher_outputs: Vec<Tensor>,
+    /// One per pair, in declaration order.
+    pub pairs: Vec<Pair<'d>>,
+}
+
 impl<'m> Core<'m> {
-    /// A core over `pairs` (already resolved), the teacher running as `TeacherMode::default()`.
+    /// A core over `pairs` (already resolved) from one teacher, which runs as
+    /// `TeacherMode::default()`.
     pub fn new(pairs: Vec<PairSpec<'m>>) -> Self {
         let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-        Core { engine: Engine::new(student, teacher), pairs }
+        Core { engine: Engine::new(student, teacher), pairs, step: None, rescale_to: None }
+    }
+
+    /// The training step the scheduled weights are read at, if one was set.
+    pub fn step(&self) -> Option<u64> {
+        self.step
+    }
+
+    /// Sets the training step the scheduled weights are read at.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = Some(step);
+    }
+
+    /// The label of the pair every other pair is rescaled to, if any.
+    pub fn rescale_to(&self) -> Option<&'static str> {
+        self.rescale_to.map(|index| self.pairs[index].label)
+    }
+
+    /// Rescales every pair's loss but `label`'s to the magnitude of `label`'s (`None`: no
+    /// rescaling).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when no pair has that label, listing the labels.
+    pub fn set_rescale_to(&mut self, label: Option<&str>) -> Result<()> {
+        self.rescale_to = match label {
+            None => None,
+            Some(label) => Some(self.pairs.iter().position(|pair| pair.label == label).ok_or_else(|| {
+                let labels: Vec<&str> = self.pairs.iter().map(|pair| pair.label).collect();
+                DistillError::InvalidArgument(format!(
+                    "cannot rescale the terms to `{label}`: no pair has that label; the labels are {}",
+                    labels.join(", ")
+                ))
+            })?),
+        };
+        Ok(())
+    }
+
+    /// A core over `pairs` from several teachers, named `names` in declaration order: pair `i` takes
+    /// its teacher tensor from teacher `pair_teacher[i]`. Every teacher runs as
+    /// `TeacherMode::default()`.
+    pub fn with_teachers(pairs: Vec<PairSpec<'m>>, pair_teacher: &[usize], names: &[&str]) -> Result<Self> {
+        let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
+        let names = names.iter().map(|name| (*name).to_owned()).collect();
+        Ok(Core {
+            engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?,
+            pairs,
+            step: None,
+            rescale_to: None,
+        })
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
@@ -117,18 +184,29 @@ impl<'m> Core<'m> {
         &self.engine
     }
 
-    /// How the teacher runs.
+    /// How the teacher runs (the first teacher, when there are several).
     pub fn mode(&self) -> TeacherMode {
         self.engine.mode()
     }
 
-    /// Sets how the teacher runs.
+    /// Sets how every teacher runs.
     pub fn set_mode(&mut self, mode: TeacherMode) {
         self.engine.set_mode(mode);
     }
 
+    /// How teacher `teacher` (its index in declaration order) runs.
+    pub fn mode_of(&self, teacher: usize) -> TeacherMode {
+        self.engine.mode_of(teacher).unwrap_or_default()
+    }
+
+    /// Sets how teacher `teacher` (its index in declaration order) runs.
+    pub fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) {
+        self.engine.set_mode_of(teacher, mode);
+    }
+
     /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
-    /// shapes against its criterion.
+    /// shapes against its criterion; each pair gets the step and the rescaling. A pair whose weight
+    /// follows a schedule is an error before anything runs when no step was set.
     pub fn forward(
         &self,
         student: &dyn SideModel,
@@ -137,30 +215,91 @@ impl<'m> Core<'m> {
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
-        let captures = self.engine.run(student, teacher, student_xs, teacher_xs, train)?;
+        let (student_output, mut teacher_outputs, pairs) =
+            self.forward_all(student, &[teacher], student_xs, teacher_xs, train)?;
+        let teacher_output = teacher_outputs.pop().flatten().unwrap_or_else(Tensor::new);
+        Ok(Forward { student_output, teacher_output, pairs })
+    }
+
+    /// As [`forward`](Self::forward), over every teacher (in declaration order).
+    pub fn forward_teachers(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<TeachersForward<'_>> {
+        let (student_output, teacher_outputs, pairs) =
+            self.forward_all(student, teachers, student_xs, teacher_xs, train)?;
+        // `distill!` rejects a teacher without pairs, so every teacher ran.
+        let teacher_outputs = teacher_outputs.into_iter().map(|output| output.unwrap_or_else(Tensor::new)).collect();
+        Ok(TeachersForward { student_output, teacher_outputs, pairs })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn forward_all(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Vec<Option<Tensor>>, Vec<Pair<'_>>)> {
+        if self.step.is_none() {
+            if let Some(spec) = self.pairs.iter().find(|spec| spec.criterion.is_scheduled()) {
+                return Err(DistillError::MissingStep { pair: spec.label.to_owned() });
+            }
+        }
+        let captures = self.engine.run(student, teachers, student_xs, teacher_xs, train)?;
         let pairs = self
             .pairs
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
-            .map(|(spec, (s, t))| {
+            .enumerate()
+            .map(|(index, (spec, (s, t)))| {
                 let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
                 let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
                 check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
-                Ok(Pair::new(student, teacher, spec.label, &*spec.criterion))
+                let rescaled_to = self.rescale_to.filter(|&reference| reference != index);
+                Ok(Pair::new(student, teacher, spec.label, &*spec.criterion).with_balance(self.step, rescaled_to))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Forward { student_output: captures.student_output, teacher_output: captures.teacher_output, pairs })
+        Ok((captures.student_output, captures.teacher_outputs, pairs))
     }
 }
 
 impl Core<'_> {
+    /// As [`forward`](Self::forward), with the teacher's side read from `batch` and the student run
+    /// on `xs` with each sample's stored view applied.
+    pub fn forward_cached(
+        &self,
+        student: &dyn SideModel,
+        batch: &CachedBatch,
+        xs: &Tensor,
+        train: bool,
+    ) -> Result<Forward<'_>> {
+        let xs = batch.replay(xs)?;
+        self.forward(student, batch, &xs, &xs, train)
+    }
+
     /// Runs both models once on `xs` — in evaluation mode, without gradient, so that no running
     /// statistic moves — fits the fitted adapters to the pairs' tensors, and checks every pair
     /// against its criterion. Every problem is reported at once, each naming its pair and, for a
     /// width mismatch, the adapters that would fit.
     pub fn dry_run(&self, student: &dyn SideModel, teacher: &dyn SideModel, xs: &Tensor) -> Result<DryRun> {
+        self.dry_run_teachers(student, &[teacher], xs)
+    }
+
+    /// As [`dry_run`](Self::dry_run), over every teacher (in declaration order).
+    pub fn dry_run_teachers(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        xs: &Tensor,
+    ) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
-        let captures = self.engine.run(student, teacher, xs, xs, false)?;
+        let captures = self.engine.run(student, teachers, xs, xs, false)?;
         let mut shapes = Vec::with_capacity(self.pairs.len());
         let mut problems = Vec::new();
         for (spec, (s, t)) in self.pairs.iter().zip(captures.student.into_iter().zip(captures.teacher)) {
@@ -238,4 +377,12 @@ fn adapt(tensor: Tensor, adapter: Option<&PairAdapter<'_>>, train: bool, label: 
 pub fn into_array<'d, const N: usize>(pairs: Vec<Pair<'d>>) -> Result<[Pair<'d>; N]> {
     let len = pairs.len();
     pairs.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} pairs, the engine gave {len}")))
+}
+
+/// Turns the teacher outputs of a [`TeachersForward`] into an array of the number of teachers.
+pub fn into_outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]> {
+    let len = outputs.len();
+    outputs
+        .try_into()
+        .map_err(|_| DistillError::InvalidArgument(format!("expected {N} teacher outputs, the engine gave {len}")))
 }

@@ -12,40 +12,40 @@
 //! fields and signatures, bodies that never run. Later uses of `Name`, `NameOutput` and their
 //! methods then type-check, so the one mistake is the one error (thiserror's fallback idea).
 
+mod cached;
 mod docs;
 mod endpoint;
 mod model;
 mod output;
 mod pair;
 mod path_check;
+mod teachers;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::Ident;
 
 use super::ast::Input;
-use super::check::RESERVED;
+use super::check::{reserved_labels, Checked};
 use crate::util::unraw;
 
-/// The items of a checked invocation; `labels` has one label per pair.
-pub fn expand(input: &Input, labels: &[Ident]) -> TokenStream {
-    Items::new(input, labels.to_vec(), Mode::Real).tokens()
+/// The items of a checked invocation.
+pub fn expand(input: &Input, checked: &Checked) -> TokenStream {
+    Items::new(input, checked.labels.clone(), checked.teacher_of.clone(), Mode::Real).tokens()
 }
 
 /// Stand-ins for the items of an invocation with errors, after its `compile_error!`s. Only the
 /// labels that are usable field names become fields (one each).
-pub fn fallback(input: &Input, labels: &[Ident]) -> TokenStream {
+pub fn fallback(input: &Input, checked: &Checked) -> TokenStream {
+    let reserved = reserved_labels(input);
     let mut usable: Vec<Ident> = Vec::new();
-    for label in labels {
+    for label in &checked.labels {
         let name = unraw(label);
-        if !name.starts_with("__distill")
-            && !RESERVED.contains(&name.as_str())
-            && !usable.iter().any(|l| unraw(l) == name)
-        {
+        if !name.starts_with("__distill") && !reserved.contains(&name) && !usable.iter().any(|l| unraw(l) == name) {
             usable.push(label.clone());
         }
     }
-    Items::new(input, usable, Mode::Fallback).tokens()
+    Items::new(input, usable, Vec::new(), Mode::Fallback).tokens()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ struct Items<'a> {
     labels: Vec<Ident>,
     /// The labels as written in `LABELS` and in `Display` (without `r#`).
     label_strs: Vec<String>,
+    /// The index of each pair's teacher (empty for stand-ins, which build no pairs).
+    teacher_of: Vec<usize>,
     /// `Name`, `NameOutput`, `NameLosses`.
     name: &'a Ident,
     output: Ident,
@@ -73,11 +75,12 @@ struct Items<'a> {
 }
 
 impl<'a> Items<'a> {
-    fn new(input: &'a Input, labels: Vec<Ident>, mode: Mode) -> Self {
+    fn new(input: &'a Input, labels: Vec<Ident>, teacher_of: Vec<usize>, mode: Mode) -> Self {
         let name = &input.name;
         Items {
             input,
             mode,
+            teacher_of,
             label_strs: labels.iter().map(unraw).collect(),
             labels,
             name,
@@ -111,7 +114,8 @@ impl<'a> Items<'a> {
             Mode::Real => path_check::path_checks(self),
             Mode::Fallback => TokenStream::new(),
         };
-        let impls = [model::methods(self), output::output_methods(self), output::losses_methods(self)];
+        let impls =
+            [model::methods(self), cached::methods(self), output::output_methods(self), output::losses_methods(self)];
         quote! {
             #(#definitions)*
 

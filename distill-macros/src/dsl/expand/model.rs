@@ -5,27 +5,45 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use super::{docs, pair, Items};
+use super::{docs, pair, teachers, Items};
 
 pub(super) fn definition(items: &Items) -> TokenStream {
     let Items { input, name, p, .. } = items;
     let (attrs, vis) = (&input.attrs, &input.vis);
-    let (student_ty, teacher_ty) = (&input.student_ty, &input.teacher_ty);
+    let student_ty = &input.student_ty;
+    let teacher_field = match one_teacher(items) {
+        Some(teacher_ty) => quote!(teacher: &'m #teacher_ty,),
+        None => {
+            let tys = input.teachers.iter().map(|teacher| &teacher.ty);
+            quote!(teachers: (#(&'m #tys,)*),)
+        }
+    };
     let doc = docs::model_doc(items);
     quote! {
         #(#attrs)*
         #[doc = #doc]
         #vis struct #name<'m> {
             student: &'m #student_ty,
-            teacher: &'m #teacher_ty,
+            #teacher_field
             core: #p::Core<'m>,
         }
     }
 }
 
+/// The teacher type of a one-teacher distillation; `None` with several teachers.
+pub(super) fn one_teacher<'a>(items: &Items<'a>) -> Option<&'a syn::Type> {
+    match (items.input.several, items.input.teachers.as_slice()) {
+        (false, [teacher]) => Some(&teacher.ty),
+        _ => None,
+    }
+}
+
 pub(super) fn methods(items: &Items) -> TokenStream {
+    let Some(teacher_ty) = one_teacher(items) else {
+        return teachers::methods(items);
+    };
     let Items { input, name, output, p, labels, label_strs, .. } = items;
-    let (student_ty, teacher_ty) = (&input.student_ty, &input.teacher_ty);
+    let student_ty = &input.student_ty;
     let n = labels.len();
     let student_model = model_trait(items, student_ty);
     let teacher_model = model_trait(items, teacher_ty);
@@ -36,7 +54,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     let new_body = items.body(|| {
         let path = has_adapters
             .then(|| quote!(let __distill_path: &#p::tch::nn::Path<'p> = ::core::borrow::Borrow::borrow(&path);));
-        let specs = input.pairs.iter().zip(label_strs).map(|(pair, label)| pair::spec(items, pair, label));
+        let specs = input.pairs.iter().zip(label_strs).map(|(pair, label)| pair::spec(items, pair, label, 0));
         quote! {
             #path
             let __distill_student = #student_model::resolver(student, #p::Side::Student);
@@ -67,6 +85,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         }
     });
     let allows = items.fallback_allows();
+    let balance = balance_methods(items);
     quote! {
         #[automatically_derived]
         #allows
@@ -109,6 +128,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             pub fn teacher_mode(&self) -> #p::TeacherMode {
                 self.core.mode()
             }
+
+            #balance
 
             /// The student model.
             pub fn student(&self) -> &'m #student_ty {
@@ -167,7 +188,46 @@ pub(super) fn methods(items: &Items) -> TokenStream {
 
 /// `<Ty as Model>` at the type's span: a model missing `ModuleT` or `Distillable` is one error
 /// there (rustc merges the identical diagnostics of each use).
-fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
+pub(super) fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
     let p = &items.p;
     quote_spanned!(ty.span()=> <#ty as #p::Model>)
+}
+
+/// `set_step`, `step`, `rescale_to` and `rescaled_to`: how the pairs' losses are balanced, the same
+/// for one teacher and several.
+pub(super) fn balance_methods(items: &Items) -> TokenStream {
+    let p = &items.p;
+    quote! {
+        /// Sets the training step (the optimizer step count, from 0) at which the pairs'
+        /// scheduled weights (`criterion * Schedule::…`) are read. Set it before every step's
+        /// forward; a forward of a model with a scheduled pair and no step is an error, never
+        /// step 0. Save it with a checkpoint ([`step`](Self::step)) to resume a run exactly.
+        pub fn set_step(&mut self, step: u64) {
+            self.core.set_step(step);
+        }
+
+        /// The training step last set with [`set_step`](Self::set_step), if any.
+        pub fn step(&self) -> ::core::option::Option<u64> {
+            self.core.step()
+        }
+
+        /// Rescales every other pair's loss to the magnitude of pair `label`'s (usually the
+        /// logits term) in `losses()` and `loss()`: each such term's unweighted loss is
+        /// multiplied by `|reference| / |own|`, both detached (a factor without gradient,
+        /// recomputed at every step, so that a resumed run needs no state for it), then by its
+        /// weight. Pair values (`out.label.loss()`) are not rescaled.
+        ///
+        /// # Errors
+        /// `DistillError::InvalidArgument` when no pair has that label.
+        pub fn rescale_to(mut self, label: &str) -> ::core::result::Result<Self, #p::DistillError> {
+            self.core.set_rescale_to(::core::option::Option::Some(label))?;
+            ::core::result::Result::Ok(self)
+        }
+
+        /// The label of the pair the other pairs are rescaled to ([`rescale_to`](Self::rescale_to)),
+        /// if any.
+        pub fn rescaled_to(&self) -> ::core::option::Option<&'static str> {
+            self.core.rescale_to()
+        }
+    }
 }

@@ -4,7 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{docs, Items, Mode};
+use super::{docs, teachers, Items, Mode};
+use crate::util::unraw;
 
 pub(super) fn output_definition(items: &Items) -> TokenStream {
     let Items { input, output, p, labels, .. } = items;
@@ -18,6 +19,7 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
     });
     // A stand-in may have no pair left to use its lifetime.
     let marker = (items.mode == Mode::Fallback).then(|| quote!(__distill_pairs: ::core::marker::PhantomData<&'d ()>,));
+    let teacher_outputs = teacher_output_fields(items);
     quote! {
         #(#cfgs)*
         #[doc = #doc]
@@ -27,10 +29,26 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
             #marker
             /// The student's own output.
             pub student_output: #p::tch::Tensor,
-            /// The teacher's own output, on the student's device.
-            pub teacher_output: #p::tch::Tensor,
+            #teacher_outputs
         }
     }
+}
+
+/// `teacher_output`, or one `big_output` per teacher of several.
+fn teacher_output_fields(items: &Items) -> TokenStream {
+    let p = &items.p;
+    if !items.input.several {
+        return quote! {
+            /// The teacher's own output, on the student's device.
+            pub teacher_output: #p::tch::Tensor,
+        };
+    }
+    let fields = items.input.teachers.iter().map(|teacher| {
+        let field = teachers::output_field(&teacher.name);
+        let doc = format!("The teacher `{}`'s own output, on the student's device.", unraw(&teacher.name));
+        quote!(#[doc = #doc] pub #field: #p::tch::Tensor,)
+    });
+    quote!(#(#fields)*)
 }
 
 pub(super) fn losses_definition(items: &Items) -> TokenStream {
@@ -45,6 +63,8 @@ pub(super) fn losses_definition(items: &Items) -> TokenStream {
         #[derive(Debug)]
         #vis struct #losses {
             #(#[doc = #loss_docs] pub #labels: #p::tch::Tensor,)*
+            #[doc(hidden)]
+            __distill_terms: ::std::vec::Vec<#p::LossTerm>,
         }
     }
 }
@@ -62,9 +82,15 @@ pub(super) fn output_methods(items: &Items) -> TokenStream {
                 self.losses().total()
             }
 
-            /// Each pair's loss, by label.
+            /// Each pair's loss, by label: weighted (at the model's step) and, when the model
+            /// rescales its terms, rescaled; `terms()` and `unweighted()` give the rest.
             pub fn losses(&self) -> #losses {
-                #losses { #(#labels: self.#labels.loss(),)* }
+                let __distill_terms = #p::loss_terms(&[#(&self.#labels),*]);
+                let mut __distill_weighted = __distill_terms.iter().map(|term| term.weighted.shallow_clone());
+                #losses {
+                    #(#labels: __distill_weighted.next().expect("one term per pair"),)*
+                    __distill_terms,
+                }
             }
 
             /// The pairs, in declaration order.
@@ -92,16 +118,30 @@ pub(super) fn losses_methods(items: &Items) -> TokenStream {
                 #p::total(&[#(&self.#labels),*])
             }
 
-            /// `(label, loss)` for each pair, in declaration order.
+            /// `(label, loss)` for each pair, in declaration order: the weighted values that
+            /// enter the total.
             pub fn iter(&self) -> impl ::core::iter::Iterator<Item = (&'static str, &#p::tch::Tensor)> + '_ {
                 [#((#label_strs, &self.#labels)),*].into_iter()
+            }
+
+            /// `(label, loss)` for each pair, in declaration order: the criteria's own values,
+            /// before weights, schedules and rescaling.
+            pub fn unweighted(&self) -> impl ::core::iter::Iterator<Item = (&'static str, &#p::tch::Tensor)> + '_ {
+                self.terms().map(|(label, term)| (label, &term.unweighted))
+            }
+
+            /// `(label, term)` for each pair, in declaration order: weighted and unweighted value,
+            /// weight at the step and rescaling factor.
+            pub fn terms(&self) -> impl ::core::iter::Iterator<Item = (&'static str, &#p::LossTerm)> + '_ {
+                [#(#label_strs),*].into_iter().zip(&self.__distill_terms)
             }
         }
 
         #[automatically_derived]
         impl ::core::fmt::Display for #losses {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                #p::write_losses(f, &[#((#label_strs, &self.#labels)),*])
+                let __distill_terms: ::std::vec::Vec<_> = self.terms().collect();
+                #p::write_terms(f, &__distill_terms)
             }
         }
     }

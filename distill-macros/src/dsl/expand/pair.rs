@@ -2,17 +2,19 @@
 //! models, the criterion boxed, the adapter constructed.
 
 use proc_macro2::{Group, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::Expr;
 
 use super::endpoint::{endpoint_expr, helper_call, module_ref};
 use super::Items;
 use crate::dsl::ast::{OptionKind, Pair, Side, Target};
+use crate::util::unraw;
 
 /// The `PairSpec { … }` expression of one pair, evaluated in `new()` (where `__distill_student` and
-/// `__distill_teacher` are the two models' resolvers).
-pub(super) fn spec(items: &Items, pair: &Pair, label: &str) -> TokenStream {
+/// `__distill_teacher` are the two models' resolvers, or `__distill_teacher_<i>` the resolver of
+/// teacher `i` of several).
+pub(super) fn spec(items: &Items, pair: &Pair, label: &str, teacher: usize) -> TokenStream {
     let p = &items.p;
     let student_endpoint = endpoint_expr(items, &pair.student.target, Side::Student);
     let teacher_endpoint = endpoint_expr(items, &pair.teacher.target, Side::Teacher);
@@ -24,6 +26,13 @@ pub(super) fn spec(items: &Items, pair: &Pair, label: &str) -> TokenStream {
             None => quote!(::core::option::Option::None),
         });
     let criterion = criterion(items, &pair.criterion);
+    let resolve_teacher = if items.input.several {
+        let resolver = format_ident!("__distill_teacher_{}", teacher);
+        let name = items.input.teachers.get(teacher).map(|teacher| unraw(&teacher.name)).unwrap_or_default();
+        quote!(#p::resolve_in(#name, &#resolver, &__distill_teacher_endpoint #teacher_options)?)
+    } else {
+        quote!(__distill_teacher.resolve(&__distill_teacher_endpoint #teacher_options)?)
+    };
     quote! {
         {
             let __distill_student_endpoint: #p::Endpoint<'static> = #student_endpoint;
@@ -31,7 +40,7 @@ pub(super) fn spec(items: &Items, pair: &Pair, label: &str) -> TokenStream {
             #p::PairSpec {
                 label: #label,
                 student: __distill_student.resolve(&__distill_student_endpoint #student_options)?,
-                teacher: __distill_teacher.resolve(&__distill_teacher_endpoint #teacher_options)?,
+                teacher: #resolve_teacher,
                 criterion: #criterion,
                 student_adapter: #student_adapter,
                 teacher_adapter: #teacher_adapter,

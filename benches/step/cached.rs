@@ -1,0 +1,141 @@
+//! Benchmark (e): the distillation step with the teacher read from a teacher cache, against the live
+//! step (b), the cross-entropy-only step (the floor: no teacher at all) and the PyTorch-hooks live
+//! step (c); and the bytes a cache stores per sample.
+
+use std::path::PathBuf;
+
+use distill::cache::{CacheWriter, Encoding, TeacherCache, TeacherHash};
+use distill::prelude::*;
+use tch::nn::{self as tnn, VarStore};
+use tch::{Kind, Tensor};
+
+use crate::models::Net;
+use crate::python::Python;
+use crate::runs::{batch_data, teacher_weights};
+use crate::sides::{leaked_models, sgd, Front, Side, SmallKd};
+use crate::summary::{add_ratio, Summary};
+use crate::timing::{calibrate, fmt_ms, interleave, time_round};
+use crate::Args;
+
+/// The student trained on cross-entropy alone: what a step costs without any teacher.
+struct CrossEntropy {
+    student: &'static Net,
+    opt: tnn::Optimizer,
+}
+
+impl Side for CrossEntropy {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor {
+        let loss = self.student.forward_t(xs, true).cross_entropy_for_logits(ys);
+        self.opt.backward_step(&loss);
+        loss
+    }
+}
+
+/// (b)'s step with the teacher side read from a cache of the batch's samples (ids `0..batch`),
+/// gathered from memory in the step itself (a prefetching reader would hide even that).
+struct Cached {
+    kd: SmallKd<'static>,
+    cache: TeacherCache,
+    ids: Tensor,
+    opt: tnn::Optimizer,
+}
+
+impl Side for Cached {
+    fn step(&mut self, xs: &Tensor, ys: &Tensor) -> Tensor {
+        let batch = self.cache.batch(&self.ids, 0).expect("ids in the cache");
+        let out = self.kd.forward_cached(xs, &batch, true).expect("checked pairs");
+        let loss = out.student_output.cross_entropy_for_logits(ys) + out.loss();
+        self.opt.backward_step(&loss);
+        loss
+    }
+}
+
+fn cache_dir(batch: i64, encoding: Encoding) -> PathBuf {
+    std::env::temp_dir().join(format!("distill-bench-cache-{}-{batch}-{encoding:?}", std::process::id()))
+}
+
+/// Writes the cache of (b)'s teacher endpoints over `xs` and builds the cached side.
+fn cached_side(src: &VarStore, xs: &Tensor, encoding: Encoding) -> Cached {
+    let (teacher, student, svs) = leaked_models(src);
+    let kd = SmallKd::new(svs.root() / "kd", student, teacher).expect("valid pairs");
+    let batch = xs.size()[0];
+    let dir = cache_dir(batch, encoding);
+    let _ = std::fs::remove_dir_all(&dir);
+    let hash = TeacherHash::of_var_store(src).expect("hashable weights");
+    CacheWriter::new(&dir, hash).encoding(encoding).write(kd.engine(), teacher, xs).expect("cache written");
+    let cache = TeacherCache::open(&dir).expect("complete cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    Cached { kd, cache, ids: Tensor::arange(batch, (Kind::Int64, tch::Device::Cpu)), opt: sgd(svs) }
+}
+
+fn cross_entropy_side(src: &VarStore) -> CrossEntropy {
+    let (_, student, svs) = leaked_models(src);
+    CrossEntropy { student, opt: sgd(svs) }
+}
+
+pub(crate) fn bench_cache(args: &Args, batch: i64, summary: &mut Summary) {
+    let src = teacher_weights();
+    let (xs, ys) = batch_data(batch);
+    let mut ce = cross_entropy_side(&src);
+    let mut live = Front::new(&src);
+    let mut cached = cached_side(&src, &xs, Encoding::F32);
+    let f16 = cached_side(&src, &xs, Encoding::F16);
+    let bytes = |c: &Cached| c.cache.manifest().bytes_per_sample_view();
+    println!(
+        "(e) cache  batch {batch:>3}: bytes stored per sample: f32 {} B, f16 {} B (top-k logits: not yet available)",
+        bytes(&cached),
+        bytes(&f16)
+    );
+    summary.add("(e′) cache bytes per sample (f32 / f16)", batch, format!("{} B / {} B", bytes(&cached), bytes(&f16)));
+    let n = calibrate(|| drop(ce.step(&xs, &ys)), args.round_ms);
+    for _ in 0..5 {
+        drop(cached.step(&xs, &ys));
+        drop(live.step(&xs, &ys));
+    }
+    let mut py = match Python::start(args, batch) {
+        Ok(py) => Some(py),
+        Err(e) => {
+            println!("(e) cache  batch {batch:>3}: Python baseline skipped: {e}");
+            None
+        }
+    };
+    let mut run_ce = || time_round(n, || drop(ce.step(&xs, &ys)));
+    let mut run_cached = || time_round(n, || drop(cached.step(&xs, &ys)));
+    let mut run_live = || time_round(n, || drop(live.step(&xs, &ys)));
+    let m = match py.as_mut() {
+        Some(py) => {
+            let mut run_py = || py.round(n);
+            interleave(args.rounds, &mut [&mut run_ce, &mut run_cached, &mut run_live, &mut run_py])
+        }
+        None => interleave(args.rounds, &mut [&mut run_ce, &mut run_cached, &mut run_live]),
+    };
+    let to_ce = add_ratio(summary, "(e) cached step / cross-entropy-only step", batch, m[1], m[0]);
+    let to_live = add_ratio(summary, "(e) cached step / live `distill!` step", batch, m[1], m[2]);
+    print!(
+        "(e) cache  batch {batch:>3}: cached {} vs CE-only {} → {to_ce:.3}× (target ≤ 1.15×); vs live {} → {to_live:.3}×",
+        fmt_ms(m[1]),
+        fmt_ms(m[0]),
+        fmt_ms(m[2])
+    );
+    if let Some(&p) = m.get(3) {
+        let to_py = add_ratio(summary, "(e) cached step / PyTorch hooks live step", batch, m[1], p);
+        print!(
+            "; vs PyTorch hooks live {} → {to_py:.3}×{}",
+            fmt_ms(p),
+            if batch == 8 { " (target ≤ 0.5×)" } else { "" }
+        );
+    }
+    println!();
+}
+
+/// The cached step computes what the live step does (same weights, same first loss); no timing.
+pub(crate) fn smoke_test() {
+    let src = teacher_weights();
+    let (xs, ys) = batch_data(4);
+    let mut live = Front::new(&src);
+    let mut cached = cached_side(&src, &xs, Encoding::F32);
+    for _ in 0..3 {
+        let (l, c) = (live.step(&xs, &ys).double_value(&[]), cached.step(&xs, &ys).double_value(&[]));
+        assert_eq!(l, c, "the cached step computes another loss than the live one");
+    }
+}

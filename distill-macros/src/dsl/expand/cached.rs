@@ -1,0 +1,55 @@
+//! `forward_cached`: the forward of a `distill!` model whose teacher side comes from a teacher
+//! cache batch instead of the teacher.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Ident;
+
+use super::Items;
+
+/// Nothing for a distillation from several teachers: a cache holds one teacher's side.
+pub(super) fn methods(items: &Items) -> TokenStream {
+    if super::model::one_teacher(items).is_none() {
+        return TokenStream::new();
+    }
+    let Items { input, name, output, p, labels, .. } = items;
+    let student_ty = &input.student_ty;
+    let student_model = quote_spanned!(student_ty.span()=> <#student_ty as #p::Model>);
+    let n = labels.len();
+    let body = items.body(|| {
+        let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
+        quote! {
+            let __distill_forward = self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)?;
+            let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
+            ::core::result::Result::Ok(#output {
+                #(#labels: #pair_vars,)*
+                student_output: __distill_forward.student_output,
+                teacher_output: __distill_forward.teacher_output,
+            })
+        }
+    });
+    let allows = items.fallback_allows();
+    quote! {
+        #[automatically_derived]
+        #allows
+        impl<'m> #name<'m> {
+            /// Runs the student (with `train`) on `xs` — the batch's raw inputs, each sample's
+            /// stored augmentation view applied first — and reads the teacher's side of every pair
+            /// from `batch` (a teacher cache batch) instead of running the teacher. The output's
+            /// `teacher_output` is the cached teacher output if the cache stores it, else undefined.
+            ///
+            /// # Errors
+            /// `DistillError::CacheMismatch` for a teacher endpoint the cache does not store or
+            /// inputs of another shape than the cache's; what a forward can fail with.
+            pub fn forward_cached(
+                &self,
+                xs: &#p::tch::Tensor,
+                batch: &#p::CachedBatch,
+                train: bool,
+            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+                #body
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! [`CachedBatch`]: the teacher's stored captures for one training batch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tch::Tensor;
+
+use super::manifest::Manifest;
+use crate::endpoint::ResolvedEndpoint;
+use crate::error::{DistillError, Result};
+use crate::point::{Port, Side};
+use crate::side::{SideModel, SideResolver};
+use crate::Captured;
+
+/// The stored teacher captures of one batch of samples at one augmentation view, from
+/// [`TeacherCache::batch`](super::TeacherCache::batch) or a [`Prefetch`](super::Prefetch).
+///
+/// As a side of a distillation it stands for the teacher: its forward returns the stored tensors
+/// (as f32) for the endpoints asked for, and the stored teacher output if the cache has one (an
+/// undefined tensor otherwise).
+#[derive(Debug)]
+pub struct CachedBatch {
+    dir: PathBuf,
+    manifest: Arc<Manifest>,
+    ids: Tensor,
+    view: usize,
+    tensors: Vec<Tensor>,
+    params: Tensor,
+}
+
+impl CachedBatch {
+    pub(crate) fn new(
+        dir: PathBuf,
+        manifest: Arc<Manifest>,
+        ids: Tensor,
+        view: usize,
+        tensors: Vec<Tensor>,
+        params: Tensor,
+    ) -> Self {
+        CachedBatch { dir, manifest, ids, view, tensors, params }
+    }
+
+    /// The sample ids, in batch order.
+    pub fn ids(&self) -> &Tensor {
+        &self.ids
+    }
+
+    /// The augmentation view read.
+    pub fn view(&self) -> usize {
+        self.view
+    }
+
+    /// Each sample's view parameters, `[B, VIEW_PARAMS]`.
+    pub fn view_params(&self) -> &Tensor {
+        &self.params
+    }
+
+    /// The stored capture of the teacher endpoint at `path` (its output), as f32, if stored.
+    pub fn endpoint(&self, path: &str) -> Option<&Tensor> {
+        self.manifest.endpoint(path, Port::Output).map(|(index, _)| &self.tensors[index])
+    }
+
+    /// The stored capture of the input of the teacher module at `path` (`""`: the input the teacher
+    /// was given, i.e. the view), as f32, if stored.
+    pub fn endpoint_input(&self, path: &str) -> Option<&Tensor> {
+        self.manifest.endpoint(path, Port::Input).map(|(index, _)| &self.tensors[index])
+    }
+
+    /// `xs` (the batch's raw inputs, the samples in the order of [`ids`](Self::ids)) with each
+    /// sample's stored view applied: what the teacher saw when the cache was written.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] when `xs` is not a batch of this batch's size with the
+    /// cache's input shape.
+    pub fn replay(&self, xs: &Tensor) -> Result<Tensor> {
+        let expected = [vec![self.ids.size()[0]], self.manifest.input_shape.clone()].concat();
+        if xs.size() != expected {
+            return Err(DistillError::CacheMismatch {
+                dir: self.dir.display().to_string(),
+                what: "the input batch's shape".to_owned(),
+                cached: format!("{expected:?}"),
+                expected: format!("{:?}", xs.size()),
+            });
+        }
+        let params = self.params.f_to_device(xs.device())?;
+        self.manifest.augment.apply(xs, &params)
+    }
+}
+
+impl SideModel for CachedBatch {
+    fn resolver(&self, side: Side) -> SideResolver<'_> {
+        SideResolver::cached(self, &self.manifest, &self.dir, side)
+    }
+
+    fn run(&self, _xs: &Tensor, _train: bool, endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
+        let captures = endpoints
+            .iter()
+            .map(|endpoint| match self.manifest.endpoint(endpoint.path(), endpoint.port()) {
+                Some((index, _)) => Ok(Captured::one(self.tensors[index].shallow_clone())),
+                None => Err(missing_endpoint(&self.dir, &self.manifest, endpoint.path(), endpoint.port())),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let output = match self.manifest.endpoint("", Port::Output) {
+            Some((index, _)) => self.tensors[index].shallow_clone(),
+            None => Tensor::new(),
+        };
+        Ok((output, captures))
+    }
+}
+
+/// The error for a teacher endpoint that the cache did not store.
+pub(crate) fn missing_endpoint(dir: &std::path::Path, manifest: &Manifest, path: &str, port: Port) -> DistillError {
+    let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
+    DistillError::CacheMismatch {
+        dir: dir.display().to_string(),
+        what: format!("the teacher endpoint {shown} ({port})"),
+        cached: format!("not stored (stored: {})", super::mismatch::endpoint_list(&manifest.endpoints)),
+        expected: "read by a pair".to_owned(),
+    }
+}

@@ -1,0 +1,155 @@
+//! The cache's JSON manifest: what was stored, for which teacher, in which shards.
+//!
+//! The manifest is a function of the writer's configuration and of the teacher (its weights' hash and
+//! the per-sample shapes of its endpoints), never of which shards a process happened to write, so
+//! every shard writer writes the same bytes and independent processes never disagree about it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::augment::Augment;
+use super::files::{cache_error, write_atomically};
+use crate::error::Result;
+use crate::point::Port;
+
+/// The version of the cache layout this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The manifest file's name inside a cache directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The description of a teacher cache, stored as `manifest.json` beside its shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The layout version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// The teacher weights' hash ([`TeacherHash`](super::TeacherHash) as text).
+    pub teacher_hash: String,
+    /// Number of samples; sample ids are `0..num_samples`.
+    pub num_samples: usize,
+    /// The shape of one input sample (without the batch dimension).
+    pub input_shape: Vec<i64>,
+    /// Augmentation views stored per sample; epoch `e` reads view `e % views`.
+    pub views: usize,
+    /// The augmentation each view's parameters were drawn for.
+    pub augment: Augment,
+    /// The seed the views' parameters were drawn from.
+    pub seed: u64,
+    /// The stored teacher endpoints, in the order of the shard tensors `endpoint.0`, `endpoint.1`, …
+    pub endpoints: Vec<EndpointEntry>,
+    /// The shards, in sample order.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// One stored teacher endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointEntry {
+    /// The endpoint's resolved path in the teacher (`""` for the teacher's own output).
+    pub path: String,
+    /// Whether the module's input or output was captured.
+    pub port: StoredPort,
+    /// The shape of one sample's capture (without the batch dimension).
+    pub shape: Vec<i64>,
+    /// How the values are stored.
+    pub encoding: Encoding,
+}
+
+/// [`Port`] as the manifest writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredPort {
+    /// The module's input.
+    Input,
+    /// The module's output.
+    Output,
+}
+
+impl From<Port> for StoredPort {
+    fn from(port: Port) -> Self {
+        match port {
+            Port::Input => StoredPort::Input,
+            Port::Output => StoredPort::Output,
+        }
+    }
+}
+
+/// How a cached endpoint's values are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// 32-bit floats: reading gives back exactly what the teacher computed.
+    #[default]
+    F32,
+    /// 16-bit floats (half the bytes; a relative error of at most 2⁻¹¹ per value). Read back as f32.
+    F16,
+}
+
+impl Encoding {
+    /// The tensor kind values are stored in.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Encoding::F32 => tch::Kind::Float,
+            Encoding::F16 => tch::Kind::Half,
+        }
+    }
+
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Encoding::F32 => 4,
+            Encoding::F16 => 2,
+        }
+    }
+}
+
+/// One shard: a safetensors file holding samples `start..end`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// The file name inside the cache directory.
+    pub file: String,
+    /// The first sample id.
+    pub start: usize,
+    /// One past the last sample id.
+    pub end: usize,
+}
+
+impl Manifest {
+    /// The entry of the endpoint at `path` capturing `port`, with its index.
+    pub fn endpoint(&self, path: &str, port: Port) -> Option<(usize, &EndpointEntry)> {
+        let port = StoredPort::from(port);
+        self.endpoints.iter().enumerate().find(|(_, e)| e.path == path && e.port == port)
+    }
+
+    /// Bytes stored per sample and view: every endpoint's values.
+    pub fn bytes_per_sample_view(&self) -> usize {
+        self.endpoints.iter().map(|e| e.shape.iter().product::<i64>().max(0) as usize * e.encoding.bytes()).sum()
+    }
+
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
+        if manifest.format != FORMAT_VERSION {
+            return Err(cache_error(
+                &path,
+                format!("layout version {} (this build reads version {FORMAT_VERSION})", manifest.format),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest's bytes: pretty JSON, fields in declaration order, so equal manifests are equal
+    /// files.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| cache_error(Path::new(MANIFEST_FILE), e))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Writes `dir/manifest.json` atomically (temporary file, fsync, rename).
+    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
+        write_atomically(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
+    }
+}

@@ -1,0 +1,43 @@
+//! Naming the first difference between two manifests, for `DistillError::CacheMismatch`.
+
+use super::manifest::{EndpointEntry, Manifest, StoredPort};
+
+/// `(what, in the cache, here)` for the first field where `cached` and `ours` differ.
+pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(String, String, String)> {
+    let differ = |what: &str, a: String, b: String| (a != b).then(|| (what.to_owned(), a, b));
+    differ("the teacher weights' hash", cached.teacher_hash.clone(), ours.teacher_hash.clone())
+        .or_else(|| differ("the number of samples", cached.num_samples.to_string(), ours.num_samples.to_string()))
+        .or_else(|| differ("the input shape", format!("{:?}", cached.input_shape), format!("{:?}", ours.input_shape)))
+        .or_else(|| differ("the number of views", cached.views.to_string(), ours.views.to_string()))
+        .or_else(|| differ("the augmentation", format!("{:?}", cached.augment), format!("{:?}", ours.augment)))
+        .or_else(|| differ("the views' seed", cached.seed.to_string(), ours.seed.to_string()))
+        .or_else(|| differ("the teacher endpoints", endpoint_list(&cached.endpoints), endpoint_list(&ours.endpoints)))
+        .or_else(|| {
+            cached.endpoints.iter().zip(&ours.endpoints).find_map(|(a, b)| {
+                let what = format!("the shape of `{}`", a.path);
+                differ(&what, format!("{:?}", a.shape), format!("{:?}", b.shape)).or_else(|| {
+                    let what = format!("the encoding of `{}`", a.path);
+                    differ(&what, format!("{:?}", a.encoding), format!("{:?}", b.encoding))
+                })
+            })
+        })
+        .or_else(|| differ("the shards", cached.shards.len().to_string(), ours.shards.len().to_string()))
+}
+
+/// `` `features.1` (output), `` (output) `` …
+pub(crate) fn endpoint_list(endpoints: &[EndpointEntry]) -> String {
+    if endpoints.is_empty() {
+        return "none".to_owned();
+    }
+    endpoints
+        .iter()
+        .map(|e| {
+            let port = match e.port {
+                StoredPort::Input => "input",
+                StoredPort::Output => "output",
+            };
+            format!("`{}` ({port})", e.path)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,42 @@
+//! The teacher cache: run the teacher side of a distillation once over a dataset, store its
+//! captures, and train the student from them — the teacher does not run again, and need not be in
+//! memory.
+//!
+//! - [`CacheWriter`] runs the teacher endpoints of a distillation (a `Mapping`'s, or a `distill!`
+//!   model's through `engine()`) over samples `0..N`, for each of `V` augmentation views, and stores
+//!   the captures in safetensors shards (f32 or f16, per endpoint) with a JSON [`Manifest`]. Shards
+//!   are written by one process or by independent ones (`shard(i)` of `shards(n)`), each under a
+//!   temporary name renamed when complete.
+//! - [`TeacherCache::open`] reads a complete cache into memory; [`TeacherCache::batch`] and
+//!   [`TeacherCache::prefetch`] give a [`CachedBatch`] for the sample ids of a training batch, in the
+//!   loader's order, at view `epoch % V`. A `DistillModel` or a `distill!` model then runs
+//!   `forward_cached(&xs, &batch, train)`: the student sees the replayed view of `xs`, the teacher
+//!   side comes from the batch.
+//! - [`Augment`]: the views' parameters (crop box, flip), drawn from (seed, sample id, view) and
+//!   replayed on the student's input.
+//! - [`TeacherHash`] identifies the teacher's weights in the manifest.
+//!
+//! A cache that does not match the distillation reading it — other teacher weights, an endpoint it
+//! does not store, another input shape — is a [`DistillError::CacheMismatch`](crate::DistillError)
+//! naming the difference; a shard that was not completely written is
+//! [`DistillError::CacheIncomplete`](crate::DistillError).
+
+mod augment;
+mod batch;
+mod files;
+mod hash;
+mod manifest;
+mod mismatch;
+mod prefetch;
+mod reader;
+mod writer;
+
+pub use augment::{Augment, VIEW_PARAMS};
+pub use batch::CachedBatch;
+pub use hash::TeacherHash;
+pub use manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE};
+pub use prefetch::Prefetch;
+pub use reader::TeacherCache;
+pub use writer::{CacheWriter, WriteReport};
+
+pub(crate) use batch::missing_endpoint;

@@ -1,0 +1,195 @@
+//! [`TeacherCache`]: a written cache, loaded for training.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tch::{Kind, Tensor};
+
+use super::augment::VIEW_PARAMS;
+use super::batch::CachedBatch;
+use super::files::cache_error;
+use super::hash::TeacherHash;
+use super::manifest::Manifest;
+use super::prefetch::Prefetch;
+use crate::endpoint::ResolvedEndpoint;
+use crate::error::{DistillError, Result};
+use crate::point::Side;
+use crate::side::{SideModel, SideResolver};
+use crate::Captured;
+
+/// A teacher cache opened for reading: the manifest, and every shard's tensors in memory.
+///
+/// Shards are read fully into memory when the cache is opened (not memory-mapped): a training loop
+/// asks for batches of arbitrary sample ids in a shuffled order, which in memory is one gather per
+/// endpoint, and the file is then closed, so a writer may replace it later without affecting a
+/// running job. A cache larger than memory should be split into several caches over subsets.
+///
+/// As a side of a distillation, a `TeacherCache` stands for the teacher: `Mapping::new(&student,
+/// &cache)` checks teacher endpoints against the stored ones, and `DistillModel::forward_cached`
+/// reads them from a [`CachedBatch`].
+#[derive(Debug)]
+pub struct TeacherCache {
+    store: Store,
+}
+
+/// The loaded tensors, shared (shallowly) with a prefetching thread.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) dir: PathBuf,
+    pub(crate) manifest: Arc<Manifest>,
+    /// One `[num_samples, views, …]` tensor per stored endpoint.
+    endpoints: Vec<Tensor>,
+    /// `[num_samples, views, VIEW_PARAMS]`.
+    params: Tensor,
+}
+
+impl TeacherCache {
+    /// Opens the cache in `dir`: reads its manifest and every shard.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheIncomplete`] naming the first shard that is missing (its writer did not
+    /// finish); [`DistillError::Cache`] for a file that cannot be read or does not hold what the
+    /// manifest says.
+    pub fn open(dir: impl AsRef<Path>) -> Result<TeacherCache> {
+        let dir = dir.as_ref();
+        let manifest = Manifest::load(dir)?;
+        let shards = manifest.shards.len();
+        // Each shard is copied into tensors for the whole cache and dropped before the next is read,
+        // so reading needs the cache's size plus one shard, not twice the cache.
+        let whole = |shape: &[i64], kind: Kind| {
+            let size = [vec![manifest.num_samples as i64, manifest.views as i64], shape.to_vec()].concat();
+            Tensor::f_empty(size, (kind, tch::Device::Cpu))
+        };
+        let endpoints =
+            manifest.endpoints.iter().map(|e| whole(&e.shape, e.encoding.kind())).collect::<Result<Vec<_>, _>>()?;
+        let params = whole(&[VIEW_PARAMS as i64], Kind::Int64)?;
+        for (index, shard) in manifest.shards.iter().enumerate() {
+            let path = dir.join(&shard.file);
+            if shard.start > shard.end || shard.end > manifest.num_samples {
+                return Err(cache_error(
+                    &path,
+                    format!("samples {}..{} are not in 0..{}", shard.start, shard.end, manifest.num_samples),
+                ));
+            }
+            if !path.exists() {
+                return Err(DistillError::CacheIncomplete { dir: dir.display().to_string(), shard: index, shards });
+            }
+            let mut tensors: HashMap<String, Tensor> =
+                Tensor::read_safetensors(&path).map_err(|e| cache_error(&path, e))?.into_iter().collect();
+            let len = (shard.end - shard.start) as i64;
+            let views = manifest.views as i64;
+            let mut take = |name: &str, shape: Vec<i64>, kind: Kind| {
+                let tensor = tensors.remove(name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
+                if tensor.size() != shape || tensor.kind() != kind {
+                    return Err(cache_error(
+                        &path,
+                        format!(
+                            "`{name}` is {:?} {:?}, the manifest says {kind:?} {shape:?}",
+                            tensor.kind(),
+                            tensor.size()
+                        ),
+                    ));
+                }
+                Ok(tensor)
+            };
+            let start = shard.start as i64;
+            let part = take("views", vec![len, views, VIEW_PARAMS as i64], Kind::Int64)?;
+            params.f_narrow(0, start, len)?.f_copy_(&part)?;
+            for (j, (entry, stored)) in manifest.endpoints.iter().zip(&endpoints).enumerate() {
+                let shape = [vec![len, views], entry.shape.clone()].concat();
+                let part = take(&format!("endpoint.{j}"), shape, entry.encoding.kind())?;
+                stored.f_narrow(0, start, len)?.f_copy_(&part)?;
+            }
+        }
+        let store = Store { dir: dir.to_path_buf(), manifest: Arc::new(manifest), endpoints, params };
+        Ok(TeacherCache { store })
+    }
+
+    /// The cache's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.store.manifest
+    }
+
+    /// The directory the cache was read from.
+    pub fn dir(&self) -> &Path {
+        &self.store.dir
+    }
+
+    /// Checks that the cache was written with the teacher weights that hash to `expected`.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] showing both hashes.
+    pub fn check_teacher(&self, expected: &TeacherHash) -> Result<()> {
+        if self.manifest().teacher_hash == expected.as_str() {
+            Ok(())
+        } else {
+            Err(self.store.mismatch(
+                "the teacher weights' hash",
+                self.manifest().teacher_hash.clone(),
+                expected.to_string(),
+            ))
+        }
+    }
+
+    /// The stored captures of the samples `ids` (an integer tensor `[B]`, in the order the batch
+    /// is trained in) for `epoch`, which reads view `epoch % views`.
+    pub fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
+        self.store.batch(ids, epoch)
+    }
+
+    /// A reader that gathers the batches `ids` (one id tensor per batch, in training order) of
+    /// `epoch` on a background thread, up to `depth` batches ahead of the training loop.
+    pub fn prefetch(&self, ids: Vec<Tensor>, epoch: usize, depth: usize) -> Prefetch {
+        Prefetch::start(self.store.shallow_clone(), ids, epoch, depth)
+    }
+}
+
+impl Store {
+    pub(crate) fn shallow_clone(&self) -> Store {
+        Store {
+            dir: self.dir.clone(),
+            manifest: Arc::clone(&self.manifest),
+            endpoints: self.endpoints.iter().map(Tensor::shallow_clone).collect(),
+            params: self.params.shallow_clone(),
+        }
+    }
+
+    pub(crate) fn mismatch(&self, what: &str, cached: String, expected: String) -> DistillError {
+        DistillError::CacheMismatch { dir: self.dir.display().to_string(), what: what.to_owned(), cached, expected }
+    }
+
+    pub(crate) fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
+        let ids = ids.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Int64)?.f_reshape([-1])?;
+        let n = self.manifest.num_samples as i64;
+        let list = Vec::<i64>::try_from(&ids)?;
+        if let Some(bad) = list.iter().find(|&&id| id < 0 || id >= n) {
+            return Err(DistillError::InvalidArgument(format!(
+                "sample id {bad} is not in the teacher cache `{}` (ids 0..{n})",
+                self.dir.display()
+            )));
+        }
+        let view = (epoch % self.manifest.views) as i64;
+        let tensors = self
+            .endpoints
+            .iter()
+            .map(|stored| Ok(stored.f_select(1, view)?.f_index_select(0, &ids)?.f_to_kind(Kind::Float)?))
+            .collect::<Result<Vec<_>>>()?;
+        let params = self.params.f_select(1, view)?.f_index_select(0, &ids)?;
+        Ok(CachedBatch::new(self.dir.clone(), Arc::clone(&self.manifest), ids, view as usize, tensors, params))
+    }
+}
+
+impl SideModel for TeacherCache {
+    fn resolver(&self, side: Side) -> SideResolver<'_> {
+        SideResolver::cached(self, &self.store.manifest, &self.store.dir, side)
+    }
+
+    fn run(&self, _xs: &Tensor, _train: bool, _endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
+        Err(DistillError::InvalidArgument(
+            "a teacher cache does not run: call `forward_cached` with a batch from `TeacherCache::batch` or \
+             `TeacherCache::prefetch`"
+                .to_owned(),
+        ))
+    }
+}

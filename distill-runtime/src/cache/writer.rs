@@ -1,0 +1,341 @@
+//! [`CacheWriter`]: runs the teacher side of a distillation over a dataset and stores its captures.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Tensor};
+
+use super::augment::Augment;
+use super::files::{cache_error, publish, remove_stale_temporaries, shard_file, temporary};
+use super::hash::TeacherHash;
+use super::manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION};
+use super::mismatch::first_difference;
+use crate::endpoint::ResolvedEndpoint;
+use crate::engine::Engine;
+use crate::error::{DistillError, Result};
+use crate::side::SideModel;
+
+/// Writes a teacher cache: every teacher endpoint of a distillation (the pairs of a `Mapping`, or
+/// of a `distill!` model, through its `engine()`), for every sample and augmentation view, in
+/// safetensors shards with a JSON manifest.
+///
+/// Sample ids are `0..num_samples`; shard `i` of `n` holds ids `i·N/n .. (i+1)·N/n`. A writer
+/// writes every shard, or only the one given by [`shard`](Self::shard), so that independent
+/// processes can write disjoint shards of one cache. Each shard is written under a temporary name
+/// and renamed when complete; a rerun skips complete shards and rewrites the others.
+#[derive(Clone, Debug)]
+pub struct CacheWriter {
+    dir: PathBuf,
+    teacher_hash: TeacherHash,
+    shards: usize,
+    only: Option<usize>,
+    batch_size: usize,
+    views: usize,
+    augment: Augment,
+    seed: u64,
+    encoding: Encoding,
+    encodings: Vec<(String, Encoding)>,
+}
+
+/// What [`CacheWriter::write`] did.
+#[derive(Clone, Debug)]
+pub struct WriteReport {
+    /// The shards written by this call.
+    pub written: Vec<usize>,
+    /// The shards that were complete already and were left as they are.
+    pub skipped: Vec<usize>,
+    /// The cache's manifest.
+    pub manifest: Manifest,
+}
+
+impl CacheWriter {
+    /// A writer into `dir` (created if missing) for the teacher whose weights hash to
+    /// `teacher_hash`: one shard, batches of 128, one view without augmentation, f32 values.
+    pub fn new(dir: impl Into<PathBuf>, teacher_hash: TeacherHash) -> Self {
+        CacheWriter {
+            dir: dir.into(),
+            teacher_hash,
+            shards: 1,
+            only: None,
+            batch_size: 128,
+            views: 1,
+            augment: Augment::None,
+            seed: 0,
+            encoding: Encoding::F32,
+            encodings: Vec::new(),
+        }
+    }
+
+    /// Splits the cache into `count` shards.
+    pub fn shards(mut self, count: usize) -> Self {
+        self.shards = count;
+        self
+    }
+
+    /// Writes only shard `index` (from 0) of the [`shards`](Self::shards).
+    pub fn shard(mut self, index: usize) -> Self {
+        self.only = Some(index);
+        self
+    }
+
+    /// The teacher's batch size while writing.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Stores `count` views per sample, each with parameters of `augment` drawn from the
+    /// [`seed`](Self::seed), the sample id and the view.
+    pub fn views(mut self, count: usize, augment: Augment) -> Self {
+        self.views = count;
+        self.augment = augment;
+        self
+    }
+
+    /// The seed of the views' parameters (default 0).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// How every endpoint's values are stored unless [`endpoint_encoding`](Self::endpoint_encoding)
+    /// says otherwise (default f32).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// How the values of the teacher endpoint at `path` are stored.
+    pub fn endpoint_encoding(mut self, path: impl Into<String>, encoding: Encoding) -> Self {
+        self.encodings.push((path.into(), encoding));
+        self
+    }
+
+    /// Runs `teacher` over `inputs` (`[N, …]`, sample ids `0..N`) and stores the captures of the
+    /// teacher endpoints of `engine`.
+    pub fn write<T: SideModel + ?Sized>(&self, engine: &Engine, teacher: &T, inputs: &Tensor) -> Result<WriteReport> {
+        let num_samples = inputs.size().first().copied().unwrap_or(0).max(0) as usize;
+        self.write_with(engine, teacher, num_samples, |ids| {
+            let ids = Tensor::from_slice(ids).to_device(inputs.device());
+            Ok(inputs.f_index_select(0, &ids)?)
+        })
+    }
+
+    /// As [`write`](Self::write), with the inputs of the sample ids given loaded by `inputs` (a
+    /// dataset on disk, a decoder…): `inputs(&[3, 4, 5])` returns the batch `[3, …]`.
+    pub fn write_with<T, F>(
+        &self,
+        engine: &Engine,
+        teacher: &T,
+        num_samples: usize,
+        mut inputs: F,
+    ) -> Result<WriteReport>
+    where
+        T: SideModel + ?Sized,
+        F: FnMut(&[i64]) -> Result<Tensor>,
+    {
+        self.validate(num_samples)?;
+        let endpoints = stored_endpoints(engine.teacher_endpoints())?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
+        let existing = if self.dir.join(super::manifest::MANIFEST_FILE).exists() {
+            Some(Manifest::load(&self.dir)?)
+        } else {
+            None
+        };
+        let selected: Vec<usize> = match self.only {
+            Some(index) => vec![index],
+            None => (0..self.shards).collect(),
+        };
+        let mut report = WriteReport {
+            written: Vec::new(),
+            skipped: Vec::new(),
+            manifest: self.manifest(num_samples, &[], &endpoints),
+        };
+        let mut manifest_stored = false;
+        for shard in selected {
+            let (start, end) = self.range(shard, num_samples);
+            let path = self.dir.join(shard_file(shard, self.shards));
+            if path.exists() && existing.is_some() {
+                report.skipped.push(shard);
+                continue;
+            }
+            remove_stale_temporaries(&path)?;
+            let data = self.run_shard(engine, teacher, &endpoints, start, end, &mut inputs)?;
+            if !manifest_stored {
+                let shapes: Vec<Vec<i64>> = data.captures.iter().map(|t| t.size()[2..].to_vec()).collect();
+                report.manifest = self.manifest(num_samples, &data.input_shape, &endpoints);
+                for (entry, shape) in report.manifest.endpoints.iter_mut().zip(shapes) {
+                    entry.shape = shape;
+                }
+                self.agree_with(existing.as_ref(), &report.manifest)?;
+                report.manifest.store(&self.dir)?;
+                manifest_stored = true;
+            }
+            write_shard(&path, data)?;
+            report.written.push(shard);
+        }
+        if !manifest_stored {
+            // Every selected shard was complete: the cache's manifest stands, if it agrees with this
+            // writer's configuration (shapes aside, which only a teacher run would tell).
+            let existing = existing.ok_or_else(|| cache_error(&self.dir, "no manifest"))?;
+            let mut ours = report.manifest.clone();
+            for (entry, cached) in ours.endpoints.iter_mut().zip(&existing.endpoints) {
+                entry.shape.clone_from(&cached.shape);
+            }
+            ours.input_shape.clone_from(&existing.input_shape);
+            self.agree_with(Some(&existing), &ours)?;
+            report.manifest = existing;
+        }
+        Ok(report)
+    }
+
+    fn validate(&self, num_samples: usize) -> Result<()> {
+        let problem = if self.shards == 0 {
+            Some("a cache needs at least one shard".to_owned())
+        } else if let Some(index) = self.only.filter(|&i| i >= self.shards) {
+            Some(format!("shard {index} of {} does not exist (shards count from 0)", self.shards))
+        } else if num_samples < self.shards {
+            Some(format!("{num_samples} samples cannot fill {} shards", self.shards))
+        } else if self.views == 0 || self.batch_size == 0 {
+            Some("views and batch size must be at least 1".to_owned())
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |p| Err(DistillError::InvalidArgument(p)))
+    }
+
+    /// Sample ids `start..end` of shard `index`.
+    fn range(&self, index: usize, num_samples: usize) -> (usize, usize) {
+        (index * num_samples / self.shards, (index + 1) * num_samples / self.shards)
+    }
+
+    fn manifest(&self, num_samples: usize, input_shape: &[i64], endpoints: &[&ResolvedEndpoint]) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            teacher_hash: self.teacher_hash.as_str().to_owned(),
+            num_samples,
+            input_shape: input_shape.to_vec(),
+            views: self.views,
+            augment: self.augment,
+            seed: self.seed,
+            endpoints: endpoints
+                .iter()
+                .map(|e| EndpointEntry {
+                    path: e.path().to_owned(),
+                    port: StoredPort::from(e.port()),
+                    shape: Vec::new(),
+                    encoding: self.encoding_of(e.path()),
+                })
+                .collect(),
+            shards: (0..self.shards)
+                .map(|i| {
+                    let (start, end) = self.range(i, num_samples);
+                    ShardEntry { file: shard_file(i, self.shards), start, end }
+                })
+                .collect(),
+        }
+    }
+
+    fn encoding_of(&self, path: &str) -> Encoding {
+        self.encodings.iter().rev().find(|(p, _)| p == path).map_or(self.encoding, |(_, e)| *e)
+    }
+
+    /// An error naming the first difference between the cache in the directory and this writer's.
+    fn agree_with(&self, existing: Option<&Manifest>, ours: &Manifest) -> Result<()> {
+        match existing.and_then(|cached| first_difference(cached, ours)) {
+            Some((what, cached, expected)) => {
+                Err(DistillError::CacheMismatch { dir: self.dir.display().to_string(), what, cached, expected })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The teacher's captures for samples `start..end`, every view, as `[len, views, …]` tensors.
+    fn run_shard<T, F>(
+        &self,
+        engine: &Engine,
+        teacher: &T,
+        endpoints: &[&ResolvedEndpoint],
+        start: usize,
+        end: usize,
+        inputs: &mut F,
+    ) -> Result<ShardData>
+    where
+        T: SideModel + ?Sized,
+        F: FnMut(&[i64]) -> Result<Tensor>,
+    {
+        let _no_grad = tch::no_grad_guard();
+        let resolved: Vec<ResolvedEndpoint> = endpoints.iter().map(|e| (*e).clone()).collect();
+        let mut batches: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
+        let mut params = Vec::new();
+        let mut input_shape = Vec::new();
+        let mut first = start;
+        while first < end {
+            let last = (first + self.batch_size).min(end);
+            let ids: Vec<i64> = (first as i64..last as i64).collect();
+            let xs = inputs(&ids)?;
+            input_shape = xs.size().get(1..).unwrap_or_default().to_vec();
+            let mut views: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
+            let mut view_params = Vec::with_capacity(self.views);
+            for view in 0..self.views {
+                let drawn = self.augment.draw_batch(self.seed, &ids, view);
+                let xv = self.augment.apply(&xs, &drawn)?;
+                let (output, captures) = teacher.run(&xv, engine.mode().train, &resolved)?;
+                drop(output);
+                for ((capture, endpoint), stored) in captures.into_iter().zip(endpoints).zip(&mut views) {
+                    let tensor = capture.into_tensor();
+                    if !tensor.defined() {
+                        return Err(DistillError::InvalidArgument(format!(
+                            "the teacher endpoint `{}` gave no tensor to cache",
+                            endpoint.path()
+                        )));
+                    }
+                    let encoding = self.encoding_of(endpoint.path());
+                    stored.push(tensor.f_to_device(Device::Cpu)?.f_to_kind(encoding.kind())?);
+                }
+                view_params.push(drawn);
+            }
+            for (stored, per_view) in batches.iter_mut().zip(views) {
+                stored.push(Tensor::f_stack(&per_view, 1)?);
+            }
+            params.push(Tensor::f_stack(&view_params, 1)?);
+            first = last;
+        }
+        let captures = batches.iter().map(|b| Ok(Tensor::f_cat(b, 0)?.f_contiguous()?)).collect::<Result<_>>()?;
+        Ok(ShardData { input_shape, captures, params: Tensor::f_cat(&params, 0)? })
+    }
+}
+
+/// One shard's tensors before they are written.
+struct ShardData {
+    input_shape: Vec<i64>,
+    /// One `[len, views, …]` tensor per stored endpoint.
+    captures: Vec<Tensor>,
+    /// `[len, views, VIEW_PARAMS]`.
+    params: Tensor,
+}
+
+/// The distinct teacher endpoints (several pairs may read one), in first-use order.
+fn stored_endpoints(endpoints: &[ResolvedEndpoint]) -> Result<Vec<&ResolvedEndpoint>> {
+    let mut stored: Vec<&ResolvedEndpoint> = Vec::new();
+    for endpoint in endpoints {
+        if endpoint.all_calls() {
+            return Err(DistillError::InvalidArgument(format!(
+                "the teacher endpoint `{}` captures all calls, which a teacher cache does not store",
+                endpoint.path()
+            )));
+        }
+        if !stored.iter().any(|e| e.path() == endpoint.path() && e.port() == endpoint.port()) {
+            stored.push(endpoint);
+        }
+    }
+    Ok(stored)
+}
+
+/// Writes the shard under a temporary name, then publishes it.
+fn write_shard(path: &Path, data: ShardData) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vec![("views".to_owned(), data.params)];
+    named.extend(data.captures.into_iter().enumerate().map(|(i, t)| (format!("endpoint.{i}"), t)));
+    let tmp = temporary(path);
+    Tensor::write_safetensors(&named, &tmp).map_err(|e| cache_error(&tmp, e))?;
+    publish(&tmp, path)
+}

@@ -1,0 +1,105 @@
+//! A criterion whose weight follows a schedule over training steps.
+
+use std::ops::Mul;
+
+use tch::Tensor;
+
+use super::Criterion;
+use crate::error::{DistillError, Result};
+use crate::schedule::Schedule;
+
+/// `criterion` weighted by `schedule`'s value at the training step: `schedule(step) · criterion(s, t)`.
+/// Built by `criterion * schedule` (`Mse * Schedule::warmup(0.0, 1.0, 500)`),
+/// [`Criterion::scheduled`] or [`scheduled`] (for closures).
+///
+/// Its loss depends on the step, so it has no meaning without one: [`Criterion::loss`] panics and
+/// [`Criterion::f_loss`] returns [`DistillError::MissingStep`]; compute it with
+/// [`Criterion::loss_at`]`(step, …)`, or in a `distill!` model after `set_step(step)`. An invalid
+/// schedule ([`Schedule::validate`]) is an invalid criterion. Constant factors compose:
+/// `(Mse * schedule) * 2.0` scales the schedule, `(Mse * 2.0) * schedule` keeps the weight inside.
+///
+/// ```
+/// use distill_runtime::criterion::{Criterion, Mse};
+/// use distill_runtime::schedule::Schedule;
+/// use tch::Tensor;
+///
+/// let mse = Mse * Schedule::warmup(0.0, 1.0, 100);
+/// let (s, t) = (Tensor::from_slice(&[1.0f64, 2.0]), Tensor::from_slice(&[0.0f64, 0.0]));
+/// assert_eq!(mse.loss_at(50, &s, &t, None).double_value(&[]), 0.5 * 2.5);
+/// assert!(mse.f_loss(&s, &t).is_err()); // no step: an error, never step 0
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled<C> {
+    /// The scheduled criterion.
+    pub criterion: C,
+    /// Its weight by training step.
+    pub schedule: Schedule,
+}
+
+/// `criterion` weighted by `schedule` (works for closures too).
+pub fn scheduled<C: Criterion>(criterion: C, schedule: Schedule) -> Scheduled<C> {
+    Scheduled { criterion, schedule }
+}
+
+impl<C: Criterion> Criterion for Scheduled<C> {
+    /// Panics: a scheduled loss needs the step ([`Criterion::loss_at`]).
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        self.loss_with_targets(student, teacher, None)
+    }
+
+    /// Panics: a scheduled loss needs the step ([`Criterion::loss_at`]).
+    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// [`DistillError::MissingStep`]: a scheduled loss needs the step ([`Criterion::f_loss_at`]).
+    fn f_loss_with_targets(&self, _: &Tensor, _: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
+        Err(DistillError::MissingStep { pair: String::new() })
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.schedule.validate()?;
+        self.criterion.validate()
+    }
+
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
+        self.criterion.check_shapes(student, teacher)
+    }
+
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
+        self.criterion.check_targets(student, targets)
+    }
+
+    fn top_k_temperature(&self) -> Option<f64> {
+        self.criterion.top_k_temperature()
+    }
+
+    fn weight_at(&self, step: u64) -> f64 {
+        self.schedule.value(step) * self.criterion.weight_at(step)
+    }
+
+    fn is_scheduled(&self) -> bool {
+        true
+    }
+
+    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        self.schedule.validate().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
+        self.criterion.f_unweighted_loss(student, teacher, targets)
+    }
+}
+
+/// A constant factor scales the schedule: `(c * schedule) * 2.0` is `c * (schedule * 2.0)`.
+impl<C> Mul<f64> for Scheduled<C> {
+    type Output = Scheduled<C>;
+    fn mul(self, factor: f64) -> Scheduled<C> {
+        Scheduled { criterion: self.criterion, schedule: self.schedule * factor }
+    }
+}
+
+/// Schedules multiply: `(c * a) * b` is `c` scheduled by `a · b`.
+impl<C> Mul<Schedule> for Scheduled<C> {
+    type Output = Scheduled<C>;
+    fn mul(self, schedule: Schedule) -> Scheduled<C> {
+        Scheduled { criterion: self.criterion, schedule: self.schedule * schedule }
+    }
+}

@@ -1,0 +1,439 @@
+//! The teacher cache: cached pairs equal live pairs (exactly in f32, to 1e-3 relative in f16) for
+//! both front ends, augmentation views replayed for the student, manifest mismatches reported,
+//! interrupted and parallel shard writers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Net;
+use distill::cache::{Augment, CacheWriter, Encoding, TeacherCache, TeacherHash};
+use distill::prelude::*;
+use distill::{DistillError, Endpoint};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+const SAMPLES: i64 = 10;
+const SIDE: i64 = 12;
+
+/// Teacher, student and inputs, the same in every process (fixed seed).
+struct Setup {
+    vs: VarStore,
+    teacher: Net,
+    student: Net,
+    inputs: Tensor,
+}
+
+fn setup() -> Setup {
+    tch::manual_seed(17);
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&teacher_vs.root(), &[4, 8, 16], 5);
+    let vs = VarStore::new(Device::Cpu);
+    let student = Net::new(&(vs.root() / "s"), &[4, 8, 16], 5);
+    let inputs = Tensor::randn([SAMPLES, 1, SIDE, SIDE], (Kind::Float, Device::Cpu));
+    Setup { vs: teacher_vs, teacher, student, inputs }
+}
+
+fn hash(setup: &Setup) -> TeacherHash {
+    TeacherHash::of_var_store(&setup.vs).unwrap()
+}
+
+/// The pairs every test distills through: a container element, a conv inside it, the logits.
+fn mapping<'m, T: distill::side::SideModel>(student: &'m Net, teacher: &'m T) -> Mapping<'m, &'static str> {
+    let mut mapping = Mapping::new(student, teacher);
+    mapping.add("features.0", "features.0", "block").unwrap();
+    mapping.add("features.1.conv", "features.1.conv", "conv").unwrap();
+    mapping.add("", "", "logits").unwrap();
+    mapping
+}
+
+fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
+    CacheWriter::new(dir, hash(setup)).shards(2).batch_size(3).views(2, Augment::crop_flip(2)).seed(5)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("distill-cache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn ids(list: &[i64]) -> Tensor {
+    Tensor::from_slice(list)
+}
+
+/// The view the teacher saw at write time, computed independently of the cache.
+fn live_view(inputs: &Tensor, list: &[i64], view: usize) -> Tensor {
+    let augment = Augment::crop_flip(2);
+    augment.apply(&inputs.index_select(0, &ids(list)), &augment.draw_batch(5, list, view)).unwrap()
+}
+
+fn assert_close_f16(cached: &Tensor, live: &Tensor, what: &str) {
+    let bound = live.abs() * 1e-3 + 1e-7;
+    let within = (cached - live).abs().le_tensor(&bound).all().int64_value(&[]);
+    assert_eq!(within, 1, "{what}: cached f16 values are not within 1e-3 relative of the live ones");
+}
+
+// ---- exactness ------------------------------------------------------------------------------
+
+#[test]
+fn mapping_pairs_from_the_cache_equal_live_pairs_exactly_in_f32() {
+    let setup = setup();
+    let dir = temp_dir("mapping-f32");
+    writer(&dir, &setup)
+        .write(
+            distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher)).engine(),
+            &setup.teacher,
+            &setup.inputs,
+        )
+        .unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    cache.check_teacher(&hash(&setup)).unwrap();
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let cached = distill(&setup.student, &cache, mapping(&setup.student, &cache));
+    // Batches in another order and composition than they were written in, over 3 epochs of 2 views.
+    for (epoch, list) in [(0, vec![7i64, 2, 9]), (1, vec![0, 5, 3, 8]), (2, vec![9, 1])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        assert_eq!(batch.view(), epoch % 2);
+        let raw = setup.inputs.index_select(0, &ids(&list));
+        let xv = live_view(&setup.inputs, &list, epoch % 2);
+        let from_cache = cached.forward_cached(&raw, &batch, false).unwrap();
+        let from_teacher = live.forward_t(&xv, false).unwrap();
+        for ((cs, ct, label), (ls, lt, _)) in from_cache.pairs().zip(from_teacher.pairs()) {
+            assert_eq!(ct.size(), lt.size(), "{label}");
+            assert!(ct.equal(lt), "epoch {epoch}, pair {label}: teacher tensors differ");
+            assert!(cs.equal(ls), "epoch {epoch}, pair {label}: student tensors differ");
+        }
+        assert!(from_cache.teacher_output.equal(&from_teacher.teacher_output));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mapping_pairs_from_an_f16_cache_are_within_1e_3_relative() {
+    let setup = setup();
+    let dir = temp_dir("mapping-f16");
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let report = writer(&dir, &setup)
+        .encoding(Encoding::F16)
+        .endpoint_encoding("", Encoding::F32)
+        .write(live.engine(), &setup.teacher, &setup.inputs)
+        .unwrap();
+    let kinds: Vec<Encoding> = report.manifest.endpoints.iter().map(|e| e.encoding).collect();
+    assert_eq!(kinds, [Encoding::F16, Encoding::F16, Encoding::F32]);
+    let cache = TeacherCache::open(&dir).unwrap();
+    let cached = distill(&setup.student, &cache, mapping(&setup.student, &cache));
+    let list = [4i64, 1, 8, 6];
+    let batch = cache.batch(&ids(&list), 1).unwrap();
+    let from_cache = cached.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
+    let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, 1), false).unwrap();
+    for ((_, ct, label), (_, lt, _)) in from_cache.pairs().zip(from_teacher.pairs()) {
+        assert_eq!(ct.kind(), Kind::Float, "{label}: read back as f32");
+        assert_close_f16(ct, lt, label);
+    }
+    // The logits were stored in f32: exact.
+    assert!(from_cache.get(2).unwrap().1.equal(from_teacher.get(2).unwrap().1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+distill! {
+    /// Pairs named by typed paths, read from a cache.
+    struct CachedKd for Net => Net {
+        block: student.features[0] => teacher.features[0] with Mse;
+        conv: student.features[1].conv => teacher.features[1].conv with Mse;
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+#[test]
+fn dsl_pairs_from_the_cache_equal_live_pairs_exactly_in_f32_and_losses_too() {
+    let setup = setup();
+    let dir = temp_dir("dsl-f32");
+    let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let stored: Vec<&str> = cache.manifest().endpoints.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(stored, ["features.0", "features.1.conv", ""]);
+    for (epoch, list) in [(0, vec![3i64, 0, 6]), (3, vec![9, 8, 2, 5])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, true).unwrap();
+        let from_teacher = kd.forward_t(&live_view(&setup.inputs, &list, epoch % 2), true).unwrap();
+        assert!(from_cache.block.teacher.equal(&from_teacher.block.teacher));
+        assert!(from_cache.conv.teacher.equal(&from_teacher.conv.teacher));
+        assert!(from_cache.logits.teacher.equal(&from_teacher.logits.teacher));
+        assert!(from_cache.student_output.equal(&from_teacher.student_output));
+        assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- augmentation replay --------------------------------------------------------------------
+
+#[test]
+fn the_students_replayed_view_is_the_view_the_teacher_saw() {
+    let setup = setup();
+    let dir = temp_dir("replay");
+    let mut inputs = Mapping::new(&setup.student, &setup.teacher);
+    inputs.add(Endpoint::root().input(), Endpoint::root().input(), ()).unwrap();
+    let engine = distill(&setup.student, &setup.teacher, inputs);
+    CacheWriter::new(&dir, hash(&setup))
+        .views(3, Augment::crop_flip(2))
+        .seed(5)
+        .write(engine.engine(), &setup.teacher, &setup.inputs)
+        .unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let list = [2i64, 7, 4, 9, 0, 1];
+    let raw = setup.inputs.index_select(0, &ids(&list));
+    let mut seen = Vec::new();
+    for epoch in 0..6 {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        assert_eq!(batch.view(), epoch % 3, "epoch e reads view e mod V");
+        let teacher_saw = batch.endpoint_input("").unwrap();
+        assert!(batch.replay(&raw).unwrap().equal(teacher_saw), "epoch {epoch}");
+        // The crop box and flip by hand: zero-pad by 2, take SIDE × SIDE at (top, left), mirror.
+        let params = Vec::<i64>::try_from(batch.view_params().reshape([-1])).unwrap();
+        for (i, p) in params.chunks(3).enumerate() {
+            assert!((0..=4).contains(&p[0]) && (0..=4).contains(&p[1]) && (0..=1).contains(&p[2]));
+            let padded = raw.get(i as i64).constant_pad_nd([2, 2, 2, 2]);
+            let mut expected = padded.narrow(1, p[0], SIDE).narrow(2, p[1], SIDE);
+            if p[2] == 1 {
+                expected = expected.flip([2]);
+            }
+            assert!(teacher_saw.get(i as i64).equal(&expected), "sample {}, view {}", list[i], epoch % 3);
+        }
+        seen.push(params);
+    }
+    assert_eq!(seen[0], seen[3], "epochs 0 and 3 read the same view");
+    assert_ne!(seen[0], seen[1], "views differ");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- mismatches -----------------------------------------------------------------------------
+
+fn mismatch_what(error: DistillError) -> String {
+    match error {
+        DistillError::CacheMismatch { what, .. } => what,
+        other => panic!("expected a cache mismatch, got {other}"),
+    }
+}
+
+#[test]
+fn a_cache_of_other_teacher_weights_is_a_mismatch() {
+    let setup = setup();
+    let dir = temp_dir("other-weights");
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let student_hash = TeacherHash::of_tensors(setup.student.features.get(0).map(|b| ("w", &b.conv.ws))).unwrap();
+    let error = cache.check_teacher(&student_hash).unwrap_err();
+    assert!(error.to_string().contains(&student_hash.to_string()), "{error}");
+    assert_eq!(mismatch_what(error), "the teacher weights' hash");
+    // A writer of other weights into the same directory refuses to mix them in.
+    let error = CacheWriter::new(&dir, student_hash)
+        .shards(2)
+        .batch_size(3)
+        .views(2, Augment::crop_flip(2))
+        .seed(5)
+        .shard(1)
+        .write(engine.engine(), &setup.teacher, &setup.inputs);
+    std::fs::remove_file(dir.join("shard-00001-of-00002.safetensors")).unwrap();
+    let error = error.err().map(mismatch_what);
+    // Shard 1 was complete: skipped, and the configuration compared with the manifest.
+    assert_eq!(error.as_deref(), Some("the teacher weights' hash"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_endpoint_the_cache_does_not_store_is_a_mismatch_naming_it() {
+    let setup = setup();
+    let dir = temp_dir("other-endpoint");
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    // The dynamic API: checked when the pair is added.
+    let mut other = Mapping::new(&setup.student, &cache);
+    let error = other.add("features.1", "features.1", ()).unwrap_err();
+    assert!(error.to_string().contains("`features.0` (output), `features.1.conv` (output)"), "{error}");
+    assert_eq!(mismatch_what(error), "the teacher endpoint `features.1` (output)");
+    // By reference: a cache has no modules.
+    assert!(matches!(other.add("features.0", &setup.teacher.stem, ()), Err(DistillError::InvalidArgument(_))));
+    // The typed front end: checked by the cached forward.
+    distill! {
+        struct OtherKd for Net => Net {
+            bn: student.features[1].bn => teacher.features[1].bn with Mse;
+        }
+    }
+    let kd = OtherKd::new(setup.vs.root() / "other", &setup.student, &setup.teacher).unwrap();
+    let batch = cache.batch(&ids(&[0, 1]), 0).unwrap();
+    let error = kd.forward_cached(&setup.inputs.narrow(0, 0, 2), &batch, true).unwrap_err();
+    assert_eq!(mismatch_what(error), "the teacher endpoint `features.1.bn` (output)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn inputs_of_another_shape_are_a_mismatch() {
+    let setup = setup();
+    let dir = temp_dir("other-shape");
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    assert_eq!(cache.manifest().input_shape, [1, SIDE, SIDE]);
+    assert_eq!(cache.manifest().endpoints[1].shape, [16, SIDE, SIDE]);
+    let cached = distill(&setup.student, &cache, mapping(&setup.student, &cache));
+    let batch = cache.batch(&ids(&[0, 1]), 0).unwrap();
+    let wider = Tensor::randn([2, 1, SIDE + 4, SIDE + 4], (Kind::Float, Device::Cpu));
+    let error = cached.forward_cached(&wider, &batch, false).unwrap_err();
+    assert!(error.to_string().contains("[2, 1, 12, 12] in the cache, [2, 1, 16, 16] here"), "{error}");
+    assert_eq!(mismatch_what(error), "the input batch's shape");
+    // Sample ids outside the cache.
+    assert!(matches!(cache.batch(&ids(&[3, SAMPLES]), 0), Err(DistillError::InvalidArgument(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- shard writers in other processes ------------------------------------------------------
+
+/// Runs this test binary's `shard_writer_process` test as a child writing into `dir`.
+fn spawn_writer(dir: &Path, shard: Option<usize>, die_at: Option<i64>) -> std::process::Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", "shard_writer_process", "--nocapture", "--test-threads", "1"]);
+    command.env("DISTILL_CACHE_WRITER_DIR", dir);
+    if let Some(shard) = shard {
+        command.env("DISTILL_CACHE_WRITER_SHARD", shard.to_string());
+    }
+    if let Some(id) = die_at {
+        command.env("DISTILL_CACHE_WRITER_DIE_AT", id.to_string());
+    }
+    command.stdout(std::process::Stdio::null()).spawn().unwrap()
+}
+
+/// A writer process, when run by `spawn_writer`; nothing otherwise. With `DIE_AT`, the process
+/// exits while loading the batch holding that sample id, as a crash mid-shard would.
+#[test]
+fn shard_writer_process() {
+    let Some(dir) = std::env::var_os("DISTILL_CACHE_WRITER_DIR") else { return };
+    let setup = setup();
+    let shard = std::env::var("DISTILL_CACHE_WRITER_SHARD").ok().map(|s| s.parse::<usize>().unwrap());
+    let die_at = std::env::var("DISTILL_CACHE_WRITER_DIE_AT").ok().map(|s| s.parse::<i64>().unwrap());
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let mut writer = writer(Path::new(&dir), &setup);
+    if let Some(shard) = shard {
+        writer = writer.shard(shard);
+    }
+    writer
+        .write_with(engine.engine(), &setup.teacher, SAMPLES as usize, |list| {
+            if die_at.is_some_and(|id| list.contains(&id)) {
+                std::process::exit(3);
+            }
+            Ok(setup.inputs.index_select(0, &ids(list)))
+        })
+        .unwrap();
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().to_string_lossy().into_owned(), std::fs::read(entry.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The cache written by one writer in this process.
+fn reference_cache(name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let setup = setup();
+    let dir = temp_dir(name);
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let report = writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!(report.written, [0, 1]);
+    let files = files(&dir);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["manifest.json", "shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"]);
+    (dir, files)
+}
+
+#[test]
+fn two_shard_writers_in_separate_processes_give_the_same_cache_as_one_writer() {
+    let (reference, expected) = reference_cache("one-writer");
+    let dir = temp_dir("two-processes");
+    let mut children = [spawn_writer(&dir, Some(1), None), spawn_writer(&dir, Some(0), None)];
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert!(files(&dir) == expected, "the two processes' cache differs from one writer's");
+    TeacherCache::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&reference);
+}
+
+#[test]
+fn a_writer_killed_mid_shard_then_rerun_gives_a_complete_correct_cache() {
+    let (reference, expected) = reference_cache("uninterrupted");
+    let dir = temp_dir("killed");
+    // Dies loading the second batch of shard 1 (samples 5..10, batches of 3).
+    let status = spawn_writer(&dir, None, Some(8)).wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    // What a crash inside the shard's own write would leave: a partial temporary file.
+    std::fs::write(dir.join("shard-00001-of-00002.safetensors.tmp-999999"), b"partial").unwrap();
+    let error = TeacherCache::open(&dir).unwrap_err();
+    assert!(matches!(error, DistillError::CacheIncomplete { shard: 1, shards: 2, .. }), "{error}");
+    assert!(error.to_string().contains("shard 1 of 2"), "{error}");
+    assert!(error.to_string().ends_with("run the writer with shard 1 of 2"), "{error}");
+    let shard0 = std::fs::read(dir.join("shard-00000-of-00002.safetensors")).unwrap();
+    // The rerun writes only the missing shard and clears the partial file.
+    let setup = setup();
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let report = writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!((report.written, report.skipped), (vec![1], vec![0]));
+    assert_eq!(std::fs::read(dir.join("shard-00000-of-00002.safetensors")).unwrap(), shard0);
+    assert!(files(&dir) == expected, "the completed cache differs from an uninterrupted one");
+    TeacherCache::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&reference);
+}
+
+#[test]
+fn prefetched_batches_equal_direct_batches_in_the_loaders_order() {
+    let setup = setup();
+    let dir = temp_dir("prefetch");
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let order = Tensor::randperm(SAMPLES, (Kind::Int64, Device::Cpu));
+    let batches: Vec<Tensor> = order.split(4, 0);
+    let prefetched: Vec<_> = cache.prefetch(batches.iter().map(Tensor::shallow_clone).collect(), 1, 2).collect();
+    assert_eq!(prefetched.len(), batches.len());
+    for (batch, list) in prefetched.into_iter().zip(&batches) {
+        let batch = batch.unwrap();
+        let direct = cache.batch(list, 1).unwrap();
+        assert!(batch.ids().equal(list));
+        for path in ["features.0", "features.1.conv", ""] {
+            assert!(batch.endpoint(path).unwrap().equal(direct.endpoint(path).unwrap()), "{path}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_teacher_hash_depends_on_every_weight_and_not_on_order() {
+    let (a, b) = (setup(), setup());
+    assert_eq!(hash(&a), hash(&b), "same seed, same weights");
+    assert!(hash(&a).as_str().starts_with("sha256:") && hash(&a).as_str().len() == 7 + 64);
+    let named = a.vs.variables();
+    let mut forward: Vec<(&String, &Tensor)> = named.iter().collect();
+    forward.sort_by(|x, y| x.0.cmp(y.0));
+    let backward: Vec<(&String, &Tensor)> = forward.iter().rev().copied().collect();
+    assert_eq!(TeacherHash::of_tensors(forward).unwrap(), TeacherHash::of_tensors(backward).unwrap());
+    let _ = tch::no_grad(|| b.teacher.classifier.ws.get(0).get(0).f_add_(&Tensor::from(1e-6)).unwrap());
+    assert_ne!(hash(&a), hash(&b), "one changed weight changes the hash");
+}
+
+#[test]
+fn a_torchscript_teachers_hash_is_that_of_its_parameters() {
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jit/features.pt");
+    let module = distill::jit::Module::load(&pt, Device::Cpu).unwrap();
+    let hash = TeacherHash::of_jit(&module).unwrap();
+    assert_eq!(hash, TeacherHash::of_jit(&distill::jit::Module::load(&pt, Device::Cpu).unwrap()).unwrap());
+    assert_ne!(hash, TeacherHash::of_file(&pt).unwrap(), "parameters, not the file's bytes");
+}
