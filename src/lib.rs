@@ -15,6 +15,9 @@
 //!   and the pruning of their residual blocks;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time
 //!   ([`Mapping::with_teachers`] and [`distill_teachers`] for several teachers);
+//! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read
+//!   into a `Mapping`, every mistake located at its file, line and key;
+//! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`cache`]: the teacher cache — run the teacher once, train the student from its stored captures
 //!   with augmentation views replayed;
 //! - [`tune_allocator`]: the one call that makes libtorch fast in a Rust process.

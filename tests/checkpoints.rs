@@ -55,6 +55,7 @@ fn a_student_checkpoint_holds_exactly_the_students_variables() {
     // Teacher, student, and two distillations' adapters, all in one store.
     let vs = VarStore::new(Device::Cpu);
     let teacher = Net::new(&(vs.root() / "t"), &WIDTHS);
+    let second_teacher = Net::new(&(vs.root() / "t2"), &WIDTHS);
     let student = prune::prune_net(&teacher, &(vs.root() / "s"), 0.25).unwrap();
     let _dsl = ResumeKd::new(vs.root() / "kd", &student, &teacher).unwrap();
     let config = Config::from_file("examples/fashion_mnist/kd.toml").unwrap();
@@ -62,8 +63,11 @@ fn a_student_checkpoint_holds_exactly_the_students_variables() {
     // Move the running statistics away from their initial values.
     let _ = student.forward_t(&Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)), true);
 
-    let owners =
-        Owners::new(&vs, &student).teacher(&teacher).adapters(&(vs.root() / "kd")).adapters(&(vs.root() / "cfg"));
+    let owners = Owners::new(&vs, &student)
+        .teacher(&teacher)
+        .teacher(&second_teacher)
+        .adapters(&(vs.root() / "kd"))
+        .adapters(&(vs.root() / "cfg"));
     let file = dir.join("student.safetensors");
     let saved = owners.save_student(&file).unwrap();
     let expected = sorted_names(&vs, "s.");
@@ -79,7 +83,9 @@ fn a_student_checkpoint_holds_exactly_the_students_variables() {
     // The sorting behind it.
     let sorted = owners.variables().unwrap();
     let names = |list: &[(String, Tensor)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&sorted.teacher), sorted_names(&vs, "t."));
+    let mut teachers = sorted_names(&vs, "t.");
+    teachers.extend(sorted_names(&vs, "t2."));
+    assert_eq!(names(&sorted.teacher), teachers);
     let mut adapters = sorted_names(&vs, "cfg.");
     adapters.extend(sorted_names(&vs, "kd."));
     assert_eq!(names(&sorted.adapters), adapters);

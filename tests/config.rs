@@ -8,11 +8,12 @@ mod model;
 #[path = "../examples/fashion_mnist/prune.rs"]
 mod prune;
 
-use distill::config::{dry_run, losses, Config, ConfiguredAdapter, CriterionConfig};
+use distill::config::{dry_run, losses, losses_at, Config, ConfiguredAdapter, ConfiguredPair};
 use distill::criterion::{AttentionTransfer, Cosine, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1};
 use distill::criterion::{SoftCrossEntropy, L1};
 use distill::nn::{ModuleT, VarStore};
 use distill::prelude::*;
+use distill::schedule::Schedule;
 use distill::{Port, Side};
 use tch::{Device, Kind, Tensor};
 
@@ -197,31 +198,29 @@ fn wrong_values_are_errors_at_the_value() {
 
 #[test]
 fn every_criterion_parses_with_its_parameters() {
-    let criteria = [
-        ("\"Mse\"", CriterionConfig::Mse(Mse)),
-        ("\"L1\"", CriterionConfig::L1(L1)),
-        ("{ kind = \"SmoothL1\", beta = 0.5 }", CriterionConfig::SmoothL1(SmoothL1 { beta: 0.5 })),
-        ("\"Cosine\"", CriterionConfig::Cosine(Cosine)),
-        ("{ kind = \"KlDiv\", temperature = 2 }", CriterionConfig::KlDiv(KlDiv { temperature: 2.0 })),
-        ("\"KlDiv\"", CriterionConfig::KlDiv(KlDiv::default())),
-        (
-            "{ kind = \"SoftCrossEntropy\", temperature = 3.0 }",
-            CriterionConfig::SoftCrossEntropy(SoftCrossEntropy { temperature: 3.0 }),
-        ),
-        ("{ kind = \"AttentionTransfer\", p = 4.0 }", CriterionConfig::AttentionTransfer(AttentionTransfer { p: 4.0 })),
-        ("\"SimilarityPreserving\"", CriterionConfig::SimilarityPreserving(SimilarityPreserving)),
+    type Check = Box<dyn Fn(&ConfiguredPair) -> bool>;
+    fn is<C: Criterion + PartialEq + 'static>(expected: C) -> Check {
+        Box::new(move |pair| pair.criterion_as::<C>() == Some(&expected))
+    }
+    let criteria: [(&str, Check); 13] = [
+        ("\"Mse\"", is(Mse)),
+        ("\"L1\"", is(L1)),
+        ("{ kind = \"SmoothL1\", beta = 0.5 }", is(SmoothL1 { beta: 0.5 })),
+        ("\"Cosine\"", is(Cosine)),
+        ("{ kind = \"KlDiv\", temperature = 2 }", is(KlDiv { temperature: 2.0 })),
+        ("\"KlDiv\"", is(KlDiv::default())),
+        ("{ kind = \"SoftCrossEntropy\", temperature = 3.0 }", is(SoftCrossEntropy { temperature: 3.0 })),
+        ("{ kind = \"AttentionTransfer\", p = 4.0 }", is(AttentionTransfer { p: 4.0 })),
+        ("\"SimilarityPreserving\"", is(SimilarityPreserving)),
         (
             "{ kind = \"Rkd\", distance_weight = 2.0, angle_weight = 3.0 }",
-            CriterionConfig::Rkd(Rkd { distance_weight: 2.0, angle_weight: 3.0 }),
+            is(Rkd { distance_weight: 2.0, angle_weight: 3.0 }),
         ),
-        ("\"Pkt\"", CriterionConfig::Pkt(Pkt)),
-        (
-            "{ kind = \"Dist\", beta = 2.0, gamma = 3.0, tau = 1.5 }",
-            CriterionConfig::Dist(Dist { beta: 2.0, gamma: 3.0, tau: 1.5 }),
-        ),
+        ("\"Pkt\"", is(Pkt)),
+        ("{ kind = \"Dist\", beta = 2.0, gamma = 3.0, tau = 1.5 }", is(Dist { beta: 2.0, gamma: 3.0, tau: 1.5 })),
         (
             "{ kind = \"Dkd\", alpha = 0.5, temperature = 2.0 }",
-            CriterionConfig::Dkd(Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() }),
+            is(Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() }),
         ),
     ];
     let (_tvs, teacher, _svs, student) = models(3);
@@ -239,8 +238,9 @@ fn every_criterion_parses_with_its_parameters() {
     let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
     assert_eq!(mapping.len(), criteria.len());
     for (i, (pair, (_, expected))) in mapping.pairs().iter().zip(&criteria).enumerate() {
-        assert_eq!(pair.payload.criterion(), *expected, "pair {i}");
-        assert_eq!(pair.payload.weight(), i as f64);
+        assert!(expected(&pair.payload), "pair {i}: {:?}", pair.payload);
+        assert_eq!(pair.payload.criterion_as::<Mse>().is_some(), i == 0, "pair {i}");
+        assert_eq!(pair.payload.weight(), Some(i as f64));
         assert_eq!(pair.payload.name(), format!("c{i}"));
     }
 }
@@ -288,10 +288,10 @@ fn every_adapter_builds_against_the_models() {
         .pairs()
         .iter()
         .map(|pair| match pair.payload.student_adapter().or(pair.payload.teacher_adapter()).unwrap() {
-            ConfiguredAdapter::Conv2D(_) => "selection",
-            ConfiguredAdapter::InvertedConv2D(_) => "inverted selection",
+            ConfiguredAdapter::Selection(_) => "selection",
+            ConfiguredAdapter::InvertedSelection(_) => "inverted selection",
             ConfiguredAdapter::Conv1x1(_) => "1x1",
-            ConfiguredAdapter::Linear(_) => "linear",
+            ConfiguredAdapter::LinearMap(_) => "linear",
             ConfiguredAdapter::Fitted(_) => "fitted",
             _ => "other",
         })
@@ -345,4 +345,45 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
     // The classifier's input: the pooled features, 64 on the student, 256 on the teacher.
     assert_eq!((s.tensor().size(), t.tensor().size()), (vec![8, 64], vec![8, 256]));
     assert!(model.engine().mode().grad && model.engine().mode().train);
+}
+
+#[test]
+fn a_scheduled_weight_follows_the_step() {
+    let (_tvs, teacher, _svs, student) = models(7);
+    let text = [
+        one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nweight = { kind = \"warmup\", from = 0.0, to = 2.0, steps = 100 }"),
+        "[[pair]]\nname = \"q\"\nstudent = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\n\
+         weight = { kind = \"steps\", initial = 1.0, changes = [[10, 0.5], [20, 0.25]] }\n"
+            .to_owned(),
+    ]
+    .concat();
+    let config = Config::parse(&text, "exp.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let model = config.distill(&vs.root(), &student, &teacher).unwrap();
+    let pair = &model.mapping().pairs()[0].payload;
+    assert_eq!((pair.weight(), pair.schedule()), (None, Some(&Schedule::warmup(0.0, 2.0, 100))));
+    assert_eq!(pair.weight_at(25), 0.5);
+    let out = model.forward_t(&batch(), false).unwrap();
+    let mse = Mse.loss(&out.student_output, &out.teacher_output).double_value(&[]);
+    for (step, p, q) in [(0, 0.0, 1.0), (25, 0.5, 0.25), (10, 0.2, 0.5), (500, 2.0, 0.25)] {
+        let at = losses_at(&out, step, None).unwrap();
+        let value = |name| at.get(name).unwrap().double_value(&[]);
+        assert!((value("p") - p * mse).abs() <= 1e-6 * mse, "step {step}: {} vs {}", value("p"), p * mse);
+        assert!((value("q") - q * mse).abs() <= 1e-6 * mse, "step {step}");
+    }
+    // Without a step, a scheduled pair is an error naming it, never step 0.
+    let err = losses(&out, None).unwrap_err();
+    assert!(matches!(&err, DistillError::MissingStep { pair } if pair == "p"), "{err:?}");
+
+    let weight =
+        |value: &str| one_pair(&format!("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nweight = {value}"));
+    let cases = [
+        (weight("{ kind = \"warmpu\", steps = 3 }"), "exp.toml:6:19: `pair[0].weight.kind`: unknown schedule `warmpu` (did you mean `warmup`?)"),
+        (weight("{ kind = \"linear\", from = 0, to = 1, start = 5, end = 2 }"), "exp.toml:6:10: `pair[0].weight`: the schedule's ramp ends (step 2) before it starts (step 5)"),
+        (weight("{ kind = \"warmup\", from = 0, to = 1, steps = -3 }"), "exp.toml:6:55: `pair[0].weight.steps`: a step must be ≥ 0, got -3"),
+        (weight("{ kind = \"steps\", initial = 1, changes = [[1, 2, 3]] }"), "exp.toml:6:52: `pair[0].weight.changes[0]`: expected `[[step, value], …]`, e.g. `[[1000, 0.1]]`, found an array"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(config_error(&text).0, expected, "{text}");
+    }
 }

@@ -47,7 +47,7 @@ pub const STEP_KEY: &str = "__distill__.step";
 pub struct Owners<'a> {
     vs: &'a VarStore,
     student: &'a dyn Distillable,
-    teacher: Option<&'a dyn Distillable>,
+    teachers: Vec<&'a dyn Distillable>,
     adapters: Vec<String>,
 }
 
@@ -58,7 +58,7 @@ pub struct Variables {
     pub student: Vec<(String, Tensor)>,
     /// The adapters'.
     pub adapters: Vec<(String, Tensor)>,
-    /// The teacher's (when the teacher was given and shares the store).
+    /// The teachers' (those given, which share the store).
     pub teacher: Vec<(String, Tensor)>,
 }
 
@@ -73,13 +73,13 @@ pub struct TrainingState {
 impl<'a> Owners<'a> {
     /// The owners of `vs`'s variables, `student` being the model whose variables it holds.
     pub fn new(vs: &'a VarStore, student: &'a dyn Distillable) -> Self {
-        Owners { vs, student, teacher: None, adapters: Vec::new() }
+        Owners { vs, student, teachers: Vec::new(), adapters: Vec::new() }
     }
 
-    /// The teacher, when its variables are in the same store (a teacher in a store of its own needs
-    /// no mention).
+    /// A teacher whose variables are in the same store (a teacher in a store of its own needs no
+    /// mention); call it once per such teacher.
     pub fn teacher(mut self, teacher: &'a dyn Distillable) -> Self {
-        self.teacher = Some(teacher);
+        self.teachers.push(teacher);
         self
     }
 
@@ -110,7 +110,7 @@ impl<'a> Owners<'a> {
             ));
         }
         let student = Index::new(layer_tensors(self.student));
-        let teacher = Index::new(self.teacher.map(layer_tensors).unwrap_or_default());
+        let teacher = Index::new(self.teachers.iter().flat_map(|teacher| layer_tensors(*teacher)).collect());
         let mut sorted = Variables::default();
         let mut found = vec![false; student.tensors.len()];
         let mut variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
@@ -135,7 +135,7 @@ impl<'a> Owners<'a> {
                          it is held by a module the checkpoint cannot see into (a custom layer, a skipped field) \
                          or by another model in the same store; keep other models in stores of their own, \
                          and give the teacher and the adapters' paths",
-                        if self.teacher.is_some() { " or the teacher" } else { "" }
+                        if self.teachers.is_empty() { "" } else { " or the teacher" }
                     )))
                 }
                 (1, Some(layer), _) => {
@@ -244,7 +244,7 @@ impl std::fmt::Debug for Owners<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Owners")
             .field("student", &self.student.module_type())
-            .field("teacher", &self.teacher.map(|teacher| teacher.module_type()))
+            .field("teachers", &self.teachers.iter().map(|teacher| teacher.module_type()).collect::<Vec<_>>())
             .field("adapters", &self.adapters)
             .finish()
     }

@@ -19,10 +19,10 @@ use crate::nn::{Conv2D, Linear};
 use crate::point::Side;
 use crate::suggest::closest;
 
-/// An adapter constructor of `distill::adapter` with its options, as a configuration names it.
+/// An adapter constructor of `distill::adapter` with its options, as a configuration names it. Not
+/// public, as the criteria's (its variants would shadow layer names in rustc's messages).
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum AdapterConfig {
+pub(crate) enum AdapterConfig {
     /// `"conv2d_adapter"` on the teacher: the selection adapter from the teacher conv to its pruned
     /// student conv; options `atol`, `rtol` (the weight comparison's tolerance).
     Conv2d(Tolerance),
@@ -75,13 +75,13 @@ const KINDS: [(&str, Option<Side>, &[&str]); 10] = [
 #[non_exhaustive]
 pub enum ConfiguredAdapter {
     /// Built by `conv2d_adapter`.
-    Conv2D(Conv2DAdapter),
+    Selection(Conv2DAdapter),
     /// Built by `inverted_conv2d_adapter`.
-    InvertedConv2D(InvertedConv2DAdapter),
+    InvertedSelection(InvertedConv2DAdapter),
     /// Built by `conv1x1_adapter` or a learned conv adapter.
     Conv1x1(Conv1x1Adapter),
     /// Built by `linear_adapter` or a learned linear adapter.
-    Linear(LinearAdapter),
+    LinearMap(LinearAdapter),
     /// Built by `fitted_linear_adapter` or `fitted_conv1x1_adapter`; sized by a dry run.
     Fitted(FittedAdapter),
 }
@@ -90,10 +90,10 @@ impl ConfiguredAdapter {
     /// `xs` through the adapter, or an error when it cannot take `xs` (or is not fitted yet).
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            ConfiguredAdapter::Conv2D(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::InvertedConv2D(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::Selection(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::InvertedSelection(adapter) => adapter.f_forward(xs),
             ConfiguredAdapter::Conv1x1(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::Linear(adapter) => adapter.f_forward(xs),
+            ConfiguredAdapter::LinearMap(adapter) => adapter.f_forward(xs),
             ConfiguredAdapter::Fitted(adapter) => adapter.f_forward(xs),
         }
     }
@@ -197,14 +197,14 @@ impl AdapterConfig {
     /// Builds the adapter under `path` from the pair's endpoint modules.
     pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<ConfiguredAdapter> {
         Ok(match *self {
-            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Conv2D(conv2d_adapter_with_tolerance(
+            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Selection(conv2d_adapter_with_tolerance(
                 path,
                 layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
                 layer::<Conv2D>(modules.student, Side::Student, "conv2d_adapter", "Conv2D")?,
                 tolerance,
             )?),
             AdapterConfig::InvertedConv2d(tolerance) => {
-                ConfiguredAdapter::InvertedConv2D(inverted_conv2d_adapter_with_tolerance(
+                ConfiguredAdapter::InvertedSelection(inverted_conv2d_adapter_with_tolerance(
                     path,
                     layer::<Conv2D>(modules.teacher, Side::Teacher, "inverted_conv2d_adapter", "Conv2D")?,
                     layer::<Conv2D>(modules.student, Side::Student, "inverted_conv2d_adapter", "Conv2D")?,
@@ -221,12 +221,12 @@ impl AdapterConfig {
                 layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_inverted_conv2d_adapter", "Conv2D")?,
                 layer::<Conv2D>(modules.student, Side::Student, "learned_inverted_conv2d_adapter", "Conv2D")?,
             )?),
-            AdapterConfig::LearnedLinear => ConfiguredAdapter::Linear(learned_linear_adapter(
+            AdapterConfig::LearnedLinear => ConfiguredAdapter::LinearMap(learned_linear_adapter(
                 path,
                 layer::<Linear>(modules.teacher, Side::Teacher, "learned_linear_adapter", "Linear")?,
                 layer::<Linear>(modules.student, Side::Student, "learned_linear_adapter", "Linear")?,
             )?),
-            AdapterConfig::LearnedInvertedLinear => ConfiguredAdapter::Linear(learned_inverted_linear_adapter(
+            AdapterConfig::LearnedInvertedLinear => ConfiguredAdapter::LinearMap(learned_inverted_linear_adapter(
                 path,
                 layer::<Linear>(modules.teacher, Side::Teacher, "learned_inverted_linear_adapter", "Linear")?,
                 layer::<Linear>(modules.student, Side::Student, "learned_inverted_linear_adapter", "Linear")?,
@@ -235,7 +235,7 @@ impl AdapterConfig {
                 ConfiguredAdapter::Conv1x1(conv1x1_adapter(path, inputs, outputs)?)
             }
             AdapterConfig::Linear { inputs, outputs } => {
-                ConfiguredAdapter::Linear(linear_adapter(path, inputs, outputs)?)
+                ConfiguredAdapter::LinearMap(linear_adapter(path, inputs, outputs)?)
             }
             AdapterConfig::FittedLinear => ConfiguredAdapter::Fitted(fitted_linear_adapter(path, &(), &())?),
             AdapterConfig::FittedConv1x1 => ConfiguredAdapter::Fitted(fitted_conv1x1_adapter(path, &(), &())?),

@@ -5,17 +5,20 @@
 use toml::de::DeValue;
 
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
+use crate::criterion::scheduled;
 use crate::criterion::{
     AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
     SoftCrossEntropy, L1,
 };
 use crate::error::Result;
+use crate::schedule::Schedule;
 use crate::suggest::closest;
 
-/// A criterion of the catalogue with its parameters, as a configuration names it.
+/// A criterion of the catalogue with its parameters, as a configuration names it. Not public: its
+/// variants, named as the criteria, would make rustc spell every criterion with its full path in
+/// messages that list them.
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum CriterionConfig {
+pub(crate) enum CriterionConfig {
     /// `"Mse"`.
     Mse(Mse),
     /// `"L1"`.
@@ -59,21 +62,45 @@ const KINDS: [(&str, &[&str]); 12] = [
 ];
 
 impl CriterionConfig {
-    /// The criterion, boxed.
-    pub fn boxed(&self) -> Box<dyn Criterion> {
+    /// The criterion as `Any`, to be downcast to its type.
+    pub(crate) fn as_any(&self) -> &dyn std::any::Any {
+        match self {
+            CriterionConfig::Mse(c) => c,
+            CriterionConfig::L1(c) => c,
+            CriterionConfig::SmoothL1(c) => c,
+            CriterionConfig::Cosine(c) => c,
+            CriterionConfig::KlDiv(c) => c,
+            CriterionConfig::SoftCrossEntropy(c) => c,
+            CriterionConfig::AttentionTransfer(c) => c,
+            CriterionConfig::SimilarityPreserving(c) => c,
+            CriterionConfig::Rkd(c) => c,
+            CriterionConfig::Pkt(c) => c,
+            CriterionConfig::Dist(c) => c,
+            CriterionConfig::Dkd(c) => c,
+        }
+    }
+
+    /// The criterion, boxed; weighted by `schedule` when one is given.
+    pub(crate) fn boxed(&self, schedule: Option<&Schedule>) -> Box<dyn Criterion> {
+        fn wrap<C: Criterion + 'static>(criterion: C, schedule: Option<&Schedule>) -> Box<dyn Criterion> {
+            match schedule {
+                Some(schedule) => Box::new(scheduled(criterion, schedule.clone())),
+                None => Box::new(criterion),
+            }
+        }
         match *self {
-            CriterionConfig::Mse(c) => Box::new(c),
-            CriterionConfig::L1(c) => Box::new(c),
-            CriterionConfig::SmoothL1(c) => Box::new(c),
-            CriterionConfig::Cosine(c) => Box::new(c),
-            CriterionConfig::KlDiv(c) => Box::new(c),
-            CriterionConfig::SoftCrossEntropy(c) => Box::new(c),
-            CriterionConfig::AttentionTransfer(c) => Box::new(c),
-            CriterionConfig::SimilarityPreserving(c) => Box::new(c),
-            CriterionConfig::Rkd(c) => Box::new(c),
-            CriterionConfig::Pkt(c) => Box::new(c),
-            CriterionConfig::Dist(c) => Box::new(c),
-            CriterionConfig::Dkd(c) => Box::new(c),
+            CriterionConfig::Mse(c) => wrap(c, schedule),
+            CriterionConfig::L1(c) => wrap(c, schedule),
+            CriterionConfig::SmoothL1(c) => wrap(c, schedule),
+            CriterionConfig::Cosine(c) => wrap(c, schedule),
+            CriterionConfig::KlDiv(c) => wrap(c, schedule),
+            CriterionConfig::SoftCrossEntropy(c) => wrap(c, schedule),
+            CriterionConfig::AttentionTransfer(c) => wrap(c, schedule),
+            CriterionConfig::SimilarityPreserving(c) => wrap(c, schedule),
+            CriterionConfig::Rkd(c) => wrap(c, schedule),
+            CriterionConfig::Pkt(c) => wrap(c, schedule),
+            CriterionConfig::Dist(c) => wrap(c, schedule),
+            CriterionConfig::Dkd(c) => wrap(c, schedule),
         }
     }
 }
@@ -99,7 +126,7 @@ pub(super) fn read(source: Source<'_>, value: &DeValue<'_>, at: &At) -> Result<C
             ))
         }
     };
-    criterion.boxed().validate().map_err(|reason| source.error(at, format!("invalid criterion: {reason}")))?;
+    criterion.boxed(None).validate().map_err(|reason| source.error(at, format!("invalid criterion: {reason}")))?;
     Ok(criterion)
 }
 

@@ -23,7 +23,10 @@
 //!
 //! A pair's keys: `name`, `student`, `teacher` (required); `criterion` (required: a name of
 //! `distill::criterion` — `"Mse"`, `"L1"`, `"Cosine"`… — or a table with the name under `kind` and the
-//! criterion's parameters, the others taking its defaults); `weight`; `student_adapter` and
+//! criterion's parameters, the others taking its defaults); `weight` (a number, or a schedule of the
+//! training step as a table with its kind — `constant` (`value`), `warmup` (`from`, `to`, `steps`),
+//! `linear`/`cosine` (`from`, `to`, `start`, `end`), `steps` (`initial`, `changes = [[step, value], …]`)
+//! — whose losses [`losses_at`] computes at a step); `student_adapter` and
 //! `teacher_adapter` (a constructor of `distill::adapter` by name, or a table with the name under
 //! `kind` and its options: `atol`/`rtol` for the selection adapters, `in`/`out` for
 //! `conv1x1_adapter` and `linear_adapter`); `student_input`, `teacher_input` (capture the module's
@@ -55,18 +58,20 @@ mod adapters;
 mod criteria;
 mod pair;
 mod reader;
+mod weight;
 
-pub use adapters::{AdapterConfig, ConfiguredAdapter};
-pub use criteria::CriterionConfig;
-pub use pair::{dry_run, losses, ConfiguredLosses, ConfiguredPair};
+pub use adapters::ConfiguredAdapter;
+pub use pair::{dry_run, losses, losses_at, ConfiguredLosses, ConfiguredPair};
 
 use std::path::Path as FilePath;
 
 use tch::nn::{ModuleT, Path};
 use toml::de::{DeTable, DeValue};
 
-use self::adapters::EndpointModules;
+use self::adapters::{AdapterConfig, EndpointModules};
+use self::criteria::CriterionConfig;
 use self::reader::{At, Source, Table};
+use self::weight::WeightConfig;
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;
 use crate::error::{DistillError, Result};
@@ -95,7 +100,7 @@ struct PairEntry {
     student: EndpointEntry,
     teacher: EndpointEntry,
     criterion: CriterionConfig,
-    weight: Option<f64>,
+    weight: WeightConfig,
     student_adapter: Option<(AdapterConfig, At)>,
     teacher_adapter: Option<(AdapterConfig, At)>,
 }
@@ -213,8 +218,8 @@ impl Config {
             let payload = ConfiguredPair {
                 name: pair.name.clone(),
                 criterion: pair.criterion,
-                boxed: pair.criterion.boxed(),
-                weight: pair.weight,
+                boxed: pair.criterion.boxed(pair.weight.schedule()),
+                weight: pair.weight.clone(),
                 student_adapter: build(&pair.student_adapter, "student")?,
                 teacher_adapter: build(&pair.teacher_adapter, "teacher")?,
             };
@@ -356,21 +361,10 @@ fn read_pair(table: &Table<'_, '_>, at: &At) -> Result<PairEntry> {
         student,
         teacher,
         criterion,
-        weight: read_weight(table)?,
+        weight: weight::read(table)?,
         student_adapter: adapter(Side::Student, "student_adapter")?,
         teacher_adapter: adapter(Side::Teacher, "teacher_adapter")?,
     })
-}
-
-/// The weight of a pair's loss (`weight`, a finite number). This is the one place that turns the
-/// file's weight into the payload's: a weight that varies with the training step would be read here.
-fn read_weight(table: &Table<'_, '_>) -> Result<Option<f64>> {
-    match table.float("weight")? {
-        Some((weight, at)) if !weight.is_finite() => {
-            Err(table.source().error(&at, format!("the weight must be finite, got {weight}")))
-        }
-        weight => Ok(weight.map(|(weight, _)| weight)),
-    }
 }
 
 fn as_table<'a, 'i>(root: &Table<'_, '_>, value: &'a DeValue<'i>, at: &At, what: &str) -> Result<&'a DeTable<'i>> {

@@ -7,12 +7,14 @@ use tch::Tensor;
 
 use super::adapters::ConfiguredAdapter;
 use super::criteria::CriterionConfig;
+use super::weight::WeightConfig;
 use crate::captured::Captured;
 use crate::criterion::{check_pair, name_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::error::{DistillError, Result};
 use crate::mapping::{DistillModel, DistillOutput};
 use crate::point::Side;
+use crate::schedule::Schedule;
 use crate::side::SideModel;
 
 /// One pair of a configuration, built against the models: its name, criterion, weight and adapters.
@@ -22,7 +24,7 @@ pub struct ConfiguredPair {
     pub(super) name: String,
     pub(super) criterion: CriterionConfig,
     pub(super) boxed: Box<dyn Criterion>,
-    pub(super) weight: Option<f64>,
+    pub(super) weight: WeightConfig,
     pub(super) student_adapter: Option<ConfiguredAdapter>,
     pub(super) teacher_adapter: Option<ConfiguredAdapter>,
 }
@@ -34,14 +36,36 @@ impl ConfiguredPair {
     }
 
     /// The criterion with its parameters, as configured.
-    pub fn criterion(&self) -> CriterionConfig {
-        self.criterion
+    pub fn criterion(&self) -> &dyn Criterion {
+        &*self.boxed
     }
 
-    /// The weight of the pair's loss (`weight`; 1 when the file gives none, and then the loss is not
-    /// multiplied at all).
-    pub fn weight(&self) -> f64 {
-        self.weight.unwrap_or(1.0)
+    /// The criterion as its type `C` (`KlDiv`, `Mse`…), if it is one: to read its parameters.
+    pub fn criterion_as<C: Criterion + 'static>(&self) -> Option<&C> {
+        self.criterion.as_any().downcast_ref()
+    }
+
+    /// The constant weight of the pair's loss (`weight = 0.5`; 1 when the file gives none, and then
+    /// the loss is not multiplied at all); `None` when the weight follows a [`schedule`](Self::schedule).
+    pub fn weight(&self) -> Option<f64> {
+        match &self.weight {
+            WeightConfig::Unset => Some(1.0),
+            WeightConfig::Constant(weight) => Some(*weight),
+            WeightConfig::Schedule(_) => None,
+        }
+    }
+
+    /// The schedule the pair's weight follows (`weight = { kind = "warmup", … }`), if any.
+    pub fn schedule(&self) -> Option<&Schedule> {
+        self.weight.schedule()
+    }
+
+    /// The pair's weight at training step `step`.
+    pub fn weight_at(&self, step: u64) -> f64 {
+        match &self.weight {
+            WeightConfig::Schedule(schedule) => schedule.value(step),
+            _ => self.weight().unwrap_or(1.0),
+        }
     }
 
     /// The adapter applied to the student's tensor, if any.
@@ -63,14 +87,35 @@ impl ConfiguredPair {
     }
 
     /// The pair's weighted loss: its criterion on the adapted tensors (with the batch's `targets`
-    /// for a criterion that uses them), times its weight. Errors name the pair.
+    /// for a criterion that uses them), times its weight. Errors name the pair; a pair whose weight
+    /// follows a schedule needs the step ([`f_loss_at`](Self::f_loss_at)).
     pub fn f_loss(&self, student: &Captured, teacher: &Captured, targets: Option<&Tensor>) -> Result<Tensor> {
+        self.loss_with(student, teacher, |s, t| self.boxed.f_loss_with_targets(s, t, targets))
+    }
+
+    /// [`f_loss`](Self::f_loss) at training step `step`: a scheduled weight takes its value there.
+    pub fn f_loss_at(
+        &self,
+        step: u64,
+        student: &Captured,
+        teacher: &Captured,
+        targets: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.loss_with(student, teacher, |s, t| self.boxed.f_loss_at(step, s, t, targets))
+    }
+
+    fn loss_with(
+        &self,
+        student: &Captured,
+        teacher: &Captured,
+        loss: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let (student, teacher) = self.adapt(student, teacher)?;
-        let loss =
-            self.boxed.f_loss_with_targets(&student, &teacher, targets).map_err(|err| name_pair(err, &self.name))?;
+        let loss = loss(&student, &teacher).map_err(|err| name_pair(err, &self.name))?;
         Ok(match self.weight {
-            Some(weight) => loss * weight,
-            None => loss,
+            WeightConfig::Constant(weight) => loss * weight,
+            // Unset: not multiplied; a schedule: applied by the scheduled criterion.
+            WeightConfig::Unset | WeightConfig::Schedule(_) => loss,
         })
     }
 
@@ -116,7 +161,7 @@ impl fmt::Debug for ConfiguredPair {
         f.debug_struct("ConfiguredPair")
             .field("name", &self.name)
             .field("criterion", &self.criterion)
-            .field("weight", &self.weight())
+            .field("weight", &self.weight)
             .field("student_adapter", &self.student_adapter)
             .field("teacher_adapter", &self.teacher_adapter)
             .finish()
@@ -181,11 +226,28 @@ impl fmt::Debug for ConfiguredLosses {
 }
 
 /// Every pair's weighted loss for a forward of a configured distillation, with the batch's
-/// `targets` for criteria that use them (`Dkd`).
+/// `targets` for criteria that use them (`Dkd`). A pair whose weight follows a schedule makes this
+/// an error ([`DistillError::MissingStep`]): use [`losses_at`].
 pub fn losses(out: &DistillOutput<'_, ConfiguredPair>, targets: Option<&Tensor>) -> Result<ConfiguredLosses> {
+    collect_losses(out, |pair, student, teacher| pair.f_loss(student, teacher, targets))
+}
+
+/// [`losses`] at training step `step`: scheduled weights take their value there.
+pub fn losses_at(
+    out: &DistillOutput<'_, ConfiguredPair>,
+    step: u64,
+    targets: Option<&Tensor>,
+) -> Result<ConfiguredLosses> {
+    collect_losses(out, |pair, student, teacher| pair.f_loss_at(step, student, teacher, targets))
+}
+
+fn collect_losses(
+    out: &DistillOutput<'_, ConfiguredPair>,
+    loss: impl Fn(&ConfiguredPair, &Captured, &Captured) -> Result<Tensor>,
+) -> Result<ConfiguredLosses> {
     let terms = out
         .pairs()
-        .map(|(student, teacher, pair)| Ok((pair.name.clone(), pair.f_loss(student, teacher, targets)?)))
+        .map(|(student, teacher, pair)| Ok((pair.name.clone(), loss(pair, student, teacher)?)))
         .collect::<Result<Vec<_>>>()?;
     Ok(ConfiguredLosses { terms })
 }
