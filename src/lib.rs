@@ -108,7 +108,8 @@ pub use distill_macros::Distillable;
 ///
 /// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
 /// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `engine()` (the resolved endpoints),
-/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
+/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`
+/// (the teacher side read from a [`cache::CachedBatch`]) and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
 /// and `with_targets(&ys)`; `NameLosses` with one scalar per label, `total()`, `iter()` and
 /// `Display` (`f0=0.1234 f1=0.4000`).
