@@ -127,7 +127,8 @@ pub use distill_macros::Distillable;
 /// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `engine()` (the resolved endpoints),
 /// `set_step(step)` and `step()` (the training step at which scheduled weights are read),
 /// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
-/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)` and `LABELS`; `NameOutput<'d>` with one
+/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`
+/// (the teacher side read from a [`cache::CachedBatch`]) and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
 /// and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`, `iter()`,
 /// `unweighted()`, `terms()` (weighted and unweighted values, weights, rescaling factors) and

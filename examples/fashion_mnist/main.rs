@@ -31,7 +31,7 @@ use tch::Device;
 
 use model::{Net, WIDTHS};
 use report::Row;
-use train::{accuracy, one_cycle_lr, sgd, train, train_with, Schedule, Terms};
+use train::{accuracy, one_cycle_lr, sgd, train, Schedule, Terms};
 
 /// Prune a Fashion-MNIST CNN and distill it back (the `distill` crate's main example).
 #[derive(Parser, Debug)]
@@ -270,54 +270,23 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if !main {
         return Ok(());
     }
-    let cached_row = if args.teacher_cache {
+    let mut cached_rows = Vec::new();
+    if args.teacher_cache {
         if group.is_some() {
             return Err("--teacher-cache runs in one process: leave out --ddp".into());
         }
-        // The same distillation, its teacher side written once and read back; a fresh copy of the
-        // pruned student, the same seed and hence the same batch order as the live run.
+        // The same distillation with its teacher side written once and read back: first one plain
+        // view (what the live run sees), then `--cache-views` random-crop + flip views.
         let hash = distill::cache::TeacherHash::of_file(&checkpoint)?;
-        let cache_vs = VarStore::new(device);
-        let cache_student = prune::prune_net(&teacher, &cache_vs.root(), args.keep)?;
-        let kd = kd::PrunedKd::new(cache_vs.root() / "kd", &cache_student, &teacher)?;
-        let dir = args.out.join("teacher_cache");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        let live_seconds = kd_history.elapsed.as_secs_f64();
+        for views in [None, Some(args.cache_views)] {
+            let setting = cached::Setting { views, keep: args.keep, seed: args.seed, live_seconds };
+            let run = cached::fine_tune(&setting, &args.out, &teacher, &hash, &data.train, &finetune)?;
+            let acc = evaluate(&run.student);
+            say!("fine-tuned, distilled from the teacher cache ({}): {acc:.2}%", setting.describe());
+            cached_rows.push(run.row(acc, &setting));
         }
-        let (cache, written) =
-            cached::write_and_open(&dir, kd.engine(), &teacher, &hash, &data.train.images, args.cache_views)?;
-        say!(
-            "teacher cache: {} shards of {} images × {} views written in {:.0} s, {:.0} MB, at {}",
-            written.shards_written,
-            data.train.len(),
-            args.cache_views,
-            written.seconds,
-            written.bytes as f64 / 1e6,
-            dir.display()
-        );
-        tch::manual_seed(args.seed + 1);
-        let mut opt = sgd(&cache_vs, 0.01, 0.9, 0.0);
-        let step = cached::cached_step(&kd, &cache);
-        let history = train_with(&data.train, &mut opt, &finetune("fine-tune cached"), None, step)?;
-        let acc = evaluate(&cache_student);
-        let (live, from_cache) = (kd_history.elapsed.as_secs_f64(), history.elapsed.as_secs_f64());
-        say!("fine-tuned, distilled from the teacher cache: {acc:.2}% ({from_cache:.0} s, live {live:.0} s)");
-        Some(report::Row {
-            name: "fine-tuned with `distill`, teacher cache",
-            params: params(&cache_vs),
-            accuracy: acc,
-            reference: None,
-            note: format!(
-                "same pairs, teacher read from a 2-shard cache (f16 features, f32 logits, {} crop+flip views, written \
-                 once in {:.0} s, {:.0} MB); fine-tune {from_cache:.0} s vs {live:.0} s live",
-                args.cache_views,
-                written.seconds,
-                written.bytes as f64 / 1e6
-            ),
-        })
-    } else {
-        None
-    };
+    }
 
     // 4. Report.
     let reference = args.limit.is_none()
@@ -358,7 +327,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 .into(),
         },
     ];
-    let rows: Vec<Row> = rows.into_iter().chain(cached_row).collect();
+    let rows: Vec<Row> = rows.into_iter().chain(cached_rows).collect();
     let layout = match group {
         Some(g) => format!("{} ranks × {} threads (data-parallel)", g.world_size(), args.threads),
         None => format!("{} threads", args.threads),

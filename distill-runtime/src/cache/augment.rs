@@ -23,7 +23,9 @@ pub enum Augment {
     None,
     /// A random crop of the input's own size from the input zero-padded by `padding` on each side
     /// (torchvision's `RandomCrop(size, padding)`), then, with `flip`, a horizontal flip with
-    /// probability ½. Parameters: `[top, left, flipped]`, offsets into the padded input.
+    /// probability ½. Parameters: `[top, left, flipped]`, offsets into the padded input. The padding
+    /// is zeros of the tensor as given: for standardised inputs that is the mean value, where
+    /// torchvision, padding raw pixels, pads with black.
     CropFlip {
         /// Zero padding on each side of the last two dimensions.
         padding: i64,
