@@ -130,7 +130,7 @@ fn every_error_of_an_invocation_is_reported() {
             "# [allow (unused_variables , unused_mut , unreachable_code)] impl < 'm > Kd < 'm >",
         ],
     );
-    assert_eq!(out.matches("unreachable !").count(), 2, "`new` and `forward_t_with`: {out}");
+    assert_eq!(out.matches("unreachable !").count(), 3, "`new`, `forward_t_with` and `forward_cached`: {out}");
     for absent in ["criterion (", "PairSpec", "check_path", "conv2d_adapter ("] {
         assert!(!out.contains(absent), "`{absent}` in the stand-ins: {out}");
     }
