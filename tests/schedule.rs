@@ -284,6 +284,8 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     mapping.add("body.inner.fc", "body.inner.fc", Box::new(Mse * Schedule::warmup(0.0, 1.0, 10)))?;
     mapping.add("out", "out", Box::new(KlDiv::new(2.0) * 0.5))?;
     let dm = distill::distill(&student, &teacher, mapping);
+    // A boxed criterion is a criterion: the payloads are checked against the pairs' shapes.
+    assert_eq!(dm.check_criteria(&xs)?.pairs.len(), 2);
     let out = dm.forward_t(&xs, true)?;
     let step = 4;
     let losses: Vec<f64> = out.pairs().map(|(s, t, c)| scalar(&c.loss_at(step, s, t, None))).collect();
@@ -293,5 +295,13 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     assert!(near(losses[1], 0.5 * scalar(&KlDiv::new(2.0).loss(s, t))));
     let (s, t, payload) = out.get(0).unwrap();
     assert!(matches!(payload.f_loss(s, t), Err(DistillError::MissingStep { .. })));
+    assert!(payload.is_scheduled() && payload.weight_at(20) == 1.0);
+    assert!(near(scalar(&payload.f_unweighted_loss(s, t, None)?), scalar(&Mse.loss(s, t))));
+
+    // A mapping whose boxed criterion does not accept its pair's shapes is reported by the check.
+    let mut mapping: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
+    mapping.add("body.inner.fc", "out", Box::new(Mse * Schedule::constant(1.0)))?;
+    let err = distill::distill(&student, &teacher, mapping).check_criteria(&xs).unwrap_err();
+    assert!(err.to_string().contains("equal shapes"), "{err}");
     Ok(())
 }

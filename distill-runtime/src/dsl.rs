@@ -85,8 +85,7 @@ impl<'d> Pair<'d> {
     /// and schedules; 1 for a bare criterion.
     ///
     /// # Errors
-    /// [`DistillError::MissingStep`](crate::DistillError::MissingStep) for a scheduled criterion
-    /// without a step.
+    /// [`DistillError::MissingStep`] for a scheduled criterion without a step.
     pub fn weight(&self) -> Result<f64> {
         match self.step {
             Some(step) => Ok(self.criterion.weight_at(step)),

@@ -238,6 +238,54 @@ impl<F: Fn(&Tensor, &Tensor) -> Tensor> Criterion for F {
     }
 }
 
+/// A boxed criterion is one, so that payloads of mixed criterion types (`Mapping<Box<dyn Criterion>>`,
+/// as a configuration file gives) work wherever a criterion does. Every method forwards.
+impl Criterion for Box<dyn Criterion + '_> {
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        (**self).loss(student, teacher)
+    }
+
+    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        (**self).loss_with_targets(student, teacher, targets)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        (**self).validate()
+    }
+
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
+        (**self).check_shapes(student, teacher)
+    }
+
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
+        (**self).check_targets(student, targets)
+    }
+
+    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        (**self).f_loss_with_targets(student, teacher, targets)
+    }
+
+    fn top_k_temperature(&self) -> Option<f64> {
+        (**self).top_k_temperature()
+    }
+
+    fn weight_at(&self, step: u64) -> f64 {
+        (**self).weight_at(step)
+    }
+
+    fn is_scheduled(&self) -> bool {
+        (**self).is_scheduled()
+    }
+
+    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        (**self).f_unweighted_loss(student, teacher, targets)
+    }
+
+    fn f_loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        (**self).f_loss_at(step, student, teacher, targets)
+    }
+}
+
 /// Implements [`Criterion`] for a catalogue type from its inherent
 /// `compute(&self, student, teacher, targets) -> Tensor` and the checks given in braces: `f_loss_with_targets`
 /// checks and computes, `loss` and `loss_with_targets` panic with its error.
