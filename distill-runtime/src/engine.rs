@@ -169,9 +169,9 @@ impl Engine {
 
     /// Runs each teacher on `teacher_xs` (as its mode says), then the student on `student_xs` with
     /// `train`, and returns every output and every capture. `teachers` are the models in the order of
-    /// the engine's teachers. With several teachers, a teacher without pairs does not run; the one
-    /// teacher of a one-teacher engine always runs (its output is the distillation's). Teacher tensors
-    /// are moved to the device of the student's output.
+    /// the engine's teachers. With several teachers, a teacher without pairs does not run, and an
+    /// error of a teacher names it; the one teacher of a one-teacher engine always runs (its output is
+    /// the distillation's). Teacher tensors are moved to the device of the student's output.
     pub(crate) fn run<S>(
         &self,
         student: &S,
@@ -193,33 +193,28 @@ impl Engine {
         if let ([plan], [teacher]) = (self.teachers.as_slice(), teachers) {
             return self.run_one(plan, student, *teacher, student_xs, teacher_xs, train);
         }
-        let several = self.teachers.len() > 1;
+        // Several teachers: each with pairs runs once, in declaration order; one without does not.
         let mut outputs = Vec::with_capacity(teachers.len());
         let mut captures = Vec::with_capacity(teachers.len());
         for (plan, teacher) in self.teachers.iter().zip(teachers) {
-            if several && plan.endpoints.is_empty() {
+            if plan.endpoints.is_empty() {
                 outputs.push(None);
                 captures.push(Vec::new());
                 continue;
             }
             let (output, captured) = {
-                // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's
-                // forward panics, which would otherwise leave autograd off for the rest of the thread.
                 let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
                 teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)
             }
-            .map_err(|error| if several { in_teacher(&plan.name, error) } else { error })?;
+            .map_err(|error| in_teacher(&plan.name, error))?;
             outputs.push(Some(output));
             captures.push(captured);
         }
         let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
-        // The student's device: where its output is, or (for a TorchScript student without a single
-        // output) where its input is.
-        let device = if student_output.defined() { student_output.device() } else { student_xs.device() };
-        let teacher = if several { self.in_pair_order(captures) } else { captures.pop().unwrap_or_default() };
+        let device = student_device(&student_output, student_xs);
         Ok(Captures {
             teacher_outputs: outputs.into_iter().map(|output| output.map(|t| move_to(t, device))).collect(),
-            teacher: teacher.into_iter().map(|c| c.moved_to(device)).collect(),
+            teacher: self.in_pair_order(captures).into_iter().map(|c| c.moved_to(device)).collect(),
             student_output,
             student: student_captures,
         })
@@ -246,7 +241,7 @@ impl Engine {
             teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)?
         };
         let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
-        let device = if student_output.defined() { student_output.device() } else { student_xs.device() };
+        let device = student_device(&student_output, student_xs);
         Ok(Captures {
             teacher_outputs: vec![Some(move_to(teacher_output, device))],
             teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
@@ -259,6 +254,16 @@ impl Engine {
     fn in_pair_order(&self, per_teacher: Vec<Vec<Captured>>) -> Vec<Captured> {
         let mut per_teacher: Vec<_> = per_teacher.into_iter().map(Vec::into_iter).collect();
         self.pair_teacher.iter().filter_map(|&teacher| per_teacher.get_mut(teacher)?.next()).collect()
+    }
+}
+
+/// The student's device: where its output is, or (for a TorchScript student without a single output)
+/// where its input is.
+fn student_device(student_output: &Tensor, student_xs: &Tensor) -> tch::Device {
+    if student_output.defined() {
+        student_output.device()
+    } else {
+        student_xs.device()
     }
 }
 
