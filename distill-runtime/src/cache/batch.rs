@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tch::Tensor;
 
-use super::manifest::Manifest;
+use super::manifest::{Encoding, Manifest};
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::point::{Port, Side};
@@ -84,6 +84,51 @@ impl CachedBatch {
         }
         let params = self.params.f_to_device(xs.device())?;
         self.manifest.augment.apply(xs, &params)
+    }
+}
+
+impl CachedBatch {
+    /// Checks that the criterion of the pair `label`, which reads top-k logits at
+    /// `reads_top_k` ([`Criterion::top_k_temperature`](crate::criterion::Criterion::top_k_temperature)),
+    /// can read the teacher endpoint `endpoint` as the cache stores it: top-k logits stored at
+    /// temperature `T` need a criterion reading top-k at `T`, and a criterion reading top-k needs
+    /// top-k logits stored at its temperature.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures.
+    pub fn check_top_k(&self, label: &str, endpoint: &ResolvedEndpoint, reads_top_k: Option<f64>) -> Result<()> {
+        // An endpoint the cache does not store is reported, with the stored ones, when the batch runs.
+        let Some((_, entry)) = self.manifest.endpoint(endpoint.path(), endpoint.port()) else { return Ok(()) };
+        let stored = match entry.encoding {
+            Encoding::TopK { k, temperature, .. } => Some((k, temperature)),
+            _ => None,
+        };
+        let shown = |temperature: Option<f64>| match temperature {
+            Some(t) => format!("top-k logits at temperature {t}"),
+            None => "not top-k logits".to_owned(),
+        };
+        let agree = match (stored, reads_top_k) {
+            (Some((_, cached)), Some(read)) => cached == read,
+            (None, None) => true,
+            _ => false,
+        };
+        if agree {
+            return Ok(());
+        }
+        let path = if endpoint.path().is_empty() {
+            "the teacher's own output".to_owned()
+        } else {
+            format!("`{}`", endpoint.path())
+        };
+        Err(DistillError::CacheMismatch {
+            dir: self.dir.display().to_string(),
+            what: format!("the encoding of the teacher endpoint {path} read by the pair `{label}`"),
+            cached: match stored {
+                Some((k, t)) => format!("top {k} logits at temperature {t}"),
+                None => "not top-k logits".to_owned(),
+            },
+            expected: format!("the criterion reads {}", shown(reads_top_k)),
+        })
     }
 }
 
