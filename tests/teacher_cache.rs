@@ -347,6 +347,63 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---- the teacher not in memory ---------------------------------------------------------------
+
+distill! {
+    /// The pairs of `CachedKd`, with the teacher side a cache: string paths, checked against the
+    /// manifest by `new()`.
+    struct FromCacheKd for Net => TeacherCache {
+        block: student.features[0] => teacher["features.0"] with Mse;
+        conv: student.features[1].conv => teacher["features.1.conv"] with Mse;
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+#[test]
+fn a_distill_model_over_a_cache_trains_without_the_teacher_and_equals_the_live_one() {
+    let setup = setup();
+    let dir = temp_dir("dsl-no-teacher");
+    let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let kd = FromCacheKd::new(setup.vs.root() / "kd-cache", &setup.student, &cache).unwrap();
+    for (epoch, list) in [(0, vec![5i64, 2, 8]), (1, vec![0, 9, 4, 1])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, true).unwrap();
+        let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, epoch % 2), true).unwrap();
+        assert!(from_cache.block.teacher.equal(&from_teacher.block.teacher));
+        assert!(from_cache.block.student.equal(&from_teacher.block.student));
+        assert!(from_cache.conv.teacher.equal(&from_teacher.conv.teacher));
+        assert!(from_cache.logits.teacher.equal(&from_teacher.logits.teacher));
+        assert!(from_cache.student_output.equal(&from_teacher.student_output));
+        assert_eq!(from_cache.block.loss().double_value(&[]), from_teacher.block.loss().double_value(&[]));
+        assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+    }
+    // The cache cannot run as a teacher.
+    let error = kd.forward_t(&setup.inputs, false).err().unwrap();
+    assert!(error.to_string().contains("forward_cached"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+distill! {
+    /// A string path the cache does not store.
+    struct TypoKd for Net => TeacherCache {
+        block: student.features[0] => teacher["features.O"] with Mse;
+    }
+}
+
+#[test]
+fn a_string_path_the_cache_does_not_store_is_an_error_from_new() {
+    let setup = setup();
+    let dir = temp_dir("dsl-no-teacher-typo");
+    let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let error = TypoKd::new(setup.vs.root() / "typo", &setup.student, &cache).err().unwrap().to_string();
+    assert!(error.contains("`features.O` (output) is not stored (did you mean `features.0`?"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---- augmentation replay --------------------------------------------------------------------
 
 #[test]

@@ -16,6 +16,12 @@
 //!   as the packed `[B, 2, k]` tensor of [`TopKKlDiv`](crate::criterion::TopKKlDiv); a pair whose
 //!   criterion reads another temperature, or no top-k tensor, is a
 //!   [`DistillError::CacheMismatch`](crate::DistillError).
+//! - The teacher need not be in memory: declare the teacher side of a `distill!` model as
+//!   `TeacherCache` with string paths (`teacher["features.1"]`) and build it with
+//!   `new(path, &student, &cache)`, which checks the paths against the manifest. Teacher-side
+//!   adapters that read the teacher's weights, like `conv2d_adapter`, need the teacher;
+//!   student-side adapters work. Such a model trains with `forward_cached`; a plain `forward_t` is an
+//!   error, since a cache cannot run.
 //! - [`Augment`]: the views' parameters (crop box, flip), drawn from (seed, sample id, view) and
 //!   replayed on the student's input.
 //! - [`TeacherHash`] identifies the teacher's weights in the manifest.
