@@ -17,7 +17,9 @@ use crate::Captured;
 ///
 /// As a side of a distillation it stands for the teacher: its forward returns the stored tensors
 /// (as f32) for the endpoints asked for, and the stored teacher output if the cache has one (an
-/// undefined tensor otherwise).
+/// undefined tensor otherwise). Logits stored as top-k ([`Encoding::TopK`]) are returned as the
+/// packed `[B, 2, k]` tensor of [`TopKLogits`](crate::criterion::TopKLogits): log-probabilities,
+/// then class indices as floats.
 #[derive(Debug)]
 pub struct CachedBatch {
     dir: PathBuf,
@@ -55,7 +57,8 @@ impl CachedBatch {
         &self.params
     }
 
-    /// The stored capture of the teacher endpoint at `path` (its output), as f32, if stored.
+    /// The stored capture of the teacher endpoint at `path` (its output), as f32 (top-k logits as
+    /// the packed `[B, 2, k]` tensor), if stored.
     pub fn endpoint(&self, path: &str) -> Option<&Tensor> {
         self.manifest.endpoint(path, Port::Output).map(|(index, _)| &self.tensors[index])
     }
