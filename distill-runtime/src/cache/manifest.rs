@@ -54,7 +54,7 @@ pub struct EndpointEntry {
     /// Whether the module's input or output was captured.
     pub port: StoredPort,
     /// The shape of one sample's capture as the teacher gave it (without the batch dimension): for
-    /// top-k logits the class count `[C]`, not the stored `[2, k]`.
+    /// top-k logits the class count `[C]`, not the `k` classes stored.
     pub shape: Vec<i64>,
     /// How the values are stored.
     pub encoding: Encoding,
