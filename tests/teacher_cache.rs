@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::Net;
-use distill::cache::{Augment, CacheWriter, Encoding, TeacherCache, TeacherHash};
+use distill::cache::{Augment, CacheWriter, Encoding, Precision, TeacherCache, TeacherHash};
 use distill::prelude::*;
 use distill::{DistillError, Endpoint};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -163,6 +163,244 @@ fn dsl_pairs_from_the_cache_equal_live_pairs_exactly_in_f32_and_losses_too() {
         assert!(from_cache.student_output.equal(&from_teacher.student_output));
         assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- top-k logits ---------------------------------------------------------------------------
+
+distill! {
+    /// Hinton KD from top-k logits at T = 4, read from a cache.
+    struct TopKKd for Net => Net {
+        logits: student => teacher with TopKKlDiv::new(4.0);
+    }
+}
+
+distill! {
+    /// Top-k KD at another temperature than the cache's.
+    struct TopKKdAtTwo for Net => Net {
+        logits: student => teacher with TopKKlDiv::new(2.0);
+    }
+}
+
+distill! {
+    /// Hinton KD on live logits, the reference.
+    struct LiveKd for Net => Net {
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+/// A cache of the teacher's logits only, stored as top `k` at temperature 4.
+fn top_k_cache(name: &str, setup: &Setup, k: i64, values: Precision) -> (PathBuf, TeacherCache) {
+    let dir = temp_dir(name);
+    let kd = TopKKd::new(setup.vs.root() / "topk", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, setup)
+        .endpoint_encoding("", Encoding::top_k(k, 4.0, values))
+        .write(kd.engine(), &setup.teacher, &setup.inputs)
+        .unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    (dir, cache)
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
+}
+
+#[test]
+fn a_top_k_cache_of_every_class_gives_the_full_kl_divergence() {
+    let setup = setup();
+    let (dir, cache) = top_k_cache("topk-all", &setup, 5, Precision::F32);
+    let kd = TopKKd::new(setup.vs.root() / "topk", &setup.student, &setup.teacher).unwrap();
+    let live = LiveKd::new(setup.vs.root() / "live", &setup.student, &setup.teacher).unwrap();
+    for (epoch, list) in [(0, vec![6i64, 1, 3]), (1, vec![2, 9, 0, 5])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
+        let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, epoch % 2), false).unwrap();
+        assert_eq!(from_cache.logits.teacher.size(), [list.len() as i64, 2, 5], "the packed [B, 2, k] tensor");
+        assert_eq!(from_cache.logits.teacher.kind(), Kind::Float);
+        let (cached, full) = (from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+        assert!(full > 1e-4, "a loss that can tell a difference: {full}");
+        // The cache adds nothing: its packed tensor is the live logits' encoding, bit for bit.
+        let live_logits = &from_teacher.logits.teacher;
+        let by_hand = TopKLogits::new(5, 4.0).f_encode(live_logits).unwrap();
+        assert!(from_cache.logits.teacher.equal(&by_hand), "epoch {epoch}: the stored top-5 differ");
+        // KlDiv and TopKKlDiv compute the same sum in another order: in f32 they agree to rounding
+        // (measured: 1.1e-6 relative, a few f32 ulps of the summands).
+        assert!(relative(cached, full) < 1e-5, "epoch {epoch}: top-5 of 5 classes {cached} vs KlDiv {full}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The top-2 loss from the cache and from the live logits encoded by hand, for `values`.
+fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64)> {
+    let setup = setup();
+    let (dir, cache) = top_k_cache(name, &setup, 2, values);
+    let mut mapping = Mapping::new(&setup.student, &cache);
+    mapping.add("", "", TopKKlDiv::new(4.0)).unwrap();
+    let cached = distill(&setup.student, &cache, mapping);
+    let mut losses = Vec::new();
+    for (epoch, list) in [(0, vec![8i64, 4, 7]), (3, vec![1, 0, 9, 2, 6])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        let out = cached.forward_cached_checked(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
+        let (student, packed, criterion) = out.get(0).unwrap();
+        let (student, packed) = (student.tensor(), packed.tensor());
+        let live_logits = setup.teacher.forward_t(&live_view(&setup.inputs, &list, epoch % 2), false);
+        let by_hand = TopKLogits::new(2, 4.0).f_encode(&live_logits).unwrap();
+        assert!(packed.select(1, 1).equal(&by_hand.select(1, 1)), "the class indices are exact");
+        if values == Precision::F32 {
+            assert!(packed.equal(&by_hand), "f32 log-probabilities are exact");
+        } else {
+            assert_close_f16(&packed.select(1, 0), &by_hand.select(1, 0), "f16 log-probabilities");
+        }
+        let from_cache = criterion.f_loss(student, packed).unwrap().double_value(&[]);
+        let expected = TopKKlDiv::new(4.0).f_loss(student, &by_hand).unwrap().double_value(&[]);
+        assert!(expected > 1e-4, "a loss that can tell a difference: {expected}");
+        losses.push((from_cache, expected));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    losses
+}
+
+#[test]
+fn a_top_k_cache_of_fewer_classes_gives_top_k_kl_on_the_live_logits() {
+    for (cached, expected) in top_two_losses("topk-2-f32", Precision::F32) {
+        assert_eq!(cached, expected, "f32 values: exactly");
+    }
+    // The loss is a difference of nearby terms, so the values' 2^-11 rounding grows in it
+    // (measured: 4e-3 relative).
+    for (cached, expected) in top_two_losses("topk-2-f16", Precision::F16) {
+        assert!(relative(cached, expected) < 1e-2, "f16 values: {cached} vs {expected}");
+    }
+}
+
+#[test]
+fn top_k_logits_read_at_another_temperature_or_not_as_top_k_are_a_mismatch() {
+    let setup = setup();
+    let (dir, cache) = top_k_cache("topk-mismatch", &setup, 3, Precision::F32);
+    let list = [0i64, 1];
+    let raw = setup.inputs.index_select(0, &ids(&list));
+    let batch = cache.batch(&ids(&list), 0).unwrap();
+    let mismatch = |error: DistillError| match error {
+        DistillError::CacheMismatch { what, cached, expected, .. } => (what, cached, expected),
+        other => panic!("expected a cache mismatch, got {other}"),
+    };
+    let at_two = TopKKdAtTwo::new(setup.vs.root() / "two", &setup.student, &setup.teacher).unwrap();
+    let (what, cached, expected) = mismatch(at_two.forward_cached(&raw, &batch, false).err().unwrap());
+    assert!(what.contains("the teacher's own output") && what.contains("`logits`"), "{what}");
+    assert!(cached.contains("temperature 4"), "{cached}");
+    assert!(expected.contains("temperature 2"), "{expected}");
+    let full = LiveKd::new(setup.vs.root() / "live", &setup.student, &setup.teacher).unwrap();
+    let (what, cached, expected) = mismatch(full.forward_cached(&raw, &batch, false).err().unwrap());
+    assert!(what.contains("`logits`"), "{what}");
+    assert!(cached.contains("top 3 logits at temperature 4"), "{cached}");
+    assert!(expected.contains("not top-k"), "{expected}");
+    // The dynamic front end, with criterion payloads.
+    let mut mapping = Mapping::new(&setup.student, &cache);
+    mapping.add("", "", KlDiv::new(4.0)).unwrap();
+    let dynamic = distill(&setup.student, &cache, mapping);
+    let (what, _, expected) = mismatch(dynamic.forward_cached_checked(&raw, &batch, false).err().unwrap());
+    assert!(what.contains("the teacher's own output") && expected.contains("not top-k"), "{what}: {expected}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn top_k_storage_needs_logits_and_counts_k_values_and_indices_per_sample() {
+    let setup = setup();
+    let dir = temp_dir("topk-features");
+    let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    let error = writer(&dir, &setup)
+        .endpoint_encoding("features.0", Encoding::top_k(2, 4.0, Precision::F32))
+        .write(kd.engine(), &setup.teacher, &setup.inputs)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&error, DistillError::InvalidArgument(m) if m.contains("`features.0`") && m.contains("[N, C]")),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (dir, cache) = top_k_cache("topk-bytes", &setup, 2, Precision::F16);
+    let entry = &cache.manifest().endpoints[0];
+    assert_eq!(entry.shape, [5], "the manifest keeps the class count");
+    assert_eq!(entry.encoding, Encoding::TopK { k: 2, temperature: 4.0, values: Precision::F16 });
+    assert_eq!(cache.manifest().bytes_per_sample_view(), 2 * 2 + 2 * 4, "two f16 values and two i32 indices");
+    let shard = Tensor::read_safetensors(dir.join(&cache.manifest().shards[0].file)).unwrap();
+    let kinds: Vec<(String, Kind, Vec<i64>)> =
+        shard.iter().filter(|(n, _)| n.starts_with("endpoint")).map(|(n, t)| (n.clone(), t.kind(), t.size())).collect();
+    assert!(kinds.contains(&("endpoint.0".to_owned(), Kind::Half, vec![5, 2, 2])), "{kinds:?}");
+    assert!(kinds.contains(&("endpoint.0.indices".to_owned(), Kind::Int, vec![5, 2, 2])), "{kinds:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_cache_of_the_first_layout_version_still_reads() {
+    let setup = setup();
+    let dir = temp_dir("format-1");
+    let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let path = dir.join(distill::cache::MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"format\": 2"));
+    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    assert_eq!(TeacherCache::open(&dir).unwrap().manifest().format, 1);
+    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 3")).unwrap();
+    assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the teacher not in memory ---------------------------------------------------------------
+
+distill! {
+    /// The pairs of `CachedKd`, with the teacher side a cache: string paths, checked against the
+    /// manifest by `new()`.
+    struct FromCacheKd for Net => TeacherCache {
+        block: student.features[0] => teacher["features.0"] with Mse;
+        conv: student.features[1].conv => teacher["features.1.conv"] with Mse;
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+#[test]
+fn a_distill_model_over_a_cache_trains_without_the_teacher_and_equals_the_live_one() {
+    let setup = setup();
+    let dir = temp_dir("dsl-no-teacher");
+    let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let kd = FromCacheKd::new(setup.vs.root() / "kd-cache", &setup.student, &cache).unwrap();
+    for (epoch, list) in [(0, vec![5i64, 2, 8]), (1, vec![0, 9, 4, 1])] {
+        let batch = cache.batch(&ids(&list), epoch).unwrap();
+        let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, true).unwrap();
+        let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, epoch % 2), true).unwrap();
+        assert!(from_cache.block.teacher.equal(&from_teacher.block.teacher));
+        assert!(from_cache.block.student.equal(&from_teacher.block.student));
+        assert!(from_cache.conv.teacher.equal(&from_teacher.conv.teacher));
+        assert!(from_cache.logits.teacher.equal(&from_teacher.logits.teacher));
+        assert!(from_cache.student_output.equal(&from_teacher.student_output));
+        assert_eq!(from_cache.block.loss().double_value(&[]), from_teacher.block.loss().double_value(&[]));
+        assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+    }
+    // The cache cannot run as a teacher.
+    let error = kd.forward_t(&setup.inputs, false).err().unwrap();
+    assert!(error.to_string().contains("forward_cached"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+distill! {
+    /// A string path the cache does not store.
+    struct TypoKd for Net => TeacherCache {
+        block: student.features[0] => teacher["features.O"] with Mse;
+    }
+}
+
+#[test]
+fn a_string_path_the_cache_does_not_store_is_an_error_from_new() {
+    let setup = setup();
+    let dir = temp_dir("dsl-no-teacher-typo");
+    let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
+    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let error = TypoKd::new(setup.vs.root() / "typo", &setup.student, &cache).err().unwrap().to_string();
+    assert!(error.contains("`features.O` (output) is not stored (did you mean `features.0`?"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

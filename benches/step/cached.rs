@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use distill::cache::{CacheWriter, Encoding, TeacherCache, TeacherHash};
+use distill::cache::{CacheWriter, Encoding, Manifest, Precision, TeacherCache, TeacherHash};
 use distill::prelude::*;
 use tch::nn::{self as tnn, VarStore};
 use tch::{Kind, Tensor};
@@ -50,8 +50,34 @@ impl Side for Cached {
     }
 }
 
-fn cache_dir(batch: i64, encoding: Encoding) -> PathBuf {
-    std::env::temp_dir().join(format!("distill-bench-cache-{}-{batch}-{encoding:?}", std::process::id()))
+fn cache_dir(batch: i64, name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("distill-bench-cache-{}-{batch}-{name}", std::process::id()))
+}
+
+/// The top-k storage of the logits compared in bytes: the top 5 of the classes at T = 4, in f16.
+const TOP_K: Encoding = Encoding::top_k(5, 4.0, Precision::F16);
+
+/// The manifest of a cache of (b)'s teacher endpoints over `xs` with f16 features and top-k logits
+/// ([`TOP_K`]); the cache itself is only measured, not read (its logits need `TopKKlDiv`, and (b)'s
+/// step uses `KlDiv`).
+fn top_k_manifest(src: &VarStore, xs: &Tensor) -> Manifest {
+    let (teacher, student, svs) = leaked_models(src);
+    let kd = SmallKd::new(svs.root() / "kd", student, teacher).expect("valid pairs");
+    let dir = cache_dir(xs.size()[0], "top-k");
+    let _ = std::fs::remove_dir_all(&dir);
+    let hash = TeacherHash::of_var_store(src).expect("hashable weights");
+    let report = CacheWriter::new(&dir, hash)
+        .encoding(Encoding::F16)
+        .endpoint_encoding("", TOP_K)
+        .write(kd.engine(), teacher, xs)
+        .expect("cache written");
+    let _ = std::fs::remove_dir_all(&dir);
+    report.manifest
+}
+
+/// Bytes per sample of the teacher's logits (the endpoint `""`).
+fn logits_bytes(manifest: &Manifest) -> usize {
+    manifest.endpoints.iter().filter(|e| e.path.is_empty()).map(|e| e.encoding.bytes_per_sample(&e.shape)).sum()
 }
 
 /// Writes the cache of (b)'s teacher endpoints over `xs` and builds the cached side.
@@ -59,7 +85,7 @@ fn cached_side(src: &VarStore, xs: &Tensor, encoding: Encoding) -> Cached {
     let (teacher, student, svs) = leaked_models(src);
     let kd = SmallKd::new(svs.root() / "kd", student, teacher).expect("valid pairs");
     let batch = xs.size()[0];
-    let dir = cache_dir(batch, encoding);
+    let dir = cache_dir(batch, &format!("{encoding:?}"));
     let _ = std::fs::remove_dir_all(&dir);
     let hash = TeacherHash::of_var_store(src).expect("hashable weights");
     CacheWriter::new(&dir, hash).encoding(encoding).write(kd.engine(), teacher, xs).expect("cache written");
@@ -80,13 +106,22 @@ pub(crate) fn bench_cache(args: &Args, batch: i64, summary: &mut Summary) {
     let mut live = Front::new(&src);
     let mut cached = cached_side(&src, &xs, Encoding::F32);
     let f16 = cached_side(&src, &xs, Encoding::F16);
+    let top_k = top_k_manifest(&src, &xs);
     let bytes = |c: &Cached| c.cache.manifest().bytes_per_sample_view();
     println!(
-        "(e) cache  batch {batch:>3}: bytes stored per sample: f32 {} B, f16 {} B (top-k logits: not yet available)",
+        "(e) cache  batch {batch:>3}: bytes stored per sample: f32 {} B, f16 {} B, f16 with top-5 f16 logits {} B \
+         (logits alone: f32 {} B, top-5 {} B)",
         bytes(&cached),
-        bytes(&f16)
+        bytes(&f16),
+        top_k.bytes_per_sample_view(),
+        logits_bytes(cached.cache.manifest()),
+        logits_bytes(&top_k)
     );
-    summary.add("(e′) cache bytes per sample (f32 / f16)", batch, format!("{} B / {} B", bytes(&cached), bytes(&f16)));
+    summary.add(
+        "(e′) cache bytes per sample (f32 / f16 / f16 + top-5 logits)",
+        batch,
+        format!("{} B / {} B / {} B", bytes(&cached), bytes(&f16), top_k.bytes_per_sample_view()),
+    );
     let n = calibrate(|| drop(ce.step(&xs, &ys)), args.round_ms);
     for _ in 0..5 {
         drop(cached.step(&xs, &ys));
@@ -138,4 +173,7 @@ pub(crate) fn smoke_test() {
         let (l, c) = (live.step(&xs, &ys).double_value(&[]), cached.step(&xs, &ys).double_value(&[]));
         assert_eq!(l, c, "the cached step computes another loss than the live one");
     }
+    // Ten classes: 40 bytes of f32 logits, 5 × (2 + 4) bytes of top-5 f16 values and i32 indices.
+    let top_k = top_k_manifest(&src, &xs);
+    assert_eq!((logits_bytes(cached.cache.manifest()), logits_bytes(&top_k)), (40, 30));
 }

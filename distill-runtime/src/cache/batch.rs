@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tch::Tensor;
 
-use super::manifest::Manifest;
+use super::manifest::{Encoding, Manifest};
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::point::{Port, Side};
@@ -17,7 +17,9 @@ use crate::Captured;
 ///
 /// As a side of a distillation it stands for the teacher: its forward returns the stored tensors
 /// (as f32) for the endpoints asked for, and the stored teacher output if the cache has one (an
-/// undefined tensor otherwise).
+/// undefined tensor otherwise). Logits stored as top-k ([`Encoding::TopK`]) are returned as the
+/// packed `[B, 2, k]` tensor of [`TopKLogits`](crate::criterion::TopKLogits): log-probabilities,
+/// then class indices as floats.
 #[derive(Debug)]
 pub struct CachedBatch {
     dir: PathBuf,
@@ -55,7 +57,8 @@ impl CachedBatch {
         &self.params
     }
 
-    /// The stored capture of the teacher endpoint at `path` (its output), as f32, if stored.
+    /// The stored capture of the teacher endpoint at `path` (its output), as f32 (top-k logits as
+    /// the packed `[B, 2, k]` tensor), if stored.
     pub fn endpoint(&self, path: &str) -> Option<&Tensor> {
         self.manifest.endpoint(path, Port::Output).map(|(index, _)| &self.tensors[index])
     }
@@ -87,6 +90,51 @@ impl CachedBatch {
     }
 }
 
+impl CachedBatch {
+    /// Checks that the criterion of the pair `label`, which reads top-k logits at
+    /// `reads_top_k` ([`Criterion::top_k_temperature`](crate::criterion::Criterion::top_k_temperature)),
+    /// can read the teacher endpoint `endpoint` as the cache stores it: top-k logits stored at
+    /// temperature `T` need a criterion reading top-k at `T`, and a criterion reading top-k needs
+    /// top-k logits stored at its temperature.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures.
+    pub fn check_top_k(&self, label: &str, endpoint: &ResolvedEndpoint, reads_top_k: Option<f64>) -> Result<()> {
+        // An endpoint the cache does not store is reported, with the stored ones, when the batch runs.
+        let Some((_, entry)) = self.manifest.endpoint(endpoint.path(), endpoint.port()) else { return Ok(()) };
+        let stored = match entry.encoding {
+            Encoding::TopK { k, temperature, .. } => Some((k, temperature)),
+            _ => None,
+        };
+        let shown = |temperature: Option<f64>| match temperature {
+            Some(t) => format!("top-k logits at temperature {t}"),
+            None => "not top-k logits".to_owned(),
+        };
+        let agree = match (stored, reads_top_k) {
+            (Some((_, cached)), Some(read)) => cached == read,
+            (None, None) => true,
+            _ => false,
+        };
+        if agree {
+            return Ok(());
+        }
+        let path = if endpoint.path().is_empty() {
+            "the teacher's own output".to_owned()
+        } else {
+            format!("`{}`", endpoint.path())
+        };
+        Err(DistillError::CacheMismatch {
+            dir: self.dir.display().to_string(),
+            what: format!("the encoding of the teacher endpoint {path} read by the pair `{label}`"),
+            cached: match stored {
+                Some((k, t)) => format!("top {k} logits at temperature {t}"),
+                None => "not top-k logits".to_owned(),
+            },
+            expected: format!("the criterion reads {}", shown(reads_top_k)),
+        })
+    }
+}
+
 impl SideModel for CachedBatch {
     fn resolver(&self, side: Side) -> SideResolver<'_> {
         SideResolver::cached(self, &self.manifest, &self.dir, side)
@@ -111,10 +159,14 @@ impl SideModel for CachedBatch {
 /// The error for a teacher endpoint that the cache did not store.
 pub(crate) fn missing_endpoint(dir: &std::path::Path, manifest: &Manifest, path: &str, port: Port) -> DistillError {
     let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
+    let stored_port = super::manifest::StoredPort::from(port);
+    let same_port = manifest.endpoints.iter().filter(|e| e.port == stored_port).map(|e| e.path.as_str());
+    let suggestion =
+        crate::suggest::closest(path, same_port).map(|p| format!("did you mean `{p}`? ")).unwrap_or_default();
     DistillError::CacheMismatch {
         dir: dir.display().to_string(),
         what: format!("the teacher endpoint {shown} ({port})"),
-        cached: format!("not stored (stored: {})", super::mismatch::endpoint_list(&manifest.endpoints)),
+        cached: format!("not stored ({suggestion}stored: {})", super::mismatch::endpoint_list(&manifest.endpoints)),
         expected: "read by a pair".to_owned(),
     }
 }

@@ -13,8 +13,12 @@ use super::files::{cache_error, write_atomically};
 use crate::error::Result;
 use crate::point::Port;
 
-/// The version of the cache layout this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the cache layout this crate writes. Version 2 added top-k logits
+/// ([`Encoding::TopK`]); a version 1 cache is a version 2 cache without them and still reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest layout version this crate reads.
+const OLDEST_READABLE: u32 = 1;
 
 /// The manifest file's name inside a cache directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -43,13 +47,14 @@ pub struct Manifest {
 }
 
 /// One stored teacher endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointEntry {
     /// The endpoint's resolved path in the teacher (`""` for the teacher's own output).
     pub path: String,
     /// Whether the module's input or output was captured.
     pub port: StoredPort,
-    /// The shape of one sample's capture (without the batch dimension).
+    /// The shape of one sample's capture as the teacher gave it (without the batch dimension): for
+    /// top-k logits the class count `[C]`, not the `k` classes stored.
     pub shape: Vec<i64>,
     /// How the values are stored.
     pub encoding: Encoding,
@@ -75,7 +80,10 @@ impl From<Port> for StoredPort {
 }
 
 /// How a cached endpoint's values are stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In the manifest, `"f32"`, `"f16"`, or
+/// `{"topk": {"k": 5, "temperature": 4.0, "values": "f16"}}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// 32-bit floats: reading gives back exactly what the teacher computed.
@@ -83,22 +91,95 @@ pub enum Encoding {
     F32,
     /// 16-bit floats (half the bytes; a relative error of at most 2⁻¹¹ per value). Read back as f32.
     F16,
+    /// Logits `[N, C]` reduced to their `k` most probable classes at `temperature`
+    /// ([`TopKLogits`](crate::criterion::TopKLogits)): per sample, `k` log-probabilities stored as
+    /// `values` and `k` class indices stored as 32-bit integers. Read back as the packed `[N, 2, k]`
+    /// f32 tensor that [`TopKKlDiv`](crate::criterion::TopKKlDiv) at the same temperature reads; a
+    /// pair whose criterion reads another temperature, or no top-k tensor, is a
+    /// [`DistillError::CacheMismatch`](crate::DistillError).
+    #[serde(rename = "topk")]
+    TopK {
+        /// Classes kept per sample (≥ 1, at most the class count).
+        k: i64,
+        /// The softmax temperature of the stored log-probabilities (finite and > 0).
+        temperature: f64,
+        /// How the log-probabilities are stored.
+        values: Precision,
+    },
 }
 
+/// The floating-point precision of stored values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit floats (a relative error of at most 2⁻¹¹ per value).
+    F16,
+}
+
+impl Precision {
+    /// The tensor kind of the values.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::F32 => tch::Kind::Float,
+            Precision::F16 => tch::Kind::Half,
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+}
+
+/// The tensor kind top-k class indices are stored in.
+pub(crate) const TOP_K_INDEX_KIND: tch::Kind = tch::Kind::Int;
+
 impl Encoding {
-    /// The tensor kind values are stored in.
+    /// Top-k logits: the `k` most probable classes at `temperature`, log-probabilities stored in
+    /// `values`.
+    pub const fn top_k(k: i64, temperature: f64, values: Precision) -> Self {
+        Encoding::TopK { k, temperature, values }
+    }
+
+    /// The tensor kind values are stored in (for top-k, the log-probabilities' kind; the class
+    /// indices are 32-bit integers).
     pub fn kind(self) -> tch::Kind {
         match self {
             Encoding::F32 => tch::Kind::Float,
             Encoding::F16 => tch::Kind::Half,
+            Encoding::TopK { values, .. } => values.kind(),
         }
     }
 
-    /// Bytes per stored value.
-    pub fn bytes(self) -> usize {
+    /// Bytes stored for one sample whose capture has the per-sample `shape`: for top-k, `k`
+    /// values and `k` 4-byte class indices whatever the class count.
+    pub fn bytes_per_sample(self, shape: &[i64]) -> usize {
         match self {
-            Encoding::F32 => 4,
-            Encoding::F16 => 2,
+            Encoding::F32 => 4 * shape.iter().product::<i64>().max(0) as usize,
+            Encoding::F16 => 2 * shape.iter().product::<i64>().max(0) as usize,
+            Encoding::TopK { k, values, .. } => k.max(0) as usize * (values.bytes() + 4),
+        }
+    }
+
+    /// The top-k temperature, for top-k logits.
+    pub fn top_k_temperature(self) -> Option<f64> {
+        match self {
+            Encoding::TopK { temperature, .. } => Some(temperature),
+            _ => None,
+        }
+    }
+
+    /// The shape of one sample's stored values, for a capture of per-sample `shape`.
+    pub(crate) fn stored_shape(self, shape: &[i64]) -> Vec<i64> {
+        match self {
+            Encoding::TopK { k, .. } => vec![k],
+            _ => shape.to_vec(),
         }
     }
 }
@@ -123,7 +204,7 @@ impl Manifest {
 
     /// Bytes stored per sample and view: every endpoint's values.
     pub fn bytes_per_sample_view(&self) -> usize {
-        self.endpoints.iter().map(|e| e.shape.iter().product::<i64>().max(0) as usize * e.encoding.bytes()).sum()
+        self.endpoints.iter().map(|e| e.encoding.bytes_per_sample(&e.shape)).sum()
     }
 
     /// Reads `dir/manifest.json`.
@@ -131,10 +212,13 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
-        if manifest.format != FORMAT_VERSION {
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&manifest.format) {
             return Err(cache_error(
                 &path,
-                format!("layout version {} (this build reads version {FORMAT_VERSION})", manifest.format),
+                format!(
+                    "layout version {} (this build reads versions {OLDEST_READABLE} to {FORMAT_VERSION})",
+                    manifest.format
+                ),
             ));
         }
         Ok(manifest)

@@ -12,6 +12,16 @@
 //!   loader's order, at view `epoch % V`. A `DistillModel` or a `distill!` model then runs
 //!   `forward_cached(&xs, &batch, train)`: the student sees the replayed view of `xs`, the teacher
 //!   side comes from the batch.
+//! - Logits may be stored as their top `k` classes at a temperature ([`Encoding::TopK`]): read back
+//!   as the packed `[B, 2, k]` tensor of [`TopKKlDiv`](crate::criterion::TopKKlDiv); a pair whose
+//!   criterion reads another temperature, or no top-k tensor, is a
+//!   [`DistillError::CacheMismatch`](crate::DistillError).
+//! - The teacher need not be in memory: declare the teacher side of a `distill!` model as
+//!   `TeacherCache` with string paths (`teacher["features.1"]`) and build it with
+//!   `new(path, &student, &cache)`, which checks the paths against the manifest. Teacher-side
+//!   adapters that read the teacher's weights, like `conv2d_adapter`, need the teacher;
+//!   student-side adapters work. Such a model trains with `forward_cached`; a plain `forward_t` is an
+//!   error, since a cache cannot run.
 //! - [`Augment`]: the views' parameters (crop box, flip), drawn from (seed, sample id, view) and
 //!   replayed on the student's input.
 //! - [`TeacherHash`] identifies the teacher's weights in the manifest.
@@ -34,7 +44,9 @@ mod writer;
 pub use augment::{Augment, VIEW_PARAMS};
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
-pub use manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE};
+pub use manifest::{
+    Encoding, EndpointEntry, Manifest, Precision, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,
+};
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;
 pub use writer::{CacheWriter, WriteReport};

@@ -10,7 +10,7 @@ use super::augment::VIEW_PARAMS;
 use super::batch::CachedBatch;
 use super::files::cache_error;
 use super::hash::TeacherHash;
-use super::manifest::Manifest;
+use super::manifest::{Encoding, Manifest, TOP_K_INDEX_KIND};
 use super::prefetch::Prefetch;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
@@ -38,8 +38,11 @@ pub struct TeacherCache {
 pub(crate) struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) manifest: Arc<Manifest>,
-    /// One `[num_samples, views, …]` tensor per stored endpoint.
+    /// One `[num_samples, views, …]` tensor per stored endpoint (for top-k logits, the
+    /// `[num_samples, views, k]` log-probabilities).
     endpoints: Vec<Tensor>,
+    /// For each top-k endpoint, its `[num_samples, views, k]` class indices.
+    indices: Vec<Option<Tensor>>,
     /// `[num_samples, views, VIEW_PARAMS]`.
     params: Tensor,
 }
@@ -61,8 +64,19 @@ impl TeacherCache {
             let size = [vec![manifest.num_samples as i64, manifest.views as i64], shape.to_vec()].concat();
             Tensor::f_empty(size, (kind, tch::Device::Cpu))
         };
-        let endpoints =
-            manifest.endpoints.iter().map(|e| whole(&e.shape, e.encoding.kind())).collect::<Result<Vec<_>, _>>()?;
+        let endpoints = manifest
+            .endpoints
+            .iter()
+            .map(|e| whole(&e.encoding.stored_shape(&e.shape), e.encoding.kind()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let indices = manifest
+            .endpoints
+            .iter()
+            .map(|e| match e.encoding {
+                Encoding::TopK { k, .. } => whole(&[k], TOP_K_INDEX_KIND).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let params = whole(&[VIEW_PARAMS as i64], Kind::Int64)?;
         for (index, shard) in manifest.shards.iter().enumerate() {
             let path = dir.join(&shard.file);
@@ -96,13 +110,19 @@ impl TeacherCache {
             let start = shard.start as i64;
             let part = take("views", vec![len, views, VIEW_PARAMS as i64], Kind::Int64)?;
             params.f_narrow(0, start, len)?.f_copy_(&part)?;
-            for (j, (entry, stored)) in manifest.endpoints.iter().zip(&endpoints).enumerate() {
-                let shape = [vec![len, views], entry.shape.clone()].concat();
-                let part = take(&format!("endpoint.{j}"), shape, entry.encoding.kind())?;
+            for (j, ((entry, stored), stored_indices)) in
+                manifest.endpoints.iter().zip(&endpoints).zip(&indices).enumerate()
+            {
+                let shape = [vec![len, views], entry.encoding.stored_shape(&entry.shape)].concat();
+                let part = take(&format!("endpoint.{j}"), shape.clone(), entry.encoding.kind())?;
                 stored.f_narrow(0, start, len)?.f_copy_(&part)?;
+                if let Some(stored_indices) = stored_indices {
+                    let part = take(&format!("endpoint.{j}.indices"), shape, TOP_K_INDEX_KIND)?;
+                    stored_indices.f_narrow(0, start, len)?.f_copy_(&part)?;
+                }
             }
         }
-        let store = Store { dir: dir.to_path_buf(), manifest: Arc::new(manifest), endpoints, params };
+        let store = Store { dir: dir.to_path_buf(), manifest: Arc::new(manifest), endpoints, indices, params };
         Ok(TeacherCache { store })
     }
 
@@ -151,6 +171,7 @@ impl Store {
             dir: self.dir.clone(),
             manifest: Arc::clone(&self.manifest),
             endpoints: self.endpoints.iter().map(Tensor::shallow_clone).collect(),
+            indices: self.indices.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect(),
             params: self.params.shallow_clone(),
         }
     }
@@ -170,10 +191,19 @@ impl Store {
             )));
         }
         let view = (epoch % self.manifest.views) as i64;
+        let gather = |stored: &Tensor| -> Result<Tensor> {
+            Ok(stored.f_select(1, view)?.f_index_select(0, &ids)?.f_to_kind(Kind::Float)?)
+        };
+        // Top-k logits are read as the packed `[B, 2, k]` tensor that `TopKKlDiv` reads: the
+        // log-probabilities, then the class indices as floats (exact: at most 2^24 classes).
         let tensors = self
             .endpoints
             .iter()
-            .map(|stored| Ok(stored.f_select(1, view)?.f_index_select(0, &ids)?.f_to_kind(Kind::Float)?))
+            .zip(&self.indices)
+            .map(|(stored, indices)| match indices {
+                Some(indices) => Ok(Tensor::f_stack(&[gather(stored)?, gather(indices)?], 1)?),
+                None => gather(stored),
+            })
             .collect::<Result<Vec<_>>>()?;
         let params = self.params.f_select(1, view)?.f_index_select(0, &ids)?;
         Ok(CachedBatch::new(self.dir.clone(), Arc::clone(&self.manifest), ids, view as usize, tensors, params))

@@ -7,8 +7,9 @@ use tch::{Device, Tensor};
 use super::augment::Augment;
 use super::files::{cache_error, publish, remove_stale_temporaries, shard_file, temporary};
 use super::hash::TeacherHash;
-use super::manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION};
+use super::manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION, TOP_K_INDEX_KIND};
 use super::mismatch::first_difference;
+use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
 use crate::error::{DistillError, Result};
@@ -104,7 +105,8 @@ impl CacheWriter {
         self
     }
 
-    /// How the values of the teacher endpoint at `path` are stored.
+    /// How the values of the teacher endpoint at `path` are stored. [`Encoding::TopK`] needs the
+    /// endpoint to be logits `[N, C]` (checked when the teacher runs).
     pub fn endpoint_encoding(mut self, path: impl Into<String>, encoding: Encoding) -> Self {
         self.encodings.push((path.into(), encoding));
         self
@@ -161,7 +163,7 @@ impl CacheWriter {
             remove_stale_temporaries(&path)?;
             let data = self.run_shard(engine, teacher, &endpoints, start, end, &mut inputs)?;
             if !manifest_stored {
-                let shapes: Vec<Vec<i64>> = data.captures.iter().map(|t| t.size()[2..].to_vec()).collect();
+                let shapes = data.shapes.clone();
                 report.manifest = self.manifest(num_samples, &data.input_shape, &endpoints);
                 for (entry, shape) in report.manifest.endpoints.iter_mut().zip(shapes) {
                     entry.shape = shape;
@@ -198,7 +200,11 @@ impl CacheWriter {
         } else if self.views == 0 || self.batch_size == 0 {
             Some("views and batch size must be at least 1".to_owned())
         } else {
-            None
+            let mut encodings = std::iter::once(&self.encoding).chain(self.encodings.iter().map(|(_, e)| e));
+            encodings.find_map(|encoding| match *encoding {
+                Encoding::TopK { k, temperature, .. } => TopKLogits::new(k, temperature).validate().err(),
+                _ => None,
+            })
         };
         problem.map_or(Ok(()), |p| Err(DistillError::InvalidArgument(p)))
     }
@@ -266,6 +272,8 @@ impl CacheWriter {
         let _no_grad = tch::no_grad_guard();
         let resolved: Vec<ResolvedEndpoint> = endpoints.iter().map(|e| (*e).clone()).collect();
         let mut batches: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
+        let mut index_batches: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
+        let mut shapes: Vec<Vec<i64>> = vec![Vec::new(); endpoints.len()];
         let mut params = Vec::new();
         let mut input_shape = Vec::new();
         let mut first = start;
@@ -275,13 +283,14 @@ impl CacheWriter {
             let xs = inputs(&ids)?;
             input_shape = xs.size().get(1..).unwrap_or_default().to_vec();
             let mut views: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
+            let mut view_indices: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
             let mut view_params = Vec::with_capacity(self.views);
             for view in 0..self.views {
                 let drawn = self.augment.draw_batch(self.seed, &ids, view);
                 let xv = self.augment.apply(&xs, &drawn)?;
                 let (output, captures) = teacher.run(&xv, engine.mode().train, &resolved)?;
                 drop(output);
-                for ((capture, endpoint), stored) in captures.into_iter().zip(endpoints).zip(&mut views) {
+                for (j, (capture, endpoint)) in captures.into_iter().zip(endpoints).enumerate() {
                     let tensor = capture.into_tensor();
                     if !tensor.defined() {
                         return Err(DistillError::InvalidArgument(format!(
@@ -289,27 +298,49 @@ impl CacheWriter {
                             endpoint.path()
                         )));
                     }
-                    let encoding = self.encoding_of(endpoint.path());
-                    stored.push(tensor.f_to_device(Device::Cpu)?.f_to_kind(encoding.kind())?);
+                    let tensor = tensor.f_to_device(Device::Cpu)?;
+                    shapes[j] = tensor.size().get(1..).unwrap_or_default().to_vec();
+                    match self.encoding_of(endpoint.path()) {
+                        Encoding::TopK { k, temperature, values } => {
+                            let packed = encode_top_k(endpoint.path(), &tensor, TopKLogits::new(k, temperature))?;
+                            views[j].push(packed.f_select(1, 0)?.f_to_kind(values.kind())?);
+                            view_indices[j].push(packed.f_select(1, 1)?.f_to_kind(TOP_K_INDEX_KIND)?);
+                        }
+                        encoding => views[j].push(tensor.f_to_kind(encoding.kind())?),
+                    }
                 }
                 view_params.push(drawn);
             }
             for (stored, per_view) in batches.iter_mut().zip(views) {
                 stored.push(Tensor::f_stack(&per_view, 1)?);
             }
+            for (stored, per_view) in index_batches.iter_mut().zip(view_indices) {
+                if !per_view.is_empty() {
+                    stored.push(Tensor::f_stack(&per_view, 1)?);
+                }
+            }
             params.push(Tensor::f_stack(&view_params, 1)?);
             first = last;
         }
         let captures = batches.iter().map(|b| Ok(Tensor::f_cat(b, 0)?.f_contiguous()?)).collect::<Result<_>>()?;
-        Ok(ShardData { input_shape, captures, params: Tensor::f_cat(&params, 0)? })
+        let indices = index_batches
+            .iter()
+            .map(|b| if b.is_empty() { Ok(None) } else { Ok(Some(Tensor::f_cat(b, 0)?.f_contiguous()?)) })
+            .collect::<Result<_>>()?;
+        Ok(ShardData { input_shape, shapes, captures, indices, params: Tensor::f_cat(&params, 0)? })
     }
 }
 
 /// One shard's tensors before they are written.
 struct ShardData {
     input_shape: Vec<i64>,
-    /// One `[len, views, …]` tensor per stored endpoint.
+    /// The per-sample shape of each endpoint's capture, as the teacher gave it.
+    shapes: Vec<Vec<i64>>,
+    /// One `[len, views, …]` tensor per stored endpoint (for top-k logits, `[len, views, k]`
+    /// log-probabilities).
     captures: Vec<Tensor>,
+    /// For each top-k endpoint, its `[len, views, k]` class indices.
+    indices: Vec<Option<Tensor>>,
     /// `[len, views, VIEW_PARAMS]`.
     params: Tensor,
 }
@@ -335,7 +366,23 @@ fn stored_endpoints(endpoints: &[ResolvedEndpoint]) -> Result<Vec<&ResolvedEndpo
 fn write_shard(path: &Path, data: ShardData) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vec![("views".to_owned(), data.params)];
     named.extend(data.captures.into_iter().enumerate().map(|(i, t)| (format!("endpoint.{i}"), t)));
+    named.extend(
+        data.indices.into_iter().enumerate().filter_map(|(i, t)| t.map(|t| (format!("endpoint.{i}.indices"), t))),
+    );
     let tmp = temporary(path);
     Tensor::write_safetensors(&named, &tmp).map_err(|e| cache_error(&tmp, e))?;
     publish(&tmp, path)
+}
+
+/// The packed top-k form of the capture of `path`, which must be logits `[N, C]`.
+fn encode_top_k(path: &str, logits: &Tensor, top_k: TopKLogits) -> Result<Tensor> {
+    let shape = logits.size();
+    let shown =
+        if path.is_empty() { "the teacher's own output".to_owned() } else { format!("the teacher endpoint `{path}`") };
+    if shape.len() != 2 {
+        return Err(DistillError::InvalidArgument(format!(
+            "{shown} is stored as top-k logits, which needs logits [N, C]; it gave {shape:?}"
+        )));
+    }
+    top_k.f_encode(logits).map_err(|e| DistillError::InvalidArgument(format!("{shown}: {e}")))
 }

@@ -214,6 +214,12 @@ where
     /// stored augmentation view is applied first ([`CachedBatch::replay`]) — and takes the
     /// teacher's side of every pair from `batch` instead of running the teacher.
     ///
+    /// The payload `P` is the user's and cannot be checked against the cache: a pair whose teacher
+    /// endpoint is stored as top-k logits gets the packed `[B, 2, k]` tensor whatever its payload
+    /// does with it. With [`Criterion`] payloads,
+    /// [`forward_cached_checked`](DistillModel::forward_cached_checked) checks each pair's criterion
+    /// against the stored encoding first.
+    ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
     /// another shape than the cache's; what a forward can fail with.
@@ -240,6 +246,27 @@ where
     S: SideModel,
     C: Criterion,
 {
+    /// As [`forward_cached`](Self::forward_cached), after checking that each pair's criterion reads
+    /// its teacher endpoint as the cache stores it: top-k logits at the criterion's top-k
+    /// temperature ([`Criterion::top_k_temperature`]), anything else by a criterion that does not
+    /// read top-k.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures; what
+    /// [`forward_cached`](Self::forward_cached) fails with.
+    pub fn forward_cached_checked(
+        &self,
+        xs: &Tensor,
+        batch: &CachedBatch,
+        train: bool,
+    ) -> Result<DistillOutput<'_, C>> {
+        for (pair, endpoint) in self.mapping.pairs.iter().zip(self.engine.teacher_endpoints()) {
+            let label = pair_label(pair, &self.mapping.teacher_names);
+            batch.check_top_k(&label, endpoint, pair.payload.top_k_temperature())?;
+        }
+        self.forward_cached(xs, batch, train)
+    }
+
     /// A [`dry_run`](Self::dry_run) that also checks each pair against its criterion payload, and
     /// reports every pair that does not fit at once — naming, for a width mismatch, the adapters that
     /// would.

@@ -271,7 +271,9 @@ impl<'m> Core<'m> {
 
 impl Core<'_> {
     /// As [`forward`](Self::forward), with the teacher's side read from `batch` and the student run
-    /// on `xs` with each sample's stored view applied.
+    /// on `xs` with each sample's stored view applied. Each pair's criterion must read its teacher
+    /// endpoint as stored: top-k logits at the criterion's top-k temperature, anything else by a
+    /// criterion that does not read top-k ([`CachedBatch::check_top_k`]).
     pub fn forward_cached(
         &self,
         student: &dyn SideModel,
@@ -279,6 +281,9 @@ impl Core<'_> {
         xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
+        for (spec, endpoint) in self.pairs.iter().zip(self.engine.teacher_endpoints()) {
+            batch.check_top_k(spec.label, endpoint, spec.criterion.top_k_temperature())?;
+        }
         let xs = batch.replay(xs)?;
         self.forward(student, batch, &xs, &xs, train)
     }

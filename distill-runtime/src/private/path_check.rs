@@ -30,6 +30,12 @@ impl PathSchema for crate::jit::Module {
     const PATH_SCHEMA: &'static Schema = &Schema::OPAQUE;
 }
 
+/// A teacher cache stands for a teacher that need not be in memory: its endpoints are known once its
+/// manifest is read, so string paths into it are checked by `new()` against the stored endpoints.
+impl PathSchema for crate::cache::TeacherCache {
+    const PATH_SCHEMA: &'static Schema = &Schema::OPAQUE;
+}
+
 /// `T`'s schema, for [`check_path`] in a `const` item.
 pub const fn schema_of<T: PathSchema + ?Sized>() -> &'static Schema {
     T::PATH_SCHEMA
