@@ -1,5 +1,5 @@
 //! What can be one side of a distillation: a model of `distill::nn` layers, whose endpoints are its
-//! modules, or a TorchScript [`jit::Module`](crate::jit::Module), whose endpoints are its named
+//! modules, or a TorchScript [`jit::Module`], whose endpoints are its named
 //! outputs. Both front ends (`Mapping`, `distill!`) and the engine reach a side only through
 //! [`SideModel`].
 
