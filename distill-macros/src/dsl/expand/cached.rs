@@ -2,9 +2,8 @@
 //! cache batch instead of the teacher.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::Ident;
 
 use super::Items;
 
@@ -13,21 +12,14 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     if super::model::one_teacher(items).is_none() {
         return TokenStream::new();
     }
-    let Items { input, name, output, p, labels, .. } = items;
+    let Items { input, name, output, p, .. } = items;
     let student_ty = &input.student_ty;
     let student_model = quote_spanned!(student_ty.span()=> <#student_ty as #p::Model>);
-    let n = labels.len();
     let body = items.body(|| {
-        let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
-        quote! {
-            let __distill_forward = self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)?;
-            let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
-            ::core::result::Result::Ok(#output {
-                #(#labels: #pair_vars,)*
-                student_output: __distill_forward.student_output,
-                teacher_output: __distill_forward.teacher_output,
-            })
-        }
+        super::model::one_teacher_output(
+            items,
+            quote!(self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)),
+        )
     });
     let allows = items.fallback_allows();
     quote! {

@@ -67,25 +67,32 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         }
     });
     let forward_body = items.body(|| {
-        let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
-        quote! {
-            let __distill_forward = self.core.forward(
-                #student_model::as_side(self.student),
-                #teacher_model::as_side(self.teacher),
-                student_xs,
-                teacher_xs,
-                train,
-            )?;
-            let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
-            ::core::result::Result::Ok(#output {
-                #(#labels: #pair_vars,)*
-                student_output: __distill_forward.student_output,
-                teacher_output: __distill_forward.teacher_output,
-            })
-        }
+        one_teacher_output(
+            items,
+            quote! {
+                self.core.forward(
+                    #student_model::as_side(self.student),
+                    #teacher_model::as_side(self.teacher),
+                    student_xs,
+                    teacher_xs,
+                    train,
+                )
+            },
+        )
     });
     let allows = items.fallback_allows();
     let balance = balance_methods(items);
+    let run = run_methods(
+        items,
+        RunDocs {
+            engine: "The capture engine, with the resolved endpoints of both sides in pair order.",
+            forward: "Runs the teacher, then the student (with `train`), on `xs`, and returns every pair after its \
+                      adapter, with both outputs.",
+            forward_errors: "",
+            models: "both models",
+        },
+        quote!(self.core.dry_run(#student_model::as_side(self.student), #teacher_model::as_side(self.teacher), xs)),
+    );
     quote! {
         #[automatically_derived]
         #allows
@@ -131,47 +138,12 @@ pub(super) fn methods(items: &Items) -> TokenStream {
 
             #balance
 
-            /// The student model.
-            pub fn student(&self) -> &'m #student_ty {
-                self.student
-            }
-
             /// The teacher model.
             pub fn teacher(&self) -> &'m #teacher_ty {
                 self.teacher
             }
 
-            /// The capture engine, with the resolved endpoints of both sides in pair order.
-            pub fn engine(&self) -> &#p::Engine {
-                self.core.engine()
-            }
-
-            /// Runs the teacher, then the student (with `train`), on `xs`, and returns every
-            /// pair after its adapter, with both outputs.
-            ///
-            /// # Errors
-            /// A module that did not run or ran more than once, a captured tensor modified in
-            /// place, or a pair whose shapes its criterion does not accept.
-            pub fn forward_t(
-                &self,
-                xs: &#p::tch::Tensor,
-                train: bool,
-            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
-                self.forward_t_with(xs, xs, train)
-            }
-
-            /// Runs both models once on a sample batch `xs` (evaluation mode, no gradient: no
-            /// running statistic moves), fits the fitted adapters (`fitted_linear_adapter(…)`) to
-            /// their pairs, and checks every pair's shapes against its criterion: every problem at
-            /// once, before training. Call it before building the optimizer and before loading a
-            /// checkpoint when the distillation has fitted adapters.
-            ///
-            /// # Errors
-            /// `DistillError::DryRun` listing each pair that does not fit, with the adapters that
-            /// would; or what a forward can fail with.
-            pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
-                self.core.dry_run(#student_model::as_side(self.student), #teacher_model::as_side(self.teacher), xs)
-            }
+            #run
 
             /// As [`forward_t`](Self::forward_t), with a separate input for the teacher.
             pub fn forward_t_with(
@@ -228,6 +200,81 @@ pub(super) fn balance_methods(items: &Items) -> TokenStream {
         /// if any.
         pub fn rescaled_to(&self) -> ::core::option::Option<&'static str> {
             self.core.rescale_to()
+        }
+    }
+}
+
+/// The body that turns `forward` (an expression giving a one-teacher `Result<Forward>`) into the
+/// output struct: the pairs by label, and both models' outputs.
+pub(super) fn one_teacher_output(items: &Items, forward: TokenStream) -> TokenStream {
+    let Items { output, p, labels, .. } = items;
+    let n = labels.len();
+    let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
+    quote! {
+        let __distill_forward = #forward?;
+        let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
+        ::core::result::Result::Ok(#output {
+            #(#labels: #pair_vars,)*
+            student_output: __distill_forward.student_output,
+            teacher_output: __distill_forward.teacher_output,
+        })
+    }
+}
+
+/// The texts that differ between the one-teacher and the several-teacher forms of
+/// [`run_methods`].
+pub(super) struct RunDocs {
+    /// The doc of `engine()`.
+    pub engine: &'static str,
+    /// The first paragraph of `forward_t`'s doc.
+    pub forward: &'static str,
+    /// Appended to `forward_t`'s list of errors.
+    pub forward_errors: &'static str,
+    /// What `dry_run` runs once: "both models", "every model".
+    pub models: &'static str,
+}
+
+/// `student()`, `engine()`, `forward_t` and `dry_run` (whose body is `dry_run_body`): the same for
+/// one teacher and several.
+pub(super) fn run_methods(items: &Items, docs: RunDocs, dry_run_body: TokenStream) -> TokenStream {
+    let Items { input, output, p, .. } = items;
+    let student_ty = &input.student_ty;
+    let RunDocs { engine, forward, forward_errors, models } = docs;
+    let forward_doc = format!(
+        "{forward}\n\n# Errors\nA module that did not run or ran more than once, a captured tensor modified in place, \
+         or a pair whose shapes its criterion does not accept{forward_errors}."
+    );
+    let dry_run_doc = format!(
+        "Runs {models} once on a sample batch `xs` (evaluation mode, no gradient: no running statistic moves), \
+         fits the fitted adapters (`fitted_linear_adapter(…)`) to their pairs, and checks every pair's shapes \
+         against its criterion: every problem at once, before training. Call it before building the optimizer \
+         and before loading a checkpoint when the distillation has fitted adapters.\n\n# Errors\n\
+         `DistillError::DryRun` listing each pair that does not fit, with the adapters that would; or what a \
+         forward can fail with."
+    );
+    quote! {
+        /// The student model.
+        pub fn student(&self) -> &'m #student_ty {
+            self.student
+        }
+
+        #[doc = #engine]
+        pub fn engine(&self) -> &#p::Engine {
+            self.core.engine()
+        }
+
+        #[doc = #forward_doc]
+        pub fn forward_t(
+            &self,
+            xs: &#p::tch::Tensor,
+            train: bool,
+        ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+            self.forward_t_with(xs, xs, train)
+        }
+
+        #[doc = #dry_run_doc]
+        pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
+            #dry_run_body
         }
     }
 }

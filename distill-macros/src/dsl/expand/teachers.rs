@@ -132,6 +132,18 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     );
     let allows = items.fallback_allows();
     let balance = super::model::balance_methods(items);
+    let run = super::model::run_methods(
+        items,
+        super::model::RunDocs {
+            engine: "The capture engine, with the resolved endpoints of every side in pair order and each pair's \
+                     teacher.",
+            forward: "Runs each teacher once, then the student (with `train`), on `xs`, and returns every pair \
+                      after its adapter, with every model's output.",
+            forward_errors: "; a teacher's problem names the teacher",
+            models: "every model",
+        },
+        dry_run_body,
+    );
     quote! {
         #[automatically_derived]
         #allows
@@ -175,44 +187,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
 
             #balance
 
-            /// The student model.
-            pub fn student(&self) -> &'m #student_ty {
-                self.student
-            }
-
-            /// The capture engine, with the resolved endpoints of every side in pair order and each
-            /// pair's teacher.
-            pub fn engine(&self) -> &#p::Engine {
-                self.core.engine()
-            }
-
-            /// Runs each teacher once, then the student (with `train`), on `xs`, and returns every
-            /// pair after its adapter, with every model's output.
-            ///
-            /// # Errors
-            /// A module that did not run or ran more than once, a captured tensor modified in
-            /// place, or a pair whose shapes its criterion does not accept; a teacher's problem
-            /// names the teacher.
-            pub fn forward_t(
-                &self,
-                xs: &#p::tch::Tensor,
-                train: bool,
-            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
-                self.forward_t_with(xs, xs, train)
-            }
-
-            /// Runs every model once on a sample batch `xs` (evaluation mode, no gradient: no
-            /// running statistic moves), fits the fitted adapters (`fitted_linear_adapter(…)`) to
-            /// their pairs, and checks every pair's shapes against its criterion: every problem at
-            /// once, before training. Call it before building the optimizer and before loading a
-            /// checkpoint when the distillation has fitted adapters.
-            ///
-            /// # Errors
-            /// `DistillError::DryRun` listing each pair that does not fit, with the adapters that
-            /// would; or what a forward can fail with.
-            pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
-                #dry_run_body
-            }
+            #run
 
             /// As [`forward_t`](Self::forward_t), with a separate input for the teachers (every
             /// teacher gets `teacher_xs`).
