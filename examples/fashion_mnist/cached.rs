@@ -17,7 +17,7 @@ use crate::kd::PrunedKd;
 use crate::model::Net;
 use crate::prune::prune_net;
 use crate::report::Row;
-use crate::train::{sgd, train_with, BatchAt, Schedule, Terms};
+use crate::train::{ce_and_pairs, sgd, train_with, BatchAt, Schedule, Terms};
 
 /// Batches the prefetching reader gathers ahead of the step.
 const PREFETCH_DEPTH: usize = 4;
@@ -173,9 +173,6 @@ fn cached_step<'a>(
         let out = kd.forward_cached(xs, &batch, true).expect("the cache holds every teacher endpoint");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = out.losses();
-        let loss = &ce + losses.total();
-        let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
-        terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
-        (loss, terms)
+        ce_and_pairs(ce, losses.total(), losses.iter())
     }
 }

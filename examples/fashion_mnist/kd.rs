@@ -8,7 +8,7 @@ use distill::prelude::*;
 use tch::Tensor;
 
 use crate::model::Net;
-use crate::train::Terms;
+use crate::train::{ce_and_pairs, Terms};
 
 distill! {
     /// The teacher distilled into its pruned copy. The adapters select, for each student
@@ -37,10 +37,7 @@ pub fn kd_step<'m>(p: &nn::Path, student: &'m Net, teacher: &'m Net) -> Result<S
         let out = kd.forward_t(xs, true).expect("endpoints were checked by PrunedKd::new");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = out.losses();
-        let loss = &ce + losses.total();
-        let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
-        terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
-        (loss, terms)
+        ce_and_pairs(ce, losses.total(), losses.iter())
     }))
 }
 
@@ -59,9 +56,6 @@ pub fn config_step<'m>(
         let out = kd.forward_t(xs, true).expect("endpoints were checked by Config::distill");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = losses(&out, None).expect("pairs were checked by Config::distill");
-        let loss = &ce + losses.total();
-        let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
-        terms.extend(names.iter().zip(losses.iter()).map(|(name, (_, value))| (*name, value.double_value(&[]))));
-        (loss, terms)
+        ce_and_pairs(ce, losses.total(), names.iter().zip(losses.iter()).map(|(name, (_, value))| (*name, value)))
     }))
 }

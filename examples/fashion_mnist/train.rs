@@ -12,6 +12,19 @@ use crate::data::{batches, Split};
 /// Named loss terms of one step, in display order; the first is the total that is minimised.
 pub type Terms = Vec<(&'static str, f64)>;
 
+/// A distillation step's loss, cross-entropy `ce` plus the pairs' `total`, and its named terms:
+/// `loss`, `ce`, then each pair's (weighted) term in `pairs`' order.
+pub fn ce_and_pairs<'t>(
+    ce: Tensor,
+    total: Tensor,
+    pairs: impl IntoIterator<Item = (&'static str, &'t Tensor)>,
+) -> (Tensor, Terms) {
+    let loss = &ce + total;
+    let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
+    terms.extend(pairs.into_iter().map(|(label, value)| (label, value.double_value(&[]))));
+    (loss, terms)
+}
+
 /// Per-step loss terms of one training run, for the report's curves.
 #[derive(Clone, Debug, Default)]
 pub struct History {

@@ -34,7 +34,7 @@ use distill::vision::{self, BasicBlock, ResNet, ResNetConfig};
 use tch::{Device, Kind, Tensor};
 
 use data::Split;
-use train::{accuracy, one_cycle_lr, sgd, train, Schedule, Terms};
+use train::{accuracy, ce_and_pairs, one_cycle_lr, sgd, train, Schedule, Terms};
 
 /// Distill a PyTorch-trained ResNet-18 (TorchScript teacher) into its pruned Rust copy.
 #[derive(Parser, Debug)]
@@ -232,10 +232,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let out = kd.forward_t(xs, true).expect("every pair was checked by the dry run");
         let ce = out.student_output.cross_entropy_for_logits(ys);
         let losses = out.losses();
-        let loss = &ce + losses.total();
-        let mut terms: Terms = vec![("loss", loss.double_value(&[])), ("ce", ce.double_value(&[]))];
-        terms.extend(losses.iter().map(|(label, value)| (label, value.double_value(&[]))));
-        (loss, terms)
+        ce_and_pairs(ce, losses.total(), losses.iter())
     })?;
     let kd_accuracy = accuracy(&kd_student, &test_set);
 
