@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::error::{DistillError, Result};
+
 /// The shapes of every pair on a sample batch, from the `dry_run` of a `distill!` model or of a
 /// `DistillModel`. A `distill!` model's dry run also checks each pair against its criterion and fits
 /// its fitted adapters; every problem is reported at once.
@@ -9,6 +11,18 @@ use std::fmt;
 pub struct DryRun {
     /// One per pair, in declaration (insertion) order.
     pub pairs: Vec<PairShapes>,
+}
+
+impl DryRun {
+    /// The report of every pair, or [`DistillError::DryRun`] listing every pair that does not fit.
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = Result<PairShapes>>) -> Result<DryRun> {
+        let (shapes, problems): (Vec<_>, Vec<_>) = pairs.into_iter().partition(Result::is_ok);
+        if problems.is_empty() {
+            Ok(DryRun { pairs: shapes.into_iter().filter_map(Result::ok).collect() })
+        } else {
+            Err(DistillError::DryRun { problems: problems.into_iter().filter_map(Result::err).collect() })
+        }
+    }
 }
 
 /// One pair's tensors on the sample batch (after its adapters, in a `distill!` model).

@@ -262,17 +262,5 @@ pub fn dry_run<S: SideModel, T: SideModel>(
 ) -> Result<DryRun> {
     let _no_grad = tch::no_grad_guard();
     let out = model.forward_t(xs, false)?;
-    let mut shapes = Vec::with_capacity(out.len());
-    let mut problems = Vec::new();
-    for (student, teacher, pair) in out.pairs() {
-        match pair.dry_run(student, teacher) {
-            Ok(pair) => shapes.push(pair),
-            Err(problem) => problems.push(problem),
-        }
-    }
-    if problems.is_empty() {
-        Ok(DryRun { pairs: shapes })
-    } else {
-        Err(DistillError::DryRun { problems })
-    }
+    DryRun::from_pairs(out.pairs().map(|(student, teacher, pair)| pair.dry_run(student, teacher)))
 }

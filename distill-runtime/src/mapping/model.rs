@@ -197,17 +197,7 @@ where
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<DistillOutput<'_, P>> {
-        if let Some(problem) = self.problem {
-            return Err(problem.error());
-        }
-        let captures = self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train)?;
-        Ok(DistillOutput::new(
-            captures.student_output,
-            captures.teacher_outputs,
-            captures.student.into_iter().zip(captures.teacher).collect(),
-            &self.mapping.pairs,
-            &self.mapping.teacher_names,
-        ))
+        self.run(&self.teachers, student_xs, teacher_xs, train)
     }
 
     /// Runs the student (with `train`) on `xs` — the batch's raw inputs, to which each sample's
@@ -230,7 +220,22 @@ where
         let xs = batch.replay(xs)?;
         // A cache holds one teacher's side: a distillation from several teachers has no cached form,
         // and the engine says so (one teacher given for several).
-        let captures = self.engine.run(self.student, &[batch], &xs, &xs, train)?;
+        self.run(&[batch], &xs, &xs, train)
+    }
+
+    /// Runs the engine with `teachers` as the teacher sides and pairs the captures with the
+    /// mapping's payloads.
+    fn run(
+        &self,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<DistillOutput<'_, P>> {
+        if let Some(problem) = self.problem {
+            return Err(problem.error());
+        }
+        let captures = self.engine.run(self.student, teachers, student_xs, teacher_xs, train)?;
         Ok(DistillOutput::new(
             captures.student_output,
             captures.teacher_outputs,

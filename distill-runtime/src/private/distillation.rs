@@ -305,19 +305,13 @@ impl Core<'_> {
     ) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
         let captures = self.engine.run(student, teachers, xs, xs, false)?;
-        let mut shapes = Vec::with_capacity(self.pairs.len());
-        let mut problems = Vec::new();
-        for (spec, (s, t)) in self.pairs.iter().zip(captures.student.into_iter().zip(captures.teacher)) {
-            match dry_run_pair(spec, join_calls(s)?, join_calls(t)?) {
-                Ok(pair) => shapes.push(pair),
-                Err(problem) => problems.push(problem),
-            }
-        }
-        if problems.is_empty() {
-            Ok(DryRun { pairs: shapes })
-        } else {
-            Err(DistillError::DryRun { problems })
-        }
+        let pairs = self
+            .pairs
+            .iter()
+            .zip(captures.student.into_iter().zip(captures.teacher))
+            .map(|(spec, (s, t))| Ok(dry_run_pair(spec, join_calls(s)?, join_calls(t)?)))
+            .collect::<Result<Vec<_>>>()?;
+        DryRun::from_pairs(pairs)
     }
 }
 
