@@ -180,3 +180,43 @@ fn dry_run_of_a_mapping_reports_shapes_and_checks_criteria() {
     assert_eq!(problems.len(), 2);
     assert!(error.to_string().contains("`linear_adapter(path, 32, 16)`"), "{error}");
 }
+
+/// What a user's `fn main() -> Result<(), Box<dyn Error>>` runs: a dry run that finds mismatches.
+fn main_with_a_shape_mismatch() -> Result<(), Box<dyn std::error::Error>> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = models(&vs);
+    let kd = Unadapted::new(vs.root() / "kd", &student, &teacher)?;
+    kd.dry_run(&tokens())?;
+    Ok(())
+}
+
+#[test]
+fn main_returning_the_error_prints_its_message() {
+    const CHILD: &str = "DISTILL_TEST_MAIN_ERROR_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // What the standard library does with the value `main` returns.
+        use std::process::Termination;
+        let result = main_with_a_shape_mismatch();
+        let failed = result.is_err();
+        result.report();
+        std::process::exit(i32::from(failed));
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "main_returning_the_error_prints_its_message", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the child's main returned an error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = main_with_a_shape_mismatch().unwrap_err().to_string();
+    assert!(stderr.contains(&format!("Error: {expected}")), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "pair `b0`: the criterion cannot compare the student's shape [8, 6, 16] with the teacher's [8, 6, 32]"
+        ),
+        "stderr:\n{stderr}"
+    );
+    for structure in ["DryRun {", "problems:", "ShapeMismatch"] {
+        assert!(!stderr.contains(structure), "`{structure}` in stderr:\n{stderr}");
+    }
+}

@@ -305,3 +305,56 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     assert!(err.to_string().contains("equal shapes"), "{err}");
     Ok(())
 }
+
+distill! {
+    /// A feature pair that starts matched (a pruned copy's kept layer) beside the logits term.
+    struct StartsMatched for Mlp => Mlp {
+        hidden: student.body.inner.fc => teacher.body.inner.fc with Mse;
+        logits: student => teacher with KlDiv::new(2.0);
+    }
+}
+
+/// How far the student's hidden layer is from the teacher's after `steps` SGD steps on the
+/// distillation loss alone, starting equal to it up to relative `rounding`, with the hidden term
+/// rescaled to the logits term; and the hidden term's rescaling factors.
+fn drift_after_steps(rounding: f64, steps: u64) -> Result<(f64, Vec<f64>), DistillError> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher, xs) = models(&vs);
+    // Equal up to rounding, as a pruned copy's kept channels are through a selection adapter.
+    let rounding = Tensor::randn_like(&teacher.body.inner.fc.ws) * &teacher.body.inner.fc.ws.abs() * rounding;
+    tch::no_grad(|| student.body.inner.fc.ws.shallow_clone().copy_(&(&teacher.body.inner.fc.ws + rounding)));
+    tch::no_grad(|| {
+        student.body.inner.fc.bs.as_ref().unwrap().shallow_clone().copy_(teacher.body.inner.fc.bs.as_ref().unwrap())
+    });
+    let mut kd = StartsMatched::new(vs.root() / "kd", &student, &teacher)?.rescale_to("logits")?;
+    // The teacher runs under no-grad, so the optimizer moves the student (and adapters) only.
+    let mut opt = tch::nn::OptimizerConfig::build(tch::nn::Sgd::default(), &vs, 0.1)?;
+    let mut factors = Vec::new();
+    for step in 0..steps {
+        kd.set_step(step);
+        let out = kd.forward_t(&xs, true)?;
+        let losses = out.losses();
+        if let Some(factor) = losses.terms().next().and_then(|(_, term)| term.rescale.as_ref().map(scalar)) {
+            factors.push(factor);
+        }
+        opt.backward_step(&out.loss());
+    }
+    let drift = (&student.body.inner.fc.ws - &teacher.body.inner.fc.ws).abs().max();
+    Ok((scalar(&drift), factors))
+}
+
+#[test]
+fn a_term_that_starts_matched_is_not_blown_up_by_rescaling() -> Result<(), DistillError> {
+    // Matched up to f32-level rounding, the hidden term's loss is ~1e-13 at step 0; uncapped, its
+    // factor was ~3e10 and the layer moved ~4e3 from the teacher in 5 steps (0.18 from an exact start).
+    let (exact, _) = drift_after_steps(0.0, 5)?;
+    let (rounded, factors) = drift_after_steps(1e-6, 5)?;
+    assert_eq!(factors[0], distill::schedule::MAX_RESCALE, "step 0 is capped: {factors:?}");
+    assert!(factors.iter().all(|&factor| factor <= distill::schedule::MAX_RESCALE), "{factors:?}");
+    // Rounding noise in the start must not change the training: both runs move the layer alike.
+    assert!(
+        (rounded - exact).abs() <= 0.01 * exact,
+        "drift {rounded} from a rounded start vs {exact} from an exact one"
+    );
+    Ok(())
+}

@@ -6,7 +6,7 @@ pub use crate::point::{Port, Side};
 ///
 /// Each variant names the side, the module path and — where they matter — the shapes, the call count
 /// or a suggestion, so that the message alone tells what to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum DistillError {
     /// A module path names no module of the model.
@@ -365,6 +365,35 @@ pub enum DistillError {
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// `Debug` reads as the message, followed by its chain of causes, as `anyhow`'s errors do.
+///
+/// `fn main() -> Result<(), Box<dyn Error>>` prints a returned error with `Debug`; a derived `Debug`
+/// would turn each careful message into nested struct syntax. The variant's fields are public, so
+/// code that needs the structure matches on it.
+impl std::fmt::Debug for DistillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message = self.to_string();
+        f.write_str(&message)?;
+        // Most wrapping variants already quote their cause in the message: list only what it leaves out.
+        let mut causes = Vec::new();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                causes.push(text);
+            }
+            cause = error.source();
+        }
+        if !causes.is_empty() {
+            f.write_str("\n\nCaused by:")?;
+            for text in causes {
+                write!(f, "\n    {text}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How to give the adapters the kept channels instead of matching weights.

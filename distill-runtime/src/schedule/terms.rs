@@ -7,6 +7,15 @@ use tch::Tensor;
 /// of being divided by 0.
 pub const RESCALE_EPS: f64 = 1e-12;
 
+/// The largest factor a term is rescaled by.
+///
+/// A term far below its reference has (nearly) converged, typically a feature pair of a pruned copy
+/// that starts matched: its loss is rounding noise, and bringing that noise to the reference's
+/// magnitude would multiply its gradient by up to 10¹¹ and throw the layer away from the teacher in
+/// one step. Capped, such a term weighs at most this many times its own value; a term within this
+/// ratio of its reference is rescaled exactly.
+pub const MAX_RESCALE: f64 = 1e3;
+
 /// One term of a distillation's loss: the criterion's own value, its weight at the step, and what
 /// enters the total.
 ///
@@ -26,14 +35,15 @@ pub struct LossTerm {
     pub rescale: Option<Tensor>,
 }
 
-/// The factor that brings `term` to the magnitude of `reference`: `|reference| / max(|term|, ε)`,
-/// both detached, so that `factor · term` has the value of `reference` (in absolute value) and the
-/// gradient of `term`, scaled.
+/// The factor that brings `term` to the magnitude of `reference`:
+/// `min(|reference| / max(|term|, ε), MAX_RESCALE)`, both detached, so that `factor · term` has the
+/// value of `reference` (in absolute value) and the gradient of `term`, scaled — or, for a term
+/// below `1 / MAX_RESCALE` of its reference, [`MAX_RESCALE`] times its own value and gradient.
 ///
 /// Both are scalar losses of the same batch; the factor is recomputed at every step (no running
 /// state), so a resumed run needs nothing but its step to continue exactly.
 pub fn rescale_factor(term: &Tensor, reference: &Tensor) -> Tensor {
-    reference.detach().abs() / term.detach().abs().clamp_min(RESCALE_EPS)
+    (reference.detach().abs() / term.detach().abs().clamp_min(RESCALE_EPS)).clamp_max(MAX_RESCALE)
 }
 
 /// `term` rescaled to the magnitude of `reference` ([`rescale_factor`] times `term`): the dynamic
