@@ -8,6 +8,9 @@
 //! What they add is a tap: when a distillation arms it, the layer records its input and output.
 //! Containers ([`Seq`], [`Sequential`]) record each child's call, so any child — a user struct too — is
 //! a distillation point; [`Tap`] makes any module one.
+//!
+//! Initialisation is tch's (weights Kaiming-uniform with the ReLU gain, conv biases 0), which is not
+//! PyTorch's: [`pytorch_linear_config`] and [`pytorch_conv2d_config`] give PyTorch's.
 
 mod activation;
 mod batch_norm;
@@ -17,6 +20,7 @@ mod dropout;
 mod element;
 mod embedding;
 mod flatten;
+mod init;
 mod layer_norm;
 pub(crate) mod leaf;
 mod linear;
@@ -33,6 +37,7 @@ pub use dropout::{dropout, Dropout};
 pub use element::Element;
 pub use embedding::{embedding, Embedding};
 pub use flatten::{flatten, Flatten};
+pub use init::{pytorch_conv2d_config, pytorch_linear_config, PYTORCH_WEIGHT_INIT};
 pub use layer_norm::{layer_norm, LayerNorm};
 pub use linear::{linear, Linear};
 pub use pool::{adaptive_avg_pool2d, avg_pool2d, max_pool2d, AdaptiveAvgPool2D, AvgPool2D, MaxPool2D};

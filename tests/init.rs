@@ -1,0 +1,48 @@
+//! PyTorch-style initialisation: weights and biases uniform in ±1/√fan_in, against tch's wider
+//! Kaiming-uniform default.
+
+use distill::nn::{self, VarStore};
+use tch::Device;
+
+/// The largest |value| and whether all values lie within `bound`.
+fn max_abs(t: &tch::Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+/// Of n independent draws uniform in ±b, the largest |x| is below b·(1 − q) with probability (1 − q)ⁿ:
+/// for n ≥ 4096 and q = 1e-2, below 1e-17. So a bound check from both sides is deterministic in
+/// practice and catches a distribution of another width.
+fn assert_uniform_within(t: &tch::Tensor, bound: f64, what: &str) {
+    let max = max_abs(t);
+    assert!(max <= bound, "{what}: max |x| = {max} > {bound}");
+    assert!(max >= bound * 0.99, "{what}: max |x| = {max}, far below {bound}: not uniform in ±{bound}");
+}
+
+#[test]
+fn linear_initialises_as_pytorch() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let fc = nn::linear(vs.root() / "fc", 256, 4096, nn::pytorch_linear_config(256));
+    let bound = 1.0 / 16.0;
+    assert_uniform_within(&fc.ws, bound, "weight");
+    assert_uniform_within(fc.bs.as_ref().unwrap(), bound, "bias");
+    // tch's default draws weights √6 times wider.
+    let default = nn::linear(vs.root() / "default", 256, 4096, Default::default());
+    assert_uniform_within(&default.ws, 6f64.sqrt() * bound, "tch's default weight");
+}
+
+#[test]
+fn conv2d_initialises_as_pytorch_and_keeps_the_config() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let config = nn::ConvConfig { padding: 1, stride: 2, groups: 2, ..Default::default() };
+    let conv = nn::conv2d(vs.root() / "conv", 32, 4096, 3, nn::pytorch_conv2d_config(32, 3, config));
+    // fan_in = 32 / 2 groups · 3 · 3 = 144.
+    let bound = 1.0 / 12.0;
+    assert_uniform_within(&conv.ws, bound, "weight");
+    assert_uniform_within(conv.bs.as_ref().unwrap(), bound, "bias");
+    // Groups, stride and padding are kept: 16 input channels per group, 8×8 → 4×4.
+    assert_eq!(conv.ws.size(), [4096, 16, 3, 3]);
+    let ys = tch::nn::Module::forward(&conv, &tch::Tensor::zeros([1, 32, 8, 8], (tch::Kind::Float, Device::Cpu)));
+    assert_eq!(ys.size(), [1, 4096, 4, 4]);
+}
