@@ -34,7 +34,9 @@ fn main() {
         // libtorch's own headers trip these; the shim's code is kept clean of them.
         .flag_if_supported("-Wno-c++20-extensions")
         .flag_if_supported("-Wno-unused-parameter")
-        .flag_if_supported("-Wno-missing-field-initializers");
+        .flag_if_supported("-Wno-missing-field-initializers")
+        // c10's CUDA headers align to the cache-line size; the shim does not depend on its value.
+        .flag_if_supported("-Wno-interference-size");
     if env::var_os("CARGO_FEATURE_CUDA").is_some() {
         add_cuda(&mut build, &lib, &root);
     }
@@ -47,22 +49,40 @@ fn parent(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
 }
 
-/// NCCL needs the CUDA toolkit's and NCCL's headers: the toolkit at `CUDA_HOME` (required: the pip
-/// wheel's CUDA runtime headers lack the compiler's `crt/` headers), then the wheel's
-/// `nvidia/*/include` folders beside `torch/` (NCCL's header among them).
+/// NCCL needs CUDA's runtime headers and NCCL's header; the pip torch wheel carries both beside
+/// `torch/` (`nvidia/cu13/include`, `nvidia/nccl/include`, and the other `nvidia/*/include`). A CUDA
+/// toolkit at `CUDA_HOME`, when set, comes first. The wheel lacks the CUDA compiler's `crt/` headers
+/// and CCCL's `nv/target`, which a host-only compile needs only for declaration qualifiers: the
+/// stand-ins in `csrc/cuda` come last, so a toolkit's own take precedence. The shim's NCCL code
+/// lives in libtorch_cuda and c10_cuda (libtorch_cuda loads NCCL and the CUDA runtime itself).
 fn add_cuda(build: &mut cc::Build, lib: &Path, root: &Path) {
-    if !lib.join("libtorch_cuda.so").exists() {
-        panic!("the `cuda` feature needs a libtorch built with CUDA, but {} has no libtorch_cuda.so", lib.display());
+    for name in ["torch_cuda", "c10_cuda"] {
+        if !lib.join(format!("lib{name}.so")).exists() {
+            panic!("the `cuda` feature needs a libtorch built with CUDA, but {} has no lib{name}.so", lib.display());
+        }
     }
-    let Some(home) = env::var_os("CUDA_HOME") else {
-        panic!("the `cuda` feature needs CUDA_HOME to point at a CUDA toolkit (for its headers)");
+    if let Some(home) = env::var_os("CUDA_HOME") {
+        build.include(PathBuf::from(home).join("include"));
+    }
+    let nvidia = parent(root).join("nvidia");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&nvidia)
+        .map(|entries| entries.flatten().map(|e| e.path().join("include")).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let has = |header: &str| {
+        env::var_os("CUDA_HOME").is_some_and(|home| PathBuf::from(home).join("include").join(header).exists())
+            || dirs.iter().any(|d| d.join(header).exists())
     };
-    build.include(PathBuf::from(home).join("include"));
-    if let Ok(entries) = std::fs::read_dir(parent(root).join("nvidia")) {
-        let mut dirs: Vec<PathBuf> =
-            entries.flatten().map(|e| e.path().join("include")).filter(|p| p.is_dir()).collect();
-        dirs.sort();
-        build.includes(dirs);
+    for header in ["cuda_runtime_api.h", "nccl.h"] {
+        if !has(header) {
+            panic!(
+                "the `cuda` feature needs `{header}`: neither {} (the pip torch's CUDA headers) nor CUDA_HOME has it",
+                nvidia.display()
+            );
+        }
     }
+    build.includes(dirs).include("csrc/cuda");
     build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("DISTILL_DDP_NCCL", None);
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
 }

@@ -45,6 +45,10 @@ pub(crate) struct Args {
     /// Batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "8,128")]
     pub(crate) batch: Vec<i64>,
+    /// Where (b) runs: `cpu`, or `cuda` (the first GPU; (c), the PyTorch baseline, runs on the CPU
+    /// only and is skipped then). The other benchmarks run on the CPU.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub(crate) device: String,
     /// Intra-op threads, for libtorch here and for PyTorch in the Python baseline.
     #[arg(long, default_value_t = 2)]
     pub(crate) threads: i32,
@@ -68,6 +72,17 @@ pub(crate) struct Args {
     pub(crate) bench: bool,
 }
 
+impl Args {
+    /// The device of `--device`.
+    pub(crate) fn device(&self) -> tch::Device {
+        if self.device == "cuda" {
+            tch::Device::Cuda(0)
+        } else {
+            tch::Device::Cpu
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let tuned = if args.untuned { false } else { distill::tune_allocator() };
@@ -80,6 +95,10 @@ fn main() {
         // `cargo test --all-targets` runs bench binaries without `--bench`: check, do not time.
         runs::smoke_test();
         return;
+    }
+    if let Err(e) = distill::device::check_device(args.device()) {
+        eprintln!("--device {}: {e}", args.device);
+        std::process::exit(2);
     }
     let on = |name: &str| args.only.iter().any(|o| o == name);
     println!(

@@ -61,18 +61,34 @@ pub(crate) fn bench_idle(args: &Args, batch: i64, summary: &mut Summary) {
 }
 
 pub(crate) fn bench_step(args: &Args, batch: i64, python: bool, summary: &mut Summary) {
-    let src = teacher_weights();
+    let device = args.device();
+    let mut src = teacher_weights();
+    src.set_device(device);
     let (xs, ys) = batch_data(batch);
+    let (xs, ys) = (xs.to_device(device), ys.to_device(device));
     let mut hand = Hand::new(&src);
     let mut front = Front::new(&src);
+    // On a GPU, a step is timed until its kernels have finished (on both sides alike).
+    let wait = || {
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
     // Both sides start from the same weights: their first losses must agree.
     let (lh, lf) = (hand.step(&xs, &ys).double_value(&[]), front.step(&xs, &ys).double_value(&[]));
     assert!((lh - lf).abs() <= SAME_LOSS * lh.abs(), "the two sides compute different steps: {lh} vs {lf}");
-    let n = calibrate(|| drop(hand.step(&xs, &ys)), args.round_ms);
+    let n = calibrate(
+        || {
+            drop(hand.step(&xs, &ys));
+            wait()
+        },
+        args.round_ms,
+    );
     for _ in 0..STEP_WARM_UP {
         drop(front.step(&xs, &ys));
     }
-    let mut py = if python {
+    wait();
+    let mut py = if python && device == Device::Cpu {
         match Python::start(args, batch) {
             Ok(py) => Some(py),
             Err(e) => {
@@ -83,8 +99,18 @@ pub(crate) fn bench_step(args: &Args, batch: i64, python: bool, summary: &mut Su
     } else {
         None
     };
-    let mut run_hand = || time_round(n, || drop(hand.step(&xs, &ys)));
-    let mut run_front = || time_round(n, || drop(front.step(&xs, &ys)));
+    let mut run_hand = || {
+        time_round(n, || {
+            drop(hand.step(&xs, &ys));
+            wait()
+        })
+    };
+    let mut run_front = || {
+        time_round(n, || {
+            drop(front.step(&xs, &ys));
+            wait()
+        })
+    };
     let m = match py.as_mut() {
         Some(py) => {
             let mut run_py = || py.round(n);
@@ -92,9 +118,15 @@ pub(crate) fn bench_step(args: &Args, batch: i64, python: bool, summary: &mut Su
         }
         None => interleave(args.rounds, &mut [&mut run_hand, &mut run_front]),
     };
-    let ratio = add_ratio(summary, "(b) `distill!` step / hand-written tch step", batch, m[1], m[0]);
+    let on = if device == Device::Cpu { String::new() } else { format!(" on {device:?}") };
+    let label = if device == Device::Cpu {
+        "(b) `distill!` step / hand-written tch step"
+    } else {
+        "(b) `distill!` step / hand-written tch step, on CUDA"
+    };
+    let ratio = add_ratio(summary, label, batch, m[1], m[0]);
     println!(
-        "(b) step   batch {batch:>3}: distill {} vs hand-written tch {} per step → {ratio:.3}× (target ≤ 1.03×)",
+        "(b) step   batch {batch:>3}{on}: distill {} vs hand-written tch {} per step → {ratio:.3}× (target ≤ 1.03×)",
         fmt_ms(m[1]),
         fmt_ms(m[0])
     );

@@ -3,7 +3,7 @@
 
 use distill::prelude::*;
 use tch::nn::{self as tnn, VarStore};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
 use crate::models::{slice_into, Net, RawNet, STUDENT, TEACHER};
 
@@ -44,7 +44,7 @@ mod hand {
     /// the first channels of the teacher).
     pub fn selection_adapter(p: tnn::Path, teacher: i64, student: i64) -> tnn::Conv2D {
         let conv = tnn::conv2d(p, teacher, student, 1, tnn::ConvConfig { bias: false, ..Default::default() });
-        let eye = Tensor::eye_m(student, teacher, (Kind::Float, Device::Cpu)).view([student, teacher, 1, 1]);
+        let eye = Tensor::eye_m(student, teacher, (Kind::Float, conv.ws.device())).view([student, teacher, 1, 1]);
         tch::no_grad(|| conv.ws.shallow_clone().copy_(&eye));
         conv
     }
@@ -65,12 +65,14 @@ pub(crate) struct Hand {
 }
 
 impl Hand {
+    /// Both models on the device of `teacher_src`.
     pub(crate) fn new(teacher_src: &VarStore) -> Hand {
-        let mut tvs = VarStore::new(Device::Cpu);
+        let device = teacher_src.device();
+        let mut tvs = VarStore::new(device);
         let teacher = RawNet::new(&tvs.root(), &TEACHER);
         tvs.copy(teacher_src).expect("same variables");
         tvs.freeze();
-        let svs = VarStore::new(Device::Cpu);
+        let svs = VarStore::new(device);
         let student = RawNet::new(&svs.root(), &STUDENT);
         slice_into(&svs, &tvs);
         let kd = svs.root() / "kd";
@@ -114,14 +116,15 @@ pub(crate) struct Front {
 }
 
 /// The models of a `distill!` side: the teacher (weights of `teacher_src`, frozen), the student
-/// sliced from it, and the student's VarStore. Leaked: `SmallKd` borrows both models, and the bench
+/// sliced from it, and the student's VarStore, on the device of `teacher_src`. Leaked: `SmallKd` borrows both models, and the bench
 /// keeps them for the whole process.
 pub(crate) fn leaked_models(teacher_src: &VarStore) -> (&'static Net, &'static Net, &'static VarStore) {
-    let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+    let device = teacher_src.device();
+    let tvs: &'static mut VarStore = Box::leak(Box::new(VarStore::new(device)));
     let teacher: &'static Net = Box::leak(Box::new(Net::new(&tvs.root(), &TEACHER)));
     tvs.copy(teacher_src).expect("same variables");
     tvs.freeze();
-    let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(Device::Cpu)));
+    let svs: &'static VarStore = Box::leak(Box::new(VarStore::new(device)));
     let student: &'static Net = Box::leak(Box::new(Net::new(&svs.root(), &STUDENT)));
     slice_into(svs, tvs);
     (teacher, student, svs)

@@ -14,6 +14,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef DISTILL_DDP_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -95,8 +96,8 @@ int ddp_has_nccl(void) {
 #endif
 }
 
-// A TCPStore: the server (when `is_server`) or a client of the store at host:port. Each process
-// checks in; the server waits until `world_size` have. Both give up after `timeout_ms`.
+// A TCPStore: the server (when `is_server`) or a client of the store at host:port. `timeout_ms`
+// bounds a client's connection attempts and every later wait on a key.
 char* ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_size, int64_t timeout_ms,
                     ddp_store** out) {
   return guarded([&] {
@@ -105,9 +106,10 @@ char* ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_si
     options.port = port;
     options.isServer = is_server != 0;
     options.timeout = millis(timeout_ms);
-    // Every process checks in (as PyTorch's TCPStore does); the server returns once all have.
+    // The server does not wait for the others here: the Rust side does, through keys every rank
+    // sets, so that it can tell a rank started with another world size from one that is missing.
     options.numWorkers = static_cast<size_t>(world_size);
-    options.waitWorkers = true;
+    options.waitWorkers = false;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
     *out = new ddp_store{std::move(store)};
   });
@@ -119,6 +121,31 @@ char* ddp_store_prefixed(const ddp_store* base, const char* prefix, ddp_store** 
     require(base != nullptr && prefix != nullptr && out != nullptr, "ddp_store_prefixed: null argument");
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), base->store);
     *out = new ddp_store{std::move(store)};
+  });
+}
+
+// Sets `key` to the `len` bytes at `value`.
+char* ddp_store_set(const ddp_store* store, const char* key, const uint8_t* value, size_t len) {
+  return guarded([&] {
+    require(store != nullptr && key != nullptr && (value != nullptr || len == 0), "ddp_store_set: null argument");
+    store->store->set(std::string(key), std::vector<uint8_t>(value, value + len));
+  });
+}
+
+// The value of `key`, waiting up to `timeout_ms` for a rank to set it; malloc'ed into *out
+// (free it with ddp_free_message), its length in *len.
+char* ddp_store_get(const ddp_store* store, const char* key, int64_t timeout_ms, uint8_t** out, size_t* len) {
+  return guarded([&] {
+    require(store != nullptr && key != nullptr && out != nullptr && len != nullptr, "ddp_store_get: null argument");
+    store->store->wait({std::string(key)}, millis(timeout_ms));
+    std::vector<uint8_t> value = store->store->get(std::string(key));
+    auto* copy = static_cast<uint8_t*>(std::malloc(value.empty() ? 1 : value.size()));
+    if (copy == nullptr) {
+      throw std::bad_alloc();
+    }
+    std::memcpy(copy, value.data(), value.size());
+    *out = copy;
+    *len = value.size();
   });
 }
 
@@ -152,6 +179,11 @@ char* ddp_group_nccl(const ddp_store* store, int rank, int size, int64_t timeout
   return guarded([&] {
     require(store != nullptr && out != nullptr, "ddp_group_nccl: null argument");
 #ifdef DISTILL_DDP_NCCL
+    // Without a GPU, libtorch's NCCL group would fail later, inside a collective or in NCCL itself.
+    c10::DeviceIndex devices = c10::cuda::device_count();
+    if (devices == 0) {
+      throw std::runtime_error("no CUDA device is available to this process");
+    }
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = millis(timeout_ms);
     auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store->store, rank, size, options);

@@ -33,6 +33,30 @@ pub enum DdpError {
     /// that only rank 0 could write).
     #[error("the ranks disagree: {0}")]
     RankMismatch(String),
+    /// The NCCL backend needs a CUDA device for this rank (its local rank's), and this process has
+    /// none, or fewer: no GPU, no driver, or `CUDA_VISIBLE_DEVICES` hides it.
+    #[error(
+        "no CUDA device is available for this rank: it needs cuda:{device}, and this process sees {available} CUDA \
+         device(s) (check `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use the Gloo backend on the CPU)"
+    )]
+    NoCudaDevice {
+        /// The device index the rank needs (its local rank).
+        device: usize,
+        /// How many CUDA devices this process sees.
+        available: usize,
+    },
+    /// Joining the group did not finish within the rendezvous timeout: the store did not answer
+    /// (nothing listens at the address, or a process that never answers holds the port), or not
+    /// every rank arrived.
+    #[error("joining the group at {address} did not finish within the rendezvous timeout of {timeout:?}: {stage}")]
+    RendezvousTimeout {
+        /// `MASTER_ADDR:MASTER_PORT`.
+        address: String,
+        /// The configured rendezvous timeout.
+        timeout: std::time::Duration,
+        /// What it was waiting for when the time ran out.
+        stage: String,
+    },
     /// An argument cannot be used.
     #[error("{0}")]
     InvalidArgument(String),

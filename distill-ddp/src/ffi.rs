@@ -34,6 +34,14 @@ extern "C" {
         out: *mut *mut RawStore,
     ) -> *mut c_char;
     fn ddp_store_prefixed(base: *const RawStore, prefix: *const c_char, out: *mut *mut RawStore) -> *mut c_char;
+    fn ddp_store_set(store: *const RawStore, key: *const c_char, value: *const u8, len: usize) -> *mut c_char;
+    fn ddp_store_get(
+        store: *const RawStore,
+        key: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut u8,
+        len: *mut usize,
+    ) -> *mut c_char;
     fn ddp_store_free(store: *mut RawStore);
     fn ddp_group_gloo(
         store: *const RawStore,
@@ -106,8 +114,8 @@ pub(crate) struct Store {
 unsafe impl Send for Store {}
 
 impl Store {
-    /// The server of a TCPStore at `port`, or a client of the store at `host:port`; every process
-    /// checks in and the server waits for all `world_size`; both give up after `timeout`.
+    /// The server of a TCPStore at `port`, or a client of the store at `host:port`, which connects
+    /// within `timeout`; that also bounds every later wait on a key.
     pub(crate) fn tcp(
         host: &str,
         port: u16,
@@ -133,6 +141,32 @@ impl Store {
         let message = unsafe { ddp_store_prefixed(self.raw, prefix.as_ptr(), &mut raw) };
         check("PrefixStore", message)?;
         Ok(Self { raw })
+    }
+}
+
+impl Store {
+    /// Sets `key` to `value`.
+    pub(crate) fn set(&self, key: &str, value: &[u8]) -> Result<(), DdpError> {
+        let key = c_string("store key", key)?;
+        // SAFETY: `self.raw` is live; `key` and `value` are valid for the call, which copies them.
+        let message = unsafe { ddp_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len()) };
+        check("TCPStore set", message)
+    }
+
+    /// The value of `key`, waiting up to `timeout` for another rank to set it.
+    pub(crate) fn get(&self, key: &str, timeout: Duration) -> Result<Vec<u8>, DdpError> {
+        let key = c_string("store key", key)?;
+        let (mut out, mut len) = (ptr::null_mut::<u8>(), 0usize);
+        // SAFETY: `self.raw` is live, `key` is valid for the call; `out` and `len` are written only
+        // on success.
+        let message = unsafe { ddp_store_get(self.raw, key.as_ptr(), millis(timeout), &mut out, &mut len) };
+        check("TCPStore get", message)?;
+        // SAFETY: on success `out` points at `len` bytes malloc'ed by the shim, copied here and then
+        // released once with the shim's matching free.
+        let value = unsafe { std::slice::from_raw_parts(out, len) }.to_vec();
+        // SAFETY: as above: `out` came from the shim's malloc and is freed exactly once.
+        unsafe { ddp_free_message(out.cast()) };
+        Ok(value)
     }
 }
 

@@ -1,7 +1,8 @@
 //! A process group: this process's place among the ranks and the collectives between them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tch::{Device, Tensor};
 
@@ -54,45 +55,71 @@ impl std::fmt::Debug for ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Joins the group described by `config`: connects to (or, on rank 0, starts) the TCPStore and
-    /// creates the backend, which connects every pair of ranks. Fails when the others do not
-    /// arrive within `config.rendezvous_timeout`.
+    /// Joins the group described by `config`: connects to (or, on rank 0, starts) the TCPStore,
+    /// checks that every rank was started with the same world size, and creates the backend, which
+    /// connects every pair of ranks.
+    ///
+    /// The whole join is bounded by `config.rendezvous_timeout`: whatever holds things up — nothing
+    /// listening at the address, a process that holds the port and never answers, a rank that never
+    /// arrives, sockets that do not connect — this returns an error once that time has passed. (The
+    /// join runs on a helper thread; one that libtorch keeps blocked is left behind and ends with
+    /// the process.)
+    ///
+    /// # Errors
+    /// [`DdpError::RendezvousTimeout`] naming what it was waiting for;
+    /// [`DdpError::RankMismatch`] when another rank has another world size;
+    /// [`DdpError::NoCudaDevice`] for the NCCL backend in a process without this rank's GPU;
+    /// [`DdpError::Backend`] for what libtorch reports (e.g. rank 0's port in use).
     pub fn new(config: &DdpConfig) -> Result<Self, DdpError> {
+        let started = Instant::now();
         if config.backend == Backend::Nccl && !ffi::has_nccl() {
             return Err(DdpError::InvalidArgument(
                 "the NCCL backend is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA"
                     .into(),
             ));
         }
-        if config.backend == Backend::Nccl && config.local_rank.is_none() {
-            return Err(DdpError::InvalidArgument(
-                "the NCCL backend needs the local rank (LOCAL_RANK) to choose this rank's GPU".into(),
-            ));
+        if config.backend == Backend::Nccl {
+            let Some(device) = config.local_rank else {
+                return Err(DdpError::InvalidArgument(
+                    "the NCCL backend needs the local rank (LOCAL_RANK) to choose this rank's GPU".into(),
+                ));
+            };
+            // Checked before any rendezvous: without its GPU, NCCL would fail only later, inside
+            // libtorch, after the other ranks have started waiting.
+            let available = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            if device >= available {
+                return Err(DdpError::NoCudaDevice { device, available });
+            }
         }
         if config.gloo_threads == 0 {
             return Err(DdpError::InvalidArgument("Gloo needs at least one worker thread".into()));
         }
-        let is_server = config.store_host == StoreHost::Rank0 && config.rank == 0;
-        let base = ffi::Store::tcp(
-            &config.master_addr,
-            config.master_port,
-            is_server,
-            config.world_size,
-            config.rendezvous_timeout,
-        )?;
         let index = GROUPS.fetch_add(1, Ordering::Relaxed);
-        let store = base.prefixed(&format!("{}group{index}/", config.store_prefix))?;
-        let group = match config.backend {
-            Backend::Gloo => {
-                let devices = match &config.gloo_device {
-                    GlooDevice::Interfaces(names) => ffi::GlooDevices::Interfaces(names),
-                    GlooDevice::Hostname(host) => ffi::GlooDevices::Hostname(host),
-                    GlooDevice::Auto if config.is_loopback() => ffi::GlooDevices::Hostname("127.0.0.1"),
-                    GlooDevice::Auto => ffi::GlooDevices::Default,
-                };
-                ffi::Group::gloo(&store, config.rank, config.world_size, config.timeout, devices, config.gloo_threads)?
+        let stage = Arc::new(Mutex::new(String::new()));
+        let (sender, receiver) = mpsc::channel();
+        let (joining, progress) = (config.clone(), Arc::clone(&stage));
+        std::thread::Builder::new()
+            .name("distill-ddp-join".into())
+            .spawn(move || {
+                // The receiver is gone when the join timed out; the group is then dropped here.
+                let _ = sender.send(join(&joining, index, started, &progress));
+            })
+            .map_err(|e| DdpError::Backend { op: "rendezvous", message: format!("cannot start a thread: {e}") })?;
+        let (group, store) = match receiver.recv_timeout(config.rendezvous_timeout.saturating_sub(started.elapsed())) {
+            Ok(joined) => joined?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(DdpError::RendezvousTimeout {
+                    address: format!("{}:{}", config.master_addr, config.master_port),
+                    timeout: config.rendezvous_timeout,
+                    stage: stage.lock().map(|s| s.clone()).unwrap_or_default(),
+                })
             }
-            Backend::Nccl => ffi::Group::nccl(&store, config.rank, config.world_size, config.timeout)?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DdpError::Backend {
+                    op: "rendezvous",
+                    message: "the joining thread ended without a result".into(),
+                })
+            }
         };
         Ok(Self {
             group,
@@ -203,6 +230,99 @@ impl ProcessGroup {
             )));
         }
         Ok(())
+    }
+}
+
+/// The steps of joining a group, each with its own deadline: whatever time is left of the rendezvous
+/// timeout. `stage` says what is being waited for, for the error when the time runs out.
+fn join(
+    config: &DdpConfig,
+    index: usize,
+    started: Instant,
+    stage: &Mutex<String>,
+) -> Result<(ffi::Group, ffi::Store), DdpError> {
+    let left = || config.rendezvous_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    let enter = |what: String| {
+        if let Ok(mut stage) = stage.lock() {
+            *stage = what;
+        }
+    };
+    let is_server = config.store_host == StoreHost::Rank0 && config.rank == 0;
+    enter(if is_server {
+        "starting the rendezvous store".to_owned()
+    } else {
+        "connecting to the rendezvous store: nothing answered there (is rank 0 running? does a process that \
+         never answers hold the port?)"
+            .to_owned()
+    });
+    // The store keeps this timeout for later waits too (NCCL exchanges its ids through it at the
+    // first collective), so it gets the whole rendezvous timeout; the deadline of this join is
+    // kept by the caller.
+    let base = ffi::Store::tcp(
+        &config.master_addr,
+        config.master_port,
+        is_server,
+        config.world_size,
+        config.rendezvous_timeout,
+    )?;
+    let store = base.prefixed(&format!("{}group{index}/", config.store_prefix))?;
+    enter(format!(
+        "waiting for the other ranks at the store ({} were expected; a rank that did not start or cannot reach \
+         the address holds up the others)",
+        config.world_size
+    ));
+    check_world_size(&store, config.rank, config.world_size, left)?;
+    enter(format!("connecting the {:?} backend's ranks to each other", config.backend));
+    let group = match config.backend {
+        Backend::Gloo => {
+            let devices = match &config.gloo_device {
+                GlooDevice::Interfaces(names) => ffi::GlooDevices::Interfaces(names),
+                GlooDevice::Hostname(host) => ffi::GlooDevices::Hostname(host),
+                GlooDevice::Auto if config.is_loopback() => ffi::GlooDevices::Hostname("127.0.0.1"),
+                GlooDevice::Auto => ffi::GlooDevices::Default,
+            };
+            // Gloo connects its sockets within its group timeout, given here as the time left of the
+            // rendezvous; every collective passes its own timeout (`config.timeout`).
+            ffi::Group::gloo(&store, config.rank, config.world_size, left(), devices, config.gloo_threads)?
+        }
+        Backend::Nccl => ffi::Group::nccl(&store, config.rank, config.world_size, config.timeout)?,
+    };
+    Ok((group, store))
+}
+
+/// Every rank publishes the world size it was started with; rank 0 reads everyone's, the others
+/// rank 0's, so that a disagreement is named on both sides instead of ending in a timeout. A rank
+/// other than 0 reads rank 0's before publishing its own: rank 0, which may host the store, then
+/// cannot stop it before that rank has its answer.
+fn check_world_size(
+    store: &ffi::Store,
+    rank: usize,
+    world_size: usize,
+    left: impl Fn() -> Duration,
+) -> Result<(), DdpError> {
+    let key = |rank: usize| format!("world_size/{rank}");
+    let ours = world_size.to_string();
+    let compare = |other: usize, theirs: Vec<u8>| {
+        let theirs = String::from_utf8_lossy(&theirs).into_owned();
+        if theirs == ours {
+            Ok(())
+        } else {
+            Err(DdpError::RankMismatch(format!(
+                "rank {other} was started with a world size of {theirs}, this rank ({rank}) with {world_size}: every \
+                 rank must be given the same WORLD_SIZE"
+            )))
+        }
+    };
+    if rank == 0 {
+        store.set(&key(0), ours.as_bytes())?;
+        for other in 1..world_size {
+            compare(other, store.get(&key(other), left())?)?;
+        }
+        Ok(())
+    } else {
+        let result = compare(0, store.get(&key(0), left())?);
+        store.set(&key(rank), ours.as_bytes())?;
+        result
     }
 }
 

@@ -293,6 +293,10 @@ fn a_rendezvous_without_the_other_ranks_times_out() {
     // Rank 1 of 2 whose rank 0 never starts the store: connecting gives up after the timeout.
     let config =
         DdpConfig::new(1, 2, "127.0.0.1", free_port()).unwrap().with_rendezvous_timeout(Duration::from_secs(2));
+    let start = std::time::Instant::now();
     let err = ProcessGroup::new(&config).unwrap_err();
-    assert!(matches!(err, DdpError::Backend { op: "TCPStore", .. }), "{err:?}");
+    // libtorch's connect retries and this crate's deadline end at the same time: either may report.
+    assert!(matches!(err, DdpError::Backend { op: "TCPStore", .. } | DdpError::RendezvousTimeout { .. }), "{err:?}");
+    // Thread wake-ups on a loaded machine: well under a second late.
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 }

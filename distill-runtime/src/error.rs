@@ -362,6 +362,18 @@ pub enum DistillError {
         /// What went wrong.
         reason: String,
     },
+    /// A CUDA device was asked for that this process does not have: no GPU, no driver, a libtorch
+    /// without CUDA, or `CUDA_VISIBLE_DEVICES` hides it.
+    #[error(
+        "no CUDA device is available as cuda:{device}: this process sees {available} CUDA device(s) (check \
+         `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use Device::Cpu)"
+    )]
+    NoCudaDevice {
+        /// The index asked for.
+        device: usize,
+        /// How many CUDA devices this process sees.
+        available: usize,
+    },
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

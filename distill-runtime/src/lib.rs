@@ -10,6 +10,7 @@
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API, and
 //!   [`distill_teachers`] for several named teachers;
+//! - [`device`]: where tensors live, and a checked move of a model to a GPU;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
 //! - [`engine`]: the forward pass both front ends share;
@@ -31,6 +32,7 @@ mod channels;
 pub mod checkpoint;
 pub mod config;
 pub mod criterion;
+pub mod device;
 pub mod dry_run;
 pub mod dsl;
 pub mod endpoint;

@@ -1,5 +1,7 @@
 //! Runs a test's body in several processes, one per rank: the test re-executes its own binary,
 //! filtered to itself, with the rank in the environment, and waits for every rank (bounded).
+// Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

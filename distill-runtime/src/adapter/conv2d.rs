@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 
 use tch::nn::{Init, Module, Path};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::channel_map::{find_layer_mapping, ChannelMapping, Tolerance};
 use super::checked::fail;
@@ -190,10 +190,13 @@ fn selection(path: &Path<'_>, out: i64, inp: i64, picked: &[i64], transposed: bo
             "a selection of channels {picked:?} cannot fill a side of {count} channels out of {width}"
         )));
     }
-    // Row r of `one_hot` is the unit vector of `picked[r]`: [count, width].
-    let one_hot = Tensor::f_eye(width, (Kind::Float, Device::Cpu))?.f_index_select(0, &Tensor::from_slice(picked))?;
-    let matrix = if transposed { one_hot.f_transpose(0, 1)? } else { one_hot };
     let mut ws = path.f_var("weight", &[out, inp, 1, 1], Init::Const(0.0))?;
+    // Row r of `one_hot` is the unit vector of `picked[r]`: [count, width], built where the weight
+    // lives (index_select needs its index on the tensor's device).
+    let device = ws.device();
+    let picked = Tensor::from_slice(picked).f_to_device(device)?;
+    let one_hot = Tensor::f_eye(width, (Kind::Float, device))?.f_index_select(0, &picked)?;
+    let matrix = if transposed { one_hot.f_transpose(0, 1)? } else { one_hot };
     tch::no_grad(|| ws.f_copy_(&matrix.f_reshape([out, inp, 1, 1])?))?;
     Ok(ws)
 }

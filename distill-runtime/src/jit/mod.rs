@@ -56,13 +56,15 @@ enum Inner {
 
 impl Module {
     /// Loads a TorchScript file on `device`, in evaluation mode, and reads the names of its outputs
-    /// from the code in the archive.
+    /// from the code in the archive. A CUDA device this process does not have is
+    /// [`DistillError::NoCudaDevice`](crate::DistillError::NoCudaDevice).
     ///
     /// An archive whose `forward` returns something else than a tensor, a tuple of tensors or a dict
     /// of tensors with literal keys is an error; [`load_with_outputs`](Self::load_with_outputs) names
     /// the outputs for such a file.
     pub fn load(file: impl AsRef<Path>, device: Device) -> Result<Module> {
         let file = file.as_ref();
+        crate::device::check_device(device)?;
         let layout = archive::read_output_layout(file).map_err(|reason| jit_error(file, reason))?;
         let module = CModule::load_on_device(file, device).map_err(|e| jit_error(file, e.to_string()))?;
         Module::new(Inner::Frozen(module), layout, file)
@@ -72,6 +74,7 @@ impl Module {
     /// not spell them out. The names are checked against every value the module returns.
     pub fn load_with_outputs(file: impl AsRef<Path>, device: Device, names: &[&str]) -> Result<Module> {
         let file = file.as_ref();
+        crate::device::check_device(device)?;
         let layout = OutputLayout::Dict(names.iter().map(|name| (*name).to_owned()).collect());
         let module = CModule::load_on_device(file, device).map_err(|e| jit_error(file, e.to_string()))?;
         Module::new(Inner::Frozen(module), layout, file)
