@@ -28,10 +28,10 @@ extern crate self as distill;
 
 pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
-    adapter, cache, capture, checkpoint, config, criterion, distill, distill_teachers, endpoint, engine, error, jit,
-    mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName, Criterion,
-    DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping, NamedModule,
-    Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
+    adapter, cache, capture, checkpoint, checksum, config, criterion, distill, distill_teachers, endpoint, engine,
+    error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName,
+    Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping,
+    NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 
 /// Data-parallel training on libtorch's c10d (the engine behind PyTorch's DDP), launched by

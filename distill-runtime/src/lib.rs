@@ -11,6 +11,7 @@
 //! - [`mapping`]: the dynamic [`Mapping`] and [`distill()`], as ENOT's API, and
 //!   [`distill_teachers`] for several named teachers;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
+//! - [`checksum`]: the checksum every checkpoint and cache shard carries, and [`checksum::verify`];
 //! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
 //! - [`engine`]: the forward pass both front ends share;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
@@ -25,10 +26,12 @@
 
 pub mod adapter;
 pub mod alloc;
+mod atomic;
 pub mod cache;
 pub mod capture;
 mod channels;
 pub mod checkpoint;
+pub mod checksum;
 pub mod config;
 pub mod criterion;
 pub mod dry_run;
