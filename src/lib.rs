@@ -28,8 +28,9 @@ extern crate self as distill;
 
 pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
-    adapter, cache, capture, checkpoint, config, criterion, device, distill, distill_teachers, endpoint, engine, error,
-    jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child, ChildName,
+    adapter, cache, capture, checkpoint, checksum, config, criterion, device, distill, distill_teachers, endpoint,
+    engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child,
+    ChildName,
     Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping,
     NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };

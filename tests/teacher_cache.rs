@@ -339,10 +339,10 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
     let path = dir.join(distill::cache::MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("\"format\": 2"));
-    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 1")).unwrap();
+    assert!(text.contains("\"format\": 3"));
+    std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 1")).unwrap();
     assert_eq!(TeacherCache::open(&dir).unwrap().manifest().format, 1);
-    std::fs::write(&path, text.replace("\"format\": 2", "\"format\": 3")).unwrap();
+    std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 4")).unwrap();
     assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }

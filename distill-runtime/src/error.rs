@@ -374,9 +374,55 @@ pub enum DistillError {
         /// How many CUDA devices this process sees.
         available: usize,
     },
-    /// An error raised by libtorch.
-    #[error(transparent)]
-    Torch(#[from] tch::TchError),
+    /// A file could not be read or written.
+    #[error("cannot {action} `{path}`: {source}")]
+    Io {
+        /// What was being done (`"read"`, `"write"`, `"sync"`…).
+        action: &'static str,
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file written by this library does not hold what it was written with: its checksum does
+    /// not match (damaged on disk, or changed by hand), or it is not the file format it should be.
+    #[error("`{file}` is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        file: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// An error raised by libtorch. Its message is libtorch's without the C++ backtrace that
+    /// libtorch appends (`Exception raised from …`, `frame #0: …`); the full text is in the error
+    /// itself (`{:#?}`, or the `TchError`).
+    #[error("{}", libtorch_message(&.0.to_string()))]
+    Torch(tch::TchError),
+}
+
+impl From<tch::TchError> for DistillError {
+    fn from(error: tch::TchError) -> Self {
+        DistillError::Torch(error)
+    }
+}
+
+/// A libtorch error's text without the C++ backtrace libtorch appends to it: the lines before
+/// `Exception raised from …`, without `frame #…` lines. A TorchScript error keeps its TorchScript
+/// traceback, which names the failing line of the model's code.
+pub(crate) fn libtorch_message(text: &str) -> String {
+    let kept: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim_start().starts_with("Exception raised from"))
+        .filter(|line| !line.trim_start().starts_with("frame #"))
+        .collect();
+    let kept = kept.join("\n");
+    let kept = kept.trim_end();
+    if kept.is_empty() {
+        text.lines().next().unwrap_or_default().to_owned()
+    } else {
+        kept.to_owned()
+    }
 }
 
 /// `Debug` reads as the message, followed by its chain of causes, as `anyhow`'s errors do.
@@ -388,6 +434,10 @@ impl std::fmt::Debug for DistillError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let message = self.to_string();
         f.write_str(&message)?;
+        // `{:#?}`: libtorch's full text, C++ backtrace included, which the message leaves out.
+        if let (true, DistillError::Torch(error)) = (f.alternate(), self) {
+            write!(f, "\n\nlibtorch's full message:\n{error}")?;
+        }
         // Most wrapping variants already quote their cause in the message: list only what it leaves out.
         let mut causes = Vec::new();
         let mut cause = std::error::Error::source(self);
@@ -481,3 +531,21 @@ fn container_expr(path: &str) -> String {
 
 /// Result of the runtime's fallible operations.
 pub type Result<T, E = DistillError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::libtorch_message;
+
+    #[test]
+    fn libtorch_messages_lose_their_cpp_backtrace_only() {
+        let text = "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)\nException raised from meta at \
+                    aten/src/ATen/native/LinearAlgebra.cpp:191 (most recent call first):\nframe #0: \
+                    c10::Error::Error(c10::SourceLocation, std::string) + 0x96 (0x7f in libc10.so)\nframe #1: …";
+        assert_eq!(libtorch_message(text), "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)");
+        // A TorchScript error keeps its (Python-level) traceback, which names the failing line.
+        let script = "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript \
+                      (most recent call last):\n  File \"code/__torch__.py\", line 9\nRuntimeError: boom\n";
+        assert_eq!(libtorch_message(script), script.trim_end());
+        assert_eq!(libtorch_message("one line"), "one line");
+    }
+}

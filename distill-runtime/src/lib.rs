@@ -12,6 +12,7 @@
 //!   [`distill_teachers`] for several named teachers;
 //! - [`device`]: where tensors live, and a checked move of a model to a GPU;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
+//! - [`checksum`]: the checksum every checkpoint and cache shard carries, and [`checksum::verify`];
 //! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
 //! - [`engine`]: the forward pass both front ends share;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
@@ -26,10 +27,12 @@
 
 pub mod adapter;
 pub mod alloc;
+mod atomic;
 pub mod cache;
 pub mod capture;
 mod channels;
 pub mod checkpoint;
+pub mod checksum;
 pub mod config;
 pub mod criterion;
 pub mod device;

@@ -1,60 +1,100 @@
-//! File naming and atomic writes: a file appears under its final name only when it is complete and
-//! on disk, so an interrupted writer never leaves a file that reads as complete.
+//! File naming, the per-shard writer lock, and the removal of what killed writers left: a file
+//! appears under its final name only when it is complete and on disk ([`crate::atomic`]), so an
+//! interrupted writer never leaves a file that reads as complete.
 
 use std::fmt::Display;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
-use crate::error::DistillError;
-use crate::error::Result;
+use crate::atomic::{io_error, TEMPORARY_INFIX};
+use crate::error::{DistillError, Result};
 
 /// The file name of shard `index` of `count`.
 pub(crate) fn shard_file(index: usize, count: usize) -> String {
     format!("shard-{index:05}-of-{count:05}.safetensors")
 }
 
-/// The temporary name a file is written under before it is renamed to `path`: unique per process,
-/// so two writers never write the same temporary file.
-pub(crate) fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
+/// An exclusive lock on writing one shard: `<shard>.lock`, locked with the operating system's
+/// advisory file lock, which the kernel releases when its process dies, so a killed writer never
+/// leaves a shard locked. The lock file is removed when the lock is released.
+#[derive(Debug)]
+pub(crate) struct ShardLock {
+    path: PathBuf,
+    /// Held open: closing the file releases the lock.
+    _file: File,
 }
 
-/// Removes temporary files left for `path` by interrupted writers.
-pub(crate) fn remove_stale_temporaries(path: &Path) -> Result<()> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
-    let prefix = format!("{}.tmp-", name.to_string_lossy());
-    for entry in fs::read_dir(dir).map_err(|e| cache_error(dir, e))? {
-        let entry = entry.map_err(|e| cache_error(dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            fs::remove_file(entry.path()).map_err(|e| cache_error(&entry.path(), e))?;
+impl ShardLock {
+    /// Locks the writing of the shard at `shard`, or names the writer that holds it.
+    pub(crate) fn acquire(shard: &Path, index: usize) -> Result<ShardLock> {
+        let mut name = shard.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".lock");
+        let path = shard.with_file_name(name);
+        loop {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error("create the lock file", &path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(cache_error(
+                        &path,
+                        format!(
+                            "another writer is writing shard {index} now (it holds this lock); run one writer per \
+                             shard, or wait for it to finish and run again: complete shards are skipped"
+                        ),
+                    ))
+                }
+                Err(TryLockError::Error(e)) => return Err(io_error("lock", &path, e)),
+            }
+            // The previous holder removes the file when it unlocks: a lock taken on a file that no
+            // longer has this name locks nothing another writer would see, so take it again.
+            if still_named(&file, &path) {
+                return Ok(ShardLock { path, _file: file });
+            }
         }
     }
-    Ok(())
-}
 
-/// Makes the file written at `temporary` durable and gives it its final name `path`: fsync of the
-/// file, rename, fsync of the directory (so the rename itself survives a crash).
-pub(crate) fn publish(temporary: &Path, path: &Path) -> Result<()> {
-    File::open(temporary).and_then(|file| file.sync_all()).map_err(|e| cache_error(temporary, e))?;
-    fs::rename(temporary, path).map_err(|e| cache_error(path, e))?;
-    if let Some(dir) = path.parent() {
-        // Directories cannot be opened for syncing on every platform; where they can, this makes
-        // the new name durable.
-        if let Ok(dir) = File::open(dir) {
-            let _ = dir.sync_all();
+    /// Removes the temporary files of `shard` that earlier writers left when they were killed: with
+    /// the lock held, no live writer is writing them.
+    pub(crate) fn remove_stale_temporaries(&self, shard: &Path) -> Result<()> {
+        let (Some(dir), Some(name)) = (shard.parent(), shard.file_name()) else { return Ok(()) };
+        let prefix = format!("{}{TEMPORARY_INFIX}", name.to_string_lossy());
+        for entry in fs::read_dir(dir).map_err(|e| cache_error(dir, e))? {
+            let entry = entry.map_err(|e| cache_error(dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                fs::remove_file(entry.path()).map_err(|e| cache_error(&entry.path(), e))?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Writes `bytes` to `path` atomically.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(path);
-    File::create(&tmp).and_then(|mut file| file.write_all(bytes)).map_err(|e| cache_error(&tmp, e))?;
-    publish(&tmp, path)
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the file closes after this): a writer waiting on this file
+        // sees that it lost its name and locks a new one.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `path` names the open `file`.
+#[cfg(unix)]
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Whether `path` names the open `file` (assumed where files have no inode number to compare).
+#[cfg(not(unix))]
+fn still_named(_file: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 /// A [`DistillError::Cache`] about `path`.

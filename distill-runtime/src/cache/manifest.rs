@@ -9,13 +9,17 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::augment::Augment;
-use super::files::{cache_error, write_atomically};
+use super::files::cache_error;
+use crate::checksum::crc_of_bytes;
 use crate::error::Result;
 use crate::point::Port;
 
 /// The version of the cache layout this crate writes. Version 2 added top-k logits
-/// ([`Encoding::TopK`]); a version 1 cache is a version 2 cache without them and still reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// ([`Encoding::TopK`]); version 3 added each shard's checksum and the hash of the manifest it
+/// belongs to (in the shard's safetensors metadata), the inputs' identity, the teacher's mode and
+/// the write batch size (in the manifest), and bf16 storage. Versions 1 and 2 still read, without
+/// the checks that need what they do not record.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest layout version this crate reads.
 const OLDEST_READABLE: u32 = 1;
@@ -44,6 +48,39 @@ pub struct Manifest {
     pub endpoints: Vec<EndpointEntry>,
     /// The shards, in sample order.
     pub shards: Vec<ShardEntry>,
+    /// The identity of the dataset given to [`CacheWriter::dataset`](super::CacheWriter::dataset),
+    /// if one was. Whether or not there is one, each shard records the CRC-32 of the inputs it was
+    /// computed from (layout version 3).
+    #[serde(default)]
+    pub inputs: Option<String>,
+    /// Whether the teacher ran in evaluation or training mode (`None` before layout version 3).
+    #[serde(default)]
+    pub teacher_mode: Option<RunMode>,
+    /// The batch size the teacher ran at while writing (`None` before layout version 3). The stored
+    /// values can depend on it in the last bits (see [`CacheWriter::batch_size`](super::CacheWriter::batch_size)).
+    #[serde(default)]
+    pub write_batch_size: Option<usize>,
+}
+
+/// The mode a teacher ran in while a cache was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Evaluation mode (batch norm uses its running statistics).
+    Eval,
+    /// Training mode (batch norm uses each batch's statistics, dropout is active).
+    Train,
+}
+
+impl RunMode {
+    /// The mode for a `train` flag.
+    pub fn from_train(train: bool) -> RunMode {
+        if train {
+            RunMode::Train
+        } else {
+            RunMode::Eval
+        }
+    }
 }
 
 /// One stored teacher endpoint.
@@ -90,7 +127,12 @@ pub enum Encoding {
     #[default]
     F32,
     /// 16-bit floats (half the bytes; a relative error of at most 2⁻¹¹ per value). Read back as f32.
+    /// Values of magnitude 65520 or more round to infinity in f16: the writer refuses them, naming
+    /// the endpoint; store such an endpoint as [`F32`](Self::F32) or [`Bf16`](Self::Bf16).
     F16,
+    /// bfloat16 (half the bytes, f32's range, a relative error of at most 2⁻⁸ per value). Read
+    /// back as f32.
+    Bf16,
     /// Logits `[N, C]` reduced to their `k` most probable classes at `temperature`
     /// ([`TopKLogits`](crate::criterion::TopKLogits)): per sample, `k` log-probabilities stored as
     /// `values` and `k` class indices stored as 32-bit integers. Read back as the packed `[N, 2, k]`
@@ -153,6 +195,7 @@ impl Encoding {
         match self {
             Encoding::F32 => tch::Kind::Float,
             Encoding::F16 => tch::Kind::Half,
+            Encoding::Bf16 => tch::Kind::BFloat16,
             Encoding::TopK { values, .. } => values.kind(),
         }
     }
@@ -162,7 +205,7 @@ impl Encoding {
     pub fn bytes_per_sample(self, shape: &[i64]) -> usize {
         match self {
             Encoding::F32 => 4 * shape.iter().product::<i64>().max(0) as usize,
-            Encoding::F16 => 2 * shape.iter().product::<i64>().max(0) as usize,
+            Encoding::F16 | Encoding::Bf16 => 2 * shape.iter().product::<i64>().max(0) as usize,
             Encoding::TopK { k, values, .. } => k.max(0) as usize * (values.bytes() + 4),
         }
     }
@@ -207,7 +250,11 @@ impl Manifest {
         self.endpoints.iter().map(|e| e.encoding.bytes_per_sample(&e.shape)).sum()
     }
 
-    /// Reads `dir/manifest.json`.
+    /// Reads `dir/manifest.json` and checks it: a readable layout version, at least one view, and
+    /// shards that cover the samples `0..num_samples` exactly once.
+    ///
+    /// # Errors
+    /// [`DistillError::Cache`](crate::DistillError) naming the manifest and what is wrong with it.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
@@ -221,7 +268,60 @@ impl Manifest {
                 ),
             ));
         }
+        manifest.check().map_err(|reason| cache_error(&path, reason))?;
         Ok(manifest)
+    }
+
+    /// What makes the manifest unusable, if anything.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.views == 0 {
+            return Err("it stores 0 views per sample; a cache holds at least one".to_owned());
+        }
+        if self.num_samples > 0 && self.shards.is_empty() {
+            return Err(format!("it lists no shard for its {} samples", self.num_samples));
+        }
+        let mut files: Vec<&str> = self.shards.iter().map(|s| s.file.as_str()).collect();
+        files.sort_unstable();
+        if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("two shard entries name the file `{}`", twice[0]));
+        }
+        let mut shards: Vec<&ShardEntry> = self.shards.iter().collect();
+        shards.sort_by_key(|s| (s.start, s.end));
+        let mut next = 0;
+        for shard in shards {
+            if shard.start >= shard.end {
+                return Err(format!("the shard `{}` holds no sample ({}..{})", shard.file, shard.start, shard.end));
+            }
+            if shard.start > next {
+                return Err(format!("samples {next}..{} are in no shard", shard.start.min(self.num_samples)));
+            }
+            if shard.start < next {
+                return Err(format!(
+                    "samples {}..{} are in two shards (one of them `{}`)",
+                    shard.start,
+                    next.min(shard.end),
+                    shard.file
+                ));
+            }
+            next = shard.end;
+        }
+        if next != self.num_samples {
+            return Err(if next < self.num_samples {
+                format!("samples {next}..{} are in no shard", self.num_samples)
+            } else {
+                format!("its shards hold samples up to {next}, past its {} samples", self.num_samples)
+            });
+        }
+        if let Some(e) = self.endpoints.iter().find(|e| e.shape.iter().any(|&d| d < 0)) {
+            return Err(format!("the endpoint `{}` has the shape {:?}", e.path, e.shape));
+        }
+        Ok(())
+    }
+
+    /// The manifest's identity, recorded in every shard written for it (layout version 3): a
+    /// CRC-32 of its bytes, so that a manifest edited after its shards were written is detected.
+    pub(crate) fn identity(&self) -> Result<String> {
+        Ok(crc_of_bytes(&[&self.to_bytes()?]))
     }
 
     /// The manifest's bytes: pretty JSON, fields in declaration order, so equal manifests are equal
@@ -234,6 +334,6 @@ impl Manifest {
 
     /// Writes `dir/manifest.json` atomically (temporary file, fsync, rename).
     pub(crate) fn store(&self, dir: &Path) -> Result<()> {
-        write_atomically(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
+        crate::atomic::write_bytes(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
     }
 }

@@ -5,7 +5,15 @@ use super::manifest::{EndpointEntry, Manifest, StoredPort};
 /// `(what, in the cache, here)` for the first field where `cached` and `ours` differ.
 pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(String, String, String)> {
     let differ = |what: &str, a: String, b: String| (a != b).then(|| (what.to_owned(), a, b));
-    differ("the teacher weights' hash", cached.teacher_hash.clone(), ours.teacher_hash.clone())
+    let shown = |value: &Option<String>| value.clone().unwrap_or_else(|| "not recorded".to_owned());
+    differ("the cache layout version", cached.format.to_string(), ours.format.to_string())
+        .or_else(|| differ("the teacher weights' hash", cached.teacher_hash.clone(), ours.teacher_hash.clone()))
+        .or_else(|| differ("the inputs (their identity)", shown(&cached.inputs), shown(&ours.inputs)))
+        .or_else(|| {
+            let mode =
+                |m: &Manifest| m.teacher_mode.map_or("not recorded".to_owned(), |m| format!("{m:?}").to_lowercase());
+            differ("the teacher's mode", mode(cached), mode(ours))
+        })
         .or_else(|| differ("the number of samples", cached.num_samples.to_string(), ours.num_samples.to_string()))
         .or_else(|| differ("the input shape", format!("{:?}", cached.input_shape), format!("{:?}", ours.input_shape)))
         .or_else(|| differ("the number of views", cached.views.to_string(), ours.views.to_string()))
@@ -22,6 +30,10 @@ pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(St
             })
         })
         .or_else(|| differ("the shards", cached.shards.len().to_string(), ours.shards.len().to_string()))
+        .or_else(|| {
+            let size = |m: &Manifest| m.write_batch_size.map_or("not recorded".to_owned(), |b| b.to_string());
+            differ("the write batch size", size(cached), size(ours))
+        })
 }
 
 /// `` `features.1` (output), `` (output) `` …

@@ -4,9 +4,11 @@
 //!
 //! - [`CacheWriter`] runs the teacher endpoints of a distillation (a `Mapping`'s, or a `distill!`
 //!   model's through `engine()`) over samples `0..N`, for each of `V` augmentation views, and stores
-//!   the captures in safetensors shards (f32 or f16, per endpoint) with a JSON [`Manifest`]. Shards
-//!   are written by one process or by independent ones (`shard(i)` of `shards(n)`), each under a
-//!   temporary name renamed when complete.
+//!   the captures in safetensors shards (f32, f16 or bf16, per endpoint) with a JSON [`Manifest`].
+//!   Shards are written by one process or by independent ones (`shard(i)` of `shards(n)`), each
+//!   atomically (a temporary name unique to its writer, fsynced and renamed when complete) under an
+//!   OS lock on the shard, with a CRC-32 of its tensors, of its inputs, and the hash of its manifest
+//!   in its metadata.
 //! - [`TeacherCache::open`] reads a complete cache into memory; [`TeacherCache::batch`] and
 //!   [`TeacherCache::prefetch`] give a [`CachedBatch`] for the sample ids of a training batch, in the
 //!   loader's order, at view `epoch % V`. A `DistillModel` or a `distill!` model then runs
@@ -25,6 +27,11 @@
 //! - [`Augment`]: the views' parameters (crop box, flip), drawn from (seed, sample id, view) and
 //!   replayed on the student's input.
 //! - [`TeacherHash`] identifies the teacher's weights in the manifest.
+//!
+//! [`TeacherCache::open`] verifies what it reads: shards that cover the samples exactly once, at
+//! least one view, each shard's CRC-32 and the manifest it was written for (see its documentation
+//! for the cost); a damaged shard or an edited manifest is a
+//! [`DistillError::Corrupt`](crate::DistillError).
 //!
 //! A cache that does not match the distillation reading it — other teacher weights, an endpoint it
 //! does not store, another input shape — is a [`DistillError::CacheMismatch`](crate::DistillError)
@@ -45,7 +52,7 @@ pub use augment::{Augment, VIEW_PARAMS};
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
 pub use manifest::{
-    Encoding, EndpointEntry, Manifest, Precision, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,
+    Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,
 };
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;

@@ -1,13 +1,16 @@
 //! [`CacheWriter`]: runs the teacher side of a distillation over a dataset and stores its captures.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
 
 use super::augment::Augment;
-use super::files::{cache_error, publish, remove_stale_temporaries, shard_file, temporary};
+use super::files::{cache_error, shard_file, ShardLock};
 use super::hash::TeacherHash;
-use super::manifest::{Encoding, EndpointEntry, Manifest, ShardEntry, StoredPort, FORMAT_VERSION, TOP_K_INDEX_KIND};
+use super::manifest::{
+    Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, TOP_K_INDEX_KIND,
+};
 use super::mismatch::first_difference;
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
@@ -22,7 +25,15 @@ use crate::side::SideModel;
 /// Sample ids are `0..num_samples`; shard `i` of `n` holds ids `i·N/n .. (i+1)·N/n`. A writer
 /// writes every shard, or only the one given by [`shard`](Self::shard), so that independent
 /// processes can write disjoint shards of one cache. Each shard is written under a temporary name
-/// and renamed when complete; a rerun skips complete shards and rewrites the others.
+/// unique to its writer, fsynced and renamed when complete, with a CRC-32 of its tensors and the
+/// hash of its manifest in its metadata; a writer holds a lock on the shard while it writes it
+/// (`<shard>.lock`, released by the system if the writer dies), so a second writer of the same
+/// shard stops with an error instead of disturbing the first.
+///
+/// A rerun skips complete shards and writes the others, after checking that it would write the
+/// same cache: the same teacher hash, inputs, teacher mode, views, encodings, shards and write
+/// batch size as the manifest records — otherwise it stops with a
+/// [`DistillError::CacheMismatch`] naming what differs, and writes nothing.
 #[derive(Clone, Debug)]
 pub struct CacheWriter {
     dir: PathBuf,
@@ -35,6 +46,7 @@ pub struct CacheWriter {
     seed: u64,
     encoding: Encoding,
     encodings: Vec<(String, Encoding)>,
+    dataset: Option<String>,
 }
 
 /// What [`CacheWriter::write`] did.
@@ -63,7 +75,20 @@ impl CacheWriter {
             seed: 0,
             encoding: Encoding::F32,
             encodings: Vec::new(),
+            dataset: None,
         }
+    }
+
+    /// Identifies the dataset the writer reads (e.g. `"cifar10-train@v2"`, a hash of its files),
+    /// recorded in the manifest: a rerun with another identity refuses to add to the cache.
+    ///
+    /// Whether or not it is given, each shard records the CRC-32 of the inputs it was computed from.
+    /// Without an identity, a rerun that skips a complete shard loads that shard's inputs again (no
+    /// teacher run) and refuses to go on if they differ; with one, it trusts the identity and loads
+    /// nothing for complete shards.
+    pub fn dataset(mut self, identity: impl Into<String>) -> Self {
+        self.dataset = Some(identity.into());
+        self
     }
 
     /// Splits the cache into `count` shards.
@@ -78,7 +103,12 @@ impl CacheWriter {
         self
     }
 
-    /// The teacher's batch size while writing.
+    /// The teacher's batch size while writing (default 128), recorded in the manifest.
+    ///
+    /// The stored values can differ in their last bits with the batch size: libtorch picks its
+    /// kernels (and so its order of summation) by the shapes it is given, as a live teacher does
+    /// for the training batch size. Differences of about 1e-6 relative are expected; a cache is
+    /// written at one batch size (a rerun with another refuses to add to it).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
@@ -106,7 +136,8 @@ impl CacheWriter {
     }
 
     /// How the values of the teacher endpoint at `path` are stored. [`Encoding::TopK`] needs the
-    /// endpoint to be logits `[N, C]` (checked when the teacher runs).
+    /// endpoint to be logits `[N, C]` (checked when the teacher runs). A `path` that is not a
+    /// teacher endpoint of the distillation is an error when writing.
     pub fn endpoint_encoding(mut self, path: impl Into<String>, encoding: Encoding) -> Self {
         self.encodings.push((path.into(), encoding));
         self
@@ -124,11 +155,20 @@ impl CacheWriter {
 
     /// As [`write`](Self::write), with the inputs of the sample ids given loaded by `inputs` (a
     /// dataset on disk, a decoder…): `inputs(&[3, 4, 5])` returns the batch `[3, …]`.
-    pub fn write_with<T, F>(
+    pub fn write_with<T, F>(&self, engine: &Engine, teacher: &T, num_samples: usize, inputs: F) -> Result<WriteReport>
+    where
+        T: SideModel + ?Sized,
+        F: FnMut(&[i64]) -> Result<Tensor>,
+    {
+        self.write_identified(engine, teacher, num_samples, self.dataset.clone(), inputs)
+    }
+
+    fn write_identified<T, F>(
         &self,
         engine: &Engine,
         teacher: &T,
         num_samples: usize,
+        identity: Option<String>,
         mut inputs: F,
     ) -> Result<WriteReport>
     where
@@ -136,7 +176,16 @@ impl CacheWriter {
         F: FnMut(&[i64]) -> Result<Tensor>,
     {
         self.validate(num_samples)?;
+        if engine.teacher_count() > 1 {
+            return Err(DistillError::InvalidArgument(format!(
+                "a teacher cache stores one teacher's endpoints, and this distillation has {} teachers: write one \
+                 cache per teacher, each from a distillation of that teacher alone",
+                engine.teacher_count()
+            )));
+        }
         let endpoints = stored_endpoints(engine.teacher_endpoints())?;
+        self.check_encoded_paths(&endpoints)?;
+        let mode = RunMode::from_train(engine.mode().train);
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
         let existing = if self.dir.join(super::manifest::MANIFEST_FILE).exists() {
             Some(Manifest::load(&self.dir)?)
@@ -150,21 +199,34 @@ impl CacheWriter {
         let mut report = WriteReport {
             written: Vec::new(),
             skipped: Vec::new(),
-            manifest: self.manifest(num_samples, &[], &endpoints),
+            manifest: self.manifest(num_samples, &[], &endpoints, identity.clone(), mode),
         };
+        if let Some(existing) = &existing {
+            // Before the teacher runs: everything but what only a run tells (the shapes) must agree.
+            let mut ours = report.manifest.clone();
+            for (entry, cached) in ours.endpoints.iter_mut().zip(&existing.endpoints) {
+                entry.shape.clone_from(&cached.shape);
+            }
+            ours.input_shape.clone_from(&existing.input_shape);
+            self.agree_with(Some(existing), &ours)?;
+        }
         let mut manifest_stored = false;
         for shard in selected {
             let (start, end) = self.range(shard, num_samples);
             let path = self.dir.join(shard_file(shard, self.shards));
+            let lock = ShardLock::acquire(&path, shard)?;
             if path.exists() && existing.is_some() {
+                if identity.is_none() {
+                    self.check_skipped_inputs(&path, shard, start, end, &mut inputs)?;
+                }
                 report.skipped.push(shard);
                 continue;
             }
-            remove_stale_temporaries(&path)?;
+            lock.remove_stale_temporaries(&path)?;
             let data = self.run_shard(engine, teacher, &endpoints, start, end, &mut inputs)?;
             if !manifest_stored {
                 let shapes = data.shapes.clone();
-                report.manifest = self.manifest(num_samples, &data.input_shape, &endpoints);
+                report.manifest = self.manifest(num_samples, &data.input_shape, &endpoints, identity.clone(), mode);
                 for (entry, shape) in report.manifest.endpoints.iter_mut().zip(shapes) {
                     entry.shape = shape;
                 }
@@ -172,7 +234,7 @@ impl CacheWriter {
                 report.manifest.store(&self.dir)?;
                 manifest_stored = true;
             }
-            write_shard(&path, data)?;
+            write_shard(&path, data, &report.manifest.identity()?)?;
             report.written.push(shard);
         }
         if !manifest_stored {
@@ -214,8 +276,18 @@ impl CacheWriter {
         (index * num_samples / self.shards, (index + 1) * num_samples / self.shards)
     }
 
-    fn manifest(&self, num_samples: usize, input_shape: &[i64], endpoints: &[&ResolvedEndpoint]) -> Manifest {
+    fn manifest(
+        &self,
+        num_samples: usize,
+        input_shape: &[i64],
+        endpoints: &[&ResolvedEndpoint],
+        inputs: Option<String>,
+        mode: RunMode,
+    ) -> Manifest {
         Manifest {
+            inputs,
+            teacher_mode: Some(mode),
+            write_batch_size: Some(self.batch_size),
             format: FORMAT_VERSION,
             teacher_hash: self.teacher_hash.as_str().to_owned(),
             num_samples,
@@ -239,6 +311,51 @@ impl CacheWriter {
                 })
                 .collect(),
         }
+    }
+
+    /// An error for an [`endpoint_encoding`](Self::endpoint_encoding) path that no stored endpoint
+    /// has.
+    fn check_encoded_paths(&self, endpoints: &[&ResolvedEndpoint]) -> Result<()> {
+        let Some((path, _)) = self.encodings.iter().find(|(p, _)| !endpoints.iter().any(|e| e.path() == p)) else {
+            return Ok(());
+        };
+        let paths = endpoints.iter().map(|e| e.path());
+        let suggestion = crate::suggest::closest(path, paths.clone()).map(|p| format!(" (did you mean `{p}`?)"));
+        let list: Vec<String> = paths.map(|p| format!("`{p}`")).collect();
+        Err(DistillError::InvalidArgument(format!(
+            "`endpoint_encoding` names `{path}`, which is not a teacher endpoint of the distillation{}; its teacher \
+             endpoints: {}",
+            suggestion.unwrap_or_default(),
+            if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+        )))
+    }
+
+    /// For a complete shard of a cache whose manifest does not identify its inputs: an error when
+    /// the inputs the shard was written from are not those `inputs` loads now.
+    fn check_skipped_inputs<F>(&self, path: &Path, shard: usize, start: usize, end: usize, inputs: &mut F) -> Result<()>
+    where
+        F: FnMut(&[i64]) -> Result<Tensor>,
+    {
+        let recorded = crate::checksum::read_metadata(path)?.remove(INPUTS_KEY);
+        let Some(recorded) = recorded else { return Ok(()) }; // a shard of an older layout
+        let mut crc = InputsCrc::default();
+        let mut first = start;
+        while first < end {
+            let last = (first + self.batch_size).min(end);
+            let ids: Vec<i64> = (first as i64..last as i64).collect();
+            crc.update(&inputs(&ids)?)?;
+            first = last;
+        }
+        let now = crc.finish();
+        if now == recorded {
+            return Ok(());
+        }
+        Err(DistillError::CacheMismatch {
+            dir: self.dir.display().to_string(),
+            what: format!("the inputs of shard {shard} (samples {start}..{end}, CRC-32 of their bytes)"),
+            cached: recorded,
+            expected: now,
+        })
     }
 
     fn encoding_of(&self, path: &str) -> Encoding {
@@ -276,11 +393,13 @@ impl CacheWriter {
         let mut shapes: Vec<Vec<i64>> = vec![Vec::new(); endpoints.len()];
         let mut params = Vec::new();
         let mut input_shape = Vec::new();
+        let mut inputs_crc = InputsCrc::default();
         let mut first = start;
         while first < end {
             let last = (first + self.batch_size).min(end);
             let ids: Vec<i64> = (first as i64..last as i64).collect();
             let xs = inputs(&ids)?;
+            inputs_crc.update(&xs)?;
             input_shape = xs.size().get(1..).unwrap_or_default().to_vec();
             let mut views: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
             let mut view_indices: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
@@ -303,10 +422,19 @@ impl CacheWriter {
                     match self.encoding_of(endpoint.path()) {
                         Encoding::TopK { k, temperature, values } => {
                             let packed = encode_top_k(endpoint.path(), &tensor, TopKLogits::new(k, temperature))?;
-                            views[j].push(packed.f_select(1, 0)?.f_to_kind(values.kind())?);
+                            let log_probabilities = packed.f_select(1, 0)?;
+                            if values == Precision::F16 {
+                                check_f16_range(endpoint.path(), &log_probabilities)?;
+                            }
+                            views[j].push(log_probabilities.f_to_kind(values.kind())?);
                             view_indices[j].push(packed.f_select(1, 1)?.f_to_kind(TOP_K_INDEX_KIND)?);
                         }
-                        encoding => views[j].push(tensor.f_to_kind(encoding.kind())?),
+                        encoding => {
+                            if encoding == Encoding::F16 {
+                                check_f16_range(endpoint.path(), &tensor)?;
+                            }
+                            views[j].push(tensor.f_to_kind(encoding.kind())?)
+                        }
                     }
                 }
                 view_params.push(drawn);
@@ -327,7 +455,14 @@ impl CacheWriter {
             .iter()
             .map(|b| if b.is_empty() { Ok(None) } else { Ok(Some(Tensor::f_cat(b, 0)?.f_contiguous()?)) })
             .collect::<Result<_>>()?;
-        Ok(ShardData { input_shape, shapes, captures, indices, params: Tensor::f_cat(&params, 0)? })
+        Ok(ShardData {
+            input_shape,
+            shapes,
+            captures,
+            indices,
+            params: Tensor::f_cat(&params, 0)?,
+            inputs_crc: inputs_crc.finish(),
+        })
     }
 }
 
@@ -343,6 +478,59 @@ struct ShardData {
     indices: Vec<Option<Tensor>>,
     /// `[len, views, VIEW_PARAMS]`.
     params: Tensor,
+    /// The CRC-32 of the shard's inputs.
+    inputs_crc: String,
+}
+
+/// The shard metadata key of the CRC-32 of the inputs a shard was written from.
+pub(crate) const INPUTS_KEY: &str = "distill.inputs";
+
+/// The shard metadata key of the identity of the manifest a shard was written for.
+pub(crate) const MANIFEST_KEY: &str = "distill.manifest";
+
+/// The CRC-32 of a shard's input batches, independent of how they are split into batches: the
+/// bytes of the samples in id order, then the per-sample shape.
+#[derive(Default)]
+struct InputsCrc {
+    crc: crc32fast::Hasher,
+    sample_shape: Vec<i64>,
+}
+
+impl InputsCrc {
+    fn update(&mut self, xs: &Tensor) -> Result<()> {
+        self.crc.update(&crate::checksum::tensor_bytes(xs)?);
+        self.sample_shape = xs.size().get(1..).unwrap_or_default().to_vec();
+        Ok(())
+    }
+
+    fn finish(mut self) -> String {
+        for dim in &self.sample_shape {
+            self.crc.update(&dim.to_le_bytes());
+        }
+        format!("crc32:{:08x}", self.crc.finalize())
+    }
+}
+
+/// The largest magnitude an f16 stores without rounding to infinity is just below 65520 (65504
+/// is the largest finite f16; round-to-nearest sends everything from 65520 up to infinity).
+const F16_OVERFLOW: f64 = 65520.0;
+
+/// An error naming the endpoint when a finite value of `values` would become infinite in f16.
+fn check_f16_range(path: &str, values: &Tensor) -> Result<()> {
+    let finite = values.f_isfinite()?;
+    let magnitudes = values.f_abs()?.f_where_scalarother(&finite, 0.0)?;
+    let largest = if magnitudes.numel() == 0 { 0.0 } else { magnitudes.f_max()?.f_double_value(&[])? };
+    if largest < F16_OVERFLOW {
+        return Ok(());
+    }
+    let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
+    let signed = values.f_abs()?.f_where_scalarother(&finite, 0.0)?.f_argmax(None, false)?.f_int64_value(&[])?;
+    let value = values.f_reshape([-1])?.f_double_value(&[signed])?;
+    Err(DistillError::InvalidArgument(format!(
+        "the teacher endpoint {shown} gives {value:e}, which f16 storage cannot hold (its largest value is 65504; \
+         this would be stored as infinity): store it as f32 or bf16 (`endpoint_encoding(\"{path}\", \
+         Encoding::F32)` or `Encoding::Bf16`)"
+    )))
 }
 
 /// The distinct teacher endpoints (several pairs may read one), in first-use order.
@@ -362,16 +550,17 @@ fn stored_endpoints(endpoints: &[ResolvedEndpoint]) -> Result<Vec<&ResolvedEndpo
     Ok(stored)
 }
 
-/// Writes the shard under a temporary name, then publishes it.
-fn write_shard(path: &Path, data: ShardData) -> Result<()> {
+/// Writes the shard atomically, with its checksum, its inputs' CRC-32 and the identity of its
+/// manifest in its metadata.
+fn write_shard(path: &Path, data: ShardData, manifest: &str) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vec![("views".to_owned(), data.params)];
     named.extend(data.captures.into_iter().enumerate().map(|(i, t)| (format!("endpoint.{i}"), t)));
     named.extend(
         data.indices.into_iter().enumerate().filter_map(|(i, t)| t.map(|t| (format!("endpoint.{i}.indices"), t))),
     );
-    let tmp = temporary(path);
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| cache_error(&tmp, e))?;
-    publish(&tmp, path)
+    let metadata =
+        BTreeMap::from([(INPUTS_KEY.to_owned(), data.inputs_crc), (MANIFEST_KEY.to_owned(), manifest.to_owned())]);
+    crate::checksum::write(path, &named, metadata)
 }
 
 /// The packed top-k form of the capture of `path`, which must be logits `[N, C]`.

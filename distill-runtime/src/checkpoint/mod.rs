@@ -36,6 +36,7 @@ use tch::nn::{Path, VarStore};
 use tch::{Kind, Tensor};
 
 use self::layers::{layer_tensors, same_variable, LayerTensor};
+use crate::checksum;
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
 
@@ -60,6 +61,11 @@ pub struct Variables {
     pub adapters: Vec<(String, Tensor)>,
     /// The teachers' (those given, which share the store).
     pub teacher: Vec<(String, Tensor)>,
+}
+
+/// The metadata naming what a checkpoint holds (`"student"` or `"training"`).
+fn kind_metadata(kind: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("distill.checkpoint".to_owned(), kind.to_owned())])
 }
 
 /// What a training checkpoint restores besides the variables.
@@ -166,18 +172,24 @@ impl<'a> Owners<'a> {
     /// under their names in the store (which `VarStore::load` of a store built like the student's
     /// expects), and returns those names, sorted.
     ///
+    /// The file is written atomically — under a temporary name in the same directory, fsynced, then
+    /// renamed — so a process killed during the save leaves the previous file intact — and carries
+    /// a CRC-32 of its tensors in its metadata ([`checksum`](crate::checksum)), which
+    /// [`checksum::verify`](crate::checksum::verify) checks.
+    ///
     /// # Errors
-    /// As [`variables`](Self::variables), and [`DistillError::Torch`] when the file cannot be
-    /// written.
+    /// As [`variables`](Self::variables), and [`DistillError::Io`] naming the file when it cannot
+    /// be written.
     pub fn save_student(&self, file: impl AsRef<FilePath>) -> Result<Vec<String>> {
         let file = file.as_ref();
         let variables = self.classify(&file.display().to_string())?;
-        Tensor::write_safetensors(&variables.student, file)?;
+        checksum::write(file, &variables.student, kind_metadata("student"))?;
         Ok(variables.student.into_iter().map(|(name, _)| name).collect())
     }
 
     /// Saves what resuming the run needs — the student's and the adapters' variables, and `step` —
-    /// to the safetensors `file`.
+    /// to the safetensors `file`, atomically and with a checksum, as
+    /// [`save_student`](Self::save_student).
     ///
     /// # Errors
     /// As [`save_student`](Self::save_student).
@@ -191,8 +203,7 @@ impl<'a> Owners<'a> {
         let mut tensors: Vec<(String, Tensor)> = variables.student;
         tensors.extend(variables.adapters);
         tensors.push((STEP_KEY.to_owned(), Tensor::from(step)));
-        Tensor::write_safetensors(&tensors, file)?;
-        Ok(())
+        checksum::write(file, &tensors, kind_metadata("training"))
     }
 
     /// Restores a checkpoint of [`save_training`](Self::save_training) into the student's and the
@@ -203,13 +214,17 @@ impl<'a> Owners<'a> {
     /// # Errors
     /// As [`variables`](Self::variables); [`DistillError::Checkpoint`] for a variable missing from
     /// the file, a name in the file that is not the student's or an adapter's, a shape that differs
-    /// or a missing step; [`DistillError::Torch`] when the file cannot be read.
+    /// or a missing step; [`DistillError::Io`] when the file cannot be read;
+    /// [`DistillError::Corrupt`] naming the file when its tensors do not match the checksum it was
+    /// saved with (checked before anything is restored: one CRC-32 pass over the file's bytes). A
+    /// file without a checksum (written by other tools) is read unchecked.
     pub fn load_training(&self, file: impl AsRef<FilePath>) -> Result<TrainingState> {
         let file = file.as_ref();
         let name = file.display().to_string();
         let error = |reason: String| DistillError::Checkpoint { file: name.clone(), reason };
         let variables = self.classify(&name)?;
-        let mut saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(file)?.into_iter().collect();
+        let mut saved: BTreeMap<String, Tensor> =
+            checksum::read(file, checksum::Missing::Accept)?.tensors.into_iter().collect();
         let step =
             saved.remove(STEP_KEY).ok_or_else(|| error(format!("no `{STEP_KEY}`: not a training checkpoint")))?;
         let step = match (step.kind(), step.size().as_slice()) {

@@ -139,13 +139,28 @@ impl Config {
     pub fn from_file(file: impl AsRef<FilePath>) -> Result<Config> {
         let file = file.as_ref();
         let name = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|err| DistillError::Config {
+        let error = |line, column, message| DistillError::Config {
             file: name.clone(),
-            line: 1,
-            column: 1,
+            line,
+            column,
             key: String::new(),
-            message: format!("cannot read the file: {err}"),
+            message,
             cause: None,
+        };
+        let bytes = std::fs::read(file).map_err(|err| error(1, 1, format!("cannot read the file: {err}")))?;
+        let text = String::from_utf8(bytes).map_err(|err| {
+            // Located at the first byte that is not UTF-8: the text before it is valid.
+            let valid = err.utf8_error().valid_up_to();
+            let before = std::str::from_utf8(&err.as_bytes()[..valid]).unwrap_or_default();
+            let (line, column) = reader::line_column(before, valid);
+            error(
+                line,
+                column,
+                format!(
+                    "the byte 0x{:02x} is not UTF-8: a TOML file is UTF-8 text",
+                    err.as_bytes().get(valid).copied().unwrap_or_default()
+                ),
+            )
         })?;
         Config::parse(&text, name)
     }
@@ -159,7 +174,7 @@ impl Config {
         let source = Source { file: &file, text };
         let document = DeTable::parse(text).map_err(|err| {
             let at = At { key: String::new(), span: err.span().unwrap_or(0..0) };
-            source.error(&at, err.message().trim_end().to_owned())
+            source.error(&at, reader::syntax_message(text, &err))
         })?;
         let root = Table::new(source, String::new(), document.get_ref(), TOP_KEYS)?;
         let teacher = read_teacher(&root)?;
@@ -319,11 +334,13 @@ fn read_pairs(root: &Table<'_, '_>) -> Result<Vec<PairEntry>> {
         return Err(source.error(&at, format!("expected `[[pair]]` tables, found {}", reader::describe(value))));
     };
     let mut pairs: Vec<PairEntry> = Vec::with_capacity(tables.len());
+    // Each name's pair index: one lookup per pair, so a file of many pairs reads in linear time.
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(tables.len());
     for (index, table) in tables.iter().enumerate() {
         let at = At { key: format!("pair[{index}]"), span: table.span() };
         let table = as_table(root, table.get_ref(), &at, "a `[[pair]]` table")?;
         let pair = read_pair(&Table::new(source, at.key.clone(), table, PAIR_KEYS)?, &at)?;
-        if let Some(first) = pairs.iter().position(|other| other.name == pair.name) {
+        if let Some(first) = names.insert(pair.name.clone(), index) {
             return Err(source.error(&pair.name_at, format!("the name `{}` is already pair {first}'s", pair.name)));
         }
         pairs.push(pair);

@@ -56,6 +56,19 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset
 }
 
+/// The message of a TOML syntax error, with the key named where the parser does not name it (a
+/// duplicate key: its span is the key).
+pub(super) fn syntax_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    if message.starts_with("duplicate key") && !message.contains('`') {
+        let key = error.span().and_then(|span| text.get(span)).map(str::trim).filter(|key| !key.is_empty());
+        if let Some(key) = key {
+            return format!("duplicate key `{key}`: a key is given once per table");
+        }
+    }
+    message.to_owned()
+}
+
 /// One table of the document, read key by key. Every key must be one of `known`: an unknown key is
 /// an error at the key, with the closest known key as a suggestion.
 pub(super) struct Table<'a, 'i> {

@@ -56,13 +56,36 @@ pub(super) fn read(table: &Table<'_, '_>) -> Result<WeightConfig> {
         WeightConfig::Constant(weight) if !weight.is_finite() => {
             Some(format!("the weight must be finite, got {weight}"))
         }
-        WeightConfig::Schedule(schedule) => schedule.validate().err(),
+        WeightConfig::Constant(weight) if *weight < 0.0 => Some(negative(*weight)),
+        WeightConfig::Schedule(schedule) => {
+            schedule.validate().err().or_else(|| lowest_value(schedule).filter(|v| *v < 0.0).map(negative))
+        }
         _ => None,
     };
     match invalid {
         Some(reason) => Err(source.error(&at, reason)),
         None => Ok(weight),
     }
+}
+
+/// The message for a negative weight.
+fn negative(weight: f64) -> String {
+    format!(
+        "a weight must be ≥ 0, got {weight}: a negative weight rewards the student for moving away from the teacher \
+         (write 0 to switch a term off)"
+    )
+}
+
+/// The lowest value a schedule's parameters give (its ramps stay between their ends), if any.
+fn lowest_value(schedule: &Schedule) -> Option<f64> {
+    let lowest = match schedule {
+        Schedule::Constant(value) => *value,
+        Schedule::Linear { from, to, .. } | Schedule::Cosine { from, to, .. } => from.min(*to),
+        Schedule::Steps { initial, changes } => changes.iter().fold(*initial, |low, (_, value)| low.min(*value)),
+        Schedule::Product(a, b) => lowest_value(a)?.min(lowest_value(b)?),
+        Schedule::Then { first, then, .. } => lowest_value(first)?.min(lowest_value(then)?),
+    };
+    Some(lowest)
 }
 
 fn read_schedule(table: &Table<'_, '_>, kind: &str, at: &At) -> Result<Schedule> {

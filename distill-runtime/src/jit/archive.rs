@@ -4,7 +4,14 @@
 //! opcode names the root class, e.g. `__torch__.torch.fx.graph_module.ResNet`) and
 //! `<name>/code/__torch__/…/*.py` holds each class's TorchScript source. The root class's `forward`
 //! signature gives the return type (`Tensor`, `Tuple[Tensor, Tensor]`, `Dict[str, Tensor]`), and for a
-//! dict the literal it returns gives the keys — for `create_feature_extractor`, the node names.
+//! dict the literal it returns gives the keys — for `create_feature_extractor`, the node names. Keys
+//! of 34 characters or more are hoisted by TorchScript into variables (`_0 = "features_…"`), and a
+//! dict filled in several statements adds keys with `torch._set_item(d, "k", v)` or
+//! `torch.update(d, {…})`: both are read. Any other statement touching the returned dict makes the
+//! keys unknowable from the code, and loading refuses rather than guess.
+//!
+//! Every entry of the archive is also read once through its zip CRC-32 ([`check_crcs`]), so a
+//! damaged file is refused when it is loaded, which libtorch does not do.
 
 use std::fs::File;
 use std::io::Read;
@@ -29,6 +36,21 @@ pub(crate) fn read_output_layout(path: &Path) -> Result<OutputLayout, String> {
     let forward =
         forward_of(&code, &class).ok_or_else(|| format!("no `forward` of class `{class}` in `{code_name}`"))?;
     layout_of(&forward)
+}
+
+/// Reads every entry of the archive through its CRC-32, which the zip reader checks at the end of
+/// each entry: a damaged archive is an error naming the entry. Costs one pass over the file (its
+/// entries are stored uncompressed by `torch.jit.save`).
+pub(crate) fn check_crcs(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("it is not a TorchScript zip archive: {e}"))?;
+    for index in 0..archive.len() {
+        let mut entry = archive.by_index(index).map_err(|e| format!("its entry {index} cannot be read: {e}"))?;
+        let name = entry.name().to_owned();
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| format!("its entry `{name}` does not match its zip CRC-32 ({e}): the file is damaged"))?;
+    }
+    Ok(())
 }
 
 /// At most `limit` bytes of an archive entry.
@@ -105,8 +127,11 @@ fn layout_of(forward: &Forward) -> Result<OutputLayout, String> {
         }
     }
     if ty == "Dict[str,Tensor]" {
-        let keys = returned_dict_keys(&forward.body)
-            .ok_or("its `forward` returns a dict whose keys are not written as a literal in its code")?;
+        let keys = returned_dict_keys(&forward.body).ok_or(
+            "its `forward` returns a dict built in a way its code does not show the keys of (not a literal, \
+             string variables, `torch._set_item` or `torch.update`): name its outputs with \
+             `jit::Module::load_with_outputs(file, device, &[\"key\", …])`",
+        )?;
         return Ok(OutputLayout::Dict(keys));
     }
     Err(format!(
@@ -115,20 +140,91 @@ fn layout_of(forward: &Forward) -> Result<OutputLayout, String> {
     ))
 }
 
-/// The keys of the dict literal that the body returns, directly (`return {"a": x}`) or through the
-/// variable it was assigned to (`_42 = {"a": x}` … `return _42`).
+/// The keys of the dict that the body returns: a literal returned directly (`return {"a": x}`) or
+/// through the variable it was assigned to (`_42 = {"a": x}` … `return _42`), with keys written as
+/// literals or as variables holding one (`_0 = "a_long_key"`), and the keys later statements add to
+/// that variable (`torch._set_item(d, "b", y)`, `torch.update(d, {"c": z})`). `None` when any other
+/// statement uses the variable, since it might change the keys.
 fn returned_dict_keys(body: &str) -> Option<Vec<String>> {
+    let constants = string_constants(body);
     let returned = body.lines().rev().find_map(|line| line.trim().strip_prefix("return "))?.trim();
     if returned.starts_with('{') {
-        return dict_literal_keys(returned);
+        return dict_literal_keys(returned, &constants);
+    }
+    if !is_identifier(returned) {
+        return None;
     }
     let assignment = format!("{returned} = {{");
-    let start = body.rfind(&assignment)? + assignment.len() - 1;
-    dict_literal_keys(&body[start..])
+    let mut keys: Option<Vec<String>> = None;
+    for line in body.lines().map(str::trim) {
+        if line.is_empty() || line == format!("return {returned}") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(&assignment) {
+            // The dict is (re)built here: earlier keys no longer count.
+            keys = Some(dict_literal_keys(&format!("{{{rest}"), &constants)?);
+        } else if let Some(args) = call_on(line, "torch._set_item(", returned) {
+            let key = first_argument_key(args, &constants)?;
+            let keys = keys.as_mut()?;
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        } else if let Some(args) = call_on(line, "torch.update(", returned) {
+            let added = dict_literal_keys(args, &constants)?;
+            let keys = keys.as_mut()?;
+            for key in added {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        } else if mentions(line, returned) {
+            return None;
+        }
+    }
+    keys
 }
 
-/// The string keys of the dict literal at the start of `text` (`{"a": f(x, ), "b": y}`).
-fn dict_literal_keys(text: &str) -> Option<Vec<String>> {
+/// The variables the body assigns a string literal to (`_0 = "features_denseblock4_conv2"`).
+fn string_constants(body: &str) -> std::collections::HashMap<String, String> {
+    body.lines()
+        .filter_map(|line| {
+            let (name, value) = line.trim().split_once(" = ")?;
+            let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+            let mut chars = value.chars().skip(1);
+            let literal = string_literal(&mut chars, quote)?;
+            (is_identifier(name) && chars.next().is_none()).then(|| (name.to_owned(), literal))
+        })
+        .collect()
+}
+
+/// The arguments after `variable, ` of the statement `<function>variable, …)`, if it is one.
+fn call_on<'l>(line: &'l str, function: &str, variable: &str) -> Option<&'l str> {
+    line.strip_prefix(function)?.strip_prefix(variable)?.strip_prefix(", ")
+}
+
+/// The key of `"key", value)`: a literal or a string variable.
+fn first_argument_key(args: &str, constants: &std::collections::HashMap<String, String>) -> Option<String> {
+    let mut chars = args.chars();
+    match chars.next()? {
+        quote @ ('"' | '\'') => string_literal(&mut chars, quote),
+        _ => constants.get(args.split_once(',')?.0.trim()).cloned(),
+    }
+}
+
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Whether `line` uses the identifier `name` (not as part of a longer identifier or a string).
+fn mentions(line: &str, name: &str) -> bool {
+    let mut words = line.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    words.any(|word| word == name)
+}
+
+/// The string keys of the dict literal at the start of `text` (`{"a": f(x, ), "b": y}`); a key may
+/// be a variable of `constants`.
+fn dict_literal_keys(text: &str, constants: &std::collections::HashMap<String, String>) -> Option<Vec<String>> {
     let mut chars = text.chars().peekable();
     if chars.next()? != '{' {
         return None;
@@ -155,7 +251,17 @@ fn dict_literal_keys(text: &str) -> Option<Vec<String>> {
             }
             ',' if depth == 1 => expect_key = true,
             c if c.is_whitespace() => {}
-            _ if depth == 1 && expect_key => return None, // a key that is not a string literal
+            c if depth == 1 && expect_key && (c.is_alphabetic() || c == '_') => {
+                // A key held by a variable (TorchScript hoists long strings): `_0: x`.
+                let mut name = c.to_string();
+                while let Some(&next) = chars.peek().filter(|n| n.is_alphanumeric() || **n == '_') {
+                    name.push(next);
+                    chars.next();
+                }
+                keys.push(constants.get(&name)?.clone());
+                expect_key = false;
+            }
+            _ if depth == 1 && expect_key => return None, // a key that is neither
             _ => {}
         }
     }
@@ -218,10 +324,40 @@ class Other(Module):
         let list = Forward { return_type: "List[Tensor]".into(), body: String::new() };
         assert!(layout_of(&list).unwrap_err().contains("List[Tensor]"));
         let computed = Forward { return_type: "Dict[str, Tensor]".into(), body: "    return make(x)".into() };
-        assert!(layout_of(&computed).is_err());
+        let err = layout_of(&computed).unwrap_err();
+        assert!(err.contains("load_with_outputs"), "{err}");
         let nested = Forward { return_type: "Tuple[Tensor, Tuple[Tensor, Tensor]]".into(), body: String::new() };
         assert!(layout_of(&nested).is_err());
         assert_eq!(forward_of(FX_CODE, "Res"), None);
+    }
+
+    /// What `torch.jit.script` writes for keys of 34 characters or more, and for dicts filled in
+    /// several statements (copied from archives torch 2.13 saved).
+    #[test]
+    fn reads_hoisted_keys_and_dicts_filled_in_several_statements() {
+        let dict = |body: &str| layout_of(&Forward { return_type: "Dict[str, Tensor]".into(), body: body.into() });
+        let hoisted = "    _0 = \"features_denseblock4_denselayer16_conv2\"
+    _1 = \"features_denseblock4_denselayer15_conv2\"
+    _2 = {_0: torch.mul(x, CONSTANTS.c0), \"logits\": torch.add(x, CONSTANTS.c1), _1: x}
+    return _2";
+        let keys = ["features_denseblock4_denselayer16_conv2", "logits", "features_denseblock4_denselayer15_conv2"];
+        assert_eq!(dict(hoisted), Ok(OutputLayout::Dict(keys.map(str::to_owned).to_vec())));
+        let set_item = "    d = {\"a\": torch.mul(x, 2)}
+    torch._set_item(d, \"b\", torch.add(x, 1))
+    return d";
+        assert_eq!(dict(set_item), Ok(OutputLayout::Dict(vec!["a".into(), "b".into()])));
+        let update = "    d = {\"a\": torch.mul(x, 2)}
+    torch.update(d, {\"c\": x, \"a\": x})
+    return d";
+        assert_eq!(dict(update), Ok(OutputLayout::Dict(vec!["a".into(), "c".into()])));
+        // A statement that may change the dict in a way the code does not show: refused, not guessed.
+        let opaque = "    d = {\"a\": torch.mul(x, 2)}
+    d0 = fill(d, x)
+    return d";
+        assert!(dict(opaque).unwrap_err().contains("load_with_outputs"));
+        let unknown_variable = "    d = {_9: x}
+    return d";
+        assert!(dict(unknown_variable).is_err());
     }
 
     #[test]

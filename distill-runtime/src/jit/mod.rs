@@ -30,7 +30,7 @@ use tch::{CModule, Device, IValue, Tensor, TrainableCModule};
 
 use crate::captured::Captured;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
-use crate::error::{DistillError, Result};
+use crate::error::{libtorch_message, DistillError, Result};
 use crate::point::{Port, Side};
 pub use layout::OutputLayout;
 
@@ -60,13 +60,17 @@ impl Module {
     /// [`DistillError::NoCudaDevice`](crate::DistillError::NoCudaDevice).
     ///
     /// An archive whose `forward` returns something else than a tensor, a tuple of tensors or a dict
-    /// of tensors with literal keys is an error; [`load_with_outputs`](Self::load_with_outputs) names
-    /// the outputs for such a file.
+    /// of tensors whose keys its code shows (literals, string variables, keys added by `d[k] = v` or
+    /// `d.update(…)`) is an error; [`load_with_outputs`](Self::load_with_outputs) names the outputs
+    /// for such a file. Every entry of the archive is read once through its zip CRC-32 first (one
+    /// pass over the file), so a damaged file is an error naming the entry.
     pub fn load(file: impl AsRef<Path>, device: Device) -> Result<Module> {
         let file = file.as_ref();
         crate::device::check_device(device)?;
         let layout = archive::read_output_layout(file).map_err(|reason| jit_error(file, reason))?;
-        let module = CModule::load_on_device(file, device).map_err(|e| jit_error(file, e.to_string()))?;
+        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
+        let module =
+            CModule::load_on_device(file, device).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
 
@@ -76,7 +80,9 @@ impl Module {
         let file = file.as_ref();
         crate::device::check_device(device)?;
         let layout = OutputLayout::Dict(names.iter().map(|name| (*name).to_owned()).collect());
-        let module = CModule::load_on_device(file, device).map_err(|e| jit_error(file, e.to_string()))?;
+        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
+        let module =
+            CModule::load_on_device(file, device).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
 
@@ -85,7 +91,9 @@ impl Module {
     pub fn load_trainable(file: impl AsRef<Path>, path: tch::nn::Path) -> Result<Module> {
         let file = file.as_ref();
         let layout = archive::read_output_layout(file).map_err(|reason| jit_error(file, reason))?;
-        let module = TrainableCModule::load(file, path).map_err(|e| jit_error(file, e.to_string()))?;
+        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
+        let module =
+            TrainableCModule::load(file, path).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
         let module = Module::new(Inner::Trainable(module), layout, file)?;
         module.set_training(true)?;
         Ok(module)
@@ -150,7 +158,7 @@ impl Module {
                 Inner::Trainable(module) => module.forward_is(&input),
             }
         }
-        .map_err(|e| jit_error(&self.file, e.to_string()))?;
+        .map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string())))?;
         self.layout.split(value).map_err(|reason| {
             jit_error(&self.file, format!("its forward did not return its declared outputs: {reason}"))
         })
@@ -243,7 +251,7 @@ impl Module {
             (Inner::Trainable(module), true) => module.f_set_train(),
             (Inner::Trainable(module), false) => module.f_set_eval(),
         };
-        result.map_err(|e| jit_error(&self.file, e.to_string()))?;
+        result.map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string())))?;
         self.training.set(train);
         Ok(())
     }
@@ -252,7 +260,9 @@ impl Module {
     /// with [`load_trainable`](Self::load_trainable), whose parameters are in the VarStore given.
     pub(crate) fn frozen_parameters(&self) -> Option<Result<Vec<(String, Tensor)>>> {
         match &*self.lock() {
-            Inner::Frozen(module) => Some(module.named_parameters().map_err(|e| jit_error(&self.file, e.to_string()))),
+            Inner::Frozen(module) => {
+                Some(module.named_parameters().map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string()))))
+            }
             Inner::Trainable(_) => None,
         }
     }

@@ -123,10 +123,11 @@ impl PruneRecord {
         self.layers.is_empty()
     }
 
-    /// Writes the record to `file` (safetensors; see the type's documentation).
+    /// Writes the record to `file` (safetensors; see the type's documentation), atomically (a
+    /// temporary file renamed over `file` once on disk) and with a checksum.
     ///
     /// # Errors
-    /// [`DistillError::Torch`] when the file cannot be written.
+    /// [`DistillError::Io`] when the file cannot be written.
     pub fn save(&self, file: impl AsRef<Path>) -> Result<()> {
         let mut tensors = Vec::with_capacity(3 * self.layers.len());
         for (path, kept) in &self.layers {
@@ -134,14 +135,14 @@ impl PruneRecord {
             tensors.push((format!("{path}/{KEPT_OUTPUT}"), Tensor::from_slice(kept.output())));
             tensors.push((format!("{path}/{KEPT_INPUT}"), Tensor::from_slice(kept.input())));
         }
-        Tensor::write_safetensors(&tensors, file)?;
-        Ok(())
+        crate::checksum::write(file.as_ref(), &tensors, BTreeMap::new())
     }
 
     /// Reads a record written by [`save`](Self::save), checking every layer's record.
     ///
     /// # Errors
-    /// [`DistillError::Torch`] when the file cannot be read; [`DistillError::InvalidArgument`] naming
+    /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] when it does not
+    /// match its checksum; [`DistillError::InvalidArgument`] naming
     /// the file when a tensor is unexpected or missing, or a record is invalid.
     pub fn load(file: impl AsRef<Path>) -> Result<PruneRecord> {
         let file = file.as_ref();
@@ -149,7 +150,7 @@ impl PruneRecord {
             DistillError::InvalidArgument(format!("{} is not a prune record: {reason}", file.display()))
         };
         let mut parts: BTreeMap<String, [Option<Vec<i64>>; 3]> = BTreeMap::new();
-        for (name, tensor) in Tensor::read_safetensors(file)? {
+        for (name, tensor) in crate::checksum::read(file, crate::checksum::Missing::Accept)?.tensors {
             let Some((path, part)) = name.rsplit_once('/') else {
                 return Err(bad(format!("unexpected tensor `{name}`")));
             };

@@ -152,6 +152,12 @@ impl Schedule {
             Schedule::Linear { from, to, start, end } | Schedule::Cosine { from, to, start, end } => {
                 finite("start value", *from)?;
                 finite("end value", *to)?;
+                if !(to - from).is_finite() {
+                    return Err(format!(
+                        "the schedule's ramp from {from} to {to} spans more than a 64-bit float holds: its values \
+                         between would be infinite"
+                    ));
+                }
                 if end < start {
                     return Err(format!("the schedule's ramp ends (step {end}) before it starts (step {start})"));
                 }
@@ -170,8 +176,35 @@ impl Schedule {
                 }
                 Ok(())
             }
-            Schedule::Product(a, b) => a.validate().and_then(|()| b.validate()),
+            Schedule::Product(a, b) => {
+                a.validate().and_then(|()| b.validate())?;
+                let bound = a.bound() * b.bound();
+                if bound.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the product of two schedules reaching {:e} and {:e} would be infinite",
+                        a.bound(),
+                        b.bound()
+                    ))
+                }
+            }
             Schedule::Then { first, then, .. } => first.validate().and_then(|()| then.validate()),
+        }
+    }
+}
+
+impl Schedule {
+    /// The largest magnitude the schedule takes at any step (a ramp stays between its ends).
+    fn bound(&self) -> f64 {
+        match self {
+            Schedule::Constant(value) => value.abs(),
+            Schedule::Linear { from, to, .. } | Schedule::Cosine { from, to, .. } => from.abs().max(to.abs()),
+            Schedule::Steps { initial, changes } => {
+                changes.iter().fold(initial.abs(), |bound, (_, value)| bound.max(value.abs()))
+            }
+            Schedule::Product(a, b) => a.bound() * b.bound(),
+            Schedule::Then { first, then, .. } => first.bound().max(then.bound()),
         }
     }
 }

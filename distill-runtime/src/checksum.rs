@@ -1,0 +1,254 @@
+//! Safetensors files that carry a checksum of their tensors: checkpoints and teacher-cache shards.
+//!
+//! The checksum is a CRC-32 (IEEE) over every tensor in name order — its name, dtype, shape and
+//! bytes — stored as `"crc32:<8 hex digits>"` under the metadata key [`CHECKSUM_KEY`]. The files
+//! stay ordinary safetensors files (`VarStore::load`, Python's `safetensors` read them and ignore
+//! the metadata). Files are written atomically ([`crate::atomic`]).
+//!
+//! Reading a file checks its checksum: one CRC pass over its bytes, which runs at several GB/s
+//! (the `crc32fast` crate uses the CPU's carry-less multiply), next to reading the file itself.
+//! A CRC-32 detects every burst error up to 32 bits and any other corruption with probability
+//! 1 − 2⁻³²; it is not a defence against deliberate tampering.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors};
+use tch::{Kind, Tensor};
+
+use crate::atomic::{self, io_error};
+use crate::error::{DistillError, Result};
+
+/// The metadata key of the checksum.
+pub const CHECKSUM_KEY: &str = "distill.crc32";
+
+/// A tensor's bytes as safetensors writes them.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+/// The checksum of tensors given as `(name, dtype, shape, bytes)`, in any order.
+fn checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut crc = crc32fast::Hasher::new();
+    for (name, dtype, shape, data) in sorted {
+        crc.update(&(name.len() as u64).to_le_bytes());
+        crc.update(name.as_bytes());
+        crc.update(format!("{dtype:?}").as_bytes());
+        crc.update(&(shape.len() as u64).to_le_bytes());
+        for dim in shape {
+            crc.update(&(*dim as u64).to_le_bytes());
+        }
+        crc.update(data);
+    }
+    format!("crc32:{:08x}", crc.finalize())
+}
+
+/// The CRC-32 of raw bytes, as `"crc32:<hex>"` (used for inputs and manifests).
+pub(crate) fn crc_of_bytes(parts: &[&[u8]]) -> String {
+    let mut crc = crc32fast::Hasher::new();
+    for part in parts {
+        crc.update(part);
+    }
+    format!("crc32:{:08x}", crc.finalize())
+}
+
+/// A tensor's bytes on the CPU, contiguous, in its own dtype.
+pub(crate) fn tensor_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
+    let cpu = tch::no_grad(|| tensor.f_to_device(tch::Device::Cpu)?.f_contiguous())?;
+    let numel = cpu.numel();
+    let mut data = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
+    cpu.f_copy_data_u8(&mut data, numel)?;
+    Ok(data)
+}
+
+/// Writes `tensors` to the safetensors `path` atomically, with their checksum and `metadata` in
+/// its metadata.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] for a tensor of a kind safetensors cannot store;
+/// [`DistillError::Io`] naming the file when it cannot be written.
+pub(crate) fn write(path: &Path, tensors: &[(String, Tensor)], metadata: BTreeMap<String, String>) -> Result<()> {
+    let bytes = tensors
+        .iter()
+        .map(|(name, tensor)| {
+            let dtype = Dtype::try_from(tensor.kind()).map_err(|_| {
+                DistillError::InvalidArgument(format!(
+                    "`{name}` is a {:?} tensor, which a safetensors file cannot hold",
+                    tensor.kind()
+                ))
+            })?;
+            let shape = tensor.size().iter().map(|&d| d as usize).collect();
+            Ok((name.as_str(), Bytes { dtype, shape, data: tensor_bytes(tensor)? }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata = metadata;
+    metadata.insert(
+        CHECKSUM_KEY.to_owned(),
+        checksum(bytes.iter().map(|(name, b)| (*name, b.dtype, b.shape.as_slice(), b.data.as_slice()))),
+    );
+    let (header, order) = header(&bytes, &metadata)?;
+    atomic::write_with(path, |tmp| {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| io_error("create", tmp, e))?);
+        let mut put = |data: &[u8]| file.write_all(data).map_err(|e| io_error("write", tmp, e));
+        put(&(header.len() as u64).to_le_bytes())?;
+        put(&header)?;
+        for i in order {
+            put(&bytes[i].1.data)?;
+        }
+        file.flush().map_err(|e| io_error("write", tmp, e))
+    })
+}
+
+/// The safetensors header of `tensors` (padded with spaces to a multiple of 8 bytes, as the format
+/// asks), and the order their bytes follow it in: by decreasing alignment, then by name, as the
+/// `safetensors` crate writes them. Keys are written in sorted order, so equal tensors and metadata
+/// give equal files in every process.
+fn header(tensors: &[(&str, Bytes)], metadata: &BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[b].1.dtype.cmp(&tensors[a].1.dtype).then(tensors[a].0.cmp(tensors[b].0)));
+    let mut entries = serde_json::Map::new();
+    entries.insert("__metadata__".to_owned(), serde_json::to_value(metadata).map_err(json_error)?);
+    let mut offset = 0;
+    for &i in &order {
+        let (name, bytes) = &tensors[i];
+        let end = offset + bytes.data.len();
+        let entry = serde_json::json!({
+            "dtype": serde_json::to_value(bytes.dtype).map_err(json_error)?,
+            "shape": bytes.shape,
+            "data_offsets": [offset, end],
+        });
+        if entries.insert((*name).to_owned(), entry).is_some() {
+            return Err(DistillError::InvalidArgument(format!("two tensors are named `{name}`")));
+        }
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&entries).map_err(json_error)?;
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    Ok((header, order))
+}
+
+fn json_error(error: serde_json::Error) -> DistillError {
+    DistillError::InvalidArgument(format!("a safetensors header could not be written: {error}"))
+}
+
+/// A safetensors file read by [`read`].
+pub(crate) struct Checked {
+    /// The tensors, in file order.
+    pub(crate) tensors: Vec<(String, Tensor)>,
+    /// The file's metadata (with the checksum).
+    pub(crate) metadata: HashMap<String, String>,
+}
+
+/// Whether a file without a checksum is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// A file written by other tools (or by an older version of this library) reads unchecked.
+    Accept,
+    /// The file must carry a checksum.
+    Refuse,
+}
+
+/// Reads the safetensors `path` and checks its checksum.
+///
+/// # Errors
+/// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
+/// when it is not a safetensors file, its checksum does not match its tensors, or (with
+/// [`Missing::Refuse`]) it has none.
+pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
+    let file = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
+    let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
+    let parsed = SafeTensors::deserialize(&file)
+        .map_err(|e| corrupt(format!("it is not a readable safetensors file ({e:?})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&file).map_err(|e| corrupt(format!("its header cannot be read ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let views = parsed.tensors();
+    match metadata.get(CHECKSUM_KEY) {
+        Some(stored) => {
+            let computed = checksum(views.iter().map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())));
+            if *stored != computed {
+                return Err(corrupt(format!(
+                    "its tensors do not match the checksum it was written with ({stored}, now {computed}): the \
+                     file was damaged or changed after it was written"
+                )));
+            }
+        }
+        None if missing == Missing::Refuse => {
+            return Err(corrupt(format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)")))
+        }
+        None => {}
+    }
+    let tensors = views
+        .iter()
+        .map(|(name, view)| {
+            let kind = Kind::try_from(view.dtype()).map_err(|_| {
+                corrupt(format!("`{name}` has the dtype {:?}, which libtorch cannot hold", view.dtype()))
+            })?;
+            let size: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            Ok((name.clone(), Tensor::f_from_data_size(view.data(), &size, kind)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Checked { tensors, metadata })
+}
+
+/// The metadata of the safetensors `path`, reading its header only.
+///
+/// # Errors
+/// As [`read`], without the checksum check.
+pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
+    let mut file = std::fs::File::open(path).map_err(|e| io_error("read", path, e))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|_| corrupt("it is shorter than a safetensors header".to_owned()))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors' own limit on a header.
+    if len > 100_000_000 {
+        return Err(corrupt(format!("its header claims {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|_| corrupt("its header is cut short".to_owned()))?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("its header is not valid JSON ({e})")))?;
+    Ok(header.metadata)
+}
+
+/// Checks the checksum of a safetensors file written by this library (a checkpoint, a cache
+/// shard), without loading it into a model.
+///
+/// # Errors
+/// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
+/// when its tensors do not match its checksum, or it has none.
+pub fn verify(path: impl AsRef<Path>) -> Result<()> {
+    read(path.as_ref(), Missing::Refuse).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_covers_names_shapes_and_bytes_in_any_order() {
+        let a: &[u8] = &[1, 2, 3, 4];
+        let base = checksum([("a", Dtype::F32, &[1usize][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
+        let reordered = checksum([("b", Dtype::U8, &[0usize][..], &[][..]), ("a", Dtype::F32, &[1usize][..], a)]);
+        assert_eq!(base, reordered);
+        let renamed = checksum([("c", Dtype::F32, &[1usize][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
+        let reshaped = checksum([("a", Dtype::F32, &[1usize, 1][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
+        let flipped =
+            checksum([("a", Dtype::F32, &[1usize][..], &[1, 2, 3, 5][..]), ("b", Dtype::U8, &[0][..], &[][..])]);
+        for other in [renamed, reshaped, flipped] {
+            assert_ne!(base, other);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The teacher cache knows what it holds: checksummed shards, manifests checked for coverage and
+//! edits, writers that refuse to mix other inputs or another teacher mode, f16 overflow refused,
+//! one writer per shard.
+
+use std::path::{Path, PathBuf};
+
+use distill::cache::{Augment, CacheWriter, Encoding, TeacherCache, TeacherHash, MANIFEST_FILE};
+use distill::prelude::*;
+use distill::{DistillError, SideModel};
+use serde_json::Value;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use crate::common::Net;
+use crate::{flip_bytes, temp_dir};
+
+const SAMPLES: i64 = 10;
+
+struct Setup {
+    vs: VarStore,
+    teacher: Net,
+    student: Net,
+    inputs: Tensor,
+}
+
+fn setup() -> Setup {
+    tch::manual_seed(21);
+    let vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&vs.root(), &[4, 8, 16], 5);
+    let student_vs = VarStore::new(Device::Cpu);
+    let student = Net::new(&(student_vs.root() / "s"), &[4, 8, 16], 5);
+    let inputs = Tensor::randn([SAMPLES, 1, 12, 12], (Kind::Float, Device::Cpu));
+    Setup { vs, teacher, student, inputs }
+}
+
+fn mapping<'m, T: SideModel>(student: &'m Net, teacher: &'m T) -> Mapping<'m, &'static str> {
+    let mut mapping = Mapping::new(student, teacher);
+    mapping.add("features.1.conv", "features.1.conv", "conv").unwrap();
+    mapping.add("", "", "logits").unwrap();
+    mapping
+}
+
+fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
+    CacheWriter::new(dir, TeacherHash::of_var_store(&setup.vs).unwrap())
+        .shards(2)
+        .batch_size(3)
+        .views(2, Augment::crop_flip(2))
+        .seed(5)
+}
+
+/// A complete two-shard cache of `setup`'s teacher.
+fn written(name: &str, setup: &Setup) -> PathBuf {
+    let dir = temp_dir(name);
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    writer(&dir, setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    dir
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join(MANIFEST_FILE);
+    let mut manifest: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+fn open_error(dir: &Path) -> String {
+    TeacherCache::open(dir).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn flipped_bytes_in_a_shard_are_an_error_naming_the_shard() {
+    let setup = setup();
+    let dir = written("flipped-shard", &setup);
+    let shard = dir.join("shard-00001-of-00002.safetensors");
+    flip_bytes(&shard, 1600, 400);
+    let error = TeacherCache::open(&dir).unwrap_err();
+    assert!(matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors")));
+    assert!(error.to_string().contains("checksum"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_manifest_whose_shards_do_not_cover_the_samples_exactly_once_is_refused() {
+    let setup = setup();
+    let dir = written("coverage", &setup);
+    let original = std::fs::read(dir.join(MANIFEST_FILE)).unwrap();
+    let restore = || std::fs::write(dir.join(MANIFEST_FILE), &original).unwrap();
+    TeacherCache::open(&dir).unwrap();
+
+    edit_manifest(&dir, |m| {
+        m["shards"].as_array_mut().unwrap().remove(1);
+    });
+    assert!(open_error(&dir).contains("samples 5..10 are in no shard"), "{}", open_error(&dir));
+    restore();
+    edit_manifest(&dir, |m| m["num_samples"] = 12.into());
+    assert!(open_error(&dir).contains("samples 10..12 are in no shard"), "{}", open_error(&dir));
+    restore();
+    edit_manifest(&dir, |m| m["shards"][1]["file"] = m["shards"][0]["file"].clone());
+    assert!(open_error(&dir).contains("two shard entries name the file"), "{}", open_error(&dir));
+    restore();
+    edit_manifest(&dir, |m| m["shards"][1]["start"] = 3.into());
+    assert!(open_error(&dir).contains("samples 3..5 are in two shards"), "{}", open_error(&dir));
+    restore();
+    edit_manifest(&dir, |m| {
+        m["views"] = 0.into();
+        m["shards"] = Value::Array(Vec::new());
+    });
+    assert!(open_error(&dir).contains("0 views"), "{}", open_error(&dir));
+    restore();
+    TeacherCache::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_manifest_edited_after_its_shards_were_written_is_refused() {
+    let setup = setup();
+    let dir = written("edited-padding", &setup);
+    // The augmentation's padding: views the teacher never saw would be replayed.
+    edit_manifest(&dir, |m| m["augment"]["padding"] = 3.into());
+    let error = TeacherCache::open(&dir).unwrap_err();
+    assert!(matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with(MANIFEST_FILE)), "{error}");
+    assert!(error.to_string().contains("edited after the cache was written"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_writer_rerun_over_other_inputs_or_another_teacher_mode_refuses_to_mix() {
+    let setup = setup();
+    let dir = written("rerun", &setup);
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    // The same inputs: both shards are complete and skipped.
+    let report = writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!((report.written, report.skipped), (vec![], vec![0, 1]));
+
+    let changed = &setup.inputs + 1.0;
+    let error = writer(&dir, &setup).write(live.engine(), &setup.teacher, &changed).unwrap_err();
+    assert!(
+        matches!(&error, DistillError::CacheMismatch { what, .. } if what.contains("inputs of shard 0")),
+        "{error}"
+    );
+    // Only shard 1 missing, rerun over other inputs: refused before the teacher runs.
+    std::fs::remove_file(dir.join("shard-00001-of-00002.safetensors")).unwrap();
+    let error = writer(&dir, &setup).write(live.engine(), &setup.teacher, &changed).unwrap_err();
+    assert!(error.to_string().contains("inputs of shard 0"), "{error}");
+
+    let training = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher)).teacher_train(true);
+    let error = writer(&dir, &setup).write(training.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(matches!(&error, DistillError::CacheMismatch { what, .. } if what == "the teacher's mode"), "{error}");
+    assert!(error.to_string().contains("eval") && error.to_string().contains("train"), "{error}");
+
+    let error = writer(&dir, &setup).batch_size(4).write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(error.to_string().contains("the write batch size"), "{error}");
+    let error =
+        writer(&dir, &setup).dataset("cifar10@v2").write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(error.to_string().contains("cifar10@v2"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_manifest_records_the_teacher_mode_the_write_batch_size_and_the_dataset() {
+    let setup = setup();
+    let dir = temp_dir("recorded");
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let report = writer(&dir, &setup).dataset("ten-randn").write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!(report.manifest.write_batch_size, Some(3));
+    assert_eq!(report.manifest.teacher_mode, Some(distill::cache::RunMode::Eval));
+    assert_eq!(report.manifest.inputs.as_deref(), Some("ten-randn"));
+    assert_eq!(report.manifest.format, distill::cache::FORMAT_VERSION);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A teacher whose logits are 1e5 times the usual: beyond f16's range.
+#[derive(Debug, distill::Distillable)]
+struct Loud {
+    net: Net,
+}
+
+impl ModuleT for Loud {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.net.forward_t(xs, train) * 1e5 + 1e5
+    }
+}
+
+#[test]
+fn f16_storage_refuses_values_it_would_store_as_infinity_and_bf16_holds_them() {
+    let setup = setup();
+    let dir = temp_dir("f16-overflow");
+    let loud = Loud { net: Net::new(&(setup.vs.root() / "loud"), &[4, 8, 16], 5) };
+    // One shard, one view without augmentation, batches of 3: the first batch is samples 0..3 as given.
+    let plain = || CacheWriter::new(&dir, TeacherHash::from_text("loud")).batch_size(3);
+    let mut pairs = Mapping::new(&setup.student, &loud);
+    pairs.add("", "", "logits").unwrap();
+    let live = distill(&setup.student, &loud, pairs);
+    let error = plain().encoding(Encoding::F16).write(live.engine(), &loud, &setup.inputs).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("the teacher's own output") && message.contains("65504"), "{message}");
+    assert!(message.contains("Encoding::Bf16"), "{message}");
+    // The largest value is named: it is the largest magnitude of the first shard's logits.
+    let first = loud.forward_t(&setup.inputs.narrow(0, 0, 3), false);
+    let largest = first.abs().max().double_value(&[]);
+    assert!(message.contains(&format!("{:e}", largest)) || message.contains(&format!("{:e}", -largest)), "{message}");
+    assert!(!dir.join("shard-00000-of-00001.safetensors").exists());
+
+    let _ = std::fs::remove_dir_all(&dir);
+    plain().encoding(Encoding::Bf16).write(live.engine(), &loud, &setup.inputs).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    let ids = Tensor::from_slice(&[0i64, 4, 9]);
+    let batch = cache.batch(&ids, 0).unwrap();
+    let stored = batch.endpoint("").unwrap();
+    let expected = loud.forward_t(&setup.inputs.index_select(0, &ids), false);
+    assert_eq!(stored.isfinite().all().int64_value(&[]), 1);
+    // bf16 keeps 8 significant bits: a relative error of at most 2^-8 per value (round to nearest).
+    let bound = expected.abs() * 2f64.powi(-8);
+    assert_eq!((stored - &expected).abs().le_tensor(&bound).all().int64_value(&[]), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_writer_of_a_shard_stops_without_touching_the_first_writers_files() {
+    let setup = setup();
+    let dir = temp_dir("two-writers");
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    // What a first writer holds while it writes shard 0: the lock and its temporary file.
+    let lock = std::fs::File::create(dir.join("shard-00000-of-00002.safetensors.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let live_temporary = dir.join("shard-00000-of-00002.safetensors.tmp-4242-0");
+    std::fs::write(&live_temporary, b"being written").unwrap();
+    let error = writer(&dir, &setup).shard(0).write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(error.to_string().contains("another writer is writing shard 0"), "{error}");
+    assert_eq!(std::fs::read(&live_temporary).unwrap(), b"being written");
+    // Another shard is free.
+    writer(&dir, &setup).shard(1).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    // The first writer dies: the system releases its lock, and its leftover is cleared.
+    drop(lock);
+    writer(&dir, &setup).shard(0).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    assert!(!live_temporary.exists());
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, [MANIFEST_FILE, "shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"]);
+    TeacherCache::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn wrong_encoding_paths_ids_and_several_teachers_are_named() {
+    let setup = setup();
+    let dir = written("wrong-arguments", &setup);
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let other = temp_dir("wrong-encoding-path");
+    let error = writer(&other, &setup)
+        .endpoint_encoding("features.1.cnv", Encoding::F16)
+        .write(live.engine(), &setup.teacher, &setup.inputs)
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("`features.1.cnv`") && message.contains("did you mean `features.1.conv`"), "{message}");
+
+    let cache = TeacherCache::open(&dir).unwrap();
+    let error = cache.batch(&Tensor::from_slice(&[0.7f32, 2.0]), 0).unwrap_err();
+    assert!(error.to_string().contains("must be integers"), "{error}");
+    let error = cache.batch(&Tensor::from_slice(&[0i64, 1, 2, 3]).view([2, 2]), 0).unwrap_err();
+    assert!(error.to_string().contains("1-D"), "{error}");
+
+    let second = Net::new(&(setup.vs.root() / "second"), &[4, 8, 16], 5);
+    let mut several =
+        Mapping::with_teachers(&setup.student, [("a", &setup.teacher as &dyn SideModel), ("b", &second)]).unwrap();
+    several.add_from("a", "", "", "kd_a").unwrap();
+    several.add_from("b", "", "", "kd_b").unwrap();
+    let both = distill_teachers(&setup.student, several);
+    let error = writer(&other, &setup).write(both.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(error.to_string().contains("2 teachers") && error.to_string().contains("one cache per teacher"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+#[test]
+fn a_cache_of_layout_version_2_without_checksums_still_reads() {
+    let setup = setup();
+    let dir = written("version-2", &setup);
+    let before = TeacherCache::open(&dir).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 6]);
+    let expected = before.batch(&ids, 1).unwrap().endpoint("").unwrap().copy();
+    // Rewrite as version 2 wrote it: shards without metadata, a manifest without the new fields.
+    for shard in ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"] {
+        let path = dir.join(shard);
+        let tensors = Tensor::read_safetensors(&path).unwrap();
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+    }
+    edit_manifest(&dir, |m| {
+        m["format"] = 2.into();
+        let object = m.as_object_mut().unwrap();
+        for field in ["inputs", "teacher_mode", "write_batch_size"] {
+            object.remove(field);
+        }
+    });
+    let cache = TeacherCache::open(&dir).unwrap();
+    assert_eq!(cache.manifest().format, 2);
+    assert!(cache.batch(&ids, 1).unwrap().endpoint("").unwrap().equal(&expected));
+    // A newer layout than this build reads is named as such.
+    edit_manifest(&dir, |m| m["format"] = 4.into());
+    assert!(open_error(&dir).contains("layout version 4"), "{}", open_error(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+}
