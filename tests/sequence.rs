@@ -194,3 +194,51 @@ fn invalid_parameters_and_shapes_are_errors() {
     let float_labels = Tensor::zeros([2, 3], (Kind::Float, tch::Device::Cpu));
     assert!(kd.f_loss_with_targets(&s, &s, Some(&float_labels)).is_err());
 }
+
+mod in_the_dsl {
+    use distill::criterion::{Divergence, SequenceKd};
+    use distill::prelude::*;
+    use tch::{nn::VarStore, Device, Kind, Tensor};
+
+    /// A toy language-model head: `[B, T, 6]` features → `[B, T, 10]` logits.
+    #[derive(Debug, Distillable)]
+    struct Head {
+        proj: nn::Linear,
+    }
+
+    impl nn::ModuleT for Head {
+        fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+            self.proj.forward_t(xs, train)
+        }
+    }
+
+    distill! {
+        struct TokenKd for Head => Head {
+            kd: student => teacher with SequenceKd::new(Divergence::Jsd { beta: 0.5 }, 2.0);
+        }
+    }
+
+    /// The batch's token labels reach the criterion through `with_targets`: tokens labelled −100
+    /// are left out, exactly as the criterion called directly with those labels.
+    #[test]
+    fn labels_mask_the_tokens_of_a_distill_pair() -> Result<(), DistillError> {
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        let student = Head { proj: nn::linear(vs.root() / "s", 6, 10, Default::default()) };
+        let teacher = Head { proj: nn::linear(vs.root() / "t", 6, 10, Default::default()) };
+        let kd = TokenKd::new(vs.root() / "kd", &student, &teacher)?;
+        let xs = Tensor::randn([2, 4, 6], (Kind::Float, Device::Cpu));
+        let labels = Tensor::from_slice(&[1i64, 2, -100, -100, -100, 3, 4, 5]).reshape([2, 4]);
+        let out = kd.forward_t(&xs, true)?.with_targets(&labels);
+        let got = out.kd.loss();
+        let direct = SequenceKd::new(Divergence::Jsd { beta: 0.5 }, 2.0).loss_with_targets(
+            &out.kd.student,
+            &out.kd.teacher,
+            Some(&labels),
+        );
+        assert_eq!(got.double_value(&[]), direct.double_value(&[]));
+        let all = SequenceKd::new(Divergence::Jsd { beta: 0.5 }, 2.0).loss(&out.kd.student, &out.kd.teacher);
+        assert_ne!(got.double_value(&[]), all.double_value(&[]), "the mask changes the loss");
+        Ok(())
+    }
+}

@@ -70,8 +70,10 @@ impl Divergence {
     /// # Errors
     /// A tch error from a failed operation.
     pub fn per_token(&self, student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
-        let log_q = student.f_div_scalar(temperature)?.f_log_softmax(-1, None)?;
-        let log_p = teacher.f_div_scalar(temperature)?.f_log_softmax(-1, None)?;
+        // At T = 1 the division is skipped: it would copy a vocabulary-sized tensor for nothing.
+        let scaled = |x: &Tensor| if temperature == 1.0 { Ok(x.shallow_clone()) } else { x.f_div_scalar(temperature) };
+        let log_q = scaled(student)?.f_log_softmax(-1, None)?;
+        let log_p = scaled(teacher)?.f_log_softmax(-1, None)?;
         self.per_token_log(&log_q, &log_p)
     }
 
