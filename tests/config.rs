@@ -246,6 +246,55 @@ fn every_criterion_parses_with_its_parameters() {
 }
 
 #[test]
+fn token_criteria_parse_with_their_parameters() {
+    use distill::criterion::{Divergence, SampledKl, SequenceKd, TokenReduction, TopKKl};
+    type Check = Box<dyn Fn(&ConfiguredPair) -> bool>;
+    fn is<C: Criterion + PartialEq + 'static>(expected: C) -> Check {
+        Box::new(move |pair| pair.criterion_as::<C>() == Some(&expected))
+    }
+    let seq = |d: Divergence, t: f64, r: TokenReduction| is(SequenceKd::new(d, t).with_reduction(r));
+    let criteria: [(&str, Check); 8] = [
+        ("\"ForwardKl\"", seq(Divergence::ForwardKl, 1.0, TokenReduction::Token)),
+        (
+            "{ kind = \"ReverseKl\", temperature = 2.0, reduction = \"sum\" }",
+            seq(Divergence::ReverseKl, 2.0, TokenReduction::Sum),
+        ),
+        (
+            "{ kind = \"Jsd\", beta = 0.9, reduction = \"sequence\" }",
+            seq(Divergence::Jsd { beta: 0.9 }, 1.0, TokenReduction::Sequence),
+        ),
+        ("{ kind = \"SkewKl\", alpha = 0.2 }", seq(Divergence::SkewKl { alpha: 0.2 }, 1.0, TokenReduction::Token)),
+        ("\"SkewReverseKl\"", seq(Divergence::SkewReverseKl { alpha: 0.1 }, 1.0, TokenReduction::Token)),
+        (
+            "{ kind = \"TotalVariation\", reduction = \"batch\" }",
+            seq(Divergence::TotalVariation, 1.0, TokenReduction::Batch),
+        ),
+        ("{ kind = \"TopKKl\", temperature = 2.0 }", is(TopKKl::new(2.0))),
+        ("{ kind = \"SampledKl\", reduction = \"sum\" }", is(SampledKl::new(1.0).with_reduction(TokenReduction::Sum))),
+    ];
+    let (_tvs, teacher, _svs, student) = models(3);
+    let text: String = criteria
+        .iter()
+        .enumerate()
+        .map(|(i, (criterion, _))| {
+            format!("[[pair]]\nname = \"c{i}\"\nstudent = \"\"\nteacher = \"\"\ncriterion = {criterion}\n")
+        })
+        .collect();
+    let config = Config::parse(&text, "criteria.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
+    for (i, (pair, (_, expected))) in mapping.pairs().iter().zip(&criteria).enumerate() {
+        assert!(expected(&pair.payload), "pair {i}: {:?}", pair.payload);
+    }
+    let bad = one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"Jsd\", reduction = \"mean\" }");
+    let message = Config::parse(&bad, "exp.toml").unwrap_err().to_string();
+    assert!(message.contains("unknown reduction `mean`"), "{message}");
+    let bad = one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"Jsd\", beta = 2.0 }");
+    let message = Config::parse(&bad, "exp.toml").unwrap_err().to_string();
+    assert!(message.contains("beta must be in [0, 1]"), "{message}");
+}
+
+#[test]
 fn a_weighted_pair_equals_the_weighted_criterion() {
     let (_tvs, teacher, _svs, student) = models(4);
     let text =

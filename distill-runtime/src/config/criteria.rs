@@ -7,8 +7,8 @@ use toml::de::DeValue;
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::criterion::scheduled;
 use crate::criterion::{
-    AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
-    SoftCrossEntropy, L1,
+    AttentionTransfer, Cosine, Criterion, Dist, Divergence, Dkd, KlDiv, Mse, Pkt, Rkd, SampledKl, SequenceKd,
+    SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, L1,
 };
 use crate::error::Result;
 use crate::schedule::Schedule;
@@ -43,10 +43,17 @@ pub(crate) enum CriterionConfig {
     Dist(Dist),
     /// `"Dkd"`; parameters `alpha`, `beta`, `temperature` (uses the batch's targets).
     Dkd(Dkd),
+    /// `"ForwardKl"`, `"ReverseKl"`, `"Jsd"` (`beta`), `"SkewKl"`, `"SkewReverseKl"` (`alpha`),
+    /// `"TotalVariation"`; parameters `temperature`, `reduction` (uses the batch's token labels).
+    Sequence(SequenceKd),
+    /// `"TopKKl"`; parameters `temperature`, `reduction`.
+    TopKKl(TopKKl),
+    /// `"SampledKl"`; parameters `temperature`, `reduction`.
+    SampledKl(SampledKl),
 }
 
 /// Every kind, with its parameters.
-const KINDS: [(&str, &[&str]); 12] = [
+const KINDS: [(&str, &[&str]); 20] = [
     ("Mse", &[]),
     ("L1", &[]),
     ("SmoothL1", &["beta"]),
@@ -59,6 +66,14 @@ const KINDS: [(&str, &[&str]); 12] = [
     ("Pkt", &[]),
     ("Dist", &["beta", "gamma", "tau"]),
     ("Dkd", &["alpha", "beta", "temperature"]),
+    ("ForwardKl", &["temperature", "reduction"]),
+    ("ReverseKl", &["temperature", "reduction"]),
+    ("Jsd", &["beta", "temperature", "reduction"]),
+    ("SkewKl", &["alpha", "temperature", "reduction"]),
+    ("SkewReverseKl", &["alpha", "temperature", "reduction"]),
+    ("TotalVariation", &["temperature", "reduction"]),
+    ("TopKKl", &["temperature", "reduction"]),
+    ("SampledKl", &["temperature", "reduction"]),
 ];
 
 impl CriterionConfig {
@@ -77,6 +92,9 @@ impl CriterionConfig {
             CriterionConfig::Pkt(c) => c,
             CriterionConfig::Dist(c) => c,
             CriterionConfig::Dkd(c) => c,
+            CriterionConfig::Sequence(c) => c,
+            CriterionConfig::TopKKl(c) => c,
+            CriterionConfig::SampledKl(c) => c,
         }
     }
 
@@ -101,6 +119,9 @@ impl CriterionConfig {
             CriterionConfig::Pkt(c) => wrap(c, schedule),
             CriterionConfig::Dist(c) => wrap(c, schedule),
             CriterionConfig::Dkd(c) => wrap(c, schedule),
+            CriterionConfig::Sequence(c) => wrap(c, schedule),
+            CriterionConfig::TopKKl(c) => wrap(c, schedule),
+            CriterionConfig::SampledKl(c) => wrap(c, schedule),
         }
     }
 }
@@ -142,7 +163,36 @@ fn from_kind(source: Source<'_>, kind: &str, at: &At, table: Option<&Table<'_, '
             None => default,
         })
     };
+    let reduction = || -> Result<TokenReduction> {
+        let Some((name, at)) = table.map(|t| t.string("reduction")).transpose()?.flatten() else {
+            return Ok(TokenReduction::default());
+        };
+        TokenReduction::from_name(&name).ok_or_else(|| {
+            source.error(
+                &at,
+                format!("unknown reduction `{name}`; the reductions are \"token\", \"sequence\", \"batch\", \"sum\""),
+            )
+        })
+    };
+    let sequence = |divergence: Divergence| -> Result<CriterionConfig> {
+        let d = SequenceKd::default();
+        Ok(CriterionConfig::Sequence(
+            SequenceKd::new(divergence, param("temperature", d.temperature)?).with_reduction(reduction()?),
+        ))
+    };
     Ok(match kind {
+        "ForwardKl" => sequence(Divergence::ForwardKl)?,
+        "ReverseKl" => sequence(Divergence::ReverseKl)?,
+        "Jsd" => sequence(Divergence::Jsd { beta: param("beta", 0.5)? })?,
+        "SkewKl" => sequence(Divergence::SkewKl { alpha: param("alpha", 0.1)? })?,
+        "SkewReverseKl" => sequence(Divergence::SkewReverseKl { alpha: param("alpha", 0.1)? })?,
+        "TotalVariation" => sequence(Divergence::TotalVariation)?,
+        "TopKKl" => CriterionConfig::TopKKl(
+            TopKKl::new(param("temperature", TopKKl::default().temperature)?).with_reduction(reduction()?),
+        ),
+        "SampledKl" => CriterionConfig::SampledKl(
+            SampledKl::new(param("temperature", SampledKl::default().temperature)?).with_reduction(reduction()?),
+        ),
         "Mse" => CriterionConfig::Mse(Mse),
         "L1" => CriterionConfig::L1(L1),
         "SmoothL1" => CriterionConfig::SmoothL1(SmoothL1 { beta: param("beta", SmoothL1::default().beta)? }),

@@ -25,6 +25,12 @@
 //! | [`Dist`] | DIST (Huang et al. 2022): inter- and intra-class Pearson relations | equal, 2-D |
 //! | [`Dkd`] | DKD (Zhao et al. 2022): target-class and non-target-class KD; uses labels | equal, 2-D |
 //! | [`TopKKlDiv`] | Hinton KD against the teacher's top-k log-probabilities ([`TopKLogits`]), the rest in one bucket | `(N, C)`, `(N, 2, k)` |
+//! | [`SequenceKd`] | token-level forward/reverse KL, TRL's generalised JSD(β), DistiLLM's skew KL and skew reverse KL, total variation ([`Divergence`]), over valid tokens ([`TokenReduction`]) | equal `[B, T, V]`; labels `[B, T]` |
+//! | [`TopKKl`] | forward KL against the teacher's top-k tokens plus an exact tail bucket ([`TopKTail`]) | `[B, T, V]`, `[B, T, 2k + 1]` |
+//! | [`SampledKl`] | unbiased forward-KL estimate from importance-weighted teacher samples ([`SampledLogits`], Sparse Logit Sampling) | `[B, T, V]`, `[B, T, 3n]` |
+//!
+//! [`ChunkedLoss`] computes those token losses (and cross-entropy) from the student's final hidden
+//! states and `lm_head` weight chunk by chunk of tokens, never holding `[B·T, V]` for the backward.
 //!
 //! "Shapes" is what [`Criterion::check_shapes`] accepts (checked by `distill!` before a pair's loss,
 //! and by [`Criterion::f_loss`]): relational criteria compare samples within a batch, so only the
@@ -65,28 +71,38 @@ use crate::schedule::Schedule;
 
 mod attention;
 mod check;
+mod chunked;
 mod dist;
 mod dkd;
 mod logits;
+mod mask;
 mod pkt;
 mod pointwise;
 mod rkd;
+mod sampled;
 mod scheduled;
+mod sequence;
 mod similarity;
+mod tail;
 mod top_k;
 mod weighted;
 
 pub use attention::AttentionTransfer;
 pub use check::check_pair;
 pub(crate) use check::name_pair;
+pub use chunked::{ChunkedLoss, ChunkedTarget};
 pub use dist::Dist;
 pub use dkd::Dkd;
 pub use logits::{KlDiv, SoftCrossEntropy};
+pub use mask::{valid_labels, TokenReduction, IGNORE_INDEX};
 pub use pkt::Pkt;
 pub use pointwise::{Cosine, Mse, SmoothL1, L1};
 pub use rkd::Rkd;
+pub use sampled::{SampledKl, SampledLogits};
 pub use scheduled::{scheduled, Scheduled};
+pub use sequence::{Divergence, SequenceKd};
 pub use similarity::SimilarityPreserving;
+pub use tail::{TopKKl, TopKTail};
 pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
 pub use weighted::{weighted, Weighted};
 
@@ -365,6 +381,9 @@ scalable!(
     Dist,
     Dkd,
     TopKKlDiv,
+    SequenceKd,
+    TopKKl,
+    SampledKl,
 );
 
 /// `F.normalize`'s default `eps`: norms are clamped below at it.

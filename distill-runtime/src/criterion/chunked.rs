@@ -1,0 +1,314 @@
+//! A language model's token loss computed from its final hidden states and `lm_head` weight chunk by
+//! chunk of tokens ([`ChunkedLoss`]), so that the logits `[B·T, V]` are never held for the backward.
+//!
+//! tch has no custom autograd function, so the loss is a surrogate: the value and the gradients
+//! with respect to the hidden states `h` and the weight `W` are computed chunk by chunk (the chunk's
+//! logits `z = h_c Wᵀ` get a local autograd pass of the criterion; then `∂L/∂h_c = g_c W` and
+//! `∂L/∂W += g_cᵀ h_c`, `g_c = ∂L/∂z_c`), and the returned tensor is
+//!
+//! `S − detach(S) + L`,  `S = ⟨h, ∂L/∂h⟩ + ⟨W, ∂L/∂W⟩` (the gradients detached),
+//!
+//! whose value is `L` exactly (`S − S = 0`) and whose gradients with respect to `h` and `W` are the
+//! computed ones. Only one chunk's `[n, V]` tensors live at a time; the graph holds `∂L/∂h` (`[B·T,
+//! H]`) and `∂L/∂W` (`[V, H]`). The surrogate has no second derivative.
+
+use tch::{Kind, Tensor};
+
+use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
+use super::sequence::SequenceKd;
+use super::tail::{TopKKl, TopKTail};
+use super::Criterion;
+use crate::error::{DistillError, Result};
+
+/// What the chunked logits are compared with.
+#[derive(Debug)]
+pub enum ChunkedTarget<'a> {
+    /// The teacher's full logits `[B, T, V]`, chunked alongside the student's, through a
+    /// [`SequenceKd`] divergence (its temperature and reduction).
+    Logits {
+        /// The teacher's logits `[B, T, V]`.
+        teacher: &'a Tensor,
+        /// The divergence, temperature and reduction.
+        criterion: SequenceKd,
+    },
+    /// The teacher's top-k with an exact tail ([`TopKTail`], `[B, T, k]`), through [`TopKKl`].
+    TopK {
+        /// The teacher's encoding.
+        teacher: &'a TopKTail,
+        /// The temperature (the encoding's) and reduction.
+        criterion: TopKKl,
+    },
+    /// Cross-entropy with next-token labels `[B, T]` (class indices; −100 ignored), per token
+    /// `logsumexp(z) − z[label]`, as PyTorch's `F.cross_entropy(ignore_index=-100)` with
+    /// [`TokenReduction::Token`].
+    CrossEntropy {
+        /// The labels `[B, T]`.
+        labels: &'a Tensor,
+        /// How the per-token losses are reduced.
+        reduction: TokenReduction,
+    },
+}
+
+impl ChunkedTarget<'_> {
+    fn reduction(&self) -> TokenReduction {
+        match self {
+            ChunkedTarget::Logits { criterion, .. } => criterion.reduction,
+            ChunkedTarget::TopK { criterion, .. } => criterion.reduction,
+            ChunkedTarget::CrossEntropy { reduction, .. } => *reduction,
+        }
+    }
+
+    /// The per-token losses `[n]` of the logits `z` `[n, V]` of flattened tokens `start..start + n`.
+    fn per_token(&self, z: &Tensor, start: i64, n: i64) -> Result<Tensor> {
+        let vocab = z.size()[1];
+        match self {
+            ChunkedTarget::Logits { teacher, criterion } => {
+                let t = teacher.f_reshape([-1, vocab])?.f_narrow(0, start, n)?;
+                criterion.divergence.per_token(z, &t, criterion.temperature)
+            }
+            ChunkedTarget::TopK { teacher, criterion } => {
+                let k = teacher.k();
+                let part = TopKTail {
+                    ids: teacher.ids.f_reshape([-1, k])?.f_narrow(0, start, n)?,
+                    log_probs: teacher.log_probs.f_reshape([-1, k])?.f_narrow(0, start, n)?,
+                    tail: teacher.tail.f_reshape([-1])?.f_narrow(0, start, n)?,
+                };
+                criterion.f_per_token(z, &part)
+            }
+            ChunkedTarget::CrossEntropy { labels, .. } => {
+                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?;
+                // Ignored labels gather class 0 (their weight is 0).
+                let y = y.f_clamp_min(0)?.f_unsqueeze(1)?;
+                Ok(z.f_logsumexp([1], false)?.f_sub(&z.f_gather(1, &y, false)?.f_squeeze_dim(1)?)?)
+            }
+        }
+    }
+
+    /// Checks the target against `B, T, V` and returns the valid tokens `[B, T]` it implies.
+    fn check(&self, b: i64, t: i64, vocab: i64, kind: Kind) -> Result<Option<Tensor>> {
+        let invalid = |reason: String| DistillError::InvalidArgument(format!("chunked loss: {reason}"));
+        match self {
+            ChunkedTarget::Logits { teacher, criterion } => {
+                criterion.validate().map_err(invalid)?;
+                if teacher.size() != [b, t, vocab] {
+                    return Err(invalid(format!(
+                        "the teacher logits need [{b}, {t}, {vocab}], got {:?}",
+                        teacher.size()
+                    )));
+                }
+                if teacher.f_kind()? != kind {
+                    return Err(invalid(format!(
+                        "the teacher logits need the kind {kind:?}, got {:?}",
+                        teacher.kind()
+                    )));
+                }
+                Ok(None)
+            }
+            ChunkedTarget::TopK { teacher, criterion } => {
+                criterion.validate().map_err(invalid)?;
+                let k = teacher.k();
+                if teacher.ids.size() != [b, t, k] || teacher.tail.size() != [b, t] || k > vocab {
+                    return Err(invalid(format!(
+                        "the teacher's top-k needs [{b}, {t}, k ≤ {vocab}] ids and a [{b}, {t}] tail, got {:?} and {:?}",
+                        teacher.ids.size(),
+                        teacher.tail.size()
+                    )));
+                }
+                Ok(None)
+            }
+            ChunkedTarget::CrossEntropy { labels, .. } => {
+                if labels.size() != [b, t] {
+                    return Err(invalid(format!("the labels need [{b}, {t}], got {:?}", labels.size())));
+                }
+                let valid = super::mask::valid_labels(labels)?;
+                if labels.numel() > 0 {
+                    let out = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&valid)?)?;
+                    if out.f_any()?.f_int64_value(&[])? != 0 {
+                        return Err(invalid(format!("a label is outside 0..{vocab} (and not {IGNORE_INDEX})")));
+                    }
+                }
+                Ok(Some(valid))
+            }
+        }
+    }
+}
+
+/// A token loss of a language model computed from its final hidden states `h` `[B, T, H]` and
+/// `lm_head` weight `W` `[V, H]` (logits `z = h Wᵀ`, no bias, as LLaMA-family heads) in chunks of
+/// `chunk_tokens` tokens: per chunk the logits, their log-softmax and their gradient, so the peak
+/// memory of loss and backward is that of one chunk's `[chunk_tokens, V]` tensors plus `∂L/∂W`,
+/// instead of several `[B·T, V]` tensors held for the backward. TRL and torchtune chunk their KL for
+/// the same reason.
+///
+/// The value and the gradients with respect to `h` and `W` equal those of the unchunked
+/// [`f_loss_unchunked`](Self::f_loss_unchunked) up to float rounding (the same operations summed
+/// in another order); see the module documentation for the surrogate that carries the gradient.
+/// The teacher side gets no gradient.
+///
+/// ```
+/// use distill_runtime::criterion::{ChunkedLoss, ChunkedTarget, Divergence, SequenceKd};
+/// use tch::{Device, Kind, Tensor};
+///
+/// let opts = (Kind::Double, Device::Cpu);
+/// let h = Tensor::randn([2, 6, 8], opts).set_requires_grad(true);
+/// let w = Tensor::randn([30, 8], opts).set_requires_grad(true);
+/// let teacher = Tensor::randn([2, 6, 30], opts);
+/// let target = ChunkedTarget::Logits { teacher: &teacher, criterion: SequenceKd::new(Divergence::ForwardKl, 2.0) };
+/// let chunked = ChunkedLoss::new(4).f_loss(&h, &w, &target, None)?;
+/// let full = ChunkedLoss::new(4).f_loss_unchunked(&h, &w, &target, None)?;
+/// assert!((chunked.double_value(&[]) - full.double_value(&[])).abs() < 1e-12);
+/// chunked.backward();
+/// let g = h.grad().copy();
+/// h.zero_grad();
+/// full.backward();
+/// assert!((g - h.grad()).abs().max().double_value(&[]) < 1e-12);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkedLoss {
+    /// Tokens per chunk (≥ 1).
+    pub chunk_tokens: i64,
+}
+
+/// 32 tokens: at a vocabulary of 49 152, 6 MiB per f32 `[chunk, V]` tensor, small beside the
+/// `[V, H]` gradient of the weight; the matrix products of 32 rows still run at full speed.
+impl Default for ChunkedLoss {
+    fn default() -> Self {
+        ChunkedLoss::new(32)
+    }
+}
+
+impl ChunkedLoss {
+    /// Chunks of `chunk_tokens` tokens.
+    pub const fn new(chunk_tokens: i64) -> Self {
+        ChunkedLoss { chunk_tokens }
+    }
+
+    /// The loss of `target` from hidden states `hidden` `[B, T, H]` and `lm_head` weight `weight`
+    /// `[V, H]`, over the tokens where `valid` (`[B, T]`, non-zero valid) holds (every token without
+    /// it; with [`ChunkedTarget::CrossEntropy`] also only those whose label is not −100), reduced as
+    /// the target says. Differentiable in `hidden` and `weight` (those that require a gradient).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for mismatched shapes or kinds, a chunk size < 1, or an
+    /// invalid criterion or label.
+    pub fn f_loss(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        target: &ChunkedTarget<'_>,
+        valid: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t, vocab, weights) = self.prepare(hidden, weight, target, valid)?;
+        let h_dim = weight.size()[1];
+        let n = b * t;
+        let opts = (hidden.kind(), hidden.device());
+        let flat_h = hidden.f_detach()?.f_reshape([n, h_dim])?;
+        let w = weight.f_detach()?;
+        let grad_h = Tensor::f_zeros([n, h_dim], opts)?;
+        let mut grad_w = Tensor::f_zeros([vocab, h_dim], opts)?;
+        let mut value = Tensor::f_zeros([], opts)?;
+        let weights = weights.f_reshape([n])?;
+        let mut start = 0;
+        while start < n {
+            let len = self.chunk_tokens.min(n - start);
+            let wc = weights.f_narrow(0, start, len)?;
+            // A chunk with no valid token contributes nothing, to the value or the gradients.
+            if wc.f_ne(0.0)?.f_any()?.f_int64_value(&[])? != 0 {
+                let hc = flat_h.f_narrow(0, start, len)?;
+                let (loss, g) = tch::with_grad(|| -> Result<(Tensor, Tensor)> {
+                    let z = tch::no_grad(|| hc.f_matmul(&w.f_tr()?))?.f_set_requires_grad(true)?;
+                    let loss = weighted_sum(&target.per_token(&z, start, len)?, &wc)?;
+                    let mut grads = Tensor::f_run_backward(&[&loss], &[&z], false, false)?;
+                    Ok((loss.f_detach()?, grads.remove(0)))
+                })?;
+                tch::no_grad(|| -> Result<()> {
+                    grad_h.f_narrow(0, start, len)?.f_copy_(&g.f_matmul(&w)?)?;
+                    let _ = grad_w.f_addmm_(&g.f_tr()?, &hc)?;
+                    value = value.f_add(&loss)?;
+                    Ok(())
+                })?;
+            }
+            start += len;
+        }
+        let mut surrogate = Tensor::f_zeros([], opts)?;
+        if hidden.requires_grad() {
+            surrogate = surrogate.f_add(&hidden.f_reshape([-1])?.f_dot(&grad_h.f_reshape([-1])?)?)?;
+        }
+        if weight.requires_grad() {
+            surrogate = surrogate.f_add(&weight.f_reshape([-1])?.f_dot(&grad_w.f_reshape([-1])?)?)?;
+        }
+        Ok(surrogate.f_sub(&surrogate.f_detach()?)?.f_add(&value)?)
+    }
+
+    /// The same loss computed the direct way: the logits `h Wᵀ` `[B, T, V]` at once, through
+    /// autograd. The reference that [`f_loss`](Self::f_loss) equals, and what it saves memory
+    /// against.
+    ///
+    /// # Errors
+    /// As [`f_loss`](Self::f_loss).
+    pub fn f_loss_unchunked(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        target: &ChunkedTarget<'_>,
+        valid: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t, vocab, weights) = self.prepare(hidden, weight, target, valid)?;
+        let z = hidden.f_matmul(&weight.f_tr()?)?.f_reshape([b * t, vocab])?;
+        weighted_sum(&target.per_token(&z, 0, b * t)?, &weights.f_reshape([b * t])?)
+    }
+
+    /// Checks the inputs; returns `B`, `T`, `V` and the per-token reduction weights `[B, T]`.
+    fn prepare(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        target: &ChunkedTarget<'_>,
+        valid: Option<&Tensor>,
+    ) -> Result<(i64, i64, i64, Tensor)> {
+        let invalid = |reason: String| DistillError::InvalidArgument(format!("chunked loss: {reason}"));
+        if self.chunk_tokens < 1 {
+            return Err(invalid(format!("the chunk size must be ≥ 1 token, got {}", self.chunk_tokens)));
+        }
+        if !hidden.defined() || !weight.defined() {
+            return Err(invalid("the hidden states or the weight are undefined".into()));
+        }
+        let (hs, ws) = (hidden.size(), weight.size());
+        if hs.len() != 3 || ws.len() != 2 || hs[2] != ws[1] {
+            return Err(invalid(format!(
+                "it needs hidden states [B, T, H] and a weight [V, H], got {hs:?} and {ws:?}"
+            )));
+        }
+        let kind = hidden.f_kind()?;
+        if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) || weight.f_kind()? != kind {
+            return Err(invalid(format!(
+                "it needs hidden states and weight of one floating-point kind, got {kind:?} and {:?}",
+                weight.kind()
+            )));
+        }
+        if hidden.device() != weight.device() {
+            return Err(invalid("the hidden states and the weight are on different devices".into()));
+        }
+        let (b, t, vocab) = (hs[0], hs[1], ws[0]);
+        let implied = target.check(b, t, vocab, kind)?;
+        let mut mask = match valid {
+            Some(valid) => {
+                check_mask(valid, &[b, t])?;
+                valid.f_ne(0)?
+            }
+            None => Tensor::f_ones([b, t], (Kind::Bool, hidden.device()))?,
+        };
+        if let Some(implied) = implied {
+            mask = mask.f_logical_and(&implied)?;
+        }
+        let weights = target.reduction().weights(&mask, kind)?;
+        Ok((b, t, vocab, weights))
+    }
+}
+
+/// `Σ w·ℓ`, selecting rather than multiplying where `w = 0` (a masked token may be NaN).
+fn weighted_sum(per_token: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let zero = Tensor::f_zeros([], (per_token.kind(), per_token.device()))?;
+    Ok(per_token.f_mul(weights)?.f_where_self(&weights.f_ne(0.0)?, &zero)?.f_sum(per_token.kind())?)
+}

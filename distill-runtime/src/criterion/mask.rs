@@ -1,0 +1,135 @@
+//! Which tokens of a sequence batch count in a loss, and how a per-token loss is reduced over them.
+//!
+//! A token is valid where the attention mask is non-zero, or where the label is not
+//! [`IGNORE_INDEX`] (−100, the convention of PyTorch's `cross_entropy`, Hugging Face and TRL). Every
+//! reduction is a weighted sum `Σ_i w_i · ℓ_i` over tokens with weights from the mask
+//! ([`TokenReduction::weights`]), so that a chunked loss reduces exactly as the unchunked one.
+
+use tch::{Kind, Tensor};
+
+use crate::error::{DistillError, Result};
+
+/// The label of a token that no loss counts (PyTorch's `ignore_index` default, used by Hugging Face
+/// and TRL for padding and prompt tokens).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// How a per-token loss `ℓ[b, t]` over the valid tokens (mask `m[b, t] ∈ {0, 1}`) becomes a scalar.
+///
+/// With `n_b = Σ_t m[b, t]` valid tokens in sequence `b`, `N = Σ_b n_b`, and `B'` the number of
+/// sequences with `n_b > 0`:
+///
+/// - [`Token`](Self::Token): `Σ m·ℓ / N`, the mean over valid tokens (TRL's `batchmean` with labels);
+/// - [`Sequence`](Self::Sequence): `1/B' · Σ_b (Σ_t m·ℓ / n_b)`, each sequence's mean, then the mean
+///   over sequences, so that long and short sequences weigh the same;
+/// - [`Batch`](Self::Batch): `Σ m·ℓ / B`, the sum over each sequence's valid tokens averaged over
+///   the `B` sequences (TRL's `batchmean` without labels);
+/// - [`Sum`](Self::Sum): `Σ m·ℓ`.
+///
+/// With no valid token at all, every reduction is 0 (with a zero gradient), as TRL returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenReduction {
+    /// The mean over valid tokens (the default).
+    #[default]
+    Token,
+    /// The mean over sequences of each sequence's mean over its valid tokens.
+    Sequence,
+    /// The sum over valid tokens divided by the number of sequences.
+    Batch,
+    /// The sum over valid tokens.
+    Sum,
+}
+
+impl TokenReduction {
+    /// The reduction named `name` (`"token"`, `"sequence"`, `"batch"`, `"sum"`), as a configuration writes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "token" => Some(TokenReduction::Token),
+            "sequence" => Some(TokenReduction::Sequence),
+            "batch" => Some(TokenReduction::Batch),
+            "sum" => Some(TokenReduction::Sum),
+            _ => None,
+        }
+    }
+
+    /// The per-token weights `w[b, t]` (shape of `valid`, kind `kind`) with which `Σ w·ℓ` is this
+    /// reduction of `ℓ`; `valid` is a `[B, T]` tensor of 0/1 (any kind; non-zero is valid). The
+    /// weights carry no gradient.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when `valid` is not 2-D.
+    pub fn weights(&self, valid: &Tensor, kind: Kind) -> Result<Tensor> {
+        let shape = valid.size();
+        if shape.len() != 2 {
+            return Err(DistillError::InvalidArgument(format!("the token mask needs the shape [B, T], got {shape:?}")));
+        }
+        let m = valid.f_ne(0)?.f_to_kind(kind)?.f_detach()?;
+        Ok(match self {
+            TokenReduction::Sum => m,
+            TokenReduction::Batch => m.f_div_scalar(shape[0].max(1) as f64)?,
+            TokenReduction::Token => {
+                let count = m.f_sum(kind)?.f_clamp_min(1.0)?;
+                m.f_div(&count)?
+            }
+            TokenReduction::Sequence => {
+                let per_sequence = m.f_sum_dim_intlist(1, true, kind)?;
+                let sequences = per_sequence.f_gt(0.0)?.f_sum(kind)?.f_clamp_min(1.0)?;
+                m.f_div(&per_sequence.f_clamp_min(1.0)?)?.f_div(&sequences)?
+            }
+        })
+    }
+}
+
+/// The valid tokens of `labels` (`[B, T]` class indices): `labels != −100`, as a bool tensor.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] when `labels` is not an integer tensor.
+pub fn valid_labels(labels: &Tensor) -> Result<Tensor> {
+    let kind = labels.f_kind()?;
+    if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
+        return Err(DistillError::InvalidArgument(format!("labels need an integer kind, got {kind:?}")));
+    }
+    Ok(labels.f_ne(IGNORE_INDEX)?)
+}
+
+/// `Σ w·ℓ` for per-token losses `per_token` of any shape whose leading dimension is the sequence
+/// (reshaped to `[B, T]`), with `valid` (`[B, T]`, or `None` for every token valid) reduced by
+/// `reduction`.
+pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: TokenReduction) -> Result<Tensor> {
+    let shape = per_token.size();
+    let b = shape.first().copied().unwrap_or(1);
+    let tokens = per_token.f_reshape([b, -1])?;
+    let kind = tokens.f_kind()?;
+    let all;
+    let valid = match valid {
+        Some(valid) => valid,
+        None => {
+            all = Tensor::f_ones(tokens.size(), (Kind::Bool, tokens.device()))?;
+            &all
+        }
+    };
+    let weights = reduction.weights(valid, kind)?;
+    if weights.size() != tokens.size() {
+        return Err(DistillError::InvalidArgument(format!(
+            "the token mask has the shape {:?}, the tokens {:?}",
+            weights.size(),
+            tokens.size()
+        )));
+    }
+    // Masked tokens may hold NaN or ±inf (a padded position's logits): select, do not multiply.
+    let zero = Tensor::f_zeros([], (kind, tokens.device()))?;
+    Ok(tokens.f_mul(&weights)?.f_where_self(&weights.f_ne(0.0)?, &zero)?.f_sum(kind)?)
+}
+
+/// `mask` checked against the token shape `tokens` (`[B, T]`).
+pub(super) fn check_mask(mask: &Tensor, tokens: &[i64]) -> Result<()> {
+    if !mask.defined() {
+        return Err(DistillError::InvalidArgument("the token mask is undefined".into()));
+    }
+    let shape = mask.size();
+    if shape != tokens {
+        return Err(DistillError::InvalidArgument(format!(
+            "the token mask needs the shape of the tokens {tokens:?}, got {shape:?}"
+        )));
+    }
+    Ok(())
+}

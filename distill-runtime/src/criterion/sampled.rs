@@ -1,0 +1,337 @@
+//! An unbiased sampled encoding of a teacher's next-token distribution ([`SampledLogits`]) and the
+//! KL estimate that reads it ([`SampledKl`]), after Sparse Logit Sampling (Anshumann et al.,
+//! ACL 2025): a top-k cache biases the student towards the head of the distribution, while `n`
+//! tokens drawn from a proposal with importance weights give an estimate whose expectation is the
+//! full KL divergence.
+
+use tch::{Kind, Tensor};
+
+use super::check::{check_call, parameter};
+use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
+use super::sequence::token_labels;
+use super::Criterion;
+use crate::error::{DistillError, Result};
+
+/// Rows of the vocabulary-sized f64 blocks of the encoder, as a count of elements (32 MiB).
+const ENCODE_BLOCK: i64 = 1 << 22;
+
+/// `n` teacher tokens per position drawn with replacement from a proposal `r`, with their teacher
+/// log-probabilities and importance weights.
+///
+/// With `p = softmax(z / T)` the teacher's distribution and the proposal
+/// `r = softmax(z / (T·τ))` (τ the proposal temperature; τ = 1 samples `p` itself), each position
+/// stores `ids` `[…, n]`, `log_probs = log p(ids)` and `weights = p(ids) / (n · r(ids))`, so that for
+/// any `f`, `E[Σ_i weights_i · f(ids_i)] = Σ_x p(x) f(x)`: an unbiased estimate of an expectation
+/// under `p` from `n` tokens.
+///
+/// The draws come from a seeded generator of this crate (SplitMix64, inverse-CDF sampling in f64),
+/// so an encoding depends only on the logits and the seed, not on libtorch's global generator.
+#[derive(Debug)]
+pub struct SampledLogits {
+    /// The drawn token ids, `[…, n]`, `i64`.
+    pub ids: Tensor,
+    /// The teacher's log-probabilities of the drawn ids at temperature `T`, `[…, n]`.
+    pub log_probs: Tensor,
+    /// The importance weights `p / (n · r)`, `[…, n]`.
+    pub weights: Tensor,
+}
+
+impl SampledLogits {
+    /// Draws `n` tokens per position from teacher logits `[…, V]` at temperature `temperature`,
+    /// with proposal temperature `proposal` (τ > 0; 1 for `p` itself), seeded by `seed`. Detached;
+    /// log-probabilities and weights in the logits' kind (`f32` for `f16`/`bf16`).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for `n < 1`, a temperature that is not finite and > 0, or
+    /// logits that are not floating-point with a vocabulary dimension.
+    pub fn f_encode(logits: &Tensor, n: i64, temperature: f64, proposal: f64, seed: u64) -> Result<SampledLogits> {
+        parameter("the sampling temperature", temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        parameter("the proposal temperature", proposal, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        if n < 1 {
+            return Err(DistillError::InvalidArgument(format!("the sample count must be ≥ 1, got {n}")));
+        }
+        if !logits.defined() {
+            return Err(DistillError::InvalidArgument("the logits to encode are undefined".into()));
+        }
+        let shape = logits.size();
+        let Some((&vocab, lead)) = shape.split_last() else {
+            return Err(DistillError::InvalidArgument("the logits to encode need a vocabulary dimension".into()));
+        };
+        let kind = match logits.f_kind()? {
+            Kind::Double => Kind::Double,
+            Kind::Float | Kind::Half | Kind::BFloat16 => Kind::Float,
+            other => {
+                return Err(DistillError::InvalidArgument(format!(
+                    "the logits to encode need a floating-point kind, got {other:?}"
+                )))
+            }
+        };
+        let rows = logits.f_reshape([-1, vocab])?;
+        let total = rows.size()[0];
+        let block = (ENCODE_BLOCK / vocab.max(1)).max(1);
+        let mut rng = SplitMix64(seed);
+        let (mut ids, mut log_probs, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        tch::no_grad(|| -> Result<()> {
+            let mut start = 0;
+            while start < total {
+                let len = block.min(total - start);
+                let z = rows.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?.f_div_scalar(temperature)?;
+                let log_p = z.f_log_softmax(1, None)?;
+                let log_r = z.f_div_scalar(proposal)?.f_log_softmax(1, None)?;
+                let cdf = log_r.f_exp()?.f_cumsum(1, None)?;
+                let uniforms: Vec<f64> = (0..len * n).map(|_| rng.next_f64()).collect();
+                // u·(total mass) against the running sum: `right` puts u in the first bucket whose
+                // cumulative mass exceeds it, so a token of probability 0 is never drawn.
+                let u = Tensor::f_from_slice(&uniforms)?
+                    .f_reshape([len, n])?
+                    .f_to_device(z.device())?
+                    .f_mul(&cdf.f_narrow(1, vocab - 1, 1)?)?;
+                let drawn = u.f_searchsorted(&cdf, false, true, "right", None::<Tensor>)?.f_clamp_max(vocab - 1)?;
+                let lp = log_p.f_gather(1, &drawn, false)?;
+                let lr = log_r.f_gather(1, &drawn, false)?;
+                weights.push(lp.f_sub(&lr)?.f_exp()?.f_div_scalar(n as f64)?.f_to_kind(kind)?);
+                log_probs.push(lp.f_to_kind(kind)?);
+                ids.push(drawn);
+                start += len;
+            }
+            Ok(())
+        })?;
+        let mut out = lead.to_vec();
+        out.push(n);
+        Ok(SampledLogits {
+            ids: Tensor::f_cat(&ids, 0)?.f_reshape(&out)?,
+            log_probs: Tensor::f_cat(&log_probs, 0)?.f_reshape(&out)?,
+            weights: Tensor::f_cat(&weights, 0)?.f_reshape(&out)?,
+        })
+    }
+
+    /// How many tokens are drawn per position.
+    pub fn n(&self) -> i64 {
+        self.ids.size().last().copied().unwrap_or(0)
+    }
+
+    /// One tensor `[…, 3n]`: `log_probs`, then the ids as floating-point numbers, then `weights`, in
+    /// the kind of `log_probs` (f32 holds ids exactly below 2²⁴).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] unless `log_probs` is f32 (ids below 2²⁴) or f64.
+    pub fn f_pack(&self) -> Result<Tensor> {
+        let kind = self.log_probs.f_kind()?;
+        let exact = match kind {
+            Kind::Float => 1i64 << 24,
+            Kind::Double => i64::MAX,
+            other => {
+                return Err(DistillError::InvalidArgument(format!(
+                    "a packed sampled encoding needs f32 or f64 log-probabilities, got {other:?}"
+                )))
+            }
+        };
+        if self.ids.numel() > 0 && self.ids.f_max()?.f_int64_value(&[])? >= exact {
+            return Err(DistillError::InvalidArgument(format!("{kind:?} holds token ids exactly only below {exact}")));
+        }
+        Ok(Tensor::f_cat(&[&self.log_probs, &self.ids.f_to_kind(kind)?, &self.weights.f_to_kind(kind)?], -1)?)
+    }
+
+    /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] unless `packed` is f32/f64 `[…, 3n]`, `n ≥ 1`, with whole
+    /// ids in `0..vocab`, finite non-negative weights and log-probabilities ≤ 0.
+    pub fn f_unpack(packed: &Tensor, vocab: i64) -> Result<SampledLogits> {
+        let invalid =
+            |reason: String| DistillError::InvalidArgument(format!("invalid packed sampled encoding: {reason}"));
+        if !packed.defined() {
+            return Err(invalid("it is undefined".into()));
+        }
+        let last = packed.size().last().copied().unwrap_or(0);
+        packed_n(last).map_err(invalid)?;
+        let n = last / 3;
+        let kind = packed.f_kind()?;
+        if !matches!(kind, Kind::Float | Kind::Double) {
+            return Err(invalid(format!("it needs f32 or f64, got {kind:?}")));
+        }
+        let log_probs = packed.f_narrow(-1, 0, n)?;
+        let float_ids = packed.f_narrow(-1, n, n)?;
+        let weights = packed.f_narrow(-1, 2 * n, n)?;
+        if packed.numel() > 0 {
+            let any = |t: Tensor| -> Result<bool> { Ok(t.f_any()?.f_int64_value(&[])? != 0) };
+            if any(log_probs.f_isnan()?)? || any(log_probs.f_gt(0.0)?)? {
+                return Err(invalid("its log-probabilities are not all ≤ 0".into()));
+            }
+            if any(weights.f_isfinite()?.f_logical_not()?)? || any(weights.f_lt(0.0)?)? {
+                return Err(invalid("its weights are not all finite and ≥ 0".into()));
+            }
+            if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
+                return Err(invalid("its token ids are not all whole numbers".into()));
+            }
+            let (lo, hi) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
+            if lo < 0.0 || hi >= vocab as f64 {
+                return Err(invalid(format!("its token ids run from {lo} to {hi}, outside 0..{vocab}")));
+            }
+        }
+        Ok(SampledLogits { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, weights })
+    }
+}
+
+/// A packed last dimension `3n`, `n ≥ 1`.
+fn packed_n(last: i64) -> std::result::Result<(), String> {
+    if last < 3 || last % 3 != 0 {
+        return Err(format!("its last dimension must be 3n with n ≥ 1, got {last}"));
+    }
+    Ok(())
+}
+
+/// SplitMix64 (Steele, Lea & Flood 2014): a small, seedable generator of 64-bit values.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// The forward KL `KL(p ‖ q)` estimated from a [`SampledLogits`] encoding, per token
+///
+/// `ℓ = Σ_i w_i (log p(x_i) − log q(x_i))`, `q = softmax(s / T)`,
+///
+/// whose expectation over the draws is `KL(p ‖ q)` and whose student gradient's expectation is the
+/// full KL's, `(q − p) / T` (Sparse Logit Sampling's unbiased estimator). A single encoding's value
+/// may be negative. Reduced over the valid tokens ([`TokenReduction`]); no `T²` factor.
+///
+/// As a [`Criterion`], the teacher tensor is the packed encoding ([`SampledLogits::f_pack`],
+/// `[B, T, 3n]`) and the targets, when given, are token labels (−100 left out).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampledKl {
+    /// Softmax temperature `T` (finite, > 0); the teacher must be encoded at the same one.
+    pub temperature: f64,
+    /// How the per-token estimates are reduced over the valid tokens.
+    pub reduction: TokenReduction,
+}
+
+impl SampledKl {
+    /// The sampled KL estimate at temperature `temperature`, mean over valid tokens.
+    pub const fn new(temperature: f64) -> Self {
+        SampledKl { temperature, reduction: TokenReduction::Token }
+    }
+
+    /// This criterion with another reduction.
+    pub const fn with_reduction(self, reduction: TokenReduction) -> Self {
+        SampledKl { reduction, ..self }
+    }
+
+    /// The per-token estimates `[…]` of student logits `[…, V]` against `teacher`.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when the shapes disagree, the logits are not
+    /// floating-point or the temperature is invalid.
+    pub fn f_per_token(&self, student: &Tensor, teacher: &SampledLogits) -> Result<Tensor> {
+        parameter("SampledKl's temperature", self.temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        let shape = student.size();
+        let kind = student.f_kind()?;
+        if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
+            return Err(DistillError::InvalidArgument(format!(
+                "the criterion needs floating-point student logits, got {kind:?}"
+            )));
+        }
+        let Some((_, lead)) = shape.split_last() else {
+            return Err(DistillError::InvalidArgument("the student logits need a vocabulary dimension".into()));
+        };
+        let mut want = lead.to_vec();
+        want.push(teacher.n());
+        if teacher.ids.size() != want || teacher.log_probs.size() != want || teacher.weights.size() != want {
+            return Err(DistillError::InvalidArgument(format!(
+                "the sampled teacher {:?} does not fit student logits {shape:?}",
+                teacher.ids.size()
+            )));
+        }
+        let z = student.f_div_scalar(self.temperature)?;
+        let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&z.f_logsumexp([-1], true)?)?;
+        let log_p = teacher.log_probs.f_to_kind(kind)?.f_detach()?;
+        let w = teacher.weights.f_to_kind(kind)?.f_detach()?;
+        Ok(w.f_mul(&log_p.f_sub(&log_q)?)?.f_sum_dim_intlist(-1, false, None)?)
+    }
+
+    /// The loss of student logits `[B, T, V]` against `teacher`, over the tokens where `valid`
+    /// (`[B, T]`, non-zero valid) holds, or every token without it.
+    ///
+    /// # Errors
+    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
+    pub fn f_loss_sampled(&self, student: &Tensor, teacher: &SampledLogits, valid: Option<&Tensor>) -> Result<Tensor> {
+        let per_token = self.f_per_token(student, teacher)?;
+        let b = per_token.size().first().copied().unwrap_or(1);
+        let valid = match valid {
+            Some(valid) => {
+                check_mask(valid, &per_token.size())?;
+                Some(valid.f_reshape([b, -1])?)
+            }
+            None => None,
+        };
+        reduce(&per_token, valid.as_ref(), self.reduction)
+    }
+}
+
+/// `T = 1`, mean over valid tokens.
+impl Default for SampledKl {
+    fn default() -> Self {
+        SampledKl::new(1.0)
+    }
+}
+
+impl Criterion for SampledKl {
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        self.loss_with_targets(student, teacher, None)
+    }
+
+    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// `teacher` is a packed [`SampledLogits`]; `targets`, when given, token labels (−100 left out).
+    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        check_call(self, student, teacher, targets)?;
+        if student.device() != teacher.device() {
+            return Err(DistillError::InvalidArgument(format!(
+                "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",
+                student.device(),
+                teacher.device()
+            )));
+        }
+        let vocab = student.size().last().copied().unwrap_or(0);
+        let sampled = SampledLogits::f_unpack(teacher, vocab)?;
+        let valid = targets.map(valid_labels).transpose()?;
+        self.f_loss_sampled(student, &sampled, valid.as_ref())
+    }
+
+    /// The temperature finite and > 0.
+    fn validate(&self) -> std::result::Result<(), String> {
+        parameter("SampledKl's temperature", self.temperature, 0.0, true)
+    }
+
+    /// Student logits `[B, …, V]`, a packed teacher `[B, …, 3n]`.
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
+        let (Some((_, s_lead)), Some((&last, t_lead))) = (student.split_last(), teacher.split_last()) else {
+            return Err("it needs logits [B, T, V] and a packed sampled encoding [B, T, 3n]".into());
+        };
+        if s_lead.is_empty() || s_lead != t_lead {
+            return Err(format!("it needs logits [B, T, V] and a packed sampled encoding [B, T, 3n] over the same tokens, got {student:?} and {teacher:?}"));
+        }
+        if student.contains(&0) {
+            return Err("the tensors are empty".into());
+        }
+        packed_n(last)
+    }
+
+    /// Integer labels with the logits' shape without the vocabulary.
+    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
+        token_labels(student, targets)
+    }
+}
