@@ -3,7 +3,7 @@
 //! The checksum is a CRC-32 (IEEE) over every tensor in name order — its name, dtype, shape and
 //! bytes — stored as `"crc32:<8 hex digits>"` under the metadata key [`CHECKSUM_KEY`]. The files
 //! stay ordinary safetensors files (`VarStore::load`, Python's `safetensors` read them and ignore
-//! the metadata). Files are written atomically ([`crate::atomic`]).
+//! the metadata). Files are written atomically: to a temporary name, fsynced, then renamed.
 //!
 //! Reading a file checks its checksum: one CRC pass over its bytes, which runs at several GB/s
 //! (the `crc32fast` crate uses the CPU's carry-less multiply), next to reading the file itself.

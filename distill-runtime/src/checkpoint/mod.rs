@@ -174,8 +174,8 @@ impl<'a> Owners<'a> {
     ///
     /// The file is written atomically — under a temporary name in the same directory, fsynced, then
     /// renamed — so a process killed during the save leaves the previous file intact — and carries
-    /// a CRC-32 of its tensors in its metadata ([`checksum`](crate::checksum)), which
-    /// [`checksum::verify`](crate::checksum::verify) checks.
+    /// a CRC-32 of its tensors in its metadata ([`checksum`]), which
+    /// [`checksum::verify`] checks.
     ///
     /// # Errors
     /// As [`variables`](Self::variables), and [`DistillError::Io`] naming the file when it cannot
