@@ -170,11 +170,13 @@ pub struct ChunkedLoss {
     pub chunk_tokens: i64,
 }
 
-/// 32 tokens: at a vocabulary of 49 152, 6 MiB per f32 `[chunk, V]` tensor, small beside the
-/// `[V, H]` gradient of the weight; the matrix products of 32 rows still run at full speed.
+/// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Smaller chunks hold
+/// less memory but accumulate the weight's `[V, H]` gradient more often, which costs time: measured
+/// at T = 2048, V = 49 152, H = 576, 256 tokens took 1.10× the unchunked time at 1/5.5 of its peak
+/// memory growth, 32 tokens 1.96× at 1/8.6.
 impl Default for ChunkedLoss {
     fn default() -> Self {
-        ChunkedLoss::new(32)
+        ChunkedLoss::new(256)
     }
 }
 
