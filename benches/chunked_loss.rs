@@ -1,7 +1,7 @@
 //! Benchmark of the vocabulary-chunked loss (`ChunkedLoss`) against the unchunked path: a student's
 //! final hidden states `[B, T, H]` and `lm_head` weight `[V, H]` with full teacher logits
 //! `[B, T, V]`, forward KL at T = 1 per token, loss + backward. Defaults: B = 1, T = 2048,
-//! V = 49 152, H = 576 (SmolLM2-135M's head), chunks of 32 tokens, f32.
+//! V = 49 152, H = 576 (SmolLM2-135M's head), chunks of 256 tokens (`--chunk`), f32.
 //!
 //! - Peak RSS growth of loss + backward, each path in its own process (this binary re-executed with
 //!   `--rss-child naive|chunked`): the kernel's high-water mark is reset (`/proc/self/clear_refs`)
@@ -39,7 +39,7 @@ fn parse() -> Args {
         tokens: 2048,
         vocab: 49_152,
         hidden: 576,
-        chunk: 32,
+        chunk: 256,
         rounds: 5,
         rss_samples: 3,
         threads: 2,
