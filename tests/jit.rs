@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use distill::jit::{Module, OutputLayout};
 use distill::DistillError;
 use serde_json::Value;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
+
+mod common;
+
+use common::bounds::{self, compare_tensors, U_F32};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jit").join(name)
@@ -23,10 +27,83 @@ fn tensor(value: &Value) -> Tensor {
     Tensor::from_slice(&data).reshape(shape)
 }
 
-fn assert_close(actual: &Tensor, expected: &Tensor, what: &str) {
+/// The fixtures' network (`TinyNet` of scripts/gen_jit_fixtures.py: conv1 3×3 → bn1 → ReLU →
+/// conv2 3×3 stride 2 → ReLU → pool → fc), re-run in f64 on magnitudes: every weight, bias and input
+/// by its absolute value, the batch norm's mean subtraction as an addition. Each output is then the
+/// magnitude of what its value sums (Σ|terms| through every layer before it), per element.
+struct Magnitudes {
+    block1: Tensor,
+    conv2: Tensor,
+    logits: Tensor,
+}
+
+fn magnitudes(train: bool) -> Magnitudes {
+    let module = tch::CModule::load(fixture("tensor.pt")).unwrap();
+    let p: std::collections::HashMap<String, Tensor> =
+        module.named_parameters().unwrap().into_iter().map(|(k, v)| (k, v.to_kind(Kind::Double).abs())).collect();
+    let xs = tensor(&expected()["input"]).to_kind(Kind::Double);
+    let conv1 = xs.abs().conv2d(&p["conv1.weight"], None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+    // The running statistics are buffers, not parameters: the generator draws the mean in
+    // [−0.5, 0.5] and the variance in [0.5, 2], so |μ| ≤ 0.5 and σ ≥ √0.5 bound them; in train mode
+    // the batch's own, from the exact conv1 output.
+    let (mean, std) = if train {
+        let exact = xs.conv2d(&signed(&module, "conv1.weight"), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+        let dims = [0i64, 2, 3];
+        let mean = exact.mean_dim(dims.as_slice(), true, Kind::Double).abs();
+        let var = exact.var_dim(dims.as_slice(), false, true);
+        (mean, (var + 1e-5).sqrt())
+    } else {
+        (Tensor::from(0.5f64), Tensor::from(0.5f64 + 1e-5).sqrt())
+    };
+    let view = |t: &Tensor| t.view([1, -1, 1, 1]);
+    let block1 = (conv1 + mean) / std * view(&p["bn1.weight"]) + view(&p["bn1.bias"]);
+    let conv2 = block1.conv2d(&p["conv2.weight"], Some(&p["conv2.bias"]), [2, 2], [1, 1], [1, 1], 1);
+    let pooled = conv2.mean_dim([2i64, 3].as_slice(), false, Kind::Double);
+    let logits = pooled.matmul(&p["fc.weight"].tr()) + &p["fc.bias"];
+    Magnitudes { block1, conv2, logits }
+}
+
+/// A parameter of the fixture as it is (with its sign), in f64.
+fn signed(module: &tch::CModule, name: &str) -> Tensor {
+    let params = module.named_parameters().unwrap();
+    params.into_iter().find(|(k, _)| k == name).unwrap().1.to_kind(Kind::Double)
+}
+
+/// Roundings on the way to each output, relative to the magnitude of what it sums: a blocked sum of
+/// `k` terms per inner product (`⌈log₂ k⌉ + 1`, [`bounds::sum_depth`]) for conv1 (k = 9), conv2
+/// (36), the pool (16) and fc (6), with a chain of ≤ 6 elementwise roundings after each (batch
+/// norm's subtract, divide, square root, scale, shift); in train mode the batch statistics' two
+/// reductions over the 4 · 8 · 8 positions.
+fn depth(output: &str, train: bool) -> f64 {
+    let bn = 6.0 + if train { 2.0 * bounds::sum_depth(4 * 8 * 8) + 2.0 } else { 0.0 };
+    let block1 = bounds::sum_depth(9) + bn;
+    let conv2 = block1 + bounds::sum_depth(36) + 2.0;
+    match output {
+        "block1" | "0" => block1,
+        "conv2" => conv2,
+        _ => conv2 + bounds::sum_depth(16) + 1.0 + bounds::sum_depth(6) + 1.0,
+    }
+}
+
+/// The bound between our output and PyTorch's: each is within `u · depth · max(magnitude)` of the
+/// exact value, the same TorchScript graph on another CPU's kernels.
+fn bound(output: &str, train: bool) -> f64 {
+    let m = magnitudes(train);
+    let magnitude = match output {
+        "block1" | "0" => &m.block1,
+        "conv2" => &m.conv2,
+        _ => &m.logits,
+    };
+    2.0 * U_F32 * depth(output, train) * bounds::abs_max(magnitude)
+}
+
+fn assert_close(actual: &Tensor, expected: &Tensor, what: &str, output: &str, train: bool) {
     assert_eq!(actual.size(), expected.size(), "{what}: shape");
-    let diff = f64::try_from((actual - expected).abs().max()).unwrap();
-    assert!(diff < 1e-5, "{what}: max abs difference {diff}");
+    let c = compare_tensors(actual, expected, bound(output, train));
+    assert!(c.passes(), "{what}: {c}");
+    // A mistake of 10⁻³ relative in the largest output is outside the bound.
+    let wrong = compare_tensors(&(actual * (1.0 + 1e-3)), expected, bound(output, train));
+    assert!(!wrong.passes(), "{what}: an output scaled by 1 + 1e-3 passes: {wrong}");
 }
 
 #[test]
@@ -55,7 +132,7 @@ fn outputs_equal_pytorch() {
         let names = if module.outputs().is_empty() { vec![String::new()] } else { module.outputs() };
         assert_eq!(outputs.len(), reference.len(), "{name}");
         for (output, key) in outputs.iter().zip(&names) {
-            assert_close(output, &tensor(&reference[key]), &format!("{name}/{key}"));
+            assert_close(output, &tensor(&reference[key]), &format!("{name}/{key}"), key, false);
         }
     }
 }
@@ -66,10 +143,10 @@ fn a_scripted_module_follows_the_train_flag() {
     let xs = tensor(&expected["input"]);
     let module = Module::load(fixture("scripted.pt"), Device::Cpu).unwrap();
     let eval = module.forward_outputs(&xs, false).unwrap();
-    assert_close(&eval[0], &tensor(&expected["scripted/eval"][""]), "eval mode");
+    assert_close(&eval[0], &tensor(&expected["scripted/eval"][""]), "eval mode", "", false);
     // Training mode uses the batch's statistics (and updates the running ones, as in PyTorch).
     let train = module.forward_outputs(&xs, true).unwrap();
-    assert_close(&train[0], &tensor(&expected["scripted/train"][""]), "train mode");
+    assert_close(&train[0], &tensor(&expected["scripted/train"][""]), "train mode", "", true);
 }
 
 #[test]
@@ -99,7 +176,13 @@ fn load_with_outputs_checks_the_names_at_run_time() {
     let module =
         Module::load_with_outputs(fixture("features.pt"), Device::Cpu, &["logits", "conv2", "block1"]).unwrap();
     let outputs = module.forward_outputs(&xs, false).unwrap();
-    assert_close(&outputs[0], &tensor(&expected["features/eval"]["logits"]), "logits by declared order");
+    assert_close(
+        &outputs[0],
+        &tensor(&expected["features/eval"]["logits"]),
+        "logits by declared order",
+        "logits",
+        false,
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::bounds::{self, compare, CHAIN_DEPTH, U_F16, U_F32};
+use common::criterion_bounds as magnitude;
 use common::Net;
 use distill::cache::{Augment, CacheWriter, Encoding, Precision, TeacherCache, TeacherHash};
 use distill::prelude::*;
@@ -67,10 +69,20 @@ fn live_view(inputs: &Tensor, list: &[i64], view: usize) -> Tensor {
     augment.apply(&inputs.index_select(0, &ids(list)), &augment.draw_batch(5, list, view)).unwrap()
 }
 
+/// Half the spacing of f16's subnormals (2⁻²⁴): the rounding of a value below f16's smallest normal.
+const F16_SUBNORMAL_ROUNDING: f64 = 2.980_232_238_769_531_2e-8;
+
+/// A cached f16 value is the live f32 value rounded to nearest once: within `u₁₆ · |x|` (u₁₆ = 2⁻¹¹)
+/// in f16's normal range, and within half a subnormal step below it. A value off by twice that
+/// (a second rounding, or a truncation) is rejected.
 fn assert_close_f16(cached: &Tensor, live: &Tensor, what: &str) {
-    let bound = live.abs() * 1e-3 + 1e-7;
-    let within = (cached - live).abs().le_tensor(&bound).all().int64_value(&[]);
-    assert_eq!(within, 1, "{what}: cached f16 values are not within 1e-3 relative of the live ones");
+    let bound = |t: &Tensor| t.to_kind(Kind::Double).abs() * U_F16 + F16_SUBNORMAL_ROUNDING;
+    let slack = (cached.to_kind(Kind::Double) - live.to_kind(Kind::Double)).abs() - bound(live);
+    let worst = slack.max().double_value(&[]);
+    assert!(worst <= 0.0, "{what}: a cached f16 value is {worst:e} beyond one f16 rounding of the live one");
+    let wrong = live.to_kind(Kind::Double) * (1.0 + 2.0 * U_F16);
+    let largest = (wrong - live.to_kind(Kind::Double)).abs() - bound(live);
+    assert!(largest.max().double_value(&[]) > 0.0, "{what}: two f16 roundings would pass");
 }
 
 // ---- exactness ------------------------------------------------------------------------------
@@ -109,7 +121,7 @@ fn mapping_pairs_from_the_cache_equal_live_pairs_exactly_in_f32() {
 }
 
 #[test]
-fn mapping_pairs_from_an_f16_cache_are_within_1e_3_relative() {
+fn mapping_pairs_from_an_f16_cache_are_within_one_f16_rounding() {
     let setup = setup();
     let dir = temp_dir("mapping-f16");
     let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
@@ -201,10 +213,6 @@ fn top_k_cache(name: &str, setup: &Setup, k: i64, values: Precision) -> (PathBuf
     (dir, cache)
 }
 
-fn relative(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(f64::MIN_POSITIVE)
-}
-
 #[test]
 fn a_top_k_cache_of_every_class_gives_the_full_kl_divergence() {
     let setup = setup();
@@ -223,15 +231,44 @@ fn a_top_k_cache_of_every_class_gives_the_full_kl_divergence() {
         let live_logits = &from_teacher.logits.teacher;
         let by_hand = TopKLogits::new(5, 4.0).f_encode(live_logits).unwrap();
         assert!(from_cache.logits.teacher.equal(&by_hand), "epoch {epoch}: the stored top-5 differ");
-        // KlDiv and TopKKlDiv compute the same sum in another order: in f32 they agree to rounding
-        // (measured: 1.1e-6 relative, a few f32 ulps of the summands).
-        assert!(relative(cached, full) < 1e-5, "epoch {epoch}: top-5 of 5 classes {cached} vs KlDiv {full}");
+        // KlDiv and TopKKlDiv compute the same sum in another order: each is within `depth · u · M`
+        // of the exact value, `M` the magnitude of the KL's terms (`common::criterion_bounds`).
+        let (s, t) = (from_teacher.logits.student.to_kind(Kind::Double), live_logits.to_kind(Kind::Double));
+        let depth = CHAIN_DEPTH + bounds::sum_depth(s.numel());
+        let bound = 2.0 * depth * U_F32 * magnitude::softmax_pair(&s, &t, 4.0);
+        let c = compare(&[cached], &[full], |_| bound);
+        assert!(c.passes(), "epoch {epoch}: top-5 of 5 classes vs KlDiv {c}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The top-2 loss from the cache and from the live logits encoded by hand, for `values`.
-fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64)> {
+/// The error the f16 rounding of the stored log-probabilities `v_k = log p_k` (each by at most
+/// `δ_k = u₁₆|v_k|` plus half a subnormal step) makes in the top-k loss, to first order, plus the
+/// f32 rounding of the two computations. The loss's derivative in `v_k` is
+/// `T²/N · p_k · ((v_k − log q_k) − (log p_o − log q_o))` (through `p_k` and the rest bucket's
+/// `p_o = 1 − Σ p_k`), so the bound is `T²/N · Σ p_k |…| δ_k`.
+fn f16_values_bound(student: &Tensor, packed: &Tensor, temperature: f64) -> f64 {
+    let (s, packed) = (student.to_kind(Kind::Double), packed.to_kind(Kind::Double));
+    let (n, t) = (s.size()[0] as f64, temperature);
+    let v = packed.select(1, 0);
+    let indices = packed.select(1, 1).to_kind(Kind::Int64);
+    let z = &s / t;
+    let lse = z.logsumexp([1], true);
+    let log_q = z.gather(1, &indices, false) - &lse;
+    let p = v.exp();
+    let p_other = (-p.sum_dim_intlist(1, true, Kind::Double) + 1.0).clamp_min(f64::MIN_POSITIVE);
+    let log_q_other = z.scatter_value(1, &indices, f64::NEG_INFINITY).logsumexp([1], true) - &lse;
+    let slope = &p * ((&v - log_q) - (p_other.log() - log_q_other)).abs();
+    let delta = v.abs() * U_F16 + F16_SUBNORMAL_ROUNDING;
+    let f16 = t * t / n * (slope * delta).sum(Kind::Double).double_value(&[]);
+    let depth = CHAIN_DEPTH + bounds::sum_depth(s.numel());
+    f16 + 2.0 * depth * U_F32 * magnitude::top_k_kl(&s, &packed, t)
+}
+
+/// The top-2 loss from the cache and from the live logits encoded by hand, for `values`, the bound
+/// on their difference, and the loss with the hand-encoded values rounded to bfloat16 instead (a
+/// mistake: 8 bits of mantissa, 8× f16's rounding).
+fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64, f64, f64)> {
     let setup = setup();
     let (dir, cache) = top_k_cache(name, &setup, 2, values);
     let mut mapping = Mapping::new(&setup.student, &cache);
@@ -254,7 +291,10 @@ fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64)> {
         let from_cache = criterion.f_loss(student, packed).unwrap().double_value(&[]);
         let expected = TopKKlDiv::new(4.0).f_loss(student, &by_hand).unwrap().double_value(&[]);
         assert!(expected > 1e-4, "a loss that can tell a difference: {expected}");
-        losses.push((from_cache, expected));
+        let log_p = by_hand.select(1, 0).to_kind(Kind::BFloat16).to_kind(Kind::Float);
+        let bf16 = Tensor::stack(&[log_p, by_hand.select(1, 1)], 1);
+        let coarse = TopKKlDiv::new(4.0).f_loss(student, &bf16).unwrap().double_value(&[]);
+        losses.push((from_cache, expected, f16_values_bound(student, &by_hand, 4.0), coarse));
     }
     let _ = std::fs::remove_dir_all(&dir);
     losses
@@ -262,13 +302,18 @@ fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64)> {
 
 #[test]
 fn a_top_k_cache_of_fewer_classes_gives_top_k_kl_on_the_live_logits() {
-    for (cached, expected) in top_two_losses("topk-2-f32", Precision::F32) {
+    for (cached, expected, _, _) in top_two_losses("topk-2-f32", Precision::F32) {
         assert_eq!(cached, expected, "f32 values: exactly");
     }
-    // The loss is a difference of nearby terms, so the values' 2^-11 rounding grows in it
-    // (measured: 4e-3 relative).
-    for (cached, expected) in top_two_losses("topk-2-f16", Precision::F16) {
-        assert!(relative(cached, expected) < 1e-2, "f16 values: {cached} vs {expected}");
+    // The loss is a difference of nearby terms, so the values' 2⁻¹¹ rounding grows in it: within
+    // the first-order bound of `f16_values_bound`, which values rounded to bfloat16 exceed.
+    for (cached, expected, bound, bf16) in top_two_losses("topk-2-f16", Precision::F16) {
+        let c = compare(&[cached], &[expected], |_| bound);
+        eprintln!("f16 top-2 loss: {c} (relative bound {:e})", bound / expected);
+        assert!(c.passes(), "f16 values: {c}");
+        let wrong = compare(&[bf16], &[expected], |_| bound);
+        eprintln!("bfloat16 top-2 loss: {wrong}");
+        assert!(!wrong.passes(), "bfloat16 values pass: {wrong}");
     }
 }
 

@@ -1,19 +1,18 @@
 //! `distill::vision` against torchvision 0.28: parameter names, module paths, and outputs in eval and
 //! train mode (running statistics included), from the vectors of scripts/gen_vision_reference.py.
 
+mod common;
 mod vision_weights;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
-use distill::nn::{ModuleT, VarStore};
+use common::bounds::{self, compare_tensors, Comparison, U_F32};
+use distill::nn::{self, ModuleT, VarStore};
 use distill::vision::{self, MobileNetV2Config, ResNetConfig};
 use distill::{DistillError, Distillable};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
-
-/// The tolerance the outputs must meet (absolute; logits are at most about 7 in magnitude).
-const TOLERANCE: f64 = 1e-4;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vision")
@@ -53,6 +52,28 @@ impl Model {
         }
     }
 
+    /// The pooled features the classifier reads, and the classifier.
+    fn features_t(&self, xs: &Tensor, train: bool) -> (Tensor, &nn::Linear) {
+        fn resnet<B: vision::ResNetBlock>(m: &vision::ResNet<B>, xs: &Tensor, train: bool) -> Tensor {
+            let mut xs = xs.apply(&m.conv1).apply_t(&m.bn1, train).apply(&m.relu);
+            if let Some(maxpool) = &m.maxpool {
+                xs = xs.apply(maxpool);
+            }
+            for layer in [&m.layer1, &m.layer2, &m.layer3, &m.layer4] {
+                xs = xs.apply_t(layer, train);
+            }
+            xs.apply(&m.avgpool).flatten(1, -1)
+        }
+        match self {
+            Model::Basic(m) => (resnet(m, xs, train), &m.fc),
+            Model::Bottleneck(m) => (resnet(m, xs, train), &m.fc),
+            Model::MobileNet(m) => {
+                let features = xs.apply_t(&m.features, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+                (features, &m.classifier.1)
+            }
+        }
+    }
+
     fn named_modules(&self) -> Vec<distill::NamedModule> {
         match self {
             Model::Basic(m) => m.named_modules(),
@@ -86,46 +107,198 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-/// Asserts `actual` is within [`TOLERANCE`] of `expected` and returns the largest difference.
-fn assert_close(actual: &Tensor, expected: &Tensor, what: &str) -> f64 {
-    let diff = max_abs_diff(actual, expected);
-    assert!(diff <= TOLERANCE, "{what}: max |Rust − torchvision| = {diff:e} > {TOLERANCE:e}");
-    diff
+/// The number of roundings a value passes through on its way to the logits, as a multiple of `u`
+/// relative to the scale of what each layer sums. Every inner-product layer (each conv, the
+/// classifier) sums its fan-in `k` in blocks, `⌈log₂ k⌉ + 1` roundings ([`bounds::sum_depth`]),
+/// then an elementwise chain of at most 6 (bias or batch norm's subtract, divide, square root,
+/// scale and shift; the residual add); in train mode each batch norm also reduces over at most the
+/// input's `N·H·W` positions twice (mean, variance) and squares. Counted over every layer of the
+/// network, a parallel `downsample` included, so at least the longest path. The batch norms keep
+/// each layer's output at the scale of what it sums, so these relative errors add up through the
+/// depth rather than grow.
+fn rounding_depth(vs: &VarStore, positions: usize, train: bool) -> f64 {
+    let mut depth = 0.0;
+    for (name, var) in vs.variables() {
+        let size = var.size();
+        if name.ends_with("weight") && size.len() >= 2 {
+            let fan_in = size[1..].iter().product::<i64>() as usize;
+            depth += bounds::sum_depth(fan_in) + 6.0;
+        } else if train && name.ends_with("running_var") {
+            depth += 2.0 * bounds::sum_depth(positions) + 2.0;
+        }
+    }
+    depth
 }
 
-/// Builds the variant, fills it, and checks its eval output, its train output and every batch norm's
-/// running statistics after that train forward against torchvision's.
-fn check_against_torchvision(name: &str) {
+/// How many standard deviations of the features' rounding the classifier's sum may reach (below).
+const LAMBDA: f64 = 6.0;
+
+/// The bound on one f32 implementation's logits against the exact ones: `λ · u · D · Sⱼ` with `D`
+/// the [`rounding_depth`] and `Sⱼ = ‖(Wⱼᵢ hᵢ)ᵢ, bⱼ‖₂` from the exact (f64) features `h`. Each
+/// feature carries a relative error of at most `u · D`; the classifier sums `k` of them (2048 for
+/// ResNet-50) computed by separate paths, whose rounding errors have independent signs, so the
+/// sum's error is at most `λ` times their root-sum-square with probability `1 − 2e^(−λ²/2)`
+/// (Hoeffding; the probabilistic rounding-error analysis of Higham and Mary, 2019), `3·10⁻⁸` at
+/// `λ = 6`. The worst case `Σ|Wⱼᵢhᵢ|` would be `√k` times larger and could not tell a wrong batch
+/// norm ε from rounding. Not the logits' size: a logit near 0 sums terms as large.
+fn logits_bound(depth: f64, features: &Tensor, fc: &nn::Linear) -> f64 {
+    let w = fc.ws.to_kind(Kind::Double);
+    let b = fc.bs.as_ref().expect("the classifier has a bias").to_kind(Kind::Double);
+    let squares = features.to_kind(Kind::Double).square().matmul(&w.square().tr()) + b.square();
+    LAMBDA * U_F32 * depth * bounds::abs_max(&squares).sqrt()
+}
+
+/// Asserts `actual` is within `bound` of `expected` element by element and returns the comparison.
+fn assert_close(actual: &Tensor, expected: &Tensor, bound: f64, what: &str) -> Comparison {
+    let c = compare_tensors(actual, expected, bound);
+    assert!(c.passes(), "{what}: {c}");
+    c
+}
+
+/// The variant's model in f32 and in f64, both filled by the formula, the input, and its spec.
+struct Pair {
+    vs: VarStore,
+    model: Model,
+    vs64: VarStore,
+    model64: Model,
+    xs: Tensor,
+}
+
+fn pair(name: &str) -> Pair {
     let spec = variant(name);
     let vs = VarStore::new(Device::Cpu);
     let model = build(&vs, &spec["config"]);
     let sum = vision_weights::fill(&vs);
     let expected_sum = spec["param_sum"].as_f64().unwrap();
     assert!((sum - expected_sum).abs() <= 1e-9 * expected_sum.abs(), "{name}: parameter sum {sum} != {expected_sum}");
-
-    let reference = reference(name);
+    let mut vs64 = VarStore::new(Device::Cpu);
+    let model64 = build(&vs64, &spec["config"]);
+    vision_weights::fill(&vs64);
+    vs64.double();
     let xs = vision_weights::filled("input", &shape(&spec["input"]));
-    let eval = tch::no_grad(|| model.forward_t(&xs, false));
-    let eval_diff = assert_close(&eval, &reference["eval.logits"], &format!("{name} eval logits"));
-    let train = tch::no_grad(|| model.forward_t(&xs, true));
-    let train_diff = assert_close(&train, &reference["train.logits"], &format!("{name} train logits"));
+    Pair { vs, model, vs64, model64, xs }
+}
+
+/// The bound between our eval logits and torchvision's for the variant (twice [`logits_bound`]).
+fn eval_bound(name: &str) -> f64 {
+    let Pair { vs, model64, xs, .. } = pair(name);
+    let positions = (xs.numel() / xs.size()[1] as usize).max(1);
+    let (features, fc) = tch::no_grad(|| model64.features_t(&xs.to_kind(Kind::Double), false));
+    2.0 * logits_bound(rounding_depth(&vs, positions, false), &features, fc)
+}
+
+/// Each implementation's f32 logits are within `u · D · S` of the exact ones, so ours and
+/// torchvision's are within twice that of each other; our f64 run stands in for the exact values
+/// (its own error is 2⁻²⁹ times smaller). Checks all three, and returns the worst ratio.
+fn check_logits(ours: &Tensor, exact: &Tensor, theirs: &Tensor, bound: f64, what: &str) -> f64 {
+    let a = assert_close(ours, exact, bound, &format!("{what}: Rust f32 vs Rust f64"));
+    let b = assert_close(theirs, exact, bound, &format!("{what}: torchvision f32 vs Rust f64"));
+    let c = assert_close(ours, theirs, 2.0 * bound, &format!("{what}: Rust f32 vs torchvision f32"));
+    bounds::record(what, &c);
+    a.ratio.max(b.ratio).max(c.ratio)
+}
+
+/// A running statistic's bound after one train forward, `new = 0.9 old + 0.1 batch`: the batch
+/// mean of `x` is rounded relative to the mean of `|x|` ≤ √E[x²] = √(var + mean²), the variance
+/// relative to E[x²] (twice: the square and the sum), each `u · D` deep; the old value once more.
+fn stats_bound(depth: f64, name: &str, expected: &Tensor, reference: &HashMap<String, Tensor>) -> f64 {
+    let module = name.trim_end_matches("running_mean").trim_end_matches("running_var");
+    let old = |stat: &str| vision_weights::filled(&format!("{module}{stat}"), &expected.size()).to_kind(Kind::Double);
+    let new = |stat: &str| reference[&format!("train.{module}{stat}")].to_kind(Kind::Double);
+    let batch_mean = (new("running_mean") - old("running_mean") * 0.9) / 0.1;
+    let batch_var = (new("running_var") - old("running_var") * 0.9) / 0.1;
+    let second_moment = batch_var.abs() + batch_mean.square();
+    let magnitude = if name.ends_with("running_mean") {
+        second_moment.sqrt() * 0.1 + old("running_mean").abs() * 0.9
+    } else {
+        second_moment * 0.2 + old("running_var").abs() * 0.9
+    };
+    U_F32 * (depth + 2.0) * bounds::abs_max(&magnitude)
+}
+
+/// Builds the variant, fills it, and checks its eval output, its train output and every batch norm's
+/// running statistics after that train forward against torchvision's and against the f64 run.
+fn check_against_torchvision(name: &str) {
+    let Pair { vs, model, vs64, model64, xs } = pair(name);
+    let reference = reference(name);
+    let positions = (xs.numel() / xs.size()[1] as usize).max(1);
+    let xs64 = xs.to_kind(Kind::Double);
+    let mut ratio = 0f64;
+    for (train, key) in [(false, "eval"), (true, "train")] {
+        let depth = rounding_depth(&vs, positions, train);
+        let ours = tch::no_grad(|| model.forward_t(&xs, train));
+        let (features, fc) = tch::no_grad(|| model64.features_t(&xs64, train));
+        let exact = features.apply(fc);
+        let bound = logits_bound(depth, &features, fc);
+        let what = format!("{name} {key} logits");
+        ratio = ratio.max(check_logits(&ours, &exact, &reference[&format!("{key}.logits")], bound, &what));
+        if !train {
+            // Eval mode again later uses the updated statistics: train mode must differ.
+            assert!(max_abs_diff(&ours, &reference["train.logits"]) > 1e-3, "{name}: train mode must differ");
+        }
+    }
     // The train forward moved the running statistics: those of every batch norm must match.
-    let (mut checked, mut stats_diff) = (0, 0.0f64);
+    let depth = rounding_depth(&vs, positions, true);
+    let (mut checked, mut stats_ratio) = (0, 0.0f64);
+    let exact_stats = vs64.variables();
     for (var_name, var) in vs.variables() {
         if var_name.ends_with("running_mean") || var_name.ends_with("running_var") {
             let key = format!("train.{var_name}");
             let expected = reference.get(&key).unwrap_or_else(|| panic!("{name}: no reference for {key}"));
-            stats_diff = stats_diff.max(assert_close(&var, expected, &format!("{name} {var_name}")));
+            let bound = stats_bound(depth, &var_name, expected, &reference);
+            let what = format!("{name} {var_name}");
+            let exact = &exact_stats[&var_name];
+            let a = assert_close(&var, exact, bound, &format!("{what}: Rust f32 vs Rust f64"));
+            let b = assert_close(expected, exact, bound, &format!("{what}: torchvision f32 vs Rust f64"));
+            let c = assert_close(&var, expected, 2.0 * bound, &format!("{what}: Rust f32 vs torchvision f32"));
+            stats_ratio = stats_ratio.max(a.ratio).max(b.ratio).max(c.ratio);
             checked += 1;
         }
     }
     let expected_count = reference.keys().filter(|k| k.ends_with("running_mean") || k.ends_with("running_var")).count();
     assert_eq!(checked, expected_count, "{name}: batch norm count");
-    eprintln!(
-        "{name}: max |Rust − torchvision|: eval {eval_diff:e}, train {train_diff:e}, running stats {stats_diff:e}"
-    );
-    // Eval mode again uses the updated statistics: still torchvision's numbers, not the first ones.
-    assert!(max_abs_diff(&eval, &train) > 1e-3, "{name}: train mode must differ from eval mode");
+    eprintln!("{name}: worst |Δ| / bound: logits {ratio:.3e}, running statistics {stats_ratio:.3e}");
+}
+
+/// The bounds still catch a real mistake: a ResNet-18 whose last batch norm uses ε = 10⁻³ (the
+/// Keras default) instead of 10⁻⁵ gives logits outside the bound of the f32 computation against the
+/// exact one (which the parity tests check), in eval mode and in train mode.
+#[test]
+fn a_batch_norm_with_another_eps_is_rejected() {
+    let name = "resnet18";
+    let Pair { vs, model, vs64, model64, xs } = pair(name);
+    let (Model::Basic(mut model), Model::Basic(model64)) = (model, model64) else {
+        panic!("{name} is a BasicBlock ResNet")
+    };
+    let _ = vs64;
+    let last = &model.layer4[1].bn2;
+    let channels = last.running_mean.size()[0];
+    let config = tch::nn::BatchNormConfig { eps: 1e-3, ..Default::default() };
+    let mutated = nn::batch_norm2d(vs.root() / "mutated", channels, config);
+    tch::no_grad(|| {
+        for (to, from) in [
+            (&mutated.running_mean, &last.running_mean),
+            (&mutated.running_var, &last.running_var),
+            (mutated.ws.as_ref().unwrap(), last.ws.as_ref().unwrap()),
+            (mutated.bs.as_ref().unwrap(), last.bs.as_ref().unwrap()),
+        ] {
+            to.shallow_clone().copy_(from);
+        }
+    });
+    model.layer4[1].bn2 = mutated;
+    let model = Model::Basic(model);
+    let model64 = Model::Basic(model64);
+    let positions = (xs.numel() / xs.size()[1] as usize).max(1);
+    let xs64 = xs.to_kind(Kind::Double);
+    for (train, key) in [(false, "eval"), (true, "train")] {
+        let depth = rounding_depth(&vs, positions, train);
+        let ours = tch::no_grad(|| model.forward_t(&xs, train));
+        let (features, fc) = tch::no_grad(|| model64.features_t(&xs64, train));
+        let bound = logits_bound(depth, &features, fc);
+        let c = compare_tensors(&ours, &features.apply(fc), bound);
+        eprintln!("{name} {key} with ε = 1e-3 in layer4.1.bn2: {c}");
+        assert!(!c.passes(), "{name} {key}: a batch norm with ε = 1e-3 passes: {c}");
+    }
 }
 
 #[test]
@@ -245,18 +418,21 @@ fn a_torchvision_state_dict_file_loads_unchanged() {
         let spec = variant(name);
         let xs = vision_weights::filled("input", &shape(&spec["input"]));
         let expected = &reference(name)["eval.logits"];
+        let bound = eval_bound(name);
 
         // Strictly, with `load_torchvision`.
         let mut vs = VarStore::new(Device::Cpu);
         let model = build(&vs, &spec["config"]);
         vision::load_torchvision(&mut vs, &file).unwrap();
-        assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), expected, &format!("{name} via load_torchvision"));
+        let logits = tch::no_grad(|| model.forward_t(&xs, false));
+        assert_close(&logits, expected, bound, &format!("{name} via load_torchvision"));
 
         // And with tch's own `VarStore::load`, which skips `num_batches_tracked`.
         let mut vs = VarStore::new(Device::Cpu);
         let model = build(&vs, &spec["config"]);
         vs.load(&file).unwrap();
-        assert_close(&tch::no_grad(|| model.forward_t(&xs, false)), expected, &format!("{name} via VarStore::load"));
+        let logits = tch::no_grad(|| model.forward_t(&xs, false));
+        assert_close(&logits, expected, bound, &format!("{name} via VarStore::load"));
         std::fs::remove_file(&file).unwrap();
     }
 }
@@ -276,6 +452,7 @@ fn load_torchvision_under_a_prefix() {
     assert_close(
         &tch::no_grad(|| teacher.forward_t(&xs, false)),
         &reference("resnet18_small")["eval.logits"],
+        eval_bound("resnet18_small"),
         "prefix",
     );
     assert_eq!(max_abs_diff(&other.fc.ws, &before), 0.0, "variables outside the prefix are left alone");

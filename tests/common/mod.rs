@@ -156,3 +156,6 @@ pub mod by_hand {
         NetTrace { stem, conv: convs, bn: bns, block: blocks, pooled, flat, doubled, logits }
     }
 }
+
+pub mod bounds;
+pub mod criterion_bounds;
