@@ -13,7 +13,7 @@ use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
-use crate::engine::{Captured, Engine, TeacherMode};
+use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::SideModel;
@@ -208,8 +208,8 @@ impl<'m> Core<'m> {
             .zip(captures.student.into_iter().zip(captures.teacher))
             .enumerate()
             .map(|(index, (spec, (s, t)))| {
-                let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
-                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
+                let student = adapt(s.joined()?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
+                let teacher = adapt(t.joined()?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
                 check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
                 let rescaled_to = self.rescale_to.filter(|&reference| reference != index);
                 Ok(Pair::new(student, teacher, spec.label, &*spec.criterion).with_balance(self.step, rescaled_to))
@@ -252,7 +252,7 @@ impl Core<'_> {
             .pairs
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
-            .map(|(spec, (s, t))| Ok(dry_run_pair(spec, join_calls(s)?, join_calls(t)?)))
+            .map(|(spec, (s, t))| Ok(dry_run_pair(spec, s.joined()?, t.joined()?)))
             .collect::<Result<Vec<_>>>()?;
         DryRun::from_pairs(pairs)
     }
@@ -294,18 +294,6 @@ fn fit(fitted: &FittedAdapter, own: &Tensor, other: &Tensor, label: &str, side: 
         ))),
     };
     result.map_err(|error| DistillError::AdapterInput { pair: label.to_owned(), side, source: Box::new(error) })
-}
-
-/// One call as is; several (an `all_calls` endpoint) concatenated along the batch dimension, so
-/// that a mean-reduced criterion averages over the calls.
-fn join_calls(captured: Captured) -> Result<Tensor> {
-    let mut calls = captured.into_calls();
-    if calls.len() == 1 {
-        if let Some(tensor) = calls.pop() {
-            return Ok(tensor);
-        }
-    }
-    Ok(Tensor::f_cat(&calls, 0)?)
 }
 
 fn adapt(tensor: Tensor, adapter: Option<&PairAdapter<'_>>, train: bool, label: &str, side: Side) -> Result<Tensor> {
