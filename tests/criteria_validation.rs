@@ -223,5 +223,12 @@ fn distill_pairs_have_a_checked_loss_for_targets() -> Result<(), DistillError> {
         err.to_string().starts_with("pair `dkd`: invalid targets") && err.to_string().contains("0..3, got 3"),
         "{err}"
     );
+    // The whole output's loss has the same fallible twin: the error, where `loss()` panics.
+    assert_eq!(good.f_loss()?.double_value(&[]), good.loss().double_value(&[]));
+    assert_eq!(good.f_losses()?.dkd.double_value(&[]), good.losses().dkd.double_value(&[]));
+    let total_err = bad.f_loss().unwrap_err();
+    assert!(matches!(&total_err, DistillError::InvalidTargets { pair, .. } if pair == "dkd"), "{total_err}");
+    assert!(matches!(bad.f_losses(), Err(DistillError::InvalidTargets { .. })));
+    assert!(panics(|| bad.loss()), "loss() panics where f_loss() is an error");
     Ok(())
 }

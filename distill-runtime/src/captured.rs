@@ -39,6 +39,19 @@ impl Captured {
         self.calls
     }
 
+    /// One tensor for a criterion: the one call as is, several (an `all_calls` endpoint)
+    /// concatenated along the batch dimension, so that a mean-reduced criterion averages over the
+    /// calls.
+    ///
+    /// # Errors
+    /// [`DistillError::Torch`](crate::DistillError::Torch) when the calls' shapes cannot be concatenated.
+    pub fn joined(&self) -> crate::error::Result<Tensor> {
+        match self.calls.as_slice() {
+            [one] => Ok(one.shallow_clone()),
+            calls => Ok(Tensor::f_cat(calls, 0)?),
+        }
+    }
+
     pub(crate) fn one(tensor: Tensor) -> Captured {
         Captured { calls: vec![tensor] }
     }

@@ -190,61 +190,34 @@ impl Engine {
                 teachers.len()
             )));
         }
-        if let ([plan], [teacher]) = (self.teachers.as_slice(), teachers) {
-            return self.run_one(plan, student, *teacher, student_xs, teacher_xs, train);
-        }
-        // Several teachers: each with pairs runs once, in declaration order; one without does not.
+        // One teacher is a list of one: it always runs (its output is the distillation's), its
+        // errors need no name and its captures are in pair order already. Of several, each with
+        // pairs runs once, in declaration order; one without does not.
+        let several = self.teachers.len() > 1;
         let mut outputs = Vec::with_capacity(teachers.len());
         let mut captures = Vec::with_capacity(teachers.len());
         for (plan, teacher) in self.teachers.iter().zip(teachers) {
-            if plan.endpoints.is_empty() {
+            if several && plan.endpoints.is_empty() {
                 outputs.push(None);
                 captures.push(Vec::new());
                 continue;
             }
             let (output, captured) = {
+                // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's
+                // forward panics, which would otherwise leave autograd off for the rest of the thread.
                 let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
                 teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)
             }
-            .map_err(|error| in_teacher(&plan.name, error))?;
+            .map_err(|error| if several { in_teacher(&plan.name, error) } else { error })?;
             outputs.push(Some(output));
             captures.push(captured);
         }
         let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
         let device = student_device(&student_output, student_xs);
+        let teacher = if several { self.in_pair_order(captures) } else { captures.into_iter().flatten().collect() };
         Ok(Captures {
             teacher_outputs: outputs.into_iter().map(|output| output.map(|t| move_to(t, device))).collect(),
-            teacher: self.in_pair_order(captures).into_iter().map(|c| c.moved_to(device)).collect(),
-            student_output,
-            student: student_captures,
-        })
-    }
-
-    /// [`run`](Self::run) with one teacher, which always runs and whose captures are in pair order
-    /// already: no more work than a distillation from one teacher needs.
-    fn run_one<S>(
-        &self,
-        plan: &TeacherPlan,
-        student: &S,
-        teacher: &dyn SideModel,
-        student_xs: &Tensor,
-        teacher_xs: &Tensor,
-        train: bool,
-    ) -> Result<Captures>
-    where
-        S: SideModel + ?Sized,
-    {
-        let (teacher_output, teacher_captures) = {
-            // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's forward
-            // panics, which would otherwise leave autograd off for the rest of the thread.
-            let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
-            teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)?
-        };
-        let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
-        let device = student_device(&student_output, student_xs);
-        Ok(Captures {
-            teacher_outputs: vec![Some(move_to(teacher_output, device))],
-            teacher: teacher_captures.into_iter().map(|c| c.moved_to(device)).collect(),
+            teacher: teacher.into_iter().map(|c| c.moved_to(device)).collect(),
             student_output,
             student: student_captures,
         })

@@ -61,6 +61,7 @@ pub mod __private;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
+pub use dry_run::{DryRun, PairShapes};
 pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, Engine, TeacherMode};

@@ -27,6 +27,7 @@ mod channel_map;
 pub(crate) mod checked;
 mod conv2d;
 mod fitted;
+pub(crate) mod hint;
 mod learned;
 
 pub use crate::channels::KeptChannels;

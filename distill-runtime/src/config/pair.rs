@@ -81,8 +81,8 @@ impl ConfiguredPair {
     /// The pair's two tensors after their adapters. An endpoint that captured every call gives its
     /// calls concatenated along the batch dimension, as `distill!` does.
     pub fn adapt(&self, student: &Captured, teacher: &Captured) -> Result<(Tensor, Tensor)> {
-        let student = self.adapt_side(join_calls(student)?, Side::Student)?;
-        let teacher = self.adapt_side(join_calls(teacher)?, Side::Teacher)?;
+        let student = self.adapt_side(student.joined()?, Side::Student)?;
+        let teacher = self.adapt_side(teacher.joined()?, Side::Teacher)?;
         Ok((student, teacher))
     }
 
@@ -137,7 +137,7 @@ impl ConfiguredPair {
     /// Fits a fitted adapter of this pair to the other side's width, then reports the shapes after
     /// the adapters and checks them against the criterion.
     fn dry_run(&self, student: &Captured, teacher: &Captured) -> Result<PairShapes> {
-        let (s, t) = (join_calls(student)?, join_calls(teacher)?);
+        let (s, t) = (student.joined()?, teacher.joined()?);
         if let Some(ConfiguredAdapter::Fitted(fitted)) = &self.student_adapter {
             let other = self.adapt_side(t.shallow_clone(), Side::Teacher)?;
             fit(fitted, &s, &other).map_err(|error| self.adapter_error(Side::Student, error))?;
@@ -178,14 +178,6 @@ fn fit(fitted: &crate::adapter::FittedAdapter, own: &Tensor, other: &Tensor) -> 
             "`{}` cannot map between tensors of shapes {own_size:?} and {other_size:?}",
             kind.constructor()
         ))),
-    }
-}
-
-/// One call as is; several concatenated along the batch dimension.
-fn join_calls(captured: &Captured) -> Result<Tensor> {
-    match captured.calls() {
-        [one] => Ok(one.shallow_clone()),
-        calls => Ok(Tensor::f_cat(calls, 0)?),
     }
 }
 

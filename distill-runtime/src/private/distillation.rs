@@ -13,7 +13,7 @@ use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
-use crate::engine::{Captured, Engine, TeacherMode};
+use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::SideModel;
@@ -89,36 +89,30 @@ pub struct Core<'m> {
     rescale_to: Option<usize>,
 }
 
-/// What one forward of a one-teacher [`Core`] gives: both outputs and the pairs in declaration
-/// order.
+/// What one forward of a [`Core`] gives: every model's output and the pairs in declaration order.
 #[derive(Debug)]
 pub struct Forward<'d> {
     /// The student's output.
     pub student_output: Tensor,
-    /// The teacher's output, on the student's device.
-    pub teacher_output: Tensor,
-    /// One per pair, in declaration order.
-    pub pairs: Vec<Pair<'d>>,
-}
-
-/// What one forward of a [`Core`] over several teachers gives: every output and the pairs in
-/// declaration order.
-#[derive(Debug)]
-pub struct TeachersForward<'d> {
-    /// The student's output.
-    pub student_output: Tensor,
-    /// Each teacher's output, in declaration order, on the student's device.
+    /// Each teacher's output, in declaration order, on the student's device (one for one teacher).
     pub teacher_outputs: Vec<Tensor>,
     /// One per pair, in declaration order.
     pub pairs: Vec<Pair<'d>>,
 }
 
 impl<'m> Core<'m> {
-    /// A core over `pairs` (already resolved) from one teacher, which runs as
-    /// `TeacherMode::default()`.
-    pub fn new(pairs: Vec<PairSpec<'m>>) -> Self {
+    /// A core over `pairs` (already resolved) from the teachers named `names` in declaration order
+    /// (one teacher is a list of one): pair `i` takes its teacher tensor from teacher
+    /// `pair_teacher[i]`. Every teacher runs as `TeacherMode::default()`.
+    pub fn new(pairs: Vec<PairSpec<'m>>, pair_teacher: &[usize], names: &[&str]) -> Result<Self> {
         let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-        Core { engine: Engine::new(student, teacher), pairs, step: None, rescale_to: None }
+        let names = names.iter().map(|name| (*name).to_owned()).collect();
+        Ok(Core {
+            engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?,
+            pairs,
+            step: None,
+            rescale_to: None,
+        })
     }
 
     /// The training step the scheduled weights are read at, if one was set.
@@ -153,20 +147,6 @@ impl<'m> Core<'m> {
             })?),
         };
         Ok(())
-    }
-
-    /// A core over `pairs` from several teachers, named `names` in declaration order: pair `i` takes
-    /// its teacher tensor from teacher `pair_teacher[i]`. Every teacher runs as
-    /// `TeacherMode::default()`.
-    pub fn with_teachers(pairs: Vec<PairSpec<'m>>, pair_teacher: &[usize], names: &[&str]) -> Result<Self> {
-        let (student, teacher) = pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-        let names = names.iter().map(|name| (*name).to_owned()).collect();
-        Ok(Core {
-            engine: Engine::with_teachers(student, teacher, pair_teacher.to_vec(), names)?,
-            pairs,
-            step: None,
-            rescale_to: None,
-        })
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
@@ -204,48 +184,18 @@ impl<'m> Core<'m> {
         self.engine.set_mode_of(teacher, mode);
     }
 
-    /// Runs the engine, applies the adapters (with the student's `train` flag) and checks each pair's
-    /// shapes against its criterion; each pair gets the step and the rescaling. A pair whose weight
-    /// follows a schedule is an error before anything runs when no step was set.
+    /// Runs the engine over the teachers (in declaration order), applies the adapters (with the
+    /// student's `train` flag) and checks each pair's shapes against its criterion; each pair gets the
+    /// step and the rescaling. A pair whose weight follows a schedule is an error before anything
+    /// runs when no step was set.
     pub fn forward(
         &self,
         student: &dyn SideModel,
-        teacher: &dyn SideModel,
+        teachers: &[&dyn SideModel],
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
-        let (student_output, mut teacher_outputs, pairs) =
-            self.forward_all(student, &[teacher], student_xs, teacher_xs, train)?;
-        let teacher_output = teacher_outputs.pop().flatten().unwrap_or_else(Tensor::new);
-        Ok(Forward { student_output, teacher_output, pairs })
-    }
-
-    /// As [`forward`](Self::forward), over every teacher (in declaration order).
-    pub fn forward_teachers(
-        &self,
-        student: &dyn SideModel,
-        teachers: &[&dyn SideModel],
-        student_xs: &Tensor,
-        teacher_xs: &Tensor,
-        train: bool,
-    ) -> Result<TeachersForward<'_>> {
-        let (student_output, teacher_outputs, pairs) =
-            self.forward_all(student, teachers, student_xs, teacher_xs, train)?;
-        // `distill!` rejects a teacher without pairs, so every teacher ran.
-        let teacher_outputs = teacher_outputs.into_iter().map(|output| output.unwrap_or_else(Tensor::new)).collect();
-        Ok(TeachersForward { student_output, teacher_outputs, pairs })
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn forward_all(
-        &self,
-        student: &dyn SideModel,
-        teachers: &[&dyn SideModel],
-        student_xs: &Tensor,
-        teacher_xs: &Tensor,
-        train: bool,
-    ) -> Result<(Tensor, Vec<Option<Tensor>>, Vec<Pair<'_>>)> {
         if self.step.is_none() {
             if let Some(spec) = self.pairs.iter().find(|spec| spec.criterion.is_scheduled()) {
                 return Err(DistillError::MissingStep { pair: spec.label.to_owned() });
@@ -258,14 +208,17 @@ impl<'m> Core<'m> {
             .zip(captures.student.into_iter().zip(captures.teacher))
             .enumerate()
             .map(|(index, (spec, (s, t)))| {
-                let student = adapt(join_calls(s)?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
-                let teacher = adapt(join_calls(t)?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
+                let student = adapt(s.joined()?, spec.student_adapter.as_ref(), train, spec.label, Side::Student)?;
+                let teacher = adapt(t.joined()?, spec.teacher_adapter.as_ref(), train, spec.label, Side::Teacher)?;
                 check_pair(&*spec.criterion, spec.label, &student.size(), &teacher.size())?;
                 let rescaled_to = self.rescale_to.filter(|&reference| reference != index);
                 Ok(Pair::new(student, teacher, spec.label, &*spec.criterion).with_balance(self.step, rescaled_to))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((captures.student_output, captures.teacher_outputs, pairs))
+        // `distill!` rejects a teacher without pairs, so every teacher ran.
+        let teacher_outputs =
+            captures.teacher_outputs.into_iter().map(|output| output.unwrap_or_else(Tensor::new)).collect();
+        Ok(Forward { student_output: captures.student_output, teacher_outputs, pairs })
     }
 }
 
@@ -285,31 +238,21 @@ impl Core<'_> {
             batch.check_top_k(spec.label, endpoint, spec.criterion.top_k_temperature())?;
         }
         let xs = batch.replay(xs)?;
-        self.forward(student, batch, &xs, &xs, train)
+        self.forward(student, &[batch], &xs, &xs, train)
     }
 
-    /// Runs both models once on `xs` — in evaluation mode, without gradient, so that no running
+    /// Runs every model once on `xs` — in evaluation mode, without gradient, so that no running
     /// statistic moves — fits the fitted adapters to the pairs' tensors, and checks every pair
     /// against its criterion. Every problem is reported at once, each naming its pair and, for a
     /// width mismatch, the adapters that would fit.
-    pub fn dry_run(&self, student: &dyn SideModel, teacher: &dyn SideModel, xs: &Tensor) -> Result<DryRun> {
-        self.dry_run_teachers(student, &[teacher], xs)
-    }
-
-    /// As [`dry_run`](Self::dry_run), over every teacher (in declaration order).
-    pub fn dry_run_teachers(
-        &self,
-        student: &dyn SideModel,
-        teachers: &[&dyn SideModel],
-        xs: &Tensor,
-    ) -> Result<DryRun> {
+    pub fn dry_run(&self, student: &dyn SideModel, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
         let captures = self.engine.run(student, teachers, xs, xs, false)?;
         let pairs = self
             .pairs
             .iter()
             .zip(captures.student.into_iter().zip(captures.teacher))
-            .map(|(spec, (s, t))| Ok(dry_run_pair(spec, join_calls(s)?, join_calls(t)?)))
+            .map(|(spec, (s, t))| Ok(dry_run_pair(spec, s.joined()?, t.joined()?)))
             .collect::<Result<Vec<_>>>()?;
         DryRun::from_pairs(pairs)
     }
@@ -353,23 +296,18 @@ fn fit(fitted: &FittedAdapter, own: &Tensor, other: &Tensor, label: &str, side: 
     result.map_err(|error| DistillError::AdapterInput { pair: label.to_owned(), side, source: Box::new(error) })
 }
 
-/// One call as is; several (an `all_calls` endpoint) concatenated along the batch dimension, so
-/// that a mean-reduced criterion averages over the calls.
-fn join_calls(captured: Captured) -> Result<Tensor> {
-    let mut calls = captured.into_calls();
-    if calls.len() == 1 {
-        if let Some(tensor) = calls.pop() {
-            return Ok(tensor);
-        }
-    }
-    Ok(Tensor::f_cat(&calls, 0)?)
-}
-
 fn adapt(tensor: Tensor, adapter: Option<&PairAdapter<'_>>, train: bool, label: &str, side: Side) -> Result<Tensor> {
     match adapter {
         Some(adapter) => adapter.apply(&tensor, train, label, side),
         None => Ok(tensor),
     }
+}
+
+/// Builds every pair of a `distill!`'s `new()` in declaration order, each with its own function:
+/// the generated code hands one closure per pair, so that no function of it grows with the number
+/// of pairs. The first error stops the build.
+pub fn build_pairs<'m>(makers: &[&dyn Fn() -> Result<PairSpec<'m>>]) -> Result<Vec<PairSpec<'m>>> {
+    makers.iter().map(|make| make()).collect()
 }
 
 /// Turns the pairs of a [`Forward`] into an array of the generated output's arity.
@@ -378,7 +316,7 @@ pub fn into_array<'d, const N: usize>(pairs: Vec<Pair<'d>>) -> Result<[Pair<'d>;
     pairs.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} pairs, the engine gave {len}")))
 }
 
-/// Turns the teacher outputs of a [`TeachersForward`] into an array of the number of teachers.
+/// Turns the teacher outputs of a [`Forward`] into an array of the number of teachers.
 pub fn into_outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]> {
     let len = outputs.len();
     outputs

@@ -5,6 +5,7 @@ use std::fmt;
 use tch::Tensor;
 
 use crate::dsl::Pair;
+use crate::error::{DistillError, Result};
 use crate::schedule::{rescale_factor, LossTerm};
 
 /// The sum of `losses` (the first one alone if there is one; a scalar zero if there are none).
@@ -19,16 +20,16 @@ pub fn total(losses: &[&Tensor]) -> Tensor {
 /// The terms of `pairs` (a `distill!` output's, in declaration order): each pair's unweighted loss
 /// and weight at its step, rescaled to its reference pair's unweighted loss where it has one.
 ///
-/// Panics, with the pair's error, where a pair's criterion cannot compute its loss (as
-/// [`Pair::loss`]).
-pub fn loss_terms(pairs: &[&Pair<'_>]) -> Vec<LossTerm> {
-    let unweighted: Vec<Tensor> =
-        pairs.iter().map(|pair| pair.f_unweighted_loss().unwrap_or_else(|err| panic!("{err}"))).collect();
+/// # Errors
+/// The first pair whose criterion cannot compute its loss (as [`Pair::f_loss`]), or whose weight
+/// cannot be read at the step.
+pub fn f_loss_terms(pairs: &[&Pair<'_>]) -> Result<Vec<LossTerm>> {
+    let unweighted = pairs.iter().map(|pair| pair.f_unweighted_loss()).collect::<Result<Vec<Tensor>>>()?;
     pairs
         .iter()
         .zip(&unweighted)
         .map(|(pair, loss)| {
-            let weight = pair.weight().unwrap_or_else(|err| panic!("{err}"));
+            let weight = pair.weight()?;
             let rescale =
                 pair.rescaled_to().and_then(|reference| unweighted.get(reference)).map(|r| rescale_factor(loss, r));
             let weighted = match &rescale {
@@ -37,9 +38,20 @@ pub fn loss_terms(pairs: &[&Pair<'_>]) -> Vec<LossTerm> {
                 None if weight == 1.0 => loss.shallow_clone(),
                 None => loss * weight,
             };
-            LossTerm { weighted, unweighted: loss.shallow_clone(), weight, rescale }
+            Ok(LossTerm { weighted, unweighted: loss.shallow_clone(), weight, rescale })
         })
         .collect()
+}
+
+/// The weighted values of `terms`, as an array of the generated losses' arity.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] when there are not `N` terms (the generated code asks for as
+/// many as it has pairs).
+pub fn weighted_array<const N: usize>(terms: &[LossTerm]) -> Result<[Tensor; N]> {
+    let weighted: Vec<Tensor> = terms.iter().map(|term| term.weighted.shallow_clone()).collect();
+    let len = weighted.len();
+    weighted.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} loss terms, got {len}")))
 }
 
 /// Decimal places of a loss in `Display`: enough to see a term move between steps in a log.

@@ -16,8 +16,8 @@ pub use tch;
 pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
-pub use self::distillation::{into_array, into_outputs, Core, Forward, PairAdapter, PairSpec, TeachersForward};
-pub use self::losses::{loss_terms, total, write_losses, write_terms};
+pub use self::distillation::{build_pairs, into_array, into_outputs, Core, Forward, PairAdapter, PairSpec};
+pub use self::losses::{f_loss_terms, total, weighted_array, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
 pub use crate::cache::CachedBatch;

@@ -16,7 +16,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     let student_ty = &input.student_ty;
     let student_model = quote_spanned!(student_ty.span()=> <#student_ty as #p::Model>);
     let body = items.body(|| {
-        super::model::one_teacher_output(
+        super::model::output_from(
             items,
             quote!(self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)),
         )

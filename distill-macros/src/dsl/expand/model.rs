@@ -1,30 +1,27 @@
-//! The distillation struct `Name<'m>`: `new()`, the teacher's mode, and the forward.
+//! The distillation struct `Name<'m>`: `new()`, the teachers' modes, and the forward. One teacher
+//! is the list of one, named `teacher`: the same code as several.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use super::{docs, pair, teachers, Items};
+use super::teachers::{output_field, per_teacher_methods, teacher_names, teacher_sides};
+use super::{docs, pair, Items};
 
 pub(super) fn definition(items: &Items) -> TokenStream {
     let Items { input, name, p, .. } = items;
     let (attrs, vis) = (&input.attrs, &input.vis);
     let student_ty = &input.student_ty;
-    let teacher_field = match one_teacher(items) {
-        Some(teacher_ty) => quote!(teacher: &'m #teacher_ty,),
-        None => {
-            let tys = items.teachers.iter().map(|teacher| &teacher.ty);
-            quote!(teachers: (#(&'m #tys,)*),)
-        }
-    };
+    // One teacher is a list of one.
+    let tys = items.teachers.iter().map(|teacher| &teacher.ty);
     let doc = docs::model_doc(items);
     quote! {
         #(#attrs)*
         #[doc = #doc]
         #vis struct #name<'m> {
             student: &'m #student_ty,
-            #teacher_field
+            teachers: (#(&'m #tys,)*),
             core: #p::Core<'m>,
         }
     }
@@ -38,15 +35,19 @@ pub(super) fn one_teacher<'a>(items: &Items<'a>) -> Option<&'a syn::Type> {
     }
 }
 
+/// `new`, the teachers' modes and models, the balance and run methods and the forward: the same
+/// code for one teacher (the list of one, named `teacher`) and several.
 pub(super) fn methods(items: &Items) -> TokenStream {
-    let Some(teacher_ty) = one_teacher(items) else {
-        return teachers::methods(items);
-    };
     let Items { input, name, output, p, labels, label_strs, .. } = items;
+    let several = input.several;
     let student_ty = &input.student_ty;
     let n = labels.len();
     let student_model = model_trait(items, student_ty);
-    let teacher_model = model_trait(items, teacher_ty);
+    let teachers = teacher_names(items);
+    let count = teachers.len();
+    let names: Vec<&Ident> = teachers.iter().map(|teacher| &teacher.name).collect();
+    let texts: Vec<&str> = teachers.iter().map(|teacher| teacher.text.as_str()).collect();
+    let tys: Vec<&syn::Type> = teachers.iter().map(|teacher| &teacher.ty).collect();
     let has_adapters = input.pairs.iter().any(|pair| pair.student.adapter.is_some() || pair.teacher.adapter.is_some());
     // Without adapters `new` has no use for the path; it stays in the signature all the same, so that
     // adding an adapter later changes no call.
@@ -54,45 +55,82 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     let new_body = items.body(|| {
         let path = has_adapters
             .then(|| quote!(let __distill_path: &#p::tch::nn::Path<'p> = ::core::borrow::Borrow::borrow(&path);));
-        let specs = input.pairs.iter().zip(label_strs).map(|(pair, label)| pair::spec(items, pair, label, 0));
+        let resolvers = teachers.iter().enumerate().map(|(index, teacher)| {
+            let resolver = format_ident!("__distill_teacher_{}", index);
+            let (model, name) = (&teacher.model, &teacher.name);
+            quote!(let #resolver = #model::resolver(#name, #p::Side::Teacher);)
+        });
+        let pairs = pair::build_pairs(items);
+        let teacher_of = &items.teacher_of;
         quote! {
             #path
             let __distill_student = #student_model::resolver(student, #p::Side::Student);
-            let __distill_teacher = #teacher_model::resolver(teacher, #p::Side::Teacher);
-            let __distill_pairs = ::std::vec![#(#specs),*];
-            let __distill_core = #p::Core::new(__distill_pairs);
+            #(#resolvers)*
+            let __distill_pairs = #pairs;
+            let __distill_core = #p::Core::new(__distill_pairs, &[#(#teacher_of),*], &[#(#texts),*])?;
             // Criteria parameters (a temperature ≤ 0, a negative β…) are errors here, before any step.
             __distill_core.validate()?;
-            ::core::result::Result::Ok(#name { student, teacher, core: __distill_core })
+            ::core::result::Result::Ok(#name { student, teachers: (#(#names,)*), core: __distill_core })
         }
     });
+    let sides = teacher_sides(&teachers);
     let forward_body = items.body(|| {
-        one_teacher_output(
+        output_from(
             items,
-            quote! {
-                self.core.forward(
-                    #student_model::as_side(self.student),
-                    #teacher_model::as_side(self.teacher),
-                    student_xs,
-                    teacher_xs,
-                    train,
-                )
-            },
+            quote!(self.core.forward(#student_model::as_side(self.student), #sides, student_xs, teacher_xs, train)),
         )
+    });
+    let dry_run_body = items.body(|| quote!(self.core.dry_run(#student_model::as_side(self.student), #sides, xs)));
+    let per_teacher = teachers.iter().map(|teacher| per_teacher_methods(items, teacher, several));
+    let new_doc = if several {
+        format!(
+            "Builds the distillation of `student` from the teachers {}: creates the adapters under `path / <label>` \
+             (so that an optimizer over `path`'s VarStore trains them), and checks every endpoint against its model \
+             — indices in range, string paths that exist, modules that record — before any step. Every teacher runs \
+             without gradient and in evaluation mode until its `<name>_grad` / `<name>_train` says otherwise.",
+            texts.iter().map(|text| format!("`{text}`")).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        "Builds the distillation of `student` from `teacher`: creates the adapters under `path / <label>` (so that \
+         an optimizer over `path`'s VarStore trains them), and checks every endpoint against the models — indices \
+         in range, string paths that exist, modules that record — before any step."
+            .to_owned()
+    };
+    // With several teachers, `teacher_grad` / `teacher_train` set them all; the one teacher's own
+    // methods have these names already.
+    let all_teachers = several.then(|| {
+        quote! {
+            /// Whether gradients flow into every teacher (default `false`: each runs under
+            /// no-grad); each teacher's own `<name>_grad` sets one.
+            pub fn teacher_grad(mut self, grad: bool) -> Self {
+                for __distill_index in 0..#count {
+                    let mut mode = self.core.mode_of(__distill_index);
+                    mode.grad = grad;
+                    self.core.set_mode_of(__distill_index, mode);
+                }
+                self
+            }
+
+            /// Whether every teacher runs in training mode (default `false`: evaluation mode,
+            /// whatever the student's flag); each teacher's own `<name>_train` sets one.
+            pub fn teacher_train(mut self, train: bool) -> Self {
+                for __distill_index in 0..#count {
+                    let mut mode = self.core.mode_of(__distill_index);
+                    mode.train = train;
+                    self.core.set_mode_of(__distill_index, mode);
+                }
+                self
+            }
+        }
     });
     let allows = items.fallback_allows();
     let balance = balance_methods(items);
-    let run = run_methods(
-        items,
-        RunDocs {
-            engine: "The capture engine, with the resolved endpoints of both sides in pair order.",
-            forward: "Runs the teacher, then the student (with `train`), on `xs`, and returns every pair after its \
-                      adapter, with both outputs.",
-            forward_errors: "",
-            models: "both models",
-        },
-        quote!(self.core.dry_run(#student_model::as_side(self.student), #teacher_model::as_side(self.teacher), xs)),
-    );
+    let run = run_methods(items, dry_run_body);
+    let forward_with_doc = if several {
+        "As [`forward_t`](Self::forward_t), with a separate input for the teachers (every teacher gets `teacher_xs`)."
+    } else {
+        "As [`forward_t`](Self::forward_t), with a separate input for the teacher."
+    };
     quote! {
         #[automatically_derived]
         #allows
@@ -100,52 +138,25 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// The labels of the pairs, in declaration order.
             pub const LABELS: [&'static str; #n] = [#(#label_strs),*];
 
-            /// Builds the distillation of `student` from `teacher`: creates the adapters under
-            /// `path / <label>` (so that an optimizer over `path`'s VarStore trains them), and
-            /// checks every endpoint against the models — indices in range, string paths that
-            /// exist, modules that record — before any step.
+            #[doc = #new_doc]
             #path_unused
             pub fn new<'p>(
                 path: impl ::core::borrow::Borrow<#p::tch::nn::Path<'p>>,
                 student: &'m #student_ty,
-                teacher: &'m #teacher_ty,
+                #(#names: &'m #tys,)*
             ) -> ::core::result::Result<Self, #p::DistillError> {
                 #new_body
             }
 
-            /// Whether gradients flow into the teacher (default `false`, the teacher runs under
-            /// no-grad).
-            pub fn teacher_grad(mut self, grad: bool) -> Self {
-                let mut mode = self.core.mode();
-                mode.grad = grad;
-                self.core.set_mode(mode);
-                self
-            }
+            #all_teachers
 
-            /// Whether the teacher runs in training mode (default `false`: evaluation mode,
-            /// whatever the student's flag).
-            pub fn teacher_train(mut self, train: bool) -> Self {
-                let mut mode = self.core.mode();
-                mode.train = train;
-                self.core.set_mode(mode);
-                self
-            }
-
-            /// How the teacher runs.
-            pub fn teacher_mode(&self) -> #p::TeacherMode {
-                self.core.mode()
-            }
+            #(#per_teacher)*
 
             #balance
 
-            /// The teacher model.
-            pub fn teacher(&self) -> &'m #teacher_ty {
-                self.teacher
-            }
-
             #run
 
-            /// As [`forward_t`](Self::forward_t), with a separate input for the teacher.
+            #[doc = #forward_with_doc]
             pub fn forward_t_with(
                 &self,
                 student_xs: &#p::tch::Tensor,
@@ -204,42 +215,48 @@ pub(super) fn balance_methods(items: &Items) -> TokenStream {
     }
 }
 
-/// The body that turns `forward` (an expression giving a one-teacher `Result<Forward>`) into the
-/// output struct: the pairs by label, and both models' outputs.
-pub(super) fn one_teacher_output(items: &Items, forward: TokenStream) -> TokenStream {
+/// The body that turns `forward` (an expression giving a `Result<Forward>`) into the output
+/// struct: the pairs by label, the student's output and each teacher's.
+pub(super) fn output_from(items: &Items, forward: TokenStream) -> TokenStream {
     let Items { output, p, labels, .. } = items;
     let n = labels.len();
+    let count = items.teachers.len();
     let pair_vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_pair_{}", i)).collect();
+    let output_vars: Vec<Ident> = (0..count).map(|i| format_ident!("__distill_output_{}", i)).collect();
+    let output_fields = items.teachers.iter().map(|teacher| output_field(&teacher.name));
     quote! {
         let __distill_forward = #forward?;
         let [#(#pair_vars),*] = #p::into_array::<#n>(__distill_forward.pairs)?;
+        let [#(#output_vars),*] = #p::into_outputs::<#count>(__distill_forward.teacher_outputs)?;
         ::core::result::Result::Ok(#output {
             #(#labels: #pair_vars,)*
             student_output: __distill_forward.student_output,
-            teacher_output: __distill_forward.teacher_output,
+            #(#output_fields: #output_vars,)*
         })
     }
 }
 
-/// The texts that differ between the one-teacher and the several-teacher forms of
-/// [`run_methods`].
-pub(super) struct RunDocs {
-    /// The doc of `engine()`.
-    pub engine: &'static str,
-    /// The first paragraph of `forward_t`'s doc.
-    pub forward: &'static str,
-    /// Appended to `forward_t`'s list of errors.
-    pub forward_errors: &'static str,
-    /// What `dry_run` runs once: "both models", "every model".
-    pub models: &'static str,
-}
-
-/// `student()`, `engine()`, `forward_t` and `dry_run` (whose body is `dry_run_body`): the same for
-/// one teacher and several.
-pub(super) fn run_methods(items: &Items, docs: RunDocs, dry_run_body: TokenStream) -> TokenStream {
+/// `student()`, `engine()`, `forward_t` and `dry_run` (whose body is `dry_run_body`).
+fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
     let Items { input, output, p, .. } = items;
     let student_ty = &input.student_ty;
-    let RunDocs { engine, forward, forward_errors, models } = docs;
+    let (engine, forward, forward_errors, models) = if input.several {
+        (
+            "The capture engine, with the resolved endpoints of every side in pair order and each pair's teacher.",
+            "Runs each teacher once, then the student (with `train`), on `xs`, and returns every pair after its \
+             adapter, with every model's output.",
+            "; a teacher's problem names the teacher",
+            "every model",
+        )
+    } else {
+        (
+            "The capture engine, with the resolved endpoints of both sides in pair order.",
+            "Runs the teacher, then the student (with `train`), on `xs`, and returns every pair after its adapter, \
+             with both outputs.",
+            "",
+            "both models",
+        )
+    };
     let forward_doc = format!(
         "{forward}\n\n# Errors\nA module that did not run or ran more than once, a captured tensor modified in place, \
          or a pair whose shapes its criterion does not accept{forward_errors}."

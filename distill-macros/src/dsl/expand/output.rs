@@ -2,7 +2,8 @@
 //! label), with their methods.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{format_ident, quote};
+use syn::Ident;
 
 use super::{docs, teachers, Items, Mode};
 use crate::util::unraw;
@@ -34,18 +35,18 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
     }
 }
 
-/// `teacher_output`, or one `big_output` per teacher of several.
+/// One `<name>_output` per teacher: `teacher_output` for the one teacher, `big_output` for the
+/// teacher `big` of several.
 fn teacher_output_fields(items: &Items) -> TokenStream {
     let p = &items.p;
-    if !items.input.several {
-        return quote! {
-            /// The teacher's own output, on the student's device.
-            pub teacher_output: #p::tch::Tensor,
-        };
-    }
+    let several = items.input.several;
     let fields = items.teachers.iter().map(|teacher| {
         let field = teachers::output_field(&teacher.name);
-        let doc = format!("The teacher `{}`'s own output, on the student's device.", unraw(&teacher.name));
+        let doc = if several {
+            format!("The teacher `{}`'s own output, on the student's device.", unraw(&teacher.name))
+        } else {
+            "The teacher's own output, on the student's device.".to_owned()
+        };
         quote!(#[doc = #doc] pub #field: #p::tch::Tensor,)
     });
     quote!(#(#fields)*)
@@ -72,25 +73,46 @@ pub(super) fn losses_definition(items: &Items) -> TokenStream {
 pub(super) fn output_methods(items: &Items) -> TokenStream {
     let Items { output, losses, p, labels, .. } = items;
     let n = labels.len();
+    let vars: Vec<Ident> = (0..n).map(|i| format_ident!("__distill_weighted_{}", i)).collect();
     let allows = items.fallback_allows();
     quote! {
         #[automatically_derived]
         #allows
         impl<'d> #output<'d> {
             /// The sum of the pairs' (weighted) losses.
+            ///
+            /// # Panics
+            /// Where a pair's criterion cannot compute its loss (targets a criterion needs and
+            /// were not given, targets of another batch size); [`f_loss`](Self::f_loss) returns
+            /// that error instead.
             pub fn loss(&self) -> #p::tch::Tensor {
                 self.losses().total()
             }
 
+            /// As [`loss`](Self::loss), with the first pair that cannot compute its loss as an
+            /// error instead of a panic.
+            pub fn f_loss(&self) -> ::core::result::Result<#p::tch::Tensor, #p::DistillError> {
+                ::core::result::Result::Ok(self.f_losses()?.total())
+            }
+
             /// Each pair's loss, by label: weighted (at the model's step) and, when the model
             /// rescales its terms, rescaled; `terms()` and `unweighted()` give the rest.
+            ///
+            /// # Panics
+            /// As [`loss`](Self::loss); [`f_losses`](Self::f_losses) returns the error instead.
             pub fn losses(&self) -> #losses {
-                let __distill_terms = #p::loss_terms(&[#(&self.#labels),*]);
-                let mut __distill_weighted = __distill_terms.iter().map(|term| term.weighted.shallow_clone());
-                #losses {
-                    #(#labels: __distill_weighted.next().expect("one term per pair"),)*
-                    __distill_terms,
+                match self.f_losses() {
+                    ::core::result::Result::Ok(losses) => losses,
+                    ::core::result::Result::Err(error) => ::core::panic!("{}", error),
                 }
+            }
+
+            /// As [`losses`](Self::losses), with the first pair that cannot compute its loss as
+            /// an error instead of a panic.
+            pub fn f_losses(&self) -> ::core::result::Result<#losses, #p::DistillError> {
+                let __distill_terms = #p::f_loss_terms(&[#(&self.#labels),*])?;
+                let [#(#vars),*] = #p::weighted_array::<#n>(&__distill_terms)?;
+                ::core::result::Result::Ok(#losses { #(#labels: #vars,)* __distill_terms })
             }
 
             /// The pairs, in declaration order.

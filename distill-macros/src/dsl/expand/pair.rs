@@ -11,9 +11,31 @@ use super::Items;
 use crate::dsl::ast::{OptionKind, Pair, Side, Target};
 use crate::util::unraw;
 
+/// The expression (`Vec<PairSpec>`, `?` allowed) that `new()` builds its pairs with: one closure per
+/// pair, each building its `PairSpec`, handed as `&dyn Fn` to one runtime loop. Each pair's code is a
+/// function of its own that the optimizer sees alone, so that compiling `new()` takes time linear in
+/// the number of pairs; one body building them all would give it a function quadratic to optimise
+/// (each `?` dropping every pair built before it).
+pub(super) fn build_pairs(items: &Items) -> TokenStream {
+    let p = &items.p;
+    let specs = items
+        .input
+        .pairs
+        .iter()
+        .zip(&items.label_strs)
+        .enumerate()
+        .map(|(index, (pair, label))| spec(items, pair, label, items.teacher_of.get(index).copied().unwrap_or(0)));
+    quote! {
+        #p::build_pairs(&[#(
+            &|| -> ::core::result::Result<#p::PairSpec<'m>, #p::DistillError> {
+                ::core::result::Result::Ok(#specs)
+            } as &dyn ::core::ops::Fn() -> ::core::result::Result<#p::PairSpec<'m>, #p::DistillError>
+        ),*])?
+    }
+}
+
 /// The `PairSpec { … }` expression of one pair, evaluated in `new()` (where `__distill_student` and
-/// `__distill_teacher` are the two models' resolvers, or `__distill_teacher_<i>` the resolver of
-/// teacher `i` of several).
+/// `__distill_teacher_<i>` are the resolvers of the student and of teacher `i`).
 pub(super) fn spec(items: &Items, pair: &Pair, label: &str, teacher: usize) -> TokenStream {
     let p = &items.p;
     let student_endpoint = endpoint_expr(items, &pair.student.target, Side::Student);
@@ -26,13 +48,17 @@ pub(super) fn spec(items: &Items, pair: &Pair, label: &str, teacher: usize) -> T
             None => quote!(::core::option::Option::None),
         });
     let criterion = criterion(items, &pair.criterion);
-    let resolve_teacher = if items.input.several {
-        let resolver = format_ident!("__distill_teacher_{}", teacher);
-        let name = items.input.teachers.get(teacher).map(|teacher| unraw(&teacher.name)).unwrap_or_default();
-        quote!(#p::resolve_in(#name, &#resolver, &__distill_teacher_endpoint #teacher_options)?)
-    } else {
-        quote!(__distill_teacher.resolve(&__distill_teacher_endpoint #teacher_options)?)
+    // Each pair's teacher endpoint is resolved by its teacher's resolver; an error names the teacher
+    // when there are several.
+    let resolver = format_ident!("__distill_teacher_{}", teacher);
+    let name = match items.input.teachers.get(teacher) {
+        Some(found) if items.input.several => {
+            let name = unraw(&found.name);
+            quote!(::core::option::Option::Some(#name))
+        }
+        _ => quote!(::core::option::Option::None),
     };
+    let resolve_teacher = quote!(#p::resolve_in(#name, &#resolver, &__distill_teacher_endpoint #teacher_options)?);
     quote! {
         {
             let __distill_student_endpoint: #p::Endpoint<'static> = #student_endpoint;
