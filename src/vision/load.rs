@@ -42,6 +42,19 @@ pub fn load_torchvision<P: AsRef<std::path::Path>>(vs: &mut VarStore, path: P) -
 pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, prefix: &str, path: P) -> Result<()> {
     let path = path.as_ref();
     let file: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    load_strict(vs, prefix, path, &file, &is_tracked_count)
+}
+
+/// Copies `file` into the variables of `vs` under `prefix`, after checking that every variable has
+/// a tensor of its shape and kind and every tensor a variable, except keys `ignored(key, variables)`
+/// allows; `path` names the source in the error.
+pub(crate) fn load_strict(
+    vs: &mut VarStore,
+    prefix: &str,
+    path: &std::path::Path,
+    file: &HashMap<String, Tensor>,
+    ignored: &dyn Fn(&str, &BTreeMap<String, Tensor>) -> bool,
+) -> Result<()> {
     let variables: BTreeMap<String, Tensor> = vs
         .variables()
         .into_iter()
@@ -62,7 +75,7 @@ pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, pref
         }
     }
     let mut unexpected: Vec<&String> = file.keys().filter(|key| !variables.contains_key(*key)).collect();
-    unexpected.retain(|key| !is_tracked_count(key, &variables));
+    unexpected.retain(|key| !ignored(key, &variables));
     unexpected.sort();
     problems.unexpected = unexpected.into_iter().cloned().collect();
     if let Some(message) = problems.message(path, prefix) {
