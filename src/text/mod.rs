@@ -22,10 +22,12 @@
 //! attends to itself rather than to nothing.
 
 mod config;
+mod generate;
 pub mod llama;
 mod load;
 
 pub use config::LlamaConfig;
+pub use generate::{GenerateConfig, Generation, Sampling};
 pub use llama::{
     AttentionImplementation, HiddenStates, KvCache, LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaInputs,
     LlamaMlp, LlamaModel, RmsNorm,
