@@ -13,8 +13,9 @@
 //!   and terms rescaled to the logits term's magnitude;
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
-//! - [`text`]: a LLaMA-family language model with Hugging Face's parameter names, loaded from a
-//!   Hugging Face checkpoint, with padding and packed-document masks and a key/value cache;
+//! - [`text`]: language models — a LLaMA-family decoder with Hugging Face's parameter names, loaded
+//!   from GGUF or a Hugging Face checkpoint, with padding and packed-document masks, a key/value
+//!   cache and generation; the GGUF reader, the tokenizer, token datasets;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time
 //!   ([`Mapping::with_teachers`] and [`distill_teachers`] for several teachers);
 //! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read

@@ -362,6 +362,10 @@ pub enum DistillError {
         /// What went wrong.
         reason: String,
     },
+    /// Reading a language model's files or text failed: a GGUF file, a tokenizer, a token dataset. The
+    /// boxed error is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`), to downcast.
+    #[error(transparent)]
+    Text(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error raised by libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
