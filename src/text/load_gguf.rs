@@ -145,7 +145,8 @@ impl LlamaConfig {
     /// [`DistillError::InvalidArgument`] when the architecture is not `llama`, a required key is
     /// absent or not a number, or the result is inconsistent ([`validate`](Self::validate)).
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
-        let invalid = |what: String| DistillError::InvalidArgument(format!("GGUF file `{}`: {what}", file.path().display()));
+        let invalid =
+            |what: String| DistillError::InvalidArgument(format!("GGUF file `{}`: {what}", file.path().display()));
         let arch = file.metadata("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
         if arch != "llama" {
             return Err(invalid(format!("architecture `{arch}` is not a LLaMA-family one (`llama`)")));

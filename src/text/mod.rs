@@ -42,8 +42,8 @@ pub use config::LlamaConfig;
 pub use generate::{GenerateConfig, Generation, Sampling};
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{
-    AttentionImplementation, HiddenStates, KvCache, LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM,
-    LlamaInputs, LlamaMlp, LlamaModel, RmsNorm,
+    AttentionImplementation, HiddenStates, KvCache, LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaInputs,
+    LlamaMlp, LlamaModel, RmsNorm,
 };
 pub use load::{load_pretrained, load_safetensors, Pretrained};
 pub use load_gguf::{hf_name, load_gguf, load_gguf_weights};
