@@ -85,7 +85,11 @@ fn main() {
     let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("the Python side's first line");
-    assert_eq!(line.trim(), "ready", "the Python side did not start (is transformers on PYTHONPATH? source scripts/text.sh)");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the Python side did not start (is transformers on PYTHONPATH? source scripts/text.sh)"
+    );
     let mut python = || -> f64 {
         writeln!(stdin, "run").expect("write to the Python side");
         stdin.flush().expect("flush");
@@ -119,7 +123,10 @@ fn main() {
                 _ => torch.push(python()),
             }
         }
-        eprintln!("round {round}: fused {:.3}s explicit {:.3}s transformers {:.3}s", fused[round], explicit[round], torch[round]);
+        eprintln!(
+            "round {round}: fused {:.3}s explicit {:.3}s transformers {:.3}s",
+            fused[round], explicit[round], torch[round]
+        );
     }
     drop(stdin);
     let _ = child.wait();
