@@ -13,6 +13,9 @@
 //!   and terms rescaled to the logits term's magnitude;
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
+//! - [`text`]: language models — a LLaMA-family decoder with Hugging Face's parameter names, loaded
+//!   from GGUF or a Hugging Face checkpoint, with padding and packed-document masks, a key/value
+//!   cache and generation; the GGUF reader, the tokenizer, token datasets;
 //! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time
 //!   ([`Mapping::with_teachers`] and [`distill_teachers`] for several teachers);
 //! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read
@@ -43,6 +46,7 @@ pub use distill_runtime::{DryRun, PairShapes};
 #[cfg(feature = "ddp")]
 pub use distill_ddp as ddp;
 
+pub mod text;
 pub mod vision;
 
 /// Derives `Distillable` (and `StaticSchema`) for a struct or an enum of modules.

@@ -394,6 +394,10 @@ pub enum DistillError {
         /// What does not match.
         reason: String,
     },
+    /// Reading a language model's files or text failed: a GGUF file, a tokenizer, a token dataset. The
+    /// boxed error is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`), to downcast.
+    #[error(transparent)]
+    Text(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error raised by libtorch. Its message is libtorch's without the C++ backtrace that
     /// libtorch appends (`Exception raised from …`, `frame #0: …`); the full text is in the error
     /// itself (`{:#?}`, or the `TchError`).

@@ -42,6 +42,34 @@ pub fn load_torchvision<P: AsRef<std::path::Path>>(vs: &mut VarStore, path: P) -
 pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, prefix: &str, path: P) -> Result<()> {
     let path = path.as_ref();
     let file: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    load_strict(vs, prefix, path, &file, &is_tracked_count)
+}
+
+/// Copies `file` into the variables of `vs` under `prefix`, after checking that every variable has
+/// a tensor of its shape and kind and every tensor a variable, except keys `ignored(key, variables)`
+/// allows; `path` names the source in the error.
+pub(crate) fn load_strict(
+    vs: &mut VarStore,
+    prefix: &str,
+    path: &std::path::Path,
+    file: &HashMap<String, Tensor>,
+    ignored: &dyn Fn(&str, &BTreeMap<String, Tensor>) -> bool,
+) -> Result<()> {
+    let shapes = file.iter().map(|(key, t)| (key.clone(), (t.size(), t.is_floating_point()))).collect();
+    load_strict_with(vs, prefix, path, &shapes, ignored, &mut |key| Ok(file[key].shallow_clone()))
+}
+
+/// [`load_strict`] for a source described by the shape and floating-pointness of each of its
+/// tensors, read one at a time by `read` only after the check passed (so that a large checkpoint
+/// is never held whole beside the variables).
+pub(crate) fn load_strict_with(
+    vs: &mut VarStore,
+    prefix: &str,
+    path: &std::path::Path,
+    file: &HashMap<String, (Vec<i64>, bool)>,
+    ignored: &dyn Fn(&str, &BTreeMap<String, Tensor>) -> bool,
+    read: &mut dyn FnMut(&str) -> Result<Tensor>,
+) -> Result<()> {
     let variables: BTreeMap<String, Tensor> = vs
         .variables()
         .into_iter()
@@ -52,17 +80,19 @@ pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, pref
     for (key, var) in &variables {
         match file.get(key) {
             None => problems.missing.push(key.clone()),
-            Some(src) if src.size() != var.size() => {
-                problems.shapes.push(format!("`{key}`: {:?} in the file, {:?} in the model", src.size(), var.size()))
+            Some((size, _)) if *size != var.size() => {
+                problems.shapes.push(format!("`{key}`: {size:?} in the file, {:?} in the model", var.size()))
             }
-            Some(src) if src.is_floating_point() != var.is_floating_point() => {
-                problems.kinds.push(format!("`{key}`: {:?} in the file, {:?} in the model", src.kind(), var.kind()))
-            }
+            Some((_, float)) if *float != var.is_floating_point() => problems.kinds.push(format!(
+                "`{key}`: {} in the file, {:?} in the model",
+                if *float { "floating point" } else { "integer" },
+                var.kind()
+            )),
             Some(_) => {}
         }
     }
     let mut unexpected: Vec<&String> = file.keys().filter(|key| !variables.contains_key(*key)).collect();
-    unexpected.retain(|key| !is_tracked_count(key, &variables));
+    unexpected.retain(|key| !ignored(key, &variables));
     unexpected.sort();
     problems.unexpected = unexpected.into_iter().cloned().collect();
     if let Some(message) = problems.message(path, prefix) {
@@ -72,7 +102,7 @@ pub fn load_torchvision_under<P: AsRef<std::path::Path>>(vs: &mut VarStore, pref
     tch::no_grad(|| -> Result<()> {
         for (key, var) in &variables {
             let mut var = var.shallow_clone();
-            var.f_copy_(&file[key])?;
+            var.f_copy_(&read(key)?)?;
         }
         Ok(())
     })

