@@ -267,8 +267,11 @@ impl Tokenizer {
             .collect();
         inner.add_special_tokens(named).map_err(library(building()))?;
 
-        let post = post_processor(add_bos.then(|| token_of(tokens, bos)).flatten(), add_eos.then(|| token_of(tokens, eos)).flatten())
-            .map_err(library(format!("GGUF file `{}`: building the post-processor", path.display())))?;
+        let post = post_processor(
+            add_bos.then(|| token_of(tokens, bos)).flatten(),
+            add_eos.then(|| token_of(tokens, eos)).flatten(),
+        )
+        .map_err(library(format!("GGUF file `{}`: building the post-processor", path.display())))?;
         inner.with_post_processor(Some(post));
         Ok(Tokenizer { inner, bos, eos, pad, unk })
     }
@@ -280,8 +283,8 @@ impl Tokenizer {
     /// [`TokenizerError::Tokenizers`] naming the file when it cannot be read or parsed.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
         let path = path.as_ref();
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(library(format!("tokenizer file `{}`", path.display())))?;
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(library(format!("tokenizer file `{}`", path.display())))?;
         Ok(Tokenizer { inner, bos: None, eos: None, pad: None, unk: None })
     }
 
@@ -289,7 +292,12 @@ impl Tokenizer {
     ///
     /// # Errors
     /// [`TokenizerError::UnknownId`] for an id past the vocabulary.
-    pub fn with_special_ids(mut self, bos: Option<u32>, eos: Option<u32>, pad: Option<u32>) -> Result<Self, TokenizerError> {
+    pub fn with_special_ids(
+        mut self,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        pad: Option<u32>,
+    ) -> Result<Self, TokenizerError> {
         for id in [bos, eos, pad].into_iter().flatten() {
             self.check_id(id)?;
         }
