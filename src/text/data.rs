@@ -301,7 +301,7 @@ impl Builder {
         // a document that continues into a new sequence (earlier tokens are not visible there).
         let mut position = 0;
         for &id in ids {
-            if self.ids.len() % self.seq_len == 0 {
+            if self.ids.len().is_multiple_of(self.seq_len) {
                 position = 0;
             }
             self.ids.push(id);
@@ -312,7 +312,7 @@ impl Builder {
     }
 
     fn pad_to_sequence_end(&mut self) {
-        while self.ids.len() % self.seq_len != 0 {
+        while !self.ids.len().is_multiple_of(self.seq_len) {
             self.ids.push(self.pad);
             self.documents.push(PAD);
             self.positions.push(0);
