@@ -24,7 +24,11 @@
 //!   `q_proj`/`k_proj` restored), [`load_pretrained`] and [`load_safetensors`] (a Hugging Face
 //!   checkpoint, single or sharded), all strict.
 //! - [`gguf`]: a memory-mapped reader of GGUF files (llama.cpp's format): metadata, tensor infos,
-//!   tensors dequantised to f32 in PyTorch's shape order.
+//!   tensors dequantised to f32 in PyTorch's shape order;
+//! - [`Tokenizer`]: Hugging Face's `tokenizers`, built from a GGUF file's `tokenizer.ggml.*`
+//!   metadata as `transformers` builds it, or read from a `tokenizer.json`;
+//! - [`data`]: text files → token ids → fixed-length training sequences, packed with document
+//!   boundaries or padded with attention masks, split and batched deterministically.
 //!
 //! The decoder computes what transformers 5's `LlamaForCausalLM` computes, tested to 1e-4 against
 //! vectors transformers wrote. Differences that change no parameter name and no result on real
@@ -32,11 +36,13 @@
 //! query attends to itself rather than to nothing.
 
 mod config;
+pub mod data;
 mod generate;
 pub mod gguf;
 pub mod llama;
 mod load;
 mod load_gguf;
+mod tokenizer;
 
 pub use config::LlamaConfig;
 pub use generate::{GenerateConfig, Generation, Sampling};
@@ -47,3 +53,4 @@ pub use llama::{
 };
 pub use load::{load_pretrained, load_safetensors, Pretrained};
 pub use load_gguf::{hf_name, load_gguf, load_gguf_weights};
+pub use tokenizer::{Tokenizer, TokenizerError};

@@ -215,7 +215,6 @@ impl GgufFile {
                 ));
             }
         }
-        drop(reader);
         Ok(GgufFile { path, storage, version, metadata, metadata_index, tensors, tensor_index, alignment, data_offset })
     }
 
