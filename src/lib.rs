@@ -33,9 +33,8 @@ pub use distill_runtime::side::SideModel;
 pub use distill_runtime::{
     adapter, cache, capture, checkpoint, checksum, config, criterion, device, distill, distill_teachers, dry_run,
     endpoint, engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured,
-    Child, ChildName,
-    Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair, Mapping,
-    NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
+    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint,
+    MappedPair, Mapping, NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 /// What a dry run reports: every pair's shapes on a sample batch, before any training step.
 pub use distill_runtime::{DryRun, PairShapes};
