@@ -109,13 +109,13 @@ fn check_all(kind: Kind, eps: f64, scale: f64) -> (usize, Vec<String>) {
         let (loss_bound, grad_bound) = bounds(case, eps);
         let want = case["loss"].as_f64().unwrap();
         let got = loss.double_value(&[]);
-        if !((got - want).abs() <= loss_bound) {
+        if !within(got, want, loss_bound) {
             failures.push(format!("{name}: loss {got} vs {want} (bound {loss_bound:e})"));
         }
         let want_grad = f64s(&case["grad"]);
         let got_grad = values(&student.grad());
         for (i, ((g, w), b)) in got_grad.iter().zip(&want_grad).zip(&grad_bound).enumerate() {
-            if !((g - w).abs() <= *b) {
+            if !within(*g, *w, *b) {
                 failures.push(format!("{name}: grad[{i}] {g} vs {w} (bound {b:e})"));
                 break;
             }
@@ -241,4 +241,9 @@ mod in_the_dsl {
         assert_ne!(got.double_value(&[]), all.double_value(&[]), "the mask changes the loss");
         Ok(())
     }
+}
+
+/// `|got − want| ≤ bound`, false for a NaN on either side (which a plain `>` would let through).
+fn within(got: f64, want: f64, bound: f64) -> bool {
+    (got - want).abs().partial_cmp(&bound).is_some_and(|order| order.is_le())
 }

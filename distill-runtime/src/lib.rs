@@ -53,6 +53,7 @@ pub mod side;
 
 mod captured;
 mod resolver;
+mod rng;
 mod suggest;
 
 #[doc(hidden)]

@@ -27,6 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
+use distill_runtime::__private::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 use super::tokenizer::{Tokenizer, TokenizerError};
@@ -415,10 +416,10 @@ impl TokenSequences {
             return Err(DataError::InvalidArgument("batch_size must be at least 1".into()));
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
-        let mut state = seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut rng = SplitMix64::new(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         // Fisher–Yates with SplitMix64; the modulo bias (n / 2^64) is immaterial for a shuffle.
         for i in (1..order.len()).rev() {
-            let j = (split_mix(&mut state) % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         Ok(order.chunks(batch_size).map(<[usize]>::to_vec).collect())
@@ -467,14 +468,6 @@ impl TokenSequences {
             targets: tensor(&targets)?,
         })
     }
-}
-
-fn split_mix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// A batch of sequences as `[B, T]` int64 tensors.

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use distill_runtime::__private::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
 use super::{KvCache, LlamaForCausalLM, LlamaInputs};
@@ -138,7 +139,7 @@ impl Sampler {
                 seed
             }
         };
-        Ok(Sampler { sampling, rng: SplitMix64(seed) })
+        Ok(Sampler { sampling, rng: SplitMix64::new(seed) })
     }
 
     /// The next token for the logits `[V]` of the last position.
@@ -168,23 +169,5 @@ impl Sampler {
                 order.int64_value(&[chosen as i64])
             }
         }
-    }
-}
-
-/// SplitMix64: a small, well-mixed generator, enough for drawing tokens reproducibly.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), 53 bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{DistillError, Result};
+use crate::rng::SplitMix64;
 
 /// Number of `i64` parameters stored per sample and view (every augmentation uses a prefix of them).
 pub const VIEW_PARAMS: usize = 3;
@@ -45,11 +46,13 @@ impl Augment {
         match self {
             Augment::None => [0; VIEW_PARAMS],
             Augment::CropFlip { padding, flip } => {
-                let mut state = seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (view as u64).rotate_left(32);
+                let mut rng = SplitMix64::new(
+                    seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (view as u64).rotate_left(32),
+                );
                 let choices = 2 * padding.max(0) as u64 + 1;
-                let top = (splitmix64(&mut state) % choices) as i64;
-                let left = (splitmix64(&mut state) % choices) as i64;
-                let flipped = if flip { (splitmix64(&mut state) >> 63) as i64 } else { 0 };
+                let top = (rng.next_u64() % choices) as i64;
+                let left = (rng.next_u64() % choices) as i64;
+                let flipped = if flip { (rng.next_u64() >> 63) as i64 } else { 0 };
                 [top, left, flipped]
             }
         }
@@ -101,14 +104,4 @@ fn crop_flip(xs: &Tensor, params: &Tensor, padding: i64) -> Result<Tensor> {
         return Ok(xs.shallow_clone());
     }
     Ok(Tensor::f_stack(&views, 0)?)
-}
-
-/// One step of SplitMix64: a small, well-mixed, portable generator (the parameters must be the same
-/// on every machine and in every release).
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }

@@ -61,6 +61,22 @@ pub(super) fn check_catalogue_call<C: Criterion + ?Sized>(
             "the criterion needs student and teacher tensors of one floating-point kind, got {s:?} and {t:?}"
         )));
     }
+    check_same_device(student, teacher)
+}
+
+/// [`check_call`], plus one device for both tensors: for criteria whose teacher tensor is an
+/// encoding (ids, log-probabilities) rather than values of the student's kind.
+pub(super) fn check_encoded_call<C: Criterion + ?Sized>(
+    criterion: &C,
+    student: &Tensor,
+    teacher: &Tensor,
+    targets: Option<&Tensor>,
+) -> Result<()> {
+    check_call(criterion, student, teacher, targets)?;
+    check_same_device(student, teacher)
+}
+
+fn check_same_device(student: &Tensor, teacher: &Tensor) -> Result<()> {
     if student.device() != teacher.device() {
         return Err(DistillError::InvalidArgument(format!(
             "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",

@@ -6,11 +6,12 @@
 
 use tch::{Kind, Tensor};
 
-use super::check::{check_call, parameter};
+use super::check::{check_encoded_call, parameter};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
 use super::sequence::token_labels;
 use super::Criterion;
 use crate::error::{DistillError, Result};
+use crate::rng::SplitMix64;
 
 /// Rows of the vocabulary-sized f64 blocks of the encoder, as a count of elements (32 MiB).
 const ENCODE_BLOCK: i64 = 1 << 22;
@@ -69,7 +70,7 @@ impl SampledLogits {
         let rows = logits.f_reshape([-1, vocab])?;
         let total = rows.size()[0];
         let block = (ENCODE_BLOCK / vocab.max(1)).max(1);
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64::new(seed);
         let (mut ids, mut log_probs, mut weights) = (Vec::new(), Vec::new(), Vec::new());
         tch::no_grad(|| -> Result<()> {
             let mut start = 0;
@@ -181,24 +182,6 @@ fn packed_n(last: i64) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a small, seedable generator of 64-bit values.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
 /// The forward KL `KL(p ‖ q)` estimated from a [`SampledLogits`] encoding, per token
 ///
 /// `ℓ = Σ_i w_i (log p(x_i) − log q(x_i))`, `q = softmax(s / T)`,
@@ -297,14 +280,7 @@ impl Criterion for SampledKl {
 
     /// `teacher` is a packed [`SampledLogits`]; `targets`, when given, token labels (−100 left out).
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_call(self, student, teacher, targets)?;
-        if student.device() != teacher.device() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",
-                student.device(),
-                teacher.device()
-            )));
-        }
+        check_encoded_call(self, student, teacher, targets)?;
         let vocab = student.size().last().copied().unwrap_or(0);
         let sampled = SampledLogits::f_unpack(teacher, vocab)?;
         let valid = targets.map(valid_labels).transpose()?;

@@ -86,8 +86,8 @@ impl Divergence {
         Ok(match *self {
             Divergence::ForwardKl => kl(log_p, log_q)?,
             Divergence::ReverseKl => kl(log_q, log_p)?,
-            Divergence::Jsd { beta } if beta == 0.0 => kl(log_p, log_q)?,
-            Divergence::Jsd { beta } if beta == 1.0 => kl(log_q, log_p)?,
+            Divergence::Jsd { beta: 0.0 } => kl(log_p, log_q)?,
+            Divergence::Jsd { beta: 1.0 } => kl(log_q, log_p)?,
             Divergence::Jsd { beta } => {
                 let log_m = mixture(log_q, 1.0 - beta, log_p, beta)?;
                 kl(log_p, &log_m)?.f_mul_scalar(beta)?.f_add(&kl(log_q, &log_m)?.f_mul_scalar(1.0 - beta)?)?

@@ -9,7 +9,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::check::{check_call, parameter};
+use super::check::{check_encoded_call, parameter};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
 use super::sequence::token_labels;
 use super::Criterion;
@@ -342,14 +342,7 @@ impl Criterion for TopKKl {
 
     /// `teacher` is a packed [`TopKTail`]; `targets`, when given, token labels (−100 left out).
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_call(self, student, teacher, targets)?;
-        if student.device() != teacher.device() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",
-                student.device(),
-                teacher.device()
-            )));
-        }
+        check_encoded_call(self, student, teacher, targets)?;
         let vocab = student.size().last().copied().unwrap_or(0);
         let top = TopKTail::f_unpack(teacher, vocab)?;
         let valid = targets.map(valid_labels).transpose()?;

@@ -8,7 +8,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::check::{check_call, logits_2d, parameter};
+use super::check::{check_encoded_call, logits_2d, parameter};
 use super::Criterion;
 use crate::error::{DistillError, Result};
 
@@ -292,18 +292,11 @@ impl Criterion for TopKKlDiv {
     }
 
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_call(self, student, teacher, targets)?;
+        check_encoded_call(self, student, teacher, targets)?;
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
             return Err(DistillError::InvalidArgument(format!(
                 "the criterion needs floating-point student logits, got {kind:?}"
-            )));
-        }
-        if student.device() != teacher.device() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",
-                student.device(),
-                teacher.device()
             )));
         }
         self.compute(student, teacher)

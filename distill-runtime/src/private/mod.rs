@@ -28,5 +28,6 @@ pub use crate::engine::{Engine, TeacherMode};
 pub use crate::error::DistillError;
 pub use crate::module::{Child, Distillable};
 pub use crate::point::Side;
+pub use crate::rng::SplitMix64;
 pub use crate::schedule::LossTerm;
 pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
