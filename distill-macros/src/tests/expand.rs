@@ -33,7 +33,7 @@ fn the_readme_example_expands_to_the_documented_items() {
         &[
             // The user's doc comment and visibility reach the struct.
             "# [doc = \" Distills the 64-channel net into its pruned 32-channel copy.\"]",
-            "pub struct PrunedKd < 'm > { student : & 'm Net , teacher : & 'm Net , core : :: distill :: __private :: Core < 'm > , }",
+            "pub struct PrunedKd < 'm > { student : & 'm Net , teachers : (& 'm Net ,) , core : :: distill :: __private :: Core < 'm > , }",
             "pub struct PrunedKdOutput < 'd >",
             "pub f0 : :: distill :: __private :: Pair < 'd >",
             "pub features_2_bn : :: distill :: __private :: Pair < 'd >",
@@ -77,7 +77,7 @@ fn options_closures_tuple_fields_and_computed_indices() {
             ":: distill :: __private :: closure_criterion (| s , t | (s - t) . abs () . mean (None))",
             "__distill_student . resolve (& __distill_student_endpoint . all_calls ()) ?",
             "__distill_student . resolve (& __distill_student_endpoint . input ()) ?",
-            "__distill_teacher . resolve (& __distill_teacher_endpoint . all_calls ()) ?",
+            "resolve_in (:: core :: option :: Option :: None , & __distill_teacher_0 , & __distill_teacher_endpoint . all_calls ()",
             // A computed index is used as written, its path text too.
              ":: distill :: __private :: child (& (* student) . body , LAST , :: distill :: __private :: Side :: Student , \"body\")",
             "model :: Net < Conv2D >",
@@ -130,7 +130,11 @@ fn every_error_of_an_invocation_is_reported() {
             "# [allow (unused_variables , unused_mut , unreachable_code)] impl < 'm > Kd < 'm >",
         ],
     );
-    assert_eq!(out.matches("unreachable !").count(), 3, "`new`, `forward_t_with` and `forward_cached`: {out}");
+    assert_eq!(
+        out.matches("unreachable !").count(),
+        4,
+        "`new`, `dry_run`, `forward_t_with` and `forward_cached`: {out}"
+    );
     for absent in ["criterion (", "PairSpec", "check_path", "conv2d_adapter ("] {
         assert!(!out.contains(absent), "`{absent}` in the stand-ins: {out}");
     }
@@ -152,9 +156,9 @@ fn several_teachers_are_parameters_fields_and_methods_by_name() {
             "teachers : (& 'm BigNet , & 'm WideNet ,)",
             "student : & 'm Net , big : & 'm BigNet , wide : & 'm WideNet ,",
             "let __distill_teacher_1 = < WideNet as :: distill :: __private :: Model > :: resolver (wide",
-            ":: distill :: __private :: resolve_in (\"big\" , & __distill_teacher_0",
-            ":: distill :: __private :: resolve_in (\"wide\" , & __distill_teacher_1",
-            ":: distill :: __private :: Core :: with_teachers (__distill_pairs , & [0usize , 1usize , 1usize] , & [\"big\" , \"wide\"])",
+            ":: distill :: __private :: resolve_in (:: core :: option :: Option :: Some (\"big\") , & __distill_teacher_0",
+            ":: distill :: __private :: resolve_in (:: core :: option :: Option :: Some (\"wide\") , & __distill_teacher_1",
+            ":: distill :: __private :: Core :: new (__distill_pairs , & [0usize , 1usize , 1usize] , & [\"big\" , \"wide\"]) ?",
             "pub fn big (& self) -> & 'm BigNet",
             "pub fn wide_grad (mut self , grad : bool) -> Self",
             "pub fn big_train (mut self , train : bool) -> Self",
