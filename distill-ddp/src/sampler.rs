@@ -16,7 +16,7 @@ pub enum Tail {
 }
 
 /// Gives each rank its own shard of a data set's indices, epoch by epoch, like PyTorch's
-/// `DistributedSampler`: every rank computes the same global order from the seed and the epoch
+/// `DistributedSampler`: every rank computes the same global order from its seed value and the epoch
 /// (a shuffle, or `0..len`), evens it out by [`Tail`], and takes every `world_size`-th index
 /// starting at its rank.
 ///
@@ -50,7 +50,7 @@ impl DistributedSampler {
         Self::new(len, group.rank(), group.world_size())
     }
 
-    /// Sets the seed (every rank must use the same).
+    /// Sets the shuffling seed (every rank must use the same).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

@@ -256,7 +256,7 @@ impl TokenDataset {
     }
 }
 
-/// FNV-1a 64 over the seed's and the text's bytes.
+/// FNV-1a 64 over the split seed's bytes, then the text's.
 fn fnv1a(seed: u64, text: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in seed.to_le_bytes().iter().chain(text.as_bytes()) {

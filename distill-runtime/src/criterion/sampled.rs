@@ -26,7 +26,7 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 /// under `p` from `n` tokens.
 ///
 /// The draws come from a seeded generator of this crate (SplitMix64, inverse-CDF sampling in f64),
-/// so an encoding depends only on the logits and the seed, not on libtorch's global generator.
+/// so an encoding depends only on the logits and its seed value, not on libtorch's global generator.
 #[derive(Debug)]
 pub struct SampledLogits {
     /// The drawn token ids, `[…, n]`, `i64`.
