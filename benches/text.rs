@@ -10,7 +10,8 @@
 //! each side's median and the ratios.
 //!
 //! `source scripts/libtorch.sh && source scripts/text.sh && cargo bench --bench text -- [--rounds N]
-//! [--threads N] [--batch N] [--tokens N] [--python python3]`.
+//! [--threads N] [--batch N] [--tokens N] [--device cpu|cuda] [--python python3]`. On CUDA both
+//! sides synchronise the device before reading the clock.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -21,15 +22,27 @@ use distill::text::{AttentionImplementation, LlamaConfig, LlamaForCausalLM};
 use tch::{Device, Kind, Tensor};
 
 struct Args {
+    /// Set by `cargo bench` (`--bench`); without it, as under `cargo test --all-targets`, the bench
+    /// runs the Rust side once at a small shape, as a smoke test that needs no Python.
+    bench: bool,
     rounds: usize,
     threads: i32,
     batch: i64,
     tokens: i64,
+    device: Device,
     python: String,
 }
 
 fn args() -> Args {
-    let mut args = Args { rounds: 7, threads: 2, batch: 4, tokens: 256, python: "python3".into() };
+    let mut args = Args {
+        bench: false,
+        rounds: 7,
+        threads: 2,
+        batch: 4,
+        tokens: 256,
+        device: Device::Cpu,
+        python: "python3".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -39,7 +52,15 @@ fn args() -> Args {
             "--batch" => args.batch = value().parse().expect("--batch N"),
             "--tokens" => args.tokens = value().parse().expect("--tokens N"),
             "--python" => args.python = value(),
-            "--bench" => {}
+            "--device" => {
+                args.device = match value().as_str() {
+                    "cpu" => Device::Cpu,
+                    "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+                    "cuda" => panic!("--device cuda: libtorch sees no CUDA device"),
+                    other => panic!("--device cpu|cuda, not {other}"),
+                }
+            }
+            "--bench" => args.bench = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -72,11 +93,15 @@ fn main() {
     let args = args();
     distill::tune_allocator();
     tch::set_num_threads(args.threads);
+    if !args.bench {
+        return smoke_test(args.device);
+    }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python/text_forward.py");
     let mut child = Command::new(&args.python)
         .arg(&script)
         .args(["--batch", &args.batch.to_string(), "--tokens", &args.tokens.to_string()])
         .args(["--threads", &args.threads.to_string()])
+        .args(["--device", if args.device.is_cuda() { "cuda" } else { "cpu" }])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -99,13 +124,16 @@ fn main() {
     };
 
     tch::manual_seed(0);
-    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let vs = tch::nn::VarStore::new(args.device);
     let mut model = LlamaForCausalLM::new(vs.root(), &smollm2_shape()).expect("a valid config");
-    let ids = Tensor::randint(49152, [args.batch, args.tokens], (Kind::Int64, Device::Cpu));
+    let ids = Tensor::randint(49152, [args.batch, args.tokens], (Kind::Int64, args.device));
     let mut rust = |implementation| -> f64 {
         model.set_attention_implementation(implementation);
         let start = Instant::now();
         let logits = tch::no_grad(|| model.forward(&ids)).expect("valid ids");
+        if args.device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
         let elapsed = start.elapsed().as_secs_f64();
         assert_eq!(logits.size(), [args.batch, args.tokens, 49152]);
         elapsed
@@ -133,12 +161,33 @@ fn main() {
     let tokens = (args.batch * args.tokens) as f64;
     let (fused, explicit, torch) = (median(fused), median(explicit), median(torch));
     println!(
-        "teacher forward, SmolLM2-135M shape, batch {} × {} tokens, {} threads, median of {} interleaved rounds",
-        args.batch, args.tokens, args.threads, args.rounds
+        "teacher forward, SmolLM2-135M shape, batch {} × {} tokens, {:?}, {} threads, median of {} interleaved rounds",
+        args.batch, args.tokens, args.device, args.threads, args.rounds
     );
     println!("  distill, fused attention     {:>8.3} s  {:>8.0} tokens/s", fused, tokens / fused);
     println!("  distill, explicit softmax    {:>8.3} s  {:>8.0} tokens/s", explicit, tokens / explicit);
     println!("  transformers (eager PyTorch) {:>8.3} s  {:>8.0} tokens/s", torch, tokens / torch);
     println!("  time ratio distill (fused) / transformers: {:.2}×", fused / torch);
     println!("  time ratio fused / explicit softmax: {:.2}×", fused / explicit);
+}
+
+/// One forward of each attention implementation at 1 × 16 tokens: the bench's code runs, and the
+/// two implementations agree (same weights, same ids) to within f32 rounding.
+fn smoke_test(device: Device) {
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(device);
+    let mut model = LlamaForCausalLM::new(vs.root(), &smollm2_shape()).expect("a valid config");
+    let ids = Tensor::randint(49152, [1, 16], (Kind::Int64, device));
+    let mut logits = |implementation| {
+        model.set_attention_implementation(implementation);
+        tch::no_grad(|| model.forward(&ids)).expect("valid ids")
+    };
+    let (fused, explicit) = (logits(AttentionImplementation::Sdpa), logits(AttentionImplementation::Eager));
+    assert_eq!(fused.size(), [1, 16, 49152]);
+    let difference = (&fused - &explicit).abs().max().double_value(&[]);
+    let scale = explicit.abs().max().double_value(&[]);
+    // 30 layers, each a softmax over at most 16 keys and sums over 576–1536 terms: a relative
+    // difference of 1e-3 of the largest logit is far above rounding and far below a wrong kernel.
+    assert!(difference <= 1e-3 * scale, "fused and explicit attention differ by {difference} (largest logit {scale})");
+    println!("text bench smoke test: fused and explicit attention agree to {difference:.2e} (timings: cargo bench --bench text)");
 }

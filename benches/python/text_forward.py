@@ -20,6 +20,7 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -30,8 +31,10 @@ def main():
         tie_word_embeddings=True,
     )
     config._attn_implementation = args.attention
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval().to(args.device)
     ids = torch.randint(0, config.vocab_size, (args.batch, args.tokens), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -39,6 +42,7 @@ def main():
         with torch.no_grad():
             start = time.perf_counter()
             logits = model(ids, use_cache=False).logits
+            sync()
             elapsed = time.perf_counter() - start
         assert logits.shape == (args.batch, args.tokens, config.vocab_size)
         print(f"{elapsed:.6f}", flush=True)
