@@ -92,7 +92,7 @@ fn dry_run_reports_every_mismatch_with_the_adapter_that_fits() {
         "{message}"
     );
     assert!(message.contains("pair `b1`"), "{message}");
-    assert!(message.contains("`fitted_linear_adapter(teacher.…)`"), "{message}");
+    assert!(message.contains("wrapped in `fitted_linear_adapter(…)`"), "{message}");
     assert!(message.contains("`linear_adapter(path, 32, 16)`"), "{message}");
 }
 

@@ -29,7 +29,9 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 ///   rank 0's (what PyTorch's DDP does before every forward) — call it before evaluating or saving.
 ///
 /// Building one checks that every rank has the same variables (names, shapes, kinds) and fails on
-/// every rank when they differ, since averaging mismatched gradients would be silently wrong.
+/// every rank when they differ, since averaging mismatched gradients would be silently wrong; and
+/// that no parameter is empty, as a fitted adapter is before the distillation's `dry_run` sizes it
+/// (build the distillation, run its `dry_run`, then build this).
 pub struct DataParallel<'g> {
     group: &'g ProcessGroup,
     names: Vec<String>,
@@ -88,6 +90,14 @@ impl<'g> DataParallel<'g> {
             }
         }
         check_same_everywhere(group, &names, &params, &buffer_names, &buffers)?;
+        // After the collective check, so that every rank (having the same variables) fails alike.
+        if let Some(name) = names.iter().zip(&params).find_map(|(name, param)| (param.numel() == 0).then_some(name)) {
+            return Err(DdpError::InvalidArgument(format!(
+                "parameter `{name}` has no elements: a fitted adapter (`fitted_linear_adapter`, \
+                 `fitted_conv1x1_adapter`) is sized by the distillation's `dry_run`; run it on a sample batch \
+                 before `DataParallel::new`, so that every rank averages the adapter's final parameters"
+            )));
+        }
         let grad_buckets = plan(&params, bucket_bytes)?;
         Ok(Self { group, names, params, buffers, grad_buckets, bucket_bytes })
     }

@@ -336,3 +336,24 @@ fn a_rendezvous_without_the_other_ranks_times_out() {
     // Thread wake-ups on a loaded machine: well under a second late.
     assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 }
+
+distill! {
+    /// A hint through an adapter sized by the dry run.
+    struct Fitted for Net => Net {
+        f: fitted_conv1x1_adapter(student.conv) => teacher.conv with Mse;
+    }
+}
+
+#[test]
+fn data_parallel_before_the_dry_run_that_sizes_a_fitted_adapter_says_to_run_it_first() {
+    let group = single_rank();
+    let (vs, teacher_vs) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
+    let (student, teacher) = (Net::new(&(vs.root() / "student"), 2), Net::new(&teacher_vs.root(), 4));
+    let kd = Fitted::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let err = DataParallel::new(&group, &[&vs]).unwrap_err().to_string();
+    assert!(err.contains("`0/kd.f.weight` has no elements") && err.contains("`dry_run`"), "{err}");
+
+    kd.dry_run(&Tensor::zeros([1, 1, 6, 6], (Kind::Float, Device::Cpu))).unwrap();
+    let ddp = DataParallel::new(&group, &[&vs]).unwrap();
+    assert!(ddp.parameter_names().iter().any(|name| name == "0/kd.f.weight"), "{:?}", ddp.parameter_names());
+}

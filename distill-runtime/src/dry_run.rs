@@ -25,26 +25,58 @@ impl DryRun {
     }
 }
 
-/// One pair's tensors on the sample batch (after its adapters, in a `distill!` model).
+/// One pair's tensors on the sample batch: as captured, and as the criterion sees them after the
+/// pair's adapters (a `distill!` model's or a config's; a `Mapping`'s payloads are the user's to
+/// apply, so there both are the captured shapes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PairShapes {
     /// The pair's label (`distill!`) or `student path => teacher path` (`Mapping`).
     pub label: String,
-    /// The student tensor's shape.
+    /// The student tensor's shape after the student-side adapter.
     pub student: Vec<i64>,
-    /// The teacher tensor's shape.
+    /// The teacher tensor's shape after the teacher-side adapter.
     pub teacher: Vec<i64>,
+    /// The student endpoint's shape as captured, before any adapter.
+    pub student_raw: Vec<i64>,
+    /// The teacher endpoint's shape as captured, before any adapter.
+    pub teacher_raw: Vec<i64>,
+}
+
+impl PairShapes {
+    /// A pair whose tensors pass through no adapter: the captured shapes are the criterion's.
+    pub fn unadapted(label: impl Into<String>, student: Vec<i64>, teacher: Vec<i64>) -> PairShapes {
+        PairShapes { label: label.into(), student_raw: student.clone(), teacher_raw: teacher.clone(), student, teacher }
+    }
 }
 
 impl fmt::Display for DryRun {
-    /// One line per pair: `f0: student [8, 16, 14, 14], teacher [8, 16, 14, 14]`.
+    /// One line per pair: `f0: student [8, 16, 14, 14], teacher [8, 16, 14, 14]`; a side whose
+    /// adapter changes the shape shows both, `student [8, 6, 14, 14] → [8, 16, 14, 14]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, pair) in self.pairs.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}: student {:?}, teacher {:?}", pair.label, pair.student, pair.teacher)?;
+            write!(
+                f,
+                "{}: student {}, teacher {}",
+                pair.label,
+                Shapes(&pair.student_raw, &pair.student),
+                Shapes(&pair.teacher_raw, &pair.teacher)
+            )?;
         }
         Ok(())
+    }
+}
+
+/// A side's shapes in the report: `raw → adapted` when the adapter changed it.
+struct Shapes<'a>(&'a [i64], &'a [i64]);
+
+impl fmt::Display for Shapes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shapes(raw, adapted) if raw == adapted => write!(f, "{adapted:?}"),
+            Shapes(raw, adapted) => write!(f, "{raw:?} → {adapted:?}"),
+        }
     }
 }

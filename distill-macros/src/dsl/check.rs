@@ -52,24 +52,19 @@ pub fn check(cx: &Ctxt, input: &Input) -> Checked {
 fn check_endpoint(cx: &Ctxt, input: &Input, pair: &Pair, side: Side) {
     let endpoint = pair.endpoint(side);
     if let Some(adapter) = &endpoint.adapter {
-        if !check_adapter(cx, input, pair, side, adapter) {
+        if !check_adapter(cx, input, adapter) {
             return;
         }
     }
     if input.several {
         teachers::check_root(cx, input, endpoint, side);
         if let Target::Str(lit) = &endpoint.target {
-            if endpoint.adapter.is_some() {
-                adapter_needs_typed(cx, lit, side);
-            } else {
-                check_string_path(cx, lit);
-            }
+            check_string_path(cx, lit);
         }
         return;
     }
     match &endpoint.target {
         Target::Typed(path) => check_root(cx, path, side),
-        Target::Str(lit) if endpoint.adapter.is_some() => adapter_needs_typed(cx, lit, side),
         Target::Str(lit) => {
             if let Some(named_on) = &endpoint.named_on {
                 check_side_name(cx, named_on, side);
@@ -79,20 +74,9 @@ fn check_endpoint(cx: &Ctxt, input: &Input, pair: &Pair, side: Side) {
     }
 }
 
-fn adapter_needs_typed(cx: &Ctxt, lit: &syn::LitStr, side: Side) {
-    cx.error_at(
-        lit.span(),
-        format_args!(
-            "an adapter needs a typed endpoint, which it receives as a module: write `{}.features[0].conv`, not a \
-             string path",
-            side.name()
-        ),
-    );
-}
-
 /// Checks an adapter on `side`; `false` when it is not an adapter at all (`student(…)`), so that its
 /// inside is not checked as an endpoint.
-fn check_adapter(cx: &Ctxt, input: &Input, pair: &Pair, side: Side, adapter: &Adapter) -> bool {
+fn check_adapter(cx: &Ctxt, input: &Input, adapter: &Adapter) -> bool {
     let func = &adapter.func;
     if func.qself.is_none() && func.path.segments.len() == 1 {
         let name = func.path.segments[0].ident.to_string();
@@ -104,23 +88,6 @@ fn check_adapter(cx: &Ctxt, input: &Input, pair: &Pair, side: Side, adapter: &Ad
             );
             return false;
         }
-    }
-    // The constructor receives both endpoint modules: the other side must be typed.
-    let other = pair.endpoint(side.other());
-    if let Target::Str(lit) = &other.target {
-        // With several teachers the typed teacher side starts with the teacher's name (`big["x"]` → `big.x`).
-        let root = match (&other.named_on, side.other()) {
-            (Some(named_on), Side::Teacher) if input.several => unraw(named_on),
-            _ => side.other().name().to_owned(),
-        };
-        cx.error_at(
-            lit.span(),
-            format_args!(
-                "this pair has an adapter, whose constructor receives the modules of both endpoints, so the {} side \
-                 must be typed too: write `{root}.…` instead of a string path",
-                side.other().name(),
-            ),
-        );
     }
     true
 }

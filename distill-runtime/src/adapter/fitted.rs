@@ -148,7 +148,8 @@ impl FittedAdapter {
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (in_width, _) = self.widths().ok_or_else(|| {
             DistillError::InvalidArgument(format!(
-                "`{}` is not fitted yet: run the distillation's `dry_run` on a sample batch first",
+                "`{}` is not fitted yet: run the distillation's `dry_run` on a sample batch first (`dry_run_cached` \
+                 with a cached batch, for a distillation over a teacher cache)",
                 self.kind.constructor()
             ))
         })?;

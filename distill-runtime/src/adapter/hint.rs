@@ -14,20 +14,20 @@ pub(crate) fn adapter_hint(student: &[i64], teacher: &[i64]) -> Option<String> {
     let (s, t) = (student[dim], teacher[dim]);
     if student.len() == 4 && dim == 1 {
         let pruned = if s < t {
-            " — or, when the student is a pruned copy of the teacher, `conv2d_adapter(teacher.…)`, which selects \
-             the kept channels"
+            " — or, when the student is a pruned copy of a teacher typed in Rust, `conv2d_adapter(teacher.…)`, \
+             which selects the kept channels"
         } else {
             ""
         };
         Some(format!(
-            "they differ in channels ({s} vs {t}): put an adapter on one side, e.g. \
-             `fitted_conv1x1_adapter(teacher.…)` in `distill!` or `conv1x1_adapter(path, {t}, {s})` on the teacher \
+            "they differ in channels ({s} vs {t}): put an adapter on one side, e.g. the teacher endpoint \
+             wrapped in `fitted_conv1x1_adapter(…)` in `distill!` (a typed or a string path) or `conv1x1_adapter(path, {t}, {s})` on the teacher \
              tensor in a `Mapping`{pruned}"
         ))
     } else if dim == student.len() - 1 {
         Some(format!(
-            "they differ in the last dimension ({s} vs {t}): put an adapter on one side, e.g. \
-             `fitted_linear_adapter(teacher.…)` in `distill!` or `linear_adapter(path, {t}, {s})` on the teacher \
+            "they differ in the last dimension ({s} vs {t}): put an adapter on one side, e.g. the teacher \
+             endpoint wrapped in `fitted_linear_adapter(…)` in `distill!` (a typed or a string path) or `linear_adapter(path, {t}, {s})` on the teacher \
              tensor in a `Mapping`"
         ))
     } else {

@@ -16,7 +16,10 @@
 //! records its own output, so it can sit in a user's `#[derive(Distillable)]` struct.
 //!
 //! All constructors take `(path, source, target)` with `source` the teacher's layer and `target` the
-//! student's, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`.
+//! student's, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`. In `distill!`,
+//! an endpoint written as a string path (`teacher["conv2"]`) has no typed module: its side of the
+//! call receives a [`StringPath`], which the fitted adapters accept and the adapters that read a
+//! module's weights do not.
 //!
 //! `Module::forward` of an adapter panics on an input it cannot take, as tch's layers do; each has an
 //! `f_forward` that returns the error instead, and `distill!` reports it as an error naming the pair.
@@ -29,6 +32,7 @@ mod conv2d;
 mod fitted;
 pub(crate) mod hint;
 mod learned;
+mod string_path;
 
 pub use crate::channels::KeptChannels;
 pub use channel_map::{
@@ -44,6 +48,7 @@ pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
     learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,
 };
+pub use string_path::StringPath;
 
 use tch::Tensor;
 

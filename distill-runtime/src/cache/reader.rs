@@ -254,8 +254,8 @@ impl SideModel for TeacherCache {
 
     fn run(&self, _xs: &Tensor, _train: bool, _endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
         Err(DistillError::InvalidArgument(
-            "a teacher cache does not run: call `forward_cached` with a batch from `TeacherCache::batch` or \
-             `TeacherCache::prefetch`"
+            "a teacher cache does not run: call `forward_cached` (and `dry_run_cached`, to fit adapters and check \
+             the pairs) with a batch from `TeacherCache::batch` or `TeacherCache::prefetch`"
                 .to_owned(),
         ))
     }

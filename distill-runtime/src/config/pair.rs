@@ -146,9 +146,10 @@ impl ConfiguredPair {
             let other = self.adapt_side(s.shallow_clone(), Side::Student)?;
             fit(fitted, &t, &other).map_err(|error| self.adapter_error(Side::Teacher, error))?;
         }
+        let (student_raw, teacher_raw) = (s.size(), t.size());
         let (student, teacher) = (self.adapt_side(s, Side::Student)?.size(), self.adapt_side(t, Side::Teacher)?.size());
         check_pair(&*self.boxed, &self.name, &student, &teacher)?;
-        Ok(PairShapes { label: self.name.clone(), student, teacher })
+        Ok(PairShapes { label: self.name.clone(), student, teacher, student_raw, teacher_raw })
     }
 
     fn adapter_error(&self, side: Side, error: DistillError) -> DistillError {

@@ -172,16 +172,31 @@ where
     pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
         let out = self.forward_t(xs, false)?;
+        Ok(self.report(&out))
+    }
+
+    /// As [`dry_run`](Self::dry_run), with the teacher's side read from a teacher cache `batch` and
+    /// the student run on `xs` with each sample's stored view applied: the widths of a distillation
+    /// over a cache, with the teacher never loaded.
+    ///
+    /// # Errors
+    /// What [`forward_cached`](Self::forward_cached) fails with.
+    pub fn dry_run_cached(&self, xs: &Tensor, batch: &CachedBatch) -> Result<DryRun> {
+        let _no_grad = tch::no_grad_guard();
+        let out = self.forward_cached(xs, batch, false)?;
+        Ok(self.report(&out))
+    }
+
+    /// The shapes of every pair of `out`.
+    fn report(&self, out: &DistillOutput<'_, P>) -> DryRun {
         let pairs = out
             .pairs()
             .zip(&self.mapping.pairs)
-            .map(|((s, t, _), pair)| PairShapes {
-                label: pair_label(pair, &self.mapping.teacher_names),
-                student: s.size(),
-                teacher: t.size(),
+            .map(|((s, t, _), pair)| {
+                PairShapes::unadapted(pair_label(pair, &self.mapping.teacher_names), s.size(), t.size())
             })
             .collect();
-        Ok(DryRun { pairs })
+        DryRun { pairs }
     }
 
     /// Runs teacher and student on `xs` (the student with `train`) and returns the paired tensors.

@@ -234,9 +234,7 @@ impl Core<'_> {
         xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
-        for (spec, endpoint) in self.pairs.iter().zip(self.engine.teacher_endpoints()) {
-            batch.check_top_k(spec.label, endpoint, spec.criterion.top_k_temperature())?;
-        }
+        self.check_cached(batch)?;
         let xs = batch.replay(xs)?;
         self.forward(student, &[batch], &xs, &xs, train)
     }
@@ -247,6 +245,29 @@ impl Core<'_> {
     /// width mismatch, the adapters that would fit.
     pub fn dry_run(&self, student: &dyn SideModel, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
+        self.dry_run_inner(student, teachers, xs)
+    }
+
+    /// As [`dry_run`](Self::dry_run), with the teacher's side read from a teacher cache `batch`
+    /// (the student runs on `xs` with each sample's stored view applied): a distillation over a
+    /// cache fits its adapters and checks its criteria with the teacher never loaded. Each pair's
+    /// criterion must read its endpoint as stored, as in [`forward_cached`](Self::forward_cached).
+    pub fn dry_run_cached(&self, student: &dyn SideModel, batch: &CachedBatch, xs: &Tensor) -> Result<DryRun> {
+        self.check_cached(batch)?;
+        let _no_grad = tch::no_grad_guard();
+        let xs = batch.replay(xs)?;
+        self.dry_run_inner(student, &[batch], &xs)
+    }
+
+    /// Every pair's criterion reads its teacher endpoint as `batch` stores it.
+    fn check_cached(&self, batch: &CachedBatch) -> Result<()> {
+        for (spec, endpoint) in self.pairs.iter().zip(self.engine.teacher_endpoints()) {
+            batch.check_top_k(spec.label, endpoint, spec.criterion.top_k_temperature())?;
+        }
+        Ok(())
+    }
+
+    fn dry_run_inner(&self, student: &dyn SideModel, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
         let captures = self.engine.run(student, teachers, xs, xs, false)?;
         let pairs = self
             .pairs
@@ -270,11 +291,12 @@ fn dry_run_pair(spec: &PairSpec<'_>, student: Tensor, teacher: Tensor) -> Result
         let other = adapt(student.shallow_clone(), spec.student_adapter.as_ref(), false, label, Side::Student)?;
         fit(fitted, &teacher, &other, label, Side::Teacher)?;
     }
+    let (student_raw, teacher_raw) = (student.size(), teacher.size());
     let student = adapt(student, spec.student_adapter.as_ref(), false, label, Side::Student)?;
     let teacher = adapt(teacher, spec.teacher_adapter.as_ref(), false, label, Side::Teacher)?;
     let (student, teacher) = (student.size(), teacher.size());
     check_pair(&*spec.criterion, label, &student, &teacher)?;
-    Ok(PairShapes { label: label.to_owned(), student, teacher })
+    Ok(PairShapes { label: label.to_owned(), student, teacher, student_raw, teacher_raw })
 }
 
 /// Fits `fitted` (on `side`) from the width of `own` (its input) to the width of `other`.

@@ -20,6 +20,7 @@ pub use self::distillation::{build_pairs, into_array, into_outputs, Core, Forwar
 pub use self::losses::{f_loss_terms, total, weighted_array, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
+pub use crate::adapter::StringPath;
 pub use crate::cache::CachedBatch;
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;

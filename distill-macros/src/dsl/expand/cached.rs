@@ -21,6 +21,8 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             quote!(self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)),
         )
     });
+    let dry_run_body =
+        items.body(|| quote!(self.core.dry_run_cached(#student_model::as_side(self.student), batch, xs)));
     let allows = items.fallback_allows();
     quote! {
         #[automatically_derived]
@@ -41,6 +43,22 @@ pub(super) fn methods(items: &Items) -> TokenStream {
                 train: bool,
             ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
                 #body
+            }
+
+            /// As `dry_run`, with the teacher's side read from `batch` (a teacher cache batch; the
+            /// student runs on `xs` with each sample's stored view applied): fits the fitted
+            /// adapters and checks every pair against its criterion with the teacher never run or
+            /// loaded. Call it before building the optimizer, as `dry_run`.
+            ///
+            /// # Errors
+            /// `DistillError::DryRun` listing each pair that does not fit; what `forward_cached`
+            /// fails with.
+            pub fn dry_run_cached(
+                &self,
+                xs: &#p::tch::Tensor,
+                batch: &#p::CachedBatch,
+            ) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
+                #dry_run_body
             }
         }
     }

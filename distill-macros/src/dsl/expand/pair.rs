@@ -95,12 +95,11 @@ fn criterion(items: &Items, expr: &Expr) -> TokenStream {
 }
 
 /// `adapter(f(path / "label", &teacher.x, &student.y))?` when `side` has an adapter. The constructor
-/// receives the modules of both endpoints, which the check made sure are typed paths.
+/// receives the modules of both endpoints; an endpoint written as a string path has no typed module
+/// and gives `&StringPath::new("path")`, at the string's span, so that a constructor that needs a
+/// module's type is a type error at the path.
 fn adapter(items: &Items, pair: &Pair, side: Side, label: &str) -> Option<TokenStream> {
     let func = &pair.endpoint(side).adapter.as_ref()?.func;
-    let (Target::Typed(student), Target::Typed(teacher)) = (&pair.student.target, &pair.teacher.target) else {
-        return None;
-    };
     // With an adapter on each side, each gets its own sub-path.
     let path = if pair.student.adapter.is_some() && pair.teacher.adapter.is_some() {
         let sub = side.name();
@@ -108,8 +107,15 @@ fn adapter(items: &Items, pair: &Pair, side: Side, label: &str) -> Option<TokenS
     } else {
         quote!(__distill_path / #label)
     };
-    let teacher = module_ref(items, teacher, Side::Teacher);
-    let student = module_ref(items, student, Side::Student);
+    let module = |target: &Target, side: Side| match target {
+        Target::Typed(path) => module_ref(items, path, side),
+        Target::Str(lit) => {
+            let p = items.input.krate.private(lit.span());
+            quote_spanned!(lit.span()=> &#p::StringPath::new(#lit))
+        }
+    };
+    let teacher = module(&pair.teacher.target, Side::Teacher);
+    let student = module(&pair.student.target, Side::Student);
     let span = func.path.segments.last().map_or_else(|| func.span(), |segment| segment.ident.span());
     let mut args = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#path, #teacher, #student));
     args.set_span(span);
