@@ -133,3 +133,48 @@ fn fitted_adapters_on_string_paths_train_live_cached_and_cache_only_alike() {
     assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_over_a_cache_sizes_its_fitted_adapters_from_a_cached_batch() {
+    let teacher = teacher();
+    let xs = inputs();
+    let vs = VarStore::new(Device::Cpu);
+    let student = Narrow::new(vs.root() / "student");
+    let dir = temp_dir("config");
+    {
+        let live = Hints::new(vs.root() / "hints", &student, &teacher).unwrap();
+        CacheWriter::new(&dir, TeacherHash::of_jit(&teacher).unwrap()).write(live.engine(), &teacher, &xs).unwrap();
+    }
+    // The teacher is gone: what follows reads the cache only.
+    drop(teacher);
+    let cache = TeacherCache::open(&dir).unwrap();
+
+    let text = "[[pair]]\nname = \"block1\"\nstudent = \"bn1\"\nteacher = \"block1\"\n\
+                student_adapter = \"fitted_conv1x1_adapter\"\ncriterion = \"Mse\"\n\
+                [[pair]]\nname = \"conv2\"\nstudent = \"conv2\"\nteacher = \"conv2\"\n\
+                student_adapter = \"fitted_conv1x1_adapter\"\ncriterion = \"Mse\"\n";
+    let config = distill::config::Config::parse(text, "hints.toml").unwrap();
+    let config_vs = VarStore::new(Device::Cpu);
+    let model = config.distill(&(config_vs.root() / "kd"), &student, &cache).unwrap();
+    let list = Tensor::from_slice(&[3i64, 9]);
+    let batch = cache.batch(&list, 0).unwrap();
+    let picked = xs.index_select(0, &list);
+    let report = distill::config::dry_run_cached(&model, &picked, &batch).unwrap();
+    assert_eq!(
+        report.to_string(),
+        "block1: student [2, 2, 16, 16] → [2, 4, 16, 16], teacher [2, 4, 16, 16]\n\
+                                    conv2: student [2, 3, 8, 8] → [2, 6, 8, 8], teacher [2, 6, 8, 8]"
+    );
+    let out = model.forward_cached(&picked, &batch, true).unwrap();
+    let losses = distill::config::losses(&out, None).unwrap();
+    assert_eq!(losses.iter().len(), 2);
+    assert!(losses.iter().all(|(_, loss)| loss.double_value(&[]) > 0.0));
+
+    // An adapter that reads the teacher's module has none to read on a cache: an error naming the pair.
+    let text = "[[pair]]\nname = \"sel\"\nstudent = \"conv2\"\nteacher = \"conv2\"\n\
+                teacher_adapter = \"conv2d_adapter\"\ncriterion = \"Mse\"\n";
+    let config = distill::config::Config::parse(text, "sel.toml").unwrap();
+    let error = config.distill(&(config_vs.root() / "sel"), &student, &cache).err().unwrap().to_string();
+    assert!(error.contains("pair[0].teacher_adapter") && error.contains("conv2d_adapter"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

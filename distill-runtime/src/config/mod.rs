@@ -61,7 +61,7 @@ mod reader;
 mod weight;
 
 pub use adapters::ConfiguredAdapter;
-pub use pair::{dry_run, losses, losses_at, ConfiguredLosses, ConfiguredPair};
+pub use pair::{dry_run, dry_run_cached, losses, losses_at, ConfiguredLosses, ConfiguredPair};
 
 use std::path::Path as FilePath;
 
@@ -269,7 +269,8 @@ impl Config {
 /// A model a configuration can name modules of: a side of a distillation whose module tree, if it
 /// has one, gives the adapter constructors their layers.
 pub trait ConfigSide: SideModel {
-    /// The model's module tree; `None` for a TorchScript model, whose endpoints are outputs.
+    /// The model's module tree; `None` for a TorchScript model, whose endpoints are outputs, and for
+    /// a teacher cache, whose endpoints are stored tensors.
     fn module_tree(&self) -> Option<&dyn Distillable>;
 }
 
@@ -280,6 +281,12 @@ impl<M: ModuleT + Distillable> ConfigSide for M {
 }
 
 impl ConfigSide for jit::Module {
+    fn module_tree(&self) -> Option<&dyn Distillable> {
+        None
+    }
+}
+
+impl ConfigSide for crate::cache::TeacherCache {
     fn module_tree(&self) -> Option<&dyn Distillable> {
         None
     }

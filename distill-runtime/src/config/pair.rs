@@ -8,6 +8,7 @@ use tch::Tensor;
 use super::adapters::ConfiguredAdapter;
 use super::criteria::CriterionConfig;
 use super::weight::WeightConfig;
+use crate::cache::CachedBatch;
 use crate::captured::Captured;
 use crate::criterion::{check_pair, name_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
@@ -255,5 +256,18 @@ pub fn dry_run<S: SideModel, T: SideModel>(
 ) -> Result<DryRun> {
     let _no_grad = tch::no_grad_guard();
     let out = model.forward_t(xs, false)?;
+    DryRun::from_pairs(out.pairs().map(|(student, teacher, pair)| pair.dry_run(student, teacher)))
+}
+
+/// As [`dry_run`], with the teacher's side read from a teacher cache `batch` (the student runs on
+/// `xs` with each sample's stored view applied): a configuration over a cache sizes its fitted
+/// adapters and checks its pairs with the teacher never loaded.
+pub fn dry_run_cached<S: SideModel, T: SideModel>(
+    model: &DistillModel<'_, S, T, ConfiguredPair>,
+    xs: &Tensor,
+    batch: &CachedBatch,
+) -> Result<DryRun> {
+    let _no_grad = tch::no_grad_guard();
+    let out = model.forward_cached(xs, batch, false)?;
     DryRun::from_pairs(out.pairs().map(|(student, teacher, pair)| pair.dry_run(student, teacher)))
 }
