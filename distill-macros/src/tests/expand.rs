@@ -119,7 +119,7 @@ fn every_error_of_an_invocation_is_reported() {
     // teacher on the student side, student on the teacher side, duplicate label (+ note), missing
     // `with`, empty path, empty segment, unknown option. (An adapter on a string path is no error:
     // its constructor receives a `StringPath`.)
-    assert_eq!(errors(&out), 7, "{out}");
+    assert_eq!(errors(&out), 8, "{out}");
     // Stand-ins for the items, with the labels of the pairs that parsed (the duplicate once), and
     // nothing that could fail to compile: no endpoint, criterion or adapter expression.
     assert_contains(
@@ -133,8 +133,8 @@ fn every_error_of_an_invocation_is_reported() {
     );
     assert_eq!(
         out.matches("unreachable !").count(),
-        4,
-        "`new`, `dry_run`, `forward_t_with` and `forward_cached`: {out}"
+        5,
+        "`new`, `dry_run`, `forward_t_with`, `forward_cached` and `dry_run_cached`: {out}"
     );
     for absent in ["criterion (", "PairSpec", "check_path", "conv2d_adapter ("] {
         assert!(!out.contains(absent), "`{absent}` in the stand-ins: {out}");
