@@ -4,15 +4,16 @@
 //! bit for bit.
 
 mod common;
+mod text_model;
 
 use common::bounds::{compare_tensors, record, sum_depth, U_F32};
+use distill::criterion::{TopKKl, TopKTail};
 use distill::nn::{Module, OptimizerConfig, VarStore};
 use distill::prune::PruneRecord;
 use distill::text::prune::{
     hidden_adapter, layer_map, prune_llama, student_config, KeepCounts, LlamaImportance, LlamaKept, ParameterCounts,
 };
-use distill::text::{LlamaConfig, LlamaForCausalLM, LlamaInputs};
-use distill::criterion::{TopKKl, TopKTail};
+use distill::text::{self, GgufFile, LlamaConfig, LlamaForCausalLM, LlamaInputs, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
 const VOCAB: i64 = 256;
@@ -41,8 +42,11 @@ fn teacher(config: &LlamaConfig, seed: i64) -> (VarStore, LlamaForCausalLM) {
     tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
     let model = LlamaForCausalLM::new(vs.root(), config).unwrap();
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    // In name order: the map's own order changes from run to run, and so would the weights drawn.
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
+        for (name, mut var) in variables {
             if name.contains("embed_tokens") || name.starts_with("lm_head") {
                 let _ = var.normal_(0.0, 0.3);
             } else if name.contains("norm") {
@@ -162,7 +166,20 @@ fn the_record_gives_an_exact_hidden_adapter_and_the_layer_map() {
         let selected = tch::no_grad(|| adapter.forward(teacher_out));
         assert!(selected.equal(&teacher_out.index_select(-1, &index)), "student layer {i} ↔ teacher layer {t}");
     }
-    assert!(adapter.f_forward(&Tensor::zeros([1, 2, 40], (Kind::Float, Device::Cpu))).is_err(), "a student-width input");
+    assert!(
+        adapter.f_forward(&Tensor::zeros([1, 2, 40], (Kind::Float, Device::Cpu))).is_err(),
+        "a student-width input"
+    );
+    // The hidden channels are the same ones everywhere: embeddings, norms, projections' columns.
+    let (s, t) = (&student.model.model, &teacher.model);
+    assert!(s.embed_tokens.ws.equal(&t.embed_tokens.ws.index_select(1, &index)));
+    assert!(s.norm.weight.equal(&t.norm.weight.index_select(0, &index)));
+    let (sl, tl) = (&s.layers[1], &t.layers[kept.layers[1] as usize]);
+    assert!(sl.post_attention_layernorm.weight.equal(&tl.post_attention_layernorm.weight.index_select(0, &index)));
+    let inner = Tensor::from_slice(&kept.intermediate[1]);
+    let up = tl.mlp.up_proj.ws.index_select(0, &inner).index_select(1, &index);
+    assert!(sl.mlp.up_proj.ws.equal(&up));
+    assert!(student.model.lm_head.ws.equal(&s.embed_tokens.ws), "tied: the head reads the pruned embedding");
 }
 
 #[test]
@@ -172,7 +189,11 @@ fn parameter_counts_match_the_variables() {
         let (tvs, teacher) = teacher(&config, 10);
         let count = |vs: &VarStore, embedding: bool| -> i64 {
             let is_embedding = |name: &str| name.contains("embed_tokens") || name.starts_with("lm_head");
-            vs.variables().iter().filter(|(name, _)| is_embedding(name) == embedding).map(|(_, v)| v.numel() as i64).sum()
+            vs.variables()
+                .iter()
+                .filter(|(name, _)| is_embedding(name) == embedding)
+                .map(|(_, v)| v.numel() as i64)
+                .sum()
         };
         let counts = ParameterCounts::of(&config);
         assert_eq!((counts.embedding, counts.non_embedding), (count(&tvs, true), count(&tvs, false)));
@@ -290,4 +311,80 @@ fn invalid_shapes_are_errors() {
     assert!(LlamaImportance::from_activations(&teacher, no_data).is_err(), "importances need data");
     let other_importance = LlamaImportance::from_weights(&teacher).unwrap();
     assert!(other_importance.keep(&other, &KeepCounts::all(&other)).is_err(), "importances of another shape");
+}
+
+/// Calibration text: the first fortunes of the system's corpus when installed, else a fixed text.
+fn calibration_text() -> (String, &'static str) {
+    let dir = "/usr/share/games/fortunes";
+    let documents = text::data::fortune_files(dir)
+        .and_then(|files| text::data::read_documents(&files, Some("%")))
+        .unwrap_or_default();
+    if documents.len() >= 64 {
+        return (documents.iter().take(200).map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n"), "fortunes");
+    }
+    let fixed = "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single \
+                 step. Knowledge is knowing that a tomato is a fruit; wisdom is not putting it in a fruit salad. ";
+    (fixed.repeat(40), "a fixed English text")
+}
+
+#[test]
+fn smollm2_pruned_to_half_its_non_embedding_parameters() {
+    let Some(path) = text_model::smollm2_or_skip("smollm2_pruned_to_half_its_non_embedding_parameters") else {
+        return;
+    };
+    let teacher = text::load_gguf(&path, Device::Cpu).unwrap().model;
+    let config = teacher.config().clone();
+    // SmolLM2-135M's published shape: 30 layers of hidden 576, 9 query / 3 key-value heads of 64,
+    // MLP 1536, vocabulary 49 152, tied. Per layer: q and o 576·576 each, k and v 576·192 each,
+    // gate/up/down 576·1536 each, two norms of 576: 3 540 096; ×30 plus the final norm.
+    let before = ParameterCounts::of(&config);
+    assert_eq!(before.non_embedding, 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + 2 * 576) + 576);
+    assert_eq!((before.non_embedding, before.embedding), (106_203_456, 49_152 * 576));
+
+    let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let (text, source) = calibration_text();
+    let tokens: Vec<i64> = tokenizer.encode(&text, false).unwrap().into_iter().map(i64::from).collect();
+    let (batch, len) = (4_i64, 64_i64);
+    assert!(tokens.len() as i64 >= batch * len, "{} calibration tokens", tokens.len());
+    let calibration = Tensor::from_slice(&tokens[..(batch * len) as usize]).reshape([batch, len]);
+    let importance = LlamaImportance::from_activations(&teacher, [LlamaInputs::new(&calibration)]).unwrap();
+    // Minitron's proportions at about half the non-embedding parameters: hidden 576 → 512, MLP
+    // 1536 → 1024, 3 → 2 key-value heads (9 → 6 query heads), 30 → 25 layers.
+    let counts = KeepCounts { hidden: 512, intermediate: 1024, kv_heads: 2, layers: 25 };
+    let kept = importance.keep(&config, &counts).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let student = prune_llama(vs.root(), &teacher, &kept).unwrap();
+    let after = ParameterCounts::of(student.model.config());
+    let numel = |vs: &VarStore, embedding: bool| -> i64 {
+        let variables = vs.variables();
+        variables.iter().filter(|(n, _)| n.contains("embed_tokens") == embedding).map(|(_, v)| v.numel() as i64).sum()
+    };
+    assert_eq!((after.non_embedding, after.embedding), (numel(&vs, false), numel(&vs, true)));
+    // Per layer: q and o 512·384 each, k and v 512·128 each, MLP 3·512·1024, norms 2·512.
+    assert_eq!(after.non_embedding, 25 * (2 * 512 * 384 + 2 * 512 * 128 + 3 * 512 * 1024 + 2 * 512) + 512);
+    let ratio = after.non_embedding as f64 / before.non_embedding as f64;
+    assert!((0.45..=0.55).contains(&ratio), "{ratio}");
+    let shape = student.model.config();
+    let dropped: Vec<i64> = (0..30).filter(|l| !kept.layers.contains(l)).collect();
+    eprintln!(
+        "SmolLM2 pruned on {} calibration tokens from {source}: {:?} → hidden {}, MLP {}, {} query / {} key-value \
+         heads, {} layers (dropped layers {dropped:?}); non-embedding parameters {} → {} ({:.1}%), embedding {} → {}",
+        batch * len,
+        (config.hidden_size, config.intermediate_size, config.num_attention_heads, config.num_key_value_heads),
+        shape.hidden_size,
+        shape.intermediate_size,
+        shape.num_attention_heads,
+        shape.num_key_value_heads,
+        shape.num_hidden_layers,
+        before.non_embedding,
+        after.non_embedding,
+        100.0 * ratio,
+        before.embedding,
+        after.embedding,
+    );
+    let xs = calibration.narrow(0, 0, 1);
+    let top = TopKTail::f_encode(&logits(&teacher, &xs), 64, 1.0).unwrap();
+    let kd = TopKKl::new(1.0).f_loss_top_k(&logits(&student.model, &xs), &top, None).unwrap().double_value(&[]);
+    eprintln!("top-64 KL of the pruned student to its teacher before distillation: {kd:.3}");
+    assert!(kd.is_finite() && kd > 0.0);
 }

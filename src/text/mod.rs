@@ -42,9 +42,9 @@ pub mod data;
 mod generate;
 pub mod gguf;
 pub mod llama;
-pub mod prune;
 mod load;
 mod load_gguf;
+pub mod prune;
 mod tokenizer;
 
 pub use config::LlamaConfig;

@@ -43,11 +43,11 @@ pub use conv2d::{
     inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, Conv2DAdapter, InvertedConv2DAdapter,
 };
 pub use fitted::{fitted_conv1x1_adapter, fitted_linear_adapter, FittedAdapter, FittedKind};
-pub use linear_selection::{linear_selection_adapter, linear_selection_adapter_from_kept, LinearSelectionAdapter};
 pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
     learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,
 };
+pub use linear_selection::{linear_selection_adapter, linear_selection_adapter_from_kept, LinearSelectionAdapter};
 
 use tch::Tensor;
 

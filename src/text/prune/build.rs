@@ -37,7 +37,11 @@ pub struct PrunedLlama {
 /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when `kept` does not fit
 /// the teacher ([`LlamaKept::validate`]); [`DistillError::Torch`](crate::DistillError::Torch) when a
 /// weight cannot be copied.
-pub fn prune_llama<'a, P: Borrow<Path<'a>>>(path: P, teacher: &LlamaForCausalLM, kept: &LlamaKept) -> Result<PrunedLlama> {
+pub fn prune_llama<'a, P: Borrow<Path<'a>>>(
+    path: P,
+    teacher: &LlamaForCausalLM,
+    kept: &LlamaKept,
+) -> Result<PrunedLlama> {
     let source = teacher.config();
     let config = kept.student_config(source)?;
     let record = kept.to_record(source)?;
@@ -55,7 +59,10 @@ pub fn prune_llama<'a, P: Borrow<Path<'a>>>(path: P, teacher: &LlamaForCausalLM,
     }
     for (i, &t) in kept.layers.iter().enumerate() {
         let (src, dst) = (&from.layers[t as usize], &to.layers[i]);
-        for (s, d) in [(&src.input_layernorm, &dst.input_layernorm), (&src.post_attention_layernorm, &dst.post_attention_layernorm)] {
+        for (s, d) in [
+            (&src.input_layernorm, &dst.input_layernorm),
+            (&src.post_attention_layernorm, &dst.post_attention_layernorm),
+        ] {
             copy(&d.weight, &slice(&s.weight, Some(&hidden), None)?)?;
         }
         let inner = index(&kept.intermediate[i])?;

@@ -159,7 +159,8 @@ impl Sums {
             }
             let (input, output) = (take(t.layer, Port::Input)?, take(t.layer, Port::Output)?);
             let dot = input.f_mul(&output)?.f_sum_dim_intlist(-1, true, Kind::Double)?;
-            let norms = input.f_norm_scalaropt_dim(2, [-1], true)?.f_mul(&output.f_norm_scalaropt_dim(2, [-1], true)?)?;
+            let norms =
+                input.f_norm_scalaropt_dim(2, [-1], true)?.f_mul(&output.f_norm_scalaropt_dim(2, [-1], true)?)?;
             // A zero hidden state has no direction; it counts as unturned rather than as NaN.
             let cosine = dot.f_div(&norms.f_clamp_min(f64::MIN_POSITIVE)?)?;
             let turned = cosine.f_neg()?.f_add_scalar(1.0)?;

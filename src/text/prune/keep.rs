@@ -78,7 +78,8 @@ impl LlamaImportance {
     /// Checks that every score list has `teacher`'s sizes.
     pub(super) fn check_shape(&self, teacher: &LlamaConfig) -> Result<()> {
         let layers = teacher.num_hidden_layers as usize;
-        let fits = |lists: &[Vec<f64>], size: i64| lists.len() == layers && lists.iter().all(|l| l.len() == size as usize);
+        let fits =
+            |lists: &[Vec<f64>], size: i64| lists.len() == layers && lists.iter().all(|l| l.len() == size as usize);
         let ok = self.hidden.len() == teacher.hidden_size as usize
             && self.layers.len() == layers
             && fits(&self.intermediate, teacher.intermediate_size)

@@ -83,7 +83,9 @@ impl LlamaKept {
         for (i, (inner, heads)) in self.intermediate.iter().zip(&self.kv_heads).enumerate() {
             check_list("MLP channel", &mlp_key(i), inner, teacher.intermediate_size)?;
             check_list("key-value head", &attention_key(i), heads, teacher.num_key_value_heads)?;
-            for (what, list, first) in [("MLP channels", inner, &self.intermediate[0]), ("key-value heads", heads, &self.kv_heads[0])] {
+            for (what, list, first) in
+                [("MLP channels", inner, &self.intermediate[0]), ("key-value heads", heads, &self.kv_heads[0])]
+            {
                 if list.len() != first.len() {
                     return Err(DistillError::InvalidArgument(format!(
                         "every layer must keep as many {what} (the pruned model has one width per kind): layer 0 \

@@ -27,7 +27,11 @@ impl LlamaImportance {
             let stack = &model.model;
             // Norms of the rows (dim 1 reduced) or columns (dim 0 reduced) of a weight, in f64.
             let norms = |w: &Tensor, reduce: i64| -> Result<Tensor> {
-                Ok(w.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Double)?.f_norm_scalaropt_dim(2, [reduce], false)?)
+                Ok(w.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Double)?.f_norm_scalaropt_dim(
+                    2,
+                    [reduce],
+                    false,
+                )?)
             };
             // Per head, the norm of `head_dim` consecutive rows (or columns): `[heads]`.
             let head_norms = |w: &Tensor, rows: bool| -> Result<Tensor> {
@@ -52,9 +56,11 @@ impl LlamaImportance {
                 intermediate.push(Vec::<f64>::try_from(&inner)?);
                 let query = head_norms(&attn.q_proj.ws, true)?.f_add(&head_norms(&attn.o_proj.ws, false)?)?;
                 let per_kv = query.f_reshape([kv_heads, -1])?.f_sum_dim_intlist(1, false, Kind::Double)?;
-                let per_kv = per_kv.f_add(&head_norms(&attn.k_proj.ws, true)?)?.f_add(&head_norms(&attn.v_proj.ws, true)?)?;
+                let per_kv =
+                    per_kv.f_add(&head_norms(&attn.k_proj.ws, true)?)?.f_add(&head_norms(&attn.v_proj.ws, true)?)?;
                 heads.push(Vec::<f64>::try_from(&per_kv)?);
-                let written = |w: &Tensor| -> Result<f64> { Ok(w.f_to_kind(Kind::Double)?.f_norm()?.double_value(&[])) };
+                let written =
+                    |w: &Tensor| -> Result<f64> { Ok(w.f_to_kind(Kind::Double)?.f_norm()?.double_value(&[])) };
                 layers.push(written(&attn.o_proj.ws)? + written(&mlp.down_proj.ws)?);
             }
             Ok(LlamaImportance { hidden: Vec::<f64>::try_from(&hidden)?, intermediate, kv_heads: heads, layers })
