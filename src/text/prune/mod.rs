@@ -24,7 +24,7 @@
 //! important indices for a target shape ([`KeepCounts`]) as a [`LlamaKept`]; [`prune_llama`] builds
 //! the student and its record. [`ParameterCounts`] reports the shape's sizes.
 //!
-//! The student is a plain [`LlamaConfig`](crate::text::LlamaConfig)-shaped `LlamaForCausalLM`: every
+//! The student is a plain [`LlamaConfig`]-shaped `LlamaForCausalLM`: every
 //! layer keeps as many MLP channels and key-value heads (each layer its own ones), so that it
 //! saves, loads and runs like any other model. To resume one, build
 //! [`student_config`] of the teacher's config and the saved record, load the checkpoint into it
