@@ -388,3 +388,61 @@ fn smollm2_pruned_to_half_its_non_embedding_parameters() {
     eprintln!("top-64 KL of the pruned student to its teacher before distillation: {kd:.3}");
     assert!(kd.is_finite() && kd > 0.0);
 }
+
+/// The scores by kind: hidden channels, MLP channels, key-value heads, layers.
+fn scores(importance: &LlamaImportance) -> [Vec<f64>; 4] {
+    [
+        importance.hidden.clone(),
+        importance.intermediate.concat(),
+        importance.kv_heads.concat(),
+        importance.layers.clone(),
+    ]
+}
+
+/// The worst ratio to the bound over the kinds of scores, each bound relative to the largest score
+/// of its kind.
+fn worst(got: &LlamaImportance, want: &LlamaImportance, relative: f64) -> common::bounds::Comparison {
+    let comparisons = scores(got).into_iter().zip(scores(want)).map(|(g, w)| {
+        let scale = w.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+        common::bounds::compare(&g, &w, |_| relative * scale)
+    });
+    comparisons.max_by(|a, b| a.ratio.total_cmp(&b.ratio)).unwrap()
+}
+
+#[test]
+fn padding_is_left_out_of_the_importances() {
+    let config = config(false, false);
+    let (_tvs, teacher) = teacher(&config, 15);
+    let (long, short) = (ids(1, 12, 16), ids(1, 8, 17));
+    let padded = Tensor::cat(
+        &[long.shallow_clone(), Tensor::cat(&[&short, &Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu))], 1)],
+        0,
+    );
+    let mask = Tensor::cat(
+        &[
+            Tensor::ones([1, 12], (Kind::Int64, Device::Cpu)),
+            Tensor::cat(
+                &[Tensor::ones([1, 8], (Kind::Int64, Device::Cpu)), Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu))],
+                1,
+            ),
+        ],
+        0,
+    );
+    let masked =
+        LlamaImportance::from_activations(&teacher, [LlamaInputs::new(&padded).attention_mask(&mask)]).unwrap();
+    let separate =
+        LlamaImportance::from_activations(&teacher, [LlamaInputs::new(&long), LlamaInputs::new(&short)]).unwrap();
+    let unmasked = LlamaImportance::from_activations(&teacher, [LlamaInputs::new(&padded)]).unwrap();
+    // The same tokens' activations, computed in another batch and through another mask: they differ
+    // by f32 rounding only — sums of at most 128 terms (`sum_depth` roundings each) chained through
+    // 4 layers of about 10 operations, each rounding relative to the activations' scale (RMSNorm
+    // rescales every layer's input) — and a mean of absolute values or norms of them moves by as
+    // much relative to the largest score of its kind. Doubled for the softmax's exponentials.
+    let relative = 2.0 * 40.0 * sum_depth(128) * U_F32;
+    let comparison = worst(&masked, &separate, relative);
+    record("masked vs separate importances", &comparison);
+    assert!(comparison.passes(), "{comparison}");
+    // Counting the padding (no mask) moves the scores far outside the bound.
+    let unmasked = worst(&unmasked, &separate, relative);
+    assert!(!unmasked.passes(), "{unmasked}");
+}
