@@ -7,6 +7,7 @@ mod common;
 mod text_model;
 
 use common::bounds::{compare_tensors, record, sum_depth, U_F32};
+use distill::adapter::linear_selection_adapter;
 use distill::criterion::{TopKKl, TopKTail};
 use distill::nn::{Module, OptimizerConfig, VarStore};
 use distill::prune::PruneRecord;
@@ -307,6 +308,9 @@ fn invalid_shapes_are_errors() {
     let error = student_config(&other, &student.record).unwrap_err().to_string();
     assert!(error.contains("model.layers.0.mlp") && error.contains("[96, 64]"), "{error}");
     assert!(hidden_adapter(vs.root() / "a", &PruneRecord::new()).unwrap_err().to_string().contains("no `hidden`"));
+    for (source, kept) in [(4, vec![4]), (4, vec![1, 1]), (4, vec![]), (0, vec![0])] {
+        assert!(linear_selection_adapter(vs.root() / "b", source, &kept).is_err(), "{kept:?} of {source}");
+    }
     let no_data: [LlamaInputs; 0] = [];
     assert!(LlamaImportance::from_activations(&teacher, no_data).is_err(), "importances need data");
     let other_importance = LlamaImportance::from_weights(&teacher).unwrap();
