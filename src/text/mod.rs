@@ -27,6 +27,8 @@
 //!   tensors dequantised to f32 in PyTorch's shape order;
 //! - [`Tokenizer`]: Hugging Face's `tokenizers`, built from a GGUF file's `tokenizer.ggml.*`
 //!   metadata as `transformers` builds it, or read from a `tokenizer.json`;
+//! - [`prune`]: width and depth pruning of a decoder (Minitron-style activation importance), with
+//!   the record of what was kept;
 //! - [`data`]: text files → token ids → fixed-length training sequences, packed with document
 //!   boundaries or padded with attention masks, split and batched deterministically.
 //!
@@ -42,6 +44,7 @@ pub mod gguf;
 pub mod llama;
 mod load;
 mod load_gguf;
+pub mod prune;
 mod tokenizer;
 
 pub use config::LlamaConfig;

@@ -10,6 +10,8 @@
 //! [`find_conv2d_mapping`], which says when the weights cannot tell.
 //! For layers that are not pruned copies, the learned adapters ([`learned_conv2d_adapter`],
 //! [`conv1x1_adapter`], [`linear_adapter`]…) start from tch's default random init.
+//! [`linear_selection_adapter`] selects kept features along the last dimension (the hidden states of
+//! a width-pruned language model).
 //!
 //! Every adapter creates its parameters under the `nn::Path` it is given, so an optimizer built on
 //! that path's `VarStore` trains it; implements tch's `Module`; and is a [`Distillable`] leaf that
@@ -32,6 +34,7 @@ mod conv2d;
 mod fitted;
 pub(crate) mod hint;
 mod learned;
+mod linear_selection;
 mod string_path;
 
 pub use crate::channels::KeptChannels;
@@ -48,6 +51,7 @@ pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
     learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,
 };
+pub use linear_selection::{linear_selection_adapter, linear_selection_adapter_from_kept, LinearSelectionAdapter};
 pub use string_path::StringPath;
 
 use tch::Tensor;
