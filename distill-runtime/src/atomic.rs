@@ -53,7 +53,7 @@ pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// fsync of `tmp`, rename to `path`, fsync of the directory.
-fn publish(tmp: &Path, path: &Path) -> Result<()> {
+pub(crate) fn publish(tmp: &Path, path: &Path) -> Result<()> {
     File::open(tmp).and_then(|file| file.sync_all()).map_err(|e| io_error("sync", tmp, e))?;
     fs::rename(tmp, path).map_err(|e| io_error("rename a temporary file to", path, e))?;
     sync_directory(path);

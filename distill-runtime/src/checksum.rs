@@ -36,15 +36,26 @@ fn checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], 
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut crc = crc32fast::Hasher::new();
     for (name, dtype, shape, data) in sorted {
-        crc.update(&(name.len() as u64).to_le_bytes());
-        crc.update(name.as_bytes());
-        crc.update(format!("{dtype:?}").as_bytes());
-        crc.update(&(shape.len() as u64).to_le_bytes());
-        for dim in shape {
-            crc.update(&(*dim as u64).to_le_bytes());
-        }
+        checksum_prefix(&mut crc, name, dtype, shape);
         crc.update(data);
     }
+    format_crc(crc)
+}
+
+/// What the checksum hashes of one tensor before its bytes: its name, dtype and shape. The
+/// checksum of a file is, for each tensor in name order, this prefix and then the tensor's bytes.
+pub(crate) fn checksum_prefix(crc: &mut crc32fast::Hasher, name: &str, dtype: Dtype, shape: &[usize]) {
+    crc.update(&(name.len() as u64).to_le_bytes());
+    crc.update(name.as_bytes());
+    crc.update(format!("{dtype:?}").as_bytes());
+    crc.update(&(shape.len() as u64).to_le_bytes());
+    for dim in shape {
+        crc.update(&(*dim as u64).to_le_bytes());
+    }
+}
+
+/// A finished CRC as the metadata stores it: `crc32:<8 hex digits>` (always 14 characters).
+pub(crate) fn format_crc(crc: crc32fast::Hasher) -> String {
     format!("crc32:{:08x}", crc.finalize())
 }
 
@@ -91,7 +102,9 @@ pub(crate) fn write(path: &Path, tensors: &[(String, Tensor)], metadata: BTreeMa
         CHECKSUM_KEY.to_owned(),
         checksum(bytes.iter().map(|(name, b)| (*name, b.dtype, b.shape.as_slice(), b.data.as_slice()))),
     );
-    let (header, order) = header(&bytes, &metadata)?;
+    let specs: Vec<(&str, Dtype, &[usize], usize)> =
+        bytes.iter().map(|(name, b)| (*name, b.dtype, b.shape.as_slice(), b.data.len())).collect();
+    let (header, order) = header(&specs, &metadata)?;
     atomic::write_with(path, |tmp| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(|e| io_error("create", tmp, e))?);
         let mut put = |data: &[u8]| file.write_all(data).map_err(|e| io_error("write", tmp, e));
@@ -104,25 +117,208 @@ pub(crate) fn write(path: &Path, tensors: &[(String, Tensor)], metadata: BTreeMa
     })
 }
 
+/// A safetensors file with a checksum, written tensor by tensor without holding the tensors in
+/// memory: the shapes are declared up front, each tensor's bytes are then appended in order (the
+/// tensors interleaved as the caller likes), and [`finish`](Self::finish) writes the header with the
+/// checksum and publishes the file atomically, as [`write`] does. The result is byte for byte the
+/// file [`write`] gives for the same tensors and metadata.
+///
+/// The bytes go to a temporary file beside `path` (see [`crate::atomic`]); a writer dropped
+/// without `finish`, or a process killed, leaves no file under `path`.
+pub(crate) struct Streamed {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    tensors: Vec<StreamedTensor>,
+    metadata: BTreeMap<String, String>,
+    header_len: usize,
+}
+
+struct StreamedTensor {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+    /// Where the tensor's bytes start in the file.
+    offset: u64,
+    written: usize,
+    crc: crc32fast::Hasher,
+}
+
+/// The checksum placeholder of a header whose length is computed before the checksum is known
+/// (the same length as every real one).
+const CRC_PLACEHOLDER: &str = "crc32:00000000";
+
+impl Streamed {
+    /// Starts the file `path` with the tensors `(name, dtype, shape)` and `metadata` (the checksum
+    /// is added to it).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for two tensors of one name; [`DistillError::Io`] when
+    /// the temporary file cannot be created.
+    pub(crate) fn create(
+        path: &Path,
+        tensors: Vec<(String, Dtype, Vec<usize>)>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Streamed> {
+        let mut metadata = metadata;
+        metadata.insert(CHECKSUM_KEY.to_owned(), CRC_PLACEHOLDER.to_owned());
+        let specs: Vec<(&str, Dtype, &[usize], usize)> = tensors
+            .iter()
+            .map(|(name, dtype, shape)| {
+                (name.as_str(), *dtype, shape.as_slice(), shape.iter().product::<usize>() * dtype.size())
+            })
+            .collect();
+        let (header, order) = header(&specs, &metadata)?;
+        let mut offsets = vec![0u64; tensors.len()];
+        let mut offset = 8 + header.len() as u64;
+        for &i in &order {
+            offsets[i] = offset;
+            offset += specs[i].3 as u64;
+        }
+        let tensors = tensors
+            .into_iter()
+            .zip(offsets)
+            .map(|((name, dtype, shape), offset)| {
+                let len = shape.iter().product::<usize>() * dtype.size();
+                StreamedTensor { name, dtype, shape, len, offset, written: 0, crc: crc32fast::Hasher::new() }
+            })
+            .collect();
+        let tmp = atomic::temporary(path);
+        let file = std::fs::File::create(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+        // The file has its final length from the start; what is not written yet reads as zeros.
+        file.set_len(offset).map_err(|e| io_error("write", &tmp, e))?;
+        Ok(Streamed { path: path.to_path_buf(), tmp, file: Some(file), tensors, metadata, header_len: header.len() })
+    }
+
+    /// Appends `bytes` to the tensor `index` (in the order given to [`create`](Self::create)).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when the bytes overrun the tensor; [`DistillError::Io`]
+    /// when they cannot be written.
+    pub(crate) fn append(&mut self, index: usize, bytes: &[u8]) -> Result<()> {
+        let tensor = &mut self.tensors[index];
+        if tensor.written + bytes.len() > tensor.len {
+            return Err(DistillError::InvalidArgument(format!(
+                "`{}` holds {} bytes; {} more after {} overrun it",
+                tensor.name,
+                tensor.len,
+                bytes.len(),
+                tensor.written
+            )));
+        }
+        let file = self.file.as_ref().ok_or_else(|| DistillError::InvalidArgument("the file is finished".into()))?;
+        write_at(file, bytes, tensor.offset + tensor.written as u64).map_err(|e| io_error("write", &self.tmp, e))?;
+        tensor.crc.update(bytes);
+        tensor.written += bytes.len();
+        Ok(())
+    }
+
+    /// Bytes still to append to the tensor `index`.
+    pub(crate) fn remaining(&self, index: usize) -> usize {
+        let tensor = &self.tensors[index];
+        tensor.len - tensor.written
+    }
+
+    /// Writes the header with the checksum, and publishes the file under its final name (fsync,
+    /// rename, directory fsync).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] naming a tensor not completely written;
+    /// [`DistillError::Io`] when the file cannot be written, synced or renamed.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        if let Some(short) = self.tensors.iter().find(|t| t.written != t.len) {
+            return Err(DistillError::InvalidArgument(format!(
+                "`{}` got {} of its {} bytes",
+                short.name, short.written, short.len
+            )));
+        }
+        let mut sorted: Vec<&StreamedTensor> = self.tensors.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut crc = crc32fast::Hasher::new();
+        for tensor in sorted {
+            checksum_prefix(&mut crc, &tensor.name, tensor.dtype, &tensor.shape);
+            crc.combine(&tensor.crc);
+        }
+        self.metadata.insert(CHECKSUM_KEY.to_owned(), format_crc(crc));
+        let specs: Vec<(&str, Dtype, &[usize], usize)> =
+            self.tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.len)).collect();
+        let (header, _) = header(&specs, &self.metadata)?;
+        // Every CRC is 14 characters, so the header keeps the length the data was placed after.
+        debug_assert_eq!(header.len(), self.header_len);
+        if header.len() != self.header_len {
+            return Err(DistillError::InvalidArgument("a safetensors header changed length".into()));
+        }
+        let file = self.file.take().ok_or_else(|| DistillError::InvalidArgument("the file is finished".into()))?;
+        let mut start = (header.len() as u64).to_le_bytes().to_vec();
+        start.extend_from_slice(&header);
+        let written = write_at(&file, &start, 0).and_then(|()| file.sync_all());
+        drop(file);
+        let published =
+            written.map_err(|e| io_error("write", &self.tmp, e)).and_then(|()| atomic::publish(&self.tmp, &self.path));
+        if published.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        // Published or removed: nothing for `drop` to clear.
+        self.tmp = std::path::PathBuf::new();
+        published
+    }
+}
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        // Not finished: the temporary file is not a file of the cache. Best effort, as a killed
+        // writer's leftovers are cleared by the next writer of the shard.
+        if !self.tmp.as_os_str().is_empty() {
+            self.file.take();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes all of `bytes` at `offset` of `file`.
+#[cfg(unix)]
+fn write_at(file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset)
+}
+
+/// Writes all of `bytes` at `offset` of `file`.
+#[cfg(not(unix))]
+fn write_at(mut file: &std::fs::File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(bytes)
+}
+
 /// The safetensors header of `tensors` (padded with spaces to a multiple of 8 bytes, as the format
 /// asks), and the order their bytes follow it in: by decreasing alignment, then by name, as the
 /// `safetensors` crate writes them. Keys are written in sorted order, so equal tensors and metadata
 /// give equal files in every process.
-fn header(tensors: &[(&str, Bytes)], metadata: &BTreeMap<String, String>) -> Result<(Vec<u8>, Vec<usize>)> {
+fn header(
+    tensors: &[(&str, Dtype, &[usize], usize)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(Vec<u8>, Vec<usize>)> {
     let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| tensors[b].1.dtype.cmp(&tensors[a].1.dtype).then(tensors[a].0.cmp(tensors[b].0)));
+    order.sort_by(|&a, &b| tensors[b].1.cmp(&tensors[a].1).then(tensors[a].0.cmp(tensors[b].0)));
     let mut entries = serde_json::Map::new();
     entries.insert("__metadata__".to_owned(), serde_json::to_value(metadata).map_err(json_error)?);
     let mut offset = 0;
     for &i in &order {
-        let (name, bytes) = &tensors[i];
-        let end = offset + bytes.data.len();
+        let (name, dtype, shape, len) = tensors[i];
+        let end = offset + len;
         let entry = serde_json::json!({
-            "dtype": serde_json::to_value(bytes.dtype).map_err(json_error)?,
-            "shape": bytes.shape,
+            "dtype": serde_json::to_value(dtype).map_err(json_error)?,
+            "shape": shape,
             "data_offsets": [offset, end],
         });
-        if entries.insert((*name).to_owned(), entry).is_some() {
+        if entries.insert(name.to_owned(), entry).is_some() {
             return Err(DistillError::InvalidArgument(format!("two tensors are named `{name}`")));
         }
         offset = end;
@@ -140,8 +336,6 @@ fn json_error(error: serde_json::Error) -> DistillError {
 pub(crate) struct Checked {
     /// The tensors, in file order.
     pub(crate) tensors: Vec<(String, Tensor)>,
-    /// The file's metadata (with the checksum).
-    pub(crate) metadata: HashMap<String, String>,
 }
 
 /// Whether a file without a checksum is accepted.
@@ -193,7 +387,7 @@ pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
             Ok((name.clone(), Tensor::f_from_data_size(view.data(), &size, kind)?))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Checked { tensors, metadata })
+    Ok(Checked { tensors })
 }
 
 /// The metadata of the safetensors `path`, reading its header only.
@@ -236,6 +430,54 @@ pub fn verify(path: impl AsRef<Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streamed_file_is_the_file_write_gives_for_the_same_tensors() {
+        let dir = std::env::temp_dir().join(format!("distill-streamed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([3, 2]);
+        let b = Tensor::from_slice(&[1i64, 2, 3]);
+        let c = Tensor::from_slice(&[4u8, 5, 6, 7, 8]);
+        let named =
+            vec![("b.first".to_owned(), b.shallow_clone()), ("a".to_owned(), a.shallow_clone()), ("c".to_owned(), c)];
+        let metadata = BTreeMap::from([("distill.manifest".to_owned(), "crc32:01234567".to_owned())]);
+        write(&dir.join("whole.safetensors"), &named, metadata.clone()).unwrap();
+        let specs = named
+            .iter()
+            .map(|(name, t)| {
+                (name.clone(), Dtype::try_from(t.kind()).unwrap(), t.size().iter().map(|&d| d as usize).collect())
+            })
+            .collect();
+        let mut streamed = Streamed::create(&dir.join("streamed.safetensors"), specs, metadata).unwrap();
+        // Interleaved appends, in pieces.
+        let bytes: Vec<Vec<u8>> = named.iter().map(|(_, t)| tensor_bytes(t).unwrap()).collect();
+        streamed.append(1, &bytes[1][..8]).unwrap();
+        streamed.append(0, &bytes[0][..8]).unwrap();
+        streamed.append(2, &bytes[2]).unwrap();
+        streamed.append(1, &bytes[1][8..]).unwrap();
+        assert!(streamed.append(2, &[0]).is_err(), "past the tensor's end");
+        streamed.append(0, &bytes[0][8..]).unwrap();
+        streamed.finish().unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("streamed.safetensors")).unwrap(),
+            std::fs::read(dir.join("whole.safetensors")).unwrap()
+        );
+        verify(dir.join("streamed.safetensors")).unwrap();
+        // Unfinished, nothing is published and the temporary file is gone.
+        let mut unfinished = Streamed::create(
+            &dir.join("unfinished.safetensors"),
+            vec![("x".into(), Dtype::U8, vec![4])],
+            BTreeMap::new(),
+        )
+        .unwrap();
+        unfinished.append(0, &[1, 2]).unwrap();
+        drop(unfinished);
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["streamed.safetensors", "whole.safetensors"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_checksum_covers_names_shapes_and_bytes_in_any_order() {

@@ -72,9 +72,20 @@ fn flipped_bytes_in_a_shard_are_an_error_naming_the_shard() {
     let dir = written("flipped-shard", &setup);
     let shard = dir.join("shard-00001-of-00002.safetensors");
     flip_bytes(&shard, 1600, 400);
-    let error = TeacherCache::open(&dir).unwrap_err();
-    assert!(matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors")));
-    assert!(error.to_string().contains("checksum"), "{error}");
+    let is_the_shard = |error: &DistillError| {
+        matches!(error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors"))
+            && error.to_string().contains("checksum")
+    };
+    // Opening reads the headers only; the checksum is verified when a batch first reads the shard.
+    let cache = TeacherCache::open(&dir).unwrap();
+    cache.batch(&Tensor::from_slice(&[0i64, 4]), 0).unwrap();
+    let error = cache.batch(&Tensor::from_slice(&[0i64, 7]), 0).unwrap_err();
+    assert!(is_the_shard(&error), "{error}");
+    // Every later read of the shard fails too, and `verify` checks every shard at once.
+    let error = cache.batch(&Tensor::from_slice(&[9i64]), 1).unwrap_err();
+    assert!(is_the_shard(&error), "{error}");
+    let error = TeacherCache::open(&dir).unwrap().verify().unwrap_err();
+    assert!(is_the_shard(&error), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -299,4 +310,74 @@ fn a_cache_of_layout_version_2_without_checksums_still_reads() {
     edit_manifest(&dir, |m| m["format"] = 4.into());
     assert!(open_error(&dir).contains("layout version 4"), "{}", open_error(&dir));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a batch of the mapped cache says after its shard 1 was changed on disk by `change`.
+fn batch_error_after(name: &str, change: impl FnOnce(&Path)) -> DistillError {
+    let setup = setup();
+    let dir = written(name, &setup);
+    let cache = TeacherCache::open(&dir).unwrap();
+    let ids = Tensor::from_slice(&[1i64, 8]);
+    let before = cache.batch(&ids, 0).unwrap().endpoint("").unwrap().copy();
+    change(&dir.join("shard-00001-of-00002.safetensors"));
+    // Shard 0 alone still reads; a batch that reads shard 1 is refused.
+    cache.batch(&Tensor::from_slice(&[0i64, 2]), 0).unwrap();
+    let error = cache.batch(&ids, 0).unwrap_err();
+    assert!(
+        matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors")),
+        "{error}"
+    );
+    // Reopened, the cache reads what the directory holds now, or refuses it.
+    if let Ok(reopened) = TeacherCache::open(&dir) {
+        if let Ok(batch) = reopened.batch(&ids, 0) {
+            assert!(batch.endpoint("").unwrap().equal(&before), "a reopened cache read other data");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    error
+}
+
+#[test]
+fn a_shard_truncated_while_a_job_reads_it_is_an_error_not_a_crash() {
+    let error = batch_error_after("truncated-after-open", |shard| {
+        let len = std::fs::metadata(shard).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(shard).unwrap().set_len(len / 2).unwrap();
+    });
+    assert!(error.to_string().contains("length changed"), "{error}");
+    // Truncated before opening: the safetensors header no longer accounts for the file.
+    let setup = setup();
+    let dir = written("truncated-before-open", &setup);
+    let shard = dir.join("shard-00000-of-00002.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len - 4).unwrap();
+    let error = TeacherCache::open(&dir).unwrap_err();
+    assert!(matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00000-of-00002.safetensors")));
+    assert!(error.to_string().contains("does not match its length"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_shard_rewritten_in_place_while_a_job_reads_it_is_an_error() {
+    let error = batch_error_after("rewritten-in-place", |shard| {
+        // What `cp other shard` does: the same file, truncated and written again, same length.
+        let mut bytes = std::fs::read(shard).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(shard, bytes).unwrap();
+    });
+    assert!(error.to_string().contains("modified since the cache was opened"), "{error}");
+}
+
+#[test]
+fn a_shard_replaced_or_removed_while_a_job_reads_it_is_an_error() {
+    let error = batch_error_after("replaced", |shard| {
+        // What a writer does: a new file renamed over the old one. The job still maps the old one.
+        let copy = shard.with_extension("new");
+        std::fs::copy(shard, &copy).unwrap();
+        std::fs::rename(&copy, shard).unwrap();
+    });
+    assert!(error.to_string().contains("another file was put in its place"), "{error}");
+    let error = batch_error_after("removed", |shard| std::fs::remove_file(shard).unwrap());
+    assert!(error.to_string().contains("removed since the cache was opened"), "{error}");
 }

@@ -84,7 +84,7 @@ impl TeacherHash {
         &self.0
     }
 
-    fn from_digest(digest: &[u8]) -> TeacherHash {
+    pub(crate) fn from_digest(digest: &[u8]) -> TeacherHash {
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         TeacherHash(format!("sha256:{hex}"))
     }

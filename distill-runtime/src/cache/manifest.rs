@@ -257,6 +257,15 @@ impl Manifest {
     /// [`DistillError::Cache`](crate::DistillError) naming the manifest and what is wrong with it.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
+        if !path.exists() && dir.join(super::TOKEN_MANIFEST_FILE).exists() {
+            return Err(cache_error(
+                dir,
+                format!(
+                    "it holds a token cache (`{}`), not an image teacher cache: open it with `TokenCache::open`",
+                    super::TOKEN_MANIFEST_FILE
+                ),
+            ));
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
         if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&manifest.format) {
@@ -277,41 +286,7 @@ impl Manifest {
         if self.views == 0 {
             return Err("it stores 0 views per sample; a cache holds at least one".to_owned());
         }
-        if self.num_samples > 0 && self.shards.is_empty() {
-            return Err(format!("it lists no shard for its {} samples", self.num_samples));
-        }
-        let mut files: Vec<&str> = self.shards.iter().map(|s| s.file.as_str()).collect();
-        files.sort_unstable();
-        if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("two shard entries name the file `{}`", twice[0]));
-        }
-        let mut shards: Vec<&ShardEntry> = self.shards.iter().collect();
-        shards.sort_by_key(|s| (s.start, s.end));
-        let mut next = 0;
-        for shard in shards {
-            if shard.start >= shard.end {
-                return Err(format!("the shard `{}` holds no sample ({}..{})", shard.file, shard.start, shard.end));
-            }
-            if shard.start > next {
-                return Err(format!("samples {next}..{} are in no shard", shard.start.min(self.num_samples)));
-            }
-            if shard.start < next {
-                return Err(format!(
-                    "samples {}..{} are in two shards (one of them `{}`)",
-                    shard.start,
-                    next.min(shard.end),
-                    shard.file
-                ));
-            }
-            next = shard.end;
-        }
-        if next != self.num_samples {
-            return Err(if next < self.num_samples {
-                format!("samples {next}..{} are in no shard", self.num_samples)
-            } else {
-                format!("its shards hold samples up to {next}, past its {} samples", self.num_samples)
-            });
-        }
+        check_coverage(&self.shards, self.num_samples, "samples")?;
         if let Some(e) = self.endpoints.iter().find(|e| e.shape.iter().any(|&d| d < 0)) {
             return Err(format!("the endpoint `{}` has the shape {:?}", e.path, e.shape));
         }
@@ -336,4 +311,51 @@ impl Manifest {
     pub(crate) fn store(&self, dir: &Path) -> Result<()> {
         crate::atomic::write_bytes(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
     }
+}
+
+/// What is wrong with `shards` as a cover of `0..count` (`items`: "samples", "sequences"): every
+/// id in exactly one shard, no shard empty, no file named twice.
+pub(crate) fn check_coverage(shards: &[ShardEntry], count: usize, items: &str) -> std::result::Result<(), String> {
+    if count > 0 && shards.is_empty() {
+        return Err(format!("it lists no shard for its {count} {items}"));
+    }
+    let mut files: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
+    files.sort_unstable();
+    if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("two shard entries name the file `{}`", twice[0]));
+    }
+    let mut sorted: Vec<&ShardEntry> = shards.iter().collect();
+    sorted.sort_by_key(|s| (s.start, s.end));
+    let mut next = 0;
+    for shard in sorted {
+        if shard.start >= shard.end {
+            return Err(format!(
+                "the shard `{}` holds no {} ({}..{})",
+                shard.file,
+                &items[..items.len() - 1],
+                shard.start,
+                shard.end
+            ));
+        }
+        if shard.start > next {
+            return Err(format!("{items} {next}..{} are in no shard", shard.start.min(count)));
+        }
+        if shard.start < next {
+            return Err(format!(
+                "{items} {}..{} are in two shards (one of them `{}`)",
+                shard.start,
+                next.min(shard.end),
+                shard.file
+            ));
+        }
+        next = shard.end;
+    }
+    if next != count {
+        return Err(if next < count {
+            format!("{items} {next}..{count} are in no shard")
+        } else {
+            format!("its shards hold {items} up to {next}, past its {count} {items}")
+        });
+    }
+    Ok(())
 }

@@ -9,9 +9,10 @@
 //!   atomically (a temporary name unique to its writer, fsynced and renamed when complete) under an
 //!   OS lock on the shard, with a CRC-32 of its tensors, of its inputs, and the hash of its manifest
 //!   in its metadata.
-//! - [`TeacherCache::open`] reads a complete cache into memory; [`TeacherCache::batch`] and
-//!   [`TeacherCache::prefetch`] give a [`CachedBatch`] for the sample ids of a training batch, in the
-//!   loader's order, at view `epoch % V`. A `DistillModel` or a `distill!` model then runs
+//! - [`TeacherCache::open`] opens a complete cache: it reads the manifest and memory-maps the shards,
+//!   reading only their headers; [`TeacherCache::batch`] and [`TeacherCache::prefetch`] give a
+//!   [`CachedBatch`] for the sample ids of a training batch, in the loader's order, at view
+//!   `epoch % V`, copied from the mapped shards. A `DistillModel` or a `distill!` model then runs
 //!   `forward_cached(&xs, &batch, train)`: the student sees the replayed view of `xs`, the teacher
 //!   side comes from the batch.
 //! - Logits may be stored as their top `k` classes at a temperature ([`Encoding::TopK`]): read back
@@ -28,10 +29,48 @@
 //!   replayed on the student's input.
 //! - [`TeacherHash`] identifies the teacher's weights in the manifest.
 //!
-//! [`TeacherCache::open`] verifies what it reads: shards that cover the samples exactly once, at
-//! least one view, each shard's CRC-32 and the manifest it was written for (see its documentation
-//! for the cost); a damaged shard or an edited manifest is a
-//! [`DistillError::Corrupt`](crate::DistillError).
+//! **The token-level cache** stores a language-model teacher's next-token distribution for every
+//! token of a token dataset, keyed by sequence id and position. [`TokenCacheWriter`] takes teacher
+//! logits `[B, T, V]` per batch of sequence ids (with the token mask), so any teacher works, and
+//! stores per token the top-k ids (16-bit when `V ≤ 65 536`, else 32-bit), their log-probabilities
+//! (f16 or f32) and the tail log-mass computed from the excluded logits (f32, as
+//! [`TopKTail::f_encode`](crate::criterion::TopKTail::f_encode) does: the reader never rebuilds it
+//! from the kept values) — 4·k + 5 bytes per token with 16-bit ids — or
+//! [`SampledKl`](crate::criterion::SampledKl)'s sampled encoding ([`TokenEncoding`]). Its manifest
+//! records the teacher weights' hash, the tokenizer's and the dataset's identities, k, T, V and the
+//! encoding ([`TokenCacheSpec`]); [`TokenCache::check`] names the first difference. Shards are
+//! written as the image cache's are (atomically, under a lock, with a CRC-32 and the manifest's
+//! hash, resumable), streamed to disk batch by batch. [`TokenCache::batch`] gives the
+//! [`TopKTail`](crate::criterion::TopKTail) or [`SampledLogits`](crate::criterion::SampledLogits)
+//! that [`TopKKl`](crate::criterion::TopKKl) / [`SampledKl`](crate::criterion::SampledKl) take, and
+//! the token mask; [`TokenCache::open_rank`] maps only a data-parallel rank's shards.
+//!
+//! Both caches — this one and the token cache below — are read through one memory-mapped reader,
+//! so a job's resident memory does not grow with the cache:
+//!
+//! - **Open** reads the manifest and each shard's safetensors header: the shards cover the ids
+//!   exactly once, every shard exists, its header accounts for its length exactly and holds the
+//!   tensors the manifest says, and it was written for this very manifest (an edited manifest is a
+//!   [`DistillError::Corrupt`](crate::DistillError)). This touches the first pages of each file.
+//! - **The CRC-32** of a shard is verified the first time a batch reads it: one pass over the shard
+//!   at several GB/s from the page cache (the disk's speed otherwise), its pages released as they are
+//!   hashed; `verify()` checks every shard at once. A shard that fails it fails every batch that
+//!   reads it.
+//! - **Before and after every batch**, each shard it reads must still be the file that was opened,
+//!   unchanged (one `stat` of the path and one `fstat` of the open file): a shard truncated,
+//!   rewritten in place, removed or replaced since the cache was opened makes the batch a
+//!   [`DistillError::Corrupt`](crate::DistillError) naming it, never a crash or other data. A file
+//!   renamed over a shard (how writers replace files) leaves the opened file mapped and intact, but
+//!   the batch is refused all the same: the directory no longer holds what the job reads; reopen the
+//!   cache to read the new one. A truncation racing with the copy itself would raise `SIGBUS`: on
+//!   Linux, the first cache opened installs a handler that answers faults inside the caches'
+//!   mappings with zero pages and flags the shard, so the batch is the same error (every other
+//!   `SIGBUS` goes to the handler installed before it).
+//! - **Resident memory**: the pages batches touch stay mapped until the process's file-backed
+//!   resident size has grown by the reader's resident limit ([`DEFAULT_RESIDENT_LIMIT`], 128 MiB,
+//!   `with_resident_limit`) since the last release; then every mapping's pages are released to the
+//!   operating system's page cache, from which later batches map them again without reading the
+//!   disk. A cache smaller than the limit stays mapped whole.
 //!
 //! A cache that does not match the distillation reading it — other teacher weights, an endpoint it
 //! does not store, another input shape — is a [`DistillError::CacheMismatch`](crate::DistillError)
@@ -41,11 +80,14 @@
 mod augment;
 mod batch;
 mod files;
+mod guard;
 mod hash;
 mod manifest;
+mod mapped;
 mod mismatch;
 mod prefetch;
 mod reader;
+mod token;
 mod writer;
 
 pub use augment::{Augment, VIEW_PARAMS};
@@ -54,8 +96,13 @@ pub use hash::TeacherHash;
 pub use manifest::{
     Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,
 };
+pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;
+pub use token::{
+    CachedTokens, IdWidth, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TokenManifest,
+    TokenShardWriter, TokenTeacher, TokenWriteReport, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,
+};
 pub use writer::{CacheWriter, WriteReport};
 
 pub(crate) use batch::missing_endpoint;

@@ -1,6 +1,5 @@
-//! [`TeacherCache`]: a written cache, loaded for training.
+//! [`TeacherCache`]: a written cache, opened for training from its memory-mapped shards.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,21 +10,25 @@ use super::batch::CachedBatch;
 use super::files::cache_error;
 use super::hash::TeacherHash;
 use super::manifest::{Encoding, Manifest, MANIFEST_FILE, TOP_K_INDEX_KIND};
+use super::mapped::{tensor_bytes_mut, MappedShard, ShardSet};
 use super::prefetch::Prefetch;
 use super::writer::MANIFEST_KEY;
-use crate::checksum::Missing;
+use crate::checksum::CHECKSUM_KEY;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::{SideModel, SideResolver};
 use crate::Captured;
 
-/// A teacher cache opened for reading: the manifest, and every shard's tensors in memory.
+/// A teacher cache opened for reading: its manifest, and its shards memory-mapped.
 ///
-/// Shards are read fully into memory when the cache is opened (not memory-mapped): a training loop
-/// asks for batches of arbitrary sample ids in a shuffled order, which in memory is one gather per
-/// endpoint, and the file is then closed, so a writer may replace it later without affecting a
-/// running job. A cache larger than memory should be split into several caches over subsets.
+/// Opening reads the manifest and each shard's safetensors header only; a batch copies its samples'
+/// records straight from the mapped files, so the process holds the batch, not the cache: a cache
+/// larger than memory reads like a small one. The pages a batch touches stay mapped until they
+/// exceed the [resident limit](Self::with_resident_limit) (128 MiB by default), and are then
+/// released to the operating system's page cache, from which later batches map them again without
+/// reading the disk. How the shards are checked (their checksum on first read, their length and
+/// identity before and after every read) is described under [`open`](Self::open).
 ///
 /// As a side of a distillation, a `TeacherCache` stands for the teacher: `Mapping::new(&student,
 /// &cache)` checks teacher endpoints against the stored ones, and `DistillModel::forward_cached`
@@ -35,120 +38,171 @@ pub struct TeacherCache {
     store: Store,
 }
 
-/// The loaded tensors, shared (shallowly) with a prefetching thread.
+/// The mapped shards and where each stored tensor is in them, shared with a prefetching thread.
 #[derive(Debug)]
 pub(crate) struct Store {
     pub(crate) dir: PathBuf,
     pub(crate) manifest: Arc<Manifest>,
-    /// One `[num_samples, views, …]` tensor per stored endpoint (for top-k logits, the
-    /// `[num_samples, views, k]` log-probabilities).
-    endpoints: Vec<Tensor>,
-    /// For each top-k endpoint, its `[num_samples, views, k]` class indices.
-    indices: Vec<Option<Tensor>>,
-    /// `[num_samples, views, VIEW_PARAMS]`.
-    params: Tensor,
+    shards: Arc<ShardSet>,
+    layout: Arc<Layout>,
+}
+
+/// Where the records of each stored tensor are.
+#[derive(Debug)]
+struct Layout {
+    /// Shard indices by increasing first sample, with each one's `start..end`.
+    order: Vec<(usize, usize, usize)>,
+    /// One column per stored endpoint (for top-k logits, the log-probabilities).
+    endpoints: Vec<Column>,
+    /// For each top-k endpoint, its class indices.
+    indices: Vec<Option<Column>>,
+    /// The views' parameters.
+    params: Column,
+}
+
+/// A `[samples, views, …]` tensor stored in every shard: one record per sample and view.
+#[derive(Debug)]
+struct Column {
+    kind: Kind,
+    /// The shape of one record.
+    shape: Vec<i64>,
+    /// Bytes per record.
+    record: usize,
+    /// Per shard (manifest order), the offset of the tensor in the file.
+    offsets: Vec<usize>,
 }
 
 impl TeacherCache {
-    /// Opens the cache in `dir`: reads its manifest and every shard, and verifies them.
+    /// Opens the cache in `dir`: reads its manifest, maps every shard and reads their headers.
     ///
-    /// Verified on open: the manifest's shards cover the samples `0..num_samples` exactly once and
-    /// it stores at least one view; each shard's tensors have the names, shapes and dtypes the
-    /// manifest says; and (layout version 3) each shard's CRC-32 matches its tensors and the shard
-    /// was written for this very manifest (the hash of the manifest it records), so a manifest
-    /// edited after the fact — its augmentation, its sample count — is refused. The CRC-32 costs one
-    /// pass over the bytes read, at several GB/s, small next to reading them from disk.
+    /// Checked on open: the manifest's shards cover the samples `0..num_samples` exactly once and it
+    /// stores at least one view; every shard exists, and its safetensors header accounts for its
+    /// length exactly and holds the tensors, shapes and dtypes the manifest says; and (layout version
+    /// 3) each shard was written for this very manifest (the hash of the manifest it records), so a
+    /// manifest edited after the fact — its augmentation, its sample count — is refused. This reads
+    /// the first pages of each file, not the cache.
+    ///
+    /// Checked on read: each shard's CRC-32 (layout version 3) the first time a batch touches it
+    /// (one pass over the shard at several GB/s from the page cache; [`verify`](Self::verify) checks
+    /// every shard at once instead), then before and after every batch that the shards it reads are
+    /// still the files opened, unchanged: a shard truncated, rewritten, replaced or removed while a
+    /// job reads it is a [`DistillError::Corrupt`] naming it, never a crash or other data. A file
+    /// renamed over a shard (as the cache writer replaces files) leaves the opened file mapped and
+    /// intact, but the batch is refused all the same: the directory no longer holds what the job
+    /// reads, and reopening the cache reads the new one.
     ///
     /// # Errors
     /// [`DistillError::CacheIncomplete`] naming the first shard that is missing (its writer did not
-    /// finish); [`DistillError::Corrupt`] naming a shard whose bytes do not match its checksum, or
-    /// the manifest when it is not the one the shards were written for; [`DistillError::Cache`] for
-    /// a file that cannot be read or does not hold what the manifest says.
+    /// finish); [`DistillError::Corrupt`] naming a shard whose header cannot be read, or the manifest
+    /// when it is not the one the shards were written for; [`DistillError::Cache`] for a shard that
+    /// does not hold what the manifest says.
     pub fn open(dir: impl AsRef<Path>) -> Result<TeacherCache> {
         let dir = dir.as_ref();
         let manifest = Manifest::load(dir)?;
-        let shards = manifest.shards.len();
+        let count = manifest.shards.len();
         let checked = manifest.format >= 3;
         let identity = manifest.identity()?;
-        // Each shard is copied into tensors for the whole cache and dropped before the next is read,
-        // so reading needs the cache's size plus one shard, not twice the cache.
-        let whole = |shape: &[i64], kind: Kind| {
-            let size = [vec![manifest.num_samples as i64, manifest.views as i64], shape.to_vec()].concat();
-            // Zeros, not uninitialised memory: the manifest's check that the shards cover every
-            // sample exactly once means each value is overwritten, and nothing else is ever read.
-            Tensor::f_zeros(size, (kind, tch::Device::Cpu))
+        let views = manifest.views as i64;
+        let mut shards = Vec::with_capacity(count);
+        let column = |kind: Kind, shape: Vec<i64>| Column {
+            kind,
+            record: kind.elt_size_in_bytes() * shape.iter().product::<i64>().max(0) as usize,
+            shape,
+            offsets: Vec::with_capacity(count),
         };
-        let endpoints = manifest
-            .endpoints
-            .iter()
-            .map(|e| whole(&e.encoding.stored_shape(&e.shape), e.encoding.kind()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let indices = manifest
+        let mut endpoints: Vec<Column> =
+            manifest.endpoints.iter().map(|e| column(e.encoding.kind(), e.encoding.stored_shape(&e.shape))).collect();
+        let mut indices: Vec<Option<Column>> = manifest
             .endpoints
             .iter()
             .map(|e| match e.encoding {
-                Encoding::TopK { k, .. } => whole(&[k], TOP_K_INDEX_KIND).map(Some),
-                _ => Ok(None),
+                Encoding::TopK { k, .. } => Some(column(TOP_K_INDEX_KIND, vec![k])),
+                _ => None,
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let params = whole(&[VIEW_PARAMS as i64], Kind::Int64)?;
-        for (index, shard) in manifest.shards.iter().enumerate() {
-            let path = dir.join(&shard.file);
-            if shard.start > shard.end || shard.end > manifest.num_samples {
-                return Err(cache_error(
-                    &path,
-                    format!("samples {}..{} are not in 0..{}", shard.start, shard.end, manifest.num_samples),
-                ));
-            }
+            .collect();
+        let mut params = column(Kind::Int64, vec![VIEW_PARAMS as i64]);
+        for (index, entry) in manifest.shards.iter().enumerate() {
+            let path = dir.join(&entry.file);
             if !path.exists() {
-                return Err(DistillError::CacheIncomplete { dir: dir.display().to_string(), shard: index, shards });
+                return Err(DistillError::CacheIncomplete {
+                    dir: dir.display().to_string(),
+                    shard: index,
+                    shards: count,
+                });
             }
-            let missing = if checked { Missing::Refuse } else { Missing::Accept };
-            let read = crate::checksum::read(&path, missing)?;
-            if checked && read.metadata.get(MANIFEST_KEY) != Some(&identity) {
+            let shard = MappedShard::open(&path)?;
+            if checked && !shard.metadata().contains_key(CHECKSUM_KEY) {
+                return Err(DistillError::Corrupt {
+                    file: path.display().to_string(),
+                    reason: format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)"),
+                });
+            }
+            if checked && shard.metadata().get(MANIFEST_KEY) != Some(&identity) {
                 return Err(DistillError::Corrupt {
                     file: dir.join(MANIFEST_FILE).display().to_string(),
                     reason: format!(
-                        "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to                          {identity}): it was edited after the cache was written; write the cache again",
-                        shard.file,
-                        read.metadata.get(MANIFEST_KEY).map_or("nothing", String::as_str)
+                        "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
+                         {identity}): it was edited after the cache was written; write the cache again",
+                        entry.file,
+                        shard.metadata().get(MANIFEST_KEY).map_or("nothing", String::as_str)
                     ),
                 });
             }
-            let mut tensors: HashMap<String, Tensor> = read.tensors.into_iter().collect();
-            let len = (shard.end - shard.start) as i64;
-            let views = manifest.views as i64;
-            let mut take = |name: &str, shape: Vec<i64>, kind: Kind| {
-                let tensor = tensors.remove(name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
-                if tensor.size() != shape || tensor.kind() != kind {
+            let len = (entry.end - entry.start) as i64;
+            let locate = |name: &str, column: &mut Column| -> Result<()> {
+                let shape = [vec![len, views], column.shape.clone()].concat();
+                let slot = shard.slot(name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
+                let stored: Vec<i64> = slot.shape.iter().map(|&d| d as i64).collect();
+                let dtype = safetensors::tensor::Dtype::try_from(column.kind).ok();
+                if stored != shape || Some(slot.dtype) != dtype {
                     return Err(cache_error(
                         &path,
                         format!(
-                            "`{name}` is {:?} {:?}, the manifest says {kind:?} {shape:?}",
-                            tensor.kind(),
-                            tensor.size()
+                            "`{name}` is {:?} {stored:?}, the manifest says {:?} {shape:?}",
+                            slot.dtype, column.kind
                         ),
                     ));
                 }
-                Ok(tensor)
+                column.offsets.push(slot.offset);
+                Ok(())
             };
-            let start = shard.start as i64;
-            let part = take("views", vec![len, views, VIEW_PARAMS as i64], Kind::Int64)?;
-            params.f_narrow(0, start, len)?.f_copy_(&part)?;
-            for (j, ((entry, stored), stored_indices)) in
-                manifest.endpoints.iter().zip(&endpoints).zip(&indices).enumerate()
-            {
-                let shape = [vec![len, views], entry.encoding.stored_shape(&entry.shape)].concat();
-                let part = take(&format!("endpoint.{j}"), shape.clone(), entry.encoding.kind())?;
-                stored.f_narrow(0, start, len)?.f_copy_(&part)?;
+            locate("views", &mut params)?;
+            for (j, (stored, stored_indices)) in endpoints.iter_mut().zip(&mut indices).enumerate() {
+                locate(&format!("endpoint.{j}"), stored)?;
                 if let Some(stored_indices) = stored_indices {
-                    let part = take(&format!("endpoint.{j}.indices"), shape, TOP_K_INDEX_KIND)?;
-                    stored_indices.f_narrow(0, start, len)?.f_copy_(&part)?;
+                    locate(&format!("endpoint.{j}.indices"), stored_indices)?;
                 }
             }
+            shards.push(Some(shard));
         }
-        let store = Store { dir: dir.to_path_buf(), manifest: Arc::new(manifest), endpoints, indices, params };
+        let mut order: Vec<(usize, usize, usize)> =
+            manifest.shards.iter().enumerate().map(|(i, s)| (i, s.start, s.end)).collect();
+        order.sort_by_key(|&(_, start, _)| start);
+        let store = Store {
+            dir: dir.to_path_buf(),
+            manifest: Arc::new(manifest),
+            shards: Arc::new(ShardSet::new(shards)),
+            layout: Arc::new(Layout { order, endpoints, indices, params }),
+        };
         Ok(TeacherCache { store })
+    }
+
+    /// This cache with at most `bytes` of its mapped pages resident in the process before they are
+    /// released to the page cache (default [`DEFAULT_RESIDENT_LIMIT`](super::DEFAULT_RESIDENT_LIMIT),
+    /// 128 MiB). A cache no larger than the limit stays mapped whole once read; `usize::MAX` never
+    /// releases. Shared with the readers of [`prefetch`](Self::prefetch).
+    pub fn with_resident_limit(self, bytes: usize) -> TeacherCache {
+        self.store.shards.set_limit(bytes);
+        self
+    }
+
+    /// Verifies every shard's CRC-32 now, instead of when a batch first reads it: one pass over the
+    /// whole cache (its pages are released as they are hashed).
+    ///
+    /// # Errors
+    /// [`DistillError::Corrupt`] naming the first shard whose bytes do not match its checksum.
+    pub fn verify(&self) -> Result<()> {
+        self.store.shards.verify_all()
     }
 
     /// The cache's manifest.
@@ -179,6 +233,11 @@ impl TeacherCache {
 
     /// The stored captures of the samples `ids` (an integer tensor `[B]`, in the order the batch
     /// is trained in) for `epoch`, which reads view `epoch % views`.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for ids that are not integers `[B]` in the cache;
+    /// [`DistillError::Corrupt`] for a shard that fails its checksum or changed since the cache was
+    /// opened (see [`open`](Self::open)).
     pub fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
         self.store.batch(ids, epoch)
     }
@@ -186,7 +245,9 @@ impl TeacherCache {
     /// A reader that gathers the batches `ids` (one id tensor per batch, in training order) of
     /// `epoch` on a background thread, up to `depth` batches ahead of the training loop.
     pub fn prefetch(&self, ids: Vec<Tensor>, epoch: usize, depth: usize) -> Prefetch {
-        Prefetch::start(self.store.shallow_clone(), ids, epoch, depth)
+        let store = self.store.shallow_clone();
+        let mut ids = ids.into_iter();
+        Prefetch::start(depth, move || ids.next().map(|batch_ids| store.batch(&batch_ids, epoch)))
     }
 }
 
@@ -195,14 +256,21 @@ impl Store {
         Store {
             dir: self.dir.clone(),
             manifest: Arc::clone(&self.manifest),
-            endpoints: self.endpoints.iter().map(Tensor::shallow_clone).collect(),
-            indices: self.indices.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect(),
-            params: self.params.shallow_clone(),
+            shards: Arc::clone(&self.shards),
+            layout: Arc::clone(&self.layout),
         }
     }
 
     pub(crate) fn mismatch(&self, what: &str, cached: String, expected: String) -> DistillError {
         DistillError::CacheMismatch { dir: self.dir.display().to_string(), what: what.to_owned(), cached, expected }
+    }
+
+    /// The shard holding sample `id` (in the cache), and the sample's row in it.
+    fn locate(&self, id: usize) -> (usize, usize) {
+        let order = &self.layout.order;
+        let at = order.partition_point(|&(_, start, _)| start <= id).saturating_sub(1);
+        let (shard, start, _) = order[at];
+        (shard, id - start)
     }
 
     pub(crate) fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
@@ -227,23 +295,46 @@ impl Store {
                 self.dir.display()
             )));
         }
-        let view = (epoch % self.manifest.views) as i64;
-        let gather = |stored: &Tensor| -> Result<Tensor> {
-            Ok(stored.f_select(1, view)?.f_index_select(0, &ids)?.f_to_kind(Kind::Float)?)
+        let view = epoch % self.manifest.views;
+        let views = self.manifest.views;
+        let rows: Vec<(usize, usize)> = list.iter().map(|&id| self.locate(id as usize)).collect();
+        let mut touched: Vec<usize> = rows.iter().map(|&(shard, _)| shard).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let reader = self.shards.reader(&touched)?;
+        let batch = list.len() as i64;
+        let gather = |column: &Column| -> Result<Tensor> {
+            let size = [vec![batch], column.shape.clone()].concat();
+            let mut out = Tensor::f_empty(size, (column.kind, tch::Device::Cpu))?;
+            // SAFETY: a new contiguous CPU tensor, filled here before anything else sees it.
+            let bytes = unsafe { tensor_bytes_mut(&mut out) };
+            let records: Vec<(usize, usize)> = rows
+                .iter()
+                .map(|&(shard, row)| (shard, column.offsets[shard] + (row * views + view) * column.record))
+                .collect();
+            reader.copy_records(&records, bytes);
+            Ok(out)
         };
+        let stored: Vec<Tensor> = self.layout.endpoints.iter().map(gather).collect::<Result<_>>()?;
+        let stored_indices: Vec<Option<Tensor>> =
+            self.layout.indices.iter().map(|column| column.as_ref().map(gather).transpose()).collect::<Result<_>>()?;
+        let params = gather(&self.layout.params)?;
+        // Nothing copied is used unless every shard read is still the file opened.
+        reader.finish()?;
         // Top-k logits are read as the packed `[B, 2, k]` tensor that `TopKKlDiv` reads: the
         // log-probabilities, then the class indices as floats (exact: at most 2^24 classes).
-        let tensors = self
-            .endpoints
-            .iter()
-            .zip(&self.indices)
-            .map(|(stored, indices)| match indices {
-                Some(indices) => Ok(Tensor::f_stack(&[gather(stored)?, gather(indices)?], 1)?),
-                None => gather(stored),
+        let tensors = stored
+            .into_iter()
+            .zip(stored_indices)
+            .map(|(values, indices)| {
+                let values = values.f_to_kind(Kind::Float)?;
+                Ok(match indices {
+                    Some(indices) => Tensor::f_stack(&[values, indices.f_to_kind(Kind::Float)?], 1)?,
+                    None => values,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        let params = self.params.f_select(1, view)?.f_index_select(0, &ids)?;
-        Ok(CachedBatch::new(self.dir.clone(), Arc::clone(&self.manifest), ids, view as usize, tensors, params))
+        Ok(CachedBatch::new(self.dir.clone(), Arc::clone(&self.manifest), ids, view, tensors, params))
     }
 }
 

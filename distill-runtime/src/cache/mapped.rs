@@ -1,0 +1,548 @@
+//! Memory-mapped safetensors shards, as both teacher caches read them.
+//!
+//! - **Opening** a shard maps the file and reads its header only (the first pages): the tensors'
+//!   names, dtypes, shapes and offsets, and the metadata. The safetensors header must account for
+//!   the file's length exactly, so a truncated or extended file is refused here.
+//! - **The checksum** (CRC-32 of the tensors, in the metadata) is verified lazily, the first time a
+//!   read touches the shard ([`MappedShard::verify`]): one sequential pass over the shard's bytes,
+//!   at the CRC's speed (several GB/s) once the file is in the page cache, at the disk's otherwise.
+//!   The pass runs in windows whose pages are released as soon as they are hashed, so it does not
+//!   grow the process's resident memory. The outcome is kept: a damaged shard fails every read.
+//! - **Before and after every read** of a shard ([`Reader`]), the open file's length, modification
+//!   and change times are compared with those seen on open (one `fstat`), and the path is checked
+//!   to still name the mapped file (one `stat`). A shard truncated, rewritten in place, replaced
+//!   (a file renamed over it) or removed since the cache was opened makes the read an error
+//!   ([`DistillError::Corrupt`]) — before the copy, so that a shorter file is never touched, and
+//!   after it, so that bytes changed during the copy are never returned. A replaced or removed file
+//!   would still read correctly (the mapping keeps the file that was opened), but the directory no
+//!   longer holds what the job reads, and the job is told so. A truncation racing with the copy
+//!   itself, between the two checks, is caught by the `SIGBUS` guard ([`super::guard`]) on Linux.
+//! - **Resident memory** stays bounded: after every few MiB read, the process's file-backed resident
+//!   size is compared with its value after the last release, and when it has grown by more than the
+//!   reader's resident limit ([`DEFAULT_RESIDENT_LIMIT`] unless set), every mapping's pages are
+//!   released from the process (`madvise(MADV_DONTNEED)`). They stay in the operating system's page
+//!   cache, so a later read maps them again without reading the disk; the cost is a minor page
+//!   fault per folio touched again. A cache no larger than the limit is never released.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use super::guard::Guard;
+use crate::atomic::io_error;
+use crate::checksum::{checksum_prefix, format_crc, CHECKSUM_KEY};
+use crate::error::{DistillError, Result};
+
+/// The resident limit of a reader unless set otherwise: 128 MiB of mapped shard pages.
+pub const DEFAULT_RESIDENT_LIMIT: usize = 128 << 20;
+
+/// The kernel maps up to this many bytes of page-cache pages around a faulting page (Linux's
+/// `fault_around_bytes` default), so one read may make this much resident on either side.
+const FAULT_AROUND: usize = 64 << 10;
+
+/// A gather of more bytes than this is split over threads.
+const PARALLEL_COPY: usize = 2 << 20;
+
+/// The bytes to copy into.
+fn dst_len(pairs: &[(&[u8], &mut [u8])]) -> usize {
+    pairs.iter().map(|(_, dst)| dst.len()).sum()
+}
+
+/// The checksum pass hashes this many bytes before it releases their pages.
+const VERIFY_WINDOW: usize = 32 << 20;
+
+/// Where a tensor's bytes are in a shard file.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<usize>,
+    /// From the start of the file.
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+}
+
+/// What identifies the state of a file: its length, identity and times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    dev: u64,
+    ino: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    #[cfg(unix)]
+    fn of(metadata: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            len: metadata.len(),
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(metadata: &std::fs::Metadata) -> Stamp {
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or((0, 0), |d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
+        Stamp { len: metadata.len(), dev: 0, ino: 0, modified, changed: (0, 0) }
+    }
+}
+
+/// One shard file, mapped.
+#[derive(Debug)]
+pub(crate) struct MappedShard {
+    path: PathBuf,
+    file: File,
+    /// Dropped before `map` (fields drop in order): unregistered before the mapping goes.
+    guard: Guard,
+    map: Mmap,
+    stamp: Stamp,
+    slots: HashMap<String, Slot>,
+    metadata: HashMap<String, String>,
+    verified: OnceLock<std::result::Result<(), String>>,
+}
+
+impl MappedShard {
+    /// Maps the safetensors file `path` and reads its header.
+    ///
+    /// # Errors
+    /// [`DistillError::Io`] when it cannot be opened or mapped; [`DistillError::Corrupt`] when its
+    /// header cannot be read or does not account for the file's length.
+    pub(crate) fn open(path: &Path) -> Result<MappedShard> {
+        let file = File::open(path).map_err(|e| io_error("open", path, e))?;
+        let stamp = Stamp::of(&file.metadata().map_err(|e| io_error("read the metadata of", path, e))?);
+        let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
+        if stamp.len < 8 {
+            return Err(corrupt(format!("it is {} bytes long, shorter than a safetensors header", stamp.len)));
+        }
+        // SAFETY: the file may change while mapped; every read goes through `Reader`, which checks
+        // it before and after, and the guard answers a truncation in between.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error("map", path, e))?;
+        let guard = Guard::register(map.as_ptr(), map.len());
+        // Shuffled reads: read-ahead would read pages no batch asks for.
+        let _ = map.advise(Advice::Random);
+        let (header_len, header) = SafeTensors::read_metadata(&map).map_err(|e| {
+            corrupt(format!("its safetensors header cannot be read or does not match its length ({e:?})"))
+        })?;
+        if guard.faults() > 0 {
+            return Err(corrupt("it was truncated while its header was read".to_owned()));
+        }
+        let slots = header
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                let slot = Slot {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    offset: 8 + header_len + start,
+                    len: end - start,
+                };
+                (name, slot)
+            })
+            .collect();
+        let metadata = header.metadata().clone().unwrap_or_default();
+        Ok(MappedShard {
+            path: path.to_path_buf(),
+            file,
+            guard,
+            map,
+            stamp,
+            slots,
+            metadata,
+            verified: OnceLock::new(),
+        })
+    }
+
+    /// The mapped length.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The safetensors metadata.
+    pub(crate) fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Where the tensor `name` is, if the shard has it.
+    pub(crate) fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.get(name)
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> DistillError {
+        DistillError::Corrupt { file: self.path.display().to_string(), reason: reason.into() }
+    }
+
+    /// Verifies the shard's checksum, the first time it is called (a shard without a checksum,
+    /// from an older layout, passes); later calls give the same outcome.
+    ///
+    /// # Errors
+    /// [`DistillError::Corrupt`] when the tensors do not match the checksum.
+    pub(crate) fn verify(&self) -> Result<()> {
+        self.verified.get_or_init(|| self.checksum_outcome()).clone().map_err(|reason| self.corrupt(reason))
+    }
+
+    fn checksum_outcome(&self) -> std::result::Result<(), String> {
+        let Some(stored) = self.metadata.get(CHECKSUM_KEY) else { return Ok(()) };
+        let mut names: Vec<&String> = self.slots.keys().collect();
+        names.sort();
+        let mut crc = crc32fast::Hasher::new();
+        for name in names {
+            let slot = &self.slots[name];
+            checksum_prefix(&mut crc, name, slot.dtype, &slot.shape);
+            let mut offset = slot.offset;
+            let end = slot.offset + slot.len;
+            while offset < end {
+                let next = (offset + VERIFY_WINDOW).min(end);
+                crc.update(&self.map[offset..next]);
+                self.release_range(offset, next - offset);
+                offset = next;
+            }
+        }
+        if self.guard.faults() > 0 {
+            return Err("it was truncated while its checksum was verified".to_owned());
+        }
+        self.unchanged().map_err(|e| e.to_string())?;
+        let computed = format_crc(crc);
+        if *stored != computed {
+            return Err(format!(
+                "its tensors do not match the checksum it was written with ({stored}, now {computed}): the file was \
+                 damaged or changed after it was written"
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error unless the file is as it was when opened and the path still names it.
+    fn unchanged(&self) -> Result<()> {
+        self.named()?;
+        self.intact()
+    }
+
+    /// An error unless the opened file has its length and times of when it was opened, and no read
+    /// of it faulted (one `fstat`).
+    fn intact(&self) -> Result<()> {
+        if self.guard.faults() > 0 {
+            return Err(self.corrupt(
+                "it was truncated while it was read (the pages past its new end read as zeros and were not used)",
+            ));
+        }
+        let now = Stamp::of(&self.file.metadata().map_err(|e| io_error("read the metadata of", &self.path, e))?);
+        if now.len != self.stamp.len {
+            return Err(self.corrupt(format!(
+                "its length changed from {} to {} bytes since the cache was opened: the file was truncated or \
+                 rewritten while this job reads it",
+                self.stamp.len, now.len
+            )));
+        }
+        if now != self.stamp {
+            return Err(self.corrupt(
+                "it was modified since the cache was opened (its modification time changed): the file was rewritten \
+                 in place while this job reads it",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error when the opened file is shorter than when it was opened, or a read of it faulted
+    /// (one `fstat`).
+    fn long_enough(&self) -> Result<()> {
+        let len = self.file.metadata().map_err(|e| io_error("read the metadata of", &self.path, e))?.len();
+        if self.guard.faults() > 0 || len < self.stamp.len {
+            return self.intact();
+        }
+        Ok(())
+    }
+
+    /// An error unless the path still names the opened file (one `stat`).
+    fn named(&self) -> Result<()> {
+        // Checked before `intact`: a file renamed over the shard, or its removal, also changes the
+        // opened file's change time (its link count), and is reported as what it is. a file renamed over the shard, or its removal, also changes the opened
+        // file's change time (its link count), and is reported as what it is.
+        match std::fs::metadata(&self.path) {
+            Ok(named) => {
+                let named = Stamp::of(&named);
+                if (named.dev, named.ino) != (self.stamp.dev, self.stamp.ino) {
+                    return Err(self.corrupt(
+                        "another file was put in its place since the cache was opened (the job still maps the file it \
+                         opened, which is intact, but the cache directory no longer holds it): open the cache again \
+                         to read the new one",
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.corrupt(
+                    "it was removed since the cache was opened (the job still maps the file it opened, but the cache \
+                     directory no longer holds it)",
+                ))
+            }
+            Err(e) => return Err(io_error("read the metadata of", &self.path, e)),
+        }
+        Ok(())
+    }
+
+    /// The mapped bytes `offset..offset + len` (read only through a [`Reader`]).
+    fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        &self.map[offset..offset + len]
+    }
+
+    /// Releases the process's pages of `offset..offset + len` (the whole pages inside it).
+    fn release_range(&self, offset: usize, len: usize) {
+        let page = page_size();
+        let start = offset.div_ceil(page) * page;
+        let end = ((offset + len) / page * page).min(self.map.len());
+        if end > start {
+            // SAFETY: a read-only file mapping: dropping its pages loses nothing; they are read
+            // again from the page cache when touched.
+            let _ = unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+
+    /// Releases all of the process's pages of the mapping.
+    fn release(&self) {
+        // SAFETY: as in `release_range`.
+        let _ = unsafe { self.map.unchecked_advise(UncheckedAdvice::DontNeed) };
+    }
+}
+
+/// The shards of one cache (`None` for a shard this reader does not read) and the resident limit.
+#[derive(Debug)]
+pub(crate) struct ShardSet {
+    shards: Vec<Option<MappedShard>>,
+    mapped: usize,
+    limit: AtomicUsize,
+    /// Bytes read (rounded out to fault-around windows) since the resident size was last looked at.
+    charged: AtomicUsize,
+    /// The process's file-backed resident bytes after the last release (other files' pages), or,
+    /// where that cannot be measured, the bytes read since the last release.
+    baseline: AtomicUsize,
+}
+
+impl ShardSet {
+    pub(crate) fn new(shards: Vec<Option<MappedShard>>) -> ShardSet {
+        let mapped = shards.iter().flatten().map(MappedShard::len).sum();
+        ShardSet {
+            shards,
+            mapped,
+            limit: AtomicUsize::new(DEFAULT_RESIDENT_LIMIT),
+            charged: AtomicUsize::new(0),
+            baseline: AtomicUsize::new(file_resident().unwrap_or(0)),
+        }
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&MappedShard> {
+        self.shards.get(index).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Verifies every mapped shard's checksum now.
+    pub(crate) fn verify_all(&self) -> Result<()> {
+        self.shards.iter().flatten().try_for_each(MappedShard::verify)
+    }
+
+    /// Starts a read of the shards `touched`: each verified and unchanged.
+    ///
+    /// # Errors
+    /// As [`MappedShard::verify`]; [`DistillError::Corrupt`] for a shard changed since it was opened.
+    pub(crate) fn reader(&self, touched: &[usize]) -> Result<Reader<'_>> {
+        for &index in touched {
+            let shard = self
+                .get(index)
+                .ok_or_else(|| DistillError::InvalidArgument(format!("shard {index} is not one this reader maps")))?;
+            shard.verify()?;
+            // Not a byte of a shorter file is touched; whether it is otherwise unchanged, and still
+            // named by its path, is checked after the copy, which decides whether the batch is used.
+            shard.long_enough()?;
+        }
+        Ok(Reader { set: self, touched: touched.to_vec(), charged: Cell::new(0) })
+    }
+
+    /// Counts `bytes` read; past a 32nd of the limit, looks at the resident size and releases every
+    /// mapping when it exceeds the limit.
+    ///
+    /// What a read makes resident is measured, not estimated: the kernel may map a whole large
+    /// page-cache folio (up to 2 MiB) around a touched page, several times the bytes read. The
+    /// measure is the process's file-backed resident size (`/proc/self/statm`) over its value after
+    /// the last release; where it is not available, the bytes read count instead.
+    fn charge(&self, bytes: usize) {
+        let limit = self.limit();
+        if self.mapped <= limit {
+            return;
+        }
+        let total = self.charged.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if total < (limit / 32).max(1)
+            || self.charged.compare_exchange(total, 0, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let over = match file_resident() {
+            Some(now) => now.saturating_sub(self.baseline.load(Ordering::Acquire)) > limit,
+            None => self.baseline.fetch_add(total, Ordering::AcqRel) + total > limit,
+        };
+        if over {
+            for shard in self.shards.iter().flatten() {
+                shard.release();
+            }
+            self.baseline.store(file_resident().unwrap_or(0), Ordering::Release);
+        }
+    }
+}
+
+/// The system's page size.
+fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf only reads a system constant.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if page > 0 {
+                return page as usize;
+            }
+        }
+        4096
+    })
+}
+
+/// The process's resident file-backed and shared memory in bytes (`/proc/self/statm`, third field,
+/// in pages), where the system tells.
+fn file_resident() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::Read;
+        let mut text = [0u8; 256];
+        let mut file = File::open("/proc/self/statm").ok()?;
+        let len = file.read(&mut text).ok()?;
+        let pages: usize = std::str::from_utf8(&text[..len]).ok()?.split_whitespace().nth(2)?.parse().ok()?;
+        Some(pages * page_size())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// One read of a [`ShardSet`]: copies, then [`finish`](Self::finish) checks the shards again.
+pub(crate) struct Reader<'s> {
+    set: &'s ShardSet,
+    touched: Vec<usize>,
+    charged: Cell<usize>,
+}
+
+impl<'s> Reader<'s> {
+    /// The bytes `offset..offset + len` of shard `shard` (one of those the reader was started for).
+    pub(crate) fn bytes(&self, shard: usize, offset: usize, len: usize) -> &'s [u8] {
+        debug_assert!(self.touched.contains(&shard));
+        let first = offset / FAULT_AROUND;
+        let last = (offset + len).div_ceil(FAULT_AROUND).max(first + 1);
+        self.charged.set(self.charged.get() + (last - first) * FAULT_AROUND);
+        self.set.shards[shard].as_ref().map_or(&[], |s| s.bytes(offset, len))
+    }
+
+    /// Copies, for each `(shard, offset)` of `records`, that record of `dst.len() / records.len()`
+    /// bytes into the next part of `dst`. A copy of more than [`PARALLEL_COPY`] bytes is split over
+    /// libtorch's intra-op thread count, as libtorch's own gathers are.
+    pub(crate) fn copy_records(&self, records: &[(usize, usize)], dst: &mut [u8]) {
+        if records.is_empty() || dst.is_empty() {
+            return;
+        }
+        let record = dst.len() / records.len();
+        let pairs: Vec<(&[u8], &mut [u8])> = records
+            .iter()
+            .zip(dst.chunks_exact_mut(record))
+            .map(|(&(shard, offset), dst)| (self.bytes(shard, offset, record), dst))
+            .collect();
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).clamp(1, 8);
+        if threads == 1 || dst_len(&pairs) < PARALLEL_COPY {
+            pairs.into_iter().for_each(|(src, dst)| dst.copy_from_slice(src));
+            return;
+        }
+        let per = pairs.len().div_ceil(threads);
+        let mut pairs = pairs;
+        std::thread::scope(|scope| {
+            let mut rest = pairs.as_mut_slice();
+            while rest.len() > per {
+                let (part, tail) = rest.split_at_mut(per);
+                scope.spawn(move || part.iter_mut().for_each(|(src, dst)| dst.copy_from_slice(src)));
+                rest = tail;
+            }
+            rest.iter_mut().for_each(|(src, dst)| dst.copy_from_slice(src));
+        });
+    }
+
+    /// Checks that every shard read is still as it was opened and that no read faulted, then
+    /// counts the pages read against the resident limit.
+    ///
+    /// # Errors
+    /// [`DistillError::Corrupt`] naming a shard changed during the read: what was copied must not
+    /// be used.
+    pub(crate) fn finish(self) -> Result<()> {
+        for &index in &self.touched {
+            if let Some(shard) = self.set.get(index) {
+                shard.unchanged()?;
+            }
+        }
+        self.set.charge(self.charged.get());
+        Ok(())
+    }
+}
+
+/// The bytes of a new contiguous CPU tensor, to fill.
+///
+/// # Safety
+/// `tensor` must be a contiguous CPU tensor that nothing else reads or writes while the slice lives.
+pub(crate) unsafe fn tensor_bytes_mut(tensor: &mut tch::Tensor) -> &mut [u8] {
+    let len = tensor.numel() * tensor.kind().elt_size_in_bytes();
+    if len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller guarantees a contiguous CPU tensor of `len` bytes, not shared.
+    unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr().cast::<u8>(), len) }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_truncated_between_the_check_and_the_copy_fails_the_read_instead_of_crashing() {
+        let dir = std::env::temp_dir().join(format!("distill-mapped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shard.safetensors");
+        let values = tch::Tensor::arange(1 << 16, (tch::Kind::Float, tch::Device::Cpu));
+        crate::checksum::write(&path, &[("values".to_owned(), values)], Default::default()).unwrap();
+        let set = ShardSet::new(vec![Some(MappedShard::open(&path).unwrap())]);
+        let slot = set.get(0).unwrap().slot("values").unwrap().clone();
+        // Checked (checksum, length, identity); then the file shrinks before the copy.
+        let reader = set.reader(&[0]).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+        let mut copied = vec![1u8; 4096];
+        reader.copy_records(&[(0, slot.offset + slot.len - 4096)], &mut copied);
+        assert!(copied.iter().all(|&b| b == 0), "the lost page reads as zeros");
+        let error = reader.finish().unwrap_err();
+        assert!(error.to_string().contains("truncated while it was read"), "{error}");
+        // And every later read of the shard fails.
+        assert!(set.reader(&[0]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,414 @@
+//! The token cache's manifest ([`TokenManifest`]), what a cache is for ([`TokenCacheSpec`]) and how
+//! each token's teacher distribution is stored ([`TokenEncoding`]).
+
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::files::cache_error;
+use crate::cache::manifest::{check_coverage, Precision, ShardEntry, MANIFEST_FILE};
+use crate::cache::TeacherHash;
+use crate::checksum::crc_of_bytes;
+use crate::error::{DistillError, Result};
+
+/// The version of the token cache layout this crate writes.
+pub const TOKEN_FORMAT_VERSION: u32 = 1;
+
+/// The token cache manifest's file name inside a cache directory (an image teacher cache's is
+/// [`MANIFEST_FILE`]).
+pub const TOKEN_MANIFEST_FILE: &str = "token-manifest.json";
+
+/// How each token's teacher distribution is stored.
+///
+/// In the manifest, `{"topk": {"k": 64, "temperature": 1.0, "values": "f16"}}` or
+/// `{"sampled": {"n": 32, "temperature": 1.0, "proposal": 1.0, "seed": 7, "values": "f16"}}`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenEncoding {
+    /// The `k` most probable tokens at `temperature` with their log-probabilities (stored as
+    /// `values`) and the log of the mass of every other token, computed from the excluded logits
+    /// and stored as f32 — [`TopKTail`](crate::criterion::TopKTail)'s encoding, read by
+    /// [`TopKKl`](crate::criterion::TopKKl).
+    #[serde(rename = "topk")]
+    TopK {
+        /// Tokens kept per position (1 ≤ k ≤ V).
+        k: i64,
+        /// The softmax temperature of the stored log-probabilities (finite, > 0).
+        temperature: f64,
+        /// How the log-probabilities are stored.
+        values: Precision,
+    },
+    /// `n` tokens drawn per position from a proposal at `temperature · proposal`, with their
+    /// log-probabilities and importance weights (both stored as `values`) —
+    /// [`SampledLogits`](crate::criterion::SampledLogits)' encoding, read by
+    /// [`SampledKl`](crate::criterion::SampledKl). Each sequence's draws are seeded by `seed` and
+    /// its sequence id, so a cache does not depend on how its sequences were batched.
+    Sampled {
+        /// Tokens drawn per position (≥ 1).
+        n: i64,
+        /// The softmax temperature of the teacher's distribution (finite, > 0).
+        temperature: f64,
+        /// The proposal temperature τ (finite, > 0; 1 draws from the teacher's distribution).
+        proposal: f64,
+        /// The seed of the draws.
+        seed: u64,
+        /// How the log-probabilities and weights are stored.
+        values: Precision,
+    },
+}
+
+impl TokenEncoding {
+    /// The top `k` tokens at `temperature`, log-probabilities in f16: `4·k + 5` bytes per token
+    /// when the vocabulary fits 16-bit ids.
+    pub const fn top_k(k: i64, temperature: f64) -> Self {
+        TokenEncoding::TopK { k, temperature, values: Precision::F16 }
+    }
+
+    /// `n` tokens drawn at `temperature` with proposal temperature `proposal` and seed `seed`,
+    /// log-probabilities and weights in f16: `6·n + 1` bytes per token with 16-bit ids.
+    pub const fn sampled(n: i64, temperature: f64, proposal: f64, seed: u64) -> Self {
+        TokenEncoding::Sampled { n, temperature, proposal, seed, values: Precision::F16 }
+    }
+
+    /// This encoding with its values stored in `values`.
+    pub const fn with_values(self, values: Precision) -> Self {
+        match self {
+            TokenEncoding::TopK { k, temperature, .. } => TokenEncoding::TopK { k, temperature, values },
+            TokenEncoding::Sampled { n, temperature, proposal, seed, .. } => {
+                TokenEncoding::Sampled { n, temperature, proposal, seed, values }
+            }
+        }
+    }
+
+    /// The teacher distribution's temperature, which the criterion reading the cache must use.
+    pub fn temperature(self) -> f64 {
+        match self {
+            TokenEncoding::TopK { temperature, .. } | TokenEncoding::Sampled { temperature, .. } => temperature,
+        }
+    }
+
+    /// Tokens stored per position: `k` or `n`.
+    pub fn width(self) -> i64 {
+        match self {
+            TokenEncoding::TopK { k, .. } => k,
+            TokenEncoding::Sampled { n, .. } => n,
+        }
+    }
+
+    /// How the values are stored.
+    pub fn values(self) -> Precision {
+        match self {
+            TokenEncoding::TopK { values, .. } | TokenEncoding::Sampled { values, .. } => values,
+        }
+    }
+
+    /// Bytes stored per token with token ids of `ids`: for top-k, `k` ids, `k` log-probabilities,
+    /// the f32 tail and the validity byte; for sampled, `n` ids, `n` log-probabilities, `n`
+    /// weights and the validity byte.
+    pub fn bytes_per_token(self, ids: IdWidth) -> usize {
+        let width = self.width().max(0) as usize;
+        let value = self.values().bytes();
+        match self {
+            TokenEncoding::TopK { .. } => width * (ids.bytes() + value) + 4 + 1,
+            TokenEncoding::Sampled { .. } => width * (ids.bytes() + 2 * value) + 1,
+        }
+    }
+
+    /// What makes the encoding unusable for a vocabulary of `vocab` tokens, if anything.
+    fn problem(self, vocab: i64) -> Option<String> {
+        let positive = |what: &str, value: f64| {
+            (!(value.is_finite() && value > 0.0)).then(|| format!("the {what} must be finite and > 0, got {value}"))
+        };
+        match self {
+            TokenEncoding::TopK { k, temperature, .. } => {
+                if k < 1 || k > vocab {
+                    return Some(format!("k must be in 1..={vocab} (the vocabulary), got {k}"));
+                }
+                positive("top-k temperature", temperature)
+            }
+            TokenEncoding::Sampled { n, temperature, proposal, .. } => {
+                if n < 1 {
+                    return Some(format!("the sample count must be ≥ 1, got {n}"));
+                }
+                positive("sampling temperature", temperature).or_else(|| positive("proposal temperature", proposal))
+            }
+        }
+    }
+}
+
+/// How token ids are stored: 16 bits when the vocabulary has at most 65 536 tokens, else 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdWidth {
+    /// Unsigned 16-bit ids (vocabularies up to 65 536 tokens).
+    U16,
+    /// Signed 32-bit ids.
+    I32,
+}
+
+impl IdWidth {
+    /// The width for a vocabulary of `vocab` tokens.
+    pub fn for_vocab(vocab: i64) -> IdWidth {
+        if vocab <= 1 << 16 {
+            IdWidth::U16
+        } else {
+            IdWidth::I32
+        }
+    }
+
+    /// Bytes per id.
+    pub fn bytes(self) -> usize {
+        match self {
+            IdWidth::U16 => 2,
+            IdWidth::I32 => 4,
+        }
+    }
+
+    pub(crate) fn dtype(self) -> Dtype {
+        match self {
+            IdWidth::U16 => Dtype::U16,
+            IdWidth::I32 => Dtype::I32,
+        }
+    }
+}
+
+/// What a token cache holds: which teacher, tokenizer and token dataset, how many sequences of
+/// which length over which vocabulary, and how each token is encoded. The writer records it in the
+/// manifest; a reader compares it with what it expects ([`TokenCache::check`](super::TokenCache::check)).
+///
+/// The three identities are the caller's: any text that changes when the thing changes. The
+/// helpers give the usual ones — [`TeacherHash`] for the weights,
+/// [`tokenizer_identity`](Self::tokenizer_identity) (the SHA-256 of a `tokenizer.json`) and
+/// [`dataset_identity`](Self::dataset_identity) (the SHA-256 of the token ids, sequence by sequence).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenCacheSpec {
+    /// The teacher weights' hash.
+    pub teacher: TeacherHash,
+    /// The tokenizer's identity.
+    pub tokenizer: String,
+    /// The token dataset's identity.
+    pub dataset: String,
+    /// Sequences in the cache; sequence ids are `0..num_sequences`.
+    pub num_sequences: usize,
+    /// Tokens per sequence, `T`.
+    pub seq_len: i64,
+    /// The teacher's vocabulary, `V` (the last dimension of its logits).
+    pub vocab: i64,
+    /// How each token is stored.
+    pub encoding: TokenEncoding,
+}
+
+impl TokenCacheSpec {
+    /// The identity of a tokenizer from its `tokenizer.json` bytes: `sha256:<hex>`.
+    pub fn tokenizer_identity(json: &[u8]) -> String {
+        TeacherHash::from_digest(Sha256::digest(json).as_slice()).to_string()
+    }
+
+    /// The identity of the tokenizer file at `path` ([`tokenizer_identity`](Self::tokenizer_identity)
+    /// of its bytes).
+    ///
+    /// # Errors
+    /// [`DistillError::Io`] when the file cannot be read.
+    pub fn tokenizer_file_identity(path: impl AsRef<Path>) -> Result<String> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| crate::atomic::io_error("read", path, e))?;
+        Ok(Self::tokenizer_identity(&bytes))
+    }
+
+    /// The identity of a token dataset from its sequences' token ids, in sequence-id order:
+    /// `sha256:<hex>` of each sequence's length and ids (little-endian), so that the same ids cut
+    /// into other sequences give another identity.
+    pub fn dataset_identity<S: AsRef<[u32]>>(sequences: impl IntoIterator<Item = S>) -> String {
+        let mut hasher = Sha256::new();
+        for sequence in sequences {
+            let ids = sequence.as_ref();
+            hasher.update((ids.len() as u64).to_le_bytes());
+            for id in ids {
+                hasher.update(id.to_le_bytes());
+            }
+        }
+        TeacherHash::from_digest(hasher.finalize().as_slice()).to_string()
+    }
+
+    /// Bytes stored per token.
+    pub fn bytes_per_token(&self) -> usize {
+        self.encoding.bytes_per_token(IdWidth::for_vocab(self.vocab))
+    }
+
+    /// Checks the sizes and the encoding.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] naming what is out of range.
+    pub fn validate(&self) -> Result<()> {
+        let problem = if self.seq_len < 1 || self.vocab < 1 {
+            Some(format!(
+                "a token cache needs sequences of at least 1 token and a vocabulary of at least 1, got T = {} and V = {}",
+                self.seq_len, self.vocab
+            ))
+        } else if self.vocab > i64::from(i32::MAX) {
+            Some(format!("a vocabulary of {} tokens does not fit 32-bit ids", self.vocab))
+        } else {
+            self.encoding.problem(self.vocab)
+        };
+        problem.map_or(Ok(()), |p| Err(DistillError::InvalidArgument(p)))
+    }
+}
+
+/// The description of a token cache, stored as [`TOKEN_MANIFEST_FILE`] beside its shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenManifest {
+    /// The layout version ([`TOKEN_FORMAT_VERSION`]).
+    pub format: u32,
+    /// The teacher weights' hash ([`TeacherHash`] as text).
+    pub teacher_hash: String,
+    /// The tokenizer's identity.
+    pub tokenizer: String,
+    /// The token dataset's identity.
+    pub dataset: String,
+    /// Sequences in the cache; sequence ids are `0..num_sequences`.
+    pub num_sequences: usize,
+    /// Tokens per sequence, `T`.
+    pub seq_len: i64,
+    /// The teacher's vocabulary, `V`.
+    pub vocab: i64,
+    /// How each token is stored.
+    pub encoding: TokenEncoding,
+    /// How token ids are stored (follows from `vocab`).
+    pub ids: IdWidth,
+    /// The shards, in sequence order: shard `i` of `n` holds sequences `i·N/n .. (i+1)·N/n`.
+    pub shards: Vec<ShardEntry>,
+}
+
+impl TokenManifest {
+    /// The manifest of a cache of `spec` in `shards` shards.
+    pub(crate) fn new(spec: &TokenCacheSpec, shards: usize) -> TokenManifest {
+        TokenManifest {
+            format: TOKEN_FORMAT_VERSION,
+            teacher_hash: spec.teacher.as_str().to_owned(),
+            tokenizer: spec.tokenizer.clone(),
+            dataset: spec.dataset.clone(),
+            num_sequences: spec.num_sequences,
+            seq_len: spec.seq_len,
+            vocab: spec.vocab,
+            encoding: spec.encoding,
+            ids: IdWidth::for_vocab(spec.vocab),
+            shards: (0..shards)
+                .map(|i| ShardEntry {
+                    file: crate::cache::files::shard_file(i, shards),
+                    start: i * spec.num_sequences / shards,
+                    end: (i + 1) * spec.num_sequences / shards,
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes stored per token.
+    pub fn bytes_per_token(&self) -> usize {
+        self.encoding.bytes_per_token(self.ids)
+    }
+
+    /// Reads `dir/token-manifest.json` and checks it: a readable layout version, sizes and encoding
+    /// in range, id width matching the vocabulary, and shards that cover the sequences exactly once.
+    ///
+    /// # Errors
+    /// [`DistillError::Cache`] naming the manifest and what is wrong with it (or, for a directory
+    /// holding an image teacher cache, saying so).
+    pub fn load(dir: &Path) -> Result<TokenManifest> {
+        let path = dir.join(TOKEN_MANIFEST_FILE);
+        if !path.exists() && dir.join(MANIFEST_FILE).exists() {
+            return Err(cache_error(
+                dir,
+                format!(
+                    "it holds an image teacher cache (`{MANIFEST_FILE}`), not a token cache: open it with \
+                     `TeacherCache::open`"
+                ),
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
+        let manifest: TokenManifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
+        if manifest.format != TOKEN_FORMAT_VERSION {
+            return Err(cache_error(
+                &path,
+                format!(
+                    "layout version {} (this build reads token caches of version {TOKEN_FORMAT_VERSION})",
+                    manifest.format
+                ),
+            ));
+        }
+        manifest.check().map_err(|reason| cache_error(&path, reason))?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.seq_len < 1 || self.vocab < 1 {
+            return Err(format!("it has sequences of {} tokens over a vocabulary of {}", self.seq_len, self.vocab));
+        }
+        if let Some(problem) = self.encoding.problem(self.vocab) {
+            return Err(problem);
+        }
+        if self.ids != IdWidth::for_vocab(self.vocab) {
+            return Err(format!("it stores {:?} ids for a vocabulary of {} tokens", self.ids, self.vocab));
+        }
+        check_coverage(&self.shards, self.num_sequences, "sequences")
+    }
+
+    /// `(what, in the cache, expected)` for the first field where the cache differs from `spec`.
+    pub(crate) fn difference(&self, spec: &TokenCacheSpec) -> Option<(String, String, String)> {
+        let differ = |what: &str, a: String, b: String| (a != b).then(|| (what.to_owned(), a, b));
+        differ("the teacher weights' hash", self.teacher_hash.clone(), spec.teacher.to_string())
+            .or_else(|| differ("the tokenizer (its identity)", self.tokenizer.clone(), spec.tokenizer.clone()))
+            .or_else(|| differ("the token dataset (its identity)", self.dataset.clone(), spec.dataset.clone()))
+            .or_else(|| {
+                differ("the number of sequences", self.num_sequences.to_string(), spec.num_sequences.to_string())
+            })
+            .or_else(|| differ("the sequence length", self.seq_len.to_string(), spec.seq_len.to_string()))
+            .or_else(|| differ("the vocabulary size", self.vocab.to_string(), spec.vocab.to_string()))
+            .or_else(|| differ("the encoding", format!("{:?}", self.encoding), format!("{:?}", spec.encoding)))
+    }
+
+    /// The manifest's identity, recorded in every shard written for it: a CRC-32 of its bytes.
+    pub(crate) fn identity(&self) -> Result<String> {
+        Ok(crc_of_bytes(&[&self.to_bytes()?]))
+    }
+
+    /// The manifest's bytes: pretty JSON, fields in declaration order.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| cache_error(Path::new(TOKEN_MANIFEST_FILE), e))?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// Writes the manifest into `dir` atomically.
+    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
+        crate::atomic::write_bytes(&dir.join(TOKEN_MANIFEST_FILE), &self.to_bytes()?)
+    }
+}
+
+/// The names of a token shard's tensors, in the order the writer declares them.
+pub(crate) const IDS: &str = "ids";
+pub(crate) const LOG_PROBS: &str = "log_probs";
+pub(crate) const TAIL: &str = "tail";
+pub(crate) const WEIGHTS: &str = "weights";
+pub(crate) const VALID: &str = "valid";
+
+/// A shard's tensors `(name, dtype, shape)` for `len` sequences of `manifest`.
+pub(crate) fn shard_tensors(manifest: &TokenManifest, len: usize) -> Vec<(String, Dtype, Vec<usize>)> {
+    let t = manifest.seq_len as usize;
+    let width = manifest.encoding.width() as usize;
+    let values = match manifest.encoding.values() {
+        Precision::F32 => Dtype::F32,
+        Precision::F16 => Dtype::F16,
+    };
+    let third = match manifest.encoding {
+        TokenEncoding::TopK { .. } => (TAIL.to_owned(), Dtype::F32, vec![len, t]),
+        TokenEncoding::Sampled { .. } => (WEIGHTS.to_owned(), values, vec![len, t, width]),
+    };
+    vec![
+        (IDS.to_owned(), manifest.ids.dtype(), vec![len, t, width]),
+        (LOG_PROBS.to_owned(), values, vec![len, t, width]),
+        third,
+        (VALID.to_owned(), Dtype::U8, vec![len, t]),
+    ]
+}

@@ -1,0 +1,376 @@
+//! [`TokenCacheWriter`]: stores a teacher's per-token distributions, from its logits, in shards.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use tch::{Device, Kind, Tensor};
+
+use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_MANIFEST_FILE};
+use crate::cache::files::{cache_error, shard_file, ShardLock};
+use crate::cache::manifest::Precision;
+use crate::cache::writer::MANIFEST_KEY;
+use crate::checksum::{tensor_bytes, Streamed};
+use crate::criterion::{SampledLogits, TopKTail};
+use crate::error::{DistillError, Result};
+use crate::rng::SplitMix64;
+
+/// Writes a token-level teacher cache: for every token of sequences `0..N`, the teacher's
+/// distribution as [`TokenEncoding`] says, computed from teacher logits `[B, T, V]` that the caller
+/// supplies per batch of sequence ids — so any teacher works.
+///
+/// Shard `i` of `n` holds sequences `i·N/n .. (i+1)·N/n`. [`write`](Self::write) fills every
+/// pending shard from a closure; [`open_shard`](Self::open_shard) gives a [`TokenShardWriter`] to
+/// push batches into from a loop of the caller's. As in the image cache, each shard is written under
+/// a temporary name unique to its writer and renamed when complete, with a CRC-32 of its tensors and
+/// the hash of its manifest in its metadata, under an OS lock on the shard; independent processes
+/// may write disjoint shards (`shard(i)`), a rerun skips complete shards, and a rerun with another
+/// [`TokenCacheSpec`] than the manifest records is a [`DistillError::CacheMismatch`] naming the
+/// difference, before anything is written. A shard is streamed to disk as it is pushed: the
+/// writer's memory is one batch, not one shard.
+///
+/// Positions where the mask given with the logits is 0 (padding) are stored as a point mass on
+/// token 0 (top-k: ids `0, 1, …`, log-probabilities `0, −∞, …`, tail `−∞`; sampled: token 0 with
+/// log-probability 0 and weight `1/n`) and marked invalid, so that whatever the teacher computed
+/// there — even NaN — never reaches a loss; read them with the batch's
+/// [`valid`](super::CachedTokens::valid) mask.
+#[derive(Clone, Debug)]
+pub struct TokenCacheWriter {
+    dir: PathBuf,
+    spec: TokenCacheSpec,
+    shards: usize,
+    only: Option<usize>,
+}
+
+/// What [`TokenCacheWriter::write`] did.
+#[derive(Clone, Debug)]
+pub struct TokenWriteReport {
+    /// The shards written by this call.
+    pub written: Vec<usize>,
+    /// The shards that were complete already and were left as they are.
+    pub skipped: Vec<usize>,
+    /// The cache's manifest.
+    pub manifest: TokenManifest,
+}
+
+impl TokenCacheWriter {
+    /// A writer of the cache `spec` into `dir` (created if missing), in one shard.
+    pub fn new(dir: impl Into<PathBuf>, spec: TokenCacheSpec) -> Self {
+        TokenCacheWriter { dir: dir.into(), spec, shards: 1, only: None }
+    }
+
+    /// Splits the cache into `count` shards. A data-parallel job of `W` ranks reads it with
+    /// [`TokenCache::open_rank`](super::TokenCache::open_rank) when `count` is a multiple of `W`.
+    pub fn shards(mut self, count: usize) -> Self {
+        self.shards = count;
+        self
+    }
+
+    /// Writes only shard `index` (from 0) of the [`shards`](Self::shards).
+    pub fn shard(mut self, index: usize) -> Self {
+        self.only = Some(index);
+        self
+    }
+
+    /// The manifest this writer writes.
+    pub fn manifest(&self) -> TokenManifest {
+        TokenManifest::new(&self.spec, self.shards)
+    }
+
+    /// Prepares the cache directory and lists the shards this writer still has to write: its
+    /// selected shards (all, or [`shard`](Self::shard)) whose file is not complete yet.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for a spec out of range or a shard that does not exist;
+    /// [`DistillError::CacheMismatch`] when the directory holds a cache of another spec.
+    pub fn pending(&self) -> Result<Vec<usize>> {
+        self.prepare()?;
+        Ok(self.selected().into_iter().filter(|&i| !self.dir.join(shard_file(i, self.shards)).exists()).collect())
+    }
+
+    /// Starts writing shard `index`: takes its lock, clears what killed writers left, and gives the
+    /// writer to push its sequences into — or `None` when the shard is complete already.
+    ///
+    /// # Errors
+    /// As [`pending`](Self::pending); [`DistillError::Cache`] when another writer holds the shard;
+    /// [`DistillError::Corrupt`] for a complete shard that was written for another manifest.
+    pub fn open_shard(&self, index: usize) -> Result<Option<TokenShardWriter>> {
+        let (manifest, identity) = self.prepare()?;
+        if index >= self.shards {
+            return Err(DistillError::InvalidArgument(format!(
+                "shard {index} of {} does not exist (shards count from 0)",
+                self.shards
+            )));
+        }
+        let path = self.dir.join(shard_file(index, self.shards));
+        let lock = ShardLock::acquire(&path, index)?;
+        if path.exists() {
+            let recorded = crate::checksum::read_metadata(&path)?.remove(MANIFEST_KEY);
+            if recorded.as_deref() != Some(identity.as_str()) {
+                return Err(DistillError::Corrupt {
+                    file: path.display().to_string(),
+                    reason: format!(
+                        "it was written for another manifest (hash {}, the cache's is {identity}): remove it and \
+                         write it again",
+                        recorded.as_deref().unwrap_or("not recorded")
+                    ),
+                });
+            }
+            return Ok(None);
+        }
+        lock.remove_stale_temporaries(&path)?;
+        let entry = &manifest.shards[index];
+        let metadata = BTreeMap::from([(MANIFEST_KEY.to_owned(), identity)]);
+        let stream = Streamed::create(&path, shard_tensors(&manifest, entry.end - entry.start), metadata)?;
+        Ok(Some(TokenShardWriter {
+            range: entry.start..entry.end,
+            next: entry.start,
+            index,
+            manifest,
+            stream,
+            _lock: lock,
+        }))
+    }
+
+    /// Writes every pending shard: `teacher(&ids)` returns the teacher's logits `[B, T, V]` for the
+    /// sequences `ids` (at most `batch_size`, consecutive, in order) and, optionally, their mask
+    /// `[B, T]` (non-zero for a token, 0 for padding; `None`: every token).
+    ///
+    /// # Errors
+    /// As [`open_shard`](Self::open_shard) and [`TokenShardWriter::push`]; the teacher's errors.
+    /// A shard interrupted by an error is not written; a rerun writes it.
+    pub fn write<F>(&self, batch_size: usize, mut teacher: F) -> Result<TokenWriteReport>
+    where
+        F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>)>,
+    {
+        if batch_size == 0 {
+            return Err(DistillError::InvalidArgument("the batch size must be at least 1".into()));
+        }
+        let (manifest, _) = self.prepare()?;
+        let mut report = TokenWriteReport { written: Vec::new(), skipped: Vec::new(), manifest };
+        for index in self.selected() {
+            let Some(mut shard) = self.open_shard(index)? else {
+                report.skipped.push(index);
+                continue;
+            };
+            let range = shard.sequences();
+            let mut first = range.start;
+            while first < range.end {
+                let last = (first + batch_size).min(range.end);
+                let ids: Vec<usize> = (first..last).collect();
+                let (logits, valid) = teacher(&ids)?;
+                shard.push(&ids, &logits, valid.as_ref())?;
+                first = last;
+            }
+            shard.finish()?;
+            report.written.push(index);
+        }
+        Ok(report)
+    }
+
+    fn selected(&self) -> Vec<usize> {
+        match self.only {
+            Some(index) => vec![index],
+            None => (0..self.shards).collect(),
+        }
+    }
+
+    /// Validates the writer, creates the directory and stores the manifest, or checks the one there.
+    fn prepare(&self) -> Result<(TokenManifest, String)> {
+        self.spec.validate()?;
+        let problem = if self.shards == 0 {
+            Some("a cache needs at least one shard".to_owned())
+        } else if let Some(index) = self.only.filter(|&i| i >= self.shards) {
+            Some(format!("shard {index} of {} does not exist (shards count from 0)", self.shards))
+        } else if self.spec.num_sequences < self.shards {
+            Some(format!("{} sequences cannot fill {} shards", self.spec.num_sequences, self.shards))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(DistillError::InvalidArgument(problem));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
+        let ours = self.manifest();
+        if self.dir.join(TOKEN_MANIFEST_FILE).exists() {
+            let cached = TokenManifest::load(&self.dir)?;
+            let difference = cached.difference(&self.spec).or_else(|| {
+                (cached.shards.len() != self.shards).then(|| {
+                    ("the number of shards".to_owned(), cached.shards.len().to_string(), self.shards.to_string())
+                })
+            });
+            if let Some((what, cached, expected)) = difference {
+                return Err(DistillError::CacheMismatch {
+                    dir: self.dir.display().to_string(),
+                    what,
+                    cached,
+                    expected,
+                });
+            }
+        } else {
+            ours.store(&self.dir)?;
+        }
+        let identity = ours.identity()?;
+        Ok((ours, identity))
+    }
+}
+
+/// The writer of one shard of a token cache, from [`TokenCacheWriter::open_shard`]: push its
+/// sequences in order, then [`finish`](Self::finish). Dropped unfinished, it leaves no shard (the
+/// next writer of the shard starts it again).
+#[derive(Debug)]
+pub struct TokenShardWriter {
+    range: Range<usize>,
+    next: usize,
+    index: usize,
+    manifest: TokenManifest,
+    stream: Streamed,
+    /// Held until the shard is published or abandoned.
+    _lock: ShardLock,
+}
+
+impl TokenShardWriter {
+    /// The shard's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The sequence ids the shard holds.
+    pub fn sequences(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    /// The id of the next sequence to push.
+    pub fn next_sequence(&self) -> usize {
+        self.next
+    }
+
+    /// Encodes and stores the teacher's logits `[B, T, V]` (any floating-point kind, any device) of
+    /// the sequences `ids` — the next `B` of the shard, in order — with their mask `[B, T]`
+    /// (non-zero for a token; `None`: every token).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] for ids that are not the shard's next ones, logits or a mask
+    /// of another shape, or values that the encoding's precision cannot hold (sampled weights beyond
+    /// f16's range); [`DistillError::Io`] when the shard file cannot be written.
+    pub fn push(&mut self, ids: &[usize], logits: &Tensor, valid: Option<&Tensor>) -> Result<()> {
+        let expected: Vec<usize> = (self.next..self.next + ids.len()).collect();
+        if ids != expected.as_slice() || self.next + ids.len() > self.range.end || ids.is_empty() {
+            return Err(DistillError::InvalidArgument(format!(
+                "shard {} takes its sequences {}..{} in order: the next are {}.., got {:?}",
+                self.index,
+                self.range.start,
+                self.range.end,
+                self.next,
+                &ids[..ids.len().min(8)]
+            )));
+        }
+        let (t, v) = (self.manifest.seq_len, self.manifest.vocab);
+        let b = ids.len() as i64;
+        if logits.size() != [b, t, v] {
+            return Err(DistillError::InvalidArgument(format!(
+                "the teacher logits of {b} sequences must be [{b}, {t}, {v}] (batch, tokens, vocabulary), got {:?}",
+                logits.size()
+            )));
+        }
+        let valid = match valid {
+            Some(mask) => {
+                if mask.size() != [b, t] {
+                    return Err(DistillError::InvalidArgument(format!(
+                        "the token mask must be [{b}, {t}], got {:?}",
+                        mask.size()
+                    )));
+                }
+                mask.f_to_device(Device::Cpu)?.f_ne(0)?
+            }
+            None => Tensor::f_ones([b, t], (Kind::Bool, Device::Cpu))?,
+        };
+        let encoded = tch::no_grad(|| encode(&self.manifest, ids, logits, &valid))?;
+        for (index, tensor) in encoded.into_iter().enumerate() {
+            self.stream.append(index, &tensor)?;
+        }
+        self.next += ids.len();
+        Ok(())
+    }
+
+    /// Publishes the shard: header with its checksum, fsync, rename to its final name.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when sequences are missing; [`DistillError::Io`] when the
+    /// file cannot be written or renamed.
+    pub fn finish(self) -> Result<()> {
+        if self.next != self.range.end {
+            return Err(DistillError::InvalidArgument(format!(
+                "shard {} holds sequences {}..{}; only {}..{} were pushed",
+                self.index, self.range.start, self.range.end, self.range.start, self.next
+            )));
+        }
+        debug_assert_eq!(self.stream.remaining(0), 0);
+        self.stream.finish()
+    }
+}
+
+/// The bytes of each shard tensor for one batch: ids, log-probabilities, tail or weights, validity.
+fn encode(manifest: &TokenManifest, ids: &[usize], logits: &Tensor, valid: &Tensor) -> Result<[Vec<u8>; 4]> {
+    let cpu = Device::Cpu;
+    let mask = valid.f_unsqueeze(-1)?;
+    let values = manifest.encoding.values();
+    let (top_ids, log_probs, third) = match manifest.encoding {
+        TokenEncoding::TopK { k, temperature, .. } => {
+            let top = TopKTail::f_encode(logits, k, temperature)?;
+            // Invalid positions: a point mass on token 0.
+            let neutral_ids = Tensor::f_arange(k, (Kind::Int64, cpu))?;
+            let neutral_log_probs = Tensor::f_full([k], f64::NEG_INFINITY, (Kind::Float, cpu))?;
+            let _ = neutral_log_probs.f_narrow(0, 0, 1)?.f_fill_(0.0)?;
+            let ids = top.ids.f_to_device(cpu)?.f_where_self(&mask, &neutral_ids)?;
+            let log_probs =
+                top.log_probs.f_to_device(cpu)?.f_to_kind(Kind::Float)?.f_where_self(&mask, &neutral_log_probs)?;
+            let tail =
+                top.tail.f_to_device(cpu)?.f_to_kind(Kind::Float)?.f_where_scalarother(valid, f64::NEG_INFINITY)?;
+            (ids, log_probs, tail)
+        }
+        TokenEncoding::Sampled { n, temperature, proposal, seed, .. } => {
+            // One encoding per sequence, seeded by its id: the cache does not depend on batching.
+            let mut parts = (Vec::new(), Vec::new(), Vec::new());
+            for (row, &id) in ids.iter().enumerate() {
+                let sequence_seed = SplitMix64::new(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).next_u64();
+                let sampled =
+                    SampledLogits::f_encode(&logits.f_get(row as i64)?, n, temperature, proposal, sequence_seed)?;
+                parts.0.push(sampled.ids.f_to_device(cpu)?);
+                parts.1.push(sampled.log_probs.f_to_device(cpu)?.f_to_kind(Kind::Float)?);
+                parts.2.push(sampled.weights.f_to_device(cpu)?.f_to_kind(Kind::Float)?);
+            }
+            let ids = Tensor::f_stack(&parts.0, 0)?.f_where_scalarother(&mask, 0)?;
+            let log_probs = Tensor::f_stack(&parts.1, 0)?.f_where_scalarother(&mask, 0.0)?;
+            let weights = Tensor::f_stack(&parts.2, 0)?.f_where_scalarother(&mask, 1.0 / n as f64)?;
+            if values == Precision::F16 {
+                check_f16_weights(&weights)?;
+            }
+            (ids, log_probs, weights.f_to_kind(values.kind())?)
+        }
+    };
+    let id_list = Vec::<i64>::try_from(top_ids.f_reshape([-1])?)?;
+    let id_bytes: Vec<u8> = match manifest.ids {
+        IdWidth::U16 => id_list.iter().flat_map(|&id| (id as u16).to_le_bytes()).collect(),
+        IdWidth::I32 => id_list.iter().flat_map(|&id| (id as i32).to_le_bytes()).collect(),
+    };
+    Ok([
+        id_bytes,
+        tensor_bytes(&log_probs.f_to_kind(values.kind())?)?,
+        tensor_bytes(&third)?,
+        tensor_bytes(&valid.f_to_kind(Kind::Uint8)?)?,
+    ])
+}
+
+/// An error when a finite importance weight would become infinite in f16.
+fn check_f16_weights(weights: &Tensor) -> Result<()> {
+    let largest = if weights.numel() == 0 { 0.0 } else { weights.f_max()?.f_double_value(&[])? };
+    // 65520 and above round to infinity in f16.
+    if largest < 65520.0 {
+        return Ok(());
+    }
+    Err(DistillError::InvalidArgument(format!(
+        "an importance weight of {largest:e} does not fit f16 (largest 65504): store the sampled encoding's values as \
+         f32 (`TokenEncoding::sampled(…).with_values(Precision::F32)`), or use a proposal temperature of at least 1"
+    )))
+}
