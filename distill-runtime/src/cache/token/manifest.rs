@@ -52,7 +52,7 @@ pub enum TokenEncoding {
         temperature: f64,
         /// The proposal temperature τ (finite, > 0; 1 draws from the teacher's distribution).
         proposal: f64,
-        /// The seed of the draws.
+        /// Random seed of the draws.
         seed: u64,
         /// How the log-probabilities and weights are stored.
         values: Precision,
