@@ -38,6 +38,14 @@ struct Cached {
     cache: TeacherCache,
     ids: Tensor,
     opt: tnn::Optimizer,
+    /// The cache's directory: its shards are memory-mapped, so it stays until the side is dropped.
+    dir: PathBuf,
+}
+
+impl Drop for Cached {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Side for Cached {
@@ -90,8 +98,7 @@ fn cached_side(src: &VarStore, xs: &Tensor, encoding: Encoding) -> Cached {
     let hash = TeacherHash::of_var_store(src).expect("hashable weights");
     CacheWriter::new(&dir, hash).encoding(encoding).write(kd.engine(), teacher, xs).expect("cache written");
     let cache = TeacherCache::open(&dir).expect("complete cache");
-    let _ = std::fs::remove_dir_all(&dir);
-    Cached { kd, cache, ids: Tensor::arange(batch, (Kind::Int64, tch::Device::Cpu)), opt: sgd(svs) }
+    Cached { kd, cache, ids: Tensor::arange(batch, (Kind::Int64, tch::Device::Cpu)), opt: sgd(svs), dir }
 }
 
 fn cross_entropy_side(src: &VarStore) -> CrossEntropy {
