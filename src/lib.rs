@@ -29,7 +29,7 @@
 // Generated code names this crate `::distill`, also in its own tests and doctests.
 extern crate self as distill;
 
-pub use distill_runtime::side::SideModel;
+pub use distill_runtime::side::{LiveTeacher, SideModel};
 pub use distill_runtime::{
     adapter, cache, capture, checkpoint, checksum, config, criterion, device, distill, distill_teachers, dry_run,
     endpoint, engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured,

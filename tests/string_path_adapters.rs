@@ -119,8 +119,7 @@ fn fitted_adapters_on_string_paths_train_live_cached_and_cache_only_alike() {
     let only = CachedHints::new(only_vs.root() / "hints", &student, &cache).unwrap();
     let error = only.forward_cached(&picked, &batch, true).err().unwrap().to_string();
     assert!(error.contains("not fitted yet"), "{error}");
-    let error = only.dry_run(&picked).err().unwrap().to_string();
-    assert!(error.contains("dry_run_cached"), "{error}");
+    // (`only.dry_run(&picked)` does not compile: the teacher is a cache.)
     let cached_report = only.dry_run_cached(&picked, &batch).unwrap();
     assert_eq!(cached_report.pairs[0].student, [3, 4, 16, 16]);
     assert_eq!(cached_report.pairs[1].student, [3, 6, 8, 8]);

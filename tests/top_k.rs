@@ -3,7 +3,7 @@
 //! with the rest of the catalogue in `tests/criteria.rs`), equality with the full `KlDiv` when every
 //! class is kept, gradients, and the errors for what the criterion cannot read.
 
-use distill::criterion::{split_top_k, Criterion, KlDiv, Mse, TopKKlDiv, TopKLogits};
+use distill::criterion::{split_top_k, Criterion, KlDiv, Mse, TeacherEncoding, TopKKlDiv, TopKLogits};
 use distill::DistillError;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -210,15 +210,18 @@ fn a_packed_teacher_of_another_kind_is_read_in_the_student_kind() {
 
 #[test]
 fn the_temperature_at_which_a_criterion_reads_top_k() {
-    assert_eq!(TopKKlDiv::new(2.5).top_k_temperature(), Some(2.5));
-    assert_eq!((TopKKlDiv::new(2.5) * 0.3).top_k_temperature(), Some(2.5));
-    assert_eq!((0.3 * (TopKKlDiv::default() * 2.0)).top_k_temperature(), Some(4.0));
-    assert_eq!(KlDiv::new(2.5).top_k_temperature(), None);
-    assert_eq!((Mse * 2.0).top_k_temperature(), None);
+    assert_eq!(TopKKlDiv::new(2.5).teacher_encoding(), TeacherEncoding::TopKLogits { temperature: 2.5 });
+    assert_eq!((TopKKlDiv::new(2.5) * 0.3).teacher_encoding(), TeacherEncoding::TopKLogits { temperature: 2.5 });
+    assert_eq!(
+        (0.3 * (TopKKlDiv::default() * 2.0)).teacher_encoding(),
+        TeacherEncoding::TopKLogits { temperature: 4.0 }
+    );
+    assert_eq!(KlDiv::new(2.5).teacher_encoding(), TeacherEncoding::Plain);
+    assert_eq!((Mse * 2.0).teacher_encoding(), TeacherEncoding::Plain);
     let closure = |s: &Tensor, t: &Tensor| (s - t).square().mean(None);
-    assert_eq!(closure.top_k_temperature(), None);
+    assert_eq!(closure.teacher_encoding(), TeacherEncoding::Plain);
     let boxed: Box<dyn Criterion> = Box::new(TopKKlDiv::new(1.5) * 2.0);
-    assert_eq!(boxed.top_k_temperature(), Some(1.5));
+    assert_eq!(boxed.teacher_encoding(), TeacherEncoding::TopKLogits { temperature: 1.5 });
 }
 
 #[test]

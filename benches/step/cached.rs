@@ -10,8 +10,8 @@ use tch::nn::{self as tnn, VarStore};
 use tch::{Kind, Tensor};
 
 use crate::models::Net;
+use crate::models::{batch_data, teacher_weights};
 use crate::python::Python;
-use crate::runs::{batch_data, teacher_weights};
 use crate::sides::{leaked_models, sgd, Front, Side, SmallKd};
 use crate::summary::{add_ratio, Summary};
 use crate::timing::{calibrate, fmt_ms, interleave, time_round};

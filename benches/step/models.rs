@@ -5,7 +5,7 @@
 use distill::nn as dnn;
 use distill::prelude::*;
 use tch::nn::{self as tnn, VarStore};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// Channel widths of the teacher's blocks.
 pub(crate) const TEACHER: [i64; 3] = [16, 32, 64];
@@ -121,4 +121,21 @@ pub(crate) fn slice_into(student_vs: &VarStore, teacher_vs: &VarStore) {
             var.copy_(&view);
         }
     });
+}
+
+/// The random teacher both sides start from.
+pub(crate) fn teacher_weights() -> VarStore {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let _ = Net::new(&vs.root(), &TEACHER);
+    vs
+}
+
+/// A batch of inputs and labels, the same on both sides.
+pub(crate) fn batch_data(batch: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(1);
+    (
+        Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)),
+    )
 }

@@ -3,8 +3,8 @@
 
 use std::process::{Command, Stdio};
 
+use crate::models::{batch_data, teacher_weights};
 use crate::python::script;
-use crate::runs::{batch_data, teacher_weights};
 use crate::sides::{Front, Hand, Side};
 use crate::summary::Summary;
 use crate::Args;

@@ -2,9 +2,9 @@
 
 use distill::prelude::*;
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
-use crate::models::{Net, RawNet, TEACHER};
+use crate::models::{batch_data, teacher_weights, Net, RawNet, TEACHER};
 use crate::python::Python;
 use crate::sides::{Front, Hand, Side};
 use crate::summary::{add_ratio, Summary};
@@ -18,22 +18,6 @@ const SAME_LOSS: f64 = 1e-4;
 /// Untimed steps of the library's side before (b)'s rounds (the hand-written side warms up while
 /// calibrating).
 const STEP_WARM_UP: usize = 5;
-
-/// The random teacher both sides start from.
-pub(crate) fn teacher_weights() -> VarStore {
-    tch::manual_seed(0);
-    let vs = VarStore::new(Device::Cpu);
-    let _ = Net::new(&vs.root(), &TEACHER);
-    vs
-}
-
-pub(crate) fn batch_data(batch: i64) -> (Tensor, Tensor) {
-    tch::manual_seed(1);
-    (
-        Tensor::randn([batch, 1, 28, 28], (Kind::Float, Device::Cpu)),
-        Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)),
-    )
-}
 
 pub(crate) fn bench_idle(args: &Args, batch: i64, summary: &mut Summary) {
     let src = teacher_weights();

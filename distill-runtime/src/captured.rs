@@ -52,6 +52,11 @@ impl Captured {
         }
     }
 
+    /// Every call through `f`.
+    pub(crate) fn f_map(&self, f: impl Fn(&Tensor) -> crate::error::Result<Tensor>) -> crate::error::Result<Captured> {
+        Ok(Captured { calls: self.calls.iter().map(f).collect::<crate::error::Result<_>>()? })
+    }
+
     pub(crate) fn one(tensor: Tensor) -> Captured {
         Captured { calls: vec![tensor] }
     }

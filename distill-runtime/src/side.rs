@@ -1,15 +1,16 @@
 //! What can be one side of a distillation: a model of `distill::nn` layers, whose endpoints are its
-//! modules, or a TorchScript [`jit::Module`], whose endpoints are its named
-//! outputs. Both front ends (`Mapping`, `distill!`) and the engine reach a side only through
-//! [`SideModel`].
+//! modules, a TorchScript [`jit::Module`], whose endpoints are its named outputs, or a source of
+//! stored teacher tensors (the caches implement [`SideModel`] in their own modules, with their own
+//! resolution). Every front end (`Mapping`, `distill!`, a config) and the engine reach a side only
+//! through [`SideModel`].
 
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::cache::Manifest;
 use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
-use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
+use crate::criterion::TeacherEncoding;
+use crate::endpoint::{Endpoint, ResolvedEndpoint};
 use crate::error::{DistillError, Result};
 use crate::jit;
 use crate::module::Distillable;
@@ -33,6 +34,18 @@ pub trait SideModel {
     /// Runs the model on `xs` with the `train` flag and captures `endpoints` (resolved by this model's
     /// resolver): returns the model's own output and one capture per endpoint.
     fn run(&self, xs: &Tensor, train: bool, endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>;
+
+    /// Checks that this side gives the endpoint `endpoint` (resolved by its resolver) in the form
+    /// the criterion of the pair `label` reads (`reads`). A model gives its tensors as they are and
+    /// accepts every pair (the default); a teacher cache that stores a distribution in a reduced
+    /// form accepts only the criterion that reads that form at the stored temperature.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] naming the pair, what is stored and what the criterion reads.
+    fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
+        let _ = (label, endpoint, reads);
+        Ok(())
+    }
 }
 
 impl<M: ModuleT + Distillable> SideModel for M {
@@ -55,9 +68,26 @@ impl SideModel for jit::Module {
     }
 }
 
+/// A teacher that runs: a model (`ModuleT + Distillable`) or a TorchScript module, as opposed to a
+/// teacher cache, which stands for a teacher that is not loaded. The `forward_t`, `forward_t_with`
+/// and `dry_run` of a `distill!` model and of a [`DistillModel`](crate::DistillModel) exist only
+/// when the teacher is one, so that a forward of a distillation over a cache is a compile error
+/// naming `forward_cached`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a teacher cache: a distillation over it does not run the teacher",
+    label = "not a teacher that runs",
+    note = "read the teacher's side from a batch of the cache: `forward_cached(&xs, &cache.batch(…)?, train)`, and \
+            `dry_run_cached(&xs, &batch)` to fit the adapters and check the pairs"
+)]
+pub trait LiveTeacher {}
+
+#[diagnostic::do_not_recommend]
+impl<M: ModuleT + Distillable> LiveTeacher for M {}
+
+impl LiveTeacher for jit::Module {}
+
 /// Checks endpoints against one side's model; see [`SideModel::resolver`]. Used by `Mapping` and by
 /// the `new()` that `distill!` generates.
-#[derive(Debug)]
 pub struct SideResolver<'m> {
     kind: Kind<'m>,
     /// The model's address and type, to tell whether a mapping is used with the models it was built
@@ -65,11 +95,24 @@ pub struct SideResolver<'m> {
     identity: (usize, &'static str),
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for SideResolver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Modules(_) => "modules",
+            Kind::Outputs { .. } => "TorchScript outputs",
+            Kind::Own(_) => "the side's own resolution",
+        };
+        f.debug_struct("SideResolver").field("kind", &kind).field("model", &self.identity.1).finish()
+    }
+}
+
+/// A side's own resolution of an endpoint (a cache's: the endpoints it stores).
+type Resolve<'m> = Box<dyn Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm>;
+
 enum Kind<'m> {
     Modules(Resolver<'m>),
     Outputs { module: &'m jit::Module, side: Side },
-    Cached { manifest: &'m Manifest, dir: &'m std::path::Path, side: Side },
+    Own(Resolve<'m>),
 }
 
 impl<'m> SideResolver<'m> {
@@ -77,14 +120,13 @@ impl<'m> SideResolver<'m> {
         SideResolver { kind, identity: identity(model) }
     }
 
-    /// A resolver against the endpoints a teacher cache stores.
-    pub(crate) fn cached<M: ?Sized>(
+    /// A resolver for `model` that resolves with `resolve`: for a side that is neither modules nor a
+    /// TorchScript module, such as a teacher cache, which knows which endpoints it stores.
+    pub(crate) fn own<M: ?Sized>(
         model: &'m M,
-        manifest: &'m Manifest,
-        dir: &'m std::path::Path,
-        side: Side,
+        resolve: impl Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm,
     ) -> Self {
-        SideResolver::new(model, Kind::Cached { manifest, dir, side })
+        SideResolver::new(model, Kind::Own(Box::new(resolve)))
     }
 
     /// Checks `endpoint` against the model and finds what to capture.
@@ -92,7 +134,7 @@ impl<'m> SideResolver<'m> {
         match &self.kind {
             Kind::Modules(resolver) => resolver.resolve(endpoint),
             Kind::Outputs { module, side } => module.resolve_endpoint(endpoint, *side),
-            Kind::Cached { manifest, dir, side } => resolve_cached(manifest, dir, *side, endpoint),
+            Kind::Own(resolve) => resolve(endpoint),
         }
     }
 
@@ -107,37 +149,6 @@ impl<'m> SideResolver<'m> {
             resolver.forget_index();
         }
     }
-}
-
-/// A path endpoint that the cache stores; other endpoints name modules a cache does not have.
-fn resolve_cached(
-    manifest: &Manifest,
-    dir: &std::path::Path,
-    side: Side,
-    endpoint: &Endpoint<'_>,
-) -> Result<ResolvedEndpoint> {
-    let Target::Path(path) = &endpoint.target else {
-        return Err(DistillError::InvalidArgument(
-            "a teacher cache holds no modules to refer to: name its endpoints by path (`\"features.1\"`)".to_owned(),
-        ));
-    };
-    if endpoint.all_calls {
-        return Err(DistillError::InvalidArgument(format!(
-            "the cached endpoint `{path}` cannot capture all calls: a teacher cache stores one call"
-        )));
-    }
-    let Some((index, _)) = manifest.endpoint(path, endpoint.port) else {
-        return Err(crate::cache::missing_endpoint(dir, manifest, path, endpoint.port));
-    };
-    Ok(ResolvedEndpoint {
-        side,
-        path: path.to_string(),
-        tap: None,
-        container: None,
-        output: Some(index),
-        port: endpoint.port,
-        all_calls: false,
-    })
 }
 
 fn identity<M: ?Sized>(model: &M) -> (usize, &'static str) {

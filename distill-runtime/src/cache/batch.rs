@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tch::Tensor;
 
 use super::manifest::{Encoding, Manifest};
-use crate::endpoint::ResolvedEndpoint;
+use super::TeacherBatch;
+use crate::criterion::TeacherEncoding;
+use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
 use crate::point::{Port, Side};
 use crate::side::{SideModel, SideResolver};
@@ -90,54 +92,9 @@ impl CachedBatch {
     }
 }
 
-impl CachedBatch {
-    /// Checks that the criterion of the pair `label`, which reads top-k logits at
-    /// `reads_top_k` ([`Criterion::top_k_temperature`](crate::criterion::Criterion::top_k_temperature)),
-    /// can read the teacher endpoint `endpoint` as the cache stores it: top-k logits stored at
-    /// temperature `T` need a criterion reading top-k at `T`, and a criterion reading top-k needs
-    /// top-k logits stored at its temperature.
-    ///
-    /// # Errors
-    /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures.
-    pub fn check_top_k(&self, label: &str, endpoint: &ResolvedEndpoint, reads_top_k: Option<f64>) -> Result<()> {
-        // An endpoint the cache does not store is reported, with the stored ones, when the batch runs.
-        let Some((_, entry)) = self.manifest.endpoint(endpoint.path(), endpoint.port()) else { return Ok(()) };
-        let stored = match entry.encoding {
-            Encoding::TopK { k, temperature, .. } => Some((k, temperature)),
-            _ => None,
-        };
-        let shown = |temperature: Option<f64>| match temperature {
-            Some(t) => format!("top-k logits at temperature {t}"),
-            None => "not top-k logits".to_owned(),
-        };
-        let agree = match (stored, reads_top_k) {
-            (Some((_, cached)), Some(read)) => cached == read,
-            (None, None) => true,
-            _ => false,
-        };
-        if agree {
-            return Ok(());
-        }
-        let path = if endpoint.path().is_empty() {
-            "the teacher's own output".to_owned()
-        } else {
-            format!("`{}`", endpoint.path())
-        };
-        Err(DistillError::CacheMismatch {
-            dir: self.dir.display().to_string(),
-            what: format!("the encoding of the teacher endpoint {path} read by the pair `{label}`"),
-            cached: match stored {
-                Some((k, t)) => format!("top {k} logits at temperature {t}"),
-                None => "not top-k logits".to_owned(),
-            },
-            expected: format!("the criterion reads {}", shown(reads_top_k)),
-        })
-    }
-}
-
 impl SideModel for CachedBatch {
     fn resolver(&self, side: Side) -> SideResolver<'_> {
-        SideResolver::cached(self, &self.manifest, &self.dir, side)
+        SideResolver::own(self, move |endpoint| resolve_stored(&self.manifest, &self.dir, side, endpoint))
     }
 
     fn run(&self, _xs: &Tensor, _train: bool, endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
@@ -154,6 +111,84 @@ impl SideModel for CachedBatch {
         };
         Ok((output, captures))
     }
+
+    fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
+        check_stored_encoding(&self.dir, &self.manifest, label, endpoint, reads)
+    }
+}
+
+impl TeacherBatch for CachedBatch {
+    /// `xs` with each sample's stored view applied ([`replay`](CachedBatch::replay)).
+    fn student_input(&self, xs: &Tensor) -> Result<Tensor> {
+        self.replay(xs)
+    }
+}
+
+/// Checks that the criterion of the pair `label`, which reads its teacher tensor as `reads`, can
+/// read the teacher endpoint `endpoint` as the image cache in `dir` stores it (see
+/// [`SideModel::check_encoding`]): top-k logits stored at temperature `T` need a criterion reading
+/// top-k logits at `T`, and a criterion reading an encoded form needs that form stored at its
+/// temperature.
+pub(crate) fn check_stored_encoding(
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    label: &str,
+    endpoint: &ResolvedEndpoint,
+    reads: TeacherEncoding,
+) -> Result<()> {
+    // An endpoint the cache does not store is reported, with the stored ones, when the batch runs.
+    let Some((_, entry)) = manifest.endpoint(endpoint.path(), endpoint.port()) else { return Ok(()) };
+    let (stored, cached) = match entry.encoding {
+        Encoding::TopK { k, temperature, .. } => {
+            (TeacherEncoding::TopKLogits { temperature }, format!("top {k} logits at temperature {temperature}"))
+        }
+        _ => (TeacherEncoding::Plain, "the teacher's tensor as it is".to_owned()),
+    };
+    if stored == reads {
+        return Ok(());
+    }
+    let path = if endpoint.path().is_empty() {
+        "the teacher's own output".to_owned()
+    } else {
+        format!("`{}`", endpoint.path())
+    };
+    Err(DistillError::CacheMismatch {
+        dir: dir.display().to_string(),
+        what: format!("the encoding of the teacher endpoint {path} read by the pair `{label}`"),
+        cached,
+        expected: format!("the criterion reads {reads}"),
+    })
+}
+
+/// A path endpoint that the cache stores; other endpoints name modules a cache does not have.
+pub(crate) fn resolve_stored(
+    manifest: &Manifest,
+    dir: &std::path::Path,
+    side: Side,
+    endpoint: &Endpoint<'_>,
+) -> Result<ResolvedEndpoint> {
+    let Target::Path(path) = &endpoint.target else {
+        return Err(DistillError::InvalidArgument(
+            "a teacher cache holds no modules to refer to: name its endpoints by path (`\"features.1\"`)".to_owned(),
+        ));
+    };
+    if endpoint.all_calls {
+        return Err(DistillError::InvalidArgument(format!(
+            "the cached endpoint `{path}` cannot capture all calls: a teacher cache stores one call"
+        )));
+    }
+    let Some((index, _)) = manifest.endpoint(path, endpoint.port) else {
+        return Err(missing_endpoint(dir, manifest, path, endpoint.port));
+    };
+    Ok(ResolvedEndpoint {
+        side,
+        path: path.to_string(),
+        tap: None,
+        container: None,
+        output: Some(index),
+        port: endpoint.port,
+        all_calls: false,
+    })
 }
 
 /// The error for a teacher endpoint that the cache did not store.

@@ -87,6 +87,7 @@ mod mapped;
 mod mismatch;
 mod prefetch;
 mod reader;
+mod teacher_batch;
 mod token;
 mod writer;
 
@@ -99,10 +100,9 @@ pub use manifest::{
 pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;
+pub use teacher_batch::TeacherBatch;
 pub use token::{
-    CachedTokens, IdWidth, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TokenManifest,
+    CachedTokens, IdWidth, StoredHidden, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TokenManifest,
     TokenShardWriter, TokenTeacher, TokenWriteReport, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,
 };
 pub use writer::{CacheWriter, WriteReport};
-
-pub(crate) use batch::missing_endpoint;

@@ -14,6 +14,7 @@ use super::mapped::{tensor_bytes_mut, MappedShard, ShardSet};
 use super::prefetch::Prefetch;
 use super::writer::MANIFEST_KEY;
 use crate::checksum::CHECKSUM_KEY;
+use crate::criterion::TeacherEncoding;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::point::Side;
@@ -340,7 +341,13 @@ impl Store {
 
 impl SideModel for TeacherCache {
     fn resolver(&self, side: Side) -> SideResolver<'_> {
-        SideResolver::cached(self, &self.store.manifest, &self.store.dir, side)
+        SideResolver::own(self, move |endpoint| {
+            super::batch::resolve_stored(&self.store.manifest, &self.store.dir, side, endpoint)
+        })
+    }
+
+    fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
+        super::batch::check_stored_encoding(&self.store.dir, &self.store.manifest, label, endpoint, reads)
     }
 
     fn run(&self, _xs: &Tensor, _train: bool, _endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {

@@ -100,6 +100,7 @@ struct PairEntry {
     student: EndpointEntry,
     teacher: EndpointEntry,
     criterion: CriterionConfig,
+    criterion_at: At,
     weight: WeightConfig,
     student_adapter: Option<(AdapterConfig, At)>,
     teacher_adapter: Option<(AdapterConfig, At)>,
@@ -213,9 +214,16 @@ impl Config {
         let source = Source { file: &self.file, text: &self.text };
         let (student_resolver, teacher_resolver) = (student.resolver(Side::Student), teacher.resolver(Side::Teacher));
         for pair in &self.pairs {
-            for (entry, resolver) in [(&pair.student, &student_resolver), (&pair.teacher, &teacher_resolver)] {
-                resolver.resolve(&entry.endpoint()).map_err(|err| source.caused(&entry.at, err))?;
-            }
+            student_resolver.resolve(&pair.student.endpoint()).map_err(|err| source.caused(&pair.student.at, err))?;
+            let teacher_endpoint = teacher_resolver
+                .resolve(&pair.teacher.endpoint())
+                .map_err(|err| source.caused(&pair.teacher.at, err))?;
+            // A teacher cache stores a distribution in one encoding: a criterion that reads another
+            // is an error here, before any step.
+            let reads = pair.criterion.boxed(None).teacher_encoding();
+            teacher
+                .check_encoding(&pair.name, &teacher_endpoint, reads)
+                .map_err(|err| source.caused(&pair.criterion_at, err))?;
         }
         let mut mapping = Mapping::new(student, teacher);
         for pair in &self.pairs {
@@ -287,6 +295,12 @@ impl ConfigSide for jit::Module {
 }
 
 impl ConfigSide for crate::cache::TeacherCache {
+    fn module_tree(&self) -> Option<&dyn Distillable> {
+        None
+    }
+}
+
+impl ConfigSide for crate::cache::TokenCache {
     fn module_tree(&self) -> Option<&dyn Distillable> {
         None
     }
@@ -385,6 +399,7 @@ fn read_pair(table: &Table<'_, '_>, at: &At) -> Result<PairEntry> {
         student,
         teacher,
         criterion,
+        criterion_at,
         weight: weight::read(table)?,
         student_adapter: adapter(Side::Student, "student_adapter")?,
         teacher_adapter: adapter(Side::Teacher, "teacher_adapter")?,

@@ -8,7 +8,7 @@ use tch::Tensor;
 use super::adapters::ConfiguredAdapter;
 use super::criteria::CriterionConfig;
 use super::weight::WeightConfig;
-use crate::cache::CachedBatch;
+use crate::cache::TeacherBatch;
 use crate::captured::Captured;
 use crate::criterion::{check_pair, name_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
@@ -16,7 +16,7 @@ use crate::error::{DistillError, Result};
 use crate::mapping::{DistillModel, DistillOutput};
 use crate::point::Side;
 use crate::schedule::Schedule;
-use crate::side::SideModel;
+use crate::side::{LiveTeacher, SideModel};
 
 /// One pair of a configuration, built against the models: its name, criterion, weight and adapters.
 /// The payload of the [`Mapping`](crate::Mapping) that [`Config::mapping`](super::Config::mapping)
@@ -250,7 +250,7 @@ fn collect_losses(
 /// from the pairs' tensors, and checks every pair against its criterion after its adapters. Every
 /// problem is reported at once. Call it before building the optimizer when the configuration has a
 /// fitted adapter, so that the optimizer sees its variables.
-pub fn dry_run<S: SideModel, T: SideModel>(
+pub fn dry_run<S: SideModel, T: SideModel + LiveTeacher>(
     model: &DistillModel<'_, S, T, ConfiguredPair>,
     xs: &Tensor,
 ) -> Result<DryRun> {
@@ -265,7 +265,7 @@ pub fn dry_run<S: SideModel, T: SideModel>(
 pub fn dry_run_cached<S: SideModel, T: SideModel>(
     model: &DistillModel<'_, S, T, ConfiguredPair>,
     xs: &Tensor,
-    batch: &CachedBatch,
+    batch: &dyn TeacherBatch,
 ) -> Result<DryRun> {
     let _no_grad = tch::no_grad_guard();
     let out = model.forward_cached(xs, batch, false)?;

@@ -74,6 +74,7 @@ mod check;
 mod chunked;
 mod dist;
 mod dkd;
+mod encoding;
 mod logits;
 mod mask;
 mod pkt;
@@ -93,6 +94,7 @@ pub(crate) use check::name_pair;
 pub use chunked::{ChunkedLoss, ChunkedTarget};
 pub use dist::Dist;
 pub use dkd::Dkd;
+pub use encoding::TeacherEncoding;
 pub use logits::{KlDiv, SoftCrossEntropy};
 pub use mask::{valid_labels, TokenReduction, IGNORE_INDEX};
 pub use pkt::Pkt;
@@ -176,12 +178,12 @@ pub trait Criterion {
         Ok(self.loss_with_targets(student, teacher, targets))
     }
 
-    /// The temperature at which this criterion reads its teacher tensor as a packed top-k tensor
-    /// ([`TopKLogits`]) rather than as the teacher's own output, or `None` (the default) for a
-    /// criterion that reads the teacher's tensor as it is. A teacher cache stores a pair's logits in
-    /// top-k form only for a criterion that reads that form, encoded at this temperature.
-    fn top_k_temperature(&self) -> Option<f64> {
-        None
+    /// The form in which this criterion reads its teacher tensor: as the teacher gives it (the
+    /// default, [`TeacherEncoding::Plain`]), or as one of the reduced forms a teacher cache stores
+    /// (top-k logits, top-k with its tail, sampled tokens) at a temperature. A cache checks that it
+    /// stores a pair's teacher endpoint in this form before the pair reads it.
+    fn teacher_encoding(&self) -> TeacherEncoding {
+        TeacherEncoding::Plain
     }
 
     /// The factor this criterion applies to the criterion it wraps at training step `step` (the
@@ -281,8 +283,8 @@ impl Criterion for Box<dyn Criterion + '_> {
         (**self).f_loss_with_targets(student, teacher, targets)
     }
 
-    fn top_k_temperature(&self) -> Option<f64> {
-        (**self).top_k_temperature()
+    fn teacher_encoding(&self) -> TeacherEncoding {
+        (**self).teacher_encoding()
     }
 
     fn weight_at(&self, step: u64) -> f64 {

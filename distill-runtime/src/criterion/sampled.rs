@@ -306,6 +306,11 @@ impl Criterion for SampledKl {
         packed_n(last)
     }
 
+    /// The packed sampled encoding at this criterion's temperature.
+    fn teacher_encoding(&self) -> super::TeacherEncoding {
+        super::TeacherEncoding::Sampled { temperature: self.temperature }
+    }
+
     /// Integer labels with the logits' shape without the vocabulary.
     fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
         token_labels(student, targets)

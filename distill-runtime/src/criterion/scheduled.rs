@@ -70,8 +70,8 @@ impl<C: Criterion> Criterion for Scheduled<C> {
         self.criterion.check_targets(student, targets)
     }
 
-    fn top_k_temperature(&self) -> Option<f64> {
-        self.criterion.top_k_temperature()
+    fn teacher_encoding(&self) -> super::TeacherEncoding {
+        self.criterion.teacher_encoding()
     }
 
     fn weight_at(&self, step: u64) -> f64 {

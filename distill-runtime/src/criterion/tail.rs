@@ -368,6 +368,11 @@ impl Criterion for TopKKl {
         packed_k(&[last], vocab).map(|_| ())
     }
 
+    /// The packed top-k with its tail encoding at this criterion's temperature.
+    fn teacher_encoding(&self) -> super::TeacherEncoding {
+        super::TeacherEncoding::TopKTail { temperature: self.temperature }
+    }
+
     /// Integer labels with the logits' shape without the vocabulary.
     fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
         token_labels(student, targets)

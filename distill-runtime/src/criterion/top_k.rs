@@ -26,7 +26,7 @@ use crate::error::{DistillError, Result};
 /// a cache that wants to store the packed tensor in half precision must check the class count
 /// ([`split_top_k`] does when it reads one). The probabilities are those at `T`, so the criterion that
 /// reads the tensor, [`TopKKlDiv`], must use the same temperature
-/// ([`Criterion::top_k_temperature`] says which one a criterion uses).
+/// ([`Criterion::teacher_encoding`] says which one a criterion uses).
 ///
 /// ```
 /// use distill_runtime::criterion::{split_top_k, TopKLogits};
@@ -324,7 +324,7 @@ impl Criterion for TopKKlDiv {
         Ok(())
     }
 
-    fn top_k_temperature(&self) -> Option<f64> {
-        Some(self.temperature)
+    fn teacher_encoding(&self) -> super::TeacherEncoding {
+        super::TeacherEncoding::TopKLogits { temperature: self.temperature }
     }
 }

@@ -5,12 +5,12 @@ use std::marker::PhantomData;
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
-use crate::cache::CachedBatch;
+use crate::cache::TeacherBatch;
 use crate::criterion::{check_pair, Criterion};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
-use crate::side::SideModel;
+use crate::side::{LiveTeacher, SideModel};
 
 /// Glues `student` and `teacher` into a distillation model that captures the pairs of `mapping`.
 ///
@@ -63,6 +63,10 @@ where
 /// teachers are the models given to [`Mapping::with_teachers`].
 #[derive(Debug)]
 pub enum SeveralTeachers {}
+
+/// Several teachers run; a teacher cache among them is an error of the forward (a cache holds one
+/// teacher's side, read with `forward_cached` from a one-teacher distillation).
+impl LiveTeacher for SeveralTeachers {}
 
 /// Why a [`DistillModel`] cannot run; reported by its forward.
 #[derive(Clone, Copy, Debug)]
@@ -169,7 +173,10 @@ where
     /// no running statistic moves — and reports every pair's shapes, before any training step: the
     /// widths for width-given adapters (`linear_adapter(path, in, out)`) come from here. With
     /// criteria as payloads, [`check_criteria`](Self::check_criteria) also checks each pair.
-    pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun> {
+    pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun>
+    where
+        T: LiveTeacher,
+    {
         let _no_grad = tch::no_grad_guard();
         let out = self.forward_t(xs, false)?;
         Ok(self.report(&out))
@@ -181,7 +188,7 @@ where
     ///
     /// # Errors
     /// What [`forward_cached`](Self::forward_cached) fails with.
-    pub fn dry_run_cached(&self, xs: &Tensor, batch: &CachedBatch) -> Result<DryRun> {
+    pub fn dry_run_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch) -> Result<DryRun> {
         let _no_grad = tch::no_grad_guard();
         let out = self.forward_cached(xs, batch, false)?;
         Ok(self.report(&out))
@@ -200,42 +207,47 @@ where
     }
 
     /// Runs teacher and student on `xs` (the student with `train`) and returns the paired tensors.
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<DistillOutput<'_, P>> {
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<DistillOutput<'_, P>>
+    where
+        T: LiveTeacher,
+    {
         self.forward_t_with(xs, xs, train)
     }
 
     /// As [`forward_t`](Self::forward_t), with a separate input for the teacher (e.g. another
     /// resolution or augmentation).
-    pub fn forward_t_with(
-        &self,
-        student_xs: &Tensor,
-        teacher_xs: &Tensor,
-        train: bool,
-    ) -> Result<DistillOutput<'_, P>> {
+    pub fn forward_t_with(&self, student_xs: &Tensor, teacher_xs: &Tensor, train: bool) -> Result<DistillOutput<'_, P>>
+    where
+        T: LiveTeacher,
+    {
         self.run(&self.teachers, student_xs, teacher_xs, train)
     }
 
-    /// Runs the student (with `train`) on `xs` — the batch's raw inputs, to which each sample's
-    /// stored augmentation view is applied first ([`CachedBatch::replay`]) — and takes the
-    /// teacher's side of every pair from `batch` instead of running the teacher.
+    /// Runs the student (with `train`) on what `batch` makes of `xs`
+    /// ([`TeacherBatch::student_input`]: an image cache's batch applies each sample's stored
+    /// augmentation view to the raw inputs; a token cache's batch takes the token ids as they are)
+    /// and takes the teacher's side of every pair from `batch` instead of running the teacher.
     ///
     /// The payload `P` is the user's and cannot be checked against the cache: a pair whose teacher
-    /// endpoint is stored as top-k logits gets the packed `[B, 2, k]` tensor whatever its payload
-    /// does with it. With [`Criterion`] payloads,
+    /// endpoint is stored in an encoded form (top-k logits, a token cache's distributions) gets the
+    /// packed tensor whatever its payload does with it, and the token mask
+    /// ([`TeacherBatch::token_mask`]) is the user's to apply to it. A pair on a token cache's
+    /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With [`Criterion`] payloads,
     /// [`forward_cached_checked`](DistillModel::forward_cached_checked) checks each pair's criterion
     /// against the stored encoding first.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
     /// another shape than the cache's; what a forward can fail with.
-    pub fn forward_cached(&self, xs: &Tensor, batch: &CachedBatch, train: bool) -> Result<DistillOutput<'_, P>> {
+    pub fn forward_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch, train: bool) -> Result<DistillOutput<'_, P>> {
         if let Some(problem) = self.problem {
             return Err(problem.error());
         }
-        let xs = batch.replay(xs)?;
+        let xs = batch.student_input(xs)?;
         // A cache holds one teacher's side: a distillation from several teachers has no cached form,
         // and the engine says so (one teacher given for several).
-        self.run(&[batch], &xs, &xs, train)
+        let out = self.run(&[batch as &dyn SideModel], &xs, &xs, train)?;
+        out.f_select(self.engine.teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
     }
 
     /// Runs the engine with `teachers` as the teacher sides and pairs the captures with the
@@ -268,8 +280,8 @@ where
 {
     /// As [`forward_cached`](Self::forward_cached), after checking that each pair's criterion reads
     /// its teacher endpoint as the cache stores it: top-k logits at the criterion's top-k
-    /// temperature ([`Criterion::top_k_temperature`]), anything else by a criterion that does not
-    /// read top-k.
+    /// temperature ([`Criterion::teacher_encoding`]), anything else by a criterion that reads the
+    /// teacher's tensor as it is.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures; what
@@ -277,12 +289,12 @@ where
     pub fn forward_cached_checked(
         &self,
         xs: &Tensor,
-        batch: &CachedBatch,
+        batch: &dyn TeacherBatch,
         train: bool,
     ) -> Result<DistillOutput<'_, C>> {
         for (pair, endpoint) in self.mapping.pairs.iter().zip(self.engine.teacher_endpoints()) {
             let label = pair_label(pair, &self.mapping.teacher_names);
-            batch.check_top_k(&label, endpoint, pair.payload.top_k_temperature())?;
+            batch.check_encoding(&label, endpoint, pair.payload.teacher_encoding())?;
         }
         self.forward_cached(xs, batch, train)
     }
@@ -290,7 +302,10 @@ where
     /// A [`dry_run`](Self::dry_run) that also checks each pair against its criterion payload, and
     /// reports every pair that does not fit at once — naming, for a width mismatch, the adapters that
     /// would.
-    pub fn check_criteria(&self, xs: &Tensor) -> Result<DryRun> {
+    pub fn check_criteria(&self, xs: &Tensor) -> Result<DryRun>
+    where
+        T: LiveTeacher,
+    {
         let report = self.dry_run(xs)?;
         let problems: Vec<DistillError> = report
             .pairs

@@ -54,6 +54,19 @@ impl<'d, P> DistillOutput<'d, P> {
         self.teacher_names.get(pair.teacher_index).map(String::as_str)
     }
 
+    /// Each pair's tensors through `select(teacher endpoint of the pair, tensor)`, both sides.
+    pub(super) fn f_select(
+        mut self,
+        teacher_endpoints: &[crate::endpoint::ResolvedEndpoint],
+        select: impl Fn(&crate::endpoint::ResolvedEndpoint, &Tensor) -> crate::error::Result<Tensor>,
+    ) -> crate::error::Result<Self> {
+        for ((student, teacher), endpoint) in self.pairs.iter_mut().zip(teacher_endpoints) {
+            *student = student.f_map(|tensor| select(endpoint, tensor))?;
+            *teacher = teacher.f_map(|tensor| select(endpoint, tensor))?;
+        }
+        Ok(self)
+    }
+
     /// `(student tensor, teacher tensor, payload)` for each pair, in insertion order.
     pub fn pairs(&self) -> Pairs<'_, 'd, P> {
         Pairs { inner: self.pairs.iter().zip(self.mapping) }

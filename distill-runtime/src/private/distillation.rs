@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use crate::adapter::checked::checked_forward;
 use crate::adapter::{FittedAdapter, FittedKind};
-use crate::cache::CachedBatch;
-use crate::criterion::{check_pair, Criterion};
+use crate::cache::TeacherBatch;
+use crate::criterion::{check_pair, Criterion, TeacherEncoding};
 use crate::dry_run::{DryRun, PairShapes};
 use crate::dsl::Pair;
 use crate::endpoint::ResolvedEndpoint;
@@ -87,6 +87,8 @@ pub struct Core<'m> {
     step: Option<u64>,
     /// The index of the pair every other pair's loss is rescaled to.
     rescale_to: Option<usize>,
+    /// Per pair, the index of the teacher it reads.
+    pair_teacher: Vec<usize>,
 }
 
 /// What one forward of a [`Core`] gives: every model's output and the pairs in declaration order.
@@ -112,6 +114,7 @@ impl<'m> Core<'m> {
             pairs,
             step: None,
             rescale_to: None,
+            pair_teacher: pair_teacher.to_vec(),
         })
     }
 
@@ -149,12 +152,25 @@ impl<'m> Core<'m> {
         Ok(())
     }
 
-    /// Checks every pair's criterion parameters, naming the pair of the first that is invalid.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks every pair's criterion parameters, naming the pair of the first that is invalid, and
+    /// that each pair's teacher (`teachers`, in declaration order) gives its endpoint in the form the
+    /// pair's criterion reads ([`SideModel::check_encoding`]: a cache declared as the teacher stores
+    /// a distribution in one encoding).
+    pub fn validate(&self, teachers: &[&dyn SideModel]) -> Result<()> {
         for spec in &self.pairs {
             spec.criterion
                 .validate()
                 .map_err(|reason| DistillError::InvalidCriterion { pair: spec.label.to_owned(), reason })?;
+        }
+        self.check_encodings(|index| teachers.get(self.pair_teacher.get(index).copied().unwrap_or(0)).copied())
+    }
+
+    /// Each pair's teacher, `teacher_of(pair index)`, gives the pair's endpoint as its criterion reads it.
+    fn check_encodings<'s>(&self, teacher_of: impl Fn(usize) -> Option<&'s dyn SideModel>) -> Result<()> {
+        for (index, (spec, endpoint)) in self.pairs.iter().zip(self.engine.teacher_endpoints()).enumerate() {
+            if let Some(teacher) = teacher_of(index) {
+                teacher.check_encoding(spec.label, endpoint, spec.criterion.teacher_encoding())?;
+            }
         }
         Ok(())
     }
@@ -223,20 +239,34 @@ impl<'m> Core<'m> {
 }
 
 impl Core<'_> {
-    /// As [`forward`](Self::forward), with the teacher's side read from `batch` and the student run
-    /// on `xs` with each sample's stored view applied. Each pair's criterion must read its teacher
-    /// endpoint as stored: top-k logits at the criterion's top-k temperature, anything else by a
-    /// criterion that does not read top-k ([`CachedBatch::check_top_k`]).
+    /// As [`forward`](Self::forward), with the teacher's side read from `batch` (a batch of a teacher
+    /// cache) and the student run on [`TeacherBatch::student_input`]. Each pair's criterion must read
+    /// its teacher endpoint as stored ([`SideModel::check_encoding`]). A batch of sequences gives the
+    /// pairs that read its distribution the token mask as labels ([`TeacherBatch::token_labels`]),
+    /// and narrows the pairs on its stored hidden states to the valid tokens
+    /// ([`TeacherBatch::select_tokens`]).
     pub fn forward_cached(
         &self,
         student: &dyn SideModel,
-        batch: &CachedBatch,
+        batch: &dyn TeacherBatch,
         xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
-        self.check_cached(batch)?;
-        let xs = batch.replay(xs)?;
-        self.forward(student, &[batch], &xs, &xs, train)
+        self.check_encodings(|_| Some(batch as &dyn SideModel))?;
+        let xs = batch.student_input(xs)?;
+        let mut forward = self.forward(student, &[batch as &dyn SideModel], &xs, &xs, train)?;
+        let labels = batch.token_labels()?;
+        let pairs = forward.pairs.iter_mut().zip(&self.pairs).zip(self.engine.teacher_endpoints());
+        for ((pair, spec), endpoint) in pairs {
+            pair.student = batch.select_tokens(endpoint, &pair.student)?;
+            pair.teacher = batch.select_tokens(endpoint, &pair.teacher)?;
+            // The token mask reaches the criteria that read an encoded distribution as their labels;
+            // a hidden state's pair was narrowed to the valid tokens instead.
+            if let (Some(labels), false) = (&labels, spec.criterion.teacher_encoding() == TeacherEncoding::Plain) {
+                pair.set_targets(labels);
+            }
+        }
+        Ok(forward)
     }
 
     /// Runs every model once on `xs` — in evaluation mode, without gradient, so that no running
@@ -248,23 +278,15 @@ impl Core<'_> {
         self.dry_run_inner(student, teachers, xs)
     }
 
-    /// As [`dry_run`](Self::dry_run), with the teacher's side read from a teacher cache `batch`
-    /// (the student runs on `xs` with each sample's stored view applied): a distillation over a
-    /// cache fits its adapters and checks its criteria with the teacher never loaded. Each pair's
-    /// criterion must read its endpoint as stored, as in [`forward_cached`](Self::forward_cached).
-    pub fn dry_run_cached(&self, student: &dyn SideModel, batch: &CachedBatch, xs: &Tensor) -> Result<DryRun> {
-        self.check_cached(batch)?;
+    /// As [`dry_run`](Self::dry_run), with the teacher's side read from `batch` (a batch of a teacher
+    /// cache; the student runs on [`TeacherBatch::student_input`]): a distillation over a cache fits
+    /// its adapters and checks its criteria with the teacher never loaded. Each pair's criterion
+    /// must read its endpoint as stored, as in [`forward_cached`](Self::forward_cached).
+    pub fn dry_run_cached(&self, student: &dyn SideModel, batch: &dyn TeacherBatch, xs: &Tensor) -> Result<DryRun> {
+        self.check_encodings(|_| Some(batch as &dyn SideModel))?;
         let _no_grad = tch::no_grad_guard();
-        let xs = batch.replay(xs)?;
-        self.dry_run_inner(student, &[batch], &xs)
-    }
-
-    /// Every pair's criterion reads its teacher endpoint as `batch` stores it.
-    fn check_cached(&self, batch: &CachedBatch) -> Result<()> {
-        for (spec, endpoint) in self.pairs.iter().zip(self.engine.teacher_endpoints()) {
-            batch.check_top_k(spec.label, endpoint, spec.criterion.top_k_temperature())?;
-        }
-        Ok(())
+        let xs = batch.student_input(xs)?;
+        self.dry_run_inner(student, &[batch as &dyn SideModel], &xs)
     }
 
     fn dry_run_inner(&self, student: &dyn SideModel, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {

@@ -21,7 +21,7 @@ pub use self::losses::{f_loss_terms, total, weighted_array, write_losses, write_
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
 pub use crate::adapter::StringPath;
-pub use crate::cache::CachedBatch;
+pub use crate::cache::{CachedBatch, TeacherBatch};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;
@@ -32,3 +32,4 @@ pub use crate::point::Side;
 pub use crate::rng::SplitMix64;
 pub use crate::schedule::LossTerm;
 pub use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
+pub use crate::side::LiveTeacher;

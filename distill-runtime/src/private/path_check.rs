@@ -36,6 +36,12 @@ impl PathSchema for crate::cache::TeacherCache {
     const PATH_SCHEMA: &'static Schema = &Schema::OPAQUE;
 }
 
+/// A token cache stores the teacher's distribution only (the teacher itself, no module), so `new()`
+/// rejects every string path into it, naming the path.
+impl PathSchema for crate::cache::TokenCache {
+    const PATH_SCHEMA: &'static Schema = &Schema::OPAQUE;
+}
+
 /// `T`'s schema, for [`check_path`] in a `const` item.
 pub const fn schema_of<T: PathSchema + ?Sized>() -> &'static Schema {
     T::PATH_SCHEMA

@@ -28,25 +28,29 @@ pub(super) fn methods(items: &Items) -> TokenStream {
         #[automatically_derived]
         #allows
         impl<'m> #name<'m> {
-            /// Runs the student (with `train`) on `xs` — the batch's raw inputs, each sample's
-            /// stored augmentation view applied first — and reads the teacher's side of every pair
-            /// from `batch` (a teacher cache batch) instead of running the teacher. The output's
-            /// `teacher_output` is the cached teacher output if the cache stores it, else undefined.
+            /// Runs the student (with `train`) on `xs` and reads the teacher's side of every pair
+            /// from `batch` instead of running the teacher. `batch` is a batch of a teacher cache:
+            /// a `CachedBatch` of an image cache (`xs` are the batch's raw inputs; each sample's
+            /// stored augmentation view is applied first), or a `CachedTokens` of a token cache
+            /// (`xs` are the batch's token ids; every pair reads the batch's token mask as its
+            /// labels, which `with_targets` replaces). The output's `teacher_output` is the cached
+            /// teacher output if the cache stores it, else undefined.
             ///
             /// # Errors
-            /// `DistillError::CacheMismatch` for a teacher endpoint the cache does not store or
-            /// inputs of another shape than the cache's; what a forward can fail with.
+            /// `DistillError::CacheMismatch` for a teacher endpoint the cache does not store, in
+            /// another encoding than a pair's criterion reads, or inputs of another shape than the
+            /// cache's; what a forward can fail with.
             pub fn forward_cached(
                 &self,
                 xs: &#p::tch::Tensor,
-                batch: &#p::CachedBatch,
+                batch: &dyn #p::TeacherBatch,
                 train: bool,
             ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
                 #body
             }
 
-            /// As `dry_run`, with the teacher's side read from `batch` (a teacher cache batch; the
-            /// student runs on `xs` with each sample's stored view applied): fits the fitted
+            /// As `dry_run`, with the teacher's side read from `batch` (a batch of a teacher cache;
+            /// the student runs on `xs` as in `forward_cached`): fits the fitted
             /// adapters and checks every pair against its criterion with the teacher never run or
             /// loaded. Call it before building the optimizer, as `dry_run`.
             ///
@@ -56,7 +60,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             pub fn dry_run_cached(
                 &self,
                 xs: &#p::tch::Tensor,
-                batch: &#p::CachedBatch,
+                batch: &dyn #p::TeacherBatch,
             ) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
                 #dry_run_body
             }

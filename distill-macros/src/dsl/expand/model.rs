@@ -2,11 +2,10 @@
 //! is the list of one, named `teacher`: the same code as several.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
+use quote::{format_ident, quote};
 use syn::Ident;
 
-use super::teachers::{output_field, per_teacher_methods, teacher_names, teacher_sides};
+use super::teachers::{model_trait, output_field, per_teacher_methods, teacher_names, teacher_sides};
 use super::{docs, pair, Items};
 
 pub(super) fn definition(items: &Items) -> TokenStream {
@@ -52,6 +51,13 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     // Without adapters `new` has no use for the path; it stays in the signature all the same, so that
     // adding an adapter later changes no call.
     let path_unused = (!has_adapters).then(|| quote!(#[allow(unused_variables)]));
+    let new_sides = {
+        let sides = teachers.iter().map(|teacher| {
+            let (model, name) = (&teacher.model, &teacher.name);
+            quote!(#model::as_side(#name))
+        });
+        quote!(&[#(#sides),*])
+    };
     let new_body = items.body(|| {
         let path = has_adapters
             .then(|| quote!(let __distill_path: &#p::tch::nn::Path<'p> = ::core::borrow::Borrow::borrow(&path);));
@@ -68,12 +74,14 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             #(#resolvers)*
             let __distill_pairs = #pairs;
             let __distill_core = #p::Core::new(__distill_pairs, &[#(#teacher_of),*], &[#(#texts),*])?;
-            // Criteria parameters (a temperature ≤ 0, a negative β…) are errors here, before any step.
-            __distill_core.validate()?;
+            // Criteria parameters (a temperature ≤ 0, a negative β…) are errors here, before any step,
+            // and so is a pair whose criterion reads an encoding its teacher (a cache) does not store.
+            __distill_core.validate(#new_sides)?;
             ::core::result::Result::Ok(#name { student, teachers: (#(#names,)*), core: __distill_core })
         }
     });
     let sides = teacher_sides(&teachers);
+    let live = live_teachers(items);
     let forward_body = items.body(|| {
         output_from(
             items,
@@ -162,18 +170,11 @@ pub(super) fn methods(items: &Items) -> TokenStream {
                 student_xs: &#p::tch::Tensor,
                 teacher_xs: &#p::tch::Tensor,
                 train: bool,
-            ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+            ) -> ::core::result::Result<#output<'_>, #p::DistillError> #live {
                 #forward_body
             }
         }
     }
-}
-
-/// `<Ty as Model>` at the type's span: a model missing `ModuleT` or `Distillable` is one error
-/// there (rustc merges the identical diagnostics of each use).
-pub(super) fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
-    let p = &items.p;
-    quote_spanned!(ty.span()=> <#ty as #p::Model>)
 }
 
 /// `set_step`, `step`, `rescale_to` and `rescaled_to`: how the pairs' losses are balanced, the same
@@ -236,9 +237,20 @@ pub(super) fn output_from(items: &Items, forward: TokenStream) -> TokenStream {
     }
 }
 
+/// `where for<'l> Teacher: LiveTeacher, …` for every teacher type: the methods that run the teachers
+/// exist only where each teacher can run, so that a forward of a distillation over a cache is a
+/// compile error at the call (naming `forward_cached`). The higher-ranked binder keeps the bound from
+/// being checked where it is written, where a cache teacher would fail it for every caller.
+pub(super) fn live_teachers(items: &Items) -> TokenStream {
+    let p = &items.p;
+    let tys = items.teachers.iter().map(|teacher| &teacher.ty);
+    quote!(where #(for<'__distill_live> #tys: #p::LiveTeacher),*)
+}
+
 /// `student()`, `engine()`, `forward_t` and `dry_run` (whose body is `dry_run_body`).
 fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
     let Items { input, output, p, .. } = items;
+    let live = live_teachers(items);
     let student_ty = &input.student_ty;
     let (engine, forward, forward_errors, models) = if input.several {
         (
@@ -285,12 +297,12 @@ fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
             &self,
             xs: &#p::tch::Tensor,
             train: bool,
-        ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
+        ) -> ::core::result::Result<#output<'_>, #p::DistillError> #live {
             self.forward_t_with(xs, xs, train)
         }
 
         #[doc = #dry_run_doc]
-        pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> {
+        pub fn dry_run(&self, xs: &#p::tch::Tensor) -> ::core::result::Result<#p::DryRun, #p::DistillError> #live {
             #dry_run_body
         }
     }

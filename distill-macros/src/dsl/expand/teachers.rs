@@ -3,10 +3,10 @@
 //! teacher of `=> Net`, named `teacher`, `teacher()`, `teacher_grad`, … and `teacher_output`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 use syn::Ident;
 
-use super::model::model_trait;
 use super::Items;
 use crate::util::unraw;
 
@@ -103,4 +103,11 @@ pub(super) fn per_teacher_methods(items: &Items, teacher: &TeacherNames, several
             self.core.mode_of(#index)
         }
     }
+}
+
+/// `<Ty as Model>` at the type's span: a model missing `ModuleT` or `Distillable` is one error
+/// there (rustc merges the identical diagnostics of each use).
+pub(super) fn model_trait(items: &Items, ty: &syn::Type) -> TokenStream {
+    let p = &items.p;
+    quote_spanned!(ty.span()=> <#ty as #p::Model>)
 }

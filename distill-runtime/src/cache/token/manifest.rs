@@ -279,6 +279,23 @@ pub struct TokenManifest {
     pub ids: IdWidth,
     /// The shards, in sequence order: shard `i` of `n` holds sequences `i·N/n .. (i+1)·N/n`.
     pub shards: Vec<ShardEntry>,
+    /// Teacher hidden states stored beside the distribution, in shard-tensor order (none by
+    /// default; see [`TokenCacheWriter::hidden_state`](super::TokenCacheWriter::hidden_state)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<StoredHidden>,
+}
+
+/// A teacher hidden state a token cache stores for every token: the tensor `[T, width]` per
+/// sequence that the teacher module at `path` gives, in `values` precision; a pair reads it as the
+/// teacher endpoint `path` (`teacher["model.layers.12"]` in `distill!`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredHidden {
+    /// The teacher module's dotted path, the endpoint's name.
+    pub path: String,
+    /// The hidden size: the last dimension of the stored tensor.
+    pub width: i64,
+    /// How the values are stored.
+    pub values: Precision,
 }
 
 impl TokenManifest {
@@ -294,6 +311,7 @@ impl TokenManifest {
             vocab: spec.vocab,
             encoding: spec.encoding,
             ids: IdWidth::for_vocab(spec.vocab),
+            hidden: Vec::new(),
             shards: (0..shards)
                 .map(|i| ShardEntry {
                     file: crate::cache::files::shard_file(i, shards),
@@ -304,9 +322,10 @@ impl TokenManifest {
         }
     }
 
-    /// Bytes stored per token.
+    /// Bytes stored per token: the distribution's, and each stored hidden state's.
     pub fn bytes_per_token(&self) -> usize {
-        self.encoding.bytes_per_token(self.ids)
+        let hidden: usize = self.hidden.iter().map(|h| h.width.max(0) as usize * h.values.bytes()).sum();
+        self.encoding.bytes_per_token(self.ids) + hidden
     }
 
     /// Reads `dir/token-manifest.json` and checks it: a readable layout version, sizes and encoding
@@ -350,6 +369,9 @@ impl TokenManifest {
         }
         if self.ids != IdWidth::for_vocab(self.vocab) {
             return Err(format!("it stores {:?} ids for a vocabulary of {} tokens", self.ids, self.vocab));
+        }
+        if let Some(problem) = hidden_problem(&self.hidden) {
+            return Err(problem);
         }
         check_coverage(&self.shards, self.num_sequences, "sequences")
     }
@@ -405,10 +427,38 @@ pub(crate) fn shard_tensors(manifest: &TokenManifest, len: usize) -> Vec<(String
         TokenEncoding::TopK { .. } => (TAIL.to_owned(), Dtype::F32, vec![len, t]),
         TokenEncoding::Sampled { .. } => (WEIGHTS.to_owned(), values, vec![len, t, width]),
     };
-    vec![
+    let mut tensors = vec![
         (IDS.to_owned(), manifest.ids.dtype(), vec![len, t, width]),
         (LOG_PROBS.to_owned(), values, vec![len, t, width]),
         third,
         (VALID.to_owned(), Dtype::U8, vec![len, t]),
-    ]
+    ];
+    for (index, hidden) in manifest.hidden.iter().enumerate() {
+        let dtype = match hidden.values {
+            Precision::F32 => Dtype::F32,
+            Precision::F16 => Dtype::F16,
+        };
+        tensors.push((hidden_tensor(index), dtype, vec![len, t, hidden.width as usize]));
+    }
+    tensors
+}
+
+/// What is wrong with a list of stored hidden states: a width below 1, an empty or repeated path.
+pub(crate) fn hidden_problem(hidden: &[StoredHidden]) -> Option<String> {
+    hidden.iter().enumerate().find_map(|(index, h)| {
+        if h.path.is_empty() {
+            Some("a stored hidden state needs a module path (the teacher's own output is its distribution)".to_owned())
+        } else if h.width < 1 {
+            Some(format!("the hidden state `{}` has a width of {}", h.path, h.width))
+        } else if hidden[..index].iter().any(|other| other.path == h.path) {
+            Some(format!("the hidden state `{}` is stored twice", h.path))
+        } else {
+            None
+        }
+    })
+}
+
+/// The shard tensor of the `index`-th stored hidden state.
+pub(crate) fn hidden_tensor(index: usize) -> String {
+    format!("hidden.{index}")
 }

@@ -3,8 +3,11 @@
 
 mod manifest;
 mod reader;
+mod teacher;
 mod writer;
 
-pub use manifest::{IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE};
+pub use manifest::{
+    IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,
+};
 pub use reader::{CachedTokens, TokenCache, TokenTeacher};
 pub use writer::{TokenCacheWriter, TokenShardWriter, TokenWriteReport};

@@ -5,12 +5,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use safetensors::tensor::Dtype;
 use tch::{Device, Kind, Tensor};
 
-use super::manifest::{IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest, IDS, LOG_PROBS, TAIL, VALID, WEIGHTS};
+use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest};
 use crate::cache::files::cache_error;
-use crate::cache::manifest::Precision;
 use crate::cache::mapped::{tensor_bytes_mut, MappedShard, Reader, ShardSet};
 use crate::cache::writer::MANIFEST_KEY;
 use crate::cache::{Prefetch, TOKEN_MANIFEST_FILE};
@@ -36,19 +34,20 @@ use crate::rng::SplitMix64;
 /// Cloning is cheap (the mapped shards are shared).
 #[derive(Clone, Debug)]
 pub struct TokenCache {
-    store: Arc<TokenStore>,
+    pub(super) store: Arc<TokenStore>,
 }
 
 #[derive(Debug)]
-struct TokenStore {
-    dir: PathBuf,
-    manifest: TokenManifest,
+pub(super) struct TokenStore {
+    pub(super) dir: PathBuf,
+    pub(super) manifest: TokenManifest,
     shards: ShardSet,
     /// The shards read, by increasing first sequence: `(index, start, end)`.
     order: Vec<(usize, usize, usize)>,
-    /// Per shard (manifest order), the file offsets of its `ids`, `log_probs`, `tail`/`weights`
-    /// and `valid` tensors (zeros for a shard not read).
-    offsets: Vec<[usize; 4]>,
+    /// Per shard (manifest order), the file offsets of its tensors in [`shard_tensors`] order:
+    /// `ids`, `log_probs`, `tail`/`weights`, `valid`, then the hidden states (empty for a shard not
+    /// read).
+    offsets: Vec<Vec<usize>>,
     rank: Option<(usize, usize)>,
     sequences: Range<usize>,
     /// The most sequences any rank reads (every rank's epoch is padded to it).
@@ -116,13 +115,7 @@ impl TokenCache {
         };
         let identity = manifest.identity()?;
         let mut shards: Vec<Option<MappedShard>> = (0..count).map(|_| None).collect();
-        let mut offsets = vec![[0usize; 4]; count];
-        let t = manifest.seq_len as usize;
-        let width = manifest.encoding.width() as usize;
-        let values = match manifest.encoding.values() {
-            Precision::F32 => Dtype::F32,
-            Precision::F16 => Dtype::F16,
-        };
+        let mut offsets = vec![Vec::new(); count];
         for &(index, start, end) in &order {
             let entry = &manifest.shards[index];
             let path = dir.join(&entry.file);
@@ -149,26 +142,15 @@ impl TokenCache {
                     ),
                 });
             }
-            let len = end - start;
-            let third = match manifest.encoding {
-                TokenEncoding::TopK { .. } => (TAIL, Dtype::F32, vec![len, t]),
-                TokenEncoding::Sampled { .. } => (WEIGHTS, values, vec![len, t, width]),
-            };
-            let expected = [
-                (IDS, manifest.ids.dtype(), vec![len, t, width]),
-                (LOG_PROBS, values, vec![len, t, width]),
-                third,
-                (VALID, Dtype::U8, vec![len, t]),
-            ];
-            for (j, (name, dtype, shape)) in expected.into_iter().enumerate() {
-                let slot = shard.slot(name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
+            for (name, dtype, shape) in shard_tensors(&manifest, end - start) {
+                let slot = shard.slot(&name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
                 if slot.dtype != dtype || slot.shape != shape {
                     return Err(cache_error(
                         &path,
                         format!("`{name}` is {:?} {:?}, the manifest says {dtype:?} {shape:?}", slot.dtype, slot.shape),
                     ));
                 }
-                offsets[index][j] = slot.offset;
+                offsets[index].push(slot.offset);
             }
             shards[index] = Some(shard);
         }
@@ -349,9 +331,20 @@ impl TokenStore {
             TokenEncoding::Sampled { .. } => self.gather(&reader, &rows, 2, &per_token, value_kind)?,
         };
         let valid = self.gather(&reader, &rows, 3, &[b, t], Kind::Uint8)?;
+        let hidden = self
+            .manifest
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Ok((h.path.clone(), self.gather(&reader, &rows, 4 + i, &[b, t, h.width], h.values.kind())?)))
+            .collect::<Result<Vec<_>>>()?;
         // Nothing copied is used unless every shard read is still the file opened.
         reader.finish()?;
         let log_probs = log_probs.f_to_kind(Kind::Float)?;
+        let hidden = hidden
+            .into_iter()
+            .map(|(path, values)| Ok((path, values.f_to_kind(Kind::Float)?)))
+            .collect::<Result<Vec<_>>>()?;
         let teacher = match self.manifest.encoding {
             TokenEncoding::TopK { .. } => TokenTeacher::TopK(TopKTail { ids: id_tensor, log_probs, tail: third }),
             TokenEncoding::Sampled { .. } => TokenTeacher::Sampled(SampledLogits {
@@ -366,6 +359,7 @@ impl TokenStore {
             valid: valid.f_ne(0)?,
             teacher,
             encoding: self.manifest.encoding,
+            hidden,
         })
     }
 
@@ -438,11 +432,13 @@ pub enum TokenTeacher {
 /// ```
 #[derive(Debug)]
 pub struct CachedTokens {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     sequence_ids: Vec<usize>,
     valid: Tensor,
     teacher: TokenTeacher,
-    encoding: TokenEncoding,
+    pub(super) encoding: TokenEncoding,
+    /// The stored hidden states by teacher path, `[B, T, width]` f32 (zeros at padding).
+    pub(super) hidden: Vec<(String, Tensor)>,
 }
 
 impl CachedTokens {
@@ -491,6 +487,12 @@ impl CachedTokens {
         }
     }
 
+    /// The stored teacher hidden state at the module `path`, `[B, T, width]` as f32 (zeros where the
+    /// batch's [`valid`](Self::valid) mask is false), if the cache stores it.
+    pub fn hidden(&self, path: &str) -> Option<&Tensor> {
+        self.hidden.iter().find(|(stored, _)| stored == path).map(|(_, tensor)| tensor)
+    }
+
     /// The encoding packed as one tensor, the teacher tensor of a pair whose criterion is
     /// [`TopKKl`](crate::criterion::TopKKl) (`[B, T, 2k + 1]`, [`TopKTail::f_pack`]) or
     /// [`SampledKl`](crate::criterion::SampledKl) (`[B, T, 3n]`, [`SampledLogits::f_pack`]).
@@ -527,6 +529,11 @@ impl CachedTokens {
             valid: self.valid.f_to_device(device)?,
             teacher,
             encoding: self.encoding,
+            hidden: self
+                .hidden
+                .iter()
+                .map(|(path, tensor)| Ok((path.clone(), tensor.f_to_device(device)?)))
+                .collect::<Result<Vec<_>>>()?,
         })
     }
 

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use tch::{Device, Kind, Tensor};
 
-use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_MANIFEST_FILE};
+use super::manifest::{
+    hidden_problem, shard_tensors, IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest,
+    TOKEN_MANIFEST_FILE,
+};
 use crate::cache::files::{cache_error, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
 use crate::cache::writer::MANIFEST_KEY;
@@ -40,6 +43,7 @@ pub struct TokenCacheWriter {
     spec: TokenCacheSpec,
     shards: usize,
     only: Option<usize>,
+    hidden: Vec<StoredHidden>,
 }
 
 /// What [`TokenCacheWriter::write`] did.
@@ -56,7 +60,7 @@ pub struct TokenWriteReport {
 impl TokenCacheWriter {
     /// A writer of the cache `spec` into `dir` (created if missing), in one shard.
     pub fn new(dir: impl Into<PathBuf>, spec: TokenCacheSpec) -> Self {
-        TokenCacheWriter { dir: dir.into(), spec, shards: 1, only: None }
+        TokenCacheWriter { dir: dir.into(), spec, shards: 1, only: None, hidden: Vec::new() }
     }
 
     /// Splits the cache into `count` shards. A data-parallel job of `W` ranks reads it with
@@ -72,9 +76,21 @@ impl TokenCacheWriter {
         self
     }
 
+    /// Also stores, for every token, the teacher's hidden state at the module `path` (`[B, T,
+    /// width]` per batch, given to [`write_with_hidden`](Self::write_with_hidden) or
+    /// [`TokenShardWriter::push_with_hidden`] in the order of these calls) in `values` precision, so
+    /// that a pair reads it as the teacher endpoint `path` (`teacher["model.layers.12"]`). Each costs
+    /// `width × 2` bytes per token in f16. Padding positions are stored as zeros.
+    pub fn hidden_state(mut self, path: impl Into<String>, width: i64, values: Precision) -> Self {
+        self.hidden.push(StoredHidden { path: path.into(), width, values });
+        self
+    }
+
     /// The manifest this writer writes.
     pub fn manifest(&self) -> TokenManifest {
-        TokenManifest::new(&self.spec, self.shards)
+        let mut manifest = TokenManifest::new(&self.spec, self.shards);
+        manifest.hidden = self.hidden.clone();
+        manifest
     }
 
     /// Prepares the cache directory and lists the shards this writer still has to write: its
@@ -143,6 +159,19 @@ impl TokenCacheWriter {
     where
         F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>)>,
     {
+        self.write_with_hidden(batch_size, |ids| teacher(ids).map(|(logits, valid)| (logits, valid, Vec::new())))
+    }
+
+    /// As [`write`](Self::write), for a cache that also stores hidden states
+    /// ([`hidden_state`](Self::hidden_state)): `teacher(&ids)` returns the logits, the optional mask
+    /// and the hidden states `[B, T, width]`, one per stored hidden state, in declaration order.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write) and [`TokenShardWriter::push_with_hidden`].
+    pub fn write_with_hidden<F>(&self, batch_size: usize, mut teacher: F) -> Result<TokenWriteReport>
+    where
+        F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>, Vec<Tensor>)>,
+    {
         if batch_size == 0 {
             return Err(DistillError::InvalidArgument("the batch size must be at least 1".into()));
         }
@@ -158,8 +187,8 @@ impl TokenCacheWriter {
             while first < range.end {
                 let last = (first + batch_size).min(range.end);
                 let ids: Vec<usize> = (first..last).collect();
-                let (logits, valid) = teacher(&ids)?;
-                shard.push(&ids, &logits, valid.as_ref())?;
+                let (logits, valid, hidden) = teacher(&ids)?;
+                shard.push_with_hidden(&ids, &logits, valid.as_ref(), &hidden)?;
                 first = last;
             }
             shard.finish()?;
@@ -187,18 +216,25 @@ impl TokenCacheWriter {
         } else {
             None
         };
-        if let Some(problem) = problem {
+        if let Some(problem) = problem.or_else(|| hidden_problem(&self.hidden)) {
             return Err(DistillError::InvalidArgument(problem));
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
         let ours = self.manifest();
         if self.dir.join(TOKEN_MANIFEST_FILE).exists() {
             let cached = TokenManifest::load(&self.dir)?;
-            let difference = cached.difference(&self.spec).or_else(|| {
-                (cached.shards.len() != self.shards).then(|| {
-                    ("the number of shards".to_owned(), cached.shards.len().to_string(), self.shards.to_string())
+            let paths = |hidden: &[StoredHidden]| format!("{:?}", hidden.iter().map(|h| &h.path).collect::<Vec<_>>());
+            let difference = cached
+                .difference(&self.spec)
+                .or_else(|| {
+                    (cached.shards.len() != self.shards).then(|| {
+                        ("the number of shards".to_owned(), cached.shards.len().to_string(), self.shards.to_string())
+                    })
                 })
-            });
+                .or_else(|| {
+                    (cached.hidden != self.hidden)
+                        .then(|| ("the stored hidden states".to_owned(), paths(&cached.hidden), paths(&self.hidden)))
+                });
             if let Some((what, cached, expected)) = difference {
                 return Err(DistillError::CacheMismatch {
                     dir: self.dir.display().to_string(),
@@ -254,6 +290,23 @@ impl TokenShardWriter {
     /// of another shape, or values that the encoding's precision cannot hold (sampled weights beyond
     /// f16's range); [`DistillError::Io`] when the shard file cannot be written.
     pub fn push(&mut self, ids: &[usize], logits: &Tensor, valid: Option<&Tensor>) -> Result<()> {
+        self.push_with_hidden(ids, logits, valid, &[])
+    }
+
+    /// As [`push`](Self::push), with the teacher's hidden states `[B, T, width]` of the sequences,
+    /// one per hidden state the cache stores, in declaration order
+    /// ([`TokenCacheWriter::hidden_state`]).
+    ///
+    /// # Errors
+    /// As [`push`](Self::push); [`DistillError::InvalidArgument`] for another number of hidden states
+    /// than the cache stores, or one of another shape.
+    pub fn push_with_hidden(
+        &mut self,
+        ids: &[usize],
+        logits: &Tensor,
+        valid: Option<&Tensor>,
+        hidden: &[Tensor],
+    ) -> Result<()> {
         let expected: Vec<usize> = (self.next..self.next + ids.len()).collect();
         if ids != expected.as_slice() || self.next + ids.len() > self.range.end || ids.is_empty() {
             return Err(DistillError::InvalidArgument(format!(
@@ -285,8 +338,9 @@ impl TokenShardWriter {
             }
             None => Tensor::f_ones([b, t], (Kind::Bool, Device::Cpu))?,
         };
+        let hidden = tch::no_grad(|| encode_hidden(&self.manifest, hidden, &valid))?;
         let encoded = tch::no_grad(|| encode(&self.manifest, ids, logits, &valid))?;
-        for (index, tensor) in encoded.into_iter().enumerate() {
+        for (index, tensor) in encoded.into_iter().chain(hidden).enumerate() {
             self.stream.append(index, &tensor)?;
         }
         self.next += ids.len();
@@ -360,6 +414,36 @@ fn encode(manifest: &TokenManifest, ids: &[usize], logits: &Tensor, valid: &Tens
         tensor_bytes(&third)?,
         tensor_bytes(&valid.f_to_kind(Kind::Uint8)?)?,
     ])
+}
+
+/// The bytes of each stored hidden state for one batch (`valid`: `[B, T]` bool), zeros at padding.
+fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: &Tensor) -> Result<Vec<Vec<u8>>> {
+    if hidden.len() != manifest.hidden.len() {
+        let stored: Vec<&str> = manifest.hidden.iter().map(|h| h.path.as_str()).collect();
+        return Err(DistillError::InvalidArgument(format!(
+            "the cache stores {} hidden states ({stored:?}), {} were given",
+            stored.len(),
+            hidden.len()
+        )));
+    }
+    let (b, t) = (valid.size()[0], valid.size()[1]);
+    let mask = valid.f_unsqueeze(-1)?;
+    hidden
+        .iter()
+        .zip(&manifest.hidden)
+        .map(|(tensor, stored)| {
+            if tensor.size() != [b, t, stored.width] {
+                return Err(DistillError::InvalidArgument(format!(
+                    "the hidden state `{}` of {b} sequences must be [{b}, {t}, {}], got {:?}",
+                    stored.path,
+                    stored.width,
+                    tensor.size()
+                )));
+            }
+            let values = tensor.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_where_scalarother(&mask, 0.0)?;
+            tensor_bytes(&values.f_to_kind(stored.values.kind())?)
+        })
+        .collect()
 }
 
 /// An error when a finite importance weight would become infinite in f16.
