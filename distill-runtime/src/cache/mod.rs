@@ -82,6 +82,7 @@ mod batch;
 mod files;
 mod guard;
 mod hash;
+mod listed;
 mod manifest;
 mod mapped;
 mod mismatch;

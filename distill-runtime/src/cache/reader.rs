@@ -3,17 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use safetensors::tensor::Dtype;
 use tch::{Kind, Tensor};
 
 use super::augment::VIEW_PARAMS;
 use super::batch::CachedBatch;
 use super::files::cache_error;
 use super::hash::TeacherHash;
+use super::listed::{locate, Listed};
 use super::manifest::{Encoding, Manifest, MANIFEST_FILE, TOP_K_INDEX_KIND};
-use super::mapped::{tensor_bytes_mut, MappedShard, ShardSet};
+use super::mapped::{tensor_bytes_mut, ShardSet};
 use super::prefetch::Prefetch;
-use super::writer::MANIFEST_KEY;
-use crate::checksum::CHECKSUM_KEY;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
@@ -124,47 +124,15 @@ impl TeacherCache {
         let mut params = column(Kind::Int64, vec![VIEW_PARAMS as i64]);
         for (index, entry) in manifest.shards.iter().enumerate() {
             let path = dir.join(&entry.file);
-            if !path.exists() {
-                return Err(DistillError::CacheIncomplete {
-                    dir: dir.display().to_string(),
-                    shard: index,
-                    shards: count,
-                });
-            }
-            let shard = MappedShard::open(&path)?;
-            if checked && !shard.metadata().contains_key(CHECKSUM_KEY) {
-                return Err(DistillError::Corrupt {
-                    file: path.display().to_string(),
-                    reason: format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)"),
-                });
-            }
-            if checked && shard.metadata().get(MANIFEST_KEY) != Some(&identity) {
-                return Err(DistillError::Corrupt {
-                    file: dir.join(MANIFEST_FILE).display().to_string(),
-                    reason: format!(
-                        "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
-                         {identity}): it was edited after the cache was written; write the cache again",
-                        entry.file,
-                        shard.metadata().get(MANIFEST_KEY).map_or("nothing", String::as_str)
-                    ),
-                });
-            }
+            let listed = Listed { dir, file: &entry.file, index, count };
+            let shard = listed.open(checked.then_some(identity.as_str()), MANIFEST_FILE)?;
             let len = (entry.end - entry.start) as i64;
             let locate = |name: &str, column: &mut Column| -> Result<()> {
-                let shape = [vec![len, views], column.shape.clone()].concat();
-                let slot = shard.slot(name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
-                let stored: Vec<i64> = slot.shape.iter().map(|&d| d as i64).collect();
-                let dtype = safetensors::tensor::Dtype::try_from(column.kind).ok();
-                if stored != shape || Some(slot.dtype) != dtype {
-                    return Err(cache_error(
-                        &path,
-                        format!(
-                            "`{name}` is {:?} {stored:?}, the manifest says {:?} {shape:?}",
-                            slot.dtype, column.kind
-                        ),
-                    ));
-                }
-                column.offsets.push(slot.offset);
+                let dtype =
+                    Dtype::try_from(column.kind).map_err(|_| cache_error(&path, format!("`{name}`: no dtype")))?;
+                let shape: Vec<usize> =
+                    [vec![len, views], column.shape.clone()].concat().iter().map(|&d| d as usize).collect();
+                column.offsets.push(locate(&shard, &path, name, dtype, &shape)?);
                 Ok(())
             };
             locate("views", &mut params)?;

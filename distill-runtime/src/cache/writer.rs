@@ -49,15 +49,17 @@ pub struct CacheWriter {
     dataset: Option<String>,
 }
 
-/// What [`CacheWriter::write`] did.
+/// What a cache writer's `write` did: [`CacheWriter::write`] (with the image cache's [`Manifest`])
+/// or [`TokenCacheWriter::write`](super::TokenCacheWriter::write) (a
+/// [`TokenWriteReport`](super::TokenWriteReport), with a [`TokenManifest`](super::TokenManifest)).
 #[derive(Clone, Debug)]
-pub struct WriteReport {
+pub struct WriteReport<M = Manifest> {
     /// The shards written by this call.
     pub written: Vec<usize>,
     /// The shards that were complete already and were left as they are.
     pub skipped: Vec<usize>,
     /// The cache's manifest.
-    pub manifest: Manifest,
+    pub manifest: M,
 }
 
 impl CacheWriter {

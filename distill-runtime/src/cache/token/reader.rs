@@ -8,11 +8,9 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest};
-use crate::cache::files::cache_error;
+use crate::cache::listed::{locate, Listed};
 use crate::cache::mapped::{tensor_bytes_mut, MappedShard, Reader, ShardSet};
-use crate::cache::writer::MANIFEST_KEY;
 use crate::cache::{Prefetch, TOKEN_MANIFEST_FILE};
-use crate::checksum::CHECKSUM_KEY;
 use crate::criterion::{SampledLogits, TopKTail};
 use crate::error::{DistillError, Result};
 use crate::rng::SplitMix64;
@@ -119,38 +117,10 @@ impl TokenCache {
         for &(index, start, end) in &order {
             let entry = &manifest.shards[index];
             let path = dir.join(&entry.file);
-            if !path.exists() {
-                return Err(DistillError::CacheIncomplete {
-                    dir: dir.display().to_string(),
-                    shard: index,
-                    shards: count,
-                });
-            }
-            let shard = MappedShard::open(&path)?;
-            let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
-            if !shard.metadata().contains_key(CHECKSUM_KEY) {
-                return Err(corrupt(format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)")));
-            }
-            if shard.metadata().get(MANIFEST_KEY) != Some(&identity) {
-                return Err(DistillError::Corrupt {
-                    file: dir.join(TOKEN_MANIFEST_FILE).display().to_string(),
-                    reason: format!(
-                        "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
-                         {identity}): it was edited after the cache was written; write the cache again",
-                        entry.file,
-                        shard.metadata().get(MANIFEST_KEY).map_or("nothing", String::as_str)
-                    ),
-                });
-            }
+            let listed = Listed { dir, file: &entry.file, index, count };
+            let shard = listed.open(Some(identity.as_str()), TOKEN_MANIFEST_FILE)?;
             for (name, dtype, shape) in shard_tensors(&manifest, end - start) {
-                let slot = shard.slot(&name).ok_or_else(|| cache_error(&path, format!("no tensor `{name}`")))?;
-                if slot.dtype != dtype || slot.shape != shape {
-                    return Err(cache_error(
-                        &path,
-                        format!("`{name}` is {:?} {:?}, the manifest says {dtype:?} {shape:?}", slot.dtype, slot.shape),
-                    ));
-                }
-                offsets[index].push(slot.offset);
+                offsets[index].push(locate(&shard, &path, &name, dtype, &shape)?);
             }
             shards[index] = Some(shard);
         }

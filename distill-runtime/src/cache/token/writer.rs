@@ -46,16 +46,8 @@ pub struct TokenCacheWriter {
     hidden: Vec<StoredHidden>,
 }
 
-/// What [`TokenCacheWriter::write`] did.
-#[derive(Clone, Debug)]
-pub struct TokenWriteReport {
-    /// The shards written by this call.
-    pub written: Vec<usize>,
-    /// The shards that were complete already and were left as they are.
-    pub skipped: Vec<usize>,
-    /// The cache's manifest.
-    pub manifest: TokenManifest,
-}
+/// What [`TokenCacheWriter::write`] did: the shards written and skipped, and the manifest.
+pub type TokenWriteReport = crate::cache::WriteReport<TokenManifest>;
 
 impl TokenCacheWriter {
     /// A writer of the cache `spec` into `dir` (created if missing), in one shard.

@@ -1,0 +1,80 @@
+//! Opening the shards a cache's manifest lists, for both caches (image and token): each must exist,
+//! carry a checksum and the hash of the manifest it was written for, and hold its tensors where and
+//! as the manifest says.
+
+use std::path::Path;
+
+use safetensors::tensor::Dtype;
+
+use super::files::cache_error;
+use super::mapped::MappedShard;
+use super::writer::MANIFEST_KEY;
+use crate::checksum::CHECKSUM_KEY;
+use crate::error::{DistillError, Result};
+
+/// A shard a manifest lists: the file `file` of the cache in `dir`, shard `index` of `count`.
+pub(crate) struct Listed<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) file: &'a str,
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl Listed<'_> {
+    /// Maps the shard. With `identity` (the manifest's hash, as the writer recorded it in every
+    /// shard's metadata; `manifest_file` names the manifest in the error), the shard must carry a
+    /// checksum and that hash; a cache of an older layout passes `None`.
+    ///
+    /// # Errors
+    /// [`DistillError::CacheIncomplete`] for a missing shard (its writer did not finish);
+    /// [`DistillError::Corrupt`] for a shard without a checksum, whose header cannot be read, or
+    /// written for another manifest (naming the manifest, which was edited).
+    pub(crate) fn open(&self, identity: Option<&str>, manifest_file: &str) -> Result<MappedShard> {
+        let path = self.dir.join(self.file);
+        if !path.exists() {
+            return Err(DistillError::CacheIncomplete {
+                dir: self.dir.display().to_string(),
+                shard: self.index,
+                shards: self.count,
+            });
+        }
+        let shard = MappedShard::open(&path)?;
+        let Some(identity) = identity else { return Ok(shard) };
+        if !shard.metadata().contains_key(CHECKSUM_KEY) {
+            return Err(DistillError::Corrupt {
+                file: path.display().to_string(),
+                reason: format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)"),
+            });
+        }
+        let recorded = shard.metadata().get(MANIFEST_KEY);
+        if recorded.map(String::as_str) != Some(identity) {
+            return Err(DistillError::Corrupt {
+                file: self.dir.join(manifest_file).display().to_string(),
+                reason: format!(
+                    "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
+                     {identity}): it was edited after the cache was written; write the cache again",
+                    self.file,
+                    recorded.map_or("nothing", String::as_str)
+                ),
+            });
+        }
+        Ok(shard)
+    }
+}
+
+/// The file offset of the tensor `name` of `shard` (the file `path`), which must be `dtype` of
+/// `shape` as the manifest says.
+///
+/// # Errors
+/// [`DistillError::Cache`] naming the file and the tensor that is missing or of another kind or
+/// shape.
+pub(crate) fn locate(shard: &MappedShard, path: &Path, name: &str, dtype: Dtype, shape: &[usize]) -> Result<usize> {
+    let slot = shard.slot(name).ok_or_else(|| cache_error(path, format!("no tensor `{name}`")))?;
+    if slot.dtype != dtype || slot.shape != shape {
+        return Err(cache_error(
+            path,
+            format!("`{name}` is {:?} {:?}, the manifest says {dtype:?} {shape:?}", slot.dtype, slot.shape),
+        ));
+    }
+    Ok(slot.offset)
+}
