@@ -1,13 +1,16 @@
 //! The token-level teacher cache: a language-model teacher's next-token distribution for every
 //! token of a token dataset, stored once and read back as the token criteria take it.
 
+mod batch;
+mod encoding;
 mod manifest;
 mod reader;
 mod teacher;
 mod writer;
 
+pub use batch::{CachedTokens, TokenTeacher};
 pub use manifest::{
     IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,
 };
-pub use reader::{CachedTokens, TokenCache, TokenTeacher};
+pub use reader::TokenCache;
 pub use writer::{TokenCacheWriter, TokenShardWriter, TokenWriteReport};

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use tch::Tensor;
 
+use super::batch::CachedTokens;
 use super::manifest::TokenEncoding;
-use super::reader::{CachedTokens, TokenCache};
+use super::reader::TokenCache;
 use crate::cache::TeacherBatch;
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;

@@ -1,22 +1,23 @@
 //! [`CacheWriter`]: runs the teacher side of a distillation over a dataset and stores its captures.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use super::augment::Augment;
 use super::files::{cache_error, shard_file, ShardLock};
 use super::hash::TeacherHash;
-use super::manifest::{
-    Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, TOP_K_INDEX_KIND,
-};
+use super::manifest::{Encoding, EndpointEntry, Manifest, RunMode, ShardEntry, StoredPort, FORMAT_VERSION};
 use super::mismatch::first_difference;
+
+mod shard;
+
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
+use shard::{stored_endpoints, write_shard, InputsCrc};
 
 /// Writes a teacher cache: every teacher endpoint of a distillation (the pairs of a `Mapping`, or
 /// of a `distill!` model, through its `engine()`), for every sample and augmentation view, in
@@ -373,115 +374,6 @@ impl CacheWriter {
             None => Ok(()),
         }
     }
-
-    /// The teacher's captures for samples `start..end`, every view, as `[len, views, …]` tensors.
-    fn run_shard<T, F>(
-        &self,
-        engine: &Engine,
-        teacher: &T,
-        endpoints: &[&ResolvedEndpoint],
-        start: usize,
-        end: usize,
-        inputs: &mut F,
-    ) -> Result<ShardData>
-    where
-        T: SideModel + ?Sized,
-        F: FnMut(&[i64]) -> Result<Tensor>,
-    {
-        let _no_grad = tch::no_grad_guard();
-        let resolved: Vec<ResolvedEndpoint> = endpoints.iter().map(|e| (*e).clone()).collect();
-        let mut batches: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
-        let mut index_batches: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
-        let mut shapes: Vec<Vec<i64>> = vec![Vec::new(); endpoints.len()];
-        let mut params = Vec::new();
-        let mut input_shape = Vec::new();
-        let mut inputs_crc = InputsCrc::default();
-        let mut first = start;
-        while first < end {
-            let last = (first + self.batch_size).min(end);
-            let ids: Vec<i64> = (first as i64..last as i64).collect();
-            let xs = inputs(&ids)?;
-            inputs_crc.update(&xs)?;
-            input_shape = xs.size().get(1..).unwrap_or_default().to_vec();
-            let mut views: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
-            let mut view_indices: Vec<Vec<Tensor>> = (0..endpoints.len()).map(|_| Vec::new()).collect();
-            let mut view_params = Vec::with_capacity(self.views);
-            for view in 0..self.views {
-                let drawn = self.augment.draw_batch(self.seed, &ids, view);
-                let xv = self.augment.apply(&xs, &drawn)?;
-                let (output, captures) = teacher.run(&xv, engine.mode().train, &resolved)?;
-                drop(output);
-                for (j, (capture, endpoint)) in captures.into_iter().zip(endpoints).enumerate() {
-                    let tensor = capture.into_tensor();
-                    if !tensor.defined() {
-                        return Err(DistillError::InvalidArgument(format!(
-                            "the teacher endpoint `{}` gave no tensor to cache",
-                            endpoint.path()
-                        )));
-                    }
-                    let tensor = tensor.f_to_device(Device::Cpu)?;
-                    shapes[j] = tensor.size().get(1..).unwrap_or_default().to_vec();
-                    match self.encoding_of(endpoint.path()) {
-                        Encoding::TopK { k, temperature, values } => {
-                            let packed = encode_top_k(endpoint.path(), &tensor, TopKLogits::new(k, temperature))?;
-                            let log_probabilities = packed.f_select(1, 0)?;
-                            if values == Precision::F16 {
-                                check_f16_range(endpoint.path(), &log_probabilities)?;
-                            }
-                            views[j].push(log_probabilities.f_to_kind(values.kind())?);
-                            view_indices[j].push(packed.f_select(1, 1)?.f_to_kind(TOP_K_INDEX_KIND)?);
-                        }
-                        encoding => {
-                            if encoding == Encoding::F16 {
-                                check_f16_range(endpoint.path(), &tensor)?;
-                            }
-                            views[j].push(tensor.f_to_kind(encoding.kind())?)
-                        }
-                    }
-                }
-                view_params.push(drawn);
-            }
-            for (stored, per_view) in batches.iter_mut().zip(views) {
-                stored.push(Tensor::f_stack(&per_view, 1)?);
-            }
-            for (stored, per_view) in index_batches.iter_mut().zip(view_indices) {
-                if !per_view.is_empty() {
-                    stored.push(Tensor::f_stack(&per_view, 1)?);
-                }
-            }
-            params.push(Tensor::f_stack(&view_params, 1)?);
-            first = last;
-        }
-        let captures = batches.iter().map(|b| Ok(Tensor::f_cat(b, 0)?.f_contiguous()?)).collect::<Result<_>>()?;
-        let indices = index_batches
-            .iter()
-            .map(|b| if b.is_empty() { Ok(None) } else { Ok(Some(Tensor::f_cat(b, 0)?.f_contiguous()?)) })
-            .collect::<Result<_>>()?;
-        Ok(ShardData {
-            input_shape,
-            shapes,
-            captures,
-            indices,
-            params: Tensor::f_cat(&params, 0)?,
-            inputs_crc: inputs_crc.finish(),
-        })
-    }
-}
-
-/// One shard's tensors before they are written.
-struct ShardData {
-    input_shape: Vec<i64>,
-    /// The per-sample shape of each endpoint's capture, as the teacher gave it.
-    shapes: Vec<Vec<i64>>,
-    /// One `[len, views, …]` tensor per stored endpoint (for top-k logits, `[len, views, k]`
-    /// log-probabilities).
-    captures: Vec<Tensor>,
-    /// For each top-k endpoint, its `[len, views, k]` class indices.
-    indices: Vec<Option<Tensor>>,
-    /// `[len, views, VIEW_PARAMS]`.
-    params: Tensor,
-    /// The CRC-32 of the shard's inputs.
-    inputs_crc: String,
 }
 
 /// The shard metadata key of the CRC-32 of the inputs a shard was written from.
@@ -489,91 +381,3 @@ pub(crate) const INPUTS_KEY: &str = "distill.inputs";
 
 /// The shard metadata key of the identity of the manifest a shard was written for.
 pub(crate) const MANIFEST_KEY: &str = "distill.manifest";
-
-/// The CRC-32 of a shard's input batches, independent of how they are split into batches: the
-/// bytes of the samples in id order, then the per-sample shape.
-#[derive(Default)]
-struct InputsCrc {
-    crc: crc32fast::Hasher,
-    sample_shape: Vec<i64>,
-}
-
-impl InputsCrc {
-    fn update(&mut self, xs: &Tensor) -> Result<()> {
-        self.crc.update(&crate::checksum::tensor_bytes(xs)?);
-        self.sample_shape = xs.size().get(1..).unwrap_or_default().to_vec();
-        Ok(())
-    }
-
-    fn finish(mut self) -> String {
-        for dim in &self.sample_shape {
-            self.crc.update(&dim.to_le_bytes());
-        }
-        format!("crc32:{:08x}", self.crc.finalize())
-    }
-}
-
-/// The largest magnitude an f16 stores without rounding to infinity is just below 65520 (65504
-/// is the largest finite f16; round-to-nearest sends everything from 65520 up to infinity).
-const F16_OVERFLOW: f64 = 65520.0;
-
-/// An error naming the endpoint when a finite value of `values` would become infinite in f16.
-fn check_f16_range(path: &str, values: &Tensor) -> Result<()> {
-    let finite = values.f_isfinite()?;
-    let magnitudes = values.f_abs()?.f_where_scalarother(&finite, 0.0)?;
-    let largest = if magnitudes.numel() == 0 { 0.0 } else { magnitudes.f_max()?.f_double_value(&[])? };
-    if largest < F16_OVERFLOW {
-        return Ok(());
-    }
-    let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
-    let signed = values.f_abs()?.f_where_scalarother(&finite, 0.0)?.f_argmax(None, false)?.f_int64_value(&[])?;
-    let value = values.f_reshape([-1])?.f_double_value(&[signed])?;
-    Err(DistillError::InvalidArgument(format!(
-        "the teacher endpoint {shown} gives {value:e}, which f16 storage cannot hold (its largest value is 65504; \
-         this would be stored as infinity): store it as f32 or bf16 (`endpoint_encoding(\"{path}\", \
-         Encoding::F32)` or `Encoding::Bf16`)"
-    )))
-}
-
-/// The distinct teacher endpoints (several pairs may read one), in first-use order.
-fn stored_endpoints(endpoints: &[ResolvedEndpoint]) -> Result<Vec<&ResolvedEndpoint>> {
-    let mut stored: Vec<&ResolvedEndpoint> = Vec::new();
-    for endpoint in endpoints {
-        if endpoint.all_calls() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the teacher endpoint `{}` captures all calls, which a teacher cache does not store",
-                endpoint.path()
-            )));
-        }
-        if !stored.iter().any(|e| e.path() == endpoint.path() && e.port() == endpoint.port()) {
-            stored.push(endpoint);
-        }
-    }
-    Ok(stored)
-}
-
-/// Writes the shard atomically, with its checksum, its inputs' CRC-32 and the identity of its
-/// manifest in its metadata.
-fn write_shard(path: &Path, data: ShardData, manifest: &str) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vec![("views".to_owned(), data.params)];
-    named.extend(data.captures.into_iter().enumerate().map(|(i, t)| (format!("endpoint.{i}"), t)));
-    named.extend(
-        data.indices.into_iter().enumerate().filter_map(|(i, t)| t.map(|t| (format!("endpoint.{i}.indices"), t))),
-    );
-    let metadata =
-        BTreeMap::from([(INPUTS_KEY.to_owned(), data.inputs_crc), (MANIFEST_KEY.to_owned(), manifest.to_owned())]);
-    crate::checksum::write(path, &named, metadata)
-}
-
-/// The packed top-k form of the capture of `path`, which must be logits `[N, C]`.
-fn encode_top_k(path: &str, logits: &Tensor, top_k: TopKLogits) -> Result<Tensor> {
-    let shape = logits.size();
-    let shown =
-        if path.is_empty() { "the teacher's own output".to_owned() } else { format!("the teacher endpoint `{path}`") };
-    if shape.len() != 2 {
-        return Err(DistillError::InvalidArgument(format!(
-            "{shown} is stored as top-k logits, which needs logits [N, C]; it gave {shape:?}"
-        )));
-    }
-    top_k.f_encode(logits).map_err(|e| DistillError::InvalidArgument(format!("{shown}: {e}")))
-}
