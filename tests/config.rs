@@ -104,6 +104,9 @@ fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
         err.to_string(),
         "exp.toml:3:11: `pair[0].student`: the student has no module `features.1.cnv` (did you mean `features.1.conv`?)"
     );
+    // The models' error is the error's source, for `?` chains and error reporters.
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(source.as_deref(), Some("the student has no module `features.1.cnv` (did you mean `features.1.conv`?)"));
     let DistillError::Config { file, line, column, key, cause, .. } = err else { panic!("{err:?}") };
     assert_eq!((file.as_str(), line, column, key.as_str()), ("exp.toml", 3, 11, "pair[0].student"));
     assert!(matches!(

@@ -392,6 +392,16 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     assert_eq!(TeacherCache::open(&dir).unwrap().manifest().format, 1);
     std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 4")).unwrap();
     assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache { .. })));
+    // A manifest that is not JSON: the parser's error is the source, not only a string.
+    std::fs::write(&path, "{ not json").unwrap();
+    let err = TeacherCache::open(&dir).err().unwrap();
+    let source = std::error::Error::source(&err).and_then(|e| e.downcast_ref::<serde_json::Error>());
+    assert!(source.is_some_and(serde_json::Error::is_syntax), "{err:?}");
+    // One that cannot be read: the operating system's error.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = TeacherCache::open(&dir).err().unwrap();
+    assert!(std::error::Error::source(&err).is_some_and(|e| e.is::<std::io::Error>()), "{err:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

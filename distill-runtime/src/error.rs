@@ -317,6 +317,7 @@ pub enum DistillError {
         message: String,
         /// The error the models gave for the value (an unknown path with its suggestion, an index out
         /// of range, an adapter that cannot be built…), to match on; its text is already in `message`.
+        #[source]
         cause: Option<Box<DistillError>>,
     },
     /// A checkpoint cannot be written or restored exactly: a variable whose owner is unknown, a
@@ -361,6 +362,10 @@ pub enum DistillError {
         path: String,
         /// What went wrong.
         reason: String,
+        /// The error underneath, when there is one: the operating system's for a file that cannot be
+        /// read or written, serde's for a manifest that is not valid JSON.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A CUDA device was asked for that this process does not have: no GPU, no driver, a libtorch
     /// without CUDA, or `CUDA_VISIBLE_DEVICES` hides it.

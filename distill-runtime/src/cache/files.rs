@@ -63,10 +63,11 @@ impl ShardLock {
     pub(crate) fn remove_stale_temporaries(&self, shard: &Path) -> Result<()> {
         let (Some(dir), Some(name)) = (shard.parent(), shard.file_name()) else { return Ok(()) };
         let prefix = format!("{}{TEMPORARY_INFIX}", name.to_string_lossy());
-        for entry in fs::read_dir(dir).map_err(|e| cache_error(dir, e))? {
-            let entry = entry.map_err(|e| cache_error(dir, e))?;
+        for entry in fs::read_dir(dir).map_err(|e| cache_source(dir, "cannot list the directory", e))? {
+            let entry = entry.map_err(|e| cache_source(dir, "cannot list the directory", e))?;
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                fs::remove_file(entry.path()).map_err(|e| cache_error(&entry.path(), e))?;
+                fs::remove_file(entry.path())
+                    .map_err(|e| cache_source(&entry.path(), "cannot remove a killed writer's temporary file", e))?;
             }
         }
         Ok(())
@@ -99,5 +100,19 @@ fn still_named(_file: &File, path: &Path) -> bool {
 
 /// A [`DistillError::Cache`] about `path`.
 pub(crate) fn cache_error(path: &Path, reason: impl Display) -> DistillError {
-    DistillError::Cache { path: path.display().to_string(), reason: reason.to_string() }
+    DistillError::Cache { path: path.display().to_string(), reason: reason.to_string(), source: None }
+}
+
+/// A [`DistillError::Cache`] for `path`: `doing` failed with `source` (an I/O or JSON error), kept as
+/// the error's source.
+pub(crate) fn cache_source(
+    path: &Path,
+    doing: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> DistillError {
+    DistillError::Cache {
+        path: path.display().to_string(),
+        reason: format!("{doing}: {source}"),
+        source: Some(Box::new(source)),
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
 
-use super::files::cache_error;
+use super::files::cache_source;
 use crate::error::Result;
 
 /// The SHA-256 of a teacher's weights, recorded in a cache's manifest and compared when reading.
@@ -70,7 +70,7 @@ impl TeacherHash {
     /// The hash of a weights file's bytes (e.g. the teacher's `.safetensors` or `.pt`).
     pub fn of_file(path: impl AsRef<Path>) -> Result<TeacherHash> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| cache_error(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| cache_source(path, "cannot read the file to hash", e))?;
         Ok(TeacherHash::from_digest(Sha256::digest(&bytes).as_slice()))
     }
 

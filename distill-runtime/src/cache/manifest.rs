@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::augment::Augment;
-use super::files::cache_error;
+use super::files::{cache_error, cache_source};
 use crate::checksum::crc_of_bytes;
 use crate::error::Result;
 use crate::point::Port;
@@ -266,8 +266,9 @@ impl Manifest {
                 ),
             ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| cache_source(&path, "cannot read the manifest", e))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| cache_source(&path, "the manifest cannot be read", e))?;
         if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&manifest.format) {
             return Err(cache_error(
                 &path,
@@ -302,7 +303,8 @@ impl Manifest {
     /// The manifest's bytes: pretty JSON, fields in declaration order, so equal manifests are equal
     /// files.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| cache_error(Path::new(MANIFEST_FILE), e))?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| cache_source(Path::new(MANIFEST_FILE), "cannot serialise the manifest", e))?;
         bytes.push(b'\n');
         Ok(bytes)
     }

@@ -7,7 +7,7 @@ use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::files::cache_error;
+use crate::cache::files::{cache_error, cache_source};
 use crate::cache::manifest::{check_coverage, Precision, ShardEntry, MANIFEST_FILE};
 use crate::cache::TeacherHash;
 use crate::checksum::crc_of_bytes;
@@ -193,8 +193,9 @@ impl TokenManifest {
                 ),
             ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| cache_error(&path, e))?;
-        let manifest: TokenManifest = serde_json::from_str(&text).map_err(|e| cache_error(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| cache_source(&path, "cannot read the manifest", e))?;
+        let manifest: TokenManifest =
+            serde_json::from_str(&text).map_err(|e| cache_source(&path, "the manifest cannot be read", e))?;
         if manifest.format != TOKEN_FORMAT_VERSION {
             return Err(cache_error(
                 &path,
@@ -245,7 +246,8 @@ impl TokenManifest {
 
     /// The manifest's bytes: pretty JSON, fields in declaration order.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| cache_error(Path::new(TOKEN_MANIFEST_FILE), e))?;
+        let mut bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| cache_source(Path::new(TOKEN_MANIFEST_FILE), "cannot serialise the manifest", e))?;
         bytes.push(b'\n');
         Ok(bytes)
     }

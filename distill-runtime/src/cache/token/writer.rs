@@ -10,7 +10,7 @@ use super::manifest::{
     hidden_problem, shard_tensors, IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest,
     TOKEN_MANIFEST_FILE,
 };
-use crate::cache::files::{cache_error, shard_file, ShardLock};
+use crate::cache::files::{cache_source, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
 use crate::cache::writer::MANIFEST_KEY;
 use crate::checksum::{tensor_bytes, Streamed};
@@ -211,7 +211,7 @@ impl TokenCacheWriter {
         if let Some(problem) = problem.or_else(|| hidden_problem(&self.hidden)) {
             return Err(DistillError::InvalidArgument(problem));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
         let ours = self.manifest();
         if self.dir.join(TOKEN_MANIFEST_FILE).exists() {
             let cached = TokenManifest::load(&self.dir)?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 use super::augment::Augment;
-use super::files::{cache_error, shard_file, ShardLock};
+use super::files::{cache_error, cache_source, shard_file, ShardLock};
 use super::hash::TeacherHash;
 use super::manifest::{Encoding, EndpointEntry, Manifest, RunMode, ShardEntry, StoredPort, FORMAT_VERSION};
 use super::mismatch::first_difference;
@@ -189,7 +189,7 @@ impl CacheWriter {
         let endpoints = stored_endpoints(engine.teacher_endpoints())?;
         self.check_encoded_paths(&endpoints)?;
         let mode = RunMode::from_train(engine.mode().train);
-        std::fs::create_dir_all(&self.dir).map_err(|e| cache_error(&self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
         let existing = if self.dir.join(super::manifest::MANIFEST_FILE).exists() {
             Some(Manifest::load(&self.dir)?)
         } else {
