@@ -134,7 +134,9 @@ pub use distill_macros::Distillable;
 /// `set_step(step)` and `step()` (the training step at which scheduled weights are read),
 /// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
 /// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`
-/// (the teacher side read from a [`cache::CachedBatch`]) and `LABELS`; `NameOutput<'d>` with one
+/// (the teacher side read from a batch of a teacher cache, a [`cache::CachedBatch`] or a
+/// [`cache::CachedTokens`]), `dry_run` and `dry_run_cached` (`forward_t`, `forward_t_with` and
+/// `dry_run` only when every teacher is a [`LiveTeacher`]) and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
 /// and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`, `iter()`,
 /// `unweighted()`, `terms()` (weighted and unweighted values, weights, rescaling factors) and
