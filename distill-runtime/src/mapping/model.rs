@@ -66,6 +66,7 @@ pub enum SeveralTeachers {}
 
 /// Several teachers run; a teacher cache among them is an error of the forward (a cache holds one
 /// teacher's side, read with `forward_cached` from a one-teacher distillation).
+#[diagnostic::do_not_recommend]
 impl LiveTeacher for SeveralTeachers {}
 
 /// Why a [`DistillModel`] cannot run; reported by its forward.
