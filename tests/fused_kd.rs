@@ -119,10 +119,15 @@ fn bounds(
 }
 
 fn check(kind: Kind, eps: f64) {
-    let c = case();
+    assert_eq!(check_case(&case(), kind, eps, &[7, V - 1, V]), 24);
+}
+
+/// Runs every temperature, reduction and cross-entropy weight on `c` with each `k` of `ks`;
+/// returns how many combinations were checked.
+fn check_case(c: &Case, kind: Kind, eps: f64, ks: &[i64]) -> usize {
     let mut checked = 0;
     for temperature in [1.0, 2.0] {
-        for k in [7, V - 1, V] {
+        for &k in ks {
             let top = TopKTail::f_encode(&c.teacher.to_kind(kind), k, temperature).unwrap();
             for r in [TokenReduction::Token, TokenReduction::Sequence] {
                 for ce_weight in [0.0, 0.5] {
@@ -138,8 +143,8 @@ fn check(kind: Kind, eps: f64) {
                     let got = (loss.double_value(&[]), s.grad().to_kind(Kind::Double));
                     // The reference starts from the same (rounded) student logits.
                     let rounded = c.student.to_kind(kind).to_kind(Kind::Double);
-                    let want = reference(&c, &rounded, &top, temperature, r, ce_weight);
-                    let (bv, bg) = bounds(&c, &rounded, &top, temperature, r, ce_weight, eps);
+                    let want = reference(c, &rounded, &top, temperature, r, ce_weight);
+                    let (bv, bg) = bounds(c, &rounded, &top, temperature, r, ce_weight, eps);
                     let name = format!("{kind:?} T = {temperature} k = {k} {r:?} CE × {ce_weight}");
                     assert!((got.0 - want.0).abs() <= bv, "{name}: value {} vs {} (bound {bv:e})", got.0, want.0);
                     let over = ((&got.1 - &want.1).abs() - &bg).max().double_value(&[]);
@@ -152,7 +157,35 @@ fn check(kind: Kind, eps: f64) {
             }
         }
     }
-    assert_eq!(checked, 24);
+    checked
+}
+
+/// A student whose probabilities outside the teacher's top 7 underflow in f32 (logits near −150,
+/// e^{−150} ≈ 7e-66; at T = 2, e^{−75} ≈ 3e-33, a tail sum below the precision threshold) while the
+/// teacher keeps a third of its mass there: the fused loss takes the tail from a log-sum-exp of
+/// the excluded logits, and still equals the f64 computation within the bound.
+#[test]
+fn an_underflowing_student_tail_is_taken_from_its_logits() {
+    let mut c = case();
+    let k = 7;
+    let teacher = TopKTail::f_encode(&c.teacher, k, 1.0).unwrap();
+    let kept =
+        Tensor::zeros([B, T, V], (Kind::Double, Device::Cpu)).scatter(-1, &teacher.ids, &teacher.log_probs.ones_like());
+    let tail = kept.ones_like() - &kept;
+    // The teacher: its top 7 scaled down, the rest lifted to hold about half of the mass.
+    c.teacher = &c.teacher * &kept * 0.3 + (&c.teacher * 0.1 - 2.0) * &tail;
+    let nan_row = c.student.get(1).get(T - 1).copy();
+    c.student = &c.teacher * &kept + (Tensor::randn([B, T, V], (Kind::Double, Device::Cpu)) - 150.0) * &tail;
+    let _ = c.student.get(1).get(T - 1).copy_(&nan_row);
+    let top = TopKTail::f_encode(&c.teacher, k, 1.0).unwrap();
+    let p_tail = top.tail.exp();
+    assert!(p_tail.min().double_value(&[]) > 0.05, "teacher tail {p_tail:?}");
+    assert!(top.ids.sort(-1, false).0.equal(&teacher.ids.sort(-1, false).0), "the kept ids moved");
+    let q = c.student.to_kind(Kind::Float).softmax(-1, Kind::Float);
+    assert_eq!((q * tail.to_kind(Kind::Float)).narrow(0, 0, 1).sum(Kind::Float).double_value(&[]), 0.0);
+    for (kind, eps) in [(Kind::Float, f64::from(f32::EPSILON) / 2.0), (Kind::Double, f64::EPSILON / 2.0)] {
+        assert_eq!(check_case(&c, kind, eps, &[k]), 8);
+    }
 }
 
 #[test]

@@ -23,9 +23,10 @@ use tch::{Kind, Tensor};
 
 use crate::error::{DistillError, Result};
 
-/// Elements of one block of rows (1 Mi: 4 MiB in f32 with its temporaries at a quarter of that
-/// each, so that a block's passes run from cache rather than memory).
-const BLOCK_ELEMENTS: i64 = 1 << 18;
+/// Elements of one block of rows (512 Ki: 2 MiB per f32 temporary), so that the block's several
+/// passes (log-softmax, exp, the tail's sum, the gradient) run mostly from cache rather than
+/// memory, with few enough blocks that the per-block operations' fixed cost stays small.
+const BLOCK_ELEMENTS: i64 = 1 << 19;
 
 /// The teacher side of a row loss.
 pub(super) enum RowTeacher<'a> {
@@ -52,6 +53,10 @@ pub(super) struct RowLoss<'a> {
 /// (`[n, V]`, the kind of `z`; it may be `z` itself: each block of rows is read before it is
 /// written) the gradient with respect to `z` is written into it. Rows whose weights are both 0
 /// contribute nothing and get a zero gradient, whatever their logits (NaN included).
+///
+/// Everything per row (the teacher's probabilities, the weights, the values) is computed once for
+/// all rows outside the loop; inside it, per block, only the vocabulary-sized passes and the
+/// gathers they feed, so that few small operations run per block.
 pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) -> Result<Tensor> {
     let (n, vocab) = match z.size()[..] {
         [n, v] => (n, v),
@@ -60,184 +65,253 @@ pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) ->
     let kind = z.f_kind()?;
     // Half-precision logits are computed on in f32, as autograd's softmax kernels accumulate.
     let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
-    let block = (BLOCK_ELEMENTS / vocab.max(1)).max(1);
     tch::no_grad(|| -> Result<Tensor> {
-        let mut total = Tensor::f_zeros([], (Kind::Double, z.device()))?;
+        let rows = Rows::new(z, loss, ck)?;
+        let block = (BLOCK_ELEMENTS / vocab.max(1)).max(1);
         let mut start = 0;
         while start < n {
             let len = block.min(n - start);
-            let (value, g) = block_loss(z, loss, start, len, ck, grad.is_some())?;
-            total = total.f_add(&value)?;
-            if let (Some(grad), Some(g)) = (grad, g) {
-                grad.f_narrow(0, start, len)?.f_copy_(&g)?;
+            let active = &rows.active[start as usize..(start + len) as usize];
+            if active.iter().any(|&a| a) {
+                rows.block(z, loss, start, len, grad, active.iter().all(|&a| a))?;
+            } else if let Some(grad) = grad {
+                let _ = grad.f_narrow(0, start, len)?.f_zero_()?;
             }
             start += len;
         }
-        Ok(total)
+        rows.value(loss)
     })
 }
 
-/// The value (f64 scalar) of rows `start..start + len` and, with `want_grad`, their gradient
-/// `[len, V]` in the compute kind `ck`.
-fn block_loss(
-    z: &Tensor,
-    loss: &RowLoss<'_>,
-    start: i64,
-    len: i64,
+/// The per-row quantities of a [`RowLoss`] (all `[n]` or `[n, k]`), and the per-row results the
+/// block loop fills in.
+struct Rows {
     ck: Kind,
-    want_grad: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let vocab = z.size()[1];
-    let rows = |t: &Tensor| t.f_narrow(0, start, len);
-    let zb = rows(z)?.f_to_kind(ck)?;
-    let t = loss.temperature;
-    let kd_w = rows(&loss.kd_weights)?.f_to_kind(ck)?;
-    let ce = match &loss.ce {
-        Some((labels, w)) => Some((rows(labels)?.f_clamp_min(0)?.f_unsqueeze(1)?, rows(w)?.f_to_kind(ck)?)),
-        None => None,
-    };
-    let zero_row = Tensor::f_zeros([len], (ck, z.device()))?;
-    let ce_w = ce.as_ref().map_or_else(|| zero_row.shallow_clone(), |(_, w)| w.shallow_clone());
-    let active = kd_w.f_ne(0.0)?.f_logical_or(&ce_w.f_ne(0.0)?)?;
-    if active.f_any()?.f_int64_value(&[])? == 0 {
-        let g = if want_grad { Some(Tensor::f_zeros([len, vocab], (ck, z.device()))?) } else { None };
-        return Ok((Tensor::f_zeros([], (Kind::Double, z.device()))?, g));
-    }
-    let has_teacher = !matches!(loss.teacher, RowTeacher::None);
-    // Cross-entropy shares the teacher term's softmax when both are at temperature 1.
-    let shared = t == 1.0 || !has_teacher;
-    let x = if t == 1.0 || !has_teacher { zb.shallow_clone() } else { zb.f_div_scalar(t)? };
-    // `a` holds log q, then q, then the gradient, in place.
-    let mut a = x.f_log_softmax(1, ck)?;
-    let mut ce_log_q = match (&ce, shared) {
-        (Some((y, _)), true) => Some(a.f_gather(1, y, false)?.f_squeeze_dim(1)?),
-        _ => None,
-    };
-    // Per-row factor of the teacher term's gradient (w/T), and the share of q that cross-entropy
-    // adds when the softmax is shared.
-    let ckd = kd_w.f_div_scalar(t)?;
-    let cs = if shared { ce_w.shallow_clone() } else { zero_row.shallow_clone() };
-    let kd_value = match loss.teacher {
-        RowTeacher::None => {
-            let _ = a.f_exp_()?.f_mul_(&cs.f_unsqueeze(1)?)?;
-            zero_row.shallow_clone()
-        }
-        RowTeacher::Logits(teacher) => {
-            let tb = rows(teacher)?.f_to_kind(ck)?;
-            let tb = if t == 1.0 { tb } else { tb.f_div_scalar(t)? };
-            let lp = tb.f_log_softmax(1, ck)?;
-            let mut p = lp.f_exp()?;
-            let terms = p.f_mul(&lp.f_sub(&a)?)?.f_where_scalarother(&p.f_gt(0.0)?, 0.0)?;
-            let value = terms.f_sum_dim_intlist(1, false, ck)?;
-            let mass = p.f_sum_dim_intlist(1, false, ck)?;
-            let _ = a.f_exp_()?.f_mul_(&ckd.f_mul(&mass)?.f_add(&cs)?.f_unsqueeze(1)?)?;
-            let _ = p.f_mul_(&ckd.f_unsqueeze(1)?)?;
-            let _ = a.f_sub_(&p)?;
-            value
-        }
-        RowTeacher::TopK { ids, log_probs, tail } => {
-            let ids = rows(ids)?;
-            let lp = rows(log_probs)?.f_to_kind(ck)?;
-            let lp_tail = rows(tail)?.f_to_kind(ck)?;
-            top_k_block(&mut a, &x, &ids, &lp, &lp_tail, &ckd, &cs, ck)?
-        }
-    };
-    let mut ce_value = zero_row.shallow_clone();
-    if let Some((y, w)) = &ce {
-        if !shared {
-            let mut b = zb.f_log_softmax(1, ck)?;
-            ce_log_q = Some(b.f_gather(1, y, false)?.f_squeeze_dim(1)?);
-            let _ = b.f_exp_()?.f_mul_(&w.f_unsqueeze(1)?)?;
-            let _ = a.f_add_(&b)?;
-        }
-        let _ = a.f_scatter_add_(1, y, &w.f_neg()?.f_unsqueeze(1)?)?;
-        if let Some(log_q) = &ce_log_q {
-            ce_value = log_q.f_neg()?;
-        }
-    }
-    // Rows that do not count: no value, a zero gradient (their logits may be NaN or ±inf).
-    let value = kd_w
-        .f_mul(&kd_value)?
-        .f_where_scalarother(&kd_w.f_ne(0.0)?, 0.0)?
-        .f_add(&ce_w.f_mul(&ce_value)?.f_where_scalarother(&ce_w.f_ne(0.0)?, 0.0)?)?
-        .f_sum(Kind::Double)?;
-    if !want_grad {
-        return Ok((value, None));
-    }
-    if active.f_all()?.f_int64_value(&[])? == 0 {
-        let _ = a.f_masked_fill_(&active.f_logical_not()?.f_unsqueeze(1)?, 0.0)?;
-    }
-    Ok((value, Some(a)))
+    active: Vec<bool>,
+    kd_w: Tensor,
+    ce_w: Tensor,
+    /// The softmax of the teacher term is shared with cross-entropy (`T = 1`, or no teacher).
+    shared: bool,
+    /// `w_kd/T · S + (w_ce where shared)`: the factor of `q` in the gradient (`S` the teacher's mass).
+    base: Tensor,
+    /// Cross-entropy: the labels `[n, 1]` and `−w_ce` `[n, 1]`.
+    ce: Option<(Tensor, Tensor)>,
+    /// Top-k: `p`, `log p`, `−w_kd/T·p` (`[n, k]`), `p_tail`, `log p_tail`, `w_kd/T·p_tail` (`[n]`).
+    top: Option<[Tensor; 6]>,
+    /// Filled per block: the student's log-probabilities at the kept ids `[n, k]`, its tail
+    /// log-mass `[n]`, its log-probability of the label `[n]`, the forward KL per row `[n]`.
+    log_q_k: Tensor,
+    log_q_tail: Tensor,
+    ce_log_q: Tensor,
+    kl: Tensor,
 }
 
-/// The top-k term of one block: `a` holds `log q` on entry and the term's gradient (plus `cs·q`)
-/// on return; returns the per-row KL over the `k + 1` buckets.
-#[allow(clippy::too_many_arguments)]
-fn top_k_block(
-    a: &mut Tensor,
-    x: &Tensor,
-    ids: &Tensor,
-    lp: &Tensor,
-    lp_tail: &Tensor,
-    ckd: &Tensor,
-    cs: &Tensor,
-    ck: Kind,
-) -> Result<Tensor> {
-    let vocab = a.size()[1];
-    let k = ids.size()[1];
-    let log_q_k = a.f_gather(1, ids, false)?;
-    let p = lp.f_exp()?;
-    let p_tail = lp_tail.f_exp()?;
-    let mass = p.f_sum_dim_intlist(1, false, ck)?.f_add(&p_tail)?;
-    // `p (log p − log q)`, 0 where p = 0 (log p = −inf there).
-    let kept =
-        p.f_mul(&lp.f_sub(&log_q_k)?)?.f_where_scalarother(&p.f_gt(0.0)?, 0.0)?.f_sum_dim_intlist(1, false, ck)?;
-    let _ = a.f_exp_()?;
-    let q_k = log_q_k.f_exp()?;
-    // The kept ids' gradient: w/T·(S·q_k − p_k) + cs·q_k, written over whatever the tail step left.
-    let kept_grad = |a: &mut Tensor| -> Result<()> {
-        let vals = q_k
-            .f_mul(&mass.f_unsqueeze(1)?)?
-            .f_sub(&p)?
-            .f_mul(&ckd.f_unsqueeze(1)?)?
-            .f_add(&q_k.f_mul(&cs.f_unsqueeze(1)?)?)?;
-        let _ = a.f_scatter_(1, ids, &vals)?;
-        Ok(())
-    };
-    if k == vocab {
-        kept_grad(a)?;
-        return Ok(kept);
+impl Rows {
+    fn new(z: &Tensor, loss: &RowLoss<'_>, ck: Kind) -> Result<Rows> {
+        let n = z.size()[0];
+        let opts = (ck, z.device());
+        let kd_w = loss.kd_weights.f_to_kind(ck)?;
+        let ce_w = match &loss.ce {
+            Some((_, w)) => w.f_to_kind(ck)?,
+            None => Tensor::f_zeros([n], opts)?,
+        };
+        let active_rows = kd_w.f_ne(0.0)?.f_logical_or(&ce_w.f_ne(0.0)?)?;
+        let active = Vec::<bool>::try_from(&active_rows)?;
+        let t = loss.temperature;
+        let has_teacher = !matches!(loss.teacher, RowTeacher::None);
+        let shared = t == 1.0 || !has_teacher;
+        let ckd = kd_w.f_div_scalar(t)?;
+        let cs = if shared { ce_w.shallow_clone() } else { ce_w.f_zeros_like()? };
+        let ce = match &loss.ce {
+            Some((labels, _)) => Some((labels.f_clamp_min(0)?.f_unsqueeze(1)?, ce_w.f_neg()?.f_unsqueeze(1)?)),
+            None => None,
+        };
+        let (mass, top, k) = match loss.teacher {
+            RowTeacher::TopK { log_probs, tail, .. } => {
+                let lp = log_probs.f_to_kind(ck)?;
+                let lp_tail = tail.f_to_kind(ck)?;
+                let p = lp.f_exp()?;
+                let p_tail = lp_tail.f_exp()?;
+                let mass = p.f_sum_dim_intlist(1, false, ck)?.f_add(&p_tail)?;
+                let neg_kept = p.f_mul(&ckd.f_unsqueeze(1)?)?.f_neg()?;
+                let tail_weight = p_tail.f_mul(&ckd)?;
+                let k = lp.size()[1];
+                (mass, Some([p, lp, neg_kept, p_tail, lp_tail, tail_weight]), k)
+            }
+            // The teacher's mass is computed per block for full logits (1 up to rounding).
+            RowTeacher::Logits(_) | RowTeacher::None => (Tensor::f_zeros([n], opts)?, None, 1),
+        };
+        Ok(Rows {
+            ck,
+            active,
+            base: ckd.f_mul(&mass)?.f_add(&cs)?,
+            kd_w,
+            ce_w,
+            shared,
+            ce,
+            top,
+            log_q_k: Tensor::f_zeros([n, k], opts)?,
+            log_q_tail: Tensor::f_zeros([n], opts)?,
+            ce_log_q: Tensor::f_zeros([n], opts)?,
+            kl: Tensor::f_zeros([n], opts)?,
+        })
     }
-    let tail_present = p_tail.f_gt(0.0)?;
-    // The student's tail mass from the excluded entries themselves: the kept ids zeroed, the rest
-    // summed (small positive numbers, no cancellation).
-    let _ = a.f_scatter_value_(1, ids, 0.0)?;
-    let q_tail = a.f_sum_dim_intlist(1, false, ck)?;
-    // Below this the sum may be made of subnormal (or flushed) probabilities and lose its relative
-    // precision: such blocks take the tail from a log-sum-exp of the excluded logits instead.
-    let (tiny, eps) = match ck {
-        Kind::Double => (f64::MIN_POSITIVE, f64::EPSILON),
-        _ => (f64::from(f32::MIN_POSITIVE), f64::from(f32::EPSILON)),
-    };
-    let threshold = vocab as f64 * tiny / eps;
-    let underflow = q_tail.f_lt(threshold)?.f_logical_and(&tail_present)?.f_any()?.f_int64_value(&[])? != 0;
-    let log_q_tail = if underflow {
-        let tail_lse = x.f_scatter_value(1, ids, f64::NEG_INFINITY)?.f_logsumexp([1], false)?;
-        let lse = x.f_logsumexp([1], false)?;
-        // e^{x_j} / Σ_{tail} e^{x}, the tail tokens' share of the student's tail, from the logits.
-        let mut share = x.f_sub(&tail_lse.f_unsqueeze(1)?)?.f_exp_()?;
-        let _ = share.f_mul_(&ckd.f_mul(&p_tail)?.f_unsqueeze(1)?)?;
-        let _ = a.f_mul_(&ckd.f_mul(&mass)?.f_add(cs)?.f_unsqueeze(1)?)?.f_sub_(&share)?;
-        tail_lse.f_sub(&lse)?
-    } else {
-        let ratio = p_tail.f_div(&q_tail)?.f_where_scalarother(&tail_present, 0.0)?;
-        let factor = ckd.f_mul(&mass.f_sub(&ratio)?)?.f_add(cs)?;
-        let _ = a.f_mul_(&factor.f_unsqueeze(1)?)?;
-        q_tail.f_log()?
-    };
-    kept_grad(a)?;
-    let tail_term = p_tail.f_mul(&lp_tail.f_sub(&log_q_tail)?)?.f_where_scalarother(&tail_present, 0.0)?;
-    Ok(kept.f_add(&tail_term)?)
+
+    /// Rows `start..start + len`: their log-probabilities where the value needs them, and, with
+    /// `grad`, their gradient written into it.
+    fn block(
+        &self,
+        z: &Tensor,
+        loss: &RowLoss<'_>,
+        start: i64,
+        len: i64,
+        grad: Option<&Tensor>,
+        all_active: bool,
+    ) -> Result<()> {
+        let vocab = z.size()[1];
+        let ck = self.ck;
+        let rows = |t: &Tensor| t.f_narrow(0, start, len);
+        let t = loss.temperature;
+        let zb = rows(z)?.f_to_kind(ck)?;
+        let x =
+            if t == 1.0 || matches!(loss.teacher, RowTeacher::None) { zb.shallow_clone() } else { zb.f_div_scalar(t)? };
+        // Cross-entropy at T = 1 beside a teacher term at T ≠ 1: its own softmax, taken before
+        // anything is written (the gradient buffer may be `z` itself).
+        let separate_ce = match &self.ce {
+            Some((y, neg_w)) if !self.shared => {
+                let mut b = zb.f_log_softmax(1, ck)?;
+                rows(&self.ce_log_q)?.f_copy_(&b.f_gather(1, &rows(y)?, false)?.f_squeeze_dim(1)?)?;
+                let _ = b.f_exp_()?.f_mul_(&rows(neg_w)?.f_neg()?)?;
+                Some(b)
+            }
+            _ => None,
+        };
+        // `a` holds log q, then q; `out` receives the gradient.
+        let mut a = x.f_log_softmax(1, ck)?;
+        if let (Some((y, _)), true) = (&self.ce, self.shared) {
+            rows(&self.ce_log_q)?.f_copy_(&a.f_gather(1, &rows(y)?, false)?.f_squeeze_dim(1)?)?;
+        }
+        let direct = grad.filter(|g| g.kind() == ck);
+        let mut out = match direct {
+            Some(g) => rows(g)?,
+            None => Tensor::f_empty([len, vocab], (ck, z.device()))?,
+        };
+        let base = rows(&self.base)?.f_unsqueeze(1)?;
+        match (&loss.teacher, &self.top) {
+            (RowTeacher::TopK { ids, .. }, Some([_, _, neg_kept, _, _, tail_weight])) => {
+                let ids = rows(ids)?;
+                let log_q_k = a.f_gather(1, &ids, false)?;
+                rows(&self.log_q_k)?.f_copy_(&log_q_k)?;
+                let _ = a.f_exp_()?;
+                if ids.size()[1] < vocab {
+                    self.tail(&mut a, &x, &ids, &base, &rows(tail_weight)?, &mut out, start, len)?;
+                } else {
+                    let _ = a.f_mul_out(&out, &base)?;
+                }
+                // The kept ids: w/T·(S·q_k − p_k) + w_ce·q_k (shared), over what the tail step left.
+                let vals = rows(neg_kept)?.f_addcmul(&log_q_k.f_exp()?, &base)?;
+                let _ = out.f_scatter_(1, &ids, &vals)?;
+            }
+            (RowTeacher::Logits(teacher), _) => {
+                let tb = rows(teacher)?.f_to_kind(ck)?;
+                let tb = if t == 1.0 { tb } else { tb.f_div_scalar(t)? };
+                let lp = tb.f_log_softmax(1, ck)?;
+                let mut p = lp.f_exp()?;
+                let terms = p.f_mul(&lp.f_sub(&a)?)?.f_where_scalarother(&p.f_gt(0.0)?, 0.0)?;
+                rows(&self.kl)?.f_copy_(&terms.f_sum_dim_intlist(1, false, ck)?)?;
+                let kd_w = rows(&self.kd_w)?.f_div_scalar(t)?.f_unsqueeze(1)?;
+                let factor = kd_w.f_mul(&p.f_sum_dim_intlist(1, true, ck)?)?.f_add(&base)?;
+                let _ = a.f_exp_()?.f_mul_out(&out, &factor)?;
+                let _ = p.f_mul_(&kd_w)?;
+                let _ = out.f_sub_(&p)?;
+            }
+            _ => {
+                let _ = a.f_exp_()?.f_mul_out(&out, &base)?;
+            }
+        }
+        if let Some((y, neg_w)) = &self.ce {
+            if let Some(b) = &separate_ce {
+                let _ = out.f_add_(b)?;
+            }
+            let _ = out.f_scatter_add_(1, &rows(y)?, &rows(neg_w)?)?;
+        }
+        if !all_active {
+            let inactive = Tensor::from_slice(&self.active[start as usize..(start + len) as usize])
+                .f_logical_not()?
+                .f_unsqueeze(1)?;
+            let _ = out.f_masked_fill_(&inactive, 0.0)?;
+        }
+        if let (Some(g), None) = (grad, direct) {
+            rows(g)?.f_copy_(&out)?;
+        }
+        Ok(())
+    }
+
+    /// The tail step of a top-k block: `a` holds `q` on entry; writes
+    /// `out = q·(base − w/T·p_tail/q_tail)` (its kept entries are overwritten afterwards) and the
+    /// student's tail log-mass of the rows.
+    #[allow(clippy::too_many_arguments)]
+    fn tail(
+        &self,
+        a: &mut Tensor,
+        x: &Tensor,
+        ids: &Tensor,
+        base: &Tensor,
+        tail_weight: &Tensor,
+        out: &mut Tensor,
+        start: i64,
+        len: i64,
+    ) -> Result<()> {
+        let vocab = a.size()[1];
+        // The student's tail mass from the excluded entries themselves: the kept ids zeroed, the
+        // rest summed (small positive numbers, no cancellation).
+        let _ = a.f_scatter_value_(1, ids, 0.0)?;
+        let q_tail = a.f_sum_dim_intlist(1, false, self.ck)?;
+        // Below this the sum may be made of subnormal (or flushed) probabilities and lose its
+        // relative precision: such blocks take the tail from a log-sum-exp of the excluded logits.
+        let (tiny, eps) = match self.ck {
+            Kind::Double => (f64::MIN_POSITIVE, f64::EPSILON),
+            _ => (f64::from(f32::MIN_POSITIVE), f64::from(f32::EPSILON)),
+        };
+        let threshold = vocab as f64 * tiny / eps;
+        let mut log_q_tail = self.log_q_tail.f_narrow(0, start, len)?;
+        let underflow =
+            q_tail.f_lt(threshold)?.f_logical_and(&tail_weight.f_ne(0.0)?)?.f_any()?.f_int64_value(&[])? != 0;
+        if underflow {
+            let tail_lse = x.f_scatter_value(1, ids, f64::NEG_INFINITY)?.f_logsumexp([1], false)?;
+            log_q_tail.f_copy_(&tail_lse.f_sub(&x.f_logsumexp([1], false)?)?)?;
+            // e^{x_j} / Σ_tail e^{x}: a tail token's share of the student's tail, from the logits.
+            let mut share = x.f_sub(&tail_lse.f_unsqueeze(1)?)?.f_exp_()?;
+            let _ = share.f_mul_(&tail_weight.f_unsqueeze(1)?)?;
+            let _ = a.f_mul_out(out, base)?;
+            let _ = out.f_sub_(&share)?;
+        } else {
+            log_q_tail.f_copy_(&q_tail.f_log()?)?;
+            // A row without teacher tail has a zero tail weight: 0 / q_tail = 0 even for q_tail = 0.
+            let ratio = tail_weight.f_div(&q_tail.f_clamp_min(tiny)?)?;
+            let _ = a.f_mul_out(out, &base.f_sub(&ratio.f_unsqueeze(1)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// `Σ_rows (w_kd·ℓ_kd + w_ce·ℓ_ce)` in f64 from the per-row results.
+    fn value(&self, loss: &RowLoss<'_>) -> Result<Tensor> {
+        let kd = match (&loss.teacher, &self.top) {
+            (RowTeacher::TopK { .. }, Some([p, lp, _, p_tail, lp_tail, _])) => {
+                // `p (log p − log q)` per bucket, 0 where p = 0 (log p = −inf there).
+                let kept = p.f_mul(&lp.f_sub(&self.log_q_k)?)?.f_where_scalarother(&p.f_gt(0.0)?, 0.0)?;
+                let tail =
+                    p_tail.f_mul(&lp_tail.f_sub(&self.log_q_tail)?)?.f_where_scalarother(&p_tail.f_gt(0.0)?, 0.0)?;
+                kept.f_sum_dim_intlist(1, false, self.ck)?.f_add(&tail)?
+            }
+            (RowTeacher::Logits(_), _) => self.kl.shallow_clone(),
+            _ => self.kl.f_zeros_like()?,
+        };
+        let ce = self.ce_log_q.f_neg()?;
+        let weighted =
+            |w: &Tensor, l: &Tensor| -> Result<Tensor> { Ok(w.f_mul(l)?.f_where_scalarother(&w.f_ne(0.0)?, 0.0)?) };
+        Ok(weighted(&self.kd_w, &kd)?.f_add(&weighted(&self.ce_w, &ce)?)?.f_sum(Kind::Double)?)
+    }
 }
 
 /// The loss `value` (a scalar without gradient) as a tensor whose gradient with respect to `z` is
