@@ -23,10 +23,11 @@ use tch::{Kind, Tensor};
 
 use crate::error::{DistillError, Result};
 
-/// Elements of one block of rows (512 Ki: 2 MiB per f32 temporary), so that the block's several
-/// passes (log-softmax, exp, the tail's sum, the gradient) run mostly from cache rather than
-/// memory, with few enough blocks that the per-block operations' fixed cost stays small.
-const BLOCK_ELEMENTS: i64 = 1 << 19;
+/// Elements of one block of rows (1 Mi: 4 MiB per f32 temporary, 21 rows at V = 49 152). Smaller
+/// blocks keep the block's passes (log-softmax, exp, the tail's sum, the gradient) in a smaller
+/// cache, but each block costs a few dozen operations and four parallel regions, whose fixed cost
+/// grows on a machine whose cores are busy (benchmark (g) in BENCHMARKS.md).
+const BLOCK_ELEMENTS: i64 = 1 << 20;
 
 /// The teacher side of a row loss.
 pub(super) enum RowTeacher<'a> {
