@@ -226,10 +226,9 @@ pub struct ChunkedLoss {
     pub chunk_tokens: i64,
 }
 
-/// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Smaller chunks hold
-/// less memory but accumulate the weight's `[V, H]` gradient more often, which costs time: measured
-/// at T = 2048, V = 49 152, H = 576, 256 tokens took 1.10× the unchunked time at 1/5.5 of its peak
-/// memory growth, 32 tokens 1.96× at 1/8.6.
+/// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Measured at T = 2048,
+/// V = 49 152, H = 576 (forward KL, analytic chunk gradients): 1/9.2 of the unchunked path's peak
+/// memory growth, at 1.76× its time on a busy 2-core machine (BENCHMARKS.md).
 impl Default for ChunkedLoss {
     fn default() -> Self {
         ChunkedLoss::new(256)
