@@ -10,7 +10,9 @@
 //!
 //! - **CE step**: forward, cross-entropy on the next tokens, backward, SGD.
 //! - **KD step**: the batch gathered from the cache, forward, cross-entropy + `TopKKl` (T = 1)
-//!   against the cached top-k with its exact tail, backward, SGD.
+//!   against the cached top-k with its exact tail as one fused loss (`TokenKd`: one pass over the
+//!   logits for the value and the analytic gradient of both terms), backward, SGD. Both terms count
+//!   the tokens whose label is not −100 and that the cache marks valid.
 //!
 //! The two steps alternate in one process over `--rounds` rounds (default 5) after one untimed step
 //! each; medians, tokens per second and their ratio, and the median time of the KD step's cache
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use distill::cache::{TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding};
-use distill::criterion::{TopKKl, TopKTail};
+use distill::criterion::{TokenKd, TopKKl, TopKTail};
 use distill::text::{LlamaConfig, LlamaForCausalLM};
 use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -158,9 +160,9 @@ impl Setup {
         let gathered = start.elapsed().as_secs_f64();
         let input_ids = sequence_ids(ids, self.tokens, self.vocab);
         let logits = self.student.forward(&input_ids).unwrap();
-        let ce = logits.view([-1, self.vocab]).cross_entropy_for_logits(&labels(&input_ids).view([-1]));
-        let kd = TopKKl::new(1.0).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
-        let loss = ce + kd;
+        let loss = TokenKd::new(TopKKl::new(1.0), 1.0)
+            .f_loss(&logits, batch.top_k().unwrap(), &labels(&input_ids), Some(batch.valid()))
+            .unwrap();
         self.opt.backward_step(&loss);
         let _ = loss.double_value(&[]);
         gathered
@@ -213,6 +215,17 @@ fn smoke_test(a: &Args) {
     };
     let cached_loss = TopKKl::new(1.0).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
     assert!(cached_loss.equal(&live_loss), "the cached KD loss differs from the live one");
+    // The fused loss of the timed KD step, from the cache and live: the same.
+    let fused = TokenKd::new(TopKKl::new(1.0), 1.0);
+    let y = labels(&input_ids);
+    let cached_fused = fused.f_loss(&logits, batch.top_k().unwrap(), &y, Some(batch.valid())).unwrap();
+    let rounded = TopKTail {
+        ids: live.ids.shallow_clone(),
+        log_probs: live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
+        tail: live.tail.shallow_clone(),
+    };
+    assert!(cached_fused.equal(&fused.f_loss(&logits, &rounded, &y, None).unwrap()), "the fused loss differs");
+    assert!(cached_fused.double_value(&[]) > cached_loss.double_value(&[]), "the cross-entropy term is missing");
     s.kd_step(&ids);
     s.ce_step(&ids);
     let _ = peak_growth(|| s.ce_step(&ids));

@@ -3,19 +3,22 @@
 //!
 //! tch has no custom autograd function, so the loss is a surrogate: the value and the gradients
 //! with respect to the hidden states `h` and the weight `W` are computed chunk by chunk (the chunk's
-//! logits `z = h_c Wᵀ` get a local autograd pass of the criterion; then `∂L/∂h_c = g_c W` and
-//! `∂L/∂W += g_cᵀ h_c`, `g_c = ∂L/∂z_c`), and the returned tensor is
+//! logits `z = h_c Wᵀ`, their gradient `g_c = ∂L/∂z_c` computed analytically in place of them for
+//! the forward KL, the top-k KL and cross-entropy, or by a local autograd pass of the criterion for
+//! the other divergences; then `∂L/∂h_c = g_c W` and `∂L/∂W += g_cᵀ h_c`), and the returned tensor is
 //!
 //! `S − detach(S) + L`,  `S = ⟨h, ∂L/∂h⟩ + ⟨W, ∂L/∂W⟩` (the gradients detached),
 //!
 //! whose value is `L` exactly (`S − S = 0`) and whose gradients with respect to `h` and `W` are the
-//! computed ones. Only one chunk's `[n, V]` tensors live at a time; the graph holds `∂L/∂h` (`[B·T,
-//! H]`) and `∂L/∂W` (`[V, H]`). The surrogate has no second derivative.
+//! computed ones. Only one chunk's `[n, V]` logits (and, with the analytic gradient, a few rows of
+//! temporaries) live at a time; the graph holds `∂L/∂h` (`[B·T, H]`) and `∂L/∂W` (`[V, H]`). The
+//! surrogate has no second derivative.
 
 use tch::{Kind, Tensor};
 
+use super::fused::{row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
-use super::sequence::SequenceKd;
+use super::sequence::{Divergence, SequenceKd};
 use super::tail::{TopKKl, TopKTail};
 use super::Criterion;
 use crate::error::{DistillError, Result};
@@ -82,6 +85,59 @@ impl ChunkedTarget<'_> {
                 Ok(z.f_logsumexp([1], false)?.f_sub(&z.f_gather(1, &y, false)?.f_squeeze_dim(1)?)?)
             }
         }
+    }
+
+    /// The weighted loss of the chunk's logits `z` `[n, V]` (tokens `start..start + n`, reduction
+    /// weights `weights` `[n]`) with its gradient with respect to `z` written over `z`, for the
+    /// targets with an analytic gradient (forward KL, top-k KL, cross-entropy); `None`, with `z`
+    /// untouched, for the others (they take a local autograd pass).
+    fn analytic(&self, z: &Tensor, start: i64, n: i64, weights: &Tensor) -> Result<Option<Tensor>> {
+        let vocab = z.size()[1];
+        let value = match self {
+            ChunkedTarget::Logits { teacher, criterion } => {
+                let forward = match criterion.divergence {
+                    Divergence::ForwardKl => true,
+                    Divergence::Jsd { beta } => beta == 0.0,
+                    Divergence::SkewKl { alpha } => alpha == 0.0,
+                    _ => false,
+                };
+                if !forward {
+                    return Ok(None);
+                }
+                let t = teacher.f_reshape([-1, vocab])?.f_narrow(0, start, n)?;
+                let loss = RowLoss {
+                    teacher: RowTeacher::Logits(&t),
+                    temperature: criterion.temperature,
+                    kd_weights: weights.shallow_clone(),
+                    ce: None,
+                };
+                row_loss(z, &loss, Some(z))?
+            }
+            ChunkedTarget::TopK { teacher, criterion } => {
+                let k = teacher.k();
+                let ids = teacher.ids.f_reshape([-1, k])?.f_narrow(0, start, n)?;
+                let log_probs = teacher.log_probs.f_reshape([-1, k])?.f_narrow(0, start, n)?;
+                let tail = teacher.tail.f_reshape([-1])?.f_narrow(0, start, n)?;
+                let loss = RowLoss {
+                    teacher: RowTeacher::TopK { ids: &ids, log_probs: &log_probs, tail: &tail },
+                    temperature: criterion.temperature,
+                    kd_weights: weights.shallow_clone(),
+                    ce: None,
+                };
+                row_loss(z, &loss, Some(z))?
+            }
+            ChunkedTarget::CrossEntropy { labels, .. } => {
+                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?.f_to_kind(Kind::Int64)?;
+                let loss = RowLoss {
+                    teacher: RowTeacher::None,
+                    temperature: 1.0,
+                    kd_weights: weights.f_zeros_like()?,
+                    ce: Some((&y, weights.shallow_clone())),
+                };
+                row_loss(z, &loss, Some(z))?
+            }
+        };
+        Ok(Some(value))
     }
 
     /// Checks the target against `B, T, V` and returns the valid tokens `[B, T]` it implies.
@@ -170,10 +226,9 @@ pub struct ChunkedLoss {
     pub chunk_tokens: i64,
 }
 
-/// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Smaller chunks hold
-/// less memory but accumulate the weight's `[V, H]` gradient more often, which costs time: measured
-/// at T = 2048, V = 49 152, H = 576, 256 tokens took 1.10× the unchunked time at 1/5.5 of its peak
-/// memory growth, 32 tokens 1.96× at 1/8.6.
+/// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Measured at T = 2048,
+/// V = 49 152, H = 576 (forward KL, analytic chunk gradients): 1/9.2 of the unchunked path's peak
+/// memory growth, at 1.76× its time on a busy 2-core machine (BENCHMARKS.md).
 impl Default for ChunkedLoss {
     fn default() -> Self {
         ChunkedLoss::new(256)
@@ -218,12 +273,18 @@ impl ChunkedLoss {
             // A chunk with no valid token contributes nothing, to the value or the gradients.
             if wc.f_ne(0.0)?.f_any()?.f_int64_value(&[])? != 0 {
                 let hc = flat_h.f_narrow(0, start, len)?;
-                let (loss, g) = tch::with_grad(|| -> Result<(Tensor, Tensor)> {
-                    let z = tch::no_grad(|| hc.f_matmul(&w.f_tr()?))?.f_set_requires_grad(true)?;
-                    let loss = weighted_sum(&target.per_token(&z, start, len)?, &wc)?;
-                    let mut grads = Tensor::f_run_backward(&[&loss], &[&z], false, false)?;
-                    Ok((loss.f_detach()?, grads.remove(0)))
-                })?;
+                let z = tch::no_grad(|| hc.f_matmul(&w.f_tr()?))?;
+                // The analytic gradient is written over the chunk's logits: no autograd pass, and
+                // no `[chunk, V]` tensor beside them but a few rows of temporaries.
+                let (loss, g) = match target.analytic(&z, start, len, &wc)? {
+                    Some(loss) => (loss.f_to_kind(opts.0)?, z),
+                    None => tch::with_grad(|| -> Result<(Tensor, Tensor)> {
+                        let z = z.f_set_requires_grad(true)?;
+                        let loss = weighted_sum(&target.per_token(&z, start, len)?, &wc)?;
+                        let mut grads = Tensor::f_run_backward(&[&loss], &[&z], false, false)?;
+                        Ok((loss.f_detach()?, grads.remove(0)))
+                    })?,
+                };
                 tch::no_grad(|| -> Result<()> {
                     grad_h.f_narrow(0, start, len)?.f_copy_(&g.f_matmul(&w)?)?;
                     let _ = grad_w.f_addmm_(&g.f_tr()?, &hc)?;

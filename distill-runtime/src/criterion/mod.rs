@@ -27,6 +27,7 @@
 //! | [`TopKKlDiv`] | Hinton KD against the teacher's top-k log-probabilities ([`TopKLogits`]), the rest in one bucket | `(N, C)`, `(N, 2, k)` |
 //! | [`SequenceKd`] | token-level forward/reverse KL, TRL's generalised JSD(β), DistiLLM's skew KL and skew reverse KL, total variation ([`Divergence`]), over valid tokens ([`TokenReduction`]) | equal `[B, T, V]`; labels `[B, T]` |
 //! | [`TopKKl`] | forward KL against the teacher's top-k tokens plus an exact tail bucket ([`TopKTail`]) | `[B, T, V]`, `[B, T, 2k + 1]` |
+//! | [`TokenKd`] | `α·`[`TopKKl`]` + β·` cross-entropy on the labels, one fused pass with an analytic gradient | `[B, T, V]`, `[B, T, k]`, labels `[B, T]` |
 //! | [`SampledKl`] | unbiased forward-KL estimate from importance-weighted teacher samples ([`SampledLogits`], Sparse Logit Sampling) | `[B, T, V]`, `[B, T, 3n]` |
 //!
 //! [`ChunkedLoss`] computes those token losses (and cross-entropy) from the student's final hidden
@@ -75,6 +76,7 @@ mod chunked;
 mod dist;
 mod dkd;
 mod encoding;
+mod fused;
 mod logits;
 mod mask;
 mod pkt;
@@ -85,6 +87,7 @@ mod scheduled;
 mod sequence;
 mod similarity;
 mod tail;
+mod token_kd;
 mod top_k;
 mod weighted;
 
@@ -105,6 +108,7 @@ pub use scheduled::{scheduled, Scheduled};
 pub use sequence::{Divergence, SequenceKd};
 pub use similarity::SimilarityPreserving;
 pub use tail::{TopKKl, TopKTail};
+pub use token_kd::TokenKd;
 pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
 pub use weighted::{weighted, Weighted};
 

@@ -10,8 +10,9 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_encoded_call, parameter};
-use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
+use super::mask::{valid_labels, TokenReduction};
 use super::sequence::token_labels;
+use super::token_kd::fused_loss;
 use super::Criterion;
 use crate::error::{DistillError, Result};
 
@@ -255,7 +256,52 @@ impl TopKKl {
     /// [`DistillError::InvalidArgument`] when the shapes disagree, the student logits are not
     /// floating-point, or the temperature is invalid.
     pub fn f_per_token(&self, student: &Tensor, teacher: &TopKTail) -> Result<Tensor> {
+        let (_, vocab, k) = self.check_top_k(student, teacher)?;
+        let kind = student.f_kind()?;
+        let z = student.f_div_scalar(self.temperature)?;
+        let log_normaliser = z.f_logsumexp([-1], true)?;
+        let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&log_normaliser)?;
+        let log_p = teacher.log_probs.f_to_kind(kind)?.f_detach()?;
+        let mut per_token = bucket(&log_p, &log_q)?.f_sum_dim_intlist(-1, false, None)?;
+        if k < vocab {
+            let log_q_tail = z
+                .f_scatter_value(-1, &teacher.ids, f64::NEG_INFINITY)?
+                .f_logsumexp([-1], false)?
+                .f_sub(&log_normaliser.f_squeeze_dim(-1)?)?;
+            let log_p_tail = teacher.tail.f_to_kind(kind)?.f_detach()?;
+            per_token = per_token.f_add(&bucket(&log_p_tail, &log_q_tail)?)?;
+        }
+        Ok(per_token)
+    }
+
+    /// The loss of student logits `[B, T, V]` against `teacher`, over the tokens where `valid`
+    /// (`[B, T]`, non-zero valid) holds, or every token without it.
+    ///
+    /// The gradient with respect to the logits is computed analytically in the same pass as the
+    /// value (`w/T · (S·q_j − p_j)` on the kept ids, `w/T · q_j · (S − p_tail/q_tail)` on the others,
+    /// `S` the teacher's total mass) and carried by a surrogate whose value is the loss exactly, so
+    /// that no autograd graph over `[B, T, V]` is kept: one gradient buffer instead of several
+    /// vocabulary-sized tensors. The result has no second derivative; [`f_per_token`](Self::f_per_token)
+    /// is the autograd form. [`TokenKd`](super::TokenKd) adds cross-entropy in the same pass.
+    ///
+    /// # Errors
+    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
+    pub fn f_loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
+        fused_loss(self, 1.0, student, teacher, None, valid)
+    }
+
+    /// The unchecked twin of [`f_loss_top_k`](Self::f_loss_top_k): panics with its error.
+    pub fn loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Tensor {
+        self.f_loss_top_k(student, teacher, valid).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Checks the temperature, the student's kind and the teacher's shapes against student logits
+    /// `[…, V]`; returns the token shape `[…]`, `V` and `k`.
+    pub(super) fn check_top_k(&self, student: &Tensor, teacher: &TopKTail) -> Result<(Vec<i64>, i64, i64)> {
         parameter("TopKKl's temperature", self.temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        if !student.defined() {
+            return Err(DistillError::InvalidArgument("the student logits are undefined".into()));
+        }
         let shape = student.size();
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
@@ -281,38 +327,7 @@ impl TopKKl {
                 "the teacher keeps {k} tokens of a vocabulary of {vocab}"
             )));
         }
-        let z = student.f_div_scalar(self.temperature)?;
-        let log_normaliser = z.f_logsumexp([-1], true)?;
-        let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&log_normaliser)?;
-        let log_p = teacher.log_probs.f_to_kind(kind)?.f_detach()?;
-        let mut per_token = bucket(&log_p, &log_q)?.f_sum_dim_intlist(-1, false, None)?;
-        if k < vocab {
-            let log_q_tail = z
-                .f_scatter_value(-1, &teacher.ids, f64::NEG_INFINITY)?
-                .f_logsumexp([-1], false)?
-                .f_sub(&log_normaliser.f_squeeze_dim(-1)?)?;
-            let log_p_tail = teacher.tail.f_to_kind(kind)?.f_detach()?;
-            per_token = per_token.f_add(&bucket(&log_p_tail, &log_q_tail)?)?;
-        }
-        Ok(per_token)
-    }
-
-    /// The loss of student logits `[B, T, V]` against `teacher`, over the tokens where `valid`
-    /// (`[B, T]`, non-zero valid) holds, or every token without it.
-    ///
-    /// # Errors
-    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
-    pub fn f_loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
-        let per_token = self.f_per_token(student, teacher)?;
-        let b = per_token.size().first().copied().unwrap_or(1);
-        let valid = match valid {
-            Some(valid) => {
-                check_mask(valid, &per_token.size())?;
-                Some(valid.f_reshape([b, -1])?)
-            }
-            None => None,
-        };
-        reduce(&per_token, valid.as_ref(), self.reduction)
+        Ok((lead.to_vec(), vocab, k))
     }
 }
 

@@ -1,0 +1,176 @@
+//! Cross-entropy and top-k distillation of a language model in one pass over the vocabulary
+//! ([`TokenKd`]): the usual `α·KD + β·CE` of a token-level KD step, with the gradient with respect to
+//! the logits computed analytically for both terms at once.
+
+use tch::{Kind, Tensor};
+
+use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
+use super::mask::{check_mask, IGNORE_INDEX};
+use super::tail::{TopKKl, TopKTail};
+use crate::error::{DistillError, Result};
+
+/// A student's token loss against its labels and a teacher's top-k with an exact tail:
+///
+/// `L = kd_weight · KD + ce_weight · CE`
+///
+/// with `KD` the [`TopKKl`] loss (its temperature and reduction) and `CE` the cross-entropy of the
+/// student's logits at temperature 1 on the labels, `logsumexp(z) − z[label]` per token, reduced
+/// the same way. Both terms count the same tokens: those whose label is not −100 and, with a mask,
+/// where the mask is non-zero. With [`TokenReduction::Token`](super::TokenReduction::Token), `CE`
+/// is PyTorch's `cross_entropy(ignore_index = −100)`.
+///
+/// The loss and its gradient with respect to the logits come from one pass over them, block by
+/// block of tokens: at `T = 1` the two terms share one softmax,
+/// `∂L/∂z_j = w · (kd_weight·g_j + ce_weight·(q_j − [j = label]))` with `g` the top-k KL's gradient
+/// ([`TopKKl::f_loss_top_k`]). No autograd graph over `[B, T, V]` is kept: beside the logits, one
+/// `[B, T, V]` gradient buffer, where the two terms through autograd hold several. The result
+/// has no second derivative.
+///
+/// ```
+/// use distill_runtime::criterion::{TokenKd, TopKKl, TopKTail};
+/// use tch::{Device, Kind, Tensor};
+///
+/// let s = Tensor::randn([2, 4, 30], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+/// let t = Tensor::randn([2, 4, 30], (Kind::Double, Device::Cpu));
+/// let top = TopKTail::f_encode(&t, 5, 1.0)?;
+/// let labels = Tensor::from_slice(&[3i64, 7, 1, -100, 0, 29, 4, -100]).reshape([2, 4]);
+/// let fused = TokenKd::new(TopKKl::new(1.0), 0.5).f_loss(&s, &top, &labels, None)?;
+/// // The same as the two terms computed apart.
+/// let kd = TopKKl::new(1.0).f_per_token(&s, &top)?;
+/// let valid = labels.ne(-100);
+/// let kd = kd.masked_select(&valid).mean(Kind::Double);
+/// let y = labels.clamp_min(0).unsqueeze(-1);
+/// let ce = s.log_softmax(-1, Kind::Double).gather(-1, &y, false).squeeze_dim(-1).neg();
+/// let ce = ce.masked_select(&valid).mean(Kind::Double);
+/// let want = kd + ce * 0.5;
+/// assert!((fused.double_value(&[]) - want.double_value(&[])).abs() < 1e-12);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenKd {
+    /// The distillation term: its temperature (the teacher's encoding's) and the reduction of
+    /// both terms.
+    pub kd: TopKKl,
+    /// The weight of the distillation term (finite).
+    pub kd_weight: f64,
+    /// The weight of the cross-entropy term (finite).
+    pub ce_weight: f64,
+}
+
+impl TokenKd {
+    /// `KD + ce_weight · CE` with the distillation term `kd`.
+    pub const fn new(kd: TopKKl, ce_weight: f64) -> Self {
+        TokenKd { kd, kd_weight: 1.0, ce_weight }
+    }
+
+    /// This loss with the distillation term weighted by `kd_weight`.
+    pub const fn with_kd_weight(self, kd_weight: f64) -> Self {
+        TokenKd { kd_weight, ..self }
+    }
+
+    /// The loss of student logits `[B, T, V]` against the teacher's top-k `teacher` (`[B, T, k]`)
+    /// and the next-token `labels` (`[B, T]`, integer, −100 ignored), over the tokens whose label
+    /// is not −100 and where `valid` (`[B, T]`, non-zero valid), when given, holds.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] as [`TopKKl::f_loss_top_k`], for weights that are not
+    /// finite, labels of another shape or kind, or a label outside `0..V` that is not −100.
+    pub fn f_loss(
+        &self,
+        student: &Tensor,
+        teacher: &TopKTail,
+        labels: &Tensor,
+        valid: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        for (name, weight) in [("KD", self.kd_weight), ("CE", self.ce_weight)] {
+            if !weight.is_finite() {
+                return Err(DistillError::InvalidArgument(format!(
+                    "TokenKd's {name} weight must be finite, got {weight}"
+                )));
+            }
+        }
+        fused_loss(&self.kd, self.kd_weight, student, teacher, Some((labels, self.ce_weight)), valid)
+    }
+
+    /// The unchecked twin of [`f_loss`](Self::f_loss): panics with its error.
+    pub fn loss(&self, student: &Tensor, teacher: &TopKTail, labels: &Tensor, valid: Option<&Tensor>) -> Tensor {
+        self.f_loss(student, teacher, labels, valid).unwrap_or_else(|err| panic!("{err}"))
+    }
+}
+
+/// `kd_weight · KD (+ ce weight · CE)` of student logits `[…, V]`, reduced as `kd` says over the
+/// tokens where `valid` holds (and whose label is not −100), with the analytic gradient.
+pub(super) fn fused_loss(
+    kd: &TopKKl,
+    kd_weight: f64,
+    student: &Tensor,
+    teacher: &TopKTail,
+    ce: Option<(&Tensor, f64)>,
+    valid: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (lead, vocab, k) = kd.check_top_k(student, teacher)?;
+    let kind = student.f_kind()?;
+    let n: i64 = lead.iter().product();
+    let b = lead.first().copied().unwrap_or(1);
+    let device = student.device();
+    let mut mask = match valid {
+        Some(valid) => {
+            check_mask(valid, &lead)?;
+            valid.f_ne(0)?
+        }
+        None => Tensor::f_ones(lead.as_slice(), (Kind::Bool, device))?,
+    };
+    let labels = match ce {
+        Some((labels, _)) => Some(check_labels(labels, &lead, vocab)?),
+        None => None,
+    };
+    if let Some(labels) = &labels {
+        mask = mask.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?;
+    }
+    let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
+    let weights = kd.reduction.weights(&mask.f_reshape([b, -1])?, ck)?.f_reshape([n])?;
+    let flat_labels = labels.as_ref().map(|l| l.f_reshape([n])).transpose()?;
+    let ids = teacher.ids.f_reshape([n, k])?;
+    let log_probs = teacher.log_probs.f_reshape([n, k])?;
+    let tail = teacher.tail.f_reshape([n])?;
+    let ce = match (&flat_labels, ce) {
+        (Some(labels), Some((_, weight))) => Some((labels, weights.f_mul_scalar(weight)?)),
+        _ => None,
+    };
+    let loss = RowLoss {
+        teacher: RowTeacher::TopK { ids: &ids, log_probs: &log_probs, tail: &tail },
+        temperature: kd.temperature,
+        kd_weights: weights.f_mul_scalar(kd_weight)?,
+        ce,
+    };
+    let z = student.f_reshape([n, vocab])?;
+    let grad = if student.requires_grad() { Some(Tensor::f_empty([n, vocab], (kind, device))?) } else { None };
+    let value = row_loss(&z, &loss, grad.as_ref())?.f_to_kind(kind)?;
+    match grad {
+        Some(grad) => carry_gradient(&z, &grad, &value),
+        None => Ok(value),
+    }
+}
+
+/// `labels` checked against the token shape `lead` and a vocabulary of `vocab` tokens.
+fn check_labels(labels: &Tensor, lead: &[i64], vocab: i64) -> Result<Tensor> {
+    let invalid = |reason: String| DistillError::InvalidArgument(format!("TokenKd: {reason}"));
+    if !labels.defined() {
+        return Err(invalid("the labels are undefined".into()));
+    }
+    if labels.size() != lead {
+        return Err(invalid(format!("the labels need the token shape {lead:?}, got {:?}", labels.size())));
+    }
+    let kind = labels.f_kind()?;
+    if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
+        return Err(invalid(format!("the labels need an integer kind, got {kind:?}")));
+    }
+    let labels = labels.f_to_kind(Kind::Int64)?;
+    if labels.numel() > 0 {
+        let outside = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?)?;
+        if outside.f_any()?.f_int64_value(&[])? != 0 {
+            return Err(invalid(format!("a label is outside 0..{vocab} (and not {IGNORE_INDEX})")));
+        }
+    }
+    Ok(labels)
+}
