@@ -127,10 +127,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             prune: Shape { hidden: 512, intermediate: 1024, kv_heads: 2, layers: 25, calibration_batches: 2 },
-            data: Data { documents: 200, seq_len: 128, validation_fraction: 0.1, validation_sequences: 8 },
+            data: Data { documents: 220, seq_len: 128, validation_fraction: 0.15, validation_sequences: 12 },
             cache: Cache { k: 64, temperature: 1.0, values: Precision::F16, batch: 8 },
             train: Train { steps: 16, batch: 4, lr: 3e-4, warmup: 3, weight_decay: 0.0, eval_every: 8 },
-            kd: Kd { top_k_kl: 1.0, ce: 0.0 },
+            kd: Kd { top_k_kl: 1.0, ce: 1.0 },
         }
     }
 }

@@ -37,15 +37,15 @@ fn spec(
     })
 }
 
-/// Opens the cache in `dir`, writing what is missing first. Returns the cache and, when it wrote,
-/// the writing phase's timing.
+/// Opens the cache in `dir`, writing what is missing first. Returns the cache, the writing phase's
+/// timing when it wrote, and the line it printed.
 pub fn open_or_write(
     dir: &Path,
     gguf: &Path,
     data: &TokenDataset,
     teacher: &LlamaForCausalLM,
     settings: &Settings,
-) -> Result<(TokenCache, Option<Phase>), Box<dyn Error>> {
+) -> Result<(TokenCache, Option<Phase>, String), Box<dyn Error>> {
     let spec = spec(gguf, data, teacher, settings)?;
     let writer = TokenCacheWriter::new(dir, spec.clone()).shards(SHARDS);
     let pending = writer.pending().map_err(|e| format!("{e} (delete {} to write it anew)", dir.display()))?;
@@ -65,13 +65,14 @@ pub fn open_or_write(
         bytes as f64 / 1e6,
         dir.display()
     );
-    match &phase {
-        None => println!("reusing the teacher cache: {what}"),
+    let line = match &phase {
+        None => format!("reusing the teacher cache: {what}"),
         Some(p) => {
-            println!("wrote the teacher cache in {:.0} s ({:.0} tokens/s): {what}", p.seconds, p.tokens_per_second())
+            format!("wrote the teacher cache in {:.0} s ({:.0} tokens/s): {what}", p.seconds, p.tokens_per_second())
         }
-    }
-    Ok((cache, phase))
+    };
+    println!("{line}");
+    Ok((cache, phase, line))
 }
 
 fn write(

@@ -14,9 +14,9 @@ const RELATIVE: f64 = 1e-4;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/text/smollm2_reference.safetensors");
 
-/// Compares the teacher's logits with transformers' and prints one line; a difference above the
-/// bound is an error (the rest of the run would be about another model).
-pub fn teacher(teacher: &LlamaForCausalLM) -> Result<(), Box<dyn Error>> {
+/// Compares the teacher's logits with transformers' and prints (and returns) one line; a difference
+/// above the bound is an error (the rest of the run would be about another model).
+pub fn teacher(teacher: &LlamaForCausalLM) -> Result<String, Box<dyn Error>> {
     let reference: HashMap<String, Tensor> = Tensor::read_safetensors(REFERENCE)?.into_iter().collect();
     let get = |name: &str| reference.get(name).ok_or_else(|| format!("{REFERENCE} has no `{name}`"));
     let (ids, positions, expected) = (get("ids")?, get("logits.positions")?, get("logits")?);
@@ -36,6 +36,7 @@ pub fn teacher(teacher: &LlamaForCausalLM) -> Result<(), Box<dyn Error>> {
     if error > RELATIVE {
         return Err(format!("{line}: the loaded teacher is not transformers' model").into());
     }
-    println!("{line} ✓");
-    Ok(())
+    let line = format!("{line} ✓");
+    println!("{line}");
+    Ok(line)
 }

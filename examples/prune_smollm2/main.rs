@@ -51,6 +51,8 @@ struct Setup {
     validation: Vec<TokenBatch>,
     cache: TokenCache,
     phases: Vec<Phase>,
+    /// Lines for the report: the teacher check, the pruned shape, the cache.
+    notes: Vec<String>,
 }
 
 /// A fresh pruned copy of the teacher: the same weights every time.
@@ -60,12 +62,12 @@ fn student(setup: &Setup) -> Result<(VarStore, PrunedLlama), Box<dyn Error>> {
     Ok((vs, pruned))
 }
 
-/// Ranks channels, heads and layers on a few training batches and prints the chosen shape.
+/// Ranks channels, heads and layers on a few training batches; prints and returns the chosen shape.
 fn prune_shape(
     teacher: &LlamaForCausalLM,
     data: &TokenDataset,
     settings: &Settings,
-) -> Result<LlamaKept, Box<dyn Error>> {
+) -> Result<(LlamaKept, String), Box<dyn Error>> {
     let b = settings.train.batch;
     let calibration: Vec<TokenBatch> = (0..settings.prune.calibration_batches)
         .map(|i| data.train().batch(&(i * b..(i + 1) * b).collect::<Vec<_>>(), Device::Cpu))
@@ -75,7 +77,7 @@ fn prune_shape(
     let config = kept.student_config(teacher.config())?;
     let (before, after) = (ParameterCounts::of(teacher.config()), ParameterCounts::of(&config));
     let t = teacher.config();
-    println!(
+    let line = format!(
         "pruned shape: hidden {} of {}, MLP {} of {}, KV groups {} of {}, layers {} of {} (kept {:?}); non-embedding parameters {} → {} ({:.1}%), total {} → {}",
         config.hidden_size,
         t.hidden_size,
@@ -92,7 +94,8 @@ fn prune_shape(
         before.total(),
         after.total()
     );
-    Ok(kept)
+    println!("{line}");
+    Ok((kept, line))
 }
 
 /// Loads, checks and prunes the teacher, tokenizes the corpus and opens (or writes) the cache.
@@ -104,7 +107,7 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
     let teacher = text::load_gguf(&gguf, Device::Cpu)?.model;
     let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&gguf)?)?;
     println!("teacher: {} loaded in {:.1} s", gguf.display(), started.elapsed().as_secs_f64());
-    check::teacher(&teacher)?;
+    let mut notes = vec![check::teacher(&teacher)?];
     let started = Instant::now();
     let data = data::load(&settings, &tokenizer)?;
     let mut phases = vec![Phase {
@@ -113,7 +116,8 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
         tokens: data.train().token_count() + data.validation().token_count(),
     }];
     let started = Instant::now();
-    let kept = prune_shape(&teacher, &data, &settings)?;
+    let (kept, shape) = prune_shape(&teacher, &data, &settings)?;
+    notes.push(shape);
     let calibration_tokens = settings.prune.calibration_batches * settings.train.batch * settings.data.seq_len;
     phases.push(Phase {
         name: "importance + pruning".into(),
@@ -121,10 +125,12 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
         tokens: calibration_tokens,
     });
     std::fs::create_dir_all(&args.out)?;
-    let (cache, written) = cache::open_or_write(&args.out.join("teacher-cache"), &gguf, &data, &teacher, &settings)?;
+    let (cache, written, line) =
+        cache::open_or_write(&args.out.join("teacher-cache"), &gguf, &data, &teacher, &settings)?;
+    notes.push(line);
     phases.extend(written);
     let validation = data::validation(&data, &settings)?;
-    Ok(Setup { settings, teacher, tokenizer, data, kept, validation, cache, phases })
+    Ok(Setup { settings, teacher, tokenizer, data, kept, validation, cache, phases, notes })
 }
 
 /// Validation perplexity of `model`, timed as a phase.
@@ -229,7 +235,8 @@ fn write_report(
         s.train.steps, s.train.batch, s.data.seq_len, s.train.lr, s.kd.top_k_kl, s.cache.k, s.cache.temperature, s.kd.ce,
         perplexities.ce.len(), args.threads, seconds
     );
-    let md = report::markdown(&header, perplexities, &setup.phases) + "\n" + generated;
+    let notes: String = setup.notes.iter().map(|n| format!("- {n}\n")).collect();
+    let md = report::markdown(&header, perplexities, &setup.phases) + "\n" + &notes + "\n" + generated;
     let results = args.out.join("results.md");
     std::fs::write(&results, &md)?;
     println!("\n{md}");
