@@ -148,8 +148,11 @@ fn evaluate(
     Ok(perplexity)
 }
 
+/// A fine-tune's record, the student's variables and the student.
+type Run = (History, VarStore, PrunedLlama);
+
 /// One seed: both fine-tunes from fresh pruned copies over the same batches.
-fn seed_run(setup: &mut Setup, seed: u64) -> Result<[(History, VarStore, PrunedLlama); 2], Box<dyn Error>> {
+fn seed_run(setup: &mut Setup, seed: u64) -> Result<[Run; 2], Box<dyn Error>> {
     let order = data::order(&setup.data, &setup.settings, seed)?;
     let kd = Objective::Distill {
         cache: &setup.cache,
