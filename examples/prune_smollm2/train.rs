@@ -1,0 +1,158 @@
+//! The two fine-tunes (cross-entropy only; KD from the teacher cache) and validation perplexity.
+
+use std::error::Error;
+use std::time::Instant;
+
+use distill::cache::TokenCache;
+use distill::criterion::TopKKl;
+use distill::text::data::{TokenBatch, TokenDataset, IGNORE_TARGET};
+use distill::text::LlamaForCausalLM;
+use tch::nn::{OptimizerConfig, VarStore};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::args::{Kd, Settings};
+use crate::data::inputs;
+use crate::report::progress;
+
+/// What a fine-tune minimises.
+pub enum Objective<'a> {
+    /// Next-token cross-entropy.
+    CrossEntropy,
+    /// `top_k_kl · TopKKl` to the cached teacher + `ce · cross-entropy`.
+    Distill { cache: &'a TokenCache, weights: Kd, temperature: f64 },
+}
+
+/// A fine-tune's record: per-step losses, validation points, and its training time.
+pub struct History {
+    /// The total loss of each step.
+    pub loss: Vec<f64>,
+    /// The cross-entropy of each step (the loss itself for the CE-only run).
+    pub ce: Vec<f64>,
+    /// `(steps done, validation cross-entropy)`.
+    pub validation: Vec<(usize, f64)>,
+    /// Seconds spent in training steps (validation excluded).
+    pub seconds: f64,
+    /// Real (non-padding) tokens trained on.
+    pub tokens: usize,
+}
+
+/// Summed cross-entropy of `logits` `[B, T, V]` to the batch's targets and the number of targets
+/// (padding and document ends have none).
+fn ce_sum(logits: &Tensor, batch: &TokenBatch) -> Result<(Tensor, i64), Box<dyn Error>> {
+    let vocab = logits.size()[2];
+    let targets = batch.targets.view([-1]);
+    let sum =
+        logits.view([-1, vocab]).f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, IGNORE_TARGET, 0.0)?;
+    Ok((sum, targets.ne(IGNORE_TARGET).sum(Kind::Int64).int64_value(&[])))
+}
+
+/// Mean next-token cross-entropy (nats) of `model` over `batches`, padding excluded: the log of the
+/// validation perplexity.
+pub fn validation_ce(model: &LlamaForCausalLM, batches: &[TokenBatch]) -> Result<f64, Box<dyn Error>> {
+    let (mut sum, mut count) = (0.0, 0);
+    for batch in batches {
+        let logits = tch::no_grad(|| model.forward_inputs(&inputs(batch)))?;
+        let (s, n) = ce_sum(&logits, batch)?;
+        sum += s.double_value(&[]);
+        count += n;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Linear warm-up to `lr`, then cosine decay to a tenth of it at the last step.
+fn learning_rate(step: usize, settings: &Settings) -> f64 {
+    let t = &settings.train;
+    if step < t.warmup {
+        return t.lr * (step + 1) as f64 / t.warmup as f64;
+    }
+    let progress = (step - t.warmup) as f64 / (t.steps - t.warmup).max(1) as f64;
+    t.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+}
+
+/// One step's loss (with gradient) and its cross-entropy term.
+fn step_loss(
+    student: &LlamaForCausalLM,
+    batch: &TokenBatch,
+    objective: &Objective,
+) -> Result<(Tensor, f64), Box<dyn Error>> {
+    let logits = student.forward_inputs(&inputs(batch))?;
+    let (sum, count) = ce_sum(&logits, batch)?;
+    let ce = sum / count.max(1) as f64;
+    let ce_value = ce.double_value(&[]);
+    let loss = match objective {
+        Objective::CrossEntropy => ce,
+        Objective::Distill { cache, weights, temperature } => {
+            let cached = cache.batch(&batch.sequence_ids)?;
+            let kl = TopKKl::new(*temperature).f_loss_top_k(&logits, cached.top_k()?, Some(cached.valid()))?;
+            if weights.ce > 0.0 {
+                kl * weights.top_k_kl + ce * weights.ce
+            } else {
+                kl * weights.top_k_kl
+            }
+        }
+    };
+    Ok((loss, ce_value))
+}
+
+/// Fine-tunes `student` (variables in `vs`) on the batches of `order`, evaluating every
+/// `eval_every` steps and at the end.
+#[allow(clippy::too_many_arguments)]
+pub fn fine_tune(
+    label: &str,
+    student: &LlamaForCausalLM,
+    vs: &VarStore,
+    data: &TokenDataset,
+    order: &[Vec<usize>],
+    validation: &[TokenBatch],
+    settings: &Settings,
+    objective: &Objective,
+) -> Result<History, Box<dyn Error>> {
+    let t = &settings.train;
+    let mut opt = tch::nn::AdamW { wd: t.weight_decay, ..Default::default() }.build(vs, t.lr)?;
+    let mut history = History { loss: Vec::new(), ce: Vec::new(), validation: Vec::new(), seconds: 0.0, tokens: 0 };
+    let bar = progress(order.len() as u64, label);
+    for (step, indices) in order.iter().enumerate() {
+        let started = Instant::now();
+        let batch = data.train().batch(indices, Device::Cpu)?;
+        opt.set_lr(learning_rate(step, settings));
+        let (loss, ce) = step_loss(student, &batch, objective)?;
+        opt.backward_step(&loss);
+        history.loss.push(loss.double_value(&[]));
+        history.ce.push(ce);
+        history.tokens += batch.attention_mask.sum(Kind::Int64).int64_value(&[]) as usize;
+        history.seconds += started.elapsed().as_secs_f64();
+        bar.set_message(format!("loss {:.3}, CE {ce:.3}", history.loss[step]));
+        bar.inc(1);
+        if (step + 1) % t.eval_every == 0 || step + 1 == order.len() {
+            history.validation.push((step + 1, validation_ce(student, validation)?));
+        }
+    }
+    bar.finish_and_clear();
+    let (_, last) = history.validation.last().copied().unwrap_or((0, f64::NAN));
+    println!(
+        "{label}: {} steps in {:.0} s ({:.0} tokens/s), validation perplexity {:.2}",
+        order.len(),
+        history.seconds,
+        history.tokens as f64 / history.seconds,
+        last.exp()
+    );
+    Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays_to_a_tenth() {
+        let mut settings = Settings::default();
+        settings.train.steps = 110;
+        settings.train.warmup = 10;
+        settings.train.lr = 1.0;
+        assert!((learning_rate(0, &settings) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(9, &settings) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(10, &settings) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(60, &settings) - 0.55).abs() < 1e-12);
+        assert!((learning_rate(110, &settings) - 0.1).abs() < 1e-12);
+    }
+}
