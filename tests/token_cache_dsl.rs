@@ -76,6 +76,13 @@ distill! {
     }
 }
 
+distill! {
+    /// A criterion that reads an encoded distribution, over a teacher that runs.
+    struct LiveSampled for LlamaForCausalLM => LlamaForCausalLM {
+        kd: student => teacher with SampledKl::new(1.0);
+    }
+}
+
 fn config(layers: i64) -> LlamaConfig {
     LlamaConfig {
         vocab_size: VOCAB,
@@ -365,4 +372,21 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
         writer.write_with_hidden(2, |_| Ok((logits.shallow_clone(), None, vec![narrow.shallow_clone()]))).unwrap_err();
     assert!(err.to_string().contains("must be [2, 9, 32]"), "{err}");
     let _ = std::fs::remove_dir_all(&other);
+}
+
+#[test]
+fn an_encoded_criterion_over_a_teacher_that_runs_is_an_error_not_a_misread() {
+    // V = 63 = 3 · 21: raw logits `[B, T, 63]` have the shape of a packed sampled encoding of 21
+    // tokens, so only the encoding, not the shape, tells them apart.
+    tch::manual_seed(3);
+    let vs = VarStore::new(Device::Cpu);
+    let odd = LlamaConfig { vocab_size: 63, ..config(1) };
+    let student = LlamaForCausalLM::new(vs.root() / "s", &odd).unwrap();
+    let teacher = LlamaForCausalLM::new(vs.root() / "t", &odd).unwrap();
+    let kd = LiveSampled::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let ids = Tensor::from_slice2(&[[1i64, 5, 9, 2]]);
+    let err = kd.forward_t(&ids, true).err().unwrap();
+    assert!(matches!(&err, DistillError::InvalidCriterion { pair, .. } if pair == "kd"), "{err}");
+    assert!(err.to_string().contains("sampled tokens at temperature 1") && err.to_string().contains("forward_cached"));
+    assert!(kd.dry_run(&ids).is_err());
 }

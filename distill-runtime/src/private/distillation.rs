@@ -212,6 +212,40 @@ impl<'m> Core<'m> {
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<Forward<'_>> {
+        self.check_live_encodings()?;
+        self.forward_from(student, teachers, student_xs, teacher_xs, train)
+    }
+
+    /// Teachers that run give their tensors as they are: a pair whose criterion reads an encoded
+    /// form (top-k, sampled) and whose teacher tensor no adapter encodes would read raw logits as
+    /// if they were packed, which some shapes do not reveal. Such a pair reads its teacher from a
+    /// cache.
+    fn check_live_encodings(&self) -> Result<()> {
+        for spec in &self.pairs {
+            let reads = spec.criterion.teacher_encoding();
+            if reads != TeacherEncoding::Plain && spec.teacher_adapter.is_none() {
+                return Err(DistillError::InvalidCriterion {
+                    pair: spec.label.to_owned(),
+                    reason: format!(
+                        "it reads {reads}, and a teacher that runs gives its tensors as they are: read the teacher \
+                         from a cache that stores that encoding (`forward_cached`), or encode the teacher's tensor in \
+                         a teacher adapter"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`forward`](Self::forward) with `teachers` as they are (runs or cached batches).
+    fn forward_from(
+        &self,
+        student: &dyn SideModel,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<Forward<'_>> {
         if self.step.is_none() {
             if let Some(spec) = self.pairs.iter().find(|spec| spec.criterion.is_scheduled()) {
                 return Err(DistillError::MissingStep { pair: spec.label.to_owned() });
@@ -254,7 +288,7 @@ impl Core<'_> {
     ) -> Result<Forward<'_>> {
         self.check_encodings(|_| Some(batch as &dyn SideModel))?;
         let xs = batch.student_input(xs)?;
-        let mut forward = self.forward(student, &[batch as &dyn SideModel], &xs, &xs, train)?;
+        let mut forward = self.forward_from(student, &[batch as &dyn SideModel], &xs, &xs, train)?;
         let labels = batch.token_labels()?;
         let pairs = forward.pairs.iter_mut().zip(&self.pairs).zip(self.engine.teacher_endpoints());
         for ((pair, spec), endpoint) in pairs {
@@ -274,6 +308,7 @@ impl Core<'_> {
     /// against its criterion. Every problem is reported at once, each naming its pair and, for a
     /// width mismatch, the adapters that would fit.
     pub fn dry_run(&self, student: &dyn SideModel, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
+        self.check_live_encodings()?;
         let _no_grad = tch::no_grad_guard();
         self.dry_run_inner(student, teachers, xs)
     }
