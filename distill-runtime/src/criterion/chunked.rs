@@ -227,8 +227,9 @@ pub struct ChunkedLoss {
 }
 
 /// 256 tokens: at a vocabulary of 49 152, 48 MiB per f32 `[chunk, V]` tensor. Measured at T = 2048,
-/// V = 49 152, H = 576 (forward KL, analytic chunk gradients): 1/9.2 of the unchunked path's peak
-/// memory growth, at 1.76× its time on a busy 2-core machine (BENCHMARKS.md).
+/// V = 49 152, H = 576 (forward KL, analytic chunk gradients) on 2 otherwise idle cores: 1/9.2 of
+/// the unchunked path's peak memory growth, at 0.88–0.92× its time (BENCHMARKS.md; on cores shared
+/// with other processes its many small passes fall behind, 1.76× at a load average of 9).
 impl Default for ChunkedLoss {
     fn default() -> Self {
         ChunkedLoss::new(256)
