@@ -26,14 +26,27 @@ struct Setup {
     inputs: Tensor,
 }
 
+/// Held while a test draws from libtorch's global generator: the tests of this file run in parallel
+/// threads, and a draw of one test between another's `manual_seed` and its last draw would give that
+/// test other weights than a writer process (or a second `setup`) gets from the same seed.
+static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `draw` alone on libtorch's global generator (see [`GLOBAL_RNG`]).
+fn with_global_rng<T>(draw: impl FnOnce() -> T) -> T {
+    let _alone = GLOBAL_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    draw()
+}
+
 fn setup() -> Setup {
-    tch::manual_seed(17);
-    let teacher_vs = VarStore::new(Device::Cpu);
-    let teacher = Net::new(&teacher_vs.root(), &[4, 8, 16], 5);
-    let vs = VarStore::new(Device::Cpu);
-    let student = Net::new(&(vs.root() / "s"), &[4, 8, 16], 5);
-    let inputs = Tensor::randn([SAMPLES, 1, SIDE, SIDE], (Kind::Float, Device::Cpu));
-    Setup { vs: teacher_vs, teacher, student, inputs }
+    with_global_rng(|| {
+        tch::manual_seed(17);
+        let teacher_vs = VarStore::new(Device::Cpu);
+        let teacher = Net::new(&teacher_vs.root(), &[4, 8, 16], 5);
+        let vs = VarStore::new(Device::Cpu);
+        let student = Net::new(&(vs.root() / "s"), &[4, 8, 16], 5);
+        let inputs = Tensor::randn([SAMPLES, 1, SIDE, SIDE], (Kind::Float, Device::Cpu));
+        Setup { vs: teacher_vs, teacher, student, inputs }
+    })
 }
 
 fn hash(setup: &Setup) -> TeacherHash {
@@ -575,7 +588,7 @@ fn inputs_of_another_shape_are_a_mismatch() {
     assert_eq!(cache.manifest().endpoints[1].shape, [16, SIDE, SIDE]);
     let cached = distill(&setup.student, &cache, mapping(&setup.student, &cache));
     let batch = cache.batch(&ids(&[0, 1]), 0).unwrap();
-    let wider = Tensor::randn([2, 1, SIDE + 4, SIDE + 4], (Kind::Float, Device::Cpu));
+    let wider = with_global_rng(|| Tensor::randn([2, 1, SIDE + 4, SIDE + 4], (Kind::Float, Device::Cpu)));
     let error = cached.forward_cached(&wider, &batch, false).unwrap_err();
     assert!(error.to_string().contains("[2, 1, 12, 12] in the cache, [2, 1, 16, 16] here"), "{error}");
     assert_eq!(mismatch_what(error), "the input batch's shape");
@@ -695,7 +708,7 @@ fn prefetched_batches_equal_direct_batches_in_the_loaders_order() {
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
     writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
-    let order = Tensor::randperm(SAMPLES, (Kind::Int64, Device::Cpu));
+    let order = with_global_rng(|| Tensor::randperm(SAMPLES, (Kind::Int64, Device::Cpu)));
     let batches: Vec<Tensor> = order.split(4, 0);
     let prefetched: Vec<_> = cache.prefetch(batches.iter().map(Tensor::shallow_clone).collect(), 1, 2).collect();
     assert_eq!(prefetched.len(), batches.len());
