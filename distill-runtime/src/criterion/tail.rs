@@ -10,9 +10,9 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_encoded_call, parameter};
-use super::mask::{valid_labels, TokenReduction};
+use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
+use super::mask::{check_mask, valid_labels, TokenReduction, IGNORE_INDEX};
 use super::sequence::token_labels;
-use super::token_kd::fused_loss;
 use super::Criterion;
 use crate::error::{DistillError, Result};
 
@@ -391,5 +391,57 @@ impl Criterion for TopKKl {
     /// Integer labels with the logits' shape without the vocabulary.
     fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
         token_labels(student, targets)
+    }
+}
+
+/// `kd_weight · KD (+ ce weight · CE)` of student logits `[…, V]`, reduced as `kd` says over the
+/// tokens where `valid` holds (and whose label is not −100), with the analytic gradient. The labels
+/// of `ce` are checked already (`i64`, the token shape, inside the vocabulary or −100).
+pub(super) fn fused_loss(
+    kd: &TopKKl,
+    kd_weight: f64,
+    student: &Tensor,
+    teacher: &TopKTail,
+    ce: Option<(&Tensor, f64)>,
+    valid: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (lead, vocab, k) = kd.check_top_k(student, teacher)?;
+    let kind = student.f_kind()?;
+    let n: i64 = lead.iter().product();
+    let b = lead.first().copied().unwrap_or(1);
+    let device = student.device();
+    let mut mask = match valid {
+        Some(valid) => {
+            check_mask(valid, &lead)?;
+            valid.f_ne(0)?
+        }
+        None => Tensor::f_ones(lead.as_slice(), (Kind::Bool, device))?,
+    };
+    let labels = ce.map(|(labels, _)| labels.shallow_clone());
+    if let Some(labels) = &labels {
+        mask = mask.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?;
+    }
+    let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
+    let weights = kd.reduction.weights(&mask.f_reshape([b, -1])?, ck)?.f_reshape([n])?;
+    let flat_labels = labels.as_ref().map(|l| l.f_reshape([n])).transpose()?;
+    let ids = teacher.ids.f_reshape([n, k])?;
+    let log_probs = teacher.log_probs.f_reshape([n, k])?;
+    let tail = teacher.tail.f_reshape([n])?;
+    let ce = match (&flat_labels, ce) {
+        (Some(labels), Some((_, weight))) => Some((labels, weights.f_mul_scalar(weight)?)),
+        _ => None,
+    };
+    let loss = RowLoss {
+        teacher: RowTeacher::TopK { ids: &ids, log_probs: &log_probs, tail: &tail },
+        temperature: kd.temperature,
+        kd_weights: weights.f_mul_scalar(kd_weight)?,
+        ce,
+    };
+    let z = student.f_reshape([n, vocab])?;
+    let grad = if student.requires_grad() { Some(Tensor::f_empty([n, vocab], (kind, device))?) } else { None };
+    let value = row_loss(&z, &loss, grad.as_ref())?.f_to_kind(kind)?;
+    match grad {
+        Some(grad) => carry_gradient(&z, &grad, &value),
+        None => Ok(value),
     }
 }

@@ -4,9 +4,8 @@
 
 use tch::{Kind, Tensor};
 
-use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, IGNORE_INDEX};
-use super::tail::{TopKKl, TopKTail};
+use super::mask::IGNORE_INDEX;
+use super::tail::{fused_loss, TopKKl, TopKTail};
 use crate::error::{DistillError, Result};
 
 /// A student's token loss against its labels and a teacher's top-k with an exact tail:
@@ -89,66 +88,14 @@ impl TokenKd {
                 )));
             }
         }
-        fused_loss(&self.kd, self.kd_weight, student, teacher, Some((labels, self.ce_weight)), valid)
+        let (lead, vocab, _) = self.kd.check_top_k(student, teacher)?;
+        let labels = check_labels(labels, &lead, vocab)?;
+        fused_loss(&self.kd, self.kd_weight, student, teacher, Some((&labels, self.ce_weight)), valid)
     }
 
     /// The unchecked twin of [`f_loss`](Self::f_loss): panics with its error.
     pub fn loss(&self, student: &Tensor, teacher: &TopKTail, labels: &Tensor, valid: Option<&Tensor>) -> Tensor {
         self.f_loss(student, teacher, labels, valid).unwrap_or_else(|err| panic!("{err}"))
-    }
-}
-
-/// `kd_weight · KD (+ ce weight · CE)` of student logits `[…, V]`, reduced as `kd` says over the
-/// tokens where `valid` holds (and whose label is not −100), with the analytic gradient.
-pub(super) fn fused_loss(
-    kd: &TopKKl,
-    kd_weight: f64,
-    student: &Tensor,
-    teacher: &TopKTail,
-    ce: Option<(&Tensor, f64)>,
-    valid: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (lead, vocab, k) = kd.check_top_k(student, teacher)?;
-    let kind = student.f_kind()?;
-    let n: i64 = lead.iter().product();
-    let b = lead.first().copied().unwrap_or(1);
-    let device = student.device();
-    let mut mask = match valid {
-        Some(valid) => {
-            check_mask(valid, &lead)?;
-            valid.f_ne(0)?
-        }
-        None => Tensor::f_ones(lead.as_slice(), (Kind::Bool, device))?,
-    };
-    let labels = match ce {
-        Some((labels, _)) => Some(check_labels(labels, &lead, vocab)?),
-        None => None,
-    };
-    if let Some(labels) = &labels {
-        mask = mask.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?;
-    }
-    let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
-    let weights = kd.reduction.weights(&mask.f_reshape([b, -1])?, ck)?.f_reshape([n])?;
-    let flat_labels = labels.as_ref().map(|l| l.f_reshape([n])).transpose()?;
-    let ids = teacher.ids.f_reshape([n, k])?;
-    let log_probs = teacher.log_probs.f_reshape([n, k])?;
-    let tail = teacher.tail.f_reshape([n])?;
-    let ce = match (&flat_labels, ce) {
-        (Some(labels), Some((_, weight))) => Some((labels, weights.f_mul_scalar(weight)?)),
-        _ => None,
-    };
-    let loss = RowLoss {
-        teacher: RowTeacher::TopK { ids: &ids, log_probs: &log_probs, tail: &tail },
-        temperature: kd.temperature,
-        kd_weights: weights.f_mul_scalar(kd_weight)?,
-        ce,
-    };
-    let z = student.f_reshape([n, vocab])?;
-    let grad = if student.requires_grad() { Some(Tensor::f_empty([n, vocab], (kind, device))?) } else { None };
-    let value = row_loss(&z, &loss, grad.as_ref())?.f_to_kind(kind)?;
-    match grad {
-        Some(grad) => carry_gradient(&z, &grad, &value),
-        None => Ok(value),
     }
 }
 
