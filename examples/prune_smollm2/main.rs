@@ -6,7 +6,7 @@
 //! 1. The teacher's logits checked against transformers' (one line).
 //! 2. The pruned shape and its parameter share.
 //! 3. The teacher cache: top-64 log-probabilities in f16 + the exact tail, per training token.
-//! 4. The two fine-tunes, `--seeds N` times (the seed sets the batch order).
+//! 4. The two fine-tunes, `--seeds N` times (each seed gives another batch order).
 //! 5. Validation perplexity of the teacher, the pruned model and both fine-tunes, each phase's
 //!    time and tokens/s (`OUT/results.md`), the loss curves (`OUT/loss_curves.png`) and one greedy
 //!    continuation of the same prompt from each of the four models.
