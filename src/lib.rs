@@ -31,10 +31,10 @@ extern crate self as distill;
 
 pub use distill_runtime::side::{LiveTeacher, SideModel};
 pub use distill_runtime::{
-    adapter, cache, capture, checkpoint, checksum, config, criterion, device, distill, distill_teachers, dry_run,
-    endpoint, engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured,
-    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint,
-    MappedPair, Mapping, NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
+    adapter, cache, checkpoint, checksum, config, criterion, device, distill, distill_teachers, dry_run, endpoint,
+    engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child,
+    ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair,
+    Mapping, NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 /// What a dry run reports: every pair's shapes on a sample batch, before any training step.
 pub use distill_runtime::{DryRun, PairShapes};
@@ -223,3 +223,5 @@ pub mod prelude {
 /// Items used by generated code. Not public API: may change in any release.
 #[doc(hidden)]
 pub use distill_runtime::__private;
+// The capture glue of the text and vision layers.
+use distill_runtime::__private::capture;

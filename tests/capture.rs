@@ -171,7 +171,7 @@ fn model_forward_is_unchanged_when_nothing_is_armed() {
     let (_svs, student, _tvs, _teacher) = nets();
     let xs = input(8);
     assert_close(&student.forward_t(&xs, false), &by_hand::net_eval(&student, &xs).logits, "plain forward");
-    assert!(!distill::capture::is_armed());
+    assert!(!distill::__private::capture::is_armed());
 }
 
 #[test]

@@ -251,7 +251,7 @@ fn a_panic_in_forward_leaves_nothing_armed() {
     let x = xs();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dm.forward_t(&x, false).map(|_| ())));
     assert!(caught.is_err(), "the forward panicked");
-    assert!(!distill::capture::is_armed(), "the guard disarmed while unwinding");
+    assert!(!distill::__private::capture::is_armed(), "the guard disarmed while unwinding");
 
     model.panic.store(false, std::sync::atomic::Ordering::SeqCst);
     let out = dm.forward_t(&x, false).unwrap();

@@ -4,7 +4,6 @@
 //! - [`adapter`]: channel mapping between a layer and its pruned copy, selection and learned adapters;
 //! - [`prune`]: channel-sliced copies of `Conv2D`, `BatchNorm`, `Linear` (structured pruning);
 //! - [`cache`]: the teacher cache — run the teacher once, train from its stored captures;
-//! - [`capture`]: arming tap points and recording module inputs and outputs during forward;
 //! - [`criterion`]: the `Criterion` trait and the loss catalogue (`Mse`, `KlDiv`, `AttentionTransfer`, …);
 //! - [`schedule`]: a term's weight by training step ([`Schedule`](schedule::Schedule)), and loss terms rescaled to a reference;
 //! - [`module`]: the [`Distillable`] module tree — named children, path lookup, suggestions;
@@ -29,7 +28,6 @@ pub mod adapter;
 pub mod alloc;
 mod atomic;
 pub mod cache;
-pub mod capture;
 mod channels;
 pub mod checkpoint;
 pub mod checksum;
@@ -59,6 +57,9 @@ mod suggest;
 #[doc(hidden)]
 #[path = "private/mod.rs"]
 pub mod __private;
+
+// The layers' capture glue lives with the generated code's support; the crate reaches it here.
+use __private::capture;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};

@@ -15,7 +15,7 @@ use crate::point::{Side, TapId};
 
 /// Resolves endpoints against one model of a distillation. Used by `Mapping` and by the `new()` that
 /// `distill!` generates.
-pub struct Resolver<'m> {
+pub(crate) struct Resolver<'m> {
     model: &'m dyn Distillable,
     side: Side,
     index: OnceCell<Index<'m>>,
@@ -36,14 +36,14 @@ struct Located<'m> {
 
 impl<'m> Resolver<'m> {
     /// A resolver for `model`, the `side` model of a distillation. Nothing is walked yet.
-    pub fn new(model: &'m dyn Distillable, side: Side) -> Self {
+    pub(crate) fn new(model: &'m dyn Distillable, side: Side) -> Self {
         Resolver { model, side, index: OnceCell::new() }
     }
 
     /// Checks `endpoint` against the model and finds what to record: the path exists and records, the
     /// module given by reference or the container of the slot is part of this model, the slot's index
     /// is in range.
-    pub fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
+    pub(crate) fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
         let side = self.side;
         let (path, tap, container) = match &endpoint.target {
             Target::Path(path) if path.is_empty() => (String::new(), None, None),

@@ -15,9 +15,9 @@ use crate::nn::leaf::tappable_leaf;
 use crate::nn::Conv2D;
 
 /// Narrows a teacher conv's output to the channels its pruned student conv kept: a 1×1 conv without
-/// bias, `source` (teacher) output channels → `target` (student) output channels.
+/// bias, `teacher` output channels → `student` output channels.
 ///
-/// Built by [`conv2d_adapter`]. Its weight (variable `weight`, shape `[target_out, source_out, 1, 1]`)
+/// Built by [`conv2d_adapter`]. Its weight (variable `weight`, shape `[student_out, teacher_out, 1, 1]`)
 /// starts as the selection matrix of the channel mapping — `weight[o, mapping.output[o], 0, 0] = 1`,
 /// zeros elsewhere — so that, before any training step, `adapter.forward(&teacher_out)` equals
 /// `teacher_out.index_select(1, &kept)` exactly (for finite inputs, on the CPU). It is trainable.
@@ -29,10 +29,10 @@ pub struct Conv2DAdapter {
 }
 
 /// Widens a pruned student conv's output back to its teacher conv's channels: a 1×1 conv without bias,
-/// `target` (student) output channels → `source` (teacher) output channels.
+/// `student` output channels → `teacher` output channels.
 ///
 /// Built by [`inverted_conv2d_adapter`]. Its weight (variable `weight`, shape
-/// `[source_out, target_out, 1, 1]`) starts as `weight[mapping.output[o], o, 0, 0] = 1`, zeros
+/// `[teacher_out, student_out, 1, 1]`) starts as `weight[mapping.output[o], o, 0, 0] = 1`, zeros
 /// elsewhere: each student channel `o` lands at its teacher index `mapping.output[o]`, and the teacher
 /// channels the student does not have are zero. It is trainable.
 #[derive(Debug)]
@@ -45,12 +45,12 @@ pub struct InvertedConv2DAdapter {
 tappable_leaf!(Conv2DAdapter);
 tappable_leaf!(InvertedConv2DAdapter);
 
-/// The selection adapter from the `source` (teacher) conv to the `target` (student) conv that was
+/// The selection adapter from the `teacher` conv to the `student` conv that was
 /// pruned from it, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`.
 ///
-/// The kept channels come from the pruning's record when `target` carries one
+/// The kept channels come from the pruning's record when `student` carries one
 /// ([`Conv::pruned_from`]: a conv made by `prune_conv2d`, or given a saved record), checked against
-/// `source`'s weight shape; the weights are then not compared at all, so a student trained or
+/// `teacher`'s weight shape; the weights are then not compared at all, so a student trained or
 /// changed since its pruning gets the right channels. Without a record they are recovered from the
 /// two weights (and biases) with [`find_conv2d_mapping`](super::find_conv2d_mapping): input channels
 /// may be pruned too, in any order, and weights that fit several selections are an error, never a
@@ -59,18 +59,18 @@ tappable_leaf!(InvertedConv2DAdapter);
 /// In `distill!`, wrap the teacher endpoint: `conv2d_adapter(teacher.features[0].conv)`.
 ///
 /// # Errors
-/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, or `target`'s record does not fit
-///   `source`'s and `target`'s weight shapes;
+/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, or `student`'s record does not fit
+///   `teacher`'s and `student`'s weight shapes;
 /// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping):
 ///   [`DistillError::TargetWider`], [`DistillError::NoChannelMapping`],
 ///   [`DistillError::AmbiguousChannelMapping`], [`DistillError::UndecidedChannelMapping`].
 ///
 /// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
-pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, source: &Conv2D, target: &Conv2D) -> Result<Conv2DAdapter> {
-    conv2d_adapter_with_tolerance(path, source, target, Tolerance::default())
+pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, teacher: &Conv2D, student: &Conv2D) -> Result<Conv2DAdapter> {
+    conv2d_adapter_with_tolerance(path, teacher, student, Tolerance::default())
 }
 
-/// [`conv2d_adapter`] comparing weights with `tolerance` when `target` carries no pruning record
+/// [`conv2d_adapter`] comparing weights with `tolerance` when `student` carries no pruning record
 /// (e.g. a student perturbed slightly after pruning). To use it in `distill!`, wrap it in a function
 /// of the adapter shape:
 ///
@@ -78,8 +78,8 @@ pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, source: &Conv2D, target:
 /// use distill_runtime::adapter::{conv2d_adapter_with_tolerance, Conv2DAdapter, Tolerance};
 /// use distill_runtime::{nn, DistillError};
 ///
-/// fn loose_conv2d_adapter(p: nn::Path, source: &nn::Conv2D, target: &nn::Conv2D) -> Result<Conv2DAdapter, DistillError> {
-///     conv2d_adapter_with_tolerance(p, source, target, Tolerance::new(1e-4, 1e-3))
+/// fn loose_conv2d_adapter(p: nn::Path, teacher: &nn::Conv2D, student: &nn::Conv2D) -> Result<Conv2DAdapter, DistillError> {
+///     conv2d_adapter_with_tolerance(p, teacher, student, Tolerance::new(1e-4, 1e-3))
 /// }
 /// ```
 ///
@@ -87,12 +87,12 @@ pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, source: &Conv2D, target:
 /// As [`conv2d_adapter`]; [`DistillError::InvalidArgument`] for an invalid tolerance.
 pub fn conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Conv2D,
-    target: &Conv2D,
+    teacher: &Conv2D,
+    student: &Conv2D,
     tolerance: Tolerance,
 ) -> Result<Conv2DAdapter> {
-    let (mapping, source_out) = mapping_between(source, target, tolerance)?;
-    narrowing(path.borrow(), mapping, source_out)
+    let (mapping, teacher_out) = mapping_between(teacher, student, tolerance)?;
+    narrowing(path.borrow(), mapping, teacher_out)
 }
 
 /// [`conv2d_adapter`] from a pruning record alone: selects the record's kept output channels
@@ -104,31 +104,31 @@ pub fn conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptCha
     narrowing(path.borrow(), kept.mapping(), kept.source_shape()[0])
 }
 
-/// The inverted selection adapter: from the `target` (student) conv's channels back to the `source`
-/// (teacher) conv's, for `criterion(adapter(student_out), teacher_out)`. Channels, variable and errors
+/// The inverted selection adapter: from the `student` conv's channels back to the `teacher`
+/// conv's, for `criterion(adapter(student_out), teacher_out)`. Channels, variable and errors
 /// as [`conv2d_adapter`]; in `distill!`, wrap the student endpoint:
 /// `inverted_conv2d_adapter(student.features[1].conv)`.
 pub fn inverted_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Conv2D,
-    target: &Conv2D,
+    teacher: &Conv2D,
+    student: &Conv2D,
 ) -> Result<InvertedConv2DAdapter> {
-    inverted_conv2d_adapter_with_tolerance(path, source, target, Tolerance::default())
+    inverted_conv2d_adapter_with_tolerance(path, teacher, student, Tolerance::default())
 }
 
-/// [`inverted_conv2d_adapter`] comparing weights with `tolerance` when `target` carries no pruning
+/// [`inverted_conv2d_adapter`] comparing weights with `tolerance` when `student` carries no pruning
 /// record (see [`conv2d_adapter_with_tolerance`]).
 ///
 /// # Errors
 /// As [`conv2d_adapter_with_tolerance`].
 pub fn inverted_conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Conv2D,
-    target: &Conv2D,
+    teacher: &Conv2D,
+    student: &Conv2D,
     tolerance: Tolerance,
 ) -> Result<InvertedConv2DAdapter> {
-    let (mapping, source_out) = mapping_between(source, target, tolerance)?;
-    widening(path.borrow(), mapping, source_out)
+    let (mapping, teacher_out) = mapping_between(teacher, student, tolerance)?;
+    widening(path.borrow(), mapping, teacher_out)
 }
 
 /// [`inverted_conv2d_adapter`] from a pruning record alone (see [`conv2d_adapter_from_kept`]).
@@ -142,20 +142,20 @@ pub fn inverted_conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
     widening(path.borrow(), kept.mapping(), kept.source_shape()[0])
 }
 
-/// The channel mapping from `source` to `target` (from `target`'s record, else from the weights),
-/// and `source`'s output channel count.
-fn mapping_between(source: &Conv2D, target: &Conv2D, tolerance: Tolerance) -> Result<(ChannelMapping, i64)> {
+/// The channel mapping from `teacher` to `student` (from `student`'s record, else from the weights),
+/// and `teacher`'s output channel count.
+fn mapping_between(teacher: &Conv2D, student: &Conv2D, tolerance: Tolerance) -> Result<(ChannelMapping, i64)> {
     tolerance.validate()?;
-    let source_shape = conv_shape(source, "source (teacher)")?;
-    let target_shape = conv_shape(target, "target (student)")?;
-    let mapping = match target.pruned_from() {
+    let teacher_shape = conv_shape(teacher, "teacher")?;
+    let student_shape = conv_shape(student, "student")?;
+    let mapping = match student.pruned_from() {
         Some(kept) => {
-            kept.check_layers(&source_shape, &target_shape)?;
+            kept.check_layers(&teacher_shape, &student_shape)?;
             kept.mapping()
         }
-        None => find_layer_mapping(&source.ws, source.bs.as_ref(), &target.ws, target.bs.as_ref(), tolerance)?,
+        None => find_layer_mapping(&teacher.ws, teacher.bs.as_ref(), &student.ws, student.bs.as_ref(), tolerance)?,
     };
-    Ok((mapping, source_shape[0]))
+    Ok((mapping, teacher_shape[0]))
 }
 
 /// A conv's weight shape, checked to be `[out, in, kh, kw]`.
@@ -169,15 +169,15 @@ fn conv_shape(conv: &Conv2D, role: &str) -> Result<Vec<i64>> {
     Ok(shape)
 }
 
-fn narrowing(path: &Path<'_>, mapping: ChannelMapping, source_out: i64) -> Result<Conv2DAdapter> {
-    let target_out = mapping.output.len() as i64;
-    let ws = selection(path, target_out, source_out, &mapping.output, false)?;
+fn narrowing(path: &Path<'_>, mapping: ChannelMapping, teacher_out: i64) -> Result<Conv2DAdapter> {
+    let student_out = mapping.output.len() as i64;
+    let ws = selection(path, student_out, teacher_out, &mapping.output, false)?;
     Ok(Conv2DAdapter { ws, mapping, tap: TapId::fresh() })
 }
 
-fn widening(path: &Path<'_>, mapping: ChannelMapping, source_out: i64) -> Result<InvertedConv2DAdapter> {
-    let target_out = mapping.output.len() as i64;
-    let ws = selection(path, source_out, target_out, &mapping.output, true)?;
+fn widening(path: &Path<'_>, mapping: ChannelMapping, teacher_out: i64) -> Result<InvertedConv2DAdapter> {
+    let student_out = mapping.output.len() as i64;
+    let ws = selection(path, teacher_out, student_out, &mapping.output, true)?;
     Ok(InvertedConv2DAdapter { ws, mapping, tap: TapId::fresh() })
 }
 
@@ -205,7 +205,7 @@ macro_rules! selection_adapter_impls {
     ($ty:ident) => {
         impl $ty {
             /// Which channels the adapter selects: from the pruning's record, or found between the
-            /// source and target weights.
+            /// teacher and student weights.
             pub fn mapping(&self) -> &ChannelMapping {
                 &self.mapping
             }

@@ -60,47 +60,47 @@ pub fn linear_adapter<'a, P: Borrow<Path<'a>>>(path: P, in_features: i64, out_fe
     Ok(LinearAdapter { ws, tap: TapId::fresh() })
 }
 
-/// A learned 1×1 conv adapter from the `source` (teacher) conv's output channels to the `target`
-/// (student) conv's, for `criterion(student_out, adapter(teacher_out))`; random init (see
+/// A learned 1×1 conv adapter from the `teacher` conv's output channels to the `student`
+/// conv's, for `criterion(student_out, adapter(teacher_out))`; random init (see
 /// [`Conv1x1Adapter`]). Same call shape as [`conv2d_adapter`](super::conv2d_adapter), for layers
 /// that are not pruned copies.
 pub fn learned_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Conv2D,
-    target: &Conv2D,
+    teacher: &Conv2D,
+    student: &Conv2D,
 ) -> Result<Conv1x1Adapter> {
-    conv1x1_adapter(path, out_channels(&source.ws, "source")?, out_channels(&target.ws, "target")?)
+    conv1x1_adapter(path, out_channels(&teacher.ws, "teacher")?, out_channels(&student.ws, "student")?)
 }
 
-/// A learned 1×1 conv adapter from the `target` (student) conv's output channels to the `source`
-/// (teacher) conv's, for `criterion(adapter(student_out), teacher_out)`: the FitNets hint regressor;
+/// A learned 1×1 conv adapter from the `student` conv's output channels to the `teacher`
+/// conv's, for `criterion(adapter(student_out), teacher_out)`: the FitNets hint regressor;
 /// random init (see [`Conv1x1Adapter`]).
 pub fn learned_inverted_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Conv2D,
-    target: &Conv2D,
+    teacher: &Conv2D,
+    student: &Conv2D,
 ) -> Result<Conv1x1Adapter> {
-    conv1x1_adapter(path, out_channels(&target.ws, "target")?, out_channels(&source.ws, "source")?)
+    conv1x1_adapter(path, out_channels(&student.ws, "student")?, out_channels(&teacher.ws, "teacher")?)
 }
 
-/// A learned linear adapter from the `source` (teacher) layer's output features to the `target`
-/// (student) layer's; random init (see [`LinearAdapter`]).
+/// A learned linear adapter from the `teacher` layer's output features to the `student`
+/// layer's; random init (see [`LinearAdapter`]).
 pub fn learned_linear_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Linear,
-    target: &Linear,
+    teacher: &Linear,
+    student: &Linear,
 ) -> Result<LinearAdapter> {
-    linear_adapter(path, out_channels(&source.ws, "source")?, out_channels(&target.ws, "target")?)
+    linear_adapter(path, out_channels(&teacher.ws, "teacher")?, out_channels(&student.ws, "student")?)
 }
 
-/// A learned linear adapter from the `target` (student) layer's output features to the `source`
-/// (teacher) layer's; random init (see [`LinearAdapter`]).
+/// A learned linear adapter from the `student` layer's output features to the `teacher`
+/// layer's; random init (see [`LinearAdapter`]).
 pub fn learned_inverted_linear_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source: &Linear,
-    target: &Linear,
+    teacher: &Linear,
+    student: &Linear,
 ) -> Result<LinearAdapter> {
-    linear_adapter(path, out_channels(&target.ws, "target")?, out_channels(&source.ws, "source")?)
+    linear_adapter(path, out_channels(&student.ws, "student")?, out_channels(&teacher.ws, "teacher")?)
 }
 
 fn check_width(inp: i64, out: i64) -> Result<()> {

@@ -12,9 +12,9 @@ use crate::channels::{check_indices, KeptChannels};
 use crate::error::{DistillError, Result};
 use crate::nn::leaf::tappable_leaf;
 
-/// Narrows the last dimension of a teacher's tensor (`[.., source]`) to the features its pruned
+/// Narrows the last dimension of a teacher's tensor (`[.., teacher features]`) to the features its pruned
 /// student kept (`[.., kept]`): a linear map without bias whose weight (variable `weight`,
-/// `[kept, source]`) starts as the selection matrix, `weight[o, kept[o]] = 1` and zeros elsewhere.
+/// `[kept, teacher features]`) starts as the selection matrix, `weight[o, kept[o]] = 1` and zeros elsewhere.
 ///
 /// Before any training step `adapter.forward(&xs)` equals `xs.index_select(-1, &kept)` exactly for
 /// finite inputs: every output is one input times 1 plus products with 0, which round to nothing.
@@ -31,28 +31,28 @@ pub struct LinearSelectionAdapter {
 
 tappable_leaf!(LinearSelectionAdapter);
 
-/// A [`LinearSelectionAdapter`] under `path` from `source_features` features to the `kept` ones (in
+/// A [`LinearSelectionAdapter`] under `path` from `teacher_features` features to the `kept` ones (in
 /// that order).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] for `source_features < 1` or an empty `kept`;
+/// [`DistillError::InvalidArgument`] for `teacher_features < 1` or an empty `kept`;
 /// [`DistillError::ChannelOutOfRange`] and [`DistillError::DuplicateChannel`] for a bad index.
 pub fn linear_selection_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
-    source_features: i64,
+    teacher_features: i64,
     kept: &[i64],
 ) -> Result<LinearSelectionAdapter> {
-    if source_features < 1 {
+    if teacher_features < 1 {
         return Err(DistillError::InvalidArgument(format!(
-            "a selection adapter needs at least one source feature, got {source_features}"
+            "a selection adapter needs at least one teacher feature, got {teacher_features}"
         )));
     }
-    check_indices(kept, source_features, "feature")?;
+    check_indices(kept, teacher_features, "feature")?;
     let path = path.borrow();
-    let mut ws = path.f_var("weight", &[kept.len() as i64, source_features], Init::Const(0.0))?;
+    let mut ws = path.f_var("weight", &[kept.len() as i64, teacher_features], Init::Const(0.0))?;
     let device = ws.device();
     let picked = Tensor::from_slice(kept).f_to_device(device)?;
-    let one_hot = Tensor::f_eye(source_features, (Kind::Float, device))?.f_index_select(0, &picked)?;
+    let one_hot = Tensor::f_eye(teacher_features, (Kind::Float, device))?.f_index_select(0, &picked)?;
     tch::no_grad(|| ws.f_copy_(&one_hot))?;
     Ok(LinearSelectionAdapter { ws, kept: kept.to_vec(), tap: TapId::fresh() })
 }
@@ -70,17 +70,17 @@ pub fn linear_selection_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
 }
 
 impl LinearSelectionAdapter {
-    /// For each output feature, the source feature it selects.
+    /// For each output feature, the teacher feature it selects.
     pub fn kept(&self) -> &[i64] {
         &self.kept
     }
 
-    /// The adapter's weight (`[kept, source]`), a variable of the `VarStore` it was built in.
+    /// The adapter's weight (`[kept, teacher features]`), a variable of the `VarStore` it was built in.
     pub fn weight(&self) -> &Tensor {
         &self.ws
     }
 
-    /// [`Module::forward`] with a typed error when the last dimension of `xs` is not the source's.
+    /// [`Module::forward`] with a typed error when the last dimension of `xs` is not the teacher's.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self.ws.size()[1];
         let size = if xs.defined() { xs.size() } else { Vec::new() };
@@ -95,7 +95,7 @@ impl LinearSelectionAdapter {
 
 impl Module for LinearSelectionAdapter {
     /// # Panics
-    /// When the last dimension of `xs` is not the source's, as tch's layers do;
+    /// When the last dimension of `xs` is not the teacher's, as tch's layers do;
     /// [`f_forward`](Self::f_forward) returns the error instead, and so does `distill!`.
     fn forward(&self, xs: &Tensor) -> Tensor {
         record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))

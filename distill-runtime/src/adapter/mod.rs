@@ -17,8 +17,8 @@
 //! that path's `VarStore` trains it; implements tch's `Module`; and is a [`Distillable`] leaf that
 //! records its own output, so it can sit in a user's `#[derive(Distillable)]` struct.
 //!
-//! All constructors take `(path, source, target)` with `source` the teacher's layer and `target` the
-//! student's, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`. In `distill!`,
+//! All constructors take `(path, teacher, student)`: the teacher's layer first, then the student's,
+//! in the order of ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`. In `distill!`,
 //! an endpoint written as a string path (`teacher["conv2"]`) has no typed module: its side of the
 //! call receives a [`StringPath`], which the fitted adapters accept and the adapters that read a
 //! module's weights do not.

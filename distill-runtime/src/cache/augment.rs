@@ -9,12 +9,12 @@ use crate::error::{DistillError, Result};
 use crate::rng::SplitMix64;
 
 /// Number of `i64` parameters stored per sample and view (every augmentation uses a prefix of them).
-pub const VIEW_PARAMS: usize = 3;
+pub(crate) const VIEW_PARAMS: usize = 3;
 
 /// An augmentation whose parameters are drawn per sample and view and can be replayed.
 ///
 /// New augmentations are new variants: each defines how its parameters are drawn
-/// ([`draw`](Self::draw), at most [`VIEW_PARAMS`] integers) and applied ([`apply`](Self::apply)).
+/// ([`draw`](Self::draw), at most three integers) and applied ([`apply`](Self::apply)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]

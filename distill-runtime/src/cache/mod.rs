@@ -92,7 +92,7 @@ mod teacher_batch;
 mod token;
 mod writer;
 
-pub use augment::{Augment, VIEW_PARAMS};
+pub use augment::Augment;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
 pub use manifest::{

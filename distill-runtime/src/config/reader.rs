@@ -25,12 +25,12 @@ pub(super) struct At {
 
 impl Source<'_> {
     /// A [`DistillError::Config`] at `at`.
-    pub fn error(&self, at: &At, message: impl Into<String>) -> DistillError {
+    pub(crate) fn error(&self, at: &At, message: impl Into<String>) -> DistillError {
         self.located(at, message.into(), None)
     }
 
     /// A [`DistillError::Config`] at `at` for an error the models (or a constructor) gave.
-    pub fn caused(&self, at: &At, cause: DistillError) -> DistillError {
+    pub(crate) fn caused(&self, at: &At, cause: DistillError) -> DistillError {
         self.located(at, cause.to_string(), Some(Box::new(cause)))
     }
 
@@ -79,7 +79,7 @@ pub(super) struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     /// The table `table` at dotted key `key` (`""` for the document), checked against `known`.
-    pub fn new(source: Source<'a>, key: String, table: &'a DeTable<'i>, known: &[&str]) -> Result<Self> {
+    pub(crate) fn new(source: Source<'a>, key: String, table: &'a DeTable<'i>, known: &[&str]) -> Result<Self> {
         let this = Table { source, key, table };
         for (name, _) in table.iter() {
             if !known.contains(&name.get_ref().as_ref()) {
@@ -95,7 +95,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// The dotted key of `name` in this table.
-    pub fn child_key(&self, name: &str) -> String {
+    pub(crate) fn child_key(&self, name: &str) -> String {
         if self.key.is_empty() {
             name.to_owned()
         } else {
@@ -104,43 +104,43 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// The source this table was read from.
-    pub fn source(&self) -> Source<'a> {
+    pub(crate) fn source(&self) -> Source<'a> {
         self.source
     }
 
     /// The value of `name`, with where it is.
-    pub fn get(&self, name: &str) -> Option<(&'a DeValue<'i>, At)> {
+    pub(crate) fn get(&self, name: &str) -> Option<(&'a DeValue<'i>, At)> {
         let value: &'a Spanned<DeValue<'i>> = self.table.get(name)?;
         Some((value.get_ref(), At { key: self.child_key(name), span: value.span() }))
     }
 
     /// `name` as a string, if present.
-    pub fn string(&self, name: &str) -> Result<Option<(String, At)>> {
+    pub(crate) fn string(&self, name: &str) -> Result<Option<(String, At)>> {
         self.typed(name, "a string", |value| value.as_str().map(str::to_owned))
     }
 
     /// `name` as a boolean, if present.
-    pub fn bool(&self, name: &str) -> Result<Option<(bool, At)>> {
+    pub(crate) fn bool(&self, name: &str) -> Result<Option<(bool, At)>> {
         self.typed(name, "true or false", DeValue::as_bool)
     }
 
     /// `name` as a number (a TOML float or integer), if present.
-    pub fn float(&self, name: &str) -> Result<Option<(f64, At)>> {
+    pub(crate) fn float(&self, name: &str) -> Result<Option<(f64, At)>> {
         self.typed(name, "a number", as_f64)
     }
 
     /// `name` as an integer, if present.
-    pub fn integer(&self, name: &str) -> Result<Option<(i64, At)>> {
+    pub(crate) fn integer(&self, name: &str) -> Result<Option<(i64, At)>> {
         self.typed(name, "an integer", as_i64)
     }
 
     /// `name` as a string; an error at the table when it is missing.
-    pub fn required_string(&self, name: &str, at: &At) -> Result<(String, At)> {
+    pub(crate) fn required_string(&self, name: &str, at: &At) -> Result<(String, At)> {
         self.string(name)?.ok_or_else(|| self.source.error(at, format!("missing key `{name}`")))
     }
 
     /// `name` as an integer; an error at the table when it is missing.
-    pub fn required_integer(&self, name: &str, at: &At) -> Result<(i64, At)> {
+    pub(crate) fn required_integer(&self, name: &str, at: &At) -> Result<(i64, At)> {
         self.integer(name)?.ok_or_else(|| self.source.error(at, format!("missing key `{name}`")))
     }
 

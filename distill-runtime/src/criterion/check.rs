@@ -12,7 +12,12 @@ use crate::error::{DistillError, Result};
 /// # Errors
 /// [`DistillError::InvalidCriterion`], then [`DistillError::ShapeMismatch`], with the criterion's
 /// reason.
-pub fn check_pair<C: Criterion + ?Sized>(criterion: &C, pair: &str, student: &[i64], teacher: &[i64]) -> Result<()> {
+pub(crate) fn check_pair<C: Criterion + ?Sized>(
+    criterion: &C,
+    pair: &str,
+    student: &[i64],
+    teacher: &[i64],
+) -> Result<()> {
     criterion.validate().map_err(|reason| DistillError::InvalidCriterion { pair: pair.to_owned(), reason })?;
     criterion.check_shapes(student, teacher).map_err(|reason| DistillError::ShapeMismatch {
         pair: pair.to_owned(),

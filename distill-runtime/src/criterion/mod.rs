@@ -92,7 +92,7 @@ mod top_k;
 mod weighted;
 
 pub use attention::AttentionTransfer;
-pub use check::check_pair;
+pub(crate) use check::check_pair;
 pub(crate) use check::name_pair;
 pub use chunked::{ChunkedLoss, ChunkedTarget};
 pub use dist::Dist;

@@ -5,6 +5,7 @@
 //! given with `crate = "…"`), never by matching type names.
 
 mod bounds;
+pub mod capture;
 mod distillation;
 mod losses;
 mod message;

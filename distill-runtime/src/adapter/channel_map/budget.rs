@@ -17,19 +17,19 @@ pub(super) struct Exhausted;
 
 impl Budget {
     /// A budget of `units`.
-    pub fn new(units: usize) -> Budget {
+    pub(crate) fn new(units: usize) -> Budget {
         Budget { left: units }
     }
 
     /// Spends `units`, or reports that they are not left.
     #[inline]
-    pub fn spend(&mut self, units: usize) -> Result<(), Exhausted> {
+    pub(crate) fn spend(&mut self, units: usize) -> Result<(), Exhausted> {
         self.left = self.left.checked_sub(units).ok_or(Exhausted)?;
         Ok(())
     }
 
     /// Work spent so far out of `total`.
-    pub fn spent(&self, total: usize) -> usize {
+    pub(crate) fn spent(&self, total: usize) -> usize {
         total - self.left
     }
 }

@@ -56,7 +56,7 @@ pub(super) struct Index {
 
 impl Index {
     /// Indexes `weights`; the element-wise comparisons and recorded matches are charged to `budget`.
-    pub fn build(weights: &Weights<'_>, tolerance: Tolerance, budget: &mut Budget) -> Result<Index, Exhausted> {
+    pub(crate) fn build(weights: &Weights<'_>, tolerance: Tolerance, budget: &mut Budget) -> Result<Index, Exhausted> {
         let [source_out, source_in] = weights.source_size;
         let kernel = weights.kernel;
         let slice = |n: usize| &weights.source[n * kernel..(n + 1) * kernel];
@@ -119,17 +119,17 @@ impl Index {
     }
 
     /// How many target channels the axis has.
-    pub fn target_count(&self, axis: Axis) -> usize {
+    pub(crate) fn target_count(&self, axis: Axis) -> usize {
         self.target_size[axis.index()]
     }
 
     /// How many classes of source channels the axis has.
-    pub fn class_count(&self, axis: Axis) -> usize {
+    pub(crate) fn class_count(&self, axis: Axis) -> usize {
         self.members[axis.index()].len()
     }
 
     /// The source channels of class `class` of `axis`, ascending.
-    pub fn members(&self, axis: Axis, class: u32) -> &[usize] {
+    pub(crate) fn members(&self, axis: Axis, class: u32) -> &[usize] {
         &self.members[axis.index()][class as usize]
     }
 
@@ -151,7 +151,7 @@ impl Index {
     /// Whether target channel `v` of `axis` taking class `x`, and target channel `w` of the other axis
     /// taking class `y`, agree: the target slice at `(v, w)` matches the source slices at `(x, y)`.
     #[inline]
-    pub fn fits(&self, axis: Axis, v: usize, x: u32, w: usize, y: u32) -> bool {
+    pub(crate) fn fits(&self, axis: Axis, v: usize, x: u32, w: usize, y: u32) -> bool {
         let (output, input) = match axis {
             Axis::Output => (x, y),
             Axis::Input => (y, x),
@@ -161,18 +161,18 @@ impl Index {
     }
 
     /// Whether target output channel `a`'s bias allows output class `x`.
-    pub fn bias_fits(&self, a: usize, x: u32) -> bool {
+    pub(crate) fn bias_fits(&self, a: usize, x: u32) -> bool {
         self.bias_fits.as_ref().is_none_or(|fits| fits[a][x as usize])
     }
 
     /// How many reduced cells the target slice at `(v, w)` matches.
-    pub fn match_count(&self, axis: Axis, v: usize, w: usize) -> usize {
+    pub(crate) fn match_count(&self, axis: Axis, v: usize, w: usize) -> usize {
         self.matched_on(axis, v, w).iter().map(|&z| self.cell_start[z as usize + 1] - self.cell_start[z as usize]).sum()
     }
 
     /// The classes of `axis` holding a source slice that the target slice at `(v, w)` matches,
     /// ascending, without repeats.
-    pub fn classes_matching(&self, axis: Axis, v: usize, w: usize) -> Vec<u32> {
+    pub(crate) fn classes_matching(&self, axis: Axis, v: usize, w: usize) -> Vec<u32> {
         let classes_in = self.members[1].len();
         let mut classes: Vec<u32> = self
             .matched_on(axis, v, w)
