@@ -120,6 +120,14 @@ pub struct Kd {
     pub top_k_kl: f64,
     /// Weight of the next-token cross-entropy.
     pub ce: f64,
+    /// Weight of the hidden-state pairs: the mean cosine distance between each matched student
+    /// layer's output and its teacher layer's, the teacher's read from the cache and selected to the
+    /// student's kept hidden channels (`text::prune::hidden_adapter`). 0: no hidden states are stored
+    /// or matched.
+    pub hidden: f64,
+    /// Student layers matched when `hidden` > 0, evenly spaced, the last one included; each with the
+    /// teacher layer it was kept from.
+    pub hidden_layers: usize,
 }
 
 impl Default for Settings {
@@ -127,10 +135,10 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             prune: Shape { hidden: 512, intermediate: 1024, kv_heads: 2, layers: 25, calibration_batches: 2 },
-            data: Data { documents: 220, seq_len: 128, validation_fraction: 0.15, validation_sequences: 12 },
+            data: Data { documents: 300, seq_len: 128, validation_fraction: 0.15, validation_sequences: 12 },
             cache: Cache { k: 64, temperature: 1.0, values: Precision::F16, batch: 8 },
-            train: Train { steps: 16, batch: 4, lr: 3e-4, warmup: 3, weight_decay: 0.0, eval_every: 8 },
-            kd: Kd { top_k_kl: 1.0, ce: 1.0 },
+            train: Train { steps: 48, batch: 4, lr: 3e-4, warmup: 3, weight_decay: 0.0, eval_every: 8 },
+            kd: Kd { top_k_kl: 1.0, ce: 1.0, hidden: 1.0, hidden_layers: 4 },
         }
     }
 }
@@ -163,8 +171,12 @@ impl Settings {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(format!("the learning rate must be positive, got {}", t.lr));
         }
-        if self.kd.top_k_kl < 0.0 || self.kd.ce < 0.0 || self.kd.top_k_kl + self.kd.ce == 0.0 {
-            return Err("the KD weights must be ≥ 0 and not both 0".into());
+        let kd = &self.kd;
+        if kd.top_k_kl < 0.0 || kd.ce < 0.0 || kd.hidden < 0.0 || kd.top_k_kl + kd.ce + kd.hidden == 0.0 {
+            return Err("the KD weights must be ≥ 0 and not all 0".into());
+        }
+        if kd.hidden > 0.0 && !(1..=self.prune.layers as usize).contains(&kd.hidden_layers) {
+            return Err(format!("hidden_layers must be between 1 and the {} student layers", self.prune.layers));
         }
         Ok(())
     }
@@ -173,6 +185,17 @@ impl Settings {
     pub fn keep_counts(&self) -> KeepCounts {
         let p = &self.prune;
         KeepCounts { hidden: p.hidden, intermediate: p.intermediate, kv_heads: p.kv_heads, layers: p.layers }
+    }
+
+    /// The hidden-state pairs of a student kept from the teacher's layers `kept_layers` (its layer
+    /// `i` is the teacher's `kept_layers[i]`): `(student layer, teacher layer)`, evenly spaced, the last
+    /// layer included; none when `kd.hidden` is 0.
+    pub fn hidden_pairs(&self, kept_layers: &[i64]) -> Vec<(usize, usize)> {
+        let (layers, n) = (kept_layers.len(), self.kd.hidden_layers.min(kept_layers.len()));
+        if self.kd.hidden == 0.0 || n == 0 {
+            return Vec::new();
+        }
+        (1..=n).map(|j| j * layers / n - 1).map(|i| (i, kept_layers[i] as usize)).collect()
     }
 
     /// The cache's per-token encoding.
@@ -193,11 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn hidden_pairs_are_evenly_spaced_and_end_at_the_last_layer() {
+        let mut settings = Settings::default();
+        let kept: Vec<i64> = (0..30).filter(|l| ![13, 14, 15, 17, 25].contains(l)).collect();
+        settings.kd.hidden = 0.0;
+        assert!(settings.hidden_pairs(&kept).is_empty());
+        settings.kd.hidden = 1.0;
+        settings.kd.hidden_layers = 4;
+        assert_eq!(settings.hidden_pairs(&kept), [(5, 5), (11, 11), (17, 20), (24, 29)]);
+        settings.kd.hidden_layers = 1;
+        assert_eq!(settings.hidden_pairs(&kept), [(24, 29)]);
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/prune_smollm2/lm.toml"))
             .unwrap()
-            .replace("[kd]", "[kd]\nhidden = 1.0");
+            .replace("[kd]", "[kd]\nhiden = 1.0");
         let error = toml::from_str::<Settings>(&text).unwrap_err().to_string();
-        assert!(error.contains("hidden"), "{error}");
+        assert!(error.contains("hiden"), "{error}");
     }
 }

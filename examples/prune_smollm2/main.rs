@@ -27,16 +27,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+use distill::adapter::LinearSelectionAdapter;
 use distill::cache::TokenCache;
 use distill::text::data::{TokenBatch, TokenDataset};
-use distill::text::prune::{prune_llama, LlamaImportance, LlamaKept, ParameterCounts, PrunedLlama};
+use distill::text::prune::{hidden_adapter, prune_llama, LlamaImportance, LlamaKept, ParameterCounts, PrunedLlama};
 use distill::text::{self, GenerateConfig, GgufFile, LlamaForCausalLM, Tokenizer};
 use tch::nn::VarStore;
 use tch::Device;
 
 use args::{Args, Settings};
 use report::{Perplexities, Phase};
-use train::{fine_tune, validation_ce, History, Objective};
+use train::{fine_tune, validation_ce, HiddenPairs, History, Objective};
 
 /// The prompt every model continues.
 const PROMPT: &str = "The secret of a happy life is";
@@ -50,6 +51,11 @@ struct Setup {
     kept: LlamaKept,
     validation: Vec<TokenBatch>,
     cache: TokenCache,
+    /// `(student layer, teacher layer)` of the hidden-state pairs (none by default).
+    hidden_pairs: Vec<(usize, usize)>,
+    /// The teacher's hidden states selected to the student's kept channels, for those pairs (its
+    /// variables are never trained: an exact selection).
+    selection: (VarStore, LinearSelectionAdapter),
     phases: Vec<Phase>,
     /// Lines for the report: the teacher check, the pruned shape, the cache.
     notes: Vec<String>,
@@ -125,12 +131,16 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
         tokens: calibration_tokens,
     });
     std::fs::create_dir_all(&args.out)?;
-    let (cache, written, line) =
-        cache::open_or_write(&args.out.join("teacher-cache"), &gguf, &data, &teacher, &settings)?;
+    let hidden_pairs = settings.hidden_pairs(&kept.layers);
+    let dir = args.out.join("teacher-cache");
+    let (cache, written, line) = cache::open_or_write(&dir, &gguf, &data, &teacher, &settings, &hidden_pairs)?;
     notes.push(line);
     phases.extend(written);
     let validation = data::validation(&data, &settings)?;
-    Ok(Setup { settings, teacher, tokenizer, data, kept, validation, cache, phases, notes })
+    let selection_vs = VarStore::new(Device::Cpu);
+    let adapter = hidden_adapter(selection_vs.root(), &kept.to_record(teacher.config())?)?;
+    let selection = (selection_vs, adapter);
+    Ok(Setup { settings, teacher, tokenizer, data, kept, validation, cache, hidden_pairs, selection, phases, notes })
 }
 
 /// Validation perplexity of `model`, timed as a phase.
@@ -154,10 +164,13 @@ type Run = (History, VarStore, PrunedLlama);
 /// One seed: both fine-tunes from fresh pruned copies over the same batches.
 fn seed_run(setup: &mut Setup, seed: u64) -> Result<[Run; 2], Box<dyn Error>> {
     let order = data::order(&setup.data, &setup.settings, seed)?;
+    let hidden = (!setup.hidden_pairs.is_empty())
+        .then(|| HiddenPairs { layers: &setup.hidden_pairs, adapter: &setup.selection.1 });
     let kd = Objective::Distill {
         cache: &setup.cache,
         weights: setup.settings.kd.clone(),
         temperature: setup.settings.cache.temperature,
+        hidden,
     };
     let mut runs = Vec::new();
     for (label, objective) in [("CE only", Objective::CrossEntropy), ("KD (cache)", kd)] {
@@ -234,8 +247,13 @@ fn write_report(
 ) -> Result<(), Box<dyn Error>> {
     let s = &setup.settings;
     let header = format!(
-        "SmolLM2-135M-Instruct pruned and fine-tuned on fortunes: {} steps × {} sequences × {} tokens, AdamW lr {}, KD = {} · top-{} KL (T = {}) + {} · CE; {} seed(s), {} threads, run time {:.0} s",
+        "SmolLM2-135M-Instruct pruned and fine-tuned on fortunes: {} steps × {} sequences × {} tokens, AdamW lr {}, KD = {} · top-{} KL (T = {}) + {} · CE{}; {} seed(s), {} threads, run time {:.0} s",
         s.train.steps, s.train.batch, s.data.seq_len, s.train.lr, s.kd.top_k_kl, s.cache.k, s.cache.temperature, s.kd.ce,
+        if setup.hidden_pairs.is_empty() {
+            String::new()
+        } else {
+            format!(" + {} · cosine distance of the (student, teacher) layer outputs {:?}", s.kd.hidden, setup.hidden_pairs)
+        },
         perplexities.ce.len(), args.threads, seconds
     );
     let notes: String = setup.notes.iter().map(|n| format!("- {n}\n")).collect();

@@ -1,16 +1,19 @@
-//! The two fine-tunes (cross-entropy only; KD from the teacher cache) and validation perplexity.
+//! The two fine-tunes (cross-entropy only; KD from the teacher cache, with hidden-state pairs if
+//! the settings ask for them) and validation perplexity.
 
 use std::error::Error;
 use std::time::Instant;
 
-use distill::cache::TokenCache;
-use distill::criterion::TopKKl;
+use distill::adapter::LinearSelectionAdapter;
+use distill::cache::{CachedTokens, TokenCache};
+use distill::criterion::{Cosine, Criterion, TopKKl};
 use distill::text::data::{TokenBatch, TokenDataset, IGNORE_TARGET};
 use distill::text::LlamaForCausalLM;
-use tch::nn::{OptimizerConfig, VarStore};
+use tch::nn::{Module, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::args::{Kd, Settings};
+use crate::cache::layer_path;
 use crate::data::inputs;
 use crate::report::progress;
 
@@ -18,8 +21,37 @@ use crate::report::progress;
 pub enum Objective<'a> {
     /// Next-token cross-entropy.
     CrossEntropy,
-    /// `top_k_kl · TopKKl` to the cached teacher + `ce · cross-entropy`.
-    Distill { cache: &'a TokenCache, weights: Kd, temperature: f64 },
+    /// `top_k_kl · TopKKl` to the cached teacher + `ce · cross-entropy` + `hidden · ` the mean cosine
+    /// distance of the `hidden` pairs.
+    Distill { cache: &'a TokenCache, weights: Kd, temperature: f64, hidden: Option<HiddenPairs<'a>> },
+}
+
+/// The hidden-state pairs of a KD fine-tune: student layer outputs and the cached teacher layer
+/// outputs they were kept from, the teacher's selected to the student's kept channels.
+pub struct HiddenPairs<'a> {
+    /// `(student layer, teacher layer)`.
+    pub layers: &'a [(usize, usize)],
+    /// The student's kept hidden channels of the teacher's (`text::prune::hidden_adapter`), not
+    /// trained: an exact selection.
+    pub adapter: &'a LinearSelectionAdapter,
+}
+
+impl HiddenPairs<'_> {
+    /// The mean over the pairs of `Cosine` between the student's layer outputs `student` and the
+    /// cached teacher's, on the batch's valid tokens.
+    fn loss(&self, student: &[Tensor], cached: &CachedTokens) -> Result<Tensor, Box<dyn Error>> {
+        let valid = cached.valid().view([-1]).nonzero().squeeze_dim(1);
+        let mut total = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        for &(s, t) in self.layers {
+            let path = layer_path(t);
+            let teacher = cached.hidden(&path).ok_or_else(|| format!("the cache does not store `{path}`"))?;
+            let teacher = tch::no_grad(|| self.adapter.f_forward(&teacher.to_kind(Kind::Float)))?;
+            let width = teacher.size()[2];
+            let pick = |x: &Tensor| x.reshape([-1, width]).index_select(0, &valid);
+            total += Cosine.f_loss(&pick(&student[s]), &pick(&teacher))?;
+        }
+        Ok(total / self.layers.len().max(1) as f64)
+    }
 }
 
 /// A fine-tune's record: per-step losses, validation points, and its training time.
@@ -75,22 +107,30 @@ fn step_loss(
     batch: &TokenBatch,
     objective: &Objective,
 ) -> Result<(Tensor, f64), Box<dyn Error>> {
-    let logits = student.forward_inputs(&inputs(batch))?;
+    let hidden = match objective {
+        Objective::Distill { hidden: Some(hidden), .. } => Some(hidden),
+        _ => None,
+    };
+    let (logits, layers) = match hidden {
+        None => (student.forward_inputs(&inputs(batch))?, Vec::new()),
+        Some(_) => {
+            let states = student.forward_hidden(&inputs(batch))?;
+            (student.lm_head.forward(&states.last), states.layers)
+        }
+    };
     let (sum, count) = ce_sum(&logits, batch)?;
     let ce = sum / count.max(1) as f64;
     let ce_value = ce.double_value(&[]);
-    let loss = match objective {
-        Objective::CrossEntropy => ce,
-        Objective::Distill { cache, weights, temperature } => {
-            let cached = cache.batch(&batch.sequence_ids)?;
-            let kl = TopKKl::new(*temperature).f_loss_top_k(&logits, cached.top_k()?, Some(cached.valid()))?;
-            if weights.ce > 0.0 {
-                kl * weights.top_k_kl + ce * weights.ce
-            } else {
-                kl * weights.top_k_kl
-            }
-        }
-    };
+    let Objective::Distill { cache, weights, temperature, .. } = objective else { return Ok((ce, ce_value)) };
+    let cached = cache.batch(&batch.sequence_ids)?;
+    let mut loss =
+        TopKKl::new(*temperature).f_loss_top_k(&logits, cached.top_k()?, Some(cached.valid()))? * weights.top_k_kl;
+    if weights.ce > 0.0 {
+        loss += ce * weights.ce;
+    }
+    if let Some(hidden) = hidden {
+        loss += hidden.loss(&layers, &cached)? * weights.hidden;
+    }
     Ok((loss, ce_value))
 }
 
@@ -124,7 +164,9 @@ pub fn fine_tune(
         bar.set_message(format!("loss {:.3}, CE {ce:.3}", history.loss[step]));
         bar.inc(1);
         if (step + 1) % t.eval_every == 0 || step + 1 == order.len() {
-            history.validation.push((step + 1, validation_ce(student, validation)?));
+            let ce = validation_ce(student, validation)?;
+            bar.suspend(|| println!("{label}: step {}, validation perplexity {:.2}", step + 1, ce.exp()));
+            history.validation.push((step + 1, ce));
         }
     }
     bar.finish_and_clear();
