@@ -223,7 +223,7 @@ mod tests {
         assert!(settings.hidden_pairs(&kept).is_empty());
         settings.kd.hidden = 1.0;
         settings.kd.hidden_layers = 4;
-        assert_eq!(settings.hidden_pairs(&kept), [(5, 5), (11, 11), (17, 20), (24, 29)]);
+        assert_eq!(settings.hidden_pairs(&kept), [(5, 5), (11, 11), (17, 21), (24, 29)]);
         settings.kd.hidden_layers = 1;
         assert_eq!(settings.hidden_pairs(&kept), [(24, 29)]);
     }
