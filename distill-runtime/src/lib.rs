@@ -49,6 +49,7 @@ pub mod schedule;
 pub mod schema;
 pub mod side;
 
+mod capture;
 mod captured;
 mod resolver;
 mod rng;
@@ -57,9 +58,6 @@ mod suggest;
 #[doc(hidden)]
 #[path = "private/mod.rs"]
 pub mod __private;
-
-// The layers' capture glue lives with the generated code's support; the crate reaches it here.
-use __private::capture;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};

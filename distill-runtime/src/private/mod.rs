@@ -5,7 +5,6 @@
 //! given with `crate = "…"`), never by matching type names.
 
 mod bounds;
-pub mod capture;
 mod distillation;
 mod losses;
 mod message;
@@ -13,6 +12,12 @@ mod path_check;
 mod teachers;
 
 pub use tch;
+
+/// The capture glue of the layers (arming taps, recording their calls), for the facade's text and
+/// vision layers and the tests of the capture machinery.
+pub mod capture {
+    pub use crate::capture::*;
+}
 
 pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
