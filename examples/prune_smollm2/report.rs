@@ -111,7 +111,7 @@ pub fn plot(path: &Path, ce: &History, kd: &History) -> Result<bool, Box<dyn Err
     let lines = [
         ("CE only: training cross-entropy", smooth(&ce.ce, window), RED),
         ("KD: training cross-entropy", smooth(&kd.ce, window), BLUE),
-        ("KD: training top-k KL (+ CE)", smooth(&kd.loss, window), RGBColor(0, 150, 0)),
+        ("KD: training loss (the whole KD objective)", smooth(&kd.loss, window), RGBColor(0, 150, 0)),
     ];
     let points = [
         ("CE only: validation cross-entropy", &ce.validation, RED),
