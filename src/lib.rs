@@ -2,8 +2,24 @@
 //!
 //! A student network learns from a teacher by matching the outputs of chosen modules.
 //!
-//! - [`distill!`]: pairs of modules named once, checked by rustc, giving a typed model whose
-//!   forward returns every pair by name with adapters and losses attached;
+//! One type runs a distillation: [`Distillation`] — the student, its teachers (one teacher is a
+//! list of one) and the pairs of endpoints, each with its criterion, weight or schedule and
+//! adapters; the training step, the rescaling of the terms, each teacher's mode, the dry run and
+//! the forward, from teachers that run or from a batch of a teacher [`cache`]. Its forward gives a
+//! [`DistillationOutput`]: every pair after its adapters, and the weighted [`Losses`].
+//!
+//! Three ways declare one:
+//!
+//! - [`distill!`]: pairs of modules named once and checked by rustc, giving a typed model over a
+//!   `Distillation` whose output has one field per pair;
+//! - [`Mapping`]: pairs known at run time, by reference, slot or name (ENOT's API), made a
+//!   `Distillation` by [`Distillation::from_mapping`] when the payloads are criteria, or glued by
+//!   [`distill()`] into a [`DistillModel`] whose payloads are the user's;
+//! - [`config`]: a TOML file of pairs, adapters, criteria and weights, read by
+//!   [`Config::distill`](config::Config::distill), every mistake located at its file, line and key.
+//!
+//! The rest of the crate:
+//!
 //! - [`Distillable`](derive@Distillable): `#[derive(Distillable)]` names a struct's or an enum's
 //!   modules so that paths like `features.5.conv` exist;
 //! - [`nn`]: tch's layers, made tappable, plus `Seq`, `Sequential` and `Tap` containers;
@@ -16,10 +32,7 @@
 //! - [`text`]: language models — a LLaMA-family decoder with Hugging Face's parameter names, loaded
 //!   from GGUF or a Hugging Face checkpoint, with padding and packed-document masks, a key/value
 //!   cache and generation; the GGUF reader, the tokenizer, token datasets;
-//! - [`Mapping`] and [`distill()`]: pairs of modules named by reference or by path, known at run time
-//!   ([`Mapping::with_teachers`] and [`distill_teachers`] for several teachers);
-//! - [`config`]: a distillation declared in a TOML file (pairs, adapters, criteria, weights), read
-//!   into a `Mapping`, every mistake located at its file, line and key;
+//! - [`Mapping::with_teachers`] and [`distill_teachers`]: several named teachers at run time;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`cache`]: the teacher cache — run the teacher once, train the student from its stored captures
 //!   with augmentation views replayed;
@@ -31,10 +44,11 @@ extern crate self as distill;
 
 pub use distill_runtime::side::{LiveTeacher, SideModel};
 pub use distill_runtime::{
-    adapter, cache, checkpoint, checksum, config, criterion, device, distill, distill_teachers, dry_run, endpoint,
-    engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child,
-    ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Endpoint, IntoEndpoint, MappedPair,
-    Mapping, NamedModule, Pair, Port, Recordable, SeveralTeachers, Side, StaticSchema, TeacherMode,
+    adapter, cache, checkpoint, checksum, config, criterion, device, distill, distill_teachers, distillation, dry_run,
+    endpoint, engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured,
+    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Distillation,
+    DistillationOutput, Endpoint, IntoEndpoint, Losses, MappedPair, Mapping, NamedModule, Pair, Port, Recordable,
+    SeveralTeachers, Side, StaticSchema, TeacherMode,
 };
 /// What a dry run reports: every pair's shapes on a sample batch, before any training step.
 pub use distill_runtime::{DryRun, PairShapes};
@@ -214,8 +228,8 @@ pub mod prelude {
     pub use crate::nn;
     pub use crate::schedule::Schedule;
     pub use crate::{
-        distill, distill_teachers, tune_allocator, DistillError, Distillable, Endpoint, Mapping, Pair, Recordable,
-        SideModel, StaticSchema, TeacherMode,
+        distill, distill_teachers, tune_allocator, DistillError, Distillable, Distillation, Endpoint, Mapping, Pair,
+        Recordable, SideModel, StaticSchema, TeacherMode,
     };
     pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 }

@@ -8,7 +8,7 @@ mod model;
 #[path = "../examples/fashion_mnist/prune.rs"]
 mod prune;
 
-use distill::config::{dry_run, losses, losses_at, Config, ConfiguredAdapter, ConfiguredPair};
+use distill::config::{Config, ConfiguredAdapter, ConfiguredPair};
 use distill::criterion::{AttentionTransfer, Cosine, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1};
 use distill::criterion::{SoftCrossEntropy, L1};
 use distill::nn::{ModuleT, VarStore};
@@ -73,7 +73,7 @@ fn the_example_file_gives_the_numbers_of_its_distill_declaration() {
     let dsl_losses = dsl.forward_t(&xs, true).unwrap().losses();
     let expected = &dsl_losses;
     let out = from_file.forward_t(&xs, true).unwrap();
-    let got = losses(&out, None).unwrap();
+    let got = out.f_losses().unwrap();
     let expected: Vec<(&str, f64)> = expected.iter().map(|(n, l)| (n, l.double_value(&[]))).collect();
     let got_values: Vec<(&str, f64)> = got.iter().map(|(n, l)| (n, l.double_value(&[]))).collect();
     assert_eq!(got_values, expected);
@@ -307,8 +307,8 @@ fn a_weighted_pair_equals_the_weighted_criterion() {
     let model = config.distill(&vs.root(), &student, &teacher).unwrap();
     let xs = batch();
     let out = model.forward_t(&xs, false).unwrap();
-    let expected = (KlDiv::new(2.0) * 0.25).loss(&out.student_output, &out.teacher_output);
-    assert_eq!(losses(&out, None).unwrap().get("p").unwrap().double_value(&[]), expected.double_value(&[]));
+    let expected = (KlDiv::new(2.0) * 0.25).loss(&out.student_output, &out.teacher_outputs[0]);
+    assert_eq!(out.f_losses().unwrap().get("p").unwrap().double_value(&[]), expected.double_value(&[]));
 }
 
 #[test]
@@ -335,8 +335,9 @@ fn every_adapter_builds_against_the_models() {
     let config = Config::parse(&text, "adapters.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = config.distill(&(vs.root() / "kd"), &student, &teacher).unwrap();
-    let kinds: Vec<&str> = model
-        .mapping()
+    // The adapters' kinds, as the configuration builds them (here under a path of their own).
+    let mapping = config.mapping(&(vs.root() / "inspect"), &student, &teacher).unwrap();
+    let kinds: Vec<&str> = mapping
         .pairs()
         .iter()
         .map(|pair| match pair.payload.student_adapter().or(pair.payload.teacher_adapter()).unwrap() {
@@ -354,20 +355,19 @@ fn every_adapter_builds_against_the_models() {
     );
     // The fitted adapters take their widths from a dry run, which then checks every pair.
     let xs = batch();
-    let report = dry_run(&model, &xs).unwrap();
+    let report = model.dry_run(&xs).unwrap();
     let shapes: Vec<(String, Vec<i64>, Vec<i64>)> =
         report.pairs.iter().map(|p| (p.label.clone(), p.student.clone(), p.teacher.clone())).collect();
     assert_eq!(shapes[0], ("sel".to_owned(), vec![8, 16, 14, 14], vec![8, 16, 14, 14]));
     assert_eq!(shapes[1], ("inv".to_owned(), vec![8, 64, 14, 14], vec![8, 64, 14, 14]));
     assert_eq!(shapes[9], ("fc".to_owned(), vec![8, 256, 4, 4], vec![8, 256, 4, 4]));
     let out = model.forward_t(&xs, true).unwrap();
-    let all = losses(&out, None).unwrap();
+    let all = out.f_losses().unwrap();
     assert_eq!(all.iter().len(), 10);
     assert!(all.iter().all(|(_, loss)| loss.double_value(&[]).is_finite()));
     // The selection adapter selects: before training, its pair compares the kept teacher channels.
-    let (s, t, payload) = out.get(0).unwrap();
-    let (adapted_s, adapted_t) = payload.adapt(s, t).unwrap();
-    assert_eq!(adapted_s.size(), adapted_t.size());
+    let sel = out.get("sel").unwrap();
+    assert_eq!(sel.student.size(), sel.teacher.size());
 
     // A layer adapter on a module of another type says which type it needs.
     let text = pair("bad", "teacher", "\"conv2d_adapter\"", "features.1", "Mse");
@@ -388,15 +388,22 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
     assert!(config.teacher_mode().grad && config.teacher_mode().train);
     let vs = VarStore::new(Device::Cpu);
     let model = config.distill(&vs.root(), &student, &teacher).unwrap();
-    let pair = &model.mapping().pairs()[0];
-    assert_eq!((pair.student.port(), pair.teacher.port()), (Port::Input, Port::Input));
-    assert!(pair.student.all_calls() && !pair.teacher.all_calls());
+    let (student_endpoint, teacher_endpoint) =
+        (&model.engine().student_endpoints()[0], &model.engine().teacher_endpoints()[0]);
+    assert_eq!((student_endpoint.port(), teacher_endpoint.port()), (Port::Input, Port::Input));
+    assert!(student_endpoint.all_calls() && !teacher_endpoint.all_calls());
+    assert!(model.engine().mode().grad && model.engine().mode().train);
     let xs = batch();
-    let out = model.forward_t(&xs, false).unwrap();
+    // The file's `L1` compares widths 64 and 256: the distillation's forward checks every pair.
+    let err = model.forward_t(&xs, false).unwrap_err();
+    assert!(matches!(&err, DistillError::ShapeMismatch { pair, .. } if pair == "in"), "{err:?}");
+    // The captures themselves, through the mapping the file builds.
+    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
+    let captured = distill(&student, &teacher, mapping).teacher_grad(true);
+    let out = captured.forward_t(&xs, false).unwrap();
     let (s, t, _) = out.get(0).unwrap();
     // The classifier's input: the pooled features, 64 on the student, 256 on the teacher.
     assert_eq!((s.tensor().size(), t.tensor().size()), (vec![8, 64], vec![8, 256]));
-    assert!(model.engine().mode().grad && model.engine().mode().train);
 }
 
 #[test]
@@ -411,21 +418,23 @@ fn a_scheduled_weight_follows_the_step() {
     .concat();
     let config = Config::parse(&text, "exp.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
-    let model = config.distill(&vs.root(), &student, &teacher).unwrap();
-    let pair = &model.mapping().pairs()[0].payload;
+    let mut model = config.distill(&vs.root(), &student, &teacher).unwrap();
+    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
+    let pair = &mapping.pairs()[0].payload;
     assert_eq!((pair.weight(), pair.schedule()), (None, Some(&Schedule::warmup(0.0, 2.0, 100))));
     assert_eq!(pair.weight_at(25), 0.5);
-    let out = model.forward_t(&batch(), false).unwrap();
-    let mse = Mse.loss(&out.student_output, &out.teacher_output).double_value(&[]);
+    // Without a step, a scheduled pair is an error naming it, never step 0.
+    let err = model.forward_t(&batch(), false).unwrap_err();
+    assert!(matches!(&err, DistillError::MissingStep { pair } if pair == "p"), "{err:?}");
     for (step, p, q) in [(0, 0.0, 1.0), (25, 0.5, 0.25), (10, 0.2, 0.5), (500, 2.0, 0.25)] {
-        let at = losses_at(&out, step, None).unwrap();
+        model.set_step(step);
+        let out = model.forward_t(&batch(), false).unwrap();
+        let mse = Mse.loss(&out.student_output, &out.teacher_outputs[0]).double_value(&[]);
+        let at = out.f_losses().unwrap();
         let value = |name| at.get(name).unwrap().double_value(&[]);
         assert!((value("p") - p * mse).abs() <= 1e-6 * mse, "step {step}: {} vs {}", value("p"), p * mse);
         assert!((value("q") - q * mse).abs() <= 1e-6 * mse, "step {step}");
     }
-    // Without a step, a scheduled pair is an error naming it, never step 0.
-    let err = losses(&out, None).unwrap_err();
-    assert!(matches!(&err, DistillError::MissingStep { pair } if pair == "p"), "{err:?}");
 
     let weight =
         |value: &str| one_pair(&format!("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nweight = {value}"));

@@ -168,14 +168,19 @@ fn fitted_adapters_save_and_restore_after_the_dry_run() {
 fn dry_run_of_a_mapping_reports_shapes_and_checks_criteria() {
     let vs = VarStore::new(Device::Cpu);
     let (student, teacher) = models(&vs);
-    let mut mapping = Mapping::new(&student, &teacher);
-    mapping.add("blocks.0", "blocks.0", Mse).unwrap();
-    mapping.add(student.blocks.slot(1), "blocks.1", Mse).unwrap();
-    let model = distill(&student, &teacher, mapping);
+    let pairs = || {
+        let mut mapping = Mapping::new(&student, &teacher);
+        mapping.add("blocks.0", "blocks.0", Mse).unwrap();
+        mapping.add(student.blocks.slot(1), "blocks.1", Mse).unwrap();
+        mapping
+    };
+    // The payloads are the user's: the dry run reports the shapes.
+    let model = distill(&student, &teacher, pairs());
     let report = model.dry_run(&tokens()).unwrap();
     assert_eq!(report.pairs[0].label, "blocks.0 => blocks.0");
     assert_eq!(report.pairs[1].teacher, [8, 6, 32]);
-    let error = model.check_criteria(&tokens()).unwrap_err();
+    // Criteria as payloads make a `Distillation`, whose dry run also checks every pair.
+    let error = Distillation::from_mapping(&student, pairs()).unwrap().dry_run(&tokens()).unwrap_err();
     let DistillError::DryRun { problems } = &error else { panic!("{error}") };
     assert_eq!(problems.len(), 2);
     assert!(error.to_string().contains("`linear_adapter(path, 32, 16)`"), "{error}");

@@ -283,9 +283,12 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     let mut mapping: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
     mapping.add("body.inner.fc", "body.inner.fc", Box::new(Mse * Schedule::warmup(0.0, 1.0, 10)))?;
     mapping.add("out", "out", Box::new(KlDiv::new(2.0) * 0.5))?;
+    // A boxed criterion is a criterion: as a `Distillation`, the pairs are checked against them.
+    let mut checked: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
+    checked.add("body.inner.fc", "body.inner.fc", Box::new(Mse * Schedule::warmup(0.0, 1.0, 10)))?;
+    checked.add("out", "out", Box::new(KlDiv::new(2.0) * 0.5))?;
+    assert_eq!(Distillation::from_mapping(&student, checked)?.dry_run(&xs)?.pairs.len(), 2);
     let dm = distill::distill(&student, &teacher, mapping);
-    // A boxed criterion is a criterion: the payloads are checked against the pairs' shapes.
-    assert_eq!(dm.check_criteria(&xs)?.pairs.len(), 2);
     let out = dm.forward_t(&xs, true)?;
     let step = 4;
     let losses: Vec<f64> = out.pairs().map(|(s, t, c)| scalar(&c.loss_at(step, s, t, None))).collect();
@@ -301,7 +304,7 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     // A mapping whose boxed criterion does not accept its pair's shapes is reported by the check.
     let mut mapping: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
     mapping.add("body.inner.fc", "out", Box::new(Mse * Schedule::constant(1.0)))?;
-    let err = distill::distill(&student, &teacher, mapping).check_criteria(&xs).unwrap_err();
+    let err = Distillation::from_mapping(&student, mapping)?.dry_run(&xs).unwrap_err();
     assert!(err.to_string().contains("equal shapes"), "{err}");
     Ok(())
 }

@@ -158,14 +158,14 @@ fn a_config_over_a_cache_sizes_its_fitted_adapters_from_a_cached_batch() {
     let list = Tensor::from_slice(&[3i64, 9]);
     let batch = cache.batch(&list, 0).unwrap();
     let picked = xs.index_select(0, &list);
-    let report = distill::config::dry_run_cached(&model, &picked, &batch).unwrap();
+    let report = model.dry_run_cached(&picked, &batch).unwrap();
     assert_eq!(
         report.to_string(),
         "block1: student [2, 2, 16, 16] → [2, 4, 16, 16], teacher [2, 4, 16, 16]\n\
                                     conv2: student [2, 3, 8, 8] → [2, 6, 8, 8], teacher [2, 6, 8, 8]"
     );
     let out = model.forward_cached(&picked, &batch, true).unwrap();
-    let losses = distill::config::losses(&out, None).unwrap();
+    let losses = out.f_losses().unwrap();
     assert_eq!(losses.iter().len(), 2);
     assert!(losses.iter().all(|(_, loss)| loss.double_value(&[]) > 0.0));
 

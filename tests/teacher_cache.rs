@@ -290,7 +290,7 @@ fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64, f64, f64)> {
     let mut losses = Vec::new();
     for (epoch, list) in [(0, vec![8i64, 4, 7]), (3, vec![1, 0, 9, 2, 6])] {
         let batch = cache.batch(&ids(&list), epoch).unwrap();
-        let out = cached.forward_cached_checked(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
+        let out = cached.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
         let (student, packed, criterion) = out.get(0).unwrap();
         let (student, packed) = (student.tensor(), packed.tensor());
         let live_logits = setup.teacher.forward_t(&live_view(&setup.inputs, &list, epoch % 2), false);
@@ -351,11 +351,10 @@ fn top_k_logits_read_at_another_temperature_or_not_as_top_k_are_a_mismatch() {
     assert!(what.contains("`logits`"), "{what}");
     assert!(cached.contains("top 3 logits at temperature 4"), "{cached}");
     assert!(expected.contains("the teacher's tensor as it is"), "{expected}");
-    // The dynamic front end, with criterion payloads.
+    // The dynamic front end, with criterion payloads: the distillation they build checks them.
     let mut mapping = Mapping::new(&setup.student, &cache);
     mapping.add("", "", KlDiv::new(4.0)).unwrap();
-    let dynamic = distill(&setup.student, &cache, mapping);
-    let (what, _, expected) = mismatch(dynamic.forward_cached_checked(&raw, &batch, false).err().unwrap());
+    let (what, _, expected) = mismatch(Distillation::from_mapping(&setup.student, mapping).err().unwrap());
     assert!(
         what.contains("the teacher's own output") && expected.contains("the teacher's tensor as it is"),
         "{what}: {expected}"

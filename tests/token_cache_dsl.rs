@@ -268,16 +268,22 @@ fn the_mapping_front_end_reads_the_same_batch() {
     let model = distill::distill(&f.student, &f.cache, mapping);
     let ids = [5usize, 0];
     let batch = f.cache.batch(&ids).unwrap();
-    let out = model.forward_cached_checked(&tokens(&ids), &batch, true).unwrap();
+    let out = model.forward_cached(&tokens(&ids), &batch, true).unwrap();
     let (student, teacher, criterion) = out.pairs().next().unwrap();
     let labels = distill::cache::TeacherBatch::token_labels(&batch).unwrap().unwrap();
     let loss = criterion.f_loss_with_targets(student, teacher, Some(&labels)).unwrap();
     assert_eq!(bits(&loss), bits(&by_hand(&f, &ids)));
 
+    // Criteria as payloads make a `Distillation`: the token mask reaches the pair as its labels.
+    let mut mapping = Mapping::new(&f.student, &f.cache);
+    mapping.add("", "", TopKKl::new(TEMPERATURE)).unwrap();
+    let distillation = Distillation::from_mapping(&f.student, mapping).unwrap();
+    let out = distillation.forward_cached(&tokens(&ids), &batch, true).unwrap();
+    assert_eq!(bits(&out.f_loss().unwrap()), bits(&by_hand(&f, &ids)));
+
     let mut wrong = Mapping::new(&f.student, &f.cache);
     wrong.add("", "", TopKKl::new(1.0)).unwrap();
-    let err =
-        distill::distill(&f.student, &f.cache, wrong).forward_cached_checked(&tokens(&ids), &batch, true).unwrap_err();
+    let err = Distillation::from_mapping(&f.student, wrong).unwrap_err();
     assert!(matches!(err, DistillError::CacheMismatch { .. }), "{err}");
 }
 
@@ -292,8 +298,10 @@ fn a_config_over_a_token_cache_gives_the_same_loss_and_checks_the_encoding() {
     let ids = [3usize, 4];
     let batch = f.cache.batch(&ids).unwrap();
     let out = model.forward_cached(&tokens(&ids), &batch, true).unwrap();
+    // The batch's token mask reached the pair as its labels.
     let labels = distill::cache::TeacherBatch::token_labels(&batch).unwrap().unwrap();
-    let losses = distill::config::losses(&out, Some(&labels)).unwrap();
+    assert!(out.get("kd").unwrap().targets().unwrap().equal(&labels));
+    let losses = out.f_losses().unwrap();
     assert_eq!(bits(&losses.total()), bits(&by_hand(&f, &ids)));
 
     let err = Config::parse(&text(1.0), "kd.toml")

@@ -4,8 +4,8 @@ use std::fmt;
 
 use crate::error::{DistillError, Result};
 
-/// The shapes of every pair on a sample batch, from the `dry_run` of a `distill!` model or of a
-/// `DistillModel`. A `distill!` model's dry run also checks each pair against its criterion and fits
+/// The shapes of every pair on a sample batch, from the `dry_run` of a [`Distillation`](crate::Distillation)
+/// (a `distill!` model's, a configuration's) or of a `DistillModel`. The dry run checks each pair with a criterion against it and fits
 /// its fitted adapters; every problem is reported at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DryRun {

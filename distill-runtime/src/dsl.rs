@@ -25,7 +25,7 @@ pub struct Pair<'d> {
     pub student: Tensor,
     /// The teacher's tensor, after its adapter if it has one (on the student's device).
     pub teacher: Tensor,
-    label: &'static str,
+    label: &'d str,
     criterion: &'d (dyn Criterion + 'd),
     targets: Option<Tensor>,
     step: Option<u64>,
@@ -33,12 +33,7 @@ pub struct Pair<'d> {
 }
 
 impl<'d> Pair<'d> {
-    pub(crate) fn new(
-        student: Tensor,
-        teacher: Tensor,
-        label: &'static str,
-        criterion: &'d (dyn Criterion + 'd),
-    ) -> Self {
+    pub(crate) fn new(student: Tensor, teacher: Tensor, label: &'d str, criterion: &'d (dyn Criterion + 'd)) -> Self {
         Pair { student, teacher, label, criterion, targets: None, step: None, rescaled_to: None }
     }
 
@@ -51,7 +46,7 @@ impl<'d> Pair<'d> {
     }
 
     /// The pair's label, as declared (or derived from its path) in `distill!`.
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> &'d str {
         self.label
     }
 

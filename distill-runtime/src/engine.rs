@@ -1,5 +1,5 @@
-//! The capture engine shared by both front ends (`distill!` and the dynamic `Mapping`): run each
-//! teacher, then the student, each with its endpoints armed, and hand back what they recorded.
+//! The capture engine of a [`Distillation`](crate::Distillation): run each teacher, then the
+//! student, each with its endpoints armed, and hand back what they recorded.
 //!
 //! A distillation has one teacher or several. Each pair takes its teacher tensor from one teacher;
 //! each teacher runs at most once per forward, on its own endpoints and in its own mode.
@@ -46,8 +46,8 @@ struct TeacherPlan {
     endpoints: Vec<ResolvedEndpoint>,
 }
 
-/// What both front ends (`distill!` models and `DistillModel`) run: the endpoints of every side,
-/// resolved, and how each teacher runs.
+/// What a [`Distillation`](crate::Distillation) runs, whichever front end built it: the endpoints
+/// of every side, resolved, and how each teacher runs.
 #[derive(Clone, Debug)]
 pub struct Engine {
     student: Vec<ResolvedEndpoint>,
@@ -156,6 +156,17 @@ impl Engine {
         self.teachers.get(teacher).map(|plan| plan.name.as_str())
     }
 
+    /// The index of the teacher named `name`.
+    ///
+    /// # Errors
+    /// [`DistillError::UnknownTeacher`], with the closest name.
+    pub(crate) fn teacher_index(&self, name: &str) -> Result<usize> {
+        self.teachers.iter().position(|plan| plan.name == name).ok_or_else(|| {
+            let names: Vec<String> = self.teachers.iter().map(|plan| plan.name.clone()).collect();
+            unknown_teacher(name, &names)
+        })
+    }
+
     /// The index of the teacher that pair `pair` takes its teacher tensor from.
     pub fn teacher_of(&self, pair: usize) -> Option<usize> {
         if pair >= self.teacher.len() {
@@ -237,6 +248,15 @@ fn student_device(student_output: &Tensor, student_xs: &Tensor) -> tch::Device {
         student_output.device()
     } else {
         student_xs.device()
+    }
+}
+
+/// [`DistillError::UnknownTeacher`] for `name` among `names`.
+pub(crate) fn unknown_teacher(name: &str, names: &[String]) -> DistillError {
+    DistillError::UnknownTeacher {
+        name: name.to_owned(),
+        suggestion: crate::suggest::closest(name, names.iter().map(String::as_str)).map(str::to_owned),
+        teachers: names.to_vec(),
     }
 }
 

@@ -12,8 +12,10 @@
 //! - [`device`]: where tensors live, and a checked move of a model to a GPU;
 //! - [`checkpoint`]: the student saved alone, and a run's student and adapters saved and restored;
 //! - [`checksum`]: the checksum every checkpoint and cache shard carries, and [`checksum::verify`];
-//! - [`config`]: a distillation declared in a TOML file, read into a [`Mapping`];
-//! - [`engine`]: the forward pass both front ends share;
+//! - [`config`]: a distillation declared in a TOML file, read into a [`Distillation`];
+//! - [`distillation`]: [`Distillation`], the one type that runs a distillation, whichever front end
+//!   (`distill!`, [`Mapping`], a [`config`] file) declared it;
+//! - [`engine`]: the capture pass under it;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
 //! - [`dsl`]: what a `distill!` output holds for each pair ([`Pair`]);
@@ -34,6 +36,7 @@ pub mod checksum;
 pub mod config;
 pub mod criterion;
 pub mod device;
+pub mod distillation;
 pub mod dry_run;
 pub mod dsl;
 pub mod endpoint;
@@ -61,6 +64,7 @@ pub mod __private;
 
 pub use alloc::tune_allocator;
 pub use criterion::{Criterion, Weighted};
+pub use distillation::{Distillation, DistillationOutput, Losses};
 pub use dry_run::{DryRun, PairShapes};
 pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};

@@ -3,7 +3,7 @@
 //! `conv2d_adapter` (initialised from the pruning), + Hinton KD on the logits. `kd.toml` declares the
 //! same distillation in a file (`--config`).
 
-use distill::config::{losses, Config};
+use distill::config::Config;
 use distill::prelude::*;
 use tch::Tensor;
 
@@ -55,7 +55,7 @@ pub fn config_step<'m>(
     Ok(Box::new(move |xs: &Tensor, ys: &Tensor| {
         let out = kd.forward_t(xs, true).expect("endpoints were checked by Config::distill");
         let ce = out.student_output.cross_entropy_for_logits(ys);
-        let losses = losses(&out, None).expect("pairs were checked by Config::distill");
+        let losses = out.f_losses().expect("pairs were checked by Config::distill");
         ce_and_pairs(ce, losses.total(), names.iter().zip(losses.iter()).map(|(name, (_, value))| (*name, value)))
     }))
 }

@@ -33,7 +33,7 @@ fn the_readme_example_expands_to_the_documented_items() {
         &[
             // The user's doc comment and visibility reach the struct.
             "# [doc = \" Distills the 64-channel net into its pruned 32-channel copy.\"]",
-            "pub struct PrunedKd < 'm > { student : & 'm Net , teachers : (& 'm Net ,) , core : :: distill :: __private :: Core < 'm > , }",
+            "pub struct PrunedKd < 'm > { student : & 'm Net , teachers : (& 'm Net ,) , distillation : :: distill :: __private :: Distillation < 'm > , }",
             "pub struct PrunedKdOutput < 'd >",
             "pub f0 : :: distill :: __private :: Pair < 'd >",
             "pub features_2_bn : :: distill :: __private :: Pair < 'd >",
@@ -159,7 +159,7 @@ fn several_teachers_are_parameters_fields_and_methods_by_name() {
             "let __distill_teacher_1 = < WideNet as :: distill :: __private :: Model > :: resolver (wide",
             ":: distill :: __private :: resolve_in (:: core :: option :: Option :: Some (\"big\") , & __distill_teacher_0",
             ":: distill :: __private :: resolve_in (:: core :: option :: Option :: Some (\"wide\") , & __distill_teacher_1",
-            ":: distill :: __private :: Core :: new (__distill_pairs , & [0usize , 1usize , 1usize] , & [\"big\" , \"wide\"]) ?",
+            "& [\"big\" , \"wide\"] , __distill_pairs , & [0usize , 1usize , 1usize] ,) ?",
             "pub fn big (& self) -> & 'm BigNet",
             "pub fn wide_grad (mut self , grad : bool) -> Self",
             "pub fn big_train (mut self , train : bool) -> Self",

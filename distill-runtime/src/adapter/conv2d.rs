@@ -2,13 +2,13 @@
 
 use std::borrow::Borrow;
 
-use tch::nn::{Init, Module, Path};
+use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+use super::adapt::adapter_forward;
 use super::channel_map::{find_layer_mapping, ChannelMapping, Tolerance};
-use super::checked::fail;
 use super::pointwise;
-use crate::capture::{record, TapId};
+use crate::capture::TapId;
 use crate::channels::KeptChannels;
 use crate::error::{DistillError, Result};
 use crate::nn::leaf::tappable_leaf;
@@ -215,20 +215,13 @@ macro_rules! selection_adapter_impls {
                 &self.ws
             }
 
-            /// [`Module::forward`] with a typed error when `xs` is not `[N, in, H, W]`.
+            /// `xs` through the adapter, with a typed error when `xs` is not `[N, in, H, W]`.
             pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
                 pointwise(&self.ws, xs)
             }
         }
 
-        impl Module for $ty {
-            /// # Panics
-            /// When `xs` is not `[N, in, H, W]`, as tch's layers do; [`f_forward`](Self::f_forward)
-            /// returns the error instead, and so does `distill!`, which calls adapters in a checked scope.
-            fn forward(&self, xs: &Tensor) -> Tensor {
-                record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
-            }
-        }
+        adapter_forward!($ty);
     };
 }
 

@@ -168,6 +168,29 @@ impl FittedAdapter {
     }
 }
 
+impl super::Adapter for FittedAdapter {
+    fn f_adapt(&self, xs: &Tensor, _train: bool) -> Result<Tensor> {
+        self.f_forward(xs)
+    }
+
+    /// Fits the adapter from the width of `input` (the tensor it takes) to the width of `other`
+    /// (the other side's), along the axis its kind maps.
+    fn fit_shapes(&self, input: &[i64], other: &[i64]) -> Result<()> {
+        let kind = self.kind;
+        match kind.axis(input.len()).zip(kind.axis(other.len())) {
+            Some((input_axis, other_axis)) => self.fit(input[input_axis], other[other_axis]),
+            None => Err(DistillError::InvalidArgument(format!(
+                "`{}` maps {}, and the pair's tensors are {input:?} and {other:?}",
+                kind.constructor(),
+                match kind {
+                    FittedKind::Linear => "the last dimension of tensors of any rank ≥ 1",
+                    FittedKind::Conv1x1 => "the channels of [N, C, H, W] tensors",
+                }
+            ))),
+        }
+    }
+}
+
 impl fmt::Debug for FittedAdapter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FittedAdapter").field("kind", &self.kind).field("widths", &self.widths()).finish()

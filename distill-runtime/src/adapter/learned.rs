@@ -2,12 +2,12 @@
 
 use std::borrow::Borrow;
 
-use tch::nn::{init::DEFAULT_KAIMING_UNIFORM, Module, Path};
+use tch::nn::{init::DEFAULT_KAIMING_UNIFORM, Path};
 use tch::Tensor;
 
-use super::checked::fail;
+use super::adapt::adapter_forward;
 use super::{out_channels, pointwise};
-use crate::capture::{record, TapId};
+use crate::capture::TapId;
 use crate::error::{DistillError, Result};
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::{Conv2D, Linear};
@@ -118,20 +118,13 @@ impl Conv1x1Adapter {
         &self.ws
     }
 
-    /// [`Module::forward`] with a typed error when `xs` is not `[N, in, H, W]`.
+    /// `xs` through the adapter, with a typed error when `xs` is not `[N, in, H, W]`.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         pointwise(&self.ws, xs)
     }
 }
 
-impl Module for Conv1x1Adapter {
-    /// # Panics
-    /// When `xs` is not `[N, in, H, W]`, as tch's layers do; [`f_forward`](Self::f_forward) returns the
-    /// error instead, and so does `distill!`.
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
-    }
-}
+adapter_forward!(Conv1x1Adapter);
 
 impl LinearAdapter {
     /// The adapter's weight (`[out, in]`), a variable of the `VarStore` it was built in.
@@ -139,7 +132,7 @@ impl LinearAdapter {
         &self.ws
     }
 
-    /// [`Module::forward`] with a typed error when the last dimension of `xs` is not `in`.
+    /// `xs` through the adapter, with a typed error when the last dimension of `xs` is not `in`.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self.ws.size().get(1).copied().unwrap_or_default();
         let size = if xs.defined() { xs.size() } else { Vec::new() };
@@ -152,11 +145,4 @@ impl LinearAdapter {
     }
 }
 
-impl Module for LinearAdapter {
-    /// # Panics
-    /// When the last dimension of `xs` is not `in`, as tch's layers do; [`f_forward`](Self::f_forward)
-    /// returns the error instead, and so does `distill!`.
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
-    }
-}
+adapter_forward!(LinearAdapter);

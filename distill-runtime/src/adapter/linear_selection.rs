@@ -3,11 +3,11 @@
 
 use std::borrow::Borrow;
 
-use tch::nn::{Init, Module, Path};
+use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-use super::checked::fail;
-use crate::capture::{record, TapId};
+use super::adapt::adapter_forward;
+use crate::capture::TapId;
 use crate::channels::{check_indices, KeptChannels};
 use crate::error::{DistillError, Result};
 use crate::nn::leaf::tappable_leaf;
@@ -80,7 +80,7 @@ impl LinearSelectionAdapter {
         &self.ws
     }
 
-    /// [`Module::forward`] with a typed error when the last dimension of `xs` is not the teacher's.
+    /// `xs` through the adapter, with a typed error when the last dimension of `xs` is not the teacher's.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self.ws.size()[1];
         let size = if xs.defined() { xs.size() } else { Vec::new() };
@@ -93,11 +93,4 @@ impl LinearSelectionAdapter {
     }
 }
 
-impl Module for LinearSelectionAdapter {
-    /// # Panics
-    /// When the last dimension of `xs` is not the teacher's, as tch's layers do;
-    /// [`f_forward`](Self::f_forward) returns the error instead, and so does `distill!`.
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        record(self.tap, xs, |xs| self.f_forward(xs).unwrap_or_else(fail))
-    }
-}
+adapter_forward!(LinearSelectionAdapter);

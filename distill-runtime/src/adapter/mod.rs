@@ -14,8 +14,9 @@
 //! a width-pruned language model).
 //!
 //! Every adapter creates its parameters under the `nn::Path` it is given, so an optimizer built on
-//! that path's `VarStore` trains it; implements tch's `Module`; and is a [`Distillable`] leaf that
-//! records its own output, so it can sit in a user's `#[derive(Distillable)]` struct.
+//! that path's `VarStore` trains it; implements [`Adapter`], whose forward is fallible, and tch's
+//! `Module`; and is a [`Distillable`] leaf that records its own output, so it can sit in a user's
+//! `#[derive(Distillable)]` struct. A tch module of one's own is an adapter in a [`ModuleAdapter`].
 //!
 //! All constructors take `(path, teacher, student)`: the teacher's layer first, then the student's,
 //! in the order of ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`. In `distill!`,
@@ -23,13 +24,14 @@
 //! call receives a [`StringPath`], which the fitted adapters accept and the adapters that read a
 //! module's weights do not.
 //!
-//! `Module::forward` of an adapter panics on an input it cannot take, as tch's layers do; each has an
-//! `f_forward` that returns the error instead, and `distill!` reports it as an error naming the pair.
+//! `Module::forward` of an adapter panics on an input it cannot take, as tch's layers do; its
+//! `f_forward` (and [`Adapter::f_adapt`]) returns the error instead, and a distillation reports it
+//! as an error naming the pair and the side.
 //!
 //! [`Distillable`]: crate::module::Distillable
 
+mod adapt;
 mod channel_map;
-pub(crate) mod checked;
 mod conv2d;
 mod fitted;
 pub(crate) mod hint;
@@ -38,6 +40,7 @@ mod linear_selection;
 mod string_path;
 
 pub use crate::channels::KeptChannels;
+pub use adapt::{Adapter, ModuleAdapter};
 pub use channel_map::{
     find_channel_mapping, find_channel_mapping_with_tolerance, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
     ChannelMapping, Tolerance,

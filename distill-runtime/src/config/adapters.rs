@@ -10,7 +10,7 @@ use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::adapter::{
     conv1x1_adapter, conv2d_adapter_with_tolerance, fitted_conv1x1_adapter, fitted_linear_adapter,
     inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter, learned_inverted_conv2d_adapter,
-    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Conv1x1Adapter, Conv2DAdapter,
+    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Adapter, Conv1x1Adapter, Conv2DAdapter,
     FittedAdapter, InvertedConv2DAdapter, LinearAdapter, Tolerance,
 };
 use crate::error::{DistillError, Result};
@@ -87,6 +87,17 @@ pub enum ConfiguredAdapter {
 }
 
 impl ConfiguredAdapter {
+    /// The adapter as a distillation runs it.
+    pub(super) fn into_pair_adapter<'m>(self) -> Box<dyn Adapter + 'm> {
+        match self {
+            ConfiguredAdapter::Selection(adapter) => Box::new(adapter),
+            ConfiguredAdapter::InvertedSelection(adapter) => Box::new(adapter),
+            ConfiguredAdapter::Conv1x1(adapter) => Box::new(adapter),
+            ConfiguredAdapter::LinearMap(adapter) => Box::new(adapter),
+            ConfiguredAdapter::Fitted(adapter) => Box::new(adapter),
+        }
+    }
+
     /// `xs` through the adapter, or an error when it cannot take `xs` (or is not fitted yet).
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {

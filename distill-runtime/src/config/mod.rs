@@ -1,5 +1,7 @@
 //! Distillations declared in a TOML file: the pairs, their adapters, criteria and weights, and the
-//! teacher's mode, read into a [`Mapping`] whose payloads hold them ([`ConfiguredPair`]).
+//! teacher's mode, read into a [`Distillation`] ([`Config::distill`]) — the runtime `distill!` and
+//! the dynamic [`Mapping`] build too — or into a [`Mapping`] whose payloads hold them
+//! ([`ConfiguredPair`]), to inspect.
 //!
 //! ```toml
 //! [teacher]                    # optional: how the teacher runs (both default to false)
@@ -26,7 +28,7 @@
 //! criterion's parameters, the others taking its defaults); `weight` (a number, or a schedule of the
 //! training step as a table with its kind — `constant` (`value`), `warmup` (`from`, `to`, `steps`),
 //! `linear`/`cosine` (`from`, `to`, `start`, `end`), `steps` (`initial`, `changes = [[step, value], …]`)
-//! — whose losses [`losses_at`] computes at a step); `student_adapter` and
+//! — read at the distillation's step, [`Distillation::set_step`]); `student_adapter` and
 //! `teacher_adapter` (a constructor of `distill::adapter` by name, or a table with the name under
 //! `kind` and its options: `atol`/`rtol` for the selection adapters, `in`/`out` for
 //! `conv1x1_adapter` and `linear_adapter`); `student_input`, `teacher_input` (capture the module's
@@ -61,7 +63,7 @@ mod reader;
 mod weight;
 
 pub use adapters::ConfiguredAdapter;
-pub use pair::{dry_run, dry_run_cached, losses, losses_at, ConfiguredLosses, ConfiguredPair};
+pub use pair::ConfiguredPair;
 
 use std::path::Path as FilePath;
 
@@ -72,11 +74,12 @@ use self::adapters::{AdapterConfig, EndpointModules};
 use self::criteria::CriterionConfig;
 use self::reader::{At, Source, Table};
 use self::weight::WeightConfig;
+use crate::distillation::Distillation;
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;
 use crate::error::{DistillError, Result};
 use crate::jit;
-use crate::mapping::{distill, DistillModel, Mapping};
+use crate::mapping::Mapping;
 use crate::module::{resolve, Distillable};
 use crate::point::Side;
 use crate::side::SideModel;
@@ -258,19 +261,29 @@ impl Config {
         Ok(mapping)
     }
 
-    /// [`mapping`](Self::mapping), glued into a [`DistillModel`] with the teacher's mode of the
-    /// file. Its forward's [`losses`] are the configured pairs' weighted losses.
+    /// The [`Distillation`] of the file's pairs: [`mapping`](Self::mapping) (the endpoints
+    /// resolved, the adapters built under `path / name`), each pair labelled by its `name` with its
+    /// criterion, weight or schedule and adapters, and every teacher running as `[teacher]` says.
+    /// Its forward's [`losses`](crate::DistillationOutput::f_losses) are the configured pairs'
+    /// weighted losses, by name; a pair whose weight follows a schedule reads it at the
+    /// distillation's [`step`](Distillation::set_step).
     ///
     /// # Errors
-    /// As [`mapping`](Self::mapping).
+    /// As [`mapping`](Self::mapping); [`DistillError::InvalidCriterion`] for a criterion that reads
+    /// an encoding its teacher does not give.
     pub fn distill<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
         student: &'m S,
         teacher: &'m T,
-    ) -> Result<DistillModel<'m, S, T, ConfiguredPair>> {
+    ) -> Result<Distillation<'m>> {
         let mapping = self.mapping(path, student, teacher)?;
-        Ok(distill(student, teacher, mapping).teacher_grad(self.teacher.grad).teacher_train(self.teacher.train))
+        let mut distillation = mapping.into_distillation(student, |pair, spec| {
+            pair.into_spec(spec);
+            Ok(())
+        })?;
+        distillation.set_mode(self.teacher);
+        Ok(distillation)
     }
 }
 

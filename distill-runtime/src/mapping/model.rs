@@ -1,13 +1,15 @@
 //! [`distill`] and the [`DistillModel`] it returns.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
 use crate::cache::TeacherBatch;
-use crate::criterion::{check_pair, Criterion};
-use crate::dry_run::{DryRun, PairShapes};
+use crate::criterion::Criterion;
+use crate::distillation::{Distillation, PairSpec};
+use crate::dry_run::DryRun;
 use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
 use crate::side::{LiveTeacher, SideModel};
@@ -29,11 +31,7 @@ where
     } else {
         None
     };
-    let engine = Engine::new(
-        mapping.pairs.iter().map(|pair| pair.student.clone()).collect(),
-        mapping.pairs.iter().map(|pair| pair.teacher.clone()).collect(),
-    );
-    DistillModel::build(student, vec![teacher], engine, mapping, problem)
+    DistillModel::build(student, mapping, problem)
 }
 
 /// Glues `student` and the teachers of `mapping` (from [`Mapping::with_teachers`]) into a
@@ -45,18 +43,71 @@ where
     S: SideModel,
 {
     let problem = (!mapping.student.is_for(student)).then_some(Problem::OtherModels);
-    let teachers = mapping.teacher_models();
-    let engine = Engine::with_teachers(
-        mapping.pairs.iter().map(|pair| pair.student.clone()).collect(),
-        mapping.pairs.iter().map(|pair| pair.teacher.clone()).collect(),
-        mapping.pairs.iter().map(|pair| pair.teacher_index).collect(),
-        mapping.teacher_names.clone(),
-    );
-    match engine {
-        Ok(engine) => DistillModel::build(student, teachers, engine, mapping, problem),
-        // A mapping always has a teacher and in-range teacher indices; kept as an error all the same.
-        Err(_) => DistillModel::build(student, teachers, Engine::default(), mapping, Some(Problem::Inconsistent)),
+    DistillModel::build(student, mapping, problem)
+}
+
+impl<'m> Distillation<'m> {
+    /// The distillation of the pairs of `mapping`, whose payloads are criteria (`Mse`, `KlDiv`,
+    /// `criterion * 0.5`…): the runtime that `distill!` builds, from endpoints known only at run
+    /// time. Each pair is labelled `student path => teacher path` (`(output)` for a model's own
+    /// output; with several teachers, the teacher's name follows); every teacher runs without
+    /// gradient and in evaluation mode until [`set_mode_of`](Self::set_mode_of) says otherwise.
+    ///
+    /// # Errors
+    /// [`DistillError::ModelMismatch`] when `student` is not the model the mapping was built for;
+    /// [`DistillError::InvalidCriterion`] naming the first pair whose criterion's parameters are
+    /// invalid; [`DistillError::CacheMismatch`] for a pair whose criterion reads an encoding its
+    /// teacher (a cache) does not store.
+    pub fn from_mapping<S: SideModel, C: Criterion + 'm>(student: &'m S, mapping: Mapping<'m, C>) -> Result<Self> {
+        mapping.into_distillation(student, |criterion, spec| {
+            spec.criterion = Some(Box::new(criterion));
+            Ok(())
+        })
     }
+}
+
+impl<'m, P> Mapping<'m, P> {
+    /// The distillation of this mapping's pairs, each payload made into its pair's criterion and
+    /// adapters by `build(payload, pair)` (the pair comes labelled `student path => teacher path`,
+    /// without criterion or adapter): how the dynamic and the file front ends build the runtime.
+    ///
+    /// # Errors
+    /// [`DistillError::ModelMismatch`] when `student` is not the model the mapping was built for;
+    /// the first error of `build`; what [`Distillation`]'s checks of the criteria find.
+    pub(crate) fn into_distillation<S: SideModel>(
+        self,
+        student: &'m S,
+        mut build: impl FnMut(P, &mut PairSpec<'m>) -> Result<()>,
+    ) -> Result<Distillation<'m>> {
+        if !self.student.is_for(student) {
+            return Err(DistillError::ModelMismatch);
+        }
+        let mut specs = pair_specs(&self);
+        let pair_teacher: Vec<usize> = self.pairs.iter().map(|pair| pair.teacher_index).collect();
+        let names: Vec<&str> = self.teacher_names.iter().map(String::as_str).collect();
+        let teachers = self.teacher_models();
+        for (spec, pair) in specs.iter_mut().zip(self.pairs) {
+            build(pair.payload, spec)?;
+        }
+        Distillation::from_pairs(student, teachers, &names, specs, &pair_teacher)
+    }
+}
+
+/// The pairs of `mapping` as the runtime holds them, each labelled `student path => teacher path`
+/// and without a criterion (the payloads stay the mapping's).
+fn pair_specs<'m, P>(mapping: &Mapping<'m, P>) -> Vec<PairSpec<'m>> {
+    mapping
+        .pairs
+        .iter()
+        .map(|pair| PairSpec {
+            label: Cow::Owned(pair_label(pair, &mapping.teacher_names)),
+            student: pair.student.clone(),
+            teacher: pair.teacher.clone(),
+            criterion: None,
+            student_adapter: None,
+            teacher_adapter: None,
+        })
+        .collect()
 }
 
 /// The teacher type of a [`DistillModel`] over several teachers (from [`distill_teachers`]), whose
@@ -93,11 +144,13 @@ impl Problem {
 
 /// A student and its teacher or teachers glued by a [`Mapping`]; see [`distill`] and
 /// [`distill_teachers`]. `T` is the teacher's type, or [`SeveralTeachers`].
+///
+/// It runs on the [`Distillation`] every front end builds, whose pairs here carry no criterion:
+/// the payloads are the user's, and its forward hands each pair's captures to them.
 pub struct DistillModel<'m, S, T, P> {
     student: &'m S,
-    teachers: Vec<&'m dyn SideModel>,
+    distillation: Distillation<'m>,
     mapping: Mapping<'m, P>,
-    engine: Engine,
     problem: Option<Problem>,
     teacher_type: PhantomData<&'m T>,
 }
@@ -106,19 +159,28 @@ impl<'m, S, T, P> DistillModel<'m, S, T, P>
 where
     S: SideModel,
 {
-    fn build(
-        student: &'m S,
-        teachers: Vec<&'m dyn SideModel>,
-        engine: Engine,
-        mut mapping: Mapping<'m, P>,
-        problem: Option<Problem>,
-    ) -> Self {
+    fn build(student: &'m S, mut mapping: Mapping<'m, P>, mut problem: Option<Problem>) -> Self {
         // The mapping is complete: the index that made adding pairs fast is no longer needed.
         mapping.student.forget_index();
         for teacher in &mut mapping.teachers {
             teacher.resolver.forget_index();
         }
-        DistillModel { student, teachers, mapping, engine, problem, teacher_type: PhantomData }
+        let engine = Engine::with_teachers(
+            mapping.pairs.iter().map(|pair| pair.student.clone()).collect(),
+            mapping.pairs.iter().map(|pair| pair.teacher.clone()).collect(),
+            mapping.pairs.iter().map(|pair| pair.teacher_index).collect(),
+            mapping.teacher_names.clone(),
+        );
+        let (engine, specs) = match engine {
+            Ok(engine) => (engine, pair_specs(&mapping)),
+            // A mapping always has a teacher and in-range teacher indices; kept as an error all the same.
+            Err(_) => {
+                problem = Some(Problem::Inconsistent);
+                (Engine::default(), Vec::new())
+            }
+        };
+        let distillation = Distillation::with_engine(student, mapping.teacher_models(), engine, specs);
+        DistillModel { student, distillation, mapping, problem, teacher_type: PhantomData }
     }
 
     /// Whether gradients flow into the teacher (default `false`); with several teachers, into every
@@ -137,10 +199,10 @@ where
 
     /// Applies `change` to every teacher's mode.
     fn change_modes(&mut self, change: impl Fn(&mut TeacherMode)) {
-        for index in 0..self.engine.teacher_count() {
-            let mut mode = self.engine.mode_of(index).unwrap_or_default();
+        for index in 0..self.distillation.teacher_count() {
+            let mut mode = self.distillation.mode_of(index);
             change(&mut mode);
-            self.engine.set_mode_of(index, mode);
+            self.distillation.set_mode_of(index, mode);
         }
     }
 
@@ -150,13 +212,13 @@ where
     /// [`DistillError::UnknownTeacher`], with the closest name.
     pub fn with_teacher_mode(mut self, teacher: &str, mode: TeacherMode) -> Result<Self> {
         let index = self.mapping.teacher_index(teacher)?;
-        self.engine.set_mode_of(index, mode);
+        self.distillation.set_mode_of(index, mode);
         Ok(self)
     }
 
     /// How the teacher named `teacher` runs; `None` for a name the distillation does not have.
     pub fn teacher_mode(&self, teacher: &str) -> Option<TeacherMode> {
-        self.engine.mode_of(self.mapping.teacher_index(teacher).ok()?)
+        self.distillation.engine().mode_of(self.mapping.teacher_index(teacher).ok()?)
     }
 
     /// The mapping this model captures.
@@ -167,20 +229,30 @@ where
     /// The capture engine: the resolved endpoints of both sides, in pair order, and the teacher's
     /// mode.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.distillation.engine()
+    }
+
+    /// The distillation this model runs: its pairs (labelled `student path => teacher path`,
+    /// without criteria: the payloads are the mapping's) and the teachers' modes.
+    pub fn distillation(&self) -> &Distillation<'m> {
+        &self.distillation
     }
 
     /// Runs both models once on a sample batch `xs` — in evaluation mode, without gradient, so that
     /// no running statistic moves — and reports every pair's shapes, before any training step: the
-    /// widths for width-given adapters (`linear_adapter(path, in, out)`) come from here. With
-    /// criteria as payloads, [`check_criteria`](Self::check_criteria) also checks each pair.
+    /// widths for width-given adapters (`linear_adapter(path, in, out)`) come from here. It is the
+    /// dry run of every front end; the payloads are the user's, so it checks no criterion: with
+    /// criteria as payloads, [`Distillation::from_mapping`] builds a distillation whose dry run
+    /// checks each pair against its criterion.
+    ///
+    /// # Errors
+    /// What a forward fails with.
     pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun>
     where
         T: LiveTeacher,
     {
-        let _no_grad = tch::no_grad_guard();
-        let out = self.forward_t(xs, false)?;
-        Ok(self.report(&out))
+        self.check()?;
+        self.distillation.dry_run(xs)
     }
 
     /// As [`dry_run`](Self::dry_run), with the teacher's side read from a teacher cache `batch` and
@@ -190,21 +262,8 @@ where
     /// # Errors
     /// What [`forward_cached`](Self::forward_cached) fails with.
     pub fn dry_run_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch) -> Result<DryRun> {
-        let _no_grad = tch::no_grad_guard();
-        let out = self.forward_cached(xs, batch, false)?;
-        Ok(self.report(&out))
-    }
-
-    /// The shapes of every pair of `out`.
-    fn report(&self, out: &DistillOutput<'_, P>) -> DryRun {
-        let pairs = out
-            .pairs()
-            .zip(&self.mapping.pairs)
-            .map(|((s, t, _), pair)| {
-                PairShapes::unadapted(pair_label(pair, &self.mapping.teacher_names), s.size(), t.size())
-            })
-            .collect();
-        DryRun { pairs }
+        self.check()?;
+        self.distillation.dry_run_cached(xs, batch)
     }
 
     /// Runs teacher and student on `xs` (the student with `train`) and returns the paired tensors.
@@ -221,7 +280,7 @@ where
     where
         T: LiveTeacher,
     {
-        self.run(&self.teachers, student_xs, teacher_xs, train)
+        self.run(None, student_xs, teacher_xs, train)
     }
 
     /// Runs the student (with `train`) on what `batch` makes of `xs`
@@ -233,37 +292,39 @@ where
     /// endpoint is stored in an encoded form (top-k logits, a token cache's distributions) gets the
     /// packed tensor whatever its payload does with it, and the token mask
     /// ([`TeacherBatch::token_mask`]) is the user's to apply to it. A pair on a token cache's
-    /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With [`Criterion`] payloads,
-    /// [`forward_cached_checked`](DistillModel::forward_cached_checked) checks each pair's criterion
-    /// against the stored encoding first.
+    /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With
+    /// [`Criterion`] payloads, [`Distillation::from_mapping`] checks each pair's criterion against
+    /// the stored encoding when it is built, and gives the token mask to the pairs as labels.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of
     /// another shape than the cache's; what a forward can fail with.
     pub fn forward_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch, train: bool) -> Result<DistillOutput<'_, P>> {
-        if let Some(problem) = self.problem {
-            return Err(problem.error());
-        }
-        let xs = batch.student_input(xs)?;
         // A cache holds one teacher's side: a distillation from several teachers has no cached form,
         // and the engine says so (one teacher given for several).
-        let out = self.run(&[batch as &dyn SideModel], &xs, &xs, train)?;
-        out.f_select(self.engine.teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
+        let out = self.run(Some(batch), xs, xs, train)?;
+        out.f_select(self.engine().teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
     }
 
-    /// Runs the engine with `teachers` as the teacher sides and pairs the captures with the
-    /// mapping's payloads.
+    /// Why this model cannot run, if it cannot.
+    fn check(&self) -> Result<()> {
+        match self.problem {
+            Some(problem) => Err(problem.error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the distillation's engine, with its teachers or with `batch` as the teacher's side, and
+    /// pairs the captures with the mapping's payloads.
     fn run(
         &self,
-        teachers: &[&dyn SideModel],
+        batch: Option<&dyn TeacherBatch>,
         student_xs: &Tensor,
         teacher_xs: &Tensor,
         train: bool,
     ) -> Result<DistillOutput<'_, P>> {
-        if let Some(problem) = self.problem {
-            return Err(problem.error());
-        }
-        let captures = self.engine.run(self.student, teachers, student_xs, teacher_xs, train)?;
+        self.check()?;
+        let captures = self.distillation.capture(batch, student_xs, teacher_xs, train)?;
         Ok(DistillOutput::new(
             captures.student_output,
             captures.teacher_outputs,
@@ -271,56 +332,6 @@ where
             &self.mapping.pairs,
             &self.mapping.teacher_names,
         ))
-    }
-}
-
-impl<'m, S, T, C> DistillModel<'m, S, T, C>
-where
-    S: SideModel,
-    C: Criterion,
-{
-    /// As [`forward_cached`](Self::forward_cached), after checking that each pair's criterion reads
-    /// its teacher endpoint as the cache stores it: top-k logits at the criterion's top-k
-    /// temperature ([`Criterion::teacher_encoding`]), anything else by a criterion that reads the
-    /// teacher's tensor as it is.
-    ///
-    /// # Errors
-    /// [`DistillError::CacheMismatch`] naming the pair, the endpoint and both temperatures; what
-    /// [`forward_cached`](Self::forward_cached) fails with.
-    pub fn forward_cached_checked(
-        &self,
-        xs: &Tensor,
-        batch: &dyn TeacherBatch,
-        train: bool,
-    ) -> Result<DistillOutput<'_, C>> {
-        for (pair, endpoint) in self.mapping.pairs.iter().zip(self.engine.teacher_endpoints()) {
-            let label = pair_label(pair, &self.mapping.teacher_names);
-            batch.check_encoding(&label, endpoint, pair.payload.teacher_encoding())?;
-        }
-        self.forward_cached(xs, batch, train)
-    }
-
-    /// A [`dry_run`](Self::dry_run) that also checks each pair against its criterion payload, and
-    /// reports every pair that does not fit at once — naming, for a width mismatch, the adapters that
-    /// would.
-    pub fn check_criteria(&self, xs: &Tensor) -> Result<DryRun>
-    where
-        T: LiveTeacher,
-    {
-        let report = self.dry_run(xs)?;
-        let problems: Vec<DistillError> = report
-            .pairs
-            .iter()
-            .zip(&self.mapping.pairs)
-            .filter_map(|(shapes, pair)| {
-                check_pair(&pair.payload, &shapes.label, &shapes.student, &shapes.teacher).err()
-            })
-            .collect();
-        if problems.is_empty() {
-            Ok(report)
-        } else {
-            Err(DistillError::DryRun { problems })
-        }
     }
 }
 
@@ -339,8 +350,9 @@ fn pair_label<P>(pair: &MappedPair<P>, teacher_names: &[String]) -> String {
 
 impl<S: std::fmt::Debug, T, P> std::fmt::Debug for DistillModel<'_, S, T, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let modes: Vec<_> = (0..self.engine.teacher_count())
-            .filter_map(|index| Some((self.engine.teacher_name(index)?, self.engine.mode_of(index)?)))
+        let engine = self.distillation.engine();
+        let modes: Vec<_> = (0..engine.teacher_count())
+            .filter_map(|index| Some((engine.teacher_name(index)?, engine.mode_of(index)?)))
             .collect();
         f.debug_struct("DistillModel")
             .field("student", &self.student)

@@ -3,11 +3,10 @@
 
 use super::{MappedPair, MappedTeacher, Mapping};
 use crate::endpoint::{Endpoint, IntoEndpoint};
-use crate::engine::in_teacher;
+use crate::engine::{in_teacher, unknown_teacher};
 use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::SideModel;
-use crate::suggest::closest;
 
 impl<'m, P> Mapping<'m, P> {
     /// An empty mapping between `student` and several teachers, each named (`"big"`, `"wide"`), in
@@ -129,14 +128,5 @@ impl<'m, P> Mapping<'m, P> {
         })?;
         self.pairs.push(MappedPair { student, teacher, payload, teacher_index: index });
         Ok(self)
-    }
-}
-
-/// [`DistillError::UnknownTeacher`] for `name` among `names`.
-pub(crate) fn unknown_teacher(name: &str, names: &[String]) -> DistillError {
-    DistillError::UnknownTeacher {
-        name: name.to_owned(),
-        suggestion: closest(name, names.iter().map(String::as_str)).map(str::to_owned),
-        teachers: names.to_vec(),
     }
 }

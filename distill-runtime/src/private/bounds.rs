@@ -5,11 +5,9 @@
 //! `distill!` block is a compile error at the user's token with advice. The generated code calls the
 //! functions here with every token spanned at the user's, for the same reason.
 
-use tch::nn::ModuleT;
 use tch::Tensor;
 
-use super::distillation::PairAdapter;
-use crate::adapter::FittedAdapter;
+use crate::adapter::Adapter;
 use crate::criterion::Criterion;
 use crate::endpoint::{Endpoint, IntoEndpoint};
 use crate::error::{DistillError, Result};
@@ -263,40 +261,31 @@ pub fn child<'a, C: ChildAt + ?Sized>(
 
 // ---- adapters and criteria ---------------------------------------------------------------------
 
-/// What an adapter constructor returns: `Result<A, E>` with `A` a tch module and `E` convertible
-/// into [`DistillError`].
+/// What an adapter constructor returns: `Result<A, E>` with `A` an [`Adapter`] (an adapter of
+/// `distill::adapter`, a type of one's own, or a tch module in a `ModuleAdapter`) and `E`
+/// convertible into [`DistillError`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not what an adapter constructor returns",
-    label = "not `Result<impl tch::nn::ModuleT, DistillError>`",
+    label = "not `Result<impl distill::adapter::Adapter, DistillError>`",
     note = "an adapter is `fn(path, &TeacherModule, &StudentModule) -> Result<A, DistillError>` with \
-            `A: tch::nn::Module` (or `ModuleT`), like `conv2d_adapter`"
+            `A: distill::adapter::Adapter`, like `conv2d_adapter`; a tch module is one in a `ModuleAdapter`"
 )]
 pub trait IntoAdapter<'m> {
     /// The adapter, boxed, or the constructor's error.
-    fn into_adapter(self) -> Result<PairAdapter<'m>>;
+    fn into_adapter(self) -> Result<Box<dyn Adapter + 'm>>;
 }
 
-impl<'m, A: ModuleT + 'm, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<A, E> {
-    fn into_adapter(self) -> Result<PairAdapter<'m>> {
+impl<'m, A: Adapter + 'm, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<A, E> {
+    fn into_adapter(self) -> Result<Box<dyn Adapter + 'm>> {
         match self {
-            Ok(adapter) => Ok(PairAdapter::Module(Box::new(adapter))),
-            Err(error) => Err(error.into()),
-        }
-    }
-}
-
-/// A fitted adapter is sized by the dry run; it is no `ModuleT` until then.
-impl<'m, E: Into<DistillError>> IntoAdapter<'m> for std::result::Result<FittedAdapter, E> {
-    fn into_adapter(self) -> Result<PairAdapter<'m>> {
-        match self {
-            Ok(adapter) => Ok(PairAdapter::Fitted(adapter)),
+            Ok(adapter) => Ok(Box::new(adapter)),
             Err(error) => Err(error.into()),
         }
     }
 }
 
 /// Boxes an adapter constructor's result.
-pub fn adapter<'m, R: IntoAdapter<'m>>(result: R) -> Result<PairAdapter<'m>> {
+pub fn adapter<'m, R: IntoAdapter<'m>>(result: R) -> Result<Box<dyn Adapter + 'm>> {
     result.into_adapter()
 }
 

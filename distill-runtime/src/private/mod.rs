@@ -4,8 +4,8 @@
 //! Generated code names everything through this one path (`::distill::__private::…`, or the path
 //! given with `crate = "…"`), never by matching type names.
 
+mod assemble;
 mod bounds;
-mod distillation;
 mod losses;
 mod message;
 mod path_check;
@@ -19,15 +19,16 @@ pub mod capture {
     pub use crate::capture::*;
 }
 
+pub use self::assemble::{build_pairs, into_array, into_outputs};
 pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
-pub use self::distillation::{build_pairs, into_array, into_outputs, Core, Forward, PairAdapter, PairSpec};
 pub use self::losses::{f_loss_terms, total, weighted_array, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
 pub use crate::adapter::StringPath;
 pub use crate::cache::{CachedBatch, TeacherBatch};
+pub use crate::distillation::{Distillation, PairSpec};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;

@@ -2,8 +2,7 @@
 //! cache batch instead of the teacher.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
-use syn::spanned::Spanned;
+use quote::quote;
 
 use super::Items;
 
@@ -12,17 +11,10 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     if super::model::one_teacher(items).is_none() {
         return TokenStream::new();
     }
-    let Items { input, name, output, p, .. } = items;
-    let student_ty = &input.student_ty;
-    let student_model = quote_spanned!(student_ty.span()=> <#student_ty as #p::Model>);
-    let body = items.body(|| {
-        super::model::output_from(
-            items,
-            quote!(self.core.forward_cached(#student_model::as_side(self.student), batch, xs, train)),
-        )
-    });
-    let dry_run_body =
-        items.body(|| quote!(self.core.dry_run_cached(#student_model::as_side(self.student), batch, xs)));
+    let Items { name, output, p, .. } = items;
+    let body =
+        items.body(|| super::model::output_from(items, quote!(self.distillation.forward_cached(xs, batch, train))));
+    let dry_run_body = items.body(|| quote!(self.distillation.dry_run_cached(xs, batch)));
     let allows = items.fallback_allows();
     quote! {
         #[automatically_derived]

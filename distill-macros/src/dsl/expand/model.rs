@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use super::teachers::{model_trait, output_field, per_teacher_methods, teacher_names, teacher_sides};
+use super::teachers::{model_trait, output_field, per_teacher_methods, teacher_names};
 use super::{docs, pair, Items};
 
 pub(super) fn definition(items: &Items) -> TokenStream {
@@ -21,7 +21,7 @@ pub(super) fn definition(items: &Items) -> TokenStream {
         #vis struct #name<'m> {
             student: &'m #student_ty,
             teachers: (#(&'m #tys,)*),
-            core: #p::Core<'m>,
+            distillation: #p::Distillation<'m>,
         }
     }
 }
@@ -56,7 +56,7 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             let (model, name) = (&teacher.model, &teacher.name);
             quote!(#model::as_side(#name))
         });
-        quote!(&[#(#sides),*])
+        quote!(#(#sides),*)
     };
     let new_body = items.body(|| {
         let path = has_adapters
@@ -73,22 +73,22 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             let __distill_student = #student_model::resolver(student, #p::Side::Student);
             #(#resolvers)*
             let __distill_pairs = #pairs;
-            let __distill_core = #p::Core::new(__distill_pairs, &[#(#teacher_of),*], &[#(#texts),*])?;
             // Criteria parameters (a temperature ≤ 0, a negative β…) are errors here, before any step,
             // and so is a pair whose criterion reads an encoding its teacher (a cache) does not store.
-            __distill_core.validate(#new_sides)?;
-            ::core::result::Result::Ok(#name { student, teachers: (#(#names,)*), core: __distill_core })
+            let __distill_distillation = #p::Distillation::from_pairs(
+                #student_model::as_side(student),
+                ::std::vec![#new_sides],
+                &[#(#texts),*],
+                __distill_pairs,
+                &[#(#teacher_of),*],
+            )?;
+            ::core::result::Result::Ok(#name { student, teachers: (#(#names,)*), distillation: __distill_distillation })
         }
     });
-    let sides = teacher_sides(&teachers);
     let live = live_teachers(items);
-    let forward_body = items.body(|| {
-        output_from(
-            items,
-            quote!(self.core.forward(#student_model::as_side(self.student), #sides, student_xs, teacher_xs, train)),
-        )
-    });
-    let dry_run_body = items.body(|| quote!(self.core.dry_run(#student_model::as_side(self.student), #sides, xs)));
+    let forward_body =
+        items.body(|| output_from(items, quote!(self.distillation.forward_t_with(student_xs, teacher_xs, train))));
+    let dry_run_body = items.body(|| quote!(self.distillation.dry_run(xs)));
     let per_teacher = teachers.iter().map(|teacher| per_teacher_methods(items, teacher, several));
     let new_doc = if several {
         format!(
@@ -112,9 +112,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// no-grad); each teacher's own `<name>_grad` sets one.
             pub fn teacher_grad(mut self, grad: bool) -> Self {
                 for __distill_index in 0..#count {
-                    let mut mode = self.core.mode_of(__distill_index);
+                    let mut mode = self.distillation.mode_of(__distill_index);
                     mode.grad = grad;
-                    self.core.set_mode_of(__distill_index, mode);
+                    self.distillation.set_mode_of(__distill_index, mode);
                 }
                 self
             }
@@ -123,9 +123,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// whatever the student's flag); each teacher's own `<name>_train` sets one.
             pub fn teacher_train(mut self, train: bool) -> Self {
                 for __distill_index in 0..#count {
-                    let mut mode = self.core.mode_of(__distill_index);
+                    let mut mode = self.distillation.mode_of(__distill_index);
                     mode.train = train;
-                    self.core.set_mode_of(__distill_index, mode);
+                    self.distillation.set_mode_of(__distill_index, mode);
                 }
                 self
             }
@@ -187,12 +187,12 @@ pub(super) fn balance_methods(items: &Items) -> TokenStream {
         /// forward; a forward of a model with a scheduled pair and no step is an error, never
         /// step 0. Save it with a checkpoint ([`step`](Self::step)) to resume a run exactly.
         pub fn set_step(&mut self, step: u64) {
-            self.core.set_step(step);
+            self.distillation.set_step(step);
         }
 
         /// The training step last set with [`set_step`](Self::set_step), if any.
         pub fn step(&self) -> ::core::option::Option<u64> {
-            self.core.step()
+            self.distillation.step()
         }
 
         /// Rescales every other pair's loss to the magnitude of pair `label`'s (usually the
@@ -204,14 +204,15 @@ pub(super) fn balance_methods(items: &Items) -> TokenStream {
         /// # Errors
         /// `DistillError::InvalidArgument` when no pair has that label.
         pub fn rescale_to(mut self, label: &str) -> ::core::result::Result<Self, #p::DistillError> {
-            self.core.set_rescale_to(::core::option::Option::Some(label))?;
+            self.distillation.set_rescale_to(::core::option::Option::Some(label))?;
             ::core::result::Result::Ok(self)
         }
 
         /// The label of the pair the other pairs are rescaled to ([`rescale_to`](Self::rescale_to)),
         /// if any.
         pub fn rescaled_to(&self) -> ::core::option::Option<&'static str> {
-            self.core.rescale_to()
+            let label = self.distillation.rescale_to()?;
+            Self::LABELS.iter().copied().find(|known| *known == label)
         }
     }
 }
@@ -289,7 +290,13 @@ fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
 
         #[doc = #engine]
         pub fn engine(&self) -> &#p::Engine {
-            self.core.engine()
+            self.distillation.engine()
+        }
+
+        /// The distillation this typed model wraps: the pairs with their criteria and adapters,
+        /// the step, the rescaling and the teachers' modes, as every front end builds them.
+        pub fn distillation(&self) -> &#p::Distillation<'m> {
+            &self.distillation
         }
 
         #[doc = #forward_doc]

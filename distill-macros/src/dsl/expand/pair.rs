@@ -64,10 +64,10 @@ pub(super) fn spec(items: &Items, pair: &Pair, label: &str, teacher: usize) -> T
             let __distill_student_endpoint: #p::Endpoint<'static> = #student_endpoint;
             let __distill_teacher_endpoint: #p::Endpoint<'static> = #teacher_endpoint;
             #p::PairSpec {
-                label: #label,
+                label: ::std::borrow::Cow::Borrowed(#label),
                 student: __distill_student.resolve(&__distill_student_endpoint #student_options)?,
                 teacher: #resolve_teacher,
-                criterion: #criterion,
+                criterion: ::core::option::Option::Some(#criterion),
                 student_adapter: #student_adapter,
                 teacher_adapter: #teacher_adapter,
             }

@@ -55,15 +55,6 @@ pub(super) fn output_field(name: &Ident) -> Ident {
     format_ident!("{}_output", unraw(name), span = name.span())
 }
 
-/// `&[<Big as Model>::as_side(self.teachers.0), …]`: the teachers as the engine runs them.
-pub(super) fn teacher_sides(teachers: &[TeacherNames]) -> TokenStream {
-    let sides = teachers.iter().map(|teacher| {
-        let (model, index) = (&teacher.model, &teacher.index);
-        quote!(#model::as_side(self.teachers.#index))
-    });
-    quote!(&[#(#sides),*])
-}
-
 /// `big()`, `big_grad(bool)`, `big_train(bool)`, `big_mode()` for the teacher named `big`.
 /// For the one teacher (`several` false) these are `teacher()`, `teacher_grad`, `teacher_train` and
 /// `teacher_mode`.
@@ -84,23 +75,23 @@ pub(super) fn per_teacher_methods(items: &Items, teacher: &TeacherNames, several
 
         #[doc = #grad_doc]
         pub fn #grad(mut self, grad: bool) -> Self {
-            let mut mode = self.core.mode_of(#index);
+            let mut mode = self.distillation.mode_of(#index);
             mode.grad = grad;
-            self.core.set_mode_of(#index, mode);
+            self.distillation.set_mode_of(#index, mode);
             self
         }
 
         #[doc = #train_doc]
         pub fn #train(mut self, train: bool) -> Self {
-            let mut mode = self.core.mode_of(#index);
+            let mut mode = self.distillation.mode_of(#index);
             mode.train = train;
-            self.core.set_mode_of(#index, mode);
+            self.distillation.set_mode_of(#index, mode);
             self
         }
 
         #[doc = #mode_doc]
         pub fn #mode(&self) -> #p::TeacherMode {
-            self.core.mode_of(#index)
+            self.distillation.mode_of(#index)
         }
     }
 }

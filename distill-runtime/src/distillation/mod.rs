@@ -1,0 +1,203 @@
+//! [`Distillation`]: the one type that runs a distillation, whichever way it was declared.
+//!
+//! A distillation is a student, its teachers (one teacher is a list of one) and pairs of endpoints,
+//! each with a criterion (weighted, or following a schedule) and optional adapters. Three front
+//! ends build it:
+//!
+//! - `distill! { … }` checks the pairs at compile time and wraps the distillation in a typed model
+//!   whose output has one named field per pair;
+//! - [`Distillation::from_mapping`] takes a dynamic [`Mapping`](crate::Mapping) whose payloads are
+//!   criteria (ENOT's API, with endpoints given by reference, slot or name);
+//! - [`Config::distillation`](crate::config::Config::distillation) reads the pairs, criteria,
+//!   weights and adapters from a TOML file.
+//!
+//! Whichever built it, the distillation owns the step, the rescaling, each teacher's mode, the dry
+//! run and the forward, from teachers that run ([`forward_t`](Distillation::forward_t)) or from a
+//! batch of a teacher cache ([`forward_cached`](Distillation::forward_cached)). Its forward gives a
+//! [`DistillationOutput`]: every pair's tensors after their adapters, and the weighted losses.
+
+mod output;
+mod pair;
+mod run;
+
+pub use output::{DistillationOutput, Losses};
+#[doc(hidden)]
+pub use pair::PairSpec;
+
+use std::fmt;
+
+use crate::criterion::Criterion;
+use crate::engine::{Engine, TeacherMode};
+use crate::error::{DistillError, Result};
+use crate::side::SideModel;
+
+/// A distillation: a student, its teachers and the pairs between them, with everything a training
+/// step needs — each pair's criterion, weight or schedule and adapters, the step, the rescaling of
+/// the terms and how each teacher runs. See the [module documentation](self) for the three ways to
+/// build one.
+pub struct Distillation<'m> {
+    student: &'m dyn SideModel,
+    /// The teachers in declaration order (one teacher is a list of one); a teacher cache stands for
+    /// the teacher of a distillation read from its batches.
+    teachers: Vec<&'m dyn SideModel>,
+    pairs: Vec<PairSpec<'m>>,
+    engine: Engine,
+    /// The training step, for pairs whose weight follows a schedule.
+    step: Option<u64>,
+    /// The index of the pair every other pair's loss is rescaled to.
+    rescale_to: Option<usize>,
+}
+
+impl<'m> Distillation<'m> {
+    /// A distillation of `student` from `teachers` (declaration order, named `names`) over `pairs`
+    /// (already resolved): pair `i` takes its teacher tensor from teacher `pair_teacher[i]`. Every
+    /// teacher runs as `TeacherMode::default()`. Checks every pair's criterion parameters, and that
+    /// each pair's teacher gives its endpoint in the form the criterion reads.
+    #[doc(hidden)]
+    pub fn from_pairs(
+        student: &'m dyn SideModel,
+        teachers: Vec<&'m dyn SideModel>,
+        names: &[&str],
+        pairs: Vec<PairSpec<'m>>,
+        pair_teacher: &[usize],
+    ) -> Result<Self> {
+        let (student_endpoints, teacher_endpoints) =
+            pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
+        let names = names.iter().map(|name| (*name).to_owned()).collect();
+        let engine = Engine::with_teachers(student_endpoints, teacher_endpoints, pair_teacher.to_vec(), names)?;
+        if engine.teacher_count() != teachers.len() {
+            return Err(DistillError::InvalidArgument(format!(
+                "{} teacher name(s) and {} teacher model(s): one name per teacher",
+                engine.teacher_count(),
+                teachers.len()
+            )));
+        }
+        let distillation = Distillation::with_engine(student, teachers, engine, pairs);
+        distillation.validate()?;
+        Ok(distillation)
+    }
+
+    /// A distillation over `pairs` captured by `engine` (built from the same pairs), unchecked:
+    /// for pairs without criteria, whose payloads are the user's.
+    pub(crate) fn with_engine(
+        student: &'m dyn SideModel,
+        teachers: Vec<&'m dyn SideModel>,
+        engine: Engine,
+        pairs: Vec<PairSpec<'m>>,
+    ) -> Self {
+        Distillation { student, teachers, pairs, engine, step: None, rescale_to: None }
+    }
+
+    /// The labels of the pairs, in declaration order.
+    pub fn labels(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.pairs.iter().map(|pair| &*pair.label)
+    }
+
+    /// The criterion of the pair labelled `label`, with its weight or schedule.
+    pub fn criterion(&self, label: &str) -> Option<&(dyn Criterion + 'm)> {
+        self.pairs.iter().find(|pair| pair.label == label)?.criterion.as_deref()
+    }
+
+    /// The training step the scheduled weights are read at, if one was set.
+    pub fn step(&self) -> Option<u64> {
+        self.step
+    }
+
+    /// Sets the training step (the optimizer step count, from 0) at which the pairs' scheduled
+    /// weights are read. Set it before every step's forward: a forward with a scheduled pair and no
+    /// step is an error ([`DistillError::MissingStep`]), never step 0.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = Some(step);
+    }
+
+    /// The label of the pair every other pair's loss is rescaled to, if any.
+    pub fn rescale_to(&self) -> Option<&str> {
+        self.rescale_to.map(|index| &*self.pairs[index].label)
+    }
+
+    /// Rescales every other pair's loss to the magnitude of pair `label`'s (usually the logits term)
+    /// in the output's losses: each such term's unweighted loss is multiplied by
+    /// `|reference| / |own|`, both detached, then by its weight. `None`: no rescaling.
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidArgument`] when no pair has that label, listing the labels.
+    pub fn set_rescale_to(&mut self, label: Option<&str>) -> Result<()> {
+        self.rescale_to = match label {
+            None => None,
+            Some(label) => Some(self.pairs.iter().position(|pair| pair.label == label).ok_or_else(|| {
+                let labels: Vec<&str> = self.labels().collect();
+                DistillError::InvalidArgument(format!(
+                    "cannot rescale the terms to `{label}`: no pair has that label; the labels are {}",
+                    labels.join(", ")
+                ))
+            })?),
+        };
+        Ok(())
+    }
+
+    /// The capture engine: the resolved endpoints of every side, in pair order, and each teacher's
+    /// mode.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// How many teachers the distillation has (one teacher is a list of one).
+    pub fn teacher_count(&self) -> usize {
+        self.engine.teacher_count()
+    }
+
+    /// How teacher `teacher` (its index in declaration order) runs; the default mode (no gradient,
+    /// evaluation) for an index past the last teacher.
+    pub fn mode_of(&self, teacher: usize) -> TeacherMode {
+        self.engine.mode_of(teacher).unwrap_or_default()
+    }
+
+    /// Sets how teacher `teacher` (its index in declaration order) runs; `false` when there is no
+    /// such teacher.
+    pub fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) -> bool {
+        self.engine.set_mode_of(teacher, mode)
+    }
+
+    /// Sets how every teacher runs.
+    pub fn set_mode(&mut self, mode: TeacherMode) {
+        self.engine.set_mode(mode);
+    }
+
+    /// The index of the teacher named `name` (`"teacher"` for the one teacher of most
+    /// distillations).
+    ///
+    /// # Errors
+    /// [`DistillError::UnknownTeacher`], with the closest name.
+    pub fn teacher_index(&self, name: &str) -> Result<usize> {
+        self.engine.teacher_index(name)
+    }
+
+    /// Checks every pair's criterion parameters, naming the pair of the first that is invalid, and
+    /// that each pair's teacher gives its endpoint in the form the pair's criterion reads
+    /// ([`SideModel::check_encoding`]: a cache declared as the teacher stores a distribution in one
+    /// encoding).
+    fn validate(&self) -> Result<()> {
+        for spec in &self.pairs {
+            if let Some(criterion) = &spec.criterion {
+                criterion
+                    .validate()
+                    .map_err(|reason| DistillError::InvalidCriterion { pair: spec.label.to_string(), reason })?;
+            }
+        }
+        self.check_encodings(|index| self.teachers.get(self.engine.teacher_of(index).unwrap_or(0)).copied())
+    }
+}
+
+impl fmt::Debug for Distillation<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let modes: Vec<_> = (0..self.engine.teacher_count())
+            .filter_map(|index| Some((self.engine.teacher_name(index)?, self.engine.mode_of(index)?)))
+            .collect();
+        f.debug_struct("Distillation")
+            .field("pairs", &self.pairs)
+            .field("teachers", &modes)
+            .field("step", &self.step)
+            .field("rescale_to", &self.rescale_to())
+            .finish()
+    }
+}

@@ -1,0 +1,206 @@
+//! The forward and the dry run of a [`Distillation`], from teachers that run or from a batch of a
+//! teacher cache.
+
+use tch::Tensor;
+
+use super::{Distillation, DistillationOutput};
+use crate::cache::TeacherBatch;
+use crate::criterion::{check_pair, TeacherEncoding};
+use crate::dry_run::DryRun;
+use crate::dsl::Pair;
+use crate::engine::Captures;
+use crate::error::{DistillError, Result};
+use crate::point::Side;
+use crate::side::SideModel;
+
+impl Distillation<'_> {
+    /// Runs each teacher on `xs` (as its mode says), then the student with `train`, and returns
+    /// every pair after its adapters, checked against its criterion, with the models' outputs.
+    ///
+    /// # Errors
+    /// A module that did not run or ran more than once, a captured tensor modified in place, a pair
+    /// whose shapes its criterion does not accept, a scheduled pair without a step
+    /// ([`DistillError::MissingStep`]); with several teachers, a teacher's problem names the teacher.
+    /// A distillation whose teacher is a cache does not run it: read its batches with
+    /// [`forward_cached`](Self::forward_cached).
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<DistillationOutput<'_>> {
+        self.forward_t_with(xs, xs, train)
+    }
+
+    /// As [`forward_t`](Self::forward_t), with a separate input for the teachers (another
+    /// resolution or augmentation; every teacher gets `teacher_xs`).
+    pub fn forward_t_with(
+        &self,
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<DistillationOutput<'_>> {
+        self.check_live_encodings()?;
+        self.forward_from(&self.teachers, student_xs, teacher_xs, train)
+    }
+
+    /// Runs the student (with `train`) on what `batch` makes of `xs`
+    /// ([`TeacherBatch::student_input`]: an image cache's batch applies each sample's stored
+    /// augmentation view; a token cache's batch takes the token ids as they are) and reads the
+    /// teacher's side of every pair from `batch` instead of running the teacher. Each pair's
+    /// criterion must read its teacher endpoint as stored. A batch of sequences gives the pairs that
+    /// read its distribution the token mask as labels ([`TeacherBatch::token_labels`]), and narrows
+    /// the pairs on its stored hidden states to the valid tokens
+    /// ([`TeacherBatch::select_tokens`]).
+    ///
+    /// # Errors
+    /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store, in another
+    /// encoding than the pair's criterion reads, or inputs of another shape than the cache's; what
+    /// [`forward_t`](Self::forward_t) fails with. A cache holds one teacher's side: a distillation
+    /// from several teachers has no cached forward.
+    pub fn forward_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch, train: bool) -> Result<DistillationOutput<'_>> {
+        self.check_encodings(|_| Some(batch as &dyn SideModel))?;
+        let xs = batch.student_input(xs)?;
+        let mut output = self.forward_from(&[batch as &dyn SideModel], &xs, &xs, train)?;
+        let labels = batch.token_labels()?;
+        let pairs = output.pairs.iter_mut().zip(&self.pairs).zip(self.engine.teacher_endpoints());
+        for ((pair, spec), endpoint) in pairs {
+            pair.student = batch.select_tokens(endpoint, &pair.student)?;
+            pair.teacher = batch.select_tokens(endpoint, &pair.teacher)?;
+            // The token mask reaches the criteria that read an encoded distribution as their labels;
+            // a hidden state's pair was narrowed to the valid tokens instead.
+            let encoded = spec.criterion.as_ref().is_some_and(|c| c.teacher_encoding() != TeacherEncoding::Plain);
+            if let (Some(labels), true) = (&labels, encoded) {
+                pair.set_targets(labels);
+            }
+        }
+        Ok(output)
+    }
+
+    /// Runs every model once on a sample batch `xs` — in evaluation mode, without gradient, so that
+    /// no running statistic moves — fits the fitted adapters to the pairs' tensors, and checks every
+    /// pair against its criterion. Every problem is reported at once, each naming its pair and, for a
+    /// width mismatch, the adapters that would fit. Call it before building the optimizer (and
+    /// before loading a checkpoint) when the distillation has fitted adapters, so that their
+    /// variables exist.
+    ///
+    /// # Errors
+    /// [`DistillError::DryRun`] listing each pair that does not fit; what a forward fails with.
+    pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun> {
+        self.check_live_encodings()?;
+        let _no_grad = tch::no_grad_guard();
+        self.dry_run_from(&self.teachers, xs)
+    }
+
+    /// As [`dry_run`](Self::dry_run), with the teacher's side read from `batch` (a batch of a
+    /// teacher cache; the student runs on [`TeacherBatch::student_input`]): a distillation over a
+    /// cache fits its adapters and checks its criteria with the teacher never loaded.
+    ///
+    /// # Errors
+    /// What [`dry_run`](Self::dry_run) and [`forward_cached`](Self::forward_cached) fail with.
+    pub fn dry_run_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch) -> Result<DryRun> {
+        self.check_encodings(|_| Some(batch as &dyn SideModel))?;
+        let _no_grad = tch::no_grad_guard();
+        let xs = batch.student_input(xs)?;
+        self.dry_run_from(&[batch as &dyn SideModel], &xs)
+    }
+
+    /// Runs the engine with `teachers` as the teacher sides (the distillation's own, or one cached
+    /// batch) and returns what every endpoint captured, before any adapter: what a `Mapping`'s
+    /// forward hands to its payloads.
+    pub(crate) fn capture(
+        &self,
+        teachers: Option<&dyn TeacherBatch>,
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<Captures> {
+        match teachers {
+            None => self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train),
+            Some(batch) => {
+                let xs = batch.student_input(student_xs)?;
+                self.engine.run(self.student, &[batch as &dyn SideModel], &xs, &xs, train)
+            }
+        }
+    }
+
+    /// Each pair's teacher, `teacher_of(pair index)`, gives the pair's endpoint as its criterion
+    /// reads it.
+    pub(super) fn check_encodings<'s>(&self, teacher_of: impl Fn(usize) -> Option<&'s dyn SideModel>) -> Result<()> {
+        for (index, (spec, endpoint)) in self.pairs.iter().zip(self.engine.teacher_endpoints()).enumerate() {
+            if let (Some(teacher), Some(criterion)) = (teacher_of(index), &spec.criterion) {
+                teacher.check_encoding(&spec.label, endpoint, criterion.teacher_encoding())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Teachers that run give their tensors as they are: a pair whose criterion reads an encoded
+    /// form (top-k, sampled) and whose teacher tensor no adapter encodes would read raw logits as
+    /// if they were packed, which some shapes do not reveal. Such a pair reads its teacher from a
+    /// cache.
+    fn check_live_encodings(&self) -> Result<()> {
+        for spec in &self.pairs {
+            let reads = spec.criterion.as_ref().map_or(TeacherEncoding::Plain, |c| c.teacher_encoding());
+            if reads != TeacherEncoding::Plain && spec.teacher_adapter.is_none() {
+                return Err(DistillError::InvalidCriterion {
+                    pair: spec.label.to_string(),
+                    reason: format!(
+                        "it reads {reads}, and a teacher that runs gives its tensors as they are: read the teacher \
+                         from a cache that stores that encoding (`forward_cached`), or encode the teacher's tensor in \
+                         a teacher adapter"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The forward with `teachers` as they are (runs or a cached batch): the engine's captures
+    /// through the adapters, each pair checked against its criterion, with the step and the
+    /// rescaling. A pair whose weight follows a schedule is an error before anything runs when no
+    /// step was set.
+    fn forward_from(
+        &self,
+        teachers: &[&dyn SideModel],
+        student_xs: &Tensor,
+        teacher_xs: &Tensor,
+        train: bool,
+    ) -> Result<DistillationOutput<'_>> {
+        if self.step.is_none() {
+            let scheduled = self.pairs.iter().find(|spec| spec.criterion.as_ref().is_some_and(|c| c.is_scheduled()));
+            if let Some(spec) = scheduled {
+                return Err(DistillError::MissingStep { pair: spec.label.to_string() });
+            }
+        }
+        let captures = self.engine.run(self.student, teachers, student_xs, teacher_xs, train)?;
+        let pairs = self
+            .pairs
+            .iter()
+            .zip(captures.student.into_iter().zip(captures.teacher))
+            .enumerate()
+            .map(|(index, (spec, (s, t)))| {
+                let criterion = spec.criterion.as_deref().ok_or_else(|| DistillError::InvalidCriterion {
+                    pair: spec.label.to_string(),
+                    reason: "the pair has no criterion: its payload is the user's (read it with `DistillModel`)"
+                        .to_owned(),
+                })?;
+                let student = spec.adapt(s.joined()?, Side::Student, train)?;
+                let teacher = spec.adapt(t.joined()?, Side::Teacher, train)?;
+                check_pair(criterion, &spec.label, &student.size(), &teacher.size())?;
+                let rescaled_to = self.rescale_to.filter(|&reference| reference != index);
+                Ok(Pair::new(student, teacher, &spec.label, criterion).with_balance(self.step, rescaled_to))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // A teacher without pairs does not run when there are several; its output is undefined.
+        let teacher_outputs =
+            captures.teacher_outputs.into_iter().map(|output| output.unwrap_or_else(Tensor::new)).collect();
+        Ok(DistillationOutput { student_output: captures.student_output, teacher_outputs, pairs })
+    }
+
+    fn dry_run_from(&self, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
+        let captures = self.engine.run(self.student, teachers, xs, xs, false)?;
+        let pairs = self
+            .pairs
+            .iter()
+            .zip(captures.student.into_iter().zip(captures.teacher))
+            .map(|(spec, (s, t))| Ok(spec.dry_run(s.joined()?, t.joined()?)))
+            .collect::<Result<Vec<_>>>()?;
+        DryRun::from_pairs(pairs)
+    }
+}

@@ -1,0 +1,132 @@
+//! One runtime under three front ends: the same distillation declared with `distill!`, with a
+//! `Mapping` of criteria and in a configuration file is one `Distillation`, giving the same pairs
+//! and the same losses; a tch module of one's own is an adapter through `ModuleAdapter`.
+
+#[path = "../examples/fashion_mnist/model.rs"]
+#[allow(dead_code)]
+mod model;
+#[path = "../examples/fashion_mnist/prune.rs"]
+mod prune;
+
+use distill::adapter::{Adapter, ModuleAdapter};
+use distill::config::Config;
+use distill::nn::VarStore;
+use distill::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+use model::{Net, WIDTHS};
+
+distill! {
+    struct Logits for Net => Net {
+        kd: student => teacher with KlDiv::new(4.0) * 0.5;
+        pooled: student.classifier => fitted_linear_adapter(teacher.classifier) with Mse, input;
+    }
+}
+
+/// A random teacher with the example's widths and its pruned student (25% of the filters).
+fn models(seed: i64) -> (VarStore, Net, VarStore, Net) {
+    tch::manual_seed(seed);
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
+    let student_vs = VarStore::new(Device::Cpu);
+    let student = prune::prune_net(&teacher, &student_vs.root(), 0.25).unwrap();
+    (teacher_vs, teacher, student_vs, student)
+}
+
+fn batch() -> Tensor {
+    tch::manual_seed(11);
+    Tensor::randn([6, 1, 28, 28], (Kind::Float, Device::Cpu))
+}
+
+fn bits(tensor: &Tensor) -> u64 {
+    tensor.double_value(&[]).to_bits()
+}
+
+#[test]
+fn the_three_front_ends_build_one_runtime_with_the_same_losses() {
+    let (_tvs, teacher, _svs, student) = models(1);
+    let xs = batch();
+
+    // `distill!`: a typed view over a `Distillation`.
+    let dsl_vs = VarStore::new(Device::Cpu);
+    let dsl = Logits::new(dsl_vs.root() / "kd", &student, &teacher).unwrap();
+    assert_eq!(dsl.distillation().labels().collect::<Vec<_>>(), ["kd", "pooled"]);
+
+    // A configuration file of the same pairs, with the adapter under the same path.
+    let text = "[[pair]]\nname = \"kd\"\nstudent = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temperature = 4.0 }\nweight = 0.5\n\
+                [[pair]]\nname = \"pooled\"\nstudent = \"classifier\"\nteacher = \"classifier\"\nstudent_input = true\nteacher_input = true\nteacher_adapter = \"fitted_linear_adapter\"\ncriterion = \"Mse\"\n";
+    let config = Config::parse(text, "kd.toml").unwrap();
+    let file_vs = VarStore::new(Device::Cpu);
+    let from_file = config.distill(&(file_vs.root() / "kd"), &student, &teacher).unwrap();
+
+    // One dry run with one meaning: it fits the adapters and reports the pairs' shapes after them,
+    // from every front end.
+    let dsl_report = dsl.dry_run(&xs).unwrap();
+    let file_report = from_file.dry_run(&xs).unwrap();
+    assert_eq!(dsl_report, file_report);
+    assert_eq!(file_report.pairs[1].teacher_raw, [6, 256]);
+    assert_eq!(file_report.pairs[1].teacher, [6, 64]);
+    // The fitted adapters start random: give the file's the `distill!` one's values.
+    for name in ["kd.pooled.weight", "kd.pooled.bias"] {
+        file_vs.variables()[name].shallow_clone().set_data(&dsl_vs.variables()[name]);
+    }
+
+    // Evaluation mode: both forwards see the same running statistics.
+    let dsl_out = dsl.forward_t(&xs, false).unwrap();
+    let file_out = from_file.forward_t(&xs, false).unwrap();
+    let dsl_losses = dsl_out.f_losses().unwrap();
+    let file_losses = file_out.f_losses().unwrap();
+    for (label, expected) in dsl_losses.iter() {
+        let got = file_losses.get(label).unwrap();
+        assert_eq!(bits(got), bits(expected), "{label}");
+    }
+    assert_eq!(bits(&file_out.f_loss().unwrap()), bits(&dsl_out.f_loss().unwrap()));
+    assert!(file_out.student_output.equal(&dsl_out.student_output));
+
+    // A `Mapping` whose payloads are criteria (no adapters: the logits pair alone).
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("", "", KlDiv::new(4.0) * 0.5).unwrap();
+    let dynamic = Distillation::from_mapping(&student, mapping).unwrap();
+    assert_eq!(dynamic.labels().collect::<Vec<_>>(), ["(output) => (output)"]);
+    let out = dynamic.forward_t(&xs, false).unwrap();
+    assert_eq!(bits(&out.f_loss().unwrap()), bits(&dsl_losses.kd));
+}
+
+#[test]
+fn a_mapping_of_criteria_for_other_models_is_refused() {
+    let (_tvs, teacher, _svs, student) = models(2);
+    let (_ovs, other, _osvs, _) = models(3);
+    let mut mapping = Mapping::new(&other, &teacher);
+    mapping.add("", "", Mse).unwrap();
+    let err = Distillation::from_mapping(&student, mapping).unwrap_err();
+    assert!(matches!(err, DistillError::ModelMismatch), "{err:?}");
+}
+
+/// An adapter constructor of one's own, returning a tch layer in a `ModuleAdapter`.
+fn my_linear(
+    path: nn::Path,
+    _teacher: &nn::Linear,
+    _student: &nn::Linear,
+) -> Result<ModuleAdapter<tch::nn::Linear>, DistillError> {
+    Ok(ModuleAdapter(tch::nn::linear(path, 10, 10, Default::default())))
+}
+
+distill! {
+    struct Own for Net => Net {
+        logits: student.classifier => my_linear(teacher.classifier) with Mse;
+    }
+}
+
+#[test]
+fn a_tch_module_is_an_adapter_in_a_module_adapter() {
+    let (_tvs, teacher, _svs, student) = models(4);
+    let vs = VarStore::new(Device::Cpu);
+    let own = Own::new(vs.root() / "own", &student, &teacher).unwrap();
+    let xs = batch();
+    let out = own.forward_t(&xs, false).unwrap();
+    let adapter = ModuleAdapter(tch::nn::linear(vs.root() / "check", 10, 10, Default::default()));
+    adapter.0.ws.shallow_clone().set_data(&vs.variables()["own.logits.weight"]);
+    adapter.0.bs.as_ref().unwrap().shallow_clone().set_data(&vs.variables()["own.logits.bias"]);
+    let expected = adapter.f_adapt(&teacher.forward_t(&xs, false), false).unwrap();
+    assert!(out.logits.teacher.equal(&expected));
+}
