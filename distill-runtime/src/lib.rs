@@ -57,6 +57,7 @@ mod captured;
 mod resolver;
 mod rng;
 mod suggest;
+mod teacher_batch;
 
 #[doc(hidden)]
 #[path = "private/mod.rs"]

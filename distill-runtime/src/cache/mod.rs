@@ -88,10 +88,10 @@ mod mapped;
 mod mismatch;
 mod prefetch;
 mod reader;
-mod teacher_batch;
 mod token;
 mod writer;
 
+pub use crate::teacher_batch::TeacherBatch;
 pub use augment::Augment;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
@@ -101,7 +101,6 @@ pub use manifest::{
 pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;
-pub use teacher_batch::TeacherBatch;
 pub use token::{
     CachedTokens, IdWidth, StoredHidden, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TokenManifest,
     TokenShardWriter, TokenTeacher, TokenWriteReport, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,

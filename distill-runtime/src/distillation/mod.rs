@@ -16,6 +16,7 @@
 //! batch of a teacher cache ([`forward_cached`](Distillation::forward_cached)). Its forward gives a
 //! [`DistillationOutput`]: every pair's tensors after their adapters, and the weighted losses.
 
+pub(crate) mod losses;
 mod output;
 mod pair;
 mod run;

@@ -4,7 +4,6 @@
 use tch::Tensor;
 
 use super::{Distillation, DistillationOutput};
-use crate::cache::TeacherBatch;
 use crate::criterion::{check_pair, TeacherEncoding};
 use crate::dry_run::DryRun;
 use crate::dsl::Pair;
@@ -12,6 +11,7 @@ use crate::engine::Captures;
 use crate::error::{DistillError, Result};
 use crate::point::Side;
 use crate::side::SideModel;
+use crate::teacher_batch::TeacherBatch;
 
 impl Distillation<'_> {
     /// Runs each teacher on `xs` (as its mode says), then the student with `train`, and returns

@@ -6,13 +6,13 @@ use std::marker::PhantomData;
 use tch::Tensor;
 
 use super::{DistillOutput, MappedPair, Mapping};
-use crate::cache::TeacherBatch;
 use crate::criterion::Criterion;
 use crate::distillation::{Distillation, PairSpec};
 use crate::dry_run::DryRun;
 use crate::engine::{Engine, TeacherMode};
 use crate::error::{DistillError, Result};
 use crate::side::{LiveTeacher, SideModel};
+use crate::teacher_batch::TeacherBatch;
 
 /// Glues `student` and `teacher` into a distillation model that captures the pairs of `mapping`.
 ///

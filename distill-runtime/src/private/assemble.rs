@@ -7,6 +7,7 @@ use tch::Tensor;
 use crate::distillation::PairSpec;
 use crate::dsl::Pair;
 use crate::error::{DistillError, Result};
+use crate::schedule::LossTerm;
 
 /// Builds every pair of a `distill!`'s `new()` in declaration order, each with its own function:
 /// the generated code hands one closure per pair, so that no function of it grows with the number
@@ -27,4 +28,15 @@ pub fn into_outputs<const N: usize>(outputs: Vec<Tensor>) -> Result<[Tensor; N]>
     outputs
         .try_into()
         .map_err(|_| DistillError::InvalidArgument(format!("expected {N} teacher outputs, the engine gave {len}")))
+}
+
+/// The weighted values of `terms`, as an array of the generated losses' arity.
+///
+/// # Errors
+/// [`DistillError::InvalidArgument`] when there are not `N` terms (the generated code asks for as
+/// many as it has pairs).
+pub fn weighted_array<const N: usize>(terms: &[LossTerm]) -> Result<[Tensor; N]> {
+    let weighted: Vec<Tensor> = terms.iter().map(|term| term.weighted.shallow_clone()).collect();
+    let len = weighted.len();
+    weighted.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} loss terms, got {len}")))
 }

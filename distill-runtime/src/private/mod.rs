@@ -6,7 +6,6 @@
 
 mod assemble;
 mod bounds;
-mod losses;
 mod message;
 mod path_check;
 mod teachers;
@@ -19,15 +18,15 @@ pub mod capture {
     pub use crate::capture::*;
 }
 
-pub use self::assemble::{build_pairs, into_array, into_outputs};
+pub use self::assemble::{build_pairs, into_array, into_outputs, weighted_array};
 pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
-pub use self::losses::{f_loss_terms, total, weighted_array, write_losses, write_terms};
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::resolve_in;
 pub use crate::adapter::StringPath;
 pub use crate::cache::{CachedBatch, TeacherBatch};
+pub use crate::distillation::losses::{f_loss_terms, total, write_terms};
 pub use crate::distillation::{Distillation, PairSpec};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;

@@ -11,8 +11,8 @@ use crate::side::SideModel;
 /// A batch read from a teacher cache that takes the teacher's place in a forward: the stored
 /// tensors of its endpoints ([`SideModel`]), what the student runs on, and which tokens count.
 ///
-/// Implemented by [`CachedBatch`](super::CachedBatch) (an image cache's batch at one augmentation
-/// view) and [`CachedTokens`](super::CachedTokens) (a token cache's batch of sequences); the
+/// Implemented by [`CachedBatch`](crate::cache::CachedBatch) (an image cache's batch at one augmentation
+/// view) and [`CachedTokens`](crate::cache::CachedTokens) (a token cache's batch of sequences); the
 /// `forward_cached` and `dry_run_cached` of every front end take either.
 pub trait TeacherBatch: SideModel {
     /// What the student runs on, from the batch's inputs `xs`: an image batch applies each sample's

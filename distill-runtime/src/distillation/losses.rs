@@ -1,11 +1,13 @@
-//! What the generated `…Losses` struct calls: the terms, their sum and their `Display`.
+//! The loss terms of a forward's pairs — each pair's unweighted loss, weight at its step and
+//! rescaling — their sum and their `Display`: what [`DistillationOutput`](super::DistillationOutput)
+//! and a `distill!` output's `…Losses` compute with.
 
 use std::fmt;
 
 use tch::Tensor;
 
 use crate::dsl::Pair;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::schedule::{rescale_factor, LossTerm};
 
 /// The sum of `losses` (the first one alone if there is one; a scalar zero if there are none).
@@ -43,17 +45,6 @@ pub fn f_loss_terms(pairs: &[&Pair<'_>]) -> Result<Vec<LossTerm>> {
         .collect()
 }
 
-/// The weighted values of `terms`, as an array of the generated losses' arity.
-///
-/// # Errors
-/// [`DistillError::InvalidArgument`] when there are not `N` terms (the generated code asks for as
-/// many as it has pairs).
-pub fn weighted_array<const N: usize>(terms: &[LossTerm]) -> Result<[Tensor; N]> {
-    let weighted: Vec<Tensor> = terms.iter().map(|term| term.weighted.shallow_clone()).collect();
-    let len = weighted.len();
-    weighted.try_into().map_err(|_| DistillError::InvalidArgument(format!("expected {N} loss terms, got {len}")))
-}
-
 /// Decimal places of a loss in `Display`: enough to see a term move between steps in a log.
 const DISPLAY_DECIMALS: usize = 4;
 
@@ -77,18 +68,6 @@ pub fn write_terms(f: &mut fmt::Formatter<'_>, terms: &[(&str, &LossTerm)]) -> f
             }
             f.write_str(")")?;
         }
-    }
-    Ok(())
-}
-
-/// Writes named scalar losses as `f0=0.1234 f1=0.4000` (a non-scalar as its shape).
-pub fn write_losses(f: &mut fmt::Formatter<'_>, losses: &[(&str, &Tensor)]) -> fmt::Result {
-    for (i, (name, loss)) in losses.iter().enumerate() {
-        if i > 0 {
-            f.write_str(" ")?;
-        }
-        write!(f, "{name}=")?;
-        write_value(f, loss)?;
     }
     Ok(())
 }
