@@ -278,10 +278,7 @@ impl Config {
         teacher: &'m T,
     ) -> Result<Distillation<'m>> {
         let mapping = self.mapping(path, student, teacher)?;
-        let mut distillation = mapping.into_distillation(student, |pair, spec| {
-            pair.into_spec(spec);
-            Ok(())
-        })?;
+        let mut distillation = mapping.into_distillation(student, ConfiguredPair::into_spec)?;
         distillation.set_mode(self.teacher);
         Ok(distillation)
     }

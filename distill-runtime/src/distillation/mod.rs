@@ -8,7 +8,7 @@
 //!   whose output has one named field per pair;
 //! - [`Distillation::from_mapping`] takes a dynamic [`Mapping`](crate::Mapping) whose payloads are
 //!   criteria (ENOT's API, with endpoints given by reference, slot or name);
-//! - [`Config::distillation`](crate::config::Config::distillation) reads the pairs, criteria,
+//! - [`Config::distill`](crate::config::Config::distill) reads the pairs, criteria,
 //!   weights and adapters from a TOML file.
 //!
 //! Whichever built it, the distillation owns the step, the rescaling, each teacher's mode, the dry

@@ -59,10 +59,7 @@ impl<'m> Distillation<'m> {
     /// invalid; [`DistillError::CacheMismatch`] for a pair whose criterion reads an encoding its
     /// teacher (a cache) does not store.
     pub fn from_mapping<S: SideModel, C: Criterion + 'm>(student: &'m S, mapping: Mapping<'m, C>) -> Result<Self> {
-        mapping.into_distillation(student, |criterion, spec| {
-            spec.criterion = Some(Box::new(criterion));
-            Ok(())
-        })
+        mapping.into_distillation(student, |criterion, spec| spec.criterion = Some(Box::new(criterion)))
     }
 }
 
@@ -73,11 +70,11 @@ impl<'m, P> Mapping<'m, P> {
     ///
     /// # Errors
     /// [`DistillError::ModelMismatch`] when `student` is not the model the mapping was built for;
-    /// the first error of `build`; what [`Distillation`]'s checks of the criteria find.
+    /// what [`Distillation`]'s checks of the criteria find.
     pub(crate) fn into_distillation<S: SideModel>(
         self,
         student: &'m S,
-        mut build: impl FnMut(P, &mut PairSpec<'m>) -> Result<()>,
+        mut build: impl FnMut(P, &mut PairSpec<'m>),
     ) -> Result<Distillation<'m>> {
         if !self.student.is_for(student) {
             return Err(DistillError::ModelMismatch);
@@ -87,7 +84,7 @@ impl<'m, P> Mapping<'m, P> {
         let names: Vec<&str> = self.teacher_names.iter().map(String::as_str).collect();
         let teachers = self.teacher_models();
         for (spec, pair) in specs.iter_mut().zip(self.pairs) {
-            build(pair.payload, spec)?;
+            build(pair.payload, spec);
         }
         Distillation::from_pairs(student, teachers, &names, specs, &pair_teacher)
     }

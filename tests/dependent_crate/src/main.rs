@@ -1,5 +1,6 @@
-//! A user's first crate: a small model, a `distill!` declaration, a dynamic `Mapping`, one training
-//! step. Exits non-zero (with the error) when anything is off.
+//! A user's first crate: a small model, a `distill!` declaration, a dynamic `Mapping`, the same
+//! pairs as a `Distillation` built from a `Mapping` of criteria, one training step. Exits non-zero
+//! (with the error) when anything is off.
 use distill::prelude::*;
 use tch::nn::{Module, ModuleT, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -54,5 +55,16 @@ fn main() -> Result<(), DistillError> {
         }
     }
     println!("Mapping: {} pairs, student output {:?}", output.len(), output.student_output.size());
+
+    // The same pairs with criteria as payloads: the runtime `distill!` runs, with the same losses.
+    let mut criteria: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
+    criteria.add(student.body.slot(1), teacher.body.slot(1), Box::new(Mse))?;
+    criteria.add("", "", Box::new(KlDiv::new(4.0)))?;
+    let dynamic = Distillation::from_mapping(&student, criteria)?;
+    let (typed, untyped) = (kd.forward_t(&xs, false)?.f_loss()?, dynamic.forward_t(&xs, false)?.f_loss()?);
+    if typed.double_value(&[]) != untyped.double_value(&[]) {
+        return Err(DistillError::InvalidArgument(format!("distill! loss {typed} vs Distillation loss {untyped}")));
+    }
+    println!("Distillation::from_mapping: {}", dynamic.forward_t(&xs, false)?.f_losses()?);
     Ok(())
 }
