@@ -252,6 +252,9 @@ pub enum DistillError {
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A criterion or a teacher encoding was given an argument it cannot take.
+    #[error(transparent)]
+    Criterion(#[from] crate::criterion::CriterionError),
     /// A problem with one of several teachers: its endpoints, or its forward.
     #[error("teacher `{teacher}`: {source}")]
     InTeacher {
