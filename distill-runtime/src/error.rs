@@ -172,83 +172,16 @@ pub enum DistillError {
     /// A `Mapping` was used with other models than the ones it was built for.
     #[error("the mapping was built for other student and teacher models than the ones given to `distill`")]
     ModelMismatch,
-    /// A pruned target is wider than the source it was pruned from.
-    #[error("cannot map {what}: the target has {target_size} but its source only {source_size}; a pruned copy is never wider than its source")]
-    TargetWider {
-        /// What was compared (`"output channels"`, `"input channels"`, `"kernel size"`…).
-        what: &'static str,
-        /// Size on the source (teacher) side.
-        source_size: i64,
-        /// Size on the target (student) side.
-        target_size: i64,
-    },
-    /// No selection of source channels reproduces the target weights.
-    #[error(
-        "no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance \
-         {tolerance:e}; a layer trained or changed after pruning no longer shows in its weights which channels it \
-         kept: {}, or pass a looser tolerance (`conv2d_adapter_with_tolerance`)",
-        KEPT_CHANNELS_ADVICE
-    )]
-    NoChannelMapping {
-        /// `"output channel"` or `"input channel"`.
-        what: &'static str,
-        /// Index on the target side that found no match.
-        channel: i64,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// Several selections of source channels reproduce the target weights, and they compute different
-    /// outputs: the weights cannot tell which channels the target kept.
-    #[error(
-        "ambiguous channel mapping: {what} {channel} of the target could have been taken from source channel \
-         {first} or {second}, which compute different outputs (both fit within tolerance {tolerance:e}); the \
-         weights cannot tell which was kept: {}{}",
-        KEPT_CHANNELS_ADVICE,
-        tighter_tolerance_advice(*tolerance)
-    )]
-    AmbiguousChannelMapping {
-        /// `"output channel"` or `"input channel"`.
-        what: &'static str,
-        /// Index on the target side.
-        channel: i64,
-        /// A source channel it fits in one complete mapping.
-        first: i64,
-        /// Another source channel it fits in another complete mapping.
-        second: i64,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// The channel-mapping search used up its work budget before deciding: many source channels are
-    /// alike within the tolerance.
-    #[error(
-        "undecided channel mapping: the search stopped after {work} steps without deciding which source channels \
-         the target kept (many channels are alike within tolerance {tolerance:e}): {}",
-        KEPT_CHANNELS_ADVICE
-    )]
-    UndecidedChannelMapping {
-        /// Units of work spent.
-        work: usize,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// A kept-channel index is not a channel of the layer being pruned.
-    #[error("{what} index {index} is out of range: the layer has {channels}")]
-    ChannelOutOfRange {
-        /// Which indices (`"output channel"`, `"input channel"`…).
-        what: &'static str,
-        /// The index given.
-        index: i64,
-        /// How many such channels the layer has.
-        channels: i64,
-    },
-    /// A kept-channel index was given twice.
-    #[error("{what} index {index} is kept twice")]
-    DuplicateChannel {
-        /// Which indices (`"output channel"`, `"input channel"`…).
-        what: &'static str,
-        /// The repeated index.
-        index: i64,
-    },
+    /// The channels a pruned layer kept could not be found from the weights, or a record of them
+    /// does not fit the layers it is used with.
+    #[error(transparent)]
+    ChannelMap(#[from] crate::adapter::ChannelMapError),
+    /// A layer cannot be pruned as asked, or a prune record cannot be used.
+    #[error(transparent)]
+    Prune(#[from] crate::prune::PruneError),
+    /// An adapter cannot be built with the widths given, or cannot take its input.
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
@@ -467,19 +400,6 @@ impl std::fmt::Debug for DistillError {
             }
         }
         Ok(())
-    }
-}
-
-/// How to give the adapters the kept channels instead of matching weights.
-const KEPT_CHANNELS_ADVICE: &str = "build the adapter from the pruning's record of the kept channels (a conv \
-     returned by `prune_conv2d` carries it, `Conv::set_pruned_from` attaches a saved `PruneRecord` entry, \
-     `conv2d_adapter_from_kept` takes one)";
-
-fn tighter_tolerance_advice(tolerance: f64) -> &'static str {
-    if tolerance > 0.0 {
-        "; if the two differ only slightly, a tighter tolerance (`conv2d_adapter_with_tolerance`) may separate them"
-    } else {
-        ""
     }
 }
 
