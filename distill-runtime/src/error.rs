@@ -176,6 +176,9 @@ pub enum DistillError {
     /// does not fit the layers it is used with.
     #[error(transparent)]
     ChannelMap(#[from] crate::adapter::ChannelMapError),
+    /// A checksummed safetensors file (a checkpoint, a cache shard) cannot be written as asked.
+    #[error(transparent)]
+    Checksum(#[from] crate::checksum::ChecksumError),
     /// A layer cannot be pruned as asked, or a prune record cannot be used.
     #[error(transparent)]
     Prune(#[from] crate::prune::PruneError),
