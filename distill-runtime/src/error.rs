@@ -176,6 +176,9 @@ pub enum DistillError {
     /// does not fit the layers it is used with.
     #[error(transparent)]
     ChannelMap(#[from] crate::adapter::ChannelMapError),
+    /// A teacher cache or a token cache was written or read with arguments that do not fit it.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// A checksummed safetensors file (a checkpoint, a cache shard) cannot be written as asked.
     #[error(transparent)]
     Checksum(#[from] crate::checksum::ChecksumError),
@@ -280,31 +283,6 @@ pub enum DistillError {
         cached: String,
         /// Its value in the distillation or the writer.
         expected: String,
-    },
-    /// A teacher cache shard is missing or was not completely written.
-    #[error(
-        "shard {shard} of {shards} of the teacher cache `{dir}` is not complete: run the writer with shard {shard} \
-         of {shards}"
-    )]
-    CacheIncomplete {
-        /// The cache directory.
-        dir: String,
-        /// The shard's index (from 0).
-        shard: usize,
-        /// How many shards the cache has.
-        shards: usize,
-    },
-    /// A teacher cache file could not be read or written, or is not what the manifest says.
-    #[error("teacher cache `{path}`: {reason}")]
-    Cache {
-        /// The file or directory.
-        path: String,
-        /// What went wrong.
-        reason: String,
-        /// The error underneath, when there is one: the operating system's for a file that cannot be
-        /// read or written, serde's for a manifest that is not valid JSON.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A CUDA device was asked for that this process does not have: no GPU, no driver, a libtorch
     /// without CUDA, or `CUDA_VISIBLE_DEVICES` hides it.

@@ -75,9 +75,10 @@
 //! A cache that does not match the distillation reading it — other teacher weights, an endpoint it
 //! does not store, another input shape — is a [`DistillError::CacheMismatch`](crate::DistillError)
 //! naming the difference; a shard that was not completely written is
-//! [`DistillError::CacheIncomplete`](crate::DistillError).
+//! [`CacheError::Incomplete`].
 
 mod augment;
+mod error;
 mod batch;
 mod files;
 mod guard;
@@ -93,6 +94,7 @@ mod token;
 mod writer;
 
 pub use augment::Augment;
+pub use error::CacheError;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
 pub use manifest::{

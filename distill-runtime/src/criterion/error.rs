@@ -286,7 +286,7 @@ pub enum PackedProblem {
 }
 
 /// `Ok` when `value` is finite and above `bound` (or at it, when not `strict`).
-pub(super) fn check_parameter(name: &str, value: f64, bound: f64, strict: bool) -> Result<(), CriterionError> {
+pub(crate) fn check_parameter(name: &str, value: f64, bound: f64, strict: bool) -> Result<(), CriterionError> {
     let fits = value.is_finite() && if strict { value > bound } else { value >= bound };
     if fits {
         Ok(())

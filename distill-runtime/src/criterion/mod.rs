@@ -99,6 +99,7 @@ pub use chunked::{ChunkedLoss, ChunkedTarget};
 pub use dist::Dist;
 pub use dkd::Dkd;
 pub use encoding::TeacherEncoding;
+pub(crate) use error::check_parameter;
 pub use error::{CriterionError, Packed, PackedProblem};
 pub use logits::{KlDiv, SoftCrossEntropy};
 pub use mask::{valid_labels, TokenReduction, IGNORE_INDEX};

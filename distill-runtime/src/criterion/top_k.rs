@@ -61,10 +61,18 @@ impl TopKLogits {
 
     /// Why these parameters are invalid (`k` < 1, a temperature that is not finite and > 0), or `Ok`.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check().map_err(|error| error.to_string())
+    }
+
+    /// As [`validate`](Self::validate), with the typed error.
+    ///
+    /// # Errors
+    /// [`CriterionError::CountBelowOne`] for `k` < 1, [`CriterionError::Parameter`] for the temperature.
+    pub fn check(&self) -> std::result::Result<(), CriterionError> {
         if self.k < 1 {
-            return Err(format!("the top-k count must be ≥ 1, got {}", self.k));
+            return Err(CriterionError::CountBelowOne { what: "the top-k count", got: self.k });
         }
-        parameter("the top-k temperature", self.temperature, 0.0, true)
+        check_parameter("the top-k temperature", self.temperature, 0.0, true)
     }
 
     /// The packed top-k tensor `(N, 2, k)` of `logits` `(N, C)` (see the type's documentation),
@@ -75,10 +83,7 @@ impl TopKLogits {
     /// logits that are not 2-D and floating-point, `k` greater than the class count, or more classes
     /// than the packed kind holds exactly (2²⁴ for `f32`).
     pub fn f_encode(&self, logits: &Tensor) -> Result<Tensor> {
-        if self.k < 1 {
-            return Err(CriterionError::CountBelowOne { what: "the top-k count", got: self.k }.into());
-        }
-        check_parameter("the top-k temperature", self.temperature, 0.0, true)?;
+        self.check()?;
         if !logits.defined() {
             return Err(CriterionError::Undefined { tensor: "the logits to encode in top-k form".into() }.into());
         }
