@@ -262,15 +262,11 @@ pub enum DistillError {
         #[source]
         cause: Option<Box<DistillError>>,
     },
-    /// A checkpoint cannot be written or restored exactly: a variable whose owner is unknown, a
-    /// variable missing from the file or not in the models, a shape that differs.
-    #[error("checkpoint `{file}`: {reason}")]
-    Checkpoint {
-        /// The checkpoint file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A checkpoint cannot be written or restored exactly (a variable whose owner is unknown, a
+    /// variable missing from the file or not in the models, a shape that differs), or a `state_dict`
+    /// file does not fit the model it is loaded into.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A teacher cache does not match the distillation reading it, or a writer's configuration does
     /// not match the cache already in its directory.
     #[error("the teacher cache `{dir}` does not match: {what} is {cached} in the cache, {expected} here")]
@@ -320,6 +316,10 @@ pub enum DistillError {
     /// boxed error is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`), to downcast.
     #[error(transparent)]
     Text(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A vision model of `distill::vision` was built with an option it does not take. The boxed
+    /// error is `distill::vision::VisionError`, to downcast.
+    #[error(transparent)]
+    Vision(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error raised by libtorch. Its message is libtorch's without the C++ backtrace that
     /// libtorch appends (`Exception raised from …`, `frame #0: …`); the full text is in the error
     /// itself (`{:#?}`, or the `TchError`).

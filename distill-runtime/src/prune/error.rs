@@ -64,6 +64,34 @@ pub enum PruneError {
         /// The dimensions it must have.
         dims: usize,
     },
+    /// A conv given as depthwise whose weight is not `[channels, 1, kh, kw]`.
+    #[error("not a depthwise conv: a weight of shape {shape:?} (expected [channels, 1, kh, kw])")]
+    NotDepthwise {
+        /// Its weight's shape.
+        shape: Vec<i64>,
+    },
+    /// A conv given as depthwise with another group count than channels.
+    #[error("not a depthwise conv: {groups} groups for {channels} channels")]
+    DepthwiseGroups {
+        /// Its group count.
+        groups: i64,
+        /// Its channels.
+        channels: i64,
+    },
+    /// Another number of kept-channel lists than a block has inner widths.
+    #[error(
+        "a {block} has {widths} inner width{}, so it takes {widths} list{} of kept channels, not {lists}",
+        plural(*widths),
+        plural(*widths)
+    )]
+    KeepLists {
+        /// The block's type (`"BasicBlock"`).
+        block: &'static str,
+        /// Its inner widths.
+        widths: usize,
+        /// The lists given.
+        lists: usize,
+    },
     /// A module path with the separator of the saved names.
     #[error("a module path in a prune record cannot contain `/`: `{path}`")]
     PathWithSlash {
@@ -102,6 +130,14 @@ pub enum PruneError {
         #[source]
         problem: RecordProblem,
     },
+}
+
+fn plural(count: usize) -> &'static str {
+    if count == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// What a file read as a prune record holds that a record does not.
