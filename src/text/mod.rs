@@ -40,6 +40,7 @@
 //! query attends to itself rather than to nothing.
 
 mod config;
+mod error;
 pub mod data;
 mod generate;
 pub mod gguf;
@@ -50,6 +51,7 @@ pub mod prune;
 mod tokenizer;
 
 pub use config::LlamaConfig;
+pub use error::{IndexProblem, ModelError};
 pub use generate::{GenerateConfig, Generation, Sampling};
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{
