@@ -565,7 +565,10 @@ fn an_endpoint_the_cache_does_not_store_is_a_mismatch_naming_it() {
     assert!(error.to_string().contains("`features.0` (output), `features.1.conv` (output)"), "{error}");
     assert_eq!(mismatch_what(error), "the teacher endpoint `features.1` (output)");
     // By reference: a cache has no modules.
-    assert!(matches!(other.add("features.0", &setup.teacher.stem, ()), Err(DistillError::Cache(CacheError::NoModules))));
+    assert!(matches!(
+        other.add("features.0", &setup.teacher.stem, ()),
+        Err(DistillError::Cache(CacheError::NoModules))
+    ));
     // The typed front end: checked by the cached forward.
     distill! {
         struct OtherKd for Net => Net {
@@ -595,7 +598,10 @@ fn inputs_of_another_shape_are_a_mismatch() {
     assert!(error.to_string().contains("[2, 1, 12, 12] in the cache, [2, 1, 16, 16] here"), "{error}");
     assert_eq!(mismatch_what(error), "the input batch's shape");
     // Sample ids outside the cache.
-    assert!(matches!(cache.batch(&ids(&[3, SAMPLES]), 0), Err(DistillError::Cache(CacheError::SampleNotCached { .. }))));
+    assert!(matches!(
+        cache.batch(&ids(&[3, SAMPLES]), 0),
+        Err(DistillError::Cache(CacheError::SampleNotCached { .. }))
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

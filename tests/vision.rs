@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use common::bounds::{self, compare_tensors, Comparison, U_F32};
-use distill::nn::{self, ModuleT, VarStore};
 use distill::checkpoint::CheckpointError;
+use distill::nn::{self, ModuleT, VarStore};
 use distill::vision::{self, MobileNetV2Config, ResNetConfig, VisionError};
 use distill::{DistillError, Distillable};
 use serde_json::Value;

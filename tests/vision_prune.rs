@@ -3,8 +3,8 @@
 //! `distill!` with PyTorch paths for ResNet, and through `Mapping` for MobileNetV2's inner layers.
 
 use distill::adapter::{conv2d_adapter, inverted_conv2d_adapter, ChannelMapError};
-use distill::prune::PruneError;
 use distill::prelude::*;
+use distill::prune::PruneError;
 use distill::vision::prune::{prune_depthwise_conv2d, prune_mobilenet_v2, prune_resnet, PruneInner};
 use distill::vision::{self, BasicBlock, MobileNetV2, MobileNetV2Config, MobileNetV2Feature, ResNet, ResNetConfig};
 use nn::{Module, ModuleT};

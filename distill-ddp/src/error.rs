@@ -90,7 +90,9 @@ pub enum DdpError {
         value: usize,
     },
     /// The NCCL backend asked for, and the shim was built without it.
-    #[error("the NCCL backend is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA")]
+    #[error(
+        "the NCCL backend is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA"
+    )]
     NcclNotCompiled,
     /// The NCCL backend without the local rank that chooses the GPU.
     #[error("the NCCL backend needs the local rank (LOCAL_RANK) to choose this rank's GPU")]

@@ -75,7 +75,9 @@ fn a_one_rank_nccl_all_reduce_keeps_the_values() {
     assert_eq!(Vec::<f32>::try_from(&t.to_device(Device::Cpu)).unwrap(), values);
     // A CPU tensor is refused before it reaches NCCL.
     let cpu = Tensor::from_slice(&values);
-    assert!(matches!(group.all_reduce_sum(&[&cpu]), Err(e @ DdpError::WrongDevice { .. }) if e.to_string().contains("Cuda(0)")));
+    assert!(
+        matches!(group.all_reduce_sum(&[&cpu]), Err(e @ DdpError::WrongDevice { .. }) if e.to_string().contains("Cuda(0)"))
+    );
 }
 
 const SAMPLES: usize = 32;

@@ -133,7 +133,11 @@ mod tests {
         assert!(kept.check_layers(&[8, 4, 3, 3], &[2, 4, 3, 3]).is_err());
         assert!(matches!(
             KeptChannels::new(&[8, 4], vec![8], vec![0]),
-            Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange { what: "output channel", index: 8, channels: 8 }))
+            Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange {
+                what: "output channel",
+                index: 8,
+                channels: 8
+            }))
         ));
         assert!(matches!(
             KeptChannels::new(&[8, 4], vec![1], vec![2, 2]),

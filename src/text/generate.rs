@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use distill_runtime::__private::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
-use super::{KvCache, LlamaForCausalLM, LlamaInputs};
 use super::ModelError;
+use super::{KvCache, LlamaForCausalLM, LlamaInputs};
 use crate::error::Result;
 
 /// How the next token is chosen from the logits.

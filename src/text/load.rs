@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use super::{LlamaConfig, LlamaForCausalLM};
 use super::{IndexProblem, ModelError};
+use super::{LlamaConfig, LlamaForCausalLM};
 use crate::error::{DistillError, Result};
 
 /// A model with the variables it was built on: `vs` is what an optimizer trains and what

@@ -8,8 +8,8 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use super::gguf::{GgufError, GgufFile};
-use super::{LlamaConfig, LlamaForCausalLM, Pretrained};
 use super::ModelError;
+use super::{LlamaConfig, LlamaForCausalLM, Pretrained};
 use crate::error::{DistillError, Result};
 
 /// A GGUF reader's error as a `DistillError`.
@@ -158,7 +158,8 @@ impl LlamaConfig {
         let int = |key: &str| file.metadata(&format!("llama.{key}")).and_then(|v| v.as_i64());
         let float = |key: &str| file.metadata(&format!("llama.{key}")).and_then(|v| v.as_f64());
         let required = |key: &str| {
-            int(key).ok_or_else(|| invalid(ModelError::MissingMetadata { what: "integer", key: format!("llama.{key}") }))
+            int(key)
+                .ok_or_else(|| invalid(ModelError::MissingMetadata { what: "integer", key: format!("llama.{key}") }))
         };
         let hidden_size = required("embedding_length")?;
         let num_attention_heads = required("attention.head_count")?;
@@ -172,10 +173,8 @@ impl LlamaConfig {
         };
         let tokens = file.metadata("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len() as i64);
         let embedding_rows = file.tensor_info("token_embd.weight").and_then(|info| info.shape().first().copied());
-        let vocab_size = int("vocab_size")
-            .or(tokens)
-            .or(embedding_rows)
-            .ok_or_else(|| invalid(ModelError::NoVocabularySize))?;
+        let vocab_size =
+            int("vocab_size").or(tokens).or(embedding_rows).ok_or_else(|| invalid(ModelError::NoVocabularySize))?;
         let token = |key: &str| file.metadata(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_i64());
         let config = LlamaConfig {
             vocab_size,
@@ -186,11 +185,10 @@ impl LlamaConfig {
             num_key_value_heads: int("attention.head_count_kv").unwrap_or(num_attention_heads),
             head_dim,
             max_position_embeddings: int("context_length").unwrap_or(2048),
-            rms_norm_eps: float("attention.layer_norm_rms_epsilon")
-                .ok_or_else(|| {
-                    let key = "llama.attention.layer_norm_rms_epsilon".to_owned();
-                    invalid(ModelError::MissingMetadata { what: "float", key })
-                })?,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon").ok_or_else(|| {
+                let key = "llama.attention.layer_norm_rms_epsilon".to_owned();
+                invalid(ModelError::MissingMetadata { what: "float", key })
+            })?,
             rope_theta: float("rope.freq_base").unwrap_or(10000.0),
             tie_word_embeddings: file.tensor_info("output.weight").is_none(),
             attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),

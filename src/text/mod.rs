@@ -40,8 +40,8 @@
 //! query attends to itself rather than to nothing.
 
 mod config;
-mod error;
 pub mod data;
+mod error;
 mod generate;
 pub mod gguf;
 pub mod llama;

@@ -121,4 +121,3 @@ fn is_tracked_count(key: &str, variables: &BTreeMap<String, Tensor>) -> bool {
     };
     variables.contains_key(&format!("{module}running_mean"))
 }
-

@@ -35,8 +35,8 @@ use super::resnet::Downsample;
 use super::{BasicBlock, Bottleneck, MobileNetV2, ResNet, ResNetBlock};
 use crate::adapter::ChannelMapError;
 use crate::error::Result;
-use crate::prune::PruneError;
 use crate::nn::{self, BatchNorm, Conv2D};
+use crate::prune::PruneError;
 use crate::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear};
 
 /// A block whose inner channels can be pruned: one list of kept channels per inner width.
@@ -303,9 +303,7 @@ fn all(conv: &Conv2D) -> Vec<i64> {
 /// `keep` as exactly `N` lists, or an error naming the block.
 fn lists<'k, const N: usize>(keep: &'k [Vec<i64>], block: &'static str) -> Result<[&'k [i64]; N]> {
     let lists: Vec<&[i64]> = keep.iter().map(Vec::as_slice).collect();
-    lists
-        .try_into()
-        .map_err(|lists: Vec<&[i64]>| PruneError::KeepLists { block, widths: N, lists: lists.len() }.into())
+    lists.try_into().map_err(|lists: Vec<&[i64]>| PruneError::KeepLists { block, widths: N, lists: lists.len() }.into())
 }
 
 /// Checks that `keep` holds distinct channels of `0..channels`, at least one.

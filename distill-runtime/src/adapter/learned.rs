@@ -6,9 +6,9 @@ use tch::nn::{init::DEFAULT_KAIMING_UNIFORM, Module, Path};
 use tch::Tensor;
 
 use super::checked::fail;
+use super::AdapterError;
 use super::{out_channels, pointwise};
 use crate::capture::{record, TapId};
-use super::AdapterError;
 use crate::error::Result;
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::{Conv2D, Linear};

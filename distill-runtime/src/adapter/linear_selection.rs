@@ -7,9 +7,9 @@ use tch::nn::{Init, Module, Path};
 use tch::{Kind, Tensor};
 
 use super::checked::fail;
+use super::AdapterError;
 use crate::capture::{record, TapId};
 use crate::channels::{check_indices, KeptChannels};
-use super::AdapterError;
 use crate::error::Result;
 use crate::nn::leaf::tappable_leaf;
 

@@ -29,9 +29,9 @@
 //! [`Distillable`]: crate::module::Distillable
 
 mod channel_map;
-mod error;
 pub(crate) mod checked;
 mod conv2d;
+mod error;
 mod fitted;
 pub(crate) mod hint;
 mod learned;

@@ -7,9 +7,9 @@ use tch::Tensor;
 
 use super::manifest::{Encoding, Manifest};
 use super::TeacherBatch;
+use crate::cache::CacheError;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
-use crate::cache::CacheError;
 use crate::error::{DistillError, Result};
 use crate::point::{Port, Side};
 use crate::side::{SideModel, SideResolver};

@@ -353,7 +353,9 @@ pub enum CacheError {
     )]
     TokenCacheDoesNotRun,
     /// A trainable TorchScript teacher hashed as a module.
-    #[error("a trainable TorchScript module's parameters are in its VarStore: hash it with `TeacherHash::of_var_store`")]
+    #[error(
+        "a trainable TorchScript module's parameters are in its VarStore: hash it with `TeacherHash::of_var_store`"
+    )]
     TrainableTorchScript,
 }
 

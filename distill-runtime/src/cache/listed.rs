@@ -9,8 +9,8 @@ use safetensors::tensor::Dtype;
 use super::files::cache_error;
 use super::mapped::MappedShard;
 use super::writer::MANIFEST_KEY;
-use crate::checksum::CHECKSUM_KEY;
 use crate::cache::CacheError;
+use crate::checksum::CHECKSUM_KEY;
 use crate::error::{DistillError, Result};
 
 /// A shard a manifest lists: the file `file` of the cache in `dir`, shard `index` of `count`.

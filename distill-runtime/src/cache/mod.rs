@@ -78,8 +78,8 @@
 //! [`CacheError::Incomplete`].
 
 mod augment;
-mod error;
 mod batch;
+mod error;
 mod files;
 mod guard;
 mod hash;
@@ -94,8 +94,8 @@ mod token;
 mod writer;
 
 pub use augment::Augment;
-pub use error::CacheError;
 pub use batch::CachedBatch;
+pub use error::CacheError;
 pub use hash::TeacherHash;
 pub use manifest::{
     Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,

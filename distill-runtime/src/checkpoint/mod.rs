@@ -40,8 +40,8 @@ use crate::checksum;
 use crate::error::{DistillError, Result};
 
 mod error;
-pub use error::{CheckpointError, CheckpointProblem, StateDictProblems};
 use crate::module::Distillable;
+pub use error::{CheckpointError, CheckpointProblem, StateDictProblems};
 
 /// The name under which [`Owners::save_training`] stores the step.
 pub const STEP_KEY: &str = "__distill__.step";
@@ -215,10 +215,11 @@ impl<'a> Owners<'a> {
         let variables = self.classify(&name)?;
         let mut saved: BTreeMap<String, Tensor> =
             checksum::read(file, checksum::Missing::Accept)?.tensors.into_iter().collect();
-        let step =
-            saved.remove(STEP_KEY).ok_or_else(|| error(CheckpointProblem::NoStep { key: STEP_KEY }))?;
+        let step = saved.remove(STEP_KEY).ok_or_else(|| error(CheckpointProblem::NoStep { key: STEP_KEY }))?;
         let step = match (step.kind(), step.size().as_slice()) {
-            (Kind::Int64, []) => u64::try_from(step.int64_value(&[])).map_err(|_| error(CheckpointProblem::NegativeStep))?,
+            (Kind::Int64, []) => {
+                u64::try_from(step.int64_value(&[])).map_err(|_| error(CheckpointProblem::NegativeStep))?
+            }
             (kind, size) => {
                 let (key, shape) = (STEP_KEY, size.to_vec());
                 return Err(error(CheckpointProblem::StepTensor { key, kind, shape }));

@@ -3,8 +3,8 @@
 
 use tch::{Kind, Tensor};
 
-use super::Criterion;
 use super::error::{check_parameter, CriterionError};
+use super::Criterion;
 use crate::error::{DistillError, Result};
 
 /// Checks `criterion`'s parameters ([`Criterion::validate`]) and that it accepts a pair with these
@@ -63,7 +63,9 @@ pub(super) fn check_catalogue_call<C: Criterion + ?Sized>(
     check_call(criterion, student, teacher, targets)?;
     let (s, t) = (student.f_kind()?, teacher.f_kind()?);
     if s != t || !matches!(s, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-        return Err(CriterionError::KindMismatch { what: "the student and teacher tensors", first: s, second: t }.into());
+        return Err(
+            CriterionError::KindMismatch { what: "the student and teacher tensors", first: s, second: t }.into()
+        );
     }
     check_same_device(student, teacher)
 }

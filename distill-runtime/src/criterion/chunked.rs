@@ -16,12 +16,12 @@
 
 use tch::{Kind, Tensor};
 
+use super::error::{CriterionError, Packed};
 use super::fused::{row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction};
 use super::sequence::{Divergence, SequenceKd};
 use super::tail::{TopKKl, TopKTail};
 use super::Criterion;
-use super::error::{CriterionError, Packed};
 use crate::error::{DistillError, Result};
 
 /// What the chunked logits are compared with.
@@ -148,7 +148,9 @@ impl ChunkedTarget<'_> {
             ChunkedTarget::Logits { teacher, criterion } => {
                 criterion.validate().map_err(invalid_criterion)?;
                 if teacher.size() != [b, t, vocab] {
-                    return Err(CriterionError::TeacherShape { expected: vec![b, t, vocab], got: teacher.size() }.into());
+                    return Err(
+                        CriterionError::TeacherShape { expected: vec![b, t, vocab], got: teacher.size() }.into()
+                    );
                 }
                 let teacher_kind = teacher.f_kind()?;
                 if teacher_kind != kind {
@@ -162,7 +164,9 @@ impl ChunkedTarget<'_> {
                 let k = teacher.k();
                 if teacher.ids.size() != [b, t, k] || teacher.tail.size() != [b, t] || k > vocab {
                     let (encoding, student) = (Packed::TopKTail, vec![b, t, vocab]);
-                    return Err(CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student }.into());
+                    return Err(
+                        CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student }.into()
+                    );
                 }
                 Ok(None)
             }
@@ -326,9 +330,13 @@ impl ChunkedLoss {
         valid: Option<&Tensor>,
     ) -> Result<(i64, i64, i64, Tensor)> {
         if self.chunk_tokens < 1 {
-            return Err(CriterionError::CountBelowOne { what: "the chunk size in tokens", got: self.chunk_tokens }.into());
+            return Err(
+                CriterionError::CountBelowOne { what: "the chunk size in tokens", got: self.chunk_tokens }.into()
+            );
         }
-        for (tensor, given) in [("the chunked loss's hidden states tensor", hidden), ("the chunked loss's weight", weight)] {
+        for (tensor, given) in
+            [("the chunked loss's hidden states tensor", hidden), ("the chunked loss's weight", weight)]
+        {
             if !given.defined() {
                 return Err(CriterionError::Undefined { tensor: tensor.into() }.into());
             }

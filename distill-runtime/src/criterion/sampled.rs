@@ -164,8 +164,7 @@ impl SampledLogits {
             if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
                 return Err(invalid(PackedProblem::FractionalIds { ids: "token ids" }));
             }
-            let (lowest, highest) =
-                (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
+            let (lowest, highest) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
             if lowest < 0.0 || highest >= vocab as f64 {
                 return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
             }
@@ -230,7 +229,9 @@ impl SampledKl {
         want.push(teacher.n());
         if teacher.ids.size() != want || teacher.log_probs.size() != want || teacher.weights.size() != want {
             let encoding = Packed::Sampled;
-            return Err(CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into());
+            return Err(
+                CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into()
+            );
         }
         let z = student.f_div_scalar(self.temperature)?;
         let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&z.f_logsumexp([-1], true)?)?;

@@ -173,8 +173,7 @@ impl TopKTail {
             if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
                 return Err(invalid(PackedProblem::FractionalIds { ids: "token ids" }));
             }
-            let (lowest, highest) =
-                (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
+            let (lowest, highest) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
             if lowest < 0.0 || highest >= vocab as f64 {
                 return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
             }
@@ -311,7 +310,9 @@ impl TopKKl {
         top_shape.push(k);
         if teacher.ids.size() != top_shape || teacher.log_probs.size() != top_shape || teacher.tail.size() != lead {
             let encoding = Packed::TopKTail;
-            return Err(CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into());
+            return Err(
+                CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into()
+            );
         }
         if k < 1 || k > vocab {
             return Err(CriterionError::TopKOutOfRange { k, vocab }.into());

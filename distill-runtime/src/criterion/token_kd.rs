@@ -4,9 +4,9 @@
 
 use tch::{Kind, Tensor};
 
+use super::error::CriterionError;
 use super::mask::IGNORE_INDEX;
 use super::tail::{fused_loss, TopKKl, TopKTail};
-use super::error::CriterionError;
 use crate::error::Result;
 
 /// A student's token loss against its labels and a teacher's top-k with an exact tail:
@@ -84,7 +84,9 @@ impl TokenKd {
     ) -> Result<Tensor> {
         for (name, weight) in [("KD", self.kd_weight), ("CE", self.ce_weight)] {
             if !weight.is_finite() {
-                return Err(CriterionError::NotFinite { name: format!("TokenKd's {name} weight"), value: weight }.into());
+                return Err(
+                    CriterionError::NotFinite { name: format!("TokenKd's {name} weight"), value: weight }.into()
+                );
             }
         }
         let (lead, vocab, _) = self.kd.check_top_k(student, teacher)?;

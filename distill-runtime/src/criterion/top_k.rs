@@ -149,7 +149,8 @@ fn mass_tolerance(kind: Kind) -> f64 {
 /// 2²⁴ for `f32`), whose indices are whole numbers in `0..classes`, distinct within a sample, and whose
 /// log-probabilities are not NaN or +∞ and sum (as probabilities) to at most 1, up to rounding.
 pub fn split_top_k(packed: &Tensor, classes: i64) -> Result<(Tensor, Tensor)> {
-    let invalid = |problem: PackedProblem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopK, problem });
+    let invalid =
+        |problem: PackedProblem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopK, problem });
     if !packed.defined() {
         return Err(invalid(PackedProblem::Undefined));
     }

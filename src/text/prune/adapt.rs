@@ -6,8 +6,8 @@ use std::borrow::Borrow;
 use tch::nn::Path;
 
 use super::kept::{HIDDEN, LAYERS};
-use crate::adapter::{linear_selection_adapter_from_kept, LinearSelectionAdapter};
 use super::DecoderPruneError;
+use crate::adapter::{linear_selection_adapter_from_kept, LinearSelectionAdapter};
 use crate::error::{DistillError, Result};
 use crate::prune::{KeptChannels, PruneRecord};
 

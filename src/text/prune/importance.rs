@@ -3,8 +3,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::capture::{arm, Recordings, TapId, TapRequest};
 use super::DecoderPruneError;
+use crate::capture::{arm, Recordings, TapId, TapRequest};
 use crate::error::{DistillError, Result};
 use crate::module::resolve;
 use crate::text::{LlamaForCausalLM, LlamaInputs};
@@ -67,9 +67,9 @@ impl LlamaImportance {
         let config = model.config();
         let n = config.num_hidden_layers as usize;
         let tap = |path: String| -> Result<TapId> {
-            resolve(model, Side::Teacher, &path)?.tap.ok_or_else(|| {
-                DistillError::from(DecoderPruneError::NotRecorded { path: path.clone() })
-            })
+            resolve(model, Side::Teacher, &path)?
+                .tap
+                .ok_or_else(|| DistillError::from(DecoderPruneError::NotRecorded { path: path.clone() }))
         };
         let taps = (0..n)
             .map(|i| {

@@ -1,7 +1,7 @@
 //! [`KeepCounts`]: the target shape of a pruning, and the choice of the most important indices.
 
-use super::{LlamaImportance, LlamaKept};
 use super::DecoderPruneError;
+use super::{LlamaImportance, LlamaKept};
 use crate::error::Result;
 use crate::text::LlamaConfig;
 

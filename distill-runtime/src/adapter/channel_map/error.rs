@@ -98,7 +98,9 @@ pub enum ChannelMapError {
         role: &'static str,
     },
     /// The weights of a conv2d mapping are not both 4-D.
-    #[error("conv2d weights must be 4-D [out, in, kh, kw]: the source is {source_shape:?}, the target {target_shape:?}")]
+    #[error(
+        "conv2d weights must be 4-D [out, in, kh, kw]: the source is {source_shape:?}, the target {target_shape:?}"
+    )]
     NotConv2d {
         /// The source weight's shape.
         source_shape: Vec<i64>,

@@ -23,8 +23,8 @@ use tch::{Device, Kind, Tensor};
 
 pub use crate::channels::ChannelMapping;
 use crate::error::Result;
-pub use error::ChannelMapError;
 use budget::{Budget, WORK_BUDGET};
+pub use error::ChannelMapError;
 use index::{Index, Weights};
 use search::{candidates, propagate, search, Assignment, Domains, Stop};
 pub use tolerance::Tolerance;
@@ -193,10 +193,8 @@ pub(crate) fn find_layer_mapping(
         kernel: source_shape[2..].iter().map(|&d| to_usize(d)).product(),
     };
     let mut budget = Budget::new(WORK_BUDGET);
-    let undecided = |budget: &Budget| ChannelMapError::Undecided {
-        work: budget.spent(WORK_BUDGET),
-        tolerance: tolerance.atol,
-    };
+    let undecided =
+        |budget: &Budget| ChannelMapError::Undecided { work: budget.spent(WORK_BUDGET), tolerance: tolerance.atol };
     let index = Index::build(&weights, tolerance, &mut budget).map_err(|_| undecided(&budget))?;
     drop((source, target));
     let assignment = solve(&index, &mut budget).map_err(|failure| match failure {

@@ -59,9 +59,7 @@ impl ShardSet {
     /// As [`MappedShard::verify`]; [`DistillError::Corrupt`] for a shard changed since it was opened.
     pub(crate) fn reader(&self, touched: &[usize]) -> Result<Reader<'_>> {
         for &index in touched {
-            let shard = self
-                .get(index)
-                .ok_or(CacheError::ShardNotMapped { index })?;
+            let shard = self.get(index).ok_or(CacheError::ShardNotMapped { index })?;
             shard.verify()?;
             // Not a byte of a shorter file is touched; whether it is otherwise unchanged, and still
             // named by its path, is checked after the copy, which decides whether the batch is used.

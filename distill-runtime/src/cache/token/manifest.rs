@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::files::{cache_error, cache_source};
 use crate::cache::manifest::{check_coverage, Precision, ShardEntry, MANIFEST_FILE};
+use crate::cache::CacheError;
 use crate::cache::TeacherHash;
 use crate::checksum::crc_of_bytes;
-use crate::cache::CacheError;
 use crate::error::Result;
 
 pub use super::encoding::{IdWidth, TokenEncoding};

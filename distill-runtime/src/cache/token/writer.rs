@@ -13,9 +13,9 @@ use super::manifest::{
 use crate::cache::files::{cache_source, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
 use crate::cache::writer::MANIFEST_KEY;
+use crate::cache::CacheError;
 use crate::checksum::{tensor_bytes, Streamed};
 use crate::criterion::{SampledLogits, TopKTail};
-use crate::cache::CacheError;
 use crate::error::{DistillError, Result};
 use crate::rng::SplitMix64;
 

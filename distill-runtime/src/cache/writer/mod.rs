@@ -12,10 +12,10 @@ use super::mismatch::first_difference;
 
 mod shard;
 
+use crate::cache::CacheError;
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
-use crate::cache::CacheError;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
 use shard::{stored_endpoints, write_shard, InputsCrc};

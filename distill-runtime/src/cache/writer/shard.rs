@@ -8,10 +8,10 @@ use tch::{Device, Tensor};
 
 use super::{CacheWriter, INPUTS_KEY, MANIFEST_KEY};
 use crate::cache::manifest::{Encoding, Precision, TOP_K_INDEX_KIND};
+use crate::cache::CacheError;
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
-use crate::cache::CacheError;
 use crate::error::Result;
 use crate::side::SideModel;
 
