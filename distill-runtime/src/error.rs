@@ -312,8 +312,10 @@ pub enum DistillError {
         /// What does not match.
         reason: String,
     },
-    /// Reading a language model's files or text failed: a GGUF file, a tokenizer, a token dataset. The
-    /// boxed error is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`), to downcast.
+    /// A language model of `distill::text` could not be configured, loaded, run, pruned or fed: a
+    /// GGUF file, a tokenizer, a token dataset, a config or inputs it does not take. The boxed error
+    /// is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`, `ModelError`,
+    /// `DecoderPruneError`), to downcast.
     #[error(transparent)]
     Text(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A vision model of `distill::vision` was built with an option it does not take. The boxed
