@@ -218,30 +218,9 @@ pub enum DistillError {
         /// One error per pair that does not fit.
         problems: Vec<DistillError>,
     },
-    /// A TorchScript file could not be loaded, or its module did not return what it declares.
-    #[error("TorchScript module `{file}`: {reason}")]
-    Jit {
-        /// The file the module was loaded from.
-        file: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A TorchScript module has no output of this name.
-    #[error(
-        "the TorchScript module `{file}` has no output `{name}`{}; its outputs: {}",
-        did_you_mean(suggestion),
-        list(outputs)
-    )]
-    UnknownOutput {
-        /// The file the module was loaded from.
-        file: String,
-        /// The name asked for.
-        name: String,
-        /// The closest output name, if one is close.
-        suggestion: Option<String>,
-        /// Every output name.
-        outputs: Vec<String>,
-    },
+    /// A TorchScript module could not be loaded or run, or has no output of a name asked for.
+    #[error(transparent)]
+    Jit(#[from] crate::jit::JitError),
     /// A configuration file is not valid TOML, has a key or a value the configuration does not know,
     /// or names something its models do not have. The location is 1-based and names the key at
     /// fault; a misspelt path or key comes with the closest existing one.
@@ -370,7 +349,8 @@ impl std::fmt::Debug for DistillError {
         let mut causes = Vec::new();
         let mut cause = std::error::Error::source(self);
         while let Some(error) = cause {
-            let text = error.to_string();
+            // A libtorch error underneath (a TorchScript module's) is quoted without its C++ backtrace.
+            let text = libtorch_message(&error.to_string());
             if !message.contains(&text) {
                 causes.push(text);
             }
@@ -404,7 +384,7 @@ fn key_prefix(key: &str) -> String {
     }
 }
 
-fn did_you_mean(suggestion: &Option<String>) -> String {
+pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
     match suggestion {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
@@ -417,13 +397,6 @@ fn quoted_list(names: &[String]) -> String {
 
 fn bullet_list(problems: &[DistillError]) -> String {
     problems.iter().map(|problem| format!("- {problem}")).collect::<Vec<_>>().join("\n")
-}
-
-fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        return "none (it returns one tensor: use the bare model)".to_owned();
-    }
-    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// A container's path in a message: `` `features` ``, or the model itself.

@@ -44,6 +44,16 @@ pub enum CriterionError {
         /// The number of classes (tokens of the vocabulary).
         vocab: i64,
     },
+    /// Logits to encode in top-k form with fewer classes than the `k` to keep.
+    #[error("cannot encode logits {shape:?} in top-k form: k = {k} is more than the {classes} classes")]
+    TopKExceedsClasses {
+        /// The logits' shape.
+        shape: Vec<i64>,
+        /// The `k` asked for.
+        k: i64,
+        /// The logits' classes.
+        classes: i64,
+    },
     /// A tensor handed to a criterion or an encoder is undefined.
     #[error("{tensor} is undefined")]
     Undefined {
@@ -65,11 +75,11 @@ pub enum CriterionError {
         tensor: &'static str,
     },
     /// Logits of a shape the operation does not take.
-    #[error("the logits {shape:?} are not {expected}")]
+    #[error("the logits {shape:?} need 2 dimensions {expected}")]
     LogitsShape {
         /// Their shape.
         shape: Vec<i64>,
-        /// The shape the operation takes (`"[N, C]"`).
+        /// The dimensions the operation takes (`"(N, C)"`).
         expected: &'static str,
     },
     /// More classes than a floating-point kind holds as exact indices.

@@ -62,7 +62,7 @@ pub(super) struct RowLoss<'a> {
 pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) -> Result<Tensor> {
     let (n, vocab) = match z.size()[..] {
         [n, v] => (n, v),
-        ref other => return Err(CriterionError::LogitsShape { shape: other.to_vec(), expected: "[n, V]" }.into()),
+        ref other => return Err(CriterionError::LogitsShape { shape: other.to_vec(), expected: "(n, V)" }.into()),
     };
     let kind = z.f_kind()?;
     // Half-precision logits are computed on in f32, as autograd's softmax kernels accumulate.

@@ -89,11 +89,11 @@ impl TopKLogits {
         }
         let shape = logits.size();
         if shape.len() != 2 {
-            return Err(CriterionError::LogitsShape { shape, expected: "[N, C]" }.into());
+            return Err(CriterionError::LogitsShape { shape, expected: "(N, C)" }.into());
         }
         let classes = shape[1];
         if self.k > classes {
-            return Err(CriterionError::TopKOutOfRange { k: self.k, vocab: classes }.into());
+            return Err(CriterionError::TopKExceedsClasses { shape, k: self.k, classes }.into());
         }
         let kind = match logits.f_kind()? {
             Kind::Double => Kind::Double,
