@@ -153,7 +153,10 @@ fn a_scripted_module_follows_the_train_flag() {
 fn with_output_chooses_the_main_output_and_checks_the_name() {
     let module = Module::load(fixture("features.pt"), Device::Cpu).unwrap();
     let error = Module::load(fixture("features.pt"), Device::Cpu).unwrap().with_output("logit").unwrap_err();
-    assert!(matches!(&error, DistillError::Jit(JitError::UnknownOutput { suggestion: Some(s), .. }) if s == "logits"), "{error}");
+    assert!(
+        matches!(&error, DistillError::Jit(JitError::UnknownOutput { suggestion: Some(s), .. }) if s == "logits"),
+        "{error}"
+    );
     assert_eq!(
         error.to_string(),
         format!(

@@ -27,6 +27,7 @@
 //! random generator's state (reseed with `tch::manual_seed`), and the teacher (frozen, it is loaded
 //! from its own file; a teacher trained with the student is saved with its own `VarStore`).
 
+mod error;
 mod layers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,8 +39,6 @@ use tch::{Kind, Tensor};
 use self::layers::{layer_tensors, same_variable, LayerTensor};
 use crate::checksum;
 use crate::error::{DistillError, Result};
-
-mod error;
 use crate::module::Distillable;
 pub use error::{CheckpointError, CheckpointProblem, StateDictProblems};
 

@@ -19,6 +19,7 @@
 //! `safetensors` weights loaded into a Rust model (`distill::vision`) carry no code.
 
 mod archive;
+mod error;
 mod layout;
 
 use std::cell::Cell;
@@ -32,9 +33,8 @@ use crate::captured::Captured;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
 
-mod error;
-pub use error::JitError;
 use crate::point::{Port, Side};
+pub use error::JitError;
 pub use layout::OutputLayout;
 
 /// A TorchScript module loaded from a `torch.jit.save` file, usable as the teacher (or, when loaded
@@ -83,8 +83,7 @@ impl Module {
         crate::device::check_device(device)?;
         let layout = OutputLayout::Dict(names.iter().map(|name| (*name).to_owned()).collect());
         archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
-        let module =
-            CModule::load_on_device(file, device).map_err(|e| torch_error(file, e))?;
+        let module = CModule::load_on_device(file, device).map_err(|e| torch_error(file, e))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
 
@@ -94,8 +93,7 @@ impl Module {
         let file = file.as_ref();
         let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
         archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
-        let module =
-            TrainableCModule::load(file, path).map_err(|e| torch_error(file, e))?;
+        let module = TrainableCModule::load(file, path).map_err(|e| torch_error(file, e))?;
         let module = Module::new(Inner::Trainable(module), layout, file)?;
         module.set_training(true)?;
         Ok(module)
@@ -253,9 +251,7 @@ impl Module {
     /// with [`load_trainable`](Self::load_trainable), whose parameters are in the VarStore given.
     pub(crate) fn frozen_parameters(&self) -> Option<Result<Vec<(String, Tensor)>>> {
         match &*self.lock() {
-            Inner::Frozen(module) => {
-                Some(module.named_parameters().map_err(|e| torch_error(&self.file, e)))
-            }
+            Inner::Frozen(module) => Some(module.named_parameters().map_err(|e| torch_error(&self.file, e))),
             Inner::Trainable(_) => None,
         }
     }
