@@ -94,7 +94,7 @@ pub(crate) fn load_strict_with(
     problems.unexpected = unexpected.into_iter().cloned().collect();
     if !problems.is_empty() {
         let (file, prefix) = (path.display().to_string(), prefix.to_owned());
-        return Err(CheckpointError::StateDict { file, prefix, problems }.into());
+        return Err(CheckpointError::StateDict { file, prefix, problems: Box::new(problems) }.into());
     }
 
     tch::no_grad(|| -> Result<()> {

@@ -26,8 +26,8 @@ pub enum CheckpointError {
         file: String,
         /// The variable prefix the model was built under (empty for the root).
         prefix: String,
-        /// What differs.
-        problems: StateDictProblems,
+        /// What differs (boxed: four lists would make every `Result` of the crate large).
+        problems: Box<StateDictProblems>,
     },
 }
 
