@@ -26,7 +26,7 @@ pub enum VisionError {
     },
     /// A dropout probability outside `[0, 1]`.
     #[error("dropout must be in [0, 1], not {value}")]
-    Dropout {
+    DropoutOutOfRange {
         /// The value given.
         value: f64,
     },

@@ -230,7 +230,7 @@ pub fn mobilenet_v2<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<M
 /// # Errors
 /// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes`, `in_channels` or
 /// `round_nearest` is below 1, [`VisionError::WidthMultiplier`](super::VisionError::WidthMultiplier) when
-/// `width_mult` is not a positive finite number, [`VisionError::Dropout`](super::VisionError::Dropout) when
+/// `width_mult` is not a positive finite number, [`VisionError::DropoutOutOfRange`](super::VisionError::DropoutOutOfRange) when
 /// `dropout` is not in `[0, 1]`.
 pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     p: P,
@@ -245,7 +245,7 @@ pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
         return Err(VisionError::WidthMultiplier { value: config.width_mult }.into());
     }
     if !(0.0..=1.0).contains(&config.dropout) {
-        return Err(VisionError::Dropout { value: config.dropout }.into());
+        return Err(VisionError::DropoutOutOfRange { value: config.dropout }.into());
     }
     let divisible = |width: f64| make_divisible(width * config.width_mult, config.round_nearest);
     let features = p / "features";
