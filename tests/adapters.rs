@@ -5,10 +5,10 @@ use distill::adapter::{
     find_conv2d_mapping, find_conv2d_mapping_with_tolerance, inverted_conv2d_adapter,
     inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter,
     learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter,
-    ChannelMapping, KeptChannels, Tolerance,
+    AdapterError, ChannelMapError, ChannelMapping, KeptChannels, Tolerance,
 };
 use distill::nn::{self, Module, ModuleT, OptimizerConfig, VarStore};
-use distill::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear};
+use distill::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear, PruneError};
 use distill::{DistillError, Distillable};
 use tch::{Device, Kind, Tensor};
 
@@ -141,7 +141,7 @@ fn larger_layers_and_other_layouts_map() {
     assert_eq!(mapping, ChannelMapping { output: vec![9, 2, 4], input: (0..6).collect() });
     assert!(matches!(
         find_conv2d_mapping_with_tolerance(&source, &target, Tolerance::EXACT),
-        Err(DistillError::NoChannelMapping { .. })
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
 }
 
@@ -181,9 +181,13 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     // Without the target's bias, channels 1 and 6 differ (by their biases) and the weights cannot tell.
     student.bs = None;
     match conv2d_adapter(vs.root() / "b", &teacher, &student) {
-        Err(DistillError::AmbiguousChannelMapping {
-            what: "output channel", channel: 0, first: 1, second: 6, ..
-        }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::Ambiguous {
+            what: "output channel",
+            channel: 0,
+            first: 1,
+            second: 6,
+            ..
+        })) => {}
         other => panic!("{other:?}"),
     }
 
@@ -196,7 +200,13 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     assert!(
         matches!(
             err,
-            DistillError::AmbiguousChannelMapping { what: "input channel", channel: 0, first: 0, second: 1, .. }
+            DistillError::ChannelMap(ChannelMapError::Ambiguous {
+                what: "input channel",
+                channel: 0,
+                first: 0,
+                second: 1,
+                ..
+            })
         ),
         "{err:?}"
     );
@@ -230,7 +240,7 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
                 }
                 found += 1;
             }
-            Err(DistillError::AmbiguousChannelMapping { .. }) => ambiguous += 1,
+            Err(DistillError::ChannelMap(ChannelMapError::Ambiguous { .. })) => ambiguous += 1,
             Err(other) => panic!("{other}"),
         }
     }
@@ -242,7 +252,10 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
     match find_conv2d_mapping(&source, &target) {
         Ok(mapping) => assert_eq!((mapping.output, mapping.input), (out_kept, in_kept)),
-        Err(DistillError::AmbiguousChannelMapping { .. } | DistillError::UndecidedChannelMapping { .. }) => {}
+        Err(
+            DistillError::ChannelMap(ChannelMapError::Ambiguous { .. })
+            | DistillError::ChannelMap(ChannelMapError::Undecided { .. }),
+        ) => {}
         Err(other) => panic!("{other}"),
     }
 }
@@ -298,7 +311,7 @@ fn weights_that_fit_several_selections_are_an_error_never_a_guess() {
                     adapter.mapping()
                 );
             }
-            Err(DistillError::AmbiguousChannelMapping { .. }) => ambiguous += 1,
+            Err(DistillError::ChannelMap(ChannelMapError::Ambiguous { .. })) => ambiguous += 1,
             Err(other) => panic!("seed {seed}: {other}"),
         }
     }
@@ -312,33 +325,48 @@ fn mapping_errors_are_typed() {
     let source = randn(&[8, 4, 3, 3]);
 
     match find_conv2d_mapping(&source, &randn(&[9, 4, 3, 3])) {
-        Err(DistillError::TargetWider { what: "output channels", source_size: 8, target_size: 9 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::TargetWider {
+            what: "output channels",
+            source_size: 8,
+            target_size: 9,
+        })) => {}
         other => panic!("{other:?}"),
     }
     match find_conv2d_mapping(&source, &randn(&[2, 5, 3, 3])) {
-        Err(DistillError::TargetWider { what: "input channels", source_size: 4, target_size: 5 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::TargetWider {
+            what: "input channels",
+            source_size: 4,
+            target_size: 5,
+        })) => {}
         other => panic!("{other:?}"),
     }
     match find_conv2d_mapping(&source, &source.narrow(2, 0, 1).narrow(3, 0, 1)) {
-        Err(DistillError::InvalidArgument(msg)) => {
+        Err(DistillError::ChannelMap(error @ ChannelMapError::IncompatibleShapes { .. })) => {
+            let msg = error.to_string();
             assert!(msg.contains("[8, 4, 3, 3]") && msg.contains("[8, 4, 1, 1]"), "{msg}")
         }
         other => panic!("{other:?}"),
     }
     match find_conv2d_mapping(&source, &randn(&[8, 4])) {
-        Err(DistillError::InvalidArgument(msg)) => assert!(msg.contains("4-D"), "{msg}"),
+        Err(DistillError::ChannelMap(error @ ChannelMapError::NotConv2d { .. })) => {
+            assert!(error.to_string().contains("4-D"), "{error}")
+        }
         other => panic!("{other:?}"),
     }
     // Unrelated weights: the first target output channel already matches nothing.
     match find_conv2d_mapping(&source, &randn(&[3, 2, 3, 3])) {
-        Err(DistillError::NoChannelMapping { what: "output channel", channel: 0, .. }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping {
+            what: "output channel", channel: 0, ..
+        })) => {}
         other => panic!("{other:?}"),
     }
     // A pruned copy with one weight changed beyond tolerance.
     let target = source.index_select(0, &idx(&[5, 1, 2])).copy();
     let _ = tch::no_grad(|| target.get(2).get(0).get(1).get(1).g_add_scalar_(1e-3));
     match find_conv2d_mapping(&source, &target) {
-        Err(DistillError::NoChannelMapping { what: "output channel", channel: 2, .. }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping {
+            what: "output channel", channel: 2, ..
+        })) => {}
         other => panic!("{other:?}"),
     }
     // … and within tolerance.
@@ -347,24 +375,30 @@ fn mapping_errors_are_typed() {
     assert_eq!(find_conv2d_mapping(&source, &target).unwrap().output, [5, 1, 2]);
     // Two target channels copied from one source channel: no injective mapping.
     let target = source.index_select(0, &idx(&[3, 3]));
-    assert!(matches!(find_conv2d_mapping(&source, &target), Err(DistillError::NoChannelMapping { .. })));
+    assert!(matches!(
+        find_conv2d_mapping(&source, &target),
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
+    ));
 
     // Odd inputs are errors, not panics.
     let nan = source.index_select(0, &idx(&[1])).fill_(f64::NAN);
-    assert!(matches!(find_conv2d_mapping(&source, &nan), Err(DistillError::NoChannelMapping { .. })));
+    assert!(matches!(
+        find_conv2d_mapping(&source, &nan),
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
+    ));
     let nan_source = randn(&[2, 2, 3, 3]).fill_(f64::NAN);
     assert!(find_conv2d_mapping(&nan_source, &randn(&[1, 1, 3, 3])).is_err());
     assert!(matches!(
         find_conv2d_mapping(&randn(&[0, 4, 3, 3]), &randn(&[0, 4, 3, 3])),
-        Err(DistillError::InvalidArgument(_))
+        Err(DistillError::ChannelMap(ChannelMapError::EmptyWeights { .. }))
     ));
     assert!(matches!(
         find_conv2d_mapping(&Tensor::new(), &randn(&[1, 1, 1, 1])),
-        Err(DistillError::InvalidArgument(_))
+        Err(DistillError::ChannelMap(ChannelMapError::UndefinedWeight { role: "source" }))
     ));
     assert!(matches!(
         find_conv2d_mapping_with_tolerance(&randn(&[2, 2, 1, 1]), &randn(&[1, 1, 1, 1]), Tolerance::new(-1.0, 0.0)),
-        Err(DistillError::InvalidArgument(_))
+        Err(DistillError::ChannelMap(ChannelMapError::InvalidTolerance { .. }))
     ));
 
     // The adapters report the same typed errors.
@@ -372,15 +406,21 @@ fn mapping_errors_are_typed() {
     let teacher = nn::conv2d(vs.root() / "t", 4, 8, 3, Default::default());
     let wider = nn::conv2d(vs.root() / "s", 4, 16, 3, Default::default());
     let unrelated = nn::conv2d(vs.root() / "u", 4, 4, 3, Default::default());
-    assert!(matches!(conv2d_adapter(vs.root() / "a", &teacher, &wider), Err(DistillError::TargetWider { .. })));
+    assert!(matches!(
+        conv2d_adapter(vs.root() / "a", &teacher, &wider),
+        Err(DistillError::ChannelMap(ChannelMapError::TargetWider { .. }))
+    ));
     assert!(matches!(
         inverted_conv2d_adapter(vs.root() / "b", &teacher, &unrelated),
-        Err(DistillError::NoChannelMapping { .. })
+        Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
     // A wrongly shaped input to an adapter is an error from `f_forward`.
     let pruned = prune_conv2d(vs.root() / "p", &teacher, &[1, 2], None).unwrap();
     let adapter = conv2d_adapter(vs.root() / "c", &teacher, &pruned).unwrap();
-    assert!(matches!(adapter.f_forward(&randn(&[1, 3, 4, 4])), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        adapter.f_forward(&randn(&[1, 3, 4, 4])),
+        Err(DistillError::Adapter(AdapterError::InputChannels { channels: 8, .. }))
+    ));
 }
 
 #[test]
@@ -410,7 +450,9 @@ fn the_pruning_record_builds_the_adapters_without_weights() {
     let other_teacher = nn::conv2d(vs.root() / "other", 6, 12, 3, conv_cfg(3));
     let err = conv2d_adapter(vs.root() / "mismatch", &other_teacher, &student).unwrap_err();
     assert!(
-        matches!(&err, DistillError::InvalidArgument(msg) if msg.contains("[10, 6, 3, 3]") && msg.contains("[12, 6, 3, 3]")),
+        matches!(&err, DistillError::ChannelMap(ChannelMapError::RecordSourceMismatch { .. }))
+            && err.to_string().contains("[10, 6, 3, 3]")
+            && err.to_string().contains("[12, 6, 3, 3]"),
         "{err}"
     );
     // … and against the layer it is attached to.
@@ -418,7 +460,10 @@ fn the_pruning_record_builds_the_adapters_without_weights() {
     fresh.set_pruned_from(kept.clone()).unwrap();
     assert_eq!(fresh.pruned_from(), Some(&kept));
     let mut wrong = nn::conv2d(vs.root() / "wrong", 3, 5, 3, conv_cfg(3));
-    assert!(matches!(wrong.set_pruned_from(kept.clone()), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        wrong.set_pruned_from(kept.clone()),
+        Err(DistillError::ChannelMap(ChannelMapError::RecordPrunedMismatch { .. }))
+    ));
     assert!(wrong.pruned_from().is_none());
     assert!(KeptChannels::new(&[10, 6, 3, 3], vec![10], vec![0]).is_err());
 }
@@ -441,7 +486,7 @@ fn a_perturbed_copy_maps_with_a_looser_tolerance() {
     });
     perturb(&student.ws, 1e-5);
     let err = conv2d_adapter(vs.root() / "strict", &teacher, &student).unwrap_err();
-    assert!(matches!(err, DistillError::NoChannelMapping { .. }), "{err}");
+    assert!(matches!(err, DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. })), "{err}");
     assert!(err.to_string().contains("conv2d_adapter_with_tolerance"), "{err}");
     let loose = Tolerance::new(1e-4, 1e-3);
     let narrow = conv2d_adapter_with_tolerance(vs.root() / "narrow", &teacher, &student, loose).unwrap();
@@ -450,7 +495,7 @@ fn a_perturbed_copy_maps_with_a_looser_tolerance() {
     assert_eq!(widen.mapping().output, [6, 0, 3]);
     assert!(matches!(
         conv2d_adapter_with_tolerance(vs.root() / "bad", &teacher, &student, Tolerance::new(f64::NAN, 0.0)),
-        Err(DistillError::InvalidArgument(_))
+        Err(DistillError::ChannelMap(ChannelMapError::InvalidTolerance { .. }))
     ));
 }
 
@@ -462,15 +507,30 @@ fn layers_of_the_wrong_rank_are_errors() {
     let teacher = nn::conv2d(vs.root() / "teacher", 4, 8, 3, Default::default());
     let mut flat = nn::conv2d(vs.root() / "flat", 4, 8, 3, Default::default());
     flat.ws = Tensor::zeros([8, 4], (Kind::Float, Device::Cpu));
-    assert!(matches!(conv2d_adapter(vs.root() / "a", &teacher, &flat), Err(DistillError::InvalidArgument(_))));
-    assert!(matches!(inverted_conv2d_adapter(vs.root() / "b", &flat, &teacher), Err(DistillError::InvalidArgument(_))));
-    assert!(matches!(prune_conv2d(vs.root() / "c", &flat, &[0], None), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        conv2d_adapter(vs.root() / "a", &teacher, &flat),
+        Err(DistillError::ChannelMap(ChannelMapError::ConvNot4d { role: "student", .. }))
+    ));
+    assert!(matches!(
+        inverted_conv2d_adapter(vs.root() / "b", &flat, &teacher),
+        Err(DistillError::ChannelMap(ChannelMapError::ConvNot4d { role: "teacher", .. }))
+    ));
+    assert!(matches!(
+        prune_conv2d(vs.root() / "c", &flat, &[0], None),
+        Err(DistillError::Prune(PruneError::TensorRank { dims: 4, .. }))
+    ));
     let mut linear = nn::linear(vs.root() / "linear", 4, 3, Default::default());
     linear.ws = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-    assert!(matches!(prune_linear(vs.root() / "d", &linear, Some(&[0]), None), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        prune_linear(vs.root() / "d", &linear, Some(&[0]), None),
+        Err(DistillError::Prune(PruneError::TensorRank { dims: 2, .. }))
+    ));
     let mut bn = nn::batch_norm2d(vs.root() / "bn", 4, Default::default());
     bn.running_mean = Tensor::from(0.0f32);
-    assert!(matches!(prune_batch_norm(vs.root() / "e", &bn, &[0]), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        prune_batch_norm(vs.root() / "e", &bn, &[0]),
+        Err(DistillError::Prune(PruneError::TensorRank { dims: 1, .. }))
+    ));
 }
 
 /// Adds noise to a variable in place, outside autograd.
@@ -593,8 +653,14 @@ fn adapter_variables_live_under_the_given_path() {
     f0.visit_children(&mut |_| children += 1);
     assert_eq!(children, 0);
 
-    assert!(matches!(conv1x1_adapter(vs.root() / "bad", 0, 3), Err(DistillError::InvalidArgument(_))));
-    assert!(matches!(linear_adapter(vs.root() / "bad", 3, -1), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        conv1x1_adapter(vs.root() / "bad", 0, 3),
+        Err(DistillError::Adapter(AdapterError::EmptyWidth { input: 0, output: 3 }))
+    ));
+    assert!(matches!(
+        linear_adapter(vs.root() / "bad", 3, -1),
+        Err(DistillError::Adapter(AdapterError::EmptyWidth { input: 3, output: -1 }))
+    ));
 }
 
 #[test]
@@ -604,15 +670,24 @@ fn l1_keep_and_keep_count() {
     assert_eq!(l1_keep(&weight, 3).unwrap(), [0, 2, 3]);
     assert_eq!(l1_keep(&weight, 1).unwrap(), [2]);
     assert_eq!(l1_keep(&weight, 5).unwrap(), [0, 1, 2, 3, 4]);
-    assert!(matches!(l1_keep(&weight, 0), Err(DistillError::InvalidArgument(_))));
-    assert!(matches!(l1_keep(&weight, 6), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        l1_keep(&weight, 0),
+        Err(DistillError::Prune(PruneError::KeepOutOfRange { keep: 0, filters: 5, .. }))
+    ));
+    assert!(matches!(
+        l1_keep(&weight, 6),
+        Err(DistillError::Prune(PruneError::KeepOutOfRange { keep: 6, filters: 5, .. }))
+    ));
 
     assert_eq!(keep_count(64, 0.25).unwrap(), 16);
     assert_eq!(keep_count(10, 0.33).unwrap(), 3);
     assert_eq!(keep_count(3, 0.01).unwrap(), 1);
     assert_eq!(keep_count(7, 1.0).unwrap(), 7);
     for (channels, ratio) in [(0, 0.5), (8, 0.0), (8, 1.5), (8, f64::NAN)] {
-        assert!(matches!(keep_count(channels, ratio), Err(DistillError::InvalidArgument(_))), "{channels} {ratio}");
+        assert!(
+            matches!(keep_count(channels, ratio), Err(DistillError::Prune(PruneError::KeepRatio { .. }))),
+            "{channels} {ratio}"
+        );
     }
 }
 
@@ -678,29 +753,47 @@ fn pruning_errors_are_typed() {
     let fc = nn::linear(vs.root() / "fc", 8, 5, Default::default());
     let p = vs.root() / "p";
     match prune_conv2d(&p / "a", &conv, &[0, 8], None) {
-        Err(DistillError::ChannelOutOfRange { what: "output channel", index: 8, channels: 8 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange {
+            what: "output channel",
+            index: 8,
+            channels: 8,
+        })) => {}
         other => panic!("{other:?}"),
     }
     match prune_conv2d(&p / "b", &conv, &[1], Some(&[-1])) {
-        Err(DistillError::ChannelOutOfRange { what: "input channel", index: -1, channels: 4 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange {
+            what: "input channel",
+            index: -1,
+            channels: 4,
+        })) => {}
         other => panic!("{other:?}"),
     }
     match prune_batch_norm(&p / "c", &bn, &[3, 1, 3]) {
-        Err(DistillError::DuplicateChannel { what: "channel", index: 3 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::DuplicateChannel { what: "channel", index: 3 })) => {}
         other => panic!("{other:?}"),
     }
     match prune_linear(&p / "d", &fc, Some(&[]), None) {
-        Err(DistillError::InvalidArgument(_)) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::NoneKept { what: "output feature" })) => {}
         other => panic!("{other:?}"),
     }
     match prune_linear(&p / "e", &fc, None, Some(&[0, 9])) {
-        Err(DistillError::ChannelOutOfRange { what: "input feature", index: 9, channels: 8 }) => {}
+        Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange {
+            what: "input feature",
+            index: 9,
+            channels: 8,
+        })) => {}
         other => panic!("{other:?}"),
     }
     // tch keeps a layer's config private: a conv wrapped without it cannot be copied faithfully.
     let bare = nn::Conv2D::from_tch(tch::nn::conv2d(vs.root() / "bare", 4, 8, 3, Default::default()));
     assert!(bare.config().is_none());
-    assert!(matches!(prune_conv2d(&p / "f", &bare, &[0], None), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        prune_conv2d(&p / "f", &bare, &[0], None),
+        Err(DistillError::Prune(PruneError::UnknownConfig { layer: "conv", .. }))
+    ));
     let grouped = nn::conv2d(vs.root() / "grouped", 4, 8, 3, nn::ConvConfig { groups: 2, ..Default::default() });
-    assert!(matches!(prune_conv2d(&p / "g", &grouped, &[0], None), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        prune_conv2d(&p / "g", &grouped, &[0], None),
+        Err(DistillError::Prune(PruneError::Grouped { groups: 2 }))
+    ));
 }

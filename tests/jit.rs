@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use distill::jit::{Module, OutputLayout};
+use distill::jit::{JitError, Module, OutputLayout};
 use distill::DistillError;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -153,7 +153,10 @@ fn a_scripted_module_follows_the_train_flag() {
 fn with_output_chooses_the_main_output_and_checks_the_name() {
     let module = Module::load(fixture("features.pt"), Device::Cpu).unwrap();
     let error = Module::load(fixture("features.pt"), Device::Cpu).unwrap().with_output("logit").unwrap_err();
-    assert!(matches!(&error, DistillError::UnknownOutput { suggestion: Some(s), .. } if s == "logits"), "{error}");
+    assert!(
+        matches!(&error, DistillError::Jit(JitError::UnknownOutput { suggestion: Some(s), .. }) if s == "logits"),
+        "{error}"
+    );
     assert_eq!(
         error.to_string(),
         format!(
@@ -188,7 +191,7 @@ fn load_with_outputs_checks_the_names_at_run_time() {
 #[test]
 fn files_that_are_not_torchscript_are_errors() {
     let error = Module::load(fixture("expected.json"), Device::Cpu).unwrap_err();
-    assert!(matches!(error, DistillError::Jit { .. }), "{error}");
+    assert!(matches!(error, DistillError::Jit(JitError::Archive { .. } | JitError::Torch { .. })), "{error}");
     let error = Module::load(fixture("missing.pt"), Device::Cpu).unwrap_err();
     assert!(error.to_string().contains("cannot open"), "{error}");
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use distill::jit;
+use distill::jit::{self, JitError};
 use distill::nn::{self, ModuleT, OptimizerConfig, VarStore};
 use distill::prelude::*;
 use serde_json::Value;
@@ -79,7 +79,10 @@ fn mapping_pairs_carry_the_teacher_outputs_without_gradient() {
     mapping.add("bn1", "block1", ()).unwrap();
     mapping.add(&student.fc, "logits", ()).unwrap();
     let error = mapping.add("conv2", "conv_2", ()).unwrap_err();
-    assert!(matches!(&error, DistillError::UnknownOutput { suggestion: Some(s), .. } if s == "conv2"), "{error}");
+    assert!(
+        matches!(&error, DistillError::Jit(JitError::UnknownOutput { suggestion: Some(s), .. }) if s == "conv2"),
+        "{error}"
+    );
     let error = mapping.add("", "", ()).unwrap_err();
     assert!(error.to_string().contains("with_output"), "{error}");
     assert_eq!(mapping.len(), 2);
@@ -105,7 +108,7 @@ fn tuple_and_tensor_teachers_name_positions_and_the_bare_model() {
     let mut mapping = Mapping::new(&student, &tuple);
     mapping.add("bn1", "0", ()).unwrap();
     mapping.add("", "1", ()).unwrap();
-    assert!(matches!(mapping.add("", "2", ()), Err(DistillError::UnknownOutput { .. })));
+    assert!(matches!(mapping.add("", "2", ()), Err(DistillError::Jit(JitError::UnknownOutput { .. }))));
     let model = distill(&student, &tuple, mapping);
     let out = model.forward_t(&xs, false).unwrap();
     assert!(max_diff(out.get(1).unwrap().1, &tensor(&expected["tuple/eval"]["1"])) < 1e-5);
@@ -139,7 +142,10 @@ fn distill_macro_checks_names_in_new_and_runs_the_teacher_in_eval_mode() {
     // A teacher without the named outputs: `new()` says which and suggests.
     let tuple = jit::Module::load(fixture("tuple.pt"), Device::Cpu).unwrap();
     let error = FromTorch::new(vs.root() / "kd2", &student, &tuple).err().unwrap();
-    assert!(matches!(error, DistillError::UnknownOutput { ref name, .. } if name == "block1"), "{error}");
+    assert!(
+        matches!(error, DistillError::Jit(JitError::UnknownOutput { ref name, .. }) if name == "block1"),
+        "{error}"
+    );
 }
 
 distill! {

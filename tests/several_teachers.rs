@@ -8,7 +8,7 @@ mod common;
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use distill::jit;
+use distill::jit::{self, JitError};
 use distill::nn::{self, ModuleT, VarStore};
 use distill::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -421,7 +421,7 @@ fn a_torchscript_teacher_beside_a_distill_nn_teacher() {
     };
     assert!(
         matches!(&error, DistillError::InTeacher { teacher, source } if teacher == "torch"
-        && matches!(**source, DistillError::UnknownOutput { .. })),
+        && matches!(**source, DistillError::Jit(JitError::UnknownOutput { .. }))),
         "{error}"
     );
 }

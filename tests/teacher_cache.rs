@@ -10,7 +10,7 @@ use std::process::Command;
 use common::bounds::{self, compare, CHAIN_DEPTH, U_F16, U_F32};
 use common::criterion_bounds as magnitude;
 use common::Net;
-use distill::cache::{Augment, CacheWriter, Encoding, Precision, TeacherCache, TeacherHash};
+use distill::cache::{Augment, CacheError, CacheWriter, Encoding, Precision, TeacherCache, TeacherHash};
 use distill::prelude::*;
 use distill::{DistillError, Endpoint};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -373,7 +373,9 @@ fn top_k_storage_needs_logits_and_counts_k_values_and_indices_per_sample() {
         .err()
         .unwrap();
     assert!(
-        matches!(&error, DistillError::InvalidArgument(m) if m.contains("`features.0`") && m.contains("[N, C]")),
+        matches!(&error, DistillError::Cache(CacheError::TopKNeedsLogits { path, .. }) if path == "features.0")
+            && error.to_string().contains("`features.0`")
+            && error.to_string().contains("[N, C]"),
         "{error}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -403,7 +405,7 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 1")).unwrap();
     assert_eq!(TeacherCache::open(&dir).unwrap().manifest().format, 1);
     std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 4")).unwrap();
-    assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache { .. })));
+    assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache(CacheError::File { .. }))));
     // A manifest that is not JSON: the parser's error is the source, not only a string.
     std::fs::write(&path, "{ not json").unwrap();
     let err = TeacherCache::open(&dir).err().unwrap();
@@ -562,7 +564,10 @@ fn an_endpoint_the_cache_does_not_store_is_a_mismatch_naming_it() {
     assert!(error.to_string().contains("`features.0` (output), `features.1.conv` (output)"), "{error}");
     assert_eq!(mismatch_what(error), "the teacher endpoint `features.1` (output)");
     // By reference: a cache has no modules.
-    assert!(matches!(other.add("features.0", &setup.teacher.stem, ()), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        other.add("features.0", &setup.teacher.stem, ()),
+        Err(DistillError::Cache(CacheError::NoModules))
+    ));
     // The typed front end: checked by the cached forward.
     distill! {
         struct OtherKd for Net => Net {
@@ -592,7 +597,10 @@ fn inputs_of_another_shape_are_a_mismatch() {
     assert!(error.to_string().contains("[2, 1, 12, 12] in the cache, [2, 1, 16, 16] here"), "{error}");
     assert_eq!(mismatch_what(error), "the input batch's shape");
     // Sample ids outside the cache.
-    assert!(matches!(cache.batch(&ids(&[3, SAMPLES]), 0), Err(DistillError::InvalidArgument(_))));
+    assert!(matches!(
+        cache.batch(&ids(&[3, SAMPLES]), 0),
+        Err(DistillError::Cache(CacheError::SampleNotCached { .. }))
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -684,7 +692,7 @@ fn a_writer_killed_mid_shard_then_rerun_gives_a_complete_correct_cache() {
     // What a crash inside the shard's own write would leave: a partial temporary file.
     std::fs::write(dir.join("shard-00001-of-00002.safetensors.tmp-999999"), b"partial").unwrap();
     let error = TeacherCache::open(&dir).unwrap_err();
-    assert!(matches!(error, DistillError::CacheIncomplete { shard: 1, shards: 2, .. }), "{error}");
+    assert!(matches!(error, DistillError::Cache(CacheError::Incomplete { shard: 1, shards: 2, .. })), "{error}");
     assert!(error.to_string().contains("shard 1 of 2"), "{error}");
     assert!(error.to_string().ends_with("run the writer with shard 1 of 2"), "{error}");
     let shard0 = std::fs::read(dir.join("shard-00000-of-00002.safetensors")).unwrap();

@@ -187,7 +187,11 @@ fn mistakes_are_errors() {
     assert!(error.to_string().contains("no EOS id"), "{error}");
     let dataset = TokenDataset::build(&docs, &tokenizer, &config(8, Packing::Packed)).unwrap();
     let error = dataset.train().batch(&[0, 999], Device::Cpu).unwrap_err();
-    assert!(matches!(&error, DataError::InvalidArgument(m) if m.contains("sequence 999 is out of range")), "{error}");
+    assert!(
+        matches!(&error, DataError::SequenceOutOfRange { index: 999, .. })
+            && error.to_string().contains("sequence 999 is out of range"),
+        "{error}"
+    );
     let error: distill::DistillError = error.into();
     assert!(matches!(error, distill::DistillError::Text(_)));
     assert!(matches!(read_documents(&["/nonexistent/file"], None), Err(DataError::Io { .. })));

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use distill::cache::{
-    IdWidth, Precision, TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TOKEN_MANIFEST_FILE,
+    CacheError, IdWidth, Precision, TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding,
+    TOKEN_MANIFEST_FILE,
 };
 use distill::criterion::{Criterion, SampledKl, SampledLogits, TokenReduction, TopKKl, TopKTail};
 use distill::DistillError;
@@ -372,7 +373,7 @@ fn truncated_edited_incomplete_and_foreign_caches_are_errors_naming_the_file() {
     // A missing shard: the writer did not finish it.
     std::fs::remove_file(&shard1).unwrap();
     let error = TokenCache::open(&dir).unwrap_err();
-    assert!(matches!(error, DistillError::CacheIncomplete { shard: 1, shards: 2, .. }), "{error}");
+    assert!(matches!(error, DistillError::Cache(CacheError::Incomplete { shard: 1, shards: 2, .. })), "{error}");
     std::fs::write(&shard1, &original).unwrap();
     TokenCache::open(&dir).unwrap().verify().unwrap();
 
@@ -409,7 +410,8 @@ fn a_write_interrupted_mid_shard_resumes_with_the_missing_shard_and_gives_the_sa
         .shards(2)
         .write(3, |ids| {
             if ids.contains(&8) {
-                return Err(DistillError::InvalidArgument("the teacher's machine went away".into()));
+                let gone = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the teacher's machine went away");
+                return Err(DistillError::Io { action: "read", path: "the teacher".into(), source: gone });
             }
             Ok((teacher_logits(ids), Some(mask(ids))))
         })
@@ -418,7 +420,7 @@ fn a_write_interrupted_mid_shard_resumes_with_the_missing_shard_and_gives_the_sa
     let names: Vec<String> = files(&dir).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["shard-00000-of-00002.safetensors", TOKEN_MANIFEST_FILE], "no part of shard 1 is left");
     let error = TokenCache::open(&dir).unwrap_err();
-    assert!(matches!(error, DistillError::CacheIncomplete { shard: 1, .. }), "{error}");
+    assert!(matches!(error, DistillError::Cache(CacheError::Incomplete { shard: 1, .. })), "{error}");
     // What a writer killed while writing shard 1 leaves behind: its temporary file.
     std::fs::write(dir.join("shard-00001-of-00002.safetensors.tmp-999999-0"), b"partial").unwrap();
     let writer = TokenCacheWriter::new(&dir, spec.clone()).shards(2);
@@ -498,7 +500,7 @@ fn data_parallel_ranks_read_only_their_own_shards() {
     std::fs::remove_file(dir.join("shard-00000-of-00004.safetensors")).unwrap();
     std::fs::remove_file(dir.join("shard-00001-of-00004.safetensors")).unwrap();
     TokenCache::open_rank(&dir, 1, 2).unwrap().batch(&[7]).unwrap();
-    assert!(matches!(TokenCache::open(&dir), Err(DistillError::CacheIncomplete { shard: 0, .. })));
+    assert!(matches!(TokenCache::open(&dir), Err(DistillError::Cache(CacheError::Incomplete { shard: 0, .. }))));
     let error = TokenCache::open_rank(&dir, 0, 3).unwrap_err();
     assert!(error.to_string().contains("4 shards, which do not split evenly over 3 ranks"), "{error}");
     assert!(TokenCache::open_rank(&dir, 2, 2).is_err());

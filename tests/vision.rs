@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use common::bounds::{self, compare_tensors, Comparison, U_F32};
+use distill::checkpoint::CheckpointError;
 use distill::nn::{self, ModuleT, VarStore};
-use distill::vision::{self, MobileNetV2Config, ResNetConfig};
+use distill::vision::{self, MobileNetV2Config, ResNetConfig, VisionError};
 use distill::{DistillError, Distillable};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -461,8 +462,8 @@ fn load_torchvision_under_a_prefix() {
 
 fn load_error(vs: &mut VarStore, file: &std::path::Path) -> String {
     match vision::load_torchvision(vs, file) {
-        Err(DistillError::InvalidArgument(message)) => message,
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        Err(error @ DistillError::Checkpoint(CheckpointError::StateDict { .. })) => error.to_string(),
+        other => panic!("expected CheckpointError::StateDict, got {other:?}"),
     }
 }
 
@@ -504,10 +505,19 @@ fn load_torchvision_rejects_another_models_weights() {
 fn constructors_reject_bad_options() {
     let vs = VarStore::new(Device::Cpu);
     let bad = |result: Result<(), DistillError>| match result {
-        Err(DistillError::InvalidArgument(message)) => message,
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        Err(DistillError::Vision(error)) => match error.downcast_ref::<VisionError>() {
+            Some(vision_error) => vision_error.to_string(),
+            None => panic!("expected VisionError, got {error:?}"),
+        },
+        other => panic!("expected VisionError, got {other:?}"),
     };
     assert!(bad(vision::resnet18(vs.root(), 0).map(drop)).contains("num_classes"));
+    let below_one = vision::resnet18(vs.root(), 0).map(drop).unwrap_err();
+    assert!(
+        matches!(&below_one, DistillError::Vision(error)
+            if matches!(error.downcast_ref(), Some(VisionError::BelowOne { what: "num_classes", value: 0 }))),
+        "{below_one}"
+    );
     let config = ResNetConfig { in_channels: -1, ..Default::default() };
     assert!(bad(vision::resnet50_with(vs.root(), 10, config).map(drop)).contains("in_channels"));
     assert!(bad(

@@ -2,8 +2,9 @@
 //! teacher's, so the selection adapters recover the teacher's kept channels exactly — through
 //! `distill!` with PyTorch paths for ResNet, and through `Mapping` for MobileNetV2's inner layers.
 
-use distill::adapter::{conv2d_adapter, inverted_conv2d_adapter};
+use distill::adapter::{conv2d_adapter, inverted_conv2d_adapter, ChannelMapError};
 use distill::prelude::*;
+use distill::prune::PruneError;
 use distill::vision::prune::{prune_depthwise_conv2d, prune_mobilenet_v2, prune_resnet, PruneInner};
 use distill::vision::{self, BasicBlock, MobileNetV2, MobileNetV2Config, MobileNetV2Feature, ResNet, ResNetConfig};
 use nn::{Module, ModuleT};
@@ -184,29 +185,33 @@ fn pruning_rejects_bad_arguments() {
     let (teacher_vs, student_vs) = (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
     let teacher = small_resnet18(&teacher_vs);
     let invalid = |result: Result<(), DistillError>| match result {
-        Err(DistillError::InvalidArgument(message)) => message,
-        other => panic!("expected InvalidArgument, got {other:?}"),
+        Err(DistillError::Prune(error)) => error,
+        other => panic!("expected PruneError, got {other:?}"),
     };
     for ratio in [0.0, 1.5, f64::NAN] {
-        invalid(prune_resnet(student_vs.root() / "r", &teacher, ratio).map(drop));
+        let error = invalid(prune_resnet(student_vs.root() / "r", &teacher, ratio).map(drop));
+        assert!(matches!(error, PruneError::KeepRatio { .. }), "{error}");
     }
     let block = &teacher.layer1[0];
-    let message = invalid(block.prune_inner(student_vs.root() / "b", &[vec![0], vec![1]]).map(drop));
+    let error = invalid(block.prune_inner(student_vs.root() / "b", &[vec![0], vec![1]]).map(drop));
+    assert!(matches!(error, PruneError::KeepLists { widths: 1, lists: 2, .. }), "{error}");
+    let message = error.to_string();
     assert!(message.contains("BasicBlock has 1 inner width, so it takes 1 list of kept channels, not 2"), "{message}");
     assert!(matches!(
         block.prune_inner(student_vs.root() / "b", &[vec![0, 64]]),
-        Err(DistillError::ChannelOutOfRange { index: 64, .. })
+        Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange { index: 64, .. }))
     ));
     assert!(matches!(
         prune_depthwise_conv2d(student_vs.root() / "dw", &block.conv1, &[0]),
-        Err(DistillError::InvalidArgument(message)) if message.contains("not a depthwise conv")
+        Err(error @ DistillError::Prune(PruneError::NotDepthwise { .. } | PruneError::DepthwiseGroups { .. }))
+            if error.to_string().contains("not a depthwise conv")
     ));
 
     let net = vision::mobilenet_v2(teacher_vs.root() / "m", 10).unwrap();
     let dw = &inverted_residual(&net, 2).conv.depthwise().0;
     assert!(matches!(
         prune_depthwise_conv2d(student_vs.root() / "dw", dw, &[3, 3]),
-        Err(DistillError::DuplicateChannel { index: 3, .. })
+        Err(DistillError::ChannelMap(ChannelMapError::DuplicateChannel { index: 3, .. }))
     ));
     let pruned = prune_depthwise_conv2d(student_vs.root() / "dw", dw, &[5, 2]).unwrap();
     assert_eq!(max_abs_diff(&pruned.ws, &dw.ws.index_select(0, &index(&[5, 2]))), 0.0);

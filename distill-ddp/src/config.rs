@@ -87,13 +87,13 @@ impl DdpConfig {
     ) -> Result<Self, DdpError> {
         let master_addr = master_addr.into();
         if world_size == 0 {
-            return Err(DdpError::InvalidArgument("the world size must be at least 1".into()));
+            return Err(DdpError::EmptyWorld);
         }
         if rank >= world_size {
-            return Err(DdpError::InvalidArgument(format!("rank {rank} is out of range for a world of {world_size}")));
+            return Err(DdpError::RankOutOfRange { what: "rank", rank, world_size });
         }
         if master_addr.trim().is_empty() {
-            return Err(DdpError::InvalidArgument("the rendezvous address is empty".into()));
+            return Err(DdpError::EmptyAddress);
         }
         Ok(Self {
             rank,

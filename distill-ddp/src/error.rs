@@ -57,9 +57,99 @@ pub enum DdpError {
         /// What it was waiting for when the time ran out.
         stage: String,
     },
-    /// An argument cannot be used.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// A world of no rank.
+    #[error("the world size must be at least 1")]
+    EmptyWorld,
+    /// A rank (or a collective's root rank) not below the world size.
+    #[error("{what} {rank} is out of range for a world of {world_size}")]
+    RankOutOfRange {
+        /// `"rank"` or `"root rank"`.
+        what: &'static str,
+        /// The rank given.
+        rank: usize,
+        /// The number of ranks.
+        world_size: usize,
+    },
+    /// An empty rendezvous address.
+    #[error("the rendezvous address is empty")]
+    EmptyAddress,
+    /// A string handed to libtorch that holds a NUL byte.
+    #[error("{what} `{value}` contains a NUL byte")]
+    NulByte {
+        /// What the string is (`"MASTER_ADDR"`).
+        what: &'static str,
+        /// The string.
+        value: String,
+    },
+    /// A number too large for libtorch's C `int`.
+    #[error("{what} {value} is too large")]
+    TooLarge {
+        /// What the number is.
+        what: &'static str,
+        /// The number.
+        value: usize,
+    },
+    /// The NCCL backend asked for, and the shim was built without it.
+    #[error(
+        "the NCCL backend is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA"
+    )]
+    NcclNotCompiled,
+    /// The NCCL backend without the local rank that chooses the GPU.
+    #[error("the NCCL backend needs the local rank (LOCAL_RANK) to choose this rank's GPU")]
+    NoLocalRank,
+    /// Gloo asked for with no worker thread.
+    #[error("Gloo needs at least one worker thread")]
+    NoGlooThreads,
+    /// A collective given an undefined tensor.
+    #[error("a collective got an undefined tensor")]
+    UndefinedTensor,
+    /// A collective given a tensor on another device than the group's.
+    #[error("the {backend:?} group takes tensors on {expected:?}, got one on {got:?}")]
+    WrongDevice {
+        /// The group's backend.
+        backend: crate::Backend,
+        /// The group's device.
+        expected: tch::Device,
+        /// The tensor's device.
+        got: tch::Device,
+    },
+    /// A collective given a non-contiguous tensor.
+    #[error("a collective takes contiguous tensors; call `.contiguous()` on the {shape:?} tensor first")]
+    NotContiguous {
+        /// The tensor's shape.
+        shape: Vec<i64>,
+    },
+    /// A coalesced all-reduce given tensors of several kinds.
+    #[error("a coalesced all-reduce takes tensors of one kind, got {first:?} and {other:?}")]
+    MixedKinds {
+        /// The first tensor's kind.
+        first: tch::Kind,
+        /// Another tensor's kind.
+        other: tch::Kind,
+    },
+    /// A gradient bucket size of zero bytes.
+    #[error("the bucket size must be at least one byte")]
+    EmptyBucket,
+    /// A variable on another device than the group's.
+    #[error("variable `{name}` is on {device:?}, but this rank's group works on {group:?}")]
+    VariableDevice {
+        /// The variable's name.
+        name: String,
+        /// Its device.
+        device: tch::Device,
+        /// The group's device.
+        group: tch::Device,
+    },
+    /// A parameter with no elements: a fitted adapter not sized yet.
+    #[error(
+        "parameter `{name}` has no elements: a fitted adapter (`fitted_linear_adapter`, `fitted_conv1x1_adapter`) is \
+         sized by the distillation's `dry_run`; run it on a sample batch before `DataParallel::new`, so that every \
+         rank averages the adapter's final parameters"
+    )]
+    EmptyParameter {
+        /// The parameter's name.
+        name: String,
+    },
     /// A tensor operation failed in libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -87,7 +87,7 @@ fn check(op: &'static str, message: *mut c_char) -> Result<(), DdpError> {
 }
 
 fn c_string(what: &'static str, value: &str) -> Result<CString, DdpError> {
-    CString::new(value).map_err(|_| DdpError::InvalidArgument(format!("{what} `{value}` contains a NUL byte")))
+    CString::new(value).map_err(|_| DdpError::NulByte { what, value: value.to_owned() })
 }
 
 fn millis(timeout: Duration) -> i64 {
@@ -95,7 +95,7 @@ fn millis(timeout: Duration) -> i64 {
 }
 
 fn c_int_of(what: &'static str, value: usize) -> Result<c_int, DdpError> {
-    c_int::try_from(value).map_err(|_| DdpError::InvalidArgument(format!("{what} {value} is too large")))
+    c_int::try_from(value).map_err(|_| DdpError::TooLarge { what, value })
 }
 
 /// Whether the shim was compiled with NCCL (the `cuda` feature against a CUDA libtorch).

@@ -73,16 +73,11 @@ impl ProcessGroup {
     pub fn new(config: &DdpConfig) -> Result<Self, DdpError> {
         let started = Instant::now();
         if config.backend == Backend::Nccl && !ffi::has_nccl() {
-            return Err(DdpError::InvalidArgument(
-                "the NCCL backend is not compiled in: build distill-ddp with its `cuda` feature against a libtorch with CUDA"
-                    .into(),
-            ));
+            return Err(DdpError::NcclNotCompiled);
         }
         if config.backend == Backend::Nccl {
             let Some(device) = config.local_rank else {
-                return Err(DdpError::InvalidArgument(
-                    "the NCCL backend needs the local rank (LOCAL_RANK) to choose this rank's GPU".into(),
-                ));
+                return Err(DdpError::NoLocalRank);
             };
             // Checked before any rendezvous: without its GPU, NCCL would fail only later, inside
             // libtorch, after the other ranks have started waiting.
@@ -92,7 +87,7 @@ impl ProcessGroup {
             }
         }
         if config.gloo_threads == 0 {
-            return Err(DdpError::InvalidArgument("Gloo needs at least one worker thread".into()));
+            return Err(DdpError::NoGlooThreads);
         }
         let index = GROUPS.fetch_add(1, Ordering::Relaxed);
         let stage = Arc::new(Mutex::new(String::new()));
@@ -178,10 +173,7 @@ impl ProcessGroup {
     /// Overwrites `tensor` on every rank with its value on rank `root`.
     pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<(), DdpError> {
         if root >= self.world_size {
-            return Err(DdpError::InvalidArgument(format!(
-                "root rank {root} is out of range for a world of {}",
-                self.world_size
-            )));
+            return Err(DdpError::RankOutOfRange { what: "root rank", rank: root, world_size: self.world_size });
         }
         self.check_tensor(tensor)?;
         self.group.broadcast(tensor, root, self.timeout)
@@ -196,11 +188,7 @@ impl ProcessGroup {
         }
         if let Some(first) = tensors.first() {
             if let Some(other) = tensors.iter().find(|t| t.kind() != first.kind()) {
-                return Err(DdpError::InvalidArgument(format!(
-                    "a coalesced all-reduce takes tensors of one kind, got {:?} and {:?}",
-                    first.kind(),
-                    other.kind()
-                )));
+                return Err(DdpError::MixedKinds { first: first.kind(), other: other.kind() });
             }
         }
         self.group.all_reduce_sum(tensors, self.timeout)
@@ -213,21 +201,13 @@ impl ProcessGroup {
 
     fn check_tensor(&self, tensor: &Tensor) -> Result<(), DdpError> {
         if !tensor.defined() {
-            return Err(DdpError::InvalidArgument("a collective got an undefined tensor".into()));
+            return Err(DdpError::UndefinedTensor);
         }
         if tensor.device() != self.device() {
-            return Err(DdpError::InvalidArgument(format!(
-                "the {:?} group takes tensors on {:?}, got one on {:?}",
-                self.backend,
-                self.device(),
-                tensor.device()
-            )));
+            return Err(DdpError::WrongDevice { backend: self.backend, expected: self.device(), got: tensor.device() });
         }
         if !tensor.is_contiguous() {
-            return Err(DdpError::InvalidArgument(format!(
-                "a collective takes contiguous tensors; call `.contiguous()` on the {:?} tensor first",
-                tensor.size()
-            )));
+            return Err(DdpError::NotContiguous { shape: tensor.size() });
         }
         Ok(())
     }

@@ -66,7 +66,7 @@ impl<'g> DataParallel<'g> {
         bucket_bytes: usize,
     ) -> Result<Self, DdpError> {
         if bucket_bytes == 0 {
-            return Err(DdpError::InvalidArgument("the bucket size must be at least one byte".into()));
+            return Err(DdpError::EmptyBucket);
         }
         let mut names = Vec::new();
         let mut params = Vec::new();
@@ -77,11 +77,7 @@ impl<'g> DataParallel<'g> {
             variables.sort_by(|a, b| a.0.cmp(&b.0));
             for (name, tensor) in variables {
                 if tensor.device() != group.device() {
-                    return Err(DdpError::InvalidArgument(format!(
-                        "variable `{name}` is on {:?}, but this rank's group works on {:?}",
-                        tensor.device(),
-                        group.device()
-                    )));
+                    return Err(DdpError::VariableDevice { name, device: tensor.device(), group: group.device() });
                 }
                 let (list, tensors) =
                     if tensor.requires_grad() { (&mut names, &mut params) } else { (&mut buffer_names, &mut buffers) };
@@ -92,11 +88,7 @@ impl<'g> DataParallel<'g> {
         check_same_everywhere(group, &names, &params, &buffer_names, &buffers)?;
         // After the collective check, so that every rank (having the same variables) fails alike.
         if let Some(name) = names.iter().zip(&params).find_map(|(name, param)| (param.numel() == 0).then_some(name)) {
-            return Err(DdpError::InvalidArgument(format!(
-                "parameter `{name}` has no elements: a fitted adapter (`fitted_linear_adapter`, \
-                 `fitted_conv1x1_adapter`) is sized by the distillation's `dry_run`; run it on a sample batch \
-                 before `DataParallel::new`, so that every rank averages the adapter's final parameters"
-            )));
+            return Err(DdpError::EmptyParameter { name: name.clone() });
         }
         let grad_buckets = plan(&params, bucket_bytes)?;
         Ok(Self { group, names, params, buffers, grad_buckets, bucket_bytes })

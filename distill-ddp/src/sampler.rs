@@ -40,7 +40,7 @@ impl DistributedSampler {
     /// A shuffling, padding sampler with seed 0 over `len` samples for `rank` of `world_size`.
     pub fn new(len: usize, rank: usize, world_size: usize) -> Result<Self, DdpError> {
         if world_size == 0 || rank >= world_size {
-            return Err(DdpError::InvalidArgument(format!("rank {rank} is out of range for a world of {world_size}")));
+            return Err(DdpError::RankOutOfRange { what: "rank", rank, world_size });
         }
         Ok(Self { len, rank, world_size, seed: 0, shuffle: true, tail: Tail::Pad })
     }

@@ -99,7 +99,7 @@ mod tests {
         write_bytes(&file, b"first").unwrap();
         let err = write_with(&file, |tmp| {
             fs::write(tmp, b"half").unwrap();
-            Err(DistillError::InvalidArgument("interrupted".into()))
+            Err(DistillError::ModelMismatch)
         });
         assert!(err.is_err());
         assert_eq!(fs::read(&file).unwrap(), b"first");

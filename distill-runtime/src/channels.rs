@@ -4,7 +4,8 @@
 //! This module depends on nothing but the error type, so that both the layers (`nn`, which carry a
 //! pruned conv's record) and the pruning and adapter modules (which write and read it) can use it.
 
-use crate::error::{DistillError, Result};
+use crate::adapter::ChannelMapError;
+use crate::error::Result;
 
 /// Which source channel each target channel was taken from.
 ///
@@ -41,14 +42,12 @@ impl KeptChannels {
     /// kept source output channels `output` and source input channels `input`, in the copy's order.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when `source_shape` has fewer than 2 dimensions or a size
-    /// below 1, or a list is empty; [`DistillError::ChannelOutOfRange`] and
-    /// [`DistillError::DuplicateChannel`] for a bad index.
+    /// [`ChannelMapError::RecordSourceShape`] when `source_shape` has fewer than 2 dimensions or a
+    /// size below 1, [`ChannelMapError::NoneKept`] when a list is empty;
+    /// [`ChannelMapError::ChannelOutOfRange`] and [`ChannelMapError::DuplicateChannel`] for a bad index.
     pub fn new(source_shape: &[i64], output: Vec<i64>, input: Vec<i64>) -> Result<KeptChannels> {
         if source_shape.len() < 2 || source_shape.iter().any(|&size| size < 1) {
-            return Err(DistillError::InvalidArgument(format!(
-                "a pruned layer's source weight must be [out, in, …] with positive sizes, got {source_shape:?}"
-            )));
+            return Err(ChannelMapError::RecordSourceShape { shape: source_shape.to_vec() }.into());
         }
         check_indices(&output, source_shape[0], "output channel")?;
         check_indices(&input, source_shape[1], "input channel")?;
@@ -87,21 +86,16 @@ impl KeptChannels {
     /// and that `target_shape` is the copy's weight shape.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming both shapes.
+    /// [`ChannelMapError::RecordSourceMismatch`] or [`ChannelMapError::RecordPrunedMismatch`], naming both
+    /// shapes.
     pub fn check_layers(&self, source_shape: &[i64], target_shape: &[i64]) -> Result<()> {
         if source_shape != self.source_shape {
-            return Err(DistillError::InvalidArgument(format!(
-                "the pruned layer was pruned from a layer of weight shape {:?}, but the source layer given has \
-                 weight shape {source_shape:?}",
-                self.source_shape
-            )));
+            let (recorded, given) = (self.source_shape.clone(), source_shape.to_vec());
+            return Err(ChannelMapError::RecordSourceMismatch { recorded, given }.into());
         }
         let pruned = self.pruned_shape();
         if target_shape != pruned {
-            return Err(DistillError::InvalidArgument(format!(
-                "the pruning record describes a pruned weight of shape {pruned:?}, but the layer's weight has shape \
-                 {target_shape:?}"
-            )));
+            return Err(ChannelMapError::RecordPrunedMismatch { recorded: pruned, given: target_shape.to_vec() }.into());
         }
         Ok(())
     }
@@ -110,15 +104,15 @@ impl KeptChannels {
 /// Checks kept indices against a size of `channels`: non-empty, in range, distinct.
 pub(crate) fn check_indices(keep: &[i64], channels: i64, what: &'static str) -> Result<()> {
     if keep.is_empty() {
-        return Err(DistillError::InvalidArgument(format!("cannot keep zero {what}s")));
+        return Err(ChannelMapError::NoneKept { what }.into());
     }
     let mut seen = vec![false; usize::try_from(channels).unwrap_or(0)];
     for &index in keep {
         let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
-            return Err(DistillError::ChannelOutOfRange { what, index, channels });
+            return Err(ChannelMapError::ChannelOutOfRange { what, index, channels }.into());
         };
         if std::mem::replace(slot, true) {
-            return Err(DistillError::DuplicateChannel { what, index });
+            return Err(ChannelMapError::DuplicateChannel { what, index }.into());
         }
     }
     Ok(())
@@ -127,6 +121,7 @@ pub(crate) fn check_indices(keep: &[i64], channels: i64, what: &'static str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DistillError;
 
     #[test]
     fn records_are_checked() {
@@ -138,11 +133,15 @@ mod tests {
         assert!(kept.check_layers(&[8, 4, 3, 3], &[2, 4, 3, 3]).is_err());
         assert!(matches!(
             KeptChannels::new(&[8, 4], vec![8], vec![0]),
-            Err(DistillError::ChannelOutOfRange { what: "output channel", index: 8, channels: 8 })
+            Err(DistillError::ChannelMap(ChannelMapError::ChannelOutOfRange {
+                what: "output channel",
+                index: 8,
+                channels: 8
+            }))
         ));
         assert!(matches!(
             KeptChannels::new(&[8, 4], vec![1], vec![2, 2]),
-            Err(DistillError::DuplicateChannel { what: "input channel", index: 2 })
+            Err(DistillError::ChannelMap(ChannelMapError::DuplicateChannel { what: "input channel", index: 2 }))
         ));
         assert!(KeptChannels::new(&[8], vec![1], vec![0]).is_err());
         assert!(KeptChannels::new(&[8, 0], vec![1], vec![]).is_err());

@@ -20,6 +20,9 @@ use tch::{Kind, Tensor};
 use crate::atomic::{self, io_error};
 use crate::error::{DistillError, Result};
 
+mod error;
+pub use error::ChecksumError;
+
 /// The metadata key of the checksum.
 pub const CHECKSUM_KEY: &str = "distill.crc32";
 
@@ -81,17 +84,14 @@ pub(crate) fn tensor_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
 /// its metadata.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] for a tensor of a kind safetensors cannot store;
+/// [`ChecksumError::UnsupportedKind`] for a tensor of a kind safetensors cannot store;
 /// [`DistillError::Io`] naming the file when it cannot be written.
 pub(crate) fn write(path: &Path, tensors: &[(String, Tensor)], metadata: BTreeMap<String, String>) -> Result<()> {
     let bytes = tensors
         .iter()
         .map(|(name, tensor)| {
             let dtype = Dtype::try_from(tensor.kind()).map_err(|_| {
-                DistillError::InvalidArgument(format!(
-                    "`{name}` is a {:?} tensor, which a safetensors file cannot hold",
-                    tensor.kind()
-                ))
+                DistillError::from(ChecksumError::UnsupportedKind { name: name.clone(), kind: tensor.kind() })
             })?;
             let shape = tensor.size().iter().map(|&d| d as usize).collect();
             Ok((name.as_str(), Bytes { dtype, shape, data: tensor_bytes(tensor)? }))
@@ -154,7 +154,7 @@ impl Streamed {
     /// is added to it).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for two tensors of one name; [`DistillError::Io`] when
+    /// [`ChecksumError::DuplicateName`] for two tensors of one name; [`DistillError::Io`] when
     /// the temporary file cannot be created.
     pub(crate) fn create(
         path: &Path,
@@ -194,20 +194,15 @@ impl Streamed {
     /// Appends `bytes` to the tensor `index` (in the order given to [`create`](Self::create)).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when the bytes overrun the tensor; [`DistillError::Io`]
+    /// [`ChecksumError::Overrun`] when the bytes overrun the tensor; [`DistillError::Io`]
     /// when they cannot be written.
     pub(crate) fn append(&mut self, index: usize, bytes: &[u8]) -> Result<()> {
         let tensor = &mut self.tensors[index];
         if tensor.written + bytes.len() > tensor.len {
-            return Err(DistillError::InvalidArgument(format!(
-                "`{}` holds {} bytes; {} more after {} overrun it",
-                tensor.name,
-                tensor.len,
-                bytes.len(),
-                tensor.written
-            )));
+            let (name, len, extra, written) = (tensor.name.clone(), tensor.len, bytes.len(), tensor.written);
+            return Err(ChecksumError::Overrun { name, len, extra, written }.into());
         }
-        let file = self.file.as_ref().ok_or_else(|| DistillError::InvalidArgument("the file is finished".into()))?;
+        let file = self.file.as_ref().ok_or(ChecksumError::Finished)?;
         write_at(file, bytes, tensor.offset + tensor.written as u64).map_err(|e| io_error("write", &self.tmp, e))?;
         tensor.crc.update(bytes);
         tensor.written += bytes.len();
@@ -224,14 +219,12 @@ impl Streamed {
     /// rename, directory fsync).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming a tensor not completely written;
+    /// [`ChecksumError::Incomplete`] naming a tensor not completely written;
     /// [`DistillError::Io`] when the file cannot be written, synced or renamed.
     pub(crate) fn finish(mut self) -> Result<()> {
         if let Some(short) = self.tensors.iter().find(|t| t.written != t.len) {
-            return Err(DistillError::InvalidArgument(format!(
-                "`{}` got {} of its {} bytes",
-                short.name, short.written, short.len
-            )));
+            let (name, written, len) = (short.name.clone(), short.written, short.len);
+            return Err(ChecksumError::Incomplete { name, written, len }.into());
         }
         let mut sorted: Vec<&StreamedTensor> = self.tensors.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -247,9 +240,9 @@ impl Streamed {
         // Every CRC is 14 characters, so the header keeps the length the data was placed after.
         debug_assert_eq!(header.len(), self.header_len);
         if header.len() != self.header_len {
-            return Err(DistillError::InvalidArgument("a safetensors header changed length".into()));
+            return Err(ChecksumError::HeaderLength.into());
         }
-        let file = self.file.take().ok_or_else(|| DistillError::InvalidArgument("the file is finished".into()))?;
+        let file = self.file.take().ok_or(ChecksumError::Finished)?;
         let mut start = (header.len() as u64).to_le_bytes().to_vec();
         start.extend_from_slice(&header);
         let written = write_at(&file, &start, 0).and_then(|()| file.sync_all());
@@ -319,7 +312,7 @@ fn header(
             "data_offsets": [offset, end],
         });
         if entries.insert(name.to_owned(), entry).is_some() {
-            return Err(DistillError::InvalidArgument(format!("two tensors are named `{name}`")));
+            return Err(ChecksumError::DuplicateName { name: name.to_owned() }.into());
         }
         offset = end;
     }
@@ -329,7 +322,7 @@ fn header(
 }
 
 fn json_error(error: serde_json::Error) -> DistillError {
-    DistillError::InvalidArgument(format!("a safetensors header could not be written: {error}"))
+    ChecksumError::Header(error).into()
 }
 
 /// A safetensors file read by [`read`].

@@ -172,86 +172,28 @@ pub enum DistillError {
     /// A `Mapping` was used with other models than the ones it was built for.
     #[error("the mapping was built for other student and teacher models than the ones given to `distill`")]
     ModelMismatch,
-    /// A pruned target is wider than the source it was pruned from.
-    #[error("cannot map {what}: the target has {target_size} but its source only {source_size}; a pruned copy is never wider than its source")]
-    TargetWider {
-        /// What was compared (`"output channels"`, `"input channels"`, `"kernel size"`…).
-        what: &'static str,
-        /// Size on the source (teacher) side.
-        source_size: i64,
-        /// Size on the target (student) side.
-        target_size: i64,
-    },
-    /// No selection of source channels reproduces the target weights.
-    #[error(
-        "no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance \
-         {tolerance:e}; a layer trained or changed after pruning no longer shows in its weights which channels it \
-         kept: {}, or pass a looser tolerance (`conv2d_adapter_with_tolerance`)",
-        KEPT_CHANNELS_ADVICE
-    )]
-    NoChannelMapping {
-        /// `"output channel"` or `"input channel"`.
-        what: &'static str,
-        /// Index on the target side that found no match.
-        channel: i64,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// Several selections of source channels reproduce the target weights, and they compute different
-    /// outputs: the weights cannot tell which channels the target kept.
-    #[error(
-        "ambiguous channel mapping: {what} {channel} of the target could have been taken from source channel \
-         {first} or {second}, which compute different outputs (both fit within tolerance {tolerance:e}); the \
-         weights cannot tell which was kept: {}{}",
-        KEPT_CHANNELS_ADVICE,
-        tighter_tolerance_advice(*tolerance)
-    )]
-    AmbiguousChannelMapping {
-        /// `"output channel"` or `"input channel"`.
-        what: &'static str,
-        /// Index on the target side.
-        channel: i64,
-        /// A source channel it fits in one complete mapping.
-        first: i64,
-        /// Another source channel it fits in another complete mapping.
-        second: i64,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// The channel-mapping search used up its work budget before deciding: many source channels are
-    /// alike within the tolerance.
-    #[error(
-        "undecided channel mapping: the search stopped after {work} steps without deciding which source channels \
-         the target kept (many channels are alike within tolerance {tolerance:e}): {}",
-        KEPT_CHANNELS_ADVICE
-    )]
-    UndecidedChannelMapping {
-        /// Units of work spent.
-        work: usize,
-        /// Absolute tolerance used for the comparison.
-        tolerance: f64,
-    },
-    /// A kept-channel index is not a channel of the layer being pruned.
-    #[error("{what} index {index} is out of range: the layer has {channels}")]
-    ChannelOutOfRange {
-        /// Which indices (`"output channel"`, `"input channel"`…).
-        what: &'static str,
-        /// The index given.
-        index: i64,
-        /// How many such channels the layer has.
-        channels: i64,
-    },
-    /// A kept-channel index was given twice.
-    #[error("{what} index {index} is kept twice")]
-    DuplicateChannel {
-        /// Which indices (`"output channel"`, `"input channel"`…).
-        what: &'static str,
-        /// The repeated index.
-        index: i64,
-    },
+    /// The channels a pruned layer kept could not be found from the weights, or a record of them
+    /// does not fit the layers it is used with.
+    #[error(transparent)]
+    ChannelMap(#[from] crate::adapter::ChannelMapError),
+    /// A teacher cache or a token cache was written or read with arguments that do not fit it.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// A checksummed safetensors file (a checkpoint, a cache shard) cannot be written as asked.
+    #[error(transparent)]
+    Checksum(#[from] crate::checksum::ChecksumError),
+    /// A layer cannot be pruned as asked, or a prune record cannot be used.
+    #[error(transparent)]
+    Prune(#[from] crate::prune::PruneError),
+    /// An adapter cannot be built with the widths given, or cannot take its input.
+    #[error(transparent)]
+    Adapter(#[from] crate::adapter::AdapterError),
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A criterion or a teacher encoding was given an argument it cannot take.
+    #[error(transparent)]
+    Criterion(#[from] crate::criterion::CriterionError),
     /// A problem with one of several teachers: its endpoints, or its forward.
     #[error("teacher `{teacher}`: {source}")]
     InTeacher {
@@ -276,30 +218,9 @@ pub enum DistillError {
         /// One error per pair that does not fit.
         problems: Vec<DistillError>,
     },
-    /// A TorchScript file could not be loaded, or its module did not return what it declares.
-    #[error("TorchScript module `{file}`: {reason}")]
-    Jit {
-        /// The file the module was loaded from.
-        file: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A TorchScript module has no output of this name.
-    #[error(
-        "the TorchScript module `{file}` has no output `{name}`{}; its outputs: {}",
-        did_you_mean(suggestion),
-        list(outputs)
-    )]
-    UnknownOutput {
-        /// The file the module was loaded from.
-        file: String,
-        /// The name asked for.
-        name: String,
-        /// The closest output name, if one is close.
-        suggestion: Option<String>,
-        /// Every output name.
-        outputs: Vec<String>,
-    },
+    /// A TorchScript module could not be loaded or run, or has no output of a name asked for.
+    #[error(transparent)]
+    Jit(#[from] crate::jit::JitError),
     /// A configuration file is not valid TOML, has a key or a value the configuration does not know,
     /// or names something its models do not have. The location is 1-based and names the key at
     /// fault; a misspelt path or key comes with the closest existing one.
@@ -320,15 +241,11 @@ pub enum DistillError {
         #[source]
         cause: Option<Box<DistillError>>,
     },
-    /// A checkpoint cannot be written or restored exactly: a variable whose owner is unknown, a
-    /// variable missing from the file or not in the models, a shape that differs.
-    #[error("checkpoint `{file}`: {reason}")]
-    Checkpoint {
-        /// The checkpoint file.
-        file: String,
-        /// What is wrong.
-        reason: String,
-    },
+    /// A checkpoint cannot be written or restored exactly (a variable whose owner is unknown, a
+    /// variable missing from the file or not in the models, a shape that differs), or a `state_dict`
+    /// file does not fit the model it is loaded into.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A teacher cache does not match the distillation reading it, or a writer's configuration does
     /// not match the cache already in its directory.
     #[error("the teacher cache `{dir}` does not match: {what} is {cached} in the cache, {expected} here")]
@@ -341,31 +258,6 @@ pub enum DistillError {
         cached: String,
         /// Its value in the distillation or the writer.
         expected: String,
-    },
-    /// A teacher cache shard is missing or was not completely written.
-    #[error(
-        "shard {shard} of {shards} of the teacher cache `{dir}` is not complete: run the writer with shard {shard} \
-         of {shards}"
-    )]
-    CacheIncomplete {
-        /// The cache directory.
-        dir: String,
-        /// The shard's index (from 0).
-        shard: usize,
-        /// How many shards the cache has.
-        shards: usize,
-    },
-    /// A teacher cache file could not be read or written, or is not what the manifest says.
-    #[error("teacher cache `{path}`: {reason}")]
-    Cache {
-        /// The file or directory.
-        path: String,
-        /// What went wrong.
-        reason: String,
-        /// The error underneath, when there is one: the operating system's for a file that cannot be
-        /// read or written, serde's for a manifest that is not valid JSON.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// A CUDA device was asked for that this process does not have: no GPU, no driver, a libtorch
     /// without CUDA, or `CUDA_VISIBLE_DEVICES` hides it.
@@ -399,10 +291,16 @@ pub enum DistillError {
         /// What does not match.
         reason: String,
     },
-    /// Reading a language model's files or text failed: a GGUF file, a tokenizer, a token dataset. The
-    /// boxed error is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`), to downcast.
+    /// A language model of `distill::text` could not be configured, loaded, run, pruned or fed: a
+    /// GGUF file, a tokenizer, a token dataset, a config or inputs it does not take. The boxed error
+    /// is `distill::text`'s (`GgufError`, `TokenizerError`, `DataError`, `ModelError`,
+    /// `DecoderPruneError`), to downcast.
     #[error(transparent)]
     Text(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A vision model of `distill::vision` was built with an option it does not take. The boxed
+    /// error is `distill::vision::VisionError`, to downcast.
+    #[error(transparent)]
+    Vision(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// An error raised by libtorch. Its message is libtorch's without the C++ backtrace that
     /// libtorch appends (`Exception raised from …`, `frame #0: …`); the full text is in the error
     /// itself (`{:#?}`, or the `TchError`).
@@ -451,7 +349,8 @@ impl std::fmt::Debug for DistillError {
         let mut causes = Vec::new();
         let mut cause = std::error::Error::source(self);
         while let Some(error) = cause {
-            let text = error.to_string();
+            // A libtorch error underneath (a TorchScript module's) is quoted without its C++ backtrace.
+            let text = libtorch_message(&error.to_string());
             if !message.contains(&text) {
                 causes.push(text);
             }
@@ -464,19 +363,6 @@ impl std::fmt::Debug for DistillError {
             }
         }
         Ok(())
-    }
-}
-
-/// How to give the adapters the kept channels instead of matching weights.
-const KEPT_CHANNELS_ADVICE: &str = "build the adapter from the pruning's record of the kept channels (a conv \
-     returned by `prune_conv2d` carries it, `Conv::set_pruned_from` attaches a saved `PruneRecord` entry, \
-     `conv2d_adapter_from_kept` takes one)";
-
-fn tighter_tolerance_advice(tolerance: f64) -> &'static str {
-    if tolerance > 0.0 {
-        "; if the two differ only slightly, a tighter tolerance (`conv2d_adapter_with_tolerance`) may separate them"
-    } else {
-        ""
     }
 }
 
@@ -498,7 +384,7 @@ fn key_prefix(key: &str) -> String {
     }
 }
 
-fn did_you_mean(suggestion: &Option<String>) -> String {
+pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
     match suggestion {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
@@ -511,13 +397,6 @@ fn quoted_list(names: &[String]) -> String {
 
 fn bullet_list(problems: &[DistillError]) -> String {
     problems.iter().map(|problem| format!("- {problem}")).collect::<Vec<_>>().join("\n")
-}
-
-fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        return "none (it returns one tensor: use the bare model)".to_owned();
-    }
-    names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// A container's path in a message: `` `features` ``, or the model itself.

@@ -37,7 +37,7 @@ pub trait TeacherBatch: SideModel {
     /// is left as it is (the default).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when a tensor to
+    /// [`CacheError::HiddenPairShape`](crate::cache::CacheError::HiddenPairShape) when a tensor to
     /// narrow is not `[B, T, …]` over the batch's tokens.
     fn select_tokens(&self, endpoint: &ResolvedEndpoint, tensor: &Tensor) -> Result<Tensor> {
         let _ = endpoint;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::error::{DistillError, Result};
+use super::ModelError;
+use crate::error::Result;
 
 /// The hyper-parameters of a LLaMA-family causal decoder: what Hugging Face's `LlamaConfig` holds
 /// and [`LlamaForCausalLM::new`](super::LlamaForCausalLM::new) builds from.
@@ -132,15 +133,14 @@ impl LlamaConfig {
     /// the same architecture: `mistral`, `qwen2` without sliding windows…).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming the file when it cannot be read, is not JSON, uses an
+    /// [`ModelError::ReadConfig`] when the file cannot be read, [`ModelError::Config`] naming the file when it is not JSON, uses an
     /// activation other than SiLU or a rotary variant other than the default, or is inconsistent (see
     /// [`validate`](Self::validate)).
     pub fn from_json_file<P: AsRef<Path>>(path: P) -> Result<LlamaConfig> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| DistillError::InvalidArgument(format!("cannot read `{}`: {e}", path.display())))?;
-        Self::from_json_str(&text)
-            .map_err(|e| DistillError::InvalidArgument(format!("`{}`: {}", path.display(), error_text(e))))
+            .map_err(|source| ModelError::ReadConfig { path: path.to_path_buf(), source })?;
+        Self::parse(&text).map_err(|e| ModelError::Config { path: path.to_path_buf(), source: Box::new(e) }.into())
     }
 
     /// [`from_json_file`](Self::from_json_file) for the file's text.
@@ -148,22 +148,25 @@ impl LlamaConfig {
     /// # Errors
     /// As [`from_json_file`](Self::from_json_file).
     pub fn from_json_str(json: &str) -> Result<LlamaConfig> {
-        let hf: HfConfig = serde_json::from_str(json)
-            .map_err(|e| DistillError::InvalidArgument(format!("not a Hugging Face config.json: {e}")))?;
+        Ok(Self::parse(json)?)
+    }
+
+    /// [`from_json_str`](Self::from_json_str) with the typed error, which [`from_json_file`]
+    /// wraps with the file's name.
+    ///
+    /// [`from_json_file`]: Self::from_json_file
+    fn parse(json: &str) -> std::result::Result<LlamaConfig, ModelError> {
+        let hf: HfConfig = serde_json::from_str(json).map_err(ModelError::NotHfConfig)?;
         if let Some(act) = hf.hidden_act.as_deref() {
             if act != "silu" {
-                return Err(DistillError::InvalidArgument(format!(
-                    "hidden_act `{act}` is not supported (LLaMA-family models use `silu`)"
-                )));
+                return Err(ModelError::UnsupportedActivation { activation: act.to_owned() });
             }
         }
         let mut rope_theta = hf.rope_theta;
         for rope in [&hf.rope_parameters, &hf.rope_scaling].into_iter().flatten() {
             let kind = rope.rope_type.as_deref().or(rope.kind.as_deref()).unwrap_or("default");
             if kind != "default" {
-                return Err(DistillError::InvalidArgument(format!(
-                    "rotary embedding type `{kind}` is not supported (only the default one is)"
-                )));
+                return Err(ModelError::UnsupportedRope { kind: kind.to_owned() });
             }
             rope_theta = rope_theta.or(rope.rope_theta);
         }
@@ -195,7 +198,7 @@ impl LlamaConfig {
             eos_token_id: hf.eos_token_id.and_then(TokenIds::first),
         };
         let _ = hf.model_type;
-        config.validate()?;
+        config.check()?;
         Ok(config)
     }
 
@@ -204,8 +207,13 @@ impl LlamaConfig {
     /// `rope_theta` positive and finite.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming the first offending field.
+    /// [`ModelError`] naming the first offending field.
     pub fn validate(&self) -> Result<()> {
+        Ok(self.check()?)
+    }
+
+    /// [`validate`](Self::validate) with the typed error.
+    pub(crate) fn check(&self) -> std::result::Result<(), ModelError> {
         for (what, value) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -218,20 +226,15 @@ impl LlamaConfig {
             check_positive(what, value)?;
         }
         if self.head_dim % 2 != 0 {
-            return Err(DistillError::InvalidArgument(format!(
-                "head_dim must be even for rotary embeddings, not {}",
-                self.head_dim
-            )));
+            return Err(ModelError::OddHeadDim { head_dim: self.head_dim });
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return Err(DistillError::InvalidArgument(format!(
-                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
-                self.num_attention_heads, self.num_key_value_heads
-            )));
+            let (heads, kv_heads) = (self.num_attention_heads, self.num_key_value_heads);
+            return Err(ModelError::HeadsNotMultiple { heads, kv_heads });
         }
         for (what, value) in [("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(DistillError::InvalidArgument(format!("{what} must be positive and finite, not {value}")));
+                return Err(ModelError::NotPositive { what, value });
             }
         }
         Ok(())
@@ -243,16 +246,9 @@ impl LlamaConfig {
     }
 }
 
-fn check_positive(what: &str, value: i64) -> Result<()> {
+fn check_positive(what: &'static str, value: i64) -> std::result::Result<(), ModelError> {
     if value < 1 {
-        return Err(DistillError::InvalidArgument(format!("{what} must be at least 1, not {value}")));
+        return Err(ModelError::BelowOne { what, value });
     }
     Ok(())
-}
-
-fn error_text(error: DistillError) -> String {
-    match error {
-        DistillError::InvalidArgument(message) => message,
-        other => other.to_string(),
-    }
 }

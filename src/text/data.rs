@@ -63,9 +63,41 @@ pub enum DataError {
     /// Tokenizing failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    /// A setting or an index is outside what the dataset accepts.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// A sequence length below 2 (a sequence needs an input and a next token).
+    #[error("seq_len is {seq_len}; it must be at least 2")]
+    SeqLen {
+        /// The length given.
+        seq_len: usize,
+    },
+    /// A validation fraction outside `[0, 1)`.
+    #[error("validation_fraction is {fraction}; it must be in [0, 1)")]
+    ValidationFraction {
+        /// The fraction given.
+        fraction: f64,
+    },
+    /// EOS asked for, and the tokenizer has no EOS id.
+    #[error("append_eos is set and the tokenizer has no EOS id (`Tokenizer::with_special_ids` sets one)")]
+    NoEosId,
+    /// The tokenizer has no id to pad sequences with.
+    #[error("the tokenizer has no padding or EOS id to pad sequences with (`Tokenizer::with_special_ids` sets one)")]
+    NoPadId,
+    /// More documents than 32-bit document ids number.
+    #[error("more than 2^32 documents")]
+    TooManyDocuments,
+    /// A batch size of 0.
+    #[error("batch_size must be at least 1")]
+    ZeroBatchSize,
+    /// A batch of no sequence.
+    #[error("a batch needs at least one sequence")]
+    EmptyBatch,
+    /// A sequence index past the end.
+    #[error("sequence {index} is out of range: there are {len}")]
+    SequenceOutOfRange {
+        /// The index given.
+        index: usize,
+        /// How many sequences there are.
+        len: usize,
+    },
     /// libtorch failed to build a batch's tensors.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -197,8 +229,9 @@ impl TokenDataset {
     /// `config.append_eos`), splits them by document and cuts each split into sequences.
     ///
     /// # Errors
-    /// [`DataError::InvalidArgument`] for `seq_len` < 2, a fraction outside [0, 1), EOS asked for
-    /// and unknown, or no padding id (the tokenizer's padding id, else its EOS);
+    /// [`DataError::SeqLen`] for `seq_len` < 2, [`DataError::ValidationFraction`] for a fraction outside
+    /// [0, 1), [`DataError::NoEosId`] for EOS asked for and unknown, [`DataError::NoPadId`] for no
+    /// padding id (the tokenizer's padding id, else its EOS);
     /// [`DataError::Tokenizer`] if encoding fails.
     pub fn build(
         documents: &[Document],
@@ -206,36 +239,23 @@ impl TokenDataset {
         config: &TokenDatasetConfig,
     ) -> Result<Self, DataError> {
         if config.seq_len < 2 {
-            return Err(DataError::InvalidArgument(format!("seq_len is {}; it must be at least 2", config.seq_len)));
+            return Err(DataError::SeqLen { seq_len: config.seq_len });
         }
         if !(0.0..1.0).contains(&config.validation_fraction) {
-            return Err(DataError::InvalidArgument(format!(
-                "validation_fraction is {}; it must be in [0, 1)",
-                config.validation_fraction
-            )));
+            return Err(DataError::ValidationFraction { fraction: config.validation_fraction });
         }
         let eos = match (config.append_eos, tokenizer.eos_id()) {
             (false, _) => None,
             (true, Some(eos)) => Some(eos),
-            (true, None) => {
-                return Err(DataError::InvalidArgument(
-                    "append_eos is set and the tokenizer has no EOS id (`Tokenizer::with_special_ids` sets one)".into(),
-                ))
-            }
+            (true, None) => return Err(DataError::NoEosId),
         };
-        let pad = tokenizer.pad_id().or(tokenizer.eos_id()).ok_or_else(|| {
-            DataError::InvalidArgument(
-                "the tokenizer has no padding or EOS id to pad sequences with (`Tokenizer::with_special_ids` sets one)"
-                    .into(),
-            )
-        })?;
+        let pad = tokenizer.pad_id().or(tokenizer.eos_id()).ok_or(DataError::NoPadId)?;
         let mut train = Builder::new(config.seq_len, config.packing, pad);
         let mut validation = Builder::new(config.seq_len, config.packing, pad);
         for (index, document) in documents.iter().enumerate() {
             let mut ids = tokenizer.encode(&document.text, false)?;
             ids.extend(eos);
-            let document_id =
-                u32::try_from(index).map_err(|_| DataError::InvalidArgument("more than 2^32 documents".into()))?;
+            let document_id = u32::try_from(index).map_err(|_| DataError::TooManyDocuments)?;
             if in_validation(&document.text, config.seed, config.validation_fraction) {
                 validation.push(document_id, &ids);
             } else {
@@ -410,10 +430,10 @@ impl TokenSequences {
     /// cut into batches of `batch_size` (the last may be smaller).
     ///
     /// # Errors
-    /// [`DataError::InvalidArgument`] for a batch size of 0.
+    /// [`DataError::ZeroBatchSize`] for a batch size of 0.
     pub fn epoch_batches(&self, batch_size: usize, seed: u64, epoch: u64) -> Result<Vec<Vec<usize>>, DataError> {
         if batch_size == 0 {
-            return Err(DataError::InvalidArgument("batch_size must be at least 1".into()));
+            return Err(DataError::ZeroBatchSize);
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         let mut rng = SplitMix64::new(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -428,11 +448,12 @@ impl TokenSequences {
     /// The sequences `indices` as tensors on `device`.
     ///
     /// # Errors
-    /// [`DataError::InvalidArgument`] for an empty list or an index past the end;
+    /// [`DataError::EmptyBatch`] for an empty list, [`DataError::SequenceOutOfRange`] for an index past
+    /// the end;
     /// [`DataError::Torch`] if libtorch fails.
     pub fn batch(&self, indices: &[usize], device: Device) -> Result<TokenBatch, DataError> {
         if indices.is_empty() {
-            return Err(DataError::InvalidArgument("a batch needs at least one sequence".into()));
+            return Err(DataError::EmptyBatch);
         }
         let t = self.seq_len;
         let mut ids = Vec::with_capacity(indices.len() * t);
@@ -440,9 +461,8 @@ impl TokenSequences {
         let mut positions = Vec::with_capacity(indices.len() * t);
         let mut targets = Vec::with_capacity(indices.len() * t);
         for &index in indices {
-            let sequence = self.sequence(index).ok_or_else(|| {
-                DataError::InvalidArgument(format!("sequence {index} is out of range: there are {}", self.len()))
-            })?;
+            let sequence =
+                self.sequence(index).ok_or_else(|| DataError::SequenceOutOfRange { index, len: self.len() })?;
             for i in 0..t {
                 let document = sequence.document(i);
                 ids.push(i64::from(sequence.ids[i]));

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use distill_runtime::__private::SplitMix64;
 use tch::{Device, Kind, Tensor};
 
+use super::ModelError;
 use super::{KvCache, LlamaForCausalLM, LlamaInputs};
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,11 +87,11 @@ impl LlamaForCausalLM {
     /// ```
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for an empty prompt, a token outside the vocabulary, a
+    /// [`ModelError`](super::ModelError) for an empty prompt, a token outside the vocabulary, a
     /// temperature that is not positive or a `top_p` outside (0, 1].
     pub fn generate(&self, prompt: &[i64], config: &GenerateConfig) -> Result<Generation> {
         if prompt.is_empty() {
-            return Err(DistillError::InvalidArgument("generate needs a prompt of at least one token".into()));
+            return Err(ModelError::EmptyPrompt.into());
         }
         let mut sampler = Sampler::new(config.sampling)?;
         let device = self.lm_head.ws.device();
@@ -129,12 +130,10 @@ impl Sampler {
             Sampling::Greedy => 0,
             Sampling::Sample { temperature, top_p, seed } => {
                 if !(temperature.is_finite() && temperature > 0.0) {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "temperature must be positive and finite, not {temperature}"
-                    )));
+                    return Err(ModelError::NotPositive { what: "temperature", value: temperature }.into());
                 }
                 if !(top_p > 0.0 && top_p <= 1.0) {
-                    return Err(DistillError::InvalidArgument(format!("top_p must be in (0, 1], not {top_p}")));
+                    return Err(ModelError::TopP { top_p }.into());
                 }
                 seed
             }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+use super::{IndexProblem, ModelError};
 use super::{LlamaConfig, LlamaForCausalLM};
 use crate::error::{DistillError, Result};
 
@@ -36,9 +37,9 @@ const INDEX_FILE: &str = "model.safetensors.index.json";
 /// ```
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when the config cannot be read or is not a LLaMA-family one,
-/// when no checkpoint is found, or when its tensors do not match the model (see
-/// [`load_safetensors`]); [`DistillError::Torch`] when a file cannot be read.
+/// [`ModelError`](super::ModelError) when the config cannot be read or is not a LLaMA-family one,
+/// or when no checkpoint is found; [`CheckpointError::StateDict`](crate::checkpoint::CheckpointError::StateDict) when its tensors do not match the
+/// model (see [`load_safetensors`]); [`DistillError::Torch`] when a file cannot be read.
 pub fn load_pretrained<P: AsRef<Path>>(dir: P, device: Device) -> Result<Pretrained> {
     let dir = dir.as_ref();
     let config = LlamaConfig::from_json_file(dir.join("config.json"))?;
@@ -58,9 +59,9 @@ pub fn load_pretrained<P: AsRef<Path>>(dir: P, device: Device) -> Result<Pretrai
 /// shared tensor twice), and rotary `inv_freq` buffers that older transformers saved.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] listing the missing variables, unexpected tensors and shape
-/// mismatches in one message (nothing is copied then), or naming an index that cannot be read or
-/// a tensor two shards both hold; [`DistillError::Torch`] when a file cannot be read.
+/// [`CheckpointError::StateDict`](crate::checkpoint::CheckpointError::StateDict) listing the missing variables, unexpected tensors and shape
+/// mismatches in one message (nothing is copied then); [`ModelError::Index`](super::ModelError::Index)
+/// naming an index that cannot be read or a tensor two shards both hold; [`DistillError::Torch`] when a file cannot be read.
 pub fn load_safetensors<P: AsRef<Path>>(vs: &mut VarStore, prefix: &str, path: P) -> Result<()> {
     let path = path.as_ref();
     let (source, tensors) = read_checkpoint(path)?;
@@ -82,10 +83,8 @@ fn read_checkpoint(path: &Path) -> Result<(PathBuf, HashMap<String, Tensor>)> {
             (true, _) => single,
             (false, true) => index,
             (false, false) => {
-                return Err(DistillError::InvalidArgument(format!(
-                    "`{}` holds neither `{SINGLE_FILE}` nor `{INDEX_FILE}`",
-                    path.display()
-                )))
+                let dir = path.to_path_buf();
+                return Err(ModelError::NoCheckpoint { dir, single: SINGLE_FILE, index: INDEX_FILE }.into());
             }
         }
     } else {
@@ -101,19 +100,19 @@ fn read_checkpoint(path: &Path) -> Result<(PathBuf, HashMap<String, Tensor>)> {
 
 /// The shards an index names, read and merged.
 fn read_sharded(index: &Path) -> Result<HashMap<String, Tensor>> {
-    let invalid = |what: String| DistillError::InvalidArgument(format!("`{}`: {what}", index.display()));
-    let text = std::fs::read_to_string(index).map_err(|e| invalid(format!("cannot be read: {e}")))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let invalid = |problem| DistillError::from(ModelError::Index { index: index.to_path_buf(), problem });
+    let text = std::fs::read_to_string(index).map_err(|e| invalid(IndexProblem::Unreadable(e)))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(IndexProblem::NotJson(e)))?;
     let Some(map) = json.get("weight_map").and_then(serde_json::Value::as_object) else {
-        return Err(invalid("has no `weight_map` object".into()));
+        return Err(invalid(IndexProblem::NoWeightMap));
     };
     let mut shards: Vec<&str> = Vec::new();
     for (key, shard) in map {
         let Some(shard) = shard.as_str() else {
-            return Err(invalid(format!("the shard of `{key}` is not a file name")));
+            return Err(invalid(IndexProblem::ShardNotString { key: key.clone() }));
         };
         if Path::new(shard).components().count() != 1 {
-            return Err(invalid(format!("the shard `{shard}` of `{key}` is not a file name in the index's folder")));
+            return Err(invalid(IndexProblem::ShardOutsideFolder { shard: shard.to_owned(), key: key.clone() }));
         }
         if !shards.contains(&shard) {
             shards.push(shard);
@@ -124,10 +123,10 @@ fn read_sharded(index: &Path) -> Result<HashMap<String, Tensor>> {
     for shard in shards {
         for (key, tensor) in Tensor::read_safetensors(folder.join(shard))? {
             if map.get(&key).and_then(serde_json::Value::as_str) != Some(shard) {
-                return Err(invalid(format!("`{key}` is in shard `{shard}`, but the index does not list it there")));
+                return Err(invalid(IndexProblem::NotListed { key, shard: shard.to_owned() }));
             }
             if tensors.insert(key.clone(), tensor).is_some() {
-                return Err(invalid(format!("`{key}` is in two shards")));
+                return Err(invalid(IndexProblem::InTwoShards { key }));
             }
         }
     }

@@ -8,6 +8,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use super::gguf::{GgufError, GgufFile};
+use super::ModelError;
 use super::{LlamaConfig, LlamaForCausalLM, Pretrained};
 use crate::error::{DistillError, Result};
 
@@ -33,9 +34,11 @@ fn gguf(error: GgufError) -> DistillError {
 ///
 /// # Errors
 /// [`DistillError::Text`] when the file cannot be read or is malformed (naming the file and the
-/// offset) or holds a tensor type that is not dequantised; [`DistillError::InvalidArgument`] when the
-/// metadata does not describe a LLaMA-family model or the tensors do not fit it (one error listing
-/// the missing, unexpected and misshapen tensors).
+/// offset) or holds a tensor type that is not dequantised; [`ModelError::GgufConfig`](super::ModelError::GgufConfig)
+/// when the metadata does not describe a LLaMA-family model, [`CheckpointError::StateDict`] when the
+/// tensors do not fit it (one error listing the missing, unexpected and misshapen tensors).
+///
+/// [`CheckpointError::StateDict`]: crate::checkpoint::CheckpointError::StateDict
 pub fn load_gguf<P: AsRef<Path>>(path: P, device: Device) -> Result<Pretrained> {
     let file = GgufFile::open(path).map_err(gguf)?;
     let config = LlamaConfig::from_gguf(&file)?;
@@ -142,31 +145,36 @@ impl LlamaConfig {
     /// embeddings when there is no `output.weight`; the tokenizer's BOS and EOS ids.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when the architecture is not `llama`, a required key is
+    /// [`ModelError::GgufConfig`](super::ModelError::GgufConfig) when the architecture is not `llama`, a required key is
     /// absent or not a number, or the result is inconsistent ([`validate`](Self::validate)).
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
-        let invalid =
-            |what: String| DistillError::InvalidArgument(format!("GGUF file `{}`: {what}", file.path().display()));
+        let invalid = |problem| {
+            DistillError::from(ModelError::GgufConfig { file: file.path().to_path_buf(), problem: Box::new(problem) })
+        };
         let arch = file.metadata("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
         if arch != "llama" {
-            return Err(invalid(format!("architecture `{arch}` is not a LLaMA-family one (`llama`)")));
+            return Err(invalid(ModelError::Architecture { arch: arch.to_owned() }));
         }
         let int = |key: &str| file.metadata(&format!("llama.{key}")).and_then(|v| v.as_i64());
         let float = |key: &str| file.metadata(&format!("llama.{key}")).and_then(|v| v.as_f64());
-        let required = |key: &str| int(key).ok_or_else(|| invalid(format!("no integer metadata `llama.{key}`")));
+        let required = |key: &str| {
+            int(key)
+                .ok_or_else(|| invalid(ModelError::MissingMetadata { what: "integer", key: format!("llama.{key}") }))
+        };
         let hidden_size = required("embedding_length")?;
         let num_attention_heads = required("attention.head_count")?;
         let head_dim = match int("attention.key_length") {
             Some(d) => d,
             None if num_attention_heads > 0 => hidden_size / num_attention_heads,
-            None => return Err(invalid("llama.attention.head_count must be at least 1".into())),
+            None => {
+                let value = num_attention_heads;
+                return Err(invalid(ModelError::BelowOne { what: "llama.attention.head_count", value }));
+            }
         };
         let tokens = file.metadata("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len() as i64);
         let embedding_rows = file.tensor_info("token_embd.weight").and_then(|info| info.shape().first().copied());
-        let vocab_size = int("vocab_size")
-            .or(tokens)
-            .or(embedding_rows)
-            .ok_or_else(|| invalid("no vocabulary size (`llama.vocab_size`, tokens or token_embd.weight)".into()))?;
+        let vocab_size =
+            int("vocab_size").or(tokens).or(embedding_rows).ok_or_else(|| invalid(ModelError::NoVocabularySize))?;
         let token = |key: &str| file.metadata(&format!("tokenizer.ggml.{key}")).and_then(|v| v.as_i64());
         let config = LlamaConfig {
             vocab_size,
@@ -177,8 +185,10 @@ impl LlamaConfig {
             num_key_value_heads: int("attention.head_count_kv").unwrap_or(num_attention_heads),
             head_dim,
             max_position_embeddings: int("context_length").unwrap_or(2048),
-            rms_norm_eps: float("attention.layer_norm_rms_epsilon")
-                .ok_or_else(|| invalid("no metadata `llama.attention.layer_norm_rms_epsilon`".into()))?,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon").ok_or_else(|| {
+                let key = "llama.attention.layer_norm_rms_epsilon".to_owned();
+                invalid(ModelError::MissingMetadata { what: "float", key })
+            })?,
             rope_theta: float("rope.freq_base").unwrap_or(10000.0),
             tie_word_embeddings: file.tensor_info("output.weight").is_none(),
             attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
@@ -186,7 +196,7 @@ impl LlamaConfig {
             bos_token_id: token("bos_token_id"),
             eos_token_id: token("eos_token_id"),
         };
-        config.validate().map_err(|e| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
         Ok(config)
     }
 }

@@ -41,6 +41,7 @@
 
 mod config;
 pub mod data;
+mod error;
 mod generate;
 pub mod gguf;
 pub mod llama;
@@ -50,6 +51,7 @@ pub mod prune;
 mod tokenizer;
 
 pub use config::LlamaConfig;
+pub use error::{IndexProblem, ModelError};
 pub use generate::{GenerateConfig, Generation, Sampling};
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{

@@ -1,19 +1,16 @@
 //! Loading a PyTorch `state_dict` saved as safetensors, strictly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 
 use tch::nn::VarStore;
 use tch::Tensor;
 
-use crate::error::{DistillError, Result};
+use crate::checkpoint::{CheckpointError, StateDictProblems};
+use crate::error::Result;
 
 /// The buffer torchvision's batch norms keep beside `running_mean` and `running_var`: a step count
 /// that only matters when `momentum=None`; tch's batch norm has no such variable.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
-
-/// How many names of each kind an error lists.
-const LISTED: usize = 5;
 
 /// Loads the safetensors file `path` — a PyTorch `state_dict` saved with
 /// `safetensors.torch.save_file(model.state_dict(), path)` — into the variables of `vs`, as
@@ -27,7 +24,7 @@ const LISTED: usize = 5;
 /// Values are converted to each variable's kind (a half-precision file loads into f32 variables).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] listing the missing variables, the unexpected keys and the
+/// [`CheckpointError::StateDict`] listing the missing variables, the unexpected keys and the
 /// shape mismatches (nothing is copied then); [`DistillError::Torch`] when the file cannot be read.
 pub fn load_torchvision<P: AsRef<std::path::Path>>(vs: &mut VarStore, path: P) -> Result<()> {
     load_torchvision_under(vs, "", path)
@@ -76,7 +73,7 @@ pub(crate) fn load_strict_with(
         .filter_map(|(name, var)| strip(&name, prefix).map(|key| (key.to_string(), var)))
         .collect();
 
-    let mut problems = Problems::default();
+    let mut problems = StateDictProblems::default();
     for (key, var) in &variables {
         match file.get(key) {
             None => problems.missing.push(key.clone()),
@@ -95,8 +92,9 @@ pub(crate) fn load_strict_with(
     unexpected.retain(|key| !ignored(key, &variables));
     unexpected.sort();
     problems.unexpected = unexpected.into_iter().cloned().collect();
-    if let Some(message) = problems.message(path, prefix) {
-        return Err(DistillError::InvalidArgument(message));
+    if !problems.is_empty() {
+        let (file, prefix) = (path.display().to_string(), prefix.to_owned());
+        return Err(CheckpointError::StateDict { file, prefix, problems: Box::new(problems) }.into());
     }
 
     tch::no_grad(|| -> Result<()> {
@@ -122,41 +120,4 @@ fn is_tracked_count(key: &str, variables: &BTreeMap<String, Tensor>) -> bool {
         return false;
     };
     variables.contains_key(&format!("{module}running_mean"))
-}
-
-/// What keeps a file from loading.
-#[derive(Default)]
-struct Problems {
-    missing: Vec<String>,
-    unexpected: Vec<String>,
-    shapes: Vec<String>,
-    kinds: Vec<String>,
-}
-
-impl Problems {
-    fn message(&self, path: &std::path::Path, prefix: &str) -> Option<String> {
-        let under = if prefix.is_empty() { String::new() } else { format!(" under `{prefix}`") };
-        let mut message = format!("cannot load `{}` into the model{under}:", path.display());
-        let mut any = false;
-        for (what, names, quoted) in [
-            ("variables missing from the file", &self.missing, true),
-            ("keys of the file the model does not have", &self.unexpected, true),
-            ("shapes that differ", &self.shapes, false),
-            ("floating-point and integer kinds that differ", &self.kinds, false),
-        ] {
-            if names.is_empty() {
-                continue;
-            }
-            any = true;
-            let listed: Vec<String> =
-                names.iter().take(LISTED).map(|name| if quoted { format!("`{name}`") } else { name.clone() }).collect();
-            let _ = write!(message, " {} {what} ({}", names.len(), listed.join(", "));
-            if names.len() > LISTED {
-                let _ = write!(message, ", …");
-            }
-            message.push_str(");");
-        }
-        message.pop();
-        any.then_some(message)
-    }
 }

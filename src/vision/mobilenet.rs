@@ -8,7 +8,8 @@ use tch::Tensor;
 
 use super::layers::{batch_norm, conv, ReLU6};
 use super::resnet::positive;
-use crate::error::{DistillError, Result};
+use super::VisionError;
+use crate::error::Result;
 use crate::module::Child;
 use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
 use crate::{nn, Distillable};
@@ -219,7 +220,7 @@ const SETTING: [[i64; 4]; 7] =
 /// `torchvision.models.mobilenet_v2(num_classes=…)`.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `num_classes < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`.
 pub fn mobilenet_v2<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<MobileNetV2> {
     mobilenet_v2_with(p, num_classes, MobileNetV2Config::default())
 }
@@ -227,8 +228,10 @@ pub fn mobilenet_v2<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<M
 /// [`mobilenet_v2`] with options (input channels, the small-input stem, width multiplier, dropout).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `num_classes`, `in_channels` or `round_nearest` is below 1,
-/// `width_mult` is not a positive finite number, or `dropout` is not in `[0, 1]`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes`, `in_channels` or
+/// `round_nearest` is below 1, [`VisionError::WidthMultiplier`](super::VisionError::WidthMultiplier) when
+/// `width_mult` is not a positive finite number, [`VisionError::DropoutOutOfRange`](super::VisionError::DropoutOutOfRange) when
+/// `dropout` is not in `[0, 1]`.
 pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     p: P,
     num_classes: i64,
@@ -239,13 +242,10 @@ pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     positive("in_channels", config.in_channels)?;
     positive("round_nearest", config.round_nearest)?;
     if !(config.width_mult.is_finite() && config.width_mult > 0.0) {
-        return Err(DistillError::InvalidArgument(format!(
-            "width_mult must be a positive number, not {}",
-            config.width_mult
-        )));
+        return Err(VisionError::WidthMultiplier { value: config.width_mult }.into());
     }
     if !(0.0..=1.0).contains(&config.dropout) {
-        return Err(DistillError::InvalidArgument(format!("dropout must be in [0, 1], not {}", config.dropout)));
+        return Err(VisionError::DropoutOutOfRange { value: config.dropout }.into());
     }
     let divisible = |width: f64| make_divisible(width * config.width_mult, config.round_nearest);
     let features = p / "features";

@@ -29,12 +29,14 @@
 //! with the small-input stem, ResNet's `maxpool` is `None` rather than an `Identity`; constructors
 //! return a `Result` instead of panicking on a bad width or class count.
 
+mod error;
 mod layers;
 mod load;
 mod mobilenet;
 pub mod prune;
 mod resnet;
 
+pub use error::VisionError;
 pub use layers::{relu6, ReLU6};
 pub(crate) use load::{load_strict, load_strict_with};
 pub use load::{load_torchvision, load_torchvision_under};

@@ -33,8 +33,10 @@ use tch::Tensor;
 use super::mobilenet::{Classifier, ConvNormActivation, InvertedResidual, InvertedResidualConv, MobileNetV2Feature};
 use super::resnet::Downsample;
 use super::{BasicBlock, Bottleneck, MobileNetV2, ResNet, ResNetBlock};
-use crate::error::{DistillError, Result};
+use crate::adapter::ChannelMapError;
+use crate::error::Result;
 use crate::nn::{self, BatchNorm, Conv2D};
+use crate::prune::PruneError;
 use crate::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear};
 
 /// A block whose inner channels can be pruned: one list of kept channels per inner width.
@@ -47,15 +49,16 @@ pub trait PruneInner: Sized {
     /// have the largest L1 norm ([`l1_keep`]), ascending.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when `keep_ratio` is not in `(0, 1]`.
+    /// [`PruneError::KeepRatio`] when `keep_ratio` is not in `(0, 1]`.
     fn l1_inner_keep(&self, keep_ratio: f64) -> Result<Vec<Vec<i64>>>;
 
     /// A copy under `path` that keeps the inner channels `keep` (one list per inner width, each in
     /// the given order) and copies everything else; see the [module docs](self).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for the wrong number of lists or an empty list;
-    /// [`DistillError::ChannelOutOfRange`], [`DistillError::DuplicateChannel`] for a bad index.
+    /// [`PruneError::KeepLists`] for the wrong number of lists, [`ChannelMapError::NoneKept`] for an
+    /// empty list; [`ChannelMapError::ChannelOutOfRange`], [`ChannelMapError::DuplicateChannel`] for a
+    /// bad index.
     fn prune_inner<'a, P: Borrow<Path<'a>>>(&self, path: P, keep: &[Vec<i64>]) -> Result<Self>;
 }
 
@@ -160,8 +163,8 @@ impl PruneInner for InvertedResidual {
 /// `fc` are copied. Variables keep torchvision's names.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `keep_ratio` is not in `(0, 1]`, or when a layer was wrapped
-/// without its config (`from_tch`).
+/// [`PruneError::KeepRatio`] when `keep_ratio` is not in `(0, 1]`, [`PruneError::UnknownConfig`] when a
+/// layer was wrapped without its config (`from_tch`).
 pub fn prune_resnet<'a, B, P>(path: P, net: &ResNet<B>, keep_ratio: f64) -> Result<ResNet<B>>
 where
     B: ResNetBlock + PruneInner,
@@ -223,28 +226,20 @@ pub fn prune_mobilenet_v2<'a, P: Borrow<Path<'a>>>(path: P, net: &MobileNetV2, k
 /// input prunes its output: the two are the same channels.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `conv` is not depthwise, was wrapped without its config,
-/// or `keep` is empty; [`DistillError::ChannelOutOfRange`], [`DistillError::DuplicateChannel`] for a
-/// bad index.
+/// [`PruneError::NotDepthwise`] or [`PruneError::DepthwiseGroups`] when `conv` is not depthwise,
+/// [`PruneError::UnknownConfig`] when it was wrapped without its config, [`ChannelMapError::NoneKept`]
+/// when `keep` is empty; [`ChannelMapError::ChannelOutOfRange`], [`ChannelMapError::DuplicateChannel`]
+/// for a bad index.
 pub fn prune_depthwise_conv2d<'a, P: Borrow<Path<'a>>>(path: P, conv: &Conv2D, keep: &[i64]) -> Result<Conv2D> {
     let Some(&config) = conv.config() else {
-        return Err(DistillError::InvalidArgument(
-            "cannot prune a conv wrapped with `Conv::from_tch`: its config is unknown; wrap it with \
-             `Conv::from_tch_with_config`"
-                .into(),
-        ));
+        return Err(PruneError::UnknownConfig { layer: "conv", wrapper: "Conv" }.into());
     };
     let size = conv.ws.size();
     let &[channels, 1, kh, kw] = size.as_slice() else {
-        return Err(DistillError::InvalidArgument(format!(
-            "not a depthwise conv: a weight of shape {size:?} (expected [channels, 1, kh, kw])"
-        )));
+        return Err(PruneError::NotDepthwise { shape: size }.into());
     };
     if config.groups != channels {
-        return Err(DistillError::InvalidArgument(format!(
-            "not a depthwise conv: {} groups for {channels} channels",
-            config.groups
-        )));
+        return Err(PruneError::DepthwiseGroups { groups: config.groups, channels }.into());
     }
     check_channels(keep, channels)?;
     let index = Tensor::from_slice(keep).f_to_device(conv.ws.device())?;
@@ -306,31 +301,24 @@ fn all(conv: &Conv2D) -> Vec<i64> {
 }
 
 /// `keep` as exactly `N` lists, or an error naming the block.
-fn lists<'k, const N: usize>(keep: &'k [Vec<i64>], block: &str) -> Result<[&'k [i64]; N]> {
+fn lists<'k, const N: usize>(keep: &'k [Vec<i64>], block: &'static str) -> Result<[&'k [i64]; N]> {
     let lists: Vec<&[i64]> = keep.iter().map(Vec::as_slice).collect();
-    lists.try_into().map_err(|lists: Vec<&[i64]>| {
-        DistillError::InvalidArgument(format!(
-            "a {block} has {N} inner width{}, so it takes {N} list{} of kept channels, not {}",
-            if N == 1 { "" } else { "s" },
-            if N == 1 { "" } else { "s" },
-            lists.len()
-        ))
-    })
+    lists.try_into().map_err(|lists: Vec<&[i64]>| PruneError::KeepLists { block, widths: N, lists: lists.len() }.into())
 }
 
 /// Checks that `keep` holds distinct channels of `0..channels`, at least one.
 fn check_channels(keep: &[i64], channels: i64) -> Result<()> {
     const WHAT: &str = "channel";
     if keep.is_empty() {
-        return Err(DistillError::InvalidArgument("cannot keep zero channels".into()));
+        return Err(ChannelMapError::NoneKept { what: WHAT }.into());
     }
     let mut seen = vec![false; usize::try_from(channels).unwrap_or(0)];
     for &index in keep {
         let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
-            return Err(DistillError::ChannelOutOfRange { what: WHAT, index, channels });
+            return Err(ChannelMapError::ChannelOutOfRange { what: WHAT, index, channels }.into());
         };
         if std::mem::replace(slot, true) {
-            return Err(DistillError::DuplicateChannel { what: WHAT, index });
+            return Err(ChannelMapError::DuplicateChannel { what: WHAT, index }.into());
         }
     }
     Ok(())

@@ -7,7 +7,8 @@ use tch::nn::{ModuleT, Path};
 use tch::Tensor;
 
 use super::layers::{batch_norm, conv, conv_config, torch_linear};
-use crate::error::{DistillError, Result};
+use super::VisionError;
+use crate::error::Result;
 use crate::{nn, Distillable};
 
 /// Options of [`resnet18_with`] and the other ResNet constructors beyond the number of classes.
@@ -239,7 +240,7 @@ impl<B: ResNetBlock> ModuleT for ResNet<B> {
 /// ```
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `num_classes < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`.
 pub fn resnet18<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<ResNet<BasicBlock>> {
     resnet(p, [2, 2, 2, 2], num_classes, ResNetConfig::default())
 }
@@ -247,7 +248,7 @@ pub fn resnet18<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<ResNe
 /// [`resnet18`] with options (input channels, the small-input stem…).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `num_classes < 1` or `config.in_channels < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1` or `config.in_channels < 1`.
 pub fn resnet18_with<'a, P: Borrow<Path<'a>>>(
     p: P,
     num_classes: i64,
@@ -301,7 +302,8 @@ pub fn resnet50_with<'a, P: Borrow<Path<'a>>>(
 /// `ResNet(block, layers, num_classes)` (ResNet-101 is `resnet::<Bottleneck>(p, [3, 4, 23, 3], …)`).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `num_classes < 1`, `config.in_channels < 1` or a stage has
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1` or
+/// `config.in_channels < 1`, [`VisionError::EmptyStage`](super::VisionError::EmptyStage) when a stage has
 /// no block.
 pub fn resnet<'a, B: ResNetBlock, P: Borrow<Path<'a>>>(
     p: P,
@@ -313,7 +315,7 @@ pub fn resnet<'a, B: ResNetBlock, P: Borrow<Path<'a>>>(
     positive("num_classes", num_classes)?;
     positive("in_channels", config.in_channels)?;
     if let Some(stage) = blocks.iter().position(|&n| n == 0) {
-        return Err(DistillError::InvalidArgument(format!("ResNet stage layer{} has no block", stage + 1)));
+        return Err(VisionError::EmptyStage { stage: stage + 1 }.into());
     }
     let (conv1, maxpool) = if config.small_input {
         (conv(p / "conv1", config.in_channels, 64, 3, 1, 1), None)
@@ -366,9 +368,9 @@ fn make_layer<B: ResNetBlock>(
     std::iter::once(first).chain((1..count).map(|i| B::build(&(p / i), out, planes, 1, None, zero))).collect()
 }
 
-pub(super) fn positive(what: &str, value: i64) -> Result<()> {
+pub(super) fn positive(what: &'static str, value: i64) -> Result<()> {
     if value < 1 {
-        return Err(DistillError::InvalidArgument(format!("{what} must be at least 1, not {value}")));
+        return Err(VisionError::BelowOne { what, value }.into());
     }
     Ok(())
 }

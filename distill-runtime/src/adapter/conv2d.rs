@@ -8,9 +8,10 @@ use tch::{Kind, Tensor};
 use super::adapt::adapter_forward;
 use super::channel_map::{find_layer_mapping, ChannelMapping, Tolerance};
 use super::pointwise;
+use super::ChannelMapError;
 use crate::capture::TapId;
 use crate::channels::KeptChannels;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::Conv2D;
 
@@ -59,11 +60,12 @@ tappable_leaf!(InvertedConv2DAdapter);
 /// In `distill!`, wrap the teacher endpoint: `conv2d_adapter(teacher.features[0].conv)`.
 ///
 /// # Errors
-/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, or `student`'s record does not fit
+/// - [`ChannelMapError::ConvNot4d`] when a weight is not 4-D, [`ChannelMapError::RecordSourceMismatch`] or
+///   [`ChannelMapError::RecordPrunedMismatch`] when `student`'s record does not fit
 ///   `teacher`'s and `student`'s weight shapes;
 /// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping):
-///   [`DistillError::TargetWider`], [`DistillError::NoChannelMapping`],
-///   [`DistillError::AmbiguousChannelMapping`], [`DistillError::UndecidedChannelMapping`].
+///   [`ChannelMapError::TargetWider`], [`ChannelMapError::NoChannelMapping`],
+///   [`ChannelMapError::Ambiguous`], [`ChannelMapError::Undecided`].
 ///
 /// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, teacher: &Conv2D, student: &Conv2D) -> Result<Conv2DAdapter> {
@@ -84,7 +86,7 @@ pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, teacher: &Conv2D, studen
 /// ```
 ///
 /// # Errors
-/// As [`conv2d_adapter`]; [`DistillError::InvalidArgument`] for an invalid tolerance.
+/// As [`conv2d_adapter`]; [`ChannelMapError::InvalidTolerance`] for an invalid tolerance.
 pub fn conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
     path: P,
     teacher: &Conv2D,
@@ -159,12 +161,10 @@ fn mapping_between(teacher: &Conv2D, student: &Conv2D, tolerance: Tolerance) -> 
 }
 
 /// A conv's weight shape, checked to be `[out, in, kh, kw]`.
-fn conv_shape(conv: &Conv2D, role: &str) -> Result<Vec<i64>> {
+fn conv_shape(conv: &Conv2D, role: &'static str) -> Result<Vec<i64>> {
     let shape = if conv.ws.defined() { conv.ws.size() } else { Vec::new() };
     if shape.len() != 4 {
-        return Err(DistillError::InvalidArgument(format!(
-            "the {role} conv's weight must be 4-D [out, in, kh, kw], got {shape:?}"
-        )));
+        return Err(ChannelMapError::ConvNot4d { role, shape }.into());
     }
     Ok(shape)
 }
@@ -186,9 +186,7 @@ fn widening(path: &Path<'_>, mapping: ChannelMapping, teacher_out: i64) -> Resul
 fn selection(path: &Path<'_>, out: i64, inp: i64, picked: &[i64], transposed: bool) -> Result<Tensor> {
     let (count, width) = if transposed { (inp, out) } else { (out, inp) };
     if picked.len() as i64 != count || picked.iter().any(|&p| !(0..width).contains(&p)) {
-        return Err(DistillError::InvalidArgument(format!(
-            "a selection of channels {picked:?} cannot fill a side of {count} channels out of {width}"
-        )));
+        return Err(ChannelMapError::SelectionDoesNotFit { picked: picked.to_vec(), count, width }.into());
     }
     let mut ws = path.f_var("weight", &[out, inp, 1, 1], Init::Const(0.0))?;
     // Row r of `one_hot` is the unit vector of `picked[r]`: [count, width], built where the weight

@@ -6,9 +6,10 @@ use tch::nn::{init::DEFAULT_KAIMING_UNIFORM, Path};
 use tch::Tensor;
 
 use super::adapt::adapter_forward;
+use super::AdapterError;
 use super::{out_channels, pointwise};
 use crate::capture::TapId;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::{Conv2D, Linear};
 
@@ -39,7 +40,7 @@ tappable_leaf!(LinearAdapter);
 /// A learned 1×1 conv adapter from `in_channels` to `out_channels` under `path` (variable `weight`).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when a channel count is not positive.
+/// [`AdapterError::EmptyWidth`] when a channel count is not positive.
 pub fn conv1x1_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
     in_channels: i64,
@@ -53,7 +54,7 @@ pub fn conv1x1_adapter<'a, P: Borrow<Path<'a>>>(
 /// A learned linear adapter from `in_features` to `out_features` under `path` (variable `weight`).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when a feature count is not positive.
+/// [`AdapterError::EmptyWidth`] when a feature count is not positive.
 pub fn linear_adapter<'a, P: Borrow<Path<'a>>>(path: P, in_features: i64, out_features: i64) -> Result<LinearAdapter> {
     check_width(in_features, out_features)?;
     let ws = path.borrow().f_var("weight", &[out_features, in_features], DEFAULT_KAIMING_UNIFORM)?;
@@ -105,9 +106,7 @@ pub fn learned_inverted_linear_adapter<'a, P: Borrow<Path<'a>>>(
 
 fn check_width(inp: i64, out: i64) -> Result<()> {
     if inp < 1 || out < 1 {
-        return Err(DistillError::InvalidArgument(format!(
-            "an adapter needs at least one input and one output channel, got {inp} → {out}"
-        )));
+        return Err(AdapterError::EmptyWidth { input: inp, output: out }.into());
     }
     Ok(())
 }
@@ -137,9 +136,7 @@ impl LinearAdapter {
         let features = self.ws.size().get(1).copied().unwrap_or_default();
         let size = if xs.defined() { xs.size() } else { Vec::new() };
         if size.last() != Some(&features) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the adapter expects an input of shape [.., {features}], got {size:?}"
-            )));
+            return Err(AdapterError::InputFeatures { adapter: "adapter", features, got: size }.into());
         }
         Ok(xs.f_linear(&self.ws, None::<&Tensor>)?)
     }

@@ -7,9 +7,10 @@ use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::adapt::adapter_forward;
+use super::AdapterError;
 use crate::capture::TapId;
 use crate::channels::{check_indices, KeptChannels};
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::nn::leaf::tappable_leaf;
 
 /// Narrows the last dimension of a teacher's tensor (`[.., teacher features]`) to the features its pruned
@@ -35,17 +36,16 @@ tappable_leaf!(LinearSelectionAdapter);
 /// that order).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] for `teacher_features < 1` or an empty `kept`;
-/// [`DistillError::ChannelOutOfRange`] and [`DistillError::DuplicateChannel`] for a bad index.
+/// [`AdapterError::NoTeacherFeatures`] for `teacher_features < 1`, [`ChannelMapError::NoneKept`](super::ChannelMapError::NoneKept)
+/// for an empty `kept`; [`ChannelMapError::ChannelOutOfRange`](super::ChannelMapError::ChannelOutOfRange) and
+/// [`ChannelMapError::DuplicateChannel`](super::ChannelMapError::DuplicateChannel) for a bad index.
 pub fn linear_selection_adapter<'a, P: Borrow<Path<'a>>>(
     path: P,
     teacher_features: i64,
     kept: &[i64],
 ) -> Result<LinearSelectionAdapter> {
     if teacher_features < 1 {
-        return Err(DistillError::InvalidArgument(format!(
-            "a selection adapter needs at least one teacher feature, got {teacher_features}"
-        )));
+        return Err(AdapterError::NoTeacherFeatures { features: teacher_features }.into());
     }
     check_indices(kept, teacher_features, "feature")?;
     let path = path.borrow();
@@ -85,9 +85,8 @@ impl LinearSelectionAdapter {
         let features = self.ws.size()[1];
         let size = if xs.defined() { xs.size() } else { Vec::new() };
         if size.last() != Some(&features) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the selection adapter expects an input of shape [.., {features}], got {size:?}"
-            )));
+            let adapter = "selection adapter";
+            return Err(AdapterError::InputFeatures { adapter, features, got: size }.into());
         }
         Ok(xs.f_linear(&self.ws, None::<&Tensor>)?)
     }

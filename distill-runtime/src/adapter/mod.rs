@@ -33,6 +33,7 @@
 mod adapt;
 mod channel_map;
 mod conv2d;
+mod error;
 mod fitted;
 pub(crate) mod hint;
 mod learned;
@@ -43,7 +44,7 @@ pub use crate::channels::KeptChannels;
 pub use adapt::{Adapter, ModuleAdapter};
 pub use channel_map::{
     find_channel_mapping, find_channel_mapping_with_tolerance, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
-    ChannelMapping, Tolerance,
+    ChannelMapError, ChannelMapping, Tolerance,
 };
 pub use conv2d::{
     conv2d_adapter, conv2d_adapter_from_kept, conv2d_adapter_with_tolerance, inverted_conv2d_adapter,
@@ -59,7 +60,8 @@ pub use string_path::StringPath;
 
 use tch::Tensor;
 
-use crate::error::{DistillError, Result};
+use crate::error::Result;
+pub use error::AdapterError;
 
 /// `xs` (`[N, in, H, W]`) through a 1×1 convolution without bias with weight `ws` (`[out, in, 1, 1]`),
 /// with a typed error instead of a libtorch panic when the input does not fit.
@@ -67,23 +69,18 @@ fn pointwise(ws: &Tensor, xs: &Tensor) -> Result<Tensor> {
     let channels = ws.size().get(1).copied().unwrap_or_default();
     let size = if xs.defined() { xs.size() } else { Vec::new() };
     if size.len() != 4 || size[1] != channels {
-        return Err(DistillError::InvalidArgument(format!(
-            "the adapter expects an input of shape [N, {channels}, H, W], got {size:?}"
-        )));
+        return Err(AdapterError::InputChannels { channels, got: size }.into());
     }
     Ok(xs.f_conv2d(ws, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
 }
 
 /// The number of output channels of a layer's weight `[out, …]`.
-fn out_channels(weight: &Tensor, role: &str) -> Result<i64> {
+fn out_channels(weight: &Tensor, role: &'static str) -> Result<i64> {
     if !weight.defined() {
-        return Err(DistillError::InvalidArgument(format!("the {role} layer has an undefined weight")));
+        return Err(AdapterError::UndefinedWeight { role }.into());
     }
     match weight.size().first() {
         Some(&out) if out > 0 => Ok(out),
-        _ => Err(DistillError::InvalidArgument(format!(
-            "the {role} layer's weight {:?} has no output channels",
-            weight.size()
-        ))),
+        _ => Err(AdapterError::NoOutputChannels { role, shape: weight.size() }.into()),
     }
 }

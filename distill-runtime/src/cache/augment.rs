@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::{DistillError, Result};
+use crate::cache::CacheError;
+use crate::error::Result;
 use crate::rng::SplitMix64;
 
 /// Number of `i64` parameters stored per sample and view (every augmentation uses a prefix of them).
@@ -69,10 +70,7 @@ impl Augment {
     pub fn apply(self, xs: &Tensor, params: &Tensor) -> Result<Tensor> {
         let n = xs.size().first().copied().unwrap_or(0);
         if params.size() != [n, VIEW_PARAMS as i64] {
-            return Err(DistillError::InvalidArgument(format!(
-                "view parameters of shape {:?} for a batch of {n} inputs",
-                params.size()
-            )));
+            return Err(CacheError::ViewParams { shape: params.size(), inputs: n }.into());
         }
         match self {
             Augment::None => Ok(xs.shallow_clone()),
@@ -85,9 +83,7 @@ impl Augment {
 fn crop_flip(xs: &Tensor, params: &Tensor, padding: i64) -> Result<Tensor> {
     let size = xs.size();
     if size.len() < 3 {
-        return Err(DistillError::InvalidArgument(format!(
-            "a crop needs inputs of at least 3 dimensions [N, …, H, W], got {size:?}"
-        )));
+        return Err(CacheError::CropInput { shape: size }.into());
     }
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
     let padded = xs.f_constant_pad_nd([padding, padding, padding, padding])?;

@@ -7,6 +7,7 @@ use tch::Tensor;
 
 use super::manifest::{Encoding, Manifest};
 use super::TeacherBatch;
+use crate::cache::CacheError;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
@@ -168,14 +169,10 @@ pub(crate) fn resolve_stored(
     endpoint: &Endpoint<'_>,
 ) -> Result<ResolvedEndpoint> {
     let Target::Path(path) = &endpoint.target else {
-        return Err(DistillError::InvalidArgument(
-            "a teacher cache holds no modules to refer to: name its endpoints by path (`\"features.1\"`)".to_owned(),
-        ));
+        return Err(CacheError::NoModules.into());
     };
     if endpoint.all_calls {
-        return Err(DistillError::InvalidArgument(format!(
-            "the cached endpoint `{path}` cannot capture all calls: a teacher cache stores one call"
-        )));
+        return Err(CacheError::CachedAllCalls { path: path.to_string() }.into());
     }
     let Some((index, _)) = manifest.endpoint(path, endpoint.port) else {
         return Err(missing_endpoint(dir, manifest, path, endpoint.port));

@@ -7,6 +7,7 @@ use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::{io_error, TEMPORARY_INFIX};
+use crate::cache::CacheError;
 use crate::error::{DistillError, Result};
 
 /// The file name of shard `index` of `count`.
@@ -98,21 +99,22 @@ fn still_named(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
-/// A [`DistillError::Cache`] about `path`.
+/// A [`CacheError::File`] about `path`.
 pub(crate) fn cache_error(path: &Path, reason: impl Display) -> DistillError {
-    DistillError::Cache { path: path.display().to_string(), reason: reason.to_string(), source: None }
+    CacheError::File { path: path.display().to_string(), reason: reason.to_string(), source: None }.into()
 }
 
-/// A [`DistillError::Cache`] for `path`: `doing` failed with `source` (an I/O or JSON error), kept as
+/// A [`CacheError::File`] for `path`: `doing` failed with `source` (an I/O or JSON error), kept as
 /// the error's source.
 pub(crate) fn cache_source(
     path: &Path,
     doing: &str,
     source: impl std::error::Error + Send + Sync + 'static,
 ) -> DistillError {
-    DistillError::Cache {
+    CacheError::File {
         path: path.display().to_string(),
         reason: format!("{doing}: {source}"),
         source: Some(Box::new(source)),
     }
+    .into()
 }

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use tch::{Kind, Tensor};
 
 use super::files::cache_source;
+use crate::cache::CacheError;
 use crate::error::Result;
 
 /// The SHA-256 of a teacher's weights, recorded in a cache's manifest and compared when reading.
@@ -57,13 +58,7 @@ impl TeacherHash {
     /// `jit::Module::load_trainable` keeps its parameters in the VarStore it was given: hash that
     /// with [`of_var_store`](Self::of_var_store).
     pub fn of_jit(module: &crate::jit::Module) -> Result<TeacherHash> {
-        let parameters = module.frozen_parameters().ok_or_else(|| {
-            crate::DistillError::InvalidArgument(
-                "a trainable TorchScript module's parameters are in its VarStore: hash it with \
-                 `TeacherHash::of_var_store`"
-                    .to_owned(),
-            )
-        })??;
+        let parameters = module.frozen_parameters().ok_or(CacheError::TrainableTorchScript)??;
         TeacherHash::of_tensors(parameters.iter().map(|(name, tensor)| (name.as_str(), tensor)))
     }
 

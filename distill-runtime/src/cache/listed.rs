@@ -9,6 +9,7 @@ use safetensors::tensor::Dtype;
 use super::files::cache_error;
 use super::mapped::MappedShard;
 use super::writer::MANIFEST_KEY;
+use crate::cache::CacheError;
 use crate::checksum::CHECKSUM_KEY;
 use crate::error::{DistillError, Result};
 
@@ -26,17 +27,18 @@ impl Listed<'_> {
     /// checksum and that hash; a cache of an older layout passes `None`.
     ///
     /// # Errors
-    /// [`DistillError::CacheIncomplete`] for a missing shard (its writer did not finish);
+    /// [`CacheError::Incomplete`] for a missing shard (its writer did not finish);
     /// [`DistillError::Corrupt`] for a shard without a checksum, whose header cannot be read, or
     /// written for another manifest (naming the manifest, which was edited).
     pub(crate) fn open(&self, identity: Option<&str>, manifest_file: &str) -> Result<MappedShard> {
         let path = self.dir.join(self.file);
         if !path.exists() {
-            return Err(DistillError::CacheIncomplete {
+            return Err(CacheError::Incomplete {
                 dir: self.dir.display().to_string(),
                 shard: self.index,
                 shards: self.count,
-            });
+            }
+            .into());
         }
         let shard = MappedShard::open(&path)?;
         let Some(identity) = identity else { return Ok(shard) };
@@ -66,7 +68,7 @@ impl Listed<'_> {
 /// `shape` as the manifest says.
 ///
 /// # Errors
-/// [`DistillError::Cache`] naming the file and the tensor that is missing or of another kind or
+/// [`CacheError::File`](crate::cache::CacheError::File) naming the file and the tensor that is missing or of another kind or
 /// shape.
 pub(crate) fn locate(shard: &MappedShard, path: &Path, name: &str, dtype: Dtype, shape: &[usize]) -> Result<usize> {
     let slot = shard.slot(name).ok_or_else(|| cache_error(path, format!("no tensor `{name}`")))?;

@@ -254,7 +254,7 @@ impl Manifest {
     /// shards that cover the samples `0..num_samples` exactly once.
     ///
     /// # Errors
-    /// [`DistillError::Cache`](crate::DistillError) naming the manifest and what is wrong with it.
+    /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         if !path.exists() && dir.join(super::TOKEN_MANIFEST_FILE).exists() {

@@ -75,10 +75,11 @@
 //! A cache that does not match the distillation reading it — other teacher weights, an endpoint it
 //! does not store, another input shape — is a [`DistillError::CacheMismatch`](crate::DistillError)
 //! naming the difference; a shard that was not completely written is
-//! [`DistillError::CacheIncomplete`](crate::DistillError).
+//! [`CacheError::Incomplete`].
 
 mod augment;
 mod batch;
+mod error;
 mod files;
 mod guard;
 mod hash;
@@ -94,6 +95,7 @@ mod writer;
 pub use crate::teacher_batch::TeacherBatch;
 pub use augment::Augment;
 pub use batch::CachedBatch;
+pub use error::CacheError;
 pub use hash::TeacherHash;
 pub use manifest::{
     Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,

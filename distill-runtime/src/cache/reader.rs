@@ -14,6 +14,7 @@ use super::listed::{locate, Listed};
 use super::manifest::{Encoding, Manifest, MANIFEST_FILE, TOP_K_INDEX_KIND};
 use super::mapped::{tensor_bytes_mut, ShardSet};
 use super::prefetch::Prefetch;
+use crate::cache::CacheError;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
@@ -93,9 +94,9 @@ impl TeacherCache {
     /// reads, and reopening the cache reads the new one.
     ///
     /// # Errors
-    /// [`DistillError::CacheIncomplete`] naming the first shard that is missing (its writer did not
+    /// [`CacheError::Incomplete`] naming the first shard that is missing (its writer did not
     /// finish); [`DistillError::Corrupt`] naming a shard whose header cannot be read, or the manifest
-    /// when it is not the one the shards were written for; [`DistillError::Cache`] for a shard that
+    /// when it is not the one the shards were written for; [`CacheError::File`](crate::cache::CacheError::File) for a shard that
     /// does not hold what the manifest says.
     pub fn open(dir: impl AsRef<Path>) -> Result<TeacherCache> {
         let dir = dir.as_ref();
@@ -204,7 +205,7 @@ impl TeacherCache {
     /// is trained in) for `epoch`, which reads view `epoch % views`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for ids that are not integers `[B]` in the cache;
+    /// [`CacheError`](crate::cache::CacheError) for ids that are not integers `[B]` in the cache;
     /// [`DistillError::Corrupt`] for a shard that fails its checksum or changed since the cache was
     /// opened (see [`open`](Self::open)).
     pub fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
@@ -244,25 +245,17 @@ impl Store {
 
     pub(crate) fn batch(&self, ids: &Tensor, epoch: usize) -> Result<CachedBatch> {
         if ids.is_floating_point() || ids.kind() == Kind::Bool || ids.is_complex() {
-            return Err(DistillError::InvalidArgument(format!(
-                "sample ids must be integers, got a {:?} tensor (a float id would be truncated)",
-                ids.kind()
-            )));
+            return Err(CacheError::IdKind { kind: ids.kind() }.into());
         }
         if ids.dim() != 1 {
-            return Err(DistillError::InvalidArgument(format!(
-                "sample ids must be a 1-D tensor [B], got the shape {:?}",
-                ids.size()
-            )));
+            return Err(CacheError::IdShape { shape: ids.size() }.into());
         }
         let ids = ids.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Int64)?;
         let n = self.manifest.num_samples as i64;
         let list = Vec::<i64>::try_from(&ids)?;
         if let Some(bad) = list.iter().find(|&&id| id < 0 || id >= n) {
-            return Err(DistillError::InvalidArgument(format!(
-                "sample id {bad} is not in the teacher cache `{}` (ids 0..{n})",
-                self.dir.display()
-            )));
+            let (id, dir, count) = (*bad, self.dir.display().to_string(), self.manifest.num_samples);
+            return Err(CacheError::SampleNotCached { id, dir, count }.into());
         }
         let view = epoch % self.manifest.views;
         let views = self.manifest.views;
@@ -319,10 +312,6 @@ impl SideModel for TeacherCache {
     }
 
     fn run(&self, _xs: &Tensor, _train: bool, _endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
-        Err(DistillError::InvalidArgument(
-            "a teacher cache does not run: call `forward_cached` (and `dry_run_cached`, to fit adapters and check \
-             the pairs) with a batch from `TeacherCache::batch` or `TeacherCache::prefetch`"
-                .to_owned(),
-        ))
+        Err(CacheError::TeacherCacheDoesNotRun.into())
     }
 }

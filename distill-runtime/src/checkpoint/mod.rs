@@ -27,6 +27,7 @@
 //! random generator's state (reseed with `tch::manual_seed`), and the teacher (frozen, it is loaded
 //! from its own file; a teacher trained with the student is saved with its own `VarStore`).
 
+mod error;
 mod layers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ use self::layers::{layer_tensors, same_variable, LayerTensor};
 use crate::checksum;
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
+pub use error::{CheckpointError, CheckpointProblem, StateDictProblems};
 
 /// The name under which [`Owners::save_training`] stores the step.
 pub const STEP_KEY: &str = "__distill__.step";
@@ -107,13 +109,9 @@ impl<'a> Owners<'a> {
     }
 
     fn classify(&self, file: &str) -> Result<Variables> {
-        let error = |reason: String| DistillError::Checkpoint { file: file.to_owned(), reason };
+        let error = |problem| DistillError::from(CheckpointError::Invalid { file: file.to_owned(), problem });
         if self.adapters.iter().any(String::is_empty) {
-            return Err(error(
-                "adapters built under the store's root cannot be told from the student's variables: build them under a \
-                 sub-path (`vs.root() / \"kd\"`)"
-                    .to_owned(),
-            ));
+            return Err(error(CheckpointProblem::AdaptersAtRoot));
         }
         let student = Index::new(layer_tensors(self.student));
         let teacher = Index::new(self.teachers.iter().flat_map(|teacher| layer_tensors(*teacher)).collect());
@@ -136,13 +134,7 @@ impl<'a> Owners<'a> {
             .collect();
             match (owners.len(), in_student, in_teacher) {
                 (0, ..) => {
-                    return Err(error(format!(
-                        "the variable `{name}` belongs to no layer of the student{} and to no adapter path given: \
-                         it is held by a module the checkpoint cannot see into (a custom layer, a skipped field) \
-                         or by another model in the same store; keep other models in stores of their own, \
-                         and give the teacher and the adapters' paths",
-                        if self.teachers.is_empty() { "" } else { " or the teacher" }
-                    )))
+                    return Err(error(CheckpointProblem::Unowned { name, with_teacher: !self.teachers.is_empty() }))
                 }
                 (1, Some(layer), _) => {
                     found[layer] = true;
@@ -150,7 +142,7 @@ impl<'a> Owners<'a> {
                 }
                 (1, None, Some(_)) => sorted.teacher.push((name, tensor)),
                 (1, None, None) => sorted.adapters.push((name, tensor)),
-                _ => return Err(error(format!("the variable `{name}` belongs to {}", owners.join(" and ")))),
+                _ => return Err(error(CheckpointProblem::SharedVariable { name, owners })),
             }
         }
         // A layer held twice in the tree (a shared module) lists its tensors twice; one found is enough.
@@ -160,10 +152,7 @@ impl<'a> Owners<'a> {
                     .any(|j| found[j] && same_variable(&student.tensors[i].tensor, &student.tensors[j].tensor))
         });
         if let Some(missing) = missing {
-            return Err(error(format!(
-                "the student's `{}` is not a variable of this store",
-                student.describe(missing)
-            )));
+            return Err(error(CheckpointProblem::NotInStore { layer: student.describe(missing) }));
         }
         Ok(sorted)
     }
@@ -196,9 +185,9 @@ impl<'a> Owners<'a> {
     pub fn save_training(&self, file: impl AsRef<FilePath>, step: u64) -> Result<()> {
         let file = file.as_ref();
         let variables = self.classify(&file.display().to_string())?;
-        let step = i64::try_from(step).map_err(|_| DistillError::Checkpoint {
+        let step = i64::try_from(step).map_err(|_| CheckpointError::Invalid {
             file: file.display().to_string(),
-            reason: format!("the step {step} does not fit a 64-bit signed integer"),
+            problem: CheckpointProblem::StepTooLarge { step },
         })?;
         let mut tensors: Vec<(String, Tensor)> = variables.student;
         tensors.extend(variables.adapters);
@@ -221,29 +210,30 @@ impl<'a> Owners<'a> {
     pub fn load_training(&self, file: impl AsRef<FilePath>) -> Result<TrainingState> {
         let file = file.as_ref();
         let name = file.display().to_string();
-        let error = |reason: String| DistillError::Checkpoint { file: name.clone(), reason };
+        let error = |problem| DistillError::from(CheckpointError::Invalid { file: name.clone(), problem });
         let variables = self.classify(&name)?;
         let mut saved: BTreeMap<String, Tensor> =
             checksum::read(file, checksum::Missing::Accept)?.tensors.into_iter().collect();
-        let step =
-            saved.remove(STEP_KEY).ok_or_else(|| error(format!("no `{STEP_KEY}`: not a training checkpoint")))?;
+        let step = saved.remove(STEP_KEY).ok_or_else(|| error(CheckpointProblem::NoStep { key: STEP_KEY }))?;
         let step = match (step.kind(), step.size().as_slice()) {
-            (Kind::Int64, []) => u64::try_from(step.int64_value(&[])).map_err(|_| error("a negative step".into()))?,
-            (kind, size) => return Err(error(format!("`{STEP_KEY}` is a {kind:?} tensor of shape {size:?}"))),
+            (Kind::Int64, []) => {
+                u64::try_from(step.int64_value(&[])).map_err(|_| error(CheckpointProblem::NegativeStep))?
+            }
+            (kind, size) => {
+                let (key, shape) = (STEP_KEY, size.to_vec());
+                return Err(error(CheckpointProblem::StepTensor { key, kind, shape }));
+            }
         };
         let targets: Vec<&(String, Tensor)> = variables.student.iter().chain(&variables.adapters).collect();
         for (name, target) in &targets {
-            let value = saved.get(name).ok_or_else(|| error(format!("the variable `{name}` is not in the file")))?;
+            let value = saved.get(name).ok_or_else(|| error(CheckpointProblem::Missing { name: name.clone() }))?;
             if value.size() != target.size() {
-                return Err(error(format!(
-                    "the variable `{name}` has shape {:?} in the file and {:?} in the model",
-                    value.size(),
-                    target.size()
-                )));
+                let (name, file, model) = (name.clone(), value.size(), target.size());
+                return Err(error(CheckpointProblem::Shape { name, file, model }));
             }
         }
         if let Some(extra) = saved.keys().find(|key| !targets.iter().any(|(name, _)| name == *key)) {
-            return Err(error(format!("the file holds `{extra}`, which is neither the student's nor an adapter's")));
+            return Err(error(CheckpointProblem::Unexpected { name: extra.clone() }));
         }
         tch::no_grad(|| -> Result<()> {
             for (name, target) in targets {

@@ -3,6 +3,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::error::{check_parameter, CriterionError};
 use super::Criterion;
 use crate::error::{DistillError, Result};
 
@@ -62,9 +63,9 @@ pub(super) fn check_catalogue_call<C: Criterion + ?Sized>(
     check_call(criterion, student, teacher, targets)?;
     let (s, t) = (student.f_kind()?, teacher.f_kind()?);
     if s != t || !matches!(s, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-        return Err(DistillError::InvalidArgument(format!(
-            "the criterion needs student and teacher tensors of one floating-point kind, got {s:?} and {t:?}"
-        )));
+        return Err(
+            CriterionError::KindMismatch { what: "the student and teacher tensors", first: s, second: t }.into()
+        );
     }
     check_same_device(student, teacher)
 }
@@ -83,11 +84,12 @@ pub(super) fn check_encoded_call<C: Criterion + ?Sized>(
 
 fn check_same_device(student: &Tensor, teacher: &Tensor) -> Result<()> {
     if student.device() != teacher.device() {
-        return Err(DistillError::InvalidArgument(format!(
-            "the criterion needs student and teacher tensors on one device, got {:?} and {:?}",
-            student.device(),
-            teacher.device()
-        )));
+        return Err(CriterionError::DeviceMismatch {
+            what: "the student and teacher tensors",
+            first: student.device(),
+            second: teacher.device(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -111,7 +113,7 @@ pub(crate) fn name_pair(err: DistillError, label: &str) -> DistillError {
 
 fn shape(tensor: &Tensor, side: &str) -> Result<Vec<i64>> {
     if !tensor.defined() {
-        return Err(DistillError::InvalidArgument(format!("the {side} tensor given to the criterion is undefined")));
+        return Err(CriterionError::Undefined { tensor: format!("the {side} tensor given to the criterion") }.into());
     }
     Ok(tensor.size())
 }
@@ -167,12 +169,7 @@ pub(super) fn same_batch(student: &[i64], teacher: &[i64], min: i64) -> Result<(
 
 /// `Ok` when `value` is finite and at least (`strict`: above) `bound`; else why, naming the parameter.
 pub(super) fn parameter(name: &str, value: f64, bound: f64, strict: bool) -> Result<(), String> {
-    let fits = value.is_finite() && if strict { value > bound } else { value >= bound };
-    if !fits {
-        let relation = if strict { ">" } else { "≥" };
-        return Err(format!("{name} must be finite and {relation} {bound}, got {value}"));
-    }
-    Ok(())
+    check_parameter(name, value, bound, strict).map_err(|error| error.to_string())
 }
 
 /// Exactly 2 dimensions, `(N, C)`.

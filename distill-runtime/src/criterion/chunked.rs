@@ -16,8 +16,9 @@
 
 use tch::{Kind, Tensor};
 
+use super::error::{CriterionError, Packed};
 use super::fused::{row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
+use super::mask::{check_mask, TokenReduction};
 use super::sequence::{Divergence, SequenceKd};
 use super::tail::{TopKKl, TopKTail};
 use super::Criterion;
@@ -142,45 +143,42 @@ impl ChunkedTarget<'_> {
 
     /// Checks the target against `B, T, V` and returns the valid tokens `[B, T]` it implies.
     fn check(&self, b: i64, t: i64, vocab: i64, kind: Kind) -> Result<Option<Tensor>> {
-        let invalid = |reason: String| DistillError::InvalidArgument(format!("chunked loss: {reason}"));
+        let invalid_criterion = |reason| DistillError::InvalidCriterion { pair: String::new(), reason };
         match self {
             ChunkedTarget::Logits { teacher, criterion } => {
-                criterion.validate().map_err(invalid)?;
+                criterion.validate().map_err(invalid_criterion)?;
                 if teacher.size() != [b, t, vocab] {
-                    return Err(invalid(format!(
-                        "the teacher logits need [{b}, {t}, {vocab}], got {:?}",
-                        teacher.size()
-                    )));
+                    return Err(
+                        CriterionError::TeacherShape { expected: vec![b, t, vocab], got: teacher.size() }.into()
+                    );
                 }
-                if teacher.f_kind()? != kind {
-                    return Err(invalid(format!(
-                        "the teacher logits need the kind {kind:?}, got {:?}",
-                        teacher.kind()
-                    )));
+                let teacher_kind = teacher.f_kind()?;
+                if teacher_kind != kind {
+                    let what = "the hidden states and the teacher logits";
+                    return Err(CriterionError::KindMismatch { what, first: kind, second: teacher_kind }.into());
                 }
                 Ok(None)
             }
             ChunkedTarget::TopK { teacher, criterion } => {
-                criterion.validate().map_err(invalid)?;
+                criterion.validate().map_err(invalid_criterion)?;
                 let k = teacher.k();
                 if teacher.ids.size() != [b, t, k] || teacher.tail.size() != [b, t] || k > vocab {
-                    return Err(invalid(format!(
-                        "the teacher's top-k needs [{b}, {t}, k ≤ {vocab}] ids and a [{b}, {t}] tail, got {:?} and {:?}",
-                        teacher.ids.size(),
-                        teacher.tail.size()
-                    )));
+                    let (encoding, student) = (Packed::TopKTail, vec![b, t, vocab]);
+                    return Err(
+                        CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student }.into()
+                    );
                 }
                 Ok(None)
             }
             ChunkedTarget::CrossEntropy { labels, .. } => {
                 if labels.size() != [b, t] {
-                    return Err(invalid(format!("the labels need [{b}, {t}], got {:?}", labels.size())));
+                    return Err(CriterionError::LabelShape { expected: vec![b, t], got: labels.size() }.into());
                 }
                 let valid = super::mask::valid_labels(labels)?;
                 if labels.numel() > 0 {
                     let out = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&valid)?)?;
                     if out.f_any()?.f_int64_value(&[])? != 0 {
-                        return Err(invalid(format!("a label is outside 0..{vocab} (and not {IGNORE_INDEX})")));
+                        return Err(CriterionError::LabelOutOfRange { vocab }.into());
                     }
                 }
                 Ok(Some(valid))
@@ -248,7 +246,7 @@ impl ChunkedLoss {
     /// the target says. Differentiable in `hidden` and `weight` (those that require a gradient).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for mismatched shapes or kinds, a chunk size < 1, or an
+    /// [`CriterionError`](super::CriterionError) for mismatched shapes or kinds, a chunk size < 1, or an
     /// invalid criterion or label.
     pub fn f_loss(
         &self,
@@ -331,28 +329,31 @@ impl ChunkedLoss {
         target: &ChunkedTarget<'_>,
         valid: Option<&Tensor>,
     ) -> Result<(i64, i64, i64, Tensor)> {
-        let invalid = |reason: String| DistillError::InvalidArgument(format!("chunked loss: {reason}"));
         if self.chunk_tokens < 1 {
-            return Err(invalid(format!("the chunk size must be ≥ 1 token, got {}", self.chunk_tokens)));
+            return Err(
+                CriterionError::CountBelowOne { what: "the chunk size in tokens", got: self.chunk_tokens }.into()
+            );
         }
-        if !hidden.defined() || !weight.defined() {
-            return Err(invalid("the hidden states or the weight are undefined".into()));
+        for (tensor, given) in
+            [("the chunked loss's hidden states tensor", hidden), ("the chunked loss's weight", weight)]
+        {
+            if !given.defined() {
+                return Err(CriterionError::Undefined { tensor: tensor.into() }.into());
+            }
         }
         let (hs, ws) = (hidden.size(), weight.size());
         if hs.len() != 3 || ws.len() != 2 || hs[2] != ws[1] {
-            return Err(invalid(format!(
-                "it needs hidden states [B, T, H] and a weight [V, H], got {hs:?} and {ws:?}"
-            )));
+            return Err(CriterionError::ChunkedShapes { hidden: hs, weight: ws }.into());
         }
         let kind = hidden.f_kind()?;
-        if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) || weight.f_kind()? != kind {
-            return Err(invalid(format!(
-                "it needs hidden states and weight of one floating-point kind, got {kind:?} and {:?}",
-                weight.kind()
-            )));
+        let weight_kind = weight.f_kind()?;
+        if !matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) || weight_kind != kind {
+            let what = "the chunked loss's hidden states and weight";
+            return Err(CriterionError::KindMismatch { what, first: kind, second: weight_kind }.into());
         }
         if hidden.device() != weight.device() {
-            return Err(invalid("the hidden states and the weight are on different devices".into()));
+            let what = "the chunked loss's hidden states and weight";
+            return Err(CriterionError::DeviceMismatch { what, first: hidden.device(), second: weight.device() }.into());
         }
         let (b, t, vocab) = (hs[0], hs[1], ws[0]);
         let implied = target.check(b, t, vocab, kind)?;

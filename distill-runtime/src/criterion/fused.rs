@@ -21,7 +21,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::{DistillError, Result};
+use super::error::CriterionError;
+use crate::error::Result;
 
 /// Elements of one block of rows (1 Mi: 4 MiB per f32 temporary, 21 rows at V = 49 152). Smaller
 /// blocks keep the block's passes (log-softmax, exp, the tail's sum, the gradient) in a smaller
@@ -61,7 +62,7 @@ pub(super) struct RowLoss<'a> {
 pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) -> Result<Tensor> {
     let (n, vocab) = match z.size()[..] {
         [n, v] => (n, v),
-        ref other => return Err(DistillError::InvalidArgument(format!("row loss over logits {other:?}, not [n, V]"))),
+        ref other => return Err(CriterionError::LogitsShape { shape: other.to_vec(), expected: "(n, V)" }.into()),
     };
     let kind = z.f_kind()?;
     // Half-precision logits are computed on in f32, as autograd's softmax kernels accumulate.
@@ -323,7 +324,7 @@ impl Rows {
 /// derivative. Without a gradient on `z`, `value` itself.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `S` is not finite even without those positions (a
+/// [`CriterionError::GradientOverflow`] when `S` is not finite even without those positions (a
 /// gradient or logit so large that the surrogate cannot carry it exactly).
 pub(super) fn carry_gradient(z: &Tensor, grad: &Tensor, value: &Tensor) -> Result<Tensor> {
     if !z.requires_grad() {
@@ -341,9 +342,7 @@ pub(super) fn carry_gradient(z: &Tensor, grad: &Tensor, value: &Tensor) -> Resul
         let safe = z.f_where_scalarother(&z.f_isfinite()?, 0.0)?;
         s = dot(&safe)?;
         if !finite(&s)? {
-            return Err(DistillError::InvalidArgument(
-                "the loss's gradient times the logits overflows: the fused loss cannot carry it exactly".into(),
-            ));
+            return Err(CriterionError::GradientOverflow.into());
         }
     }
     Ok(s.f_sub(&s.f_detach()?)?.f_add(value)?)

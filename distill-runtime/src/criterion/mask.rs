@@ -7,7 +7,8 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::{DistillError, Result};
+use super::error::CriterionError;
+use crate::error::Result;
 
 /// The label of a token that no loss counts (PyTorch's `ignore_index` default, used by Hugging Face
 /// and TRL for padding and prompt tokens).
@@ -56,11 +57,11 @@ impl TokenReduction {
     /// weights carry no gradient.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when `valid` is not 2-D.
+    /// [`CriterionError`](super::CriterionError) when `valid` is not 2-D.
     pub fn weights(&self, valid: &Tensor, kind: Kind) -> Result<Tensor> {
         let shape = valid.size();
         if shape.len() != 2 {
-            return Err(DistillError::InvalidArgument(format!("the token mask needs the shape [B, T], got {shape:?}")));
+            return Err(CriterionError::MaskNot2d { shape }.into());
         }
         let m = valid.f_ne(0)?.f_to_kind(kind)?.f_detach()?;
         Ok(match self {
@@ -82,11 +83,11 @@ impl TokenReduction {
 /// The valid tokens of `labels` (`[B, T]` class indices): `labels != −100`, as a bool tensor.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `labels` is not an integer tensor.
+/// [`CriterionError`](super::CriterionError) when `labels` is not an integer tensor.
 pub fn valid_labels(labels: &Tensor) -> Result<Tensor> {
     let kind = labels.f_kind()?;
     if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
-        return Err(DistillError::InvalidArgument(format!("labels need an integer kind, got {kind:?}")));
+        return Err(CriterionError::LabelKind { kind }.into());
     }
     Ok(labels.f_ne(IGNORE_INDEX)?)
 }
@@ -109,11 +110,7 @@ pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: Toke
     };
     let weights = reduction.weights(valid, kind)?;
     if weights.size() != tokens.size() {
-        return Err(DistillError::InvalidArgument(format!(
-            "the token mask has the shape {:?}, the tokens {:?}",
-            weights.size(),
-            tokens.size()
-        )));
+        return Err(CriterionError::MaskShape { mask: weights.size(), tokens: tokens.size() }.into());
     }
     // Masked tokens may hold NaN or ±inf (a padded position's logits): select, do not multiply.
     let zero = Tensor::f_zeros([], (kind, tokens.device()))?;
@@ -123,13 +120,11 @@ pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: Toke
 /// `mask` checked against the token shape `tokens` (`[B, T]`).
 pub(super) fn check_mask(mask: &Tensor, tokens: &[i64]) -> Result<()> {
     if !mask.defined() {
-        return Err(DistillError::InvalidArgument("the token mask is undefined".into()));
+        return Err(CriterionError::Undefined { tensor: "the token mask".into() }.into());
     }
     let shape = mask.size();
     if shape != tokens {
-        return Err(DistillError::InvalidArgument(format!(
-            "the token mask needs the shape of the tokens {tokens:?}, got {shape:?}"
-        )));
+        return Err(CriterionError::MaskShape { mask: shape, tokens: tokens.to_vec() }.into());
     }
     Ok(())
 }

@@ -76,6 +76,7 @@ mod chunked;
 mod dist;
 mod dkd;
 mod encoding;
+mod error;
 mod fused;
 mod logits;
 mod mask;
@@ -98,6 +99,8 @@ pub use chunked::{ChunkedLoss, ChunkedTarget};
 pub use dist::Dist;
 pub use dkd::Dkd;
 pub use encoding::TeacherEncoding;
+pub(crate) use error::check_parameter;
+pub use error::{CriterionError, Packed, PackedProblem};
 pub use logits::{KlDiv, SoftCrossEntropy};
 pub use mask::{valid_labels, TokenReduction, IGNORE_INDEX};
 pub use pkt::Pkt;
@@ -165,7 +168,7 @@ pub trait Criterion {
     /// # Errors
     /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) (parameters),
     /// [`DistillError::ShapeMismatch`](crate::DistillError::ShapeMismatch) (shapes), and for the
-    /// catalogue [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when the
+    /// catalogue [`CriterionError`] when the
     /// tensors are not of one floating-point kind on one device.
     fn f_loss(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
         self.f_loss_with_targets(student, teacher, None)

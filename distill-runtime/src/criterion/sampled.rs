@@ -7,6 +7,7 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_encoded_call, parameter};
+use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
 use super::sequence::token_labels;
 use super::Criterion;
@@ -43,28 +44,26 @@ impl SampledLogits {
     /// log-probabilities and weights in the logits' kind (`f32` for `f16`/`bf16`).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for `n < 1`, a temperature that is not finite and > 0, or
+    /// [`CriterionError`](super::CriterionError) for `n < 1`, a temperature that is not finite and > 0, or
     /// logits that are not floating-point with a vocabulary dimension.
     pub fn f_encode(logits: &Tensor, n: i64, temperature: f64, proposal: f64, seed: u64) -> Result<SampledLogits> {
-        parameter("the sampling temperature", temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
-        parameter("the proposal temperature", proposal, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        check_parameter("the sampling temperature", temperature, 0.0, true)?;
+        check_parameter("the proposal temperature", proposal, 0.0, true)?;
         if n < 1 {
-            return Err(DistillError::InvalidArgument(format!("the sample count must be ≥ 1, got {n}")));
+            return Err(CriterionError::CountBelowOne { what: "the sample count", got: n }.into());
         }
         if !logits.defined() {
-            return Err(DistillError::InvalidArgument("the logits to encode are undefined".into()));
+            return Err(CriterionError::Undefined { tensor: "the tensor of logits to encode".into() }.into());
         }
         let shape = logits.size();
         let Some((&vocab, lead)) = shape.split_last() else {
-            return Err(DistillError::InvalidArgument("the logits to encode need a vocabulary dimension".into()));
+            return Err(CriterionError::NoVocabularyDimension { tensor: "the logits to encode" }.into());
         };
         let kind = match logits.f_kind()? {
             Kind::Double => Kind::Double,
             Kind::Float | Kind::Half | Kind::BFloat16 => Kind::Float,
             other => {
-                return Err(DistillError::InvalidArgument(format!(
-                    "the logits to encode need a floating-point kind, got {other:?}"
-                )))
+                return Err(CriterionError::NotFloatingPoint { tensor: "the logits to encode", kind: other }.into())
             }
         };
         let rows = logits.f_reshape([-1, vocab])?;
@@ -115,20 +114,17 @@ impl SampledLogits {
     /// the kind of `log_probs` (f32 holds ids exactly below 2²⁴).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] unless `log_probs` is f32 (ids below 2²⁴) or f64.
+    /// [`CriterionError`](super::CriterionError) unless `log_probs` is f32 (ids below 2²⁴) or f64.
     pub fn f_pack(&self) -> Result<Tensor> {
         let kind = self.log_probs.f_kind()?;
         let exact = match kind {
             Kind::Float => 1i64 << 24,
             Kind::Double => i64::MAX,
-            other => {
-                return Err(DistillError::InvalidArgument(format!(
-                    "a packed sampled encoding needs f32 or f64 log-probabilities, got {other:?}"
-                )))
-            }
+            other => return Err(CriterionError::PackKind { encoding: Packed::Sampled, kind: other }.into()),
         };
-        if self.ids.numel() > 0 && self.ids.f_max()?.f_int64_value(&[])? >= exact {
-            return Err(DistillError::InvalidArgument(format!("{kind:?} holds token ids exactly only below {exact}")));
+        let largest = if self.ids.numel() > 0 { self.ids.f_max()?.f_int64_value(&[])? } else { 0 };
+        if largest >= exact {
+            return Err(CriterionError::IndicesNotExact { kind, limit: exact, classes: largest + 1 }.into());
         }
         Ok(Tensor::f_cat(&[&self.log_probs, &self.ids.f_to_kind(kind)?, &self.weights.f_to_kind(kind)?], -1)?)
     }
@@ -136,20 +132,23 @@ impl SampledLogits {
     /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] unless `packed` is f32/f64 `[…, 3n]`, `n ≥ 1`, with whole
+    /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is f32/f64 `[…, 3n]`, `n ≥ 1`, with whole
     /// ids in `0..vocab`, finite non-negative weights and log-probabilities ≤ 0.
     pub fn f_unpack(packed: &Tensor, vocab: i64) -> Result<SampledLogits> {
         let invalid =
-            |reason: String| DistillError::InvalidArgument(format!("invalid packed sampled encoding: {reason}"));
+            |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::Sampled, problem });
         if !packed.defined() {
-            return Err(invalid("it is undefined".into()));
+            return Err(invalid(PackedProblem::Undefined));
         }
-        let last = packed.size().last().copied().unwrap_or(0);
-        packed_n(last).map_err(invalid)?;
+        let shape = packed.size();
+        let last = shape.last().copied().unwrap_or(0);
+        if packed_n(last).is_err() {
+            return Err(invalid(PackedProblem::Shape { expected: "[..., 3n] with n ≥ 1", got: shape }));
+        }
         let n = last / 3;
         let kind = packed.f_kind()?;
         if !matches!(kind, Kind::Float | Kind::Double) {
-            return Err(invalid(format!("it needs f32 or f64, got {kind:?}")));
+            return Err(invalid(PackedProblem::Kind { expected: "f32 or f64", kind }));
         }
         let log_probs = packed.f_narrow(-1, 0, n)?;
         let float_ids = packed.f_narrow(-1, n, n)?;
@@ -157,17 +156,17 @@ impl SampledLogits {
         if packed.numel() > 0 {
             let any = |t: Tensor| -> Result<bool> { Ok(t.f_any()?.f_int64_value(&[])? != 0) };
             if any(log_probs.f_isnan()?)? || any(log_probs.f_gt(0.0)?)? {
-                return Err(invalid("its log-probabilities are not all ≤ 0".into()));
+                return Err(invalid(PackedProblem::PositiveLogProbability));
             }
             if any(weights.f_isfinite()?.f_logical_not()?)? || any(weights.f_lt(0.0)?)? {
-                return Err(invalid("its weights are not all finite and ≥ 0".into()));
+                return Err(invalid(PackedProblem::InvalidWeights));
             }
             if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
-                return Err(invalid("its token ids are not all whole numbers".into()));
+                return Err(invalid(PackedProblem::FractionalIds { ids: "token ids" }));
             }
-            let (lo, hi) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
-            if lo < 0.0 || hi >= vocab as f64 {
-                return Err(invalid(format!("its token ids run from {lo} to {hi}, outside 0..{vocab}")));
+            let (lowest, highest) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
+            if lowest < 0.0 || highest >= vocab as f64 {
+                return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
             }
         }
         Ok(SampledLogits { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, weights })
@@ -214,27 +213,25 @@ impl SampledKl {
     /// The per-token estimates `[…]` of student logits `[…, V]` against `teacher`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when the shapes disagree, the logits are not
+    /// [`CriterionError`](super::CriterionError) when the shapes disagree, the logits are not
     /// floating-point or the temperature is invalid.
     pub fn f_per_token(&self, student: &Tensor, teacher: &SampledLogits) -> Result<Tensor> {
-        parameter("SampledKl's temperature", self.temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        check_parameter("SampledKl's temperature", self.temperature, 0.0, true)?;
         let shape = student.size();
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs floating-point student logits, got {kind:?}"
-            )));
+            return Err(CriterionError::NotFloatingPoint { tensor: "the student logits", kind }.into());
         }
         let Some((_, lead)) = shape.split_last() else {
-            return Err(DistillError::InvalidArgument("the student logits need a vocabulary dimension".into()));
+            return Err(CriterionError::NoVocabularyDimension { tensor: "the student logits" }.into());
         };
         let mut want = lead.to_vec();
         want.push(teacher.n());
         if teacher.ids.size() != want || teacher.log_probs.size() != want || teacher.weights.size() != want {
-            return Err(DistillError::InvalidArgument(format!(
-                "the sampled teacher {:?} does not fit student logits {shape:?}",
-                teacher.ids.size()
-            )));
+            let encoding = Packed::Sampled;
+            return Err(
+                CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into()
+            );
         }
         let z = student.f_div_scalar(self.temperature)?;
         let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&z.f_logsumexp([-1], true)?)?;

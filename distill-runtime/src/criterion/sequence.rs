@@ -210,7 +210,7 @@ impl SequenceKd {
     /// non-zero is valid, as an attention mask) holds.
     ///
     /// # Errors
-    /// As [`Criterion::f_loss`], and [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) for a mask of another shape.
+    /// As [`Criterion::f_loss`], and [`CriterionError::MaskShape`](super::CriterionError::MaskShape) for a mask of another shape.
     pub fn f_loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: &Tensor) -> Result<Tensor> {
         let per_token = self.f_per_token(student, teacher)?;
         check_mask(valid, &per_token.size())?;

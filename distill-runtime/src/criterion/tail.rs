@@ -10,6 +10,7 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_encoded_call, parameter};
+use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, valid_labels, TokenReduction, IGNORE_INDEX};
 use super::sequence::token_labels;
@@ -61,27 +62,25 @@ impl TopKTail {
     /// stored in the logits' kind (`f32` for `f16`/`bf16`). Detached: it is data, not part of a loss.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for `k` outside `1..=V`, a temperature that is not finite
+    /// [`CriterionError`](super::CriterionError) for `k` outside `1..=V`, a temperature that is not finite
     /// and > 0, or logits that are not floating-point with at least one dimension.
     pub fn f_encode(logits: &Tensor, k: i64, temperature: f64) -> Result<TopKTail> {
-        parameter("the top-k temperature", temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        check_parameter("the top-k temperature", temperature, 0.0, true)?;
         if !logits.defined() {
-            return Err(DistillError::InvalidArgument("the logits to encode are undefined".into()));
+            return Err(CriterionError::Undefined { tensor: "the tensor of logits to encode".into() }.into());
         }
         let shape = logits.size();
         let Some(&vocab) = shape.last() else {
-            return Err(DistillError::InvalidArgument("the logits to encode need a vocabulary dimension".into()));
+            return Err(CriterionError::NoVocabularyDimension { tensor: "the logits to encode" }.into());
         };
         if k < 1 || k > vocab {
-            return Err(DistillError::InvalidArgument(format!("k must be in 1..={vocab} (the vocabulary), got {k}")));
+            return Err(CriterionError::TopKOutOfRange { k, vocab }.into());
         }
         let kind = match logits.f_kind()? {
             Kind::Double => Kind::Double,
             Kind::Float | Kind::Half | Kind::BFloat16 => Kind::Float,
             other => {
-                return Err(DistillError::InvalidArgument(format!(
-                    "the logits to encode need a floating-point kind, got {other:?}"
-                )))
+                return Err(CriterionError::NotFloatingPoint { tensor: "the logits to encode", kind: other }.into())
             }
         };
         let lead = &shape[..shape.len() - 1];
@@ -125,21 +124,18 @@ impl TopKTail {
     /// the kind of `log_probs`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when the kind of `log_probs` cannot hold the ids exactly
+    /// [`CriterionError`](super::CriterionError) when the kind of `log_probs` cannot hold the ids exactly
     /// (only `f32` up to 2²⁴ and `f64` are accepted).
     pub fn f_pack(&self) -> Result<Tensor> {
         let kind = self.log_probs.f_kind()?;
         let exact = match kind {
             Kind::Float => F32_EXACT_IDS,
             Kind::Double => i64::MAX,
-            other => {
-                return Err(DistillError::InvalidArgument(format!(
-                    "a packed top-k tail needs f32 or f64 log-probabilities, got {other:?}"
-                )))
-            }
+            other => return Err(CriterionError::PackKind { encoding: Packed::TopKTail, kind: other }.into()),
         };
-        if self.ids.numel() > 0 && self.ids.f_max()?.f_int64_value(&[])? >= exact {
-            return Err(DistillError::InvalidArgument(format!("{kind:?} holds token ids exactly only below {exact}")));
+        let largest = if self.ids.numel() > 0 { self.ids.f_max()?.f_int64_value(&[])? } else { 0 };
+        if largest >= exact {
+            return Err(CriterionError::IndicesNotExact { kind, limit: exact, classes: largest + 1 }.into());
         }
         Ok(Tensor::f_cat(&[&self.log_probs, &self.ids.f_to_kind(kind)?, &self.tail.f_unsqueeze(-1)?], -1)?)
     }
@@ -147,19 +143,20 @@ impl TopKTail {
     /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] unless `packed` is an f32/f64 tensor `[…, 2k + 1]` with
+    /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is an f32/f64 tensor `[…, 2k + 1]` with
     /// `1 ≤ k ≤ vocab` whose ids are whole numbers in `0..vocab` and whose log-probabilities and tail
     /// hold no NaN or +∞.
     pub fn f_unpack(packed: &Tensor, vocab: i64) -> Result<TopKTail> {
-        let invalid = |reason: String| DistillError::InvalidArgument(format!("invalid packed top-k tail: {reason}"));
+        let invalid =
+            |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopKTail, problem });
         if !packed.defined() {
-            return Err(invalid("it is undefined".into()));
+            return Err(invalid(PackedProblem::Undefined));
         }
         let shape = packed.size();
         let k = packed_k(&shape, vocab).map_err(invalid)?;
         let kind = packed.f_kind()?;
         if !matches!(kind, Kind::Float | Kind::Double) {
-            return Err(invalid(format!("it needs f32 or f64, got {kind:?}")));
+            return Err(invalid(PackedProblem::Kind { expected: "f32 or f64", kind }));
         }
         let log_probs = packed.f_narrow(-1, 0, k)?;
         let float_ids = packed.f_narrow(-1, k, k)?;
@@ -171,14 +168,14 @@ impl TopKTail {
                 || any(tail.f_isnan()?)?
                 || any(tail.f_isposinf()?)?
             {
-                return Err(invalid("its log-probabilities hold NaN or +inf".into()));
+                return Err(invalid(PackedProblem::NotFinite));
             }
             if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
-                return Err(invalid("its token ids are not all whole numbers".into()));
+                return Err(invalid(PackedProblem::FractionalIds { ids: "token ids" }));
             }
-            let (lo, hi) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
-            if lo < 0.0 || hi >= vocab as f64 {
-                return Err(invalid(format!("its token ids run from {lo} to {hi}, outside 0..{vocab}")));
+            let (lowest, highest) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
+            if lowest < 0.0 || highest >= vocab as f64 {
+                return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
             }
         }
         Ok(TopKTail { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, tail })
@@ -186,16 +183,14 @@ impl TopKTail {
 }
 
 /// `k` of a packed shape `[…, 2k + 1]` against a vocabulary of `vocab` tokens.
-fn packed_k(shape: &[i64], vocab: i64) -> std::result::Result<i64, String> {
-    let Some(&last) = shape.last() else {
-        return Err("it needs the shape [..., 2k + 1], got a 0-d tensor".into());
-    };
+fn packed_k(shape: &[i64], vocab: i64) -> std::result::Result<i64, PackedProblem> {
+    let last = shape.last().copied().unwrap_or(0);
     if last < 3 || last % 2 == 0 {
-        return Err(format!("its last dimension must be 2k + 1 with k ≥ 1, got {last}"));
+        return Err(PackedProblem::Shape { expected: "[..., 2k + 1] with k ≥ 1", got: shape.to_vec() });
     }
     let k = (last - 1) / 2;
     if k > vocab {
-        return Err(format!("it keeps k = {k} tokens, more than the vocabulary of {vocab}"));
+        return Err(PackedProblem::TooManyClasses { k, classes: vocab });
     }
     Ok(k)
 }
@@ -253,7 +248,7 @@ impl TopKKl {
     /// The per-token losses `[…]` of student logits `[…, V]` against `teacher`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when the shapes disagree, the student logits are not
+    /// [`CriterionError`](super::CriterionError) when the shapes disagree, the student logits are not
     /// floating-point, or the temperature is invalid.
     pub fn f_per_token(&self, student: &Tensor, teacher: &TopKTail) -> Result<Tensor> {
         let (_, vocab, k) = self.check_top_k(student, teacher)?;
@@ -298,34 +293,29 @@ impl TopKKl {
     /// Checks the temperature, the student's kind and the teacher's shapes against student logits
     /// `[…, V]`; returns the token shape `[…]`, `V` and `k`.
     pub(super) fn check_top_k(&self, student: &Tensor, teacher: &TopKTail) -> Result<(Vec<i64>, i64, i64)> {
-        parameter("TopKKl's temperature", self.temperature, 0.0, true).map_err(DistillError::InvalidArgument)?;
+        check_parameter("TopKKl's temperature", self.temperature, 0.0, true)?;
         if !student.defined() {
-            return Err(DistillError::InvalidArgument("the student logits are undefined".into()));
+            return Err(CriterionError::Undefined { tensor: "the student logits tensor".into() }.into());
         }
         let shape = student.size();
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs floating-point student logits, got {kind:?}"
-            )));
+            return Err(CriterionError::NotFloatingPoint { tensor: "the student logits", kind }.into());
         }
         let Some((&vocab, lead)) = shape.split_last() else {
-            return Err(DistillError::InvalidArgument("the student logits need a vocabulary dimension".into()));
+            return Err(CriterionError::NoVocabularyDimension { tensor: "the student logits" }.into());
         };
         let k = teacher.k();
         let mut top_shape = lead.to_vec();
         top_shape.push(k);
         if teacher.ids.size() != top_shape || teacher.log_probs.size() != top_shape || teacher.tail.size() != lead {
-            return Err(DistillError::InvalidArgument(format!(
-                "the teacher's top-k ({:?}, tail {:?}) does not fit student logits {shape:?}",
-                teacher.ids.size(),
-                teacher.tail.size()
-            )));
+            let encoding = Packed::TopKTail;
+            return Err(
+                CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into()
+            );
         }
         if k < 1 || k > vocab {
-            return Err(DistillError::InvalidArgument(format!(
-                "the teacher keeps {k} tokens of a vocabulary of {vocab}"
-            )));
+            return Err(CriterionError::TopKOutOfRange { k, vocab }.into());
         }
         Ok((lead.to_vec(), vocab, k))
     }
@@ -380,7 +370,7 @@ impl Criterion for TopKKl {
         if student.contains(&0) {
             return Err("the tensors are empty".into());
         }
-        packed_k(&[last], vocab).map(|_| ())
+        packed_k(&[last], vocab).map(|_| ()).map_err(|problem| problem.to_string())
     }
 
     /// The packed top-k with its tail encoding at this criterion's temperature.

@@ -4,9 +4,10 @@
 
 use tch::{Kind, Tensor};
 
+use super::error::CriterionError;
 use super::mask::IGNORE_INDEX;
 use super::tail::{fused_loss, TopKKl, TopKTail};
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 
 /// A student's token loss against its labels and a teacher's top-k with an exact tail:
 ///
@@ -72,7 +73,7 @@ impl TokenKd {
     /// is not −100 and where `valid` (`[B, T]`, non-zero valid), when given, holds.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] as [`TopKKl::f_loss_top_k`], for weights that are not
+    /// [`CriterionError`](super::CriterionError) as [`TopKKl::f_loss_top_k`], for weights that are not
     /// finite, labels of another shape or kind, or a label outside `0..V` that is not −100.
     pub fn f_loss(
         &self,
@@ -83,9 +84,9 @@ impl TokenKd {
     ) -> Result<Tensor> {
         for (name, weight) in [("KD", self.kd_weight), ("CE", self.ce_weight)] {
             if !weight.is_finite() {
-                return Err(DistillError::InvalidArgument(format!(
-                    "TokenKd's {name} weight must be finite, got {weight}"
-                )));
+                return Err(
+                    CriterionError::NotFinite { name: format!("TokenKd's {name} weight"), value: weight }.into()
+                );
             }
         }
         let (lead, vocab, _) = self.kd.check_top_k(student, teacher)?;
@@ -101,22 +102,21 @@ impl TokenKd {
 
 /// `labels` checked against the token shape `lead` and a vocabulary of `vocab` tokens.
 fn check_labels(labels: &Tensor, lead: &[i64], vocab: i64) -> Result<Tensor> {
-    let invalid = |reason: String| DistillError::InvalidArgument(format!("TokenKd: {reason}"));
     if !labels.defined() {
-        return Err(invalid("the labels are undefined".into()));
+        return Err(CriterionError::Undefined { tensor: "TokenKd's labels tensor".into() }.into());
     }
     if labels.size() != lead {
-        return Err(invalid(format!("the labels need the token shape {lead:?}, got {:?}", labels.size())));
+        return Err(CriterionError::LabelShape { expected: lead.to_vec(), got: labels.size() }.into());
     }
     let kind = labels.f_kind()?;
     if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
-        return Err(invalid(format!("the labels need an integer kind, got {kind:?}")));
+        return Err(CriterionError::LabelKind { kind }.into());
     }
     let labels = labels.f_to_kind(Kind::Int64)?;
     if labels.numel() > 0 {
         let outside = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?)?;
         if outside.f_any()?.f_int64_value(&[])? != 0 {
-            return Err(invalid(format!("a label is outside 0..{vocab} (and not {IGNORE_INDEX})")));
+            return Err(CriterionError::LabelOutOfRange { vocab }.into());
         }
     }
     Ok(labels)

@@ -9,6 +9,7 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_encoded_call, logits_2d, parameter};
+use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::Criterion;
 use crate::error::{DistillError, Result};
 
@@ -60,40 +61,50 @@ impl TopKLogits {
 
     /// Why these parameters are invalid (`k` < 1, a temperature that is not finite and > 0), or `Ok`.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check().map_err(|error| error.to_string())
+    }
+
+    /// As [`validate`](Self::validate), with the typed error.
+    ///
+    /// # Errors
+    /// [`CriterionError::CountBelowOne`] for `k` < 1, [`CriterionError::Parameter`] for the temperature.
+    pub fn check(&self) -> std::result::Result<(), CriterionError> {
         if self.k < 1 {
-            return Err(format!("the top-k count must be ≥ 1, got {}", self.k));
+            return Err(CriterionError::CountBelowOne { what: "the top-k count", got: self.k });
         }
-        parameter("the top-k temperature", self.temperature, 0.0, true)
+        check_parameter("the top-k temperature", self.temperature, 0.0, true)
     }
 
     /// The packed top-k tensor `(N, 2, k)` of `logits` `(N, C)` (see the type's documentation),
     /// detached from the autograd graph: it is data to store, not part of a loss.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for invalid parameters ([`validate`](Self::validate)), logits
-    /// that are not 2-D and floating-point, `k` greater than the class count, or more classes than the
-    /// packed kind holds exactly (2²⁴ for `f32`).
+    /// [`CriterionError`](super::CriterionError) for invalid parameters ([`validate`](Self::validate)),
+    /// logits that are not 2-D and floating-point, `k` greater than the class count, or more classes
+    /// than the packed kind holds exactly (2²⁴ for `f32`).
     pub fn f_encode(&self, logits: &Tensor) -> Result<Tensor> {
-        self.validate().map_err(DistillError::InvalidArgument)?;
+        self.check()?;
         if !logits.defined() {
-            return Err(DistillError::InvalidArgument("the logits to encode in top-k form are undefined".into()));
+            return Err(CriterionError::Undefined { tensor: "the logits to encode in top-k form".into() }.into());
         }
         let shape = logits.size();
-        let invalid = |reason: String| {
-            DistillError::InvalidArgument(format!("cannot encode logits {shape:?} in top-k form: {reason}"))
-        };
-        logits_2d(&shape).map_err(invalid)?;
+        if shape.len() != 2 {
+            return Err(CriterionError::LogitsShape { shape, expected: "(N, C)" }.into());
+        }
         let classes = shape[1];
         if self.k > classes {
-            return Err(invalid(format!("k = {} is more than the {classes} classes", self.k)));
+            return Err(CriterionError::TopKExceedsClasses { shape, k: self.k, classes }.into());
         }
         let kind = match logits.f_kind()? {
             Kind::Double => Kind::Double,
             Kind::Float | Kind::Half | Kind::BFloat16 => Kind::Float,
-            other => return Err(invalid(format!("they need a floating-point kind, got {other:?}"))),
+            other => {
+                return Err(CriterionError::NotFloatingPoint { tensor: "the logits to encode", kind: other }.into())
+            }
         };
         if kind == Kind::Float && classes > F32_EXACT_CLASSES {
-            return Err(invalid(format!("an f32 holds class indices exactly only up to 2^24 classes, got {classes}")));
+            let limit = F32_EXACT_CLASSES;
+            return Err(CriterionError::IndicesNotExact { kind, limit, classes }.into());
         }
         let (k, t) = (self.k, self.temperature);
         let packed = tch::no_grad(|| -> Result<Tensor> {
@@ -132,27 +143,32 @@ fn mass_tolerance(kind: Kind) -> f64 {
 /// Both are views into or copies of `packed`; nothing is detached.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] unless `packed` is a floating-point `(N, 2, k)` tensor with
+/// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is a
+/// floating-point `(N, 2, k)` tensor with
 /// `1 ≤ k ≤ classes` whose kind holds every class index exactly (2¹¹ classes for `f16`, 2⁸ for `bf16`,
 /// 2²⁴ for `f32`), whose indices are whole numbers in `0..classes`, distinct within a sample, and whose
 /// log-probabilities are not NaN or +∞ and sum (as probabilities) to at most 1, up to rounding.
 pub fn split_top_k(packed: &Tensor, classes: i64) -> Result<(Tensor, Tensor)> {
-    let invalid = |reason: String| DistillError::InvalidArgument(format!("invalid packed top-k tensor: {reason}"));
+    let invalid =
+        |problem: PackedProblem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopK, problem });
     if !packed.defined() {
-        return Err(invalid("it is undefined".into()));
+        return Err(invalid(PackedProblem::Undefined));
     }
     let shape = packed.size();
-    check_packed_shape(&shape).map_err(invalid)?;
+    if check_packed_shape(&shape).is_err() {
+        let expected = "(N, 2, k) with k ≥ 1 of `TopKLogits::f_encode`";
+        return Err(invalid(PackedProblem::Shape { expected, got: shape }));
+    }
     let k = shape[2];
     if k > classes {
-        return Err(invalid(format!("it holds k = {k} classes per sample, more than the {classes} classes")));
+        return Err(invalid(PackedProblem::TooManyClasses { k, classes }));
     }
     let kind = packed.f_kind()?;
     let Some(limit) = exact_classes(kind) else {
-        return Err(invalid(format!("it needs a floating-point kind, got {kind:?}")));
+        return Err(invalid(PackedProblem::Kind { expected: "a floating-point kind", kind }));
     };
     if classes > limit {
-        return Err(invalid(format!("{kind:?} holds class indices exactly only up to {limit} classes, got {classes}")));
+        return Err(invalid(PackedProblem::IndicesNotExact { kind, limit, classes }));
     }
     let (log_probs, float_indices) = (packed.f_select(1, 0)?, packed.f_select(1, 1)?);
     if shape[0] == 0 {
@@ -161,29 +177,28 @@ pub fn split_top_k(packed: &Tensor, classes: i64) -> Result<(Tensor, Tensor)> {
 
     let check = |condition: Tensor| -> Result<bool> { Ok(condition.f_any()?.f_int64_value(&[])? != 0) };
     if check(log_probs.f_isnan()?)? || check(log_probs.f_isposinf()?)? {
-        return Err(invalid("its log-probabilities hold NaN or +inf".into()));
+        return Err(invalid(PackedProblem::NotFinite));
     }
     let mass =
         log_probs.f_to_kind(Kind::Double)?.f_exp()?.f_sum_dim_intlist(1, false, None)?.f_max()?.f_double_value(&[])?;
     if mass > 1.0 + mass_tolerance(kind) {
-        return Err(invalid(format!(
-            "its probabilities sum to {mass} in a sample, more than 1: row 0 must hold log-probabilities, not logits"
-        )));
+        return Err(invalid(PackedProblem::MassAboveOne { mass }));
     }
     let wide = float_indices.f_to_kind(Kind::Double)?;
     if check(wide.f_isfinite()?.f_logical_not()?)? || check(wide.f_frac()?.f_ne(0.0)?)? {
-        return Err(invalid("its class indices are not all whole numbers".into()));
+        return Err(invalid(PackedProblem::FractionalIds { ids: "class indices" }));
     }
     let (lowest, highest) = (wide.f_min()?.f_double_value(&[])?, wide.f_max()?.f_double_value(&[])?);
     if lowest < 0.0 || highest >= classes as f64 {
-        return Err(invalid(format!("it holds class indices from {lowest} to {highest}, outside 0..{classes}")));
+        let (ids, limit) = ("class indices", classes);
+        return Err(invalid(PackedProblem::IdsOutOfRange { ids, lowest, highest, limit }));
     }
     let indices = float_indices.f_to_kind(Kind::Int64)?;
     if k > 1 {
         let (sorted, _) = indices.f_sort(1, false)?;
         let repeated = sorted.f_narrow(1, 1, k - 1)?.f_eq_tensor(&sorted.f_narrow(1, 0, k - 1)?)?;
         if check(repeated)? {
-            return Err(invalid("a sample holds the same class index twice".into()));
+            return Err(invalid(PackedProblem::RepeatedIndex));
         }
     }
     Ok((log_probs, indices))
@@ -295,9 +310,7 @@ impl Criterion for TopKKlDiv {
         check_encoded_call(self, student, teacher, targets)?;
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the criterion needs floating-point student logits, got {kind:?}"
-            )));
+            return Err(CriterionError::NotFloatingPoint { tensor: "the student logits", kind }.into());
         }
         self.compute(student, teacher)
     }

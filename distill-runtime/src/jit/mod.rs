@@ -19,6 +19,7 @@
 //! `safetensors` weights loaded into a Rust model (`distill::vision`) carry no code.
 
 mod archive;
+mod error;
 mod layout;
 
 use std::cell::Cell;
@@ -30,8 +31,10 @@ use tch::{CModule, Device, IValue, Tensor, TrainableCModule};
 
 use crate::captured::Captured;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
-use crate::error::{libtorch_message, DistillError, Result};
+use crate::error::{DistillError, Result};
+
 use crate::point::{Port, Side};
+pub use error::JitError;
 pub use layout::OutputLayout;
 
 /// A TorchScript module loaded from a `torch.jit.save` file, usable as the teacher (or, when loaded
@@ -67,10 +70,9 @@ impl Module {
     pub fn load(file: impl AsRef<Path>, device: Device) -> Result<Module> {
         let file = file.as_ref();
         crate::device::check_device(device)?;
-        let layout = archive::read_output_layout(file).map_err(|reason| jit_error(file, reason))?;
-        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
-        let module =
-            CModule::load_on_device(file, device).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
+        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
+        archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
+        let module = CModule::load_on_device(file, device).map_err(|e| torch_error(file, e))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
 
@@ -80,9 +82,8 @@ impl Module {
         let file = file.as_ref();
         crate::device::check_device(device)?;
         let layout = OutputLayout::Dict(names.iter().map(|name| (*name).to_owned()).collect());
-        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
-        let module =
-            CModule::load_on_device(file, device).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
+        archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
+        let module = CModule::load_on_device(file, device).map_err(|e| torch_error(file, e))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
 
@@ -90,10 +91,9 @@ impl Module {
     /// (so an optimizer on that `VarStore` trains them), in training mode: a TorchScript *student*.
     pub fn load_trainable(file: impl AsRef<Path>, path: tch::nn::Path) -> Result<Module> {
         let file = file.as_ref();
-        let layout = archive::read_output_layout(file).map_err(|reason| jit_error(file, reason))?;
-        archive::check_crcs(file).map_err(|reason| jit_error(file, reason))?;
-        let module =
-            TrainableCModule::load(file, path).map_err(|e| jit_error(file, libtorch_message(&e.to_string())))?;
+        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
+        archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
+        let module = TrainableCModule::load(file, path).map_err(|e| torch_error(file, e))?;
         let module = Module::new(Inner::Trainable(module), layout, file)?;
         module.set_training(true)?;
         Ok(module)
@@ -158,10 +158,9 @@ impl Module {
                 Inner::Trainable(module) => module.forward_is(&input),
             }
         }
-        .map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string())))?;
-        self.layout.split(value).map_err(|reason| {
-            jit_error(&self.file, format!("its forward did not return its declared outputs: {reason}"))
-        })
+        .map_err(|e| torch_error(&self.file, e))?;
+        let file = self.file.display().to_string();
+        self.layout.split(value).map_err(|reason| JitError::Outputs { file, reason }.into())
     }
 
     /// Checks an endpoint against this module as the `side` model: a path is an output name (`""`
@@ -178,10 +177,8 @@ impl Module {
             }
         } else {
             if endpoint.port == Port::Input {
-                return Err(jit_error(
-                    &self.file,
-                    format!("output `{name}` has no input to capture: only the module's own input (`\"\"`) can be"),
-                ));
+                let (file, name) = (self.file.display().to_string(), name.to_string());
+                return Err(JitError::OutputInput { file, name }.into());
             }
             Some(self.output_index(name).ok_or_else(|| self.unknown_output(name))?)
         };
@@ -219,25 +216,19 @@ impl Module {
     }
 
     fn no_main_output(&self, side: Side) -> DistillError {
-        jit_error(
-            &self.file,
-            format!(
-                "as the {side}, it has no single output to stand for the model itself: it returns {}; name one of \
-                 its outputs, or choose one with `jit::Module::with_output`",
-                self.layout
-            ),
-        )
+        JitError::NoMainOutput { file: self.file.display().to_string(), side, layout: self.layout.to_string() }.into()
     }
 
     /// The error for an output name the module does not have, with the closest name.
     pub(crate) fn unknown_output(&self, name: &str) -> DistillError {
         let outputs = self.outputs();
-        DistillError::UnknownOutput {
+        JitError::UnknownOutput {
             file: self.file.display().to_string(),
             name: name.to_owned(),
             suggestion: crate::suggest::closest(name, outputs.iter().map(String::as_str)).map(str::to_owned),
             outputs,
         }
+        .into()
     }
 
     fn set_training(&self, train: bool) -> Result<()> {
@@ -251,7 +242,7 @@ impl Module {
             (Inner::Trainable(module), true) => module.f_set_train(),
             (Inner::Trainable(module), false) => module.f_set_eval(),
         };
-        result.map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string())))?;
+        result.map_err(|e| torch_error(&self.file, e))?;
         self.training.set(train);
         Ok(())
     }
@@ -260,9 +251,7 @@ impl Module {
     /// with [`load_trainable`](Self::load_trainable), whose parameters are in the VarStore given.
     pub(crate) fn frozen_parameters(&self) -> Option<Result<Vec<(String, Tensor)>>> {
         match &*self.lock() {
-            Inner::Frozen(module) => {
-                Some(module.named_parameters().map_err(|e| jit_error(&self.file, libtorch_message(&e.to_string()))))
-            }
+            Inner::Frozen(module) => Some(module.named_parameters().map_err(|e| torch_error(&self.file, e))),
             Inner::Trainable(_) => None,
         }
     }
@@ -284,6 +273,10 @@ impl fmt::Debug for Module {
     }
 }
 
-fn jit_error(file: &Path, reason: impl Into<String>) -> DistillError {
-    DistillError::Jit { file: file.display().to_string(), reason: reason.into() }
+fn archive_error(file: &Path, reason: String) -> DistillError {
+    JitError::Archive { file: file.display().to_string(), reason }.into()
+}
+
+fn torch_error(file: &Path, source: tch::TchError) -> DistillError {
+    JitError::Torch { file: file.display().to_string(), source }.into()
 }

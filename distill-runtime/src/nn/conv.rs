@@ -8,7 +8,7 @@ use tch::Tensor;
 use super::leaf::{tappable_leaf, tch_deref};
 use crate::capture::{record, TapId};
 use crate::channels::KeptChannels;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 
 /// A convolution over `ND` spatial dimensions; derefs to `tch::nn::Conv<ND>` (`ws`, `bs`).
 ///
@@ -64,16 +64,13 @@ impl<ND> Conv<ND> {
     /// saved `distill::prune::PruneRecord`. Replaces an earlier record.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when the record's
-    /// pruned shape is not this conv's weight shape.
+    /// [`ChannelMapError::RecordPrunedMismatch`](crate::adapter::ChannelMapError::RecordPrunedMismatch)
+    /// when the record's pruned shape is not this conv's weight shape.
     pub fn set_pruned_from(&mut self, kept: KeptChannels) -> Result<()> {
         let shape = if self.inner.ws.defined() { self.inner.ws.size() } else { Vec::new() };
         if shape != kept.pruned_shape() {
-            return Err(DistillError::InvalidArgument(format!(
-                "a pruning record of a weight {:?} → {:?} does not fit a conv of weight shape {shape:?}",
-                kept.source_shape(),
-                kept.pruned_shape()
-            )));
+            let recorded = kept.pruned_shape();
+            return Err(crate::adapter::ChannelMapError::RecordPrunedMismatch { recorded, given: shape }.into());
         }
         self.pruned_from = Some(kept);
         Ok(())

@@ -25,6 +25,7 @@
 //!
 //! [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 
+mod error;
 mod record;
 
 use std::borrow::Borrow;
@@ -34,28 +35,27 @@ use tch::{Device, Kind, Tensor};
 
 use crate::channels::check_indices;
 pub use crate::channels::KeptChannels;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::nn::{self, BatchNorm, Conv2D, Linear};
+pub use error::{PruneError, RecordProblem};
 pub use record::PruneRecord;
 
 /// The indices of the `keep` filters (slices along dimension 0) of `weight` with the largest L1 norm,
 /// ascending. Equal norms keep the lower index.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `weight` has no dimension or `keep` is not in
-/// `1..=weight.size()[0]`.
+/// [`PruneError::RankUndefined`], [`PruneError::RankScalar`] when `weight` has no dimension,
+/// [`PruneError::KeepOutOfRange`] when `keep` is not in `1..=weight.size()[0]`.
 pub fn l1_keep(weight: &Tensor, keep: i64) -> Result<Vec<i64>> {
     if !weight.defined() {
-        return Err(DistillError::InvalidArgument("cannot rank the filters of an undefined tensor".into()));
+        return Err(PruneError::RankUndefined.into());
     }
     let size = weight.size();
     let Some(&filters) = size.first() else {
-        return Err(DistillError::InvalidArgument("cannot rank the filters of a 0-d tensor".into()));
+        return Err(PruneError::RankScalar.into());
     };
     if !(1..=filters).contains(&keep) {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot keep {keep} of the {filters} filters of a weight of shape {size:?}"
-        )));
+        return Err(PruneError::KeepOutOfRange { keep, filters, shape: size }.into());
     }
     let norms = weight
         .f_detach()?
@@ -80,12 +80,10 @@ pub fn l1_keep(weight: &Tensor, keep: i64) -> Result<Vec<i64>> {
 /// at least 1. For example `keep_count(64, 0.25) == Ok(16)`.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when `channels < 1` or `ratio` is not in `(0, 1]`.
+/// [`PruneError::KeepRatio`] when `channels < 1` or `ratio` is not in `(0, 1]`.
 pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
     if channels < 1 || !(ratio > 0.0 && ratio <= 1.0) {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot keep a ratio {ratio} of {channels} channels: need channels ≥ 1 and a ratio in (0, 1]"
-        )));
+        return Err(PruneError::KeepRatio { ratio, channels }.into());
     }
     Ok(((channels as f64 * ratio).round() as i64).clamp(1, channels))
 }
@@ -99,10 +97,14 @@ pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
 /// `conv`'s weight shape and the kept indices), from which the selection adapters are built.
 ///
 /// # Errors
-/// - [`DistillError::ChannelOutOfRange`], [`DistillError::DuplicateChannel`] for a bad index;
-///   [`DistillError::InvalidArgument`] for an empty list;
-/// - [`DistillError::InvalidArgument`] when `conv` is grouped, or was wrapped with `Conv::from_tch`
-///   (its config is then unknown: use `Conv::from_tch_with_config`).
+/// - [`ChannelMapError::ChannelOutOfRange`], [`ChannelMapError::DuplicateChannel`] for a bad index;
+///   [`ChannelMapError::NoneKept`] for an empty list;
+/// - [`PruneError::Grouped`] when `conv` is grouped, [`PruneError::UnknownConfig`] when it was wrapped
+///   with `Conv::from_tch` (its config is then unknown: use `Conv::from_tch_with_config`).
+///
+/// [`ChannelMapError::ChannelOutOfRange`]: crate::adapter::ChannelMapError::ChannelOutOfRange
+/// [`ChannelMapError::DuplicateChannel`]: crate::adapter::ChannelMapError::DuplicateChannel
+/// [`ChannelMapError::NoneKept`]: crate::adapter::ChannelMapError::NoneKept
 pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
     path: P,
     conv: &Conv2D,
@@ -110,17 +112,10 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
     in_keep: Option<&[i64]>,
 ) -> Result<Conv2D> {
     let Some(&config) = conv.config() else {
-        return Err(DistillError::InvalidArgument(
-            "cannot prune a conv wrapped with `Conv::from_tch`: its config is unknown; wrap it with \
-             `Conv::from_tch_with_config`"
-                .into(),
-        ));
+        return Err(PruneError::UnknownConfig { layer: "conv", wrapper: "Conv" }.into());
     };
     if config.groups != 1 {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot prune the channels of a grouped conv (groups = {})",
-            config.groups
-        )));
+        return Err(PruneError::Grouped { groups: config.groups }.into());
     }
     let size = weight_shape(&conv.ws, 4, "conv2d")?;
     let (out_idx, out_dim) = indices(out_keep, size[0], "output channel", conv.ws.device())?;
@@ -151,15 +146,11 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
 /// `running_var` sliced to `keep`.
 ///
 /// # Errors
-/// As [`prune_conv2d`] for the indices; [`DistillError::InvalidArgument`] when `bn` was wrapped with
+/// As [`prune_conv2d`] for the indices; [`PruneError::UnknownConfig`] when `bn` was wrapped with
 /// `BatchNorm::from_tch` (config unknown).
 pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: &[i64]) -> Result<BatchNorm> {
     let Some(&config) = bn.config() else {
-        return Err(DistillError::InvalidArgument(
-            "cannot prune a batch norm wrapped with `BatchNorm::from_tch`: its config is unknown; wrap it with \
-             `BatchNorm::from_tch_with_config`"
-                .into(),
-        ));
+        return Err(PruneError::UnknownConfig { layer: "batch norm", wrapper: "BatchNorm" }.into());
     };
     let channels = weight_shape(&bn.running_mean, 1, "batch norm's running mean")?[0];
     let (idx, dim) = indices(keep, channels, "channel", bn.running_mean.device())?;
@@ -167,7 +158,7 @@ pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: 
         1 => nn::batch_norm1d(path, dim, config),
         2 => nn::batch_norm2d(path, dim, config),
         3 => nn::batch_norm3d(path, dim, config),
-        nd => return Err(DistillError::InvalidArgument(format!("cannot prune a {nd}-d batch norm"))),
+        dims => return Err(PruneError::BatchNormDims { dims }.into()),
     };
     for (dst, src) in [(&pruned.ws, &bn.ws), (&pruned.bs, &bn.bs)] {
         if let (Some(dst), Some(src)) = (dst, src) {
@@ -218,12 +209,10 @@ pub fn prune_linear<'a, P: Borrow<Path<'a>>>(
 }
 
 /// The shape of a layer's `tensor`, checked to have `dims` dimensions.
-fn weight_shape(tensor: &Tensor, dims: usize, what: &str) -> Result<Vec<i64>> {
+fn weight_shape(tensor: &Tensor, dims: usize, what: &'static str) -> Result<Vec<i64>> {
     let size = if tensor.defined() { tensor.size() } else { Vec::new() };
     if size.len() != dims || !tensor.defined() {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot prune a {what} whose tensor has shape {size:?}: expected {dims} dimensions"
-        )));
+        return Err(PruneError::TensorRank { what, shape: size, dims }.into());
     }
     Ok(size)
 }

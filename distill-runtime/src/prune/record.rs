@@ -6,6 +6,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use super::{PruneError, RecordProblem};
 use crate::channels::KeptChannels;
 use crate::error::{DistillError, Result};
 use crate::nn::Conv;
@@ -58,13 +59,11 @@ impl PruneRecord {
     /// Records `kept` for the layer at `path`, returning the record it replaces.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when `path` contains `/` (the separator of the saved names).
+    /// [`PruneError::PathWithSlash`] when `path` contains `/` (the separator of the saved names).
     pub fn insert(&mut self, path: impl Into<String>, kept: KeptChannels) -> Result<Option<KeptChannels>> {
         let path = path.into();
         if path.contains('/') {
-            return Err(DistillError::InvalidArgument(format!(
-                "a module path in a prune record cannot contain `/`: `{path}`"
-            )));
+            return Err(PruneError::PathWithSlash { path }.into());
         }
         Ok(self.layers.insert(path, kept))
     }
@@ -72,14 +71,12 @@ impl PruneRecord {
     /// Records the kept channels that the pruned `conv` carries, for the layer at `path`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when `conv` carries no record (it was not made by
+    /// [`PruneError::NotPruned`] when `conv` carries no record (it was not made by
     /// `prune_conv2d`, nor given one), or as [`insert`](Self::insert).
     pub fn insert_conv<ND>(&mut self, path: impl Into<String>, conv: &Conv<ND>) -> Result<()> {
         let path = path.into();
         let Some(kept) = conv.pruned_from() else {
-            return Err(DistillError::InvalidArgument(format!(
-                "the conv at `{path}` carries no pruning record: it was not made by `prune_conv2d`"
-            )));
+            return Err(PruneError::NotPruned { path }.into());
         };
         self.insert(path, kept.clone())?;
         Ok(())
@@ -93,19 +90,17 @@ impl PruneRecord {
     /// Attaches the record of the layer at `path` to `conv` ([`Conv::set_pruned_from`]).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when there is no record for `path` (the message lists the
-    /// recorded paths) or it does not fit `conv`'s weight shape.
+    /// [`PruneError::UnknownLayer`] when there is no record for `path` (the message lists the recorded
+    /// paths), [`PruneError::Attach`] when it does not fit `conv`'s weight shape.
     ///
     /// [`Conv::set_pruned_from`]: crate::nn::Conv::set_pruned_from
     pub fn attach<ND>(&self, path: &str, conv: &mut Conv<ND>) -> Result<()> {
         let Some(kept) = self.layers.get(path) else {
-            let known: Vec<&str> = self.layers.keys().map(String::as_str).collect();
-            return Err(DistillError::InvalidArgument(format!(
-                "the prune record has no layer `{path}`; it records {known:?}"
-            )));
+            let known = self.layers.keys().cloned().collect();
+            return Err(PruneError::UnknownLayer { path: path.to_owned(), known }.into());
         };
         conv.set_pruned_from(kept.clone())
-            .map_err(|err| DistillError::InvalidArgument(format!("cannot attach the prune record of `{path}`: {err}")))
+            .map_err(|err| PruneError::Attach { path: path.to_owned(), source: Box::new(err) }.into())
     }
 
     /// The recorded layers, by path in lexicographic order.
@@ -142,35 +137,34 @@ impl PruneRecord {
     ///
     /// # Errors
     /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] when it does not
-    /// match its checksum; [`DistillError::InvalidArgument`] naming
+    /// match its checksum; [`PruneError::NotARecord`] naming
     /// the file when a tensor is unexpected or missing, or a record is invalid.
     pub fn load(file: impl AsRef<Path>) -> Result<PruneRecord> {
         let file = file.as_ref();
-        let bad = |reason: String| {
-            DistillError::InvalidArgument(format!("{} is not a prune record: {reason}", file.display()))
-        };
+        let bad = |problem| DistillError::from(PruneError::NotARecord { file: file.display().to_string(), problem });
         let mut parts: BTreeMap<String, [Option<Vec<i64>>; 3]> = BTreeMap::new();
         for (name, tensor) in crate::checksum::read(file, crate::checksum::Missing::Accept)?.tensors {
             let Some((path, part)) = name.rsplit_once('/') else {
-                return Err(bad(format!("unexpected tensor `{name}`")));
+                return Err(bad(RecordProblem::UnexpectedTensor { name }));
             };
             let slot = match part {
                 SOURCE_SHAPE => 0,
                 KEPT_OUTPUT => 1,
                 KEPT_INPUT => 2,
-                _ => return Err(bad(format!("unexpected tensor `{name}`"))),
+                _ => return Err(bad(RecordProblem::UnexpectedTensor { name })),
             };
             if tensor.kind() != Kind::Int64 || tensor.dim() != 1 {
-                return Err(bad(format!("`{name}` is not a 1-D int64 tensor")));
+                return Err(bad(RecordProblem::NotIndices { name }));
             }
             parts.entry(path.to_owned()).or_default()[slot] = Some(Vec::<i64>::try_from(&tensor)?);
         }
         let mut record = PruneRecord::new();
         for (path, [shape, output, input]) in parts {
             let (Some(shape), Some(output), Some(input)) = (shape, output, input) else {
-                return Err(bad(format!("the record of `{path}` is incomplete")));
+                return Err(bad(RecordProblem::Incomplete { path }));
             };
-            let kept = KeptChannels::new(&shape, output, input).map_err(|err| bad(format!("`{path}`: {err}")))?;
+            let kept = KeptChannels::new(&shape, output, input)
+                .map_err(|err| bad(RecordProblem::InvalidLayer { path: path.clone(), source: Box::new(err) }))?;
             record.insert(path, kept)?;
         }
         Ok(record)

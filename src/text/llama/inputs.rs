@@ -2,7 +2,8 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::error::{DistillError, Result};
+use crate::error::Result;
+use crate::text::ModelError;
 
 /// The inputs of one forward pass of a [`LlamaForCausalLM`](super::LlamaForCausalLM): token ids
 /// `[B, T]` and, optionally, what shapes the attention.
@@ -67,24 +68,19 @@ impl<'a> LlamaInputs<'a> {
     pub(crate) fn check(&self, past: i64, vocab_size: i64) -> Result<(i64, i64)> {
         let ids = self.input_ids;
         let &[batch, len] = ids.size().as_slice() else {
-            return Err(DistillError::InvalidArgument(format!(
-                "input_ids must be [batch, tokens], not {:?}",
-                ids.size()
-            )));
+            return Err(ModelError::InputIdsShape { shape: ids.size() }.into());
         };
         if ids.is_floating_point() || ids.kind() == Kind::Bool {
-            return Err(DistillError::InvalidArgument(format!("input_ids must be integers, not {:?}", ids.kind())));
+            return Err(ModelError::NotIntegers { what: "input_ids", kind: ids.kind() }.into());
         }
         if len == 0 {
-            return Err(DistillError::InvalidArgument("input_ids hold no token".into()));
+            return Err(ModelError::NoTokens.into());
         }
         if ids.numel() > 0 {
             let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
             if lo < 0 || hi >= vocab_size {
-                return Err(DistillError::InvalidArgument(format!(
-                    "input_ids must be in 0..{vocab_size} (the vocabulary), found {}",
-                    if lo < 0 { lo } else { hi }
-                )));
+                let found = if lo < 0 { lo } else { hi };
+                return Err(ModelError::TokenOutOfRange { vocab: vocab_size, found }.into());
             }
         }
         for (what, tensor, expected) in [
@@ -94,14 +90,10 @@ impl<'a> LlamaInputs<'a> {
         ] {
             let Some(tensor) = tensor else { continue };
             if tensor.size() != expected {
-                return Err(DistillError::InvalidArgument(format!(
-                    "{what} must be {expected:?} (batch, {} tokens), not {:?}",
-                    expected[1],
-                    tensor.size()
-                )));
+                return Err(ModelError::InputShape { what, expected: expected.to_vec(), got: tensor.size() }.into());
             }
             if tensor.is_floating_point() {
-                return Err(DistillError::InvalidArgument(format!("{what} must be integers, not {:?}", tensor.kind())));
+                return Err(ModelError::NotIntegers { what, kind: tensor.kind() }.into());
             }
         }
         Ok((batch, len))

@@ -129,7 +129,7 @@ impl LlamaForCausalLM {
     /// `N(0, 0.02²)`, norms 1).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when `config` is
+    /// [`ModelError`](crate::text::ModelError) when `config` is
     /// inconsistent ([`LlamaConfig::validate`]).
     pub fn new<'a, P: Borrow<Path<'a>>>(p: P, config: &LlamaConfig) -> Result<LlamaForCausalLM> {
         config.validate()?;
@@ -158,7 +158,7 @@ impl LlamaForCausalLM {
     /// Logits `[B, T, vocab]` for token ids `[B, T]`, causal attention over all of them.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when the ids are not
+    /// [`ModelError`](crate::text::ModelError) when the ids are not
     /// `[B, T]` integers inside the vocabulary.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         self.forward_inputs(&LlamaInputs::new(input_ids))
@@ -167,7 +167,7 @@ impl LlamaForCausalLM {
     /// Logits `[B, T, vocab]` with padding, documents or positions as [`LlamaInputs`] describes.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when a shape or kind
+    /// [`ModelError`](crate::text::ModelError) when a shape or kind
     /// does not fit (ids `[B, T]` inside the vocabulary, masks `[B, T]`).
     pub fn forward_inputs(&self, inputs: &LlamaInputs) -> Result<Tensor> {
         inputs.check(0, self.config.vocab_size)?;

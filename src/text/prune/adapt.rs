@@ -6,6 +6,7 @@ use std::borrow::Borrow;
 use tch::nn::Path;
 
 use super::kept::{HIDDEN, LAYERS};
+use super::DecoderPruneError;
 use crate::adapter::{linear_selection_adapter_from_kept, LinearSelectionAdapter};
 use crate::error::{DistillError, Result};
 use crate::prune::{KeptChannels, PruneRecord};
@@ -16,7 +17,7 @@ use crate::prune::{KeptChannels, PruneRecord};
 /// [`LinearSelectionAdapter`]).
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when the record has no `hidden` entry.
+/// [`DecoderPruneError::MissingEntry`](super::DecoderPruneError::MissingEntry) when the record has no `hidden` entry.
 pub fn hidden_adapter<'a, P: Borrow<Path<'a>>>(path: P, record: &PruneRecord) -> Result<LinearSelectionAdapter> {
     linear_selection_adapter_from_kept(path, entry(record, HIDDEN)?)
 }
@@ -26,16 +27,14 @@ pub fn hidden_adapter<'a, P: Borrow<Path<'a>>>(path: P, record: &PruneRecord) ->
 /// of, `model.layers.{i}` with `model.layers.{kept[i]}`.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`] when the record has no `layers` entry.
+/// [`DecoderPruneError::MissingEntry`](super::DecoderPruneError::MissingEntry) when the record has no `layers` entry.
 pub fn layer_map(record: &PruneRecord) -> Result<Vec<(usize, usize)>> {
     Ok(entry(record, LAYERS)?.output().iter().enumerate().map(|(i, &t)| (i, t as usize)).collect())
 }
 
 fn entry<'r>(record: &'r PruneRecord, key: &str) -> Result<&'r KeptChannels> {
     record.get(key).ok_or_else(|| {
-        let known: Vec<&str> = record.iter().map(|(path, _)| path).collect();
-        DistillError::InvalidArgument(format!(
-            "the prune record has no `{key}` entry (it records {known:?}): it is not the record of a pruned decoder"
-        ))
+        let known = record.iter().map(|(path, _)| path.to_owned()).collect();
+        DistillError::from(DecoderPruneError::MissingEntry { key: key.to_owned(), known })
     })
 }

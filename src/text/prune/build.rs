@@ -34,7 +34,7 @@ pub struct PrunedLlama {
 /// the teacher's attention kernel.
 ///
 /// # Errors
-/// [`DistillError::InvalidArgument`](crate::DistillError::InvalidArgument) when `kept` does not fit
+/// [`DecoderPruneError`](super::DecoderPruneError) when `kept` does not fit
 /// the teacher ([`LlamaKept::validate`]); [`DistillError::Torch`](crate::DistillError::Torch) when a
 /// weight cannot be copied.
 pub fn prune_llama<'a, P: Borrow<Path<'a>>>(

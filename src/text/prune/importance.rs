@@ -3,6 +3,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::DecoderPruneError;
 use crate::capture::{arm, Recordings, TapId, TapRequest};
 use crate::error::{DistillError, Result};
 use crate::module::resolve;
@@ -57,7 +58,7 @@ impl LlamaImportance {
     /// gradients; a batch's `attention_mask`, if any, leaves its padding out of the means).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when there is no batch or no valid token, or a batch does
+    /// [`DecoderPruneError::NoCalibrationToken`](super::DecoderPruneError::NoCalibrationToken) when there is no batch or no valid token, or a batch does
     /// not fit the model (as [`LlamaForCausalLM::forward_inputs`]).
     pub fn from_activations<'b>(
         model: &LlamaForCausalLM,
@@ -66,9 +67,9 @@ impl LlamaImportance {
         let config = model.config();
         let n = config.num_hidden_layers as usize;
         let tap = |path: String| -> Result<TapId> {
-            resolve(model, Side::Teacher, &path)?.tap.ok_or_else(|| {
-                DistillError::InvalidArgument(format!("`{path}` of the decoder records nothing: it cannot be measured"))
-            })
+            resolve(model, Side::Teacher, &path)?
+                .tap
+                .ok_or_else(|| DistillError::from(DecoderPruneError::NotRecorded { path: path.clone() }))
         };
         let taps = (0..n)
             .map(|i| {
@@ -106,9 +107,7 @@ impl LlamaImportance {
             tch::no_grad(|| sums.add(&mut recordings, &taps, final_norm, &inputs, config.head_dim))?;
         }
         if batches_seen == 0 || sums.tokens <= 0.0 {
-            return Err(DistillError::InvalidArgument(
-                "the calibration data holds no token: importances need at least one".into(),
-            ));
+            return Err(DecoderPruneError::NoCalibrationToken.into());
         }
         sums.finish(config.num_key_value_heads)
     }
@@ -137,9 +136,7 @@ impl Sums {
             let mut calls = recordings.take(TapRequest { tap, port });
             match (calls.pop(), calls.is_empty()) {
                 (Some(call), true) => Ok(call.tensor.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Double)?),
-                _ => Err(DistillError::InvalidArgument(
-                    "a decoder module was not called exactly once in a calibration forward".into(),
-                )),
+                _ => Err(DecoderPruneError::NotCalledOnce.into()),
             }
         };
         // Σ over tokens of w · x, per channel of the last dimension.

@@ -1,7 +1,8 @@
 //! [`KeepCounts`]: the target shape of a pruning, and the choice of the most important indices.
 
+use super::DecoderPruneError;
 use super::{LlamaImportance, LlamaKept};
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::text::LlamaConfig;
 
 /// How many of each a pruned decoder keeps: its target shape. Every layer keeps the same counts
@@ -33,7 +34,7 @@ impl KeepCounts {
     /// Checks each count against `teacher`: at least 1, at most what the teacher has.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming the first count out of range.
+    /// [`DecoderPruneError::KeepCount`](super::DecoderPruneError::KeepCount) naming the first count out of range.
     pub fn validate(&self, teacher: &LlamaConfig) -> Result<()> {
         for (what, count, size) in [
             ("hidden channels", self.hidden, teacher.hidden_size),
@@ -42,9 +43,7 @@ impl KeepCounts {
             ("layers", self.layers, teacher.num_hidden_layers),
         ] {
             if !(1..=size).contains(&count) {
-                return Err(DistillError::InvalidArgument(format!(
-                    "cannot keep {count} {what} of a teacher that has {size}: keep between 1 and {size}"
-                )));
+                return Err(DecoderPruneError::KeepCount { what, count, size }.into());
             }
         }
         Ok(())
@@ -58,7 +57,7 @@ impl LlamaImportance {
     /// scores keep the lower index, NaN scores rank last.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when a count is out of range ([`KeepCounts::validate`]) or
+    /// [`DecoderPruneError`](super::DecoderPruneError) when a count is out of range ([`KeepCounts::validate`]) or
     /// these importances were computed for a model of another shape than `teacher`.
     pub fn keep(&self, teacher: &LlamaConfig, counts: &KeepCounts) -> Result<LlamaKept> {
         counts.validate(teacher)?;
@@ -85,11 +84,13 @@ impl LlamaImportance {
             && fits(&self.intermediate, teacher.intermediate_size)
             && fits(&self.kv_heads, teacher.num_key_value_heads);
         if !ok {
-            return Err(DistillError::InvalidArgument(format!(
-                "these importances were computed for another model shape than the teacher's ({} layers, hidden {}, \
-                 MLP {}, {} key-value heads)",
-                teacher.num_hidden_layers, teacher.hidden_size, teacher.intermediate_size, teacher.num_key_value_heads
-            )));
+            return Err(DecoderPruneError::ImportanceShape {
+                layers: teacher.num_hidden_layers,
+                hidden: teacher.hidden_size,
+                intermediate: teacher.intermediate_size,
+                kv_heads: teacher.num_key_value_heads,
+            }
+            .into());
         }
         Ok(())
     }

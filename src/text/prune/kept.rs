@@ -2,7 +2,8 @@
 //! pruned decoder keeps, checked against the teacher's shape and converted to and from a
 //! [`PruneRecord`].
 
-use crate::error::{DistillError, Result};
+use super::DecoderPruneError;
+use crate::error::Result;
 use crate::prune::{KeptChannels, PruneRecord};
 use crate::text::LlamaConfig;
 
@@ -61,23 +62,17 @@ impl LlamaKept {
     /// strictly increasing; one MLP and one head list per kept layer, all of the same length.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming the first offending list.
+    /// [`DecoderPruneError`](super::DecoderPruneError) naming the first offending list.
     pub fn validate(&self, teacher: &LlamaConfig) -> Result<()> {
         check_list("hidden channel", HIDDEN, &self.hidden, teacher.hidden_size)?;
         check_list("layer", LAYERS, &self.layers, teacher.num_hidden_layers)?;
         if self.layers.windows(2).any(|pair| pair[0] >= pair[1]) {
-            return Err(DistillError::InvalidArgument(format!(
-                "the kept layers must be strictly increasing (the decoder runs them in order), got {:?}",
-                self.layers
-            )));
+            return Err(DecoderPruneError::LayerOrder { layers: self.layers.clone() }.into());
         }
         let n = self.layers.len();
         for (what, lists) in [("MLP channel", &self.intermediate), ("key-value head", &self.kv_heads)] {
             if lists.len() != n {
-                return Err(DistillError::InvalidArgument(format!(
-                    "{n} layers are kept but {} lists of kept {what}s are given",
-                    lists.len()
-                )));
+                return Err(DecoderPruneError::ListCount { layers: n, lists: lists.len(), what }.into());
             }
         }
         for (i, (inner, heads)) in self.intermediate.iter().zip(&self.kv_heads).enumerate() {
@@ -87,12 +82,8 @@ impl LlamaKept {
                 [("MLP channels", inner, &self.intermediate[0]), ("key-value heads", heads, &self.kv_heads[0])]
             {
                 if list.len() != first.len() {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "every layer must keep as many {what} (the pruned model has one width per kind): layer 0 \
-                         keeps {}, layer {i} keeps {}",
-                        first.len(),
-                        list.len()
-                    )));
+                    let (first, count) = (first.len(), list.len());
+                    return Err(DecoderPruneError::UnevenWidths { what, first, layer: i, count }.into());
                 }
             }
         }
@@ -144,7 +135,7 @@ impl LlamaKept {
     /// `teacher` it was pruned from.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when an entry is missing or unexpected, was recorded for a
+    /// [`DecoderPruneError`](super::DecoderPruneError) when an entry is missing or unexpected, was recorded for a
     /// teacher of another shape, or disagrees with the kept hidden channels; as
     /// [`validate`](Self::validate).
     pub fn from_record(record: &PruneRecord, teacher: &LlamaConfig) -> Result<LlamaKept> {
@@ -157,21 +148,15 @@ impl LlamaKept {
             let attention = entry(record, &attention_key(i), &[teacher.num_key_value_heads, h])?;
             for (key, kept) in [(mlp_key(i), mlp), (attention_key(i), attention)] {
                 if kept.input() != hidden.as_slice() {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "the prune record's `{key}` keeps other hidden channels than its `{HIDDEN}`"
-                    )));
+                    return Err(DecoderPruneError::HiddenDisagrees { key: key.to_string() }.into());
                 }
             }
             intermediate.push(mlp.output().to_vec());
             kv_heads.push(attention.output().to_vec());
         }
         if record.len() != 2 + 2 * layers.len() {
-            let known: Vec<&str> = record.iter().map(|(path, _)| path).collect();
-            return Err(DistillError::InvalidArgument(format!(
-                "the prune record of a {}-layer decoder holds other entries than `{HIDDEN}`, `{LAYERS}` and each \
-                 kept layer's `mlp` and `self_attn`: {known:?}",
-                layers.len()
-            )));
+            let known = record.iter().map(|(path, _)| path.to_owned()).collect();
+            return Err(DecoderPruneError::UnexpectedEntries { layers: layers.len(), known }.into());
         }
         let kept = LlamaKept { hidden, layers, intermediate, kv_heads };
         kept.validate(teacher)?;
@@ -182,34 +167,28 @@ impl LlamaKept {
 /// The record of `key`, checked to come from a teacher whose shape there is `shape`.
 fn entry<'r>(record: &'r PruneRecord, key: &str, shape: &[i64]) -> Result<&'r KeptChannels> {
     let Some(kept) = record.get(key) else {
-        let known: Vec<&str> = record.iter().map(|(path, _)| path).collect();
-        return Err(DistillError::InvalidArgument(format!(
-            "the prune record has no `{key}` (it records {known:?}): it is not the record of a pruned decoder"
-        )));
+        let known = record.iter().map(|(path, _)| path.to_owned()).collect();
+        return Err(DecoderPruneError::MissingEntry { key: key.to_owned(), known }.into());
     };
     if kept.source_shape() != shape {
-        return Err(DistillError::InvalidArgument(format!(
-            "the prune record's `{key}` was made for a teacher of shape {:?} there, but this teacher's is {shape:?}",
-            kept.source_shape()
-        )));
+        let (key, recorded, shape) = (key.to_owned(), kept.source_shape().to_vec(), shape.to_vec());
+        return Err(DecoderPruneError::EntryShape { key, recorded, shape }.into());
     }
     Ok(kept)
 }
 
 /// Checks one list of kept indices out of `size`: non-empty, in range, no repeats.
-fn check_list(what: &str, key: &str, list: &[i64], size: i64) -> Result<()> {
+fn check_list(what: &'static str, key: &str, list: &[i64], size: i64) -> Result<()> {
     if list.is_empty() {
-        return Err(DistillError::InvalidArgument(format!("`{key}` keeps zero {what}s: a model needs at least one")));
+        return Err(DecoderPruneError::NoneKept { key: key.to_owned(), what }.into());
     }
     let mut seen = vec![false; size.max(0) as usize];
     for &index in list {
         let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
-            return Err(DistillError::InvalidArgument(format!(
-                "`{key}` keeps {what} {index}, but the teacher has {size} (0..{size})"
-            )));
+            return Err(DecoderPruneError::OutOfRange { key: key.to_owned(), what, index, size }.into());
         };
         if std::mem::replace(slot, true) {
-            return Err(DistillError::InvalidArgument(format!("`{key}` keeps {what} {index} twice")));
+            return Err(DecoderPruneError::Duplicate { key: key.to_owned(), what, index }.into());
         }
     }
     Ok(())

@@ -44,6 +44,7 @@
 
 mod adapt;
 mod build;
+mod error;
 mod importance;
 mod keep;
 mod kept;
@@ -52,6 +53,7 @@ mod weights;
 
 pub use adapt::{hidden_adapter, layer_map};
 pub use build::{prune_llama, PrunedLlama};
+pub use error::DecoderPruneError;
 pub use importance::LlamaImportance;
 pub use keep::KeepCounts;
 pub use kept::{attention_key, mlp_key, LlamaKept, HIDDEN, LAYERS};

@@ -13,6 +13,7 @@
 //! - `tolerance`: when two weights count as equal.
 
 mod budget;
+mod error;
 mod index;
 mod matching;
 mod search;
@@ -21,8 +22,9 @@ mod tolerance;
 use tch::{Device, Kind, Tensor};
 
 pub use crate::channels::ChannelMapping;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use budget::{Budget, WORK_BUDGET};
+pub use error::ChannelMapError;
 use index::{Index, Weights};
 use search::{candidates, propagate, search, Assignment, Domains, Stop};
 pub use tolerance::Tolerance;
@@ -63,7 +65,7 @@ impl Axis {
 ///
 /// Kept channels may be in any order, and both axes may be pruned. The answer is exact or an error:
 /// when more than one selection of source channels reproduces the target and they would compute
-/// different outputs, that is [`DistillError::AmbiguousChannelMapping`] naming a channel and two of
+/// different outputs, that is [`ChannelMapError::Ambiguous`] naming a channel and two of
 /// its possible sources — the weights cannot tell, and a guess would silently distill the wrong
 /// channels. Source channels that are *identical* (equal slices over every channel of the other axis)
 /// compute the same thing, so they are interchangeable rather than ambiguous: a target channel taken
@@ -89,28 +91,29 @@ impl Axis {
 ///    a remaining class `y` with `T[a][b] ≈ W[x][y]`, and symmetrically (arc consistency); then a
 ///    matching checks that each axis can take distinct source channels (a class of `n` identical
 ///    channels serves up to `n` target channels). An empty list is a
-///    [`DistillError::NoChannelMapping`] naming the channel.
+///    [`ChannelMapError::NoChannelMapping`] naming the channel.
 /// 4. **Search.** Depth-first with forward checking: the unassigned channel with the fewest candidates
 ///    is assigned next, lowest class first; each choice narrows the other axis to the candidates that
 ///    agree with it and re-checks the matchings. A dead end takes the choice back.
 /// 5. **Uniqueness.** For every candidate other than the one found, a search for a complete mapping
-///    that uses it: finding one is [`DistillError::AmbiguousChannelMapping`]; otherwise the candidate
+///    that uses it: finding one is [`ChannelMapError::Ambiguous`]; otherwise the candidate
 ///    is removed and consistency restored.
 /// 6. **Verification.** The result is checked once more against every slice of the target.
 ///
 /// With generic weights every list holds one class after step 2 and this costs
 /// `O((O·I + o·i)·(k + log(O·I)))`. Identical channels (all-zero filters, say) collapse into classes
 /// before the search, so they cost nothing extra. All work after the sort of step 1 is bounded by a
-/// budget (about a second in a debug build); exceeding it is [`DistillError::UndecidedChannelMapping`].
+/// budget (about a second in a debug build); exceeding it is [`ChannelMapError::Undecided`].
 ///
 /// # Errors
-/// - [`DistillError::InvalidArgument`] when a weight is not 4-D, is empty, is not real-valued, or the
-///   kernel sizes differ (the message gives both shapes);
-/// - [`DistillError::TargetWider`] when the target has more output or input channels than the source;
-/// - [`DistillError::NoChannelMapping`] when no selection of source channels reproduces the target;
-/// - [`DistillError::AmbiguousChannelMapping`] when several selections that compute different outputs
+/// - [`ChannelMapError::NotConv2d`], [`ChannelMapError::EmptyWeights`],
+///   [`ChannelMapError::ComplexWeights`] or [`ChannelMapError::IncompatibleShapes`] when a weight is
+///   not 4-D, is empty, is not real-valued, or the kernel sizes differ (the message gives both shapes);
+/// - [`ChannelMapError::TargetWider`] when the target has more output or input channels than the source;
+/// - [`ChannelMapError::NoChannelMapping`] when no selection of source channels reproduces the target;
+/// - [`ChannelMapError::Ambiguous`] when several selections that compute different outputs
 ///   reproduce it;
-/// - [`DistillError::UndecidedChannelMapping`] when the budget ran out before either was decided.
+/// - [`ChannelMapError::Undecided`] when the budget ran out before either was decided.
 pub fn find_conv2d_mapping(source_weight: &Tensor, target_weight: &Tensor) -> Result<ChannelMapping> {
     find_conv2d_mapping_with_tolerance(source_weight, target_weight, Tolerance::default())
 }
@@ -124,9 +127,7 @@ pub fn find_conv2d_mapping_with_tolerance(
     let source_shape = shape_of(source_weight, "source")?;
     let target_shape = shape_of(target_weight, "target")?;
     if source_shape.len() != 4 || target_shape.len() != 4 {
-        return Err(DistillError::InvalidArgument(format!(
-            "conv2d weights must be 4-D [out, in, kh, kw]: the source is {source_shape:?}, the target {target_shape:?}"
-        )));
+        return Err(ChannelMapError::NotConv2d { source_shape, target_shape }.into());
     }
     find_channel_mapping_with_tolerance(source_weight, target_weight, tolerance)
 }
@@ -160,30 +161,20 @@ pub(crate) fn find_layer_mapping(
     let source_shape = shape_of(source_weight, "source")?;
     let target_shape = shape_of(target_weight, "target")?;
     if source_shape.len() < 2 || target_shape.len() != source_shape.len() || source_shape[2..] != target_shape[2..] {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot map channels between weights of shapes {source_shape:?} (source) and {target_shape:?} (target): \
-             both must be [out, in, …] with the same kernel size"
-        )));
+        return Err(ChannelMapError::IncompatibleShapes { source_shape, target_shape }.into());
     }
     if source_shape.contains(&0) || target_shape.contains(&0) {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot map channels of empty weights: the source is {source_shape:?}, the target {target_shape:?}"
-        )));
+        return Err(ChannelMapError::EmptyWeights { source_shape, target_shape }.into());
     }
     for (axis, what) in [(0, "output channels"), (1, "input channels")] {
         if target_shape[axis] > source_shape[axis] {
-            return Err(DistillError::TargetWider {
-                what,
-                source_size: source_shape[axis],
-                target_size: target_shape[axis],
-            });
+            let (source_size, target_size) = (source_shape[axis], target_shape[axis]);
+            return Err(ChannelMapError::TargetWider { what, source_size, target_size }.into());
         }
     }
     let source_slices = source_shape[0].checked_mul(source_shape[1]).filter(|&n| n < i64::from(u32::MAX));
     if source_slices.is_none() {
-        return Err(DistillError::InvalidArgument(format!(
-            "cannot map the channels of a weight of shape {source_shape:?}: too many channels"
-        )));
+        return Err(ChannelMapError::TooManyChannels { shape: source_shape }.into());
     }
     let source_bias = bias_values(source_bias, source_shape[0], "source")?;
     // The target's bias only constrains the mapping when the source has one to compare with.
@@ -202,20 +193,18 @@ pub(crate) fn find_layer_mapping(
         kernel: source_shape[2..].iter().map(|&d| to_usize(d)).product(),
     };
     let mut budget = Budget::new(WORK_BUDGET);
-    let undecided = |budget: &Budget| DistillError::UndecidedChannelMapping {
-        work: budget.spent(WORK_BUDGET),
-        tolerance: tolerance.atol,
-    };
+    let undecided =
+        |budget: &Budget| ChannelMapError::Undecided { work: budget.spent(WORK_BUDGET), tolerance: tolerance.atol };
     let index = Index::build(&weights, tolerance, &mut budget).map_err(|_| undecided(&budget))?;
     drop((source, target));
     let assignment = solve(&index, &mut budget).map_err(|failure| match failure {
         Failure::Stop(Stop::Budget) => undecided(&budget),
-        Failure::Stop(Stop::Dead(var)) => DistillError::NoChannelMapping {
+        Failure::Stop(Stop::Dead(var)) => ChannelMapError::NoChannelMapping {
             what: var.axis.channel(),
             channel: var.index as i64,
             tolerance: tolerance.atol,
         },
-        Failure::Ambiguous { axis, channel, first, second } => DistillError::AmbiguousChannelMapping {
+        Failure::Ambiguous { axis, channel, first, second } => ChannelMapError::Ambiguous {
             what: axis.channel(),
             channel: channel as i64,
             first: first as i64,
@@ -317,21 +306,18 @@ fn to_usize(d: i64) -> usize {
     usize::try_from(d).unwrap_or(0)
 }
 
-fn shape_of(weight: &Tensor, role: &str) -> Result<Vec<i64>> {
+fn shape_of(weight: &Tensor, role: &'static str) -> Result<Vec<i64>> {
     if !weight.defined() {
-        return Err(DistillError::InvalidArgument(format!("the {role} weight is an undefined tensor")));
+        return Err(ChannelMapError::UndefinedWeight { role }.into());
     }
     Ok(weight.size())
 }
 
 /// A bias's values, checked to be `[channels]`; `None` for no (or an undefined) bias.
-fn bias_values(bias: Option<&Tensor>, channels: i64, role: &str) -> Result<Option<Vec<f64>>> {
+fn bias_values(bias: Option<&Tensor>, channels: i64, role: &'static str) -> Result<Option<Vec<f64>>> {
     let Some(bias) = bias.filter(|b| b.defined()) else { return Ok(None) };
     if bias.size() != [channels] {
-        return Err(DistillError::InvalidArgument(format!(
-            "the {role} bias has shape {:?}, expected [{channels}] (one per output channel)",
-            bias.size()
-        )));
+        return Err(ChannelMapError::BiasShape { role, shape: bias.size(), channels }.into());
     }
     values_of(bias).map(Some)
 }
@@ -340,7 +326,7 @@ fn bias_values(bias: Option<&Tensor>, channels: i64, role: &str) -> Result<Optio
 fn values_of(weight: &Tensor) -> Result<Vec<f64>> {
     let kind = weight.f_kind()?;
     if matches!(kind, Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble) {
-        return Err(DistillError::InvalidArgument(format!("cannot map channels of {kind:?} weights")));
+        return Err(ChannelMapError::ComplexWeights { kind }.into());
     }
     let flat = weight.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_view([-1])?;
     Ok(Vec::<f64>::try_from(&flat)?)

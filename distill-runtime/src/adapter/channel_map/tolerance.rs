@@ -1,6 +1,7 @@
 //! When two weights count as equal.
 
-use crate::error::{DistillError, Result};
+use super::ChannelMapError;
+use crate::error::Result;
 
 /// The default absolute tolerance: a pruned copy is normally bit-exact; this also accepts copies that
 /// went through another device or a float32 round trip of float64 weights.
@@ -39,12 +40,10 @@ impl Tolerance {
     /// Checks that `atol` is finite and ≥ 0 and `rtol` is in `[0, 1)`.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] otherwise.
+    /// [`ChannelMapError::InvalidTolerance`] otherwise.
     pub fn validate(&self) -> Result<()> {
         if !(self.atol.is_finite() && self.atol >= 0.0 && self.rtol.is_finite() && (0.0..1.0).contains(&self.rtol)) {
-            return Err(DistillError::InvalidArgument(format!(
-                "invalid tolerance {self:?}: atol must be finite and ≥ 0, rtol in [0, 1)"
-            )));
+            return Err(ChannelMapError::InvalidTolerance { atol: self.atol, rtol: self.rtol }.into());
         }
         Ok(())
     }

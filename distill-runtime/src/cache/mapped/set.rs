@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::fs::File;
 
 use super::{dst_len, MappedShard, DEFAULT_RESIDENT_LIMIT, FAULT_AROUND, PARALLEL_COPY};
-use crate::error::{DistillError, Result};
+use crate::cache::CacheError;
+use crate::error::Result;
 
 /// The shards of one cache (`None` for a shard this reader does not read) and the resident limit.
 #[derive(Debug)]
@@ -58,9 +59,7 @@ impl ShardSet {
     /// As [`MappedShard::verify`]; [`DistillError::Corrupt`] for a shard changed since it was opened.
     pub(crate) fn reader(&self, touched: &[usize]) -> Result<Reader<'_>> {
         for &index in touched {
-            let shard = self
-                .get(index)
-                .ok_or_else(|| DistillError::InvalidArgument(format!("shard {index} is not one this reader maps")))?;
+            let shard = self.get(index).ok_or(CacheError::ShardNotMapped { index })?;
             shard.verify()?;
             // Not a byte of a shorter file is touched; whether it is otherwise unchanged, and still
             // named by its path, is checked after the copy, which decides whether the batch is used.

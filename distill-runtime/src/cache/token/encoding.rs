@@ -5,6 +5,7 @@ use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::manifest::Precision;
+use crate::criterion::{check_parameter, CriterionError};
 
 /// How each token's teacher distribution is stored.
 ///
@@ -103,22 +104,21 @@ impl TokenEncoding {
     }
 
     /// What makes the encoding unusable for a vocabulary of `vocab` tokens, if anything.
-    pub(super) fn problem(self, vocab: i64) -> Option<String> {
-        let positive = |what: &str, value: f64| {
-            (!(value.is_finite() && value > 0.0)).then(|| format!("the {what} must be finite and > 0, got {value}"))
-        };
+    pub(super) fn problem(self, vocab: i64) -> Option<CriterionError> {
+        let positive = |name: &str, value: f64| check_parameter(name, value, 0.0, true).err();
         match self {
             TokenEncoding::TopK { k, temperature, .. } => {
                 if k < 1 || k > vocab {
-                    return Some(format!("k must be in 1..={vocab} (the vocabulary), got {k}"));
+                    return Some(CriterionError::TopKOutOfRange { k, vocab });
                 }
-                positive("top-k temperature", temperature)
+                positive("the top-k temperature", temperature)
             }
             TokenEncoding::Sampled { n, temperature, proposal, .. } => {
                 if n < 1 {
-                    return Some(format!("the sample count must be ≥ 1, got {n}"));
+                    return Some(CriterionError::CountBelowOne { what: "the sample count", got: n });
                 }
-                positive("sampling temperature", temperature).or_else(|| positive("proposal temperature", proposal))
+                positive("the sampling temperature", temperature)
+                    .or_else(|| positive("the proposal temperature", proposal))
             }
         }
     }

@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::files::{cache_error, cache_source};
 use crate::cache::manifest::{check_coverage, Precision, ShardEntry, MANIFEST_FILE};
+use crate::cache::CacheError;
 use crate::cache::TeacherHash;
 use crate::checksum::crc_of_bytes;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 
 pub use super::encoding::{IdWidth, TokenEncoding};
 
@@ -88,19 +89,16 @@ impl TokenCacheSpec {
     /// Checks the sizes and the encoding.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] naming what is out of range.
+    /// [`CacheError::TokenSizes`], [`CacheError::VocabularyTooLarge`] or a [`DistillError::Criterion`](crate::DistillError::Criterion)
+    /// for the encoding, naming what is out of range.
     pub fn validate(&self) -> Result<()> {
-        let problem = if self.seq_len < 1 || self.vocab < 1 {
-            Some(format!(
-                "a token cache needs sequences of at least 1 token and a vocabulary of at least 1, got T = {} and V = {}",
-                self.seq_len, self.vocab
-            ))
-        } else if self.vocab > i64::from(i32::MAX) {
-            Some(format!("a vocabulary of {} tokens does not fit 32-bit ids", self.vocab))
-        } else {
-            self.encoding.problem(self.vocab)
-        };
-        problem.map_or(Ok(()), |p| Err(DistillError::InvalidArgument(p)))
+        if self.seq_len < 1 || self.vocab < 1 {
+            return Err(CacheError::TokenSizes { seq_len: self.seq_len, vocab: self.vocab }.into());
+        }
+        if self.vocab > i64::from(i32::MAX) {
+            return Err(CacheError::VocabularyTooLarge { vocab: self.vocab }.into());
+        }
+        self.encoding.problem(self.vocab).map_or(Ok(()), |problem| Err(problem.into()))
     }
 }
 
@@ -180,7 +178,7 @@ impl TokenManifest {
     /// in range, id width matching the vocabulary, and shards that cover the sequences exactly once.
     ///
     /// # Errors
-    /// [`DistillError::Cache`] naming the manifest and what is wrong with it (or, for a directory
+    /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it (or, for a directory
     /// holding an image teacher cache, saying so).
     pub fn load(dir: &Path) -> Result<TokenManifest> {
         let path = dir.join(TOKEN_MANIFEST_FILE);
@@ -214,13 +212,13 @@ impl TokenManifest {
             return Err(format!("it has sequences of {} tokens over a vocabulary of {}", self.seq_len, self.vocab));
         }
         if let Some(problem) = self.encoding.problem(self.vocab) {
-            return Err(problem);
+            return Err(problem.to_string());
         }
         if self.ids != IdWidth::for_vocab(self.vocab) {
             return Err(format!("it stores {:?} ids for a vocabulary of {} tokens", self.ids, self.vocab));
         }
         if let Some(problem) = hidden_problem(&self.hidden) {
-            return Err(problem);
+            return Err(problem.to_string());
         }
         check_coverage(&self.shards, self.num_sequences, "sequences")
     }
@@ -294,14 +292,14 @@ pub(crate) fn shard_tensors(manifest: &TokenManifest, len: usize) -> Vec<(String
 }
 
 /// What is wrong with a list of stored hidden states: a width below 1, an empty or repeated path.
-pub(crate) fn hidden_problem(hidden: &[StoredHidden]) -> Option<String> {
+pub(crate) fn hidden_problem(hidden: &[StoredHidden]) -> Option<CacheError> {
     hidden.iter().enumerate().find_map(|(index, h)| {
         if h.path.is_empty() {
-            Some("a stored hidden state needs a module path (the teacher's own output is its distribution)".to_owned())
+            Some(CacheError::HiddenWithoutPath)
         } else if h.width < 1 {
-            Some(format!("the hidden state `{}` has a width of {}", h.path, h.width))
+            Some(CacheError::HiddenWidth { path: h.path.clone(), width: h.width })
         } else if hidden[..index].iter().any(|other| other.path == h.path) {
-            Some(format!("the hidden state `{}` is stored twice", h.path))
+            Some(CacheError::HiddenTwice { path: h.path.clone() })
         } else {
             None
         }

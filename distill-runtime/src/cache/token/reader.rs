@@ -11,6 +11,7 @@ use super::batch::{CachedTokens, TokenTeacher};
 use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, TokenManifest};
 use crate::cache::listed::{locate, Listed};
 use crate::cache::mapped::{tensor_bytes_mut, MappedShard, Reader, ShardSet};
+use crate::cache::CacheError;
 use crate::cache::{Prefetch, TOKEN_MANIFEST_FILE};
 use crate::criterion::{SampledLogits, TopKTail};
 use crate::error::{DistillError, Result};
@@ -65,9 +66,9 @@ impl TokenCache {
     /// found by [`check`](Self::check).
     ///
     /// # Errors
-    /// [`DistillError::CacheIncomplete`] naming the first missing shard; [`DistillError::Corrupt`]
+    /// [`CacheError::Incomplete`](crate::cache::CacheError::Incomplete) naming the first missing shard; [`DistillError::Corrupt`]
     /// for a shard whose header cannot be read, that has no checksum, or that was written for
-    /// another manifest (an edited manifest); [`DistillError::Cache`] for a manifest that cannot be
+    /// another manifest (an edited manifest); [`CacheError::File`](crate::cache::CacheError::File) for a manifest that cannot be
     /// read or a shard that does not hold what it says.
     pub fn open(dir: impl AsRef<Path>) -> Result<TokenCache> {
         TokenCache::open_shards(dir.as_ref(), None)
@@ -78,7 +79,7 @@ impl TokenCache {
     /// other shards are not opened, and need not be on this machine.
     ///
     /// # Errors
-    /// As [`open`](Self::open); [`DistillError::InvalidArgument`] when `rank` is not below
+    /// As [`open`](Self::open); [`CacheError::RankOutOfRange`](crate::cache::CacheError::RankOutOfRange) when `rank` is not below
     /// `world_size`, or the shard count is not a multiple of `world_size` (write the cache in
     /// `k · world_size` shards).
     pub fn open_rank(dir: impl AsRef<Path>, rank: usize, world_size: usize) -> Result<TokenCache> {
@@ -95,16 +96,11 @@ impl TokenCache {
             None => (all, manifest.num_sequences),
             Some((rank, world)) => {
                 if world == 0 || rank >= world {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "rank {rank} is out of range for a world of {world}"
-                    )));
+                    return Err(CacheError::RankOutOfRange { rank, world }.into());
                 }
                 if count % world != 0 {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "the token cache `{}` has {count} shards, which do not split evenly over {world} ranks: \
-                         write it in a multiple of {world} shards",
-                        dir.display()
-                    )));
+                    let dir = dir.display().to_string();
+                    return Err(CacheError::UnevenShards { dir, shards: count, world }.into());
                 }
                 let per = count / world;
                 let sizes = all.chunks(per).map(|run| run.iter().map(|&(_, s, e)| e - s).sum::<usize>());
@@ -220,10 +216,10 @@ impl TokenCache {
     /// that every rank of a data-parallel job takes the same number of steps.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for a batch size of 0.
+    /// [`CacheError::ZeroCount`](crate::cache::CacheError::ZeroCount) for a batch size of 0.
     pub fn epoch_batches(&self, batch_size: usize, seed: u64, epoch: u64) -> Result<Vec<Vec<usize>>> {
         if batch_size == 0 {
-            return Err(DistillError::InvalidArgument("the batch size must be at least 1".into()));
+            return Err(CacheError::ZeroCount { what: "the batch size" }.into());
         }
         let mut order: Vec<usize> = self.sequences().collect();
         let mut rng = SplitMix64::new(seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -241,7 +237,7 @@ impl TokenCache {
     /// The teacher's stored distributions of the sequences `ids`, in that order.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for an empty list or an id this reader does not read
+    /// [`CacheError`](crate::cache::CacheError) for an empty list or an id this reader does not read
     /// (outside the cache, or another rank's); [`DistillError::Corrupt`] for a shard that fails its
     /// checksum or changed since the cache was opened.
     pub fn batch(&self, ids: &[usize]) -> Result<CachedTokens> {
@@ -261,30 +257,22 @@ impl TokenStore {
     fn locate(&self, id: usize) -> Result<(usize, usize)> {
         let n = self.manifest.num_sequences;
         if id >= n {
-            return Err(DistillError::InvalidArgument(format!(
-                "sequence {id} is not in the token cache `{}` (sequences 0..{n})",
-                self.dir.display()
-            )));
+            return Err(CacheError::SequenceNotCached { id, dir: self.dir.display().to_string(), count: n }.into());
         }
         let at = self.order.partition_point(|&(_, start, _)| start <= id);
         match at.checked_sub(1).map(|i| self.order[i]) {
             Some((shard, start, end)) if id < end => Ok((shard, id - start)),
             _ => {
                 let (rank, world) = self.rank.unwrap_or((0, 1));
-                Err(DistillError::InvalidArgument(format!(
-                    "sequence {id} of the token cache `{}` is not read by rank {rank} of {world}, which reads sequences \
-                     {}..{}",
-                    self.dir.display(),
-                    self.sequences.start,
-                    self.sequences.end
-                )))
+                let (dir, start, end) = (self.dir.display().to_string(), self.sequences.start, self.sequences.end);
+                Err(CacheError::SequenceOnOtherRank { id, dir, rank, world, start, end }.into())
             }
         }
     }
 
     fn batch(&self, ids: &[usize]) -> Result<CachedTokens> {
         if ids.is_empty() {
-            return Err(DistillError::InvalidArgument("a batch needs at least one sequence".into()));
+            return Err(CacheError::EmptyBatch.into());
         }
         let rows: Vec<(usize, usize)> = ids.iter().map(|&id| self.locate(id)).collect::<Result<_>>()?;
         let mut touched: Vec<usize> = rows.iter().map(|&(shard, _)| shard).collect();

@@ -15,6 +15,7 @@ use tch::Tensor;
 use super::batch::CachedTokens;
 use super::manifest::TokenEncoding;
 use super::reader::TokenCache;
+use crate::cache::CacheError;
 use crate::cache::TeacherBatch;
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
@@ -32,11 +33,7 @@ impl SideModel for TokenCache {
     }
 
     fn run(&self, _xs: &Tensor, _train: bool, _endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
-        Err(DistillError::InvalidArgument(
-            "a token cache does not run: call `forward_cached` (or `dry_run_cached`) with a batch from \
-             `TokenCache::batch` or `TokenCache::prefetch`"
-                .to_owned(),
-        ))
+        Err(CacheError::TokenCacheDoesNotRun.into())
     }
 
     fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
@@ -101,11 +98,8 @@ impl TeacherBatch for CachedTokens {
         }
         let (mask, shape) = (self.valid(), tensor.size());
         if shape.len() < 2 || shape[..2] != mask.size()[..] {
-            return Err(DistillError::InvalidArgument(format!(
-                "a pair on the stored hidden state `{}` needs tensors [B, T, …] over the batch's {:?} tokens, got {shape:?}",
-                endpoint.path(),
-                mask.size()
-            )));
+            let path = endpoint.path().to_owned();
+            return Err(CacheError::HiddenPairShape { path, tokens: mask.size(), got: shape }.into());
         }
         let rows = mask.f_reshape([-1])?.f_nonzero()?.f_reshape([-1])?.f_to_device(tensor.device())?;
         let flat: Vec<i64> = [vec![-1], shape[2..].to_vec()].concat();

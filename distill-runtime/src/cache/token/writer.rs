@@ -13,6 +13,7 @@ use super::manifest::{
 use crate::cache::files::{cache_source, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
 use crate::cache::writer::MANIFEST_KEY;
+use crate::cache::CacheError;
 use crate::checksum::{tensor_bytes, Streamed};
 use crate::criterion::{SampledLogits, TopKTail};
 use crate::error::{DistillError, Result};
@@ -89,7 +90,7 @@ impl TokenCacheWriter {
     /// selected shards (all, or [`shard`](Self::shard)) whose file is not complete yet.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for a spec out of range or a shard that does not exist;
+    /// [`CacheError`] for a spec out of range or a shard that does not exist;
     /// [`DistillError::CacheMismatch`] when the directory holds a cache of another spec.
     pub fn pending(&self) -> Result<Vec<usize>> {
         self.prepare()?;
@@ -100,15 +101,12 @@ impl TokenCacheWriter {
     /// writer to push its sequences into — or `None` when the shard is complete already.
     ///
     /// # Errors
-    /// As [`pending`](Self::pending); [`DistillError::Cache`] when another writer holds the shard;
+    /// As [`pending`](Self::pending); [`CacheError::File`](crate::cache::CacheError::File) when another writer holds the shard;
     /// [`DistillError::Corrupt`] for a complete shard that was written for another manifest.
     pub fn open_shard(&self, index: usize) -> Result<Option<TokenShardWriter>> {
         let (manifest, identity) = self.prepare()?;
         if index >= self.shards {
-            return Err(DistillError::InvalidArgument(format!(
-                "shard {index} of {} does not exist (shards count from 0)",
-                self.shards
-            )));
+            return Err(CacheError::ShardOutOfRange { index, shards: self.shards }.into());
         }
         let path = self.dir.join(shard_file(index, self.shards));
         let lock = ShardLock::acquire(&path, index)?;
@@ -165,7 +163,7 @@ impl TokenCacheWriter {
         F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>, Vec<Tensor>)>,
     {
         if batch_size == 0 {
-            return Err(DistillError::InvalidArgument("the batch size must be at least 1".into()));
+            return Err(CacheError::ZeroCount { what: "the batch size" }.into());
         }
         let (manifest, _) = self.prepare()?;
         let mut report = TokenWriteReport { written: Vec::new(), skipped: Vec::new(), manifest };
@@ -199,17 +197,18 @@ impl TokenCacheWriter {
     /// Validates the writer, creates the directory and stores the manifest, or checks the one there.
     fn prepare(&self) -> Result<(TokenManifest, String)> {
         self.spec.validate()?;
-        let problem = if self.shards == 0 {
-            Some("a cache needs at least one shard".to_owned())
-        } else if let Some(index) = self.only.filter(|&i| i >= self.shards) {
-            Some(format!("shard {index} of {} does not exist (shards count from 0)", self.shards))
-        } else if self.spec.num_sequences < self.shards {
-            Some(format!("{} sequences cannot fill {} shards", self.spec.num_sequences, self.shards))
+        let shards = self.shards;
+        let problem = if shards == 0 {
+            Some(CacheError::NoShards)
+        } else if let Some(index) = self.only.filter(|&i| i >= shards) {
+            Some(CacheError::ShardOutOfRange { index, shards })
+        } else if self.spec.num_sequences < shards {
+            Some(CacheError::TooFewToShard { count: self.spec.num_sequences, items: "sequences", shards })
         } else {
             None
         };
         if let Some(problem) = problem.or_else(|| hidden_problem(&self.hidden)) {
-            return Err(DistillError::InvalidArgument(problem));
+            return Err(problem.into());
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
         let ours = self.manifest();
@@ -278,7 +277,7 @@ impl TokenShardWriter {
     /// (non-zero for a token; `None`: every token).
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] for ids that are not the shard's next ones, logits or a mask
+    /// [`CacheError`] for ids that are not the shard's next ones, logits or a mask
     /// of another shape, or values that the encoding's precision cannot hold (sampled weights beyond
     /// f16's range); [`DistillError::Io`] when the shard file cannot be written.
     pub fn push(&mut self, ids: &[usize], logits: &Tensor, valid: Option<&Tensor>) -> Result<()> {
@@ -290,7 +289,7 @@ impl TokenShardWriter {
     /// ([`TokenCacheWriter::hidden_state`]).
     ///
     /// # Errors
-    /// As [`push`](Self::push); [`DistillError::InvalidArgument`] for another number of hidden states
+    /// As [`push`](Self::push); [`CacheError::HiddenCount`] or [`CacheError::HiddenShape`] for another number of hidden states
     /// than the cache stores, or one of another shape.
     pub fn push_with_hidden(
         &mut self,
@@ -301,30 +300,19 @@ impl TokenShardWriter {
     ) -> Result<()> {
         let expected: Vec<usize> = (self.next..self.next + ids.len()).collect();
         if ids != expected.as_slice() || self.next + ids.len() > self.range.end || ids.is_empty() {
-            return Err(DistillError::InvalidArgument(format!(
-                "shard {} takes its sequences {}..{} in order: the next are {}.., got {:?}",
-                self.index,
-                self.range.start,
-                self.range.end,
-                self.next,
-                &ids[..ids.len().min(8)]
-            )));
+            let (start, end, next) = (self.range.start, self.range.end, self.next);
+            let got = ids[..ids.len().min(8)].to_vec();
+            return Err(CacheError::OutOfOrder { shard: self.index, start, end, next, got }.into());
         }
         let (t, v) = (self.manifest.seq_len, self.manifest.vocab);
         let b = ids.len() as i64;
         if logits.size() != [b, t, v] {
-            return Err(DistillError::InvalidArgument(format!(
-                "the teacher logits of {b} sequences must be [{b}, {t}, {v}] (batch, tokens, vocabulary), got {:?}",
-                logits.size()
-            )));
+            return Err(CacheError::LogitsShape { expected: vec![b, t, v], got: logits.size() }.into());
         }
         let valid = match valid {
             Some(mask) => {
                 if mask.size() != [b, t] {
-                    return Err(DistillError::InvalidArgument(format!(
-                        "the token mask must be [{b}, {t}], got {:?}",
-                        mask.size()
-                    )));
+                    return Err(CacheError::MaskShape { expected: vec![b, t], got: mask.size() }.into());
                 }
                 mask.f_to_device(Device::Cpu)?.f_ne(0)?
             }
@@ -342,14 +330,12 @@ impl TokenShardWriter {
     /// Publishes the shard: header with its checksum, fsync, rename to its final name.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when sequences are missing; [`DistillError::Io`] when the
+    /// [`CacheError::ShardUnfinished`] when sequences are missing; [`DistillError::Io`] when the
     /// file cannot be written or renamed.
     pub fn finish(self) -> Result<()> {
         if self.next != self.range.end {
-            return Err(DistillError::InvalidArgument(format!(
-                "shard {} holds sequences {}..{}; only {}..{} were pushed",
-                self.index, self.range.start, self.range.end, self.range.start, self.next
-            )));
+            let (start, end, next) = (self.range.start, self.range.end, self.next);
+            return Err(CacheError::ShardUnfinished { shard: self.index, start, end, next }.into());
         }
         debug_assert_eq!(self.stream.remaining(0), 0);
         self.stream.finish()
@@ -411,12 +397,8 @@ fn encode(manifest: &TokenManifest, ids: &[usize], logits: &Tensor, valid: &Tens
 /// The bytes of each stored hidden state for one batch (`valid`: `[B, T]` bool), zeros at padding.
 fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: &Tensor) -> Result<Vec<Vec<u8>>> {
     if hidden.len() != manifest.hidden.len() {
-        let stored: Vec<&str> = manifest.hidden.iter().map(|h| h.path.as_str()).collect();
-        return Err(DistillError::InvalidArgument(format!(
-            "the cache stores {} hidden states ({stored:?}), {} were given",
-            stored.len(),
-            hidden.len()
-        )));
+        let stored = manifest.hidden.iter().map(|h| h.path.clone()).collect();
+        return Err(CacheError::HiddenCount { stored, given: hidden.len() }.into());
     }
     let (b, t) = (valid.size()[0], valid.size()[1]);
     let mask = valid.f_unsqueeze(-1)?;
@@ -425,12 +407,8 @@ fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: &Tensor) ->
         .zip(&manifest.hidden)
         .map(|(tensor, stored)| {
             if tensor.size() != [b, t, stored.width] {
-                return Err(DistillError::InvalidArgument(format!(
-                    "the hidden state `{}` of {b} sequences must be [{b}, {t}, {}], got {:?}",
-                    stored.path,
-                    stored.width,
-                    tensor.size()
-                )));
+                let (path, expected) = (stored.path.clone(), vec![b, t, stored.width]);
+                return Err(CacheError::HiddenShape { path, expected, got: tensor.size() }.into());
             }
             let values = tensor.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_where_scalarother(&mask, 0.0)?;
             tensor_bytes(&values.f_to_kind(stored.values.kind())?)
@@ -445,8 +423,5 @@ fn check_f16_weights(weights: &Tensor) -> Result<()> {
     if largest < 65520.0 {
         return Ok(());
     }
-    Err(DistillError::InvalidArgument(format!(
-        "an importance weight of {largest:e} does not fit f16 (largest 65504): store the sampled encoding's values as \
-         f32 (`TokenEncoding::sampled(…).with_values(Precision::F32)`), or use a proposal temperature of at least 1"
-    )))
+    Err(CacheError::WeightOverflowsF16 { largest }.into())
 }

@@ -12,6 +12,7 @@ use super::mismatch::first_difference;
 
 mod shard;
 
+use crate::cache::CacheError;
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
@@ -180,11 +181,7 @@ impl CacheWriter {
     {
         self.validate(num_samples)?;
         if engine.teacher_count() > 1 {
-            return Err(DistillError::InvalidArgument(format!(
-                "a teacher cache stores one teacher's endpoints, and this distillation has {} teachers: write one \
-                 cache per teacher, each from a distillation of that teacher alone",
-                engine.teacher_count()
-            )));
+            return Err(CacheError::SeveralTeachers { teachers: engine.teacher_count() }.into());
         }
         let endpoints = stored_endpoints(engine.teacher_endpoints())?;
         self.check_encoded_paths(&endpoints)?;
@@ -256,22 +253,23 @@ impl CacheWriter {
     }
 
     fn validate(&self, num_samples: usize) -> Result<()> {
-        let problem = if self.shards == 0 {
-            Some("a cache needs at least one shard".to_owned())
-        } else if let Some(index) = self.only.filter(|&i| i >= self.shards) {
-            Some(format!("shard {index} of {} does not exist (shards count from 0)", self.shards))
-        } else if num_samples < self.shards {
-            Some(format!("{num_samples} samples cannot fill {} shards", self.shards))
+        let shards = self.shards;
+        let problem = if shards == 0 {
+            Some(CacheError::NoShards.into())
+        } else if let Some(index) = self.only.filter(|&i| i >= shards) {
+            Some(CacheError::ShardOutOfRange { index, shards }.into())
+        } else if num_samples < shards {
+            Some(CacheError::TooFewToShard { count: num_samples, items: "samples", shards }.into())
         } else if self.views == 0 || self.batch_size == 0 {
-            Some("views and batch size must be at least 1".to_owned())
+            Some(CacheError::ZeroCount { what: "views and batch size" }.into())
         } else {
             let mut encodings = std::iter::once(&self.encoding).chain(self.encodings.iter().map(|(_, e)| e));
             encodings.find_map(|encoding| match *encoding {
-                Encoding::TopK { k, temperature, .. } => TopKLogits::new(k, temperature).validate().err(),
+                Encoding::TopK { k, temperature, .. } => TopKLogits::new(k, temperature).check().err().map(Into::into),
                 _ => None,
             })
         };
-        problem.map_or(Ok(()), |p| Err(DistillError::InvalidArgument(p)))
+        problem.map_or(Ok(()), |problem: DistillError| Err(problem))
     }
 
     /// Sample ids `start..end` of shard `index`.
@@ -323,14 +321,9 @@ impl CacheWriter {
             return Ok(());
         };
         let paths = endpoints.iter().map(|e| e.path());
-        let suggestion = crate::suggest::closest(path, paths.clone()).map(|p| format!(" (did you mean `{p}`?)"));
-        let list: Vec<String> = paths.map(|p| format!("`{p}`")).collect();
-        Err(DistillError::InvalidArgument(format!(
-            "`endpoint_encoding` names `{path}`, which is not a teacher endpoint of the distillation{}; its teacher \
-             endpoints: {}",
-            suggestion.unwrap_or_default(),
-            if list.is_empty() { "none".to_owned() } else { list.join(", ") }
-        )))
+        let suggestion = crate::suggest::closest(path, paths.clone()).map(str::to_owned);
+        let endpoints = paths.map(str::to_owned).collect();
+        Err(CacheError::UnknownEncodedEndpoint { path: path.clone(), suggestion, endpoints }.into())
     }
 
     /// For a complete shard of a cache whose manifest does not identify its inputs: an error when

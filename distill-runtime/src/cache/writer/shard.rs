@@ -8,10 +8,11 @@ use tch::{Device, Tensor};
 
 use super::{CacheWriter, INPUTS_KEY, MANIFEST_KEY};
 use crate::cache::manifest::{Encoding, Precision, TOP_K_INDEX_KIND};
+use crate::cache::CacheError;
 use crate::criterion::TopKLogits;
 use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Engine;
-use crate::error::{DistillError, Result};
+use crate::error::Result;
 use crate::side::SideModel;
 
 impl CacheWriter {
@@ -55,10 +56,7 @@ impl CacheWriter {
                 for (j, (capture, endpoint)) in captures.into_iter().zip(endpoints).enumerate() {
                     let tensor = capture.into_tensor();
                     if !tensor.defined() {
-                        return Err(DistillError::InvalidArgument(format!(
-                            "the teacher endpoint `{}` gave no tensor to cache",
-                            endpoint.path()
-                        )));
+                        return Err(CacheError::NoTensor { path: endpoint.path().to_owned() }.into());
                     }
                     let tensor = tensor.f_to_device(Device::Cpu)?;
                     shapes[j] = tensor.size().get(1..).unwrap_or_default().to_vec();
@@ -160,14 +158,9 @@ pub(super) fn check_f16_range(path: &str, values: &Tensor) -> Result<()> {
     if largest < F16_OVERFLOW {
         return Ok(());
     }
-    let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
     let signed = values.f_abs()?.f_where_scalarother(&finite, 0.0)?.f_argmax(None, false)?.f_int64_value(&[])?;
     let value = values.f_reshape([-1])?.f_double_value(&[signed])?;
-    Err(DistillError::InvalidArgument(format!(
-        "the teacher endpoint {shown} gives {value:e}, which f16 storage cannot hold (its largest value is 65504; \
-         this would be stored as infinity): store it as f32 or bf16 (`endpoint_encoding(\"{path}\", \
-         Encoding::F32)` or `Encoding::Bf16`)"
-    )))
+    Err(CacheError::ValueOverflowsF16 { path: path.to_owned(), value }.into())
 }
 
 /// The distinct teacher endpoints (several pairs may read one), in first-use order.
@@ -175,10 +168,7 @@ pub(super) fn stored_endpoints(endpoints: &[ResolvedEndpoint]) -> Result<Vec<&Re
     let mut stored: Vec<&ResolvedEndpoint> = Vec::new();
     for endpoint in endpoints {
         if endpoint.all_calls() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the teacher endpoint `{}` captures all calls, which a teacher cache does not store",
-                endpoint.path()
-            )));
+            return Err(CacheError::AllCalls { path: endpoint.path().to_owned() }.into());
         }
         if !stored.iter().any(|e| e.path() == endpoint.path() && e.port() == endpoint.port()) {
             stored.push(endpoint);
@@ -203,12 +193,8 @@ pub(super) fn write_shard(path: &Path, data: ShardData, manifest: &str) -> Resul
 /// The packed top-k form of the capture of `path`, which must be logits `[N, C]`.
 pub(super) fn encode_top_k(path: &str, logits: &Tensor, top_k: TopKLogits) -> Result<Tensor> {
     let shape = logits.size();
-    let shown =
-        if path.is_empty() { "the teacher's own output".to_owned() } else { format!("the teacher endpoint `{path}`") };
     if shape.len() != 2 {
-        return Err(DistillError::InvalidArgument(format!(
-            "{shown} is stored as top-k logits, which needs logits [N, C]; it gave {shape:?}"
-        )));
+        return Err(CacheError::TopKNeedsLogits { path: path.to_owned(), shape }.into());
     }
-    top_k.f_encode(logits).map_err(|e| DistillError::InvalidArgument(format!("{shown}: {e}")))
+    top_k.f_encode(logits).map_err(|e| CacheError::Encode { path: path.to_owned(), source: Box::new(e) }.into())
 }

@@ -1,0 +1,39 @@
+//! What goes wrong when a vision model is built with options it does not take.
+
+/// A vision model's option outside what the architecture takes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VisionError {
+    /// A count (classes, input channels, the rounding of widths) below 1.
+    #[error("{what} must be at least 1, not {value}")]
+    BelowOne {
+        /// The option (`"num_classes"`).
+        what: &'static str,
+        /// The value given.
+        value: i64,
+    },
+    /// A ResNet stage without a block.
+    #[error("ResNet stage layer{stage} has no block")]
+    EmptyStage {
+        /// The stage, from 1 (`layer1`…`layer4`).
+        stage: usize,
+    },
+    /// A MobileNetV2 width multiplier that is not a positive finite number.
+    #[error("width_mult must be a positive number, not {value}")]
+    WidthMultiplier {
+        /// The value given.
+        value: f64,
+    },
+    /// A dropout probability outside `[0, 1]`.
+    #[error("dropout must be in [0, 1], not {value}")]
+    DropoutOutOfRange {
+        /// The value given.
+        value: f64,
+    },
+}
+
+impl From<VisionError> for crate::DistillError {
+    fn from(error: VisionError) -> Self {
+        crate::DistillError::Vision(Box::new(error))
+    }
+}
