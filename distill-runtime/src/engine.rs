@@ -9,7 +9,7 @@ use tch::Tensor;
 use crate::captured::move_to;
 pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, Result, SetupError};
 use crate::side::SideModel;
 
 /// How a teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
@@ -195,11 +195,7 @@ impl Engine {
         S: SideModel + ?Sized,
     {
         if teachers.len() != self.teachers.len() {
-            return Err(DistillError::InvalidArgument(format!(
-                "the distillation has {} teacher(s), and {} were given to run",
-                self.teachers.len(),
-                teachers.len()
-            )));
+            return Err(SetupError::TeacherCount { expected: self.teachers.len(), given: teachers.len() }.into());
         }
         // One teacher is a list of one: it always runs (its output is the distillation's), its
         // errors need no name and its captures are in pair order already. Of several, each with

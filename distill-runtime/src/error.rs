@@ -1,6 +1,7 @@
 //! The error type of every fallible operation in the runtime.
 
 pub use crate::point::{Port, Side};
+pub use crate::setup_error::SetupError;
 
 /// Everything that can go wrong when a distillation is set up or run.
 ///
@@ -188,6 +189,9 @@ pub enum DistillError {
     /// An adapter cannot be built with the widths given, or cannot take its input.
     #[error(transparent)]
     Adapter(#[from] crate::adapter::AdapterError),
+    /// A distillation's teachers or pair labels do not fit what is asked of them.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// An argument is outside what an operation accepts.
     #[error("{0}")]
     InvalidArgument(String),

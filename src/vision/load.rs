@@ -25,7 +25,7 @@ const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 ///
 /// # Errors
 /// [`CheckpointError::StateDict`] listing the missing variables, the unexpected keys and the
-/// shape mismatches (nothing is copied then); [`DistillError::Torch`] when the file cannot be read.
+/// shape mismatches (nothing is copied then); [`DistillError::Torch`](crate::DistillError::Torch) when the file cannot be read.
 pub fn load_torchvision<P: AsRef<std::path::Path>>(vs: &mut VarStore, path: P) -> Result<()> {
     load_torchvision_under(vs, "", path)
 }

@@ -101,7 +101,7 @@ pub fn conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
 /// (`kept.output()`) of a conv with `kept.source_shape()[0]` output channels. No weights are read.
 ///
 /// # Errors
-/// [`DistillError::Torch`] when the variable cannot be created.
+/// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
 pub fn conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<Conv2DAdapter> {
     narrowing(path.borrow(), kept.mapping(), kept.source_shape()[0])
 }
@@ -136,7 +136,7 @@ pub fn inverted_conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
 /// [`inverted_conv2d_adapter`] from a pruning record alone (see [`conv2d_adapter_from_kept`]).
 ///
 /// # Errors
-/// [`DistillError::Torch`] when the variable cannot be created.
+/// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
 pub fn inverted_conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
     path: P,
     kept: &KeptChannels,

@@ -7,6 +7,7 @@ use std::fmt;
 use tch::nn::Path;
 use tch::Tensor;
 
+use super::AdapterError;
 use crate::error::{DistillError, Result};
 
 /// Which axis a [`FittedAdapter`] maps, and with what layer.
@@ -108,19 +109,25 @@ impl FittedAdapter {
     /// nothing; to other widths it is an error (the parameters exist and may be trained already).
     pub fn fit(&self, in_width: i64, out_width: i64) -> Result<()> {
         if in_width <= 0 || out_width <= 0 {
-            return Err(DistillError::InvalidArgument(format!(
-                "`{}` cannot map {in_width} to {out_width} features",
-                self.kind.constructor()
-            )));
+            return Err(AdapterError::FittedEmpty {
+                constructor: self.kind.constructor(),
+                input: in_width,
+                output: out_width,
+            }
+            .into());
         }
         if let Some((fitted_in, fitted_out)) = self.widths() {
             if (fitted_in, fitted_out) == (in_width, out_width) {
                 return Ok(());
             }
-            return Err(DistillError::InvalidArgument(format!(
-                "`{}` was fitted to {fitted_in} → {fitted_out} features and now meets {in_width} → {out_width}",
-                self.kind.constructor()
-            )));
+            return Err(AdapterError::Refitted {
+                constructor: self.kind.constructor(),
+                fitted_input: fitted_in,
+                fitted_output: fitted_out,
+                input: in_width,
+                output: out_width,
+            }
+            .into());
         }
         // tch's default initialisation of `linear` and `conv2d`: uniform in ±1/√fan_in, the fan-in
         // of a 1×1 convolution being its input channels.
@@ -146,20 +153,18 @@ impl FittedAdapter {
 
     /// Applies the adapter; an error when it is not fitted yet or `xs` does not fit it.
     pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (in_width, _) = self.widths().ok_or_else(|| {
-            DistillError::InvalidArgument(format!(
-                "`{}` is not fitted yet: run the distillation's `dry_run` on a sample batch first (`dry_run_cached` \
-                 with a cached batch, for a distillation over a teacher cache)",
-                self.kind.constructor()
-            ))
-        })?;
+        let (in_width, _) = self
+            .widths()
+            .ok_or_else(|| DistillError::from(AdapterError::NotFitted { constructor: self.kind.constructor() }))?;
         let size = xs.size();
         let axis = self.kind.axis(size.len());
         if axis.map(|axis| size[axis]) != Some(in_width) {
-            return Err(DistillError::InvalidArgument(format!(
-                "`{}` was fitted to {in_width} input features and got a tensor of shape {size:?}",
-                self.kind.constructor()
-            )));
+            return Err(AdapterError::FittedInput {
+                constructor: self.kind.constructor(),
+                features: in_width,
+                got: size,
+            }
+            .into());
         }
         Ok(match self.kind {
             FittedKind::Linear => xs.f_linear(&self.ws, self.bs.as_ref())?,
@@ -179,14 +184,16 @@ impl super::Adapter for FittedAdapter {
         let kind = self.kind;
         match kind.axis(input.len()).zip(kind.axis(other.len())) {
             Some((input_axis, other_axis)) => self.fit(input[input_axis], other[other_axis]),
-            None => Err(DistillError::InvalidArgument(format!(
-                "`{}` maps {}, and the pair's tensors are {input:?} and {other:?}",
-                kind.constructor(),
-                match kind {
+            None => Err(AdapterError::FittedShapes {
+                constructor: kind.constructor(),
+                maps: match kind {
                     FittedKind::Linear => "the last dimension of tensors of any rank ≥ 1",
                     FittedKind::Conv1x1 => "the channels of [N, C, H, W] tensors",
-                }
-            ))),
+                },
+                input: input.to_vec(),
+                other: other.to_vec(),
+            }
+            .into()),
         }
     }
 }

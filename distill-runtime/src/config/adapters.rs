@@ -10,8 +10,8 @@ use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::adapter::{
     conv1x1_adapter, conv2d_adapter_with_tolerance, fitted_conv1x1_adapter, fitted_linear_adapter,
     inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter, learned_inverted_conv2d_adapter,
-    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Adapter, Conv1x1Adapter, Conv2DAdapter,
-    FittedAdapter, InvertedConv2DAdapter, LinearAdapter, Tolerance,
+    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Adapter, AdapterError, Conv1x1Adapter,
+    Conv2DAdapter, FittedAdapter, InvertedConv2DAdapter, LinearAdapter, Tolerance,
 };
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
@@ -259,19 +259,18 @@ fn layer<'a, L: 'static>(
     module: Option<(&'a dyn Distillable, &'a str)>,
     side: Side,
     constructor: &str,
-    wanted: &str,
+    wanted: &'static str,
 ) -> Result<&'a L> {
     let Some((module, path)) = module else {
-        return Err(DistillError::InvalidArgument(format!(
-            "`{constructor}` needs the {side}'s `distill::nn::{wanted}` layer, and the {side} is a TorchScript model: \
-             use a width-given or fitted adapter"
-        )));
+        return Err(AdapterError::NoLayers { constructor: constructor.to_owned(), side, wanted }.into());
     };
     module.as_any().and_then(|any| any.downcast_ref::<L>()).ok_or_else(|| {
-        DistillError::InvalidArgument(format!(
-            "`{constructor}` needs a `distill::nn::{wanted}` at the {side}'s `{}`, which is a `{}`",
-            if path.is_empty() { "(model itself)" } else { path },
-            module.module_type()
-        ))
+        DistillError::from(AdapterError::WrongLayer {
+            constructor: constructor.to_owned(),
+            side,
+            wanted,
+            path: if path.is_empty() { "(model itself)" } else { path }.to_owned(),
+            found: module.module_type(),
+        })
     })
 }

@@ -29,7 +29,7 @@ use std::fmt;
 
 use crate::criterion::Criterion;
 use crate::engine::{Engine, TeacherMode};
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, Result, SetupError};
 use crate::side::SideModel;
 
 /// A distillation: a student, its teachers and the pairs between them, with everything a training
@@ -121,16 +121,12 @@ impl<'m> Distillation<'m> {
     /// `|reference| / |own|`, both detached, then by its weight. `None`: no rescaling.
     ///
     /// # Errors
-    /// [`DistillError::InvalidArgument`] when no pair has that label, listing the labels.
+    /// [`SetupError::UnknownLabel`] when no pair has that label, listing the labels.
     pub fn set_rescale_to(&mut self, label: Option<&str>) -> Result<()> {
         self.rescale_to = match label {
             None => None,
             Some(label) => Some(self.pairs.iter().position(|pair| pair.label == label).ok_or_else(|| {
-                let labels: Vec<&str> = self.labels().collect();
-                DistillError::InvalidArgument(format!(
-                    "cannot rescale the terms to `{label}`: no pair has that label; the labels are {}",
-                    labels.join(", ")
-                ))
+                SetupError::UnknownLabel { label: label.to_owned(), labels: self.labels().map(str::to_owned).collect() }
             })?),
         };
         Ok(())

@@ -60,7 +60,7 @@ enum Inner {
 impl Module {
     /// Loads a TorchScript file on `device`, in evaluation mode, and reads the names of its outputs
     /// from the code in the archive. A CUDA device this process does not have is
-    /// [`DistillError::NoCudaDevice`](crate::DistillError::NoCudaDevice).
+    /// [`DistillError::NoCudaDevice`].
     ///
     /// An archive whose `forward` returns something else than a tensor, a tuple of tensors or a dict
     /// of tensors whose keys its code shows (literals, string variables, keys added by `d[k] = v` or

@@ -16,7 +16,7 @@ pub use model::{distill, distill_teachers, DistillModel, SeveralTeachers};
 pub use output::{DistillOutput, IntoPairs, Pairs};
 
 use crate::endpoint::{IntoEndpoint, ResolvedEndpoint};
-use crate::error::{DistillError, Result};
+use crate::error::{Result, SetupError};
 use crate::point::Side;
 use crate::side::{SideModel, SideResolver};
 
@@ -110,11 +110,7 @@ impl<'m, P> Mapping<'m, P> {
         payload: P,
     ) -> Result<&mut Self> {
         if self.teachers.len() > 1 {
-            return Err(DistillError::InvalidArgument(format!(
-                "this mapping has several teachers ({}): name the pair's teacher with `add_from(name, student, \
-                 teacher, payload)`",
-                self.teacher_names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(SetupError::TeacherNotNamed { teachers: self.teacher_names.clone() }.into());
         }
         self.push(0, student.into_endpoint(), teacher.into_endpoint(), payload)
     }

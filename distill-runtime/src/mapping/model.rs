@@ -10,7 +10,7 @@ use crate::criterion::Criterion;
 use crate::distillation::{Distillation, PairSpec};
 use crate::dry_run::DryRun;
 use crate::engine::{Engine, TeacherMode};
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, Result, SetupError};
 use crate::side::{LiveTeacher, SideModel};
 use crate::teacher_batch::TeacherBatch;
 
@@ -129,9 +129,7 @@ impl Problem {
     fn error(self) -> DistillError {
         match self {
             Problem::OtherModels => DistillError::ModelMismatch,
-            Problem::SeveralTeachers => DistillError::InvalidArgument(
-                "this mapping has several teachers: glue it with `distill_teachers(&student, mapping)`".to_owned(),
-            ),
+            Problem::SeveralTeachers => SetupError::SeveralTeachersGluedAsOne.into(),
             Problem::Inconsistent => {
                 DistillError::InvalidArgument("the mapping's pairs and teachers do not agree".to_owned())
             }

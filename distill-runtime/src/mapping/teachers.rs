@@ -4,7 +4,7 @@
 use super::{MappedPair, MappedTeacher, Mapping};
 use crate::endpoint::{Endpoint, IntoEndpoint};
 use crate::engine::{in_teacher, unknown_teacher};
-use crate::error::{DistillError, Result};
+use crate::error::{Result, SetupError};
 use crate::point::Side;
 use crate::side::SideModel;
 
@@ -52,18 +52,16 @@ impl<'m, P> Mapping<'m, P> {
         };
         for (name, model) in teachers {
             if name.is_empty() {
-                return Err(DistillError::InvalidArgument("a teacher's name cannot be empty".to_owned()));
+                return Err(SetupError::EmptyTeacherName.into());
             }
             if mapping.teacher_names.iter().any(|seen| seen == name) {
-                return Err(DistillError::InvalidArgument(format!(
-                    "the teacher name `{name}` is given twice: each teacher needs its own name"
-                )));
+                return Err(SetupError::DuplicateTeacher { name: name.to_owned() }.into());
             }
             mapping.teachers.push(MappedTeacher { model, resolver: model.resolver(Side::Teacher) });
             mapping.teacher_names.push(name.to_owned());
         }
         if mapping.teachers.is_empty() {
-            return Err(DistillError::InvalidArgument("a mapping needs at least one teacher".to_owned()));
+            return Err(SetupError::NoTeacher.into());
         }
         Ok(mapping)
     }
@@ -72,8 +70,8 @@ impl<'m, P> Mapping<'m, P> {
     /// and checked as by [`add`](Self::add), the teacher endpoint against that teacher.
     ///
     /// # Errors
-    /// [`DistillError::UnknownTeacher`] (with the closest name) for a name the mapping does not have;
-    /// the endpoints' problems, a teacher endpoint's wrapped in [`DistillError::InTeacher`] when there
+    /// [`DistillError::UnknownTeacher`](crate::DistillError::UnknownTeacher) (with the closest name) for a name the mapping does not have;
+    /// the endpoints' problems, a teacher endpoint's wrapped in [`DistillError::InTeacher`](crate::DistillError::InTeacher) when there
     /// are several teachers.
     pub fn add_from<'e>(
         &mut self,
@@ -94,7 +92,7 @@ impl<'m, P> Mapping<'m, P> {
     /// The index of the teacher named `name`.
     ///
     /// # Errors
-    /// [`DistillError::UnknownTeacher`], with the closest name.
+    /// [`DistillError::UnknownTeacher`](crate::DistillError::UnknownTeacher), with the closest name.
     pub fn teacher_index(&self, name: &str) -> Result<usize> {
         self.teacher_names
             .iter()

@@ -17,7 +17,7 @@ pub enum TokenTeacher {
     Sampled(SampledLogits),
 }
 
-/// The teacher side of one batch of sequences, from [`TokenCache::batch`]: every token's stored
+/// The teacher side of one batch of sequences, from [`TokenCache::batch`](super::TokenCache::batch): every token's stored
 /// distribution (`[B, T, …]`, f32 values, `i64` ids) and the token mask.
 ///
 /// ```no_run

@@ -59,7 +59,7 @@ impl TokenCacheSpec {
     /// of its bytes).
     ///
     /// # Errors
-    /// [`DistillError::Io`] when the file cannot be read.
+    /// [`DistillError::Io`](crate::DistillError::Io) when the file cannot be read.
     pub fn tokenizer_file_identity(path: impl AsRef<Path>) -> Result<String> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| crate::atomic::io_error("read", path, e))?;
