@@ -4,7 +4,7 @@
 //! This module depends on nothing but the error type, so that both the layers (`nn`, which carry a
 //! pruned conv's record) and the pruning and adapter modules (which write and read it) can use it.
 
-use crate::adapter::ChannelMapError;
+use crate::error::ChannelMapError;
 use crate::error::Result;
 
 /// Which source channel each target channel was taken from.

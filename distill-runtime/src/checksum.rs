@@ -20,8 +20,7 @@ use tch::{Kind, Tensor};
 use crate::atomic::{self, io_error};
 use crate::error::{DistillError, Result};
 
-mod error;
-pub use error::ChecksumError;
+pub use crate::error::ChecksumError;
 
 /// The metadata key of the checksum.
 pub const CHECKSUM_KEY: &str = "distill.crc32";

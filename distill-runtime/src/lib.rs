@@ -56,7 +56,6 @@ mod capture;
 mod captured;
 mod resolver;
 mod rng;
-mod setup_error;
 mod suggest;
 mod teacher_batch;
 

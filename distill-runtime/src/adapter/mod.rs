@@ -31,9 +31,8 @@
 //! [`Distillable`]: crate::module::Distillable
 
 mod adapt;
-mod channel_map;
+pub(crate) mod channel_map;
 mod conv2d;
-mod error;
 mod fitted;
 pub(crate) mod hint;
 mod learned;
@@ -60,8 +59,8 @@ pub use string_path::StringPath;
 
 use tch::Tensor;
 
+pub use crate::error::AdapterError;
 use crate::error::Result;
-pub use error::AdapterError;
 
 /// `xs` (`[N, in, H, W]`) through a 1×1 convolution without bias with weight `ws` (`[out, in, 1, 1]`),
 /// with a typed error instead of a libtorch panic when the input does not fit.

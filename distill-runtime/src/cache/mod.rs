@@ -79,7 +79,6 @@
 
 mod augment;
 mod batch;
-mod error;
 mod files;
 mod guard;
 mod hash;
@@ -92,10 +91,10 @@ mod reader;
 mod token;
 mod writer;
 
+pub use crate::error::CacheError;
 pub use crate::teacher_batch::TeacherBatch;
 pub use augment::Augment;
 pub use batch::CachedBatch;
-pub use error::CacheError;
 pub use hash::TeacherHash;
 pub use manifest::{
     Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort, FORMAT_VERSION, MANIFEST_FILE,

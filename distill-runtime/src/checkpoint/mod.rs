@@ -27,7 +27,6 @@
 //! random generator's state (reseed with `tch::manual_seed`), and the teacher (frozen, it is loaded
 //! from its own file; a teacher trained with the student is saved with its own `VarStore`).
 
-mod error;
 mod layers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,9 +37,9 @@ use tch::{Kind, Tensor};
 
 use self::layers::{layer_tensors, same_variable, LayerTensor};
 use crate::checksum;
+pub use crate::error::{CheckpointError, CheckpointProblem, StateDictProblems};
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
-pub use error::{CheckpointError, CheckpointProblem, StateDictProblems};
 
 /// The name under which [`Owners::save_training`] stores the step.
 pub const STEP_KEY: &str = "__distill__.step";

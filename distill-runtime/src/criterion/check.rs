@@ -3,9 +3,8 @@
 
 use tch::{Kind, Tensor};
 
-use super::error::{check_parameter, CriterionError};
 use super::Criterion;
-use crate::error::{DistillError, Result};
+use crate::error::{CriterionError, DistillError, Result};
 
 /// Checks `criterion`'s parameters ([`Criterion::validate`]) and that it accepts a pair with these
 /// shapes ([`Criterion::check_shapes`]); errors name `pair` (empty for a direct call).
@@ -178,4 +177,14 @@ pub(super) fn logits_2d(shape: &[i64]) -> Result<(), String> {
         return Err(format!("it needs logits of 2 dimensions (N, C), got {}", shape.len()));
     }
     Ok(())
+}
+
+/// `Ok` when `value` is finite and above `bound` (or at it, when not `strict`).
+pub(crate) fn check_parameter(name: &str, value: f64, bound: f64, strict: bool) -> Result<(), CriterionError> {
+    let fits = value.is_finite() && if strict { value > bound } else { value >= bound };
+    if fits {
+        Ok(())
+    } else {
+        Err(CriterionError::Parameter { name: name.to_owned(), value, bound, strict })
+    }
 }

@@ -16,13 +16,12 @@
 
 use tch::{Kind, Tensor};
 
-use super::error::{CriterionError, Packed};
 use super::fused::{row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, TokenReduction};
+use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
 use super::sequence::{Divergence, SequenceKd};
 use super::tail::{TopKKl, TopKTail};
 use super::Criterion;
-use crate::error::{DistillError, Result};
+use crate::error::{CriterionError, DistillError, Packed, Result};
 
 /// What the chunked logits are compared with.
 #[derive(Debug)]
@@ -178,7 +177,7 @@ impl ChunkedTarget<'_> {
                 if labels.numel() > 0 {
                     let out = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&valid)?)?;
                     if out.f_any()?.f_int64_value(&[])? != 0 {
-                        return Err(CriterionError::LabelOutOfRange { vocab }.into());
+                        return Err(CriterionError::LabelOutOfRange { vocab, ignore_index: IGNORE_INDEX }.into());
                     }
                 }
                 Ok(Some(valid))

@@ -21,8 +21,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::error::CriterionError;
-use crate::error::Result;
+use crate::error::{CriterionError, Result};
 
 /// Elements of one block of rows (1 Mi: 4 MiB per f32 temporary, 21 rows at V = 49 152). Smaller
 /// blocks keep the block's passes (log-softmax, exp, the tail's sum, the gradient) in a smaller

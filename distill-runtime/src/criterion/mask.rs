@@ -7,8 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::error::CriterionError;
-use crate::error::Result;
+use crate::error::{CriterionError, Result};
 
 /// The label of a token that no loss counts (PyTorch's `ignore_index` default, used by Hugging Face
 /// and TRL for padding and prompt tokens).

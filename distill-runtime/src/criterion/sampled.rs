@@ -6,12 +6,12 @@
 
 use tch::{Kind, Tensor};
 
+use super::check::check_parameter;
 use super::check::{check_encoded_call, parameter};
-use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
 use super::sequence::token_labels;
 use super::Criterion;
-use crate::error::{DistillError, Result};
+use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 use crate::rng::SplitMix64;
 
 /// Rows of the vocabulary-sized f64 blocks of the encoder, as a count of elements (32 MiB).

@@ -9,13 +9,13 @@
 
 use tch::{Kind, Tensor};
 
+use super::check::check_parameter;
 use super::check::{check_encoded_call, parameter};
-use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, valid_labels, TokenReduction, IGNORE_INDEX};
 use super::sequence::token_labels;
 use super::Criterion;
-use crate::error::{DistillError, Result};
+use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 
 /// The largest vocabulary whose token ids an `f32` holds exactly (2²⁴), for the packed form.
 const F32_EXACT_IDS: i64 = 1 << 24;

@@ -4,10 +4,9 @@
 
 use tch::{Kind, Tensor};
 
-use super::error::CriterionError;
 use super::mask::IGNORE_INDEX;
 use super::tail::{fused_loss, TopKKl, TopKTail};
-use crate::error::Result;
+use crate::error::{CriterionError, Result};
 
 /// A student's token loss against its labels and a teacher's top-k with an exact tail:
 ///
@@ -116,7 +115,7 @@ fn check_labels(labels: &Tensor, lead: &[i64], vocab: i64) -> Result<Tensor> {
     if labels.numel() > 0 {
         let outside = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?)?;
         if outside.f_any()?.f_int64_value(&[])? != 0 {
-            return Err(CriterionError::LabelOutOfRange { vocab }.into());
+            return Err(CriterionError::LabelOutOfRange { vocab, ignore_index: IGNORE_INDEX }.into());
         }
     }
     Ok(labels)

@@ -8,10 +8,10 @@
 
 use tch::{Kind, Tensor};
 
+use super::check::check_parameter;
 use super::check::{check_encoded_call, logits_2d, parameter};
-use super::error::{check_parameter, CriterionError, Packed, PackedProblem};
 use super::Criterion;
-use crate::error::{DistillError, Result};
+use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 
 /// How the teacher's logits are reduced to top-k form: the `k` most probable classes at temperature
 /// `temperature`.

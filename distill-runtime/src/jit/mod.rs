@@ -19,7 +19,6 @@
 //! `safetensors` weights loaded into a Rust model (`distill::vision`) carry no code.
 
 mod archive;
-mod error;
 mod layout;
 
 use std::cell::Cell;
@@ -33,8 +32,8 @@ use crate::captured::Captured;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
 use crate::error::{DistillError, Result};
 
+pub use crate::error::JitError;
 use crate::point::{Port, Side};
-pub use error::JitError;
 pub use layout::OutputLayout;
 
 /// A TorchScript module loaded from a `torch.jit.save` file, usable as the teacher (or, when loaded

@@ -64,13 +64,13 @@ impl<ND> Conv<ND> {
     /// saved `distill::prune::PruneRecord`. Replaces an earlier record.
     ///
     /// # Errors
-    /// [`ChannelMapError::RecordPrunedMismatch`](crate::adapter::ChannelMapError::RecordPrunedMismatch)
+    /// [`ChannelMapError::RecordPrunedMismatch`](crate::error::ChannelMapError::RecordPrunedMismatch)
     /// when the record's pruned shape is not this conv's weight shape.
     pub fn set_pruned_from(&mut self, kept: KeptChannels) -> Result<()> {
         let shape = if self.inner.ws.defined() { self.inner.ws.size() } else { Vec::new() };
         if shape != kept.pruned_shape() {
             let recorded = kept.pruned_shape();
-            return Err(crate::adapter::ChannelMapError::RecordPrunedMismatch { recorded, given: shape }.into());
+            return Err(crate::error::ChannelMapError::RecordPrunedMismatch { recorded, given: shape }.into());
         }
         self.pruned_from = Some(kept);
         Ok(())

@@ -25,7 +25,6 @@
 //!
 //! [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 
-mod error;
 mod record;
 
 use std::borrow::Borrow;
@@ -36,8 +35,8 @@ use tch::{Device, Kind, Tensor};
 use crate::channels::check_indices;
 pub use crate::channels::KeptChannels;
 use crate::error::Result;
+pub use crate::error::{PruneError, RecordProblem};
 use crate::nn::{self, BatchNorm, Conv2D, Linear};
-pub use error::{PruneError, RecordProblem};
 pub use record::PruneRecord;
 
 /// The indices of the `keep` filters (slices along dimension 0) of `weight` with the largest L1 norm,

@@ -13,7 +13,6 @@
 //! - `tolerance`: when two weights count as equal.
 
 mod budget;
-mod error;
 mod index;
 mod matching;
 mod search;
@@ -22,9 +21,9 @@ mod tolerance;
 use tch::{Device, Kind, Tensor};
 
 pub use crate::channels::ChannelMapping;
+pub use crate::error::ChannelMapError;
 use crate::error::Result;
 use budget::{Budget, WORK_BUDGET};
-pub use error::ChannelMapError;
 use index::{Index, Weights};
 use search::{candidates, propagate, search, Assignment, Domains, Stop};
 pub use tolerance::Tolerance;

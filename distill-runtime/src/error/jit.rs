@@ -1,7 +1,7 @@
 //! What goes wrong when a TorchScript module is loaded, run, or asked for an output it does not
 //! have.
 
-use crate::error::{did_you_mean, libtorch_message};
+use super::text::{did_you_mean, libtorch_message};
 use crate::point::Side;
 
 /// A TorchScript module that cannot be loaded or run, or an output it does not have.

@@ -1,7 +1,28 @@
 //! The error type of every fallible operation in the runtime.
 
 pub use crate::point::{Port, Side};
-pub use crate::setup_error::SetupError;
+mod adapter;
+mod cache;
+mod channel_map;
+mod checkpoint;
+mod checksum;
+mod criterion;
+mod jit;
+mod prune;
+mod setup;
+mod text;
+
+pub use adapter::AdapterError;
+pub use cache::CacheError;
+pub use channel_map::ChannelMapError;
+pub use checkpoint::{CheckpointError, CheckpointProblem, StateDictProblems};
+pub use checksum::ChecksumError;
+pub use criterion::{CriterionError, Packed, PackedProblem};
+pub use jit::JitError;
+pub use prune::{PruneError, RecordProblem};
+pub use setup::SetupError;
+
+pub(crate) use text::{did_you_mean, libtorch_message};
 
 /// Everything that can go wrong when a distillation is set up or run.
 ///
@@ -176,19 +197,19 @@ pub enum DistillError {
     /// The channels a pruned layer kept could not be found from the weights, or a record of them
     /// does not fit the layers it is used with.
     #[error(transparent)]
-    ChannelMap(#[from] crate::adapter::ChannelMapError),
+    ChannelMap(#[from] ChannelMapError),
     /// A teacher cache or a token cache was written or read with arguments that do not fit it.
     #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    Cache(#[from] CacheError),
     /// A checksummed safetensors file (a checkpoint, a cache shard) cannot be written as asked.
     #[error(transparent)]
-    Checksum(#[from] crate::checksum::ChecksumError),
+    Checksum(#[from] ChecksumError),
     /// A layer cannot be pruned as asked, or a prune record cannot be used.
     #[error(transparent)]
-    Prune(#[from] crate::prune::PruneError),
+    Prune(#[from] PruneError),
     /// An adapter cannot be built with the widths given, or cannot take its input.
     #[error(transparent)]
-    Adapter(#[from] crate::adapter::AdapterError),
+    Adapter(#[from] AdapterError),
     /// A distillation's teachers or pair labels do not fit what is asked of them.
     #[error(transparent)]
     Setup(#[from] SetupError),
@@ -197,7 +218,7 @@ pub enum DistillError {
     InvalidArgument(String),
     /// A criterion or a teacher encoding was given an argument it cannot take.
     #[error(transparent)]
-    Criterion(#[from] crate::criterion::CriterionError),
+    Criterion(#[from] CriterionError),
     /// A problem with one of several teachers: its endpoints, or its forward.
     #[error("teacher `{teacher}`: {source}")]
     InTeacher {
@@ -224,7 +245,7 @@ pub enum DistillError {
     },
     /// A TorchScript module could not be loaded or run, or has no output of a name asked for.
     #[error(transparent)]
-    Jit(#[from] crate::jit::JitError),
+    Jit(#[from] JitError),
     /// A configuration file is not valid TOML, has a key or a value the configuration does not know,
     /// or names something its models do not have. The location is 1-based and names the key at
     /// fault; a misspelt path or key comes with the closest existing one.
@@ -249,7 +270,7 @@ pub enum DistillError {
     /// variable missing from the file or not in the models, a shape that differs), or a `state_dict`
     /// file does not fit the model it is loaded into.
     #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    Checkpoint(#[from] CheckpointError),
     /// A teacher cache does not match the distillation reading it, or a writer's configuration does
     /// not match the cache already in its directory.
     #[error("the teacher cache `{dir}` does not match: {what} is {cached} in the cache, {expected} here")]
@@ -318,24 +339,6 @@ impl From<tch::TchError> for DistillError {
     }
 }
 
-/// A libtorch error's text without the C++ backtrace libtorch appends to it: the lines before
-/// `Exception raised from …`, without `frame #…` lines. A TorchScript error keeps its TorchScript
-/// traceback, which names the failing line of the model's code.
-pub(crate) fn libtorch_message(text: &str) -> String {
-    let kept: Vec<&str> = text
-        .lines()
-        .take_while(|line| !line.trim_start().starts_with("Exception raised from"))
-        .filter(|line| !line.trim_start().starts_with("frame #"))
-        .collect();
-    let kept = kept.join("\n");
-    let kept = kept.trim_end();
-    if kept.is_empty() {
-        text.lines().next().unwrap_or_default().to_owned()
-    } else {
-        kept.to_owned()
-    }
-}
-
 /// `Debug` reads as the message, followed by its chain of causes, as `anyhow`'s errors do.
 ///
 /// `fn main() -> Result<(), Box<dyn Error>>` prints a returned error with `Debug`; a derived `Debug`
@@ -385,13 +388,6 @@ fn key_prefix(key: &str) -> String {
         String::new()
     } else {
         format!("`{key}`: ")
-    }
-}
-
-pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
-    match suggestion {
-        Some(s) => format!(" (did you mean `{s}`?)"),
-        None => String::new(),
     }
 }
 

@@ -141,10 +141,12 @@ pub enum CriterionError {
         got: Vec<i64>,
     },
     /// A label outside the vocabulary that is not the ignored label.
-    #[error("a label is outside 0..{vocab} (and not {})", super::IGNORE_INDEX)]
+    #[error("a label is outside 0..{vocab} (and not {ignore_index})")]
     LabelOutOfRange {
         /// The vocabulary's size.
         vocab: i64,
+        /// The label that marks a token to ignore.
+        ignore_index: i64,
     },
     /// A token mask that is not 2-D `[B, T]`.
     #[error("the token mask needs the shape [B, T], got {shape:?}")]
@@ -293,14 +295,4 @@ pub enum PackedProblem {
     /// A sample holds one class index twice.
     #[error("a sample holds the same class index twice")]
     RepeatedIndex,
-}
-
-/// `Ok` when `value` is finite and above `bound` (or at it, when not `strict`).
-pub(crate) fn check_parameter(name: &str, value: f64, bound: f64, strict: bool) -> Result<(), CriterionError> {
-    let fits = value.is_finite() && if strict { value > bound } else { value >= bound };
-    if fits {
-        Ok(())
-    } else {
-        Err(CriterionError::Parameter { name: name.to_owned(), value, bound, strict })
-    }
 }

@@ -1,8 +1,6 @@
 //! What goes wrong when layers are pruned, or a record of their kept channels is kept, saved or
 //! read back.
 
-use crate::DistillError;
-
 /// A layer that cannot be pruned as asked, or a prune record that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -119,7 +117,7 @@ pub enum PruneError {
         path: String,
         /// Why it does not fit.
         #[source]
-        source: Box<DistillError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file that is not a prune record written by `PruneRecord::save`.
     #[error("{file} is not a prune record: {problem}")]
@@ -169,6 +167,6 @@ pub enum RecordProblem {
         path: String,
         /// Why it is not valid.
         #[source]
-        source: Box<DistillError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }

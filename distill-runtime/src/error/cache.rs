@@ -2,8 +2,6 @@
 //! read or written, a shard not complete, arguments that do not fit the cache (shard and id ranges,
 //! batch shapes, encodings a stored value does not fit).
 
-use crate::DistillError;
-
 /// A teacher cache or token cache that cannot be read or written, or arguments that do not fit it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -279,7 +277,7 @@ pub enum CacheError {
         path: String,
         /// Why.
         #[source]
-        source: Box<DistillError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A teacher endpoint that gave no tensor.
     #[error("the teacher endpoint `{path}` gave no tensor to cache")]
