@@ -2,6 +2,8 @@
 //! read or written, a shard not complete, arguments that do not fit the cache (shard and id ranges,
 //! batch shapes, encodings a stored value does not fit).
 
+use super::text::named_or;
+
 /// A teacher cache or token cache that cannot be read or written, or arguments that do not fit it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -359,20 +361,12 @@ pub enum CacheError {
 
 /// An endpoint in a message: `the teacher endpoint `path``, or the teacher's own output.
 fn endpoint_name(path: &str) -> String {
-    if path.is_empty() {
-        "the teacher's own output".to_owned()
-    } else {
-        format!("the teacher endpoint `{path}`")
-    }
+    named_or(path, "the teacher's own output", "the teacher endpoint `", "`")
 }
 
 /// An endpoint after "the teacher endpoint": `` `path` ``, or the teacher's own output.
 fn quoted_endpoint(path: &str) -> String {
-    if path.is_empty() {
-        "the teacher's own output".to_owned()
-    } else {
-        format!("`{path}`")
-    }
+    named_or(path, "the teacher's own output", "`", "`")
 }
 
 fn endpoint_list(paths: &[String]) -> String {

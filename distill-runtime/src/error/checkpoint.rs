@@ -5,6 +5,8 @@ use std::fmt;
 
 use tch::Kind;
 
+use super::text::named_or;
+
 /// A checkpoint that cannot be written or restored exactly, or a `state_dict` file that does not
 /// fit the model it is loaded into.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +172,5 @@ impl fmt::Display for StateDictProblems {
 
 /// ` under `prefix`` for a model built under a prefix, nothing for the root.
 fn under(prefix: &str) -> String {
-    if prefix.is_empty() {
-        String::new()
-    } else {
-        format!(" under `{prefix}`")
-    }
+    named_or(prefix, "", " under `", "`")
 }

@@ -22,7 +22,7 @@ pub use jit::JitError;
 pub use prune::{PruneError, RecordProblem};
 pub use setup::SetupError;
 
-pub(crate) use text::{did_you_mean, libtorch_message};
+pub(crate) use text::{did_you_mean, libtorch_message, named_or};
 
 /// Everything that can go wrong when a distillation is set up or run.
 ///
@@ -375,20 +375,12 @@ impl std::fmt::Debug for DistillError {
 
 /// `pair `label`: ` before a message about a pair, nothing for a criterion called directly.
 fn pair_prefix(pair: &str) -> String {
-    if pair.is_empty() {
-        String::new()
-    } else {
-        format!("pair `{pair}`: ")
-    }
+    named_or(pair, "", "pair `", "`: ")
 }
 
 /// `` `key`: `` before a configuration message, nothing for a syntax error.
 fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("`{key}`: ")
-    }
+    named_or(key, "", "`", "`: ")
 }
 
 fn quoted_list(names: &[String]) -> String {
@@ -401,20 +393,12 @@ fn bullet_list(problems: &[DistillError]) -> String {
 
 /// A container's path in a message: `` `features` ``, or the model itself.
 fn container_name(path: &str) -> String {
-    if path.is_empty() {
-        "the model itself".to_owned()
-    } else {
-        format!("`{path}`")
-    }
+    named_or(path, "the model itself", "`", "`")
 }
 
 /// A container's path as the Rust expression a forward would iterate over.
 fn container_expr(path: &str) -> String {
-    if path.is_empty() {
-        "self".to_owned()
-    } else {
-        format!("self.{path}")
-    }
+    named_or(path, "self", "self.", "")
 }
 
 /// Result of the runtime's fallible operations.
