@@ -282,7 +282,8 @@ impl TopKKl {
     /// # Errors
     /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
     pub fn f_loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
-        fused_loss(self, 1.0, student, teacher, None, valid)
+        let shapes = self.check_top_k(student, teacher)?;
+        fused_loss(self, 1.0, student, teacher, shapes, None, valid)
     }
 
     /// The unchecked twin of [`f_loss_top_k`](Self::f_loss_top_k): panics with its error.
@@ -385,17 +386,20 @@ impl Criterion for TopKKl {
 }
 
 /// `kd_weight · KD (+ ce weight · CE)` of student logits `[…, V]`, reduced as `kd` says over the
-/// tokens where `valid` holds (and whose label is not −100), with the analytic gradient. The labels
-/// of `ce` are checked already (`i64`, the token shape, inside the vocabulary or −100).
+/// tokens where `valid` holds (and whose label is not −100), with the analytic gradient. `shapes` is
+/// what [`TopKKl::check_top_k`] returned for these tensors, and the labels of `ce` are checked already
+/// (`i64`, the token shape, inside the vocabulary or −100): the callers check once, here nothing is
+/// checked twice.
 pub(super) fn fused_loss(
     kd: &TopKKl,
     kd_weight: f64,
     student: &Tensor,
     teacher: &TopKTail,
+    shapes: (Vec<i64>, i64, i64),
     ce: Option<(&Tensor, f64)>,
     valid: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (lead, vocab, k) = kd.check_top_k(student, teacher)?;
+    let (lead, vocab, k) = shapes;
     let kind = student.f_kind()?;
     let n: i64 = lead.iter().product();
     let b = lead.first().copied().unwrap_or(1);

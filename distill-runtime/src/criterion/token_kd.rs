@@ -88,9 +88,9 @@ impl TokenKd {
                 );
             }
         }
-        let (lead, vocab, _) = self.kd.check_top_k(student, teacher)?;
-        let labels = check_labels(labels, &lead, vocab)?;
-        fused_loss(&self.kd, self.kd_weight, student, teacher, Some((&labels, self.ce_weight)), valid)
+        let shapes = self.kd.check_top_k(student, teacher)?;
+        let labels = check_labels(labels, &shapes.0, shapes.1)?;
+        fused_loss(&self.kd, self.kd_weight, student, teacher, shapes, Some((&labels, self.ce_weight)), valid)
     }
 
     /// The unchecked twin of [`f_loss`](Self::f_loss): panics with its error.
