@@ -399,7 +399,7 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     let dir = temp_dir("format-1");
     let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
     writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
-    let path = dir.join(distill::cache::MANIFEST_FILE);
+    let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"format\": 3"));
     std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 1")).unwrap();

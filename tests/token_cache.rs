@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use distill::cache::{
     CacheError, IdWidth, Precision, TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding,
-    TOKEN_MANIFEST_FILE,
 };
 use distill::criterion::{Criterion, SampledKl, SampledLogits, TokenReduction, TopKKl, TopKTail};
 use distill::DistillError;
@@ -309,10 +308,10 @@ fn a_cache_of_another_teacher_tokenizer_dataset_shape_or_encoding_is_a_mismatch_
         let error = cache.check(&other).unwrap_err();
         assert!(matches!(&error, DistillError::CacheMismatch { what: w, .. } if w == what), "{what}: {error}");
         // A writer with that spec refuses to add to the cache, and writes nothing.
-        let before = std::fs::read(dir.join(TOKEN_MANIFEST_FILE)).unwrap();
+        let before = std::fs::read(dir.join("token-manifest.json")).unwrap();
         let error = TokenCacheWriter::new(&dir, other).shards(2).write(3, |_| unreachable!()).unwrap_err();
         assert!(matches!(&error, DistillError::CacheMismatch { what: w, .. } if w == what), "{what}: {error}");
-        assert_eq!(std::fs::read(dir.join(TOKEN_MANIFEST_FILE)).unwrap(), before);
+        assert_eq!(std::fs::read(dir.join("token-manifest.json")).unwrap(), before);
     }
     let error = TokenCacheWriter::new(&dir, spec.clone()).shards(3).pending().unwrap_err();
     assert!(error.to_string().contains("the number of shards is 2 in the cache, 3 here"), "{error}");
@@ -364,11 +363,11 @@ fn truncated_edited_incomplete_and_foreign_caches_are_errors_naming_the_file() {
     std::fs::write(&shard1, &original).unwrap();
 
     // An edited manifest: the shards were written for another one.
-    let manifest = std::fs::read_to_string(dir.join(TOKEN_MANIFEST_FILE)).unwrap();
-    std::fs::write(dir.join(TOKEN_MANIFEST_FILE), manifest.replace(&spec.dataset, "edited")).unwrap();
+    let manifest = std::fs::read_to_string(dir.join("token-manifest.json")).unwrap();
+    std::fs::write(dir.join("token-manifest.json"), manifest.replace(&spec.dataset, "edited")).unwrap();
     let error = TokenCache::open(&dir).unwrap_err();
     assert!(error.to_string().contains("edited after the cache was written"), "{error}");
-    std::fs::write(dir.join(TOKEN_MANIFEST_FILE), &manifest).unwrap();
+    std::fs::write(dir.join("token-manifest.json"), &manifest).unwrap();
 
     // A missing shard: the writer did not finish it.
     std::fs::remove_file(&shard1).unwrap();
@@ -418,7 +417,7 @@ fn a_write_interrupted_mid_shard_resumes_with_the_missing_shard_and_gives_the_sa
         .unwrap_err();
     assert!(error.to_string().contains("went away"), "{error}");
     let names: Vec<String> = files(&dir).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["shard-00000-of-00002.safetensors", TOKEN_MANIFEST_FILE], "no part of shard 1 is left");
+    assert_eq!(names, ["shard-00000-of-00002.safetensors", "token-manifest.json"], "no part of shard 1 is left");
     let error = TokenCache::open(&dir).unwrap_err();
     assert!(matches!(error, DistillError::Cache(CacheError::Incomplete { shard: 1, .. })), "{error}");
     // What a writer killed while writing shard 1 leaves behind: its temporary file.

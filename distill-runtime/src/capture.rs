@@ -40,7 +40,7 @@ impl Record {
     }
 
     /// The version counter moved since capture: someone edited the tensor in place.
-    pub fn modified_since_capture(&self) -> Option<i64> {
+    pub(crate) fn modified_since_capture(&self) -> Option<i64> {
         let now = self.tensor.internal_version();
         (now != self.version).then_some(now)
     }

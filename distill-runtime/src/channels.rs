@@ -70,7 +70,7 @@ impl KeptChannels {
     }
 
     /// The shape of the pruned copy's weight: the source's, with the kept channel counts.
-    pub fn pruned_shape(&self) -> Vec<i64> {
+    pub(crate) fn pruned_shape(&self) -> Vec<i64> {
         let mut shape = self.source_shape.clone();
         shape[0] = self.output.len() as i64;
         shape[1] = self.input.len() as i64;
@@ -88,7 +88,7 @@ impl KeptChannels {
     /// # Errors
     /// [`ChannelMapError::RecordSourceMismatch`] or [`ChannelMapError::RecordPrunedMismatch`], naming both
     /// shapes.
-    pub fn check_layers(&self, source_shape: &[i64], target_shape: &[i64]) -> Result<()> {
+    pub(crate) fn check_layers(&self, source_shape: &[i64], target_shape: &[i64]) -> Result<()> {
         if source_shape != self.source_shape {
             let (recorded, given) = (self.source_shape.clone(), source_shape.to_vec());
             return Err(ChannelMapError::RecordSourceMismatch { recorded, given }.into());

@@ -1,7 +1,7 @@
 //! Safetensors files that carry a checksum of their tensors: checkpoints and teacher-cache shards.
 //!
 //! The checksum is a CRC-32 (IEEE) over every tensor in name order — its name, dtype, shape and
-//! bytes — stored as `"crc32:<8 hex digits>"` under the metadata key [`CHECKSUM_KEY`]. The files
+//! bytes — stored as `"crc32:<8 hex digits>"` under the metadata key `distill.crc32`. The files
 //! stay ordinary safetensors files (`VarStore::load`, Python's `safetensors` read them and ignore
 //! the metadata). Files are written atomically: to a temporary name, fsynced, then renamed.
 //!
@@ -23,7 +23,7 @@ use crate::error::{DistillError, Result};
 pub use crate::error::ChecksumError;
 
 /// The metadata key of the checksum.
-pub const CHECKSUM_KEY: &str = "distill.crc32";
+pub(crate) const CHECKSUM_KEY: &str = "distill.crc32";
 
 /// A tensor's bytes as safetensors writes them.
 struct Bytes {

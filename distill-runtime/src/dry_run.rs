@@ -42,13 +42,6 @@ pub struct PairShapes {
     pub teacher_raw: Vec<i64>,
 }
 
-impl PairShapes {
-    /// A pair whose tensors pass through no adapter: the captured shapes are the criterion's.
-    pub fn unadapted(label: impl Into<String>, student: Vec<i64>, teacher: Vec<i64>) -> PairShapes {
-        PairShapes { label: label.into(), student_raw: student.clone(), teacher_raw: teacher.clone(), student, teacher }
-    }
-}
-
 impl fmt::Display for DryRun {
     /// One line per pair: `f0: student [8, 16, 14, 14], teacher [8, 16, 14, 14]`; a side whose
     /// adapter changes the shape shows both, `student [8, 6, 14, 14] → [8, 16, 14, 14]`.

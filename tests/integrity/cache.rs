@@ -4,11 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use distill::cache::{Augment, CacheWriter, Encoding, TeacherCache, TeacherHash, MANIFEST_FILE};
+use distill::cache::{Augment, CacheWriter, Encoding, TeacherCache, TeacherHash};
 use distill::prelude::*;
 use distill::{DistillError, SideModel};
 use serde_json::Value;
 use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// The manifest's file name in a cache directory (the cache's documented layout).
+const MANIFEST_FILE: &str = "manifest.json";
 
 use crate::common::Net;
 use crate::{flip_bytes, temp_dir};
@@ -175,7 +178,7 @@ fn the_manifest_records_the_teacher_mode_the_write_batch_size_and_the_dataset() 
     assert_eq!(report.manifest.write_batch_size, Some(3));
     assert_eq!(report.manifest.teacher_mode, Some(distill::cache::RunMode::Eval));
     assert_eq!(report.manifest.inputs.as_deref(), Some("ten-randn"));
-    assert_eq!(report.manifest.format, distill::cache::FORMAT_VERSION);
+    assert_eq!(report.manifest.format, 3, "the layout this crate writes");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

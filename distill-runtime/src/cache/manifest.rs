@@ -19,18 +19,18 @@ use crate::point::Port;
 /// belongs to (in the shard's safetensors metadata), the inputs' identity, the teacher's mode and
 /// the write batch size (in the manifest), and bf16 storage. Versions 1 and 2 still read, without
 /// the checks that need what they do not record.
-pub const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// The oldest layout version this crate reads.
 const OLDEST_READABLE: u32 = 1;
 
 /// The manifest file's name inside a cache directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
 /// The description of a teacher cache, stored as `manifest.json` beside its shards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The layout version ([`FORMAT_VERSION`]).
+    /// The layout version (this crate writes version 3 and reads 1 to 3).
     pub format: u32,
     /// The teacher weights' hash ([`TeacherHash`](super::TeacherHash) as text).
     pub teacher_hash: String,
@@ -74,7 +74,7 @@ pub enum RunMode {
 
 impl RunMode {
     /// The mode for a `train` flag.
-    pub fn from_train(train: bool) -> RunMode {
+    pub(crate) fn from_train(train: bool) -> RunMode {
         if train {
             RunMode::Train
         } else {
@@ -210,14 +210,6 @@ impl Encoding {
         }
     }
 
-    /// The top-k temperature, for top-k logits.
-    pub fn top_k_temperature(self) -> Option<f64> {
-        match self {
-            Encoding::TopK { temperature, .. } => Some(temperature),
-            _ => None,
-        }
-    }
-
     /// The shape of one sample's stored values, for a capture of per-sample `shape`.
     pub(crate) fn stored_shape(self, shape: &[i64]) -> Vec<i64> {
         match self {
@@ -257,12 +249,12 @@ impl Manifest {
     /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it.
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        if !path.exists() && dir.join(super::TOKEN_MANIFEST_FILE).exists() {
+        if !path.exists() && dir.join(super::token::TOKEN_MANIFEST_FILE).exists() {
             return Err(cache_error(
                 dir,
                 format!(
                     "it holds a token cache (`{}`), not an image teacher cache: open it with `TokenCache::open`",
-                    super::TOKEN_MANIFEST_FILE
+                    super::token::TOKEN_MANIFEST_FILE
                 ),
             ));
         }
@@ -302,7 +294,7 @@ impl Manifest {
 
     /// The manifest's bytes: pretty JSON, fields in declaration order, so equal manifests are equal
     /// files.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| cache_source(Path::new(MANIFEST_FILE), "cannot serialise the manifest", e))?;
         bytes.push(b'\n');

@@ -27,7 +27,7 @@ use std::ops::Mul;
 
 mod terms;
 
-pub use terms::{rescale_factor, rescaled, LossTerm, MAX_RESCALE, RESCALE_EPS};
+pub use terms::{rescale_factor, rescaled, LossTerm, MAX_RESCALE};
 
 /// A weight as a function of the training step (the optimizer step count, from 0).
 ///

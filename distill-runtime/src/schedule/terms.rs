@@ -5,7 +5,7 @@ use tch::Tensor;
 
 /// Floor of a term's magnitude when it is rescaled: a term that is (numerically) 0 stays 0 instead
 /// of being divided by 0.
-pub const RESCALE_EPS: f64 = 1e-12;
+pub(crate) const RESCALE_EPS: f64 = 1e-12;
 
 /// The largest factor a term is rescaled by.
 ///

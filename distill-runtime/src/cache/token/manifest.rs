@@ -17,11 +17,11 @@ use crate::error::Result;
 pub use super::encoding::{IdWidth, TokenEncoding};
 
 /// The version of the token cache layout this crate writes.
-pub const TOKEN_FORMAT_VERSION: u32 = 1;
+pub(crate) const TOKEN_FORMAT_VERSION: u32 = 1;
 
 /// The token cache manifest's file name inside a cache directory (an image teacher cache's is
-/// [`MANIFEST_FILE`]).
-pub const TOKEN_MANIFEST_FILE: &str = "token-manifest.json";
+/// `manifest.json`).
+pub(crate) const TOKEN_MANIFEST_FILE: &str = "token-manifest.json";
 
 /// What a token cache holds: which teacher, tokenizer and token dataset, how many sequences of
 /// which length over which vocabulary, and how each token is encoded. The writer records it in the
@@ -102,10 +102,10 @@ impl TokenCacheSpec {
     }
 }
 
-/// The description of a token cache, stored as [`TOKEN_MANIFEST_FILE`] beside its shards.
+/// The description of a token cache, stored as `token-manifest.json` beside its shards.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenManifest {
-    /// The layout version ([`TOKEN_FORMAT_VERSION`]).
+    /// The layout version (this crate writes version 1).
     pub format: u32,
     /// The teacher weights' hash ([`TeacherHash`] as text).
     pub teacher_hash: String,
@@ -243,7 +243,7 @@ impl TokenManifest {
     }
 
     /// The manifest's bytes: pretty JSON, fields in declaration order.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| cache_source(Path::new(TOKEN_MANIFEST_FILE), "cannot serialise the manifest", e))?;
         bytes.push(b'\n');

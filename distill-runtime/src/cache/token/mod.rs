@@ -9,8 +9,7 @@ mod teacher;
 mod writer;
 
 pub use batch::{CachedTokens, TokenTeacher};
-pub use manifest::{
-    IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest, TOKEN_FORMAT_VERSION, TOKEN_MANIFEST_FILE,
-};
+pub(crate) use manifest::TOKEN_MANIFEST_FILE;
+pub use manifest::{IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest};
 pub use reader::TokenCache;
 pub use writer::{TokenCacheWriter, TokenShardWriter, TokenWriteReport};

@@ -12,7 +12,9 @@ use super::manifest::{shard_tensors, IdWidth, TokenCacheSpec, TokenEncoding, Tok
 use crate::cache::listed::{locate, Listed};
 use crate::cache::mapped::{tensor_bytes_mut, MappedShard, Reader, ShardSet};
 use crate::cache::CacheError;
-use crate::cache::{Prefetch, TOKEN_MANIFEST_FILE};
+use crate::cache::Prefetch;
+
+use super::manifest::TOKEN_MANIFEST_FILE;
 use crate::criterion::{SampledLogits, TopKTail};
 use crate::error::{DistillError, Result};
 use crate::rng::SplitMix64;
