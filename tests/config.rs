@@ -2,6 +2,8 @@
 //! `distill!` declaration, every criterion and adapter kind parses and builds, and every mistake is
 //! an error naming the file, line, column and key.
 
+#[path = "common/fashion.rs"]
+mod fashion;
 #[path = "../examples/fashion_mnist/model.rs"]
 #[allow(dead_code)]
 mod model;
@@ -17,7 +19,8 @@ use distill::schedule::Schedule;
 use distill::{Port, Side};
 use tch::{Device, Kind, Tensor};
 
-use model::{Net, WIDTHS};
+use fashion::teacher_and_student;
+use model::Net;
 
 // The `distill!` declaration of examples/fashion_mnist/kd.rs, which kd.toml writes as a file.
 distill! {
@@ -30,15 +33,6 @@ distill! {
 }
 
 /// A random teacher with the example's widths and its pruned student (25% of the filters).
-fn models(seed: i64) -> (VarStore, Net, VarStore, Net) {
-    tch::manual_seed(seed);
-    let teacher_vs = VarStore::new(Device::Cpu);
-    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
-    let student_vs = VarStore::new(Device::Cpu);
-    let student = prune::prune_net(&teacher, &student_vs.root(), 0.25).unwrap();
-    (teacher_vs, teacher, student_vs, student)
-}
-
 fn batch() -> Tensor {
     tch::manual_seed(7);
     Tensor::randn([8, 1, 28, 28], (Kind::Float, Device::Cpu))
@@ -52,7 +46,7 @@ fn names(vs: &VarStore) -> Vec<String> {
 
 #[test]
 fn the_example_file_gives_the_numbers_of_its_distill_declaration() {
-    let (_tvs, teacher, _svs, student) = models(1);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(1);
     let xs = batch();
     let config = Config::from_file("examples/fashion_mnist/kd.toml").unwrap();
     assert_eq!(config.names().collect::<Vec<_>>(), ["f1", "f2", "f3", "kd"]);
@@ -95,7 +89,7 @@ fn config_error(text: &str) -> (String, DistillError) {
 
 #[test]
 fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
-    let (_tvs, teacher, _svs, student) = models(2);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(2);
     let text = one_pair("student = \"features.1.cnv\"\nteacher = \"features.1.conv\"\ncriterion = \"Mse\"");
     let config = Config::parse(&text, "exp.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
@@ -226,7 +220,7 @@ fn every_criterion_parses_with_its_parameters() {
             is(Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() }),
         ),
     ];
-    let (_tvs, teacher, _svs, student) = models(3);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(3);
     let text: String = criteria
         .iter()
         .enumerate()
@@ -275,7 +269,7 @@ fn token_criteria_parse_with_their_parameters() {
         ("{ kind = \"TopKKl\", temperature = 2.0 }", is(TopKKl::new(2.0))),
         ("{ kind = \"SampledKl\", reduction = \"sum\" }", is(SampledKl::new(1.0).with_reduction(TokenReduction::Sum))),
     ];
-    let (_tvs, teacher, _svs, student) = models(3);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(3);
     let text: String = criteria
         .iter()
         .enumerate()
@@ -299,7 +293,7 @@ fn token_criteria_parse_with_their_parameters() {
 
 #[test]
 fn a_weighted_pair_equals_the_weighted_criterion() {
-    let (_tvs, teacher, _svs, student) = models(4);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(4);
     let text =
         one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temperature = 2.0 }\nweight = 0.25");
     let config = Config::parse(&text, "exp.toml").unwrap();
@@ -312,8 +306,8 @@ fn a_weighted_pair_equals_the_weighted_criterion() {
 }
 
 #[test]
-fn every_adapter_builds_against_the_models() {
-    let (_tvs, teacher, _svs, student) = models(5);
+fn every_adapter_builds_against_the_teacher_and_student() {
+    let (_tvs, teacher, _svs, student) = teacher_and_student(5);
     let pair = |name: &str, side: &str, adapter: &str, path: &str, criterion: &str| {
         format!(
             "[[pair]]\nname = \"{name}\"\nstudent = \"{path}\"\nteacher = \"{path}\"\n{side}_adapter = {adapter}\ncriterion = \"{criterion}\"\n"
@@ -382,7 +376,7 @@ fn every_adapter_builds_against_the_models() {
 
 #[test]
 fn endpoint_options_and_teacher_mode_reach_the_mapping() {
-    let (_tvs, teacher, _svs, student) = models(6);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(6);
     let text = "[teacher]\ngrad = true\ntrain = true\n\n[[pair]]\nname = \"in\"\nstudent = \"classifier\"\nteacher = \"classifier\"\nstudent_input = true\nteacher_input = true\nstudent_all_calls = true\ncriterion = \"L1\"\n";
     let config = Config::parse(text, "exp.toml").unwrap();
     assert!(config.teacher_mode().grad && config.teacher_mode().train);
@@ -408,7 +402,7 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
 
 #[test]
 fn a_scheduled_weight_follows_the_step() {
-    let (_tvs, teacher, _svs, student) = models(7);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(7);
     let text = [
         one_pair("student = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\nweight = { kind = \"warmup\", from = 0.0, to = 2.0, steps = 100 }"),
         "[[pair]]\nname = \"q\"\nstudent = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\n\

@@ -2,6 +2,8 @@
 //! `Mapping` of criteria and in a configuration file is one `Distillation`, giving the same pairs
 //! and the same losses; a tch module of one's own is an adapter through `ModuleAdapter`.
 
+#[path = "common/fashion.rs"]
+mod fashion;
 #[path = "../examples/fashion_mnist/model.rs"]
 #[allow(dead_code)]
 mod model;
@@ -14,7 +16,8 @@ use distill::nn::VarStore;
 use distill::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use model::{Net, WIDTHS};
+use fashion::teacher_and_student;
+use model::Net;
 
 distill! {
     struct Logits for Net => Net {
@@ -24,15 +27,6 @@ distill! {
 }
 
 /// A random teacher with the example's widths and its pruned student (25% of the filters).
-fn models(seed: i64) -> (VarStore, Net, VarStore, Net) {
-    tch::manual_seed(seed);
-    let teacher_vs = VarStore::new(Device::Cpu);
-    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
-    let student_vs = VarStore::new(Device::Cpu);
-    let student = prune::prune_net(&teacher, &student_vs.root(), 0.25).unwrap();
-    (teacher_vs, teacher, student_vs, student)
-}
-
 fn batch() -> Tensor {
     tch::manual_seed(11);
     Tensor::randn([6, 1, 28, 28], (Kind::Float, Device::Cpu))
@@ -44,7 +38,7 @@ fn bits(tensor: &Tensor) -> u64 {
 
 #[test]
 fn the_three_front_ends_build_one_runtime_with_the_same_losses() {
-    let (_tvs, teacher, _svs, student) = models(1);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(1);
     let xs = batch();
 
     // `distill!`: a typed view over a `Distillation`.
@@ -94,8 +88,8 @@ fn the_three_front_ends_build_one_runtime_with_the_same_losses() {
 
 #[test]
 fn a_mapping_of_criteria_for_other_models_is_refused() {
-    let (_tvs, teacher, _svs, student) = models(2);
-    let (_ovs, other, _osvs, _) = models(3);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(2);
+    let (_ovs, other, _osvs, _) = teacher_and_student(3);
     let mut mapping = Mapping::new(&other, &teacher);
     mapping.add("", "", Mse).unwrap();
     let err = Distillation::from_mapping(&student, mapping).unwrap_err();
@@ -119,7 +113,7 @@ distill! {
 
 #[test]
 fn a_tch_module_is_an_adapter_in_a_module_adapter() {
-    let (_tvs, teacher, _svs, student) = models(4);
+    let (_tvs, teacher, _svs, student) = teacher_and_student(4);
     let vs = VarStore::new(Device::Cpu);
     let own = Own::new(vs.root() / "own", &student, &teacher).unwrap();
     let xs = batch();
