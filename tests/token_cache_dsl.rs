@@ -398,3 +398,95 @@ fn an_encoded_criterion_over_a_teacher_that_runs_is_an_error_not_a_misread() {
     assert!(err.to_string().contains("sampled tokens at temperature 1") && err.to_string().contains("forward_cached"));
     assert!(kd.dry_run(&ids).is_err());
 }
+
+/// Two documents packed in each row: the first 4 tokens of one, the rest of the next.
+fn documents(ids: &[usize]) -> Tensor {
+    let flat: Vec<i64> = ids.iter().flat_map(|&id| (0..T).map(move |t| 2 * id as i64 + i64::from(t >= 4))).collect();
+    Tensor::from_slice(&flat).view([ids.len() as i64, T])
+}
+
+#[test]
+fn a_student_run_by_the_caller_sees_the_packed_documents_the_teacher_saw() {
+    // The cache holds a teacher that attended within each document. The teacher itself as the
+    // student, run on the same documents, reads its own distribution back (a KL of rounding only);
+    // run on the token ids alone, the second document's tokens attend across the boundary.
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let model = LlamaForCausalLM::new(vs.root() / "model", &config(2)).unwrap();
+    // Logits of a random initialisation are near 0, every distribution near uniform; ten times
+    // larger, the distributions are peaked enough for attention across documents to show.
+    tch::no_grad(|| {
+        let _ = model.lm_head.ws.shallow_clone().f_mul_scalar_(10.0).unwrap();
+    });
+    let dir = std::env::temp_dir().join(format!("distill-token-dsl-packed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spec = TokenCacheSpec {
+        teacher: TeacherHash::of_var_store(&vs).unwrap(),
+        tokenizer: TokenCacheSpec::tokenizer_identity(b"test tokens"),
+        dataset: format!("packed-{SEQUENCES}x{T}"),
+        num_sequences: SEQUENCES,
+        seq_len: T,
+        vocab: VOCAB,
+        encoding: TokenEncoding::top_k(K, TEMPERATURE).with_values(Precision::F32),
+    };
+    TokenCacheWriter::new(&dir, spec)
+        .write(2, |ids| {
+            let (ids, documents) = (tokens(ids), documents(ids));
+            let logits = tch::no_grad(|| model.forward_inputs(&LlamaInputs::new(&ids).document_ids(&documents)))?;
+            Ok((logits, None))
+        })
+        .unwrap();
+    let cache = TokenCache::open(&dir).unwrap();
+    let kd = LmKd::new(vs.root() / "kd", &model, &cache).unwrap();
+    let ids = [3usize, 0, 5];
+    let (input_ids, document_ids) = (tokens(&ids), documents(&ids));
+    let batch = cache.batch(&ids).unwrap();
+    let run = || model.forward_inputs(&LlamaInputs::new(&input_ids).document_ids(&document_ids));
+
+    let by = kd.forward_cached_by(&input_ids, &batch, true, run).unwrap().f_loss().unwrap();
+    let logits = run().unwrap();
+    let expected = TopKKl::new(TEMPERATURE).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
+    assert_eq!(bits(&by), bits(&expected), "the criterion on what `forward` returned, with the batch's mask");
+    let plain = kd.forward_cached(&input_ids, &batch, true).unwrap().f_loss().unwrap();
+    let (by, plain) = (by.double_value(&[]), plain.double_value(&[]));
+    // The cached log-probabilities are the teacher's in f32, the student's are recomputed from the
+    // same logits along another path (logsumexp, gather): a difference of a few f32 ulps of values
+    // of order 10, ~1e-6 per bucket, and a KL of such differences far below 1e-5 (2.5e-8 measured).
+    // Across the boundary the KL is of the order of the distributions' spread (3.5e-3 measured).
+    assert!(by.abs() < 1e-5, "the teacher reads its own documents back: KL {by}");
+    assert!(plain > 1e-4, "across the boundary the distribution differs: KL {plain} vs {by}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_student_run_by_the_caller_is_captured_as_its_own_forward_would_be() {
+    let f = fixture("by");
+    let kd = LmHintKd::new(f.vs.root() / "kd", &f.student, &f.cache).unwrap();
+    let ids = [2usize, 4];
+    let (input_ids, batch) = (tokens(&ids), f.cache.batch(&ids).unwrap());
+    let own = kd.forward_cached(&input_ids, &batch, true).unwrap().f_losses().unwrap();
+    let by = kd
+        .forward_cached_by(&input_ids, &batch, true, || f.student.forward_inputs(&LlamaInputs::new(&input_ids)))
+        .unwrap()
+        .f_losses()
+        .unwrap();
+    // The hidden pair reads the student's first layer, captured during the caller's forward.
+    assert_eq!((bits(&by.kd), bits(&by.h)), (bits(&own.kd), bits(&own.h)));
+
+    // A `forward` that does not run the student leaves its layer uncaptured: an error, not a guess.
+    let err = kd
+        .forward_cached_by(&input_ids, &batch, true, || {
+            Ok::<_, DistillError>(Tensor::zeros([2, T, VOCAB], (Kind::Float, Device::Cpu)))
+        })
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("`model.layers.0` was not recorded during the forward pass"), "{err}");
+    // What `forward` fails with is the error.
+    let err = kd
+        .forward_cached_by(&input_ids, &batch, true, || {
+            f.student.forward_inputs(&LlamaInputs::new(&tokens(&[0, 1, 2])))
+        })
+        .err()
+        .unwrap();
+    assert!(!err.to_string().is_empty());
+}

@@ -194,6 +194,18 @@ impl Engine {
     where
         S: SideModel + ?Sized,
     {
+        self.run_with(teachers, teacher_xs, student_xs, |endpoints| student.run(student_xs, train, endpoints))
+    }
+
+    /// As [`run`](Self::run), with the student's side given by `student`: the student's output and
+    /// one capture per endpoint of its (the student's run, or a forward of the caller's).
+    pub(crate) fn run_with(
+        &self,
+        teachers: &[&dyn SideModel],
+        teacher_xs: &Tensor,
+        student_xs: &Tensor,
+        student: impl FnOnce(&[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>,
+    ) -> Result<Captures> {
         if teachers.len() != self.teachers.len() {
             return Err(SetupError::TeacherCount { expected: self.teachers.len(), given: teachers.len() }.into());
         }
@@ -219,7 +231,7 @@ impl Engine {
             outputs.push(Some(output));
             captures.push(captured);
         }
-        let (student_output, student_captures) = student.run(student_xs, train, &self.student)?;
+        let (student_output, student_captures) = student(&self.student)?;
         let device = student_device(&student_output, student_xs);
         let teacher = if several { self.in_pair_order(captures) } else { captures.into_iter().flatten().collect() };
         Ok(Captures {

@@ -11,7 +11,7 @@ use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, Result, SetupError};
 use crate::jit;
 use crate::module::Distillable;
 use crate::point::{Port, Side};
@@ -162,13 +162,34 @@ fn run_modules<M: ModuleT + ?Sized>(
     train: bool,
     endpoints: &[ResolvedEndpoint],
 ) -> Result<(Tensor, Vec<Captured>)> {
+    run_forward(xs, endpoints, || Ok(model.forward_t(xs, train)))
+}
+
+/// `forward` — a model of `distill::nn` modules run on `xs`, by its `forward_t` or by a call of the
+/// user's that gives it more than `xs` — with `endpoints` armed: the model's output and one capture
+/// per endpoint, call counts and in-place edits checked. The root endpoint is `forward`'s output, or
+/// `xs` for its input.
+///
+/// # Errors
+/// What `forward` fails with; a capture problem; [`SetupError::NotTapped`] for an endpoint that is
+/// neither the root nor a tapped module (a TorchScript model's named output, which only its own
+/// forward gives).
+pub(crate) fn run_forward(
+    xs: &Tensor,
+    endpoints: &[ResolvedEndpoint],
+    forward: impl FnOnce() -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Captured>)> {
     let guard = arm(endpoints.iter().filter_map(|e| e.tap.map(|tap| TapRequest { tap, port: e.port })));
-    let output = model.forward_t(xs, train);
+    let output = forward();
     let recordings = guard.finish();
+    let output = output?;
     let captures = endpoints
         .iter()
         .map(|endpoint| {
             let Some(tap) = endpoint.tap else {
+                if !endpoint.path.is_empty() {
+                    return Err(SetupError::NotTapped { side: endpoint.side, path: endpoint.path.clone() }.into());
+                }
                 return Ok(Captured::one(match endpoint.port {
                     Port::Output => output.shallow_clone(),
                     Port::Input => xs.shallow_clone(),

@@ -133,8 +133,8 @@ fn every_error_of_an_invocation_is_reported() {
     );
     assert_eq!(
         out.matches("unreachable !").count(),
-        5,
-        "`new`, `dry_run`, `forward_t_with`, `forward_cached` and `dry_run_cached`: {out}"
+        6,
+        "`new`, `dry_run`, `forward_t_with`, `forward_cached`, `forward_cached_by` and `dry_run_cached`: {out}"
     );
     for absent in ["criterion (", "PairSpec", "check_path", "conv2d_adapter ("] {
         assert!(!out.contains(absent), "`{absent}` in the stand-ins: {out}");

@@ -4,13 +4,15 @@
 use tch::Tensor;
 
 use super::{Distillation, DistillationOutput};
+use crate::captured::Captured;
 use crate::criterion::{check_pair, TeacherEncoding};
 use crate::dry_run::DryRun;
 use crate::dsl::Pair;
+use crate::endpoint::ResolvedEndpoint;
 use crate::engine::Captures;
 use crate::error::{DistillError, Result};
 use crate::point::Side;
-use crate::side::SideModel;
+use crate::side::{run_forward, SideModel};
 use crate::teacher_batch::TeacherBatch;
 
 impl Distillation<'_> {
@@ -36,7 +38,7 @@ impl Distillation<'_> {
         train: bool,
     ) -> Result<DistillationOutput<'_>> {
         self.check_live_encodings()?;
-        self.forward_from(&self.teachers, student_xs, teacher_xs, train)
+        self.forward_from(|| self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train), train)
     }
 
     /// Runs the student (with `train`) on what `batch` makes of `xs`
@@ -54,9 +56,57 @@ impl Distillation<'_> {
     /// [`forward_t`](Self::forward_t) fails with. A cache holds one teacher's side: a distillation
     /// from several teachers has no cached forward.
     pub fn forward_cached(&self, xs: &Tensor, batch: &dyn TeacherBatch, train: bool) -> Result<DistillationOutput<'_>> {
+        self.cached_forward(xs, batch, train, |xs, endpoints| self.student.run(xs, train, endpoints))
+    }
+
+    /// As [`forward_cached`](Self::forward_cached), with the student run by `forward` instead of its
+    /// `forward_t(xs, train)`: for a student whose forward takes more than a tensor. A decoder over
+    /// packed sequences, for one, must see the batch's document ids (and positions) to attend within
+    /// each document as the teacher did when the cache was written; `forward_t(input_ids)` would let
+    /// every token attend across the documents before it in its row.
+    ///
+    /// `forward` runs the student (the model this distillation was built with) once, in the mode
+    /// the caller chose, and returns its output; the student's modules are captured as in any
+    /// forward. `xs` are the batch's inputs as [`forward_cached`](Self::forward_cached) takes them
+    /// (checked against the batch, and what a pair on the student's input reads); `train` is the
+    /// adapters' mode.
+    ///
+    /// With the facade's decoder and a packed batch `b` of its token dataset, `forward` is
+    /// `|| student.forward_inputs(&LlamaInputs::new(&b.input_ids).document_ids(&b.document_ids)…)`
+    /// and `xs` is `&b.input_ids`.
+    ///
+    /// # Errors
+    /// What [`forward_cached`](Self::forward_cached) fails with, and what `forward` fails with. A
+    /// student endpoint that only the student's own forward gives (a TorchScript student's named
+    /// output) is [`SetupError::NotTapped`](crate::error::SetupError::NotTapped).
+    pub fn forward_cached_by<E>(
+        &self,
+        xs: &Tensor,
+        batch: &dyn TeacherBatch,
+        train: bool,
+        forward: impl FnOnce() -> std::result::Result<Tensor, E>,
+    ) -> Result<DistillationOutput<'_>>
+    where
+        E: Into<DistillError>,
+    {
+        self.cached_forward(xs, batch, train, |xs, endpoints| {
+            run_forward(xs, endpoints, || forward().map_err(Into::into))
+        })
+    }
+
+    /// The cached forward with the student's side given by `student` (its inputs, its endpoints).
+    fn cached_forward(
+        &self,
+        xs: &Tensor,
+        batch: &dyn TeacherBatch,
+        train: bool,
+        student: impl FnOnce(&Tensor, &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>,
+    ) -> Result<DistillationOutput<'_>> {
         self.check_encodings(|_| Some(batch as &dyn SideModel))?;
         let xs = batch.student_input(xs)?;
-        let mut output = self.forward_from(&[batch as &dyn SideModel], &xs, &xs, train)?;
+        let teachers = [batch as &dyn SideModel];
+        let captures = || self.engine.run_with(&teachers, &xs, &xs, |endpoints| student(&xs, endpoints));
+        let mut output = self.forward_from(captures, train)?;
         let labels = batch.token_labels()?;
         let pairs = output.pairs.iter_mut().zip(&self.pairs).zip(self.engine.teacher_endpoints());
         for ((pair, spec), endpoint) in pairs {
@@ -151,24 +201,18 @@ impl Distillation<'_> {
         Ok(())
     }
 
-    /// The forward with `teachers` as they are (runs or a cached batch): the engine's captures
+    /// The forward from the engine's `captures` (of teachers that run or of a cached batch): the captures
     /// through the adapters, each pair checked against its criterion, with the step and the
     /// rescaling. A pair whose weight follows a schedule is an error before anything runs when no
     /// step was set.
-    fn forward_from(
-        &self,
-        teachers: &[&dyn SideModel],
-        student_xs: &Tensor,
-        teacher_xs: &Tensor,
-        train: bool,
-    ) -> Result<DistillationOutput<'_>> {
+    fn forward_from(&self, captures: impl FnOnce() -> Result<Captures>, train: bool) -> Result<DistillationOutput<'_>> {
         if self.step.is_none() {
             let scheduled = self.pairs.iter().find(|spec| spec.criterion.as_ref().is_some_and(|c| c.is_scheduled()));
             if let Some(spec) = scheduled {
                 return Err(DistillError::MissingStep { pair: spec.label.to_string() });
             }
         }
-        let captures = self.engine.run(self.student, teachers, student_xs, teacher_xs, train)?;
+        let captures = captures()?;
         let pairs = self
             .pairs
             .iter()

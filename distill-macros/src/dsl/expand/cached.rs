@@ -1,5 +1,5 @@
-//! `forward_cached`: the forward of a `distill!` model whose teacher side comes from a teacher
-//! cache batch instead of the teacher.
+//! `forward_cached` and `forward_cached_by`: the forward of a `distill!` model whose teacher side
+//! comes from a teacher cache batch instead of the teacher.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -14,6 +14,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
     let Items { name, output, p, .. } = items;
     let body =
         items.body(|| super::model::output_from(items, quote!(self.distillation.forward_cached(xs, batch, train))));
+    let by_body = items.body(|| {
+        super::model::output_from(items, quote!(self.distillation.forward_cached_by(xs, batch, train, forward)))
+    });
     let dry_run_body = items.body(|| quote!(self.distillation.dry_run_cached(xs, batch)));
     let allows = items.fallback_allows();
     quote! {
@@ -39,6 +42,28 @@ pub(super) fn methods(items: &Items) -> TokenStream {
                 train: bool,
             ) -> ::core::result::Result<#output<'_>, #p::DistillError> {
                 #body
+            }
+
+            /// As `forward_cached`, with the student run by `forward` instead of its
+            /// `forward_t(xs, train)`: for a student whose forward takes more than a tensor, such as
+            /// a decoder over packed sequences that must see the batch's document ids to attend
+            /// within each document as the teacher did (`|| student.forward_inputs(&inputs)`).
+            /// `forward` runs the student this model was built with, once; `xs` are the batch's
+            /// inputs as `forward_cached` takes them; `train` is the adapters' mode.
+            ///
+            /// # Errors
+            /// What `forward_cached` and `forward` fail with.
+            pub fn forward_cached_by<__DistillE>(
+                &self,
+                xs: &#p::tch::Tensor,
+                batch: &dyn #p::TeacherBatch,
+                train: bool,
+                forward: impl ::core::ops::FnOnce() -> ::core::result::Result<#p::tch::Tensor, __DistillE>,
+            ) -> ::core::result::Result<#output<'_>, #p::DistillError>
+            where
+                __DistillE: ::core::convert::Into<#p::DistillError>,
+            {
+                #by_body
             }
 
             /// As `dry_run`, with the teacher's side read from `batch` (a batch of a teacher cache;
