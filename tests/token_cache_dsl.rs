@@ -473,6 +473,19 @@ fn a_student_run_by_the_caller_is_captured_as_its_own_forward_would_be() {
     // The hidden pair reads the student's first layer, captured during the caller's forward.
     assert_eq!((bits(&by.kd), bits(&by.h)), (bits(&own.kd), bits(&own.h)));
 
+    // The ENOT-shaped model of a `Mapping` hands its payloads the same captures.
+    let mut mapping = Mapping::new(&f.student, &f.cache);
+    mapping.add("model.layers.0", "model.layers.1", Cosine).unwrap();
+    let model = distill::distill(&f.student, &f.cache, mapping);
+    let own = model.forward_cached(&input_ids, &batch, true).unwrap();
+    let by = model
+        .forward_cached_by(&input_ids, &batch, || f.student.forward_inputs(&LlamaInputs::new(&input_ids)))
+        .unwrap();
+    let ((own_student, own_teacher, _), (by_student, by_teacher, _)) =
+        (own.pairs().next().unwrap(), by.pairs().next().unwrap());
+    assert!(own_student.equal(by_student) && own_teacher.equal(by_teacher));
+    assert_eq!(by_student.size(), [mask(&ids).sum(Kind::Int64).int64_value(&[]), 32], "the valid tokens");
+
     // A `forward` that does not run the student leaves its layer uncaptured: an error, not a guess.
     let err = kd
         .forward_cached_by(&input_ids, &batch, true, || {

@@ -103,10 +103,7 @@ impl Distillation<'_> {
         student: impl FnOnce(&Tensor, &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>,
     ) -> Result<DistillationOutput<'_>> {
         self.check_encodings(|_| Some(batch as &dyn SideModel))?;
-        let xs = batch.student_input(xs)?;
-        let teachers = [batch as &dyn SideModel];
-        let captures = || self.engine.run_with(&teachers, &xs, &xs, |endpoints| student(&xs, endpoints));
-        let mut output = self.forward_from(captures, train)?;
+        let mut output = self.forward_from(|| self.cached_captures(batch, xs, student), train)?;
         let labels = batch.token_labels()?;
         let pairs = output.pairs.iter_mut().zip(&self.pairs).zip(self.engine.teacher_endpoints());
         for ((pair, spec), endpoint) in pairs {
@@ -163,10 +160,31 @@ impl Distillation<'_> {
         match teachers {
             None => self.engine.run(self.student, &self.teachers, student_xs, teacher_xs, train),
             Some(batch) => {
-                let xs = batch.student_input(student_xs)?;
-                self.engine.run(self.student, &[batch as &dyn SideModel], &xs, &xs, train)
+                self.cached_captures(batch, student_xs, |xs, endpoints| self.student.run(xs, train, endpoints))
             }
         }
+    }
+
+    /// As [`capture`](Self::capture) from a cached batch, with the student run by `forward`.
+    pub(crate) fn capture_by(
+        &self,
+        batch: &dyn TeacherBatch,
+        xs: &Tensor,
+        forward: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Captures> {
+        self.cached_captures(batch, xs, |xs, endpoints| run_forward(xs, endpoints, forward))
+    }
+
+    /// The engine's captures with `batch` as the teacher's side and the student's side given by
+    /// `student` (on what `batch` makes of `xs`, for the student's endpoints).
+    fn cached_captures(
+        &self,
+        batch: &dyn TeacherBatch,
+        xs: &Tensor,
+        student: impl FnOnce(&Tensor, &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>,
+    ) -> Result<Captures> {
+        let xs = batch.student_input(xs)?;
+        self.engine.run_with(&[batch as &dyn SideModel], &xs, &xs, |endpoints| student(&xs, endpoints))
     }
 
     /// Each pair's teacher, `teacher_of(pair index)`, gives the pair's endpoint as its criterion

@@ -9,7 +9,7 @@ use super::{DistillOutput, MappedPair, Mapping};
 use crate::criterion::Criterion;
 use crate::distillation::{Distillation, PairSpec};
 use crate::dry_run::DryRun;
-use crate::engine::{Engine, TeacherMode};
+use crate::engine::{Captures, Engine, TeacherMode};
 use crate::error::{DistillError, Result, SetupError};
 use crate::side::{LiveTeacher, SideModel};
 use crate::teacher_batch::TeacherBatch;
@@ -301,6 +301,30 @@ where
         out.f_select(self.engine().teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
     }
 
+    /// As [`forward_cached`](Self::forward_cached), with the student run by `forward` instead of
+    /// its `forward_t(xs, train)`: for a student whose forward takes more than a tensor, such as a
+    /// decoder over packed sequences that must see the batch's document ids to attend within each
+    /// document as the teacher did (`|| student.forward_inputs(&inputs)`). `forward` runs the
+    /// student this model was built with, once, in the mode the caller chose; its modules are
+    /// captured as in any forward. `xs` are the batch's inputs as `forward_cached` takes them.
+    ///
+    /// # Errors
+    /// What [`forward_cached`](Self::forward_cached) and `forward` fail with.
+    pub fn forward_cached_by<E>(
+        &self,
+        xs: &Tensor,
+        batch: &dyn TeacherBatch,
+        forward: impl FnOnce() -> std::result::Result<Tensor, E>,
+    ) -> Result<DistillOutput<'_, P>>
+    where
+        E: Into<DistillError>,
+    {
+        self.check()?;
+        let captures = self.distillation.capture_by(batch, xs, || forward().map_err(Into::into))?;
+        let out = self.output(captures);
+        out.f_select(self.engine().teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
+    }
+
     /// Why this model cannot run, if it cannot.
     fn check(&self) -> Result<()> {
         match self.problem {
@@ -320,13 +344,18 @@ where
     ) -> Result<DistillOutput<'_, P>> {
         self.check()?;
         let captures = self.distillation.capture(batch, student_xs, teacher_xs, train)?;
-        Ok(DistillOutput::new(
+        Ok(self.output(captures))
+    }
+
+    /// The engine's captures paired with the mapping's payloads.
+    fn output(&self, captures: Captures) -> DistillOutput<'_, P> {
+        DistillOutput::new(
             captures.student_output,
             captures.teacher_outputs,
             captures.student.into_iter().zip(captures.teacher).collect(),
             &self.mapping.pairs,
             &self.mapping.teacher_names,
-        ))
+        )
     }
 }
 
