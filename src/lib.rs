@@ -149,7 +149,9 @@ pub use distill_macros::Distillable;
 /// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
 /// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`
 /// (the teacher side read from a batch of a teacher cache, a [`cache::CachedBatch`] or a
-/// [`cache::CachedTokens`]), `dry_run` and `dry_run_cached` (`forward_t`, `forward_t_with` and
+/// [`cache::CachedTokens`]), `forward_cached_by(&xs, &batch, train, || …)` (the same, with the student
+/// run by the caller's closure, for a student whose forward takes more than a tensor), `dry_run` and
+/// `dry_run_cached` (`forward_t`, `forward_t_with` and
 /// `dry_run` only when every teacher is a [`LiveTeacher`]) and `LABELS`; `NameOutput<'d>` with one
 /// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
 /// and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`, `iter()`,

@@ -13,7 +13,9 @@
 //!
 //! Whichever built it, the distillation owns the step, the rescaling, each teacher's mode, the dry
 //! run and the forward, from teachers that run ([`forward_t`](Distillation::forward_t)) or from a
-//! batch of a teacher cache ([`forward_cached`](Distillation::forward_cached)). Its forward gives a
+//! batch of a teacher cache ([`forward_cached`](Distillation::forward_cached), and
+//! [`forward_cached_by`](Distillation::forward_cached_by) for a student the caller runs with more than
+//! a tensor, such as a decoder given a packed batch's document ids). Its forward gives a
 //! [`DistillationOutput`]: every pair's tensors after their adapters, and the weighted losses.
 
 pub(crate) mod losses;
