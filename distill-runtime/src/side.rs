@@ -11,7 +11,7 @@ use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
-use crate::error::{DistillError, Result};
+use crate::error::{CaptureError, Result};
 use crate::jit;
 use crate::module::Distillable;
 use crate::point::{Port, Side};
@@ -41,7 +41,8 @@ pub trait SideModel {
     /// form accepts only the criterion that reads that form at the stored temperature.
     ///
     /// # Errors
-    /// [`DistillError::CacheMismatch`] naming the pair, what is stored and what the criterion reads.
+    /// [`DistillError::CacheMismatch`](crate::DistillError::CacheMismatch) naming the pair, what is
+    /// stored and what the criterion reads.
     fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
         let _ = (label, endpoint, reads);
         Ok(())
@@ -176,37 +177,39 @@ fn run_modules<M: ModuleT + ?Sized>(
             };
             let calls = recordings.get(TapRequest { tap, port: endpoint.port });
             let not_called = || match &endpoint.container {
-                Some(container) => DistillError::ElementNotRecorded {
+                Some(container) => CaptureError::ElementNotRecorded {
                     side: endpoint.side,
                     path: endpoint.path.clone(),
                     container: container.clone(),
                 },
                 None => {
-                    DistillError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
+                    CaptureError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
                 }
             };
             match calls.len() {
-                0 => return Err(not_called()),
+                0 => return Err(not_called().into()),
                 1 => {}
                 n if !endpoint.all_calls => {
-                    return Err(DistillError::CalledMoreThanOnce {
+                    return Err(CaptureError::CalledMoreThanOnce {
                         side: endpoint.side,
                         path: endpoint.path.clone(),
                         calls: n,
-                    })
+                    }
+                    .into())
                 }
                 _ => {}
             }
             let mut tensors = Vec::with_capacity(calls.len());
             for call in calls {
                 if let Some(now) = call.modified_since_capture() {
-                    return Err(DistillError::ModifiedInPlace {
+                    return Err(CaptureError::ModifiedInPlace {
                         side: endpoint.side,
                         path: endpoint.path.clone(),
                         port: endpoint.port,
                         captured: call.version,
                         now,
-                    });
+                    }
+                    .into());
                 }
                 tensors.push(call.tensor.shallow_clone());
             }
