@@ -116,7 +116,8 @@ pub use distill_macros::Distillable;
 ///
 /// A final `[i]` selects the container's *slot* (`nn::Seq`, `nn::Sequential`, or a `Vec`/array of
 /// self-recording layers); an inner `[i]` goes into the element (`Seq<T>`, `Vec<T>`, arrays). An
-/// index out of range is a `DistillError::IndexOutOfRange` from `new()`, never a panic.
+/// index out of range is a `DistillError::Path(PathError::IndexOutOfRange)` from `new()`, never a
+/// panic.
 ///
 /// **Labels** name the output's fields. When omitted, the label is the student path with `_` for `.`
 /// (`student.features[5].conv` → `features_5_conv`, `"a.b"` → `a_b`, a leading digit gets `_`), and

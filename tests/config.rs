@@ -10,9 +10,10 @@ mod model;
 #[path = "../examples/fashion_mnist/prune.rs"]
 mod prune;
 
-use distill::config::{Config, ConfiguredAdapter, ConfiguredPair};
+use distill::config::{Config, ConfigError, ConfiguredAdapter, ConfiguredPair};
 use distill::criterion::{AttentionTransfer, Cosine, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1};
 use distill::criterion::{SoftCrossEntropy, L1};
+use distill::module::PathError;
 use distill::nn::{ModuleT, VarStore};
 use distill::prelude::*;
 use distill::schedule::Schedule;
@@ -101,11 +102,11 @@ fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
     // The models' error is the error's source, for `?` chains and error reporters.
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert_eq!(source.as_deref(), Some("the student has no module `features.1.cnv` (did you mean `features.1.conv`?)"));
-    let DistillError::Config { file, line, column, key, cause, .. } = err else { panic!("{err:?}") };
+    let DistillError::Config(ConfigError { file, line, column, key, cause, .. }) = err else { panic!("{err:?}") };
     assert_eq!((file.as_str(), line, column, key.as_str()), ("exp.toml", 3, 11, "pair[0].student"));
     assert!(matches!(
         cause.as_deref(),
-        Some(DistillError::UnknownPath { side: Side::Student, suggestion: Some(s), .. }) if s == "features.1.conv"
+        Some(DistillError::Path(PathError::UnknownPath { side: Side::Student, suggestion: Some(s), .. })) if s == "features.1.conv"
     ));
     // Nothing was built: the paths are checked before any adapter.
     assert_eq!(vs.len(), 0);
@@ -189,7 +190,7 @@ fn wrong_values_are_errors_at_the_value() {
     }
     // A syntax error is located too, without a key.
     let (message, err) = config_error("[[pair]]\nname = \"p\nstudent = \"\"\n");
-    assert!(matches!(err, DistillError::Config { line: 2, ref key, .. } if key.is_empty()), "{message}");
+    assert!(matches!(err, DistillError::Config(ConfigError { line: 2, ref key, .. }) if key.is_empty()), "{message}");
     assert!(message.starts_with("exp.toml:2:"), "{message}");
 }
 

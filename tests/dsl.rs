@@ -3,6 +3,8 @@
 //! bare root, both adapters, weighted criteria, closures, doc comments, per-pair options, targets,
 //! teacher modes — and the run-time errors of `new()` and `forward_t`.
 
+use distill::engine::CaptureError;
+use distill::module::PathError;
 use distill::prelude::*;
 use nn::{Module, ModuleT};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -261,7 +263,7 @@ fn enum_paths_are_checked_against_the_active_variant() {
     let (student, teacher) = (mlp(vs.root() / "s", false), mlp(vs.root() / "t", true));
     let err = Everything::new(vs.root() / "kd", &student, &teacher).unwrap_err();
     assert!(
-        matches!(&err, DistillError::UnknownPath { side: distill::Side::Student, path, .. } if path == "head.last"),
+        matches!(&err, DistillError::Path(PathError::UnknownPath { side: distill::Side::Student, path, .. }) if path == "head.last"),
         "{err}"
     );
 }
@@ -384,16 +386,16 @@ fn run_time_errors_come_from_new_and_forward() -> Result<(), DistillError> {
     let (student, teacher) = (mlp(vs.root() / "s", true), mlp(vs.root() / "t", true));
     let err = OutOfRange::new(vs.root(), &student, &teacher).unwrap_err();
     assert!(
-        matches!(&err, DistillError::IndexOutOfRange { container, index: 7, len: 3, .. } if container == "stack.layers"),
+        matches!(&err, DistillError::Path(PathError::IndexOutOfRange { container, index: 7, len: 3, .. }) if container == "stack.layers"),
         "{err}"
     );
     let err = InnerOutOfRange::new(vs.root(), &student, &teacher).unwrap_err();
     assert!(
-        matches!(&err, DistillError::IndexOutOfRange { side: distill::Side::Teacher, container, index: 5, len: 2 } if container == "vec"),
+        matches!(&err, DistillError::Path(PathError::IndexOutOfRange { side: distill::Side::Teacher, container, index: 5, len: 2 }) if container == "vec"),
         "{err}"
     );
     let err = BadDynamic::new(vs.root(), &student, &teacher).unwrap_err();
-    assert!(matches!(&err, DistillError::UnknownPath { path, .. } if path == "dynamic.2.2"), "{err}");
+    assert!(matches!(&err, DistillError::Path(PathError::UnknownPath { path, .. }) if path == "dynamic.2.2"), "{err}");
 
     let (student, teacher) = (wide(vs.root() / "ws", 5), wide(vs.root() / "wt", 7));
     let kd = Mismatch::new(vs.root(), &student, &teacher)?;
@@ -417,7 +419,7 @@ fn a_module_called_twice_needs_all_calls() {
     let (student, teacher) = (mlp(vs.root() / "s", true), mlp(vs.root() / "t", true));
     let kd = Twice::new(vs.root(), &student, &teacher).unwrap();
     let err = kd.forward_t(&randn(&[2, W]), false).unwrap_err();
-    assert!(matches!(err, DistillError::CalledMoreThanOnce { calls: 2, .. }), "{err}");
+    assert!(matches!(err, DistillError::Capture(CaptureError::CalledMoreThanOnce { calls: 2, .. })), "{err}");
 }
 
 #[test]

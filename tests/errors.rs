@@ -3,7 +3,8 @@
 mod common;
 
 use common::{Block, Net};
-use distill::module::{Child, Distillable};
+use distill::engine::CaptureError;
+use distill::module::{Child, Distillable, PathError};
 use distill::nn::{self, ModuleT, VarStore};
 use distill::{distill, DistillError, Endpoint, Mapping, Port, Side};
 use tch::{Device, Kind, Tensor};
@@ -25,7 +26,7 @@ fn unknown_path_suggests_the_closest() {
     let mut mapping = Mapping::<()>::new(&student, &teacher);
     let err = mapping.add("features.1.cnv", "features.1.conv", ()).map(|_| ()).unwrap_err();
     match &err {
-        DistillError::UnknownPath { side, path, suggestion } => {
+        DistillError::Path(PathError::UnknownPath { side, path, suggestion }) => {
             assert_eq!(*side, Side::Student);
             assert_eq!(path, "features.1.cnv");
             assert_eq!(suggestion.as_deref(), Some("features.1.conv"));
@@ -36,11 +37,11 @@ fn unknown_path_suggests_the_closest() {
 
     let err = mapping.add("stem", "clasifier", ()).map(|_| ()).unwrap_err();
     assert!(
-        matches!(&err, DistillError::UnknownPath { side: Side::Teacher, suggestion: Some(s), .. } if s == "classifier")
+        matches!(&err, DistillError::Path(PathError::UnknownPath { side: Side::Teacher, suggestion: Some(s), .. }) if s == "classifier")
     );
 
     let err = mapping.add("stem", "completely.unrelated", ()).map(|_| ()).unwrap_err();
-    assert!(matches!(err, DistillError::UnknownPath { suggestion: None, .. }));
+    assert!(matches!(err, DistillError::Path(PathError::UnknownPath { suggestion: None, .. })));
     assert!(mapping.is_empty(), "failed adds leave the mapping unchanged");
 }
 
@@ -51,15 +52,18 @@ fn index_out_of_range_names_the_container_and_length() {
     let mut mapping = Mapping::<()>::new(&student, &teacher);
     let err = mapping.add("features.7.conv", "stem", ()).map(|_| ()).unwrap_err();
     assert!(
-        matches!(&err, DistillError::IndexOutOfRange { side: Side::Student, container, index: 7, len: 2 } if container == "features"),
+        matches!(&err, DistillError::Path(PathError::IndexOutOfRange { side: Side::Student, container, index: 7, len: 2 }) if container == "features"),
         "{err:?}"
     );
     assert_eq!(err.to_string(), "index 7 is out of range for `features` on the student: it has 2 children");
 
     let err = mapping.add("stem", teacher.features.slot(9), ()).map(|_| ()).unwrap_err();
-    assert!(matches!(&err, DistillError::IndexOutOfRange { side: Side::Teacher, index: 9, len: 2, .. }), "{err:?}");
+    assert!(
+        matches!(&err, DistillError::Path(PathError::IndexOutOfRange { side: Side::Teacher, index: 9, len: 2, .. })),
+        "{err:?}"
+    );
     let err = mapping.add("head.3", "stem", ()).map(|_| ()).unwrap_err();
-    assert!(matches!(&err, DistillError::IndexOutOfRange { index: 3, len: 3, .. }), "{err:?}");
+    assert!(matches!(&err, DistillError::Path(PathError::IndexOutOfRange { index: 3, len: 3, .. })), "{err:?}");
 }
 
 /// A model holding modules that cannot record themselves.
@@ -93,7 +97,7 @@ fn modules_that_cannot_record_are_refused_at_add() {
     for path in ["raw", "blocks.0"] {
         let err = mapping.add(path, "", ()).map(|_| ()).unwrap_err();
         assert!(
-            matches!(&err, DistillError::NotRecordable { side: Side::Student, path: p, .. } if p == path),
+            matches!(&err, DistillError::Path(PathError::NotRecordable { side: Side::Student, path: p, .. }) if p == path),
             "{err:?}"
         );
         assert!(err.to_string().contains("cannot record its output"));
@@ -108,9 +112,9 @@ fn a_module_of_another_model_is_refused() {
     let (_b, teacher) = net(&[2, 3, 4]);
     let mut mapping = Mapping::<()>::new(&student, &teacher);
     let err = mapping.add(&teacher.stem, "stem", ()).map(|_| ()).unwrap_err();
-    assert!(matches!(err, DistillError::NotInModel { side: Side::Student, .. }), "{err:?}");
+    assert!(matches!(err, DistillError::Path(PathError::NotInModel { side: Side::Student, .. })), "{err:?}");
     let err = mapping.add("stem", student.features.slot(0), ()).map(|_| ()).unwrap_err();
-    assert!(matches!(err, DistillError::NotInModel { side: Side::Teacher, .. }), "{err:?}");
+    assert!(matches!(err, DistillError::Path(PathError::NotInModel { side: Side::Teacher, .. })), "{err:?}");
 }
 
 #[test]
@@ -176,7 +180,7 @@ fn a_module_that_did_not_run_is_an_error() {
     let model = Quirky::new(&vs);
     let err = run_one(&model, "unused").unwrap_err();
     assert!(
-        matches!(&err, DistillError::NotCalled { side: Side::Student, path, port: Port::Output } if path == "unused"),
+        matches!(&err, DistillError::Capture(CaptureError::NotCalled { side: Side::Student, path, port: Port::Output }) if path == "unused"),
         "{err:?}"
     );
 }
@@ -186,7 +190,10 @@ fn a_module_that_ran_twice_is_an_error_unless_all_calls_are_asked_for() {
     let vs = VarStore::new(Device::Cpu);
     let model = Quirky::new(&vs);
     let err = run_one(&model, "twice").unwrap_err();
-    assert!(matches!(&err, DistillError::CalledMoreThanOnce { calls: 2, path, .. } if path == "twice"), "{err:?}");
+    assert!(
+        matches!(&err, DistillError::Capture(CaptureError::CalledMoreThanOnce { calls: 2, path, .. }) if path == "twice"),
+        "{err:?}"
+    );
 
     let x = xs();
     let mut mapping = Mapping::new(&model, &model);
@@ -209,7 +216,7 @@ fn an_in_place_edit_after_capture_is_an_error() {
     let model = Quirky::new(&vs);
     let err = run_one(&model, "edited").unwrap_err();
     assert!(
-        matches!(&err, DistillError::ModifiedInPlace { side: Side::Student, path, port: Port::Output, .. } if path == "edited"),
+        matches!(&err, DistillError::Capture(CaptureError::ModifiedInPlace { side: Side::Student, path, port: Port::Output, .. }) if path == "edited"),
         "{err:?}"
     );
     assert!(err.to_string().contains("modified in place"));

@@ -1,6 +1,6 @@
 //! The module tree: blanket impls, listings, and path resolution.
 
-use distill::module::{named_modules, resolve, Child, Distillable};
+use distill::module::{named_modules, resolve, Child, Distillable, PathError};
 use distill::nn::{self, VarStore};
 use distill::{DistillError, Side};
 use tch::Device;
@@ -62,7 +62,7 @@ fn blanket_impls_name_and_record_their_elements() {
     assert_eq!(resolve(&h, Side::Student, "list.2").unwrap().tap, h.list[2].own_tap());
     assert_eq!(resolve(&h, Side::Student, "boxed").unwrap().tap, h.boxed.own_tap());
     let err = resolve(&h, Side::Teacher, "list.3").unwrap_err();
-    assert!(matches!(err, DistillError::IndexOutOfRange { index: 3, len: 3, .. }), "{err:?}");
+    assert!(matches!(err, DistillError::Path(PathError::IndexOutOfRange { index: 3, len: 3, .. })), "{err:?}");
     let err = resolve(&h, Side::Teacher, "absent.weight").unwrap_err();
-    assert!(matches!(err, DistillError::UnknownPath { .. }), "{err:?}");
+    assert!(matches!(err, DistillError::Path(PathError::UnknownPath { .. })), "{err:?}");
 }

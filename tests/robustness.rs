@@ -2,6 +2,8 @@
 //! `DistillError` naming what to fix, or correct behaviour — never a panic, a poisoned thread or a
 //! silent guess.
 
+use distill::engine::CaptureError;
+use distill::module::PathError;
 use distill::nn::{self, Module, ModuleT, VarStore};
 use distill::Distillable;
 use distill::{distill, DistillError, Mapping, Side};
@@ -122,7 +124,7 @@ fn a_seq_iterated_by_hand_says_its_elements_ran_unrecorded() {
     let dm = distill(&model, &model, mapping);
     let err = dm.forward_t(&randn(&[2, 4]), false).unwrap_err();
     assert!(
-        matches!(&err, DistillError::ElementNotRecorded { side: Side::Teacher, path, container } if path == "blocks.1" && container == "blocks"),
+        matches!(&err, DistillError::Capture(CaptureError::ElementNotRecorded { side: Side::Teacher, path, container }) if path == "blocks.1" && container == "blocks"),
         "{err:?}"
     );
     let message = err.to_string();
@@ -156,7 +158,7 @@ fn index_segments_with_a_sign_or_leading_zeros_are_refused() {
     {
         let err = mapping.add(path, "blocks.1", ()).map(|_| ()).unwrap_err();
         assert!(
-            matches!(&err, DistillError::UnknownPath { side: Side::Student, path: p, suggestion: Some(s) } if p == path && s == suggestion),
+            matches!(&err, DistillError::Path(PathError::UnknownPath { side: Side::Student, path: p, suggestion: Some(s) }) if p == path && s == suggestion),
             "{path}: {err:?}"
         );
     }

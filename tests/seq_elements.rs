@@ -1,6 +1,7 @@
 //! A forward that walks a `Seq`'s elements itself records them through `elements()` / `forward_at`,
 //! exactly as the `Seq`'s own forward would.
 
+use distill::engine::CaptureError;
 use distill::nn::{self, ModuleT, VarStore};
 use distill::{distill, DistillError, Distillable, Mapping};
 use tch::{Device, Kind, Tensor};
@@ -99,7 +100,7 @@ fn elements_called_directly_are_reported_as_not_run() {
     mapping.add("blocks.1", "blocks.1", ()).unwrap();
     let dm = distill(&model, &model, mapping);
     let error = dm.forward_t(&input(), false).unwrap_err();
-    assert!(matches!(error, DistillError::ElementNotRecorded { .. }), "{error}");
+    assert!(matches!(error, DistillError::Capture(CaptureError::ElementNotRecorded { .. })), "{error}");
     assert!(error.to_string().contains("for block in self.blocks.elements()"), "{error}");
 }
 

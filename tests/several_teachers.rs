@@ -8,7 +8,9 @@ mod common;
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use distill::engine::CaptureError;
 use distill::jit::{self, JitError};
+use distill::module::PathError;
 use distill::nn::{self, ModuleT, VarStore};
 use distill::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -285,7 +287,7 @@ fn mapping_errors_name_the_teacher() {
     let error = mapping.add_from("big", "head", &m.wide.body, ()).unwrap_err();
     assert!(
         matches!(&error, DistillError::InTeacher { teacher, source } if teacher == "big"
-        && matches!(**source, DistillError::NotInModel { .. })),
+        && matches!(**source, DistillError::Path(PathError::NotInModel { .. }))),
         "{error}"
     );
     let error = mapping.add("head", "head", ()).unwrap_err();
@@ -337,7 +339,7 @@ fn forward_errors_name_the_teacher() {
     let error = distill_teachers(&m.student, mapping).forward_t(&xs(), false).unwrap_err();
     assert!(
         matches!(&error, DistillError::InTeacher { teacher, source } if teacher == "odd"
-        && matches!(**source, DistillError::NotCalled { .. })),
+        && matches!(**source, DistillError::Capture(CaptureError::NotCalled { .. }))),
         "{error}"
     );
 }

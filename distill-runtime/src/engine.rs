@@ -9,6 +9,7 @@ use tch::Tensor;
 use crate::captured::move_to;
 pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
+pub use crate::error::CaptureError;
 use crate::error::{DistillError, Result, SetupError};
 use crate::side::SideModel;
 

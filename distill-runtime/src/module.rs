@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::error::{DistillError, Result};
+pub use crate::error::PathError;
+use crate::error::Result;
 use crate::point::{Side, TapId};
 use crate::suggest::closest;
 
@@ -216,9 +217,11 @@ pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<
             Some(next) => current = next,
             None => {
                 if let (Some(index), true) = (parse_index(segment), indexed > 0) {
-                    return Err(DistillError::IndexOutOfRange { side, container: walked, index, len: indexed });
+                    return Err(PathError::IndexOutOfRange { side, container: walked, index, len: indexed }.into());
                 }
-                return Err(DistillError::UnknownPath { side, path: path.to_owned(), suggestion: suggest(root, path) });
+                return Err(
+                    PathError::UnknownPath { side, path: path.to_owned(), suggestion: suggest(root, path) }.into()
+                );
             }
         }
         walked = if walked.is_empty() { segment.to_owned() } else { format!("{walked}.{segment}") };

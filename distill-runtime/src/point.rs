@@ -64,7 +64,7 @@ impl fmt::Display for Port {
 
 /// The distillation point of one element of a `Seq` or a `Sequential`, from their `slot(index)`;
 /// usable as a `Mapping` endpoint. An index past the end is reported by `Mapping::add` as
-/// `DistillError::IndexOutOfRange`.
+/// `PathError::IndexOutOfRange`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     /// The tap of the container itself (to name it in errors).

@@ -9,7 +9,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
-use crate::error::{DistillError, Result};
+use crate::error::{PathError, Result};
 use crate::module::{join, resolve, Distillable};
 use crate::point::{Side, TapId};
 
@@ -56,7 +56,7 @@ impl<'m> Resolver<'m> {
                         Located { module: found.module, tap: found.tap }
                     }
                 };
-                let tap = found.tap.ok_or_else(|| DistillError::NotRecordable {
+                let tap = found.tap.ok_or_else(|| PathError::NotRecordable {
                     side,
                     path: path.to_string(),
                     type_name: found.module.module_type(),
@@ -66,14 +66,13 @@ impl<'m> Resolver<'m> {
                 (path.to_string(), Some(tap), container)
             }
             Target::Tap { tap, type_name } => {
-                let path = self.path_of(*tap).ok_or(DistillError::NotInModel { side, type_name })?;
+                let path = self.path_of(*tap).ok_or(PathError::NotInModel { side, type_name })?;
                 (path.to_owned(), Some(*tap), None)
             }
             Target::Slot(slot) => {
-                let container = self
-                    .path_of(slot.container)
-                    .ok_or(DistillError::NotInModel { side, type_name: "container slot" })?;
-                let tap = slot.tap.ok_or_else(|| DistillError::IndexOutOfRange {
+                let container =
+                    self.path_of(slot.container).ok_or(PathError::NotInModel { side, type_name: "container slot" })?;
+                let tap = slot.tap.ok_or_else(|| PathError::IndexOutOfRange {
                     side,
                     container: container.to_owned(),
                     index: slot.index,

@@ -11,7 +11,7 @@ use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
-use crate::error::{DistillError, Result, SetupError};
+use crate::error::{CaptureError, Result};
 use crate::jit;
 use crate::module::Distillable;
 use crate::point::{Port, Side};
@@ -41,7 +41,8 @@ pub trait SideModel {
     /// form accepts only the criterion that reads that form at the stored temperature.
     ///
     /// # Errors
-    /// [`DistillError::CacheMismatch`] naming the pair, what is stored and what the criterion reads.
+    /// [`DistillError::CacheMismatch`](crate::DistillError::CacheMismatch) naming the pair, what is
+    /// stored and what the criterion reads.
     fn check_encoding(&self, label: &str, endpoint: &ResolvedEndpoint, reads: TeacherEncoding) -> Result<()> {
         let _ = (label, endpoint, reads);
         Ok(())
@@ -171,7 +172,7 @@ fn run_modules<M: ModuleT + ?Sized>(
 /// `xs` for its input.
 ///
 /// # Errors
-/// What `forward` fails with; a capture problem; [`SetupError::NotTapped`] for an endpoint that is
+/// What `forward` fails with; a capture problem; [`CaptureError::NotTapped`] for an endpoint that is
 /// neither the root nor a tapped module (a TorchScript model's named output, which only its own
 /// forward gives).
 pub(crate) fn run_forward(
@@ -188,7 +189,7 @@ pub(crate) fn run_forward(
         .map(|endpoint| {
             let Some(tap) = endpoint.tap else {
                 if !endpoint.path.is_empty() {
-                    return Err(SetupError::NotTapped { side: endpoint.side, path: endpoint.path.clone() }.into());
+                    return Err(CaptureError::NotTapped { side: endpoint.side, path: endpoint.path.clone() }.into());
                 }
                 return Ok(Captured::one(match endpoint.port {
                     Port::Output => output.shallow_clone(),
@@ -197,37 +198,39 @@ pub(crate) fn run_forward(
             };
             let calls = recordings.get(TapRequest { tap, port: endpoint.port });
             let not_called = || match &endpoint.container {
-                Some(container) => DistillError::ElementNotRecorded {
+                Some(container) => CaptureError::ElementNotRecorded {
                     side: endpoint.side,
                     path: endpoint.path.clone(),
                     container: container.clone(),
                 },
                 None => {
-                    DistillError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
+                    CaptureError::NotCalled { side: endpoint.side, path: endpoint.path.clone(), port: endpoint.port }
                 }
             };
             match calls.len() {
-                0 => return Err(not_called()),
+                0 => return Err(not_called().into()),
                 1 => {}
                 n if !endpoint.all_calls => {
-                    return Err(DistillError::CalledMoreThanOnce {
+                    return Err(CaptureError::CalledMoreThanOnce {
                         side: endpoint.side,
                         path: endpoint.path.clone(),
                         calls: n,
-                    })
+                    }
+                    .into())
                 }
                 _ => {}
             }
             let mut tensors = Vec::with_capacity(calls.len());
             for call in calls {
                 if let Some(now) = call.modified_since_capture() {
-                    return Err(DistillError::ModifiedInPlace {
+                    return Err(CaptureError::ModifiedInPlace {
                         side: endpoint.side,
                         path: endpoint.path.clone(),
                         port: endpoint.port,
                         captured: call.version,
                         now,
-                    });
+                    }
+                    .into());
                 }
                 tensors.push(call.tensor.shallow_clone());
             }
@@ -235,4 +238,36 @@ pub(crate) fn run_forward(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((output, captures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::DistillError;
+
+    fn endpoint(path: &str) -> ResolvedEndpoint {
+        ResolvedEndpoint {
+            side: Side::Student,
+            path: path.to_owned(),
+            tap: None,
+            container: None,
+            output: Some(1),
+            port: Port::Output,
+            all_calls: false,
+        }
+    }
+
+    #[test]
+    fn a_forward_of_the_callers_gives_the_root_and_refuses_an_untapped_output() {
+        let xs = Tensor::from_slice(&[1.0f32, 2.0]);
+        let (output, captures) = run_forward(&xs, &[endpoint("")], || Ok(&xs * 3.0)).unwrap();
+        assert!(captures[0].tensor().equal(&output) && output.equal(&(&xs * 3.0)));
+        // A TorchScript student's named output: only the module's own forward gives it, so the
+        // caller's forward cannot stand in for it.
+        let err = run_forward(&xs, &[endpoint("logits")], || Ok(xs.shallow_clone())).unwrap_err();
+        assert!(
+            matches!(err, DistillError::Capture(CaptureError::NotTapped { ref path, .. }) if path == "logits"),
+            "{err}"
+        );
+    }
 }

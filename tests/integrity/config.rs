@@ -1,6 +1,6 @@
 //! Configuration bounds: weights, ramps, bytes, duplicate keys, and many pairs.
 
-use distill::config::Config;
+use distill::config::{Config, ConfigError};
 use distill::schedule::Schedule;
 use distill::DistillError;
 
@@ -12,7 +12,7 @@ fn pair(weight: &str) -> String {
 
 fn located(error: DistillError) -> (usize, usize, String) {
     match &error {
-        DistillError::Config { line, column, .. } => (*line, *column, error.to_string()),
+        DistillError::Config(ConfigError { line, column, .. }) => (*line, *column, error.to_string()),
         other => panic!("not a located configuration error: {other}"),
     }
 }

@@ -40,11 +40,11 @@
 //!
 //! Everything is checked when the file is read (syntax, keys, kinds, parameter domains) or when the
 //! mapping is built (paths, indices, adapters against the models), and every error is a
-//! [`DistillError::Config`] naming the file, line, column and key, with the closest existing path or
+//! [`ConfigError`] naming the file, line, column and key, with the closest existing path or
 //! key when one is close.
 //!
 //! ```
-//! use distill_runtime::config::Config;
+//! use distill_runtime::config::{Config, ConfigError};
 //! use distill_runtime::DistillError;
 //!
 //! let text = "[[pair]]\nname = \"kd\"\nstudent = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temprature = 4.0 }\n";
@@ -53,7 +53,7 @@
 //!     err.to_string(),
 //!     "kd.toml:5:31: `pair[0].criterion.temprature`: unknown key (did you mean `temperature`?)"
 //! );
-//! assert!(matches!(err, DistillError::Config { line: 5, .. }));
+//! assert!(matches!(err, DistillError::Config(ConfigError { line: 5, .. })));
 //! ```
 
 mod adapters;
@@ -62,6 +62,7 @@ mod pair;
 mod reader;
 mod weight;
 
+pub use crate::error::ConfigError;
 pub use adapters::ConfiguredAdapter;
 pub use pair::ConfiguredPair;
 
@@ -77,7 +78,7 @@ use self::weight::WeightConfig;
 use crate::distillation::Distillation;
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, PathError, Result};
 use crate::jit;
 use crate::mapping::Mapping;
 use crate::module::{resolve, Distillable};
@@ -138,12 +139,12 @@ impl Config {
     /// Reads and checks the TOML file at `file`.
     ///
     /// # Errors
-    /// [`DistillError::Config`] for a file that cannot be read, is not TOML, or does not describe a
+    /// [`ConfigError`] for a file that cannot be read, is not TOML, or does not describe a
     /// distillation (located at the key or value at fault).
     pub fn from_file(file: impl AsRef<FilePath>) -> Result<Config> {
         let file = file.as_ref();
         let name = file.display().to_string();
-        let error = |line, column, message| DistillError::Config {
+        let error = |line, column, message| ConfigError {
             file: name.clone(),
             line,
             column,
@@ -206,8 +207,8 @@ impl Config {
     /// any adapter is built, so a wrong path leaves `path` without variables.
     ///
     /// # Errors
-    /// [`DistillError::Config`] at the path, option or adapter at fault; its `cause` is the model's
-    /// error (e.g. [`DistillError::UnknownPath`] with the closest existing path).
+    /// [`ConfigError`] at the path, option or adapter at fault; its `cause` is the model's error
+    /// (e.g. [`PathError::UnknownPath`] with the closest existing path).
     pub fn mapping<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
@@ -250,7 +251,7 @@ impl Config {
                 teacher_adapter: build(&pair.teacher_adapter, "teacher")?,
             };
             mapping.add(pair.student.endpoint(), pair.teacher.endpoint(), payload).map_err(|err| {
-                let entry = if matches!(&err, DistillError::UnknownPath { side: Side::Teacher, .. }) {
+                let entry = if matches!(&err, DistillError::Path(PathError::UnknownPath { side: Side::Teacher, .. })) {
                     &pair.teacher
                 } else {
                     &pair.student

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::error::{DistillError, Result};
+use crate::error::{ConfigError, DistillError, Result};
 use crate::suggest::closest;
 
 /// A configuration's text and file name: turns byte spans into `file:line:column` errors.
@@ -24,19 +24,19 @@ pub(super) struct At {
 }
 
 impl Source<'_> {
-    /// A [`DistillError::Config`] at `at`.
+    /// A [`ConfigError`] at `at`.
     pub(crate) fn error(&self, at: &At, message: impl Into<String>) -> DistillError {
         self.located(at, message.into(), None)
     }
 
-    /// A [`DistillError::Config`] at `at` for an error the models (or a constructor) gave.
+    /// A [`ConfigError`] at `at` for an error the models (or a constructor) gave.
     pub(crate) fn caused(&self, at: &At, cause: DistillError) -> DistillError {
         self.located(at, cause.to_string(), Some(Box::new(cause)))
     }
 
     fn located(&self, at: &At, message: String, cause: Option<Box<DistillError>>) -> DistillError {
         let (line, column) = line_column(self.text, at.span.start);
-        DistillError::Config { file: self.file.to_owned(), line, column, key: at.key.clone(), message, cause }
+        ConfigError { file: self.file.to_owned(), line, column, key: at.key.clone(), message, cause }.into()
     }
 }
 

@@ -78,7 +78,7 @@ impl Distillation<'_> {
     /// # Errors
     /// What [`forward_cached`](Self::forward_cached) fails with, and what `forward` fails with. A
     /// student endpoint that only the student's own forward gives (a TorchScript student's named
-    /// output) is [`SetupError::NotTapped`](crate::error::SetupError::NotTapped).
+    /// output) is [`CaptureError::NotTapped`](crate::error::CaptureError::NotTapped).
     pub fn forward_cached_by<E>(
         &self,
         xs: &Tensor,

@@ -3,22 +3,28 @@
 pub use crate::point::{Port, Side};
 mod adapter;
 mod cache;
+mod capture;
 mod channel_map;
 mod checkpoint;
 mod checksum;
+mod config;
 mod criterion;
 mod jit;
+mod path;
 mod prune;
 mod setup;
 mod text;
 
 pub use adapter::AdapterError;
 pub use cache::CacheError;
+pub use capture::CaptureError;
 pub use channel_map::ChannelMapError;
 pub use checkpoint::{CheckpointError, CheckpointProblem, StateDictProblems};
 pub use checksum::ChecksumError;
+pub use config::ConfigError;
 pub use criterion::{CriterionError, Packed, PackedProblem};
 pub use jit::JitError;
+pub use path::PathError;
 pub use prune::{PruneError, RecordProblem};
 pub use setup::SetupError;
 
@@ -31,109 +37,13 @@ pub(crate) use text::{did_you_mean, libtorch_message, named_or};
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum DistillError {
-    /// A module path names no module of the model.
-    #[error("the {side} has no module `{path}`{}", did_you_mean(suggestion))]
-    UnknownPath {
-        /// The model the path was looked up in.
-        side: Side,
-        /// The path as given.
-        path: String,
-        /// The closest existing path, if one is close.
-        suggestion: Option<String>,
-    },
-    /// An index past the end of a container.
-    #[error("index {index} is out of range for `{container}` on the {side}: it has {len} children")]
-    IndexOutOfRange {
-        /// The model the path was looked up in.
-        side: Side,
-        /// Path of the indexed container (`""` for the model itself).
-        container: String,
-        /// The index asked for.
-        index: usize,
-        /// How many children the container has.
-        len: usize,
-    },
-    /// The module exists but nothing records its output during forward.
-    #[error(
-        "the {side} module `{path}` ({type_name}) cannot record its output: make it a `distill::nn` \
-         layer, wrap it in `distill::nn::Tap`, or hold it in a `distill::nn::Seq`/`Sequential`"
-    )]
-    NotRecordable {
-        /// The model the module belongs to.
-        side: Side,
-        /// Path of the module.
-        path: String,
-        /// Rust type of the module.
-        type_name: &'static str,
-    },
-    /// A module given by reference is not part of the model it was given for.
-    #[error("the `{type_name}` given as the {side} endpoint is not a module of the {side} model")]
-    NotInModel {
-        /// The model that was searched.
-        side: Side,
-        /// Rust type of the module given.
-        type_name: &'static str,
-    },
-    /// A mapped module did not run during the forward pass.
-    #[error("the {side} module `{path}` did not run during the forward pass, so its {port} could not be captured")]
-    NotCalled {
-        /// The model that ran.
-        side: Side,
-        /// Path of the module.
-        path: String,
-        /// What was to be captured.
-        port: Port,
-    },
-    /// A mapped element of a `Seq` or a `Sequential` was not recorded: the container was not called
-    /// as a whole, so its elements either did not run or were called one by one, which records
-    /// nothing.
-    #[error(
-        "the {side} module `{path}` was not recorded during the forward pass: it is an element of {}, whose \
-         elements are recorded when the container itself runs (`seq.forward_t(xs, train)`) or when the forward calls \
-         them through it (`for block in {}.elements() {{ xs = block.forward_t(&xs, train) }}`, `forward_at(i, …)`); \
-         a forward that calls the elements directly (`for element in &{}`) runs them unrecorded",
-        container_name(container),
-        container_expr(container),
-        container_expr(container)
-    )]
-    ElementNotRecorded {
-        /// The model that ran.
-        side: Side,
-        /// Path of the element.
-        path: String,
-        /// Path of its container.
-        container: String,
-    },
-    /// A mapped module ran more than once and the endpoint asked for a single call.
-    #[error(
-        "the {side} module `{path}` ran {calls} times in one forward pass; ask for all calls \
-         (`Endpoint::all_calls`, or `all_calls` in `distill!`) to receive each one"
-    )]
-    CalledMoreThanOnce {
-        /// The model that ran.
-        side: Side,
-        /// Path of the module.
-        path: String,
-        /// How many times it ran.
-        calls: usize,
-    },
-    /// A captured tensor was changed in place after it was captured.
-    #[error(
-        "the {port} of the {side} module `{path}` was modified in place after it was captured \
-         (version {captured} became {now}), e.g. by `relu_()`: use the out-of-place operation"
-    )]
-    ModifiedInPlace {
-        /// The model that ran.
-        side: Side,
-        /// Path of the module.
-        path: String,
-        /// Which tensor was captured.
-        port: Port,
-        /// libtorch version counter at capture time.
-        captured: i64,
-        /// libtorch version counter after the forward pass.
-        now: i64,
-    },
+    /// A module path or a module given by reference does not name a module of the model, or names one
+    /// that cannot record its output.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A mapped module's output or input could not be captured as asked during the forward pass.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     /// A pair's criterion cannot compare the two tensors' shapes (e.g. different shapes for an
     /// element-wise loss, a 2-D tensor for attention transfer, a batch of one for RKD). When the shapes
     /// differ in one width, the message names the adapters that would fit.
@@ -247,25 +157,9 @@ pub enum DistillError {
     #[error(transparent)]
     Jit(#[from] JitError),
     /// A configuration file is not valid TOML, has a key or a value the configuration does not know,
-    /// or names something its models do not have. The location is 1-based and names the key at
-    /// fault; a misspelt path or key comes with the closest existing one.
-    #[error("{file}:{line}:{column}: {}{message}", key_prefix(key))]
-    Config {
-        /// The file (or the name given to text parsed from memory).
-        file: String,
-        /// Line of the offending key or value, from 1.
-        line: usize,
-        /// Column (in characters) of the offending key or value, from 1.
-        column: usize,
-        /// The dotted key at fault (`pair[2].student`); empty for a syntax error.
-        key: String,
-        /// What is wrong; for a path the models do not have, the message of `cause`.
-        message: String,
-        /// The error the models gave for the value (an unknown path with its suggestion, an index out
-        /// of range, an adapter that cannot be built…), to match on; its text is already in `message`.
-        #[source]
-        cause: Option<Box<DistillError>>,
-    },
+    /// or names something its models do not have.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A checkpoint cannot be written or restored exactly (a variable whose owner is unknown, a
     /// variable missing from the file or not in the models, a shape that differs), or a `state_dict`
     /// file does not fit the model it is loaded into.
@@ -378,27 +272,12 @@ fn pair_prefix(pair: &str) -> String {
     named_or(pair, "", "pair `", "`: ")
 }
 
-/// `` `key`: `` before a configuration message, nothing for a syntax error.
-fn key_prefix(key: &str) -> String {
-    named_or(key, "", "`", "`: ")
-}
-
 fn quoted_list(names: &[String]) -> String {
     names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn bullet_list(problems: &[DistillError]) -> String {
     problems.iter().map(|problem| format!("- {problem}")).collect::<Vec<_>>().join("\n")
-}
-
-/// A container's path in a message: `` `features` ``, or the model itself.
-fn container_name(path: &str) -> String {
-    named_or(path, "the model itself", "`", "`")
-}
-
-/// A container's path as the Rust expression a forward would iterate over.
-fn container_expr(path: &str) -> String {
-    named_or(path, "self", "self.", "")
 }
 
 /// Result of the runtime's fallible operations.

@@ -1,8 +1,6 @@
 //! What goes wrong with a distillation's teachers or the labels of its pairs, when it is declared,
 //! built or run.
 
-use crate::point::Side;
-
 /// A distillation's teachers or pair labels that do not fit what is asked of them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -40,18 +38,6 @@ pub enum SetupError {
         expected: usize,
         /// The teacher sides given.
         given: usize,
-    },
-    /// A student endpoint that only the student's own forward gives (a TorchScript student's named
-    /// output), in a forward whose student is run by the caller.
-    #[error(
-        "the {side} endpoint `{path}` is an output of the model's own forward: a forward that runs the student by \
-         the caller's call captures the student's `distill::nn` modules and its output only"
-    )]
-    NotTapped {
-        /// The side of the endpoint.
-        side: Side,
-        /// The endpoint's path.
-        path: String,
     },
     /// A label that no pair has.
     #[error("cannot rescale the terms to `{label}`: no pair has that label; the labels are {}", labels.join(", "))]

@@ -30,7 +30,7 @@ use tch::{CModule, Device, IValue, Tensor, TrainableCModule};
 
 use crate::captured::Captured;
 use crate::endpoint::{Endpoint, ResolvedEndpoint, Target};
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, PathError, Result};
 
 pub use crate::error::JitError;
 use crate::point::{Port, Side};
@@ -166,7 +166,7 @@ impl Module {
     /// the module's own output); modules given by reference or by slot are not part of it.
     pub(crate) fn resolve_endpoint(&self, endpoint: &Endpoint<'_>, side: Side) -> Result<ResolvedEndpoint> {
         let Target::Path(name) = &endpoint.target else {
-            return Err(DistillError::NotInModel { side, type_name: "module given by reference or by slot" });
+            return Err(PathError::NotInModel { side, type_name: "module given by reference or by slot" }.into());
         };
         let output = if name.is_empty() {
             match (endpoint.port, self.main_output) {

@@ -102,7 +102,7 @@ impl<T> Seq<T> {
     }
 
     /// The distillation point of element `index`, usable as a `Mapping` endpoint. An index past the
-    /// end is reported by `Mapping::add` as `DistillError::IndexOutOfRange`.
+    /// end is reported by `Mapping::add` as `PathError::IndexOutOfRange`.
     pub fn slot(&self, index: usize) -> Slot {
         Slot { container: self.tap, index, len: self.len(), tap: self.taps.get(index).copied() }
     }

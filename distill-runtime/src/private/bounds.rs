@@ -10,7 +10,7 @@ use tch::Tensor;
 use crate::adapter::Adapter;
 use crate::criterion::Criterion;
 use crate::endpoint::{Endpoint, IntoEndpoint};
-use crate::error::{DistillError, Result};
+use crate::error::{DistillError, PathError, Result};
 use crate::module::{Distillable, Recordable};
 use crate::nn::{Seq, Sequential, Tap};
 use crate::point::Side;
@@ -228,34 +228,28 @@ pub fn module<M: Recordable + Distillable + ?Sized>(module: &M) -> Endpoint<'sta
     Endpoint::module(module)
 }
 
-/// The endpoint `container[index]`; an index out of range is `IndexOutOfRange` naming `container`
-/// (its path as written in `distill!`).
+/// The endpoint `container[index]`; an index out of range is `PathError::IndexOutOfRange` naming
+/// `container` (its path as written in `distill!`).
 pub fn slot<C: SlotIndex + ?Sized>(
     container: &C,
     index: usize,
     side: Side,
     path: &'static str,
 ) -> Result<Endpoint<'static>> {
-    container.slot_endpoint(index).ok_or_else(|| DistillError::IndexOutOfRange {
-        side,
-        container: path.to_owned(),
-        index,
-        len: container.slot_count(),
+    container.slot_endpoint(index).ok_or_else(|| {
+        PathError::IndexOutOfRange { side, container: path.to_owned(), index, len: container.slot_count() }.into()
     })
 }
 
-/// `container[index]` as a typed reference; out of range is `IndexOutOfRange`, never a panic.
+/// `container[index]` as a typed reference; out of range is `PathError::IndexOutOfRange`, never a panic.
 pub fn child<'a, C: ChildAt + ?Sized>(
     container: &'a C,
     index: usize,
     side: Side,
     path: &'static str,
 ) -> Result<&'a C::Element> {
-    container.child_at(index).ok_or_else(|| DistillError::IndexOutOfRange {
-        side,
-        container: path.to_owned(),
-        index,
-        len: container.child_count(),
+    container.child_at(index).ok_or_else(|| {
+        PathError::IndexOutOfRange { side, container: path.to_owned(), index, len: container.child_count() }.into()
     })
 }
 
