@@ -110,6 +110,26 @@ fn mask(ids: &[usize]) -> Tensor {
     Tensor::from_slice(&flat).view([ids.len() as i64, T])
 }
 
+/// The spec of a test cache of `teacher`'s top-k at T = 2 (f32 values) over the dataset `dataset`.
+fn spec(teacher: &VarStore, dataset: &str) -> TokenCacheSpec {
+    TokenCacheSpec {
+        teacher: TeacherHash::of_var_store(teacher).unwrap(),
+        tokenizer: TokenCacheSpec::tokenizer_identity(b"test tokens"),
+        dataset: format!("{dataset}-{SEQUENCES}x{T}"),
+        num_sequences: SEQUENCES,
+        seq_len: T,
+        vocab: VOCAB,
+        encoding: TokenEncoding::top_k(K, TEMPERATURE).with_values(Precision::F32),
+    }
+}
+
+/// An empty scratch folder for the cache `name` of this process.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("distill-token-dsl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 struct Fixture {
     dir: PathBuf,
     cache: TokenCache,
@@ -133,18 +153,8 @@ fn fixture(name: &str) -> Fixture {
     let teacher = LlamaForCausalLM::new(teacher_vs.root(), &config(3)).unwrap();
     let vs = VarStore::new(Device::Cpu);
     let student = LlamaForCausalLM::new(vs.root() / "student", &config(1)).unwrap();
-    let dir = std::env::temp_dir().join(format!("distill-token-dsl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = TokenCacheSpec {
-        teacher: TeacherHash::of_var_store(&teacher_vs).unwrap(),
-        tokenizer: TokenCacheSpec::tokenizer_identity(b"test tokens"),
-        dataset: format!("test-{SEQUENCES}x{T}"),
-        num_sequences: SEQUENCES,
-        seq_len: T,
-        vocab: VOCAB,
-        encoding: TokenEncoding::top_k(K, TEMPERATURE).with_values(Precision::F32),
-    };
-    TokenCacheWriter::new(&dir, spec)
+    let dir = scratch_dir(name);
+    TokenCacheWriter::new(&dir, spec(&teacher_vs, "test"))
         .shards(2)
         .hidden_state("model.layers.1", 32, Precision::F32)
         .write_with_hidden(2, |ids| {
@@ -369,8 +379,7 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
     assert!(err.to_string().contains("the stored hidden states"), "{err}");
 
     // A batch with the wrong number of hidden states, or of the wrong width, is an error.
-    let other = std::env::temp_dir().join(format!("distill-token-dsl-count-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&other);
+    let other = scratch_dir("count");
     let writer = TokenCacheWriter::new(&other, spec).hidden_state("model.layers.1", 32, Precision::F16);
     let logits = Tensor::zeros([2, T, VOCAB], (Kind::Float, Device::Cpu));
     let none = writer.write_with_hidden(2, |_| Ok((logits.shallow_clone(), None, Vec::new()))).unwrap_err();
@@ -418,18 +427,8 @@ fn a_student_run_by_the_caller_sees_the_packed_documents_the_teacher_saw() {
     tch::no_grad(|| {
         let _ = model.lm_head.ws.shallow_clone().f_mul_scalar_(10.0).unwrap();
     });
-    let dir = std::env::temp_dir().join(format!("distill-token-dsl-packed-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = TokenCacheSpec {
-        teacher: TeacherHash::of_var_store(&vs).unwrap(),
-        tokenizer: TokenCacheSpec::tokenizer_identity(b"test tokens"),
-        dataset: format!("packed-{SEQUENCES}x{T}"),
-        num_sequences: SEQUENCES,
-        seq_len: T,
-        vocab: VOCAB,
-        encoding: TokenEncoding::top_k(K, TEMPERATURE).with_values(Precision::F32),
-    };
-    TokenCacheWriter::new(&dir, spec)
+    let dir = scratch_dir("packed");
+    TokenCacheWriter::new(&dir, spec(&vs, "packed"))
         .write(2, |ids| {
             let (ids, documents) = (tokens(ids), documents(ids));
             let logits = tch::no_grad(|| model.forward_inputs(&LlamaInputs::new(&ids).document_ids(&documents)))?;

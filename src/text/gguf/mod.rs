@@ -21,10 +21,10 @@ mod dequant;
 mod error;
 mod metadata;
 mod reader;
+mod storage;
 mod tensor_info;
 
 use std::collections::HashMap;
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
@@ -34,6 +34,7 @@ pub use metadata::{MetadataArray, MetadataValue, ValueType};
 pub use tensor_info::{GgmlType, TensorInfo};
 
 use reader::Reader;
+use storage::Storage;
 
 /// The four bytes every GGUF file starts with.
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -50,23 +51,6 @@ const MIN_KV_BYTES: usize = 8 + 4 + 1;
 /// The fewest bytes a tensor info takes: name length (u64), dimension count (u32), type (u32),
 /// offset (u64).
 const MIN_TENSOR_INFO_BYTES: usize = 8 + 4 + 4 + 8;
-
-/// The bytes of the file: mapped, or owned when parsed from memory.
-enum Storage {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Storage {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Storage::Mapped(map) => map,
-            Storage::Owned(bytes) => bytes,
-        }
-    }
-}
 
 /// An open GGUF file: its metadata and tensor infos, read and checked; tensors read on demand.
 pub struct GgufFile {
