@@ -79,7 +79,7 @@ fn write_cache(dir: &Path, samples: usize, encoding: Encoding) {
         .shards(SHARDS)
         .batch_size(256)
         .encoding(encoding)
-        .write_with(kd.engine(), &teacher, samples, |ids| {
+        .write_with(kd.distillation(), &teacher, samples, |ids| {
             let ids = Tensor::from_slice(ids).to_kind(Kind::Float).unsqueeze(1);
             let columns = Tensor::arange(WIDTH, (Kind::Float, Device::Cpu)).unsqueeze(0);
             Ok(((ids * 0.37 + columns * 0.011).sin() * 3.0).contiguous())

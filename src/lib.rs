@@ -45,10 +45,10 @@ extern crate self as distill;
 pub use distill_runtime::side::{LiveTeacher, SideModel};
 pub use distill_runtime::{
     adapter, cache, checkpoint, checksum, config, criterion, device, distill, distill_teachers, distillation, dry_run,
-    endpoint, engine, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured,
-    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Distillation,
-    DistillationOutput, Endpoint, IntoEndpoint, Losses, MappedPair, Mapping, NamedModule, Pair, Port, Recordable,
-    SeveralTeachers, Side, StaticSchema, TeacherMode,
+    endpoint, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Captured, Child,
+    ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Distillation, DistillationOutput,
+    Endpoint, IntoEndpoint, Losses, MappedPair, Mapping, NamedModule, Pair, Port, Recordable, SeveralTeachers, Side,
+    StaticSchema, TeacherMode,
 };
 /// What a dry run reports: every pair's shapes on a sample batch, before any training step.
 pub use distill_runtime::{DryRun, PairShapes};
@@ -145,7 +145,7 @@ pub use distill_macros::Distillable;
 /// `distill` crate when the dependency has another name.
 ///
 /// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
-/// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `engine()` (the resolved endpoints),
+/// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `distillation()` (the [`Distillation`] it wraps),
 /// `set_step(step)` and `step()` (the training step at which scheduled weights are read),
 /// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
 /// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`

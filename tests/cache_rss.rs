@@ -65,7 +65,7 @@ fn reading_every_batch_of_a_2_gb_cache_in_shuffled_order_keeps_rss_flat() {
     let report = CacheWriter::new(&dir, TeacherHash::from_text("identity"))
         .shards(SHARDS)
         .batch_size(256)
-        .write_with(kd.engine(), &teacher, SAMPLES, |ids| Ok(sample_values(ids)))
+        .write_with(kd.distillation(), &teacher, SAMPLES, |ids| Ok(sample_values(ids)))
         .unwrap();
     assert_eq!(report.written.len(), SHARDS);
     let stored: u64 = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();

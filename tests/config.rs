@@ -383,11 +383,10 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
     assert!(config.teacher_mode().grad && config.teacher_mode().train);
     let vs = VarStore::new(Device::Cpu);
     let model = config.distill(&vs.root(), &student, &teacher).unwrap();
-    let (student_endpoint, teacher_endpoint) =
-        (&model.engine().student_endpoints()[0], &model.engine().teacher_endpoints()[0]);
+    let (student_endpoint, teacher_endpoint) = (&model.student_endpoints()[0], &model.teacher_endpoints()[0]);
     assert_eq!((student_endpoint.port(), teacher_endpoint.port()), (Port::Input, Port::Input));
     assert!(student_endpoint.all_calls() && !teacher_endpoint.all_calls());
-    assert!(model.engine().mode().grad && model.engine().mode().train);
+    assert!(model.mode_of(0).grad && model.mode_of(0).train);
     let xs = batch();
     // The file's `L1` compares widths 64 and 256: the distillation's forward checks every pair.
     let err = model.forward_t(&xs, false).unwrap_err();

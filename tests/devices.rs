@@ -120,7 +120,7 @@ fn a_teacher_cache_feeds_a_student_on_its_device() {
         // same inputs, so the stored f32 values are the live ones exactly.
         CacheWriter::new(&dir, TeacherHash::of_var_store(&tvs).unwrap())
             .batch_size(6)
-            .write(live.engine(), &teacher, &xs)
+            .write(live.distillation(), &teacher, &xs)
             .unwrap();
         let cache = TeacherCache::open(&dir).unwrap();
         let mut mapping = Mapping::new(&student, &cache);

@@ -3,7 +3,7 @@
 //! bare root, both adapters, weighted criteria, closures, doc comments, per-pair options, targets,
 //! teacher modes — and the run-time errors of `new()` and `forward_t`.
 
-use distill::engine::CaptureError;
+use distill::error::CaptureError;
 use distill::module::PathError;
 use distill::prelude::*;
 use nn::{Module, ModuleT};
@@ -185,7 +185,7 @@ fn every_endpoint_form_runs_and_matches_hand_computed_tensors() -> Result<(), Di
             "input"
         ]
     );
-    let paths: Vec<&str> = kd.engine().student_endpoints().iter().map(|e| e.path()).collect();
+    let paths: Vec<&str> = kd.distillation().student_endpoints().iter().map(|e| e.path()).collect();
     assert_eq!(
         paths,
         [

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Block, Net};
-use distill::engine::CaptureError;
+use distill::error::CaptureError;
 use distill::module::{Child, Distillable, PathError};
 use distill::nn::{self, ModuleT, VarStore};
 use distill::{distill, DistillError, Endpoint, Mapping, Port, Side};

@@ -2,7 +2,7 @@
 //! `DistillError` naming what to fix, or correct behaviour — never a panic, a poisoned thread or a
 //! silent guess.
 
-use distill::engine::CaptureError;
+use distill::error::CaptureError;
 use distill::module::PathError;
 use distill::nn::{self, Module, ModuleT, VarStore};
 use distill::Distillable;

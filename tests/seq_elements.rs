@@ -1,7 +1,7 @@
 //! A forward that walks a `Seq`'s elements itself records them through `elements()` / `forward_at`,
 //! exactly as the `Seq`'s own forward would.
 
-use distill::engine::CaptureError;
+use distill::error::CaptureError;
 use distill::nn::{self, ModuleT, VarStore};
 use distill::{distill, DistillError, Distillable, Mapping};
 use tch::{Device, Kind, Tensor};

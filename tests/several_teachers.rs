@@ -8,7 +8,7 @@ mod common;
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use distill::engine::CaptureError;
+use distill::error::CaptureError;
 use distill::jit::{self, JitError};
 use distill::module::PathError;
 use distill::nn::{self, ModuleT, VarStore};
@@ -178,10 +178,10 @@ fn each_teacher_runs_once_per_forward() {
     assert_eq!([m.student.calls.get(), m.big.calls.get(), m.wide.calls.get()], [1, 1, 1]);
     ens.dry_run(&xs()).unwrap();
     assert_eq!([m.student.calls.get(), m.big.calls.get(), m.wide.calls.get()], [2, 2, 2]);
-    assert_eq!(ens.engine().teacher_count(), 2);
-    let teachers: Vec<_> = (0..4).map(|pair| ens.engine().teacher_of(pair).unwrap()).collect();
+    assert_eq!(ens.distillation().teacher_count(), 2);
+    let teachers: Vec<_> = (0..4).map(|pair| ens.distillation().teacher_of(pair).unwrap()).collect();
     assert_eq!(teachers, [0, 1, 1, 0]);
-    assert_eq!(ens.engine().teacher_name(1), Some("wide"));
+    assert_eq!(ens.distillation().teacher_name(1), Some("wide"));
 }
 
 #[test]

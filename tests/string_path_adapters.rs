@@ -98,7 +98,7 @@ fn fitted_adapters_on_string_paths_train_live_cached_and_cache_only_alike() {
     let dir = temp_dir("jit");
     CacheWriter::new(&dir, TeacherHash::of_jit(&teacher).unwrap())
         .batch_size(4)
-        .write(live.engine(), &teacher, &xs)
+        .write(live.distillation(), &teacher, &xs)
         .unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let list = Tensor::from_slice(&[7i64, 1, 4]);
@@ -142,7 +142,9 @@ fn a_config_over_a_cache_sizes_its_fitted_adapters_from_a_cached_batch() {
     let dir = temp_dir("config");
     {
         let live = Hints::new(vs.root() / "hints", &student, &teacher).unwrap();
-        CacheWriter::new(&dir, TeacherHash::of_jit(&teacher).unwrap()).write(live.engine(), &teacher, &xs).unwrap();
+        CacheWriter::new(&dir, TeacherHash::of_jit(&teacher).unwrap())
+            .write(live.distillation(), &teacher, &xs)
+            .unwrap();
     }
     // The teacher is gone: what follows reads the cache only.
     drop(teacher);

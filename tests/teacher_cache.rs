@@ -106,7 +106,7 @@ fn mapping_pairs_from_the_cache_equal_live_pairs_exactly_in_f32() {
     let dir = temp_dir("mapping-f32");
     writer(&dir, &setup)
         .write(
-            distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher)).engine(),
+            distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher)).distillation(),
             &setup.teacher,
             &setup.inputs,
         )
@@ -141,7 +141,7 @@ fn mapping_pairs_from_an_f16_cache_are_within_one_f16_rounding() {
     let report = writer(&dir, &setup)
         .encoding(Encoding::F16)
         .endpoint_encoding("", Encoding::F32)
-        .write(live.engine(), &setup.teacher, &setup.inputs)
+        .write(live.distillation(), &setup.teacher, &setup.inputs)
         .unwrap();
     let kinds: Vec<Encoding> = report.manifest.endpoints.iter().map(|e| e.encoding).collect();
     assert_eq!(kinds, [Encoding::F16, Encoding::F16, Encoding::F32]);
@@ -174,7 +174,7 @@ fn dsl_pairs_from_the_cache_equal_live_pairs_exactly_in_f32_and_losses_too() {
     let setup = setup();
     let dir = temp_dir("dsl-f32");
     let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
-    writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(kd.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let stored: Vec<&str> = cache.manifest().endpoints.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(stored, ["features.0", "features.1.conv", ""]);
@@ -220,7 +220,7 @@ fn top_k_cache(name: &str, setup: &Setup, k: i64, values: Precision) -> (PathBuf
     let kd = TopKKd::new(setup.vs.root() / "topk", &setup.student, &setup.teacher).unwrap();
     writer(&dir, setup)
         .endpoint_encoding("", Encoding::top_k(k, 4.0, values))
-        .write(kd.engine(), &setup.teacher, &setup.inputs)
+        .write(kd.distillation(), &setup.teacher, &setup.inputs)
         .unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     (dir, cache)
@@ -369,7 +369,7 @@ fn top_k_storage_needs_logits_and_counts_k_values_and_indices_per_sample() {
     let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
     let error = writer(&dir, &setup)
         .endpoint_encoding("features.0", Encoding::top_k(2, 4.0, Precision::F32))
-        .write(kd.engine(), &setup.teacher, &setup.inputs)
+        .write(kd.distillation(), &setup.teacher, &setup.inputs)
         .err()
         .unwrap();
     assert!(
@@ -398,7 +398,7 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     let setup = setup();
     let dir = temp_dir("format-1");
     let kd = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
-    writer(&dir, &setup).write(kd.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(kd.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"format\": 3"));
@@ -436,7 +436,7 @@ fn a_distill_model_over_a_cache_trains_without_the_teacher_and_equals_the_live_o
     let setup = setup();
     let dir = temp_dir("dsl-no-teacher");
     let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
-    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let kd = FromCacheKd::new(setup.vs.root() / "kd-cache", &setup.student, &cache).unwrap();
     for (epoch, list) in [(0, vec![5i64, 2, 8]), (1, vec![0, 9, 4, 1])] {
@@ -468,7 +468,7 @@ fn a_string_path_the_cache_does_not_store_is_an_error_from_new() {
     let setup = setup();
     let dir = temp_dir("dsl-no-teacher-typo");
     let live = CachedKd::new(setup.vs.root() / "kd", &setup.student, &setup.teacher).unwrap();
-    writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let error = TypoKd::new(setup.vs.root() / "typo", &setup.student, &cache).err().unwrap().to_string();
     assert!(error.contains("`features.O` (output) is not stored (did you mean `features.0`?"), "{error}");
@@ -487,7 +487,7 @@ fn the_students_replayed_view_is_the_view_the_teacher_saw() {
     CacheWriter::new(&dir, hash(&setup))
         .views(3, Augment::crop_flip(2))
         .seed(5)
-        .write(engine.engine(), &setup.teacher, &setup.inputs)
+        .write(engine.distillation(), &setup.teacher, &setup.inputs)
         .unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let list = [2i64, 7, 4, 9, 0, 1];
@@ -530,7 +530,7 @@ fn a_cache_of_other_teacher_weights_is_a_mismatch() {
     let setup = setup();
     let dir = temp_dir("other-weights");
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let student_hash = TeacherHash::of_tensors(setup.student.features.get(0).map(|b| ("w", &b.conv.ws))).unwrap();
     let error = cache.check_teacher(&student_hash).unwrap_err();
@@ -543,7 +543,7 @@ fn a_cache_of_other_teacher_weights_is_a_mismatch() {
         .views(2, Augment::crop_flip(2))
         .seed(5)
         .shard(1)
-        .write(engine.engine(), &setup.teacher, &setup.inputs);
+        .write(engine.distillation(), &setup.teacher, &setup.inputs);
     std::fs::remove_file(dir.join("shard-00001-of-00002.safetensors")).unwrap();
     let error = error.err().map(mismatch_what);
     // Shard 1 was complete: skipped, and the configuration compared with the manifest.
@@ -556,7 +556,7 @@ fn an_endpoint_the_cache_does_not_store_is_a_mismatch_naming_it() {
     let setup = setup();
     let dir = temp_dir("other-endpoint");
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     // The dynamic API: checked when the pair is added.
     let mut other = Mapping::new(&setup.student, &cache);
@@ -586,7 +586,7 @@ fn inputs_of_another_shape_are_a_mismatch() {
     let setup = setup();
     let dir = temp_dir("other-shape");
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     assert_eq!(cache.manifest().input_shape, [1, SIDE, SIDE]);
     assert_eq!(cache.manifest().endpoints[1].shape, [16, SIDE, SIDE]);
@@ -634,7 +634,7 @@ fn shard_writer_process() {
         writer = writer.shard(shard);
     }
     writer
-        .write_with(engine.engine(), &setup.teacher, SAMPLES as usize, |list| {
+        .write_with(engine.distillation(), &setup.teacher, SAMPLES as usize, |list| {
             if die_at.is_some_and(|id| list.contains(&id)) {
                 std::process::exit(3);
             }
@@ -660,7 +660,7 @@ fn reference_cache(name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
     let setup = setup();
     let dir = temp_dir(name);
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    let report = writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let report = writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     assert_eq!(report.written, [0, 1]);
     let files = files(&dir);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -699,7 +699,7 @@ fn a_writer_killed_mid_shard_then_rerun_gives_a_complete_correct_cache() {
     // The rerun writes only the missing shard and clears the partial file.
     let setup = setup();
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    let report = writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let report = writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     assert_eq!((report.written, report.skipped), (vec![1], vec![0]));
     assert_eq!(std::fs::read(dir.join("shard-00000-of-00002.safetensors")).unwrap(), shard0);
     assert!(files(&dir) == expected, "the completed cache differs from an uninterrupted one");
@@ -713,7 +713,7 @@ fn prefetched_batches_equal_direct_batches_in_the_loaders_order() {
     let setup = setup();
     let dir = temp_dir("prefetch");
     let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    writer(&dir, &setup).write(engine.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let order = with_global_rng(|| Tensor::randperm(SAMPLES, (Kind::Int64, Device::Cpu)));
     let batches: Vec<Tensor> = order.split(4, 0);

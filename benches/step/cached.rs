@@ -77,7 +77,7 @@ fn top_k_manifest(src: &VarStore, xs: &Tensor) -> Manifest {
     let report = CacheWriter::new(&dir, hash)
         .encoding(Encoding::F16)
         .endpoint_encoding("", TOP_K)
-        .write(kd.engine(), teacher, xs)
+        .write(kd.distillation(), teacher, xs)
         .expect("cache written");
     let _ = std::fs::remove_dir_all(&dir);
     report.manifest
@@ -96,7 +96,7 @@ fn cached_side(src: &VarStore, xs: &Tensor, encoding: Encoding) -> Cached {
     let dir = cache_dir(batch, &format!("{encoding:?}"));
     let _ = std::fs::remove_dir_all(&dir);
     let hash = TeacherHash::of_var_store(src).expect("hashable weights");
-    CacheWriter::new(&dir, hash).encoding(encoding).write(kd.engine(), teacher, xs).expect("cache written");
+    CacheWriter::new(&dir, hash).encoding(encoding).write(kd.distillation(), teacher, xs).expect("cache written");
     let cache = TeacherCache::open(&dir).expect("complete cache");
     Cached { kd, cache, ids: Tensor::arange(batch, (Kind::Int64, tch::Device::Cpu)), opt: sgd(svs), dir }
 }

@@ -45,7 +45,7 @@ impl Captured {
     ///
     /// # Errors
     /// [`DistillError::Torch`](crate::DistillError::Torch) when the calls' shapes cannot be concatenated.
-    pub fn joined(&self) -> crate::error::Result<Tensor> {
+    pub(crate) fn joined(&self) -> crate::error::Result<Tensor> {
         match self.calls.as_slice() {
             [one] => Ok(one.shallow_clone()),
             calls => Ok(Tensor::f_cat(calls, 0)?),

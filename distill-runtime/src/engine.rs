@@ -9,7 +9,6 @@ use tch::Tensor;
 use crate::captured::move_to;
 pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
-pub use crate::error::CaptureError;
 use crate::error::{DistillError, Result, SetupError};
 use crate::side::SideModel;
 
@@ -50,7 +49,7 @@ struct TeacherPlan {
 /// What a [`Distillation`](crate::Distillation) runs, whichever front end built it: the endpoints
 /// of every side, resolved, and how each teacher runs.
 #[derive(Clone, Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     student: Vec<ResolvedEndpoint>,
     /// The teacher endpoint of every pair, in pair order.
     teacher: Vec<ResolvedEndpoint>,
@@ -109,13 +108,13 @@ impl Engine {
     }
 
     /// How the teacher runs; with several teachers, the first one's (see [`mode_of`](Self::mode_of)).
-    pub fn mode(&self) -> TeacherMode {
+    pub(crate) fn mode(&self) -> TeacherMode {
         self.teachers.first().map(|plan| plan.mode).unwrap_or_default()
     }
 
     /// How teacher `teacher` (an index, in declaration order) runs; `None` when there is no such
     /// teacher.
-    pub fn mode_of(&self, teacher: usize) -> Option<TeacherMode> {
+    pub(crate) fn mode_of(&self, teacher: usize) -> Option<TeacherMode> {
         self.teachers.get(teacher).map(|plan| plan.mode)
     }
 
@@ -138,38 +137,27 @@ impl Engine {
     }
 
     /// The student endpoints.
-    pub fn student_endpoints(&self) -> &[ResolvedEndpoint] {
+    pub(crate) fn student_endpoints(&self) -> &[ResolvedEndpoint] {
         &self.student
     }
 
     /// The teacher endpoints, in pair order (each from its pair's teacher).
-    pub fn teacher_endpoints(&self) -> &[ResolvedEndpoint] {
+    pub(crate) fn teacher_endpoints(&self) -> &[ResolvedEndpoint] {
         &self.teacher
     }
 
     /// How many teachers the engine runs (at most).
-    pub fn teacher_count(&self) -> usize {
+    pub(crate) fn teacher_count(&self) -> usize {
         self.teachers.len()
     }
 
     /// The name of teacher `teacher` (`"teacher"` for the one teacher of a one-teacher engine).
-    pub fn teacher_name(&self, teacher: usize) -> Option<&str> {
+    pub(crate) fn teacher_name(&self, teacher: usize) -> Option<&str> {
         self.teachers.get(teacher).map(|plan| plan.name.as_str())
     }
 
-    /// The index of the teacher named `name`.
-    ///
-    /// # Errors
-    /// [`DistillError::UnknownTeacher`], with the closest name.
-    pub(crate) fn teacher_index(&self, name: &str) -> Result<usize> {
-        self.teachers.iter().position(|plan| plan.name == name).ok_or_else(|| {
-            let names: Vec<String> = self.teachers.iter().map(|plan| plan.name.clone()).collect();
-            unknown_teacher(name, &names)
-        })
-    }
-
     /// The index of the teacher that pair `pair` takes its teacher tensor from.
-    pub fn teacher_of(&self, pair: usize) -> Option<usize> {
+    pub(crate) fn teacher_of(&self, pair: usize) -> Option<usize> {
         if pair >= self.teacher.len() {
             None
         } else if self.pair_teacher.is_empty() {

@@ -15,7 +15,6 @@
 //! - [`config`]: a distillation declared in a TOML file, read into a [`Distillation`];
 //! - [`distillation`]: [`Distillation`], the one type that runs a distillation, whichever front end
 //!   (`distill!`, [`Mapping`], a [`config`] file) declared it;
-//! - [`engine`]: the capture pass under it;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
 //! - [`schema`]: the statically known module tree, for compile-time path checks;
 //! - [`dsl`]: what a `distill!` output holds for each pair ([`Pair`]);
@@ -40,7 +39,7 @@ pub mod distillation;
 pub mod dry_run;
 pub mod dsl;
 pub mod endpoint;
-pub mod engine;
+mod engine;
 pub mod error;
 pub mod jit;
 pub mod mapping;
@@ -69,7 +68,7 @@ pub use distillation::{Distillation, DistillationOutput, Losses};
 pub use dry_run::{DryRun, PairShapes};
 pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
-pub use engine::{Captured, Engine, TeacherMode};
+pub use engine::{Captured, TeacherMode};
 pub use error::{DistillError, Result};
 pub use mapping::{distill, distill_teachers, DistillModel, DistillOutput, MappedPair, Mapping, SeveralTeachers};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};

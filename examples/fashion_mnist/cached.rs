@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use distill::cache::{Augment, CacheWriter, Encoding, Prefetch, TeacherCache, TeacherHash};
-use distill::engine::Engine;
 use distill::nn::VarStore;
 use distill::prelude::*;
 use tch::Tensor;
@@ -103,7 +102,7 @@ pub fn fine_tune(
             Some(v) => (v, Augment::crop_flip(CROP_PADDING)),
         };
         let started = Instant::now();
-        write(&dir, kd.engine(), teacher, hash, &train_set.images, views, augment)?;
+        write(&dir, kd.distillation(), teacher, hash, &train_set.images, views, augment)?;
         let write_seconds = started.elapsed().as_secs_f64();
         let cache = TeacherCache::open(&dir)?;
         cache.check_teacher(hash)?;
@@ -133,7 +132,7 @@ pub fn fine_tune(
 /// `CacheWriter`; separate processes or machines work the same way).
 fn write(
     dir: &Path,
-    engine: &Engine,
+    distillation: &Distillation<'_>,
     teacher: &Net,
     hash: &TeacherHash,
     images: &Tensor,
@@ -149,7 +148,7 @@ fn write(
             .seed(1)
             .encoding(Encoding::F16)
             .endpoint_encoding("", Encoding::F32)
-            .write(engine, teacher, images)?;
+            .write(distillation, teacher, images)?;
     }
     Ok(())
 }

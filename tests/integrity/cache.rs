@@ -54,7 +54,7 @@ fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
 fn written(name: &str, setup: &Setup) -> PathBuf {
     let dir = temp_dir(name);
     let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    writer(&dir, setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, setup).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     dir
 }
 
@@ -142,29 +142,32 @@ fn a_writer_rerun_over_other_inputs_or_another_teacher_mode_refuses_to_mix() {
     let dir = written("rerun", &setup);
     let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
     // The same inputs: both shards are complete and skipped.
-    let report = writer(&dir, &setup).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let report = writer(&dir, &setup).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     assert_eq!((report.written, report.skipped), (vec![], vec![0, 1]));
 
     let changed = &setup.inputs + 1.0;
-    let error = writer(&dir, &setup).write(live.engine(), &setup.teacher, &changed).unwrap_err();
+    let error = writer(&dir, &setup).write(live.distillation(), &setup.teacher, &changed).unwrap_err();
     assert!(
         matches!(&error, DistillError::CacheMismatch { what, .. } if what.contains("inputs of shard 0")),
         "{error}"
     );
     // Only shard 1 missing, rerun over other inputs: refused before the teacher runs.
     std::fs::remove_file(dir.join("shard-00001-of-00002.safetensors")).unwrap();
-    let error = writer(&dir, &setup).write(live.engine(), &setup.teacher, &changed).unwrap_err();
+    let error = writer(&dir, &setup).write(live.distillation(), &setup.teacher, &changed).unwrap_err();
     assert!(error.to_string().contains("inputs of shard 0"), "{error}");
 
     let training = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher)).teacher_train(true);
-    let error = writer(&dir, &setup).write(training.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    let error = writer(&dir, &setup).write(training.distillation(), &setup.teacher, &setup.inputs).unwrap_err();
     assert!(matches!(&error, DistillError::CacheMismatch { what, .. } if what == "the teacher's mode"), "{error}");
     assert!(error.to_string().contains("eval") && error.to_string().contains("train"), "{error}");
 
-    let error = writer(&dir, &setup).batch_size(4).write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
-    assert!(error.to_string().contains("the write batch size"), "{error}");
     let error =
-        writer(&dir, &setup).dataset("cifar10@v2").write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+        writer(&dir, &setup).batch_size(4).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(error.to_string().contains("the write batch size"), "{error}");
+    let error = writer(&dir, &setup)
+        .dataset("cifar10@v2")
+        .write(live.distillation(), &setup.teacher, &setup.inputs)
+        .unwrap_err();
     assert!(error.to_string().contains("cifar10@v2"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -174,7 +177,8 @@ fn the_manifest_records_the_teacher_mode_the_write_batch_size_and_the_dataset() 
     let setup = setup();
     let dir = temp_dir("recorded");
     let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
-    let report = writer(&dir, &setup).dataset("ten-randn").write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    let report =
+        writer(&dir, &setup).dataset("ten-randn").write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     assert_eq!(report.manifest.write_batch_size, Some(3));
     assert_eq!(report.manifest.teacher_mode, Some(distill::cache::RunMode::Eval));
     assert_eq!(report.manifest.inputs.as_deref(), Some("ten-randn"));
@@ -204,7 +208,7 @@ fn f16_storage_refuses_values_it_would_store_as_infinity_and_bf16_holds_them() {
     let mut pairs = Mapping::new(&setup.student, &loud);
     pairs.add("", "", "logits").unwrap();
     let live = distill(&setup.student, &loud, pairs);
-    let error = plain().encoding(Encoding::F16).write(live.engine(), &loud, &setup.inputs).unwrap_err();
+    let error = plain().encoding(Encoding::F16).write(live.distillation(), &loud, &setup.inputs).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("the teacher's own output") && message.contains("65504"), "{message}");
     assert!(message.contains("Encoding::Bf16"), "{message}");
@@ -215,7 +219,7 @@ fn f16_storage_refuses_values_it_would_store_as_infinity_and_bf16_holds_them() {
     assert!(!dir.join("shard-00000-of-00001.safetensors").exists());
 
     let _ = std::fs::remove_dir_all(&dir);
-    plain().encoding(Encoding::Bf16).write(live.engine(), &loud, &setup.inputs).unwrap();
+    plain().encoding(Encoding::Bf16).write(live.distillation(), &loud, &setup.inputs).unwrap();
     let cache = TeacherCache::open(&dir).unwrap();
     let ids = Tensor::from_slice(&[0i64, 4, 9]);
     let batch = cache.batch(&ids, 0).unwrap();
@@ -238,14 +242,14 @@ fn a_second_writer_of_a_shard_stops_without_touching_the_first_writers_files() {
     lock.try_lock().unwrap();
     let live_temporary = dir.join("shard-00000-of-00002.safetensors.tmp-4242-0");
     std::fs::write(&live_temporary, b"being written").unwrap();
-    let error = writer(&dir, &setup).shard(0).write(live.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    let error = writer(&dir, &setup).shard(0).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap_err();
     assert!(error.to_string().contains("another writer is writing shard 0"), "{error}");
     assert_eq!(std::fs::read(&live_temporary).unwrap(), b"being written");
     // Another shard is free.
-    writer(&dir, &setup).shard(1).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).shard(1).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     // The first writer dies: the system releases its lock, and its leftover is cleared.
     drop(lock);
-    writer(&dir, &setup).shard(0).write(live.engine(), &setup.teacher, &setup.inputs).unwrap();
+    writer(&dir, &setup).shard(0).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
     assert!(!live_temporary.exists());
     let mut names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -263,7 +267,7 @@ fn wrong_encoding_paths_ids_and_several_teachers_are_named() {
     let other = temp_dir("wrong-encoding-path");
     let error = writer(&other, &setup)
         .endpoint_encoding("features.1.cnv", Encoding::F16)
-        .write(live.engine(), &setup.teacher, &setup.inputs)
+        .write(live.distillation(), &setup.teacher, &setup.inputs)
         .unwrap_err();
     let message = error.to_string();
     assert!(message.contains("`features.1.cnv`") && message.contains("did you mean `features.1.conv`"), "{message}");
@@ -280,7 +284,7 @@ fn wrong_encoding_paths_ids_and_several_teachers_are_named() {
     several.add_from("a", "", "", "kd_a").unwrap();
     several.add_from("b", "", "", "kd_b").unwrap();
     let both = distill_teachers(&setup.student, several);
-    let error = writer(&other, &setup).write(both.engine(), &setup.teacher, &setup.inputs).unwrap_err();
+    let error = writer(&other, &setup).write(both.distillation(), &setup.teacher, &setup.inputs).unwrap_err();
     assert!(error.to_string().contains("2 teachers") && error.to_string().contains("one cache per teacher"), "{error}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&other);

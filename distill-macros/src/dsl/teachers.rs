@@ -9,7 +9,23 @@ use crate::util::unraw;
 
 /// Names a teacher cannot take: the student, the one-teacher name, the parameters of `new()`, and the
 /// generated methods that are not per teacher.
-const RESERVED: [&str; 8] = ["student", "teacher", "path", "new", "engine", "forward_t", "forward_t_with", "dry_run"];
+const RESERVED: [&str; 15] = [
+    "student",
+    "teacher",
+    "path",
+    "new",
+    "distillation",
+    "forward_t",
+    "forward_t_with",
+    "forward_cached",
+    "forward_cached_by",
+    "dry_run",
+    "dry_run_cached",
+    "step",
+    "set_step",
+    "rescale_to",
+    "rescaled_to",
+];
 
 /// The suffixes of the per-teacher methods (`big_grad`, `big_train`, `big_mode`).
 const METHOD_SUFFIXES: [&str; 3] = ["_grad", "_train", "_mode"];

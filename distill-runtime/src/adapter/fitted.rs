@@ -21,7 +21,7 @@ pub enum FittedKind {
 
 impl FittedKind {
     /// The dimension of a tensor of `rank` that this kind maps, if the tensor fits at all.
-    pub fn axis(self, rank: usize) -> Option<usize> {
+    pub(crate) fn axis(self, rank: usize) -> Option<usize> {
         match self {
             FittedKind::Linear => rank.checked_sub(1),
             FittedKind::Conv1x1 => (rank == 4).then_some(1),
@@ -29,7 +29,7 @@ impl FittedKind {
     }
 
     /// The constructor's name, for messages.
-    pub fn constructor(self) -> &'static str {
+    pub(crate) fn constructor(self) -> &'static str {
         match self {
             FittedKind::Linear => "fitted_linear_adapter",
             FittedKind::Conv1x1 => "fitted_conv1x1_adapter",
@@ -107,7 +107,7 @@ impl FittedAdapter {
 
     /// Creates the parameters for `in_width` → `out_width`. Fitting again to the same widths does
     /// nothing; to other widths it is an error (the parameters exist and may be trained already).
-    pub fn fit(&self, in_width: i64, out_width: i64) -> Result<()> {
+    pub(crate) fn fit(&self, in_width: i64, out_width: i64) -> Result<()> {
         if in_width <= 0 || out_width <= 0 {
             return Err(AdapterError::FittedEmpty {
                 constructor: self.kind.constructor(),

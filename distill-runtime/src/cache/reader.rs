@@ -180,11 +180,6 @@ impl TeacherCache {
         &self.store.manifest
     }
 
-    /// The directory the cache was read from.
-    pub fn dir(&self) -> &Path {
-        &self.store.dir
-    }
-
     /// Checks that the cache was written with the teacher weights that hash to `expected`.
     ///
     /// # Errors

@@ -83,7 +83,7 @@ impl TokenReduction {
 ///
 /// # Errors
 /// [`CriterionError`](super::CriterionError) when `labels` is not an integer tensor.
-pub fn valid_labels(labels: &Tensor) -> Result<Tensor> {
+pub(crate) fn valid_labels(labels: &Tensor) -> Result<Tensor> {
     let kind = labels.f_kind()?;
     if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
         return Err(CriterionError::LabelKind { kind }.into());

@@ -101,7 +101,7 @@ pub use dist::Dist;
 pub use dkd::Dkd;
 pub use encoding::TeacherEncoding;
 pub use logits::{KlDiv, SoftCrossEntropy};
-pub use mask::{valid_labels, TokenReduction, IGNORE_INDEX};
+pub use mask::{TokenReduction, IGNORE_INDEX};
 pub use pkt::Pkt;
 pub use pointwise::{Cosine, Mse, SmoothL1, L1};
 pub use rkd::Rkd;

@@ -134,7 +134,7 @@ impl SampledLogits {
     /// # Errors
     /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is f32/f64 `[…, 3n]`, `n ≥ 1`, with whole
     /// ids in `0..vocab`, finite non-negative weights and log-probabilities ≤ 0.
-    pub fn f_unpack(packed: &Tensor, vocab: i64) -> Result<SampledLogits> {
+    pub(crate) fn f_unpack(packed: &Tensor, vocab: i64) -> Result<SampledLogits> {
         let invalid =
             |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::Sampled, problem });
         if !packed.defined() {

@@ -82,7 +82,7 @@ impl Divergence {
     ///
     /// # Errors
     /// A tch error from a failed operation.
-    pub fn per_token_log(&self, log_q: &Tensor, log_p: &Tensor) -> Result<Tensor> {
+    pub(crate) fn per_token_log(&self, log_q: &Tensor, log_p: &Tensor) -> Result<Tensor> {
         Ok(match *self {
             Divergence::ForwardKl => kl(log_p, log_q)?,
             Divergence::ReverseKl => kl(log_q, log_p)?,
@@ -151,7 +151,7 @@ fn ln(w: f64) -> f64 {
 ///
 /// Which tokens count:
 /// - [`f_loss_masked`](Self::f_loss_masked) takes the mask explicitly (an attention mask, non-zero
-///   for a valid token; [`valid_labels`] makes one from labels);
+///   for a valid token; `labels.ne(`[`IGNORE_INDEX`](super::IGNORE_INDEX)`)` makes one from labels);
 /// - as a [`Criterion`], the batch's targets, when given, are the token labels `[B, T]` and the
 ///   tokens labelled −100 are left out (what a `distill!` model passes with its batch's targets);
 ///   without targets every token counts.

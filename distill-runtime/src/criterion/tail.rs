@@ -146,7 +146,7 @@ impl TopKTail {
     /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is an f32/f64 tensor `[…, 2k + 1]` with
     /// `1 ≤ k ≤ vocab` whose ids are whole numbers in `0..vocab` and whose log-probabilities and tail
     /// hold no NaN or +∞.
-    pub fn f_unpack(packed: &Tensor, vocab: i64) -> Result<TopKTail> {
+    pub(crate) fn f_unpack(packed: &Tensor, vocab: i64) -> Result<TopKTail> {
         let invalid =
             |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopKTail, problem });
         if !packed.defined() {
@@ -284,11 +284,6 @@ impl TopKKl {
     pub fn f_loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
         let shapes = self.check_top_k(student, teacher)?;
         fused_loss(self, 1.0, student, teacher, shapes, None, valid)
-    }
-
-    /// The unchecked twin of [`f_loss_top_k`](Self::f_loss_top_k): panics with its error.
-    pub fn loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Tensor {
-        self.f_loss_top_k(student, teacher, valid).unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// Checks the temperature, the student's kind and the teacher's shapes against student logits

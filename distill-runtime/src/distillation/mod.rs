@@ -23,6 +23,7 @@ mod output;
 mod pair;
 mod run;
 
+pub use crate::engine::{Captured, TeacherMode};
 pub use output::{DistillationOutput, Losses};
 #[doc(hidden)]
 pub use pair::PairSpec;
@@ -30,7 +31,8 @@ pub use pair::PairSpec;
 use std::fmt;
 
 use crate::criterion::Criterion;
-use crate::engine::{Engine, TeacherMode};
+use crate::endpoint::ResolvedEndpoint;
+use crate::engine::Engine;
 use crate::error::{DistillError, Result, SetupError};
 use crate::side::SideModel;
 
@@ -136,8 +138,29 @@ impl<'m> Distillation<'m> {
 
     /// The capture engine: the resolved endpoints of every side, in pair order, and each teacher's
     /// mode.
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The student endpoints, resolved, in pair order.
+    pub fn student_endpoints(&self) -> &[ResolvedEndpoint] {
+        self.engine.student_endpoints()
+    }
+
+    /// The teacher endpoints, resolved, in pair order (each from its pair's teacher).
+    pub fn teacher_endpoints(&self) -> &[ResolvedEndpoint] {
+        self.engine.teacher_endpoints()
+    }
+
+    /// The name of teacher `teacher` (its index in declaration order; `"teacher"` for the one
+    /// teacher of most distillations).
+    pub fn teacher_name(&self, teacher: usize) -> Option<&str> {
+        self.engine.teacher_name(teacher)
+    }
+
+    /// The index of the teacher that pair `pair` (in pair order) takes its teacher tensor from.
+    pub fn teacher_of(&self, pair: usize) -> Option<usize> {
+        self.engine.teacher_of(pair)
     }
 
     /// How many teachers the distillation has (one teacher is a list of one).
@@ -158,17 +181,8 @@ impl<'m> Distillation<'m> {
     }
 
     /// Sets how every teacher runs.
-    pub fn set_mode(&mut self, mode: TeacherMode) {
+    pub(crate) fn set_mode(&mut self, mode: TeacherMode) {
         self.engine.set_mode(mode);
-    }
-
-    /// The index of the teacher named `name` (`"teacher"` for the one teacher of most
-    /// distillations).
-    ///
-    /// # Errors
-    /// [`DistillError::UnknownTeacher`], with the closest name.
-    pub fn teacher_index(&self, name: &str) -> Result<usize> {
-        self.engine.teacher_index(name)
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid, and

@@ -141,7 +141,7 @@ impl Module {
     }
 
     /// The position of output `name` among [`outputs`](Self::outputs).
-    pub fn output_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn output_index(&self, name: &str) -> Option<usize> {
         self.layout.names().iter().position(|output| output == name)
     }
 

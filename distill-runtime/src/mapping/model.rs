@@ -221,14 +221,9 @@ where
         &self.mapping
     }
 
-    /// The capture engine: the resolved endpoints of both sides, in pair order, and the teacher's
-    /// mode.
-    pub fn engine(&self) -> &Engine {
-        self.distillation.engine()
-    }
-
     /// The distillation this model runs: its pairs (labelled `student path => teacher path`,
-    /// without criteria: the payloads are the mapping's) and the teachers' modes.
+    /// without criteria: the payloads are the mapping's), their resolved endpoints and the teachers'
+    /// modes.
     pub fn distillation(&self) -> &Distillation<'m> {
         &self.distillation
     }
@@ -298,7 +293,7 @@ where
         // A cache holds one teacher's side: a distillation from several teachers has no cached form,
         // and the engine says so (one teacher given for several).
         let out = self.run(Some(batch), xs, xs, train)?;
-        out.f_select(self.engine().teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
+        out.f_select(self.distillation.teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
     }
 
     /// As [`forward_cached`](Self::forward_cached), with the student run by `forward` instead of
@@ -322,7 +317,7 @@ where
         self.check()?;
         let captures = self.distillation.capture_by(batch, xs, || forward().map_err(Into::into))?;
         let out = self.output(captures);
-        out.f_select(self.engine().teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
+        out.f_select(self.distillation.teacher_endpoints(), |endpoint, tensor| batch.select_tokens(endpoint, tensor))
     }
 
     /// Why this model cannot run, if it cannot.

@@ -31,7 +31,7 @@ pub use crate::distillation::{Distillation, PairSpec};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;
 pub use crate::endpoint::Endpoint;
-pub use crate::engine::{Engine, TeacherMode};
+pub use crate::engine::TeacherMode;
 pub use crate::error::DistillError;
 pub use crate::module::{Child, Distillable};
 pub use crate::point::Side;

@@ -248,14 +248,13 @@ pub(super) fn live_teachers(items: &Items) -> TokenStream {
     quote!(where #(for<'__distill_live> #tys: #p::LiveTeacher),*)
 }
 
-/// `student()`, `engine()`, `forward_t` and `dry_run` (whose body is `dry_run_body`).
+/// `student()`, `distillation()`, `forward_t` and `dry_run` (whose body is `dry_run_body`).
 fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
     let Items { input, output, p, .. } = items;
     let live = live_teachers(items);
     let student_ty = &input.student_ty;
-    let (engine, forward, forward_errors, models) = if input.several {
+    let (forward, forward_errors, models) = if input.several {
         (
-            "The capture engine, with the resolved endpoints of every side in pair order and each pair's teacher.",
             "Runs each teacher once, then the student (with `train`), on `xs`, and returns every pair after its \
              adapter, with every model's output.",
             "; a teacher's problem names the teacher",
@@ -263,7 +262,6 @@ fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
         )
     } else {
         (
-            "The capture engine, with the resolved endpoints of both sides in pair order.",
             "Runs the teacher, then the student (with `train`), on `xs`, and returns every pair after its adapter, \
              with both outputs.",
             "",
@@ -286,11 +284,6 @@ fn run_methods(items: &Items, dry_run_body: TokenStream) -> TokenStream {
         /// The student model.
         pub fn student(&self) -> &'m #student_ty {
             self.student
-        }
-
-        #[doc = #engine]
-        pub fn engine(&self) -> &#p::Engine {
-            self.distillation.engine()
         }
 
         /// The distillation this typed model wraps: the pairs with their criteria and adapters,

@@ -145,11 +145,6 @@ impl TokenCache {
         &self.store.manifest
     }
 
-    /// The directory the cache was read from.
-    pub fn dir(&self) -> &Path {
-        &self.store.dir
-    }
-
     /// The sequence ids this reader reads: all of them, or its rank's.
     pub fn sequences(&self) -> Range<usize> {
         self.store.sequences.clone()

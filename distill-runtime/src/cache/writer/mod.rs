@@ -14,14 +14,14 @@ mod shard;
 
 use crate::cache::CacheError;
 use crate::criterion::TopKLogits;
+use crate::distillation::Distillation;
 use crate::endpoint::ResolvedEndpoint;
-use crate::engine::Engine;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
 use shard::{stored_endpoints, write_shard, InputsCrc};
 
 /// Writes a teacher cache: every teacher endpoint of a distillation (the pairs of a `Mapping`, or
-/// of a `distill!` model, through its `engine()`), for every sample and augmentation view, in
+/// of a `distill!` model, through its `distillation()`), for every sample and augmentation view, in
 /// safetensors shards with a JSON manifest.
 ///
 /// Sample ids are `0..num_samples`; shard `i` of `n` holds ids `i·N/n .. (i+1)·N/n`. A writer
@@ -148,10 +148,15 @@ impl CacheWriter {
     }
 
     /// Runs `teacher` over `inputs` (`[N, …]`, sample ids `0..N`) and stores the captures of the
-    /// teacher endpoints of `engine`.
-    pub fn write<T: SideModel + ?Sized>(&self, engine: &Engine, teacher: &T, inputs: &Tensor) -> Result<WriteReport> {
+    /// teacher endpoints of `distillation`, with its teacher's mode.
+    pub fn write<T: SideModel + ?Sized>(
+        &self,
+        distillation: &Distillation<'_>,
+        teacher: &T,
+        inputs: &Tensor,
+    ) -> Result<WriteReport> {
         let num_samples = inputs.size().first().copied().unwrap_or(0).max(0) as usize;
-        self.write_with(engine, teacher, num_samples, |ids| {
+        self.write_with(distillation, teacher, num_samples, |ids| {
             let ids = Tensor::from_slice(ids).to_device(inputs.device());
             Ok(inputs.f_index_select(0, &ids)?)
         })
@@ -159,17 +164,23 @@ impl CacheWriter {
 
     /// As [`write`](Self::write), with the inputs of the sample ids given loaded by `inputs` (a
     /// dataset on disk, a decoder…): `inputs(&[3, 4, 5])` returns the batch `[3, …]`.
-    pub fn write_with<T, F>(&self, engine: &Engine, teacher: &T, num_samples: usize, inputs: F) -> Result<WriteReport>
+    pub fn write_with<T, F>(
+        &self,
+        distillation: &Distillation<'_>,
+        teacher: &T,
+        num_samples: usize,
+        inputs: F,
+    ) -> Result<WriteReport>
     where
         T: SideModel + ?Sized,
         F: FnMut(&[i64]) -> Result<Tensor>,
     {
-        self.write_identified(engine, teacher, num_samples, self.dataset.clone(), inputs)
+        self.write_identified(distillation.engine(), teacher, num_samples, self.dataset.clone(), inputs)
     }
 
     fn write_identified<T, F>(
         &self,
-        engine: &Engine,
+        engine: &crate::engine::Engine,
         teacher: &T,
         num_samples: usize,
         identity: Option<String>,
