@@ -253,7 +253,7 @@ fn invalid_parameters_and_shapes_are_errors() {
         assert!(matches!(TopKKlDiv::new(t).f_loss(&s, &packed), Err(DistillError::InvalidCriterion { .. })));
         assert!(TopKLogits::new(2, t).f_encode(&s).is_err());
     }
-    assert!(TopKLogits::new(0, 1.0).validate().unwrap_err().contains("≥ 1"));
+    assert!(TopKLogits::new(0, 1.0).f_encode(&s).unwrap_err().to_string().contains("≥ 1"));
     let err = TopKLogits::new(11, 1.0).f_encode(&s).unwrap_err().to_string();
     assert!(err.contains("k = 11 is more than the 10 classes"), "{err}");
     let err = TopKLogits::new(2, 1.0).f_encode(&s.reshape([2, 2, 10])).unwrap_err().to_string();

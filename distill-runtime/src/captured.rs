@@ -34,11 +34,6 @@ impl Captured {
         self.calls.swap_remove(0)
     }
 
-    /// Every call, by value.
-    pub fn into_calls(self) -> Vec<Tensor> {
-        self.calls
-    }
-
     /// One tensor for a criterion: the one call as is, several (an `all_calls` endpoint)
     /// concatenated along the batch dimension, so that a mean-reduced criterion averages over the
     /// calls.

@@ -33,7 +33,7 @@ impl<'a> Endpoint<'a> {
     }
 
     /// A module given by reference; it must record itself ([`Recordable`]).
-    pub fn module<M: Recordable + Distillable + ?Sized>(module: &M) -> Self {
+    pub(crate) fn module<M: Recordable + Distillable + ?Sized>(module: &M) -> Self {
         Self::with(Target::Tap { tap: module.tap_id(), type_name: module.module_type() })
     }
 
@@ -79,11 +79,6 @@ pub struct ResolvedEndpoint {
 }
 
 impl ResolvedEndpoint {
-    /// The model it belongs to.
-    pub fn side(&self) -> Side {
-        self.side
-    }
-
     /// Its dotted path in that model (`""` for the model itself).
     pub fn path(&self) -> &str {
         &self.path

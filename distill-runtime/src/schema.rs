@@ -64,7 +64,7 @@ impl Schema {
     }
 
     /// The same tree, recording its own output (what `Tap<M>` does to `M`).
-    pub const fn recording(self) -> Schema {
+    pub(crate) const fn recording(self) -> Schema {
         Schema { records: true, children: self.children }
     }
 }

@@ -163,7 +163,7 @@ pub enum Precision {
 
 impl Precision {
     /// The tensor kind of the values.
-    pub fn kind(self) -> tch::Kind {
+    pub(crate) fn kind(self) -> tch::Kind {
         match self {
             Precision::F32 => tch::Kind::Float,
             Precision::F16 => tch::Kind::Half,
@@ -171,7 +171,7 @@ impl Precision {
     }
 
     /// Bytes per value.
-    pub fn bytes(self) -> usize {
+    pub(crate) fn bytes(self) -> usize {
         match self {
             Precision::F32 => 4,
             Precision::F16 => 2,
@@ -191,7 +191,7 @@ impl Encoding {
 
     /// The tensor kind values are stored in (for top-k, the log-probabilities' kind; the class
     /// indices are 32-bit integers).
-    pub fn kind(self) -> tch::Kind {
+    pub(crate) fn kind(self) -> tch::Kind {
         match self {
             Encoding::F32 => tch::Kind::Float,
             Encoding::F16 => tch::Kind::Half,
@@ -232,7 +232,7 @@ pub struct ShardEntry {
 
 impl Manifest {
     /// The entry of the endpoint at `path` capturing `port`, with its index.
-    pub fn endpoint(&self, path: &str, port: Port) -> Option<(usize, &EndpointEntry)> {
+    pub(crate) fn endpoint(&self, path: &str, port: Port) -> Option<(usize, &EndpointEntry)> {
         let port = StoredPort::from(port);
         self.endpoints.iter().enumerate().find(|(_, e)| e.path == path && e.port == port)
     }
@@ -247,7 +247,7 @@ impl Manifest {
     ///
     /// # Errors
     /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it.
-    pub fn load(dir: &Path) -> Result<Manifest> {
+    pub(crate) fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         if !path.exists() && dir.join(super::token::TOKEN_MANIFEST_FILE).exists() {
             return Err(cache_error(

@@ -106,7 +106,7 @@ impl SampledLogits {
     }
 
     /// How many tokens are drawn per position.
-    pub fn n(&self) -> i64 {
+    pub(crate) fn n(&self) -> i64 {
         self.ids.size().last().copied().unwrap_or(0)
     }
 

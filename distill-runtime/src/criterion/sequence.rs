@@ -49,7 +49,7 @@ pub enum Divergence {
 
 impl Divergence {
     /// Why the divergence's parameter is outside its domain, or `Ok`.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         let unit = |name: &str, value: f64| {
             if value.is_finite() && (0.0..=1.0).contains(&value) {
                 Ok(())

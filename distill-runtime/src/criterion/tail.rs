@@ -116,7 +116,7 @@ impl TopKTail {
     }
 
     /// How many tokens are kept per position.
-    pub fn k(&self) -> i64 {
+    pub(crate) fn k(&self) -> i64 {
         self.ids.size().last().copied().unwrap_or(0)
     }
 

@@ -59,16 +59,11 @@ impl TopKLogits {
         TopKLogits { k, temperature }
     }
 
-    /// Why these parameters are invalid (`k` < 1, a temperature that is not finite and > 0), or `Ok`.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        self.check().map_err(|error| error.to_string())
-    }
-
     /// As [`validate`](Self::validate), with the typed error.
     ///
     /// # Errors
     /// [`CriterionError::CountBelowOne`] for `k` < 1, [`CriterionError::Parameter`] for the temperature.
-    pub fn check(&self) -> std::result::Result<(), CriterionError> {
+    pub(crate) fn check(&self) -> std::result::Result<(), CriterionError> {
         if self.k < 1 {
             return Err(CriterionError::CountBelowOne { what: "the top-k count", got: self.k });
         }

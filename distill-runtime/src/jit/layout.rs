@@ -17,7 +17,7 @@ pub enum OutputLayout {
 
 impl OutputLayout {
     /// The endpoint names: tuple positions as `0`, `1`, …, dict keys, none for a single tensor.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         match self {
             OutputLayout::Tensor => Vec::new(),
             OutputLayout::Tuple(len) => (0..*len).map(|i| i.to_string()).collect(),

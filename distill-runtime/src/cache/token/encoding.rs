@@ -77,7 +77,7 @@ impl TokenEncoding {
     }
 
     /// Tokens stored per position: `k` or `n`.
-    pub fn width(self) -> i64 {
+    pub(crate) fn width(self) -> i64 {
         match self {
             TokenEncoding::TopK { k, .. } => k,
             TokenEncoding::Sampled { n, .. } => n,
@@ -85,7 +85,7 @@ impl TokenEncoding {
     }
 
     /// How the values are stored.
-    pub fn values(self) -> Precision {
+    pub(crate) fn values(self) -> Precision {
         match self {
             TokenEncoding::TopK { values, .. } | TokenEncoding::Sampled { values, .. } => values,
         }
@@ -145,7 +145,7 @@ impl IdWidth {
     }
 
     /// Bytes per id.
-    pub fn bytes(self) -> usize {
+    pub(crate) fn bytes(self) -> usize {
         match self {
             IdWidth::U16 => 2,
             IdWidth::I32 => 4,

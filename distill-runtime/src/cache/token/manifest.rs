@@ -91,7 +91,7 @@ impl TokenCacheSpec {
     /// # Errors
     /// [`CacheError::TokenSizes`], [`CacheError::VocabularyTooLarge`] or a [`DistillError::Criterion`](crate::DistillError::Criterion)
     /// for the encoding, naming what is out of range.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.seq_len < 1 || self.vocab < 1 {
             return Err(CacheError::TokenSizes { seq_len: self.seq_len, vocab: self.vocab }.into());
         }
@@ -180,7 +180,7 @@ impl TokenManifest {
     /// # Errors
     /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it (or, for a directory
     /// holding an image teacher cache, saying so).
-    pub fn load(dir: &Path) -> Result<TokenManifest> {
+    pub(crate) fn load(dir: &Path) -> Result<TokenManifest> {
         let path = dir.join(TOKEN_MANIFEST_FILE);
         if !path.exists() && dir.join(MANIFEST_FILE).exists() {
             return Err(cache_error(
