@@ -62,7 +62,8 @@ impl<'a> Endpoint<'a> {
 
 /// An endpoint checked against its model (by `Mapping::add`, or by the `new()` of a `distill!`
 /// model): where it is and what it captures. Read it from [`Mapping::pairs`](crate::Mapping::pairs)
-/// or a model's `engine()`.
+/// or [`Distillation::student_endpoints`](crate::Distillation::student_endpoints) and
+/// [`teacher_endpoints`](crate::Distillation::teacher_endpoints).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedEndpoint {
     pub(crate) side: Side,

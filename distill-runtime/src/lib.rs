@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+mod adapter_hint;
 pub mod alloc;
 mod atomic;
 pub mod cache;

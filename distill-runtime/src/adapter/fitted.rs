@@ -86,7 +86,7 @@ where
 
 impl FittedAdapter {
     /// An adapter of `kind` whose variables `weight` (and `bias`) are registered under `path`, empty
-    /// until [`fit`](Self::fit) shapes them.
+    /// until the distillation's dry run fits them to the pair's widths.
     pub fn new(path: &Path<'_>, kind: FittedKind) -> Self {
         let (ws_shape, bs) = match kind {
             FittedKind::Linear => (&[0i64, 0][..], Some(path.zeros("bias", &[0]))),

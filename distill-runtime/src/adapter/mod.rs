@@ -34,7 +34,6 @@ mod adapt;
 pub(crate) mod channel_map;
 mod conv2d;
 mod fitted;
-pub(crate) mod hint;
 mod learned;
 mod linear_selection;
 mod string_path;

@@ -2,8 +2,8 @@
 //! captures, and train the student from them — the teacher does not run again, and need not be in
 //! memory.
 //!
-//! - [`CacheWriter`] runs the teacher endpoints of a distillation (a `Mapping`'s, or a `distill!`
-//!   model's through `engine()`) over samples `0..N`, for each of `V` augmentation views, and stores
+//! - [`CacheWriter`] runs the teacher endpoints of a [`Distillation`](crate::Distillation) (a
+//!   `distill!` model's through `distillation()`) over samples `0..N`, for each of `V` augmentation views, and stores
 //!   the captures in safetensors shards (f32, f16 or bf16, per endpoint) with a JSON [`Manifest`].
 //!   Shards are written by one process or by independent ones (`shard(i)` of `shards(n)`), each
 //!   atomically (a temporary name unique to its writer, fsynced and renamed when complete) under an

@@ -29,7 +29,7 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 /// Shapes: `ids` `[…, k]` (`i64`), `log_probs` `[…, k]`, `tail` `[…]` (`−inf` when `k` is the whole
 /// vocabulary). The probabilities `exp(log_probs)` and `exp(tail)` sum to 1 up to rounding.
 ///
-/// [`f_pack`](Self::f_pack) and [`f_unpack`](Self::f_unpack) move it to and from one tensor
+/// [`f_pack`](Self::f_pack) moves it into one tensor
 /// `[…, 2k + 1]` (`[log_probs | ids | tail]`, ids as floating-point numbers) so that it travels as a
 /// pair's teacher tensor.
 ///

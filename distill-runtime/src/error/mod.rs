@@ -50,7 +50,7 @@ pub enum DistillError {
     #[error(
         "{}the criterion cannot compare the student's shape {student:?} with the teacher's {teacher:?}: {reason}{}",
         pair_prefix(pair),
-        crate::adapter::hint::adapter_hint(student, teacher).map(|hint| format!("; {hint}")).unwrap_or_default()
+        crate::adapter_hint::adapter_hint(student, teacher).map(|hint| format!("; {hint}")).unwrap_or_default()
     )]
     ShapeMismatch {
         /// Label of the pair (empty when the criterion was called directly, through `f_loss`).

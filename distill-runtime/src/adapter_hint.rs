@@ -1,5 +1,6 @@
-//! Which adapter would make a pair's two tensors comparable: the advice that a shape mismatch's
-//! message ends with. It lives with the adapters it names; the error only asks for it.
+//! Which adapter would make a pair's two tensors comparable: the advice a shape mismatch's message
+//! ends with. It is text about the adapters worked out from the two shapes alone, so the error type,
+//! below every other module, can give it without depending on the adapters.
 
 /// What would make a student tensor of shape `student` and a teacher tensor of shape `teacher`
 /// comparable, as advice for a message; `None` when the shapes differ in more than a width.

@@ -1,7 +1,7 @@
 //! Benchmark: one distillation step at the same global batch, run as 1 process × 2 threads and as
 //! 2 processes × 1 thread (data-parallel over Gloo on localhost), side by side in one run.
 //!
-//! `cargo bench -p distill-ddp --bench ddp [-- --steps N --batches 128,512]` (under
+//! `cargo bench --bench ddp [-- --steps N --batches 128,512]` (under
 //! `cargo test --all-targets`, without `--bench`, it runs once at batch 16 as a smoke test).
 //!
 //! The coordinator (this process) times the single-process step itself, then starts two copies of
@@ -165,7 +165,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench binaries without `--bench`: run both sides once,
         // small, to check that they work; time nothing.
-        println!("bench smoke test (timings: `cargo bench -p distill-ddp --bench ddp`)");
+        println!("bench smoke test (timings: `cargo bench --bench ddp`)");
         (batches, steps) = (vec![16], 1);
     }
     println!("distillation step, same global batch: 1 process × 2 threads vs 2 processes × 1 thread (Gloo, localhost)");
