@@ -181,7 +181,7 @@ impl<'m> Distillation<'m> {
     }
 
     /// Sets how every teacher runs.
-    pub(crate) fn set_mode(&mut self, mode: TeacherMode) {
+    pub fn set_mode(&mut self, mode: TeacherMode) {
         self.engine.set_mode(mode);
     }
 
