@@ -75,3 +75,4 @@ pub use mapping::{distill, distill_teachers, DistillModel, DistillOutput, Mapped
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
 pub use point::{Port, Side};
 pub use schema::{Schema, StaticSchema};
+pub use side::{LiveTeacher, SideModel};
