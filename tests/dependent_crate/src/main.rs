@@ -1,6 +1,8 @@
 //! A user's first crate: a small model, a `distill!` declaration, a dynamic `Mapping`, the same
-//! pairs as a `Distillation` built from a `Mapping` of criteria, one training step. Exits non-zero
-//! (with the error) when anything is off.
+//! pairs as a `Distillation` built from a `Mapping` of criteria, one training step, and the teacher
+//! side written to a teacher cache and read back. Exits non-zero (with the error) when anything is
+//! off.
+use distill::cache::{CacheWriter, TeacherCache, TeacherHash};
 use distill::prelude::*;
 use tch::nn::{Module, ModuleT, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -26,6 +28,14 @@ distill! {
     /// Feature and logit distillation between two small MLPs.
     struct Kd for Net => Net {
         hidden: student.body[1] => teacher.body[1] with Mse;
+        logits: student => teacher with KlDiv::new(4.0);
+    }
+}
+
+distill! {
+    /// The same pairs with the teacher side read from a teacher cache.
+    struct CachedKd for Net => TeacherCache {
+        hidden: student.body[1] => teacher["body.1"] with Mse;
         logits: student => teacher with KlDiv::new(4.0);
     }
 }
@@ -66,5 +76,19 @@ fn main() -> Result<(), DistillError> {
         return Err(DistillError::InvalidArgument(format!("distill! loss {typed} vs Distillation loss {untyped}")));
     }
     println!("Distillation::from_mapping: {}", dynamic.forward_t(&xs, false)?.f_losses()?);
+
+    // The teacher's side stored once (f32) and read back: the same loss, bit for bit.
+    let dir = std::env::temp_dir().join(format!("distill-user-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    CacheWriter::new(&dir, TeacherHash::of_var_store(&vs)?).write(kd.distillation(), &teacher, &xs)?;
+    let cache = TeacherCache::open(&dir)?;
+    let cached = CachedKd::new(vs.root() / "cached", &student, &cache)?;
+    let batch = cache.batch(&Tensor::from_slice(&[0i64, 1, 2, 3]), 0)?;
+    let (live, stored) = (kd.forward_t(&xs, false)?.f_loss()?, cached.forward_cached(&xs, &batch, false)?.f_loss()?);
+    let _ = std::fs::remove_dir_all(&dir);
+    if live.double_value(&[]) != stored.double_value(&[]) {
+        return Err(DistillError::InvalidArgument(format!("live loss {live} vs cached loss {stored}")));
+    }
+    println!("TeacherCache: the cached loss equals the live one ({})", stored.double_value(&[]));
     Ok(())
 }
