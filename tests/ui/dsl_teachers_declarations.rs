@@ -26,4 +26,11 @@ distill! {
     }
 }
 
+distill! {
+    struct Methods for Net => (step: Net, distillation: Net) {
+        f0: student.block.conv => step.block.conv with Mse;
+        f1: student.classifier => distillation.classifier with Mse;
+    }
+}
+
 fn main() {}
