@@ -16,6 +16,7 @@ mod cached;
 mod data;
 mod kd;
 mod model;
+mod phases;
 mod prune;
 mod report;
 mod train;
@@ -25,13 +26,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use distill::nn::{ModuleT, VarStore};
+use distill::nn::VarStore;
 use distill_ddp::{DataParallel, DdpConfig, ProcessGroup};
 use tch::Device;
 
-use model::{Net, WIDTHS};
-use report::Row;
-use train::{accuracy, one_cycle_lr, sgd, train, Schedule, Terms};
+use phases::Ctx;
 
 /// Prune a Fashion-MNIST CNN and distill it back (the `distill` crate's main example).
 #[derive(Parser, Debug)]
@@ -123,6 +122,7 @@ fn main() {
     }
 }
 
+/// The whole experiment: set-up, then each phase of [`phases`] in order.
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // libtorch allocates with posix_memalign; glibc would mmap and page-fault every large buffer on
     // every step (≈7× slower convolutions here). One explicit call at start-up fixes it.
@@ -134,30 +134,39 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     let group = join_group(&args)?;
     let group = group.as_ref();
-    // Rank 0 speaks for the group; the others only train.
-    let main = group.is_none_or(ProcessGroup::is_main);
-    macro_rules! say {
-        ($($arg:tt)*) => { if main { println!($($arg)*) } };
-    }
+    let ctx = Ctx { main: group.is_none_or(ProcessGroup::is_main), group, args };
     if let Some(g) = group {
-        say!(
+        ctx.say(format_args!(
             "data-parallel: {} ranks over Gloo, global batch {} = {} per rank",
             g.world_size(),
-            args.batch_size,
-            args.batch_size / g.world_size() as i64
-        );
+            ctx.args.batch_size,
+            ctx.args.batch_size / g.world_size() as i64
+        ));
     }
     let started = Instant::now();
     let device = Device::Cpu;
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&ctx.args.out)?;
+    let data = load_data(&ctx, tuned)?;
 
+    let teacher = phases::teacher(&ctx, &data, device)?;
+    let tunes = phases::fine_tunes(&ctx, &data, &teacher, device)?;
+    if !ctx.main {
+        return Ok(());
+    }
+    let cached_rows = phases::cached_runs(&ctx, &data, &teacher, &tunes)?;
+    phases::report(&ctx, started, teacher, &tunes, cached_rows)
+}
+
+/// Fashion-MNIST from `--data`, the training split cut to `--limit` images if given.
+fn load_data(ctx: &Ctx<'_>, tuned: bool) -> Result<data::FashionMnist, Box<dyn Error>> {
+    let args = &ctx.args;
     let mut data = data::load(&args.data)?;
     if let Some(n) = args.limit {
         let n = n.clamp(1, data.train.len());
         data.train =
             data::Split { images: data.train.images.narrow(0, 0, n), labels: data.train.labels.narrow(0, 0, n) };
     }
-    say!(
+    ctx.say(format_args!(
         "Fashion-MNIST from {}: {} train / {} test images, standardised (mean {:.4}, std {:.4}); {} threads, allocator tuned: {tuned}",
         args.data.display(),
         data.train.len(),
@@ -165,189 +174,6 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         data.mean,
         data.std,
         args.threads
-    );
-
-    // 1. Teacher.
-    let mut teacher_vs = VarStore::new(device);
-    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
-    let checkpoint = args.out.join("teacher.safetensors");
-    let history_path = args.out.join("teacher_loss.csv");
-    let teacher_history;
-    let teacher_note;
-    let mut load = checkpoint.is_file() && !args.retrain;
-    if let Some(g) = group {
-        // Rank 0 decides for all: every rank must train, or every rank must load.
-        let flag = tch::Tensor::from_slice(&[i64::from(load)]);
-        g.broadcast(&flag, 0)?;
-        load = flag.int64_value(&[0]) == 1;
-    }
-    if load {
-        teacher_vs.load(&checkpoint).map_err(|e| {
-            format!("cannot load {} ({e}); rerun with --retrain to train a new teacher", checkpoint.display())
-        })?;
-        teacher_note = format!("loaded from `{}`", checkpoint.display());
-        teacher_history = report::load_history(&history_path);
-        say!("teacher: {teacher_note}");
-    } else {
-        let mut opt = sgd(&teacher_vs, 0.1, 0.9, 5e-4);
-        let schedule = Schedule {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            lr: Box::new(|step, total| one_cycle_lr(step, total, 0.1)),
-            label: "teacher".into(),
-        };
-        let ddp = parallel(group, &[&teacher_vs])?;
-        let history = train(&data.train, &mut opt, &schedule, ddp.as_ref(), |xs, ys| {
-            let loss = teacher.forward_t(xs, true).cross_entropy_for_logits(ys);
-            let value = loss.double_value(&[]);
-            (loss, vec![("loss", value)])
-        })?;
-        match group {
-            Some(g) => g.save_on_main(&teacher_vs, &checkpoint)?,
-            None => teacher_vs.save(&checkpoint)?,
-        }
-        if main {
-            report::save_history(&history_path, &history)?;
-        }
-        teacher_note = format!("trained {} epochs in {:.0} s", args.epochs, history.elapsed.as_secs_f64());
-        say!("teacher: {teacher_note}, saved to {}", checkpoint.display());
-        teacher_history = Some(history);
-    }
-    teacher_vs.freeze();
-    // Evaluation is rank 0's job: after training, every rank holds the same weights.
-    let evaluate = |model: &dyn ModuleT| if main { accuracy(model, &data.test) } else { f64::NAN };
-    let teacher_acc = evaluate(&teacher);
-    say!("teacher test accuracy: {teacher_acc:.2}%");
-
-    // 2. Two identical pruned students.
-    let ce_vs = VarStore::new(device);
-    let ce_student = prune::prune_net(&teacher, &ce_vs.root(), args.keep)?;
-    let kd_vs = VarStore::new(device);
-    let kd_student = prune::prune_net(&teacher, &kd_vs.root(), args.keep)?;
-    let pruned_acc = evaluate(&ce_student);
-    say!(
-        "student: widths {:?} (teacher {:?}), {} of {} parameters; before fine-tuning {pruned_acc:.2}%",
-        ce_student.widths(),
-        teacher.widths(),
-        params(&ce_vs),
-        params(&teacher_vs),
-    );
-
-    // 3. Fine-tunes: same seed, hence the same batches, same steps.
-    let finetune = |label: &str| Schedule {
-        epochs: args.finetune_epochs,
-        batch_size: args.batch_size,
-        lr: Box::new(|_, _| 0.01),
-        label: label.into(),
-    };
-    tch::manual_seed(args.seed + 1);
-    let mut opt = sgd(&ce_vs, 0.01, 0.9, 0.0);
-    let ddp = parallel(group, &[&ce_vs])?;
-    let ce_history = train(&data.train, &mut opt, &finetune("fine-tune CE"), ddp.as_ref(), |xs, ys| {
-        let loss = ce_student.forward_t(xs, true).cross_entropy_for_logits(ys);
-        let value = loss.double_value(&[]);
-        (loss, vec![("loss", value)] as Terms)
-    })?;
-    let ce_acc = evaluate(&ce_student);
-    say!("fine-tuned, cross-entropy only: {ce_acc:.2}% ({:.0} s)", ce_history.elapsed.as_secs_f64());
-
-    // Adapters first: the RNG seed then fixes the batch order exactly as for the CE-only run.
-    let kd_path = kd_vs.root() / "kd";
-    let kd_step = match &args.config {
-        None => kd::kd_step(&kd_path, &kd_student, &teacher)?,
-        Some(file) => {
-            let config = distill::config::Config::from_file(file)?;
-            say!("distillation: the pairs of `{}` ({})", file.display(), config.names().collect::<Vec<_>>().join(", "));
-            kd::config_step(&kd_path, &kd_student, &teacher, config)?
-        }
-    };
-    tch::manual_seed(args.seed + 1);
-    let mut opt = sgd(&kd_vs, 0.01, 0.9, 0.0);
-    let ddp = parallel(group, &[&kd_vs])?;
-    let kd_history = train(&data.train, &mut opt, &finetune("fine-tune distill"), ddp.as_ref(), kd_step)?;
-    let kd_acc = evaluate(&kd_student);
-    say!("fine-tuned, distilled: {kd_acc:.2}% ({:.0} s)", kd_history.elapsed.as_secs_f64());
-    if !main {
-        return Ok(());
-    }
-    let mut cached_rows = Vec::new();
-    if args.teacher_cache {
-        if group.is_some() {
-            return Err("--teacher-cache runs in one process: leave out --ddp".into());
-        }
-        // The same distillation with its teacher side written once and read back: first one plain
-        // view (what the live run sees), then `--cache-views` random-crop + flip views.
-        let hash = distill::cache::TeacherHash::of_file(&checkpoint)?;
-        let live_seconds = kd_history.elapsed.as_secs_f64();
-        for views in [None, Some(args.cache_views)] {
-            let setting = cached::Setting { views, keep: args.keep, seed: args.seed, live_seconds };
-            let run = cached::fine_tune(&setting, &args.out, &teacher, &hash, &data.train, &finetune)?;
-            let acc = evaluate(&run.student);
-            say!("fine-tuned, distilled from the teacher cache ({}): {acc:.2}%", setting.describe());
-            cached_rows.push(run.row(acc, &setting));
-        }
-    }
-
-    // 4. Report.
-    let reference = args.limit.is_none()
-        && args.keep == 0.25
-        && args.epochs == 8
-        && args.finetune_epochs == 2
-        && args.batch_size == 128;
-    let r = |v: f64| reference.then_some(v);
-    let student_params = params(&ce_vs);
-    let rows = [
-        Row {
-            name: "teacher",
-            params: params(&teacher_vs),
-            accuracy: teacher_acc,
-            reference: r(92.47),
-            note: teacher_note,
-        },
-        Row {
-            name: "pruned student, before fine-tuning",
-            params: student_params,
-            accuracy: pruned_acc,
-            reference: r(10.00),
-            note: format!("{:.0}% of each conv's filters, by L1 norm", args.keep * 100.0),
-        },
-        Row {
-            name: "fine-tuned, cross-entropy only",
-            params: student_params,
-            accuracy: ce_acc,
-            reference: r(88.79),
-            note: format!("{} epochs SGD lr 0.01 m 0.9", args.finetune_epochs),
-        },
-        Row {
-            name: "fine-tuned with `distill`",
-            params: student_params,
-            accuracy: kd_acc,
-            reference: r(89.61),
-            note: "CE + MSE on blocks 1–3 conv outputs via `conv2d_adapter` + KL (T = 4) on logits; same batches"
-                .into(),
-        },
-    ];
-    let rows: Vec<Row> = rows.into_iter().chain(cached_rows).collect();
-    let layout = match group {
-        Some(g) => format!("{} ranks × {} threads (data-parallel)", g.world_size(), args.threads),
-        None => format!("{} threads", args.threads),
-    };
-    let header = format!(
-        "Fashion-MNIST, 10k test images; seed {}, {layout}, batch {}, run time {:.0} s",
-        args.seed,
-        args.batch_size,
-        started.elapsed().as_secs_f64()
-    );
-    let md = report::markdown(&rows, &header);
-    std::fs::write(args.out.join("results.md"), &md)?;
-    println!("\n{md}");
-    let png = args.out.join("loss_curves.png");
-    let text = report::plot(&png, teacher_history.as_ref(), &ce_history, &kd_history)?;
-    println!(
-        "wrote {} and {}{}",
-        args.out.join("results.md").display(),
-        png.display(),
-        if text { "" } else { " (no font found: curves drawn without labels)" }
-    );
-    Ok(())
+    ));
+    Ok(data)
 }
