@@ -52,7 +52,6 @@ pub mod schedule;
 pub mod schema;
 pub mod side;
 
-mod capture;
 mod captured;
 mod resolver;
 mod rng;

@@ -7,13 +7,13 @@
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::capture::{arm, TapRequest};
 use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
 use crate::error::{CaptureError, Result};
 use crate::jit;
 use crate::module::Distillable;
+use crate::nn::capture::{arm, TapRequest};
 use crate::point::{Port, Side};
 use crate::resolver::Resolver;
 

@@ -52,7 +52,7 @@ pub(super) fn recorded(
     forward: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let output = forward(xs)?;
-    Ok(crate::capture::record(tap, xs, |_| output))
+    Ok(crate::nn::capture::record(tap, xs, |_| output))
 }
 
 /// tch's `Module` (whose `forward` panics where `f_forward` fails, as tch's layers do) and the

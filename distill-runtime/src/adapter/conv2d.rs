@@ -9,9 +9,9 @@ use super::adapt::adapter_forward;
 use super::channel_map::{find_layer_mapping, ChannelMapping, Tolerance};
 use super::pointwise;
 use super::ChannelMapError;
-use crate::capture::TapId;
 use crate::channels::KeptChannels;
 use crate::error::Result;
+use crate::nn::capture::TapId;
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::Conv2D;
 

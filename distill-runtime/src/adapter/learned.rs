@@ -8,8 +8,8 @@ use tch::Tensor;
 use super::adapt::adapter_forward;
 use super::AdapterError;
 use super::{out_channels, pointwise};
-use crate::capture::TapId;
 use crate::error::Result;
+use crate::nn::capture::TapId;
 use crate::nn::leaf::tappable_leaf;
 use crate::nn::{Conv2D, Linear};
 

@@ -8,9 +8,9 @@ use tch::{Kind, Tensor};
 
 use super::adapt::adapter_forward;
 use super::AdapterError;
-use crate::capture::TapId;
 use crate::channels::{check_indices, KeptChannels};
 use crate::error::Result;
+use crate::nn::capture::TapId;
 use crate::nn::leaf::tappable_leaf;
 
 /// Narrows the last dimension of a teacher's tensor (`[.., teacher features]`) to the features its pruned

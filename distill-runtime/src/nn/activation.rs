@@ -5,7 +5,7 @@ use tch::nn::Module;
 use tch::Tensor;
 
 use super::leaf::tappable_leaf;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 macro_rules! activation {
     ($(#[$doc:meta])* $ty:ident, $ctor:ident, |$xs:ident| $body:expr) => {

@@ -6,7 +6,7 @@ use tch::nn::{BatchNormConfig, ModuleT, Path};
 use tch::Tensor;
 
 use super::leaf::tch_wrapper;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// A batch-norm layer; derefs to `tch::nn::BatchNorm` (`ws`, `bs`, `running_mean`, `running_var`, `nd`).
 ///

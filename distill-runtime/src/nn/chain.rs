@@ -4,7 +4,7 @@
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// Runs `elements` one after the other on `xs`, the call of each recorded by its slot tap, and the
 /// whole chain by the container's tap. No element gives `xs` back.

@@ -6,9 +6,9 @@ use tch::nn::{ConvConfig, ConvConfigND, Module, Path};
 use tch::Tensor;
 
 use super::leaf::{tappable_leaf, tch_deref};
-use crate::capture::{record, TapId};
 use crate::channels::KeptChannels;
 use crate::error::Result;
+use crate::nn::capture::{record, TapId};
 
 /// A convolution over `ND` spatial dimensions; derefs to `tch::nn::Conv<ND>` (`ws`, `bs`).
 ///

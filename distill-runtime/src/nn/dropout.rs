@@ -4,7 +4,7 @@ use tch::nn::ModuleT;
 use tch::Tensor;
 
 use super::leaf::tappable_leaf;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// Zeroes each element with probability `p` in training and rescales the rest by `1 / (1 - p)`;
 /// the identity in evaluation, as `torch.nn.Dropout`.

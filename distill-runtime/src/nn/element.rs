@@ -3,7 +3,7 @@
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// One element of a [`Seq`](super::Seq) or [`Sequential`](super::Sequential) as a call site that
 /// records like the container's own forward does.

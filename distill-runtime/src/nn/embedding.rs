@@ -6,7 +6,7 @@ use tch::nn::{EmbeddingConfig, Module, Path};
 use tch::Tensor;
 
 use super::leaf::tch_wrapper;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// An embedding layer; derefs to `tch::nn::Embedding` (`ws`).
 #[derive(Debug)]

@@ -4,7 +4,7 @@ use tch::nn::Module;
 use tch::Tensor;
 
 use super::leaf::tappable_leaf;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// Flattens dimensions `start_dim..=end_dim` into one, as `torch.nn.Flatten` (default `1..=-1`).
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use tch::nn::{LayerNormConfig, Module, Path};
 use tch::Tensor;
 
 use super::leaf::tch_wrapper;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// A layer-norm layer; derefs to `tch::nn::LayerNorm`.
 #[derive(Debug)]

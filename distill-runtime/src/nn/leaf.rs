@@ -6,7 +6,7 @@ macro_rules! tappable_leaf {
     ($ty:ident $(<$param:ident>)?) => {
         impl$(<$param: 'static>)? $crate::module::Distillable for $ty$(<$param>)? {
             fn visit_children<'a>(&'a self, _visit: &mut dyn FnMut($crate::module::Child<'a>)) {}
-            fn own_tap(&self) -> Option<$crate::capture::TapId> {
+            fn own_tap(&self) -> Option<$crate::nn::capture::TapId> {
                 Some(self.tap)
             }
             fn as_any(&self) -> Option<&dyn ::std::any::Any> {
@@ -14,7 +14,7 @@ macro_rules! tappable_leaf {
             }
         }
         impl$(<$param: 'static>)? $crate::module::Recordable for $ty$(<$param>)? {
-            fn tap_id(&self) -> $crate::capture::TapId {
+            fn tap_id(&self) -> $crate::nn::capture::TapId {
                 self.tap
             }
         }
@@ -36,7 +36,7 @@ macro_rules! tch_wrapper {
         impl$(<$param>)? $ty$(<$param>)? {
             /// Wraps a tch layer, giving it a fresh tap.
             pub fn from_tch(inner: $inner) -> Self {
-                Self { inner, tap: $crate::capture::TapId::fresh() }
+                Self { inner, tap: $crate::nn::capture::TapId::fresh() }
             }
         }
         $crate::nn::leaf::tch_deref!($ty $(<$param>)?, $inner);
@@ -48,11 +48,11 @@ macro_rules! tch_wrapper {
             /// wrapper does not know it ([`config`](Self::config) is `None`) and operations that need it
             /// (e.g. `distill::prune`) return an error: prefer [`from_tch_with_config`](Self::from_tch_with_config).
             pub fn from_tch(inner: $inner) -> Self {
-                Self { inner, tap: $crate::capture::TapId::fresh(), config: None }
+                Self { inner, tap: $crate::nn::capture::TapId::fresh(), config: None }
             }
             /// Wraps a tch layer built with `config`, giving it a fresh tap.
             pub fn from_tch_with_config(inner: $inner, config: $cfg) -> Self {
-                Self { inner, tap: $crate::capture::TapId::fresh(), config: Some(config) }
+                Self { inner, tap: $crate::nn::capture::TapId::fresh(), config: Some(config) }
             }
             /// The config the layer was built with; `None` when it was wrapped with `from_tch`.
             pub fn config(&self) -> Option<&$cfg> {

@@ -6,7 +6,7 @@ use tch::nn::{LinearConfig, Module, Path};
 use tch::Tensor;
 
 use super::leaf::tch_wrapper;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// A linear layer; derefs to `tch::nn::Linear` (`ws`, `bs`).
 #[derive(Debug)]

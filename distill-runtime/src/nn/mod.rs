@@ -14,6 +14,7 @@
 
 mod activation;
 mod batch_norm;
+pub(crate) mod capture;
 mod chain;
 mod conv;
 mod dropout;

@@ -4,7 +4,7 @@ use tch::nn::Module;
 use tch::Tensor;
 
 use super::leaf::tappable_leaf;
-use crate::capture::{record, TapId};
+use crate::nn::capture::{record, TapId};
 
 /// 2-D max pooling, as `torch.nn.MaxPool2d(kernel_size, stride)` (stride defaults to the kernel).
 #[derive(Debug)]

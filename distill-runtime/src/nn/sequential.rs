@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use super::chain::forward_chain;
 use super::Element;
-use crate::capture::TapId;
 use crate::module::{Child, Distillable, Recordable};
+use crate::nn::capture::TapId;
 use crate::point::Slot;
 use crate::schema::{Children, Schema, StaticSchema};
 

@@ -5,8 +5,8 @@ use std::ops::{Deref, DerefMut};
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
+use crate::nn::capture::{record, TapId};
 use crate::schema::{Schema, StaticSchema};
 
 /// Wraps a module — a tch layer or a user struct — so that its calls can be captured.

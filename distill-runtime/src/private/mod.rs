@@ -15,7 +15,7 @@ pub use tch;
 /// The capture glue of the layers (arming taps, recording their calls), for the facade's text and
 /// vision layers and the tests of the capture machinery.
 pub mod capture {
-    pub use crate::capture::*;
+    pub use crate::nn::capture::*;
 }
 
 pub use self::assemble::{build_pairs, into_array, into_outputs, weighted_array};
