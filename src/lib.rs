@@ -144,20 +144,19 @@ pub use distill_macros::Distillable;
 /// **Renamed dependency**: `#[distill(crate = "kd")]` among the attributes before `struct` names the
 /// `distill` crate when the dependency has another name.
 ///
-/// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`,
-/// `teacher_grad(bool)`, `teacher_train(bool)`, `teacher_mode()`, `distillation()` (the [`Distillation`] it wraps),
-/// `set_step(step)` and `step()` (the training step at which scheduled weights are read),
-/// `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude),
-/// `forward_t(&xs, train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)`
-/// (the teacher side read from a batch of a teacher cache, a [`cache::CachedBatch`] or a
-/// [`cache::CachedTokens`]), `forward_cached_by(&xs, &batch, train, || …)` (the same, with the student
-/// run by the caller's closure, for a student whose forward takes more than a tensor), `dry_run` and
-/// `dry_run_cached` (`forward_t`, `forward_t_with` and
-/// `dry_run` only when every teacher is a [`LiveTeacher`]) and `LABELS`; `NameOutput<'d>` with one
-/// [`Pair`] field per label, `student_output`, `teacher_output`, `loss()`, `losses()`, `pairs()`
-/// and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`, `iter()`,
-/// `unweighted()`, `terms()` (weighted and unweighted values, weights, rescaling factors) and
-/// `Display` (`f0=0.1234 f1=0.0400 (raw 0.4000, weight 0.1000)`).
+/// **Generated items** (for `Name`): `Name<'m>` with `new(path, &student, &teacher)`, `teacher_grad(bool)`,
+/// `teacher_train(bool)`, `teacher_mode()`, `distillation()` (the [`Distillation`] it wraps: its resolved
+/// endpoints, teachers and modes), `set_step(step)` and `step()` (the training step at which scheduled weights are
+/// read), `rescale_to(label)` and `rescaled_to()` (other terms rescaled to one term's magnitude), `forward_t(&xs,
+/// train)`, `forward_t_with(&student_xs, &teacher_xs, train)`, `forward_cached(&xs, &batch, train)` (the teacher
+/// side read from a batch of a teacher cache, a [`cache::CachedBatch`] or a [`cache::CachedTokens`]),
+/// `forward_cached_by(&xs, &batch, train, || …)` (the same, with the student run by the caller's closure, for a
+/// student whose forward takes more than a tensor), `dry_run` and `dry_run_cached` (`forward_t`, `forward_t_with`
+/// and `dry_run` only when every teacher is a [`LiveTeacher`]) and `LABELS`; `NameOutput<'d>` with one [`Pair`]
+/// field per label, `student_output`, `teacher_output`, `loss()` and `f_loss()`, `losses()` and `f_losses()` (their
+/// fallible twins), `pairs()` and `with_targets(&ys)`; `NameLosses` with one weighted scalar per label, `total()`,
+/// `iter()`, `unweighted()`, `terms()` (weighted and unweighted values, weights, rescaling factors) and `Display`
+/// (`f0=0.1234 f1=0.0400 (raw 0.4000, weight 0.1000)`).
 ///
 /// **Schedules**: `with Mse * Schedule::warmup(0.0, 1.0, 500)` weights a term by the training step
 /// ([`schedule::Schedule`]: constant, linear, cosine, step changes, products). The model reads the

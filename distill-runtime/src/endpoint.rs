@@ -33,7 +33,7 @@ impl<'a> Endpoint<'a> {
     }
 
     /// A module given by reference; it must record itself ([`Recordable`]).
-    pub(crate) fn module<M: Recordable + Distillable + ?Sized>(module: &M) -> Self {
+    pub fn module<M: Recordable + Distillable + ?Sized>(module: &M) -> Self {
         Self::with(Target::Tap { tap: module.tap_id(), type_name: module.module_type() })
     }
 

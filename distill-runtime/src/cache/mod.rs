@@ -3,12 +3,12 @@
 //! memory.
 //!
 //! - [`CacheWriter`] runs the teacher endpoints of a [`Distillation`](crate::Distillation) (a
-//!   `distill!` model's through `distillation()`) over samples `0..N`, for each of `V` augmentation views, and stores
-//!   the captures in safetensors shards (f32, f16 or bf16, per endpoint) with a JSON [`Manifest`].
-//!   Shards are written by one process or by independent ones (`shard(i)` of `shards(n)`), each
-//!   atomically (a temporary name unique to its writer, fsynced and renamed when complete) under an
-//!   OS lock on the shard, with a CRC-32 of its tensors, of its inputs, and the hash of its manifest
-//!   in its metadata.
+//!   `distill!` model's or a `DistillModel`'s `distillation()`) over samples `0..N`, for each of `V`
+//!   augmentation views, and stores the captures in safetensors shards (f32, f16 or bf16, per
+//!   endpoint) with a JSON [`Manifest`]. Shards are written by one process or by independent ones
+//!   (`shard(i)` of `shards(n)`), each atomically (a temporary name unique to its writer, fsynced
+//!   and renamed when complete) under an OS lock on the shard, with a CRC-32 of its tensors, of its
+//!   inputs, and the hash of its manifest in its metadata.
 //! - [`TeacherCache::open`] opens a complete cache: it reads the manifest and memory-maps the shards,
 //!   reading only their headers; [`TeacherCache::batch`] and [`TeacherCache::prefetch`] give a
 //!   [`CachedBatch`] for the sample ids of a training batch, in the loader's order, at view

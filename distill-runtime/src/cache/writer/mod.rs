@@ -20,9 +20,9 @@ use crate::error::{DistillError, Result};
 use crate::side::SideModel;
 use shard::{stored_endpoints, write_shard, InputsCrc};
 
-/// Writes a teacher cache: every teacher endpoint of a distillation (the pairs of a `Mapping`, or
-/// of a `distill!` model, through its `distillation()`), for every sample and augmentation view, in
-/// safetensors shards with a JSON manifest.
+/// Writes a teacher cache: every teacher endpoint of a [`Distillation`] (a `distill!` model's or a
+/// `DistillModel`'s `distillation()`), for every sample and augmentation view, in safetensors shards
+/// with a JSON manifest.
 ///
 /// Sample ids are `0..num_samples`; shard `i` of `n` holds ids `i·N/n .. (i+1)·N/n`. A writer
 /// writes every shard, or only the one given by [`shard`](Self::shard), so that independent
