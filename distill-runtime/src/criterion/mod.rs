@@ -45,7 +45,7 @@
 //! [`Criterion::f_loss`] is its fallible twin, returning a [`DistillError`](crate::DistillError)
 //! instead. `distill!` checks parameters and shapes itself and reports them naming the pair.
 //!
-//! The teacher tensor is used as given: the engine runs the teacher without gradient by default, so no
+//! The teacher tensor is used as given: a distillation runs its teacher without gradient by default, so no
 //! criterion detaches it (with a trainable teacher, gradients flow to both sides).
 //!
 //! ```
