@@ -59,7 +59,7 @@ impl TopKLogits {
         TopKLogits { k, temperature }
     }
 
-    /// As [`validate`](Self::validate), with the typed error.
+    /// Checks the parameters: `k` ≥ 1 and a finite temperature > 0.
     ///
     /// # Errors
     /// [`CriterionError::CountBelowOne`] for `k` < 1, [`CriterionError::Parameter`] for the temperature.
@@ -74,9 +74,9 @@ impl TopKLogits {
     /// detached from the autograd graph: it is data to store, not part of a loss.
     ///
     /// # Errors
-    /// [`CriterionError`](super::CriterionError) for invalid parameters (`k` < 1, a temperature that is not finite and > 0),
-    /// logits that are not 2-D and floating-point, `k` greater than the class count, or more classes
-    /// than the packed kind holds exactly (2²⁴ for `f32`).
+    /// [`CriterionError`](super::CriterionError) for invalid parameters (`k` < 1, a temperature that
+    /// is not finite and > 0), logits that are not 2-D and floating-point, `k` greater than the class
+    /// count, or more classes than the packed kind holds exactly (2²⁴ for `f32`).
     pub fn f_encode(&self, logits: &Tensor) -> Result<Tensor> {
         self.check()?;
         if !logits.defined() {
