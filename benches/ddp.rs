@@ -1,8 +1,8 @@
 //! Benchmark: one distillation step at the same global batch, run as 1 process × 2 threads and as
 //! 2 processes × 1 thread (data-parallel over Gloo on localhost), side by side in one run.
 //!
-//! `cargo bench --bench ddp [-- --steps N --batches 128,512]` (under
-//! `cargo test --all-targets`, without `--bench`, it runs once at batch 16 as a smoke test).
+//! `cargo bench --bench ddp [-- --steps N --batches 128,512]` (under `cargo test --all-targets`,
+//! without `--bench`, it runs once at batch 16 as a smoke test).
 //!
 //! The coordinator (this process) times the single-process step itself, then starts two copies of
 //! this binary as ranks 0 and 1 and reads rank 0's timings. The step: teacher CNN (widths
