@@ -1,15 +1,15 @@
 //! Channel mapping, pruning-aware adapters and pruning helpers.
 
 use distill::adapter::{
-    conv1x1_adapter, conv2d_adapter, conv2d_adapter_from_kept, conv2d_adapter_with_tolerance, find_channel_mapping,
-    find_conv2d_mapping, find_conv2d_mapping_with_tolerance, inverted_conv2d_adapter,
-    inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter,
-    learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter,
-    AdapterError, ChannelMapError, ChannelMapping, KeptChannels, Tolerance,
+    conv1x1_adapter, conv2d_adapter, find_channel_mapping, find_conv2d_mapping, inverted_conv2d_adapter,
+    learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter,
+    linear_adapter, AdapterError, ChannelMapError, ChannelMapping, Conv2DAdapter, InvertedConv2DAdapter, KeptChannels,
+    Tolerance,
 };
+use distill::criterion::Mse;
 use distill::nn::{self, Module, ModuleT, OptimizerConfig, VarStore};
 use distill::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear, PruneError};
-use distill::{DistillError, Distillable};
+use distill::{distill, DistillError, Distillable};
 use tch::{Device, Kind, Tensor};
 
 /// SplitMix64: a seeded generator for channel counts and kept subsets.
@@ -85,11 +85,11 @@ fn random_prunings_are_recovered_exactly() {
         assert!(student.ws.equal(&sliced), "{ctx}: pruned weight");
         assert!(student.bs.as_ref().unwrap().equal(&teacher.bs.as_ref().unwrap().index_select(0, &idx(&out_kept))));
 
-        let mapping = find_conv2d_mapping(&teacher.ws, &student.ws).unwrap();
+        let mapping = find_conv2d_mapping(&teacher.ws, &student.ws, Tolerance::default()).unwrap();
         assert_eq!(mapping, ChannelMapping { output: out_kept.clone(), input: in_kept.clone() }, "{ctx}");
 
-        let adapter = conv2d_adapter(kd_vs.root() / "narrow", &teacher, &student).unwrap();
-        let inverted = inverted_conv2d_adapter(kd_vs.root() / "widen", &teacher, &student).unwrap();
+        let adapter = conv2d_adapter(kd_vs.root() / "narrow", &teacher, &student).build().unwrap();
+        let inverted = inverted_conv2d_adapter(kd_vs.root() / "widen", &teacher, &student).build().unwrap();
         assert_eq!(adapter.mapping(), &mapping, "{ctx}");
         assert_eq!(inverted.mapping(), &mapping, "{ctx}");
 
@@ -124,23 +124,23 @@ fn larger_layers_and_other_layouts_map() {
     let source = Tensor::randn([256, 128, 3, 3], (Kind::Float, Device::Cpu));
     let (out_kept, in_kept) = (rng.subset(256, 64, true), rng.subset(128, 32, true));
     let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!((mapping.output, mapping.input), (out_kept, in_kept));
 
     // Linear weights ([out, in]) through the generic entry point.
     let source = Tensor::randn([40, 30], (Kind::Float, Device::Cpu));
     let (out_kept, in_kept) = (rng.subset(40, 10, true), rng.subset(30, 29, false));
     let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
-    let mapping = find_channel_mapping(&source, &target).unwrap();
+    let mapping = find_channel_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!((mapping.output, mapping.input), (out_kept, in_kept));
 
     // Float64 teacher, float32 student: equal within the default tolerance only.
     let source = Tensor::randn([12, 6, 3, 3], (Kind::Double, Device::Cpu));
     let target = source.index_select(0, &idx(&[9, 2, 4])).to_kind(Kind::Float);
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!(mapping, ChannelMapping { output: vec![9, 2, 4], input: (0..6).collect() });
     assert!(matches!(
-        find_conv2d_mapping_with_tolerance(&source, &target, Tolerance::EXACT),
+        find_conv2d_mapping(&source, &target, Tolerance::EXACT),
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
 }
@@ -165,7 +165,7 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     let source = Tensor::randn([6, 4, 3, 3], (Kind::Float, Device::Cpu));
     let source = Tensor::cat(&[source.shallow_clone(), source.narrow(0, 1, 1)], 0); // channel 6 = channel 1
     let target = source.index_select(0, &idx(&[6, 3, 1]));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_reproduces(&source, &target, &mapping);
     assert_eq!(mapping.output, [1, 3, 6]);
     // … unless their biases differ: then they are distinct, and the target's bias decides.
@@ -176,11 +176,11 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     teacher.bs = Some(Tensor::randn([7], (Kind::Float, Device::Cpu))); // tch initialises biases to 0
     student.ws = source.index_select(0, &idx(&[6, 3]));
     student.bs = Some(teacher.bs.as_ref().unwrap().index_select(0, &idx(&[6, 3])));
-    let adapter = conv2d_adapter(vs.root() / "a", &teacher, &student).unwrap();
+    let adapter = conv2d_adapter(vs.root() / "a", &teacher, &student).build().unwrap();
     assert_eq!(adapter.mapping().output, [6, 3]);
     // Without the target's bias, channels 1 and 6 differ (by their biases) and the weights cannot tell.
     student.bs = None;
-    match conv2d_adapter(vs.root() / "b", &teacher, &student) {
+    match conv2d_adapter(vs.root() / "b", &teacher, &student).build() {
         Err(DistillError::ChannelMap(ChannelMapError::Ambiguous {
             what: "output channel",
             channel: 0,
@@ -196,7 +196,7 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     let source = Tensor::randn([5, 3, 1, 1], (Kind::Float, Device::Cpu));
     tch::no_grad(|| source.narrow(0, 0, 2).narrow(1, 1, 1).copy_(&source.narrow(0, 0, 2).narrow(1, 0, 1)));
     let target = source.index_select(0, &idx(&[1, 0])).index_select(1, &idx(&[1, 2]));
-    let err = find_conv2d_mapping(&source, &target).unwrap_err();
+    let err = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -211,17 +211,17 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
         "{err:?}"
     );
     let message = err.to_string();
-    assert!(message.contains("source channel 0 or 1") && message.contains("conv2d_adapter_from_kept"), "{message}");
+    assert!(message.contains("teacher channel 0 or 1") && message.contains("Conv2DAdapter::from_kept"), "{message}");
 
     // Same weights, but the kept rows now include one where channels 0 and 1 differ: unique again.
     let target = source.index_select(0, &idx(&[4, 1, 0])).index_select(1, &idx(&[1, 2]));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!(mapping, ChannelMapping { output: vec![4, 1, 0], input: vec![1, 2] });
 
     // All zeros: every channel is identical to every other, so any selection is the same one.
     let source = Tensor::zeros([16, 8, 3, 3], (Kind::Float, Device::Cpu));
     let target = Tensor::zeros([5, 3, 3, 3], (Kind::Float, Device::Cpu));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!(mapping, ChannelMapping { output: (0..5).collect(), input: (0..3).collect() });
 
     // 1×1 kernels of ±1: an answer is the kept channels (up to identical ones) or an error.
@@ -231,7 +231,7 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     for _ in 0..10 {
         let (out_kept, in_kept) = (rng.subset(12, 5, true), rng.subset(10, 4, true));
         let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
-        match find_conv2d_mapping(&source, &target) {
+        match find_conv2d_mapping(&source, &target, Tolerance::default()) {
             Ok(mapping) => {
                 assert_reproduces(&source, &target, &mapping);
                 for (list, kept, axis) in [(&mapping.output, &out_kept, 0), (&mapping.input, &in_kept, 1)] {
@@ -250,7 +250,7 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
     let source = Tensor::randn([64, 64, 1, 1], (Kind::Float, Device::Cpu)).sign();
     let (out_kept, in_kept) = (rng.subset(64, 32, true), rng.subset(64, 32, true));
     let target = source.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept));
-    match find_conv2d_mapping(&source, &target) {
+    match find_conv2d_mapping(&source, &target, Tolerance::default()) {
         Ok(mapping) => assert_eq!((mapping.output, mapping.input), (out_kept, in_kept)),
         Err(
             DistillError::ChannelMap(ChannelMapError::Ambiguous { .. })
@@ -267,13 +267,13 @@ fn identical_channels_are_interchangeable_other_ties_are_errors() {
 fn identical_channels_cost_no_search_at_2048_channels() {
     let source = Tensor::zeros([2048, 2048, 1, 1], (Kind::Float, Device::Cpu));
     let target = Tensor::zeros([1024, 1024, 1, 1], (Kind::Float, Device::Cpu));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!(mapping, ChannelMapping { output: (0..1024).collect(), input: (0..1024).collect() });
     // One channel apart from the others: it is found, the rest are interchangeable.
     let source = source.copy();
     let _ = tch::no_grad(|| source.get(700).get(5).fill_(2.0));
     let target = source.index_select(0, &idx(&[3, 700, 9])).index_select(1, &idx(&[5, 1]));
-    let mapping = find_conv2d_mapping(&source, &target).unwrap();
+    let mapping = find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap();
     assert_eq!(mapping, ChannelMapping { output: vec![0, 700, 1], input: vec![5, 0] });
 }
 
@@ -299,7 +299,7 @@ fn weights_that_fit_several_selections_are_an_error_never_a_guess() {
                 .shallow_clone()
                 .copy_(&teacher.ws.index_select(0, &idx(&out_kept)).index_select(1, &idx(&in_kept)))
         });
-        match conv2d_adapter(vs.root() / "adapter", &teacher, &student) {
+        match conv2d_adapter(vs.root() / "adapter", &teacher, &student).build() {
             Ok(adapter) => {
                 // Only when every selection that fits computes the same outputs.
                 let xs = Tensor::randn([2, 16, 3, 3], (Kind::Float, Device::Cpu));
@@ -324,37 +324,37 @@ fn mapping_errors_are_typed() {
     let randn = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu));
     let source = randn(&[8, 4, 3, 3]);
 
-    match find_conv2d_mapping(&source, &randn(&[9, 4, 3, 3])) {
-        Err(DistillError::ChannelMap(ChannelMapError::TargetWider {
+    match find_conv2d_mapping(&source, &randn(&[9, 4, 3, 3]), Tolerance::default()) {
+        Err(DistillError::ChannelMap(ChannelMapError::StudentWider {
             what: "output channels",
-            source_size: 8,
-            target_size: 9,
+            teacher_size: 8,
+            student_size: 9,
         })) => {}
         other => panic!("{other:?}"),
     }
-    match find_conv2d_mapping(&source, &randn(&[2, 5, 3, 3])) {
-        Err(DistillError::ChannelMap(ChannelMapError::TargetWider {
+    match find_conv2d_mapping(&source, &randn(&[2, 5, 3, 3]), Tolerance::default()) {
+        Err(DistillError::ChannelMap(ChannelMapError::StudentWider {
             what: "input channels",
-            source_size: 4,
-            target_size: 5,
+            teacher_size: 4,
+            student_size: 5,
         })) => {}
         other => panic!("{other:?}"),
     }
-    match find_conv2d_mapping(&source, &source.narrow(2, 0, 1).narrow(3, 0, 1)) {
+    match find_conv2d_mapping(&source, &source.narrow(2, 0, 1).narrow(3, 0, 1), Tolerance::default()) {
         Err(DistillError::ChannelMap(error @ ChannelMapError::IncompatibleShapes { .. })) => {
             let msg = error.to_string();
             assert!(msg.contains("[8, 4, 3, 3]") && msg.contains("[8, 4, 1, 1]"), "{msg}")
         }
         other => panic!("{other:?}"),
     }
-    match find_conv2d_mapping(&source, &randn(&[8, 4])) {
+    match find_conv2d_mapping(&source, &randn(&[8, 4]), Tolerance::default()) {
         Err(DistillError::ChannelMap(error @ ChannelMapError::NotConv2d { .. })) => {
             assert!(error.to_string().contains("4-D"), "{error}")
         }
         other => panic!("{other:?}"),
     }
     // Unrelated weights: the first target output channel already matches nothing.
-    match find_conv2d_mapping(&source, &randn(&[3, 2, 3, 3])) {
+    match find_conv2d_mapping(&source, &randn(&[3, 2, 3, 3]), Tolerance::default()) {
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping {
             what: "output channel", channel: 0, ..
         })) => {}
@@ -363,7 +363,7 @@ fn mapping_errors_are_typed() {
     // A pruned copy with one weight changed beyond tolerance.
     let target = source.index_select(0, &idx(&[5, 1, 2])).copy();
     let _ = tch::no_grad(|| target.get(2).get(0).get(1).get(1).g_add_scalar_(1e-3));
-    match find_conv2d_mapping(&source, &target) {
+    match find_conv2d_mapping(&source, &target, Tolerance::default()) {
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping {
             what: "output channel", channel: 2, ..
         })) => {}
@@ -372,32 +372,32 @@ fn mapping_errors_are_typed() {
     // … and within tolerance.
     let target = source.index_select(0, &idx(&[5, 1, 2])).copy();
     let _ = tch::no_grad(|| target.get(2).get(0).get(1).get(1).g_add_scalar_(1e-8));
-    assert_eq!(find_conv2d_mapping(&source, &target).unwrap().output, [5, 1, 2]);
+    assert_eq!(find_conv2d_mapping(&source, &target, Tolerance::default()).unwrap().output, [5, 1, 2]);
     // Two target channels copied from one source channel: no injective mapping.
     let target = source.index_select(0, &idx(&[3, 3]));
     assert!(matches!(
-        find_conv2d_mapping(&source, &target),
+        find_conv2d_mapping(&source, &target, Tolerance::default()),
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
 
     // Odd inputs are errors, not panics.
     let nan = source.index_select(0, &idx(&[1])).fill_(f64::NAN);
     assert!(matches!(
-        find_conv2d_mapping(&source, &nan),
+        find_conv2d_mapping(&source, &nan, Tolerance::default()),
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
     let nan_source = randn(&[2, 2, 3, 3]).fill_(f64::NAN);
-    assert!(find_conv2d_mapping(&nan_source, &randn(&[1, 1, 3, 3])).is_err());
+    assert!(find_conv2d_mapping(&nan_source, &randn(&[1, 1, 3, 3]), Tolerance::default()).is_err());
     assert!(matches!(
-        find_conv2d_mapping(&randn(&[0, 4, 3, 3]), &randn(&[0, 4, 3, 3])),
+        find_conv2d_mapping(&randn(&[0, 4, 3, 3]), &randn(&[0, 4, 3, 3]), Tolerance::default()),
         Err(DistillError::ChannelMap(ChannelMapError::EmptyWeights { .. }))
     ));
     assert!(matches!(
-        find_conv2d_mapping(&Tensor::new(), &randn(&[1, 1, 1, 1])),
-        Err(DistillError::ChannelMap(ChannelMapError::UndefinedWeight { role: "source" }))
+        find_conv2d_mapping(&Tensor::new(), &randn(&[1, 1, 1, 1]), Tolerance::default()),
+        Err(DistillError::ChannelMap(ChannelMapError::UndefinedWeight { role: "teacher" }))
     ));
     assert!(matches!(
-        find_conv2d_mapping_with_tolerance(&randn(&[2, 2, 1, 1]), &randn(&[1, 1, 1, 1]), Tolerance::new(-1.0, 0.0)),
+        find_conv2d_mapping(&randn(&[2, 2, 1, 1]), &randn(&[1, 1, 1, 1]), Tolerance::new(-1.0, 0.0)),
         Err(DistillError::ChannelMap(ChannelMapError::InvalidTolerance { .. }))
     ));
 
@@ -407,16 +407,16 @@ fn mapping_errors_are_typed() {
     let wider = nn::conv2d(vs.root() / "s", 4, 16, 3, Default::default());
     let unrelated = nn::conv2d(vs.root() / "u", 4, 4, 3, Default::default());
     assert!(matches!(
-        conv2d_adapter(vs.root() / "a", &teacher, &wider),
-        Err(DistillError::ChannelMap(ChannelMapError::TargetWider { .. }))
+        conv2d_adapter(vs.root() / "a", &teacher, &wider).build(),
+        Err(DistillError::ChannelMap(ChannelMapError::StudentWider { .. }))
     ));
     assert!(matches!(
-        inverted_conv2d_adapter(vs.root() / "b", &teacher, &unrelated),
+        inverted_conv2d_adapter(vs.root() / "b", &teacher, &unrelated).build(),
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
     // A wrongly shaped input to an adapter is an error from `f_forward`.
     let pruned = prune_conv2d(vs.root() / "p", &teacher, &[1, 2], None).unwrap();
-    let adapter = conv2d_adapter(vs.root() / "c", &teacher, &pruned).unwrap();
+    let adapter = conv2d_adapter(vs.root() / "c", &teacher, &pruned).build().unwrap();
     assert!(matches!(
         adapter.f_forward(&randn(&[1, 3, 4, 4])),
         Err(DistillError::Adapter(AdapterError::InputChannels { channels: 8, .. }))
@@ -435,20 +435,20 @@ fn the_pruning_record_builds_the_adapters_without_weights() {
 
     // Weights changed beyond any tolerance (training, say): the record still gives the channels.
     perturb(&student.ws, 1.0);
-    let narrow = conv2d_adapter(vs.root() / "narrow", &teacher, &student).unwrap();
-    let widen = inverted_conv2d_adapter(vs.root() / "widen", &teacher, &student).unwrap();
+    let narrow = conv2d_adapter(vs.root() / "narrow", &teacher, &student).build().unwrap();
+    let widen = inverted_conv2d_adapter(vs.root() / "widen", &teacher, &student).build().unwrap();
     assert_eq!(narrow.mapping(), &kept.mapping());
     assert_eq!(widen.mapping(), &kept.mapping());
     // From the record alone, the same adapters.
-    let from_kept = conv2d_adapter_from_kept(vs.root() / "from_kept", &kept).unwrap();
-    let inverted_from_kept = inverted_conv2d_adapter_from_kept(vs.root() / "inverted_from_kept", &kept).unwrap();
+    let from_kept = Conv2DAdapter::from_kept(vs.root() / "from_kept", &kept).unwrap();
+    let inverted_from_kept = InvertedConv2DAdapter::from_kept(vs.root() / "inverted_from_kept", &kept).unwrap();
     assert!(from_kept.weight().equal(narrow.weight()) && inverted_from_kept.weight().equal(widen.weight()));
     let xs = teacher.forward(&Tensor::randn([2, 6, 4, 4], (Kind::Float, Device::Cpu)));
     assert!(from_kept.forward(&xs).equal(&xs.index_select(1, &idx(&out_kept))));
 
     // A record is checked against the teacher it is used with.
     let other_teacher = nn::conv2d(vs.root() / "other", 6, 12, 3, conv_cfg(3));
-    let err = conv2d_adapter(vs.root() / "mismatch", &other_teacher, &student).unwrap_err();
+    let err = conv2d_adapter(vs.root() / "mismatch", &other_teacher, &student).build().unwrap_err();
     assert!(
         matches!(&err, DistillError::ChannelMap(ChannelMapError::RecordSourceMismatch { .. }))
             && err.to_string().contains("[10, 6, 3, 3]")
@@ -468,12 +468,10 @@ fn the_pruning_record_builds_the_adapters_without_weights() {
     assert!(KeptChannels::new(&[10, 6, 3, 3], vec![10], vec![0]).is_err());
 }
 
-#[test]
-fn a_perturbed_copy_maps_with_a_looser_tolerance() {
-    tch::manual_seed(9);
-    let vs = VarStore::new(Device::Cpu);
+/// A conv of 8 output channels, and a copy of its channels 6, 0 and 3 (no pruning record) nudged by
+/// 1e-5: beyond the default tolerance, within `Tolerance::new(1e-4, 1e-3)`.
+fn perturbed_copy(vs: &VarStore) -> (nn::Conv2D, nn::Conv2D) {
     let teacher = nn::conv2d(vs.root() / "teacher", 4, 8, 3, conv_cfg(3));
-    // A copy of the kept channels (no pruning record), then nudged by 1e-5.
     let student = nn::conv2d(vs.root() / "student", 4, 3, 3, conv_cfg(3));
     tch::no_grad(|| {
         student.ws.shallow_clone().copy_(&teacher.ws.index_select(0, &idx(&[6, 0, 3])));
@@ -485,22 +483,75 @@ fn a_perturbed_copy_maps_with_a_looser_tolerance() {
             .copy_(&teacher.bs.as_ref().unwrap().index_select(0, &idx(&[6, 0, 3])));
     });
     perturb(&student.ws, 1e-5);
-    let err = conv2d_adapter(vs.root() / "strict", &teacher, &student).unwrap_err();
+    (teacher, student)
+}
+
+#[test]
+fn a_perturbed_copy_maps_with_a_looser_tolerance() {
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let (teacher, student) = perturbed_copy(&vs);
+    let err = conv2d_adapter(vs.root() / "strict", &teacher, &student).build().unwrap_err();
     assert!(matches!(err, DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. })), "{err}");
-    assert!(err.to_string().contains("conv2d_adapter_with_tolerance"), "{err}");
+    assert!(err.to_string().contains("conv2d_adapter(…).tolerance(…)"), "{err}");
     let loose = Tolerance::new(1e-4, 1e-3);
-    let narrow = conv2d_adapter_with_tolerance(vs.root() / "narrow", &teacher, &student, loose).unwrap();
-    let widen = inverted_conv2d_adapter_with_tolerance(vs.root() / "widen", &teacher, &student, loose).unwrap();
+    let narrow = conv2d_adapter(vs.root() / "narrow", &teacher, &student).tolerance(loose).build().unwrap();
+    let widen = inverted_conv2d_adapter(vs.root() / "widen", &teacher, &student).tolerance(loose).build().unwrap();
     assert_eq!(narrow.mapping().output, [6, 0, 3]);
     assert_eq!(widen.mapping().output, [6, 0, 3]);
     assert!(matches!(
-        conv2d_adapter_with_tolerance(vs.root() / "bad", &teacher, &student, Tolerance::new(f64::NAN, 0.0)),
+        conv2d_adapter(vs.root() / "bad", &teacher, &student).tolerance(Tolerance::new(f64::NAN, 0.0)).build(),
         Err(DistillError::ChannelMap(ChannelMapError::InvalidTolerance { .. }))
     ));
 }
 
-/// Layers whose tensors have an unexpected rank (their fields are public, through tch) are errors,
-/// not index panics.
+/// One conv, as a model `distill!` can pair.
+#[derive(Debug, Distillable)]
+struct OneConv {
+    conv: nn::Conv2D,
+}
+
+impl Module for OneConv {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.apply(&self.conv)
+    }
+}
+
+distill! {
+    /// The selection adapter at its default tolerance.
+    struct StrictKd for OneConv => OneConv {
+        c: student.conv => conv2d_adapter(teacher.conv) with Mse;
+    }
+}
+
+distill! {
+    /// The same pair with the builder's option written after the adapter.
+    struct LooseKd for OneConv => OneConv {
+        c: student.conv => conv2d_adapter(teacher.conv).tolerance(Tolerance::new(1e-4, 1e-3)) with Mse;
+    }
+}
+
+#[test]
+fn an_adapter_option_in_distill_reaches_the_builder() {
+    tch::manual_seed(9);
+    let vs = VarStore::new(Device::Cpu);
+    let (teacher, student) = perturbed_copy(&vs);
+    let (teacher, student) = (OneConv { conv: teacher }, OneConv { conv: student });
+    let Err(err) = StrictKd::new(vs.root() / "strict", &student, &teacher) else {
+        panic!("a copy nudged beyond the default tolerance mapped");
+    };
+    assert!(err.to_string().contains("no channel mapping"), "{err}");
+
+    let kd = LooseKd::new(vs.root() / "loose", &student, &teacher).unwrap();
+    assert!(vs.variables().contains_key("loose.c.weight"));
+    let xs = Tensor::randn([2, 4, 5, 5], (Kind::Float, Device::Cpu));
+    let out = kd.forward_t(&xs, false).unwrap();
+    // Before training, the adapter selects exactly the teacher channels the student was copied from.
+    let selected = teacher.forward(&xs).index_select(1, &idx(&[6, 0, 3]));
+    assert!(out.c.teacher.equal(&selected));
+    assert!(out.c.student.equal(&student.forward(&xs)));
+}
+
 #[test]
 fn layers_of_the_wrong_rank_are_errors() {
     let vs = VarStore::new(Device::Cpu);
@@ -508,11 +559,11 @@ fn layers_of_the_wrong_rank_are_errors() {
     let mut flat = nn::conv2d(vs.root() / "flat", 4, 8, 3, Default::default());
     flat.ws = Tensor::zeros([8, 4], (Kind::Float, Device::Cpu));
     assert!(matches!(
-        conv2d_adapter(vs.root() / "a", &teacher, &flat),
+        conv2d_adapter(vs.root() / "a", &teacher, &flat).build(),
         Err(DistillError::ChannelMap(ChannelMapError::ConvNot4d { role: "student", .. }))
     ));
     assert!(matches!(
-        inverted_conv2d_adapter(vs.root() / "b", &flat, &teacher),
+        inverted_conv2d_adapter(vs.root() / "b", &flat, &teacher).build(),
         Err(DistillError::ChannelMap(ChannelMapError::ConvNot4d { role: "teacher", .. }))
     ));
     assert!(matches!(
@@ -552,7 +603,7 @@ fn a_pair_through_a_selection_adapter_trains() {
     // Teacher side: criterion(student_out, adapter(teacher_out)).
     let vs = VarStore::new(Device::Cpu);
     let student = prune_conv2d(vs.root() / "student", &teacher, &kept, None).unwrap();
-    let adapter = conv2d_adapter(vs.root() / "kd" / "f0", &teacher, &student).unwrap();
+    let adapter = conv2d_adapter(vs.root() / "kd" / "f0", &teacher, &student).build().unwrap();
     perturb(&student.ws, 0.5); // a fine-tuned student no longer matches exactly
     let initial = adapter.weight().copy();
     let mut sgd = tch::nn::Sgd::default().build(&vs, 0.05).unwrap();
@@ -568,7 +619,7 @@ fn a_pair_through_a_selection_adapter_trains() {
     // Student side: criterion(inverted(student_out), teacher_out).
     let vs = VarStore::new(Device::Cpu);
     let student = prune_conv2d(vs.root() / "student", &teacher, &kept, None).unwrap();
-    let inverted = inverted_conv2d_adapter(vs.root() / "kd" / "f1", &teacher, &student).unwrap();
+    let inverted = inverted_conv2d_adapter(vs.root() / "kd" / "f1", &teacher, &student).build().unwrap();
     perturb(&student.ws, 0.5);
     let initial = inverted.weight().copy();
     let mut sgd = tch::nn::Sgd::default().build(&vs, 0.05).unwrap();
@@ -594,8 +645,8 @@ fn adapter_variables_live_under_the_given_path() {
 
     let vs = VarStore::new(Device::Cpu);
     let kd = vs.root() / "kd";
-    let f0 = conv2d_adapter(&kd / "f0", &teacher, &student).unwrap();
-    let f1 = inverted_conv2d_adapter(&kd / "f1", &teacher, &student).unwrap();
+    let f0 = conv2d_adapter(&kd / "f0", &teacher, &student).build().unwrap();
+    let f1 = inverted_conv2d_adapter(&kd / "f1", &teacher, &student).build().unwrap();
     let f2 = learned_conv2d_adapter(&kd / "f2", &teacher, &student).unwrap();
     let f3 = learned_inverted_conv2d_adapter(&kd / "f3", &teacher, &student).unwrap();
     let f4 = learned_linear_adapter(&kd / "f4", &teacher_fc, &student_fc).unwrap();

@@ -2,7 +2,7 @@
 //! kept channels (carried by the pruned layers, saved and attached again), restoring a run, students
 //! changed after pruning, weights that cannot say which channels were kept, and wrong inputs.
 
-use distill::adapter::{conv2d_adapter, conv2d_adapter_from_kept, inverted_conv2d_adapter};
+use distill::adapter::{conv2d_adapter, inverted_conv2d_adapter, Conv2DAdapter};
 use distill::prelude::*;
 use distill::prune::{l1_keep, prune_batch_norm, prune_conv2d, PruneRecord};
 use nn::{Module, ModuleT, OptimizerConfig};
@@ -122,7 +122,8 @@ fn a_trained_student_loaded_before_new_keeps_its_adapters() -> Result<(), Distil
     assert!((again - trained).abs() <= 1e-6 * trained.abs(), "{again} vs {trained}");
 
     // The dynamic API builds the same adapter from the same layers.
-    let adapter = conv2d_adapter(vs.root() / "dynamic", &teacher.features[0].conv, &student.features[0].conv)?;
+    let adapter =
+        conv2d_adapter(vs.root() / "dynamic", &teacher.features[0].conv, &student.features[0].conv).build()?;
     assert_eq!(adapter.mapping().output, l1_keep(&teacher.features[0].conv.ws, 4)?);
     std::fs::remove_file(&file).ok();
     Ok(())
@@ -179,11 +180,12 @@ fn a_student_built_fresh_gets_its_adapters_from_the_saved_record() -> Result<(),
     let mapping_vs = VarStore::new(Device::Cpu);
     let record = PruneRecord::load(&record_file)?;
     let mut mapping = Mapping::new(&student, &teacher);
-    let narrow = conv2d_adapter(mapping_vs.root() / "f0", &teacher.features[0].conv, &student.features[0].conv)?;
-    let widen =
-        inverted_conv2d_adapter(mapping_vs.root() / "f1", &teacher.features[1].conv, &student.features[1].conv)?;
+    let narrow =
+        conv2d_adapter(mapping_vs.root() / "f0", &teacher.features[0].conv, &student.features[0].conv).build()?;
+    let widen = inverted_conv2d_adapter(mapping_vs.root() / "f1", &teacher.features[1].conv, &student.features[1].conv)
+        .build()?;
     let kept = record.get("features.0.conv").expect("recorded");
-    let from_record = conv2d_adapter_from_kept(mapping_vs.root() / "f0_record", kept)?;
+    let from_record = Conv2DAdapter::from_kept(mapping_vs.root() / "f0_record", kept)?;
     assert!(narrow.weight().equal(from_record.weight()));
     mapping.add("features.0.conv", "features.0.conv", 0)?;
     mapping.add(&student.features[1].conv, &teacher.features[1].conv, 1)?;

@@ -158,8 +158,10 @@ fn pairs_equal_the_dynamic_mapping() -> Result<(), DistillError> {
     mapping.add("", "", "logits")?;
     let dm = distill(&student, &teacher, mapping);
 
-    let f0 = conv2d_adapter(vs.root() / "check" / "f0", &teacher.features[0].conv, &student.features[0].conv)?;
-    let f1 = inverted_conv2d_adapter(vs.root() / "check" / "f1", &teacher.features[1].conv, &student.features[1].conv)?;
+    let f0 =
+        conv2d_adapter(vs.root() / "check" / "f0", &teacher.features[0].conv, &student.features[0].conv).build()?;
+    let f1 = inverted_conv2d_adapter(vs.root() / "check" / "f1", &teacher.features[1].conv, &student.features[1].conv)
+        .build()?;
 
     let xs = Tensor::randn([4, 3, 12, 12], (Kind::Float, Device::Cpu));
     let typed = kd.forward_t(&xs, true)?;

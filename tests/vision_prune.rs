@@ -116,7 +116,7 @@ fn a_pruned_resnet50_keeps_both_inner_widths_of_its_bottlenecks_consistent() {
     let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
     let inner = tch::no_grad(|| stem(&teacher, &xs).apply(&tb.conv1).apply_t(&tb.bn1, false).relu());
     let teacher_conv2 = tch::no_grad(|| inner.apply(&tb.conv2));
-    let adapter = conv2d_adapter(adapter_vs.root() / "conv2", &tb.conv2, &sb.conv2).unwrap();
+    let adapter = conv2d_adapter(adapter_vs.root() / "conv2", &tb.conv2, &sb.conv2).build().unwrap();
     let adapted = tch::no_grad(|| adapter.forward(&teacher_conv2));
     assert!(max_abs_diff(&adapted, &teacher_conv2.index_select(1, &keep2)) <= 1e-6);
     // The student's conv2 sees exactly the teacher's kept inner channels.
@@ -159,8 +159,8 @@ fn a_pruned_mobilenet_v2_slices_expansion_depthwise_and_projection_together() {
 
     // Through the dynamic API, by PyTorch's paths, with adapters built from the typed layers: the
     // expansion's and the depthwise conv's outputs are the teacher's kept channels.
-    let expand_adapter = conv2d_adapter(adapter_vs.root() / "expand", &t_expand.0, &s_expand.0).unwrap();
-    let depthwise_adapter = conv2d_adapter(adapter_vs.root() / "depthwise", &t_dw.0, &s_dw.0).unwrap();
+    let expand_adapter = conv2d_adapter(adapter_vs.root() / "expand", &t_expand.0, &s_expand.0).build().unwrap();
+    let depthwise_adapter = conv2d_adapter(adapter_vs.root() / "depthwise", &t_dw.0, &s_dw.0).build().unwrap();
     let mut mapping: Mapping<&dyn Module> = Mapping::new(&student, &teacher);
     mapping.add("features.2.conv.0.0", "features.2.conv.0.0", &expand_adapter).unwrap();
     mapping.add("features.2.conv.1.0", "features.2.conv.1.0", &depthwise_adapter).unwrap();

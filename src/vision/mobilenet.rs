@@ -196,7 +196,7 @@ impl ModuleT for Classifier {
 /// different types, so typed paths in `distill!` stop at `student.features[5]`; the layers inside are
 /// reached by string (`"features.5.conv.1.0"`, checked when the distillation is built). An adapter
 /// needs typed endpoints: for an inner layer, build it from the typed layers
-/// (`conv2d_adapter(path, &teacher_block.conv.depthwise().0, &student_block.conv.depthwise().0)`) and
+/// (`conv2d_adapter(path, &teacher_block.conv.depthwise().0, &student_block.conv.depthwise().0).build()`) and
 /// pair the string paths through `Mapping`.
 #[derive(Debug, Distillable)]
 pub struct MobileNetV2 {

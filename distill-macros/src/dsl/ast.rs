@@ -13,13 +13,16 @@
 //! PAIR     := (/// docs)* [LABEL ':'] ENDPOINT '=>' ENDPOINT 'with' EXPR (',' OPTION)* ';'
 //! ENDPOINT := SIDE SEGMENT*            student.features[0].conv, teacher.head.0, student (the root)
 //!           | "dotted.path"            checked at compile time as far as the types tell
-//!           | PATH '(' SIDE SEGMENT* ')'   an adapter constructor wrapping the side it applies to
+//!           | PATH '(' SIDE SEGMENT* ')' ('.' IDENT '(' EXPR,* ')')*
+//!                                  an adapter constructor wrapping the side it applies to, with the
+//!                                  options of the builder it returns (`.tolerance(…)`)
 //! SEGMENT  := '.' IDENT | '.' INTEGER | '[' EXPR ']'
 //! OPTION   := 'input' | 'all_calls' | 'input' '(' SIDE ')' | 'all_calls' '(' SIDE ')'
 //! ```
 
 use proc_macro2::Span;
-use syn::{Attribute, Expr, Ident, LitStr, Member, Type, Visibility};
+use syn::punctuated::Punctuated;
+use syn::{token, Attribute, Expr, Ident, LitStr, Member, Token, Type, Visibility};
 
 use crate::util::Krate;
 
@@ -109,12 +112,23 @@ pub struct Endpoint {
     pub named_on: Option<Ident>,
 }
 
-/// `conv2d_adapter(…)` around an endpoint.
+/// `conv2d_adapter(…)` around an endpoint, with the options that follow it.
 pub struct Adapter {
     /// The constructor, `conv2d_adapter` or `path::to::<T>::make`.
     pub func: syn::ExprPath,
     /// The span of the parentheses.
     pub paren: Span,
+    /// `.tolerance(Tolerance::new(1e-4, 1e-3))`: method calls on what the constructor returns, in
+    /// order, as written.
+    pub options: Vec<AdapterOption>,
+}
+
+/// One method call after an adapter's constructor: `.tolerance(…)`.
+pub struct AdapterOption {
+    pub dot: Token![.],
+    pub method: Ident,
+    pub paren: token::Paren,
+    pub args: Punctuated<Expr, Token![,]>,
 }
 
 /// The module an endpoint names.
@@ -147,7 +161,7 @@ impl Endpoint {
     /// The span of the endpoint's last token.
     pub fn end_span(&self) -> Span {
         match &self.adapter {
-            Some(adapter) => adapter.paren,
+            Some(adapter) => adapter.options.last().map_or(adapter.paren, |option| option.paren.span.join()),
             None => match &self.target {
                 Target::Typed(path) => path.end_span(),
                 Target::Str(lit) => lit.span(),

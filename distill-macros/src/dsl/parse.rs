@@ -3,11 +3,13 @@
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::ext::IdentExt;
-use syn::parse::{ParseStream, Parser};
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{token, Attribute, Expr, Ident, LitStr, Token, Type, Visibility};
 
-use super::ast::{Adapter, Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, Target, Teacher, TypedPath};
+use super::ast::{
+    Adapter, AdapterOption, Endpoint, Input, OptionKind, Pair, PairOption, Segment, Side, Target, Teacher, TypedPath,
+};
 use crate::ctxt::Ctxt;
 use crate::util::{parse_crate, Krate};
 
@@ -275,7 +277,31 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
         return Err(content
             .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
     }
-    Ok(Endpoint { adapter: Some(Adapter { func, paren }), target, named_on: None })
+    let options = parse_adapter_options(input)?;
+    Ok(Endpoint { adapter: Some(Adapter { func, paren, options }), target, named_on: None })
+}
+
+/// `.tolerance(Tolerance::new(1e-4, 1e-3))…` after an adapter's constructor: calls on the builder it
+/// returns, kept as written so that a wrong method or argument is a type error at its token.
+fn parse_adapter_options(input: ParseStream) -> syn::Result<Vec<AdapterOption>> {
+    let mut options = Vec::new();
+    while input.peek(Token![.]) {
+        let dot: Token![.] = input.parse()?;
+        if !input.peek(Ident) {
+            return Err(input.error(
+                "expected an option of the adapter after `.`, a method call such as `.tolerance(Tolerance::new(1e-4, 1e-3))`",
+            ));
+        }
+        let method: Ident = input.parse()?;
+        if !input.peek(token::Paren) {
+            return Err(input.error("expected `(` and the option's arguments: an adapter option is a method call"));
+        }
+        let content;
+        let paren = syn::parenthesized!(content in input);
+        let args = content.parse_terminated(Expr::parse, Token![,])?;
+        options.push(AdapterOption { dot, method, paren, args });
+    }
+    Ok(options)
 }
 
 /// `teacher["layer3"]`: a side and one of its outputs by name (a TorchScript module's dict key, or

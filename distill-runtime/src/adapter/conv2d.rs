@@ -1,6 +1,8 @@
 //! Selection adapters between a conv and its channel-pruned copy.
 
 use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -18,7 +20,7 @@ use crate::nn::Conv2D;
 /// Narrows a teacher conv's output to the channels its pruned student conv kept: a 1×1 conv without
 /// bias, `teacher` output channels → `student` output channels.
 ///
-/// Built by [`conv2d_adapter`]. Its weight (variable `weight`, shape `[student_out, teacher_out, 1, 1]`)
+/// Built by [`conv2d_adapter`] or [`Conv2DAdapter::from_kept`]. Its weight (variable `weight`, shape `[student_out, teacher_out, 1, 1]`)
 /// starts as the selection matrix of the channel mapping — `weight[o, mapping.output[o], 0, 0] = 1`,
 /// zeros elsewhere — so that, before any training step, `adapter.forward(&teacher_out)` equals
 /// `teacher_out.index_select(1, &kept)` exactly (for finite inputs, on the CPU). It is trainable.
@@ -32,7 +34,7 @@ pub struct Conv2DAdapter {
 /// Widens a pruned student conv's output back to its teacher conv's channels: a 1×1 conv without bias,
 /// `student` output channels → `teacher` output channels.
 ///
-/// Built by [`inverted_conv2d_adapter`]. Its weight (variable `weight`, shape
+/// Built by [`inverted_conv2d_adapter`] or [`InvertedConv2DAdapter::from_kept`]. Its weight (variable `weight`, shape
 /// `[teacher_out, student_out, 1, 1]`) starts as `weight[mapping.output[o], o, 0, 0] = 1`, zeros
 /// elsewhere: each student channel `o` lands at its teacher index `mapping.output[o]`, and the teacher
 /// channels the student does not have are zero. It is trainable.
@@ -47,7 +49,9 @@ tappable_leaf!(Conv2DAdapter);
 tappable_leaf!(InvertedConv2DAdapter);
 
 /// The selection adapter from the `teacher` conv to the `student` conv that was
-/// pruned from it, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`.
+/// pruned from it, as ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`; the
+/// returned builder's [`build`](Conv2DAdapterBuilder::build) creates it:
+/// `conv2d_adapter(p, &teacher, &student).build()?`.
 ///
 /// The kept channels come from the pruning's record when `student` carries one
 /// ([`Conv::pruned_from`]: a conv made by `prune_conv2d`, or given a saved record), checked against
@@ -55,109 +59,137 @@ tappable_leaf!(InvertedConv2DAdapter);
 /// changed since its pruning gets the right channels. Without a record they are recovered from the
 /// two weights (and biases) with [`find_conv2d_mapping`](super::find_conv2d_mapping): input channels
 /// may be pruned too, in any order, and weights that fit several selections are an error, never a
-/// guess. The adapter's variable is `weight` under `path`.
+/// guess. The adapter's variable is `weight` under `path`. With only a record at hand, and no
+/// layers, [`Conv2DAdapter::from_kept`] builds the same adapter.
 ///
-/// In `distill!`, wrap the teacher endpoint: `conv2d_adapter(teacher.features[0].conv)`.
+/// In `distill!`, wrap the teacher endpoint: `conv2d_adapter(teacher.features[0].conv)`, with
+/// options after it: `conv2d_adapter(teacher.features[0].conv).tolerance(Tolerance::new(1e-4, 1e-3))`.
 ///
 /// # Errors
+/// From [`build`](Conv2DAdapterBuilder::build):
 /// - [`ChannelMapError::ConvNot4d`] when a weight is not 4-D, [`ChannelMapError::RecordSourceMismatch`] or
 ///   [`ChannelMapError::RecordPrunedMismatch`] when `student`'s record does not fit
-///   `teacher`'s and `student`'s weight shapes;
+///   `teacher`'s and `student`'s weight shapes, [`ChannelMapError::InvalidTolerance`] for an invalid
+///   tolerance;
 /// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping):
-///   [`ChannelMapError::TargetWider`], [`ChannelMapError::NoChannelMapping`],
+///   [`ChannelMapError::StudentWider`], [`ChannelMapError::NoChannelMapping`],
 ///   [`ChannelMapError::Ambiguous`], [`ChannelMapError::Undecided`].
 ///
 /// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
-pub fn conv2d_adapter<'a, P: Borrow<Path<'a>>>(path: P, teacher: &Conv2D, student: &Conv2D) -> Result<Conv2DAdapter> {
-    conv2d_adapter_with_tolerance(path, teacher, student, Tolerance::default())
-}
-
-/// [`conv2d_adapter`] comparing weights with `tolerance` when `student` carries no pruning record
-/// (e.g. a student perturbed slightly after pruning). To use it in `distill!`, wrap it in a function
-/// of the adapter shape:
-///
-/// ```
-/// use distill_runtime::adapter::{conv2d_adapter_with_tolerance, Conv2DAdapter, Tolerance};
-/// use distill_runtime::{nn, DistillError};
-///
-/// fn loose_conv2d_adapter(p: nn::Path, teacher: &nn::Conv2D, student: &nn::Conv2D) -> Result<Conv2DAdapter, DistillError> {
-///     conv2d_adapter_with_tolerance(p, teacher, student, Tolerance::new(1e-4, 1e-3))
-/// }
-/// ```
-///
-/// # Errors
-/// As [`conv2d_adapter`]; [`ChannelMapError::InvalidTolerance`] for an invalid tolerance.
-pub fn conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
+pub fn conv2d_adapter<'a, 'm, P: Borrow<Path<'a>>>(
     path: P,
-    teacher: &Conv2D,
-    student: &Conv2D,
-    tolerance: Tolerance,
-) -> Result<Conv2DAdapter> {
-    let (mapping, teacher_out) = mapping_between(teacher, student, tolerance)?;
-    narrowing(path.borrow(), mapping, teacher_out)
-}
-
-/// [`conv2d_adapter`] from a pruning record alone: selects the record's kept output channels
-/// (`kept.output()`) of a conv with `kept.source_shape()[0]` output channels. No weights are read.
-///
-/// # Errors
-/// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
-pub fn conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<Conv2DAdapter> {
-    narrowing(path.borrow(), kept.mapping(), kept.source_shape()[0])
+    teacher: &'m Conv2D,
+    student: &'m Conv2D,
+) -> Conv2DAdapterBuilder<'m, P, Conv2DAdapter> {
+    Conv2DAdapterBuilder::new(path, teacher, student)
 }
 
 /// The inverted selection adapter: from the `student` conv's channels back to the `teacher`
-/// conv's, for `criterion(adapter(student_out), teacher_out)`. Channels, variable and errors
+/// conv's, for `criterion(adapter(student_out), teacher_out)`. Channels, variable, options and errors
 /// as [`conv2d_adapter`]; in `distill!`, wrap the student endpoint:
 /// `inverted_conv2d_adapter(student.features[1].conv)`.
-pub fn inverted_conv2d_adapter<'a, P: Borrow<Path<'a>>>(
+pub fn inverted_conv2d_adapter<'a, 'm, P: Borrow<Path<'a>>>(
     path: P,
-    teacher: &Conv2D,
-    student: &Conv2D,
-) -> Result<InvertedConv2DAdapter> {
-    inverted_conv2d_adapter_with_tolerance(path, teacher, student, Tolerance::default())
+    teacher: &'m Conv2D,
+    student: &'m Conv2D,
+) -> Conv2DAdapterBuilder<'m, P, InvertedConv2DAdapter> {
+    Conv2DAdapterBuilder::new(path, teacher, student)
 }
 
-/// [`inverted_conv2d_adapter`] comparing weights with `tolerance` when `student` carries no pruning
-/// record (see [`conv2d_adapter_with_tolerance`]).
-///
-/// # Errors
-/// As [`conv2d_adapter_with_tolerance`].
-pub fn inverted_conv2d_adapter_with_tolerance<'a, P: Borrow<Path<'a>>>(
+/// A selection adapter between a teacher conv and its pruned student copy, not created yet: what
+/// [`conv2d_adapter`] (building a [`Conv2DAdapter`]) and [`inverted_conv2d_adapter`] (building an
+/// [`InvertedConv2DAdapter`]) return. Options go on it, then [`build`](Self::build) finds the kept
+/// channels and creates the adapter's variable.
+#[must_use = "the adapter is only created by `build()`"]
+pub struct Conv2DAdapterBuilder<'m, P, A> {
     path: P,
-    teacher: &Conv2D,
-    student: &Conv2D,
+    teacher: &'m Conv2D,
+    student: &'m Conv2D,
     tolerance: Tolerance,
-) -> Result<InvertedConv2DAdapter> {
-    let (mapping, teacher_out) = mapping_between(teacher, student, tolerance)?;
-    widening(path.borrow(), mapping, teacher_out)
+    adapter: PhantomData<fn() -> A>,
 }
 
-/// [`inverted_conv2d_adapter`] from a pruning record alone (see [`conv2d_adapter_from_kept`]).
-///
-/// # Errors
-/// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
-pub fn inverted_conv2d_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
-    path: P,
-    kept: &KeptChannels,
-) -> Result<InvertedConv2DAdapter> {
-    widening(path.borrow(), kept.mapping(), kept.source_shape()[0])
+impl<'a, 'm, P: Borrow<Path<'a>>, A> Conv2DAdapterBuilder<'m, P, A> {
+    fn new(path: P, teacher: &'m Conv2D, student: &'m Conv2D) -> Self {
+        Conv2DAdapterBuilder { path, teacher, student, tolerance: Tolerance::default(), adapter: PhantomData }
+    }
+
+    /// Compares the weights with `tolerance` (default [`Tolerance::default`]) when `student` carries no
+    /// pruning record: a student perturbed slightly after pruning, for example. Unused when it carries
+    /// one.
+    pub fn tolerance(self, tolerance: Tolerance) -> Self {
+        Conv2DAdapterBuilder { tolerance, ..self }
+    }
+
+    /// The channel mapping from `teacher` to `student` (from `student`'s record, else from the
+    /// weights), and `teacher`'s output channel count.
+    fn mapping(&self) -> Result<(ChannelMapping, i64)> {
+        self.tolerance.validate()?;
+        let teacher_shape = conv_shape(self.teacher, "teacher")?;
+        let student_shape = conv_shape(self.student, "student")?;
+        let mapping = match self.student.pruned_from() {
+            Some(kept) => {
+                kept.check_layers(&teacher_shape, &student_shape)?;
+                kept.mapping()
+            }
+            None => {
+                let (teacher, student) = (self.teacher, self.student);
+                find_layer_mapping(&teacher.ws, teacher.bs.as_ref(), &student.ws, student.bs.as_ref(), self.tolerance)?
+            }
+        };
+        Ok((mapping, teacher_shape[0]))
+    }
 }
 
-/// The channel mapping from `teacher` to `student` (from `student`'s record, else from the weights),
-/// and `teacher`'s output channel count.
-fn mapping_between(teacher: &Conv2D, student: &Conv2D, tolerance: Tolerance) -> Result<(ChannelMapping, i64)> {
-    tolerance.validate()?;
-    let teacher_shape = conv_shape(teacher, "teacher")?;
-    let student_shape = conv_shape(student, "student")?;
-    let mapping = match student.pruned_from() {
-        Some(kept) => {
-            kept.check_layers(&teacher_shape, &student_shape)?;
-            kept.mapping()
-        }
-        None => find_layer_mapping(&teacher.ws, teacher.bs.as_ref(), &student.ws, student.bs.as_ref(), tolerance)?,
-    };
-    Ok((mapping, teacher_shape[0]))
+impl<P, A> fmt::Debug for Conv2DAdapterBuilder<'_, P, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conv2DAdapterBuilder").field("tolerance", &self.tolerance).finish_non_exhaustive()
+    }
+}
+
+impl<'a, P: Borrow<Path<'a>>> Conv2DAdapterBuilder<'_, P, Conv2DAdapter> {
+    /// Finds the kept channels and creates the adapter under the path.
+    ///
+    /// # Errors
+    /// See [`conv2d_adapter`].
+    pub fn build(self) -> Result<Conv2DAdapter> {
+        let (mapping, teacher_out) = self.mapping()?;
+        narrowing(self.path.borrow(), mapping, teacher_out)
+    }
+}
+
+impl<'a, P: Borrow<Path<'a>>> Conv2DAdapterBuilder<'_, P, InvertedConv2DAdapter> {
+    /// Finds the kept channels and creates the adapter under the path.
+    ///
+    /// # Errors
+    /// See [`conv2d_adapter`].
+    pub fn build(self) -> Result<InvertedConv2DAdapter> {
+        let (mapping, teacher_out) = self.mapping()?;
+        widening(self.path.borrow(), mapping, teacher_out)
+    }
+}
+
+impl Conv2DAdapter {
+    /// The adapter of [`conv2d_adapter`] from a pruning record alone: selects the record's kept output
+    /// channels (`kept.output()`) of a conv with `kept.source_shape()[0]` output channels. No weights
+    /// are read.
+    ///
+    /// # Errors
+    /// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
+    pub fn from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<Conv2DAdapter> {
+        narrowing(path.borrow(), kept.mapping(), kept.source_shape()[0])
+    }
+}
+
+impl InvertedConv2DAdapter {
+    /// The adapter of [`inverted_conv2d_adapter`] from a pruning record alone (see
+    /// [`Conv2DAdapter::from_kept`]).
+    ///
+    /// # Errors
+    /// [`DistillError::Torch`](crate::DistillError::Torch) when the variable cannot be created.
+    pub fn from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<InvertedConv2DAdapter> {
+        widening(path.borrow(), kept.mapping(), kept.source_shape()[0])
+    }
 }
 
 /// A conv's weight shape, checked to be `[out, in, kh, kw]`.

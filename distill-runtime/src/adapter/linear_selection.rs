@@ -22,7 +22,7 @@ use crate::nn::leaf::tappable_leaf;
 /// It is trainable; to keep it a fixed selection, freeze it (`set_requires_grad(false)` on its
 /// weight, or leave it out of the optimizer's `VarStore`).
 ///
-/// Built by [`linear_selection_adapter`] or [`linear_selection_adapter_from_kept`].
+/// Built by [`linear_selection_adapter`] or [`LinearSelectionAdapter::from_kept`].
 #[derive(Debug)]
 pub struct LinearSelectionAdapter {
     ws: Tensor,
@@ -57,19 +57,16 @@ pub fn linear_selection_adapter<'a, P: Borrow<Path<'a>>>(
     Ok(LinearSelectionAdapter { ws, kept: kept.to_vec(), tap: TapId::fresh() })
 }
 
-/// [`linear_selection_adapter`] from a pruning record: the record's kept output features
-/// (`kept.output()`) of a layer with `kept.source_shape()[0]` output features.
-///
-/// # Errors
-/// As [`linear_selection_adapter`].
-pub fn linear_selection_adapter_from_kept<'a, P: Borrow<Path<'a>>>(
-    path: P,
-    kept: &KeptChannels,
-) -> Result<LinearSelectionAdapter> {
-    linear_selection_adapter(path, kept.source_shape()[0], kept.output())
-}
-
 impl LinearSelectionAdapter {
+    /// The adapter of [`linear_selection_adapter`] from a pruning record: the record's kept output
+    /// features (`kept.output()`) of a layer with `kept.source_shape()[0]` output features.
+    ///
+    /// # Errors
+    /// As [`linear_selection_adapter`].
+    pub fn from_kept<'a, P: Borrow<Path<'a>>>(path: P, kept: &KeptChannels) -> Result<LinearSelectionAdapter> {
+        linear_selection_adapter(path, kept.source_shape()[0], kept.output())
+    }
+
     /// For each output feature, the teacher feature it selects.
     pub fn kept(&self) -> &[i64] {
         &self.kept

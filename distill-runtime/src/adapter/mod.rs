@@ -40,20 +40,14 @@ mod string_path;
 
 pub use crate::channels::KeptChannels;
 pub use adapt::{Adapter, ModuleAdapter};
-pub use channel_map::{
-    find_channel_mapping, find_channel_mapping_with_tolerance, find_conv2d_mapping, find_conv2d_mapping_with_tolerance,
-    ChannelMapError, ChannelMapping, Tolerance,
-};
-pub use conv2d::{
-    conv2d_adapter, conv2d_adapter_from_kept, conv2d_adapter_with_tolerance, inverted_conv2d_adapter,
-    inverted_conv2d_adapter_from_kept, inverted_conv2d_adapter_with_tolerance, Conv2DAdapter, InvertedConv2DAdapter,
-};
+pub use channel_map::{find_channel_mapping, find_conv2d_mapping, ChannelMapError, ChannelMapping, Tolerance};
+pub use conv2d::{conv2d_adapter, inverted_conv2d_adapter, Conv2DAdapter, Conv2DAdapterBuilder, InvertedConv2DAdapter};
 pub use fitted::{fitted_conv1x1_adapter, fitted_linear_adapter, FittedAdapter, FittedKind};
 pub use learned::{
     conv1x1_adapter, learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
     learned_linear_adapter, linear_adapter, Conv1x1Adapter, LinearAdapter,
 };
-pub use linear_selection::{linear_selection_adapter, linear_selection_adapter_from_kept, LinearSelectionAdapter};
+pub use linear_selection::{linear_selection_adapter, LinearSelectionAdapter};
 pub use string_path::StringPath;
 
 use tch::Tensor;

@@ -8,10 +8,10 @@ use toml::de::DeValue;
 
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::adapter::{
-    conv1x1_adapter, conv2d_adapter_with_tolerance, fitted_conv1x1_adapter, fitted_linear_adapter,
-    inverted_conv2d_adapter_with_tolerance, learned_conv2d_adapter, learned_inverted_conv2d_adapter,
-    learned_inverted_linear_adapter, learned_linear_adapter, linear_adapter, Adapter, AdapterError, Conv1x1Adapter,
-    Conv2DAdapter, FittedAdapter, InvertedConv2DAdapter, LinearAdapter, Tolerance,
+    conv1x1_adapter, conv2d_adapter, fitted_conv1x1_adapter, fitted_linear_adapter, inverted_conv2d_adapter,
+    learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter,
+    linear_adapter, Adapter, AdapterError, Conv1x1Adapter, Conv2DAdapter, FittedAdapter, InvertedConv2DAdapter,
+    LinearAdapter, Tolerance,
 };
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
@@ -208,20 +208,24 @@ impl AdapterConfig {
     /// Builds the adapter under `path` from the pair's endpoint modules.
     pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<ConfiguredAdapter> {
         Ok(match *self {
-            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Selection(conv2d_adapter_with_tolerance(
-                path,
-                layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
-                layer::<Conv2D>(modules.student, Side::Student, "conv2d_adapter", "Conv2D")?,
-                tolerance,
-            )?),
-            AdapterConfig::InvertedConv2d(tolerance) => {
-                ConfiguredAdapter::InvertedSelection(inverted_conv2d_adapter_with_tolerance(
+            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Selection(
+                conv2d_adapter(
+                    path,
+                    layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
+                    layer::<Conv2D>(modules.student, Side::Student, "conv2d_adapter", "Conv2D")?,
+                )
+                .tolerance(tolerance)
+                .build()?,
+            ),
+            AdapterConfig::InvertedConv2d(tolerance) => ConfiguredAdapter::InvertedSelection(
+                inverted_conv2d_adapter(
                     path,
                     layer::<Conv2D>(modules.teacher, Side::Teacher, "inverted_conv2d_adapter", "Conv2D")?,
                     layer::<Conv2D>(modules.student, Side::Student, "inverted_conv2d_adapter", "Conv2D")?,
-                    tolerance,
-                )?)
-            }
+                )
+                .tolerance(tolerance)
+                .build()?,
+            ),
             AdapterConfig::LearnedConv2d => ConfiguredAdapter::Conv1x1(learned_conv2d_adapter(
                 path,
                 layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_conv2d_adapter", "Conv2D")?,

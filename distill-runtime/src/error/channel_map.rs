@@ -8,35 +8,35 @@ use tch::Kind;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelMapError {
-    /// A pruned target is wider than the source it was pruned from.
-    #[error("cannot map {what}: the target has {target_size} but its source only {source_size}; a pruned copy is never wider than its source")]
-    TargetWider {
+    /// A pruned student is wider than the teacher it was pruned from.
+    #[error("cannot map {what}: the student has {student_size} but its teacher only {teacher_size}; a pruned copy is never wider than the layer it was pruned from")]
+    StudentWider {
         /// What was compared (`"output channels"`, `"input channels"`, `"kernel size"`…).
         what: &'static str,
-        /// Size on the source (teacher) side.
-        source_size: i64,
-        /// Size on the target (student) side.
-        target_size: i64,
+        /// Size on the teacher's side.
+        teacher_size: i64,
+        /// Size on the student's side.
+        student_size: i64,
     },
-    /// No selection of source channels reproduces the target weights.
+    /// No selection of teacher channels reproduces the student weights.
     #[error(
-        "no channel mapping: {what} {channel} of the target matches no unused source channel within tolerance \
+        "no channel mapping: {what} {channel} of the student matches no unused teacher channel within tolerance \
          {tolerance:e}; a layer trained or changed after pruning no longer shows in its weights which channels it \
-         kept: {}, or pass a looser tolerance (`conv2d_adapter_with_tolerance`)",
+         kept: {}, or pass a looser tolerance (`conv2d_adapter(…).tolerance(…)`)",
         KEPT_CHANNELS_ADVICE
     )]
     NoChannelMapping {
         /// `"output channel"` or `"input channel"`.
         what: &'static str,
-        /// Index on the target side that found no match.
+        /// Index on the student side that found no match.
         channel: i64,
         /// Absolute tolerance used for the comparison.
         tolerance: f64,
     },
-    /// Several selections of source channels reproduce the target weights, and they compute different
-    /// outputs: the weights cannot tell which channels the target kept.
+    /// Several selections of teacher channels reproduce the student weights, and they compute different
+    /// outputs: the weights cannot tell which channels the student kept.
     #[error(
-        "ambiguous channel mapping: {what} {channel} of the target could have been taken from source channel \
+        "ambiguous channel mapping: {what} {channel} of the student could have been taken from teacher channel \
          {first} or {second}, which compute different outputs (both fit within tolerance {tolerance:e}); the \
          weights cannot tell which was kept: {}{}",
         KEPT_CHANNELS_ADVICE,
@@ -45,20 +45,20 @@ pub enum ChannelMapError {
     Ambiguous {
         /// `"output channel"` or `"input channel"`.
         what: &'static str,
-        /// Index on the target side.
+        /// Index on the student side.
         channel: i64,
-        /// A source channel it fits in one complete mapping.
+        /// A teacher channel it fits in one complete mapping.
         first: i64,
-        /// Another source channel it fits in another complete mapping.
+        /// Another teacher channel it fits in another complete mapping.
         second: i64,
         /// Absolute tolerance used for the comparison.
         tolerance: f64,
     },
-    /// The channel-mapping search used up its work budget before deciding: many source channels are
+    /// The channel-mapping search used up its work budget before deciding: many teacher channels are
     /// alike within the tolerance.
     #[error(
-        "undecided channel mapping: the search stopped after {work} steps without deciding which source channels \
-         the target kept (many channels are alike within tolerance {tolerance:e}): {}",
+        "undecided channel mapping: the search stopped after {work} steps without deciding which teacher channels \
+         the student kept (many channels are alike within tolerance {tolerance:e}): {}",
         KEPT_CHANNELS_ADVICE
     )]
     Undecided {
@@ -94,18 +94,18 @@ pub enum ChannelMapError {
     /// A weight to compare is undefined.
     #[error("the {role} weight is an undefined tensor")]
     UndefinedWeight {
-        /// `"source"` or `"target"`.
+        /// `"teacher"` or `"student"`.
         role: &'static str,
     },
     /// The weights of a conv2d mapping are not both 4-D.
     #[error(
-        "conv2d weights must be 4-D [out, in, kh, kw]: the source is {source_shape:?}, the target {target_shape:?}"
+        "conv2d weights must be 4-D [out, in, kh, kw]: the teacher is {teacher_shape:?}, the student {student_shape:?}"
     )]
     NotConv2d {
-        /// The source weight's shape.
-        source_shape: Vec<i64>,
-        /// The target weight's shape.
-        target_shape: Vec<i64>,
+        /// The teacher weight's shape.
+        teacher_shape: Vec<i64>,
+        /// The student weight's shape.
+        student_shape: Vec<i64>,
     },
     /// A conv given to a conv2d adapter does not have a 4-D weight.
     #[error("the {role} conv's weight must be 4-D [out, in, kh, kw], got {shape:?}")]
@@ -117,33 +117,33 @@ pub enum ChannelMapError {
     },
     /// The two weights are not laid out `[out, in, …]` with the same kernel size.
     #[error(
-        "cannot map channels between weights of shapes {source_shape:?} (source) and {target_shape:?} (target): \
+        "cannot map channels between weights of shapes {teacher_shape:?} (teacher) and {student_shape:?} (student): \
          both must be [out, in, …] with the same kernel size"
     )]
     IncompatibleShapes {
-        /// The source weight's shape.
-        source_shape: Vec<i64>,
-        /// The target weight's shape.
-        target_shape: Vec<i64>,
+        /// The teacher weight's shape.
+        teacher_shape: Vec<i64>,
+        /// The student weight's shape.
+        student_shape: Vec<i64>,
     },
     /// A weight has no elements.
-    #[error("cannot map channels of empty weights: the source is {source_shape:?}, the target {target_shape:?}")]
+    #[error("cannot map channels of empty weights: the teacher is {teacher_shape:?}, the student {student_shape:?}")]
     EmptyWeights {
-        /// The source weight's shape.
-        source_shape: Vec<i64>,
-        /// The target weight's shape.
-        target_shape: Vec<i64>,
+        /// The teacher weight's shape.
+        teacher_shape: Vec<i64>,
+        /// The student weight's shape.
+        student_shape: Vec<i64>,
     },
-    /// The source has more output × input channels than the search indexes.
+    /// The teacher has more output × input channels than the search indexes.
     #[error("cannot map the channels of a weight of shape {shape:?}: too many channels")]
     TooManyChannels {
-        /// The source weight's shape.
+        /// The teacher weight's shape.
         shape: Vec<i64>,
     },
     /// A bias is not one value per output channel.
     #[error("the {role} bias has shape {shape:?}, expected [{channels}] (one per output channel)")]
     BiasShape {
-        /// `"source"` or `"target"`.
+        /// `"teacher"` or `"student"`.
         role: &'static str,
         /// The bias's shape.
         shape: Vec<i64>,
@@ -207,11 +207,11 @@ pub enum ChannelMapError {
 /// How to give the adapters the kept channels instead of matching weights.
 const KEPT_CHANNELS_ADVICE: &str = "build the adapter from the pruning's record of the kept channels (a conv \
      returned by `prune_conv2d` carries it, `Conv::set_pruned_from` attaches a saved `PruneRecord` entry, \
-     `conv2d_adapter_from_kept` takes one)";
+     `Conv2DAdapter::from_kept` takes one)";
 
 fn tighter_tolerance_advice(tolerance: f64) -> &'static str {
     if tolerance > 0.0 {
-        "; if the two differ only slightly, a tighter tolerance (`conv2d_adapter_with_tolerance`) may separate them"
+        "; if the two differ only slightly, a tighter tolerance (`conv2d_adapter(…).tolerance(…)`) may separate them"
     } else {
         ""
     }

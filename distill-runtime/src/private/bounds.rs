@@ -5,9 +5,12 @@
 //! `distill!` block is a compile error at the user's token with advice. The generated code calls the
 //! functions here with every token spanned at the user's, for the same reason.
 
+use std::borrow::Borrow;
+
+use tch::nn::Path;
 use tch::Tensor;
 
-use crate::adapter::Adapter;
+use crate::adapter::{Adapter, Conv2DAdapter, Conv2DAdapterBuilder, InvertedConv2DAdapter};
 use crate::criterion::Criterion;
 use crate::endpoint::{Endpoint, IntoEndpoint};
 use crate::error::{DistillError, PathError, Result};
@@ -257,12 +260,13 @@ pub fn child<'a, C: ChildAt + ?Sized>(
 
 /// What an adapter constructor returns: `Result<A, E>` with `A` an [`Adapter`] (an adapter of
 /// `distill::adapter`, a type of one's own, or a tch module in a `ModuleAdapter`) and `E`
-/// convertible into [`DistillError`].
+/// convertible into [`DistillError`], or the builder of a selection adapter (`conv2d_adapter(…)`
+/// with its options), which `new()` builds.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not what an adapter constructor returns",
-    label = "not `Result<impl distill::adapter::Adapter, DistillError>`",
+    label = "not `Result<impl distill::adapter::Adapter, DistillError>` nor an adapter builder",
     note = "an adapter is `fn(path, &TeacherModule, &StudentModule) -> Result<A, DistillError>` with \
-            `A: distill::adapter::Adapter`, like `conv2d_adapter`; a tch module is one in a `ModuleAdapter`"
+            `A: distill::adapter::Adapter`, like `learned_conv2d_adapter`, or a builder that `new()` builds, like `conv2d_adapter`'s; a tch module is one in a `ModuleAdapter`"
 )]
 pub trait IntoAdapter<'m> {
     /// The adapter, boxed, or the constructor's error.
@@ -275,6 +279,18 @@ impl<'m, A: Adapter + 'm, E: Into<DistillError>> IntoAdapter<'m> for std::result
             Ok(adapter) => Ok(Box::new(adapter)),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+impl<'a, 'm, P: Borrow<Path<'a>>> IntoAdapter<'m> for Conv2DAdapterBuilder<'_, P, Conv2DAdapter> {
+    fn into_adapter(self) -> Result<Box<dyn Adapter + 'm>> {
+        Ok(Box::new(self.build()?))
+    }
+}
+
+impl<'a, 'm, P: Borrow<Path<'a>>> IntoAdapter<'m> for Conv2DAdapterBuilder<'_, P, InvertedConv2DAdapter> {
+    fn into_adapter(self) -> Result<Box<dyn Adapter + 'm>> {
+        Ok(Box::new(self.build()?))
     }
 }
 

@@ -7,7 +7,7 @@ use tch::nn::Path;
 
 use super::kept::{HIDDEN, LAYERS};
 use super::DecoderPruneError;
-use crate::adapter::{linear_selection_adapter_from_kept, LinearSelectionAdapter};
+use crate::adapter::LinearSelectionAdapter;
 use crate::error::{DistillError, Result};
 use crate::prune::{KeptChannels, PruneRecord};
 
@@ -19,7 +19,7 @@ use crate::prune::{KeptChannels, PruneRecord};
 /// # Errors
 /// [`DecoderPruneError::MissingEntry`](super::DecoderPruneError::MissingEntry) when the record has no `hidden` entry.
 pub fn hidden_adapter<'a, P: Borrow<Path<'a>>>(path: P, record: &PruneRecord) -> Result<LinearSelectionAdapter> {
-    linear_selection_adapter_from_kept(path, entry(record, HIDDEN)?)
+    LinearSelectionAdapter::from_kept(path, entry(record, HIDDEN)?)
 }
 
 /// For each student layer `i`, the pair `(i, teacher layer)` it was kept from (student layer `i` ↔

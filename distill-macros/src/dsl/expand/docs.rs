@@ -118,7 +118,14 @@ fn endpoint_text(endpoint: &Endpoint) -> String {
         },
     };
     match &endpoint.adapter {
-        Some(adapter) => format!("{}({target})", pretty(&adapter.func.to_token_stream())),
+        Some(adapter) => {
+            let options: String = adapter
+                .options
+                .iter()
+                .map(|option| format!(".{}({})", option.method, pretty(&option.args.to_token_stream())))
+                .collect();
+            format!("{}({target}){options}", pretty(&adapter.func.to_token_stream()))
+        }
         None => target,
     }
 }

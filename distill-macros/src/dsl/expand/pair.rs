@@ -99,7 +99,8 @@ fn criterion(items: &Items, expr: &Expr) -> TokenStream {
 /// and gives `&StringPath::new("path")`, at the string's span, so that a constructor that needs a
 /// module's type is a type error at the path.
 fn adapter(items: &Items, pair: &Pair, side: Side, label: &str) -> Option<TokenStream> {
-    let func = &pair.endpoint(side).adapter.as_ref()?.func;
+    let adapter = pair.endpoint(side).adapter.as_ref()?;
+    let func = &adapter.func;
     // With an adapter on each side, each gets its own sub-path.
     let path = if pair.student.adapter.is_some() && pair.teacher.adapter.is_some() {
         let sub = side.name();
@@ -119,7 +120,13 @@ fn adapter(items: &Items, pair: &Pair, side: Side, label: &str) -> Option<TokenS
     let span = func.path.segments.last().map_or_else(|| func.span(), |segment| segment.ident.span());
     let mut args = Group::new(proc_macro2::Delimiter::Parenthesis, quote!(#path, #teacher, #student));
     args.set_span(span);
-    let call = helper_call(items, span, "adapter", quote!(#func #args));
+    let options = adapter.options.iter().map(|option| {
+        let (dot, method, args) = (&option.dot, &option.method, &option.args);
+        let mut group = Group::new(proc_macro2::Delimiter::Parenthesis, args.to_token_stream());
+        group.set_span(option.paren.span.join());
+        quote!(#dot #method #group)
+    });
+    let call = helper_call(items, span, "adapter", quote!(#func #args #(#options)*));
     let question = quote_spanned!(span=> ?);
     Some(quote!(#call #question))
 }

@@ -1,12 +1,12 @@
-//! The index of a channel-mapping problem: source channels grouped into classes of identical
-//! channels, and for each target slice the source slices it matches within tolerance.
+//! The index of a channel-mapping problem: teacher channels grouped into classes of identical
+//! channels, and for each student slice the teacher slices it matches within tolerance.
 //!
-//! Weights are viewed as grids of *slices*: `W[s][c]` is the kernel (`k` numbers) of source output
-//! channel `s` and input channel `c`, `T[a][b]` likewise for the target. Two source output channels
+//! Weights are viewed as grids of *slices*: `W[s][c]` is the kernel (`k` numbers) of teacher output
+//! channel `s` and input channel `c`, `T[a][b]` likewise for the student. Two teacher output channels
 //! with identical slices over every input channel (and identical biases) compute identical outputs,
-//! so they are one *class*: which of them a target channel was taken from cannot be told, and does
+//! so they are one *class*: which of them a student channel was taken from cannot be told, and does
 //! not matter. Input channels with identical slices over every output channel are one class likewise.
-//! The search then works on the grid of classes, where a class of `n` channels can serve `n` target
+//! The search then works on the grid of classes, where a class of `n` channels can serve `n` student
 //! channels.
 
 use super::budget::{Budget, Exhausted};
@@ -16,77 +16,77 @@ use super::{Axis, Tolerance};
 /// match that the element-wise comparison would accept.
 const NORM_ROUNDING_SLACK: f64 = 1e-9;
 
-/// The slice class of source slices holding NaN, which match nothing (and are never identical).
+/// The slice class of teacher slices holding NaN, which match nothing (and are never identical).
 const NO_CLASS: u32 = u32::MAX;
 
 /// The weights' values and sizes, as the search sees them.
 pub(super) struct Weights<'w> {
-    /// Source values, `[O][I][kernel]` row-major.
-    pub source: &'w [f64],
-    /// Target values, `[o][i][kernel]` row-major.
-    pub target: &'w [f64],
-    /// Source bias (`O`), when the source layer has one: part of what makes output channels identical.
-    pub source_bias: Option<&'w [f64]>,
-    /// Target bias (`o`), when both layers have one: it must match the source bias too.
-    pub target_bias: Option<&'w [f64]>,
+    /// Teacher values, `[O][I][kernel]` row-major.
+    pub teacher: &'w [f64],
+    /// Student values, `[o][i][kernel]` row-major.
+    pub student: &'w [f64],
+    /// Teacher bias (`O`), when the teacher layer has one: part of what makes output channels identical.
+    pub teacher_bias: Option<&'w [f64]>,
+    /// Student bias (`o`), when both layers have one: it must match the teacher bias too.
+    pub student_bias: Option<&'w [f64]>,
     /// `[O, I]`.
-    pub source_size: [usize; 2],
+    pub teacher_size: [usize; 2],
     /// `[o, i]`.
-    pub target_size: [usize; 2],
+    pub student_size: [usize; 2],
     /// Elements per slice (`kh · kw`; 1 for a linear layer).
     pub kernel: usize,
 }
 
 /// The problem, indexed. Classes of an axis are numbered `0..class_count(axis)`.
 pub(super) struct Index {
-    target_size: [usize; 2],
-    /// Source channels of each class of each axis, ascending.
+    student_size: [usize; 2],
+    /// Teacher channels of each class of each axis, ascending.
     members: [Vec<Vec<usize>>; 2],
     /// The slice class at (output class `x`, input class `y`): `reduced[x * classes_in + y]`.
     reduced: Vec<u32>,
     /// The reduced cells `x * classes_in + y` holding slice class `z`: `cells[cell_start[z]..cell_start[z + 1]]`.
     cell_start: Vec<usize>,
     cells: Vec<usize>,
-    /// Slice classes matched by target slice `t = a * i + b`, ascending: `matched[match_start[t]..match_start[t + 1]]`.
+    /// Slice classes matched by student slice `t = a * i + b`, ascending: `matched[match_start[t]..match_start[t + 1]]`.
     match_start: Vec<usize>,
     matched: Vec<u32>,
-    /// For each target output channel, the output classes its bias allows (all when `None`).
+    /// For each student output channel, the output classes its bias allows (all when `None`).
     bias_fits: Option<Vec<Vec<bool>>>,
 }
 
 impl Index {
     /// Indexes `weights`; the element-wise comparisons and recorded matches are charged to `budget`.
     pub(crate) fn build(weights: &Weights<'_>, tolerance: Tolerance, budget: &mut Budget) -> Result<Index, Exhausted> {
-        let [source_out, source_in] = weights.source_size;
+        let [teacher_out, teacher_in] = weights.teacher_size;
         let kernel = weights.kernel;
-        let slice = |n: usize| &weights.source[n * kernel..(n + 1) * kernel];
-        let (slice_class, class_reps, class_norms) = slice_classes(weights.source, source_out * source_in, kernel);
+        let slice = |n: usize| &weights.teacher[n * kernel..(n + 1) * kernel];
+        let (slice_class, class_reps, class_norms) = slice_classes(weights.teacher, teacher_out * teacher_in, kernel);
 
         // Output channels: identical rows of slice classes (and identical biases); input channels:
         // identical columns. NaN slices make a channel identical to no other.
-        let row = |s: usize| &slice_class[s * source_in..(s + 1) * source_in];
-        let out_members = group(source_out, row, weights.source_bias);
-        let transposed: Vec<u32> = (0..source_in)
-            .flat_map(|c| (0..source_out).map(move |s| (c, s)))
-            .map(|(c, s)| slice_class[s * source_in + c])
+        let row = |s: usize| &slice_class[s * teacher_in..(s + 1) * teacher_in];
+        let out_members = group(teacher_out, row, weights.teacher_bias);
+        let transposed: Vec<u32> = (0..teacher_in)
+            .flat_map(|c| (0..teacher_out).map(move |s| (c, s)))
+            .map(|(c, s)| slice_class[s * teacher_in + c])
             .collect();
-        let column = |c: usize| &transposed[c * source_out..(c + 1) * source_out];
-        let in_members = group(source_in, column, None);
+        let column = |c: usize| &transposed[c * teacher_out..(c + 1) * teacher_out];
+        let in_members = group(teacher_in, column, None);
         drop(transposed);
 
         let classes_in = in_members.len();
         let mut reduced = Vec::with_capacity(out_members.len() * classes_in);
         for rows in &out_members {
-            reduced.extend(in_members.iter().map(|columns| slice_class[rows[0] * source_in + columns[0]]));
+            reduced.extend(in_members.iter().map(|columns| slice_class[rows[0] * teacher_in + columns[0]]));
         }
         let (cell_start, cells) = cells_by_class(&reduced, class_reps.len());
 
-        let [target_out, target_in] = weights.target_size;
-        let mut match_start = Vec::with_capacity(target_out * target_in + 1);
+        let [student_out, student_in] = weights.student_size;
+        let mut match_start = Vec::with_capacity(student_out * student_in + 1);
         let mut matched = Vec::new();
-        for t in 0..target_out * target_in {
+        for t in 0..student_out * student_in {
             match_start.push(matched.len());
-            let values = &weights.target[t * kernel..(t + 1) * kernel];
+            let values = &weights.student[t * kernel..(t + 1) * kernel];
             let candidates = window(&class_norms, l1(values), kernel, tolerance);
             budget.spend(candidates.len() * kernel + 1)?;
             for class in candidates {
@@ -97,17 +97,17 @@ impl Index {
         }
         match_start.push(matched.len());
 
-        let bias_fits = match (weights.source_bias, weights.target_bias) {
-            (Some(source), Some(target)) => Some(
-                target
+        let bias_fits = match (weights.teacher_bias, weights.student_bias) {
+            (Some(teacher), Some(student)) => Some(
+                student
                     .iter()
-                    .map(|&t| out_members.iter().map(|rows| tolerance.close(t, source[rows[0]])).collect())
+                    .map(|&t| out_members.iter().map(|rows| tolerance.close(t, teacher[rows[0]])).collect())
                     .collect(),
             ),
             _ => None,
         };
         Ok(Index {
-            target_size: weights.target_size,
+            student_size: weights.student_size,
             members: [out_members, in_members],
             reduced,
             cell_start,
@@ -118,28 +118,28 @@ impl Index {
         })
     }
 
-    /// How many target channels the axis has.
-    pub(crate) fn target_count(&self, axis: Axis) -> usize {
-        self.target_size[axis.index()]
+    /// How many student channels the axis has.
+    pub(crate) fn student_count(&self, axis: Axis) -> usize {
+        self.student_size[axis.index()]
     }
 
-    /// How many classes of source channels the axis has.
+    /// How many classes of teacher channels the axis has.
     pub(crate) fn class_count(&self, axis: Axis) -> usize {
         self.members[axis.index()].len()
     }
 
-    /// The source channels of class `class` of `axis`, ascending.
+    /// The teacher channels of class `class` of `axis`, ascending.
     pub(crate) fn members(&self, axis: Axis, class: u32) -> &[usize] {
         &self.members[axis.index()][class as usize]
     }
 
-    /// The slice classes target slice `(a, b)` matches, ascending.
+    /// The slice classes student slice `(a, b)` matches, ascending.
     fn matched(&self, a: usize, b: usize) -> &[u32] {
-        let t = a * self.target_size[1] + b;
+        let t = a * self.student_size[1] + b;
         &self.matched[self.match_start[t]..self.match_start[t + 1]]
     }
 
-    /// The slice classes matched by the target slice of channel `v` of `axis` and channel `w` of the
+    /// The slice classes matched by the student slice of channel `v` of `axis` and channel `w` of the
     /// other axis.
     fn matched_on(&self, axis: Axis, v: usize, w: usize) -> &[u32] {
         match axis {
@@ -148,8 +148,8 @@ impl Index {
         }
     }
 
-    /// Whether target channel `v` of `axis` taking class `x`, and target channel `w` of the other axis
-    /// taking class `y`, agree: the target slice at `(v, w)` matches the source slices at `(x, y)`.
+    /// Whether student channel `v` of `axis` taking class `x`, and student channel `w` of the other axis
+    /// taking class `y`, agree: the student slice at `(v, w)` matches the teacher slices at `(x, y)`.
     #[inline]
     pub(crate) fn fits(&self, axis: Axis, v: usize, x: u32, w: usize, y: u32) -> bool {
         let (output, input) = match axis {
@@ -160,17 +160,17 @@ impl Index {
         cell != NO_CLASS && self.matched_on(axis, v, w).binary_search(&cell).is_ok()
     }
 
-    /// Whether target output channel `a`'s bias allows output class `x`.
+    /// Whether student output channel `a`'s bias allows output class `x`.
     pub(crate) fn bias_fits(&self, a: usize, x: u32) -> bool {
         self.bias_fits.as_ref().is_none_or(|fits| fits[a][x as usize])
     }
 
-    /// How many reduced cells the target slice at `(v, w)` matches.
+    /// How many reduced cells the student slice at `(v, w)` matches.
     pub(crate) fn match_count(&self, axis: Axis, v: usize, w: usize) -> usize {
         self.matched_on(axis, v, w).iter().map(|&z| self.cell_start[z as usize + 1] - self.cell_start[z as usize]).sum()
     }
 
-    /// The classes of `axis` holding a source slice that the target slice at `(v, w)` matches,
+    /// The classes of `axis` holding a teacher slice that the student slice at `(v, w)` matches,
     /// ascending, without repeats.
     pub(crate) fn classes_matching(&self, axis: Axis, v: usize, w: usize) -> Vec<u32> {
         let classes_in = self.members[1].len();
@@ -189,7 +189,7 @@ impl Index {
     }
 }
 
-/// Groups `count` source slices of `kernel` values into classes of exactly equal slices (`−0 = +0`;
+/// Groups `count` teacher slices of `kernel` values into classes of exactly equal slices (`−0 = +0`;
 /// slices holding NaN get [`NO_CLASS`]). Returns each slice's class, each class's representative
 /// slice and its L1 norm; classes are numbered in ascending order of norm.
 fn slice_classes(values: &[f64], count: usize, kernel: usize) -> (Vec<u32>, Vec<usize>, Vec<f64>) {
@@ -289,7 +289,7 @@ fn cells_by_class(reduced: &[u32], classes: usize) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// The classes (by ascending `norms`) whose norm allows a match with a slice of L1 norm `norm`:
-/// `|n_t − n_s| ≤ Σ|t − s| ≤ k·atol + rtol·n_s` bounds the source norm `n_s`, widened by
+/// `|n_t − n_s| ≤ Σ|t − s| ≤ k·atol + rtol·n_s` bounds the teacher norm `n_s`, widened by
 /// [`NORM_ROUNDING_SLACK`]. NaN matches nothing.
 fn window(norms: &[f64], norm: f64, kernel: usize, tolerance: Tolerance) -> std::ops::Range<usize> {
     if norm.is_nan() {

@@ -1,13 +1,13 @@
-//! Whether target channels can take distinct source channels: a bipartite matching in which a class
-//! of `n` identical source channels can be taken `n` times.
+//! Whether student channels can take distinct teacher channels: a bipartite matching in which a class
+//! of `n` identical teacher channels can be taken `n` times.
 
 use std::collections::VecDeque;
 
 use super::budget::{Budget, Exhausted};
 
-/// Matches every left vertex (a target channel, given as `(id, candidate classes)`) to one unit of
+/// Matches every left vertex (a student channel, given as `(id, candidate classes)`) to one unit of
 /// capacity of one of its candidate classes (`capacity[class]` units each), lower classes first.
-/// `Ok(Err(id))` names a target channel that cannot be matched; each candidate scanned costs a unit
+/// `Ok(Err(id))` names a student channel that cannot be matched; each candidate scanned costs a unit
 /// of `budget`.
 ///
 /// Augmenting paths are searched breadth first: `O(V·E)` at worst, `O(E)` when the first free

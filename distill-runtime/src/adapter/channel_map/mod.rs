@@ -6,9 +6,9 @@
 //! from `W` and `T` when the weights determine them, and says so when they do not; the algorithm is
 //! described there.
 //!
-//! - `index`: classes of identical source channels, and the source slices each target slice matches;
+//! - `index`: classes of identical teacher channels, and the teacher slices each student slice matches;
 //! - `search`: candidates, consistency and the depth-first search, written once over an axis;
-//! - `matching`: whether the target channels can take distinct source channels;
+//! - `matching`: whether the student channels can take distinct teacher channels;
 //! - `budget`: the bound on work (and so on time and memory) of one problem;
 //! - `tolerance`: when two weights count as equal.
 
@@ -59,37 +59,38 @@ impl Axis {
     }
 }
 
-/// Finds which output and input channels of the conv weight `source` (`[O, I, kh, kw]`) the conv weight
-/// `target` (`[o, i, kh, kw]`) was sliced from, comparing with the default [`Tolerance`].
+/// Finds which output and input channels of the conv weight `teacher_weight` (`[O, I, kh, kw]`) the
+/// conv weight `student_weight` (`[o, i, kh, kw]`) was sliced from, comparing values with `tolerance`
+/// ([`Tolerance::default`] for a copy that is bit-exact or nearly so, [`Tolerance::EXACT`] for none).
 ///
 /// Kept channels may be in any order, and both axes may be pruned. The answer is exact or an error:
-/// when more than one selection of source channels reproduces the target and they would compute
+/// when more than one selection of teacher channels reproduces the student and they would compute
 /// different outputs, that is [`ChannelMapError::Ambiguous`] naming a channel and two of
-/// its possible sources — the weights cannot tell, and a guess would silently distill the wrong
-/// channels. Source channels that are *identical* (equal slices over every channel of the other axis)
-/// compute the same thing, so they are interchangeable rather than ambiguous: a target channel taken
+/// its possible teacher channels — the weights cannot tell, and a guess would silently distill the wrong
+/// channels. Teacher channels that are *identical* (equal slices over every channel of the other axis)
+/// compute the same thing, so they are interchangeable rather than ambiguous: a student channel taken
 /// from one of them gets the lowest unused index of the group. The pruning's own record of the kept
 /// channels (`distill::prune`) is always exact; prefer it when you have it.
 ///
 /// # Algorithm
 ///
-/// Each weight is viewed as a grid of *slices*: `W[s][c]` is the `k…` kernel of source output channel
+/// Each weight is viewed as a grid of *slices*: `W[s][c]` is the `k…` kernel of teacher output channel
 /// `s` and input channel `c` (a single number for a 1×1 kernel or a linear layer), `T[a][b]` likewise.
-/// A mapping is valid when every target slice is close to its source slice:
+/// A mapping is valid when every student slice is close to its teacher slice:
 /// `T[a][b] ≈ W[output[a]][input[b]]`, element by element, within the [`Tolerance`].
 ///
-/// 1. **Index.** Exactly equal source slices form slice classes, sorted by L1 norm; source output
+/// 1. **Index.** Exactly equal teacher slices form slice classes, sorted by L1 norm; teacher output
 ///    channels with identical slice classes over every input channel form an output class (identical
-///    biases too, for a layer with a bias), and input channels likewise. For each target slice, only
+///    biases too, for a layer with a bias), and input channels likewise. For each student slice, only
 ///    slice classes whose norm lies in a window around its own can match (the window follows from the
 ///    tolerance, so it never excludes a match); each is compared element by element.
-/// 2. **Candidates.** For each target output channel `a`, the output classes holding a match of
+/// 2. **Candidates.** For each student output channel `a`, the output classes holding a match of
 ///    `T[a][b]`, with `b` the input channel whose slice has the fewest matches; symmetrically for each
-///    target input channel. With generic weights every list has a single entry here.
+///    student input channel. With generic weights every list has a single entry here.
 /// 3. **Consistency.** Candidates are removed until every remaining class `x` of `a` has, for every `b`,
 ///    a remaining class `y` with `T[a][b] ≈ W[x][y]`, and symmetrically (arc consistency); then a
-///    matching checks that each axis can take distinct source channels (a class of `n` identical
-///    channels serves up to `n` target channels). An empty list is a
+///    matching checks that each axis can take distinct teacher channels (a class of `n` identical
+///    channels serves up to `n` student channels). An empty list is a
 ///    [`ChannelMapError::NoChannelMapping`] naming the channel.
 /// 4. **Search.** Depth-first with forward checking: the unassigned channel with the fewest candidates
 ///    is assigned next, lowest class first; each choice narrows the other axis to the candidates that
@@ -97,7 +98,7 @@ impl Axis {
 /// 5. **Uniqueness.** For every candidate other than the one found, a search for a complete mapping
 ///    that uses it: finding one is [`ChannelMapError::Ambiguous`]; otherwise the candidate
 ///    is removed and consistency restored.
-/// 6. **Verification.** The result is checked once more against every slice of the target.
+/// 6. **Verification.** The result is checked once more against every slice of the student.
 ///
 /// With generic weights every list holds one class after step 2 and this costs
 /// `O((O·I + o·i)·(k + log(O·I)))`. Identical channels (all-zero filters, say) collapse into classes
@@ -108,94 +109,90 @@ impl Axis {
 /// - [`ChannelMapError::NotConv2d`], [`ChannelMapError::EmptyWeights`],
 ///   [`ChannelMapError::ComplexWeights`] or [`ChannelMapError::IncompatibleShapes`] when a weight is
 ///   not 4-D, is empty, is not real-valued, or the kernel sizes differ (the message gives both shapes);
-/// - [`ChannelMapError::TargetWider`] when the target has more output or input channels than the source;
-/// - [`ChannelMapError::NoChannelMapping`] when no selection of source channels reproduces the target;
+/// - [`ChannelMapError::StudentWider`] when the student has more output or input channels than the teacher;
+/// - [`ChannelMapError::NoChannelMapping`] when no selection of teacher channels reproduces the student;
 /// - [`ChannelMapError::Ambiguous`] when several selections that compute different outputs
 ///   reproduce it;
-/// - [`ChannelMapError::Undecided`] when the budget ran out before either was decided.
-pub fn find_conv2d_mapping(source_weight: &Tensor, target_weight: &Tensor) -> Result<ChannelMapping> {
-    find_conv2d_mapping_with_tolerance(source_weight, target_weight, Tolerance::default())
-}
-
-/// [`find_conv2d_mapping`] with an explicit tolerance.
-pub fn find_conv2d_mapping_with_tolerance(
-    source_weight: &Tensor,
-    target_weight: &Tensor,
+/// - [`ChannelMapError::Undecided`] when the budget ran out before either was decided;
+/// - [`ChannelMapError::InvalidTolerance`] for an invalid tolerance.
+pub fn find_conv2d_mapping(
+    teacher_weight: &Tensor,
+    student_weight: &Tensor,
     tolerance: Tolerance,
 ) -> Result<ChannelMapping> {
-    let source_shape = shape_of(source_weight, "source")?;
-    let target_shape = shape_of(target_weight, "target")?;
-    if source_shape.len() != 4 || target_shape.len() != 4 {
-        return Err(ChannelMapError::NotConv2d { source_shape, target_shape }.into());
+    let teacher_shape = shape_of(teacher_weight, "teacher")?;
+    let student_shape = shape_of(student_weight, "student")?;
+    if teacher_shape.len() != 4 || student_shape.len() != 4 {
+        return Err(ChannelMapError::NotConv2d { teacher_shape, student_shape }.into());
     }
-    find_channel_mapping_with_tolerance(source_weight, target_weight, tolerance)
+    find_channel_mapping(teacher_weight, student_weight, tolerance)
 }
 
 /// [`find_conv2d_mapping`] for weights of any layer laid out `[out, in, …]` with the same trailing
 /// sizes: linear (`[out, in]`), conv1d/2d/3d.
-pub fn find_channel_mapping(source_weight: &Tensor, target_weight: &Tensor) -> Result<ChannelMapping> {
-    find_channel_mapping_with_tolerance(source_weight, target_weight, Tolerance::default())
-}
-
-/// [`find_channel_mapping`] with an explicit tolerance.
-pub fn find_channel_mapping_with_tolerance(
-    source_weight: &Tensor,
-    target_weight: &Tensor,
+///
+/// # Errors
+/// As [`find_conv2d_mapping`], with [`ChannelMapError::IncompatibleShapes`] for weights of
+/// different ranks or trailing sizes.
+pub fn find_channel_mapping(
+    teacher_weight: &Tensor,
+    student_weight: &Tensor,
     tolerance: Tolerance,
 ) -> Result<ChannelMapping> {
-    find_layer_mapping(source_weight, None, target_weight, None, tolerance)
+    find_layer_mapping(teacher_weight, None, student_weight, None, tolerance)
 }
 
-/// The mapping between two layers given by their weights and optional biases (`[out]`). A source
+/// The mapping between two layers given by their weights and optional biases (`[out]`). A teacher
 /// bias makes output channels with identical weights but different biases distinct; when both have
-/// one, the target's must match the source's too.
+/// one, the student's must match the teacher's too.
 pub(crate) fn find_layer_mapping(
-    source_weight: &Tensor,
-    source_bias: Option<&Tensor>,
-    target_weight: &Tensor,
-    target_bias: Option<&Tensor>,
+    teacher_weight: &Tensor,
+    teacher_bias: Option<&Tensor>,
+    student_weight: &Tensor,
+    student_bias: Option<&Tensor>,
     tolerance: Tolerance,
 ) -> Result<ChannelMapping> {
     tolerance.validate()?;
-    let source_shape = shape_of(source_weight, "source")?;
-    let target_shape = shape_of(target_weight, "target")?;
-    if source_shape.len() < 2 || target_shape.len() != source_shape.len() || source_shape[2..] != target_shape[2..] {
-        return Err(ChannelMapError::IncompatibleShapes { source_shape, target_shape }.into());
+    let teacher_shape = shape_of(teacher_weight, "teacher")?;
+    let student_shape = shape_of(student_weight, "student")?;
+    if teacher_shape.len() < 2 || student_shape.len() != teacher_shape.len() || teacher_shape[2..] != student_shape[2..]
+    {
+        return Err(ChannelMapError::IncompatibleShapes { teacher_shape, student_shape }.into());
     }
-    if source_shape.contains(&0) || target_shape.contains(&0) {
-        return Err(ChannelMapError::EmptyWeights { source_shape, target_shape }.into());
+    if teacher_shape.contains(&0) || student_shape.contains(&0) {
+        return Err(ChannelMapError::EmptyWeights { teacher_shape, student_shape }.into());
     }
     for (axis, what) in [(0, "output channels"), (1, "input channels")] {
-        if target_shape[axis] > source_shape[axis] {
-            let (source_size, target_size) = (source_shape[axis], target_shape[axis]);
-            return Err(ChannelMapError::TargetWider { what, source_size, target_size }.into());
+        if student_shape[axis] > teacher_shape[axis] {
+            let (teacher_size, student_size) = (teacher_shape[axis], student_shape[axis]);
+            return Err(ChannelMapError::StudentWider { what, teacher_size, student_size }.into());
         }
     }
-    let source_slices = source_shape[0].checked_mul(source_shape[1]).filter(|&n| n < i64::from(u32::MAX));
-    if source_slices.is_none() {
-        return Err(ChannelMapError::TooManyChannels { shape: source_shape }.into());
+    let teacher_slices = teacher_shape[0].checked_mul(teacher_shape[1]).filter(|&n| n < i64::from(u32::MAX));
+    if teacher_slices.is_none() {
+        return Err(ChannelMapError::TooManyChannels { shape: teacher_shape }.into());
     }
-    let source_bias = bias_values(source_bias, source_shape[0], "source")?;
-    // The target's bias only constrains the mapping when the source has one to compare with.
-    let target_bias = match source_bias {
-        Some(_) => bias_values(target_bias, target_shape[0], "target")?,
+    let teacher_bias = bias_values(teacher_bias, teacher_shape[0], "teacher")?;
+    // The student's bias only constrains the mapping when the teacher has one to compare with.
+    let student_bias = match teacher_bias {
+        Some(_) => bias_values(student_bias, student_shape[0], "student")?,
         None => None,
     };
-    let (source, target) = (values_of(source_weight)?, values_of(target_weight)?);
+    let (teacher, student) = (values_of(teacher_weight)?, values_of(student_weight)?);
     let weights = Weights {
-        source: &source,
-        target: &target,
-        source_bias: source_bias.as_deref(),
-        target_bias: target_bias.as_deref(),
-        source_size: [to_usize(source_shape[0]), to_usize(source_shape[1])],
-        target_size: [to_usize(target_shape[0]), to_usize(target_shape[1])],
-        kernel: source_shape[2..].iter().map(|&d| to_usize(d)).product(),
+        teacher: &teacher,
+        student: &student,
+        teacher_bias: teacher_bias.as_deref(),
+        student_bias: student_bias.as_deref(),
+        teacher_size: [to_usize(teacher_shape[0]), to_usize(teacher_shape[1])],
+        student_size: [to_usize(student_shape[0]), to_usize(student_shape[1])],
+        kernel: teacher_shape[2..].iter().map(|&d| to_usize(d)).product(),
     };
     let mut budget = Budget::new(WORK_BUDGET);
     let undecided =
         |budget: &Budget| ChannelMapError::Undecided { work: budget.spent(WORK_BUDGET), tolerance: tolerance.atol };
     let index = Index::build(&weights, tolerance, &mut budget).map_err(|_| undecided(&budget))?;
-    drop((source, target));
+    drop((teacher, student));
     let assignment = solve(&index, &mut budget).map_err(|failure| match failure {
         Failure::Stop(Stop::Budget) => undecided(&budget),
         Failure::Stop(Stop::Dead(var)) => ChannelMapError::NoChannelMapping {
@@ -218,7 +215,7 @@ pub(crate) fn find_layer_mapping(
 /// Why [`solve`] found no single answer.
 enum Failure {
     Stop(Stop),
-    /// Target `channel` of `axis` fits source channel `first` (the answer found) and `second`, each
+    /// Student `channel` of `axis` fits teacher channel `first` (the answer found) and `second`, each
     /// in a complete mapping, and the two are not identical.
     Ambiguous {
         axis: Axis,
@@ -240,13 +237,13 @@ impl From<budget::Exhausted> for Failure {
     }
 }
 
-/// Steps 2–6: the one assignment of classes to target channels, or why there is none or more.
+/// Steps 2–6: the one assignment of classes to student channels, or why there is none or more.
 fn solve(index: &Index, budget: &mut Budget) -> std::result::Result<Assignment, Failure> {
     let mut domains = candidates(index, budget)?;
     propagate(index, &mut domains, budget)?;
     let found = search(index, domains.clone(), budget)?;
     for axis in AXES {
-        for v in 0..index.target_count(axis) {
+        for v in 0..index.student_count(axis) {
             let chosen = found[axis.index()][v];
             let others: Vec<u32> = domains[axis.index()][v].iter().copied().filter(|&x| x != chosen).collect();
             for x in others {
@@ -272,7 +269,7 @@ fn solve(index: &Index, budget: &mut Budget) -> std::result::Result<Assignment, 
     Ok(found)
 }
 
-/// Step 6: every target slice matches the source slice the assignment gives it.
+/// Step 6: every student slice matches the teacher slice the assignment gives it.
 fn verify(index: &Index, found: &Assignment, budget: &mut Budget) -> std::result::Result<(), Failure> {
     let [outputs, inputs] = found;
     budget.spend(outputs.len() * inputs.len())?;
@@ -284,7 +281,7 @@ fn verify(index: &Index, found: &Assignment, budget: &mut Budget) -> std::result
     Ok(())
 }
 
-/// The source channel of each target channel of `axis`: the target channels of a class take its
+/// The teacher channel of each student channel of `axis`: the student channels of a class take its
 /// members in ascending order.
 fn channels_of(index: &Index, axis: Axis, classes: &[u32]) -> Vec<i64> {
     let mut used = vec![0usize; index.class_count(axis)];
@@ -293,7 +290,7 @@ fn channels_of(index: &Index, axis: Axis, classes: &[u32]) -> Vec<i64> {
         .map(|&x| {
             let members = index.members(axis, x);
             let taken = &mut used[x as usize];
-            // The matching gave each class at most as many target channels as it has members.
+            // The matching gave each class at most as many student channels as it has members.
             let channel = members.get(*taken).or(members.last()).copied().unwrap_or_default();
             *taken += 1;
             channel as i64

@@ -1,18 +1,18 @@
 //! Candidates, consistency and the depth-first search of the channel mapping, written once over an
-//! axis: target output channels take source output classes, target input channels take source input
-//! classes, and the two must agree on every target slice.
+//! axis: student output channels take teacher output classes, student input channels take teacher input
+//! classes, and the two must agree on every student slice.
 
 use super::budget::{Budget, Exhausted};
 use super::index::Index;
 use super::matching::match_all;
 use super::{Axis, AXES};
 
-/// Past this many matching cells per class, a target slice's candidates are found by scanning the
+/// Past this many matching cells per class, a student slice's candidates are found by scanning the
 /// classes (stopping at the first match) rather than by listing its matches: the weights are then
 /// degenerate (e.g. many zeros) and matches are plentiful.
 const DENSE_FACTOR: usize = 4;
 
-/// A target channel.
+/// A student channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Var {
     /// Which axis.
@@ -26,7 +26,7 @@ pub(super) struct Var {
 pub(super) enum Stop {
     /// The work budget ran out.
     Budget,
-    /// No candidate is left for this target channel.
+    /// No candidate is left for this student channel.
     Dead(Var),
 }
 
@@ -36,14 +36,14 @@ impl From<Exhausted> for Stop {
     }
 }
 
-/// For each axis, each target channel's candidate classes, ascending.
+/// For each axis, each student channel's candidate classes, ascending.
 pub(super) type Domains = [Vec<Vec<u32>>; 2];
 
-/// The class each target channel takes, per axis.
+/// The class each student channel takes, per axis.
 pub(super) type Assignment = [Vec<u32>; 2];
 
-/// The candidate classes of every target channel: for channel `v` of an axis, the classes holding a
-/// source slice that the target slice `(v, w)` matches, with `w` the channel of the other axis whose
+/// The candidate classes of every student channel: for channel `v` of an axis, the classes holding a
+/// teacher slice that the student slice `(v, w)` matches, with `w` the channel of the other axis whose
 /// slice has the fewest matches (so generic weights give one candidate each). Output channels must
 /// also fit the bias.
 pub(super) fn candidates(index: &Index, budget: &mut Budget) -> Result<Domains, Stop> {
@@ -51,9 +51,9 @@ pub(super) fn candidates(index: &Index, budget: &mut Budget) -> Result<Domains, 
     for axis in AXES {
         let other = axis.other();
         let dense = DENSE_FACTOR * (index.class_count(axis) + index.class_count(other));
-        for v in 0..index.target_count(axis) {
-            budget.spend(index.target_count(other))?;
-            let Some((count, w)) = (0..index.target_count(other)).map(|w| (index.match_count(axis, v, w), w)).min()
+        for v in 0..index.student_count(axis) {
+            budget.spend(index.student_count(other))?;
+            let Some((count, w)) = (0..index.student_count(other)).map(|w| (index.match_count(axis, v, w), w)).min()
             else {
                 return Err(Stop::Dead(Var { axis, index: v }));
             };
@@ -86,7 +86,7 @@ pub(super) fn candidates(index: &Index, budget: &mut Budget) -> Result<Domains, 
 }
 
 /// Removes every candidate that no candidate of some channel of the other axis agrees with, until
-/// none is removed (arc consistency), then checks that each axis can still take distinct source
+/// none is removed (arc consistency), then checks that each axis can still take distinct teacher
 /// channels.
 pub(super) fn propagate(index: &Index, domains: &mut Domains, budget: &mut Budget) -> Result<(), Stop> {
     loop {

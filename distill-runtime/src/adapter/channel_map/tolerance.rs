@@ -10,7 +10,7 @@ const DEFAULT_ATOL: f64 = 1e-6;
 const DEFAULT_RTOL: f64 = 1e-5;
 
 /// How close two weights must be to count as equal: `|t − s| ≤ atol + rtol · |s|`, element by element
-/// (`torch.allclose`'s rule, with `s` the source value). Exactly equal values always match, infinities
+/// (`torch.allclose`'s rule, with `s` the teacher value). Exactly equal values always match, infinities
 /// included; NaN never does.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
@@ -49,7 +49,7 @@ impl Tolerance {
     }
 
     #[inline]
-    pub(super) fn close(&self, target: f64, source: f64) -> bool {
-        target == source || (target - source).abs() <= self.atol + self.rtol * source.abs()
+    pub(super) fn close(&self, student: f64, teacher: f64) -> bool {
+        student == teacher || (student - teacher).abs() <= self.atol + self.rtol * teacher.abs()
     }
 }
