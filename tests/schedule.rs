@@ -5,7 +5,7 @@
 mod common;
 
 use common::Mlp;
-use distill::criterion::scheduled;
+use distill::criterion::{scheduled, Weighting};
 use distill::prelude::*;
 use distill::schedule::{rescale_factor, rescaled};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -87,10 +87,14 @@ fn scheduled_criteria_need_the_step() {
     let (s, t) = pair(1);
     let base = Mse.loss(&s, &t).double_value(&[]);
     let warm = Mse * Schedule::warmup(0.0, 1.0, 10);
-    assert!(warm.is_scheduled() && !Mse.is_scheduled() && !(Mse * 2.0).is_scheduled());
     assert!(close(warm.loss_at(3, &s, &t, None).double_value(&[]), 0.3 * base));
     assert!(close(warm.f_loss_at(30, &s, &t, None).unwrap().double_value(&[]), base));
-    assert!(close(warm.f_unweighted_loss(&s, &t, None).unwrap().double_value(&[]), base));
+    // The wrapper says what it wraps: the schedule, and the criterion whose loss it weighs.
+    let Some(Weighting::Scheduled(schedule, inner)) = warm.weighting() else { panic!("{:?}", warm.weighting()) };
+    assert_eq!(*schedule, Schedule::warmup(0.0, 1.0, 10));
+    assert!(close(inner.f_loss(&s, &t).unwrap().double_value(&[]), base));
+    assert!(Mse.weighting().is_none());
+    assert!(matches!((Mse * 2.0).weighting(), Some(Weighting::Constant(w, _)) if w == 2.0));
 
     // Without a step: an error (or the unchecked call's panic), never step 0.
     let err = warm.f_loss(&s, &t).unwrap_err();
@@ -104,12 +108,13 @@ fn scheduled_criteria_need_the_step() {
     let outside = (Mse * Schedule::warmup(0.0, 1.0, 10)) * 2.0;
     let both = Mse.scheduled(Schedule::steps(1.0, [(5, 0.5)])) * Schedule::constant(4.0);
     for (criterion, weight) in [(&inside as &dyn Criterion, 1.2), (&outside, 1.2), (&both, 2.0)] {
-        assert!(close(criterion.weight_at(6), weight), "{}", criterion.weight_at(6));
         assert!(close(criterion.loss_at(6, &s, &t, None).double_value(&[]), weight * base));
-        assert!(criterion.is_scheduled());
+        assert!(matches!(criterion.f_loss(&s, &t), Err(DistillError::MissingStep { .. })));
     }
-    assert_eq!((Mse * 2.0 * 3.0).weight_at(100), 6.0);
-    assert!(close((Mse * 2.0).loss_at(7, &s, &t, None).double_value(&[]), 2.0 * base));
+    assert!(matches!((Mse * 2.0 * 3.0).weighting(), Some(Weighting::Constant(w, _)) if w == 6.0));
+    // Without a schedule the step changes nothing.
+    let doubled = Mse * 2.0;
+    assert!(close((&doubled as &dyn Criterion).loss_at(7, &s, &t, None).double_value(&[]), 2.0 * base));
 
     // The gradient is the schedule's value times the criterion's.
     warm.loss_at(5, &s, &t, None).backward();
@@ -121,7 +126,8 @@ fn scheduled_criteria_need_the_step() {
     let sum: f64 = (&s - &t).abs().sum(Kind::Double).double_value(&[]);
     assert!(close(gap.loss_at(0, &s, &t, None).double_value(&[]), 0.5 * sum));
     let boxed: Box<dyn Criterion> = Box::new(KlDiv::new(2.0) * Schedule::warmup(0.0, 1.0, 2));
-    assert_eq!(boxed.weight_at(1), 0.5);
+    let kl = KlDiv::new(2.0).loss(&s, &t).double_value(&[]);
+    assert!(close(boxed.loss_at(1, &s, &t, None).double_value(&[]), 0.5 * kl));
     assert!((KlDiv::new(-1.0) * Schedule::constant(1.0)).validate().is_err());
     assert!((Mse * Schedule::constant(f64::NAN)).validate().unwrap_err().contains("finite"));
     assert!((Mse * Schedule::constant(1.0)).check_shapes(&[2, 3], &[2, 4]).is_err());
@@ -298,8 +304,9 @@ fn scheduled_payloads_in_the_dynamic_api() -> Result<(), DistillError> {
     assert!(near(losses[1], 0.5 * scalar(&KlDiv::new(2.0).loss(s, t))));
     let (s, t, payload) = out.get(0).unwrap();
     assert!(matches!(payload.f_loss(s, t), Err(DistillError::MissingStep { .. })));
-    assert!(payload.is_scheduled() && payload.weight_at(20) == 1.0);
-    assert!(near(scalar(&payload.f_unweighted_loss(s, t, None)?), scalar(&Mse.loss(s, t))));
+    assert!(near(scalar(&payload.loss_at(20, s, t, None)), scalar(&Mse.loss(s, t))));
+    let Some(Weighting::Scheduled(_, inner)) = payload.weighting() else { panic!("{:?}", payload.weighting()) };
+    assert!(near(scalar(&inner.f_loss(s, t)?), scalar(&Mse.loss(s, t))));
 
     // A mapping whose boxed criterion does not accept its pair's shapes is reported by the check.
     let mut mapping: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);

@@ -76,7 +76,7 @@ impl<'d> Pair<'d> {
         self.rescaled_to
     }
 
-    /// The pair's weight at its step (`Criterion::weight_at`): the product of its constant weights
+    /// The pair's weight at its step: the product of its wrappers' constant weights
     /// and schedules; 1 for a bare criterion.
     ///
     /// # Errors
@@ -101,7 +101,7 @@ impl<'d> Pair<'d> {
     }
 
     /// The pair's loss, or an error naming the pair when its criterion cannot compute it: the checked
-    /// twin of [`loss`](Self::loss) (`Criterion::f_loss_at`, or `Criterion::f_loss_with_targets`
+    /// twin of [`loss`](Self::loss) (`loss_at` of the criterion, or `Criterion::f_loss_with_targets`
     /// without a step).
     pub fn f_loss(&self) -> Result<Tensor> {
         let (s, t, targets) = (&self.student, &self.teacher, self.targets.as_ref());
@@ -113,7 +113,7 @@ impl<'d> Pair<'d> {
     }
 
     /// The loss of the pair's innermost criterion, before any weight or schedule
-    /// (`Criterion::f_unweighted_loss`), or an error naming the pair.
+    /// (inside its `Weighted` and `Scheduled` wrappers), or an error naming the pair.
     pub fn f_unweighted_loss(&self) -> Result<Tensor> {
         self.criterion
             .f_unweighted_loss(&self.student, &self.teacher, self.targets.as_ref())

@@ -90,6 +90,7 @@ mod tail;
 mod token_kd;
 mod top_k;
 mod weighted;
+mod weighting;
 
 pub use crate::error::{CriterionError, Packed, PackedProblem};
 pub use attention::AttentionTransfer;
@@ -113,6 +114,7 @@ pub use tail::{TopKKl, TopKTail};
 pub use token_kd::TokenKd;
 pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
 pub use weighted::{weighted, Weighted};
+pub use weighting::Weighting;
 
 /// A loss between the student's and the teacher's tensor of one pair.
 ///
@@ -192,50 +194,12 @@ pub trait Criterion {
         TeacherEncoding::Plain
     }
 
-    /// The factor this criterion applies to the criterion it wraps at training step `step` (the
-    /// optimizer step count, from 0): 1 by default, a [`Weighted`] criterion's weight, a
-    /// [`Scheduled`] one's schedule value, their product when nested.
-    fn weight_at(&self, step: u64) -> f64 {
-        let _ = step;
-        1.0
-    }
-
-    /// Whether [`weight_at`](Self::weight_at) depends on the step: a [`Scheduled`] criterion, or one
-    /// that wraps one. Such a criterion has no step to use in [`loss`](Self::loss) (it panics, and
-    /// [`f_loss`](Self::f_loss) is an error): [`loss_at`](Self::loss_at) computes it, and a
-    /// `distill!` model does after `set_step(step)`.
-    fn is_scheduled(&self) -> bool {
-        false
-    }
-
-    /// The loss of the innermost criterion, before any weight or schedule (what a `distill!` output
-    /// reports as a term's unweighted value); checked as [`f_loss_with_targets`](Self::f_loss_with_targets).
-    /// The default is [`f_loss_with_targets`](Self::f_loss_with_targets); [`Weighted`] and
-    /// [`Scheduled`] forward to the criterion they wrap.
-    ///
-    /// # Errors
-    /// As [`f_loss_with_targets`](Self::f_loss_with_targets).
-    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        self.f_loss_with_targets(student, teacher, targets)
-    }
-
-    /// The loss at training step `step`: for a scheduled criterion ([`is_scheduled`](Self::is_scheduled))
-    /// the unweighted loss times [`weight_at`](Self::weight_at)`(step)`, for any other the same as
-    /// [`loss_with_targets`](Self::loss_with_targets). Unchecked in the tch style;
-    /// [`f_loss_at`](Self::f_loss_at) is the fallible twin.
-    fn loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_at(step, student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
-
-    /// The checked twin of [`loss_at`](Self::loss_at).
-    ///
-    /// # Errors
-    /// As [`f_loss_with_targets`](Self::f_loss_with_targets).
-    fn f_loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        if !self.is_scheduled() {
-            return self.f_loss_with_targets(student, teacher, targets);
-        }
-        Ok(self.f_unweighted_loss(student, teacher, targets)? * self.weight_at(step))
+    /// What this criterion applies to a criterion it wraps: `None` (the default) for a criterion
+    /// that wraps none; a [`Weighted`] criterion's weight, or a [`Scheduled`] one's schedule, with
+    /// the criterion inside. A distillation reads it to report a term's loss before its weight, and to
+    /// weigh a scheduled term by the training step (`dyn Criterion`'s `loss_at`).
+    fn weighting(&self) -> Option<Weighting<'_>> {
+        None
     }
 
     /// This criterion scaled by `weight`.
@@ -293,20 +257,8 @@ impl Criterion for Box<dyn Criterion + '_> {
         (**self).teacher_encoding()
     }
 
-    fn weight_at(&self, step: u64) -> f64 {
-        (**self).weight_at(step)
-    }
-
-    fn is_scheduled(&self) -> bool {
-        (**self).is_scheduled()
-    }
-
-    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        (**self).f_unweighted_loss(student, teacher, targets)
-    }
-
-    fn f_loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        (**self).f_loss_at(step, student, teacher, targets)
+    fn weighting(&self) -> Option<Weighting<'_>> {
+        (**self).weighting()
     }
 }
 

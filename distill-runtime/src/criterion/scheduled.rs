@@ -4,7 +4,7 @@ use std::ops::Mul;
 
 use tch::Tensor;
 
-use super::Criterion;
+use super::{Criterion, Weighting};
 use crate::error::{DistillError, Result};
 use crate::schedule::Schedule;
 
@@ -14,7 +14,7 @@ use crate::schedule::Schedule;
 ///
 /// Its loss depends on the step, so it has no meaning without one: [`Criterion::loss`] panics and
 /// [`Criterion::f_loss`] returns [`DistillError::MissingStep`]; compute it with
-/// [`Criterion::loss_at`]`(step, …)`, or in a `distill!` model after `set_step(step)`. An invalid
+/// [`loss_at`](Scheduled::loss_at)`(step, …)`, or in a `distill!` model after `set_step(step)`. An invalid
 /// schedule ([`Schedule::validate`]) is an invalid criterion. Constant factors compose:
 /// `(Mse * schedule) * 2.0` scales the schedule, `(Mse * 2.0) * schedule` keeps the weight inside.
 ///
@@ -41,18 +41,36 @@ pub fn scheduled<C: Criterion>(criterion: C, schedule: Schedule) -> Scheduled<C>
     Scheduled { criterion, schedule }
 }
 
+impl<C: Criterion> Scheduled<C> {
+    /// The loss at training step `step`: the wrapped criterion's loss (before any weight inside
+    /// it) times the product of the factors at `step`. Unchecked in the tch style; panics where
+    /// [`f_loss_at`](Self::f_loss_at) is an error. The same as `loss_at` of a `dyn Criterion`.
+    pub fn loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        (self as &dyn Criterion).loss_at(step, student, teacher, targets)
+    }
+
+    /// The checked twin of [`loss_at`](Self::loss_at).
+    ///
+    /// # Errors
+    /// [`DistillError::InvalidCriterion`] for an invalid schedule or weight, and what the wrapped
+    /// criterion's `f_loss_with_targets` reports.
+    pub fn f_loss_at(&self, step: u64, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        (self as &dyn Criterion).f_loss_at(step, student, teacher, targets)
+    }
+}
+
 impl<C: Criterion> Criterion for Scheduled<C> {
-    /// Panics: a scheduled loss needs the step ([`Criterion::loss_at`]).
+    /// Panics: a scheduled loss needs the step ([`Scheduled::loss_at`]).
     fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
         self.loss_with_targets(student, teacher, None)
     }
 
-    /// Panics: a scheduled loss needs the step ([`Criterion::loss_at`]).
+    /// Panics: a scheduled loss needs the step ([`Scheduled::loss_at`]).
     fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
         self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
     }
 
-    /// [`DistillError::MissingStep`]: a scheduled loss needs the step ([`Criterion::f_loss_at`]).
+    /// [`DistillError::MissingStep`]: a scheduled loss needs the step ([`Scheduled::f_loss_at`]).
     fn f_loss_with_targets(&self, _: &Tensor, _: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
         Err(DistillError::MissingStep { pair: String::new() })
     }
@@ -74,17 +92,8 @@ impl<C: Criterion> Criterion for Scheduled<C> {
         self.criterion.teacher_encoding()
     }
 
-    fn weight_at(&self, step: u64) -> f64 {
-        self.schedule.value(step) * self.criterion.weight_at(step)
-    }
-
-    fn is_scheduled(&self) -> bool {
-        true
-    }
-
-    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        self.schedule.validate().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
-        self.criterion.f_unweighted_loss(student, teacher, targets)
+    fn weighting(&self) -> Option<Weighting<'_>> {
+        Some(Weighting::Scheduled(&self.schedule, &self.criterion))
     }
 }
 

@@ -4,7 +4,7 @@ use std::ops::Mul;
 
 use tch::Tensor;
 
-use super::Criterion;
+use super::{Criterion, Weighting};
 use crate::error::{DistillError, Result};
 
 /// `criterion` scaled by `weight`: `weight · criterion(s, t)`. Built by `criterion * weight`,
@@ -63,17 +63,8 @@ impl<C: Criterion> Criterion for Weighted<C> {
         self.criterion.teacher_encoding()
     }
 
-    fn weight_at(&self, step: u64) -> f64 {
-        self.weight * self.criterion.weight_at(step)
-    }
-
-    fn is_scheduled(&self) -> bool {
-        self.criterion.is_scheduled()
-    }
-
-    fn f_unweighted_loss(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        self.check_weight().map_err(|reason| DistillError::InvalidCriterion { pair: String::new(), reason })?;
-        self.criterion.f_unweighted_loss(student, teacher, targets)
+    fn weighting(&self) -> Option<Weighting<'_>> {
+        Some(Weighting::Constant(self.weight, &self.criterion))
     }
 
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {

@@ -7,7 +7,7 @@
 //! [`Criterion::scheduled`](crate::criterion::Criterion::scheduled) for any criterion. Its loss needs
 //! the step: a `distill!` model takes it from `set_step(step)` (a forward of a model with a scheduled
 //! pair and no step is an error, never step 0), a criterion called directly from
-//! [`Criterion::loss_at`](crate::criterion::Criterion::loss_at).
+//! [`Scheduled::loss_at`](crate::criterion::Scheduled::loss_at) (or `loss_at` of a `dyn Criterion`).
 //!
 //! ```
 //! use distill_runtime::schedule::Schedule;
