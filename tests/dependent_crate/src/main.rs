@@ -1,9 +1,11 @@
 //! A user's first crate: a small model, a `distill!` declaration, a dynamic `Mapping`, the same
-//! pairs as a `Distillation` built from a `Mapping` of criteria, one training step, and the teacher
-//! side written to a teacher cache and read back. Exits non-zero (with the error) when anything is
-//! off.
+//! pairs as a `Distillation` built from a `Mapping` of criteria, one training step, a scheduled
+//! payload's loss at a step, a pruned conv through the selection adapter (with a builder option, in
+//! `distill!` and by hand), and the teacher side written to a teacher cache and read back. Exits
+//! non-zero (with the error) when anything is off.
 use distill::cache::{CacheWriter, TeacherCache, TeacherHash};
 use distill::prelude::*;
+use distill::prune::prune_conv2d;
 use tch::nn::{Module, ModuleT, OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -40,6 +42,52 @@ distill! {
     }
 }
 
+/// One conv: the teacher, and its channel-pruned copy as the student.
+#[derive(Debug, Distillable)]
+struct OneConv {
+    conv: nn::Conv2D,
+}
+
+impl Module for OneConv {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.apply(&self.conv)
+    }
+}
+
+distill! {
+    /// The pruned conv against its teacher through the selection adapter, whose builder takes an
+    /// option after the call.
+    struct PrunedKd for OneConv => OneConv {
+        c: student.conv => conv2d_adapter(teacher.conv).tolerance(Tolerance::EXACT) with Mse;
+    }
+}
+
+fn fail(message: String) -> DistillError {
+    DistillError::InvalidArgument(message)
+}
+
+/// The selection adapter from outside the workspace: before training it selects exactly the
+/// teacher channels the student kept, in `distill!` and built by hand.
+fn pruned(vs: &VarStore) -> Result<(), DistillError> {
+    let config = nn::ConvConfig { padding: 1, ..Default::default() };
+    let teacher = OneConv { conv: nn::conv2d(vs.root() / "conv_teacher", 3, 6, 3, config) };
+    let student = OneConv { conv: prune_conv2d(vs.root() / "conv_student", &teacher.conv, &[4, 1, 5], None)? };
+    let xs = Tensor::randn([2, 3, 5, 5], (Kind::Float, Device::Cpu));
+    let kept = teacher.forward(&xs).index_select(1, &Tensor::from_slice(&[4i64, 1, 5]));
+    let kd = PrunedKd::new(vs.root() / "pruned_kd", &student, &teacher)?;
+    let out = kd.forward_t(&xs, false)?;
+    if !out.c.teacher.equal(&kept) || !out.c.student.equal(&student.forward(&xs)) {
+        return Err(fail("distill!'s selection adapter does not select the kept channels".into()));
+    }
+    let adapter =
+        conv2d_adapter(vs.root() / "by_hand", &teacher.conv, &student.conv).tolerance(Tolerance::EXACT).build()?;
+    if adapter.mapping().output != [4, 1, 5] || !adapter.forward(&teacher.forward(&xs)).equal(&kept) {
+        return Err(fail(format!("the hand-built adapter selects {:?}", adapter.mapping().output)));
+    }
+    println!("conv2d_adapter: selects the kept channels {:?}", adapter.mapping().output);
+    Ok(())
+}
+
 fn main() -> Result<(), DistillError> {
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
@@ -61,7 +109,7 @@ fn main() -> Result<(), DistillError> {
     let output = model.forward_t(&xs, false)?;
     for (s, t, ()) in output.pairs() {
         if s.size() != t.size() {
-            return Err(DistillError::InvalidArgument(format!("pair shapes {:?} vs {:?}", s.size(), t.size())));
+            return Err(fail(format!("pair shapes {:?} vs {:?}", s.size(), t.size())));
         }
     }
     println!("Mapping: {} pairs, student output {:?}", output.len(), output.student_output.size());
@@ -73,9 +121,21 @@ fn main() -> Result<(), DistillError> {
     let dynamic = Distillation::from_mapping(&student, criteria)?;
     let (typed, untyped) = (kd.forward_t(&xs, false)?.f_loss()?, dynamic.forward_t(&xs, false)?.f_loss()?);
     if typed.double_value(&[]) != untyped.double_value(&[]) {
-        return Err(DistillError::InvalidArgument(format!("distill! loss {typed} vs Distillation loss {untyped}")));
+        return Err(fail(format!("distill! loss {typed} vs Distillation loss {untyped}")));
     }
     println!("Distillation::from_mapping: {}", dynamic.forward_t(&xs, false)?.f_losses()?);
+
+    // A scheduled payload has no loss without a step; at step 5 of a 10-step warm-up it is half the
+    // criterion's.
+    let mut scheduled: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
+    scheduled.add("body.1", "body.1", Box::new(Mse * Schedule::warmup(0.0, 1.0, 10)))?;
+    let model = distill(&student, &teacher, scheduled);
+    let output = model.forward_t(&xs, false)?;
+    let (s, t, payload) = output.get(0).ok_or_else(|| fail("no pair".into()))?;
+    if payload.f_loss(s, t).is_ok() || !payload.loss_at(5, s, t, None).equal(&(Mse.loss(s, t) * 0.5)) {
+        return Err(fail("a scheduled payload's loss_at(5) is not half its criterion's".into()));
+    }
+    pruned(&vs)?;
 
     // The teacher's side stored once (f32) and read back: the same loss, bit for bit.
     let dir = std::env::temp_dir().join(format!("distill-user-cache-{}", std::process::id()));
@@ -87,7 +147,7 @@ fn main() -> Result<(), DistillError> {
     let (live, stored) = (kd.forward_t(&xs, false)?.f_loss()?, cached.forward_cached(&xs, &batch, false)?.f_loss()?);
     let _ = std::fs::remove_dir_all(&dir);
     if live.double_value(&[]) != stored.double_value(&[]) {
-        return Err(DistillError::InvalidArgument(format!("live loss {live} vs cached loss {stored}")));
+        return Err(fail(format!("live loss {live} vs cached loss {stored}")));
     }
     println!("TeacherCache: the cached loss equals the live one ({})", stored.double_value(&[]));
     Ok(())
