@@ -1,6 +1,6 @@
 //! One runtime under three front ends: the same distillation declared with `distill!`, with a
-//! `Mapping` of criteria and in a configuration file is one `Distillation`, giving the same pairs
-//! and the same losses; a tch module of one's own is an adapter through `ModuleAdapter`.
+//! `Mapping` of criteria and adapters and in a configuration file is one `Distillation`, giving the
+//! same pairs, the same dry run and the same losses; a tch module of one's own is an adapter through `ModuleAdapter`.
 
 #[path = "common/fashion.rs"]
 mod fashion;
@@ -77,13 +77,37 @@ fn the_three_front_ends_build_one_runtime_with_the_same_losses() {
     assert_eq!(bits(&file_out.f_loss().unwrap()), bits(&dsl_out.f_loss().unwrap()));
     assert!(file_out.student_output.equal(&dsl_out.student_output));
 
-    // A `Mapping` whose payloads are criteria (no adapters: the logits pair alone).
+    // A `Mapping` of the same pairs: a criterion, and a criterion with its adapter (`Adapted`),
+    // created under the same path.
+    let mapping_vs = VarStore::new(Device::Cpu);
+    let pooled = fitted_linear_adapter(mapping_vs.root() / "kd" / "pooled", &teacher.classifier, &student.classifier);
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("", "", Adapted::new(KlDiv::new(4.0) * 0.5)).unwrap();
+    let classifier = Endpoint::path("classifier").input();
+    mapping.add(classifier.clone(), classifier, Adapted::new(Mse).teacher_adapter(pooled.unwrap())).unwrap();
+    let dynamic = Distillation::from_mapping(&student, mapping).unwrap();
+    assert_eq!(
+        dynamic.labels().collect::<Vec<_>>(),
+        ["(output) => (output)", "classifier (input) => classifier (input)"]
+    );
+    let shapes = |report: distill::DryRun| {
+        report.pairs.into_iter().map(|p| (p.student, p.teacher, p.student_raw, p.teacher_raw))
+    };
+    assert!(shapes(dynamic.dry_run(&xs).unwrap()).eq(shapes(dsl_report)));
+    for name in ["kd.pooled.weight", "kd.pooled.bias"] {
+        mapping_vs.variables()[name].shallow_clone().set_data(&dsl_vs.variables()[name]);
+    }
+    let out = dynamic.forward_t(&xs, false).unwrap();
+    let losses = out.f_losses().unwrap();
+    let terms: Vec<u64> = losses.iter().map(|(_, loss)| bits(loss)).collect();
+    assert_eq!(terms, [bits(&dsl_losses.kd), bits(&dsl_losses.pooled)]);
+    assert_eq!(bits(&out.f_loss().unwrap()), bits(&dsl_out.f_loss().unwrap()));
+
+    // Plain criteria are payloads too: the logits pair alone.
     let mut mapping = Mapping::new(&student, &teacher);
     mapping.add("", "", KlDiv::new(4.0) * 0.5).unwrap();
-    let dynamic = Distillation::from_mapping(&student, mapping).unwrap();
-    assert_eq!(dynamic.labels().collect::<Vec<_>>(), ["(output) => (output)"]);
-    let out = dynamic.forward_t(&xs, false).unwrap();
-    assert_eq!(bits(&out.f_loss().unwrap()), bits(&dsl_losses.kd));
+    let logits = Distillation::from_mapping(&student, mapping).unwrap();
+    assert_eq!(bits(&logits.forward_t(&xs, false).unwrap().f_loss().unwrap()), bits(&dsl_losses.kd));
 }
 
 #[test]
@@ -123,4 +147,28 @@ fn a_tch_module_is_an_adapter_in_a_module_adapter() {
     adapter.0.bs.as_ref().unwrap().shallow_clone().set_data(&vs.variables()["own.logits.bias"]);
     let expected = adapter.f_adapt(&teacher.forward_t(&xs, false), false).unwrap();
     assert!(out.logits.teacher.equal(&expected));
+}
+
+#[test]
+fn a_pair_added_twice_to_a_mapping_has_a_label_of_its_own() {
+    let (_tvs, teacher, _svs, student) = teacher_and_student(5);
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("", "", Box::new(KlDiv::new(4.0)) as Box<dyn Criterion>).unwrap();
+    mapping.add("", "", Box::new(Mse)).unwrap();
+    mapping.add("", "", Box::new(Mse * 2.0)).unwrap();
+    let mut kd = Distillation::from_mapping(&student, mapping).unwrap();
+    let labels: Vec<&str> = kd.labels().collect();
+    assert_eq!(labels, ["(output) => (output)", "(output) => (output) #2", "(output) => (output) #3"]);
+    kd.set_rescale_to(Some("(output) => (output) #2")).unwrap();
+    assert_eq!(kd.rescale_to(), Some("(output) => (output) #2"));
+
+    // Each label names its own term: the second is the MSE of the logits, the third twice that.
+    let xs = batch();
+    let out = kd.forward_t(&xs, false).unwrap();
+    let mse = Mse.loss(&out.student_output, &out.teacher_outputs[0]).double_value(&[]);
+    let losses = out.f_losses().unwrap();
+    let terms: Vec<(&str, f64, f64)> =
+        losses.terms().map(|(label, term)| (label, term.unweighted.double_value(&[]), term.weight)).collect();
+    assert_eq!(terms[1], ("(output) => (output) #2", mse, 1.0));
+    assert_eq!(terms[2], ("(output) => (output) #3", mse, 2.0));
 }

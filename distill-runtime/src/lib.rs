@@ -70,7 +70,9 @@ pub use dsl::Pair;
 pub use endpoint::{Endpoint, IntoEndpoint, ResolvedEndpoint};
 pub use engine::{Captured, TeacherMode};
 pub use error::{DistillError, Result};
-pub use mapping::{distill, distill_teachers, DistillModel, DistillOutput, MappedPair, Mapping, SeveralTeachers};
+pub use mapping::{
+    distill, distill_teachers, Adapted, DistillModel, DistillOutput, MappedPair, Mapping, SeveralTeachers,
+};
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
 pub use point::{Port, Side};
 pub use schema::{Schema, StaticSchema};

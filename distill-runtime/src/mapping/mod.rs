@@ -8,10 +8,12 @@
 //! A mapping has one teacher ([`Mapping::new`], [`distill`]) or several named ones
 //! ([`Mapping::with_teachers`], [`Mapping::add_from`], [`distill_teachers`]).
 
+mod adapted;
 mod model;
 mod output;
 mod teachers;
 
+pub use adapted::{Adapted, IntoAdapted};
 pub use model::{distill, distill_teachers, DistillModel, SeveralTeachers};
 pub use output::{DistillOutput, IntoPairs, Pairs};
 

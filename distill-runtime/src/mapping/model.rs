@@ -5,12 +5,13 @@ use std::marker::PhantomData;
 
 use tch::Tensor;
 
-use super::{DistillOutput, MappedPair, Mapping};
-use crate::criterion::Criterion;
+use super::{Adapted, DistillOutput, IntoAdapted, MappedPair, Mapping};
 use crate::distillation::{Distillation, PairSpec};
 use crate::dry_run::DryRun;
+use crate::endpoint::ResolvedEndpoint;
 use crate::engine::{Captures, Engine, TeacherMode};
 use crate::error::{DistillError, Result, SetupError};
+use crate::point::Port;
 use crate::side::{LiveTeacher, SideModel};
 use crate::teacher_batch::TeacherBatch;
 
@@ -48,9 +49,13 @@ where
 
 impl<'m> Distillation<'m> {
     /// The distillation of the pairs of `mapping`, whose payloads are criteria (`Mse`, `KlDiv`,
-    /// `criterion * 0.5`…): the runtime that `distill!` builds, from endpoints known only at run
-    /// time. Each pair is labelled `student path => teacher path` (`(output)` for a model's own
-    /// output; with several teachers, the teacher's name follows); every teacher runs without
+    /// `criterion * 0.5`…) or criteria with adapters ([`Adapted`]): the runtime that `distill!`
+    /// builds, from endpoints known only at run time. The adapters run in the forward and are
+    /// fitted by the dry run, as `distill!`'s inline ones; their variables are where they were
+    /// created. Each pair is labelled `student path => teacher path` (`(output)` for a model's own
+    /// output, `(input)` after an endpoint that captures its module's input; with several teachers,
+    /// the teacher's name follows; a pair added again is `… #2`, `… #3`, so that each label names
+    /// one term); every teacher runs without
     /// gradient and in evaluation mode until [`set_mode_of`](Self::set_mode_of) says otherwise.
     ///
     /// # Errors
@@ -58,8 +63,13 @@ impl<'m> Distillation<'m> {
     /// [`DistillError::InvalidCriterion`] naming the first pair whose criterion's parameters are
     /// invalid; [`DistillError::CacheMismatch`] for a pair whose criterion reads an encoding its
     /// teacher (a cache) does not store.
-    pub fn from_mapping<S: SideModel, C: Criterion + 'm>(student: &'m S, mapping: Mapping<'m, C>) -> Result<Self> {
-        mapping.into_distillation(student, |criterion, spec| spec.criterion = Some(Box::new(criterion)))
+    pub fn from_mapping<S: SideModel, P: IntoAdapted<'m>>(student: &'m S, mapping: Mapping<'m, P>) -> Result<Self> {
+        mapping.into_distillation(student, |payload, spec| {
+            let Adapted { criterion, student_adapter, teacher_adapter } = payload.into_adapted();
+            spec.criterion = Some(criterion);
+            spec.student_adapter = student_adapter;
+            spec.teacher_adapter = teacher_adapter;
+        })
     }
 }
 
@@ -96,8 +106,9 @@ fn pair_specs<'m, P>(mapping: &Mapping<'m, P>) -> Vec<PairSpec<'m>> {
     mapping
         .pairs
         .iter()
-        .map(|pair| PairSpec {
-            label: Cow::Owned(pair_label(pair, &mapping.teacher_names)),
+        .zip(pair_labels(mapping))
+        .map(|(pair, label)| PairSpec {
+            label: Cow::Owned(label),
             student: pair.student.clone(),
             teacher: pair.teacher.clone(),
             criterion: None,
@@ -283,7 +294,7 @@ where
     /// packed tensor whatever its payload does with it, and the token mask
     /// ([`TeacherBatch::token_mask`]) is the user's to apply to it. A pair on a token cache's
     /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With
-    /// [`Criterion`] payloads, [`Distillation::from_mapping`] checks each pair's criterion against
+    /// [`Criterion`](crate::criterion::Criterion) payloads, [`Distillation::from_mapping`] checks each pair's criterion against
     /// the stored encoding when it is built, and gives the token mask to the pairs as labels.
     ///
     /// # Errors
@@ -354,17 +365,37 @@ where
     }
 }
 
-/// `student path => teacher path`, `""` shown as `(output)`; with several teachers, the teacher's
-/// name follows.
+/// `student path => teacher path`, `""` shown as `(output)` and an endpoint that captures its
+/// module's input followed by `(input)`; with several teachers, the teacher's name follows.
 fn pair_label<P>(pair: &MappedPair<P>, teacher_names: &[String]) -> String {
-    let show = |path: &str| if path.is_empty() { "(output)".to_owned() } else { path.to_owned() };
-    let label = format!("{} => {}", show(pair.student.path()), show(pair.teacher.path()));
+    let show = |endpoint: &ResolvedEndpoint| {
+        let path = if endpoint.path().is_empty() { "(output)" } else { endpoint.path() };
+        match endpoint.port() {
+            Port::Input => format!("{path} (input)"),
+            Port::Output => path.to_owned(),
+        }
+    };
+    let label = format!("{} => {}", show(&pair.student), show(&pair.teacher));
     match teacher_names {
         [_, _, ..] => {
             format!("{label} (teacher `{}`)", teacher_names.get(pair.teacher_index).map_or("?", String::as_str))
         }
         _ => label,
     }
+}
+
+/// The labels of `mapping`'s pairs, each unique: a pair added again (another criterion on the same
+/// endpoints) is `label #2`, `label #3`…, so that a term's label names one term.
+fn pair_labels<P>(mapping: &Mapping<'_, P>) -> Vec<String> {
+    let bases: Vec<String> = mapping.pairs.iter().map(|pair| pair_label(pair, &mapping.teacher_names)).collect();
+    bases
+        .iter()
+        .enumerate()
+        .map(|(index, base)| match bases[..index].iter().filter(|earlier| *earlier == base).count() {
+            0 => base.clone(),
+            seen => format!("{base} #{}", seen + 1),
+        })
+        .collect()
 }
 
 impl<S: std::fmt::Debug, T, P> std::fmt::Debug for DistillModel<'_, S, T, P> {
