@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use distill::cache::{TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding};
-use distill::criterion::{TokenKd, TopKKl, TopKTail};
+use distill::criterion::{TokenCriterion, TokenKd, TopKKl, TopKTail};
 use distill::text::{LlamaConfig, LlamaForCausalLM};
 use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -211,9 +211,9 @@ fn smoke_test(a: &Args) {
             log_probs: live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
             tail: live.tail.shallow_clone(),
         };
-        TopKKl::new(1.0).f_loss_top_k(&logits, &rounded, None).unwrap()
+        TopKKl::new(1.0).f_loss_masked(&logits, &rounded, None).unwrap()
     };
-    let cached_loss = TopKKl::new(1.0).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
+    let cached_loss = TopKKl::new(1.0).f_loss_masked(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
     assert!(cached_loss.equal(&live_loss), "the cached KD loss differs from the live one");
     // The fused loss of the timed KD step, from the cache and live: the same.
     let fused = TokenKd::new(TopKKl::new(1.0), 1.0);

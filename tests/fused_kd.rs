@@ -1,9 +1,9 @@
-//! The fused top-k KL (+ cross-entropy) with an analytic gradient ([`TopKKl::f_loss_top_k`],
+//! The fused top-k KL (+ cross-entropy) with an analytic gradient ([`TopKKl::f_loss_masked`],
 //! [`TokenKd`]) against the same loss through autograd in f64 ([`TopKKl::f_per_token`] and a
 //! log-softmax cross-entropy): values and gradients with respect to the logits, with masks, labels
 //! = −100, a NaN logit on a masked token, T = 1 and T = 2, k from 7 to V, in f64 and in f32.
 
-use distill::criterion::{TokenKd, TokenReduction, TopKKl, TopKTail};
+use distill::criterion::{TokenCriterion, TokenKd, TokenReduction, TopKKl, TopKTail};
 use tch::{Device, Kind, Tensor};
 
 const B: i64 = 2;
@@ -134,7 +134,7 @@ fn check_case(c: &Case, kind: Kind, eps: f64, ks: &[i64]) -> usize {
                     let kd = TopKKl::new(temperature).with_reduction(r);
                     let s = c.student.to_kind(kind).detach().set_requires_grad(true);
                     let loss = if ce_weight == 0.0 {
-                        kd.f_loss_top_k(&s, &top, Some(&c.valid)).unwrap()
+                        kd.f_loss_masked(&s, &top, Some(&c.valid)).unwrap()
                     } else {
                         TokenKd::new(kd, ce_weight).f_loss(&s, &top, &c.labels, Some(&c.valid)).unwrap()
                     };

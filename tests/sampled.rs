@@ -2,7 +2,7 @@
 //! the KL estimate and of its student gradient is the full KL's, within a bound from the
 //! estimator's variance; an estimate without the importance weights fails the same bound.
 
-use distill::criterion::{Criterion, Divergence, SampledKl, SampledLogits, SequenceKd, TokenReduction};
+use distill::criterion::{Criterion, Divergence, SampledKl, SampledLogits, SequenceKd, TokenCriterion, TokenReduction};
 use tch::{Device, Kind, Tensor};
 
 const V: i64 = 64;
@@ -105,7 +105,7 @@ fn packed_round_trip_and_errors() {
     assert!(sampled.ids.equal(&again.ids), "the same seed draws the same tokens");
     let packed = sampled.f_pack().unwrap();
     assert_eq!(packed.size(), [2, 3, 15]);
-    let direct = SampledKl::new(1.0).f_loss_sampled(&s, &sampled, None).unwrap();
+    let direct = SampledKl::new(1.0).f_loss_masked(&s, &sampled, None).unwrap();
     assert_eq!(SampledKl::new(1.0).loss(&s, &packed).double_value(&[]), direct.double_value(&[]));
     assert!(SampledLogits::f_encode(&t, 0, 1.0, 1.0, 7).is_err());
     assert!(SampledKl::new(1.0).f_loss(&s, &packed.narrow(-1, 0, 14)).is_err());

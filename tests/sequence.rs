@@ -3,7 +3,7 @@
 //! student gradients in f64 and f32, masks from labels, the four reductions, and a mutation check
 //! that a loss off by a factor 1 + 1e-3 fails the same comparison.
 
-use distill::criterion::{Criterion, Divergence, SequenceKd, TokenReduction};
+use distill::criterion::{Criterion, Divergence, SequenceKd, TokenCriterion, TokenReduction};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
@@ -166,19 +166,19 @@ fn masked_tokens_do_not_count_and_an_empty_mask_is_zero() {
     let t = Tensor::randn([2, 4, 9], (Kind::Double, tch::Device::Cpu));
     let kd = SequenceKd::new(Divergence::ReverseKl, 1.0);
     let mask = Tensor::from_slice(&[1i64, 1, 0, 0, 0, 1, 1, 1]).reshape([2, 4]);
-    let masked = kd.loss_masked(&s, &t, &mask);
+    let masked = kd.loss_masked(&s, &t, Some(&mask));
     // Garbage at masked positions changes nothing.
     let noisy = &s + Tensor::from_slice(&[0.0f64, 0.0, 1e3, -1e3, 5.0, 0.0, 0.0, 0.0]).reshape([2, 4, 1]);
-    assert!((kd.loss_masked(&noisy, &t, &mask) - &masked).abs().double_value(&[]) < 1e-12);
+    assert!((kd.loss_masked(&noisy, &t, Some(&mask)) - &masked).abs().double_value(&[]) < 1e-12);
     masked.backward();
     let g = s.grad();
     assert_eq!(g.narrow(1, 2, 2).select(0, 0).abs().sum(Kind::Double).double_value(&[]), 0.0);
     let none = Tensor::zeros([2, 4], (Kind::Int64, tch::Device::Cpu));
     for r in [TokenReduction::Token, TokenReduction::Sequence, TokenReduction::Batch, TokenReduction::Sum] {
-        assert_eq!(kd.with_reduction(r).loss_masked(&s, &t, &none).double_value(&[]), 0.0, "{r:?}");
+        assert_eq!(kd.with_reduction(r).loss_masked(&s, &t, Some(&none)).double_value(&[]), 0.0, "{r:?}");
     }
     // A mask of the wrong shape is an error, not a broadcast.
-    assert!(kd.f_loss_masked(&s, &t, &Tensor::ones([2, 3], (Kind::Int64, tch::Device::Cpu))).is_err());
+    assert!(kd.f_loss_masked(&s, &t, Some(&Tensor::ones([2, 3], (Kind::Int64, tch::Device::Cpu)))).is_err());
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod text_model;
 
 use common::bounds::{compare_tensors, record, sum_depth, U_F32};
 use distill::adapter::linear_selection_adapter;
-use distill::criterion::{TopKKl, TopKTail};
+use distill::criterion::{TokenCriterion, TopKKl, TopKTail};
 use distill::nn::{Module, OptimizerConfig, VarStore};
 use distill::prune::PruneRecord;
 use distill::text::prune::{
@@ -213,7 +213,7 @@ fn parameter_counts_match_the_variables() {
 /// One distillation step: top-k KL with the exact tail against the teacher's live logits.
 fn kd_loss(student: &LlamaForCausalLM, teacher: &LlamaForCausalLM, xs: &Tensor) -> Tensor {
     let top = TopKTail::f_encode(&logits(teacher, xs), 32, 1.0).unwrap();
-    TopKKl::new(1.0).f_loss_top_k(&student.forward(xs).unwrap(), &top, None).unwrap()
+    TopKKl::new(1.0).f_loss_masked(&student.forward(xs).unwrap(), &top, None).unwrap()
 }
 
 #[test]
@@ -388,7 +388,7 @@ fn smollm2_pruned_to_half_its_non_embedding_parameters() {
     );
     let xs = calibration.narrow(0, 0, 1);
     let top = TopKTail::f_encode(&logits(&teacher, &xs), 64, 1.0).unwrap();
-    let kd = TopKKl::new(1.0).f_loss_top_k(&logits(&student.model, &xs), &top, None).unwrap().double_value(&[]);
+    let kd = TopKKl::new(1.0).f_loss_masked(&logits(&student.model, &xs), &top, None).unwrap().double_value(&[]);
     eprintln!("top-64 KL of the pruned student to its teacher before distillation: {kd:.3}");
     assert!(kd.is_finite() && kd > 0.0);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use distill::cache::{
     CacheError, IdWidth, Precision, TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding,
 };
-use distill::criterion::{Criterion, SampledKl, SampledLogits, TokenReduction, TopKKl, TopKTail};
+use distill::criterion::{Criterion, SampledKl, SampledLogits, TokenCriterion, TokenReduction, TopKKl, TopKTail};
 use distill::DistillError;
 use tch::{Device, Kind, Tensor};
 
@@ -160,8 +160,8 @@ fn the_cached_kd_loss_equals_the_live_top_k_kd_loss_bit_for_bit_in_f32() {
             for reduction in [TokenReduction::Token, TokenReduction::Sequence] {
                 let kd = TopKKl::new(TEMPERATURE).with_reduction(reduction);
                 let (s_live, s_cached) = (student(&ids), student(&ids));
-                let live_loss = kd.f_loss_top_k(&s_live, &live, Some(&valid)).unwrap();
-                let cached_loss = kd.f_loss_top_k(&s_cached, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
+                let live_loss = kd.f_loss_masked(&s_live, &live, Some(&valid)).unwrap();
+                let cached_loss = kd.f_loss_masked(&s_cached, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
                 assert_eq!(bits(&cached_loss), bits(&live_loss), "{values:?} {reduction:?}");
                 live_loss.backward();
                 cached_loss.backward();
@@ -208,8 +208,8 @@ fn the_sampled_encoding_equals_the_live_one_of_each_sequence_and_its_loss_too() 
     assert!(at_valid(&stored.log_probs).equal(&at_valid(&live.log_probs)));
     assert!(at_valid(&stored.weights).equal(&at_valid(&live.weights)));
     let s = student(&ids);
-    let a = SampledKl::new(TEMPERATURE).f_loss_sampled(&s, &live, Some(&valid)).unwrap();
-    let b = SampledKl::new(TEMPERATURE).f_loss_sampled(&s, stored, Some(batch.valid())).unwrap();
+    let a = SampledKl::new(TEMPERATURE).f_loss_masked(&s, &live, Some(&valid)).unwrap();
+    let b = SampledKl::new(TEMPERATURE).f_loss_masked(&s, stored, Some(batch.valid())).unwrap();
     assert_eq!(bits(&a), bits(&b));
     // The packed form is what a pair with `SampledKl` reads.
     assert_eq!(batch.packed().unwrap().size(), [3, T, 18]);

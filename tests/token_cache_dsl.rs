@@ -184,7 +184,7 @@ fn bits(loss: &Tensor) -> u32 {
 fn by_hand(f: &Fixture, ids: &[usize]) -> Tensor {
     let batch = f.cache.batch(ids).unwrap();
     let logits = f.student.forward(&tokens(ids)).unwrap();
-    TopKKl::new(TEMPERATURE).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap()
+    TopKKl::new(TEMPERATURE).f_loss_masked(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap()
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn a_distill_model_over_a_token_cache_computes_the_masked_top_k_kl() {
     // The mask came from the batch: padded tokens (sequences 4 and 5 have them) are left out. Over
     // every token the loss differs.
     let logits = f.student.forward(&tokens(&ids)).unwrap();
-    let unmasked = TopKKl::new(TEMPERATURE).f_loss_top_k(&logits, batch.top_k().unwrap(), None).unwrap();
+    let unmasked = TopKKl::new(TEMPERATURE).f_loss_masked(&logits, batch.top_k().unwrap(), None).unwrap();
     assert_ne!(bits(&loss), bits(&unmasked));
 
     // The gradient reaches the student, as by hand.
@@ -222,7 +222,7 @@ fn given_labels_replace_the_batch_mask() {
     let out = kd.forward_cached(&tokens(&ids), &batch, true).unwrap().with_targets(&labels);
     let logits = f.student.forward(&tokens(&ids)).unwrap();
     let expected =
-        TopKKl::new(TEMPERATURE).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(&labels.ne(-100))).unwrap();
+        TopKKl::new(TEMPERATURE).f_loss_masked(&logits, batch.top_k().unwrap(), Some(&labels.ne(-100))).unwrap();
     assert_eq!(bits(&out.f_loss().unwrap()), bits(&expected));
 }
 
@@ -444,7 +444,8 @@ fn a_student_run_by_the_caller_sees_the_packed_documents_the_teacher_saw() {
 
     let by = kd.forward_cached_by(&input_ids, &batch, true, run).unwrap().f_loss().unwrap();
     let logits = run().unwrap();
-    let expected = TopKKl::new(TEMPERATURE).f_loss_top_k(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
+    let expected =
+        TopKKl::new(TEMPERATURE).f_loss_masked(&logits, batch.top_k().unwrap(), Some(batch.valid())).unwrap();
     assert_eq!(bits(&by), bits(&expected), "the criterion on what `forward` returned, with the batch's mask");
     let plain = kd.forward_cached(&input_ids, &batch, true).unwrap().f_loss().unwrap();
     let (by, plain) = (by.double_value(&[]), plain.double_value(&[]));

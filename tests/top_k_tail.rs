@@ -3,7 +3,7 @@
 //! gradient to 1e-3 relative, while the two naive forms (`1 − Σp` and `log1mexp` of the kept mass)
 //! fail both.
 
-use distill::criterion::{Criterion, Divergence, SequenceKd, TokenKd, TopKKl, TopKTail};
+use distill::criterion::{Criterion, Divergence, SequenceKd, TokenCriterion, TokenKd, TopKKl, TopKTail};
 use tch::{Device, Kind, Tensor};
 
 const V: i64 = 49_152;
@@ -80,7 +80,7 @@ fn the_tail_tokens_gradient_is_exact_only_with_the_excluded_logits_tail() {
     let kd = TopKKl::new(1.0);
     let tail_grad = |student: &Tensor, top: &TopKTail| -> Vec<f64> {
         let s = student.detach().set_requires_grad(true);
-        kd.f_loss_top_k(&s, top, None).unwrap().backward();
+        kd.f_loss_masked(&s, top, None).unwrap().backward();
         let tail_tokens = top.ids.ones_like().to_kind(Kind::Bool).logical_not();
         let keep = Tensor::ones([1, TOKENS, V], (Kind::Bool, Device::Cpu)).scatter(-1, &top.ids, &tail_tokens);
         f64s(&s.grad().masked_select(&keep))
@@ -118,12 +118,12 @@ fn packed_round_trip_and_full_k() {
     let labels = Tensor::from_slice(&[1i64, -100, 3, 4, 5, -100]).reshape([2, 3]);
     let via_criterion = TopKKl::new(2.0).f_loss_with_targets(&s, &packed, Some(&labels)).unwrap();
     let valid = labels.ne(-100);
-    let direct = TopKKl::new(2.0).f_loss_top_k(&s, &top, Some(&valid)).unwrap();
+    let direct = TopKKl::new(2.0).f_loss_masked(&s, &top, Some(&valid)).unwrap();
     assert_eq!(via_criterion.double_value(&[]), direct.double_value(&[]));
     let all = TopKTail::f_encode(&t, 40, 2.0).unwrap();
     let full = SequenceKd::new(Divergence::ForwardKl, 2.0).loss(&s, &t).double_value(&[]);
     // Same terms summed in another order: |Δ| ≤ ε₆₄ · 40 terms · a few units of magnitude.
-    assert!((TopKKl::new(2.0).f_loss_top_k(&s, &all, None).unwrap().double_value(&[]) - full).abs() < 1e-13);
+    assert!((TopKKl::new(2.0).f_loss_masked(&s, &all, None).unwrap().double_value(&[]) - full).abs() < 1e-13);
     // A packed tensor with an id out of the vocabulary is an error.
     let bad = packed.copy();
     let _ = bad.narrow(-1, 7, 1).fill_(40.0);

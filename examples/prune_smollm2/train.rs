@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use distill::adapter::LinearSelectionAdapter;
 use distill::cache::{CachedTokens, TokenCache};
-use distill::criterion::{Cosine, Criterion, TopKKl};
+use distill::criterion::{Cosine, Criterion, TokenCriterion, TopKKl};
 use distill::text::data::{TokenBatch, TokenDataset, IGNORE_TARGET};
 use distill::text::LlamaForCausalLM;
 use tch::nn::{Module, OptimizerConfig, VarStore};
@@ -124,7 +124,7 @@ fn step_loss(
     let Objective::Distill { cache, weights, temperature, .. } = objective else { return Ok((ce, ce_value)) };
     let cached = cache.batch(&batch.sequence_ids)?;
     let mut loss =
-        TopKKl::new(*temperature).f_loss_top_k(&logits, cached.top_k()?, Some(cached.valid()))? * weights.top_k_kl;
+        TopKKl::new(*temperature).f_loss_masked(&logits, cached.top_k()?, Some(cached.valid()))? * weights.top_k_kl;
     if weights.ce > 0.0 {
         loss += ce * weights.ce;
     }

@@ -20,6 +20,7 @@ use super::fused::{row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
 use super::sequence::{Divergence, SequenceKd};
 use super::tail::{TopKKl, TopKTail};
+use super::token::TokenCriterion;
 use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, Result};
 

@@ -10,6 +10,7 @@ use super::check::check_parameter;
 use super::check::{check_encoded_call, parameter};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
 use super::sequence::token_labels;
+use super::token::TokenCriterion;
 use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 use crate::rng::SplitMix64;
@@ -209,13 +210,17 @@ impl SampledKl {
     pub const fn with_reduction(self, reduction: TokenReduction) -> Self {
         SampledKl { reduction, ..self }
     }
+}
+
+impl TokenCriterion for SampledKl {
+    type Teacher = SampledLogits;
 
     /// The per-token estimates `[…]` of student logits `[…, V]` against `teacher`.
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) when the shapes disagree, the logits are not
     /// floating-point or the temperature is invalid.
-    pub fn f_per_token(&self, student: &Tensor, teacher: &SampledLogits) -> Result<Tensor> {
+    fn f_per_token(&self, student: &Tensor, teacher: &SampledLogits) -> Result<Tensor> {
         check_parameter("SampledKl's temperature", self.temperature, 0.0, true)?;
         let shape = student.size();
         let kind = student.f_kind()?;
@@ -245,7 +250,7 @@ impl SampledKl {
     ///
     /// # Errors
     /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
-    pub fn f_loss_sampled(&self, student: &Tensor, teacher: &SampledLogits, valid: Option<&Tensor>) -> Result<Tensor> {
+    fn f_loss_masked(&self, student: &Tensor, teacher: &SampledLogits, valid: Option<&Tensor>) -> Result<Tensor> {
         let per_token = self.f_per_token(student, teacher)?;
         let b = per_token.size().first().copied().unwrap_or(1);
         let valid = match valid {
@@ -281,7 +286,7 @@ impl Criterion for SampledKl {
         let vocab = student.size().last().copied().unwrap_or(0);
         let sampled = SampledLogits::f_unpack(teacher, vocab)?;
         let valid = targets.map(valid_labels).transpose()?;
-        self.f_loss_sampled(student, &sampled, valid.as_ref())
+        self.f_loss_masked(student, &sampled, valid.as_ref())
     }
 
     /// The temperature finite and > 0.

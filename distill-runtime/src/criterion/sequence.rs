@@ -5,6 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::check::{check_catalogue_call, parameter};
 use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
+use super::token::TokenCriterion;
 use super::Criterion;
 use crate::error::Result;
 
@@ -196,31 +197,36 @@ impl SequenceKd {
     pub const fn with_reduction(self, reduction: TokenReduction) -> Self {
         SequenceKd { reduction, ..self }
     }
+}
+
+impl TokenCriterion for SequenceKd {
+    type Teacher = Tensor;
 
     /// The per-token divergences `[B, …]` of logits `[B, …, V]` (unreduced, every token).
     ///
     /// # Errors
     /// As [`Criterion::f_loss`].
-    pub fn f_per_token(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
+    fn f_per_token(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
         check_catalogue_call(self, student, teacher, None)?;
         self.divergence.per_token(student, teacher, self.temperature)
     }
 
     /// The loss over the tokens where `valid` (`[B, T]`, the logits' shape without the vocabulary;
-    /// non-zero is valid, as an attention mask) holds.
+    /// non-zero is valid, as an attention mask) holds, or every token without it.
     ///
     /// # Errors
     /// As [`Criterion::f_loss`], and [`CriterionError::MaskShape`](super::CriterionError::MaskShape) for a mask of another shape.
-    pub fn f_loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: &Tensor) -> Result<Tensor> {
+    fn f_loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
         let per_token = self.f_per_token(student, teacher)?;
-        check_mask(valid, &per_token.size())?;
         let b = per_token.size()[0];
-        reduce(&per_token, Some(&valid.f_reshape([b, -1])?), self.reduction)
-    }
-
-    /// The unchecked twin of [`f_loss_masked`](Self::f_loss_masked): panics with its error.
-    pub fn loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: &Tensor) -> Tensor {
-        self.f_loss_masked(student, teacher, valid).unwrap_or_else(|err| panic!("{err}"))
+        let valid = match valid {
+            Some(valid) => {
+                check_mask(valid, &per_token.size())?;
+                Some(valid.f_reshape([b, -1])?)
+            }
+            None => None,
+        };
+        reduce(&per_token, valid.as_ref(), self.reduction)
     }
 }
 

@@ -14,6 +14,7 @@ use super::check::{check_encoded_call, parameter};
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, valid_labels, TokenReduction, IGNORE_INDEX};
 use super::sequence::token_labels;
+use super::token::TokenCriterion;
 use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 
@@ -211,18 +212,18 @@ fn packed_k(shape: &[i64], vocab: i64) -> std::result::Result<i64, PackedProblem
 /// `[B, T, 2k + 1]`) and the targets, when given, are token labels (−100 left out).
 ///
 /// ```
-/// use distill_runtime::criterion::{Divergence, SequenceKd, TopKKl, TopKTail};
+/// use distill_runtime::criterion::{Divergence, SequenceKd, TokenCriterion, TopKKl, TopKTail};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let s = Tensor::randn([2, 3, 50], (Kind::Double, Device::Cpu));
 /// let t = Tensor::randn([2, 3, 50], (Kind::Double, Device::Cpu));
 /// let valid = Tensor::ones([2, 3], (Kind::Bool, Device::Cpu));
 /// let top = TopKTail::f_encode(&t, 8, 2.0)?;
-/// let loss = TopKKl::new(2.0).f_loss_top_k(&s, &top, Some(&valid))?.double_value(&[]);
+/// let loss = TopKKl::new(2.0).f_loss_masked(&s, &top, Some(&valid))?.double_value(&[]);
 /// // Keeping every token is the full forward KL.
 /// let all = TopKTail::f_encode(&t, 50, 2.0)?;
-/// let full = SequenceKd::new(Divergence::ForwardKl, 2.0).f_loss_masked(&s, &t, &valid)?.double_value(&[]);
-/// assert!((TopKKl::new(2.0).f_loss_top_k(&s, &all, None)?.double_value(&[]) - full).abs() < 1e-12);
+/// let full = SequenceKd::new(Divergence::ForwardKl, 2.0).f_loss_masked(&s, &t, Some(&valid))?.double_value(&[]);
+/// assert!((TopKKl::new(2.0).f_loss_masked(&s, &all, None)?.double_value(&[]) - full).abs() < 1e-12);
 /// assert!(loss > 0.0 && loss < full);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -243,47 +244,6 @@ impl TopKKl {
     /// This criterion with another reduction.
     pub const fn with_reduction(self, reduction: TokenReduction) -> Self {
         TopKKl { reduction, ..self }
-    }
-
-    /// The per-token losses `[…]` of student logits `[…, V]` against `teacher`.
-    ///
-    /// # Errors
-    /// [`CriterionError`](super::CriterionError) when the shapes disagree, the student logits are not
-    /// floating-point, or the temperature is invalid.
-    pub fn f_per_token(&self, student: &Tensor, teacher: &TopKTail) -> Result<Tensor> {
-        let (_, vocab, k) = self.check_top_k(student, teacher)?;
-        let kind = student.f_kind()?;
-        let z = student.f_div_scalar(self.temperature)?;
-        let log_normaliser = z.f_logsumexp([-1], true)?;
-        let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&log_normaliser)?;
-        let log_p = teacher.log_probs.f_to_kind(kind)?.f_detach()?;
-        let mut per_token = bucket(&log_p, &log_q)?.f_sum_dim_intlist(-1, false, None)?;
-        if k < vocab {
-            let log_q_tail = z
-                .f_scatter_value(-1, &teacher.ids, f64::NEG_INFINITY)?
-                .f_logsumexp([-1], false)?
-                .f_sub(&log_normaliser.f_squeeze_dim(-1)?)?;
-            let log_p_tail = teacher.tail.f_to_kind(kind)?.f_detach()?;
-            per_token = per_token.f_add(&bucket(&log_p_tail, &log_q_tail)?)?;
-        }
-        Ok(per_token)
-    }
-
-    /// The loss of student logits `[B, T, V]` against `teacher`, over the tokens where `valid`
-    /// (`[B, T]`, non-zero valid) holds, or every token without it.
-    ///
-    /// The gradient with respect to the logits is computed analytically in the same pass as the
-    /// value (`w/T · (S·q_j − p_j)` on the kept ids, `w/T · q_j · (S − p_tail/q_tail)` on the others,
-    /// `S` the teacher's total mass) and carried by a surrogate whose value is the loss exactly, so
-    /// that no autograd graph over `[B, T, V]` is kept: one gradient buffer instead of several
-    /// vocabulary-sized tensors. The result has no second derivative; [`f_per_token`](Self::f_per_token)
-    /// is the autograd form. [`TokenKd`](super::TokenKd) adds cross-entropy in the same pass.
-    ///
-    /// # Errors
-    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
-    pub fn f_loss_top_k(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
-        let shapes = self.check_top_k(student, teacher)?;
-        fused_loss(self, 1.0, student, teacher, shapes, None, valid)
     }
 
     /// Checks the temperature, the student's kind and the teacher's shapes against student logits
@@ -317,6 +277,51 @@ impl TopKKl {
     }
 }
 
+impl TokenCriterion for TopKKl {
+    type Teacher = TopKTail;
+
+    /// The per-token losses `[…]` of student logits `[…, V]` against `teacher`.
+    ///
+    /// # Errors
+    /// [`CriterionError`](super::CriterionError) when the shapes disagree, the student logits are not
+    /// floating-point, or the temperature is invalid.
+    fn f_per_token(&self, student: &Tensor, teacher: &TopKTail) -> Result<Tensor> {
+        let (_, vocab, k) = self.check_top_k(student, teacher)?;
+        let kind = student.f_kind()?;
+        let z = student.f_div_scalar(self.temperature)?;
+        let log_normaliser = z.f_logsumexp([-1], true)?;
+        let log_q = z.f_gather(-1, &teacher.ids, false)?.f_sub(&log_normaliser)?;
+        let log_p = teacher.log_probs.f_to_kind(kind)?.f_detach()?;
+        let mut per_token = bucket(&log_p, &log_q)?.f_sum_dim_intlist(-1, false, None)?;
+        if k < vocab {
+            let log_q_tail = z
+                .f_scatter_value(-1, &teacher.ids, f64::NEG_INFINITY)?
+                .f_logsumexp([-1], false)?
+                .f_sub(&log_normaliser.f_squeeze_dim(-1)?)?;
+            let log_p_tail = teacher.tail.f_to_kind(kind)?.f_detach()?;
+            per_token = per_token.f_add(&bucket(&log_p_tail, &log_q_tail)?)?;
+        }
+        Ok(per_token)
+    }
+
+    /// The loss of student logits `[B, T, V]` against `teacher`, over the tokens where `valid`
+    /// (`[B, T]`, non-zero valid) holds, or every token without it.
+    ///
+    /// The gradient with respect to the logits is computed analytically in the same pass as the
+    /// value (`w/T · (S·q_j − p_j)` on the kept ids, `w/T · q_j · (S − p_tail/q_tail)` on the others,
+    /// `S` the teacher's total mass) and carried by a surrogate whose value is the loss exactly, so
+    /// that no autograd graph over `[B, T, V]` is kept: one gradient buffer instead of several
+    /// vocabulary-sized tensors. The result has no second derivative;
+    /// [`f_per_token`](TokenCriterion::f_per_token) is the autograd form. [`TokenKd`](super::TokenKd) adds cross-entropy in the same pass.
+    ///
+    /// # Errors
+    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
+    fn f_loss_masked(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
+        let shapes = self.check_top_k(student, teacher)?;
+        fused_loss(self, 1.0, student, teacher, shapes, None, valid)
+    }
+}
+
 /// `p (log p − log q)` elementwise, 0 where `p = 0`.
 fn bucket(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
     let p = log_p.f_exp()?;
@@ -347,7 +352,7 @@ impl Criterion for TopKKl {
         let vocab = student.size().last().copied().unwrap_or(0);
         let top = TopKTail::f_unpack(teacher, vocab)?;
         let valid = targets.map(valid_labels).transpose()?;
-        self.f_loss_top_k(student, &top, valid.as_ref())
+        self.f_loss_masked(student, &top, valid.as_ref())
     }
 
     /// The temperature finite and > 0.

@@ -22,10 +22,10 @@ pub enum TokenTeacher {
 ///
 /// ```no_run
 /// # use distill_runtime::cache::TokenCache;
-/// # use distill_runtime::criterion::TopKKl;
+/// # use distill_runtime::criterion::{TokenCriterion, TopKKl};
 /// # fn run(cache: &TokenCache, student_logits: &tch::Tensor) -> distill_runtime::Result<()> {
 /// let batch = cache.batch(&[3, 17, 4])?;                 // the sequences of a training batch
-/// let kd = TopKKl::new(1.0).f_loss_top_k(student_logits, batch.top_k()?, Some(batch.valid()))?;
+/// let kd = TopKKl::new(1.0).f_loss_masked(student_logits, batch.top_k()?, Some(batch.valid()))?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -62,7 +62,7 @@ impl CachedTokens {
     }
 
     /// The top-k encoding with its exact tail (ids `[B, T, k]`, log-probabilities `[B, T, k]`, tail
-    /// `[B, T]`), which [`TopKKl::f_loss_top_k`](crate::criterion::TopKKl::f_loss_top_k) takes.
+    /// `[B, T]`), which [`TokenCriterion::f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) of a `TopKKl` takes.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] when the cache stores the sampled encoding.
@@ -74,7 +74,7 @@ impl CachedTokens {
     }
 
     /// The sampled encoding (ids, log-probabilities, weights, each `[B, T, n]`), which
-    /// [`SampledKl::f_loss_sampled`](crate::criterion::SampledKl::f_loss_sampled) takes.
+    /// [`TokenCriterion::f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) of a `SampledKl` takes.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] when the cache stores top-k.
