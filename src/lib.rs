@@ -13,8 +13,9 @@
 //! - [`distill!`]: pairs of modules named once and checked by rustc, giving a typed model over a
 //!   `Distillation` whose output has one field per pair;
 //! - [`Mapping`]: pairs known at run time, by reference, slot or name (ENOT's API), made a
-//!   `Distillation` by [`Distillation::from_mapping`] when the payloads are criteria, or glued by
-//!   [`distill()`] into a [`DistillModel`] whose payloads are the user's;
+//!   `Distillation` by [`Distillation::from_mapping`] when the payloads are criteria (with their
+//!   adapters: [`Adapted`]), or glued by [`distill()`] into a [`DistillModel`] whose payloads are
+//!   the user's;
 //! - [`config`]: a TOML file of pairs, adapters, criteria and weights, read by
 //!   [`Config::distill`](config::Config::distill), every mistake located at its file, line and key.
 //!

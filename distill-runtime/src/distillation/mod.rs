@@ -7,7 +7,8 @@
 //! - `distill! { … }` checks the pairs at compile time and wraps the distillation in a typed model
 //!   whose output has one named field per pair;
 //! - [`Distillation::from_mapping`] takes a dynamic [`Mapping`](crate::Mapping) whose payloads are
-//!   criteria (ENOT's API, with endpoints given by reference, slot or name);
+//!   criteria, or criteria with their adapters ([`Adapted`](crate::mapping::Adapted)) (ENOT's API,
+//!   with endpoints given by reference, slot or name);
 //! - [`Config::distill`](crate::config::Config::distill) reads the pairs, criteria,
 //!   weights and adapters from a TOML file.
 //!
