@@ -7,7 +7,10 @@
 //! correspondence instead of noise. The kept channels come from the pruning's record, which a conv
 //! made by `distill::prune::prune_conv2d` carries (or one attached from a saved
 //! `distill::prune::PruneRecord`); without one they are recovered from the weights by
-//! [`find_conv2d_mapping`], which says when the weights cannot tell.
+//! [`find_conv2d_mapping`], which says when the weights cannot tell. Both constructors return a
+//! [`Conv2DAdapterBuilder`]: options such as [`tolerance`](Conv2DAdapterBuilder::tolerance), then
+//! `build()` (`conv2d_adapter(p, &teacher, &student).build()?`); a record alone, with no layers at
+//! hand, builds through [`Conv2DAdapter::from_kept`].
 //! For layers that are not pruned copies, the learned adapters ([`learned_conv2d_adapter`],
 //! [`conv1x1_adapter`], [`linear_adapter`]…) start from tch's default random init.
 //! [`linear_selection_adapter`] selects kept features along the last dimension (the hidden states of
