@@ -215,7 +215,8 @@ impl TokenCriterion for SequenceKd {
     /// non-zero is valid, as an attention mask) holds, or every token without it.
     ///
     /// # Errors
-    /// As [`Criterion::f_loss`], and [`CriterionError::MaskShape`](super::CriterionError::MaskShape) for a mask of another shape.
+    /// As [`Criterion::f_loss`], and [`CriterionError::MaskShape`](super::CriterionError::MaskShape)
+    /// for a mask of another shape.
     fn f_loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
         let per_token = self.f_per_token(student, teacher)?;
         let b = per_token.size()[0];

@@ -312,7 +312,8 @@ impl TokenCriterion for TopKKl {
     /// `S` the teacher's total mass) and carried by a surrogate whose value is the loss exactly, so
     /// that no autograd graph over `[B, T, V]` is kept: one gradient buffer instead of several
     /// vocabulary-sized tensors. The result has no second derivative;
-    /// [`f_per_token`](TokenCriterion::f_per_token) is the autograd form. [`TokenKd`](super::TokenKd) adds cross-entropy in the same pass.
+    /// [`f_per_token`](TokenCriterion::f_per_token) is the autograd form. [`TokenKd`](super::TokenKd)
+    /// adds cross-entropy in the same pass.
     ///
     /// # Errors
     /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.

@@ -21,9 +21,9 @@ use crate::error::{CriterionError, Result};
 /// The loss and its gradient with respect to the logits come from one pass over them, block by
 /// block of tokens: at `T = 1` the two terms share one softmax,
 /// `∂L/∂z_j = w · (kd_weight·g_j + ce_weight·(q_j − [j = label]))` with `g` the top-k KL's gradient
-/// ([`TopKKl`]'s [`f_loss_masked`](super::TokenCriterion::f_loss_masked)). No autograd graph over `[B, T, V]` is kept: beside the logits, one
-/// `[B, T, V]` gradient buffer, where the two terms through autograd hold several. The result
-/// has no second derivative.
+/// ([`TopKKl`]'s [`f_loss_masked`](super::TokenCriterion::f_loss_masked)). No autograd graph over
+/// `[B, T, V]` is kept: beside the logits, one `[B, T, V]` gradient buffer, where the two terms
+/// through autograd hold several. The result has no second derivative.
 ///
 /// ```
 /// use distill_runtime::criterion::{TokenCriterion, TokenKd, TopKKl, TopKTail};
@@ -72,8 +72,8 @@ impl TokenKd {
     /// is not −100 and where `valid` (`[B, T]`, non-zero valid), when given, holds.
     ///
     /// # Errors
-    /// [`CriterionError`](super::CriterionError) as `TopKKl`'s [`f_loss_masked`](super::TokenCriterion::f_loss_masked), for weights that are not
-    /// finite, labels of another shape or kind, or a label outside `0..V` that is not −100.
+    /// [`CriterionError`](super::CriterionError) as `TopKKl`'s
+    /// [`f_loss_masked`](super::TokenCriterion::f_loss_masked), for weights that are not finite, labels of another shape or kind, or a label outside `0..V` that is not −100.
     pub fn f_loss(
         &self,
         student: &Tensor,

@@ -294,8 +294,8 @@ where
     /// packed tensor whatever its payload does with it, and the token mask
     /// ([`TeacherBatch::token_mask`]) is the user's to apply to it. A pair on a token cache's
     /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With
-    /// [`Criterion`](crate::criterion::Criterion) payloads, [`Distillation::from_mapping`] checks each pair's criterion against
-    /// the stored encoding when it is built, and gives the token mask to the pairs as labels.
+    /// [`Criterion`](crate::criterion::Criterion) payloads, [`Distillation::from_mapping`] checks
+    /// each pair's criterion against the stored encoding when it is built, and gives the token mask to the pairs as labels.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of

@@ -62,7 +62,8 @@ impl CachedTokens {
     }
 
     /// The top-k encoding with its exact tail (ids `[B, T, k]`, log-probabilities `[B, T, k]`, tail
-    /// `[B, T]`), which [`TokenCriterion::f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) of a `TopKKl` takes.
+    /// `[B, T]`), which a `TopKKl`'s
+    /// [`f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) takes.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] when the cache stores the sampled encoding.
