@@ -14,6 +14,7 @@ use crate::schedule::Schedule;
 
 /// What a wrapper criterion applies to the criterion it wraps (from [`Criterion::weighting`]).
 #[derive(Clone, Copy)]
+#[non_exhaustive]
 pub enum Weighting<'c> {
     /// A constant factor, and the criterion it scales ([`Weighted`](super::Weighted)).
     Constant(f64, &'c dyn Criterion),

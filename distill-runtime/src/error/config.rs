@@ -8,6 +8,7 @@ use super::DistillError;
 /// fault; a misspelt path or key comes with the closest existing one.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{column}: {}{message}", key_prefix(key))]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The file (or the name given to text parsed from memory).
     pub file: String,
