@@ -125,9 +125,13 @@ pub struct Adapter {
 
 /// One method call after an adapter's constructor: `.tolerance(…)`.
 pub struct AdapterOption {
+    /// The `.` before the method, kept for its span.
     pub dot: Token![.],
+    /// The builder's method, `tolerance`.
     pub method: Ident,
+    /// The parentheses around the arguments, for their span.
     pub paren: token::Paren,
+    /// The arguments, as written.
     pub args: Punctuated<Expr, Token![,]>,
 }
 
