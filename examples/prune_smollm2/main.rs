@@ -51,11 +51,12 @@ struct Setup {
     kept: LlamaKept,
     validation: Vec<TokenBatch>,
     cache: TokenCache,
-    /// `(student layer, teacher layer)` of the hidden-state pairs (none by default).
+    /// `(student layer, teacher layer)` of the hidden-state pairs (4 by default; none when the
+    /// settings give them no weight).
     hidden_pairs: Vec<(usize, usize)>,
     /// The teacher's hidden states selected to the student's kept channels, for those pairs (its
-    /// variables are never trained: an exact selection).
-    selection: (VarStore, LinearSelectionAdapter),
+    /// variables are never trained: an exact selection); `None` without hidden-state pairs.
+    selection: Option<(VarStore, LinearSelectionAdapter)>,
     phases: Vec<Phase>,
     /// Lines for the report: the teacher check, the pruned shape, the cache.
     notes: Vec<String>,
@@ -137,9 +138,14 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
     notes.push(line);
     phases.extend(written);
     let validation = data::validation(&data, &settings)?;
-    let selection_vs = VarStore::new(Device::Cpu);
-    let adapter = hidden_adapter(selection_vs.root(), &kept.to_record(teacher.config())?)?;
-    let selection = (selection_vs, adapter);
+    let selection = match hidden_pairs.is_empty() {
+        true => None,
+        false => {
+            let selection_vs = VarStore::new(Device::Cpu);
+            let adapter = hidden_adapter(selection_vs.root(), &kept.to_record(teacher.config())?)?;
+            Some((selection_vs, adapter))
+        }
+    };
     Ok(Setup { settings, teacher, tokenizer, data, kept, validation, cache, hidden_pairs, selection, phases, notes })
 }
 
@@ -164,8 +170,7 @@ type Run = (History, VarStore, PrunedLlama);
 /// One seed: both fine-tunes from fresh pruned copies over the same batches.
 fn seed_run(setup: &mut Setup, seed: u64) -> Result<[Run; 2], Box<dyn Error>> {
     let order = data::order(&setup.data, &setup.settings, seed)?;
-    let hidden = (!setup.hidden_pairs.is_empty())
-        .then(|| HiddenPairs { layers: &setup.hidden_pairs, adapter: &setup.selection.1 });
+    let hidden = setup.selection.as_ref().map(|(_, adapter)| HiddenPairs { layers: &setup.hidden_pairs, adapter });
     let kd = Objective::Distill {
         cache: &setup.cache,
         weights: setup.settings.kd.clone(),
