@@ -21,9 +21,10 @@ use crate::nn::Conv2D;
 /// bias, `teacher` output channels → `student` output channels.
 ///
 /// Built by [`conv2d_adapter`] or [`Conv2DAdapter::from_kept`]. Its weight (variable `weight`,
-/// shape `[student_out, teacher_out, 1, 1]`) starts as the selection matrix of the channel mapping — `weight[o, mapping.output[o], 0, 0] = 1`,
-/// zeros elsewhere — so that, before any training step, `adapter.forward(&teacher_out)` equals
-/// `teacher_out.index_select(1, &kept)` exactly (for finite inputs, on the CPU). It is trainable.
+/// shape `[student_out, teacher_out, 1, 1]`) starts as the selection matrix of the channel mapping
+/// — `weight[o, mapping.output[o], 0, 0] = 1`, zeros elsewhere — so that, before any training step,
+/// `adapter.forward(&teacher_out)` equals `teacher_out.index_select(1, &kept)` exactly (for finite
+/// inputs, on the CPU). It is trainable.
 #[derive(Debug)]
 pub struct Conv2DAdapter {
     ws: Tensor,
@@ -35,9 +36,10 @@ pub struct Conv2DAdapter {
 /// `student` output channels → `teacher` output channels.
 ///
 /// Built by [`inverted_conv2d_adapter`] or [`InvertedConv2DAdapter::from_kept`]. Its weight
-/// (variable `weight`, shape `[teacher_out, student_out, 1, 1]`) starts as `weight[mapping.output[o], o, 0, 0] = 1`, zeros
-/// elsewhere: each student channel `o` lands at its teacher index `mapping.output[o]`, and the teacher
-/// channels the student does not have are zero. It is trainable.
+/// (variable `weight`, shape `[teacher_out, student_out, 1, 1]`) starts as
+/// `weight[mapping.output[o], o, 0, 0] = 1`, zeros elsewhere: each student channel `o` lands at its
+/// teacher index `mapping.output[o]`, and the teacher channels the student does not have are zero.
+/// It is trainable.
 #[derive(Debug)]
 pub struct InvertedConv2DAdapter {
     ws: Tensor,

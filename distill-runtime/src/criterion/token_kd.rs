@@ -73,7 +73,8 @@ impl TokenKd {
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) as `TopKKl`'s
-    /// [`f_loss_masked`](super::TokenCriterion::f_loss_masked), for weights that are not finite, labels of another shape or kind, or a label outside `0..V` that is not −100.
+    /// [`f_loss_masked`](super::TokenCriterion::f_loss_masked), for weights that are not finite,
+    /// labels of another shape or kind, or a label outside `0..V` that is not −100.
     pub fn f_loss(
         &self,
         student: &Tensor,

@@ -55,8 +55,8 @@ impl<'m> Distillation<'m> {
     /// created. Each pair is labelled `student path => teacher path` (`(output)` for a model's own
     /// output, `(input)` after an endpoint that captures its module's input; with several teachers,
     /// the teacher's name follows; a pair added again is `… #2`, `… #3`, so that each label names
-    /// one term); every teacher runs without
-    /// gradient and in evaluation mode until [`set_mode_of`](Self::set_mode_of) says otherwise.
+    /// one term); every teacher runs without gradient and in evaluation mode until
+    /// [`set_mode_of`](Self::set_mode_of) says otherwise.
     ///
     /// # Errors
     /// [`DistillError::ModelMismatch`] when `student` is not the model the mapping was built for;
@@ -295,7 +295,8 @@ where
     /// ([`TeacherBatch::token_mask`]) is the user's to apply to it. A pair on a token cache's
     /// stored hidden state gets the valid tokens only ([`TeacherBatch::select_tokens`]). With
     /// [`Criterion`](crate::criterion::Criterion) payloads, [`Distillation::from_mapping`] checks
-    /// each pair's criterion against the stored encoding when it is built, and gives the token mask to the pairs as labels.
+    /// each pair's criterion against the stored encoding when it is built, and gives the token mask
+    /// to the pairs as labels.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] for a teacher endpoint the cache does not store or inputs of

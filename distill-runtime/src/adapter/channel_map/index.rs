@@ -47,7 +47,8 @@ pub(super) struct Index {
     /// The reduced cells `x * classes_in + y` holding slice class `z`: `cells[cell_start[z]..cell_start[z + 1]]`.
     cell_start: Vec<usize>,
     cells: Vec<usize>,
-    /// Slice classes matched by student slice `t = a * i + b`, ascending: `matched[match_start[t]..match_start[t + 1]]`.
+    /// Slice classes matched by student slice `t = a * i + b`, ascending:
+    /// `matched[match_start[t]..match_start[t + 1]]`.
     match_start: Vec<usize>,
     matched: Vec<u32>,
     /// For each student output channel, the output classes its bias allows (all when `None`).
