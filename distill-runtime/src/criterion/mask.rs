@@ -116,6 +116,20 @@ pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: Toke
     Ok(tokens.f_mul(&weights)?.f_where_self(&weights.f_ne(0.0)?, &zero)?.f_sum(kind)?)
 }
 
+/// [`reduce`] with a caller's mask: `valid` (`[B, T]`, the shape of `per_token`; `None` for every
+/// token valid) checked against `per_token` first.
+pub(super) fn reduce_masked(per_token: &Tensor, valid: Option<&Tensor>, reduction: TokenReduction) -> Result<Tensor> {
+    let valid = match valid {
+        Some(valid) => {
+            let shape = per_token.size();
+            check_mask(valid, &shape)?;
+            Some(valid.f_reshape([shape.first().copied().unwrap_or(1), -1])?)
+        }
+        None => None,
+    };
+    reduce(per_token, valid.as_ref(), reduction)
+}
+
 /// `mask` checked against the token shape `tokens` (`[B, T]`).
 pub(super) fn check_mask(mask: &Tensor, tokens: &[i64]) -> Result<()> {
     if !mask.defined() {

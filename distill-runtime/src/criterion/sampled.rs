@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
 use super::check::{check_encoded_call, parameter};
-use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
+use super::mask::{reduce_masked, valid_labels, TokenReduction};
 use super::sequence::token_labels;
 use super::token::TokenCriterion;
 use super::Criterion;
@@ -251,16 +251,7 @@ impl TokenCriterion for SampledKl {
     /// # Errors
     /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
     fn f_loss_masked(&self, student: &Tensor, teacher: &SampledLogits, valid: Option<&Tensor>) -> Result<Tensor> {
-        let per_token = self.f_per_token(student, teacher)?;
-        let b = per_token.size().first().copied().unwrap_or(1);
-        let valid = match valid {
-            Some(valid) => {
-                check_mask(valid, &per_token.size())?;
-                Some(valid.f_reshape([b, -1])?)
-            }
-            None => None,
-        };
-        reduce(&per_token, valid.as_ref(), self.reduction)
+        reduce_masked(&self.f_per_token(student, teacher)?, valid, self.reduction)
     }
 }
 

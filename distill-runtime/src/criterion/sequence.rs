@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor};
 
 use super::check::{check_catalogue_call, parameter};
-use super::mask::{check_mask, reduce, valid_labels, TokenReduction};
+use super::mask::{reduce, reduce_masked, valid_labels, TokenReduction};
 use super::token::TokenCriterion;
 use super::Criterion;
 use crate::error::Result;
@@ -218,16 +218,7 @@ impl TokenCriterion for SequenceKd {
     /// As [`Criterion::f_loss`], and [`CriterionError::MaskShape`](super::CriterionError::MaskShape)
     /// for a mask of another shape.
     fn f_loss_masked(&self, student: &Tensor, teacher: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
-        let per_token = self.f_per_token(student, teacher)?;
-        let b = per_token.size()[0];
-        let valid = match valid {
-            Some(valid) => {
-                check_mask(valid, &per_token.size())?;
-                Some(valid.f_reshape([b, -1])?)
-            }
-            None => None,
-        };
-        reduce(&per_token, valid.as_ref(), self.reduction)
+        reduce_masked(&self.f_per_token(student, teacher)?, valid, self.reduction)
     }
 }
 
