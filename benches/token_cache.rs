@@ -256,7 +256,7 @@ fn main() {
         a.tokens,
         a.k,
         bytes as f64 / tokens_stored,
-        s.cache.bytes_per_token()
+        s.cache.manifest().bytes_per_token()
     );
     let batches: Vec<Vec<usize>> =
         (0..a.sequences).collect::<Vec<_>>().chunks(a.batch as usize).map(<[usize]>::to_vec).collect();

@@ -7,7 +7,7 @@ mod common;
 use common::Mlp;
 use distill::criterion::{scheduled, Weighting};
 use distill::prelude::*;
-use distill::schedule::{rescale_factor, rescaled};
+use distill::schedule::LossTerm;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Equal to f64 rounding.
@@ -268,18 +268,34 @@ fn terms_rescale_to_the_logits_term() -> Result<(), DistillError> {
 }
 
 #[test]
-fn rescaling_by_hand_for_the_dynamic_api() {
-    let feature = Tensor::from(0.02f64).set_requires_grad(true);
-    let logits = Tensor::from(-1.5f64).set_requires_grad(true);
-    assert!(close(scalar(&rescale_factor(&feature, &logits)), 75.0));
-    let term = rescaled(&feature, &logits);
-    assert!(close(scalar(&term), 1.5), "the magnitude of the reference");
-    term.backward();
-    assert!(close(scalar(&feature.grad()), 75.0));
-    assert!(!logits.grad().defined(), "the reference gets no gradient through the factor");
-    // A term that is 0 stays 0 (the magnitude is floored, not divided by 0).
-    let zero = Tensor::from(0.0f64).set_requires_grad(true);
-    assert_eq!(scalar(&rescaled(&zero, &logits)), 0.0);
+fn rescaling_in_the_dynamic_api() -> Result<(), DistillError> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher, xs) = models(&vs);
+    let mut mapping: Mapping<Box<dyn Criterion>> = Mapping::new(&student, &teacher);
+    mapping.add("body.inner.fc", "body.inner.fc", Box::new(Mse * 0.5))?;
+    mapping.add("out", "out", Box::new(KlDiv::new(2.0)))?;
+    let mut kd = Distillation::from_mapping(&student, mapping)?;
+    let err = kd.set_rescale_to(Some("logits")).unwrap_err();
+    assert!(err.to_string().contains("out => out"), "the labels are listed: {err}");
+    kd.set_rescale_to(Some("out => out"))?;
+    assert_eq!(kd.rescale_to(), Some("out => out"));
+    let out = kd.forward_t(&xs, true)?;
+    let losses = out.losses();
+    let terms: Vec<&LossTerm> = losses.terms().map(|(_, term)| term).collect();
+    let (hidden, logits) = (terms[0], terms[1]);
+    assert!(logits.rescale.is_none(), "the reference is not rescaled");
+    let factor = scalar(&logits.unweighted) / scalar(&hidden.unweighted);
+    let applied = scalar(hidden.rescale.as_ref().expect("the hidden term is rescaled"));
+    assert!(near(applied, factor.min(distill::schedule::MAX_RESCALE)), "{applied} vs {factor}");
+    assert!(near(scalar(&hidden.weighted), 0.5 * applied * scalar(&hidden.unweighted)));
+    // The factor carries no gradient: the hidden term's gradient is its own, times the factor.
+    let w = &student.body.inner.fc.ws;
+    let [rescaled_grad] =
+        <[Tensor; 1]>::try_from(Tensor::run_backward(&[&hidden.weighted], &[w], true, false)).unwrap();
+    let [own_grad] = <[Tensor; 1]>::try_from(Tensor::run_backward(&[&hidden.unweighted], &[w], true, false)).unwrap();
+    assert!(rescaled_grad.allclose(&(own_grad * (0.5 * applied)), 1e-5, 1e-8, false));
+    assert!(scalar(&rescaled_grad.abs().max()) > 0.0);
+    Ok(())
 }
 
 #[test]

@@ -235,14 +235,14 @@ fn a_token_costs_4k_plus_5_bytes_with_16_bit_ids_and_the_shards_hold_exactly_tha
     let spec = spec(TokenEncoding::top_k(K, TEMPERATURE));
     let report = write(&dir, &spec, 2);
     assert_eq!(report.manifest.bytes_per_token(), 4 * K as usize + 5);
-    assert_eq!(spec.bytes_per_token(), 4 * K as usize + 5);
+    assert_eq!(TokenCacheWriter::new(&dir, spec.clone()).manifest().bytes_per_token(), 4 * K as usize + 5);
     for shard in &report.manifest.shards {
         let bytes = std::fs::read(dir.join(&shard.file)).unwrap();
         let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let tokens = (shard.end - shard.start) * T as usize;
         assert_eq!(bytes.len() - header, tokens * (4 * K as usize + 5), "{}", shard.file);
     }
-    assert_eq!(TokenCache::open(&dir).unwrap().bytes_per_token(), 4 * K as usize + 5);
+    assert_eq!(TokenCache::open(&dir).unwrap().manifest().bytes_per_token(), 4 * K as usize + 5);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -309,7 +309,10 @@ fn a_cache_of_another_teacher_tokenizer_dataset_shape_or_encoding_is_a_mismatch_
         assert!(matches!(&error, DistillError::CacheMismatch { what: w, .. } if w == what), "{what}: {error}");
         // A writer with that spec refuses to add to the cache, and writes nothing.
         let before = std::fs::read(dir.join("token-manifest.json")).unwrap();
-        let error = TokenCacheWriter::new(&dir, other).shards(2).write(3, |_| unreachable!()).unwrap_err();
+        let error = TokenCacheWriter::new(&dir, other)
+            .shards(2)
+            .write(3, |_| -> distill::Result<Tensor> { unreachable!() })
+            .unwrap_err();
         assert!(matches!(&error, DistillError::CacheMismatch { what: w, .. } if w == what), "{what}: {error}");
         assert_eq!(std::fs::read(dir.join("token-manifest.json")).unwrap(), before);
     }
@@ -439,16 +442,16 @@ fn a_shard_writer_takes_its_sequences_in_order_and_only_complete_shards_are_publ
     let writer = TokenCacheWriter::new(&dir, spec.clone()).shards(2);
     let mut shard = writer.open_shard(1).unwrap().unwrap();
     assert_eq!(shard.sequences(), 5..10);
-    let error = shard.push(&[6, 7], &teacher_logits(&[6, 7]), None).unwrap_err();
+    let error = shard.push(&[6, 7], teacher_logits(&[6, 7])).unwrap_err();
     assert!(error.to_string().contains("the next are 5.."), "{error}");
-    let error = shard.push(&[5], &teacher_logits(&[5, 6]), None).unwrap_err();
+    let error = shard.push(&[5], teacher_logits(&[5, 6])).unwrap_err();
     assert!(error.to_string().contains("must be [1, 12, 97]"), "{error}");
-    let error = shard.push(&[5], &teacher_logits(&[5]), Some(&mask(&[5, 6]))).unwrap_err();
+    let error = shard.push(&[5], (teacher_logits(&[5]), Some(mask(&[5, 6])))).unwrap_err();
     assert!(error.to_string().contains("token mask must be [1, 12]"), "{error}");
     // A second writer of the same shard is refused while the first holds it.
     let error = writer.open_shard(1).unwrap_err();
     assert!(error.to_string().contains("another writer is writing shard 1"), "{error}");
-    shard.push(&[5, 6, 7], &teacher_logits(&[5, 6, 7]), Some(&mask(&[5, 6, 7]))).unwrap();
+    shard.push(&[5, 6, 7], (teacher_logits(&[5, 6, 7]), Some(mask(&[5, 6, 7])))).unwrap();
     assert_eq!(shard.next_sequence(), 8);
     let error = shard.finish().unwrap_err();
     assert!(error.to_string().contains("only 5..8 were pushed"), "{error}");
@@ -457,7 +460,7 @@ fn a_shard_writer_takes_its_sequences_in_order_and_only_complete_shards_are_publ
     for index in writer.pending().unwrap() {
         let mut shard = writer.open_shard(index).unwrap().unwrap();
         for id in shard.sequences() {
-            shard.push(&[id], &teacher_logits(&[id]), Some(&mask(&[id]))).unwrap();
+            shard.push(&[id], (teacher_logits(&[id]), Some(mask(&[id])))).unwrap();
         }
         shard.finish().unwrap();
     }

@@ -157,7 +157,7 @@ fn fixture(name: &str) -> Fixture {
     TokenCacheWriter::new(&dir, spec(&teacher_vs, "test"))
         .shards(2)
         .hidden_state("model.layers.1", 32, Precision::F32)
-        .write_with_hidden(2, |ids| {
+        .write(2, |ids| {
             let logits = tch::no_grad(|| teacher.forward(&tokens(ids)))?;
             let hidden = tch::no_grad(|| teacher.forward_hidden(&LlamaInputs::new(&tokens(ids))))?;
             Ok((logits, Some(mask(ids)), vec![hidden.layers[1].shallow_clone()]))
@@ -363,7 +363,7 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
     assert_eq!(f.cache.manifest().hidden.len(), 1);
     // The distribution's bytes per token, plus 32 f32 values of the hidden state.
     let without = f.cache.manifest().encoding.bytes_per_token(f.cache.manifest().ids);
-    assert_eq!(f.cache.bytes_per_token(), without + 32 * 4);
+    assert_eq!(f.cache.manifest().bytes_per_token(), without + 32 * 4);
 
     // The same cache without the hidden state is another cache: a mismatch, nothing written.
     let spec = TokenCacheSpec {
@@ -375,18 +375,20 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
         vocab: VOCAB,
         encoding: f.cache.manifest().encoding,
     };
-    let err = TokenCacheWriter::new(&f.dir, spec.clone()).shards(2).write(2, |_| unreachable!()).unwrap_err();
+    let err = TokenCacheWriter::new(&f.dir, spec.clone())
+        .shards(2)
+        .write(2, |_| -> distill::Result<Tensor> { unreachable!() })
+        .unwrap_err();
     assert!(err.to_string().contains("the stored hidden states"), "{err}");
 
     // A batch with the wrong number of hidden states, or of the wrong width, is an error.
     let other = scratch_dir("count");
     let writer = TokenCacheWriter::new(&other, spec).hidden_state("model.layers.1", 32, Precision::F16);
     let logits = Tensor::zeros([2, T, VOCAB], (Kind::Float, Device::Cpu));
-    let none = writer.write_with_hidden(2, |_| Ok((logits.shallow_clone(), None, Vec::new()))).unwrap_err();
+    let none = writer.write(2, |_| Ok((logits.shallow_clone(), None, Vec::new()))).unwrap_err();
     assert!(none.to_string().contains("stores 1 hidden states"), "{none}");
     let narrow = Tensor::zeros([2, T, 16], (Kind::Float, Device::Cpu));
-    let err =
-        writer.write_with_hidden(2, |_| Ok((logits.shallow_clone(), None, vec![narrow.shallow_clone()]))).unwrap_err();
+    let err = writer.write(2, |_| Ok((logits.shallow_clone(), None, vec![narrow.shallow_clone()]))).unwrap_err();
     assert!(err.to_string().contains("must be [2, 9, 32]"), "{err}");
     let _ = std::fs::remove_dir_all(&other);
 }

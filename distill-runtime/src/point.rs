@@ -43,8 +43,10 @@ impl fmt::Display for Side {
     }
 }
 
-/// Which tensor of a module call an endpoint captures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Which tensor of a module call an endpoint captures (`"input"` or `"output"` in a teacher cache's
+/// manifest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Port {
     /// The tensor the module was called with.
     Input,

@@ -76,7 +76,7 @@ pub fn open_or_write(
         settings.cache.k,
         settings.cache.values,
         if layers.is_empty() { String::new() } else { format!(" + the outputs of teacher layers {layers:?}") },
-        cache.bytes_per_token(),
+        cache.manifest().bytes_per_token(),
         bytes as f64 / 1e6,
         dir.display()
     );
@@ -109,15 +109,15 @@ fn write(
         let ids: Vec<usize> = range.collect();
         for chunk in ids.chunks(settings.cache.batch) {
             let batch = data.train().batch(chunk, Device::Cpu)?;
-            let mask = Some(&batch.attention_mask);
+            let mask = Some(batch.attention_mask.shallow_clone());
             if layers.is_empty() {
                 let logits = tch::no_grad(|| teacher.forward_inputs(&inputs(&batch)))?;
-                shard.push(chunk, &logits, mask)?;
+                shard.push(chunk, (logits, mask))?;
             } else {
                 let states = tch::no_grad(|| teacher.forward_hidden(&inputs(&batch)))?;
                 let logits = tch::no_grad(|| teacher.lm_head.forward(&states.last));
                 let hidden: Vec<Tensor> = layers.iter().map(|&t| states.layers[t].shallow_clone()).collect();
-                shard.push_with_hidden(chunk, &logits, mask, &hidden)?;
+                shard.push(chunk, (logits, mask, hidden))?;
             }
             tokens += batch.attention_mask.sum(tch::Kind::Int64).int64_value(&[]) as usize;
             bar.inc(chunk.len() as u64);

@@ -191,8 +191,7 @@ pub(crate) fn resolve_stored(
 /// The error for a teacher endpoint that the cache did not store.
 pub(crate) fn missing_endpoint(dir: &std::path::Path, manifest: &Manifest, path: &str, port: Port) -> DistillError {
     let shown = if path.is_empty() { "the teacher's own output".to_owned() } else { format!("`{path}`") };
-    let stored_port = super::manifest::StoredPort::from(port);
-    let same_port = manifest.endpoints.iter().filter(|e| e.port == stored_port).map(|e| e.path.as_str());
+    let same_port = manifest.endpoints.iter().filter(|e| e.port == port).map(|e| e.path.as_str());
     let suggestion =
         crate::suggest::closest(path, same_port).map(|p| format!("did you mean `{p}`? ")).unwrap_or_default();
     DistillError::CacheMismatch {

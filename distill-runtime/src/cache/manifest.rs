@@ -89,31 +89,12 @@ pub struct EndpointEntry {
     /// The endpoint's resolved path in the teacher (`""` for the teacher's own output).
     pub path: String,
     /// Whether the module's input or output was captured.
-    pub port: StoredPort,
+    pub port: Port,
     /// The shape of one sample's capture as the teacher gave it (without the batch dimension): for
     /// top-k logits the class count `[C]`, not the `k` classes stored.
     pub shape: Vec<i64>,
     /// How the values are stored.
     pub encoding: Encoding,
-}
-
-/// [`Port`] as the manifest writes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoredPort {
-    /// The module's input.
-    Input,
-    /// The module's output.
-    Output,
-}
-
-impl From<Port> for StoredPort {
-    fn from(port: Port) -> Self {
-        match port {
-            Port::Input => StoredPort::Input,
-            Port::Output => StoredPort::Output,
-        }
-    }
 }
 
 /// How a cached endpoint's values are stored.
@@ -233,7 +214,6 @@ pub struct ShardEntry {
 impl Manifest {
     /// The entry of the endpoint at `path` capturing `port`, with its index.
     pub(crate) fn endpoint(&self, path: &str, port: Port) -> Option<(usize, &EndpointEntry)> {
-        let port = StoredPort::from(port);
         self.endpoints.iter().enumerate().find(|(_, e)| e.path == path && e.port == port)
     }
 

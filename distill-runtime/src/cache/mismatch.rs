@@ -1,6 +1,6 @@
 //! Naming the first difference between two manifests, for `DistillError::CacheMismatch`.
 
-use super::manifest::{EndpointEntry, Manifest, StoredPort};
+use super::manifest::{EndpointEntry, Manifest};
 
 /// `(what, in the cache, here)` for the first field where `cached` and `ours` differ.
 pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(String, String, String)> {
@@ -41,15 +41,5 @@ pub(crate) fn endpoint_list(endpoints: &[EndpointEntry]) -> String {
     if endpoints.is_empty() {
         return "none".to_owned();
     }
-    endpoints
-        .iter()
-        .map(|e| {
-            let port = match e.port {
-                StoredPort::Input => "input",
-                StoredPort::Output => "output",
-            };
-            format!("`{}` ({port})", e.path)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    endpoints.iter().map(|e| format!("`{}` ({})", e.path, e.port)).collect::<Vec<_>>().join(", ")
 }

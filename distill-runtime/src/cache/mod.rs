@@ -96,12 +96,12 @@ pub use crate::teacher_batch::TeacherBatch;
 pub use augment::Augment;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
-pub use manifest::{Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry, StoredPort};
+pub use manifest::{Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry};
 pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;
 pub use token::{
-    CachedTokens, IdWidth, StoredHidden, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding, TokenManifest,
-    TokenShardWriter, TokenTeacher, TokenWriteReport,
+    CachedTokens, IdWidth, StoredHidden, TeacherTokens, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding,
+    TokenManifest, TokenShardWriter, TokenTeacher, TokenWriteReport,
 };
 pub use writer::{CacheWriter, WriteReport};

@@ -1,6 +1,7 @@
 //! Loss schedules and balancing: a term's weight as a function of the training step ([`Schedule`]),
-//! the per-term values a distillation reports ([`LossTerm`]), and the rescaling of terms to the
-//! magnitude of a reference term ([`rescaled`]).
+//! the per-term values a distillation reports ([`LossTerm`]), and the cap on rescaling a term to
+//! the magnitude of a reference term ([`MAX_RESCALE`], set with
+//! [`Distillation::set_rescale_to`](crate::Distillation::set_rescale_to)).
 //!
 //! A criterion follows a schedule through [`Scheduled`](crate::criterion::Scheduled), built by
 //! `criterion * schedule` for the catalogue (`Mse * Schedule::warmup(0.0, 1.0, 500)`) or
@@ -27,7 +28,8 @@ use std::ops::Mul;
 
 mod terms;
 
-pub use terms::{rescale_factor, rescaled, LossTerm, MAX_RESCALE};
+pub(crate) use terms::rescale_factor;
+pub use terms::{LossTerm, MAX_RESCALE};
 
 /// A weight as a function of the training step (the optimizer step count, from 0).
 ///

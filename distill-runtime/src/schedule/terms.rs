@@ -20,7 +20,8 @@ pub const MAX_RESCALE: f64 = 1e3;
 /// enters the total.
 ///
 /// `weighted = weight · rescale · unweighted`, with `rescale` 1 unless the term is rescaled to a
-/// reference term (see [`rescale_factor`]).
+/// reference term: `min(|reference| / |unweighted|, MAX_RESCALE)`, both detached
+/// ([`Distillation::set_rescale_to`](crate::Distillation::set_rescale_to)).
 #[derive(Debug)]
 pub struct LossTerm {
     /// What enters the total.
@@ -42,24 +43,37 @@ pub struct LossTerm {
 ///
 /// Both are scalar losses of the same batch; the factor is recomputed at every step (no running
 /// state), so a resumed run needs nothing but its step to continue exactly.
-pub fn rescale_factor(term: &Tensor, reference: &Tensor) -> Tensor {
+pub(crate) fn rescale_factor(term: &Tensor, reference: &Tensor) -> Tensor {
     (reference.detach().abs() / term.detach().abs().clamp_min(RESCALE_EPS)).clamp_max(MAX_RESCALE)
 }
 
-/// `term` rescaled to the magnitude of `reference` ([`rescale_factor`] times `term`): the dynamic
-/// API's counterpart of a `distill!` model's `rescale_to(label)`.
-///
-/// ```
-/// use distill_runtime::schedule::rescaled;
-/// use tch::Tensor;
-///
-/// let feature = Tensor::from(0.02f64).set_requires_grad(true);
-/// let logits = Tensor::from(1.5f64);
-/// let term = rescaled(&feature, &logits);
-/// assert!((term.double_value(&[]) - 1.5).abs() < 1e-12); // the logits term's magnitude
-/// term.backward();
-/// assert!((feature.grad().double_value(&[]) - 75.0).abs() < 1e-9); // the feature's gradient, × 1.5 / 0.02
-/// ```
-pub fn rescaled(term: &Tensor, reference: &Tensor) -> Tensor {
-    term * rescale_factor(term, reference)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    #[test]
+    fn the_factor_brings_a_term_to_its_reference_and_gives_the_reference_no_gradient() {
+        let feature = Tensor::from(0.02f64).set_requires_grad(true);
+        let logits = Tensor::from(-1.5f64).set_requires_grad(true);
+        let factor = rescale_factor(&feature, &logits);
+        assert!((value(&factor) - 75.0).abs() < 1e-9, "|-1.5| / 0.02");
+        let term = &feature * factor;
+        assert!((value(&term) - 1.5).abs() < 1e-12, "the magnitude of the reference");
+        term.backward();
+        assert!((value(&feature.grad()) - 75.0).abs() < 1e-9);
+        assert!(!logits.grad().defined(), "the reference gets no gradient through the factor");
+    }
+
+    #[test]
+    fn a_zero_term_stays_zero_and_a_tiny_one_is_capped() {
+        let logits = Tensor::from(1.5f64);
+        let zero = Tensor::from(0.0f64);
+        assert_eq!(value(&(&zero * rescale_factor(&zero, &logits))), 0.0);
+        let tiny = Tensor::from(1e-9f64);
+        assert_eq!(value(&rescale_factor(&tiny, &logits)), MAX_RESCALE);
+    }
 }

@@ -81,11 +81,6 @@ impl TokenCacheSpec {
         TeacherHash::from_digest(hasher.finalize().as_slice()).to_string()
     }
 
-    /// Bytes stored per token.
-    pub fn bytes_per_token(&self) -> usize {
-        self.encoding.bytes_per_token(IdWidth::for_vocab(self.vocab))
-    }
-
     /// Checks the sizes and the encoding.
     ///
     /// # Errors

@@ -12,4 +12,4 @@ pub use batch::{CachedTokens, TokenTeacher};
 pub(crate) use manifest::TOKEN_MANIFEST_FILE;
 pub use manifest::{IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest};
 pub use reader::TokenCache;
-pub use writer::{TokenCacheWriter, TokenShardWriter, TokenWriteReport};
+pub use writer::{TeacherTokens, TokenCacheWriter, TokenShardWriter, TokenWriteReport};

@@ -155,11 +155,6 @@ impl TokenCache {
         self.store.rank
     }
 
-    /// Bytes stored per token ([`TokenManifest::bytes_per_token`]).
-    pub fn bytes_per_token(&self) -> usize {
-        self.store.manifest.bytes_per_token()
-    }
-
     /// Checks that the cache is the one `spec` describes: teacher weights, tokenizer, token dataset,
     /// sequence count and length, vocabulary and encoding.
     ///

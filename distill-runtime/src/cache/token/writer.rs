@@ -50,6 +50,38 @@ pub struct TokenCacheWriter {
 /// What [`TokenCacheWriter::write`] did: the shards written and skipped, and the manifest.
 pub type TokenWriteReport = crate::cache::WriteReport<TokenManifest>;
 
+/// What the teacher gives for one batch of sequences, as [`TokenCacheWriter::write`] and
+/// [`TokenShardWriter::push`] take it: usually written as a tuple, `(logits, mask)` or, for a
+/// cache that stores hidden states, `(logits, mask, hidden)`.
+#[derive(Debug)]
+pub struct TeacherTokens {
+    /// The teacher's logits `[B, T, V]` (any floating-point kind, any device).
+    pub logits: Tensor,
+    /// The mask `[B, T]`: non-zero for a token, 0 for padding; `None`: every token.
+    pub valid: Option<Tensor>,
+    /// The teacher's hidden states `[B, T, width]`, one per hidden state the cache stores
+    /// ([`TokenCacheWriter::hidden_state`]), in declaration order; empty for a cache without them.
+    pub hidden: Vec<Tensor>,
+}
+
+impl From<Tensor> for TeacherTokens {
+    fn from(logits: Tensor) -> Self {
+        TeacherTokens { logits, valid: None, hidden: Vec::new() }
+    }
+}
+
+impl From<(Tensor, Option<Tensor>)> for TeacherTokens {
+    fn from((logits, valid): (Tensor, Option<Tensor>)) -> Self {
+        TeacherTokens { logits, valid, hidden: Vec::new() }
+    }
+}
+
+impl From<(Tensor, Option<Tensor>, Vec<Tensor>)> for TeacherTokens {
+    fn from((logits, valid, hidden): (Tensor, Option<Tensor>, Vec<Tensor>)) -> Self {
+        TeacherTokens { logits, valid, hidden }
+    }
+}
+
 impl TokenCacheWriter {
     /// A writer of the cache `spec` into `dir` (created if missing), in one shard.
     pub fn new(dir: impl Into<PathBuf>, spec: TokenCacheSpec) -> Self {
@@ -70,8 +102,8 @@ impl TokenCacheWriter {
     }
 
     /// Also stores, for every token, the teacher's hidden state at the module `path` (`[B, T,
-    /// width]` per batch, given to [`write_with_hidden`](Self::write_with_hidden) or
-    /// [`TokenShardWriter::push_with_hidden`] in the order of these calls) in `values` precision, so
+    /// width]` per batch, given to [`write`](Self::write) or [`TokenShardWriter::push`] in the
+    /// order of these calls) in `values` precision, so
     /// that a pair reads it as the teacher endpoint `path` (`teacher["model.layers.12"]`). Each costs
     /// `width × 2` bytes per token in f16. Padding positions are stored as zeros.
     pub fn hidden_state(mut self, path: impl Into<String>, width: i64, values: Precision) -> Self {
@@ -138,29 +170,20 @@ impl TokenCacheWriter {
         }))
     }
 
-    /// Writes every pending shard: `teacher(&ids)` returns the teacher's logits `[B, T, V]` for the
-    /// sequences `ids` (at most `batch_size`, consecutive, in order) and, optionally, their mask
-    /// `[B, T]` (non-zero for a token, 0 for padding; `None`: every token).
+    /// Writes every pending shard: `teacher(&ids)` returns what the teacher gives for the
+    /// sequences `ids` (at most `batch_size`, consecutive, in order) as [`TeacherTokens`]: its logits
+    /// `[B, T, V]` and, optionally, their mask `[B, T]` (non-zero for a token, 0 for padding;
+    /// `None`: every token) — `Ok((logits, mask))` — and, for a cache that stores hidden states
+    /// ([`hidden_state`](Self::hidden_state)), the hidden states `[B, T, width]` in declaration
+    /// order — `Ok((logits, mask, hidden))`.
     ///
     /// # Errors
     /// As [`open_shard`](Self::open_shard) and [`TokenShardWriter::push`]; the teacher's errors.
     /// A shard interrupted by an error is not written; a rerun writes it.
-    pub fn write<F>(&self, batch_size: usize, mut teacher: F) -> Result<TokenWriteReport>
+    pub fn write<F, B>(&self, batch_size: usize, mut teacher: F) -> Result<TokenWriteReport>
     where
-        F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>)>,
-    {
-        self.write_with_hidden(batch_size, |ids| teacher(ids).map(|(logits, valid)| (logits, valid, Vec::new())))
-    }
-
-    /// As [`write`](Self::write), for a cache that also stores hidden states
-    /// ([`hidden_state`](Self::hidden_state)): `teacher(&ids)` returns the logits, the optional mask
-    /// and the hidden states `[B, T, width]`, one per stored hidden state, in declaration order.
-    ///
-    /// # Errors
-    /// As [`write`](Self::write) and [`TokenShardWriter::push_with_hidden`].
-    pub fn write_with_hidden<F>(&self, batch_size: usize, mut teacher: F) -> Result<TokenWriteReport>
-    where
-        F: FnMut(&[usize]) -> Result<(Tensor, Option<Tensor>, Vec<Tensor>)>,
+        F: FnMut(&[usize]) -> Result<B>,
+        B: Into<TeacherTokens>,
     {
         if batch_size == 0 {
             return Err(CacheError::ZeroCount { what: "the batch size" }.into());
@@ -177,8 +200,7 @@ impl TokenCacheWriter {
             while first < range.end {
                 let last = (first + batch_size).min(range.end);
                 let ids: Vec<usize> = (first..last).collect();
-                let (logits, valid, hidden) = teacher(&ids)?;
-                shard.push_with_hidden(&ids, &logits, valid.as_ref(), &hidden)?;
+                shard.push(&ids, teacher(&ids)?)?;
                 first = last;
             }
             shard.finish()?;
@@ -272,32 +294,21 @@ impl TokenShardWriter {
         self.next
     }
 
-    /// Encodes and stores the teacher's logits `[B, T, V]` (any floating-point kind, any device) of
-    /// the sequences `ids` — the next `B` of the shard, in order — with their mask `[B, T]`
-    /// (non-zero for a token; `None`: every token).
+    /// Encodes and stores what the teacher gives for the sequences `ids` — the next `B` of the
+    /// shard, in order — as [`TeacherTokens`]: its logits `[B, T, V]` (any floating-point kind, any
+    /// device) with their mask `[B, T]` (non-zero for a token; `None`: every token), `(logits, mask)`,
+    /// and for a cache that stores hidden states, those `[B, T, width]` in declaration order
+    /// ([`TokenCacheWriter::hidden_state`]), `(logits, mask, hidden)`.
     ///
     /// # Errors
-    /// [`CacheError`] for ids that are not the shard's next ones, logits or a mask
-    /// of another shape, or values that the encoding's precision cannot hold (sampled weights beyond
-    /// f16's range); [`DistillError::Io`] when the shard file cannot be written.
-    pub fn push(&mut self, ids: &[usize], logits: &Tensor, valid: Option<&Tensor>) -> Result<()> {
-        self.push_with_hidden(ids, logits, valid, &[])
-    }
-
-    /// As [`push`](Self::push), with the teacher's hidden states `[B, T, width]` of the sequences,
-    /// one per hidden state the cache stores, in declaration order
-    /// ([`TokenCacheWriter::hidden_state`]).
-    ///
-    /// # Errors
-    /// As [`push`](Self::push); [`CacheError::HiddenCount`] or [`CacheError::HiddenShape`] for another number of hidden states
-    /// than the cache stores, or one of another shape.
-    pub fn push_with_hidden(
-        &mut self,
-        ids: &[usize],
-        logits: &Tensor,
-        valid: Option<&Tensor>,
-        hidden: &[Tensor],
-    ) -> Result<()> {
+    /// [`CacheError`] for ids that are not the shard's next ones, logits or a mask of another shape,
+    /// another number of hidden states than the cache stores or one of another shape
+    /// ([`CacheError::HiddenCount`], [`CacheError::HiddenShape`]), or values that the encoding's
+    /// precision cannot hold (sampled weights beyond f16's range); [`DistillError::Io`] when the
+    /// shard file cannot be written.
+    pub fn push(&mut self, ids: &[usize], teacher: impl Into<TeacherTokens>) -> Result<()> {
+        let TeacherTokens { logits, valid, hidden } = teacher.into();
+        let (logits, valid) = (&logits, valid.as_ref());
         let expected: Vec<usize> = (self.next..self.next + ids.len()).collect();
         if ids != expected.as_slice() || self.next + ids.len() > self.range.end || ids.is_empty() {
             let (start, end, next) = (self.range.start, self.range.end, self.next);
@@ -318,7 +329,7 @@ impl TokenShardWriter {
             }
             None => Tensor::f_ones([b, t], (Kind::Bool, Device::Cpu))?,
         };
-        let hidden = tch::no_grad(|| encode_hidden(&self.manifest, hidden, &valid))?;
+        let hidden = tch::no_grad(|| encode_hidden(&self.manifest, &hidden, &valid))?;
         let encoded = tch::no_grad(|| encode(&self.manifest, ids, logits, &valid))?;
         for (index, tensor) in encoded.into_iter().chain(hidden).enumerate() {
             self.stream.append(index, &tensor)?;

@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::augment::Augment;
 use super::files::{cache_error, cache_source, shard_file, ShardLock};
 use super::hash::TeacherHash;
-use super::manifest::{Encoding, EndpointEntry, Manifest, RunMode, ShardEntry, StoredPort, FORMAT_VERSION};
+use super::manifest::{Encoding, EndpointEntry, Manifest, RunMode, ShardEntry, FORMAT_VERSION};
 use super::mismatch::first_difference;
 
 mod shard;
@@ -311,7 +311,7 @@ impl CacheWriter {
                 .iter()
                 .map(|e| EndpointEntry {
                     path: e.path().to_owned(),
-                    port: StoredPort::from(e.port()),
+                    port: e.port(),
                     shape: Vec::new(),
                     encoding: self.encoding_of(e.path()),
                 })
