@@ -27,7 +27,8 @@
 //! - [`adapter`]: adapters initialised from the pruning (`conv2d_adapter`…) and learned ones;
 //! - [`prune`]: channel-sliced copies of layers, to derive a pruned student;
 //! - [`schedule`]: a loss term's weight by training step (`Mse * Schedule::warmup(0.0, 1.0, 500)`),
-//!   and terms rescaled to the logits term's magnitude;
+//!   and the terms a distillation reports (rescaled to the logits term's magnitude with
+//!   [`Distillation::set_rescale_to`]);
 //! - [`vision`]: torchvision's ResNet-18/34/50 and MobileNetV2 with torchvision's parameter names,
 //!   and the pruning of their residual blocks;
 //! - [`text`]: language models — a LLaMA-family decoder with Hugging Face's parameter names, loaded
