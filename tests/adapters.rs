@@ -848,3 +848,48 @@ fn pruning_errors_are_typed() {
         Err(DistillError::Prune(PruneError::Grouped { groups: 2 }))
     ));
 }
+
+/// Two linear layers, both `width` wide, as a model a `Mapping` can pair.
+#[derive(Debug, Distillable)]
+struct TwoLinear {
+    a: nn::Linear,
+    b: nn::Linear,
+}
+
+impl Module for TwoLinear {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.apply(&self.a).relu().apply(&self.b)
+    }
+}
+
+fn two_linear(p: nn::Path, width: i64) -> TwoLinear {
+    TwoLinear {
+        a: nn::linear(&p / "a", 4, width, Default::default()),
+        b: nn::linear(&p / "b", width, width, Default::default()),
+    }
+}
+
+#[test]
+fn one_adapter_serves_several_pairs_by_reference() -> Result<(), DistillError> {
+    use distill::adapter::linear_selection_adapter;
+    use distill::{Adapted, Distillation, Mapping};
+    tch::manual_seed(3);
+    let vs = VarStore::new(Device::Cpu);
+    let (teacher, student) = (two_linear(vs.root() / "t", 8), two_linear(vs.root() / "s", 3));
+    let kept = [6, 0, 3];
+    let selection = linear_selection_adapter(vs.root() / "selection", 8, &kept)?;
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("a", "a", Adapted::new(Mse).teacher_adapter(&selection))?;
+    mapping.add("b", "b", Adapted::new(Mse).teacher_adapter(&selection))?;
+    let kd = Distillation::from_mapping(&student, mapping)?;
+    let xs = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+    kd.dry_run(&xs)?;
+    let out = kd.forward_t(&xs, true)?;
+    let hidden = xs.apply(&teacher.a);
+    let wanted = [hidden.shallow_clone(), hidden.relu().apply(&teacher.b)];
+    for (pair, teacher_tensor) in out.pairs.iter().zip(&wanted) {
+        assert!(pair.teacher.equal(&teacher_tensor.index_select(-1, &idx(&kept))), "{}", pair.label());
+        assert_eq!(pair.student.size(), [5, 3]);
+    }
+    Ok(())
+}

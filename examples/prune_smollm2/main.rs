@@ -141,8 +141,10 @@ fn prepare(args: &Args, settings: Settings) -> Result<Setup, Box<dyn Error>> {
     let selection = match hidden_pairs.is_empty() {
         true => None,
         false => {
-            let selection_vs = VarStore::new(Device::Cpu);
+            let mut selection_vs = VarStore::new(Device::Cpu);
             let adapter = hidden_adapter(selection_vs.root(), &kept.to_record(teacher.config())?)?;
+            // An exact selection, never trained: no gradient reaches it.
+            selection_vs.freeze();
             Some((selection_vs, adapter))
         }
     };

@@ -5,11 +5,12 @@ use std::error::Error;
 use std::time::Instant;
 
 use distill::adapter::LinearSelectionAdapter;
-use distill::cache::{CachedTokens, TokenCache};
-use distill::criterion::{Cosine, Criterion, TokenCriterion, TopKKl};
+use distill::cache::TokenCache;
+use distill::criterion::{Cosine, TopKKl};
 use distill::text::data::{TokenBatch, TokenDataset, IGNORE_TARGET};
 use distill::text::LlamaForCausalLM;
-use tch::nn::{Module, OptimizerConfig, VarStore};
+use distill::{Adapted, Distillation, Mapping};
+use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::args::{Kd, Settings};
@@ -31,26 +32,28 @@ pub enum Objective<'a> {
 pub struct HiddenPairs<'a> {
     /// `(student layer, teacher layer)`.
     pub layers: &'a [(usize, usize)],
-    /// The student's kept hidden channels of the teacher's (`text::prune::hidden_adapter`), not
-    /// trained: an exact selection.
+    /// The student's kept hidden channels of the teacher's (`text::prune::hidden_adapter`), shared
+    /// by every pair, in a frozen `VarStore`: an exact selection, never trained.
     pub adapter: &'a LinearSelectionAdapter,
 }
 
-impl HiddenPairs<'_> {
-    /// The mean over the pairs of `Cosine` between the student's layer outputs `student` and the
-    /// cached teacher's, on the batch's valid tokens.
-    fn loss(&self, student: &[Tensor], cached: &CachedTokens) -> Result<Tensor, Box<dyn Error>> {
-        let valid = cached.valid().view([-1]).nonzero().squeeze_dim(1);
-        let mut total = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        for &(s, t) in self.layers {
-            let path = layer_path(t);
-            let teacher = cached.hidden(&path).ok_or_else(|| format!("the cache does not store `{path}`"))?;
-            let teacher = tch::no_grad(|| self.adapter.f_forward(&teacher.to_kind(Kind::Float)))?;
-            let width = teacher.size()[2];
-            let pick = |x: &Tensor| x.reshape([-1, width]).index_select(0, &valid);
-            total += Cosine.f_loss(&pick(&student[s]), &pick(&teacher))?;
+impl Objective<'_> {
+    /// The distillation of a KD fine-tune of `student`, from the cache: the output pair
+    /// (`TopKKl`, given the cache's token mask) and each hidden pair (`Cosine` on the valid tokens,
+    /// the teacher's side through the selection), weighted so that the hidden pairs weigh
+    /// `hidden` together; `None` for the cross-entropy fine-tune.
+    fn distillation<'m>(&'m self, student: &'m LlamaForCausalLM) -> Result<Option<Distillation<'m>>, Box<dyn Error>> {
+        let Objective::Distill { cache, weights, temperature, hidden } = self else { return Ok(None) };
+        let mut mapping = Mapping::new(student, *cache);
+        mapping.add("", "", Adapted::new(TopKKl::new(*temperature) * weights.top_k_kl))?;
+        if let Some(hidden) = hidden {
+            let weight = weights.hidden / hidden.layers.len().max(1) as f64;
+            for &(s, t) in hidden.layers {
+                let pair = Adapted::new(Cosine * weight).teacher_adapter(hidden.adapter);
+                mapping.add(layer_path(s), layer_path(t), pair)?;
+            }
         }
-        Ok(total / self.layers.len().max(1) as f64)
+        Ok(Some(Distillation::from_mapping(student, mapping)?))
     }
 }
 
@@ -101,35 +104,30 @@ fn learning_rate(step: usize, settings: &Settings) -> f64 {
     t.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
 }
 
-/// One step's loss (with gradient) and its cross-entropy term.
+/// One step's loss (with gradient) and its cross-entropy term: the cross-entropy alone, or the
+/// distillation's loss from the cached batch plus `ce ·` the cross-entropy.
 fn step_loss(
     student: &LlamaForCausalLM,
     batch: &TokenBatch,
     objective: &Objective,
+    kd: Option<&Distillation>,
 ) -> Result<(Tensor, f64), Box<dyn Error>> {
-    let hidden = match objective {
-        Objective::Distill { hidden: Some(hidden), .. } => Some(hidden),
-        _ => None,
+    let (Objective::Distill { cache, weights, .. }, Some(kd)) = (objective, kd) else {
+        let (sum, count) = ce_sum(&student.forward_inputs(&inputs(batch))?, batch)?;
+        let ce = sum / count.max(1) as f64;
+        let ce_value = ce.double_value(&[]);
+        return Ok((ce, ce_value));
     };
-    let (logits, layers) = match hidden {
-        None => (student.forward_inputs(&inputs(batch))?, Vec::new()),
-        Some(_) => {
-            let states = student.forward_hidden(&inputs(batch))?;
-            (student.lm_head.forward(&states.last), states.layers)
-        }
-    };
-    let (sum, count) = ce_sum(&logits, batch)?;
+    let cached = cache.batch(&batch.sequence_ids)?;
+    // The student sees the batch's document boundaries, as the teacher did when the cache was
+    // written: its forward takes more than the token ids.
+    let out = kd.forward_cached_by(&batch.input_ids, &cached, true, || student.forward_inputs(&inputs(batch)))?;
+    let (sum, count) = ce_sum(&out.student_output, batch)?;
     let ce = sum / count.max(1) as f64;
     let ce_value = ce.double_value(&[]);
-    let Objective::Distill { cache, weights, temperature, .. } = objective else { return Ok((ce, ce_value)) };
-    let cached = cache.batch(&batch.sequence_ids)?;
-    let mut loss =
-        TopKKl::new(*temperature).f_loss_masked(&logits, cached.top_k()?, Some(cached.valid()))? * weights.top_k_kl;
+    let mut loss = out.f_loss()?;
     if weights.ce > 0.0 {
         loss += ce * weights.ce;
-    }
-    if let Some(hidden) = hidden {
-        loss += hidden.loss(&layers, &cached)? * weights.hidden;
     }
     Ok((loss, ce_value))
 }
@@ -150,12 +148,13 @@ pub fn fine_tune(
     let t = &settings.train;
     let mut opt = tch::nn::AdamW { wd: t.weight_decay, ..Default::default() }.build(vs, t.lr)?;
     let mut history = History { loss: Vec::new(), ce: Vec::new(), validation: Vec::new(), seconds: 0.0, tokens: 0 };
+    let kd = objective.distillation(student)?;
     let bar = progress(order.len() as u64, label);
     for (step, indices) in order.iter().enumerate() {
         let started = Instant::now();
         let batch = data.train().batch(indices, Device::Cpu)?;
         opt.set_lr(learning_rate(step, settings));
-        let (loss, ce) = step_loss(student, &batch, objective)?;
+        let (loss, ce) = step_loss(student, &batch, objective, kd.as_ref())?;
         opt.backward_step(&loss);
         history.loss.push(loss.double_value(&[]));
         history.ce.push(ce);

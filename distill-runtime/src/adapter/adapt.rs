@@ -32,6 +32,19 @@ pub trait Adapter: fmt::Debug {
     }
 }
 
+/// A shared adapter: one adapter serves several pairs (the same channel selection on every layer
+/// of a width-pruned model) without a copy of its variables per pair. A fitted adapter shared by
+/// pairs of other widths is an error of the dry run, as when it is refitted.
+impl<A: Adapter + ?Sized> Adapter for &A {
+    fn f_adapt(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        (**self).f_adapt(xs, train)
+    }
+
+    fn fit_shapes(&self, input: &[i64], other: &[i64]) -> Result<()> {
+        (**self).fit_shapes(input, other)
+    }
+}
+
 /// A tch module (`nn::linear(…)`, a module of one's own) as an [`Adapter`]: its `forward_t`, which
 /// panics on an input it cannot take. The adapters of this module implement [`Adapter`] themselves,
 /// with a fallible forward; a type of one's own can too.
