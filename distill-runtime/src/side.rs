@@ -1,8 +1,9 @@
 //! What can be one side of a distillation: a model of `distill::nn` layers, whose endpoints are its
-//! modules, a TorchScript [`jit::Module`], whose endpoints are its named outputs, or a source of
-//! stored teacher tensors (the caches implement [`SideModel`] in their own modules, with their own
-//! resolution). Every front end (`Mapping`, `distill!`, a config) and the engine reach a side only
-//! through [`SideModel`].
+//! modules, a TorchScript [`jit::Module`](crate::jit::Module), whose endpoints are its named
+//! outputs, or a source of stored teacher tensors. This module implements [`SideModel`] for the
+//! models of modules; the TorchScript module and the caches implement it in their own modules, each
+//! resolving its own endpoints ([`SideResolver::own`]). Every front end (`Mapping`, `distill!`, a
+//! config) and the engine reach a side only through [`SideModel`].
 
 use tch::nn::ModuleT;
 use tch::Tensor;
@@ -11,7 +12,6 @@ use crate::captured::Captured;
 use crate::criterion::TeacherEncoding;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
 use crate::error::{CaptureError, Result};
-use crate::jit;
 use crate::module::Distillable;
 use crate::nn::capture::{arm, TapRequest};
 use crate::point::{Port, Side};
@@ -20,7 +20,8 @@ use crate::resolver::Resolver;
 /// A model that can be the student or the teacher of a distillation.
 ///
 /// Implemented for every `tch::nn::ModuleT + Distillable` model (its endpoints are its modules, named
-/// by path, by reference or by slot) and for [`jit::Module`] (its endpoints are its named outputs).
+/// by path, by reference or by slot), for [`jit::Module`](crate::jit::Module) (its endpoints are its
+/// named outputs) and for the teacher caches (their endpoints are what they store).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a side of a distillation",
     label = "not a distillable model",
@@ -59,16 +60,6 @@ impl<M: ModuleT + Distillable> SideModel for M {
     }
 }
 
-impl SideModel for jit::Module {
-    fn resolver(&self, side: Side) -> SideResolver<'_> {
-        SideResolver::new(self, Kind::Outputs { module: self, side })
-    }
-
-    fn run(&self, xs: &Tensor, train: bool, endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
-        self.run_endpoints(xs, train, endpoints)
-    }
-}
-
 /// A teacher that runs: a model (`ModuleT + Distillable`) or a TorchScript module, as opposed to a
 /// teacher cache, which stands for a teacher that is not loaded. The `forward_t`, `forward_t_with`
 /// and `dry_run` of a `distill!` model and of a [`DistillModel`](crate::DistillModel) exist only
@@ -85,8 +76,6 @@ pub trait LiveTeacher {}
 #[diagnostic::do_not_recommend]
 impl<M: ModuleT + Distillable> LiveTeacher for M {}
 
-impl LiveTeacher for jit::Module {}
-
 /// Checks endpoints against one side's model; see [`SideModel::resolver`]. Used by `Mapping` and by
 /// the `new()` that `distill!` generates.
 pub struct SideResolver<'m> {
@@ -100,19 +89,18 @@ impl std::fmt::Debug for SideResolver<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Modules(_) => "modules",
-            Kind::Outputs { .. } => "TorchScript outputs",
             Kind::Own(_) => "the side's own resolution",
         };
         f.debug_struct("SideResolver").field("kind", &kind).field("model", &self.identity.1).finish()
     }
 }
 
-/// A side's own resolution of an endpoint (a cache's: the endpoints it stores).
+/// A side's own resolution of an endpoint (a TorchScript module's: its named outputs; a cache's:
+/// the endpoints it stores).
 type Resolve<'m> = Box<dyn Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm>;
 
 enum Kind<'m> {
     Modules(Resolver<'m>),
-    Outputs { module: &'m jit::Module, side: Side },
     Own(Resolve<'m>),
 }
 
@@ -121,8 +109,9 @@ impl<'m> SideResolver<'m> {
         SideResolver { kind, identity: identity(model) }
     }
 
-    /// A resolver for `model` that resolves with `resolve`: for a side that is neither modules nor a
-    /// TorchScript module, such as a teacher cache, which knows which endpoints it stores.
+    /// A resolver for `model` that resolves with `resolve`: for a side whose endpoints are not its
+    /// modules, such as a TorchScript module (its named outputs) or a teacher cache (what it
+    /// stores).
     pub(crate) fn own<M: ?Sized>(
         model: &'m M,
         resolve: impl Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm,
@@ -134,7 +123,6 @@ impl<'m> SideResolver<'m> {
     pub fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
         match &self.kind {
             Kind::Modules(resolver) => resolver.resolve(endpoint),
-            Kind::Outputs { module, side } => module.resolve_endpoint(endpoint, *side),
             Kind::Own(resolve) => resolve(endpoint),
         }
     }

@@ -20,6 +20,7 @@
 
 mod archive;
 mod layout;
+mod side;
 
 use std::cell::Cell;
 use std::fmt;
