@@ -2,8 +2,8 @@
 //! modules, a TorchScript [`jit::Module`](crate::jit::Module), whose endpoints are its named
 //! outputs, or a source of stored teacher tensors. This module implements [`SideModel`] for the
 //! models of modules; the TorchScript module and the caches implement it in their own modules, each
-//! resolving its own endpoints ([`SideResolver::own`]). Every front end (`Mapping`, `distill!`, a
-//! config) and the engine reach a side only through [`SideModel`].
+//! resolving its own endpoints. Every front end (`Mapping`, `distill!`, a config) and the engine
+//! reach a side only through [`SideModel`].
 
 use tch::nn::ModuleT;
 use tch::Tensor;
@@ -52,7 +52,7 @@ pub trait SideModel {
 
 impl<M: ModuleT + Distillable> SideModel for M {
     fn resolver(&self, side: Side) -> SideResolver<'_> {
-        SideResolver::new(self, Kind::Modules(Resolver::new(self, side)))
+        SideResolver::with(self, Resolver::new(self, side))
     }
 
     fn run(&self, xs: &Tensor, train: bool, endpoints: &[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)> {
@@ -78,8 +78,11 @@ impl<M: ModuleT + Distillable> LiveTeacher for M {}
 
 /// Checks endpoints against one side's model; see [`SideModel::resolver`]. Used by `Mapping` and by
 /// the `new()` that `distill!` generates.
+///
+/// Each side brings its own resolution: a model's endpoints are its modules, a TorchScript module's
+/// its named outputs, a teacher cache's the tensors it stores.
 pub struct SideResolver<'m> {
-    kind: Kind<'m>,
+    resolution: Box<dyn Resolution + 'm>,
     /// The model's address and type, to tell whether a mapping is used with the models it was built
     /// for.
     identity: (usize, &'static str),
@@ -87,44 +90,56 @@ pub struct SideResolver<'m> {
 
 impl std::fmt::Debug for SideResolver<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.kind {
-            Kind::Modules(_) => "modules",
-            Kind::Own(_) => "the side's own resolution",
-        };
-        f.debug_struct("SideResolver").field("kind", &kind).field("model", &self.identity.1).finish()
+        f.debug_struct("SideResolver").field("model", &self.identity.1).finish_non_exhaustive()
     }
 }
 
-/// A side's own resolution of an endpoint (a TorchScript module's: its named outputs; a cache's:
-/// the endpoints it stores).
-type Resolve<'m> = Box<dyn Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm>;
+/// How one side finds what an endpoint captures.
+trait Resolution {
+    /// The endpoint resolved against the side, or why it is not one of the side's.
+    fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint>;
 
-enum Kind<'m> {
-    Modules(Resolver<'m>),
-    Own(Resolve<'m>),
+    /// Frees what made resolving fast (a model's index of its module tree); nothing by default.
+    fn forget_index(&mut self) {}
+}
+
+/// A side's resolution as a function: a TorchScript module's (its named outputs), a cache's (the
+/// endpoints it stores).
+impl<F: Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint>> Resolution for F {
+    fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
+        self(endpoint)
+    }
+}
+
+/// A model's resolution: its modules, by path, reference or slot.
+impl Resolution for Resolver<'_> {
+    fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
+        Resolver::resolve(self, endpoint)
+    }
+
+    fn forget_index(&mut self) {
+        Resolver::forget_index(self);
+    }
 }
 
 impl<'m> SideResolver<'m> {
-    fn new<M: ?Sized>(model: &'m M, kind: Kind<'m>) -> Self {
-        SideResolver { kind, identity: identity(model) }
-    }
-
-    /// A resolver for `model` that resolves with `resolve`: for a side whose endpoints are not its
-    /// modules, such as a TorchScript module (its named outputs) or a teacher cache (what it
-    /// stores).
+    /// A resolver for `model` that resolves with `resolve`: a side's own resolution, for a side
+    /// whose endpoints are not its modules (a TorchScript module's named outputs, what a teacher
+    /// cache stores).
     pub(crate) fn own<M: ?Sized>(
         model: &'m M,
         resolve: impl Fn(&Endpoint<'_>) -> Result<ResolvedEndpoint> + 'm,
     ) -> Self {
-        SideResolver::new(model, Kind::Own(Box::new(resolve)))
+        SideResolver::with(model, resolve)
+    }
+
+    fn with<M: ?Sized>(model: &'m M, resolution: impl Resolution + 'm) -> Self {
+        SideResolver { resolution: Box::new(resolution), identity: identity(model) }
     }
 
     /// Checks `endpoint` against the model and finds what to capture.
     pub fn resolve(&self, endpoint: &Endpoint<'_>) -> Result<ResolvedEndpoint> {
-        match &self.kind {
-            Kind::Modules(resolver) => resolver.resolve(endpoint),
-            Kind::Own(resolve) => resolve(endpoint),
-        }
+        self.resolution.resolve(endpoint)
     }
 
     /// Whether this resolver was made for `model`.
@@ -134,9 +149,7 @@ impl<'m> SideResolver<'m> {
 
     /// Frees what made resolving fast; the next resolution does that work again.
     pub(crate) fn forget_index(&mut self) {
-        if let Kind::Modules(resolver) = &mut self.kind {
-            resolver.forget_index();
-        }
+        self.resolution.forget_index();
     }
 }
 
