@@ -1,9 +1,12 @@
 //! A user's first crate: a small model, a `distill!` declaration, a dynamic `Mapping`, the same
 //! pairs as a `Distillation` built from a `Mapping` of criteria, one training step, a scheduled
 //! payload's loss at a step, a pruned conv through the selection adapter (with a builder option, in
-//! `distill!` and by hand), and the teacher side written to a teacher cache and read back. Exits
-//! non-zero (with the error) when anything is off.
-use distill::cache::{CacheWriter, TeacherCache, TeacherHash};
+//! `distill!` and by hand), one selection adapter shared by two pairs, the teacher side written to a
+//! teacher cache and read back, and a token cache written from a closure's logits and read back.
+//! Exits non-zero (with the error) when anything is off.
+use distill::cache::{
+    CacheWriter, TeacherCache, TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding,
+};
 use distill::prelude::*;
 use distill::prune::prune_conv2d;
 use tch::nn::{Module, ModuleT, OptimizerConfig, VarStore};
@@ -88,6 +91,69 @@ fn pruned(vs: &VarStore) -> Result<(), DistillError> {
     Ok(())
 }
 
+/// One selection adapter, by reference, on the teacher side of two pairs: each pair's teacher
+/// tensor is the teacher's features the student kept.
+fn shared_adapter(vs: &VarStore, teacher: &Net, xs: &Tensor) -> Result<(), DistillError> {
+    let student = net(vs.root() / "narrow", 4);
+    let kept = [3i64, 7, 11, 15];
+    let selection = linear_selection_adapter(vs.root() / "selection", 16, &kept)?;
+    let mut mapping = Mapping::new(&student, teacher);
+    mapping.add("body.0", "body.0", Adapted::new(Mse).teacher_adapter(&selection))?;
+    mapping.add("body.1", "body.1", Adapted::new(Mse).teacher_adapter(&selection))?;
+    let kd = Distillation::from_mapping(&student, mapping)?;
+    let out = kd.forward_t(xs, false)?;
+    let first = teacher.body[0].forward(xs);
+    let wanted = [first.shallow_clone(), teacher.body[1].forward(&first)];
+    let columns = Tensor::from_slice(&kept);
+    for (pair, full) in out.pairs.iter().zip(&wanted) {
+        if !pair.teacher.equal(&full.index_select(1, &columns)) {
+            return Err(fail(format!("the shared adapter of `{}` does not select {kept:?}", pair.label())));
+        }
+    }
+    println!("shared adapter: {} pairs select the kept features {kept:?}", out.pairs.len());
+    Ok(())
+}
+
+/// A token cache of a teacher's top-3 per token, written from a closure that gives `(logits, mask)`
+/// for each batch of sequence ids, and read back.
+fn token_cache(vs: &VarStore) -> Result<(), DistillError> {
+    let (sequences, seq_len, vocab) = (4usize, 5i64, 11i64);
+    let logits = |ids: &[usize]| {
+        let rows: Vec<Tensor> = ids
+            .iter()
+            .map(|&id| {
+                Tensor::arange(seq_len * vocab, (Kind::Float, Device::Cpu)).view([seq_len, vocab]) * (id as f64 + 1.0)
+                    / 10.0
+            })
+            .collect();
+        Tensor::stack(&rows, 0)
+    };
+    let spec = TokenCacheSpec {
+        teacher: TeacherHash::of_var_store(vs)?,
+        tokenizer: "user-tokenizer".into(),
+        dataset: TokenCacheSpec::dataset_identity([[1u32, 2, 3]]),
+        num_sequences: sequences,
+        seq_len,
+        vocab,
+        encoding: TokenEncoding::top_k(3, 1.0),
+    };
+    let dir = std::env::temp_dir().join(format!("distill-user-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TokenCacheWriter::new(&dir, spec.clone()).shards(2).write(3, |ids| Ok((logits(ids), None)))?;
+    let cache = TokenCache::open(&dir)?;
+    cache.check(&spec)?;
+    let batch = cache.batch(&[2, 0])?;
+    let top = batch.top_k()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Logits rise along the vocabulary: the top 3 are the last three ids, in descending order.
+    let wanted = Tensor::from_slice(&[10i64, 9, 8]).expand([2, seq_len, 3], false);
+    if !top.ids.equal(&wanted) {
+        return Err(fail(format!("the token cache's top ids are {:?}", Vec::<i64>::try_from(top.ids.view([-1]))?)));
+    }
+    println!("TokenCache: {} sequences, top-3 ids read back", cache.sequences().len());
+    Ok(())
+}
+
 fn main() -> Result<(), DistillError> {
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
@@ -136,6 +202,8 @@ fn main() -> Result<(), DistillError> {
         return Err(fail("a scheduled payload's loss_at(5) is not half its criterion's".into()));
     }
     pruned(&vs)?;
+    shared_adapter(&vs, &teacher, &xs)?;
+    token_cache(&vs)?;
 
     // The teacher's side stored once (f32) and read back: the same loss, bit for bit.
     let dir = std::env::temp_dir().join(format!("distill-user-cache-{}", std::process::id()));
