@@ -47,11 +47,10 @@ extern crate self as distill;
 // The runtime's root items, all of them: the facade and the runtime export one set.
 pub use distill_runtime::{
     adapter, cache, checkpoint, checksum, config, criterion, device, distill, distill_teachers, distillation, dry_run,
-    endpoint, error, jit, mapping, module, nn, point, prune, schedule, schema, side, tune_allocator, Adapted, Captured,
-    Child, ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Distillation,
-    DistillationOutput, Endpoint, IntoEndpoint, LiveTeacher, Losses, MappedPair, Mapping, NamedModule, Pair, Port,
-    Recordable, ResolvedEndpoint, Result, Schema, SeveralTeachers, Side, SideModel, StaticSchema, TeacherMode,
-    Weighted,
+    endpoint, error, jit, mapping, module, nn, prune, schedule, side, tune_allocator, Adapted, Captured, Child,
+    ChildName, Criterion, DistillError, DistillModel, DistillOutput, Distillable, Distillation, DistillationOutput,
+    Endpoint, IntoEndpoint, LiveTeacher, Losses, MappedPair, Mapping, NamedModule, Pair, Port, Recordable,
+    ResolvedEndpoint, Result, SeveralTeachers, Side, SideModel, StaticSchema, TeacherMode, Weighted,
 };
 /// What a dry run reports: every pair's shapes on a sample batch, before any training step.
 pub use distill_runtime::{DryRun, PairShapes};

@@ -1,6 +1,7 @@
 //! The module tree: blanket impls, listings, and path resolution.
 
-use distill::module::{named_modules, resolve, Child, Distillable, PathError};
+use distill::__private::resolve;
+use distill::module::{named_modules, Child, Distillable, PathError};
 use distill::nn::{self, VarStore};
 use distill::{DistillError, Side};
 use tch::Device;

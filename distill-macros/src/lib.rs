@@ -15,7 +15,7 @@ mod tests;
 
 use proc_macro::TokenStream;
 
-/// Implements `distill::Distillable` (and `distill::schema::StaticSchema`) for a struct or an enum
+/// Implements `distill::Distillable` (and `distill::StaticSchema`) for a struct or an enum
 /// of modules. See the `distill` crate's documentation.
 #[proc_macro_derive(Distillable, attributes(distill))]
 pub fn derive_distillable(input: TokenStream) -> TokenStream {

@@ -16,9 +16,10 @@
 //! - [`distillation`]: [`Distillation`], the one type that runs a distillation, whichever front end
 //!   (`distill!`, [`Mapping`], a [`config`] file) declared it;
 //! - [`endpoint`]: how one side of a pair is named, and the checked [`ResolvedEndpoint`];
-//! - [`schema`]: the statically known module tree, for compile-time path checks;
+//! - [`StaticSchema`]: a module type whose tree `distill!` checks string paths against at compile
+//!   time;
 //! - [`dsl`]: what a `distill!` output holds for each pair ([`Pair`]);
-//! - [`point`]: the small values naming a capture point ([`Side`], [`Port`], [`Slot`](nn::Slot));
+//! - [`Side`], [`Port`] and [`Slot`](nn::Slot): the small values naming a capture point;
 //! - the error type [`DistillError`], in [`mod@error`].
 //!
 //! Most users depend on the `distill` facade crate, whose `distill!` macro generates typed models
@@ -46,10 +47,10 @@ pub mod jit;
 pub mod mapping;
 pub mod module;
 pub mod nn;
-pub mod point;
+mod point;
 pub mod prune;
 pub mod schedule;
-pub mod schema;
+mod schema;
 pub mod side;
 
 mod captured;
@@ -75,5 +76,5 @@ pub use mapping::{
 };
 pub use module::{Child, ChildName, Distillable, NamedModule, Recordable};
 pub use point::{Port, Side};
-pub use schema::{Schema, StaticSchema};
+pub use schema::StaticSchema;
 pub use side::{LiveTeacher, SideModel};

@@ -24,6 +24,8 @@ pub trait Distillable {
 
     /// The tap that records this module's own output, for modules that record themselves
     /// (`distill::nn` layers, `Tap<M>`). Containers give their children's slots taps instead.
+    /// Capture glue, overridden by the recording layers only.
+    #[doc(hidden)]
     fn own_tap(&self) -> Option<TapId> {
         None
     }
@@ -58,7 +60,9 @@ pub trait Distillable {
     note = "wrap it in `distill::nn::Tap<_>`, or select it from its container: `seq.slot(i)`, or `[i]` on a `distill::nn::Seq` in `distill!`"
 )]
 pub trait Recordable {
-    /// The tap that records this module.
+    /// The tap that records this module. Capture glue: a module of one's own becomes a capture
+    /// point by being wrapped in `distill::nn::Tap<_>`.
+    #[doc(hidden)]
     fn tap_id(&self) -> TapId;
 }
 
@@ -181,7 +185,8 @@ pub(crate) fn join(prefix: &str, name: ChildName) -> String {
     }
 }
 
-/// A module found by [`resolve`].
+/// A module found by [`resolve`]: glue of the endpoint resolution.
+#[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct Resolved<'a> {
     /// The module.
@@ -190,12 +195,14 @@ pub struct Resolved<'a> {
     pub tap: Option<TapId>,
 }
 
-/// Finds the module at the dotted `path` of `root` (`""` is the root) — the check `Mapping::add`
-/// makes for a path, usable on its own to look a module up from a configuration.
+/// Finds the module at the dotted `path` of `root` (`""` is the root): the check `Mapping::add`
+/// makes for a path, glue that the configuration front end and the decoder's importance
+/// measurement call too.
 ///
 /// Errors name the side and the path: an unknown segment gets the closest existing path as a
 /// suggestion, and an index past the end of a container reports the container's length. Indices are
 /// written as plain decimal numbers (`features.1`; `features.01` and `features.+1` are unknown).
+#[doc(hidden)]
 pub fn resolve<'a>(root: &'a dyn Distillable, side: Side, path: &str) -> Result<Resolved<'a>> {
     let mut current = Resolved { module: root, tap: root.own_tap() };
     if path.is_empty() {

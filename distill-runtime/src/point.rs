@@ -69,12 +69,14 @@ impl fmt::Display for Port {
 /// `PathError::IndexOutOfRange`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
-    /// The tap of the container itself (to name it in errors).
+    /// The tap of the container itself (to name it in errors). Capture glue.
+    #[doc(hidden)]
     pub container: TapId,
     /// The index asked for.
     pub index: usize,
     /// The container's length.
     pub len: usize,
-    /// The element's tap; `None` when `index` is out of range.
+    /// The element's tap; `None` when `index` is out of range. Capture glue.
+    #[doc(hidden)]
     pub tap: Option<TapId>,
 }

@@ -82,10 +82,12 @@ impl Schema {
     note = "a field that is not a module (a size, a flag, a config) is left out with `#[distill(skip)]`",
     note = "a module is a `distill::nn` layer, a `distill::nn::Tap<_>` around a tch module, or a type with \
             `#[derive(Distillable)]` on it: derive it on `{Self}`",
-    note = "a hand-written `impl Distillable for {Self}` also needs `impl distill::schema::StaticSchema for {Self} {{}}`"
+    note = "a hand-written `impl Distillable for {Self}` also needs `impl distill::StaticSchema for {Self} {{}}`"
 )]
 pub trait StaticSchema: Distillable {
-    /// The schema; the default says nothing is known.
+    /// The schema; the default says nothing is known. Glue of the compile-time path check, written
+    /// by `#[derive(Distillable)]`.
+    #[doc(hidden)]
     const SCHEMA: Schema = Schema::OPAQUE;
 
     /// The module as a field of a derived type's tree. `#[derive(Distillable)]` reaches a field

@@ -29,7 +29,9 @@ use crate::resolver::Resolver;
             TorchScript `distill::jit::Module`"
 )]
 pub trait SideModel {
-    /// A resolver that checks endpoints against this model as the `side` model.
+    /// A resolver that checks endpoints against this model as the `side` model. Glue of `Mapping`
+    /// and of the `new()` that `distill!` generates.
+    #[doc(hidden)]
     fn resolver(&self, side: Side) -> SideResolver<'_>;
 
     /// Runs the model on `xs` with the `train` flag and captures `endpoints` (resolved by this model's
@@ -81,6 +83,7 @@ impl<M: ModuleT + Distillable> LiveTeacher for M {}
 ///
 /// Each side brings its own resolution: a model's endpoints are its modules, a TorchScript module's
 /// its named outputs, a teacher cache's the tensors it stores.
+#[doc(hidden)]
 pub struct SideResolver<'m> {
     resolution: Box<dyn Resolution + 'm>,
     /// The model's address and type, to tell whether a mapping is used with the models it was built

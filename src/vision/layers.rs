@@ -5,10 +5,11 @@ use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{BatchNormConfig, ConvConfig, Init, LinearConfig, Module, Path};
 use tch::Tensor;
 
+use crate::__private::Schema;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
 use crate::nn;
-use crate::schema::{Schema, StaticSchema};
+use crate::StaticSchema;
 
 /// `min(max(x, 0), 6)`, as `torch.nn.ReLU6` (out of place, so the previous layer's capture stays
 /// valid); a distillation point like every `distill::nn` layer.

@@ -9,9 +9,10 @@ use tch::Tensor;
 use super::layers::{batch_norm, conv, ReLU6};
 use super::resnet::positive;
 use super::VisionError;
+use crate::__private::{Children, FieldSchema, Schema};
 use crate::error::Result;
 use crate::module::Child;
-use crate::schema::{Children, FieldSchema, Schema, StaticSchema};
+use crate::StaticSchema;
 use crate::{nn, Distillable};
 
 /// Options of [`mobilenet_v2_with`] beyond the number of classes. The default is torchvision's model

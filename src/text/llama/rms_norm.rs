@@ -5,9 +5,10 @@ use std::borrow::Borrow;
 use tch::nn::{Init, Module, Path};
 use tch::{Kind, Tensor};
 
+use crate::__private::Schema;
 use crate::capture::{record, TapId};
 use crate::module::{Child, Distillable, Recordable};
-use crate::schema::{Schema, StaticSchema};
+use crate::StaticSchema;
 
 /// `weight · x / sqrt(mean(x²) + ε)` over the last dimension, computed in f32 whatever the input's
 /// kind and cast back before the weight is applied, as transformers' `LlamaRMSNorm`; variable

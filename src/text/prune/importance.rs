@@ -4,9 +4,9 @@
 use tch::{Kind, Tensor};
 
 use super::DecoderPruneError;
+use crate::__private::resolve;
 use crate::capture::{arm, Recordings, TapId, TapRequest};
 use crate::error::{DistillError, Result};
-use crate::module::resolve;
 use crate::text::{LlamaForCausalLM, LlamaInputs};
 use crate::{Port, Side};
 
