@@ -37,12 +37,19 @@ pub struct HiddenPairs<'a> {
     pub adapter: &'a LinearSelectionAdapter,
 }
 
+/// What a KD fine-tune's step runs: the distillation over the cache, and the cross-entropy's weight.
+struct KdStep<'m> {
+    distillation: Distillation<'m>,
+    cache: &'m TokenCache,
+    ce: f64,
+}
+
 impl Objective<'_> {
-    /// The distillation of a KD fine-tune of `student`, from the cache: the output pair
-    /// (`TopKKl`, given the cache's token mask) and each hidden pair (`Cosine` on the valid tokens,
-    /// the teacher's side through the selection), weighted so that the hidden pairs weigh
-    /// `hidden` together; `None` for the cross-entropy fine-tune.
-    fn distillation<'m>(&'m self, student: &'m LlamaForCausalLM) -> Result<Option<Distillation<'m>>, Box<dyn Error>> {
+    /// The KD step of `student`: a distillation from the cache of the output pair (`TopKKl`, given
+    /// the cache's token mask) and each hidden pair (`Cosine` on the valid tokens, the teacher's
+    /// side through the selection), weighted so that the hidden pairs weigh `hidden` together;
+    /// `None` for the cross-entropy fine-tune.
+    fn kd_step<'m>(&'m self, student: &'m LlamaForCausalLM) -> Result<Option<KdStep<'m>>, Box<dyn Error>> {
         let Objective::Distill { cache, weights, temperature, hidden } = self else { return Ok(None) };
         let mut mapping = Mapping::new(student, *cache);
         mapping.add("", "", Adapted::new(TopKKl::new(*temperature) * weights.top_k_kl))?;
@@ -53,7 +60,8 @@ impl Objective<'_> {
                 mapping.add(layer_path(s), layer_path(t), pair)?;
             }
         }
-        Ok(Some(Distillation::from_mapping(student, mapping)?))
+        let distillation = Distillation::from_mapping(student, mapping)?;
+        Ok(Some(KdStep { distillation, cache, ce: weights.ce }))
     }
 }
 
@@ -109,25 +117,25 @@ fn learning_rate(step: usize, settings: &Settings) -> f64 {
 fn step_loss(
     student: &LlamaForCausalLM,
     batch: &TokenBatch,
-    objective: &Objective,
-    kd: Option<&Distillation>,
+    kd: Option<&KdStep>,
 ) -> Result<(Tensor, f64), Box<dyn Error>> {
-    let (Objective::Distill { cache, weights, .. }, Some(kd)) = (objective, kd) else {
+    let Some(kd) = kd else {
         let (sum, count) = ce_sum(&student.forward_inputs(&inputs(batch))?, batch)?;
         let ce = sum / count.max(1) as f64;
         let ce_value = ce.double_value(&[]);
         return Ok((ce, ce_value));
     };
-    let cached = cache.batch(&batch.sequence_ids)?;
+    let cached = kd.cache.batch(&batch.sequence_ids)?;
     // The student sees the batch's document boundaries, as the teacher did when the cache was
     // written: its forward takes more than the token ids.
-    let out = kd.forward_cached_by(&batch.input_ids, &cached, true, || student.forward_inputs(&inputs(batch)))?;
+    let forward = || student.forward_inputs(&inputs(batch));
+    let out = kd.distillation.forward_cached_by(&batch.input_ids, &cached, true, forward)?;
     let (sum, count) = ce_sum(&out.student_output, batch)?;
     let ce = sum / count.max(1) as f64;
     let ce_value = ce.double_value(&[]);
     let mut loss = out.f_loss()?;
-    if weights.ce > 0.0 {
-        loss += ce * weights.ce;
+    if kd.ce > 0.0 {
+        loss += ce * kd.ce;
     }
     Ok((loss, ce_value))
 }
@@ -148,13 +156,13 @@ pub fn fine_tune(
     let t = &settings.train;
     let mut opt = tch::nn::AdamW { wd: t.weight_decay, ..Default::default() }.build(vs, t.lr)?;
     let mut history = History { loss: Vec::new(), ce: Vec::new(), validation: Vec::new(), seconds: 0.0, tokens: 0 };
-    let kd = objective.distillation(student)?;
+    let kd = objective.kd_step(student)?;
     let bar = progress(order.len() as u64, label);
     for (step, indices) in order.iter().enumerate() {
         let started = Instant::now();
         let batch = data.train().batch(indices, Device::Cpu)?;
         opt.set_lr(learning_rate(step, settings));
-        let (loss, ce) = step_loss(student, &batch, objective, kd.as_ref())?;
+        let (loss, ce) = step_loss(student, &batch, kd.as_ref())?;
         opt.backward_step(&loss);
         history.loss.push(loss.double_value(&[]));
         history.ce.push(ce);

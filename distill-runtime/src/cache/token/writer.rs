@@ -52,7 +52,8 @@ pub type TokenWriteReport = crate::cache::WriteReport<TokenManifest>;
 
 /// What the teacher gives for one batch of sequences, as [`TokenCacheWriter::write`] and
 /// [`TokenShardWriter::push`] take it: usually written as a tuple, `(logits, mask)` or, for a
-/// cache that stores hidden states, `(logits, mask, hidden)`.
+/// cache that stores hidden states, `(logits, mask, hidden)`; the logits alone are a batch without
+/// padding.
 #[derive(Debug)]
 pub struct TeacherTokens {
     /// The teacher's logits `[B, T, V]` (any floating-point kind, any device).
@@ -103,9 +104,9 @@ impl TokenCacheWriter {
 
     /// Also stores, for every token, the teacher's hidden state at the module `path` (`[B, T,
     /// width]` per batch, given to [`write`](Self::write) or [`TokenShardWriter::push`] in the
-    /// order of these calls) in `values` precision, so
-    /// that a pair reads it as the teacher endpoint `path` (`teacher["model.layers.12"]`). Each costs
-    /// `width × 2` bytes per token in f16. Padding positions are stored as zeros.
+    /// order of these calls) in `values` precision, so that a pair reads it as the teacher endpoint
+    /// `path` (`teacher["model.layers.12"]`). Each costs `width × 2` bytes per token in f16.
+    /// Padding positions are stored as zeros.
     pub fn hidden_state(mut self, path: impl Into<String>, width: i64, values: Precision) -> Self {
         self.hidden.push(StoredHidden { path: path.into(), width, values });
         self
