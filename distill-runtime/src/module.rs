@@ -53,7 +53,12 @@ pub trait Distillable {
     }
 }
 
-/// A module that records its own output when armed: a capture point that can be given by reference.
+/// A module that records its own output when armed: a capture point that can be given by reference
+/// (`mapping.add(&student.fc, &teacher.fc, …)`).
+///
+/// Implemented by the layers of `distill::nn`, by `nn::Tap<M>` (which makes any tch module one), by
+/// the adapters and by the facade's own layers; a module of one's own becomes one by being wrapped
+/// in `nn::Tap<_>`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot record its own output",
     label = "not a capture point",
