@@ -11,7 +11,7 @@ use crate::suggest::typo_distance;
     message = "`{Self}` has no static schema, so string paths into it cannot be checked",
     label = "no `StaticSchema`",
     note = "`#[derive(Distillable)]` implements it; for a hand-written `Distillable`, add \
-            `impl distill::schema::StaticSchema for {Self} {{}}` (paths into it are then checked by `new()`), or \
+            `impl distill::StaticSchema for {Self} {{}}` (paths into it are then checked by `new()`), or \
             name the module with a typed path (`student.field`)"
 )]
 pub trait PathSchema {
