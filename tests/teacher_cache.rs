@@ -1,6 +1,7 @@
-//! The teacher cache: cached pairs equal live pairs (exactly in f32, to 1e-3 relative in f16) for
-//! both front ends, augmentation views replayed for the student, manifest mismatches reported,
-//! interrupted and parallel shard writers.
+//! The teacher cache: cached pairs equal the live teacher's as it ran when the cache was written
+//! (exactly in f32, within one f16 rounding in f16) and the live student's, for both front ends;
+//! augmentation views replayed for the student, manifest mismatches reported, interrupted and
+//! parallel shard writers.
 
 mod common;
 
@@ -12,7 +13,7 @@ use common::criterion_bounds as magnitude;
 use common::Net;
 use distill::cache::{Augment, CacheError, CacheWriter, Encoding, Precision, TeacherCache, TeacherHash};
 use distill::prelude::*;
-use distill::{DistillError, Endpoint};
+use distill::{DistillError, DistillModel, Endpoint};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const SAMPLES: i64 = 10;
@@ -82,6 +83,64 @@ fn live_view(inputs: &Tensor, list: &[i64], view: usize) -> Tensor {
     augment.apply(&inputs.index_select(0, &ids(list)), &augment.draw_batch(5, list, view)).unwrap()
 }
 
+/// Rows `list` of what `run` gives (one tensor per output, batch first) when it runs as the writer
+/// ran the teacher: on each batch the cache was written in (consecutive ids within each shard, the
+/// manifest's write batch size at a time) at `view`.
+///
+/// This is the exact reference for what a cache stores. A matrix product's row can depend, in its
+/// last bit, on the batch it is computed in: MKL's sgemm gives another rounding of the same row at
+/// some batch sizes, and more of them on its AVX2 code path (`MKL_CBWR=AVX2` on an AVX-512 machine),
+/// so the teacher run on a batch of another composition than the writer's is not a bit-exact
+/// reference.
+fn as_written(
+    cache: &TeacherCache,
+    setup: &Setup,
+    list: &[i64],
+    view: usize,
+    run: impl Fn(&Tensor) -> Vec<Tensor>,
+) -> Vec<Tensor> {
+    let manifest = cache.manifest();
+    let size = manifest.write_batch_size.expect("a layout-3 cache records its write batch size");
+    let mut outputs: Vec<Vec<Tensor>> = Vec::new();
+    for shard in &manifest.shards {
+        for start in (shard.start..shard.end).step_by(size) {
+            let batch: Vec<i64> = (start..(start + size).min(shard.end)).map(|id| id as i64).collect();
+            for (index, output) in run(&live_view(&setup.inputs, &batch, view)).into_iter().enumerate() {
+                if outputs.len() <= index {
+                    outputs.push(Vec::new());
+                }
+                outputs[index].push(output);
+            }
+        }
+    }
+    // The shards' batches cover the ids in order: their rows concatenated are rows `0..N`.
+    outputs.iter().map(|rows| Tensor::cat(rows, 0).index_select(0, &ids(list))).collect()
+}
+
+/// The teacher's tensor of each pair of `live`, then its output, on `xs` (the student in evaluation
+/// mode: no running statistic moves).
+fn teacher_tensors<P>(live: &DistillModel<'_, Net, Net, P>, xs: &Tensor) -> Vec<Tensor> {
+    let out = live.forward_t(xs, false).unwrap();
+    out.pairs().map(|(_, t, _)| t.shallow_clone()).chain([out.teacher_output.shallow_clone()]).collect()
+}
+
+/// The teacher's tensors of `kd`'s three pairs on `xs` (the student in evaluation mode).
+fn dsl_teacher_tensors(kd: &CachedKd<'_>, xs: &Tensor) -> Vec<Tensor> {
+    let out = kd.forward_t(xs, false).unwrap();
+    vec![out.block.teacher, out.conv.teacher, out.logits.teacher]
+}
+
+/// `CachedKd`'s total loss on `student`'s tensors of the pairs and the `teacher` tensors given, as
+/// the distillation sums it: the pairs' losses in declaration order.
+fn dsl_loss(student: [&Tensor; 3], teacher: &[Tensor]) -> f64 {
+    let terms = [
+        Mse.loss(student[0], &teacher[0]),
+        Mse.loss(student[1], &teacher[1]),
+        KlDiv::new(4.0).loss(student[2], &teacher[2]),
+    ];
+    (&terms[0] + &terms[1] + &terms[2]).double_value(&[])
+}
+
 /// Half the spacing of f16's subnormals (2⁻²⁴): the rounding of a value below f16's smallest normal.
 const F16_SUBNORMAL_ROUNDING: f64 = 2.980_232_238_769_531_2e-8;
 
@@ -123,12 +182,14 @@ fn mapping_pairs_from_the_cache_equal_live_pairs_exactly_in_f32() {
         let xv = live_view(&setup.inputs, &list, epoch % 2);
         let from_cache = cached.forward_cached(&raw, &batch, false).unwrap();
         let from_teacher = live.forward_t(&xv, false).unwrap();
-        for ((cs, ct, label), (ls, lt, _)) in from_cache.pairs().zip(from_teacher.pairs()) {
+        let written = as_written(&cache, &setup, &list, epoch % 2, |xs| teacher_tensors(&live, xs));
+        let pairs = from_cache.pairs().zip(from_teacher.pairs()).zip(&written);
+        for (((cs, ct, label), (ls, _, _)), lt) in pairs {
             assert_eq!(ct.size(), lt.size(), "{label}");
             assert!(ct.equal(lt), "epoch {epoch}, pair {label}: teacher tensors differ");
             assert!(cs.equal(ls), "epoch {epoch}, pair {label}: student tensors differ");
         }
-        assert!(from_cache.teacher_output.equal(&from_teacher.teacher_output));
+        assert!(from_cache.teacher_output.equal(&written[written.len() - 1]));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -150,13 +211,13 @@ fn mapping_pairs_from_an_f16_cache_are_within_one_f16_rounding() {
     let list = [4i64, 1, 8, 6];
     let batch = cache.batch(&ids(&list), 1).unwrap();
     let from_cache = cached.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
-    let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, 1), false).unwrap();
-    for ((_, ct, label), (_, lt, _)) in from_cache.pairs().zip(from_teacher.pairs()) {
+    let written = as_written(&cache, &setup, &list, 1, |xs| teacher_tensors(&live, xs));
+    for ((_, ct, label), lt) in from_cache.pairs().zip(&written) {
         assert_eq!(ct.kind(), Kind::Float, "{label}: read back as f32");
         assert_close_f16(ct, lt, label);
     }
     // The logits were stored in f32: exact.
-    assert!(from_cache.get(2).unwrap().1.equal(from_teacher.get(2).unwrap().1));
+    assert!(from_cache.get(2).unwrap().1.equal(&written[2]));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -182,11 +243,13 @@ fn dsl_pairs_from_the_cache_equal_live_pairs_exactly_in_f32_and_losses_too() {
         let batch = cache.batch(&ids(&list), epoch).unwrap();
         let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, true).unwrap();
         let from_teacher = kd.forward_t(&live_view(&setup.inputs, &list, epoch % 2), true).unwrap();
-        assert!(from_cache.block.teacher.equal(&from_teacher.block.teacher));
-        assert!(from_cache.conv.teacher.equal(&from_teacher.conv.teacher));
-        assert!(from_cache.logits.teacher.equal(&from_teacher.logits.teacher));
+        let written = as_written(&cache, &setup, &list, epoch % 2, |xs| dsl_teacher_tensors(&kd, xs));
+        assert!(from_cache.block.teacher.equal(&written[0]));
+        assert!(from_cache.conv.teacher.equal(&written[1]));
+        assert!(from_cache.logits.teacher.equal(&written[2]));
         assert!(from_cache.student_output.equal(&from_teacher.student_output));
-        assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+        let students = [&from_teacher.block.student, &from_teacher.conv.student, &from_teacher.logits.student];
+        assert_eq!(from_cache.loss().double_value(&[]), dsl_loss(students, &written));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -240,9 +303,11 @@ fn a_top_k_cache_of_every_class_gives_the_full_kl_divergence() {
         assert_eq!(from_cache.logits.teacher.kind(), Kind::Float);
         let (cached, full) = (from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
         assert!(full > 1e-4, "a loss that can tell a difference: {full}");
-        // The cache adds nothing: its packed tensor is the live logits' encoding, bit for bit.
+        // The cache adds nothing: its packed tensor is the encoding of the logits the teacher gave
+        // when the cache was written, bit for bit.
+        let written = as_written(&cache, &setup, &list, epoch % 2, |xs| vec![setup.teacher.forward_t(xs, false)]);
+        let by_hand = TopKLogits::new(5, 4.0).f_encode(&written[0]).unwrap();
         let live_logits = &from_teacher.logits.teacher;
-        let by_hand = TopKLogits::new(5, 4.0).f_encode(live_logits).unwrap();
         assert!(from_cache.logits.teacher.equal(&by_hand), "epoch {epoch}: the stored top-5 differ");
         // KlDiv and TopKKlDiv compute the same sum in another order: each is within `depth · u · M`
         // of the exact value, `M` the magnitude of the KL's terms (`common::criterion_bounds`).
@@ -293,8 +358,8 @@ fn top_two_losses(name: &str, values: Precision) -> Vec<(f64, f64, f64, f64)> {
         let out = cached.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, false).unwrap();
         let (student, packed, criterion) = out.get(0).unwrap();
         let (student, packed) = (student.tensor(), packed.tensor());
-        let live_logits = setup.teacher.forward_t(&live_view(&setup.inputs, &list, epoch % 2), false);
-        let by_hand = TopKLogits::new(2, 4.0).f_encode(&live_logits).unwrap();
+        let written = as_written(&cache, &setup, &list, epoch % 2, |xs| vec![setup.teacher.forward_t(xs, false)]);
+        let by_hand = TopKLogits::new(2, 4.0).f_encode(&written[0]).unwrap();
         assert!(packed.select(1, 1).equal(&by_hand.select(1, 1)), "the class indices are exact");
         if values == Precision::F32 {
             assert!(packed.equal(&by_hand), "f32 log-probabilities are exact");
@@ -443,13 +508,16 @@ fn a_distill_model_over_a_cache_trains_without_the_teacher_and_equals_the_live_o
         let batch = cache.batch(&ids(&list), epoch).unwrap();
         let from_cache = kd.forward_cached(&setup.inputs.index_select(0, &ids(&list)), &batch, true).unwrap();
         let from_teacher = live.forward_t(&live_view(&setup.inputs, &list, epoch % 2), true).unwrap();
-        assert!(from_cache.block.teacher.equal(&from_teacher.block.teacher));
+        let written = as_written(&cache, &setup, &list, epoch % 2, |xs| dsl_teacher_tensors(&live, xs));
+        assert!(from_cache.block.teacher.equal(&written[0]));
         assert!(from_cache.block.student.equal(&from_teacher.block.student));
-        assert!(from_cache.conv.teacher.equal(&from_teacher.conv.teacher));
-        assert!(from_cache.logits.teacher.equal(&from_teacher.logits.teacher));
+        assert!(from_cache.conv.teacher.equal(&written[1]));
+        assert!(from_cache.logits.teacher.equal(&written[2]));
         assert!(from_cache.student_output.equal(&from_teacher.student_output));
-        assert_eq!(from_cache.block.loss().double_value(&[]), from_teacher.block.loss().double_value(&[]));
-        assert_eq!(from_cache.loss().double_value(&[]), from_teacher.loss().double_value(&[]));
+        let block = Mse.loss(&from_teacher.block.student, &written[0]).double_value(&[]);
+        assert_eq!(from_cache.block.loss().double_value(&[]), block);
+        let students = [&from_teacher.block.student, &from_teacher.conv.student, &from_teacher.logits.student];
+        assert_eq!(from_cache.loss().double_value(&[]), dsl_loss(students, &written));
     }
     // The cache cannot run as a teacher: `kd.forward_t` does not compile
     // (tests/ui/dsl_cache_teacher_has_no_forward.rs).
