@@ -21,7 +21,9 @@ use crate::resolver::Resolver;
 ///
 /// Implemented for every `tch::nn::ModuleT + Distillable` model (its endpoints are its modules, named
 /// by path, by reference or by slot), for [`jit::Module`](crate::jit::Module) (its endpoints are its
-/// named outputs) and for the teacher caches (their endpoints are what they store).
+/// named outputs) and for the teacher caches (their endpoints are what they store). A model of
+/// one's own is a side by being a `ModuleT + Distillable` model; the trait's resolver is glue of this
+/// crate, not an extension point.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a side of a distillation",
     label = "not a distillable model",
