@@ -119,24 +119,27 @@ fn step_loss(
     batch: &TokenBatch,
     kd: Option<&KdStep>,
 ) -> Result<(Tensor, f64), Box<dyn Error>> {
-    let Some(kd) = kd else {
-        let (sum, count) = ce_sum(&student.forward_inputs(&inputs(batch))?, batch)?;
-        let ce = sum / count.max(1) as f64;
-        let ce_value = ce.double_value(&[]);
-        return Ok((ce, ce_value));
+    // The student's logits, and with a KD step the distillation's loss from the cached batch.
+    let (logits, kd_loss) = match kd {
+        None => (student.forward_inputs(&inputs(batch))?, None),
+        Some(kd) => {
+            let cached = kd.cache.batch(&batch.sequence_ids)?;
+            // The student sees the batch's document boundaries, as the teacher did when the cache
+            // was written: its forward takes more than the token ids.
+            let forward = || student.forward_inputs(&inputs(batch));
+            let out = kd.distillation.forward_cached_by(&batch.input_ids, &cached, true, forward)?;
+            let loss = out.f_loss()?;
+            (out.student_output, Some((loss, kd.ce)))
+        }
     };
-    let cached = kd.cache.batch(&batch.sequence_ids)?;
-    // The student sees the batch's document boundaries, as the teacher did when the cache was
-    // written: its forward takes more than the token ids.
-    let forward = || student.forward_inputs(&inputs(batch));
-    let out = kd.distillation.forward_cached_by(&batch.input_ids, &cached, true, forward)?;
-    let (sum, count) = ce_sum(&out.student_output, batch)?;
+    let (sum, count) = ce_sum(&logits, batch)?;
     let ce = sum / count.max(1) as f64;
     let ce_value = ce.double_value(&[]);
-    let mut loss = out.f_loss()?;
-    if kd.ce > 0.0 {
-        loss += ce * kd.ce;
-    }
+    let loss = match kd_loss {
+        None => ce,
+        Some((loss, ce_weight)) if ce_weight > 0.0 => loss + ce * ce_weight,
+        Some((loss, _)) => loss,
+    };
     Ok((loss, ce_value))
 }
 
