@@ -1,6 +1,7 @@
 //! Distillations read from TOML files: the Fashion-MNIST example's file gives the numbers of its
-//! `distill!` declaration, every criterion and adapter kind parses and builds, and every mistake is
-//! an error naming the file, line, column and key.
+//! `distill!` declaration, every criterion and adapter kind builds and runs, and every mistake is
+//! an error naming the file, line, column and key. (What each kind reads into is tested in the
+//! runtime's own `config` tests.)
 
 #[path = "common/fashion.rs"]
 mod fashion;
@@ -10,9 +11,8 @@ mod model;
 #[path = "../examples/fashion_mnist/prune.rs"]
 mod prune;
 
-use distill::config::{Config, ConfigError, ConfiguredAdapter, ConfiguredPair};
-use distill::criterion::{AttentionTransfer, Cosine, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1};
-use distill::criterion::{SoftCrossEntropy, L1};
+use distill::config::{Config, ConfigError};
+use distill::criterion::{KlDiv, Mse, Weighting};
 use distill::module::PathError;
 use distill::nn::{ModuleT, VarStore};
 use distill::prelude::*;
@@ -94,7 +94,7 @@ fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
     let text = one_pair("student = \"features.1.cnv\"\nteacher = \"features.1.conv\"\ncriterion = \"Mse\"");
     let config = Config::parse(&text, "exp.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
-    let err = config.mapping(&vs.root(), &student, &teacher).unwrap_err();
+    let err = config.distill(&vs.root(), &student, &teacher).unwrap_err();
     assert_eq!(
         err.to_string(),
         "exp.toml:3:11: `pair[0].student`: the student has no module `features.1.cnv` (did you mean `features.1.conv`?)"
@@ -113,13 +113,13 @@ fn a_typo_in_a_path_names_the_file_line_and_the_closest_path() {
 
     // On the teacher's side, and an index out of range.
     let text = one_pair("student = \"features.1\"\nteacher = \"feature.1\"\ncriterion = \"Mse\"");
-    let err = Config::parse(&text, "exp.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    let err = Config::parse(&text, "exp.toml").unwrap().distill(&vs.root(), &student, &teacher).unwrap_err();
     assert_eq!(
         err.to_string(),
         "exp.toml:4:11: `pair[0].teacher`: the teacher has no module `feature.1` (did you mean `features.1`?)"
     );
     let text = one_pair("student = \"features.4\"\nteacher = \"features.1\"\ncriterion = \"Mse\"");
-    let err = Config::parse(&text, "exp.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    let err = Config::parse(&text, "exp.toml").unwrap().distill(&vs.root(), &student, &teacher).unwrap_err();
     assert_eq!(
         err.to_string(),
         "exp.toml:3:11: `pair[0].student`: index 4 is out of range for `features` on the student: it has 4 children"
@@ -195,95 +195,7 @@ fn wrong_values_are_errors_at_the_value() {
 }
 
 #[test]
-fn every_criterion_parses_with_its_parameters() {
-    type Check = Box<dyn Fn(&ConfiguredPair) -> bool>;
-    fn is<C: Criterion + PartialEq + 'static>(expected: C) -> Check {
-        Box::new(move |pair| pair.criterion_as::<C>() == Some(&expected))
-    }
-    let criteria: [(&str, Check); 13] = [
-        ("\"Mse\"", is(Mse)),
-        ("\"L1\"", is(L1)),
-        ("{ kind = \"SmoothL1\", beta = 0.5 }", is(SmoothL1 { beta: 0.5 })),
-        ("\"Cosine\"", is(Cosine)),
-        ("{ kind = \"KlDiv\", temperature = 2 }", is(KlDiv { temperature: 2.0 })),
-        ("\"KlDiv\"", is(KlDiv::default())),
-        ("{ kind = \"SoftCrossEntropy\", temperature = 3.0 }", is(SoftCrossEntropy { temperature: 3.0 })),
-        ("{ kind = \"AttentionTransfer\", p = 4.0 }", is(AttentionTransfer { p: 4.0 })),
-        ("\"SimilarityPreserving\"", is(SimilarityPreserving)),
-        (
-            "{ kind = \"Rkd\", distance_weight = 2.0, angle_weight = 3.0 }",
-            is(Rkd { distance_weight: 2.0, angle_weight: 3.0 }),
-        ),
-        ("\"Pkt\"", is(Pkt)),
-        ("{ kind = \"Dist\", beta = 2.0, gamma = 3.0, tau = 1.5 }", is(Dist { beta: 2.0, gamma: 3.0, tau: 1.5 })),
-        (
-            "{ kind = \"Dkd\", alpha = 0.5, temperature = 2.0 }",
-            is(Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() }),
-        ),
-    ];
-    let (_tvs, teacher, _svs, student) = teacher_and_student(3);
-    let text: String = criteria
-        .iter()
-        .enumerate()
-        .map(|(i, (criterion, _))| {
-            format!(
-                "[[pair]]\nname = \"c{i}\"\nstudent = \"\"\nteacher = \"\"\ncriterion = {criterion}\nweight = {i}\n"
-            )
-        })
-        .collect();
-    let config = Config::parse(&text, "criteria.toml").unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
-    assert_eq!(mapping.len(), criteria.len());
-    for (i, (pair, (_, expected))) in mapping.pairs().iter().zip(&criteria).enumerate() {
-        assert!(expected(&pair.payload), "pair {i}: {:?}", pair.payload);
-        assert_eq!(pair.payload.criterion_as::<Mse>().is_some(), i == 0, "pair {i}");
-        assert_eq!(pair.payload.weight(), Some(i as f64));
-        assert_eq!(pair.payload.name(), format!("c{i}"));
-    }
-}
-
-#[test]
-fn token_criteria_parse_with_their_parameters() {
-    use distill::criterion::{Divergence, SampledKl, SequenceKd, TokenReduction, TopKKl};
-    type Check = Box<dyn Fn(&ConfiguredPair) -> bool>;
-    fn is<C: Criterion + PartialEq + 'static>(expected: C) -> Check {
-        Box::new(move |pair| pair.criterion_as::<C>() == Some(&expected))
-    }
-    let seq = |d: Divergence, t: f64, r: TokenReduction| is(SequenceKd::new(d, t).with_reduction(r));
-    let criteria: [(&str, Check); 8] = [
-        ("\"ForwardKl\"", seq(Divergence::ForwardKl, 1.0, TokenReduction::Token)),
-        (
-            "{ kind = \"ReverseKl\", temperature = 2.0, reduction = \"sum\" }",
-            seq(Divergence::ReverseKl, 2.0, TokenReduction::Sum),
-        ),
-        (
-            "{ kind = \"Jsd\", beta = 0.9, reduction = \"sequence\" }",
-            seq(Divergence::Jsd { beta: 0.9 }, 1.0, TokenReduction::Sequence),
-        ),
-        ("{ kind = \"SkewKl\", alpha = 0.2 }", seq(Divergence::SkewKl { alpha: 0.2 }, 1.0, TokenReduction::Token)),
-        ("\"SkewReverseKl\"", seq(Divergence::SkewReverseKl { alpha: 0.1 }, 1.0, TokenReduction::Token)),
-        (
-            "{ kind = \"TotalVariation\", reduction = \"batch\" }",
-            seq(Divergence::TotalVariation, 1.0, TokenReduction::Batch),
-        ),
-        ("{ kind = \"TopKKl\", temperature = 2.0 }", is(TopKKl::new(2.0))),
-        ("{ kind = \"SampledKl\", reduction = \"sum\" }", is(SampledKl::new(1.0).with_reduction(TokenReduction::Sum))),
-    ];
-    let (_tvs, teacher, _svs, student) = teacher_and_student(3);
-    let text: String = criteria
-        .iter()
-        .enumerate()
-        .map(|(i, (criterion, _))| {
-            format!("[[pair]]\nname = \"c{i}\"\nstudent = \"\"\nteacher = \"\"\ncriterion = {criterion}\n")
-        })
-        .collect();
-    let config = Config::parse(&text, "criteria.toml").unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
-    for (i, (pair, (_, expected))) in mapping.pairs().iter().zip(&criteria).enumerate() {
-        assert!(expected(&pair.payload), "pair {i}: {:?}", pair.payload);
-    }
+fn a_token_criterion_out_of_its_domain_is_an_error_of_the_file() {
     let bad = one_pair("student = \"\"\nteacher = \"\"\ncriterion = { kind = \"Jsd\", reduction = \"mean\" }");
     let message = Config::parse(&bad, "exp.toml").unwrap_err().to_string();
     assert!(message.contains("unknown reduction `mean`"), "{message}");
@@ -330,24 +242,38 @@ fn every_adapter_builds_against_the_teacher_and_student() {
     let config = Config::parse(&text, "adapters.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = config.distill(&(vs.root() / "kd"), &student, &teacher).unwrap();
-    // The adapters' kinds, as the configuration builds them (here under a path of their own).
-    let mapping = config.mapping(&(vs.root() / "inspect"), &student, &teacher).unwrap();
-    let kinds: Vec<&str> = mapping
-        .pairs()
-        .iter()
-        .map(|pair| match pair.payload.student_adapter().or(pair.payload.teacher_adapter()).unwrap() {
-            ConfiguredAdapter::Selection(_) => "selection",
-            ConfiguredAdapter::InvertedSelection(_) => "inverted selection",
-            ConfiguredAdapter::Conv1x1(_) => "1x1",
-            ConfiguredAdapter::LinearMap(_) => "linear",
-            ConfiguredAdapter::Fitted(_) => "fitted",
-            _ => "other",
-        })
-        .collect();
-    assert_eq!(
-        kinds,
-        ["selection", "inverted selection", "1x1", "1x1", "linear", "linear", "1x1", "linear", "fitted", "fitted"]
-    );
+    // The adapters the file built, by their variables: each kind's weight with the widths its layers
+    // or options give; the fitted ones are empty until the dry run.
+    let variables = |vs: &VarStore| {
+        let mut all: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(name, t)| (name, t.size())).collect();
+        all.sort();
+        all
+    };
+    let shape = |dims: &[i64]| dims.to_vec();
+    let before = [
+        ("kd.c11.weight", shape(&[128, 32, 1, 1])),
+        ("kd.fc.weight", shape(&[0, 0, 1, 1])),
+        ("kd.fl.bias", shape(&[0])),
+        ("kd.fl.weight", shape(&[0, 0])),
+        ("kd.inv.weight", shape(&[64, 16, 1, 1])),
+        ("kd.lc.weight", shape(&[32, 128, 1, 1])),
+        ("kd.lic.weight", shape(&[128, 32, 1, 1])),
+        ("kd.lil.weight", shape(&[10, 10])),
+        ("kd.lin.weight", shape(&[10, 10])),
+        ("kd.ll.weight", shape(&[10, 10])),
+        ("kd.sel.weight", shape(&[16, 64, 1, 1])),
+    ];
+    assert_eq!(variables(&vs), before.map(|(name, dims)| (name.to_owned(), dims)));
+    // A selection adapter's weight selects: every entry 0 or 1, with one 1 for each of the student's
+    // channels (the rows of `conv2d_adapter`'s weight, the columns of the inverted one's).
+    let selects = |name: &str| {
+        let weight = vs.variables()[name].flatten(1, -1);
+        let weight = if name.contains("inv") { weight.tr() } else { weight };
+        weight.eq(1.0).sum_dim_intlist(1, false, Kind::Int64).eq(1).all().int64_value(&[]) == 1
+            && weight.eq(0.0).logical_or(&weight.eq(1.0)).all().int64_value(&[]) == 1
+    };
+    assert!(selects("kd.sel.weight") && selects("kd.inv.weight"));
+    assert!(!selects("kd.lc.weight") && !selects("kd.lic.weight") && !selects("kd.c11.weight"));
     // The fitted adapters take their widths from a dry run, which then checks every pair.
     let xs = batch();
     let report = model.dry_run(&xs).unwrap();
@@ -356,6 +282,9 @@ fn every_adapter_builds_against_the_teacher_and_student() {
     assert_eq!(shapes[0], ("sel".to_owned(), vec![8, 16, 14, 14], vec![8, 16, 14, 14]));
     assert_eq!(shapes[1], ("inv".to_owned(), vec![8, 64, 14, 14], vec![8, 64, 14, 14]));
     assert_eq!(shapes[9], ("fc".to_owned(), vec![8, 256, 4, 4], vec![8, 256, 4, 4]));
+    let fitted: Vec<_> = variables(&vs).into_iter().filter(|(name, _)| name.starts_with("kd.f")).collect();
+    let fitted_expected = [("kd.fc.weight", [256, 64, 1, 1].to_vec()), ("kd.fl.bias", [10].to_vec()), ("kd.fl.weight", [10, 10].to_vec())];
+    assert_eq!(fitted, fitted_expected.map(|(name, dims)| (name.to_owned(), dims)));
     let out = model.forward_t(&xs, true).unwrap();
     let all = out.f_losses().unwrap();
     assert_eq!(all.iter().len(), 10);
@@ -366,7 +295,7 @@ fn every_adapter_builds_against_the_teacher_and_student() {
 
     // A layer adapter on a module of another type says which type it needs.
     let text = pair("bad", "teacher", "\"conv2d_adapter\"", "features.1", "Mse");
-    let err = Config::parse(&text, "bad.toml").unwrap().mapping(&vs.root(), &student, &teacher).unwrap_err();
+    let err = Config::parse(&text, "bad.toml").unwrap().distill(&vs.root(), &student, &teacher).unwrap_err();
     assert!(
         err.to_string().starts_with(
             "bad.toml:5:19: `pair[0].teacher_adapter`: `conv2d_adapter` needs a `distill::nn::Conv2D` at the teacher's `features.1`, which is a `"
@@ -388,16 +317,11 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
     assert!(student_endpoint.all_calls() && !teacher_endpoint.all_calls());
     assert!(model.mode_of(0).grad && model.mode_of(0).train);
     let xs = batch();
-    // The file's `L1` compares widths 64 and 256: the distillation's forward checks every pair.
+    // The file's `L1` compares widths 64 and 256, the classifier's inputs (the pooled features) on
+    // the student and the teacher: the distillation's forward checks every pair.
     let err = model.forward_t(&xs, false).unwrap_err();
-    assert!(matches!(&err, DistillError::ShapeMismatch { pair, .. } if pair == "in"), "{err:?}");
-    // The captures themselves, through the mapping the file builds.
-    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
-    let captured = distill(&student, &teacher, mapping).teacher_grad(true);
-    let out = captured.forward_t(&xs, false).unwrap();
-    let (s, t, _) = out.get(0).unwrap();
-    // The classifier's input: the pooled features, 64 on the student, 256 on the teacher.
-    assert_eq!((s.tensor().size(), t.tensor().size()), (vec![8, 64], vec![8, 256]));
+    let DistillError::ShapeMismatch { pair, student, teacher, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((pair.as_str(), student, teacher), ("in", &vec![8, 64], &vec![8, 256]));
 }
 
 #[test]
@@ -413,10 +337,9 @@ fn a_scheduled_weight_follows_the_step() {
     let config = Config::parse(&text, "exp.toml").unwrap();
     let vs = VarStore::new(Device::Cpu);
     let mut model = config.distill(&vs.root(), &student, &teacher).unwrap();
-    let mapping = config.mapping(&vs.root(), &student, &teacher).unwrap();
-    let pair = &mapping.pairs()[0].payload;
-    assert_eq!((pair.weight(), pair.schedule()), (None, Some(&Schedule::warmup(0.0, 2.0, 100))));
-    assert_eq!(pair.weight_at(25), 0.5);
+    let weighting = model.criterion("p").and_then(|criterion| criterion.weighting());
+    let Some(Weighting::Scheduled(schedule, _)) = weighting else { panic!("{weighting:?}") };
+    assert_eq!((schedule, schedule.value(25)), (&Schedule::warmup(0.0, 2.0, 100), 0.5));
     // Without a step, a scheduled pair is an error naming it, never step 0.
     let err = model.forward_t(&batch(), false).unwrap_err();
     assert!(matches!(&err, DistillError::MissingStep { pair } if pair == "p"), "{err:?}");

@@ -6,7 +6,7 @@
 //! student's and the teacher's by identity — a variable belongs to a model when one of the model's
 //! layers holds that very tensor, found by walking its module tree — and the adapters' by the path
 //! the distillation built them under (the `path` given to a `distill!` model's `new()` or to
-//! `Config::mapping`). A variable that is none of these, or more than one, is an error naming it:
+//! `Config::distill`). A variable that is none of these, or more than one, is an error naming it:
 //! the checkpoint never guesses.
 //!
 //! ```no_run
@@ -91,7 +91,7 @@ impl<'a> Owners<'a> {
     }
 
     /// A path a distillation built its adapters under: the `path` given to a `distill!` model's
-    /// `new()` or to `Config::mapping`. Every variable of the store under it is an adapter's.
+    /// `new()` or to `Config::distill`. Every variable of the store under it is an adapter's.
     pub fn adapters(mut self, path: &Path<'_>) -> Self {
         self.adapters.push(path.components().collect::<Vec<_>>().join("."));
         self

@@ -3,15 +3,13 @@
 //! options (`{ kind = "linear_adapter", in = 64, out = 128 }`), and the adapter it builds.
 
 use tch::nn::Path;
-use tch::Tensor;
 use toml::de::DeValue;
 
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::adapter::{
     conv1x1_adapter, conv2d_adapter, fitted_conv1x1_adapter, fitted_linear_adapter, inverted_conv2d_adapter,
     learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter,
-    linear_adapter, Adapter, AdapterError, Conv1x1Adapter, Conv2DAdapter, FittedAdapter, InvertedConv2DAdapter,
-    LinearAdapter, Tolerance,
+    linear_adapter, Adapter, AdapterError, Tolerance,
 };
 use crate::error::{DistillError, Result};
 use crate::module::Distillable;
@@ -69,46 +67,6 @@ const KINDS: [(&str, Option<Side>, &[&str]); 10] = [
     ("fitted_linear_adapter", None, &[]),
     ("fitted_conv1x1_adapter", None, &[]),
 ];
-
-/// An adapter a configuration built: a concrete adapter of `distill::adapter`.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ConfiguredAdapter {
-    /// Built by `conv2d_adapter`.
-    Selection(Conv2DAdapter),
-    /// Built by `inverted_conv2d_adapter`.
-    InvertedSelection(InvertedConv2DAdapter),
-    /// Built by `conv1x1_adapter` or a learned conv adapter.
-    Conv1x1(Conv1x1Adapter),
-    /// Built by `linear_adapter` or a learned linear adapter.
-    LinearMap(LinearAdapter),
-    /// Built by `fitted_linear_adapter` or `fitted_conv1x1_adapter`; sized by a dry run.
-    Fitted(FittedAdapter),
-}
-
-impl ConfiguredAdapter {
-    /// The adapter as a distillation runs it.
-    pub(super) fn into_pair_adapter<'m>(self) -> Box<dyn Adapter + 'm> {
-        match self {
-            ConfiguredAdapter::Selection(adapter) => Box::new(adapter),
-            ConfiguredAdapter::InvertedSelection(adapter) => Box::new(adapter),
-            ConfiguredAdapter::Conv1x1(adapter) => Box::new(adapter),
-            ConfiguredAdapter::LinearMap(adapter) => Box::new(adapter),
-            ConfiguredAdapter::Fitted(adapter) => Box::new(adapter),
-        }
-    }
-
-    /// `xs` through the adapter, or an error when it cannot take `xs` (or is not fitted yet).
-    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self {
-            ConfiguredAdapter::Selection(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::InvertedSelection(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::Conv1x1(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::LinearMap(adapter) => adapter.f_forward(xs),
-            ConfiguredAdapter::Fitted(adapter) => adapter.f_forward(xs),
-        }
-    }
-}
 
 /// Reads the adapter value at `at`, given for `side`'s endpoint.
 pub(super) fn read(source: Source<'_>, value: &DeValue<'_>, at: &At, side: Side) -> Result<AdapterConfig> {
@@ -206,9 +164,9 @@ pub(super) struct EndpointModules<'a> {
 
 impl AdapterConfig {
     /// Builds the adapter under `path` from the pair's endpoint modules.
-    pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<ConfiguredAdapter> {
+    pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<Box<dyn Adapter>> {
         Ok(match *self {
-            AdapterConfig::Conv2d(tolerance) => ConfiguredAdapter::Selection(
+            AdapterConfig::Conv2d(tolerance) => Box::new(
                 conv2d_adapter(
                     path,
                     layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
@@ -217,7 +175,7 @@ impl AdapterConfig {
                 .tolerance(tolerance)
                 .build()?,
             ),
-            AdapterConfig::InvertedConv2d(tolerance) => ConfiguredAdapter::InvertedSelection(
+            AdapterConfig::InvertedConv2d(tolerance) => Box::new(
                 inverted_conv2d_adapter(
                     path,
                     layer::<Conv2D>(modules.teacher, Side::Teacher, "inverted_conv2d_adapter", "Conv2D")?,
@@ -226,34 +184,34 @@ impl AdapterConfig {
                 .tolerance(tolerance)
                 .build()?,
             ),
-            AdapterConfig::LearnedConv2d => ConfiguredAdapter::Conv1x1(learned_conv2d_adapter(
+            AdapterConfig::LearnedConv2d => Box::new(learned_conv2d_adapter(
                 path,
                 layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_conv2d_adapter", "Conv2D")?,
                 layer::<Conv2D>(modules.student, Side::Student, "learned_conv2d_adapter", "Conv2D")?,
             )?),
-            AdapterConfig::LearnedInvertedConv2d => ConfiguredAdapter::Conv1x1(learned_inverted_conv2d_adapter(
+            AdapterConfig::LearnedInvertedConv2d => Box::new(learned_inverted_conv2d_adapter(
                 path,
                 layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_inverted_conv2d_adapter", "Conv2D")?,
                 layer::<Conv2D>(modules.student, Side::Student, "learned_inverted_conv2d_adapter", "Conv2D")?,
             )?),
-            AdapterConfig::LearnedLinear => ConfiguredAdapter::LinearMap(learned_linear_adapter(
+            AdapterConfig::LearnedLinear => Box::new(learned_linear_adapter(
                 path,
                 layer::<Linear>(modules.teacher, Side::Teacher, "learned_linear_adapter", "Linear")?,
                 layer::<Linear>(modules.student, Side::Student, "learned_linear_adapter", "Linear")?,
             )?),
-            AdapterConfig::LearnedInvertedLinear => ConfiguredAdapter::LinearMap(learned_inverted_linear_adapter(
+            AdapterConfig::LearnedInvertedLinear => Box::new(learned_inverted_linear_adapter(
                 path,
                 layer::<Linear>(modules.teacher, Side::Teacher, "learned_inverted_linear_adapter", "Linear")?,
                 layer::<Linear>(modules.student, Side::Student, "learned_inverted_linear_adapter", "Linear")?,
             )?),
             AdapterConfig::Conv1x1 { inputs, outputs } => {
-                ConfiguredAdapter::Conv1x1(conv1x1_adapter(path, inputs, outputs)?)
+                Box::new(conv1x1_adapter(path, inputs, outputs)?)
             }
             AdapterConfig::Linear { inputs, outputs } => {
-                ConfiguredAdapter::LinearMap(linear_adapter(path, inputs, outputs)?)
+                Box::new(linear_adapter(path, inputs, outputs)?)
             }
-            AdapterConfig::FittedLinear => ConfiguredAdapter::Fitted(fitted_linear_adapter(path, &(), &())?),
-            AdapterConfig::FittedConv1x1 => ConfiguredAdapter::Fitted(fitted_conv1x1_adapter(path, &(), &())?),
+            AdapterConfig::FittedLinear => Box::new(fitted_linear_adapter(path, &(), &())?),
+            AdapterConfig::FittedConv1x1 => Box::new(fitted_conv1x1_adapter(path, &(), &())?),
         })
     }
 }

@@ -78,6 +78,7 @@ const KINDS: [(&str, &[&str]); 20] = [
 
 impl CriterionConfig {
     /// The criterion as `Any`, to be downcast to its type.
+    #[cfg(test)]
     pub(crate) fn as_any(&self) -> &dyn std::any::Any {
         match self {
             CriterionConfig::Mse(c) => c,

@@ -1,7 +1,6 @@
 //! Distillations declared in a TOML file: the pairs, their adapters, criteria and weights, and the
 //! teacher's mode, read into a [`Distillation`] ([`Config::distill`]) — the runtime `distill!` and
-//! the dynamic [`Mapping`] build too — or into a [`Mapping`] whose payloads hold them
-//! ([`ConfiguredPair`]), to inspect.
+//! the dynamic [`Mapping`] build too.
 //!
 //! ```toml
 //! [teacher]                    # optional: how the teacher runs (both default to false)
@@ -60,11 +59,11 @@ mod adapters;
 mod criteria;
 mod pair;
 mod reader;
+#[cfg(test)]
+mod tests;
 mod weight;
 
 pub use crate::error::ConfigError;
-pub use adapters::ConfiguredAdapter;
-pub use pair::ConfiguredPair;
 
 use std::path::Path as FilePath;
 
@@ -72,6 +71,8 @@ use tch::nn::{ModuleT, Path};
 use toml::de::{DeTable, DeValue};
 
 use self::adapters::{AdapterConfig, EndpointModules};
+use self::pair::ConfiguredPair;
+use crate::adapter::Adapter;
 use self::criteria::CriterionConfig;
 use self::reader::{At, Source, Table};
 use self::weight::WeightConfig;
@@ -86,8 +87,8 @@ use crate::point::Side;
 use crate::side::SideModel;
 
 /// A distillation read from a TOML file: the pairs and the teacher's mode, checked for everything
-/// that does not need the models. [`mapping`](Self::mapping) and [`distill`](Self::distill) check
-/// it against the models and build the adapters.
+/// that does not need the models. [`distill`](Self::distill) checks it against the models, builds
+/// the adapters and gives the [`Distillation`].
 #[derive(Debug)]
 pub struct Config {
     file: String,
@@ -205,11 +206,7 @@ impl Config {
     /// Checks every pair against `student` and `teacher` and builds its adapters under `path`,
     /// giving the [`Mapping`] whose payloads are the configured pairs. Endpoints are checked before
     /// any adapter is built, so a wrong path leaves `path` without variables.
-    ///
-    /// # Errors
-    /// [`ConfigError`] at the path, option or adapter at fault; its `cause` is the model's error
-    /// (e.g. [`PathError::UnknownPath`] with the closest existing path).
-    pub fn mapping<'m, S: ConfigSide, T: ConfigSide>(
+    fn mapping<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
         student: &'m S,
@@ -236,7 +233,7 @@ impl Config {
                 student: module_at(student.module_tree(), Side::Student, &pair.student),
             };
             let both = pair.student_adapter.is_some() && pair.teacher_adapter.is_some();
-            let build = |adapter: &Option<(AdapterConfig, At)>, side: &str| -> Result<Option<ConfiguredAdapter>> {
+            let build = |adapter: &Option<(AdapterConfig, At)>, side: &str| -> Result<Option<Box<dyn Adapter>>> {
                 let Some((config, at)) = adapter else { return Ok(None) };
                 let pair_path = path / pair.name.as_str();
                 let adapter_path = if both { &pair_path / side } else { pair_path };
@@ -244,8 +241,7 @@ impl Config {
             };
             let payload = ConfiguredPair {
                 name: pair.name.clone(),
-                criterion: pair.criterion,
-                boxed: pair.criterion.boxed(pair.weight.schedule()),
+                criterion: pair.criterion.boxed(pair.weight.schedule()),
                 weight: pair.weight.clone(),
                 student_adapter: build(&pair.student_adapter, "student")?,
                 teacher_adapter: build(&pair.teacher_adapter, "teacher")?,
@@ -262,16 +258,20 @@ impl Config {
         Ok(mapping)
     }
 
-    /// The [`Distillation`] of the file's pairs: [`mapping`](Self::mapping) (the endpoints
-    /// resolved, the adapters built under `path / name`), each pair labelled by its `name` with its
-    /// criterion, weight or schedule and adapters, and every teacher running as `[teacher]` says.
+    /// The [`Distillation`] of the file's pairs, checked against `student` and `teacher`: the
+    /// endpoints resolved (all of them before any adapter is built, so that a wrong path leaves
+    /// `path` without variables), the adapters built under `path / name`, each pair labelled by its
+    /// `name` with its criterion, weight or schedule and adapters, and every teacher running as
+    /// `[teacher]` says.
     /// Its forward's [`losses`](crate::DistillationOutput::f_losses) are the configured pairs'
     /// weighted losses, by name; a pair whose weight follows a schedule reads it at the
     /// distillation's [`step`](Distillation::set_step).
     ///
     /// # Errors
-    /// As [`mapping`](Self::mapping); [`DistillError::InvalidCriterion`] for a criterion that reads
-    /// an encoding its teacher does not give.
+    /// [`ConfigError`] at the path, option or adapter at fault; its `cause` is the model's error
+    /// (e.g. [`PathError::UnknownPath`] with the closest existing path);
+    /// [`DistillError::InvalidCriterion`] for a criterion that reads an encoding its teacher does
+    /// not give.
     pub fn distill<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
