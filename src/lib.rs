@@ -226,7 +226,7 @@ pub mod prelude {
     pub use crate::adapter::{
         conv1x1_adapter, conv2d_adapter, fitted_conv1x1_adapter, fitted_linear_adapter, inverted_conv2d_adapter,
         learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter,
-        learned_linear_adapter, linear_adapter, linear_selection_adapter, Tolerance,
+        learned_linear_adapter, linear_adapter, linear_selection_adapter, Adapter, Tolerance,
     };
     pub use crate::criterion::*;
     pub use crate::nn;

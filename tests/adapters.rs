@@ -3,7 +3,7 @@
 use distill::adapter::{
     conv1x1_adapter, conv2d_adapter, find_channel_mapping, find_conv2d_mapping, inverted_conv2d_adapter,
     learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter,
-    linear_adapter, AdapterError, ChannelMapError, ChannelMapping, Conv2DAdapter, InvertedConv2DAdapter, KeptChannels,
+    linear_adapter, Adapter, AdapterError, ChannelMapError, ChannelMapping, Conv2DAdapter, InvertedConv2DAdapter, KeptChannels,
     Tolerance,
 };
 use distill::criterion::Mse;
@@ -414,11 +414,11 @@ fn mapping_errors_are_typed() {
         inverted_conv2d_adapter(vs.root() / "b", &teacher, &unrelated).build(),
         Err(DistillError::ChannelMap(ChannelMapError::NoChannelMapping { .. }))
     ));
-    // A wrongly shaped input to an adapter is an error from `f_forward`.
+    // A wrongly shaped input to an adapter is an error from `f_adapt`.
     let pruned = prune_conv2d(vs.root() / "p", &teacher, &[1, 2], None).unwrap();
     let adapter = conv2d_adapter(vs.root() / "c", &teacher, &pruned).build().unwrap();
     assert!(matches!(
-        adapter.f_forward(&randn(&[1, 3, 4, 4])),
+        adapter.f_adapt(&randn(&[1, 3, 4, 4]), false),
         Err(DistillError::Adapter(AdapterError::InputChannels { channels: 8, .. }))
     ));
 }

@@ -7,7 +7,7 @@ mod common;
 mod text_model;
 
 use common::bounds::{compare_tensors, record, sum_depth, U_F32};
-use distill::adapter::linear_selection_adapter;
+use distill::adapter::{linear_selection_adapter, Adapter};
 use distill::criterion::{TokenCriterion, TopKKl, TopKTail};
 use distill::nn::{Module, OptimizerConfig, VarStore};
 use distill::prune::PruneRecord;
@@ -168,7 +168,7 @@ fn the_record_gives_an_exact_hidden_adapter_and_the_layer_map() {
         assert!(selected.equal(&teacher_out.index_select(-1, &index)), "student layer {i} ↔ teacher layer {t}");
     }
     assert!(
-        adapter.f_forward(&Tensor::zeros([1, 2, 40], (Kind::Float, Device::Cpu))).is_err(),
+        adapter.f_adapt(&Tensor::zeros([1, 2, 40], (Kind::Float, Device::Cpu)), false).is_err(),
         "a student-width input"
     );
     // The hidden channels are the same ones everywhere: embeddings, norms, projections' columns.

@@ -57,7 +57,7 @@ impl<M: ModuleT> Adapter for ModuleAdapter<M> {
     }
 }
 
-/// `forward` (an adapter's `f_forward`) on `xs`, recorded as the output of the adapter's tap when a
+/// `forward` (an adapter's own fallible forward) on `xs`, recorded as the output of the adapter's tap when a
 /// forward is capturing it (an adapter held in a model can be a distillation endpoint).
 pub(super) fn recorded(
     tap: crate::point::TapId,
@@ -68,17 +68,17 @@ pub(super) fn recorded(
     Ok(crate::nn::capture::record(tap, xs, |_| output))
 }
 
-/// tch's `Module` (whose `forward` panics where `f_forward` fails, as tch's layers do) and the
-/// [`Adapter`] impl (fallible) of an adapter type with a `tap` and an
+/// The [`Adapter`] impl (fallible) and tch's `Module` (whose `forward` panics where `f_adapt`
+/// fails, as tch's layers do) of an adapter type with a `tap` and a private
 /// `f_forward(&self, &Tensor) -> Result<Tensor>`; both record the output when a forward captures
 /// the adapter.
 macro_rules! adapter_forward {
     ($ty:ident) => {
         impl tch::nn::Module for $ty {
             /// # Panics
-            /// Where [`f_forward`](Self::f_forward) fails (an input of another shape than the
-            /// adapter takes), as tch's layers do; a distillation calls the fallible
-            /// [`Adapter::f_adapt`](crate::adapter::Adapter::f_adapt) instead.
+            /// Where [`Adapter::f_adapt`](crate::adapter::Adapter::f_adapt) fails (an input of
+            /// another shape than the adapter takes), as tch's layers do; a distillation calls the
+            /// fallible `f_adapt` instead.
             fn forward(&self, xs: &tch::Tensor) -> tch::Tensor {
                 $crate::adapter::Adapter::f_adapt(self, xs, false).unwrap_or_else(|error| panic!("{error}"))
             }

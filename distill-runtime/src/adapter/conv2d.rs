@@ -248,7 +248,7 @@ macro_rules! selection_adapter_impls {
             }
 
             /// `xs` through the adapter, with a typed error when `xs` is not `[N, in, H, W]`.
-            pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+            fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
                 pointwise(&self.ws, xs)
             }
         }

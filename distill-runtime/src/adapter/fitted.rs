@@ -152,7 +152,7 @@ impl FittedAdapter {
     }
 
     /// Applies the adapter; an error when it is not fitted yet or `xs` does not fit it.
-    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+    fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (in_width, _) = self
             .widths()
             .ok_or_else(|| DistillError::from(AdapterError::NotFitted { constructor: self.kind.constructor() }))?;

@@ -118,7 +118,7 @@ impl Conv1x1Adapter {
     }
 
     /// `xs` through the adapter, with a typed error when `xs` is not `[N, in, H, W]`.
-    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+    fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         pointwise(&self.ws, xs)
     }
 }
@@ -132,7 +132,7 @@ impl LinearAdapter {
     }
 
     /// `xs` through the adapter, with a typed error when the last dimension of `xs` is not `in`.
-    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+    fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self.ws.size().get(1).copied().unwrap_or_default();
         let size = if xs.defined() { xs.size() } else { Vec::new() };
         if size.last() != Some(&features) {

@@ -78,7 +78,7 @@ impl LinearSelectionAdapter {
     }
 
     /// `xs` through the adapter, with a typed error when the last dimension of `xs` is not the teacher's.
-    pub fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
+    fn f_forward(&self, xs: &Tensor) -> Result<Tensor> {
         let features = self.ws.size()[1];
         let size = if xs.defined() { xs.size() } else { Vec::new() };
         if size.last() != Some(&features) {

@@ -28,7 +28,7 @@
 //! module's weights do not.
 //!
 //! `Module::forward` of an adapter panics on an input it cannot take, as tch's layers do; its
-//! `f_forward` (and [`Adapter::f_adapt`]) returns the error instead, and a distillation reports it
+//! fallible forward, [`Adapter::f_adapt`], returns the error instead, and a distillation reports it
 //! as an error naming the pair and the side.
 //!
 //! [`Distillable`]: crate::module::Distillable
