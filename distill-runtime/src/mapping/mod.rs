@@ -15,7 +15,7 @@ mod teachers;
 
 pub use adapted::{Adapted, IntoAdapted};
 pub use model::{distill, distill_teachers, DistillModel, SeveralTeachers};
-pub use output::{DistillOutput, IntoPairs, Pairs};
+pub use output::DistillOutput;
 
 use crate::endpoint::{IntoEndpoint, ResolvedEndpoint};
 use crate::error::{Result, SetupError};

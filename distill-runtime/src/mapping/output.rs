@@ -1,6 +1,6 @@
 //! What a [`DistillModel`](super::DistillModel) forward returns, and its iterators.
 
-use std::iter::{FusedIterator, Zip};
+use std::iter::{FusedIterator, Map, Zip};
 
 use tch::Tensor;
 
@@ -67,9 +67,10 @@ impl<'d, P> DistillOutput<'d, P> {
         Ok(self)
     }
 
-    /// `(student tensor, teacher tensor, payload)` for each pair, in insertion order.
-    pub fn pairs(&self) -> Pairs<'_, 'd, P> {
-        Pairs { inner: self.pairs.iter().zip(self.mapping) }
+    /// `(student tensor, teacher tensor, payload)` for each pair, in insertion order, by reference
+    /// (`for (s, t, payload) in out` takes them by value).
+    pub fn pairs(&self) -> impl ExactSizeIterator<Item = (&Captured, &Captured, &'d P)> + FusedIterator + '_ {
+        self.pairs.iter().zip(self.mapping).map(|((s, t), pair)| (s, t, &pair.payload))
     }
 
     /// Pair `index`, if any.
@@ -90,58 +91,23 @@ impl<'d, P> DistillOutput<'d, P> {
     }
 }
 
-/// The pairs of a [`DistillOutput`], by reference: `(&Captured, &Captured, &P)` — the student's
-/// tensor, the teacher's tensor and the pair's payload — in insertion order. From
-/// [`DistillOutput::pairs`].
-#[derive(Debug)]
-pub struct Pairs<'a, 'd, P> {
-    inner: Zip<std::slice::Iter<'a, (Captured, Captured)>, std::slice::Iter<'d, MappedPair<P>>>,
-}
+/// A pair of a [`DistillOutput`] by value, with its payload.
+type OwnedPair<'d, P> = (Captured, Captured, &'d P);
 
-impl<'a, 'd, P> Iterator for Pairs<'a, 'd, P> {
-    type Item = (&'a Captured, &'a Captured, &'d P);
+/// How [`DistillOutput::into_iter`] makes a pair's captures and its mapped pair one item.
+type WithPayload<'d, P> = fn(((Captured, Captured), &'d MappedPair<P>)) -> OwnedPair<'d, P>;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|((s, t), pair)| (s, t, &pair.payload))
-    }
+/// What [`DistillOutput::into_iter`] walks: the captures by value, zipped with the mapping's pairs.
+type IntoPairs<'d, P> =
+    Map<Zip<std::vec::IntoIter<(Captured, Captured)>, std::slice::Iter<'d, MappedPair<P>>>, WithPayload<'d, P>>;
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl<P> ExactSizeIterator for Pairs<'_, '_, P> {}
-
-impl<P> FusedIterator for Pairs<'_, '_, P> {}
-
-/// The pairs of a [`DistillOutput`], by value: `(Captured, Captured, &P)` — the student's tensor, the
-/// teacher's tensor and the pair's payload — in insertion order. From `DistillOutput::into_iter`.
-#[derive(Debug)]
-pub struct IntoPairs<'d, P> {
-    inner: Zip<std::vec::IntoIter<(Captured, Captured)>, std::slice::Iter<'d, MappedPair<P>>>,
-}
-
-impl<'d, P> Iterator for IntoPairs<'d, P> {
-    type Item = (Captured, Captured, &'d P);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|((s, t), pair)| (s, t, &pair.payload))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
-    }
-}
-
-impl<P> ExactSizeIterator for IntoPairs<'_, P> {}
-
-impl<P> FusedIterator for IntoPairs<'_, P> {}
-
+/// `(student tensor, teacher tensor, payload)` for each pair, by value, in insertion order.
 impl<'d, P> IntoIterator for DistillOutput<'d, P> {
-    type Item = (Captured, Captured, &'d P);
+    type Item = OwnedPair<'d, P>;
     type IntoIter = IntoPairs<'d, P>;
     fn into_iter(self) -> Self::IntoIter {
-        IntoPairs { inner: self.pairs.into_iter().zip(self.mapping) }
+        let with_payload: WithPayload<'d, P> = |((s, t), pair)| (s, t, &pair.payload);
+        self.pairs.into_iter().zip(self.mapping).map(with_payload)
     }
 }
 
