@@ -3,8 +3,8 @@
 use distill::adapter::{
     conv1x1_adapter, conv2d_adapter, find_channel_mapping, find_conv2d_mapping, inverted_conv2d_adapter,
     learned_conv2d_adapter, learned_inverted_conv2d_adapter, learned_inverted_linear_adapter, learned_linear_adapter,
-    linear_adapter, Adapter, AdapterError, ChannelMapError, ChannelMapping, Conv2DAdapter, InvertedConv2DAdapter, KeptChannels,
-    Tolerance,
+    linear_adapter, Adapter, AdapterError, ChannelMapError, ChannelMapping, Conv2DAdapter, InvertedConv2DAdapter,
+    KeptChannels, Tolerance,
 };
 use distill::criterion::Mse;
 use distill::nn::{self, Module, ModuleT, OptimizerConfig, VarStore};

@@ -283,7 +283,11 @@ fn every_adapter_builds_against_the_teacher_and_student() {
     assert_eq!(shapes[1], ("inv".to_owned(), vec![8, 64, 14, 14], vec![8, 64, 14, 14]));
     assert_eq!(shapes[9], ("fc".to_owned(), vec![8, 256, 4, 4], vec![8, 256, 4, 4]));
     let fitted: Vec<_> = variables(&vs).into_iter().filter(|(name, _)| name.starts_with("kd.f")).collect();
-    let fitted_expected = [("kd.fc.weight", [256, 64, 1, 1].to_vec()), ("kd.fl.bias", [10].to_vec()), ("kd.fl.weight", [10, 10].to_vec())];
+    let fitted_expected = [
+        ("kd.fc.weight", [256, 64, 1, 1].to_vec()),
+        ("kd.fl.bias", [10].to_vec()),
+        ("kd.fl.weight", [10, 10].to_vec()),
+    ];
     assert_eq!(fitted, fitted_expected.map(|(name, dims)| (name.to_owned(), dims)));
     let out = model.forward_t(&xs, true).unwrap();
     let all = out.f_losses().unwrap();

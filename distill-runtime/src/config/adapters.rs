@@ -204,12 +204,8 @@ impl AdapterConfig {
                 layer::<Linear>(modules.teacher, Side::Teacher, "learned_inverted_linear_adapter", "Linear")?,
                 layer::<Linear>(modules.student, Side::Student, "learned_inverted_linear_adapter", "Linear")?,
             )?),
-            AdapterConfig::Conv1x1 { inputs, outputs } => {
-                Box::new(conv1x1_adapter(path, inputs, outputs)?)
-            }
-            AdapterConfig::Linear { inputs, outputs } => {
-                Box::new(linear_adapter(path, inputs, outputs)?)
-            }
+            AdapterConfig::Conv1x1 { inputs, outputs } => Box::new(conv1x1_adapter(path, inputs, outputs)?),
+            AdapterConfig::Linear { inputs, outputs } => Box::new(linear_adapter(path, inputs, outputs)?),
             AdapterConfig::FittedLinear => Box::new(fitted_linear_adapter(path, &(), &())?),
             AdapterConfig::FittedConv1x1 => Box::new(fitted_conv1x1_adapter(path, &(), &())?),
         })

@@ -71,11 +71,11 @@ use tch::nn::{ModuleT, Path};
 use toml::de::{DeTable, DeValue};
 
 use self::adapters::{AdapterConfig, EndpointModules};
-use self::pair::ConfiguredPair;
-use crate::adapter::Adapter;
 use self::criteria::CriterionConfig;
+use self::pair::ConfiguredPair;
 use self::reader::{At, Source, Table};
 use self::weight::WeightConfig;
+use crate::adapter::Adapter;
 use crate::distillation::Distillation;
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;

@@ -102,27 +102,42 @@ fn token_criteria_read_with_their_parameters() {
 #[test]
 fn every_adapter_reads_with_its_options() {
     let pair = |side: &str, adapter: &str| {
-        format!("[[pair]]\nname = \"p\"\nstudent = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\n{side}_adapter = {adapter}\n")
+        format!(
+            "[[pair]]\nname = \"p\"\nstudent = \"\"\nteacher = \"\"\ncriterion = \"Mse\"\n{side}_adapter = {adapter}\n"
+        )
     };
     let read = |side: &str, adapter: &str| {
         let config = Config::parse(&pair(side, adapter), "adapters.toml").unwrap();
         let entry = &config.pairs[0];
-        let (student, teacher) = (entry.student_adapter.as_ref().map(|(a, _)| *a), entry.teacher_adapter.as_ref().map(|(a, _)| *a));
+        let (student, teacher) =
+            (entry.student_adapter.as_ref().map(|(a, _)| *a), entry.teacher_adapter.as_ref().map(|(a, _)| *a));
         match side {
             "student" => (student.unwrap(), teacher.is_none()),
             _ => (teacher.unwrap(), student.is_none()),
         }
     };
     let cases = [
-        ("teacher", "{ kind = \"conv2d_adapter\", atol = 1e-5, rtol = 0.0 }", AdapterConfig::Conv2d(Tolerance::new(1e-5, 0.0))),
+        (
+            "teacher",
+            "{ kind = \"conv2d_adapter\", atol = 1e-5, rtol = 0.0 }",
+            AdapterConfig::Conv2d(Tolerance::new(1e-5, 0.0)),
+        ),
         ("teacher", "\"conv2d_adapter\"", AdapterConfig::Conv2d(Tolerance::default())),
         ("student", "\"inverted_conv2d_adapter\"", AdapterConfig::InvertedConv2d(Tolerance::default())),
         ("teacher", "\"learned_conv2d_adapter\"", AdapterConfig::LearnedConv2d),
         ("student", "\"learned_inverted_conv2d_adapter\"", AdapterConfig::LearnedInvertedConv2d),
         ("teacher", "\"learned_linear_adapter\"", AdapterConfig::LearnedLinear),
         ("student", "\"learned_inverted_linear_adapter\"", AdapterConfig::LearnedInvertedLinear),
-        ("student", "{ kind = \"conv1x1_adapter\", in = 32, out = 128 }", AdapterConfig::Conv1x1 { inputs: 32, outputs: 128 }),
-        ("teacher", "{ kind = \"linear_adapter\", in = 10, out = 3 }", AdapterConfig::Linear { inputs: 10, outputs: 3 }),
+        (
+            "student",
+            "{ kind = \"conv1x1_adapter\", in = 32, out = 128 }",
+            AdapterConfig::Conv1x1 { inputs: 32, outputs: 128 },
+        ),
+        (
+            "teacher",
+            "{ kind = \"linear_adapter\", in = 10, out = 3 }",
+            AdapterConfig::Linear { inputs: 10, outputs: 3 },
+        ),
         ("teacher", "\"fitted_linear_adapter\"", AdapterConfig::FittedLinear),
         ("student", "\"fitted_conv1x1_adapter\"", AdapterConfig::FittedConv1x1),
     ];
