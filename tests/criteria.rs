@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Mul;
 
 use distill::criterion::{
-    weighted, AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
+    AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
     SoftCrossEntropy, TopKKlDiv, Weighted, L1,
 };
 use serde_json::Value;
@@ -346,7 +346,7 @@ fn closures_are_criteria() {
     let sum_abs = |s: &Tensor, t: &Tensor| (s - t).abs().sum(None);
     let expected: f64 = values(&s).iter().zip(values(&t)).map(|(a, b)| (a - b).abs()).sum();
     assert!((value(&sum_abs, &s, &t) - expected).abs() < 1e-12);
-    assert!((value(&weighted(sum_abs, 0.25), &s, &t) - 0.25 * expected).abs() < 1e-12);
+    assert!((value(&sum_abs.weighted(0.25), &s, &t) - 0.25 * expected).abs() < 1e-12);
     assert!((value(&(sum_abs.weighted(2.0) * 3.0), &s, &t) - 6.0 * expected).abs() < 1e-12);
     // Closures ignore targets and demand equal shapes.
     let labels = Tensor::from_slice(&[0i64, 1, 2]);

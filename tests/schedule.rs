@@ -5,7 +5,7 @@
 mod common;
 
 use common::Mlp;
-use distill::criterion::{scheduled, Weighting};
+use distill::criterion::Weighting;
 use distill::prelude::*;
 use distill::schedule::LossTerm;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -122,7 +122,7 @@ fn scheduled_criteria_need_the_step() {
     assert!(s.grad().allclose(&want, 1e-12, 1e-12, false));
 
     // Closures, and criteria behind `dyn`; a scheduled criterion checks what it wraps.
-    let gap = scheduled(|s: &Tensor, t: &Tensor| (s - t).abs().sum(None), Schedule::constant(0.5));
+    let gap = (|s: &Tensor, t: &Tensor| (s - t).abs().sum(None)).scheduled(Schedule::constant(0.5));
     let sum: f64 = (&s - &t).abs().sum(Kind::Double).double_value(&[]);
     assert!(close(gap.loss_at(0, &s, &t, None).double_value(&[]), 0.5 * sum));
     let boxed: Box<dyn Criterion> = Box::new(KlDiv::new(2.0) * Schedule::warmup(0.0, 1.0, 2));

@@ -5,7 +5,6 @@
 use toml::de::DeValue;
 
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
-use crate::criterion::scheduled;
 use crate::criterion::{
     AttentionTransfer, Cosine, Criterion, Dist, Divergence, Dkd, KlDiv, Mse, Pkt, Rkd, SampledKl, SequenceKd,
     SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, L1,
@@ -103,7 +102,7 @@ impl CriterionConfig {
     pub(crate) fn boxed(&self, schedule: Option<&Schedule>) -> Box<dyn Criterion> {
         fn wrap<C: Criterion + 'static>(criterion: C, schedule: Option<&Schedule>) -> Box<dyn Criterion> {
             match schedule {
-                Some(schedule) => Box::new(scheduled(criterion, schedule.clone())),
+                Some(schedule) => Box::new(criterion.scheduled(schedule.clone())),
                 None => Box::new(criterion),
             }
         }

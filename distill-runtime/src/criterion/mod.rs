@@ -49,7 +49,7 @@
 //! criterion detaches it (with a trainable teacher, gradients flow to both sides).
 //!
 //! ```
-//! use distill_runtime::criterion::{weighted, AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
+//! use distill_runtime::criterion::{AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
 //! use tch::{Device, Kind, Tensor};
 //!
 //! let s = Tensor::randn([8, 10], (Kind::Float, Device::Cpu));
@@ -58,7 +58,7 @@
 //! let _loss = kd.loss(&s, &t) + Mse.weighted(0.1).loss(&s, &t);
 //! let labels = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
 //! let _dkd = Dkd::default().loss_with_targets(&s, &t, Some(&labels));
-//! let gap = weighted(|s: &Tensor, t: &Tensor| (s - t).abs().max(), 2.0); // closures too
+//! let gap = (|s: &Tensor, t: &Tensor| (s - t).abs().max()).weighted(2.0); // closures too
 //! assert!(gap.loss(&s, &t).double_value(&[]) > 0.0);
 //! assert!(AttentionTransfer::default().check_shapes(&[8, 16, 7, 7], &[8, 64, 7, 7]).is_ok());
 //! let err = Mse.f_loss(&s, &Tensor::randn([8, 12], (Kind::Float, Device::Cpu))).unwrap_err();
@@ -108,14 +108,14 @@ pub use pkt::Pkt;
 pub use pointwise::{Cosine, Mse, SmoothL1, L1};
 pub use rkd::Rkd;
 pub use sampled::{SampledKl, SampledLogits};
-pub use scheduled::{scheduled, Scheduled};
+pub use scheduled::Scheduled;
 pub use sequence::{Divergence, SequenceKd};
 pub use similarity::SimilarityPreserving;
 pub use tail::{TopKKl, TopKTail};
 pub use token::TokenCriterion;
 pub use token_kd::TokenKd;
 pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
-pub use weighted::{weighted, Weighted};
+pub use weighted::Weighted;
 pub use weighting::Weighting;
 
 /// A loss between the student's and the teacher's tensor of one pair.
@@ -209,7 +209,7 @@ pub trait Criterion {
     where
         Self: Sized,
     {
-        weighted(self, weight)
+        Weighted { criterion: self, weight }
     }
 
     /// This criterion weighted by `schedule` at each training step.
@@ -217,7 +217,7 @@ pub trait Criterion {
     where
         Self: Sized,
     {
-        scheduled(self, schedule)
+        Scheduled { criterion: self, schedule }
     }
 }
 
@@ -307,7 +307,7 @@ macro_rules! scalable {
             type Output = Weighted<$ty>;
             /// This criterion scaled by `weight`.
             fn mul(self, weight: f64) -> Weighted<$ty> {
-                weighted(self, weight)
+                Weighted { criterion: self, weight }
             }
         }
 
@@ -315,7 +315,7 @@ macro_rules! scalable {
             type Output = Weighted<$ty>;
             /// `criterion` scaled by this weight.
             fn mul(self, criterion: $ty) -> Weighted<$ty> {
-                weighted(criterion, self)
+                Weighted { criterion, weight: self }
             }
         }
 
@@ -323,7 +323,7 @@ macro_rules! scalable {
             type Output = Scheduled<$ty>;
             /// This criterion weighted by `schedule` at each training step.
             fn mul(self, schedule: Schedule) -> Scheduled<$ty> {
-                scheduled(self, schedule)
+                Scheduled { criterion: self, schedule }
             }
         }
     )*};

@@ -10,7 +10,7 @@ use crate::schedule::Schedule;
 
 /// `criterion` weighted by `schedule`'s value at the training step: `schedule(step) · criterion(s, t)`.
 /// Built by `criterion * schedule` (`Mse * Schedule::warmup(0.0, 1.0, 500)`),
-/// [`Criterion::scheduled`] or [`scheduled`] (for closures).
+/// [`Criterion::scheduled`] (for closures too).
 ///
 /// Its loss depends on the step, so it has no meaning without one: [`Criterion::loss`] panics and
 /// [`Criterion::f_loss`] returns [`DistillError::MissingStep`]; compute it with
@@ -34,11 +34,6 @@ pub struct Scheduled<C> {
     pub criterion: C,
     /// Its weight by training step.
     pub schedule: Schedule,
-}
-
-/// `criterion` weighted by `schedule` (works for closures too).
-pub fn scheduled<C: Criterion>(criterion: C, schedule: Schedule) -> Scheduled<C> {
-    Scheduled { criterion, schedule }
 }
 
 impl<C: Criterion> Scheduled<C> {

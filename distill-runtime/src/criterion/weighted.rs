@@ -7,8 +7,8 @@ use tch::Tensor;
 use super::{Criterion, Weighting};
 use crate::error::{DistillError, Result};
 
-/// `criterion` scaled by `weight`: `weight · criterion(s, t)`. Built by `criterion * weight`,
-/// [`Criterion::weighted`] or [`weighted`]. A weight that is not finite is invalid
+/// `criterion` scaled by `weight`: `weight · criterion(s, t)`. Built by `criterion * weight` or
+/// [`Criterion::weighted`] (for closures too: `(|s: &Tensor, t: &Tensor| …).weighted(0.5)`). A weight that is not finite is invalid
 /// ([`Criterion::validate`]); shapes and targets are checked by the scaled criterion.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Weighted<C> {
@@ -16,11 +16,6 @@ pub struct Weighted<C> {
     pub criterion: C,
     /// The factor.
     pub weight: f64,
-}
-
-/// Scales `criterion` by `weight` (works for closures too).
-pub fn weighted<C: Criterion>(criterion: C, weight: f64) -> Weighted<C> {
-    Weighted { criterion, weight }
 }
 
 impl<C> Weighted<C> {
