@@ -319,7 +319,8 @@ fn endpoint_options_and_teacher_mode_reach_the_mapping() {
     let (student_endpoint, teacher_endpoint) = (&model.student_endpoints()[0], &model.teacher_endpoints()[0]);
     assert_eq!((student_endpoint.port(), teacher_endpoint.port()), (Port::Input, Port::Input));
     assert!(student_endpoint.all_calls() && !teacher_endpoint.all_calls());
-    assert!(model.mode_of(0).grad && model.mode_of(0).train);
+    let mode = model.teacher_mode("teacher").unwrap();
+    assert!(mode.grad && mode.train);
     let xs = batch();
     // The file's `L1` compares widths 64 and 256, the classifier's inputs (the pooled features) on
     // the student and the teacher: the distillation's forward checks every pair.

@@ -156,6 +156,22 @@ impl Engine {
         self.teachers.get(teacher).map(|plan| plan.name.as_str())
     }
 
+    /// The teachers' names, in declaration order.
+    pub(crate) fn teacher_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.teachers.iter().map(|plan| plan.name.as_str())
+    }
+
+    /// The index of the teacher named `name`.
+    ///
+    /// # Errors
+    /// [`DistillError::UnknownTeacher`], with the closest name.
+    pub(crate) fn teacher_index(&self, name: &str) -> Result<usize> {
+        self.teachers.iter().position(|plan| plan.name == name).ok_or_else(|| {
+            let names: Vec<String> = self.teacher_names().map(str::to_owned).collect();
+            unknown_teacher(name, &names)
+        })
+    }
+
     /// The index of the teacher that pair `pair` takes its teacher tensor from.
     pub(crate) fn teacher_of(&self, pair: usize) -> Option<usize> {
         if pair >= self.teacher.len() {

@@ -153,37 +153,53 @@ impl<'m> Distillation<'m> {
         self.engine.teacher_endpoints()
     }
 
-    /// The name of teacher `teacher` (its index in declaration order; `"teacher"` for the one
-    /// teacher of most distillations).
-    pub fn teacher_name(&self, teacher: usize) -> Option<&str> {
-        self.engine.teacher_name(teacher)
+    /// The teachers' names, in declaration order (one teacher is a list of one): `"teacher"` for
+    /// the one teacher of most distillations, the names declared in `distill!`
+    /// (`for Student => (big: BigNet, wide: WideNet)`) or given to `Mapping::with_teachers`.
+    pub fn teachers(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.engine.teacher_names()
     }
 
-    /// The index of the teacher that pair `pair` (in pair order) takes its teacher tensor from.
-    pub fn teacher_of(&self, pair: usize) -> Option<usize> {
-        self.engine.teacher_of(pair)
+    /// The name of the teacher that pair `pair` (in pair order) takes its teacher tensor from.
+    pub fn teacher_of(&self, pair: usize) -> Option<&str> {
+        self.engine.teacher_name(self.engine.teacher_of(pair)?)
     }
 
-    /// How many teachers the distillation has (one teacher is a list of one).
-    pub fn teacher_count(&self) -> usize {
-        self.engine.teacher_count()
+    /// How the teacher named `teacher` runs; `None` for a name the distillation does not have.
+    pub fn teacher_mode(&self, teacher: &str) -> Option<TeacherMode> {
+        self.engine.mode_of(self.engine.teacher_index(teacher).ok()?)
     }
 
-    /// How teacher `teacher` (its index in declaration order) runs; the default mode (no gradient,
-    /// evaluation) for an index past the last teacher.
-    pub fn mode_of(&self, teacher: usize) -> TeacherMode {
-        self.engine.mode_of(teacher).unwrap_or_default()
-    }
-
-    /// Sets how teacher `teacher` (its index in declaration order) runs; `false` when there is no
-    /// such teacher.
-    pub fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) -> bool {
-        self.engine.set_mode_of(teacher, mode)
+    /// Sets how the teacher named `teacher` runs.
+    ///
+    /// # Errors
+    /// [`DistillError::UnknownTeacher`], with the closest name.
+    pub fn set_teacher_mode(&mut self, teacher: &str, mode: TeacherMode) -> Result<()> {
+        let index = self.engine.teacher_index(teacher)?;
+        self.engine.set_mode_of(index, mode);
+        Ok(())
     }
 
     /// Sets how every teacher runs.
     pub fn set_mode(&mut self, mode: TeacherMode) {
         self.engine.set_mode(mode);
+    }
+
+    /// How teacher `teacher` (its index in declaration order) runs; the default mode for an index
+    /// past the last teacher.
+    pub(crate) fn mode_of(&self, teacher: usize) -> TeacherMode {
+        self.engine.mode_of(teacher).unwrap_or_default()
+    }
+
+    /// Sets how teacher `teacher` (its index in declaration order) runs; nothing for an index past
+    /// the last teacher.
+    pub(crate) fn set_mode_of(&mut self, teacher: usize, mode: TeacherMode) {
+        self.engine.set_mode_of(teacher, mode);
+    }
+
+    /// How many teachers the distillation has.
+    pub(crate) fn teacher_count(&self) -> usize {
+        self.engine.teacher_count()
     }
 
     /// Checks every pair's criterion parameters, naming the pair of the first that is invalid, and

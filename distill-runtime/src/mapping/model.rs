@@ -56,7 +56,7 @@ impl<'m> Distillation<'m> {
     /// output, `(input)` after an endpoint that captures its module's input; with several teachers,
     /// the teacher's name follows; a pair added again is `… #2`, `… #3`, so that each label names
     /// one term); every teacher runs without gradient and in evaluation mode until
-    /// [`set_mode_of`](Self::set_mode_of) says otherwise.
+    /// [`set_teacher_mode`](Self::set_teacher_mode) says otherwise.
     ///
     /// # Errors
     /// [`DistillError::ModelMismatch`] when `student` is not the model the mapping was built for;
@@ -217,14 +217,13 @@ where
     /// # Errors
     /// [`DistillError::UnknownTeacher`], with the closest name.
     pub fn with_teacher_mode(mut self, teacher: &str, mode: TeacherMode) -> Result<Self> {
-        let index = self.mapping.teacher_index(teacher)?;
-        self.distillation.set_mode_of(index, mode);
+        self.distillation.set_teacher_mode(teacher, mode)?;
         Ok(self)
     }
 
     /// How the teacher named `teacher` runs; `None` for a name the distillation does not have.
     pub fn teacher_mode(&self, teacher: &str) -> Option<TeacherMode> {
-        self.distillation.engine().mode_of(self.mapping.teacher_index(teacher).ok()?)
+        self.distillation.teacher_mode(teacher)
     }
 
     /// The mapping this model captures.

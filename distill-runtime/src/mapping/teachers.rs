@@ -93,7 +93,7 @@ impl<'m, P> Mapping<'m, P> {
     ///
     /// # Errors
     /// [`DistillError::UnknownTeacher`](crate::DistillError::UnknownTeacher), with the closest name.
-    pub fn teacher_index(&self, name: &str) -> Result<usize> {
+    pub(crate) fn teacher_index(&self, name: &str) -> Result<usize> {
         self.teacher_names
             .iter()
             .position(|known| known == name)

@@ -23,7 +23,7 @@ pub use self::bounds::{
     adapter, child, closure_criterion, criterion, module, slot, ChildAt, IntoAdapter, Model, RecordedElement, SlotIndex,
 };
 pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
-pub use self::teachers::resolve_in;
+pub use self::teachers::{mode_of, resolve_in, set_mode_of};
 pub use crate::adapter::StringPath;
 pub use crate::cache::{CachedBatch, TeacherBatch};
 pub use crate::distillation::losses::{f_loss_terms, total, write_terms};

@@ -1,7 +1,9 @@
-//! Support for the `new()` of a `distill!`: resolving an endpoint against its pair's teacher.
+//! Support for a `distill!` model's teachers: resolving an endpoint against its pair's teacher in
+//! `new()`, and each teacher's mode by the index the generated accessors know.
 
+use crate::distillation::Distillation;
 use crate::endpoint::{Endpoint, ResolvedEndpoint};
-use crate::engine::in_teacher;
+use crate::engine::{in_teacher, TeacherMode};
 use crate::error::Result;
 use crate::side::SideResolver;
 
@@ -16,4 +18,14 @@ pub fn resolve_in(
         Some(name) => in_teacher(name, error),
         None => error,
     })
+}
+
+/// How teacher `index` (declaration order) of `distillation` runs.
+pub fn mode_of(distillation: &Distillation<'_>, index: usize) -> TeacherMode {
+    distillation.mode_of(index)
+}
+
+/// Sets how teacher `index` (declaration order) of `distillation` runs.
+pub fn set_mode_of(distillation: &mut Distillation<'_>, index: usize, mode: TeacherMode) {
+    distillation.set_mode_of(index, mode);
 }

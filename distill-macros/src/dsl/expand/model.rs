@@ -112,9 +112,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// no-grad); each teacher's own `<name>_grad` sets one.
             pub fn teacher_grad(mut self, grad: bool) -> Self {
                 for __distill_index in 0..#count {
-                    let mut mode = self.distillation.mode_of(__distill_index);
+                    let mut mode = #p::mode_of(&self.distillation, __distill_index);
                     mode.grad = grad;
-                    self.distillation.set_mode_of(__distill_index, mode);
+                    #p::set_mode_of(&mut self.distillation, __distill_index, mode);
                 }
                 self
             }
@@ -123,9 +123,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// whatever the student's flag); each teacher's own `<name>_train` sets one.
             pub fn teacher_train(mut self, train: bool) -> Self {
                 for __distill_index in 0..#count {
-                    let mut mode = self.distillation.mode_of(__distill_index);
+                    let mut mode = #p::mode_of(&self.distillation, __distill_index);
                     mode.train = train;
-                    self.distillation.set_mode_of(__distill_index, mode);
+                    #p::set_mode_of(&mut self.distillation, __distill_index, mode);
                 }
                 self
             }

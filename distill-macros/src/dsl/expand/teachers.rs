@@ -75,23 +75,23 @@ pub(super) fn per_teacher_methods(items: &Items, teacher: &TeacherNames, several
 
         #[doc = #grad_doc]
         pub fn #grad(mut self, grad: bool) -> Self {
-            let mut mode = self.distillation.mode_of(#index);
+            let mut mode = #p::mode_of(&self.distillation, #index);
             mode.grad = grad;
-            self.distillation.set_mode_of(#index, mode);
+            #p::set_mode_of(&mut self.distillation, #index, mode);
             self
         }
 
         #[doc = #train_doc]
         pub fn #train(mut self, train: bool) -> Self {
-            let mut mode = self.distillation.mode_of(#index);
+            let mut mode = #p::mode_of(&self.distillation, #index);
             mode.train = train;
-            self.distillation.set_mode_of(#index, mode);
+            #p::set_mode_of(&mut self.distillation, #index, mode);
             self
         }
 
         #[doc = #mode_doc]
         pub fn #mode(&self) -> #p::TeacherMode {
-            self.distillation.mode_of(#index)
+            #p::mode_of(&self.distillation, #index)
         }
     }
 }
