@@ -32,16 +32,20 @@ impl Tolerance {
     /// Bit-exact comparison (`atol = rtol = 0`).
     pub const EXACT: Tolerance = Tolerance { atol: 0.0, rtol: 0.0 };
 
-    /// A tolerance with the given absolute and relative parts.
+    /// A tolerance with the given absolute and relative parts: `atol` finite and ≥ 0, `rtol` in
+    /// `[0, 1)`, checked where the tolerance is used (another is a
+    /// [`ChannelMapError::InvalidTolerance`] from the selection adapters' `build` and the mapping
+    /// finders).
     pub fn new(atol: f64, rtol: f64) -> Tolerance {
         Tolerance { atol, rtol }
     }
 
-    /// Checks that `atol` is finite and ≥ 0 and `rtol` is in `[0, 1)`.
+    /// Checks that `atol` is finite and ≥ 0 and `rtol` is in `[0, 1)`: what every use of a tolerance
+    /// (the selection adapters' `build`, the mapping finders) checks first.
     ///
     /// # Errors
     /// [`ChannelMapError::InvalidTolerance`] otherwise.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(self.atol.is_finite() && self.atol >= 0.0 && self.rtol.is_finite() && (0.0..1.0).contains(&self.rtol)) {
             return Err(ChannelMapError::InvalidTolerance { atol: self.atol, rtol: self.rtol }.into());
         }
