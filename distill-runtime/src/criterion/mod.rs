@@ -1,7 +1,7 @@
 //! Losses between a student tensor and a teacher tensor.
 //!
 //! A [`Criterion`] turns a pair into a scalar loss. Any `Fn(&Tensor, &Tensor) -> Tensor` is one;
-//! `criterion * weight` (or [`Criterion::weighted`], or [`weighted`] for closures) scales one, and
+//! `criterion * weight` (or [`Criterion::weighted`], which closures have too) scales one, and
 //! weights multiply: `(c * 2.0) * 3.0` is `c * 6.0`. `criterion * schedule` ([`Scheduled`]) weights one
 //! by a [`Schedule`] of the training step.
 //!
