@@ -57,8 +57,8 @@ impl<M: ModuleT> Adapter for ModuleAdapter<M> {
     }
 }
 
-/// `forward` (an adapter's own fallible forward) on `xs`, recorded as the output of the adapter's tap when a
-/// forward is capturing it (an adapter held in a model can be a distillation endpoint).
+/// `forward` (an adapter's own fallible forward) on `xs`, recorded as the output of the adapter's
+/// tap when a forward is capturing it (an adapter held in a model can be a distillation endpoint).
 pub(super) fn recorded(
     tap: crate::point::TapId,
     xs: &Tensor,

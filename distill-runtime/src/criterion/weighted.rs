@@ -8,8 +8,9 @@ use super::{Criterion, Weighting};
 use crate::error::{DistillError, Result};
 
 /// `criterion` scaled by `weight`: `weight · criterion(s, t)`. Built by `criterion * weight` or
-/// [`Criterion::weighted`] (for closures too: `(|s: &Tensor, t: &Tensor| …).weighted(0.5)`). A weight that is not finite is invalid
-/// ([`Criterion::validate`]); shapes and targets are checked by the scaled criterion.
+/// [`Criterion::weighted`] (for closures too: `(|s: &Tensor, t: &Tensor| …).weighted(0.5)`). A
+/// weight that is not finite is invalid ([`Criterion::validate`]); shapes and targets are checked
+/// by the scaled criterion.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Weighted<C> {
     /// The scaled criterion.

@@ -1,4 +1,5 @@
-//! What a [`DistillModel`](super::DistillModel) forward returns, and its iterators.
+//! What a [`DistillModel`](super::DistillModel) forward returns: the models' outputs and each
+//! pair's captures with its payload.
 
 use std::iter::{FusedIterator, Map, Zip};
 
