@@ -12,9 +12,9 @@ use crate::error::Result;
 ///
 /// The forward is fallible: an adapter of this module given a tensor it cannot take returns an
 /// error, which a distillation reports naming the pair and the side (each adapter of this module
-/// also implements tch's `Module`, whose `forward` panics on such an input, as tch's layers do). An adapter whose widths come from the pair's tensors (a
-/// [`FittedAdapter`](super::FittedAdapter)) is sized by the distillation's dry run through
-/// [`fit_shapes`](Self::fit_shapes).
+/// also implements tch's `Module`, whose `forward` panics on such an input, as tch's layers do).
+/// An adapter whose widths come from the pair's tensors (a [`FittedAdapter`](super::FittedAdapter))
+/// is sized by the distillation's dry run through [`fit_shapes`](Self::fit_shapes).
 pub trait Adapter: fmt::Debug {
     /// `xs` through the adapter (with `train`, for a module with a training mode), or the error
     /// when it cannot take `xs`.
