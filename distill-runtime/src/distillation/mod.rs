@@ -19,15 +19,14 @@
 //! a tensor, such as a decoder given a packed batch's document ids). Its forward gives a
 //! [`DistillationOutput`]: every pair's tensors after their adapters, and the weighted losses.
 
-pub(crate) mod losses;
 mod output;
-mod pair;
+pub(crate) mod private;
 mod run;
 
 pub use crate::engine::{Captured, TeacherMode};
 pub use output::{DistillationOutput, Losses};
 #[doc(hidden)]
-pub use pair::PairSpec;
+pub use private::PairSpec;
 
 use std::fmt;
 
@@ -55,34 +54,6 @@ pub struct Distillation<'m> {
 }
 
 impl<'m> Distillation<'m> {
-    /// A distillation of `student` from `teachers` (declaration order, named `names`) over `pairs`
-    /// (already resolved): pair `i` takes its teacher tensor from teacher `pair_teacher[i]`. Every
-    /// teacher runs as `TeacherMode::default()`. Checks every pair's criterion parameters, and that
-    /// each pair's teacher gives its endpoint in the form the criterion reads.
-    #[doc(hidden)]
-    pub fn from_pairs(
-        student: &'m dyn SideModel,
-        teachers: Vec<&'m dyn SideModel>,
-        names: &[&str],
-        pairs: Vec<PairSpec<'m>>,
-        pair_teacher: &[usize],
-    ) -> Result<Self> {
-        let (student_endpoints, teacher_endpoints) =
-            pairs.iter().map(|pair| (pair.student.clone(), pair.teacher.clone())).unzip();
-        let names = names.iter().map(|name| (*name).to_owned()).collect();
-        let engine = Engine::with_teachers(student_endpoints, teacher_endpoints, pair_teacher.to_vec(), names)?;
-        if engine.teacher_count() != teachers.len() {
-            return Err(DistillError::InvalidArgument(format!(
-                "{} teacher name(s) and {} teacher model(s): one name per teacher",
-                engine.teacher_count(),
-                teachers.len()
-            )));
-        }
-        let distillation = Distillation::with_engine(student, teachers, engine, pairs);
-        distillation.validate()?;
-        Ok(distillation)
-    }
-
     /// A distillation over `pairs` captured by `engine` (built from the same pairs), unchecked:
     /// for pairs without criteria, whose payloads are the user's.
     pub(crate) fn with_engine(

@@ -5,7 +5,7 @@ use std::fmt;
 
 use tch::Tensor;
 
-use super::losses::{f_loss_terms, total, write_terms};
+use super::private::losses::{f_loss_terms, total, write_terms};
 use crate::dsl::Pair;
 use crate::error::Result;
 use crate::schedule::LossTerm;

@@ -26,7 +26,7 @@ pub use self::path_check::{check_path, schema_of, PathCheck, PathSchema};
 pub use self::teachers::{mode_of, resolve_in, set_mode_of};
 pub use crate::adapter::StringPath;
 pub use crate::cache::{CachedBatch, TeacherBatch};
-pub use crate::distillation::losses::{f_loss_terms, total, write_terms};
+pub use crate::distillation::private::losses::{f_loss_terms, total, write_terms};
 pub use crate::distillation::{Distillation, PairSpec};
 pub use crate::dry_run::DryRun;
 pub use crate::dsl::Pair;

@@ -54,7 +54,7 @@ impl PairSpec<'_> {
 
     /// `tensor` (captured on `side`) through that side's adapter, if any; an adapter that cannot
     /// take it is an error naming the pair and the side.
-    pub(super) fn adapt(&self, tensor: Tensor, side: Side, train: bool) -> Result<Tensor> {
+    pub(in crate::distillation) fn adapt(&self, tensor: Tensor, side: Side, train: bool) -> Result<Tensor> {
         match self.adapter(side) {
             Some(adapter) => adapter.f_adapt(&tensor, train).map_err(|error| self.adapter_error(side, error)),
             None => Ok(tensor),
@@ -68,7 +68,7 @@ impl PairSpec<'_> {
     /// One pair of a dry run: sizes each side's adapter from its input and the other side's tensor
     /// (after that side's adapter), applies the adapters, and checks the criterion (a pair without
     /// one reports its shapes).
-    pub(super) fn dry_run(&self, student: Tensor, teacher: Tensor) -> Result<PairShapes> {
+    pub(in crate::distillation) fn dry_run(&self, student: Tensor, teacher: Tensor) -> Result<PairShapes> {
         for (side, own, other) in [(Side::Student, &student, &teacher), (Side::Teacher, &teacher, &student)] {
             if let Some(adapter) = self.adapter(side) {
                 let other = self.adapt(other.shallow_clone(), other_side(side), false)?;
