@@ -79,6 +79,7 @@ mod encoding;
 mod fused;
 mod logits;
 mod mask;
+mod packed;
 mod pkt;
 mod pointwise;
 mod rkd;

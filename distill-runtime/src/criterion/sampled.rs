@@ -7,8 +7,9 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::check::{check_encoded_call, parameter};
-use super::mask::{reduce_masked, valid_labels, TokenReduction};
+use super::check::parameter;
+use super::mask::{reduce_masked, TokenReduction};
+use super::packed::{check_packed_shapes, f_packed_loss, PackedTokens};
 use super::sequence::token_labels;
 use super::token::TokenCriterion;
 use super::Criterion;
@@ -143,7 +144,7 @@ impl SampledLogits {
         }
         let shape = packed.size();
         let last = shape.last().copied().unwrap_or(0);
-        if packed_n(last).is_err() {
+        if SampledLogits::check_width(last, vocab).is_err() {
             return Err(invalid(PackedProblem::Shape { expected: "[..., 3n] with n ≥ 1", got: shape }));
         }
         let n = last / 3;
@@ -174,12 +175,20 @@ impl SampledLogits {
     }
 }
 
-/// A packed last dimension `3n`, `n ≥ 1`.
-fn packed_n(last: i64) -> std::result::Result<(), String> {
-    if last < 3 || last % 3 != 0 {
-        return Err(format!("its last dimension must be 3n with n ≥ 1, got {last}"));
+impl PackedTokens for SampledLogits {
+    const FORM: &'static str = "a packed sampled encoding [B, T, 3n]";
+
+    fn f_unpack(packed: &Tensor, vocab: i64) -> Result<Self> {
+        SampledLogits::f_unpack(packed, vocab)
     }
-    Ok(())
+
+    /// `3n`, `n ≥ 1`.
+    fn check_width(width: i64, _vocab: i64) -> std::result::Result<(), String> {
+        if width < 3 || width % 3 != 0 {
+            return Err(format!("its last dimension must be 3n with n ≥ 1, got {width}"));
+        }
+        Ok(())
+    }
 }
 
 /// The forward KL `KL(p ‖ q)` estimated from a [`SampledLogits`] encoding, per token
@@ -273,11 +282,7 @@ impl Criterion for SampledKl {
 
     /// `teacher` is a packed [`SampledLogits`]; `targets`, when given, token labels (−100 left out).
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_encoded_call(self, student, teacher, targets)?;
-        let vocab = student.size().last().copied().unwrap_or(0);
-        let sampled = SampledLogits::f_unpack(teacher, vocab)?;
-        let valid = targets.map(valid_labels).transpose()?;
-        self.f_loss_masked(student, &sampled, valid.as_ref())
+        f_packed_loss(self, student, teacher, targets)
     }
 
     /// The temperature finite and > 0.
@@ -287,16 +292,7 @@ impl Criterion for SampledKl {
 
     /// Student logits `[B, …, V]`, a packed teacher `[B, …, 3n]`.
     fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
-        let (Some((_, s_lead)), Some((&last, t_lead))) = (student.split_last(), teacher.split_last()) else {
-            return Err("it needs logits [B, T, V] and a packed sampled encoding [B, T, 3n]".into());
-        };
-        if s_lead.is_empty() || s_lead != t_lead {
-            return Err(format!("it needs logits [B, T, V] and a packed sampled encoding [B, T, 3n] over the same tokens, got {student:?} and {teacher:?}"));
-        }
-        if student.contains(&0) {
-            return Err("the tensors are empty".into());
-        }
-        packed_n(last)
+        check_packed_shapes::<SampledLogits>(student, teacher)
     }
 
     /// The packed sampled encoding at this criterion's temperature.

@@ -10,9 +10,10 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::check::{check_encoded_call, parameter};
+use super::check::parameter;
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, valid_labels, TokenReduction, IGNORE_INDEX};
+use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
+use super::packed::{check_packed_shapes, f_packed_loss, PackedTokens};
 use super::sequence::token_labels;
 use super::token::TokenCriterion;
 use super::Criterion;
@@ -196,6 +197,19 @@ fn packed_k(shape: &[i64], vocab: i64) -> std::result::Result<i64, PackedProblem
     Ok(k)
 }
 
+impl PackedTokens for TopKTail {
+    const FORM: &'static str = "a packed top-k tail [B, T, 2k + 1]";
+
+    fn f_unpack(packed: &Tensor, vocab: i64) -> Result<Self> {
+        TopKTail::f_unpack(packed, vocab)
+    }
+
+    /// `2k + 1` with `1 ≤ k ≤ vocab`.
+    fn check_width(width: i64, vocab: i64) -> std::result::Result<(), String> {
+        packed_k(&[width], vocab).map(|_| ()).map_err(|problem| problem.to_string())
+    }
+}
+
 /// Top-k distillation of a language model with an exact tail: the forward KL over `k + 1` buckets,
 /// the teacher's `k` most probable tokens and one bucket with the rest of the vocabulary,
 ///
@@ -349,11 +363,7 @@ impl Criterion for TopKKl {
 
     /// `teacher` is a packed [`TopKTail`]; `targets`, when given, token labels (−100 left out).
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_encoded_call(self, student, teacher, targets)?;
-        let vocab = student.size().last().copied().unwrap_or(0);
-        let top = TopKTail::f_unpack(teacher, vocab)?;
-        let valid = targets.map(valid_labels).transpose()?;
-        self.f_loss_masked(student, &top, valid.as_ref())
+        f_packed_loss(self, student, teacher, targets)
     }
 
     /// The temperature finite and > 0.
@@ -363,16 +373,7 @@ impl Criterion for TopKKl {
 
     /// Student logits `[B, …, V]`, a packed teacher `[B, …, 2k + 1]` with `1 ≤ k ≤ V`.
     fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
-        let (Some((&vocab, s_lead)), Some((&last, t_lead))) = (student.split_last(), teacher.split_last()) else {
-            return Err("it needs logits [B, T, V] and a packed top-k tail [B, T, 2k + 1]".into());
-        };
-        if s_lead.is_empty() || s_lead != t_lead {
-            return Err(format!("it needs logits [B, T, V] and a packed top-k tail [B, T, 2k + 1] over the same tokens, got {student:?} and {teacher:?}"));
-        }
-        if student.contains(&0) {
-            return Err("the tensors are empty".into());
-        }
-        packed_k(&[last], vocab).map(|_| ()).map_err(|problem| problem.to_string())
+        check_packed_shapes::<TopKTail>(student, teacher)
     }
 
     /// The packed top-k with its tail encoding at this criterion's temperature.

@@ -122,11 +122,6 @@ impl<'m, P> Mapping<'m, P> {
         &self.pairs
     }
 
-    /// The payload of pair `index`, if any.
-    pub fn payload(&self, index: usize) -> Option<&P> {
-        self.pairs.get(index).map(|pair| &pair.payload)
-    }
-
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.pairs.len()
