@@ -1,6 +1,7 @@
 //! PyTorch-style initialisation: weights and biases uniform in ±1/√fan_in, against tch's wider
-//! Kaiming-uniform default.
+//! Kaiming-uniform default; and the learned adapters, which all start as tch's layers do.
 
+use distill::adapter::{conv1x1_adapter, linear_adapter, Adapter, FittedAdapter, FittedKind};
 use distill::nn::{self, VarStore};
 use tch::Device;
 
@@ -45,4 +46,32 @@ fn conv2d_initialises_as_pytorch_and_keeps_the_config() {
     assert_eq!(conv.ws.size(), [4096, 16, 3, 3]);
     let ys = tch::nn::Module::forward(&conv, &tch::Tensor::zeros([1, 32, 8, 8], (tch::Kind::Float, Device::Cpu)));
     assert_eq!(ys.size(), [1, 4096, 4, 4]);
+}
+
+/// Every learned adapter starts as tch's `linear` and `conv2d` do — the weight Kaiming-uniform with
+/// fan-in `in` and ReLU gain, uniform in ±√(6 / in), a bias uniform in ±1/√in — whether its widths
+/// are given when it is built or fitted by a dry run. (The fitted ones once drew their weights in
+/// ±1/√in, √6 times narrower than their documentation and the width-given ones said.)
+#[test]
+fn learned_adapters_initialise_as_tch_whether_given_or_fitted_their_widths() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let (inputs, outputs) = (256i64, 4096i64);
+    let weight_bound = (6.0 / inputs as f64).sqrt();
+
+    let linear = linear_adapter(vs.root() / "linear", inputs, outputs).unwrap();
+    assert_uniform_within(linear.weight(), weight_bound, "linear_adapter's weight");
+    let conv = conv1x1_adapter(vs.root() / "conv", inputs, outputs).unwrap();
+    assert_uniform_within(conv.weight(), weight_bound, "conv1x1_adapter's weight");
+
+    let fitted_linear = FittedAdapter::new(&(vs.root() / "fitted_linear"), FittedKind::Linear);
+    fitted_linear.fit_shapes(&[2, inputs], &[2, outputs]).unwrap();
+    let fitted_conv = FittedAdapter::new(&(vs.root() / "fitted_conv"), FittedKind::Conv1x1);
+    fitted_conv.fit_shapes(&[2, inputs, 3, 3], &[2, outputs, 3, 3]).unwrap();
+    let variables = vs.variables();
+    assert_uniform_within(&variables["fitted_linear.weight"], weight_bound, "the fitted linear weight");
+    assert_uniform_within(&variables["fitted_linear.bias"], 1.0 / 16.0, "the fitted linear bias");
+    assert_uniform_within(&variables["fitted_conv.weight"], weight_bound, "the fitted 1×1 conv weight");
+    assert_eq!(variables["fitted_conv.weight"].size(), [outputs, inputs, 1, 1]);
+    assert!(!variables.contains_key("fitted_conv.bias"), "a fitted 1×1 conv has no bias");
 }

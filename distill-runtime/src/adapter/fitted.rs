@@ -41,8 +41,10 @@ impl FittedKind {
 /// input width from the tensor of the side it wraps, its output width from the other side's tensor.
 ///
 /// In `distill!` it wraps any endpoint — `fitted_linear_adapter(teacher.blocks[1])` — and the
-/// generated model's `dry_run(&sample)` creates its parameters (Kaiming-uniform, as tch's `linear`
-/// and `conv2d`) under `path / "<label>"`. Call `dry_run` once before building the optimizer and
+/// generated model's `dry_run(&sample)` creates its parameters under `path / "<label>"`, initialised
+/// as tch's `linear` and `conv2d` are and as the width-given [`linear_adapter`](super::linear_adapter)
+/// and [`conv1x1_adapter`](super::conv1x1_adapter) are: the weight Kaiming-uniform (uniform in
+/// ±√(6 / in)), the linear kind's bias uniform in ±1/√in. Call `dry_run` once before building the optimizer and
 /// before loading a checkpoint into the `VarStore`, so that both see the adapter's variables; a
 /// forward before that is a `DistillError::AdapterNotFitted`, never a silent skip.
 ///
@@ -129,20 +131,23 @@ impl FittedAdapter {
             }
             .into());
         }
-        // tch's default initialisation of `linear` and `conv2d`: uniform in ±1/√fan_in, the fan-in
-        // of a 1×1 convolution being its input channels.
-        let bound = 1.0 / (in_width as f64).sqrt();
+        // tch's default initialisation of `linear` and `conv2d`, as the width-given adapters have
+        // it: the weight Kaiming-uniform with fan-in `in_width` (a 1×1 convolution's fan-in is its
+        // input channels) and ReLU gain, so uniform in ±√(6 / in); the bias uniform in ±1/√in.
+        let fan_in = in_width as f64;
+        let (weight_bound, bias_bound) = ((6.0 / fan_in).sqrt(), 1.0 / fan_in.sqrt());
         let shape = match self.kind {
             FittedKind::Linear => vec![out_width, in_width],
             FittedKind::Conv1x1 => vec![out_width, in_width, 1, 1],
         };
         let options = (self.ws.kind(), self.ws.device());
-        let initial =
-            |shape: &[i64]| -> Result<Tensor> { Ok(Tensor::f_empty(shape, options)?.f_uniform_(-bound, bound)?) };
+        let uniform = |shape: &[i64], bound: f64| -> Result<Tensor> {
+            Ok(Tensor::f_empty(shape, options)?.f_uniform_(-bound, bound)?)
+        };
         tch::no_grad(|| -> Result<()> {
-            self.ws.shallow_clone().f_set_data(&initial(&shape)?)?;
+            self.ws.shallow_clone().f_set_data(&uniform(&shape, weight_bound)?)?;
             if let Some(bs) = &self.bs {
-                bs.shallow_clone().f_set_data(&initial(&[out_width])?)?;
+                bs.shallow_clone().f_set_data(&uniform(&[out_width], bias_bound)?)?;
             }
             Ok(())
         })?;
