@@ -113,7 +113,8 @@ pub use distill_macros::Distillable;
 /// path `"features.0.conv"` (checked at compile time against the type's [`StaticSchema`] as far as
 /// it is static — the inside of a `Sequential` is checked by `new()`); or an adapter constructor
 /// wrapping the side it applies to, `conv2d_adapter(teacher.features[0].conv)`. A constructor is any
-/// `fn(path, &TeacherModule, &StudentModule) -> Result<impl ModuleT, DistillError>`; it is called
+/// `fn(path, &TeacherModule, &StudentModule) -> Result<impl Adapter, DistillError>` (a tch module
+/// of one's own goes in `ModuleAdapter(…)`); it is called
 /// with `path / "label"` and both endpoint modules (so both sides of an adapted pair are typed).
 ///
 /// A final `[i]` selects the container's *slot* (`nn::Seq`, `nn::Sequential`, or a `Vec`/array of

@@ -225,3 +225,73 @@ fn main_returning_the_error_prints_its_message() {
         assert!(!stderr.contains(structure), "`{structure}` in stderr:\n{stderr}");
     }
 }
+
+/// A conv net with batch norm, whose running statistics move in every training-mode forward.
+#[derive(Debug, Distillable)]
+struct Normed {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+}
+
+impl Normed {
+    fn new(p: nn::Path) -> Normed {
+        Normed {
+            conv: nn::conv2d(&p / "conv", 3, 4, 3, Default::default()),
+            bn: nn::batch_norm2d(&p / "bn", 4, Default::default()),
+        }
+    }
+
+    fn running_mean(&self) -> Tensor {
+        self.bn.running_mean.copy()
+    }
+}
+
+impl ModuleT for Normed {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.bn.forward_t(&self.conv.forward(xs), train)
+    }
+}
+
+distill! {
+    /// The batch-normed outputs of a teacher that trains with its student.
+    struct NormedKd for Normed => Normed {
+        bn: student.bn => teacher.bn with Mse;
+    }
+}
+
+/// A dry run runs every model in evaluation mode, a teacher set to train too: no running statistic
+/// moves, in any front end. (A teacher in training mode once ran so in the dry run too.)
+#[test]
+fn dry_run_moves_no_running_statistic_of_a_teacher_set_to_train() {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = (Normed::new(vs.root() / "s"), Normed::new(vs.root() / "t"));
+    let xs = Tensor::randn([4, 3, 6, 6], (Kind::Float, Device::Cpu)) * 3.0 + 2.0;
+    let before = (student.running_mean(), teacher.running_mean());
+    let unmoved = |what: &str| {
+        assert!(student.running_mean().equal(&before.0), "{what}: the student's statistics moved");
+        assert!(teacher.running_mean().equal(&before.1), "{what}: the teacher's statistics moved");
+    };
+    let training = TeacherMode { grad: false, train: true };
+
+    let kd = NormedKd::new(vs.root() / "kd", &student, &teacher).unwrap().teacher_train(true);
+    kd.dry_run(&xs).unwrap();
+    unmoved("distill!");
+
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("bn", "bn", Mse).unwrap();
+    let mut distillation = Distillation::from_mapping(&student, mapping).unwrap();
+    distillation.set_mode(training);
+    distillation.dry_run(&xs).unwrap();
+    unmoved("Distillation::from_mapping");
+
+    let mut mapping = Mapping::new(&student, &teacher);
+    mapping.add("bn", "bn", ()).unwrap();
+    let model = distill(&student, &teacher, mapping).teacher_train(true);
+    model.dry_run(&xs).unwrap();
+    unmoved("DistillModel");
+
+    // The mode holds for training: the next forward moves the teacher's statistics.
+    model.forward_t(&xs, false).unwrap();
+    assert!(!teacher.running_mean().equal(&before.1), "a teacher set to train runs so in the forward");
+}

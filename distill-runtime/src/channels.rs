@@ -106,12 +106,14 @@ pub(crate) fn check_indices(keep: &[i64], channels: i64, what: &'static str) -> 
     if keep.is_empty() {
         return Err(ChannelMapError::NoneKept { what }.into());
     }
-    let mut seen = vec![false; usize::try_from(channels).unwrap_or(0)];
+    // What is remembered grows with the kept indices, not with `channels`: a record read from a
+    // file may claim any channel count, and a table of that many flags would abort the process.
+    let mut seen = std::collections::HashSet::with_capacity(keep.len());
     for &index in keep {
-        let Some(slot) = usize::try_from(index).ok().and_then(|i| seen.get_mut(i)) else {
+        if !(0..channels).contains(&index) {
             return Err(ChannelMapError::ChannelOutOfRange { what, index, channels }.into());
-        };
-        if std::mem::replace(slot, true) {
+        }
+        if !seen.insert(index) {
             return Err(ChannelMapError::DuplicateChannel { what, index }.into());
         }
     }
@@ -144,6 +146,15 @@ mod tests {
             Err(DistillError::ChannelMap(ChannelMapError::DuplicateChannel { what: "input channel", index: 2 }))
         ));
         assert!(KeptChannels::new(&[8], vec![1], vec![0]).is_err());
+        // A record may claim any channel count (a file is read into one): checking it takes memory
+        // in proportion to the kept indices, not to the claim.
+        let huge = 1i64 << 62;
+        let kept = KeptChannels::new(&[huge, huge], vec![huge - 1, 0], vec![7]).unwrap();
+        assert_eq!(kept.pruned_shape(), [2, 1]);
+        assert!(matches!(
+            KeptChannels::new(&[huge, 4], vec![3, huge - 1, 3], vec![0]),
+            Err(DistillError::ChannelMap(ChannelMapError::DuplicateChannel { what: "output channel", index: 3 }))
+        ));
         assert!(KeptChannels::new(&[8, 0], vec![1], vec![]).is_err());
     }
 }

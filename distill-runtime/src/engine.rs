@@ -199,13 +199,37 @@ impl Engine {
     where
         S: SideModel + ?Sized,
     {
-        self.run_with(teachers, teacher_xs, student_xs, |endpoints| student.run(student_xs, train, endpoints))
+        let student = |endpoints: &[ResolvedEndpoint]| student.run(student_xs, train, endpoints);
+        self.run_in(Run::AsSet, teachers, teacher_xs, student_xs, student)
+    }
+
+    /// As [`run`](Self::run) on one input `xs`, with every model in evaluation mode whatever its
+    /// mode says, so that no running statistic moves: a dry run's forward. Gradient is the caller's
+    /// to turn off.
+    pub(crate) fn run_evaluation<S>(&self, student: &S, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<Captures>
+    where
+        S: SideModel + ?Sized,
+    {
+        self.run_in(Run::Evaluation, teachers, xs, xs, |endpoints| student.run(xs, false, endpoints))
     }
 
     /// As [`run`](Self::run), with the student's side given by `student`: the student's output and
     /// one capture per endpoint of its (the student's run, or a forward of the caller's).
     pub(crate) fn run_with(
         &self,
+        teachers: &[&dyn SideModel],
+        teacher_xs: &Tensor,
+        student_xs: &Tensor,
+        student: impl FnOnce(&[ResolvedEndpoint]) -> Result<(Tensor, Vec<Captured>)>,
+    ) -> Result<Captures> {
+        self.run_in(Run::AsSet, teachers, teacher_xs, student_xs, student)
+    }
+
+    /// The forward of [`run`](Self::run) and [`run_evaluation`](Self::run_evaluation): the teachers
+    /// in the mode `run` says, then `student`.
+    fn run_in(
+        &self,
+        run: Run,
         teachers: &[&dyn SideModel],
         teacher_xs: &Tensor,
         student_xs: &Tensor,
@@ -230,7 +254,11 @@ impl Engine {
                 // A guard, not `tch::no_grad(|| …)`: it restores grad mode also when the teacher's
                 // forward panics, which would otherwise leave autograd off for the rest of the thread.
                 let _no_grad = (!plan.mode.grad).then(tch::no_grad_guard);
-                teacher.run(teacher_xs, plan.mode.train, &plan.endpoints)
+                let train = match run {
+                    Run::AsSet => plan.mode.train,
+                    Run::Evaluation => false,
+                };
+                teacher.run(teacher_xs, train, &plan.endpoints)
             }
             .map_err(|error| if several { in_teacher(&plan.name, error) } else { error })?;
             outputs.push(Some(output));
@@ -252,6 +280,15 @@ impl Engine {
         let mut per_teacher: Vec<_> = per_teacher.into_iter().map(Vec::into_iter).collect();
         self.pair_teacher.iter().filter_map(|&teacher| per_teacher.get_mut(teacher)?.next()).collect()
     }
+}
+
+/// How the teachers of one forward run.
+#[derive(Clone, Copy)]
+enum Run {
+    /// Each as its [`TeacherMode`] says.
+    AsSet,
+    /// In evaluation mode, whatever their modes say (a dry run's forward).
+    Evaluation,
 }
 
 /// The student's device: where its output is, or (for a TorchScript student without a single output)

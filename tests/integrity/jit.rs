@@ -56,24 +56,29 @@ fn entry_data(archive: &[u8], suffix: &str) -> usize {
     panic!("no entry `{suffix}`");
 }
 
+/// A flipped byte anywhere is the CRC's error naming the entry: in a weight tensor's storage, which
+/// libtorch alone would load without a word, and in the first byte of the pickle, which the reader
+/// of the outputs' names reads too (the CRCs are checked first, so its error is not a misleading
+/// "not a TorchScript module").
 #[test]
 fn a_flipped_byte_in_a_torchscript_archive_is_refused() {
     let dir = temp_dir("jit-crc");
-    let mut archive = std::fs::read(fixture("features.pt")).unwrap();
-    // A byte of a weight tensor's storage: libtorch alone would load it without a word.
-    let at = entry_data(&archive, "data/0");
-    archive[at] ^= 0x40;
-    let damaged = dir.join("features.pt");
-    std::fs::write(&damaged, &archive).unwrap();
-    for error in [
-        Module::load(&damaged, Device::Cpu).map(drop).unwrap_err(),
-        Module::load_with_outputs(&damaged, Device::Cpu, &["logits"]).map(drop).unwrap_err(),
-    ] {
-        let message = error.to_string();
-        assert!(
-            message.contains("CRC-32") && message.contains("data/0") && message.contains("features.pt"),
-            "{message}"
-        );
+    for entry in ["data/0", "data.pkl"] {
+        let mut archive = std::fs::read(fixture("features.pt")).unwrap();
+        let at = entry_data(&archive, entry);
+        archive[at] ^= 0x40;
+        let damaged = dir.join("features.pt");
+        std::fs::write(&damaged, &archive).unwrap();
+        for error in [
+            Module::load(&damaged, Device::Cpu).map(drop).unwrap_err(),
+            Module::load_with_outputs(&damaged, Device::Cpu, &["logits"]).map(drop).unwrap_err(),
+        ] {
+            let message = error.to_string();
+            assert!(
+                message.contains("CRC-32") && message.contains(entry) && message.contains("features.pt"),
+                "{message}"
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,9 +73,11 @@ tappable_leaf!(InvertedConv2DAdapter);
 ///   [`ChannelMapError::RecordPrunedMismatch`] when `student`'s record does not fit
 ///   `teacher`'s and `student`'s weight shapes, [`ChannelMapError::InvalidTolerance`] for an invalid
 ///   tolerance;
-/// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping):
+/// - without a record, those of [`find_conv2d_mapping`](super::find_conv2d_mapping), among them
+///   [`ChannelMapError::IncompatibleShapes`] (kernel sizes differ), [`ChannelMapError::EmptyWeights`],
+///   [`ChannelMapError::ComplexWeights`], [`ChannelMapError::BiasShape`],
 ///   [`ChannelMapError::StudentWider`], [`ChannelMapError::NoChannelMapping`],
-///   [`ChannelMapError::Ambiguous`], [`ChannelMapError::Undecided`].
+///   [`ChannelMapError::Ambiguous`] and [`ChannelMapError::Undecided`].
 ///
 /// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 pub fn conv2d_adapter<'a, 'm, P: Borrow<Path<'a>>>(
@@ -117,8 +119,8 @@ impl<'a, 'm, P: Borrow<Path<'a>>, A> Conv2DAdapterBuilder<'m, P, A> {
     }
 
     /// Compares the weights with `tolerance` (default [`Tolerance::default`]) when `student` carries no
-    /// pruning record: a student perturbed slightly after pruning, for example. Unused when it carries
-    /// one.
+    /// pruning record: a student perturbed slightly after pruning, for example. Not used to compare
+    /// anything when it carries one, though an invalid tolerance is an error of `build` all the same.
     pub fn tolerance(self, tolerance: Tolerance) -> Self {
         Conv2DAdapterBuilder { tolerance, ..self }
     }

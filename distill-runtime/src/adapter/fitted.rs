@@ -46,7 +46,7 @@ impl FittedKind {
 /// and [`conv1x1_adapter`](super::conv1x1_adapter) are: the weight Kaiming-uniform (uniform in
 /// ±√(6 / in)), the linear kind's bias uniform in ±1/√in. Call `dry_run` once before building the optimizer and
 /// before loading a checkpoint into the `VarStore`, so that both see the adapter's variables; a
-/// forward before that is a `DistillError::AdapterNotFitted`, never a silent skip.
+/// forward before that is an [`AdapterError::NotFitted`], never a silent skip.
 ///
 /// The adapter does not borrow the `VarStore` (so that `vs.load` works while the distillation
 /// lives): `new()` registers its variables under the path it was given as empty placeholders, and the

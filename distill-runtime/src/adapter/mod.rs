@@ -17,12 +17,16 @@
 //! a width-pruned language model).
 //!
 //! Every adapter creates its parameters under the `nn::Path` it is given, so an optimizer built on
-//! that path's `VarStore` trains it; implements [`Adapter`], whose forward is fallible, and tch's
-//! `Module`; and is a [`Distillable`] leaf that records its own output, so it can sit in a user's
-//! `#[derive(Distillable)]` struct. A tch module of one's own is an adapter in a [`ModuleAdapter`].
+//! that path's `VarStore` trains it, and implements [`Adapter`], whose forward is fallible. The
+//! adapters whose widths are known when they are built also implement tch's `Module` and are
+//! [`Distillable`] leaves that record their own output, so they can sit in a user's
+//! `#[derive(Distillable)]` struct; a [`FittedAdapter`], sized by the dry run, is an [`Adapter`]
+//! only. A tch module of one's own is an adapter in a [`ModuleAdapter`].
 //!
-//! All constructors take `(path, teacher, student)`: the teacher's layer first, then the student's,
-//! in the order of ENOT's `conv2d_adapter(source=teacher_conv, target=student_conv)`. In `distill!`,
+//! The constructors that read layers take `(path, teacher, student)`: the teacher's layer first,
+//! then the student's, in the order of ENOT's `conv2d_adapter(source=teacher_conv,
+//! target=student_conv)`; the width-given ones take `(path, in, out)`, and
+//! [`linear_selection_adapter`] takes the teacher's width and the kept features. In `distill!`,
 //! an endpoint written as a string path (`teacher["conv2"]`) has no typed module: its side of the
 //! call receives a [`StringPath`], which the fitted adapters accept and the adapters that read a
 //! module's weights do not.

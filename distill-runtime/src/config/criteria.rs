@@ -7,7 +7,7 @@ use toml::de::DeValue;
 use super::reader::{describe, kind_of, quoted, At, Source, Table};
 use crate::criterion::{
     AttentionTransfer, Cosine, Criterion, Dist, Divergence, Dkd, KlDiv, Mse, Pkt, Rkd, SampledKl, SequenceKd,
-    SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, L1,
+    SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, TopKKlDiv, L1,
 };
 use crate::error::Result;
 use crate::schedule::Schedule;
@@ -49,10 +49,13 @@ pub(crate) enum CriterionConfig {
     TopKKl(TopKKl),
     /// `"SampledKl"`; parameters `temperature`, `reduction`.
     SampledKl(SampledKl),
+    /// `"TopKKlDiv"` (a classifier's logits against an image cache's top-k); parameter
+    /// `temperature`.
+    TopKKlDiv(TopKKlDiv),
 }
 
 /// Every kind, with its parameters.
-const KINDS: [(&str, &[&str]); 20] = [
+const KINDS: [(&str, &[&str]); 21] = [
     ("Mse", &[]),
     ("L1", &[]),
     ("SmoothL1", &["beta"]),
@@ -73,6 +76,7 @@ const KINDS: [(&str, &[&str]); 20] = [
     ("TotalVariation", &["temperature", "reduction"]),
     ("TopKKl", &["temperature", "reduction"]),
     ("SampledKl", &["temperature", "reduction"]),
+    ("TopKKlDiv", &["temperature"]),
 ];
 
 impl CriterionConfig {
@@ -95,6 +99,7 @@ impl CriterionConfig {
             CriterionConfig::Sequence(c) => c,
             CriterionConfig::TopKKl(c) => c,
             CriterionConfig::SampledKl(c) => c,
+            CriterionConfig::TopKKlDiv(c) => c,
         }
     }
 
@@ -122,6 +127,7 @@ impl CriterionConfig {
             CriterionConfig::Sequence(c) => wrap(c, schedule),
             CriterionConfig::TopKKl(c) => wrap(c, schedule),
             CriterionConfig::SampledKl(c) => wrap(c, schedule),
+            CriterionConfig::TopKKlDiv(c) => wrap(c, schedule),
         }
     }
 }
@@ -198,6 +204,9 @@ fn from_kind(source: Source<'_>, kind: &str, at: &At, table: Option<&Table<'_, '
         "SmoothL1" => CriterionConfig::SmoothL1(SmoothL1 { beta: param("beta", SmoothL1::default().beta)? }),
         "Cosine" => CriterionConfig::Cosine(Cosine),
         "KlDiv" => CriterionConfig::KlDiv(KlDiv { temperature: param("temperature", KlDiv::default().temperature)? }),
+        "TopKKlDiv" => CriterionConfig::TopKKlDiv(TopKKlDiv {
+            temperature: param("temperature", TopKKlDiv::default().temperature)?,
+        }),
         "SoftCrossEntropy" => CriterionConfig::SoftCrossEntropy(SoftCrossEntropy {
             temperature: param("temperature", SoftCrossEntropy::default().temperature)?,
         }),

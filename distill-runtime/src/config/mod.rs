@@ -23,7 +23,8 @@
 //! ```
 //!
 //! A pair's keys: `name`, `student`, `teacher` (required); `criterion` (required: a name of
-//! `distill::criterion` — `"Mse"`, `"L1"`, `"Cosine"`… — or a table with the name under `kind` and the
+//! `distill::criterion` — `"Mse"`, `"L1"`, `"Cosine"`…, the divergences of `SequenceKd` by their
+//! own names, `"ForwardKl"`, `"Jsd"`… — or a table with the name under `kind` and the
 //! criterion's parameters, the others taking its defaults); `weight` (a number, or a schedule of the
 //! training step as a table with its kind — `constant` (`value`), `warmup` (`from`, `to`, `steps`),
 //! `linear`/`cosine` (`from`, `to`, `start`, `end`), `steps` (`initial`, `changes = [[step, value], …]`)
@@ -270,8 +271,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] at the path, option or adapter at fault; its `cause` is the model's error
     /// (e.g. [`PathError::UnknownPath`] with the closest existing path);
-    /// [`DistillError::InvalidCriterion`] for a criterion that reads an encoding its teacher does
-    /// not give.
+    /// with a teacher cache, a [`ConfigError`] whose cause is [`DistillError::CacheMismatch`] for a
+    /// criterion that reads another encoding than the cache stores. (With a teacher that runs, a
+    /// criterion that reads an encoded teacher, such as `TopKKl`, is
+    /// [`DistillError::InvalidCriterion`] from the first forward or dry run.)
     pub fn distill<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,

@@ -8,7 +8,7 @@ use super::Config;
 use crate::adapter::Tolerance;
 use crate::criterion::{
     AttentionTransfer, Cosine, Criterion, Dist, Divergence, Dkd, KlDiv, Mse, Pkt, Rkd, SampledKl, SequenceKd,
-    SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, L1,
+    SimilarityPreserving, SmoothL1, SoftCrossEntropy, TokenReduction, TopKKl, TopKKlDiv, L1,
 };
 use crate::schedule::Schedule;
 
@@ -48,6 +48,8 @@ fn every_criterion_reads_with_its_parameters() {
             "\"Pkt\"",
             "{ kind = \"Dist\", beta = 2.0, gamma = 3.0, tau = 1.5 }",
             "{ kind = \"Dkd\", alpha = 0.5, temperature = 2.0 }",
+            "{ kind = \"TopKKlDiv\", temperature = 3.0 }",
+            "\"TopKKlDiv\"",
         ],
         true,
     );
@@ -64,6 +66,8 @@ fn every_criterion_reads_with_its_parameters() {
     reads_as(&config, 10, &Pkt);
     reads_as(&config, 11, &Dist { beta: 2.0, gamma: 3.0, tau: 1.5 });
     reads_as(&config, 12, &Dkd { alpha: 0.5, temperature: 2.0, ..Dkd::default() });
+    reads_as(&config, 13, &TopKKlDiv { temperature: 3.0 });
+    reads_as(&config, 14, &TopKKlDiv::default());
     // Only the pair that says `Mse` reads as one.
     for (index, pair) in config.pairs.iter().enumerate() {
         assert_eq!(pair.criterion.as_any().downcast_ref::<Mse>().is_some(), index == 0, "pair {index}");

@@ -112,17 +112,21 @@ impl Distillation<'_> {
             // The token mask reaches the criteria that read an encoded distribution as their labels;
             // a hidden state's pair was narrowed to the valid tokens instead.
             let encoded = spec.criterion.as_ref().is_some_and(|c| c.teacher_encoding() != TeacherEncoding::Plain);
+            // The mask is the batch's, where the batch was read (the CPU): the criterion reads it
+            // beside the student's logits, on their device.
             if let (Some(labels), true) = (&labels, encoded) {
-                pair.set_targets(labels);
+                pair.set_targets(&labels.f_to_device(pair.student.device())?);
             }
         }
         Ok(output)
     }
 
-    /// Runs every model once on a sample batch `xs` — in evaluation mode, without gradient, so that
-    /// no running statistic moves — fits the fitted adapters to the pairs' tensors, and checks every
-    /// pair against its criterion. Every problem is reported at once, each naming its pair and, for a
-    /// width mismatch, the adapters that would fit. Call it before building the optimizer (and
+    /// Runs every model once on a sample batch `xs` — in evaluation mode (a teacher whose mode says
+    /// train too) and without gradient, so that no running statistic moves — fits the fitted
+    /// adapters to the pairs' tensors, and checks every pair against its criterion. Every pair's
+    /// shape, adapter and criterion problem is reported at once, each naming its pair and, for a
+    /// width mismatch, the adapters that would fit; a pair that cannot be captured at all (a module
+    /// the forward did not call) stops the dry run with that error, as it would stop a forward. Call it before building the optimizer (and
     /// before loading a checkpoint) when the distillation has fitted adapters, so that their
     /// variables exist.
     ///
@@ -256,7 +260,7 @@ impl Distillation<'_> {
     }
 
     fn dry_run_from(&self, teachers: &[&dyn SideModel], xs: &Tensor) -> Result<DryRun> {
-        let captures = self.engine.run(self.student, teachers, xs, xs, false)?;
+        let captures = self.engine.run_evaluation(self.student, teachers, xs)?;
         let pairs = self
             .pairs
             .iter()

@@ -242,9 +242,11 @@ fn dict_literal_keys(text: &str, constants: &std::collections::HashMap<String, S
                 }
             }
             '{' | '(' | '[' => depth += 1,
-            ')' | ']' => depth = depth.checked_sub(1)?,
+            // A bracket that closes the dict's own level or one never opened: not a dict literal
+            // this reader understands (and never an underflow).
+            ')' | ']' => depth = depth.checked_sub(1).filter(|&inner| inner > 0)?,
             '}' => {
-                depth -= 1;
+                depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(keys);
                 }
@@ -329,6 +331,17 @@ class Other(Module):
         let nested = Forward { return_type: "Tuple[Tensor, Tuple[Tensor, Tensor]]".into(), body: String::new() };
         assert!(layout_of(&nested).is_err());
         assert_eq!(forward_of(FX_CODE, "Res"), None);
+    }
+
+    /// Brackets that close what was never opened make no dict literal, and no arithmetic underflow
+    /// on the nesting depth (a panic in debug builds).
+    #[test]
+    fn unbalanced_brackets_are_not_a_dict_literal() {
+        let constants = std::collections::HashMap::new();
+        for text in ["{\"a\": x)}", "{\"a\": x]}", "{\"a\": x)]}}", "{)}"] {
+            assert_eq!(dict_literal_keys(text, &constants), None, "{text}");
+        }
+        assert_eq!(dict_literal_keys("{\"a\": f(x)}", &constants), Some(vec!["a".to_owned()]));
     }
 
     /// What `torch.jit.script` writes for keys of 34 characters or more, and for dicts filled in

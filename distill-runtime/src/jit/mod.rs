@@ -70,8 +70,8 @@ impl Module {
     pub fn load(file: impl AsRef<Path>, device: Device) -> Result<Module> {
         let file = file.as_ref();
         crate::device::check_device(device)?;
-        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
         archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
+        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
         let module = CModule::load_on_device(file, device).map_err(|e| torch_error(file, e))?;
         Module::new(Inner::Frozen(module), layout, file)
     }
@@ -91,8 +91,8 @@ impl Module {
     /// (so an optimizer on that `VarStore` trains them), in training mode: a TorchScript *student*.
     pub fn load_trainable(file: impl AsRef<Path>, path: tch::nn::Path) -> Result<Module> {
         let file = file.as_ref();
-        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
         archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
+        let layout = archive::read_output_layout(file).map_err(|reason| archive_error(file, reason))?;
         let module = TrainableCModule::load(file, path).map_err(|e| torch_error(file, e))?;
         let module = Module::new(Inner::Trainable(module), layout, file)?;
         module.set_training(true)?;

@@ -99,7 +99,8 @@ pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
 /// - [`ChannelMapError::ChannelOutOfRange`], [`ChannelMapError::DuplicateChannel`] for a bad index;
 ///   [`ChannelMapError::NoneKept`] for an empty list;
 /// - [`PruneError::Grouped`] when `conv` is grouped, [`PruneError::UnknownConfig`] when it was wrapped
-///   with `Conv::from_tch` (its config is then unknown: use `Conv::from_tch_with_config`).
+///   with `Conv::from_tch` (its config is then unknown: use `Conv::from_tch_with_config`);
+/// - [`PruneError::TensorRank`] when its weight has another number of dimensions than a 2-D conv's.
 ///
 /// [`ChannelMapError::ChannelOutOfRange`]: crate::adapter::ChannelMapError::ChannelOutOfRange
 /// [`ChannelMapError::DuplicateChannel`]: crate::adapter::ChannelMapError::DuplicateChannel
@@ -146,7 +147,8 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
 ///
 /// # Errors
 /// As [`prune_conv2d`] for the indices; [`PruneError::UnknownConfig`] when `bn` was wrapped with
-/// `BatchNorm::from_tch` (config unknown).
+/// `BatchNorm::from_tch` (config unknown); [`PruneError::BatchNormDims`] for a batch norm of another
+/// dimension than the pruning rebuilds; [`PruneError::TensorRank`] when its running mean is not 1-D.
 pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: &[i64]) -> Result<BatchNorm> {
     let Some(&config) = bn.config() else {
         return Err(PruneError::UnknownConfig { layer: "batch norm", wrapper: "BatchNorm" }.into());
@@ -174,7 +176,7 @@ pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: 
 /// has one, `bias` (`lin.bs[out_keep]`).
 ///
 /// # Errors
-/// As [`prune_conv2d`] for the indices.
+/// As [`prune_conv2d`] for the indices; [`PruneError::TensorRank`] when its weight is not 2-D.
 pub fn prune_linear<'a, P: Borrow<Path<'a>>>(
     path: P,
     lin: &Linear,

@@ -163,9 +163,10 @@ impl PruneRecord {
             let (Some(shape), Some(output), Some(input)) = (shape, output, input) else {
                 return Err(bad(RecordProblem::Incomplete { path }));
             };
-            let kept = KeptChannels::new(&shape, output, input)
-                .map_err(|err| bad(RecordProblem::InvalidLayer { path: path.clone(), source: Box::new(err) }))?;
-            record.insert(path, kept)?;
+            let invalid = |err| bad(RecordProblem::InvalidLayer { path: path.clone(), source: Box::new(err) });
+            let kept = KeptChannels::new(&shape, output, input).map_err(invalid)?;
+            // A path that `save` could not have written (one with a `/`) is the file's problem too.
+            record.insert(path.clone(), kept).map_err(invalid)?;
         }
         Ok(record)
     }
@@ -194,6 +195,16 @@ mod tests {
         Tensor::write_safetensors(&[("conv/kept_output", Tensor::from_slice(&[1i64]))], &foreign).unwrap();
         let err = PruneRecord::load(&foreign).unwrap_err().to_string();
         assert!(err.contains("`conv`") && err.contains("incomplete"), "{err}");
+        let layer = |path: &str, part: &str, values: &[i64]| (format!("{path}/{part}"), Tensor::from_slice(values));
+        let slashed =
+            [layer("a/b", SOURCE_SHAPE, &[1, 1]), layer("a/b", KEPT_OUTPUT, &[0]), layer("a/b", KEPT_INPUT, &[0])];
+        Tensor::write_safetensors(&slashed, &foreign).unwrap();
+        let err = PruneRecord::load(&foreign).unwrap_err();
+        assert!(
+            matches!(&err, DistillError::Prune(PruneError::NotARecord { problem: RecordProblem::InvalidLayer { path, .. }, .. }) if path == "a/b"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("foreign.safetensors"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

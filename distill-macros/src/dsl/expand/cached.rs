@@ -27,8 +27,9 @@ pub(super) fn methods(items: &Items) -> TokenStream {
             /// from `batch` instead of running the teacher. `batch` is a batch of a teacher cache:
             /// a `CachedBatch` of an image cache (`xs` are the batch's raw inputs; each sample's
             /// stored augmentation view is applied first), or a `CachedTokens` of a token cache
-            /// (`xs` are the batch's token ids; every pair reads the batch's token mask as its
-            /// labels, which `with_targets` replaces). The output's `teacher_output` is the cached
+            /// (`xs` are the batch's token ids; a pair whose criterion reads the stored
+            /// distribution gets the batch's token mask as its labels, which `with_targets`
+            /// replaces, and a pair on a stored hidden state is narrowed to the valid tokens). The output's `teacher_output` is the cached
             /// teacher output if the cache stores it, else undefined.
             ///
             /// # Errors

@@ -202,7 +202,7 @@ pub(super) fn balance_methods(items: &Items) -> TokenStream {
         /// weight. Pair values (`out.label.loss()`) are not rescaled.
         ///
         /// # Errors
-        /// `DistillError::InvalidArgument` when no pair has that label.
+        /// `DistillError::Setup(SetupError::UnknownLabel)` when no pair has that label.
         pub fn rescale_to(mut self, label: &str) -> ::core::result::Result<Self, #p::DistillError> {
             self.distillation.set_rescale_to(::core::option::Option::Some(label))?;
             ::core::result::Result::Ok(self)

@@ -106,10 +106,14 @@ impl Axis {
 /// budget (about a second in a debug build); exceeding it is [`ChannelMapError::Undecided`].
 ///
 /// # Errors
+/// - [`ChannelMapError::UndefinedWeight`] when a weight is an undefined tensor;
 /// - [`ChannelMapError::NotConv2d`], [`ChannelMapError::EmptyWeights`],
 ///   [`ChannelMapError::ComplexWeights`] or [`ChannelMapError::IncompatibleShapes`] when a weight is
 ///   not 4-D, is empty, is not real-valued, or the kernel sizes differ (the message gives both shapes);
+/// - [`ChannelMapError::BiasShape`] when a bias is not one value per output channel;
 /// - [`ChannelMapError::StudentWider`] when the student has more output or input channels than the teacher;
+/// - [`ChannelMapError::TooManyChannels`] when the teacher has more output × input channels than
+///   the search indexes;
 /// - [`ChannelMapError::NoChannelMapping`] when no selection of teacher channels reproduces the student;
 /// - [`ChannelMapError::Ambiguous`] when several selections that compute different outputs
 ///   reproduce it;

@@ -41,7 +41,7 @@ impl Tolerance {
     }
 
     /// Checks that `atol` is finite and ≥ 0 and `rtol` is in `[0, 1)`: what every use of a tolerance
-    /// (the selection adapters' `build`, the mapping finders) checks first.
+    /// (the selection adapters' `build`, the mapping finders) checks before comparing any weight.
     ///
     /// # Errors
     /// [`ChannelMapError::InvalidTolerance`] otherwise.
