@@ -4,6 +4,7 @@
 //! and cross-entropy with ignored labels; in f64 and f32.
 
 use distill::criterion::{ChunkedLoss, ChunkedTarget, Divergence, SequenceKd, TokenReduction, TopKKl, TopKTail};
+use distill::DistillError;
 use tch::{Device, Kind, Tensor};
 
 const B: i64 = 2;
@@ -154,4 +155,78 @@ fn shape_and_chunk_errors() {
     let out = x.labels.ones_like() * V;
     let bad = ChunkedTarget::CrossEntropy { labels: &out, reduction: TokenReduction::Token };
     assert!(ChunkedLoss::new(4).f_loss(&x.h, &x.w, &bad, None).is_err());
+}
+
+/// Labels of any integer kind the label check accepts give the same loss and gradients as `i64`
+/// labels, chunked and unchunked: the reference converts them as the chunked path does.
+#[test]
+fn integer_labels_of_every_kind_agree_chunked_and_unchunked() {
+    let x = inputs(Kind::Double);
+    fn ce(labels: &Tensor) -> ChunkedTarget<'_> {
+        ChunkedTarget::CrossEntropy { labels, reduction: TokenReduction::Token }
+    }
+    let (v0, h0, w0) = run(&x, &ce(&x.labels), Some(3));
+    let (u0, _, _) = run(&x, &ce(&x.labels), None);
+    assert!((v0 - u0).abs() < 1e-12 && v0 > 1.0, "{v0} vs {u0}");
+    for kind in [Kind::Int, Kind::Int16, Kind::Int8] {
+        let labels = x.labels.to_kind(kind);
+        for chunk in [Some(3), None] {
+            let (v, h, w) = run(&x, &ce(&labels), chunk);
+            assert!((v - v0).abs() < 1e-12, "{kind:?} {chunk:?}: {v} vs {v0}");
+            assert!((&h - &h0).abs().max().double_value(&[]) < 1e-12, "{kind:?} {chunk:?}: ∂L/∂h");
+            assert!((&w - &w0).abs().max().double_value(&[]) < 1e-12, "{kind:?} {chunk:?}: ∂L/∂W");
+        }
+    }
+}
+
+/// A top-k teacher's log-probabilities are read row by row beside its ids: a tensor of the same
+/// element count in another layout (transposed) is an error, not a misaligned read, and so is k = 0.
+#[test]
+fn a_top_k_teacher_whose_parts_do_not_fit_is_an_error() {
+    let x = inputs(Kind::Double);
+    let top = TopKTail::f_encode(&x.teacher, 6, 2.0).unwrap();
+    let transposed = TopKTail {
+        ids: top.ids.shallow_clone(),
+        log_probs: top.log_probs.transpose(1, 2).contiguous(),
+        tail: top.tail.shallow_clone(),
+    };
+    let empty = TopKTail {
+        ids: top.ids.narrow(2, 0, 0),
+        log_probs: top.log_probs.narrow(2, 0, 0),
+        tail: top.tail.shallow_clone(),
+    };
+    let h = x.h.detach();
+    for (teacher, want) in [
+        (&transposed, "a top-k tail needs log_probs of the shape of its ids [..., k]"),
+        (&empty, "k must be in 1..=50 (the vocabulary), got 0"),
+    ] {
+        let target = ChunkedTarget::TopK { teacher, criterion: TopKKl::new(2.0) };
+        for result in [
+            ChunkedLoss::new(4).f_loss(&h, &x.w, &target, Some(&x.valid)),
+            ChunkedLoss::new(4).f_loss_unchunked(&h, &x.w, &target, Some(&x.valid)),
+        ] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, DistillError::Criterion(_)), "{err:?}");
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
+    // The same parts in the right layout are accepted.
+    let target = ChunkedTarget::TopK { teacher: &top, criterion: TopKKl::new(2.0) };
+    assert!(ChunkedLoss::new(4).f_loss(&h, &x.w, &target, Some(&x.valid)).unwrap().double_value(&[]) > 0.0);
+}
+
+/// `f_loss` gives the teacher logits no gradient; `f_loss_unchunked`, plain autograd, gives them one.
+#[test]
+fn only_the_unchunked_reference_gives_the_teacher_a_gradient() {
+    let x = inputs(Kind::Double);
+    for divergence in [Divergence::ForwardKl, Divergence::ReverseKl] {
+        let teacher = x.teacher.detach().set_requires_grad(true);
+        let target = ChunkedTarget::Logits { teacher: &teacher, criterion: SequenceKd::new(divergence, 2.0) };
+        let h = x.h.detach().set_requires_grad(true);
+        ChunkedLoss::new(3).f_loss(&h, &x.w, &target, Some(&x.valid)).unwrap().backward();
+        assert!(!teacher.grad().defined(), "{divergence:?}: f_loss");
+        assert!(h.grad().abs().max().double_value(&[]) > 0.0);
+        ChunkedLoss::new(3).f_loss_unchunked(&h, &x.w, &target, Some(&x.valid)).unwrap().backward();
+        assert!(teacher.grad().abs().max().double_value(&[]) > 0.0, "{divergence:?}: f_loss_unchunked");
+    }
 }

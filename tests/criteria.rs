@@ -7,7 +7,7 @@ use std::ops::Mul;
 
 use distill::criterion::{
     AttentionTransfer, Cosine, Criterion, Dist, Dkd, KlDiv, Mse, Pkt, Rkd, SimilarityPreserving, SmoothL1,
-    SoftCrossEntropy, TopKKlDiv, Weighted, L1,
+    SoftCrossEntropy, TopKKlDiv, TopKLogits, Weighted, L1,
 };
 use serde_json::Value;
 use tch::{Kind, Tensor};
@@ -446,4 +446,57 @@ fn zero_rkd_weights_still_give_a_differentiable_loss() {
     assert_eq!(loss.double_value(&[]), 0.0);
     loss.backward();
     assert!(values(&s.grad()).iter().all(|g| *g == 0.0));
+}
+
+/// The value criteria use the teacher tensor as given (a trainable teacher gets a gradient); the
+/// top-k criterion detaches its packed teacher (it gets none), as the module documentation says.
+#[test]
+fn teacher_gradients_are_as_documented() {
+    let s = logits(9, &[4, 6]).set_requires_grad(true);
+    for c in [&Mse as &dyn Criterion, &KlDiv::new(2.0), &Rkd::default(), &AttentionTransfer::new(2.0)] {
+        let shape: &[i64] = if c.check_shapes(&[4, 6], &[4, 6]).is_ok() { &[4, 6] } else { &[4, 2, 3] };
+        let (s, t) = (s.reshape(shape), logits(10, shape).set_requires_grad(true));
+        c.f_loss(&s, &t).unwrap().backward();
+        assert!(t.grad().defined() && t.grad().abs().max().double_value(&[]) > 0.0, "{shape:?}");
+    }
+    let packed = TopKLogits::new(3, 2.0).f_encode(&logits(11, &[4, 6])).unwrap().set_requires_grad(true);
+    let loss = TopKKlDiv::new(2.0).f_loss(&s, &packed).unwrap();
+    loss.backward();
+    assert!(!packed.grad().defined(), "the packed teacher gets no gradient");
+    assert!(s.grad().abs().max().double_value(&[]) > 0.0);
+}
+
+/// `(x^p).mean(1)`, flattened per sample and L2-normalised: the attention map, written out.
+fn attention_map(x: &Tensor, p: f64) -> Tensor {
+    let n = x.size()[0];
+    let a = x.pow_tensor_scalar(p).mean_dim(1, false, Kind::Double).reshape([n, -1]);
+    &a / a.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
+/// A power that is not a whole number on a negative feature would be NaN: `f_loss` says so (naming
+/// the side and the fix) and `loss` panics with it. Whole-number powers take negative features, and
+/// a fractional power non-negative ones, with the values of the formula.
+#[test]
+fn attention_transfer_rejects_a_fractional_power_of_a_negative_feature() {
+    let (s, t) = (logits(12, &[2, 3, 4, 4]), logits(13, &[2, 5, 4, 4]));
+    let (s_pos, t_pos) = (s.relu(), t.relu());
+    let at = AttentionTransfer::new(1.5);
+    for (student, teacher, side) in [(&s, &t_pos, "student"), (&s_pos, &t, "teacher")] {
+        let err = at.f_loss(student, teacher).unwrap_err().to_string();
+        assert!(err.contains("AttentionTransfer's p = 1.5 is not a whole number"), "{err}");
+        assert!(err.contains(&format!("the {side} tensor holds negative values")), "{err}");
+        assert!(err.contains("whole-number power, or non-negative features"), "{err}");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| at.loss(student, teacher)));
+        assert!(panicked.is_err(), "loss panics on what f_loss rejects");
+    }
+    let want = |s: &Tensor, t: &Tensor, p: f64| {
+        (attention_map(s, p) - attention_map(t, p)).square().mean(Kind::Double).double_value(&[])
+    };
+    let fractional = at.f_loss(&s_pos, &t_pos).unwrap().double_value(&[]);
+    assert!((fractional - want(&s_pos, &t_pos, 1.5)).abs() < 1e-15, "{fractional}");
+    assert!(fractional > 1e-3);
+    for p in [1.0, 2.0, 3.0] {
+        let whole = AttentionTransfer::new(p).f_loss(&s, &t).unwrap().double_value(&[]);
+        assert!(whole.is_finite() && (whole - want(&s, &t, p)).abs() < 1e-15, "p = {p}: {whole}");
+    }
 }

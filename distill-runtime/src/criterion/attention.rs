@@ -2,8 +2,9 @@
 
 use tch::Tensor;
 
-use super::check::{at_least, parameter, same_batch};
-use super::{catalogue_criterion, normalize, rows};
+use super::check::{at_least, check_catalogue_call, parameter, same_batch};
+use super::{normalize, rows, Criterion};
+use crate::error::{CriterionError, Result};
 
 /// Attention transfer, Zagoruyko & Komodakis, "Paying More Attention to Attention" (ICLR 2017), as in
 /// the authors' code and RepDistiller's `distiller_zoo/AT.py`:
@@ -17,6 +18,12 @@ use super::{catalogue_criterion, normalize, rows};
 /// adapter or an explicit pooling does that, and [`Criterion::check_shapes`](super::Criterion::check_shapes)
 /// rejects the pair. The paper weights the sum of AT terms by β = 1000
 /// (`AttentionTransfer::default() * 1000.0`). A power `p` that is not finite and > 0 is invalid.
+///
+/// A `p` that is not a whole number needs non-negative features (post-ReLU maps, as the paper's):
+/// the fractional power of a negative value is NaN, so [`Criterion::f_loss`] returns
+/// [`CriterionError::FractionalPowerOfNegative`] when either tensor holds one (a check over both
+/// tensors on each call, made for fractional `p` only), and [`Criterion::loss`] panics with it.
+/// A whole-number `p` takes any features.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionTransfer {
     /// The power applied element-wise before averaging over channels (the paper uses 2).
@@ -44,21 +51,51 @@ impl AttentionTransfer {
 }
 
 impl AttentionTransfer {
-    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
+    fn compute(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
         (self.attention_map(student) - self.attention_map(teacher)).square().mean(None)
+    }
+
+    /// With a `p` that is not a whole number, no negative value on either side (its power is NaN).
+    fn check_values(&self, student: &Tensor, teacher: &Tensor) -> Result<()> {
+        if self.p.fract() == 0.0 {
+            return Ok(());
+        }
+        for (tensor, x) in [("the student tensor", student), ("the teacher tensor", teacher)] {
+            if x.f_lt(0.0)?.f_any()?.f_int64_value(&[])? != 0 {
+                let (name, p) = ("AttentionTransfer's p", self.p);
+                return Err(CriterionError::FractionalPowerOfNegative { name, p, tensor }.into());
+            }
+        }
+        Ok(())
     }
 }
 
-catalogue_criterion!(AttentionTransfer {
+/// As the catalogue's other criteria (`loss` panics with the error `f_loss` returns), with the
+/// check of negative values under a fractional `p` after those of the parameters and shapes.
+impl Criterion for AttentionTransfer {
+    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
+        self.loss_with_targets(student, teacher, None)
+    }
+
+    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
+        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
+        check_catalogue_call(self, student, teacher, targets)?;
+        self.check_values(student, teacher)?;
+        Ok(self.compute(student, teacher))
+    }
+
     /// `p` finite and > 0 (at `p ≤ 0`, zero activations give infinite maps).
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), String> {
         parameter("AttentionTransfer's p", self.p, 0.0, true)
     }
 
     /// Feature maps of at least 3 dimensions (`(N, C, H, W…)`), the same batch size `N` and the same
     /// number of positions (product of the dimensions after the channels), nothing empty; channel
     /// counts may differ.
-    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> Result<(), String> {
+    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
         for shape in [student, teacher] {
             at_least(shape, 3, "(N, C, H, W…): feature maps, whose channels it averages per position")?;
         }
@@ -69,4 +106,4 @@ catalogue_criterion!(AttentionTransfer {
         }
         Ok(())
     }
-});
+}

@@ -80,7 +80,8 @@ impl ChunkedTarget<'_> {
                 criterion.f_per_token(z, &part)
             }
             ChunkedTarget::CrossEntropy { labels, .. } => {
-                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?;
+                // Any integer kind the label check accepts, as `gather` needs it: `i64`.
+                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?.f_to_kind(Kind::Int64)?;
                 // Ignored labels gather class 0 (their weight is 0).
                 let y = y.f_clamp_min(0)?.f_unsqueeze(1)?;
                 Ok(z.f_logsumexp([1], false)?.f_sub(&z.f_gather(1, &y, false)?.f_squeeze_dim(1)?)?)
@@ -161,12 +162,18 @@ impl ChunkedTarget<'_> {
             }
             ChunkedTarget::TopK { teacher, criterion } => {
                 criterion.validate().map_err(invalid_criterion)?;
+                // The parts are read row by row: the same shapes, not only the same element counts
+                // (a transposed `log_probs` would be read misaligned).
+                teacher.check_parts()?;
                 let k = teacher.k();
-                if teacher.ids.size() != [b, t, k] || teacher.tail.size() != [b, t] || k > vocab {
+                if teacher.ids.size() != [b, t, k] {
                     let (encoding, student) = (Packed::TopKTail, vec![b, t, vocab]);
                     return Err(
                         CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student }.into()
                     );
+                }
+                if k < 1 || k > vocab {
+                    return Err(CriterionError::TopKOutOfRange { k, vocab }.into());
                 }
                 Ok(None)
             }
@@ -197,7 +204,10 @@ impl ChunkedTarget<'_> {
 /// The value and the gradients with respect to `h` and `W` equal those of the unchunked
 /// [`f_loss_unchunked`](Self::f_loss_unchunked) up to float rounding (the same operations summed
 /// in another order); see the module documentation for the surrogate that carries the gradient.
-/// The teacher side gets no gradient.
+/// [`f_loss`](Self::f_loss) gives the teacher side no gradient (the surrogate carries gradients
+/// with respect to `h` and `W` only); [`f_loss_unchunked`](Self::f_loss_unchunked), plain autograd,
+/// gives teacher logits ([`ChunkedTarget::Logits`]) that require a gradient one, as
+/// [`SequenceKd`] does, and none to a top-k teacher, whose parts [`TopKKl`] detaches.
 ///
 /// ```
 /// use distill_runtime::criterion::{ChunkedLoss, ChunkedTarget, Divergence, SequenceKd};
@@ -246,8 +256,15 @@ impl ChunkedLoss {
     /// the target says. Differentiable in `hidden` and `weight` (those that require a gradient).
     ///
     /// # Errors
-    /// [`CriterionError`](super::CriterionError) for mismatched shapes or kinds, a chunk size < 1, or an
-    /// invalid criterion or label.
+    /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) for a target's
+    /// criterion whose parameters are invalid (the reason its `validate` gives);
+    /// [`CriterionError`](super::CriterionError) for a chunk size < 1, an undefined tensor, hidden
+    /// states and weight of mismatched shapes, kinds or devices, teacher logits of another shape or
+    /// kind, a top-k teacher whose parts or shape do not fit (or whose `k` is outside `1..=V`), labels
+    /// of another shape, of a non-integer kind or outside the vocabulary (other than −100), or a mask
+    /// of another shape; [`DistillError::Torch`](crate::DistillError::Torch) for an operation libtorch
+    /// refuses, such as one on tensors on different devices (the teacher's, the labels' and the mask's
+    /// devices are not checked beforehand).
     pub fn f_loss(
         &self,
         hidden: &Tensor,

@@ -88,7 +88,10 @@ pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) ->
 /// block loop fills in.
 struct Rows {
     ck: Kind,
+    /// Whether each row counts (a weight ≠ 0), on the host for the block loop's decisions…
     active: Vec<bool>,
+    /// …and as a bool tensor `[n]` on the logits' device, for masking a block's inactive rows.
+    active_rows: Tensor,
     kd_w: Tensor,
     ce_w: Tensor,
     /// The softmax of the teacher term is shared with cross-entropy (`T = 1`, or no teacher).
@@ -116,7 +119,7 @@ impl Rows {
             Some((_, w)) => w.f_to_kind(ck)?,
             None => Tensor::f_zeros([n], opts)?,
         };
-        let active_rows = kd_w.f_ne(0.0)?.f_logical_or(&ce_w.f_ne(0.0)?)?;
+        let active_rows = kd_w.f_ne(0.0)?.f_logical_or(&ce_w.f_ne(0.0)?)?.f_to_device(z.device())?;
         let active = Vec::<bool>::try_from(&active_rows)?;
         let t = loss.temperature;
         let has_teacher = !matches!(loss.teacher, RowTeacher::None);
@@ -145,6 +148,7 @@ impl Rows {
         Ok(Rows {
             ck,
             active,
+            active_rows,
             base: ckd.f_mul(&mass)?.f_add(&cs)?,
             kd_w,
             ce_w,
@@ -237,9 +241,9 @@ impl Rows {
             let _ = out.f_scatter_add_(1, &rows(y)?, &rows(neg_w)?)?;
         }
         if !all_active {
-            let inactive = Tensor::from_slice(&self.active[start as usize..(start + len) as usize])
-                .f_logical_not()?
-                .f_unsqueeze(1)?;
+            // The mask comes from the weights, on the logits' device (a host tensor would not mask a
+            // CUDA block).
+            let inactive = rows(&self.active_rows)?.f_logical_not()?.f_unsqueeze(1)?;
             let _ = out.f_masked_fill_(&inactive, 0.0)?;
         }
         if let (Some(g), None) = (grad, direct) {

@@ -25,7 +25,9 @@ pub const IGNORE_INDEX: i64 = -100;
 ///   the `B` sequences (TRL's `batchmean` without labels);
 /// - [`Sum`](Self::Sum): `Σ m·ℓ`.
 ///
-/// With no valid token at all, every reduction is 0 (with a zero gradient), as TRL returns.
+/// With no valid token at all, every reduction is 0 (with a zero gradient), so that a batch of
+/// prompt or padding tokens only adds nothing to a step. TRL's `generalized_jsd_loss` differs
+/// there: with labels it divides the sum by the number of valid tokens, 0/0, and returns NaN.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TokenReduction {
     /// The mean over valid tokens (the default).

@@ -45,8 +45,21 @@
 //! [`Criterion::f_loss`] is its fallible twin, returning a [`DistillError`](crate::DistillError)
 //! instead. `distill!` checks parameters and shapes itself and reports them naming the pair.
 //!
-//! The teacher tensor is used as given: a distillation runs its teacher without gradient by default, so no
-//! criterion detaches it (with a trainable teacher, gradients flow to both sides).
+//! # Gradients of the teacher
+//!
+//! A distillation runs its teacher without gradient by default. For a trainable teacher, what a
+//! criterion gives its side:
+//!
+//! - the criteria of two value tensors ([`Mse`] to [`Dkd`] in the catalogue, [`SequenceKd`]) and
+//!   closures use the teacher tensor as given: gradients flow to both sides;
+//! - the criteria of a teacher encoding give it none: [`TopKKlDiv`] detaches the packed top-k,
+//!   [`TopKKl`] its encoding's log-probabilities and tail, [`SampledKl`] its encoding's
+//!   log-probabilities and weights, and the fused forms ([`TopKKl`]'s
+//!   [`f_loss_masked`](TokenCriterion::f_loss_masked) and [`TokenKd`]) carry a gradient with
+//!   respect to the student's logits only;
+//! - [`ChunkedLoss::f_loss`] carries gradients with respect to the student's hidden states and
+//!   `lm_head` weight only, for every [`ChunkedTarget`]; [`ChunkedLoss::f_loss_unchunked`] (plain
+//!   autograd) gives teacher logits ([`ChunkedTarget::Logits`]) a gradient, as [`SequenceKd`] does.
 //!
 //! ```
 //! use distill_runtime::criterion::{AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
@@ -172,8 +185,9 @@ pub trait Criterion {
     /// # Errors
     /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) (parameters),
     /// [`DistillError::ShapeMismatch`](crate::DistillError::ShapeMismatch) (shapes), and for the
-    /// catalogue [`CriterionError`] when the
-    /// tensors are not of one floating-point kind on one device.
+    /// catalogue [`CriterionError`] when the tensors are not of one floating-point kind on one device,
+    /// or their content is outside what the criterion takes (a packed teacher that is not one, a
+    /// negative feature under [`AttentionTransfer`]'s fractional power).
     fn f_loss(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
         self.f_loss_with_targets(student, teacher, None)
     }

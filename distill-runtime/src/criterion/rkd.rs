@@ -17,8 +17,10 @@ const SQUARED_DISTANCE_FLOOR: f64 = 1e-12;
 /// - **angle**: `e_ij = F.normalize(f_j − f_i)`, `a_ijk = e_ij · e_ik`; loss `F.smooth_l1_loss(a_s, a_t)`
 ///   over all `N³` entries;
 ///
-/// and the loss is `distance_weight · distance + angle_weight · angle`. A term whose weight is 0 is not
-/// computed (RKD-D or RKD-A alone). The angle term holds `N² × D` differences, as the reference does.
+/// and the loss is `distance_weight · distance + angle_weight · angle`. When one weight is 0, that
+/// term is not computed (RKD-D or RKD-A alone); when both are, the distance term is computed and
+/// multiplied by 0, so that the loss is a zero (for finite features) still connected to the
+/// student. The angle term holds `N² × D` differences, as the reference does.
 ///
 /// Only the batch sizes must agree (any feature widths), and the batch needs at least 2 samples: with
 /// one, the mean distance is 0/0 (NaN in the reference too), so

@@ -159,7 +159,8 @@ fn ln(w: f64) -> f64 {
 ///
 /// With `Jsd { beta }` this is TRL's `generalized_jsd_loss(s, t, labels, beta, temperature)` (its
 /// `batchmean`): with labels, reduced by [`TokenReduction::Token`]; without, TRL divides the sum by
-/// the batch size, [`TokenReduction::Batch`].
+/// the batch size, [`TokenReduction::Batch`]. One difference: with labels and no valid token, TRL
+/// returns NaN (0/0) and this 0 ([`TokenReduction`]).
 ///
 /// ```
 /// use distill_runtime::criterion::{Criterion, Divergence, SequenceKd, TokenReduction};

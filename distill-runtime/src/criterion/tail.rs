@@ -122,6 +122,19 @@ impl TopKTail {
         self.ids.size().last().copied().unwrap_or(0)
     }
 
+    /// Checks that the parts agree: `log_probs` of the shape of `ids` (`[…, k]`), `tail` of that
+    /// shape without `k`. The loss reads the three row by row, so equal element counts are not enough.
+    ///
+    /// # Errors
+    /// [`CriterionError::TopKTailParts`] when they do not.
+    pub(crate) fn check_parts(&self) -> Result<()> {
+        let (ids, log_probs, tail) = (self.ids.size(), self.log_probs.size(), self.tail.size());
+        if ids.is_empty() || log_probs != ids || tail[..] != ids[..ids.len() - 1] {
+            return Err(CriterionError::TopKTailParts { ids, log_probs, tail }.into());
+        }
+        Ok(())
+    }
+
     /// One tensor `[…, 2k + 1]`: `log_probs`, then the ids as floating-point numbers, then `tail`, in
     /// the kind of `log_probs`.
     ///
@@ -275,10 +288,11 @@ impl TopKKl {
         let Some((&vocab, lead)) = shape.split_last() else {
             return Err(CriterionError::NoVocabularyDimension { tensor: "the student logits" }.into());
         };
+        teacher.check_parts()?;
         let k = teacher.k();
         let mut top_shape = lead.to_vec();
         top_shape.push(k);
-        if teacher.ids.size() != top_shape || teacher.log_probs.size() != top_shape || teacher.tail.size() != lead {
+        if teacher.ids.size() != top_shape {
             let encoding = Packed::TopKTail;
             return Err(
                 CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student: shape }.into()

@@ -21,8 +21,13 @@ pub trait TokenCriterion {
     /// for every token; differentiable by autograd.
     ///
     /// # Errors
-    /// [`CriterionError`](super::CriterionError) when the shapes disagree, the logits are not
-    /// floating-point or a parameter is invalid.
+    /// When the shapes disagree, the logits are not floating-point or a parameter is invalid:
+    /// [`CriterionError`](super::CriterionError) for [`TopKKl`](super::TopKKl) and
+    /// [`SampledKl`](super::SampledKl); for [`SequenceKd`](super::SequenceKd) the errors of
+    /// [`Criterion::f_loss`](super::Criterion::f_loss), that is
+    /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) for its parameters,
+    /// [`DistillError::ShapeMismatch`](crate::DistillError::ShapeMismatch) for the shapes and
+    /// [`CriterionError`](super::CriterionError) for the tensors' kinds and devices.
     fn f_per_token(&self, student: &Tensor, teacher: &Self::Teacher) -> Result<Tensor>;
 
     /// The loss of student logits `[B, T, V]` against `teacher` over the tokens where `valid`
@@ -30,8 +35,11 @@ pub trait TokenCriterion {
     /// reduced as the criterion's `reduction` says ([`TokenReduction`](super::TokenReduction)).
     ///
     /// # Errors
-    /// As [`f_per_token`](Self::f_per_token), and
-    /// [`CriterionError::MaskShape`](super::CriterionError::MaskShape) for a mask of another shape.
+    /// As [`f_per_token`](Self::f_per_token), and [`CriterionError`](super::CriterionError) for an
+    /// undefined mask or one of another shape
+    /// ([`MaskShape`](super::CriterionError::MaskShape)); [`TopKKl`](super::TopKKl)'s fused form also
+    /// [`GradientOverflow`](super::CriterionError::GradientOverflow) when its gradient cannot be
+    /// carried exactly.
     fn f_loss_masked(&self, student: &Tensor, teacher: &Self::Teacher, valid: Option<&Tensor>) -> Result<Tensor>;
 
     /// The unchecked twin of [`f_loss_masked`](Self::f_loss_masked): panics with its error.

@@ -28,6 +28,20 @@ pub enum CriterionError {
         /// The value given.
         value: f64,
     },
+    /// A power that is not a whole number, applied to a tensor holding negative values: their
+    /// power has no real value (NaN).
+    #[error(
+        "{name} = {p} is not a whole number, and {tensor} holds negative values, whose power {p} is NaN: use a \
+         whole-number power, or non-negative features (e.g. taken after a ReLU)"
+    )]
+    FractionalPowerOfNegative {
+        /// The power, as the message names it (`"AttentionTransfer's p"`).
+        name: &'static str,
+        /// Its value.
+        p: f64,
+        /// The tensor with negative values (`"the student tensor"`).
+        tensor: &'static str,
+    },
     /// A count (of samples, of tokens per chunk, of top classes) below 1.
     #[error("{what} must be ≥ 1, got {got}")]
     CountBelowOne {
@@ -117,6 +131,20 @@ pub enum CriterionError {
         teacher: Vec<i64>,
         /// Shape of the student's logits.
         student: Vec<i64>,
+    },
+    /// A top-k tail whose parts disagree: its log-probabilities are not of the shape of its ids
+    /// (`[…, k]`), or its tail not of that shape without `k`.
+    #[error(
+        "a top-k tail needs log_probs of the shape of its ids [..., k] and a tail of that shape without k, got ids \
+         {ids:?}, log_probs {log_probs:?} and tail {tail:?}"
+    )]
+    TopKTailParts {
+        /// Shape of the token ids.
+        ids: Vec<i64>,
+        /// Shape of the log-probabilities.
+        log_probs: Vec<i64>,
+        /// Shape of the tail.
+        tail: Vec<i64>,
     },
     /// Teacher logits of another shape than the student's.
     #[error("the teacher logits need {expected:?}, got {got:?}")]
