@@ -467,8 +467,22 @@ fn a_cache_of_the_first_layout_version_still_reads() {
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"format\": 3"));
-    std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 1")).unwrap();
-    assert_eq!(TeacherCache::open(&dir).unwrap().manifest().format, 1);
+    let expected = TeacherCache::open(&dir).unwrap().batch(&ids(&[2, 7]), 1).unwrap().endpoint("").unwrap().copy();
+    // As version 1 wrote it: shards without metadata (no checksum, no manifest hash), a manifest
+    // without the fields version 3 added.
+    for shard in ["shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"] {
+        let tensors = Tensor::read_safetensors(dir.join(shard)).unwrap();
+        Tensor::write_safetensors(&tensors, dir.join(shard)).unwrap();
+    }
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest["format"] = 1.into();
+    for field in ["inputs", "teacher_mode", "write_batch_size"] {
+        manifest.as_object_mut().unwrap().remove(field);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let cache = TeacherCache::open(&dir).unwrap();
+    assert_eq!(cache.manifest().format, 1);
+    assert!(cache.batch(&ids(&[2, 7]), 1).unwrap().endpoint("").unwrap().equal(&expected));
     std::fs::write(&path, text.replace("\"format\": 3", "\"format\": 4")).unwrap();
     assert!(matches!(TeacherCache::open(&dir), Err(DistillError::Cache(CacheError::File { .. }))));
     // A manifest that is not JSON: the parser's error is the source, not only a string.
@@ -819,4 +833,53 @@ fn a_torchscript_teachers_hash_is_that_of_its_parameters() {
     let hash = TeacherHash::of_jit(&module).unwrap();
     assert_eq!(hash, TeacherHash::of_jit(&distill::jit::Module::load(&pt, Device::Cpu).unwrap()).unwrap());
     assert_ne!(hash, TeacherHash::of_file(&pt).unwrap(), "parameters, not the file's bytes");
+}
+
+/// Named tensors built without a random generator, of several kinds and shapes (a matrix, a
+/// vector, an empty tensor, booleans, half floats and a one-byte scalar), for a hash pinned below.
+fn fixed_tensors() -> Vec<(&'static str, Tensor)> {
+    vec![
+        ("block.weight", Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3]) / 7.0),
+        ("block.bias", Tensor::from_slice(&[0.5f64, -1.25])),
+        ("block.steps", Tensor::from_slice(&[3i64, -4, 5])),
+        ("empty", Tensor::zeros([0, 4], (Kind::Float, Device::Cpu))),
+        ("mask", Tensor::from_slice(&[true, false, true])),
+        ("half", Tensor::from_slice(&[1.5f32, -2.0, 65504.0]).to_kind(Kind::Half)),
+        ("flag", Tensor::from(7u8)),
+    ]
+}
+
+#[test]
+fn the_teacher_hash_of_a_fixed_store_is_what_earlier_releases_computed() {
+    // Pinned: a cache records this hash in its manifest, so a change to how a store is hashed would
+    // make every existing cache a mismatch for its own teacher.
+    let tensors = fixed_tensors();
+    let hash = TeacherHash::of_tensors(tensors.iter().map(|(name, tensor)| (*name, tensor))).unwrap();
+    assert_eq!(hash.as_str(), "sha256:63f2497ab52213786caf21e8ca93a9f19fce145724ff8d81f373ce833269706a");
+}
+
+#[test]
+fn a_store_with_a_learnable_scalar_hashes_and_the_scalar_counts() {
+    let store = |value: f64| {
+        let vs = VarStore::new(Device::Cpu);
+        let _ = vs.root().var("scale", &[], tch::nn::Init::Const(value));
+        let _ = vs.root().var("weight", &[2, 2], tch::nn::Init::Const(0.25));
+        vs
+    };
+    let (a, b, c) = (store(1.5), store(1.5), store(2.5));
+    let hash = TeacherHash::of_var_store(&a).unwrap();
+    assert_eq!(hash, TeacherHash::of_var_store(&b).unwrap(), "same variables, same hash");
+    assert_ne!(hash, TeacherHash::of_var_store(&c).unwrap(), "the scalar's value is hashed");
+    // The scalar's shape is hashed too: the same value as a 1-element vector is another store.
+    let scalar = Tensor::from(1.5f32);
+    let vector = Tensor::from_slice(&[1.5f32]);
+    assert_ne!(
+        TeacherHash::of_tensors([("scale", &scalar)]).unwrap(),
+        TeacherHash::of_tensors([("scale", &vector)]).unwrap()
+    );
+    // Scalars of every width: doubles, 64-bit integers, half floats.
+    for kind in [Kind::Double, Kind::Int64, Kind::Half, Kind::BFloat16] {
+        let scalar = Tensor::from(3.0f32).to_kind(kind);
+        assert!(TeacherHash::of_tensors([("s", &scalar)]).is_ok(), "{kind:?}");
+    }
 }

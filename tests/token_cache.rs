@@ -528,3 +528,92 @@ fn prefetched_token_batches_equal_direct_batches_in_order() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- verification on demand, empty manifests, concurrent writers -----------------------------
+
+#[test]
+fn verify_checks_the_shards_again_even_after_a_batch_verified_them() {
+    let dir = temp_dir("verify-again");
+    let spec = spec(TokenEncoding::top_k(K, TEMPERATURE));
+    write(&dir, &spec, 2);
+    let shard1 = dir.join("shard-00001-of-00002.safetensors");
+    let cache = TokenCache::open(&dir).unwrap();
+    // A batch of shard 1 runs its checksum pass; `verify` passes while the shard is intact.
+    cache.batch(&[6]).unwrap();
+    cache.verify().unwrap();
+    // Damaged afterwards: `verify` looks at the shard again and says so.
+    flip_last_byte(&shard1);
+    let error = cache.verify().unwrap_err();
+    assert!(
+        matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors")),
+        "{error}"
+    );
+    // And a batch of that shard is refused from then on.
+    assert!(cache.batch(&[6]).is_err());
+    cache.batch(&[1]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_manifest_of_no_sequences_is_an_error_for_every_reader_not_a_panic() {
+    let dir = temp_dir("no-sequences");
+    let spec = spec(TokenEncoding::top_k(K, TEMPERATURE));
+    write(&dir, &spec, 2);
+    let path = dir.join("token-manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["num_sequences"] = 0.into();
+    manifest["shards"] = serde_json::Value::Array(Vec::new());
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let errors = [
+        TokenCache::open(&dir).map(|_| ()).unwrap_err(),
+        TokenCache::open_rank(&dir, 0, 1).map(|_| ()).unwrap_err(),
+        TokenCache::open_rank(&dir, 1, 2).map(|_| ()).unwrap_err(),
+    ];
+    for error in errors {
+        assert!(
+            matches!(&error, DistillError::Cache(CacheError::File { path, .. }) if path.ends_with("token-manifest.json"))
+        );
+        assert!(error.to_string().contains("it holds 0 sequences"), "{error}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn concurrent_writers_of_different_specs_never_both_publish_a_manifest() {
+    // Each round, writers of three specs start together on an empty directory. The first manifest
+    // published stands: its writer goes on, the others are told the cache is another one.
+    for round in 0..8 {
+        let dir = temp_dir(&format!("concurrent-specs-{round}"));
+        let specs: Vec<TokenCacheSpec> = (0..3)
+            .map(|i| TokenCacheSpec { dataset: format!("dataset-{i}"), ..spec(TokenEncoding::top_k(K, TEMPERATURE)) })
+            .collect();
+        let start = std::sync::Barrier::new(specs.len());
+        let outcomes: Vec<Result<Vec<usize>, DistillError>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = specs
+                .iter()
+                .map(|spec| {
+                    let (dir, start) = (&dir, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        TokenCacheWriter::new(dir, spec.clone()).shards(2).pending()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let published = std::fs::read_to_string(dir.join("token-manifest.json")).unwrap();
+        let winners: Vec<usize> = (0..specs.len()).filter(|&i| outcomes[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer goes on: {outcomes:?}");
+        assert!(published.contains(&format!("\"dataset-{}\"", winners[0])), "round {round}: {published}");
+        for (i, outcome) in outcomes.iter().enumerate().filter(|(i, _)| *i != winners[0]) {
+            let error = outcome.as_ref().unwrap_err();
+            assert!(
+                matches!(error, DistillError::CacheMismatch { what, .. } if what.contains("dataset")),
+                "round {round}, writer {i}: {error}"
+            );
+        }
+        // Nothing but the manifest: no temporary file is left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "round {round}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

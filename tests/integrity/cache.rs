@@ -388,3 +388,113 @@ fn a_shard_replaced_or_removed_while_a_job_reads_it_is_an_error() {
     let error = batch_error_after("removed", |shard| std::fs::remove_file(shard).unwrap());
     assert!(error.to_string().contains("removed since the cache was opened"), "{error}");
 }
+
+#[test]
+fn a_manifest_edited_to_declare_an_older_layout_version_is_refused() {
+    let setup = setup();
+    let dir = written("lowered-version", &setup);
+    let original = std::fs::read(dir.join(MANIFEST_FILE)).unwrap();
+    // Versions 1 and 2 have no manifest hash to check, but these shards record one: it binds the
+    // manifest whatever version it declares, so the edit is found (with another edit or none).
+    for format in [1, 2] {
+        for padding in [None, Some(3)] {
+            edit_manifest(&dir, |m| {
+                m["format"] = format.into();
+                if let Some(padding) = padding {
+                    m["augment"]["padding"] = padding.into();
+                }
+            });
+            let error = TeacherCache::open(&dir).unwrap_err();
+            assert!(matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with(MANIFEST_FILE)), "{error}");
+            assert!(error.to_string().contains("edited after the cache was written"), "{error}");
+            std::fs::write(dir.join(MANIFEST_FILE), &original).unwrap();
+        }
+    }
+    TeacherCache::open(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_checks_every_shard_again_even_after_a_batch_verified_it() {
+    let setup = setup();
+    let dir = written("verify-again", &setup);
+    let cache = TeacherCache::open(&dir).unwrap();
+    // A batch of both shards runs their checksum passes; `verify` passes while they are intact.
+    cache.batch(&Tensor::from_slice(&[1i64, 8]), 0).unwrap();
+    cache.verify().unwrap();
+    // Shard 1 is damaged afterwards: `verify` looks at it again and says so.
+    flip_bytes(&dir.join("shard-00001-of-00002.safetensors"), 1600, 4);
+    let error = cache.verify().unwrap_err();
+    assert!(
+        matches!(&error, DistillError::Corrupt { file, .. } if file.ends_with("shard-00001-of-00002.safetensors")),
+        "{error}"
+    );
+    // The failure stays: a batch of that shard is refused, one of shard 0 still reads.
+    assert!(cache.batch(&Tensor::from_slice(&[8i64]), 0).is_err());
+    cache.batch(&Tensor::from_slice(&[1i64]), 0).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_manifest_of_no_samples_or_of_shapes_too_large_to_address_is_refused_not_a_panic() {
+    let setup = setup();
+    let dir = written("absurd-sizes", &setup);
+    let original = std::fs::read(dir.join(MANIFEST_FILE)).unwrap();
+    edit_manifest(&dir, |m| {
+        m["num_samples"] = 0.into();
+        m["shards"] = Value::Array(Vec::new());
+    });
+    assert!(open_error(&dir).contains("it holds 0 samples"), "{}", open_error(&dir));
+    // 2⁴⁰ × 2⁴⁰ values per sample: their byte count overflows, in every layout version.
+    for format in [1, 3] {
+        std::fs::write(dir.join(MANIFEST_FILE), &original).unwrap();
+        edit_manifest(&dir, |m| {
+            m["format"] = format.into();
+            m["endpoints"][0]["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]);
+        });
+        let error = TeacherCache::open(&dir).unwrap_err();
+        assert!(
+            matches!(&error, DistillError::Cache(distill::cache::CacheError::File { path, .. }) if path.ends_with(MANIFEST_FILE)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("more bytes than this machine can address"), "{error}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_writer_of_another_configuration_never_replaces_a_manifest_published_while_it_ran() {
+    let setup = setup();
+    let dir = temp_dir("concurrent-configurations");
+    let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    // Writer A (seed 5) looks for a manifest before its teacher runs: there is none. While its
+    // teacher runs, writer B (seed 6) starts, finds none either, and writes shard 1 and its manifest.
+    let mut b_ran = false;
+    let error = writer(&dir, &setup)
+        .shard(0)
+        .write_with(live.distillation(), &setup.teacher, SAMPLES as usize, |ids| {
+            if !b_ran {
+                b_ran = true;
+                writer(&dir, &setup).seed(6).shard(1).write(live.distillation(), &setup.teacher, &setup.inputs)?;
+            }
+            Ok(setup.inputs.index_select(0, &Tensor::from_slice(ids)))
+        })
+        .unwrap_err();
+    assert!(b_ran);
+    // A stops before writing its shard: B's manifest stands and B's shard is intact.
+    assert!(
+        matches!(&error, DistillError::CacheMismatch { what, cached, expected, .. }
+            if what == "the views' seed" && cached == "6" && expected == "5"),
+        "{error}"
+    );
+    assert!(!dir.join("shard-00000-of-00002.safetensors").exists());
+    let published: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap();
+    assert_eq!(published["seed"], 6);
+    // B completes its cache, which opens and reads: nothing of A's is in it.
+    let report = writer(&dir, &setup).seed(6).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!((report.written, report.skipped), (vec![0], vec![1]));
+    let cache = TeacherCache::open(&dir).unwrap();
+    cache.verify().unwrap();
+    assert_eq!(cache.manifest().seed, 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}

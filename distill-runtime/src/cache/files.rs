@@ -25,13 +25,28 @@ pub(crate) struct ShardLock {
     _file: File,
 }
 
+/// How many times [`ShardLock::acquire`] takes a lock whose file then turns out to have lost its
+/// name before it gives up. A lock file loses its name only when its holder releases it between this
+/// writer's open and lock, which a few writers of one shard cannot make happen this often in a row.
+const LOCK_ATTEMPTS: usize = 64;
+
 impl ShardLock {
     /// Locks the writing of the shard at `shard`, or names the writer that holds it.
+    ///
+    /// # Errors
+    /// [`CacheError::File`] when another writer holds the lock, or when the lock file still does not
+    /// keep its name after [`LOCK_ATTEMPTS`] tries; [`DistillError::Io`] when it cannot be created or
+    /// locked.
     pub(crate) fn acquire(shard: &Path, index: usize) -> Result<ShardLock> {
+        ShardLock::acquire_named(shard, index, still_named)
+    }
+
+    /// [`acquire`](Self::acquire), with `named` telling whether a path names an open file.
+    fn acquire_named(shard: &Path, index: usize, named: impl Fn(&File, &Path) -> bool) -> Result<ShardLock> {
         let mut name = shard.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(".lock");
         let path = shard.with_file_name(name);
-        loop {
+        for _ in 0..LOCK_ATTEMPTS {
             let file = File::options()
                 .create(true)
                 .truncate(false)
@@ -53,10 +68,21 @@ impl ShardLock {
             }
             // The previous holder removes the file when it unlocks: a lock taken on a file that no
             // longer has this name locks nothing another writer would see, so take it again.
-            if still_named(&file, &path) {
+            if named(&file, &path) {
                 return Ok(ShardLock { path, _file: file });
             }
         }
+        // Bounded: where the file system gives the open file another identity (device, inode) than
+        // its path, the file never seems to keep its name, and retrying would spin forever.
+        Err(cache_error(
+            &path,
+            format!(
+                "the lock file of shard {index} did not keep its name after being locked, {LOCK_ATTEMPTS} times in a \
+                 row: the file system reports another device or inode for the open file than for its path (or \
+                 writers keep releasing it), so the lock cannot be known to be held; write the cache on a local \
+                 file system"
+            ),
+        ))
     }
 
     /// Removes the temporary files of `shard` that earlier writers left when they were killed: with
@@ -99,6 +125,52 @@ fn still_named(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
+/// Publishes `bytes` as `path` only if no file has that name yet: `true` when this call created
+/// it, `false` when one was there (left as it is). A cache's manifest is published this way, so the
+/// first writer's stands and a concurrent writer finds it instead of replacing it.
+///
+/// The bytes go to a temporary file, fsynced, which is then hard-linked to `path`: the link fails if
+/// the name exists, so of concurrent writers exactly one creates the file, and it appears complete.
+/// On a file system without hard links the temporary file is renamed to `path` if `path` does not
+/// exist: there, and only there, a window is left — a file another writer publishes between that
+/// check and the rename (microseconds apart) is replaced, and the shards that writer then writes
+/// for it are refused when the cache is opened.
+///
+/// # Errors
+/// [`DistillError::Io`] naming the file that could not be written, linked or renamed.
+pub(crate) fn publish_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    use std::io::Write;
+    let tmp = crate::atomic::temporary(path);
+    let published = File::create(&tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .map_err(|e| io_error("write", &tmp, e))
+        .and_then(|()| match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                sync_directory(path);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || path.exists() => Ok(false),
+            // No hard links here (the error varies by file system): an atomic write of its own
+            // (temporary file, fsync, rename), with the window above.
+            Err(_) => crate::atomic::write_bytes(path, bytes).map(|()| true),
+        });
+    // The temporary name is this call's alone: remove it whatever happened (after a link, `path`
+    // keeps the file).
+    let _ = fs::remove_file(&tmp);
+    published
+}
+
+/// Makes a new name in `path`'s directory durable, where directories can be synced.
+fn sync_directory(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
 /// A [`CacheError::File`] about `path`.
 pub(crate) fn cache_error(path: &Path, reason: impl Display) -> DistillError {
     CacheError::File { path: path.display().to_string(), reason: reason.to_string(), source: None }.into()
@@ -117,4 +189,31 @@ pub(crate) fn cache_source(
         source: Some(Box::new(source)),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_that_never_keeps_its_name_is_an_error_not_an_endless_loop() {
+        let dir = std::env::temp_dir().join(format!("distill-shard-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let shard = dir.join(shard_file(0, 1));
+        // What a file system whose `stat` and `fstat` disagree on the inode looks like to `acquire`.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let attempt = shard.clone();
+        std::thread::spawn(move || {
+            let _ = sender.send(ShardLock::acquire_named(&attempt, 0, |_, _| false).map(|_| ()));
+        });
+        let outcome = receiver.recv_timeout(std::time::Duration::from_secs(20)).expect("acquire returned");
+        let error = outcome.unwrap_err().to_string();
+        assert!(error.contains("did not keep its name") && error.contains("64 times"), "{error}");
+        // A file system that agrees: the lock is taken, and its file removed when released.
+        let lock = ShardLock::acquire(&shard, 0).unwrap();
+        assert!(dir.join("shard-00000-of-00001.safetensors.lock").exists());
+        drop(lock);
+        assert!(!dir.join("shard-00000-of-00001.safetensors.lock").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -13,7 +13,7 @@ use crate::error::Result;
 /// The SHA-256 of a teacher's weights, recorded in a cache's manifest and compared when reading.
 ///
 /// [`of_tensors`](Self::of_tensors) hashes, in name order, every variable's name, shape, dtype and
-/// bytes; [`of_file`](Self::of_file) hashes a weights file as it is on disk. Both are shown as
+/// bytes (0-dim variables included); [`of_file`](Self::of_file) hashes a weights file as it is on disk. Both are shown as
 /// `sha256:<hex>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TeacherHash(String);
@@ -40,8 +40,11 @@ impl TeacherHash {
             let kind = format!("{:?}", tensor.kind());
             hasher.update((kind.len() as u64).to_le_bytes());
             hasher.update(kind.as_bytes());
+            // Flattened before the bytes are viewed: libtorch cannot view a 0-dim tensor (a learnable
+            // scalar) as bytes when its elements are wider than one byte. Flattening a contiguous
+            // tensor keeps its bytes and their order, so every other tensor hashes as it always has.
             let bytes = tch::no_grad(|| {
-                tensor.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view_dtype(Kind::Uint8)?.f_reshape([-1])
+                tensor.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_reshape([-1])?.f_view_dtype(Kind::Uint8)
             })?;
             hasher.update(Vec::<u8>::try_from(&bytes)?);
         }

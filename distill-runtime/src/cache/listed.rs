@@ -22,15 +22,20 @@ pub(crate) struct Listed<'a> {
 }
 
 impl Listed<'_> {
-    /// Maps the shard. With `identity` (the manifest's hash, as the writer recorded it in every
-    /// shard's metadata; `manifest_file` names the manifest in the error), the shard must carry a
-    /// checksum and that hash; a cache of an older layout passes `None`.
+    /// Maps the shard, which must have been written for the manifest whose hash is `identity`
+    /// (`manifest_file` names the manifest in the error).
+    ///
+    /// A shard that records a manifest hash in its metadata (every shard of layout version 3 or
+    /// later, the layout that introduced it) is held to it whatever layout version the manifest
+    /// declares: it must carry a checksum and `identity`, so that a manifest edited to declare an
+    /// older layout is refused like any other edit. A shard without one, from an older layout, passes
+    /// unless `current` says the manifest declares the current layout, whose shards all have one.
     ///
     /// # Errors
     /// [`CacheError::Incomplete`] for a missing shard (its writer did not finish);
     /// [`DistillError::Corrupt`] for a shard without a checksum, whose header cannot be read, or
     /// written for another manifest (naming the manifest, which was edited).
-    pub(crate) fn open(&self, identity: Option<&str>, manifest_file: &str) -> Result<MappedShard> {
+    pub(crate) fn open(&self, identity: &str, current: bool, manifest_file: &str) -> Result<MappedShard> {
         let path = self.dir.join(self.file);
         if !path.exists() {
             return Err(CacheError::Incomplete {
@@ -41,7 +46,9 @@ impl Listed<'_> {
             .into());
         }
         let shard = MappedShard::open(&path)?;
-        let Some(identity) = identity else { return Ok(shard) };
+        if !current && !shard.metadata().contains_key(MANIFEST_KEY) {
+            return Ok(shard);
+        }
         if !shard.metadata().contains_key(CHECKSUM_KEY) {
             return Err(DistillError::Corrupt {
                 file: path.display().to_string(),

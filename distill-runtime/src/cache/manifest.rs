@@ -2,14 +2,16 @@
 //!
 //! The manifest is a function of the writer's configuration and of the teacher (its weights' hash and
 //! the per-sample shapes of its endpoints), never of which shards a process happened to write, so
-//! every shard writer writes the same bytes and independent processes never disagree about it.
+//! writers of one configuration agree on it byte for byte. It is published once, by the first writer
+//! ([`Manifest::publish`] never replaces one); every other writer, concurrent ones included, compares
+//! its own with the one published and writes no shard unless they are the same.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::augment::Augment;
-use super::files::{cache_error, cache_source};
+use super::files::{cache_error, cache_source, publish_new};
 use crate::checksum::crc_of_bytes;
 use crate::error::Result;
 use crate::point::Port;
@@ -107,12 +109,15 @@ pub enum Encoding {
     /// 32-bit floats: reading gives back exactly what the teacher computed.
     #[default]
     F32,
-    /// 16-bit floats (half the bytes; a relative error of at most 2⁻¹¹ per value). Read back as f32.
+    /// 16-bit floats (half the bytes). Read back as f32, each value rounded once to nearest: a
+    /// relative error of at most 2⁻¹¹ for magnitudes in f16's normal range (2⁻¹⁴ ≈ 6.1·10⁻⁵ and
+    /// up); below it an absolute error of at most 2⁻²⁵ ≈ 3·10⁻⁸ (half the spacing of f16's
+    /// subnormals), so magnitudes up to 2⁻²⁵ are stored as zero.
     /// Values of magnitude 65520 or more round to infinity in f16: the writer refuses them, naming
     /// the endpoint; store such an endpoint as [`F32`](Self::F32) or [`Bf16`](Self::Bf16).
     F16,
-    /// bfloat16 (half the bytes, f32's range, a relative error of at most 2⁻⁸ per value). Read
-    /// back as f32.
+    /// bfloat16 (half the bytes, f32's range, a relative error of at most 2⁻⁸ per value in f32's
+    /// normal range, 1.2·10⁻³⁸ and up). Read back as f32.
     Bf16,
     /// Logits `[N, C]` reduced to their `k` most probable classes at `temperature`
     /// ([`TopKLogits`](crate::criterion::TopKLogits)): per sample, `k` log-probabilities stored as
@@ -138,7 +143,8 @@ pub enum Precision {
     /// 32-bit floats.
     #[default]
     F32,
-    /// 16-bit floats (a relative error of at most 2⁻¹¹ per value).
+    /// 16-bit floats (a relative error of at most 2⁻¹¹ per value of magnitude 2⁻¹⁴ or more; below
+    /// it an absolute error of at most 2⁻²⁵, so magnitudes up to 2⁻²⁵ ≈ 3·10⁻⁸ become zero).
     F16,
 }
 
@@ -222,8 +228,9 @@ impl Manifest {
         self.endpoints.iter().map(|e| e.encoding.bytes_per_sample(&e.shape)).sum()
     }
 
-    /// Reads `dir/manifest.json` and checks it: a readable layout version, at least one view, and
-    /// shards that cover the samples `0..num_samples` exactly once.
+    /// Reads `dir/manifest.json` and checks it: a readable layout version, at least one view, at
+    /// least one sample, shards that cover the samples `0..num_samples` exactly once, and endpoint
+    /// shapes whose records fit in memory.
     ///
     /// # Errors
     /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it.
@@ -263,6 +270,24 @@ impl Manifest {
         if let Some(e) = self.endpoints.iter().find(|e| e.shape.iter().any(|&d| d < 0)) {
             return Err(format!("the endpoint `{}` has the shape {:?}", e.path, e.shape));
         }
+        if let Some(e) = self.endpoints.iter().find(|e| e.encoding.stored_shape(&e.shape).iter().any(|&d| d < 0)) {
+            return Err(format!("the endpoint `{}` is stored as {:?}", e.path, e.encoding));
+        }
+        // Every offset a read computes is within a shard of `num_samples · views` records: one whose
+        // size does not fit a `usize` describes no file that can exist, and would overflow them.
+        for e in &self.endpoints {
+            let stored = e.encoding.stored_shape(&e.shape);
+            let total = record_bytes(e.encoding.kind(), &stored)
+                .and_then(|record| record.checked_mul(self.views))
+                .and_then(|bytes| bytes.checked_mul(self.num_samples));
+            if total.is_none() {
+                return Err(format!(
+                    "the endpoint `{}` is stored as {stored:?} per sample, for {} samples of {} views: more bytes than \
+                     this machine can address",
+                    e.path, self.num_samples, self.views
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -281,16 +306,29 @@ impl Manifest {
         Ok(bytes)
     }
 
-    /// Writes `dir/manifest.json` atomically (temporary file, fsync, rename).
-    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
-        crate::atomic::write_bytes(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
+    /// Writes `dir/manifest.json` if there is none yet ([`publish_new`]: complete or absent, never
+    /// replaced): `false` when there was one, left as it is.
+    pub(crate) fn publish(&self, dir: &Path) -> Result<bool> {
+        publish_new(&dir.join(MANIFEST_FILE), &self.to_bytes()?)
     }
 }
 
-/// What is wrong with `shards` as a cover of `0..count` (`items`: "samples", "sequences"): every
-/// id in exactly one shard, no shard empty, no file named twice.
+/// The bytes of one record of `kind` and `shape`, or `None` for a negative dimension or a size that
+/// does not fit a `usize`.
+pub(crate) fn record_bytes(kind: tch::Kind, shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(kind.elt_size_in_bytes(), |bytes, &d| bytes.checked_mul(usize::try_from(d).ok()?))
+}
+
+/// What is wrong with `shards` as a cover of `0..count` (`items`: "samples", "sequences"): at least
+/// one id (no writer writes an empty cache, and a reader of one would have no shard to split between
+/// ranks), every id in exactly one shard, no shard empty, no file named twice.
 pub(crate) fn check_coverage(shards: &[ShardEntry], count: usize, items: &str) -> std::result::Result<(), String> {
-    if count > 0 && shards.is_empty() {
+    if count == 0 {
+        return Err(format!(
+            "it holds 0 {items}; a cache holds at least one (its writer refuses fewer {items} than shards)"
+        ));
+    }
+    if shards.is_empty() {
         return Err(format!("it lists no shard for its {count} {items}"));
     }
     let mut files: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();

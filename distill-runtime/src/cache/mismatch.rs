@@ -1,6 +1,6 @@
 //! Naming the first difference between two manifests, for `DistillError::CacheMismatch`.
 
-use super::manifest::{EndpointEntry, Manifest};
+use super::manifest::{EndpointEntry, Manifest, ShardEntry};
 
 /// `(what, in the cache, here)` for the first field where `cached` and `ours` differ.
 pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(String, String, String)> {
@@ -30,6 +30,7 @@ pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(St
             })
         })
         .or_else(|| differ("the shards", cached.shards.len().to_string(), ours.shards.len().to_string()))
+        .or_else(|| differ("the shards' samples", shard_list(&cached.shards), shard_list(&ours.shards)))
         .or_else(|| {
             let size = |m: &Manifest| m.write_batch_size.map_or("not recorded".to_owned(), |b| b.to_string());
             differ("the write batch size", size(cached), size(ours))
@@ -42,4 +43,9 @@ pub(crate) fn endpoint_list(endpoints: &[EndpointEntry]) -> String {
         return "none".to_owned();
     }
     endpoints.iter().map(|e| format!("`{}` ({})", e.path, e.port)).collect::<Vec<_>>().join(", ")
+}
+
+/// `` `shard-00000-of-00002.safetensors` 0..5, `` …
+fn shard_list(shards: &[ShardEntry]) -> String {
+    shards.iter().map(|s| format!("`{}` {}..{}", s.file, s.start, s.end)).collect::<Vec<_>>().join(", ")
 }

@@ -35,7 +35,7 @@
 //! stores per token the top-k ids (16-bit when `V ≤ 65 536`, else 32-bit), their log-probabilities
 //! (f16 or f32) and the tail log-mass computed from the excluded logits (f32, as
 //! [`TopKTail::f_encode`](crate::criterion::TopKTail::f_encode) does: the reader never rebuilds it
-//! from the kept values) — 4·k + 5 bytes per token with 16-bit ids — or
+//! from the kept values) — 4·k + 5 bytes per token with 16-bit ids and f16 log-probabilities — or
 //! [`SampledKl`](crate::criterion::SampledKl)'s sampled encoding ([`TokenEncoding`]). Its manifest
 //! records the teacher weights' hash, the tokenizer's and the dataset's identities, k, T, V and the
 //! encoding ([`TokenCacheSpec`]); [`TokenCache::check`] names the first difference. Shards are
@@ -49,17 +49,23 @@
 //! so a job's resident memory does not grow with the cache:
 //!
 //! - **Open** reads the manifest and each shard's safetensors header: the shards cover the ids
-//!   exactly once, every shard exists, its header accounts for its length exactly and holds the
-//!   tensors the manifest says, and it was written for this very manifest (an edited manifest is a
+//!   exactly once (at least one), every shard exists, its header accounts for its length exactly and
+//!   holds the tensors the manifest says, and it was written for this very manifest — checked for
+//!   every shard that records the manifest's hash (all of layout version 3 and of the token cache),
+//!   whatever layout version the manifest declares (an edited manifest is a
 //!   [`DistillError::Corrupt`](crate::DistillError)). This touches the first pages of each file.
 //! - **The CRC-32** of a shard is verified the first time a batch reads it: one pass over the shard
 //!   at several GB/s from the page cache (the disk's speed otherwise), its pages released as they are
-//!   hashed; `verify()` checks every shard at once. A shard that fails it fails every batch that
+//!   hashed; later batches rely on that outcome. `verify()` runs the pass over every shard again
+//!   when called, even one a batch verified already. A shard that fails it fails every batch that
 //!   reads it.
-//! - **Before and after every batch**, each shard it reads must still be the file that was opened,
-//!   unchanged (one `stat` of the path and one `fstat` of the open file): a shard truncated,
-//!   rewritten in place, removed or replaced since the cache was opened makes the batch a
-//!   [`DistillError::Corrupt`](crate::DistillError) naming it, never a crash or other data. A file
+//! - **Around every batch**: before the copy, each shard it reads must be no shorter than when it was
+//!   opened, with no earlier read of it faulted (one `fstat`); after the copy, before the batch is
+//!   used, the path must still name the opened file and that file must have the length and the
+//!   modification and change times it had when opened (one `stat` of the path, one `fstat` of the
+//!   open file). A shard truncated, rewritten in place, removed or replaced since the cache was
+//!   opened makes the batch a [`DistillError::Corrupt`](crate::DistillError) naming it, never a
+//!   crash or other data. A file
 //!   renamed over a shard (how writers replace files) leaves the opened file mapped and intact, but
 //!   the batch is refused all the same: the directory no longer holds what the job reads; reopen the
 //!   cache to read the new one. A truncation racing with the copy itself would raise `SIGBUS`: on

@@ -11,7 +11,7 @@ use super::batch::CachedBatch;
 use super::files::cache_error;
 use super::hash::TeacherHash;
 use super::listed::{locate, Listed};
-use super::manifest::{Encoding, Manifest, MANIFEST_FILE, TOP_K_INDEX_KIND};
+use super::manifest::{record_bytes, Encoding, Manifest, MANIFEST_FILE, TOP_K_INDEX_KIND};
 use super::mapped::{tensor_bytes_mut, ShardSet};
 use super::prefetch::Prefetch;
 use crate::cache::CacheError;
@@ -29,8 +29,8 @@ use crate::Captured;
 /// larger than memory reads like a small one. The pages a batch touches stay mapped until they
 /// exceed the [resident limit](Self::with_resident_limit) (128 MiB by default), and are then
 /// released to the operating system's page cache, from which later batches map them again without
-/// reading the disk. How the shards are checked (their checksum on first read, their length and
-/// identity before and after every read) is described under [`open`](Self::open).
+/// reading the disk. How the shards are checked (their checksum on first read, their length before
+/// and their identity and times after every read) is described under [`open`](Self::open).
 ///
 /// As a side of a distillation, a `TeacherCache` stands for the teacher: `Mapping::new(&student,
 /// &cache)` checks teacher endpoints against the stored ones, and `DistillModel::forward_cached`
@@ -79,19 +79,23 @@ impl TeacherCache {
     ///
     /// Checked on open: the manifest's shards cover the samples `0..num_samples` exactly once and it
     /// stores at least one view; every shard exists, and its safetensors header accounts for its
-    /// length exactly and holds the tensors, shapes and dtypes the manifest says; and (layout version
-    /// 3) each shard was written for this very manifest (the hash of the manifest it records), so a
-    /// manifest edited after the fact — its augmentation, its sample count — is refused. This reads
-    /// the first pages of each file, not the cache.
+    /// length exactly and holds the tensors, shapes and dtypes the manifest says; and each shard
+    /// that records the hash of the manifest it was written for (every shard of layout version 3)
+    /// was written for this very manifest, whatever layout version the manifest declares, so a
+    /// manifest edited after the fact — its augmentation, its sample count, its version — is refused.
+    /// A manifest of layout version 3 needs every shard to record it; shards of versions 1 and 2,
+    /// which record nothing, are read without this check. This reads the first pages of each file,
+    /// not the cache.
     ///
     /// Checked on read: each shard's CRC-32 (layout version 3) the first time a batch touches it
     /// (one pass over the shard at several GB/s from the page cache; [`verify`](Self::verify) checks
-    /// every shard at once instead), then before and after every batch that the shards it reads are
-    /// still the files opened, unchanged: a shard truncated, rewritten, replaced or removed while a
-    /// job reads it is a [`DistillError::Corrupt`] naming it, never a crash or other data. A file
-    /// renamed over a shard (as the cache writer replaces files) leaves the opened file mapped and
-    /// intact, but the batch is refused all the same: the directory no longer holds what the job
-    /// reads, and reopening the cache reads the new one.
+    /// every shard now); before every batch, that the shards it reads are no shorter than when
+    /// opened; after it, before the batch is returned, that their paths still name the files opened
+    /// and those have their length, modification and change times of then: a shard truncated,
+    /// rewritten, replaced or removed while a job reads it is a [`DistillError::Corrupt`] naming it,
+    /// never a crash or other data. A file renamed over a shard (as the cache writer replaces files)
+    /// leaves the opened file mapped and intact, but the batch is refused all the same: the
+    /// directory no longer holds what the job reads, and reopening the cache reads the new one.
     ///
     /// # Errors
     /// [`CacheError::Incomplete`] naming the first shard that is missing (its writer did not
@@ -102,31 +106,37 @@ impl TeacherCache {
         let dir = dir.as_ref();
         let manifest = Manifest::load(dir)?;
         let count = manifest.shards.len();
-        let checked = manifest.format >= 3;
+        // Shards of layout 3 record the manifest's hash; older ones are checked only if they do.
+        let current = manifest.format >= 3;
         let identity = manifest.identity()?;
         let views = manifest.views as i64;
         let mut shards = Vec::with_capacity(count);
-        let column = |kind: Kind, shape: Vec<i64>| Column {
-            kind,
-            record: kind.elt_size_in_bytes() * shape.iter().product::<i64>().max(0) as usize,
-            shape,
-            offsets: Vec::with_capacity(count),
+        let column = |kind: Kind, shape: Vec<i64>| -> Result<Column> {
+            // Checked (a hand-made manifest of any layout can give any shape): an error, not an
+            // overflow, for a record no file can hold.
+            let record = record_bytes(kind, &shape).ok_or_else(|| {
+                cache_error(&dir.join(MANIFEST_FILE), format!("a record of {kind:?} {shape:?} does not fit in memory"))
+            })?;
+            Ok(Column { kind, record, shape, offsets: Vec::with_capacity(count) })
         };
-        let mut endpoints: Vec<Column> =
-            manifest.endpoints.iter().map(|e| column(e.encoding.kind(), e.encoding.stored_shape(&e.shape))).collect();
+        let mut endpoints: Vec<Column> = manifest
+            .endpoints
+            .iter()
+            .map(|e| column(e.encoding.kind(), e.encoding.stored_shape(&e.shape)))
+            .collect::<Result<_>>()?;
         let mut indices: Vec<Option<Column>> = manifest
             .endpoints
             .iter()
             .map(|e| match e.encoding {
-                Encoding::TopK { k, .. } => Some(column(TOP_K_INDEX_KIND, vec![k])),
-                _ => None,
+                Encoding::TopK { k, .. } => column(TOP_K_INDEX_KIND, vec![k]).map(Some),
+                _ => Ok(None),
             })
-            .collect();
-        let mut params = column(Kind::Int64, vec![VIEW_PARAMS as i64]);
+            .collect::<Result<_>>()?;
+        let mut params = column(Kind::Int64, vec![VIEW_PARAMS as i64])?;
         for (index, entry) in manifest.shards.iter().enumerate() {
             let path = dir.join(&entry.file);
             let listed = Listed { dir, file: &entry.file, index, count };
-            let shard = listed.open(checked.then_some(identity.as_str()), MANIFEST_FILE)?;
+            let shard = listed.open(&identity, current, MANIFEST_FILE)?;
             let len = (entry.end - entry.start) as i64;
             let locate = |name: &str, column: &mut Column| -> Result<()> {
                 let dtype =
@@ -166,11 +176,13 @@ impl TeacherCache {
         self
     }
 
-    /// Verifies every shard's CRC-32 now, instead of when a batch first reads it: one pass over the
-    /// whole cache (its pages are released as they are hashed).
+    /// Verifies every shard's CRC-32 now: one pass over the whole cache (its pages are released as
+    /// they are hashed), each call, including over shards a batch verified already. A shard that
+    /// fails it fails every later batch that reads it.
     ///
     /// # Errors
-    /// [`DistillError::Corrupt`] naming the first shard whose bytes do not match its checksum.
+    /// [`DistillError::Corrupt`] naming the first shard whose bytes do not match its checksum, that
+    /// changed since the cache was opened, or that failed an earlier verification.
     pub fn verify(&self) -> Result<()> {
         self.store.shards.verify_all()
     }

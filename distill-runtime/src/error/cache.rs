@@ -357,6 +357,18 @@ pub enum CacheError {
         "a trainable TorchScript module's parameters are in its VarStore: hash it with `TeacherHash::of_var_store`"
     )]
     TrainableTorchScript,
+    /// The background thread of a [`Prefetch`](crate::cache::Prefetch) panicked: the batches after
+    /// the last one it gave were not gathered.
+    #[error(
+        "the prefetching thread panicked after {delivered} batches ({message}): the epoch's remaining batches were \
+         not read"
+    )]
+    PrefetchPanicked {
+        /// How many batches it gave before.
+        delivered: usize,
+        /// The panic's message, when it was text.
+        message: String,
+    },
 }
 
 /// An endpoint in a message: `the teacher endpoint `path``, or the teacher's own output.

@@ -7,16 +7,19 @@
 //!   read touches the shard ([`MappedShard::verify`]): one sequential pass over the shard's bytes,
 //!   at the CRC's speed (several GB/s) once the file is in the page cache, at the disk's otherwise.
 //!   The pass runs in windows whose pages are released as soon as they are hashed, so it does not
-//!   grow the process's resident memory. The outcome is kept: a damaged shard fails every read.
-//! - **Before and after every read** of a shard ([`Reader`]), the open file's length, modification
-//!   and change times are compared with those seen on open (one `fstat`), and the path is checked
-//!   to still name the mapped file (one `stat`). A shard truncated, rewritten in place, replaced
-//!   (a file renamed over it) or removed since the cache was opened makes the read an error
-//!   ([`DistillError::Corrupt`]) — before the copy, so that a shorter file is never touched, and
-//!   after it, so that bytes changed during the copy are never returned. A replaced or removed file
-//!   would still read correctly (the mapping keeps the file that was opened), but the directory no
-//!   longer holds what the job reads, and the job is told so. A truncation racing with the copy
-//!   itself, between the two checks, is caught by the `SIGBUS` guard ([`super::guard`]) on Linux.
+//!   grow the process's resident memory. Reads keep the outcome of that first pass, so a damaged
+//!   shard fails every read; [`MappedShard::verify_now`] (a cache's `verify()`) runs the pass again.
+//! - **Around every read** of a shard ([`Reader`]): before the copy, the open file must be no
+//!   shorter than when it was opened and no earlier read of it may have faulted (one `fstat`), so
+//!   that a byte past a new end is never touched; after the copy, the path must still name the mapped
+//!   file (one `stat`) and the open file must have the length, modification and change times seen on
+//!   open, with no fault during the copy (one `fstat`), so that bytes changed during the copy are
+//!   never returned. A shard truncated, rewritten in place, replaced (a file renamed over it) or
+//!   removed since the cache was opened makes the read an error ([`DistillError::Corrupt`]). A
+//!   replaced or removed file would still read correctly (the mapping keeps the file that was
+//!   opened), but the directory no longer holds what the job reads, and the job is told so. A
+//!   truncation racing with the copy itself, between the two checks, is caught by the `SIGBUS` guard
+//!   ([`super::guard`]) on Linux.
 //! - **Resident memory** stays bounded: after every few MiB read, the process's file-backed resident
 //!   size is compared with its value after the last release, and when it has grown by more than the
 //!   reader's resident limit ([`DEFAULT_RESIDENT_LIMIT`] unless set), every mapping's pages are
@@ -27,7 +30,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype, SafeTensors};
@@ -115,7 +118,9 @@ pub(crate) struct MappedShard {
     stamp: Stamp,
     slots: HashMap<String, Slot>,
     metadata: HashMap<String, String>,
-    verified: OnceLock<std::result::Result<(), String>>,
+    /// The outcome of the checksum pass the reads rely on: `None` until a read or
+    /// [`verify_now`](Self::verify_now) runs one; a failure, once found, stays.
+    verified: Mutex<Option<std::result::Result<(), String>>>,
 }
 
 impl MappedShard {
@@ -132,7 +137,7 @@ impl MappedShard {
             return Err(corrupt(format!("it is {} bytes long, shorter than a safetensors header", stamp.len)));
         }
         // SAFETY: the file may change while mapped; every read goes through `Reader`, which checks
-        // it before and after, and the guard answers a truncation in between.
+        // its length before and the file after, and the guard answers a truncation in between.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error("map", path, e))?;
         let guard = Guard::register(map.as_ptr(), map.len());
         // Shuffled reads: read-ahead would read pages no batch asks for.
@@ -166,7 +171,7 @@ impl MappedShard {
             stamp,
             slots,
             metadata,
-            verified: OnceLock::new(),
+            verified: Mutex::new(None),
         })
     }
 
@@ -189,13 +194,35 @@ impl MappedShard {
         DistillError::Corrupt { file: self.path.display().to_string(), reason: reason.into() }
     }
 
-    /// Verifies the shard's checksum, the first time it is called (a shard without a checksum,
-    /// from an older layout, passes); later calls give the same outcome.
+    /// Verifies the shard's checksum for a read: the first call runs the pass (a shard without a
+    /// checksum, from an older layout, passes), later ones give its outcome, so a read pays for the
+    /// pass once. A file changed afterwards is found by the checks around each read (its length and
+    /// times), not by this.
     ///
     /// # Errors
     /// [`DistillError::Corrupt`] when the tensors do not match the checksum.
     pub(crate) fn verify(&self) -> Result<()> {
-        self.verified.get_or_init(|| self.checksum_outcome()).clone().map_err(|reason| self.corrupt(reason))
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        verified.get_or_insert_with(|| self.checksum_outcome()).clone().map_err(|reason| self.corrupt(reason))
+    }
+
+    /// Runs the checksum pass now, whatever earlier passes found, and keeps a failure for the reads
+    /// that follow. A shard that failed an earlier pass stays failed, even if its bytes match now: a
+    /// read of it may already have been refused, and a file whose bytes come and go is not trusted.
+    ///
+    /// # Errors
+    /// [`DistillError::Corrupt`] when the tensors do not match the checksum, the file changed since it
+    /// was opened, or an earlier pass failed.
+    pub(crate) fn verify_now(&self) -> Result<()> {
+        // Outside the lock: reads of the shard go on with the earlier outcome during the pass.
+        let outcome = self.checksum_outcome();
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = match verified.take() {
+            Some(Err(earlier)) => Err(earlier),
+            _ => outcome,
+        };
+        *verified = Some(kept.clone());
+        kept.map_err(|reason| self.corrupt(reason))
     }
 
     fn checksum_outcome(&self) -> std::result::Result<(), String> {
@@ -273,8 +300,7 @@ impl MappedShard {
     /// An error unless the path still names the opened file (one `stat`).
     fn named(&self) -> Result<()> {
         // Checked before `intact`: a file renamed over the shard, or its removal, also changes the
-        // opened file's change time (its link count), and is reported as what it is. a file renamed over the shard, or its removal, also changes the opened
-        // file's change time (its link count), and is reported as what it is.
+        // opened file's change time (its link count), and is reported as what it is.
         match std::fs::metadata(&self.path) {
             Ok(named) => {
                 let named = Stamp::of(&named);

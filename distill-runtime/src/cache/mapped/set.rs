@@ -1,5 +1,6 @@
 //! [`ShardSet`]: the mapped shards of one cache with their resident limit, and [`Reader`], one read
-//! of a batch across them (checked before and after, resident size accounted).
+//! of a batch across them (its length checked before the copy, the file after it, resident size
+//! accounted).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,9 +49,10 @@ impl ShardSet {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Verifies every mapped shard's checksum now.
+    /// Verifies every mapped shard's checksum now, even one a read verified already: the file may
+    /// have been damaged since.
     pub(crate) fn verify_all(&self) -> Result<()> {
-        self.shards.iter().flatten().try_for_each(MappedShard::verify)
+        self.shards.iter().flatten().try_for_each(MappedShard::verify_now)
     }
 
     /// Starts a read of the shards `touched`: each verified and unchanged.

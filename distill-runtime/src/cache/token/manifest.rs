@@ -170,7 +170,8 @@ impl TokenManifest {
     }
 
     /// Reads `dir/token-manifest.json` and checks it: a readable layout version, sizes and encoding
-    /// in range, id width matching the vocabulary, and shards that cover the sequences exactly once.
+    /// in range, id width matching the vocabulary, at least one sequence, and shards that cover the
+    /// sequences exactly once.
     ///
     /// # Errors
     /// [`CacheError::File`](crate::cache::CacheError::File) naming the manifest and what is wrong with it (or, for a directory
@@ -245,9 +246,10 @@ impl TokenManifest {
         Ok(bytes)
     }
 
-    /// Writes the manifest into `dir` atomically.
-    pub(crate) fn store(&self, dir: &Path) -> Result<()> {
-        crate::atomic::write_bytes(&dir.join(TOKEN_MANIFEST_FILE), &self.to_bytes()?)
+    /// Writes the manifest into `dir` if there is none yet (complete or absent, never replaced):
+    /// `false` when there was one, left as it is.
+    pub(crate) fn publish(&self, dir: &Path) -> Result<bool> {
+        crate::cache::files::publish_new(&dir.join(TOKEN_MANIFEST_FILE), &self.to_bytes()?)
     }
 }
 

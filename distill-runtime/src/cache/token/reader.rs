@@ -62,10 +62,11 @@ impl TokenCache {
     /// Checked on open: the manifest's layout, sizes and encoding, and that its shards cover the
     /// sequences exactly once; every shard exists and its safetensors header accounts for its length
     /// and holds the tensors, shapes and dtypes the manifest says; every shard was written for this
-    /// manifest. The CRC-32 of a shard is verified when a batch first reads it ([`verify`](Self::verify)
-    /// checks them all now); before and after every batch, its shards must still be the files
-    /// opened, unchanged. A cache for another teacher, tokenizer, dataset, shape or encoding is
-    /// found by [`check`](Self::check).
+    /// manifest; it holds at least one sequence. The CRC-32 of a shard is verified when a batch first
+    /// reads it ([`verify`](Self::verify) checks them all now); before every batch its shards must be
+    /// no shorter than when opened, and after it, before the batch is returned, still the files
+    /// opened with their length and times of then. A cache for another teacher, tokenizer, dataset,
+    /// shape or encoding is found by [`check`](Self::check).
     ///
     /// # Errors
     /// [`CacheError::Incomplete`](crate::cache::CacheError::Incomplete) naming the first missing shard; [`DistillError::Corrupt`]
@@ -117,7 +118,7 @@ impl TokenCache {
             let entry = &manifest.shards[index];
             let path = dir.join(&entry.file);
             let listed = Listed { dir, file: &entry.file, index, count };
-            let shard = listed.open(Some(identity.as_str()), TOKEN_MANIFEST_FILE)?;
+            let shard = listed.open(&identity, true, TOKEN_MANIFEST_FILE)?;
             for (name, dtype, shape) in shard_tensors(&manifest, end - start) {
                 offsets[index].push(locate(&shard, &path, &name, dtype, &shape)?);
             }
@@ -194,10 +195,12 @@ impl TokenCache {
         self
     }
 
-    /// Verifies the CRC-32 of every shard this reader maps now, instead of on first read.
+    /// Verifies the CRC-32 of every shard this reader maps now, each call, including shards a batch
+    /// verified already. A shard that fails it fails every later batch that reads it.
     ///
     /// # Errors
-    /// [`DistillError::Corrupt`] naming the first shard whose bytes do not match its checksum.
+    /// [`DistillError::Corrupt`] naming the first shard whose bytes do not match its checksum, that
+    /// changed since the cache was opened, or that failed an earlier verification.
     pub fn verify(&self) -> Result<()> {
         self.store.shards.verify_all()
     }

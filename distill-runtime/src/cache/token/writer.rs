@@ -30,7 +30,9 @@ use crate::rng::SplitMix64;
 /// the hash of its manifest in its metadata, under an OS lock on the shard; independent processes
 /// may write disjoint shards (`shard(i)`), a rerun skips complete shards, and a rerun with another
 /// [`TokenCacheSpec`] than the manifest records is a [`DistillError::CacheMismatch`] naming the
-/// difference, before anything is written. A shard is streamed to disk as it is pushed: the
+/// difference, before anything is written. The manifest is published once, by the first writer,
+/// and never replaced: a concurrent writer of another spec that started before it existed gets the
+/// same error instead of replacing it. A shard is streamed to disk as it is pushed: the
 /// writer's memory is one batch, not one shard.
 ///
 /// Positions where the mask given with the logits is 0 (padding) are stored as a point mass on
@@ -217,7 +219,7 @@ impl TokenCacheWriter {
         }
     }
 
-    /// Validates the writer, creates the directory and stores the manifest, or checks the one there.
+    /// Validates the writer, creates the directory and publishes the manifest, or checks the one there.
     fn prepare(&self) -> Result<(TokenManifest, String)> {
         self.spec.validate()?;
         let shards = self.shards;
@@ -235,7 +237,10 @@ impl TokenCacheWriter {
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
         let ours = self.manifest();
-        if self.dir.join(TOKEN_MANIFEST_FILE).exists() {
+        // The first writer's manifest stands: published only where there is none, and otherwise
+        // compared — also when another writer published its own between this one's look and its
+        // publication, so that two writers of different specs never both write shards.
+        if self.dir.join(TOKEN_MANIFEST_FILE).exists() || !ours.publish(&self.dir)? {
             let cached = TokenManifest::load(&self.dir)?;
             let paths = |hidden: &[StoredHidden]| format!("{:?}", hidden.iter().map(|h| &h.path).collect::<Vec<_>>());
             let difference = cached
@@ -257,8 +262,6 @@ impl TokenCacheWriter {
                     expected,
                 });
             }
-        } else {
-            ours.store(&self.dir)?;
         }
         let identity = ours.identity()?;
         Ok((ours, identity))

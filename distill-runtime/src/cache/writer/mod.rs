@@ -36,6 +36,14 @@ use shard::{stored_endpoints, write_shard, InputsCrc};
 /// same cache: the same teacher hash, inputs, teacher mode, views, encodings, shards and write
 /// batch size as the manifest records — otherwise it stops with a
 /// [`DistillError::CacheMismatch`] naming what differs, and writes nothing.
+///
+/// The manifest is published once, by the first writer, and never replaced: a writer that finds one
+/// published — before it starts, or by a concurrent writer while its teacher ran — writes no shard
+/// unless that manifest is its own, and otherwise stops with the same
+/// [`DistillError::CacheMismatch`]. On a file system without hard links, the manifest is published
+/// by a check for one and a rename: two writers publishing within microseconds of each other can
+/// then both proceed, and the shards of the one whose manifest was replaced are refused as written
+/// for another manifest when the cache is opened.
 #[derive(Clone, Debug)]
 pub struct CacheWriter {
     dir: PathBuf,
@@ -242,7 +250,12 @@ impl CacheWriter {
                     entry.shape = shape;
                 }
                 self.agree_with(existing.as_ref(), &report.manifest)?;
-                report.manifest.store(&self.dir)?;
+                if !report.manifest.publish(&self.dir)? {
+                    // A manifest is there: the one read above, or one a concurrent writer published
+                    // since. Either way it stands, and no shard is written unless it is this one.
+                    let published = Manifest::load(&self.dir)?;
+                    self.agree_with(Some(&published), &report.manifest)?;
+                }
                 manifest_stored = true;
             }
             write_shard(&path, data, &report.manifest.identity()?)?;
