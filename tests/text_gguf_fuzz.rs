@@ -242,3 +242,24 @@ fn wrong_magic_version_and_values_are_named() {
     bytes.extend(0u64.to_le_bytes());
     assert!(malformed(bytes).1.contains("blocks hold 32 values, but its first dimension is 20"));
 }
+
+#[test]
+fn a_dimension_past_i64_is_refused_even_beside_a_zero_one() {
+    // The product is 0, so only a check of each dimension catches the second, whose i64 shape
+    // would be negative.
+    for dims in [[0, 1u64 << 63], [1u64 << 63, 0]] {
+        let mut bytes = header(1, 0);
+        string(&mut bytes, "t");
+        bytes.extend(2u32.to_le_bytes());
+        for dim in dims {
+            bytes.extend(dim.to_le_bytes());
+        }
+        bytes.extend(0u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.resize(bytes.len().div_ceil(32) * 32, 0);
+        let (offset, reason) = malformed(bytes);
+        let at = if dims[0] == 0 { 24 + 9 + 4 + 8 } else { 24 + 9 + 4 };
+        assert_eq!(offset, at as u64, "{dims:?}");
+        assert!(reason.contains("tensor `t`: dimension 9223372036854775808 does not fit in i64"), "{reason}");
+    }
+}

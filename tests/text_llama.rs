@@ -184,6 +184,9 @@ fn padding_masks_equal_transformers_on_the_real_tokens() {
         let expected = &reference["pad.logits"];
         assert_close(&logits.get(0), &expected.get(0), "right padding, full row");
         assert_close(&logits.get(1).narrow(0, 0, 11), &expected.get(1).narrow(0, 0, 11), "right padding, real tokens");
+        // A padded query with real tokens before it attends to them alone, as in transformers (not
+        // to itself too): the padded positions' logits are transformers' as well.
+        assert_close(&logits.get(1), &expected.get(1), "right padding, padded positions");
         // Padding never reaches a real token: the real tokens' logits are those of the unpadded row.
         let alone = tch::no_grad(|| model.forward(&ids.get(1).narrow(0, 0, 11).unsqueeze(0))).unwrap();
         assert_close(&logits.get(1).narrow(0, 0, 11), &alone.get(0), "right padding = the row alone");
@@ -402,4 +405,179 @@ fn sampling_is_seeded_and_top_p_narrows_it() {
         assert!(error.to_string().contains(expected), "{error}");
     }
     assert!(model.generate(&[], &GenerateConfig::greedy(3)).is_err());
+}
+
+#[test]
+fn only_llama_family_model_types_are_read() {
+    // Other architectures are refused by their type before any size is read (a GPT-2 config has no
+    // LLaMA key, so it used to read as LLaMA-7B's defaults).
+    let gpt2 = r#"{"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "activation_function": "gelu_new"}"#;
+    let bert = r#"{"model_type": "bert", "hidden_size": 768, "hidden_act": "gelu"}"#;
+    // Qwen2 has q/k/v biases and no o_proj bias, which `attention_bias` cannot say.
+    let qwen2 = r#"{"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4, "use_sliding_window": false}"#;
+    for (json, model_type) in [(gpt2, "gpt2"), (bert, "bert"), (qwen2, "qwen2")] {
+        let error = LlamaConfig::from_json_str(json).unwrap_err();
+        let DistillError::Text(inner) = &error else { panic!("{error:?}") };
+        let found = inner.downcast_ref::<text::ModelError>();
+        assert!(
+            matches!(found, Some(text::ModelError::ModelType { model_type: t }) if t == model_type),
+            "{json}: {error}"
+        );
+    }
+    // A Mistral config attends within a sliding window unless it says `null`; absent is 4096.
+    let mistral =
+        |window: &str| format!(r#"{{"model_type": "mistral", "hidden_size": 64, {window} "num_attention_heads": 16}}"#);
+    for (window, expected) in [
+        (r#""sliding_window": 4096,"#, 4096),
+        (r#""sliding_window": 512, "use_sliding_window": false,"#, 512),
+        ("", 4096),
+    ] {
+        let error = LlamaConfig::from_json_str(&mistral(window)).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(&format!("sliding-window attention ({expected} tokens)")), "{window}: {message}");
+    }
+    // Without one it reads with MistralConfig()'s defaults, and without biases whatever the keys say.
+    let config = LlamaConfig::from_json_str(&mistral(r#""sliding_window": null, "attention_bias": true,"#)).unwrap();
+    let expected = LlamaConfig {
+        hidden_size: 64,
+        num_attention_heads: 16,
+        head_dim: 4,
+        intermediate_size: 14336,
+        num_key_value_heads: 8,
+        max_position_embeddings: 131072,
+        bos_token_id: None,
+        eos_token_id: None,
+        ..LlamaConfig::default()
+    };
+    assert_eq!(config, expected);
+    let config =
+        LlamaConfig::from_json_str(&mistral(r#""sliding_window": null, "num_key_value_heads": null,"#)).unwrap();
+    assert_eq!(config.num_key_value_heads, 16, "null key/value heads: one per query head");
+    // A config without a model_type is LLaMA's, as transformers' LlamaConfig reads it.
+    let config = LlamaConfig::from_json_str(r#"{"hidden_size": 64, "num_attention_heads": 4}"#).unwrap();
+    assert_eq!((config.intermediate_size, config.num_key_value_heads), (11008, 4));
+}
+
+#[test]
+fn sizes_whose_products_overflow_are_errors() {
+    for (json, what) in [
+        (
+            r#"{"num_attention_heads": 4294967296, "num_key_value_heads": 1, "head_dim": 4294967296}"#,
+            "num_attention_heads · head_dim overflows",
+        ),
+        (
+            r#"{"vocab_size": 4611686018427387904, "hidden_size": 4, "num_attention_heads": 2}"#,
+            "vocab_size · hidden_size overflows",
+        ),
+        (
+            r#"{"hidden_size": 4294967296, "num_attention_heads": 1, "head_dim": 4294967296}"#,
+            "num_attention_heads · head_dim · hidden_size overflows",
+        ),
+    ] {
+        let error = LlamaConfig::from_json_str(json).unwrap_err().to_string();
+        assert!(error.contains(what), "{json}: `{error}` does not say `{what}`");
+    }
+}
+
+#[test]
+fn load_pretrained_checks_the_config_against_the_checkpoint_before_building() {
+    let dir = tempdir("hostile-config");
+    std::fs::copy(data_dir().join("tiny/model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("tiny/config.json")).unwrap()).unwrap();
+    let with = |key: &str, value: serde_json::Value| {
+        let mut config = original.clone();
+        config[key] = value;
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        text::load_pretrained(&dir, Device::Cpu).unwrap_err()
+    };
+    // A GPT-2 config beside the checkpoint: refused by its type.
+    let error = with("model_type", "gpt2".into());
+    assert!(error.to_string().contains("model_type `gpt2`"), "{error}");
+    // Sizes no tensor has (a 1 PB embedding): the strict loader's error, before any allocation.
+    let error = with("hidden_size", (1_i64 << 40).into());
+    let DistillError::Checkpoint(CheckpointError::StateDict { .. }) = &error else { panic!("{error:?}") };
+    assert!(
+        error
+            .to_string()
+            .contains("`model.embed_tokens.weight`: [256, 64] in the file, [256, 1099511627776] in the model"),
+        "{error}"
+    );
+    // More layers than the checkpoint's 20 tensors can hold.
+    let error = with("num_hidden_layers", (1_i64 << 40).into());
+    assert!(error.to_string().contains("1099511627776 layers cannot be in a checkpoint of 20 tensors"), "{error}");
+    // A third layer the checkpoint does not have: listed as missing, as the strict loader lists it.
+    let error = with("num_hidden_layers", 3.into());
+    assert!(error.to_string().contains("9 variables missing from the file (`model.layers.2."), "{error}");
+}
+
+#[test]
+fn a_tensor_two_shards_hold_is_named_as_such() {
+    let dir = tempdir("two-shards");
+    std::fs::copy(data_dir().join("tiny/config.json"), dir.join("config.json")).unwrap();
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(data_dir().join("tiny/model.safetensors")).unwrap();
+    let (mut first, second): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(name, _)| name.contains("layers.0"));
+    let mut weight_map = serde_json::Map::new();
+    for (name, _) in &first {
+        weight_map.insert(name.clone(), "a.safetensors".into());
+    }
+    for (name, _) in &second {
+        weight_map.insert(name.clone(), "b.safetensors".into());
+    }
+    // The second shard's model.norm.weight, with other values, in the first shard too.
+    let norm = second.iter().find(|(name, _)| name == "model.norm.weight").unwrap().1.zeros_like();
+    first.push(("model.norm.weight".into(), norm));
+    Tensor::write_safetensors(&first, dir.join("a.safetensors")).unwrap();
+    Tensor::write_safetensors(&second, dir.join("b.safetensors")).unwrap();
+    let index = serde_json::json!({ "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let error = text::load_pretrained(&dir, Device::Cpu).unwrap_err();
+    let DistillError::Text(inner) = &error else { panic!("{error:?}") };
+    let found = inner.downcast_ref::<text::ModelError>();
+    assert!(
+        matches!(found, Some(text::ModelError::Index { problem: text::IndexProblem::InTwoShards { key }, .. }) if key == "model.norm.weight"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_kv_cache_of_another_batch_or_model_is_an_error() {
+    let reference = reference();
+    let model = tiny().model;
+    let ids = &reference["ids"]; // [2, 16]
+    let mut cache = KvCache::new();
+    let _prefill = tch::no_grad(|| model.forward_cached(&LlamaInputs::new(&ids.narrow(1, 0, 4)), &mut cache)).unwrap();
+    // One row after two: refused, and the cache is left as it was.
+    let one = ids.narrow(0, 0, 1).narrow(1, 4, 1);
+    let error = tch::no_grad(|| model.forward_cached(&LlamaInputs::new(&one), &mut cache)).unwrap_err();
+    assert!(error.to_string().contains("the KvCache was filled for batch size 2, not 1"), "{error}");
+    assert_eq!(cache.len(), 4);
+    // The same shapes from another model (its own weights): refused rather than mixed.
+    let other = tiny().model;
+    let next = ids.narrow(1, 4, 1);
+    let error = tch::no_grad(|| other.forward_cached(&LlamaInputs::new(&next), &mut cache)).unwrap_err();
+    assert!(error.to_string().contains("the KvCache was filled by another model"), "{error}");
+    // A model of another shape: refused too.
+    let config = LlamaConfig { num_hidden_layers: 3, ..model.config().clone() };
+    let vs = VarStore::new(Device::Cpu);
+    let deeper = LlamaForCausalLM::new(vs.root(), &config).unwrap();
+    assert!(tch::no_grad(|| deeper.forward_cached(&LlamaInputs::new(&next), &mut cache)).is_err());
+    // The model that filled it continues, with the full forward's logits; a cleared cache is anyone's.
+    let logits = tch::no_grad(|| model.forward_cached(&LlamaInputs::new(&next), &mut cache)).unwrap();
+    let full = tch::no_grad(|| model.forward(&ids.narrow(1, 0, 5))).unwrap();
+    assert_close(&logits, &full.narrow(1, 4, 1), "cached step after refused ones");
+    cache.clear();
+    assert!(tch::no_grad(|| other.forward_cached(&LlamaInputs::new(&one), &mut cache)).is_ok());
+}
+
+#[test]
+fn generation_until_a_stop_token_takes_usize_max() {
+    let reference = reference();
+    let model = tiny().model;
+    let prompt: Vec<i64> = Vec::try_from(reference["greedy.prompt"].get(0)).unwrap();
+    let expected: Vec<i64> = Vec::try_from(reference["greedy.tokens"].get(0)).unwrap();
+    // "Until the stop token": no bound but the stop token, which greedy decoding reaches third.
+    let out = model.generate(&prompt, &GenerateConfig::greedy(usize::MAX).stop_at(expected[2])).unwrap();
+    let stop = expected.iter().position(|&t| t == expected[2]).unwrap();
+    assert_eq!(out.tokens, expected[..=stop]);
 }

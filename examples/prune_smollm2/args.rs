@@ -102,7 +102,8 @@ pub struct Train {
     pub steps: usize,
     /// Sequences per step.
     pub batch: usize,
-    /// Peak AdamW learning rate (linear warm-up, then cosine decay to a tenth).
+    /// Peak AdamW learning rate (linear warm-up, then cosine decay towards a tenth, reached one
+    /// step after the last).
     pub lr: f64,
     /// Warm-up steps.
     pub warmup: usize,

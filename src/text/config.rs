@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::ModelError;
 use crate::error::Result;
@@ -77,7 +77,8 @@ impl Default for LlamaConfig {
     }
 }
 
-/// `config.json` as Hugging Face writes it; absent keys take `LlamaConfig()`'s defaults.
+/// `config.json` as Hugging Face writes it; absent keys take the defaults of the transformers config
+/// class of its `model_type` ([`Family::defaults`]).
 #[derive(Deserialize)]
 struct HfConfig {
     model_type: Option<String>,
@@ -86,7 +87,12 @@ struct HfConfig {
     intermediate_size: Option<i64>,
     num_hidden_layers: Option<i64>,
     num_attention_heads: Option<i64>,
-    num_key_value_heads: Option<i64>,
+    /// Absent and `null` differ for Mistral: absent is its default 8, `null` one per query head.
+    #[serde(default, deserialize_with = "present")]
+    num_key_value_heads: Option<Option<i64>>,
+    /// Mistral's attention window: absent is transformers' default 4096, `null` none.
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Option<i64>>,
     head_dim: Option<i64>,
     max_position_embeddings: Option<i64>,
     rms_norm_eps: Option<f64>,
@@ -102,6 +108,50 @@ struct HfConfig {
     bos_token_id: Option<TokenIds>,
     eos_token_id: Option<TokenIds>,
 }
+
+/// A key that is present (`Some`, its value possibly `null`), as opposed to absent (`None`, through
+/// `#[serde(default)]`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(value: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(value).map(Some)
+}
+
+/// The `model_type`s read as this decoder: those whose transformers model computes what this
+/// decoder computes, for every config the reader accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// `llama`, or no `model_type` (as transformers' `LlamaConfig.from_pretrained` reads one).
+    Llama,
+    /// `mistral`: LLaMA's layers without biases; accepted only without a sliding window.
+    Mistral,
+}
+
+impl Family {
+    /// The family of a `model_type`. Others are refused even when their shapes would load: Qwen2
+    /// has q/k/v biases without an `o_proj` bias, GPT-2 and BERT other layers altogether.
+    fn of(model_type: Option<&str>) -> std::result::Result<Family, ModelError> {
+        match model_type {
+            None | Some("llama") => Ok(Family::Llama),
+            Some("mistral") => Ok(Family::Mistral),
+            Some(other) => Err(ModelError::ModelType { model_type: other.to_owned() }),
+        }
+    }
+
+    /// The defaults of the family's transformers config class (`LlamaConfig()`, `MistralConfig()`).
+    fn defaults(self) -> LlamaConfig {
+        match self {
+            Family::Llama => LlamaConfig::default(),
+            Family::Mistral => LlamaConfig {
+                intermediate_size: 14336,
+                num_key_value_heads: 8,
+                max_position_embeddings: 4096 * 32,
+                ..LlamaConfig::default()
+            },
+        }
+    }
+}
+
+/// transformers' `MistralConfig` default window, which an absent `sliding_window` means.
+const MISTRAL_SLIDING_WINDOW: i64 = 4096;
 
 #[derive(Deserialize)]
 struct RopeParameters {
@@ -129,13 +179,19 @@ impl TokenIds {
 }
 
 impl LlamaConfig {
-    /// Reads a Hugging Face `config.json` of a LLaMA-family model (`model_type` `llama`, or one of
-    /// the same architecture: `mistral`, `qwen2` without sliding windows…).
+    /// Reads a Hugging Face `config.json` of a LLaMA-family model: `model_type` `llama` (or none, as
+    /// transformers' `LlamaConfig.from_pretrained` reads one), or `mistral` with
+    /// `"sliding_window": null` (Mistral's layers are LLaMA's without biases, so its
+    /// `attention_bias` and `mlp_bias` keys, which transformers ignores, are ignored). Absent keys
+    /// take the defaults of that type's transformers config class.
     ///
     /// # Errors
-    /// [`ModelError::ReadConfig`] when the file cannot be read, [`ModelError::Config`] naming the file when it is not JSON, uses an
-    /// activation other than SiLU or a rotary variant other than the default, or is inconsistent (see
-    /// [`validate`](Self::validate)).
+    /// [`ModelError::ReadConfig`] when the file cannot be read; [`ModelError::Config`] naming the
+    /// file when it is not JSON, names another `model_type` ([`ModelError::ModelType`]: `qwen2`,
+    /// whose projections have other biases, `gpt2`, `bert`…), is a Mistral config with a sliding
+    /// window ([`ModelError::SlidingWindow`]; an absent `sliding_window` is transformers' 4096),
+    /// uses an activation other than SiLU or a rotary variant other than the default, or is
+    /// inconsistent (see [`validate`](Self::validate)).
     pub fn from_json_file<P: AsRef<Path>>(path: P) -> Result<LlamaConfig> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
@@ -157,6 +213,15 @@ impl LlamaConfig {
     /// [`from_json_file`]: Self::from_json_file
     fn parse(json: &str) -> std::result::Result<LlamaConfig, ModelError> {
         let hf: HfConfig = serde_json::from_str(json).map_err(ModelError::NotHfConfig)?;
+        let family = Family::of(hf.model_type.as_deref())?;
+        if family == Family::Mistral {
+            // transformers' Mistral masks to the window whenever `sliding_window` is not null
+            // (`use_sliding_window` is Qwen2's key; Mistral's layers never read it).
+            let window = hf.sliding_window.unwrap_or(Some(MISTRAL_SLIDING_WINDOW));
+            if let Some(window) = window {
+                return Err(ModelError::SlidingWindow { window });
+            }
+        }
         if let Some(act) = hf.hidden_act.as_deref() {
             if act != "silu" {
                 return Err(ModelError::UnsupportedActivation { activation: act.to_owned() });
@@ -170,7 +235,7 @@ impl LlamaConfig {
             }
             rope_theta = rope_theta.or(rope.rope_theta);
         }
-        let d = LlamaConfig::default();
+        let d = family.defaults();
         let hidden_size = hf.hidden_size.unwrap_or(d.hidden_size);
         let num_attention_heads = hf.num_attention_heads.unwrap_or(d.num_attention_heads);
         let head_dim = match hf.head_dim {
@@ -186,25 +251,32 @@ impl LlamaConfig {
             intermediate_size: hf.intermediate_size.unwrap_or(d.intermediate_size),
             num_hidden_layers: hf.num_hidden_layers.unwrap_or(d.num_hidden_layers),
             num_attention_heads,
-            num_key_value_heads: hf.num_key_value_heads.unwrap_or(num_attention_heads),
+            num_key_value_heads: match hf.num_key_value_heads {
+                Some(Some(kv_heads)) => kv_heads,
+                Some(None) => num_attention_heads,
+                // LLaMA's default is one per query head (`None`), Mistral's a number.
+                None if family == Family::Llama => num_attention_heads,
+                None => d.num_key_value_heads,
+            },
             head_dim,
             max_position_embeddings: hf.max_position_embeddings.unwrap_or(d.max_position_embeddings),
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(d.rms_norm_eps),
             rope_theta: rope_theta.unwrap_or(d.rope_theta),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
-            attention_bias: hf.attention_bias.unwrap_or(false),
-            mlp_bias: hf.mlp_bias.unwrap_or(false),
+            // Mistral's projections have no biases whatever the keys say.
+            attention_bias: family == Family::Llama && hf.attention_bias.unwrap_or(d.attention_bias),
+            mlp_bias: family == Family::Llama && hf.mlp_bias.unwrap_or(d.mlp_bias),
             bos_token_id: hf.bos_token_id.and_then(TokenIds::first),
             eos_token_id: hf.eos_token_id.and_then(TokenIds::first),
         };
-        let _ = hf.model_type;
         config.check()?;
         Ok(config)
     }
 
     /// Checks that the sizes are positive and consistent: `head_dim` even (rotary embeddings rotate
     /// pairs), `num_attention_heads` a multiple of `num_key_value_heads`, `rms_norm_eps` and
-    /// `rope_theta` positive and finite.
+    /// `rope_theta` positive and finite, and every weight's element count within `i64` (it is not a
+    /// memory limit: a config that passes may still be too large to build).
     ///
     /// # Errors
     /// [`ModelError`] naming the first offending field.
@@ -237,6 +309,14 @@ impl LlamaConfig {
                 return Err(ModelError::NotPositive { what, value });
             }
         }
+        // The widths and element counts the layers multiply out, so that building a model never
+        // overflows (a panic in a debug build, a negative size in a release one). The key/value
+        // heads divide the query heads, so their products are no larger.
+        let product = |what: &'static str, a: i64, b: i64| a.checked_mul(b).ok_or(ModelError::SizeOverflow { what });
+        let width = product("num_attention_heads · head_dim", self.num_attention_heads, self.head_dim)?;
+        product("num_attention_heads · head_dim · hidden_size", width, self.hidden_size)?;
+        product("vocab_size · hidden_size", self.vocab_size, self.hidden_size)?;
+        product("intermediate_size · hidden_size", self.intermediate_size, self.hidden_size)?;
         Ok(())
     }
 

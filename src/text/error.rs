@@ -52,6 +52,38 @@ pub enum ModelError {
         /// The variant named.
         kind: String,
     },
+    /// Sizes whose product, the element count of a weight or a projection's width, does not fit in
+    /// `i64`.
+    #[error("{what} overflows a 64-bit element count")]
+    SizeOverflow {
+        /// The product (`"num_attention_heads · head_dim"`).
+        what: &'static str,
+    },
+    /// A `config.json` `model_type` that is not an architecture this crate builds.
+    #[error("model_type `{model_type}` is not one this crate builds (`llama`, or `mistral` without a sliding window)")]
+    ModelType {
+        /// The type named.
+        model_type: String,
+    },
+    /// A Mistral config whose attention is limited to a sliding window, which the decoder does not
+    /// implement (it attends to every earlier token).
+    #[error(
+        "sliding-window attention ({window} tokens) is not supported; a Mistral model trained with full attention \
+         says `\"sliding_window\": null`"
+    )]
+    SlidingWindow {
+        /// The window, in tokens (transformers' default 4096 when the key is absent).
+        window: i64,
+    },
+    /// More layers than the checkpoint has tensors (each layer has tensors of its own), refused
+    /// before a variable is allocated.
+    #[error("{layers} layers cannot be in a checkpoint of {tensors} tensors")]
+    LayersPastTensors {
+        /// The configured layer count.
+        layers: i64,
+        /// The tensors the checkpoint holds.
+        tensors: usize,
+    },
     /// A config text that is not a Hugging Face `config.json`.
     #[error("not a Hugging Face config.json: {0}")]
     NotHfConfig(#[source] serde_json::Error),
@@ -152,6 +184,13 @@ pub enum ModelError {
         expected: Vec<i64>,
         /// Its shape.
         got: Vec<i64>,
+    },
+    /// A [`KvCache`](super::KvCache) that does not fit the forward it is given to: filled by
+    /// another model, for another batch size, or on another device or kind.
+    #[error("the KvCache was filled {problem}")]
+    CacheMismatch {
+        /// How it differs (`"for batch size 2, not 1"`).
+        problem: String,
     },
     /// Generation asked for without a prompt.
     #[error("generate needs a prompt of at least one token")]

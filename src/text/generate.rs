@@ -16,9 +16,12 @@ pub enum Sampling {
     /// The most likely token (the lowest id among equals), as transformers' `do_sample=False`.
     Greedy,
     /// A draw from `softmax(logits / temperature)` restricted to the most likely tokens whose
-    /// probabilities add up to `top_p` (at least one token), as transformers' `do_sample=True` with
-    /// `temperature` and `top_p`. The draws come from a generator seeded with `seed` (not libtorch's
-    /// global one), so a generation is reproducible and leaves other random streams untouched.
+    /// probabilities add up to `top_p` (at least one token): the distribution of transformers'
+    /// `do_sample=True` with this `temperature` and `top_p` and `top_k=0`. There is no top-k
+    /// filter, so it differs from transformers' defaults, which keep only the 50 most likely
+    /// tokens. The draws come from a generator seeded with `seed` (not libtorch's global one, so
+    /// not the tokens transformers draws), so a generation is reproducible and leaves other random
+    /// streams untouched.
     Sample {
         /// Divides the logits (> 0; below 1 sharpens, above 1 flattens).
         temperature: f64,
@@ -97,7 +100,8 @@ impl LlamaForCausalLM {
         let device = self.lm_head.ws.device();
         let start = Instant::now();
         let mut cache = KvCache::new();
-        let mut tokens = Vec::with_capacity(config.max_new_tokens);
+        // `max_new_tokens` may be `usize::MAX` ("until a stop token"): reserve a bounded amount.
+        let mut tokens = Vec::with_capacity(config.max_new_tokens.min(RESERVED_TOKENS));
         let mut next = Tensor::from_slice(prompt).view([1, -1]).to_device(device);
         tch::no_grad(|| -> Result<()> {
             while tokens.len() < config.max_new_tokens {
@@ -117,6 +121,9 @@ impl LlamaForCausalLM {
         Ok(Generation { tokens, elapsed, tokens_per_second })
     }
 }
+
+/// The generated tokens reserved for up front; more grow the vector as usual.
+const RESERVED_TOKENS: usize = 1024;
 
 /// Chooses tokens from logits.
 struct Sampler {

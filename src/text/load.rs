@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::{IndexProblem, ModelError};
 use super::{LlamaConfig, LlamaForCausalLM};
+use crate::checkpoint::{CheckpointError, StateDictProblems};
 use crate::error::{DistillError, Result};
 
 /// A model with the variables it was built on: `vs` is what an optimizer trains and what
@@ -36,17 +37,118 @@ const INDEX_FILE: &str = "model.safetensors.index.json";
 /// # Ok(()) }
 /// ```
 ///
+/// The checkpoint is read and compared with the config before the model is built, so a config it
+/// contradicts (another model's, or sizes no checkpoint of this folder holds) is an error, not an
+/// allocation of the size the config claims.
+///
 /// # Errors
 /// [`ModelError`](super::ModelError) when the config cannot be read or is not a LLaMA-family one,
-/// or when no checkpoint is found; [`CheckpointError::StateDict`](crate::checkpoint::CheckpointError::StateDict) when its tensors do not match the
-/// model (see [`load_safetensors`]); [`DistillError::Torch`] when a file cannot be read.
+/// when it has more layers than the checkpoint has tensors for, or when no checkpoint is found;
+/// [`CheckpointError::StateDict`](crate::checkpoint::CheckpointError::StateDict) when its tensors do
+/// not match the model (see [`load_safetensors`]); [`DistillError::Torch`] when a file cannot be read.
 pub fn load_pretrained<P: AsRef<Path>>(dir: P, device: Device) -> Result<Pretrained> {
     let dir = dir.as_ref();
-    let config = LlamaConfig::from_json_file(dir.join("config.json"))?;
+    let config_path = dir.join("config.json");
+    let config = LlamaConfig::from_json_file(&config_path)?;
+    let (source, tensors) = read_checkpoint(dir)?;
+    let shapes: HashMap<String, (Vec<i64>, bool)> =
+        tensors.iter().map(|(key, t)| (key.clone(), (t.size(), t.is_floating_point()))).collect();
+    let invalid =
+        |problem| DistillError::from(ModelError::Config { path: config_path.clone(), source: Box::new(problem) });
+    check_before_building(&config, &source, &shapes, &|key, is_variable| ignorable_beside(key, is_variable), &invalid)?;
     let mut vs = VarStore::new(device);
     let model = LlamaForCausalLM::new(vs.root(), &config)?;
-    load_safetensors(&mut vs, "", dir)?;
+    crate::vision::load_strict(&mut vs, "", &source, &tensors, &ignorable)?;
     Ok(Pretrained { vs, model })
+}
+
+/// Whether a checkpoint key beyond the variables is allowed, given which names are variables.
+pub(crate) type Ignorable = dyn Fn(&str, &dyn Fn(&str) -> bool) -> bool;
+
+/// Checks the variables a model of `config` would have against a checkpoint's tensors (shape and
+/// floating-pointness by name) before the model is built, with the problems the strict loader would
+/// list, so that what the model allocates is what the checkpoint holds. `ignorable(key,
+/// is_variable)` allows a key beyond the variables; `invalid` wraps a config the checkpoint cannot
+/// hold.
+///
+/// # Errors
+/// `invalid(ModelError::LayersPastTensors)` when the layers outnumber the checkpoint's tensors
+/// (checked first, so that the names compared are bounded by the checkpoint);
+/// [`CheckpointError::StateDict`] for any missing variable, unexpected key or differing shape or kind.
+pub(crate) fn check_before_building(
+    config: &LlamaConfig,
+    source: &Path,
+    tensors: &HashMap<String, (Vec<i64>, bool)>,
+    ignorable: &Ignorable,
+    invalid: &dyn Fn(ModelError) -> DistillError,
+) -> Result<()> {
+    // Each layer has tensors of its own: more layers than tensors cannot be in the checkpoint, and
+    // below that the names compared (16 per layer at most, with biases) are bounded by it.
+    if config.num_hidden_layers > tensors.len() as i64 {
+        return Err(invalid(ModelError::LayersPastTensors {
+            layers: config.num_hidden_layers,
+            tensors: tensors.len(),
+        }));
+    }
+    let variables = variable_shapes(config);
+    let mut problems = StateDictProblems::default();
+    for (key, shape) in &variables {
+        match tensors.get(key) {
+            None => problems.missing.push(key.clone()),
+            Some((size, _)) if size != shape => {
+                problems.shapes.push(format!("`{key}`: {size:?} in the file, {shape:?} in the model"))
+            }
+            Some((_, false)) => {
+                problems.kinds.push(format!("`{key}`: integer in the file, {:?} in the model", Kind::Float))
+            }
+            Some(_) => {}
+        }
+    }
+    let is_variable = |key: &str| variables.contains_key(key);
+    let mut unexpected: Vec<String> =
+        tensors.keys().filter(|key| !is_variable(key) && !ignorable(key, &is_variable)).cloned().collect();
+    unexpected.sort();
+    problems.unexpected = unexpected;
+    if !problems.is_empty() {
+        let file = source.display().to_string();
+        return Err(CheckpointError::StateDict { file, prefix: String::new(), problems: Box::new(problems) }.into());
+    }
+    Ok(())
+}
+
+/// The variables [`LlamaForCausalLM::new`] creates for `config` (f32, under the root), with their
+/// shapes, computed without allocating them. `config` has passed [`LlamaConfig::check`], so the
+/// products fit in `i64`.
+fn variable_shapes(config: &LlamaConfig) -> BTreeMap<String, Vec<i64>> {
+    let hidden = config.hidden_size;
+    let width = config.num_attention_heads * config.head_dim;
+    let kv_width = config.num_key_value_heads * config.head_dim;
+    let inner = config.intermediate_size;
+    let mut shapes = BTreeMap::new();
+    shapes.insert("model.embed_tokens.weight".to_owned(), vec![config.vocab_size, hidden]);
+    shapes.insert("model.norm.weight".to_owned(), vec![hidden]);
+    if !config.tie_word_embeddings {
+        shapes.insert("lm_head.weight".to_owned(), vec![config.vocab_size, hidden]);
+    }
+    for layer in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{layer}");
+        let mut linear = |name: &str, out: i64, input: i64, bias: bool| {
+            shapes.insert(format!("{p}.{name}.weight"), vec![out, input]);
+            if bias {
+                shapes.insert(format!("{p}.{name}.bias"), vec![out]);
+            }
+        };
+        linear("self_attn.q_proj", width, hidden, config.attention_bias);
+        linear("self_attn.k_proj", kv_width, hidden, config.attention_bias);
+        linear("self_attn.v_proj", kv_width, hidden, config.attention_bias);
+        linear("self_attn.o_proj", hidden, width, config.attention_bias);
+        linear("mlp.gate_proj", inner, hidden, config.mlp_bias);
+        linear("mlp.up_proj", inner, hidden, config.mlp_bias);
+        linear("mlp.down_proj", hidden, inner, config.mlp_bias);
+        shapes.insert(format!("{p}.input_layernorm.weight"), vec![hidden]);
+        shapes.insert(format!("{p}.post_attention_layernorm.weight"), vec![hidden]);
+    }
+    shapes
 }
 
 /// Loads a Hugging Face safetensors checkpoint into the variables of `vs` under `prefix` (`""` for
@@ -61,7 +163,8 @@ pub fn load_pretrained<P: AsRef<Path>>(dir: P, device: Device) -> Result<Pretrai
 /// # Errors
 /// [`CheckpointError::StateDict`](crate::checkpoint::CheckpointError::StateDict) listing the missing variables, unexpected tensors and shape
 /// mismatches in one message (nothing is copied then); [`ModelError::Index`](super::ModelError::Index)
-/// naming an index that cannot be read or a tensor two shards both hold; [`DistillError::Torch`] when a file cannot be read.
+/// naming an index that cannot be read, a tensor two shards both hold, or a tensor in a shard the
+/// index does not list it in; [`DistillError::Torch`] when a file cannot be read.
 pub fn load_safetensors<P: AsRef<Path>>(vs: &mut VarStore, prefix: &str, path: P) -> Result<()> {
     let path = path.as_ref();
     let (source, tensors) = read_checkpoint(path)?;
@@ -70,7 +173,12 @@ pub fn load_safetensors<P: AsRef<Path>>(vs: &mut VarStore, prefix: &str, path: P
 
 /// Keys a checkpoint may hold beyond the variables.
 fn ignorable(key: &str, variables: &BTreeMap<String, Tensor>) -> bool {
-    let tied_head = key == "lm_head.weight" && variables.contains_key("model.embed_tokens.weight");
+    ignorable_beside(key, &|name| variables.contains_key(name))
+}
+
+/// [`ignorable`] beside the variables `is_variable` names.
+fn ignorable_beside(key: &str, is_variable: &dyn Fn(&str) -> bool) -> bool {
+    let tied_head = key == "lm_head.weight" && is_variable("model.embed_tokens.weight");
     tied_head || key.ends_with("rotary_emb.inv_freq")
 }
 
@@ -120,15 +228,52 @@ fn read_sharded(index: &Path) -> Result<HashMap<String, Tensor>> {
     }
     let folder = index.parent().unwrap_or(Path::new("."));
     let mut tensors = HashMap::new();
+    // Every shard is read before a tensor's listing is checked: a tensor two shards hold is listed
+    // in at most one of them, and is reported as held twice rather than as not listed.
+    let mut holders: Vec<(String, &str)> = Vec::new();
     for shard in shards {
         for (key, tensor) in Tensor::read_safetensors(folder.join(shard))? {
-            if map.get(&key).and_then(serde_json::Value::as_str) != Some(shard) {
-                return Err(invalid(IndexProblem::NotListed { key, shard: shard.to_owned() }));
-            }
             if tensors.insert(key.clone(), tensor).is_some() {
                 return Err(invalid(IndexProblem::InTwoShards { key }));
             }
+            holders.push((key, shard));
+        }
+    }
+    for (key, shard) in holders {
+        if map.get(&key).and_then(serde_json::Value::as_str) != Some(shard) {
+            return Err(invalid(IndexProblem::NotListed { key, shard: shard.to_owned() }));
         }
     }
     Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `variable_shapes` lists exactly the variables `LlamaForCausalLM::new` creates, with their
+    /// shapes, with and without biases and tied embeddings.
+    #[test]
+    fn variable_shapes_are_those_the_model_creates() {
+        let base = LlamaConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 12,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 6,
+            ..LlamaConfig::default()
+        };
+        for (tie_word_embeddings, attention_bias, mlp_bias) in
+            [(false, false, false), (true, false, false), (false, true, false), (true, true, true)]
+        {
+            let config = LlamaConfig { tie_word_embeddings, attention_bias, mlp_bias, ..base.clone() };
+            let vs = VarStore::new(Device::Cpu);
+            let _model = LlamaForCausalLM::new(vs.root(), &config).unwrap();
+            let created: BTreeMap<String, Vec<i64>> =
+                vs.variables().into_iter().map(|(name, var)| (name, var.size())).collect();
+            assert_eq!(variable_shapes(&config), created, "{config:?}");
+        }
+    }
 }

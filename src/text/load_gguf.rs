@@ -8,6 +8,7 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 use super::gguf::{GgufError, GgufFile};
+use super::load::check_before_building;
 use super::ModelError;
 use super::{LlamaConfig, LlamaForCausalLM, Pretrained};
 use crate::error::{DistillError, Result};
@@ -32,19 +33,34 @@ fn gguf(error: GgufError) -> DistillError {
 /// # Ok(()) }
 /// ```
 ///
+/// The metadata is compared with the file's tensor infos (whose sizes the reader checked against
+/// the file's length) before any variable is allocated, so metadata claiming sizes the file does
+/// not hold is an error, never an allocation of that size.
+///
 /// # Errors
 /// [`DistillError::Text`] when the file cannot be read or is malformed (naming the file and the
 /// offset) or holds a tensor type that is not dequantised; [`ModelError::GgufConfig`](super::ModelError::GgufConfig)
-/// when the metadata does not describe a LLaMA-family model, [`CheckpointError::StateDict`] when the
-/// tensors do not fit it (one error listing the missing, unexpected and misshapen tensors).
+/// when the metadata does not describe a LLaMA-family model or has more layers than the file has
+/// tensors for, [`CheckpointError::StateDict`] when the tensors do not fit it (one error listing the
+/// missing, unexpected and misshapen tensors).
 ///
 /// [`CheckpointError::StateDict`]: crate::checkpoint::CheckpointError::StateDict
 pub fn load_gguf<P: AsRef<Path>>(path: P, device: Device) -> Result<Pretrained> {
     let file = GgufFile::open(path).map_err(gguf)?;
     let config = LlamaConfig::from_gguf(&file)?;
+    let renamed = Renamed::of(&file);
+    let invalid = |problem| {
+        DistillError::from(ModelError::GgufConfig { file: file.path().to_path_buf(), problem: Box::new(problem) })
+    };
+    check_before_building(&config, file.path(), &renamed.shapes, &|_, _| false, &invalid)?;
+    // An unsupported type's size is unknown to the reader, so nothing bounds its dimensions by the
+    // file: refuse it before a variable of its shape is allocated.
+    for source in renamed.sources.values() {
+        file.tensor_bytes(source).map_err(gguf)?;
+    }
     let mut vs = VarStore::new(device);
     let model = LlamaForCausalLM::new(vs.root(), &config)?;
-    load_gguf_weights(&mut vs, "", &file, &config)?;
+    renamed.load(&mut vs, "", &file, &config)?;
     Ok(Pretrained { vs, model })
 }
 
@@ -54,25 +70,56 @@ pub fn load_gguf<P: AsRef<Path>>(path: P, device: Device) -> Result<Pretrained> 
 /// tensor is dequantised only when it is copied, so the file is never held whole in f32.
 ///
 /// # Errors
-/// As [`load_gguf`].
+/// As [`load_gguf`], and [`ModelError`](super::ModelError) when `config` is inconsistent
+/// ([`LlamaConfig::validate`]).
 pub fn load_gguf_weights(vs: &mut VarStore, prefix: &str, file: &GgufFile, config: &LlamaConfig) -> Result<()> {
-    let mut sources: HashMap<String, String> = HashMap::new();
-    let mut shapes: HashMap<String, (Vec<i64>, bool)> = HashMap::new();
-    for info in file.tensor_infos() {
-        let name = hf_name(&info.name).unwrap_or_else(|| format!("{} (llama.cpp name)", info.name));
-        shapes.insert(name.clone(), (info.shape(), true));
-        sources.insert(name, info.name.clone());
+    Renamed::of(file).load(vs, prefix, file, config)
+}
+
+/// A GGUF file's tensors under Hugging Face names.
+struct Renamed {
+    /// Shape (PyTorch order) and floating-pointness (always) by Hugging Face name.
+    shapes: HashMap<String, (Vec<i64>, bool)>,
+    /// The llama.cpp name of each.
+    sources: HashMap<String, String>,
+}
+
+impl Renamed {
+    /// The tensors of `file`, each under [`hf_name`]'s name, or under its own llama.cpp name marked
+    /// as such when it has none (so that the strict check lists it as unexpected).
+    fn of(file: &GgufFile) -> Renamed {
+        let mut renamed = Renamed { shapes: HashMap::new(), sources: HashMap::new() };
+        let unknown = |gguf_name: &str| format!("{gguf_name} (llama.cpp name)");
+        for info in file.tensor_infos() {
+            let mut name = hf_name(&info.name).unwrap_or_else(|| unknown(&info.name));
+            // `hf_name` is one-to-one (it reads layer numbers only in plain decimal); should it
+            // ever repeat a name, the second tensor keeps its own name and is reported as
+            // unexpected rather than silently replacing the first.
+            if renamed.sources.contains_key(&name) {
+                name = unknown(&info.name);
+            }
+            renamed.shapes.insert(name.clone(), (info.shape(), true));
+            renamed.sources.insert(name, info.name.clone());
+        }
+        renamed
     }
-    let device = vs.device();
-    let mut read = |key: &str| -> Result<Tensor> {
-        let source = &sources[key];
-        let tensor = file.tensor(source, device).map_err(gguf)?;
-        Ok(match rotary_heads(key, config) {
-            Some(heads) => unpermute_rows(&tensor, heads),
-            None => tensor,
-        })
-    };
-    crate::vision::load_strict_with(vs, prefix, file.path(), &shapes, &ignorable, &mut read)
+
+    /// [`load_gguf_weights`] with the renaming done.
+    fn load(&self, vs: &mut VarStore, prefix: &str, file: &GgufFile, config: &LlamaConfig) -> Result<()> {
+        // The head counts regroup the rows of q_proj and k_proj (a count below 1 would be a
+        // wildcard of `reshape`).
+        config.validate()?;
+        let device = vs.device();
+        let mut read = |key: &str| -> Result<Tensor> {
+            let source = &self.sources[key];
+            let tensor = file.tensor(source, device).map_err(gguf)?;
+            Ok(match rotary_heads(key, config) {
+                Some(heads) => unpermute_rows(&tensor, heads)?,
+                None => tensor,
+            })
+        };
+        crate::vision::load_strict_with(vs, prefix, file.path(), &self.shapes, &ignorable, &mut read)
+    }
 }
 
 /// Nothing beyond the variables is allowed in a GGUF file.
@@ -94,7 +141,7 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
         _ => {
             let rest = stem.strip_prefix("blk.")?;
             let (layer, part) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
+            let layer = plain_decimal(layer)?;
             let part = match part {
                 "attn_q" => "self_attn.q_proj",
                 "attn_k" => "self_attn.k_proj",
@@ -113,6 +160,16 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("{module}.{suffix}"))
 }
 
+/// A layer number written as llama.cpp writes it: decimal digits without a sign or a leading zero.
+/// `parse` alone would also read `01` and `+1` as 1, naming a tensor of layer 1 twice.
+fn plain_decimal(text: &str) -> Option<u64> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (text.len() > 1 && text.starts_with('0')) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 /// The number of heads whose rows llama.cpp's converter permuted in the tensor named `key` (Hugging
 /// Face name): the query heads for `q_proj`, the key/value heads for `k_proj`.
 fn rotary_heads(key: &str, config: &LlamaConfig) -> Option<i64> {
@@ -128,12 +185,18 @@ fn rotary_heads(key: &str, config: &LlamaConfig) -> Option<i64> {
 /// Undoes llama.cpp's converter's `permute`: it stores each head's rows interleaved (pair `i` of
 /// the rotation as rows `2i`, `2i + 1`), Hugging Face as halves (rows `i`, `i + d/2`). Viewing the
 /// rows as `[heads, d/2, 2]` and swapping the last two axes gives Hugging Face's `[heads, 2, d/2]`.
-pub(crate) fn unpermute_rows(tensor: &Tensor, heads: i64) -> Tensor {
+///
+/// `heads` is at least 1 (a validated config's).
+///
+/// # Errors
+/// [`DistillError::Torch`] when the rows are not `heads` whole heads of pairs (a `config` that
+/// does not describe the tensor).
+pub(crate) fn unpermute_rows(tensor: &Tensor, heads: i64) -> Result<Tensor> {
     let size = tensor.size();
-    let rows = size[0];
+    let rows = size.first().copied().unwrap_or(0);
     let mut split = vec![heads, rows / heads / 2, 2];
-    split.extend_from_slice(&size[1..]);
-    tensor.reshape(split.as_slice()).transpose(1, 2).reshape(size.as_slice())
+    split.extend_from_slice(size.get(1..).unwrap_or_default());
+    Ok(tensor.f_reshape(split.as_slice())?.f_transpose(1, 2)?.f_reshape(size.as_slice())?)
 }
 
 impl LlamaConfig {

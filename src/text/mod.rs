@@ -37,7 +37,7 @@
 //! The decoder computes what transformers 5's `LlamaForCausalLM` computes, tested to 1e-4 against
 //! vectors transformers wrote. Differences that change no parameter name and no result on real
 //! tokens: activations are out of place (an in-place op would overwrite a capture), and a padded
-//! query attends to itself rather than to nothing.
+//! query with nothing to attend (left padding) attends to itself rather than to nothing.
 
 mod config;
 pub mod data;

@@ -149,7 +149,8 @@ impl TensorInfo {
     /// The shape in PyTorch's (row-major) order: the GGUF dimensions reversed. A 4096 × 11008
     /// `nn.Linear` weight (`[out, in]` in PyTorch) is stored with `dims = [in, out]`.
     pub fn shape(&self) -> Vec<i64> {
-        // Every dim was checked at open to fit in i64 together with the others' product.
+        // Every dim was checked at open to fit in i64 on its own (a zero dimension makes the
+        // product fit whatever the others are).
         self.dims.iter().rev().map(|&d| d as i64).collect()
     }
 
@@ -183,6 +184,11 @@ pub(crate) fn read_tensor_info(reader: &mut Reader<'_>) -> Result<TensorInfo, Gg
     for _ in 0..n_dims {
         let at = reader.position();
         let dim = reader.u64("a tensor dimension")?;
+        // Each dimension on its own, as a zero elsewhere makes the product 0 whatever this one is:
+        // `shape` gives PyTorch i64 dimensions.
+        if i64::try_from(dim).is_err() {
+            return Err(reader.error_at(at, format!("tensor `{name}`: dimension {dim} does not fit in i64")));
+        }
         count = count.checked_mul(dim).filter(|&c| i64::try_from(c).is_ok()).ok_or_else(|| {
             reader.error_at(at, format!("tensor `{name}`: its dimensions' product overflows (dimension {dim})"))
         })?;

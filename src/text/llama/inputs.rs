@@ -16,8 +16,9 @@ use crate::text::ModelError;
 ///   restart at 0 where the id changes. The results for each document equal running it alone.
 /// - `position_ids` `[B, T]`: explicit rotary positions, overriding the two rules above.
 ///
-/// A padded query position attends to itself only when nothing else is allowed, so its result is
-/// finite (and meaningless, as in any padded model).
+/// A padded query position attends as transformers' does, to the earlier real tokens of its row
+/// (and document), and to itself only when nothing else is allowed (left padding), so its result
+/// is finite (and meaningless, as in any padded model).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), distill::DistillError> {
@@ -158,8 +159,10 @@ pub(crate) fn build_mask(inputs: &LlamaInputs, past: i64, len: i64, device: Devi
     }
     // A query with nothing to attend (padding) attends to itself, so that no row is empty: an empty
     // row is NaN after the softmax, and a NaN value row would leak through `0 · NaN` into others.
+    // Only such rows: a padded query with real tokens before it keeps transformers' result.
     let itself = keys.eq_tensor(&queries).view([1, 1, len, total]);
-    Mask::Explicit(allowed.logical_or(&itself))
+    let empty = allowed.any_dim(-1, true).logical_not(); // [B, 1, T, 1]
+    Mask::Explicit(allowed.logical_or(&itself.logical_and(&empty)))
 }
 
 /// Rotary positions: given, per document, or `past..past + T`.

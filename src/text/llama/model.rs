@@ -2,13 +2,14 @@
 //! `LlamaForCausalLM`.
 
 use std::borrow::Borrow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tch::nn::{Module, ModuleT, Path};
 use tch::Tensor;
 
 use super::attention::AttentionImplementation;
 use super::block::LlamaDecoderLayer;
-use super::cache::KvCache;
+use super::cache::{CacheFit, KvCache};
 use super::embedding::{output_head, token_embedding};
 use super::inputs::{build_mask, positions, AttentionContext, LlamaInputs};
 use super::rms_norm::{rms_norm, RmsNorm};
@@ -101,7 +102,8 @@ impl LlamaModel {
 ///
 /// It computes what transformers 5's `LlamaForCausalLM` computes (tested to 1e-4 on a random model
 /// and on SmolLM2-135M), with these differences, none of which changes a parameter name: activations
-/// are out of place; a padded query attends to itself rather than to nothing.
+/// are out of place; a padded query with nothing to attend (left padding) attends to itself rather
+/// than to nothing.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), distill::DistillError> {
@@ -122,11 +124,22 @@ pub struct LlamaForCausalLM {
     pub lm_head: nn::Linear,
     #[distill(skip)]
     config: LlamaConfig,
+    /// This model's identity, which a [`KvCache`] it fills records.
+    #[distill(skip)]
+    id: u64,
 }
+
+/// The next model's identity.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl LlamaForCausalLM {
     /// A randomly initialised model of `config` under `p` (transformers' initialisation: weights
     /// `N(0, 0.02²)`, norms 1).
+    ///
+    /// Memory is not checked: a config too large for it makes tch's variable allocation panic, as
+    /// for any tch layer. [`load_gguf`](crate::text::load_gguf) and
+    /// [`load_pretrained`](crate::text::load_pretrained) compare a file's config with its tensors
+    /// before building.
     ///
     /// # Errors
     /// [`ModelError`](crate::text::ModelError) when `config` is
@@ -142,7 +155,8 @@ impl LlamaForCausalLM {
             config.hidden_size,
             config.tie_word_embeddings,
         );
-        Ok(LlamaForCausalLM { model: nn::Tap::new(model), lm_head, config: config.clone() })
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(LlamaForCausalLM { model: nn::Tap::new(model), lm_head, config: config.clone(), id })
     }
 
     /// The configuration the model was built from.
@@ -178,9 +192,23 @@ impl LlamaForCausalLM {
     /// then holds them too. A mask in `inputs` covers the cached and the new tokens (`[B, S + T]`).
     ///
     /// # Errors
-    /// As [`forward_inputs`](Self::forward_inputs).
+    /// As [`forward_inputs`](Self::forward_inputs); [`ModelError::CacheMismatch`] when `cache`
+    /// was filled by another model or for another batch size (or on another device or in another
+    /// kind), checked before anything is appended to it.
+    ///
+    /// [`ModelError::CacheMismatch`]: crate::text::ModelError::CacheMismatch
     pub fn forward_cached(&self, inputs: &LlamaInputs, cache: &mut KvCache) -> Result<Tensor> {
-        inputs.check(cache.len(), self.config.vocab_size)?;
+        let (batch, _) = inputs.check(cache.len(), self.config.vocab_size)?;
+        let weight = &self.model.embed_tokens.ws;
+        cache.claim(&CacheFit {
+            owner: self.id,
+            batch,
+            layers: self.model.layers.len(),
+            kv_heads: self.config.num_key_value_heads,
+            head_dim: self.config.head_dim,
+            device: weight.device(),
+            kind: weight.kind(),
+        })?;
         Ok(self.logits(inputs, Some(cache), None))
     }
 
