@@ -60,6 +60,41 @@ pub(crate) fn publish(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Publishes `bytes` as `path` only if no file has that name yet: `true` when this call created
+/// it, `false` when one was there (left as it is). A cache's manifest is published this way, so the
+/// first writer's stands and a concurrent writer finds it instead of replacing it.
+///
+/// The bytes go to a temporary file, fsynced, which is then hard-linked to `path`: the link fails if
+/// the name exists, so of concurrent writers exactly one creates the file, and it appears complete.
+/// On a file system without hard links the temporary file is renamed to `path` if `path` does not
+/// exist: there, and only there, a window is left — a file another writer publishes between that
+/// check and the rename (microseconds apart) is replaced, and the shards that writer then writes
+/// for it are refused when the cache is opened.
+///
+/// # Errors
+/// [`DistillError::Io`] naming the file that could not be written, linked or renamed.
+pub(crate) fn publish_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    use std::io::Write;
+    let tmp = temporary(path);
+    let published = File::create(&tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .map_err(|e| io_error("write", &tmp, e))
+        .and_then(|()| match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                sync_directory(path);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists || path.exists() => Ok(false),
+            // No hard links here (the error varies by file system): an atomic write of its own
+            // (temporary file, fsync, rename), with the window above.
+            Err(_) => write_bytes(path, bytes).map(|()| true),
+        });
+    // The temporary name is this call's alone: remove it whatever happened (after a link, `path`
+    // keeps the file).
+    let _ = fs::remove_file(&tmp);
+    published
+}
+
 /// Makes a new name in `path`'s directory durable. Directories cannot be opened for syncing on
 /// every platform; where they cannot, the rename is still atomic, only not yet durable.
 fn sync_directory(path: &Path) {

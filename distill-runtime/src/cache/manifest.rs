@@ -11,7 +11,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::augment::Augment;
-use super::files::{cache_error, cache_source, publish_new};
+use super::files::{cache_error, cache_source};
+use crate::atomic::publish_new;
 use crate::checksum::crc_of_bytes;
 use crate::error::Result;
 use crate::point::Port;

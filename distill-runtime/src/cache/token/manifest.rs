@@ -249,7 +249,7 @@ impl TokenManifest {
     /// Writes the manifest into `dir` if there is none yet (complete or absent, never replaced):
     /// `false` when there was one, left as it is.
     pub(crate) fn publish(&self, dir: &Path) -> Result<bool> {
-        crate::cache::files::publish_new(&dir.join(TOKEN_MANIFEST_FILE), &self.to_bytes()?)
+        crate::atomic::publish_new(&dir.join(TOKEN_MANIFEST_FILE), &self.to_bytes()?)
     }
 }
 
