@@ -2,8 +2,8 @@
 
 use tch::Tensor;
 
-use super::check::{at_least, check_catalogue_call, parameter, same_batch};
-use super::{normalize, rows, Criterion};
+use super::check::{at_least, parameter, same_batch};
+use super::{catalogue_criterion, normalize, rows};
 use crate::error::{CriterionError, Result};
 
 /// Attention transfer, Zagoruyko & Komodakis, "Paying More Attention to Attention" (ICLR 2017), as in
@@ -20,9 +20,9 @@ use crate::error::{CriterionError, Result};
 /// (`AttentionTransfer::default() * 1000.0`). A power `p` that is not finite and > 0 is invalid.
 ///
 /// A `p` that is not a whole number needs non-negative features (post-ReLU maps, as the paper's):
-/// the fractional power of a negative value is NaN, so [`Criterion::f_loss`] returns
+/// the fractional power of a negative value is NaN, so [`Criterion::f_loss`](super::Criterion::f_loss) returns
 /// [`CriterionError::FractionalPowerOfNegative`] when either tensor holds one (a check over both
-/// tensors on each call, made for fractional `p` only), and [`Criterion::loss`] panics with it.
+/// tensors on each call, made for fractional `p` only), and [`Criterion::loss`](super::Criterion::loss) panics with it.
 /// A whole-number `p` takes any features.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionTransfer {
@@ -51,8 +51,10 @@ impl AttentionTransfer {
 }
 
 impl AttentionTransfer {
-    fn compute(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        (self.attention_map(student) - self.attention_map(teacher)).square().mean(None)
+    /// The loss, after the check that the features have a real `p`-th power.
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
+        self.check_values(student, teacher)?;
+        Ok((self.attention_map(student) - self.attention_map(teacher)).square().mean(None))
     }
 
     /// With a `p` that is not a whole number, no negative value on either side (its power is NaN).
@@ -70,23 +72,9 @@ impl AttentionTransfer {
     }
 }
 
-/// As the catalogue's other criteria (`loss` panics with the error `f_loss` returns), with the
-/// check of negative values under a fractional `p` after those of the parameters and shapes.
-impl Criterion for AttentionTransfer {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
-
-    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        check_catalogue_call(self, student, teacher, targets)?;
-        self.check_values(student, teacher)?;
-        Ok(self.compute(student, teacher))
-    }
-
+// The check of negative values under a fractional `p` runs after those of the parameters and
+// shapes, in `compute`.
+catalogue_criterion!(AttentionTransfer {
     /// `p` finite and > 0 (at `p ≤ 0`, zero activations give infinite maps).
     fn validate(&self) -> std::result::Result<(), String> {
         parameter("AttentionTransfer's p", self.p, 0.0, true)
@@ -106,4 +94,4 @@ impl Criterion for AttentionTransfer {
         }
         Ok(())
     }
-}
+});

@@ -101,6 +101,7 @@ mod scheduled;
 mod sequence;
 mod similarity;
 mod tail;
+mod tail_kl;
 mod token;
 mod token_kd;
 mod top_k;
@@ -125,7 +126,8 @@ pub use sampled::{SampledKl, SampledLogits};
 pub use scheduled::Scheduled;
 pub use sequence::{Divergence, SequenceKd};
 pub use similarity::SimilarityPreserving;
-pub use tail::{TopKKl, TopKTail};
+pub use tail::TopKTail;
+pub use tail_kl::TopKKl;
 pub use token::TokenCriterion;
 pub use token_kd::TokenKd;
 pub use top_k::{split_top_k, TopKKlDiv, TopKLogits};
@@ -305,7 +307,7 @@ macro_rules! catalogue_criterion {
                 targets: Option<&::tch::Tensor>,
             ) -> $crate::error::Result<::tch::Tensor> {
                 $crate::criterion::check::check_catalogue_call(self, student, teacher, targets)?;
-                Ok(self.compute(student, teacher, targets))
+                $crate::criterion::Computed::into_loss(self.compute(student, teacher, targets))
             }
 
             $($checks)*
@@ -313,6 +315,26 @@ macro_rules! catalogue_criterion {
     };
 }
 use catalogue_criterion;
+
+/// What a catalogue criterion's `compute` returns: the loss, or — for a criterion that can only
+/// tell from the tensors' values that it cannot compute one (`AttentionTransfer`'s fractional power
+/// of a negative feature) — the loss or why not.
+pub(crate) trait Computed {
+    /// The loss, as `f_loss` returns it.
+    fn into_loss(self) -> Result<Tensor>;
+}
+
+impl Computed for Tensor {
+    fn into_loss(self) -> Result<Tensor> {
+        Ok(self)
+    }
+}
+
+impl Computed for Result<Tensor> {
+    fn into_loss(self) -> Result<Tensor> {
+        self
+    }
+}
 
 /// Implements `criterion * weight` and `weight * criterion` (both `f64`) for catalogue types, giving a
 /// [`Weighted`], and `criterion * schedule`, giving a [`Scheduled`]. A blanket `impl<C: Criterion> Mul<f64> for C` is ruled out by the orphan rule.

@@ -5,7 +5,8 @@
 use tch::{Kind, Tensor};
 
 use super::mask::IGNORE_INDEX;
-use super::tail::{fused_loss, TopKKl, TopKTail};
+use super::tail::TopKTail;
+use super::tail_kl::{fused_loss, TopKKl};
 use crate::error::{CriterionError, Result};
 
 /// A student's token loss against its labels and a teacher's top-k with an exact tail:
