@@ -63,3 +63,59 @@ pub(super) fn check_packed_shapes<P: PackedTokens>(
     }
     P::check_width(width, vocab)
 }
+
+/// Implements [`Criterion`] for a token criterion `$ty` with a `temperature` whose teacher is the
+/// packed encoding `$encoding` (a [`PackedTokens`]), read as [`TeacherEncoding`]`::$variant` at that
+/// temperature: the loss by [`f_packed_loss`] (`loss` panics with its error), the temperature
+/// finite and > 0, the shapes by [`check_packed_shapes`], the targets token labels.
+///
+/// [`TeacherEncoding`]: super::TeacherEncoding
+macro_rules! packed_token_criterion {
+    ($ty:ident => $encoding:ident, $variant:ident) => {
+        impl $crate::criterion::Criterion for $ty {
+            fn loss(&self, student: &::tch::Tensor, teacher: &::tch::Tensor) -> ::tch::Tensor {
+                self.loss_with_targets(student, teacher, None)
+            }
+
+            fn loss_with_targets(
+                &self,
+                student: &::tch::Tensor,
+                teacher: &::tch::Tensor,
+                targets: Option<&::tch::Tensor>,
+            ) -> ::tch::Tensor {
+                self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+            }
+
+            fn f_loss_with_targets(
+                &self,
+                student: &::tch::Tensor,
+                teacher: &::tch::Tensor,
+                targets: Option<&::tch::Tensor>,
+            ) -> $crate::error::Result<::tch::Tensor> {
+                $crate::criterion::packed::f_packed_loss(self, student, teacher, targets)
+            }
+
+            fn validate(&self) -> ::std::result::Result<(), String> {
+                $crate::criterion::check::parameter(
+                    concat!(stringify!($ty), "'s temperature"),
+                    self.temperature,
+                    0.0,
+                    true,
+                )
+            }
+
+            fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> ::std::result::Result<(), String> {
+                $crate::criterion::packed::check_packed_shapes::<$encoding>(student, teacher)
+            }
+
+            fn teacher_encoding(&self) -> $crate::criterion::TeacherEncoding {
+                $crate::criterion::TeacherEncoding::$variant { temperature: self.temperature }
+            }
+
+            fn check_targets(&self, student: &[i64], targets: &::tch::Tensor) -> ::std::result::Result<(), String> {
+                $crate::criterion::sequence::token_labels(student, targets)
+            }
+        }
+    };
+}
+pub(super) use packed_token_criterion;

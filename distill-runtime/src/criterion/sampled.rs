@@ -7,12 +7,9 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::check::parameter;
 use super::mask::{reduce_masked, TokenReduction};
-use super::packed::{check_packed_shapes, f_packed_loss, PackedTokens};
-use super::sequence::token_labels;
+use super::packed::{packed_token_criterion, PackedTokens};
 use super::token::TokenCriterion;
-use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 use crate::rng::SplitMix64;
 
@@ -199,7 +196,7 @@ impl PackedTokens for SampledLogits {
 /// full KL's, `(q − p) / T` (Sparse Logit Sampling's unbiased estimator). A single encoding's value
 /// may be negative. Reduced over the valid tokens ([`TokenReduction`]); no `T²` factor.
 ///
-/// As a [`Criterion`], the teacher tensor is the packed encoding ([`SampledLogits::f_pack`],
+/// As a [`Criterion`](super::Criterion), the teacher tensor is the packed encoding ([`SampledLogits::f_pack`],
 /// `[B, T, 3n]`) and the targets, when given, are token labels (−100 left out).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampledKl {
@@ -271,37 +268,5 @@ impl Default for SampledKl {
     }
 }
 
-impl Criterion for SampledKl {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
-
-    /// `teacher` is a packed [`SampledLogits`]; `targets`, when given, token labels (−100 left out).
-    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        f_packed_loss(self, student, teacher, targets)
-    }
-
-    /// The temperature finite and > 0.
-    fn validate(&self) -> std::result::Result<(), String> {
-        parameter("SampledKl's temperature", self.temperature, 0.0, true)
-    }
-
-    /// Student logits `[B, …, V]`, a packed teacher `[B, …, 3n]`.
-    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
-        check_packed_shapes::<SampledLogits>(student, teacher)
-    }
-
-    /// The packed sampled encoding at this criterion's temperature.
-    fn teacher_encoding(&self) -> super::TeacherEncoding {
-        super::TeacherEncoding::Sampled { temperature: self.temperature }
-    }
-
-    /// Integer labels with the logits' shape without the vocabulary.
-    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
-        token_labels(student, targets)
-    }
-}
+// The packed SampledLogits, at this criterion's temperature, with token labels as targets.
+packed_token_criterion!(SampledKl => SampledLogits, Sampled);

@@ -5,14 +5,11 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::check::parameter;
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
-use super::packed::{check_packed_shapes, f_packed_loss};
-use super::sequence::token_labels;
+use super::packed::packed_token_criterion;
 use super::tail::TopKTail;
 use super::token::TokenCriterion;
-use super::Criterion;
 use crate::error::{CriterionError, Packed, Result};
 
 /// Top-k distillation of a language model with an exact tail: the forward KL over `k + 1` buckets,
@@ -27,7 +24,7 @@ use crate::error::{CriterionError, Packed, Result};
 /// [`SequenceKd`](super::SequenceKd) is ([`TokenReduction`]); no `T²` factor. Gradients flow to the
 /// student only: the teacher's encoding is data.
 ///
-/// As a [`Criterion`], the teacher tensor is the packed encoding ([`TopKTail::f_pack`],
+/// As a [`Criterion`](super::Criterion), the teacher tensor is the packed encoding ([`TopKTail::f_pack`],
 /// `[B, T, 2k + 1]`) and the targets, when given, are token labels (−100 left out).
 ///
 /// ```
@@ -158,40 +155,8 @@ impl Default for TopKKl {
     }
 }
 
-impl Criterion for TopKKl {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
-
-    /// `teacher` is a packed [`TopKTail`]; `targets`, when given, token labels (−100 left out).
-    fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
-        f_packed_loss(self, student, teacher, targets)
-    }
-
-    /// The temperature finite and > 0.
-    fn validate(&self) -> std::result::Result<(), String> {
-        parameter("TopKKl's temperature", self.temperature, 0.0, true)
-    }
-
-    /// Student logits `[B, …, V]`, a packed teacher `[B, …, 2k + 1]` with `1 ≤ k ≤ V`.
-    fn check_shapes(&self, student: &[i64], teacher: &[i64]) -> std::result::Result<(), String> {
-        check_packed_shapes::<TopKTail>(student, teacher)
-    }
-
-    /// The packed top-k with its tail encoding at this criterion's temperature.
-    fn teacher_encoding(&self) -> super::TeacherEncoding {
-        super::TeacherEncoding::TopKTail { temperature: self.temperature }
-    }
-
-    /// Integer labels with the logits' shape without the vocabulary.
-    fn check_targets(&self, student: &[i64], targets: &Tensor) -> std::result::Result<(), String> {
-        token_labels(student, targets)
-    }
-}
+// The packed TopKTail, at this criterion's temperature, with token labels as targets.
+packed_token_criterion!(TopKKl => TopKTail, TopKTail);
 
 /// `kd_weight · KD (+ ce weight · CE)` of student logits `[…, V]`, reduced as `kd` says over the
 /// tokens where `valid` holds (and whose label is not −100), with the analytic gradient. `shapes` is
