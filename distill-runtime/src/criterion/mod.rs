@@ -281,24 +281,33 @@ impl Criterion for Box<dyn Criterion + '_> {
     }
 }
 
+/// The tch-style `loss` and `loss_with_targets` of a criterion that implements
+/// `f_loss_with_targets`: they panic with its error.
+macro_rules! panicking_loss {
+    () => {
+        fn loss(&self, student: &::tch::Tensor, teacher: &::tch::Tensor) -> ::tch::Tensor {
+            self.loss_with_targets(student, teacher, None)
+        }
+
+        fn loss_with_targets(
+            &self,
+            student: &::tch::Tensor,
+            teacher: &::tch::Tensor,
+            targets: Option<&::tch::Tensor>,
+        ) -> ::tch::Tensor {
+            self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
+        }
+    };
+}
+pub(crate) use panicking_loss;
+
 /// Implements [`Criterion`] for a catalogue type from its inherent
 /// `compute(&self, student, teacher, targets) -> Tensor` and the checks given in braces: `f_loss_with_targets`
 /// checks and computes, `loss` and `loss_with_targets` panic with its error.
 macro_rules! catalogue_criterion {
     ($ty:ty { $($checks:tt)* }) => {
         impl $crate::criterion::Criterion for $ty {
-            fn loss(&self, student: &::tch::Tensor, teacher: &::tch::Tensor) -> ::tch::Tensor {
-                self.loss_with_targets(student, teacher, None)
-            }
-
-            fn loss_with_targets(
-                &self,
-                student: &::tch::Tensor,
-                teacher: &::tch::Tensor,
-                targets: Option<&::tch::Tensor>,
-            ) -> ::tch::Tensor {
-                self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-            }
+            $crate::criterion::panicking_loss!();
 
             fn f_loss_with_targets(
                 &self,

@@ -73,18 +73,7 @@ pub(super) fn check_packed_shapes<P: PackedTokens>(
 macro_rules! packed_token_criterion {
     ($ty:ident => $encoding:ident, $variant:ident) => {
         impl $crate::criterion::Criterion for $ty {
-            fn loss(&self, student: &::tch::Tensor, teacher: &::tch::Tensor) -> ::tch::Tensor {
-                self.loss_with_targets(student, teacher, None)
-            }
-
-            fn loss_with_targets(
-                &self,
-                student: &::tch::Tensor,
-                teacher: &::tch::Tensor,
-                targets: Option<&::tch::Tensor>,
-            ) -> ::tch::Tensor {
-                self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-            }
+            $crate::criterion::panicking_loss!();
 
             fn f_loss_with_targets(
                 &self,

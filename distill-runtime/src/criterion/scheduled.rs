@@ -55,15 +55,8 @@ impl<C: Criterion> Scheduled<C> {
 }
 
 impl<C: Criterion> Criterion for Scheduled<C> {
-    /// Panics: a scheduled loss needs the step ([`Scheduled::loss_at`]).
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    /// Panics: a scheduled loss needs the step ([`Scheduled::loss_at`]).
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
+    // Both panic: a scheduled loss needs the step (`Scheduled::loss_at`).
+    super::panicking_loss!();
 
     /// [`DistillError::MissingStep`]: a scheduled loss needs the step ([`Scheduled::f_loss_at`]).
     fn f_loss_with_targets(&self, _: &Tensor, _: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {

@@ -231,13 +231,7 @@ impl Default for SequenceKd {
 }
 
 impl Criterion for SequenceKd {
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
+    super::panicking_loss!();
 
     /// Every token when `targets` is `None`; else the tokens whose label (`targets`, `[B, T]`) is
     /// not −100.

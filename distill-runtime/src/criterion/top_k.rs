@@ -292,14 +292,7 @@ impl Default for TopKKlDiv {
 }
 
 impl Criterion for TopKKlDiv {
-    /// The loss; panics with the reason where [`f_loss`](Criterion::f_loss) returns an error.
-    fn loss(&self, student: &Tensor, teacher: &Tensor) -> Tensor {
-        self.loss_with_targets(student, teacher, None)
-    }
-
-    fn loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Tensor {
-        self.f_loss_with_targets(student, teacher, targets).unwrap_or_else(|err| panic!("{err}"))
-    }
+    super::panicking_loss!();
 
     fn f_loss_with_targets(&self, student: &Tensor, teacher: &Tensor, targets: Option<&Tensor>) -> Result<Tensor> {
         check_encoded_call(self, student, teacher, targets)?;
