@@ -292,12 +292,16 @@ fn cells_by_class(reduced: &[u32], classes: usize) -> (Vec<usize>, Vec<usize>) {
 /// The classes (by ascending `norms`) whose norm allows a match with a slice of L1 norm `norm`:
 /// `|n_t − n_s| ≤ Σ|t − s| ≤ k·atol + rtol·n_s` bounds the teacher norm `n_s`, widened by
 /// [`NORM_ROUNDING_SLACK`]. NaN matches nothing.
+///
+/// A norm that overflowed to infinity still bounds the teacher norm from below: its exact value is
+/// at least about `f64::MAX`, so the lower bound is taken from `f64::MAX`, not from infinity (which
+/// would drop every finite teacher norm within tolerance of it).
 fn window(norms: &[f64], norm: f64, kernel: usize, tolerance: Tolerance) -> std::ops::Range<usize> {
     if norm.is_nan() {
         return 0..0;
     }
     let slack = kernel as f64 * tolerance.atol;
-    let lo = (norm - slack) / (1.0 + tolerance.rtol);
+    let lo = (norm.min(f64::MAX) - slack) / (1.0 + tolerance.rtol);
     let hi = (norm + slack) / (1.0 - tolerance.rtol);
     let lo = if lo.is_finite() { lo - lo.abs() * NORM_ROUNDING_SLACK - f64::MIN_POSITIVE } else { lo };
     let hi = if hi.is_finite() { hi + hi.abs() * NORM_ROUNDING_SLACK + f64::MIN_POSITIVE } else { hi };
@@ -313,6 +317,20 @@ fn l1(values: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overflowed_norm_still_reaches_finite_norms_within_tolerance() {
+        // Four values of 0.45e308 overflow in f64 (exact sum 1.8e308 > f64::MAX ≈ 1.798e308), while
+        // a slice of four 0.4494e308 (0.13% smaller each) has a finite norm of 1.7976e308, within
+        // a 1% relative tolerance of the student's.
+        let student = [0.45e308; 4];
+        let teacher = [0.4494e308; 4];
+        let norms = [1.0, l1(&teacher), f64::INFINITY];
+        assert!(l1(&student).is_infinite() && norms[1].is_finite());
+        let tolerance = Tolerance::new(0.0, 1e-2);
+        assert!(student.iter().zip(&teacher).all(|(&s, &t)| tolerance.close(s, t)));
+        assert_eq!(window(&norms, l1(&student), 4, tolerance), 1..3);
+    }
 
     #[test]
     fn identical_channels_form_one_class() {
