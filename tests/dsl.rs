@@ -438,3 +438,31 @@ fn losses_display_named_terms() -> Result<(), DistillError> {
     assert!(terms[0].starts_with("inner=") && terms[1].starts_with("related="));
     Ok(())
 }
+
+// ---- `distill!` inside `macro_rules!` ---------------------------------------------------------
+
+/// A `macro_rules!` front end over `distill!`: the index arrives as a `$i:literal` fragment and the
+/// criterion as an `$c:expr` one, each in an invisible group, and the label is derived from the
+/// index and the closure's parameter types are inferred all the same.
+macro_rules! wide_kd {
+    ($name:ident, $index:literal, $criterion:expr) => {
+        distill! {
+            struct $name for Mlp => Mlp {
+                student.vec[$index] => teacher.vec[$index] with $criterion;
+            }
+        }
+    };
+}
+
+wide_kd!(FromMacro, 1, |s, t| (s - t).square().mean(Kind::Float));
+
+#[test]
+fn macro_rules_fragments_label_and_infer_as_written_tokens() -> Result<(), DistillError> {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = (mlp(vs.root() / "s", true), mlp(vs.root() / "t", true));
+    let kd = FromMacro::new(vs.root() / "kd", &student, &teacher)?;
+    assert_eq!(FromMacro::LABELS, ["vec_1"]);
+    let out = kd.forward_t(&randn(&[2, W]), false)?;
+    assert!(out.vec_1.loss().allclose(&mse(&out.vec_1.student, &out.vec_1.teacher), 1e-6, 1e-7, false));
+    Ok(())
+}

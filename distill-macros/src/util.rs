@@ -73,28 +73,52 @@ pub fn respan(tokens: TokenStream, span: Span) -> TokenStream {
         .collect()
 }
 
-/// Whether `s` can be an identifier (ASCII only), keywords included.
+/// Why `ident`, written as it is, cannot name a field: the error message for a keyword without `r#`
+/// (or `_`); `None` for an identifier that can (raw ones included). `what` is the thing named, for
+/// the message: "label", "field".
+pub fn not_a_field_name(ident: &Ident, what: &str) -> Option<String> {
+    // syn's `Ident` parser rejects exactly the keywords and `_`; `r#type` passes.
+    if syn::parse2::<Ident>(TokenStream::from(TokenTree::Ident(ident.clone()))).is_ok() {
+        return None;
+    }
+    let name = ident.to_string();
+    Some(match name.as_str() {
+        // Keywords that `r#` cannot escape either.
+        "self" | "Self" | "super" | "crate" | "_" => {
+            format!("`{name}` cannot be a {what}: it is not an identifier, even as `r#{name}`")
+        }
+        _ => format!("`{name}` is a keyword: write the {what} as `r#{name}`"),
+    })
+}
+
+/// Whether `s` can be an identifier, keywords included: letters (any script, as Rust identifiers),
+/// digits and `_`, not starting with a digit, not `_` alone. A first filter only: `make_ident` lets
+/// the lexer decide the rest.
 pub fn is_ident_like(s: &str) -> bool {
     let mut chars = s.chars();
     match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        Some(c) if c.is_alphabetic() || c == '_' => {}
         _ => return false,
     }
-    s != "_" && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    s != "_" && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// An identifier from `s`, never panicking: `None` when `s` cannot be one; a keyword gets a
-/// trailing `_` (`type` → `type_`).
+/// trailing `_` (`type` → `type_`). Non-ASCII identifiers (`größe`) are identifiers too.
 pub fn make_ident(s: &str, span: Span) -> Option<Ident> {
     if !is_ident_like(s) {
         return None;
     }
-    if syn::parse_str::<Ident>(s).is_ok() {
-        Some(Ident::new(s, span))
-    } else {
-        let escaped = format!("{s}_");
-        syn::parse_str::<Ident>(&escaped).ok().map(|_| Ident::new(&escaped, span))
-    }
+    // The lexer judges what `is_ident_like` lets through (`Ident::new` would panic on a letter that
+    // cannot start or continue an identifier); the text must come back unchanged, as one identifier
+    // (rustc normalises identifiers to NFC).
+    let lex = |text: &str| {
+        syn::parse_str::<Ident>(text).ok().filter(|ident| *ident == text).map(|mut ident| {
+            ident.set_span(span);
+            ident
+        })
+    };
+    lex(s).or_else(|| lex(&format!("{s}_")))
 }
 
 /// Tokens as compact Rust-looking text for generated docs (`student.features[0].conv`).
@@ -180,6 +204,25 @@ mod tests {
         assert!(make_ident("_", Span::call_site()).is_none());
         assert!(make_ident("", Span::call_site()).is_none());
         assert!(make_ident("a-b", Span::call_site()).is_none());
+        assert_eq!(make_ident("größe_0", Span::call_site()).map(|i| i.to_string()), Some("größe_0".into()));
+        // Alphabetic, yet no identifier can start with it (a combining mark), or contain it.
+        assert!(make_ident("\u{345}b", Span::call_site()).is_none());
+        assert!(make_ident("a\u{2160}\u{b2}", Span::call_site()).is_none());
+    }
+
+    #[test]
+    fn keywords_are_not_field_names() {
+        let ident = |s: &str| syn::parse_str::<syn::Ident>(s).unwrap_or_else(|_| Ident::new(s, Span::call_site()));
+        assert_eq!(not_a_field_name(&ident("x"), "label"), None);
+        assert_eq!(not_a_field_name(&ident("r#type"), "label"), None);
+        assert_eq!(not_a_field_name(&ident("größe"), "label"), None);
+        assert_eq!(
+            not_a_field_name(&ident("type"), "label").as_deref(),
+            Some("`type` is a keyword: write the label as `r#type`")
+        );
+        for name in ["self", "Self", "super", "crate", "_"] {
+            assert!(not_a_field_name(&ident(name), "field").is_some_and(|m| m.contains("cannot be a field")), "{name}");
+        }
     }
 
     #[test]

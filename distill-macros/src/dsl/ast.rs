@@ -11,11 +11,13 @@
 //!           | '(' NAME ':' TEACHER_TYPE (',' NAME ':' TEACHER_TYPE)* ','? ')'
 //!                                                  several, each named in the pairs (`big.features[1]`)
 //! PAIR     := (/// docs)* [LABEL ':'] ENDPOINT '=>' ENDPOINT 'with' EXPR (',' OPTION)* ';'
-//! ENDPOINT := SIDE SEGMENT*            student.features[0].conv, teacher.head.0, student (the root)
-//!           | "dotted.path"            checked at compile time as far as the types tell
-//!           | PATH '(' SIDE SEGMENT* ')' ('.' IDENT '(' EXPR,* ')')*
+//! ENDPOINT := TARGET
+//!           | PATH '(' TARGET ')' ('.' IDENT '(' EXPR,* ')')*
 //!                                  an adapter constructor wrapping the side it applies to, with the
 //!                                  options of the builder it returns (`.tolerance(…)`)
+//! TARGET   := SIDE SEGMENT*            student.features[0].conv, teacher.head.0, student (the root)
+//!           | SIDE '[' STRING ']'      teacher["layer3"]: a named output, the string path of that side
+//!           | "dotted.path"            checked at compile time as far as the types tell
 //! SEGMENT  := '.' IDENT | '.' INTEGER | '[' EXPR ']'
 //! OPTION   := 'input' | 'all_calls' | 'input' '(' SIDE ')' | 'all_calls' '(' SIDE ')'
 //! ```

@@ -8,7 +8,7 @@ use syn::{Expr, Ident, Lit, Member};
 use super::ast::{Adapter, Input, OptionKind, Pair, Segment, Side, Target, TypedPath};
 use super::teachers;
 use crate::ctxt::Ctxt;
-use crate::util::{make_ident, unraw};
+use crate::util::{make_ident, not_a_field_name, unraw};
 
 /// What the checks found: one label per pair (a placeholder where the label is in error), and the
 /// index of each pair's teacher (`0` where it is in error).
@@ -56,6 +56,9 @@ fn check_endpoint(cx: &Ctxt, input: &Input, pair: &Pair, side: Side) {
             return;
         }
     }
+    if let Target::Typed(path) = &endpoint.target {
+        check_segments(cx, path);
+    }
     if input.several {
         teachers::check_root(cx, input, endpoint, side);
         if let Target::Str(lit) = &endpoint.target {
@@ -79,7 +82,7 @@ fn check_endpoint(cx: &Ctxt, input: &Input, pair: &Pair, side: Side) {
 fn check_adapter(cx: &Ctxt, input: &Input, adapter: &Adapter) -> bool {
     let func = &adapter.func;
     if func.qself.is_none() && func.path.segments.len() == 1 {
-        let name = func.path.segments[0].ident.to_string();
+        let name = unraw(&func.path.segments[0].ident);
         let is_teacher = input.several && input.teachers.iter().any(|teacher| unraw(&teacher.name) == name);
         if name == "student" || name == "teacher" || is_teacher {
             cx.error_spanned_by(
@@ -92,13 +95,26 @@ fn check_adapter(cx: &Ctxt, input: &Input, adapter: &Adapter) -> bool {
     true
 }
 
+/// Each `.name` is a field name as rustc reads it: a keyword is written `r#type` (`.type` would be a
+/// syntax error of the generated code, which loses every item of the invocation).
+fn check_segments(cx: &Ctxt, path: &TypedPath) {
+    for segment in &path.segments {
+        if let Segment::Field(Member::Named(ident)) = segment {
+            if let Some(message) = not_a_field_name(ident, "field") {
+                cx.error_at(ident.span(), message);
+            }
+        }
+    }
+}
+
 fn check_root(cx: &Ctxt, path: &TypedPath, side: Side) {
     check_side_name(cx, &path.root, side);
 }
 
 /// The `student`/`teacher` that starts an endpoint names the side it stands on.
 fn check_side_name(cx: &Ctxt, ident: &syn::Ident, side: Side) {
-    let root = ident.to_string();
+    // `r#student` is the identifier `student`, as with several teachers.
+    let root = unraw(ident);
     if root == side.name() {
         return;
     }
@@ -175,6 +191,24 @@ fn labels(cx: &Ctxt, input: &Input) -> Vec<Ident> {
             continue;
         };
         let name = unraw(&label);
+        // A label is a field name of the output and of the losses: a keyword would be a syntax error
+        // of the generated code, and `__distill…` names the generated items' own fields. Either is
+        // replaced by the placeholder, which the stand-ins leave out.
+        let unusable = match not_a_field_name(&label, "label") {
+            Some(message) => Some(message),
+            None if name.starts_with("__distill") => {
+                let hint = if derived { " (it is derived from the student's path: give the pair a label)" } else { "" };
+                Some(format!(
+                    "labels starting with `__distill` are reserved for the generated code; choose another{hint}"
+                ))
+            }
+            None => None,
+        };
+        if let Some(message) = unusable {
+            cx.error_at(label.span(), message);
+            labels.push(Ident::new("__distill_invalid", label.span()));
+            continue;
+        }
         if reserved.contains(&name) {
             cx.error_at(
                 label.span(),
@@ -213,7 +247,7 @@ fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
                     Segment::Field(Member::Named(ident)) => parts.push(unraw(ident)),
                     Segment::Field(Member::Unnamed(index)) => parts.push(index.index.to_string()),
                     Segment::Index { expr, span } => match literal_index(expr) {
-                        Some(index) => parts.push(index.to_string()),
+                        Some(index) => parts.push(index.to_owned()),
                         None => {
                             cx.error_at(
                                 *span,
@@ -253,10 +287,13 @@ fn derive_label(cx: &Ctxt, pair: &Pair) -> Option<Ident> {
     }
 }
 
-/// The value of `[3]`.
-pub fn literal_index(expr: &Expr) -> Option<u64> {
+/// The base-10 digits of `[3]` (`0x10` → `16`), also when `macro_rules!` handed the index over as an
+/// `$i:literal` or `$i:expr` fragment (an invisible group). Not parsed into a number: a literal too
+/// large for an index still names a label, and rustc reports its range at the literal.
+pub fn literal_index(expr: &Expr) -> Option<&str> {
     match expr {
-        Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) => int.base10_parse::<u64>().ok(),
+        Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) => Some(int.base10_digits()),
+        Expr::Group(group) => literal_index(&group.expr),
         _ => None,
     }
 }

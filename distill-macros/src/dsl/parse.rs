@@ -272,13 +272,18 @@ fn parse_endpoint(input: ParseStream) -> syn::Result<Endpoint> {
     if content.peek2(token::Paren) || content.peek(Token![::]) || content.peek(Token![<]) || content.peek2(Token![::]) {
         return Err(content.error("adapters do not nest: one adapter per side, applied to that side's tensor"));
     }
-    let target = parse_target(&content)?;
+    // `big["layer3"]` inside an adapter is the named output, as outside one: with several teachers
+    // it is the only way to write an adapted string path, and a `[…]` segment would be a type error.
+    let (target, named_on) = match parse_named_output(&content)? {
+        Some((named_on, name)) => (Target::Str(name), Some(named_on)),
+        None => (parse_target(&content)?, None),
+    };
     if !content.is_empty() {
         return Err(content
             .error("an adapter takes exactly one endpoint; `new()` passes it the path and both endpoint modules"));
     }
     let options = parse_adapter_options(input)?;
-    Ok(Endpoint { adapter: Some(Adapter { func, paren, options }), target, named_on: None })
+    Ok(Endpoint { adapter: Some(Adapter { func, paren, options }), target, named_on })
 }
 
 /// `.tolerance(Tolerance::new(1e-4, 1e-3))…` after an adapter's constructor: calls on the builder it

@@ -124,7 +124,7 @@ fn path_text(segments: &[Segment]) -> String {
             Segment::Field(Member::Named(ident)) => unraw(ident),
             Segment::Field(Member::Unnamed(index)) => index.index.to_string(),
             Segment::Index { expr, .. } => match literal_index(expr) {
-                Some(index) => index.to_string(),
+                Some(index) => index.to_owned(),
                 None => pretty(&expr.to_token_stream()),
             },
         })

@@ -88,10 +88,18 @@ fn options(pair: &Pair, side: Side) -> TokenStream {
 }
 
 /// `criterion(expr)`; a closure goes through `closure_criterion` so that its parameter types are
-/// inferred.
+/// inferred, also when `macro_rules!` handed it over as an `$c:expr` fragment (an invisible group).
 fn criterion(items: &Items, expr: &Expr) -> TokenStream {
-    let func = if matches!(expr, Expr::Closure(_)) { "closure_criterion" } else { "criterion" };
+    let func = if is_closure(expr) { "closure_criterion" } else { "criterion" };
     helper_call(items, expr.span(), func, expr.to_token_stream())
+}
+
+fn is_closure(expr: &Expr) -> bool {
+    match expr {
+        Expr::Closure(_) => true,
+        Expr::Group(group) => is_closure(&group.expr),
+        _ => false,
+    }
 }
 
 /// `adapter(f(path / "label", &teacher.x, &student.y))?` when `side` has an adapter. The constructor
