@@ -112,7 +112,8 @@ pub use distill_macros::Distillable;
 /// (`student.features[0].conv`); the bare `student`/`teacher` for the model's own output; a string
 /// path `"features.0.conv"` (checked at compile time against the type's [`StaticSchema`] as far as
 /// it is static — the inside of a `Sequential` is checked by `new()`); or an adapter constructor
-/// wrapping the side it applies to, `conv2d_adapter(teacher.features[0].conv)`. A constructor is any
+/// wrapping the side it applies to, `conv2d_adapter(teacher.features[0].conv)` or, around a string
+/// path or a named output, `fitted_conv1x1_adapter(teacher["layer3"])`. A constructor is any
 /// `fn(path, &TeacherModule, &StudentModule) -> Result<impl Adapter, DistillError>` (a tch module
 /// of one's own goes in `ModuleAdapter(…)`); it is called
 /// with `path / "label"` and both endpoint modules (so both sides of an adapted pair are typed).
@@ -124,7 +125,8 @@ pub use distill_macros::Distillable;
 ///
 /// **Labels** name the output's fields. When omitted, the label is the student path with `_` for `.`
 /// (`student.features[5].conv` → `features_5_conv`, `"a.b"` → `a_b`, a leading digit gets `_`), and
-/// `output` for the bare root (`input` with the `input` option). Labels must differ.
+/// `output` for the bare root (`input` with the `input` option). Labels must differ; a keyword is
+/// written raw (`r#type:`), and names starting with `__distill` are the generated code's.
 ///
 /// **Criterion**: any expression of a type implementing [`Criterion`] (`Mse`, `KlDiv::new(4.0) * 2.0`),
 /// or a closure `|s, t| …` (its parameter types are inferred).
