@@ -238,3 +238,43 @@ fn a_checkpoint_that_does_not_fit_changes_nothing() {
     assert!(err.to_string().contains("not a training checkpoint"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_checkpoint_of_another_kind_changes_nothing() {
+    let _rng = rng();
+    let dir = temp_dir("kind");
+    let file = dir.join("resume.safetensors");
+    let _ = run(0..1, 20, None, Some(&file));
+    tch::manual_seed(10);
+    let teacher_vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&teacher_vs.root(), &WIDTHS);
+    let vs = VarStore::new(Device::Cpu);
+    let student = prune::prune_net(&teacher, &vs.root(), 0.25).unwrap();
+    let _kd = ResumeKd::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let owners = Owners::new(&vs, &student).adapters(&(vs.root() / "kd"));
+    let before = student.features[0].conv.ws.copy();
+    // The same names and shapes, in another kind: booleans, integers, half precision would all be
+    // converted by a copy into values the run never had.
+    for kind in [Kind::Bool, Kind::Int64, Kind::Half, Kind::Double] {
+        let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&file)
+            .unwrap()
+            .into_iter()
+            .map(|(name, tensor)| {
+                let tensor = if name == STEP_KEY { tensor } else { tensor.to_kind(kind) };
+                (name, tensor)
+            })
+            .collect();
+        let other = dir.join(format!("{kind:?}.safetensors"));
+        Tensor::write_safetensors(&tensors, &other).unwrap();
+        let err = owners.load_training(&other).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("the variable `classifier.bias` is {kind:?} in the file and Float in the model")),
+            "{err}"
+        );
+        assert!(student.features[0].conv.ws.equal(&before), "{kind:?}");
+    }
+    // The file as saved still loads.
+    assert_eq!(owners.load_training(&file).unwrap().step, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

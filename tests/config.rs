@@ -370,3 +370,41 @@ fn a_scheduled_weight_follows_the_step() {
         assert_eq!(config_error(&text).0, expected, "{text}");
     }
 }
+
+#[test]
+fn a_file_that_cannot_be_read_keeps_the_operating_systems_error() {
+    let missing = std::env::temp_dir().join(format!("distill-config-missing-{}.toml", std::process::id()));
+    let err = Config::from_file(&missing).unwrap_err();
+    let name = missing.display().to_string();
+    assert!(err.to_string().starts_with(&format!("{name}:1:1: cannot read the file: ")), "{err}");
+    let DistillError::Config(ConfigError { cause: Some(cause), .. }) = &err else { panic!("{err:?}") };
+    let DistillError::Io { action: "read", path, source } = cause.as_ref() else { panic!("{cause:?}") };
+    assert_eq!((path.as_str(), source.kind()), (name.as_str(), std::io::ErrorKind::NotFound));
+    // The chain reaches the operating system's error.
+    let source = std::error::Error::source(&err).and_then(std::error::Error::source);
+    assert!(source.is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some()), "{err:?}");
+}
+
+#[test]
+fn an_adapter_on_a_layer_of_another_type_leaves_the_store_without_variables() {
+    let (_tvs, teacher, _svs, student) = teacher_and_student(8);
+    // The first pair's adapter would build; the second's names a block, not its conv.
+    let text = "[[pair]]\nname = \"ok\"\nstudent = \"features.2.conv\"\nteacher = \"features.2.conv\"\n\
+                teacher_adapter = \"learned_conv2d_adapter\"\ncriterion = \"Mse\"\n\
+                [[pair]]\nname = \"bad\"\nstudent = \"features.1\"\nteacher = \"features.1\"\n\
+                teacher_adapter = \"conv2d_adapter\"\ncriterion = \"Mse\"\n";
+    let config = Config::parse(text, "exp.toml").unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let err = config.distill(&(vs.root() / "kd"), &student, &teacher).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "exp.toml:11:19: `pair[1].teacher_adapter`: `conv2d_adapter` needs a `distill::nn::Conv2D` at the teacher's `features.1`"
+        ),
+        "{err}"
+    );
+    assert_eq!(names(&vs), Vec::<String>::new(), "no adapter was built");
+    // Built again in the same store once the file is right, the adapters take their own names.
+    let fixed = text.replace("\"features.1\"", "\"features.1.conv\"");
+    let _model = Config::parse(&fixed, "exp.toml").unwrap().distill(&(vs.root() / "kd"), &student, &teacher).unwrap();
+    assert_eq!(names(&vs), ["kd.bad.weight", "kd.ok.weight"]);
+}

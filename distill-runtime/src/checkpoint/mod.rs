@@ -195,17 +195,17 @@ impl<'a> Owners<'a> {
     }
 
     /// Restores a checkpoint of [`save_training`](Self::save_training) into the student's and the
-    /// adapters' variables (built the same way: same architecture, same paths; fitted adapters
-    /// fitted by a dry run first) and returns the step it was saved at. The file must hold exactly
-    /// those variables, with their shapes; nothing is changed otherwise.
+    /// adapters' variables (built the same way: same architecture, same paths, same kinds; fitted
+    /// adapters fitted by a dry run first) and returns the step it was saved at. The file must hold
+    /// exactly those variables, with their shapes and kinds; nothing is changed otherwise.
     ///
     /// # Errors
     /// As [`variables`](Self::variables); [`DistillError::Checkpoint`] for a variable missing from
-    /// the file, a name in the file that is not the student's or an adapter's, a shape that differs
-    /// or a missing step; [`DistillError::Io`] when the file cannot be read;
-    /// [`DistillError::Corrupt`] naming the file when its tensors do not match the checksum it was
-    /// saved with (checked before anything is restored: one CRC-32 pass over the file's bytes). A
-    /// file without a checksum (written by other tools) is read unchecked.
+    /// the file, a name in the file that is not the student's or an adapter's, a shape or a kind
+    /// (`Float`, `Half`, `Int64`…) that differs, or a missing step; [`DistillError::Io`] when the
+    /// file cannot be read; [`DistillError::Corrupt`] naming the file when its tensors do not match
+    /// the checksum it was saved with (checked before anything is restored: one CRC-32 pass over
+    /// the file's bytes). A file without a checksum (written by other tools) is read unchecked.
     pub fn load_training(&self, file: impl AsRef<FilePath>) -> Result<TrainingState> {
         let file = file.as_ref();
         let name = file.display().to_string();
@@ -229,6 +229,13 @@ impl<'a> Owners<'a> {
             if value.size() != target.size() {
                 let (name, file, model) = (name.clone(), value.size(), target.size());
                 return Err(error(CheckpointProblem::Shape { name, file, model }));
+            }
+            // `copy_` would convert any kind into the variable's (booleans, integers, another
+            // precision): a run resumed from values rounded or truncated so is not the run saved,
+            // and a file of another kind was saved from a model built otherwise.
+            if value.kind() != target.kind() {
+                let (name, file, model) = (name.clone(), value.kind(), target.kind());
+                return Err(error(CheckpointProblem::Kind { name, file, model }));
             }
         }
         if let Some(extra) = saved.keys().find(|key| !targets.iter().any(|(name, _)| name == *key)) {

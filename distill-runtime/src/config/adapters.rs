@@ -163,53 +163,68 @@ pub(super) struct EndpointModules<'a> {
 }
 
 impl AdapterConfig {
+    /// Checks that the pair's endpoint modules are the layers the constructor takes, without
+    /// building anything: the error [`build`](Self::build) would give for them.
+    pub(super) fn check(&self, modules: &EndpointModules<'_>) -> Result<()> {
+        match *self {
+            AdapterConfig::Conv2d(_) => convs(modules, "conv2d_adapter").map(drop),
+            AdapterConfig::InvertedConv2d(_) => convs(modules, "inverted_conv2d_adapter").map(drop),
+            AdapterConfig::LearnedConv2d => convs(modules, "learned_conv2d_adapter").map(drop),
+            AdapterConfig::LearnedInvertedConv2d => convs(modules, "learned_inverted_conv2d_adapter").map(drop),
+            AdapterConfig::LearnedLinear => linears(modules, "learned_linear_adapter").map(drop),
+            AdapterConfig::LearnedInvertedLinear => linears(modules, "learned_inverted_linear_adapter").map(drop),
+            AdapterConfig::Conv1x1 { .. }
+            | AdapterConfig::Linear { .. }
+            | AdapterConfig::FittedLinear
+            | AdapterConfig::FittedConv1x1 => Ok(()),
+        }
+    }
+
     /// Builds the adapter under `path` from the pair's endpoint modules.
     pub(super) fn build(&self, path: &Path<'_>, modules: &EndpointModules<'_>) -> Result<Box<dyn Adapter>> {
         Ok(match *self {
-            AdapterConfig::Conv2d(tolerance) => Box::new(
-                conv2d_adapter(
-                    path,
-                    layer::<Conv2D>(modules.teacher, Side::Teacher, "conv2d_adapter", "Conv2D")?,
-                    layer::<Conv2D>(modules.student, Side::Student, "conv2d_adapter", "Conv2D")?,
-                )
-                .tolerance(tolerance)
-                .build()?,
-            ),
-            AdapterConfig::InvertedConv2d(tolerance) => Box::new(
-                inverted_conv2d_adapter(
-                    path,
-                    layer::<Conv2D>(modules.teacher, Side::Teacher, "inverted_conv2d_adapter", "Conv2D")?,
-                    layer::<Conv2D>(modules.student, Side::Student, "inverted_conv2d_adapter", "Conv2D")?,
-                )
-                .tolerance(tolerance)
-                .build()?,
-            ),
-            AdapterConfig::LearnedConv2d => Box::new(learned_conv2d_adapter(
-                path,
-                layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_conv2d_adapter", "Conv2D")?,
-                layer::<Conv2D>(modules.student, Side::Student, "learned_conv2d_adapter", "Conv2D")?,
-            )?),
-            AdapterConfig::LearnedInvertedConv2d => Box::new(learned_inverted_conv2d_adapter(
-                path,
-                layer::<Conv2D>(modules.teacher, Side::Teacher, "learned_inverted_conv2d_adapter", "Conv2D")?,
-                layer::<Conv2D>(modules.student, Side::Student, "learned_inverted_conv2d_adapter", "Conv2D")?,
-            )?),
-            AdapterConfig::LearnedLinear => Box::new(learned_linear_adapter(
-                path,
-                layer::<Linear>(modules.teacher, Side::Teacher, "learned_linear_adapter", "Linear")?,
-                layer::<Linear>(modules.student, Side::Student, "learned_linear_adapter", "Linear")?,
-            )?),
-            AdapterConfig::LearnedInvertedLinear => Box::new(learned_inverted_linear_adapter(
-                path,
-                layer::<Linear>(modules.teacher, Side::Teacher, "learned_inverted_linear_adapter", "Linear")?,
-                layer::<Linear>(modules.student, Side::Student, "learned_inverted_linear_adapter", "Linear")?,
-            )?),
+            AdapterConfig::Conv2d(tolerance) => {
+                let (teacher, student) = convs(modules, "conv2d_adapter")?;
+                Box::new(conv2d_adapter(path, teacher, student).tolerance(tolerance).build()?)
+            }
+            AdapterConfig::InvertedConv2d(tolerance) => {
+                let (teacher, student) = convs(modules, "inverted_conv2d_adapter")?;
+                Box::new(inverted_conv2d_adapter(path, teacher, student).tolerance(tolerance).build()?)
+            }
+            AdapterConfig::LearnedConv2d => {
+                let (teacher, student) = convs(modules, "learned_conv2d_adapter")?;
+                Box::new(learned_conv2d_adapter(path, teacher, student)?)
+            }
+            AdapterConfig::LearnedInvertedConv2d => {
+                let (teacher, student) = convs(modules, "learned_inverted_conv2d_adapter")?;
+                Box::new(learned_inverted_conv2d_adapter(path, teacher, student)?)
+            }
+            AdapterConfig::LearnedLinear => {
+                let (teacher, student) = linears(modules, "learned_linear_adapter")?;
+                Box::new(learned_linear_adapter(path, teacher, student)?)
+            }
+            AdapterConfig::LearnedInvertedLinear => {
+                let (teacher, student) = linears(modules, "learned_inverted_linear_adapter")?;
+                Box::new(learned_inverted_linear_adapter(path, teacher, student)?)
+            }
             AdapterConfig::Conv1x1 { inputs, outputs } => Box::new(conv1x1_adapter(path, inputs, outputs)?),
             AdapterConfig::Linear { inputs, outputs } => Box::new(linear_adapter(path, inputs, outputs)?),
             AdapterConfig::FittedLinear => Box::new(fitted_linear_adapter(path, &(), &())?),
             AdapterConfig::FittedConv1x1 => Box::new(fitted_conv1x1_adapter(path, &(), &())?),
         })
     }
+}
+
+/// The teacher's and the student's endpoint modules as the `Conv2D`s `constructor` takes.
+fn convs<'a>(modules: &EndpointModules<'a>, constructor: &str) -> Result<(&'a Conv2D, &'a Conv2D)> {
+    let teacher = layer::<Conv2D>(modules.teacher, Side::Teacher, constructor, "Conv2D")?;
+    Ok((teacher, layer::<Conv2D>(modules.student, Side::Student, constructor, "Conv2D")?))
+}
+
+/// The teacher's and the student's endpoint modules as the `Linear`s `constructor` takes.
+fn linears<'a>(modules: &EndpointModules<'a>, constructor: &str) -> Result<(&'a Linear, &'a Linear)> {
+    let teacher = layer::<Linear>(modules.teacher, Side::Teacher, constructor, "Linear")?;
+    Ok((teacher, layer::<Linear>(modules.student, Side::Student, constructor, "Linear")?))
 }
 
 /// The endpoint module of `side` as the layer type `L` the constructor `constructor` takes.

@@ -141,20 +141,26 @@ impl Config {
     /// Reads and checks the TOML file at `file`.
     ///
     /// # Errors
-    /// [`ConfigError`] for a file that cannot be read, is not TOML, or does not describe a
-    /// distillation (located at the key or value at fault).
+    /// [`ConfigError`] for a file that cannot be read (its `cause` the [`DistillError::Io`] with
+    /// the operating system's error), is not UTF-8 or not TOML, or does not describe a distillation
+    /// (located at the key or value at fault).
     pub fn from_file(file: impl AsRef<FilePath>) -> Result<Config> {
         let file = file.as_ref();
         let name = file.display().to_string();
-        let error = |line, column, message| ConfigError {
+        let error = |line, column, message, cause| ConfigError {
             file: name.clone(),
             line,
             column,
             key: String::new(),
             message,
-            cause: None,
+            cause,
         };
-        let bytes = std::fs::read(file).map_err(|err| error(1, 1, format!("cannot read the file: {err}")))?;
+        let bytes = std::fs::read(file).map_err(|err| {
+            let message = format!("cannot read the file: {err}");
+            // The operating system's error stays the source, so that a caller can tell a missing
+            // file from a denied one by its kind.
+            error(1, 1, message, Some(Box::new(crate::atomic::io_error("read", file, err))))
+        })?;
         let text = String::from_utf8(bytes).map_err(|err| {
             // Located at the first byte that is not UTF-8: the text before it is valid.
             let valid = err.utf8_error().valid_up_to();
@@ -167,6 +173,7 @@ impl Config {
                     "the byte 0x{:02x} is not UTF-8: a TOML file is UTF-8 text",
                     err.as_bytes().get(valid).copied().unwrap_or_default()
                 ),
+                None,
             )
         })?;
         Config::parse(&text, name)
@@ -205,8 +212,9 @@ impl Config {
     }
 
     /// Checks every pair against `student` and `teacher` and builds its adapters under `path`,
-    /// giving the [`Mapping`] whose payloads are the configured pairs. Endpoints are checked before
-    /// any adapter is built, so a wrong path leaves `path` without variables.
+    /// giving the [`Mapping`] whose payloads are the configured pairs. Endpoints, and the layers
+    /// the adapters take, are checked before any adapter is built, so a wrong path or a layer of
+    /// another type leaves `path` without variables.
     fn mapping<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
@@ -226,13 +234,16 @@ impl Config {
             teacher
                 .check_encoding(&pair.name, &teacher_endpoint, reads)
                 .map_err(|err| source.caused(&pair.criterion_at, err))?;
+            // Adapters are variables of the store, which cannot be taken out again: a later pair's
+            // adapter on a layer of the wrong type must fail before an earlier pair's is built.
+            let endpoint_modules = endpoint_modules(pair, student, teacher);
+            for (adapter, at) in pair.student_adapter.iter().chain(&pair.teacher_adapter) {
+                adapter.check(&endpoint_modules).map_err(|err| source.caused(at, err))?;
+            }
         }
         let mut mapping = Mapping::new(student, teacher);
         for pair in &self.pairs {
-            let modules = EndpointModules {
-                teacher: module_at(teacher.module_tree(), Side::Teacher, &pair.teacher),
-                student: module_at(student.module_tree(), Side::Student, &pair.student),
-            };
+            let modules = endpoint_modules(pair, student, teacher);
             let both = pair.student_adapter.is_some() && pair.teacher_adapter.is_some();
             let build = |adapter: &Option<(AdapterConfig, At)>, side: &str| -> Result<Option<Box<dyn Adapter>>> {
                 let Some((config, at)) = adapter else { return Ok(None) };
@@ -260,8 +271,9 @@ impl Config {
     }
 
     /// The [`Distillation`] of the file's pairs, checked against `student` and `teacher`: the
-    /// endpoints resolved (all of them before any adapter is built, so that a wrong path leaves
-    /// `path` without variables), the adapters built under `path / name`, each pair labelled by its
+    /// endpoints resolved and the adapters' layers checked to be of the types their constructors
+    /// take (all of them before any adapter is built, so that a wrong path or layer leaves `path`
+    /// without variables), the adapters built under `path / name`, each pair labelled by its
     /// `name` with its criterion, weight or schedule and adapters, and every teacher running as
     /// `[teacher]` says.
     /// Its forward's [`losses`](crate::DistillationOutput::f_losses) are the configured pairs'
@@ -275,6 +287,10 @@ impl Config {
     /// criterion that reads another encoding than the cache stores. (With a teacher that runs, a
     /// criterion that reads an encoded teacher, such as `TopKKl`, is
     /// [`DistillError::InvalidCriterion`] from the first forward or dry run.)
+    ///
+    /// An adapter that fails while it is built (a selection adapter whose student conv is not a
+    /// pruned copy of the teacher's) leaves the variables of the adapters built before it under
+    /// `path`: build again under another path or in a fresh store, where the names are free.
     pub fn distill<'m, S: ConfigSide, T: ConfigSide>(
         &self,
         path: &Path<'_>,
@@ -317,6 +333,18 @@ impl ConfigSide for crate::cache::TeacherCache {
 impl ConfigSide for crate::cache::TokenCache {
     fn module_tree(&self) -> Option<&dyn Distillable> {
         None
+    }
+}
+
+/// The endpoint modules of `pair` in `student` and `teacher` (their paths already checked to exist).
+fn endpoint_modules<'a>(
+    pair: &'a PairEntry,
+    student: &'a dyn ConfigSide,
+    teacher: &'a dyn ConfigSide,
+) -> EndpointModules<'a> {
+    EndpointModules {
+        teacher: module_at(teacher.module_tree(), Side::Teacher, &pair.teacher),
+        student: module_at(student.module_tree(), Side::Student, &pair.student),
     }
 }
 

@@ -13,7 +13,7 @@ use super::text::named_or;
 #[non_exhaustive]
 pub enum CheckpointError {
     /// A variable whose owner is unknown, a variable missing from the file or not in the models, a
-    /// shape that differs, a step that is not one.
+    /// shape or a kind that differs, a step that is not one.
     #[error("checkpoint `{file}`: {problem}")]
     Invalid {
         /// The checkpoint file (empty when only the variables were classified).
@@ -110,6 +110,16 @@ pub enum CheckpointProblem {
         file: Vec<i64>,
         /// Its shape in the model.
         model: Vec<i64>,
+    },
+    /// A variable of another kind (dtype) in the file than in the model.
+    #[error("the variable `{name}` is {file:?} in the file and {model:?} in the model")]
+    Kind {
+        /// The variable's name.
+        name: String,
+        /// Its kind in the file.
+        file: Kind,
+        /// Its kind in the model.
+        model: Kind,
     },
     /// A name in the file that is neither the student's nor an adapter's.
     #[error("the file holds `{name}`, which is neither the student's nor an adapter's")]

@@ -20,8 +20,9 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong; for a path the models do not have, the message of `cause`.
     pub message: String,
-    /// The error the models gave for the value (an unknown path with its suggestion, an index out
-    /// of range, an adapter that cannot be built…), to match on; its text is already in `message`.
+    /// The error behind the message, to match on: the one the models gave for the value (an unknown
+    /// path with its suggestion, an index out of range, an adapter that cannot be built…), or the
+    /// [`DistillError::Io`] of a file that cannot be read; its text is already in `message`.
     #[source]
     pub cause: Option<Box<DistillError>>,
 }

@@ -29,7 +29,7 @@ mod record;
 
 use std::borrow::Borrow;
 
-use tch::nn::{LinearConfig, Path};
+use tch::nn::{BatchNormConfig, ConvConfigND, LinearConfig, Path};
 use tch::{Device, Kind, Tensor};
 
 use crate::channels::check_indices;
@@ -40,7 +40,7 @@ use crate::nn::{self, BatchNorm, Conv2D, Linear};
 pub use record::PruneRecord;
 
 /// The indices of the `keep` filters (slices along dimension 0) of `weight` with the largest L1 norm,
-/// ascending. Equal norms keep the lower index.
+/// ascending. Equal norms keep the lower index; a filter with a NaN in it ranks below every other.
 ///
 /// # Errors
 /// [`PruneError::RankUndefined`], [`PruneError::RankScalar`] when `weight` has no dimension,
@@ -90,7 +90,7 @@ pub fn keep_count(channels: i64, ratio: f64) -> Result<i64> {
 /// A copy of `conv` under `path` with output channels `out_keep` and, if given, input channels
 /// `in_keep` (both in the given order; all input channels when `None`): same kernel, stride, padding,
 /// dilation and padding mode, variables `weight` (`conv.ws[out_keep][:, in_keep]`) and, if `conv` has
-/// one, `bias` (`conv.bs[out_keep]`).
+/// one, `bias` (`conv.bs[out_keep]`) — whether its config says `bias` or not.
 ///
 /// The copy carries the record of its pruning ([`Conv::pruned_from`](crate::nn::Conv::pruned_from):
 /// `conv`'s weight shape and the kept indices), from which the selection adapters are built.
@@ -114,6 +114,10 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
     let Some(&config) = conv.config() else {
         return Err(PruneError::UnknownConfig { layer: "conv", wrapper: "Conv" }.into());
     };
+    // The bias the conv holds, not the one its config claims: a config that disagrees (given to
+    // `from_tch_with_config`, or a bias set or removed since) would drop the source's bias from
+    // the copy, or give the copy one the source does not have.
+    let config = ConvConfigND { bias: conv.bs.is_some(), ..config };
     if config.groups != 1 {
         return Err(PruneError::Grouped { groups: config.groups }.into());
     }
@@ -142,8 +146,9 @@ pub fn prune_conv2d<'a, P: Borrow<Path<'a>>>(
 }
 
 /// A copy of `bn` under `path` with channels `keep` (in that order): same dimensionality and config
-/// (`eps`, `momentum`, `affine`), variables `weight`, `bias` (if affine), `running_mean` and
-/// `running_var` sliced to `keep`.
+/// (`eps`, `momentum`), variables `weight` and `bias` if `bn` holds either (affine as its tensors
+/// are, whatever its config says; one it lacks is 1 or 0, as computed without it), `running_mean`
+/// and `running_var`, all sliced to `keep`.
 ///
 /// # Errors
 /// As [`prune_conv2d`] for the indices; [`PruneError::UnknownConfig`] when `bn` was wrapped with
@@ -153,6 +158,8 @@ pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: 
     let Some(&config) = bn.config() else {
         return Err(PruneError::UnknownConfig { layer: "batch norm", wrapper: "BatchNorm" }.into());
     };
+    // Affine as the batch norm's tensors are, not as its config claims (see `prune_conv2d`).
+    let config = BatchNormConfig { affine: bn.ws.is_some() || bn.bs.is_some(), ..config };
     let channels = weight_shape(&bn.running_mean, 1, "batch norm's running mean")?[0];
     let (idx, dim) = indices(keep, channels, "channel", bn.running_mean.device())?;
     let pruned = match bn.nd {
@@ -161,9 +168,12 @@ pub fn prune_batch_norm<'a, P: Borrow<Path<'a>>>(path: P, bn: &BatchNorm, keep: 
         3 => nn::batch_norm3d(path, dim, config),
         dims => return Err(PruneError::BatchNormDims { dims }.into()),
     };
-    for (dst, src) in [(&pruned.ws, &bn.ws), (&pruned.bs, &bn.bs)] {
-        if let (Some(dst), Some(src)) = (dst, src) {
-            copy_into(dst, &src.f_index_select(0, &idx)?)?;
+    // A scale or shift the source lacks (a half-affine batch norm) is the identity's: 1 and 0.
+    for (dst, src, identity) in [(&pruned.ws, &bn.ws, 1.0), (&pruned.bs, &bn.bs, 0.0)] {
+        match (dst, src) {
+            (Some(dst), Some(src)) => copy_into(dst, &src.f_index_select(0, &idx)?)?,
+            (Some(dst), None) => copy_into(dst, &dst.f_full_like(identity)?)?,
+            _ => {}
         }
     }
     copy_into(&pruned.running_mean, &bn.running_mean.f_index_select(0, &idx)?)?;
