@@ -205,7 +205,12 @@ pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
             let kind = Kind::try_from(view.dtype()).map_err(|_| {
                 corrupt(format!("`{name}` has the dtype {:?}, which libtorch cannot hold", view.dtype()))
             })?;
-            let size: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            // A dimension past `i64::MAX` fits a zero-sized tensor's header (`[0, 2^63]`), but no
+            // libtorch size: the file is not one this crate or PyTorch wrote.
+            let size =
+                view.shape().iter().map(|&d| i64::try_from(d)).collect::<std::result::Result<Vec<i64>, _>>().map_err(
+                    |_| corrupt(format!("`{name}` has the shape {:?}, past libtorch's sizes", view.shape())),
+                )?;
             Ok((name.clone(), Tensor::f_from_data_size(view.data(), &size, kind)?))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -314,5 +319,21 @@ mod tests {
         for other in [renamed, reshaped, flipped] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn a_dimension_past_libtorchs_sizes_is_corrupt() {
+        // A zero-sized tensor with a dimension of 2^63: a valid safetensors header, no libtorch size.
+        let header = br#"{"x":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header);
+        let path = std::env::temp_dir().join(format!("distill-huge-dim-{}.safetensors", std::process::id()));
+        std::fs::write(&path, file).unwrap();
+        let err = read(&path, Missing::Accept).map(drop).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(&err, DistillError::Corrupt { reason, .. } if reason.contains("past libtorch's sizes")),
+            "{err}"
+        );
     }
 }
