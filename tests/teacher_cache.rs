@@ -677,7 +677,7 @@ fn inputs_of_another_shape_are_a_mismatch() {
     let wider = with_global_rng(|| Tensor::randn([2, 1, SIDE + 4, SIDE + 4], (Kind::Float, Device::Cpu)));
     let error = cached.forward_cached(&wider, &batch, false).unwrap_err();
     assert!(error.to_string().contains("[2, 1, 12, 12] in the cache, [2, 1, 16, 16] here"), "{error}");
-    assert_eq!(mismatch_what(error), "the input batch's shape");
+    assert_eq!(mismatch_what(error), "the input batch's shape (the batch's samples, then each sample's input shape)");
     // Sample ids outside the cache.
     assert!(matches!(
         cache.batch(&ids(&[3, SAMPLES]), 0),

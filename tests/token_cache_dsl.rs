@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use distill::cache::Precision;
+use distill::cache::{CacheError, Precision};
 use distill::cache::{TeacherHash, TokenCache, TokenCacheSpec, TokenCacheWriter, TokenEncoding};
 use distill::config::Config;
 use distill::criterion::{Cosine, Criterion, Mse, SampledKl, TopKKl};
@@ -390,6 +390,22 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
     let narrow = Tensor::zeros([2, T, 16], (Kind::Float, Device::Cpu));
     let err = writer.write(2, |_| Ok((logits.shallow_clone(), None, vec![narrow.shallow_clone()]))).unwrap_err();
     assert!(err.to_string().contains("must be [2, 9, 32]"), "{err}");
+
+    // A hidden value that f16 would store as infinity (65520 rounds up; 65504 is f16's largest) is
+    // refused with the value, where every loss on the stored state would be NaN; one that fits is not.
+    let wide = |value: f64| {
+        Tensor::zeros([2, T, 32], (Kind::Float, Device::Cpu)).fill_(0.5).index_fill(
+            2,
+            &Tensor::from_slice(&[7i64]),
+            value,
+        )
+    };
+    let err = writer.write(2, |_| Ok((logits.shallow_clone(), None, vec![wide(-70000.0)]))).unwrap_err();
+    assert!(
+        matches!(&err, DistillError::Cache(CacheError::HiddenOverflowsF16 { path, value }) if path == "model.layers.1" && *value == -70000.0),
+        "{err}"
+    );
+    writer.write(2, |_| Ok((logits.shallow_clone(), None, vec![wide(65504.0)]))).unwrap();
     let _ = std::fs::remove_dir_all(&other);
 }
 

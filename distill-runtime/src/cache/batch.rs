@@ -83,7 +83,7 @@ impl CachedBatch {
         if xs.size() != expected {
             return Err(DistillError::CacheMismatch {
                 dir: self.dir.display().to_string(),
-                what: "the input batch's shape".to_owned(),
+                what: "the input batch's shape (the batch's samples, then each sample's input shape)".to_owned(),
                 cached: format!("{expected:?}"),
                 expected: format!("{:?}", xs.size()),
             });

@@ -22,9 +22,9 @@ pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(St
         .or_else(|| differ("the teacher endpoints", endpoint_list(&cached.endpoints), endpoint_list(&ours.endpoints)))
         .or_else(|| {
             cached.endpoints.iter().zip(&ours.endpoints).find_map(|(a, b)| {
-                let what = format!("the shape of `{}`", a.path);
+                let what = format!("the shape of {}", endpoint_name(&a.path));
                 differ(&what, format!("{:?}", a.shape), format!("{:?}", b.shape)).or_else(|| {
-                    let what = format!("the encoding of `{}`", a.path);
+                    let what = format!("the encoding of {}", endpoint_name(&a.path));
                     differ(&what, format!("{:?}", a.encoding), format!("{:?}", b.encoding))
                 })
             })
@@ -37,15 +37,43 @@ pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(St
         })
 }
 
-/// `` `features.1` (output), `` (output) `` …
+/// `` `features.1` (output), the teacher's own output `` …
 pub(crate) fn endpoint_list(endpoints: &[EndpointEntry]) -> String {
     if endpoints.is_empty() {
         return "none".to_owned();
     }
-    endpoints.iter().map(|e| format!("`{}` ({})", e.path, e.port)).collect::<Vec<_>>().join(", ")
+    let shown = |e: &EndpointEntry| match e.path.as_str() {
+        "" => format!("the teacher's own {}", e.port),
+        path => format!("`{path}` ({})", e.port),
+    };
+    endpoints.iter().map(shown).collect::<Vec<_>>().join(", ")
+}
+
+/// `` `features.1` ``, or the teacher's own output for the empty path (the model itself).
+fn endpoint_name(path: &str) -> String {
+    if path.is_empty() {
+        "the teacher's own output".to_owned()
+    } else {
+        format!("`{path}`")
+    }
 }
 
 /// `` `shard-00000-of-00002.safetensors` 0..5, `` …
 fn shard_list(shards: &[ShardEntry]) -> String {
     shards.iter().map(|s| format!("`{}` {}..{}", s.file, s.start, s.end)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::manifest::Encoding;
+    use crate::point::Port;
+
+    #[test]
+    fn the_teachers_own_output_is_named_not_quoted_empty() {
+        let entry =
+            |path: &str, port| EndpointEntry { path: path.to_owned(), port, shape: vec![4], encoding: Encoding::F32 };
+        let list = endpoint_list(&[entry("features.1", Port::Output), entry("", Port::Output), entry("", Port::Input)]);
+        assert_eq!(list, "`features.1` (output), the teacher's own output, the teacher's own input");
+    }
 }

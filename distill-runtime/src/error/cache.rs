@@ -251,12 +251,22 @@ pub enum CacheError {
         /// The largest weight.
         largest: f64,
     },
+    /// A teacher hidden state value beyond f16's range, for a hidden state a token cache stores as f16.
+    #[error(
+        "the teacher hidden state `{path}` gives {value:e}, which f16 storage cannot hold (its largest value is \
+         65504; this would be stored as infinity): store it as f32 (`hidden_state(\"{path}\", width, Precision::F32)`)"
+    )]
+    HiddenOverflowsF16 {
+        /// The teacher module's path.
+        path: String,
+        /// The value.
+        value: f64,
+    },
     /// A teacher endpoint value beyond f16's range, for an endpoint stored as f16.
     #[error(
-        "the teacher endpoint {} gives {value:e}, which f16 storage cannot hold (its largest value is 65504; this \
-         would be stored as infinity): store it as f32 or bf16 (`endpoint_encoding(\"{path}\", Encoding::F32)` or \
-         `Encoding::Bf16`)",
-        quoted_endpoint(path)
+        "{} gives {value:e}, which f16 storage cannot hold (its largest value is 65504; this would be stored as \
+         infinity): store it as f32 or bf16 (`endpoint_encoding(\"{path}\", Encoding::F32)` or `Encoding::Bf16`)",
+        teacher_endpoint(path)
     )]
     ValueOverflowsF16 {
         /// The endpoint's path (empty for the teacher's own output).
@@ -376,9 +386,9 @@ fn endpoint_name(path: &str) -> String {
     named_or(path, "the teacher's own output", "the teacher endpoint `", "`")
 }
 
-/// An endpoint after "the teacher endpoint": `` `path` ``, or the teacher's own output.
-fn quoted_endpoint(path: &str) -> String {
-    named_or(path, "the teacher's own output", "`", "`")
+/// A teacher endpoint by its path: "the teacher endpoint `path`", or "the teacher's own output".
+fn teacher_endpoint(path: &str) -> String {
+    named_or(path, "the teacher's own output", "the teacher endpoint `", "`")
 }
 
 fn endpoint_list(paths: &[String]) -> String {
@@ -386,4 +396,17 @@ fn endpoint_list(paths: &[String]) -> String {
         return "none".to_owned();
     }
     paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheError;
+
+    #[test]
+    fn an_f16_overflow_names_the_endpoint_or_the_teachers_output() {
+        let named = CacheError::ValueOverflowsF16 { path: "features.1".to_owned(), value: 7e4 }.to_string();
+        assert!(named.starts_with("the teacher endpoint `features.1` gives 7e4,"), "{named}");
+        let output = CacheError::ValueOverflowsF16 { path: String::new(), value: -7e4 }.to_string();
+        assert!(output.starts_with("the teacher's own output gives -7e4,"), "{output}");
+    }
 }

@@ -12,7 +12,7 @@ use super::manifest::{
 };
 use crate::cache::files::{cache_source, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
-use crate::cache::writer::MANIFEST_KEY;
+use crate::cache::writer::{f16_overflow, MANIFEST_KEY};
 use crate::cache::CacheError;
 use crate::checksum::{tensor_bytes, Streamed};
 use crate::criterion::{SampledLogits, TopKTail};
@@ -426,6 +426,12 @@ fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: &Tensor) ->
                 return Err(CacheError::HiddenShape { path, expected, got: tensor.size() }.into());
             }
             let values = tensor.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_where_scalarother(&mask, 0.0)?;
+            // A value past f16's range would be stored as infinity, and every loss on it is NaN.
+            if stored.values == Precision::F16 {
+                if let Some(value) = f16_overflow(&values)? {
+                    return Err(CacheError::HiddenOverflowsF16 { path: stored.path.clone(), value }.into());
+                }
+            }
             tensor_bytes(&values.f_to_kind(stored.values.kind())?)
         })
         .collect()

@@ -18,6 +18,7 @@ use crate::distillation::Distillation;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
+pub(crate) use shard::f16_overflow;
 use shard::{stored_endpoints, write_shard, InputsCrc};
 
 /// Writes a teacher cache: every teacher endpoint of a [`Distillation`] (a `distill!` model's or a

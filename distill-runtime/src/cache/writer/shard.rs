@@ -152,15 +152,24 @@ const F16_OVERFLOW: f64 = 65520.0;
 
 /// An error naming the endpoint when a finite value of `values` would become infinite in f16.
 pub(super) fn check_f16_range(path: &str, values: &Tensor) -> Result<()> {
-    let finite = values.f_isfinite()?;
-    let magnitudes = values.f_abs()?.f_where_scalarother(&finite, 0.0)?;
-    let largest = if magnitudes.numel() == 0 { 0.0 } else { magnitudes.f_max()?.f_double_value(&[])? };
-    if largest < F16_OVERFLOW {
-        return Ok(());
+    match f16_overflow(values)? {
+        None => Ok(()),
+        Some(value) => Err(CacheError::ValueOverflowsF16 { path: path.to_owned(), value }.into()),
     }
-    let signed = values.f_abs()?.f_where_scalarother(&finite, 0.0)?.f_argmax(None, false)?.f_int64_value(&[])?;
-    let value = values.f_reshape([-1])?.f_double_value(&[signed])?;
-    Err(CacheError::ValueOverflowsF16 { path: path.to_owned(), value }.into())
+}
+
+/// The finite value of `values` with the largest magnitude, with its sign, when f16 would store it
+/// as infinity; `None` when every finite value fits (infinities and NaN are stored as they are).
+pub(crate) fn f16_overflow(values: &Tensor) -> Result<Option<f64>> {
+    if values.numel() == 0 {
+        return Ok(None);
+    }
+    let magnitudes = values.f_abs()?.f_where_scalarother(&values.f_isfinite()?, 0.0)?;
+    if magnitudes.f_max()?.f_double_value(&[])? < F16_OVERFLOW {
+        return Ok(None);
+    }
+    let at = magnitudes.f_argmax(None, false)?.f_int64_value(&[])?;
+    Ok(Some(values.f_reshape([-1])?.f_double_value(&[at])?))
 }
 
 /// The distinct teacher endpoints (several pairs may read one), in first-use order.
