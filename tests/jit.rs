@@ -195,3 +195,15 @@ fn files_that_are_not_torchscript_are_errors() {
     let error = Module::load(fixture("missing.pt"), Device::Cpu).unwrap_err();
     assert!(error.to_string().contains("cannot open"), "{error}");
 }
+
+#[test]
+fn load_with_outputs_refuses_a_name_given_twice() {
+    let error = Module::load_with_outputs(fixture("features.pt"), Device::Cpu, &["logits", "conv2", "logits"])
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(&error, DistillError::Jit(JitError::DuplicateOutput { name, first: 0, again: 2, .. }) if name == "logits"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("output `logits` is named twice"), "{error}");
+}

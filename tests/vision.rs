@@ -552,3 +552,46 @@ fn mobilenet_v2_dropout_acts_in_train_mode_only() {
     let (train_a, train_b) = tch::no_grad(|| (net.forward_t(&xs, true), net.forward_t(&xs, true)));
     assert_eq!(max_abs_diff(&train_a, &train_b), 0.0);
 }
+
+/// The depthwise conv of a pruned inverted residual block carries the record of its pruning, as the
+/// block's other pruned convs do: the selection adapter picks the kept channels after training has
+/// moved the student's weights (when they can no longer be found from them), and a `PruneRecord`
+/// saves it.
+#[test]
+fn a_pruned_depthwise_conv_carries_its_record() {
+    use distill::adapter::conv2d_adapter;
+    use distill::prune::PruneRecord;
+    use distill::vision::prune::prune_mobilenet_v2;
+    use distill::vision::MobileNetV2Feature;
+    use tch::nn::Module;
+
+    tch::manual_seed(4);
+    let (teacher_vs, student_vs, adapter_vs) =
+        (VarStore::new(Device::Cpu), VarStore::new(Device::Cpu), VarStore::new(Device::Cpu));
+    let config = MobileNetV2Config { width_mult: 0.5, ..Default::default() };
+    let teacher = vision::mobilenet_v2_with(teacher_vs.root(), 10, config).unwrap();
+    let student = prune_mobilenet_v2(student_vs.root(), &teacher, 0.5).unwrap();
+    fn depthwise(net: &vision::MobileNetV2) -> &nn::Conv2D {
+        match &net.features[2] {
+            MobileNetV2Feature::InvertedResidual(block) => &block.conv.depthwise().0,
+            other => panic!("features.2 is {other:?}"),
+        }
+    }
+    let (t_dw, s_dw) = (depthwise(&teacher), depthwise(&student));
+    let keep = match &student.features[2] {
+        MobileNetV2Feature::InvertedResidual(block) => block.conv.expand().unwrap().0.pruned_from().unwrap().output(),
+        other => panic!("features.2 is {other:?}"),
+    };
+    let kept = s_dw.pruned_from().expect("the pruned depthwise conv's record");
+    assert_eq!((kept.output(), kept.input(), kept.source_shape()), (keep, [0].as_slice(), t_dw.ws.size().as_slice()));
+
+    // Training moves the student's weights off the teacher's slices.
+    tch::no_grad(|| {
+        let _ = s_dw.ws.shallow_clone().g_add_(&(s_dw.ws.randn_like() * 0.1));
+    });
+    let adapter = conv2d_adapter(adapter_vs.root() / "dw", t_dw, s_dw).build().unwrap();
+    let t = Tensor::randn([1, t_dw.ws.size()[0], 4, 4], (Kind::Float, Device::Cpu));
+    let selected = tch::no_grad(|| adapter.forward(&t));
+    assert_eq!(selected, t.index_select(1, &Tensor::from_slice(keep)));
+    PruneRecord::new().insert_conv("features.2.conv.1.0", s_dw).unwrap();
+}

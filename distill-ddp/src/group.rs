@@ -30,7 +30,12 @@ static GROUPS: AtomicUsize = AtomicUsize::new(0);
 ///
 /// Every collective must be called by every rank, in the same order, with tensors of the same
 /// shapes and kinds. Each returns an error — never hangs — when a peer died, or did not take part
-/// within the timeout. `ProcessGroup` is `Send` but not `Sync`: one thread issues its collectives.
+/// within the timeout. Tensors of different sizes on different ranks are the one mistake no
+/// collective can report: a rank sent more than its tensor holds aborts (Gloo's transport thread
+/// throws where nothing catches it), one sent less keeps the rest of its tensor unchanged.
+/// [`DataParallel`](crate::DataParallel) checks that every rank's buffers have the same sizes
+/// before its first collective. `ProcessGroup` is `Send` but not `Sync`: one thread issues its
+/// collectives.
 pub struct ProcessGroup {
     // Declared first so that it drops before the store it talks through.
     group: ffi::Group,

@@ -18,7 +18,9 @@
 //!
 //! Every failure — a peer that died or stopped answering, a rendezvous that timed out, any C++
 //! exception in libtorch — is a [`DdpError`], never a hang: collectives give up after
-//! [`DdpConfig::timeout`].
+//! [`DdpConfig::timeout`]. The exception: a collective given tensors of different sizes on
+//! different ranks, which Gloo cannot report (see [`ProcessGroup`]); [`DataParallel`] checks that
+//! every rank's buffers have the same sizes before its first collective.
 //!
 //! ```no_run
 //! use distill_ddp::{init_from_env, DataParallel, DistributedSampler};

@@ -22,16 +22,20 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 ///   [`average_gradients`](Self::average_gradients) replaces each gradient with its mean over the
 ///   ranks, in buckets: gradients are flattened into buffers of about `bucket_bytes`, one
 ///   all-reduce per buffer. A parameter without a gradient on a rank counts as zero there, and gets
-///   the averaged gradient, so every rank's optimizer updates the same parameters.
+///   the averaged gradient, so every rank's optimizer updates the same parameters; a parameter no
+///   rank has a gradient for keeps none, so that the optimizer skips it (its weight decay and
+///   momentum do not move it) as it would in one process. A sparse gradient (an embedding with
+///   `sparse: true`) is averaged as a dense one and replaced by the dense mean.
 /// - With losses that average over the batch, N ranks × batch b then take the same steps as one
 ///   process × batch N·b. Batch-norm statistics are the exception: each rank normalises with its
 ///   own batch and keeps its own running statistics; [`sync_buffers`](Self::sync_buffers) copies
 ///   rank 0's (what PyTorch's DDP does before every forward) — call it before evaluating or saving.
 ///
-/// Building one checks that every rank has the same variables (names, shapes, kinds) and fails on
-/// every rank when they differ, since averaging mismatched gradients would be silently wrong; and
-/// that no parameter is empty, as a fitted adapter is before the distillation's `dry_run` sizes it
-/// (build the distillation, run its `dry_run`, then build this).
+/// Building one checks that every rank has the same variables (names, shapes, kinds) and the same
+/// bucket size, and fails on every rank when they differ, since averaging mismatched gradients
+/// would be silently wrong (and buffers of different sizes are garbled or abort the process inside
+/// Gloo); and that no parameter is empty, as a fitted adapter is before the distillation's `dry_run`
+/// sizes it (build the distillation, run its `dry_run`, then build this).
 pub struct DataParallel<'g> {
     group: &'g ProcessGroup,
     names: Vec<String>,
@@ -59,7 +63,7 @@ impl<'g> DataParallel<'g> {
         Self::with_bucket_bytes(group, stores, DEFAULT_BUCKET_BYTES)
     }
 
-    /// [`new`](Self::new) with gradient buckets of about `bucket_bytes` each.
+    /// [`new`](Self::new) with gradient buckets of about `bucket_bytes` each (the same on every rank).
     pub fn with_bucket_bytes(
         group: &'g ProcessGroup,
         stores: &[&VarStore],
@@ -85,12 +89,12 @@ impl<'g> DataParallel<'g> {
                 tensors.push(tensor);
             }
         }
-        check_same_everywhere(group, &names, &params, &buffer_names, &buffers)?;
+        check_same_everywhere(group, &names, &params, &buffer_names, &buffers, bucket_bytes)?;
         // After the collective check, so that every rank (having the same variables) fails alike.
         if let Some(name) = names.iter().zip(&params).find_map(|(name, param)| (param.numel() == 0).then_some(name)) {
             return Err(DdpError::EmptyParameter { name: name.clone() });
         }
-        let grad_buckets = plan(&params, bucket_bytes)?;
+        let grad_buckets = plan(&params, bucket_bytes, true)?;
         Ok(Self { group, names, params, buffers, grad_buckets, bucket_bytes })
     }
 
@@ -126,25 +130,42 @@ impl<'g> DataParallel<'g> {
         broadcast_all(self.group, &self.buffers, self.bucket_bytes)
     }
 
-    /// Replaces every parameter's gradient with its mean over the ranks (a missing gradient counts
-    /// as zero and is created). Call it after `backward`, before the optimizer step. A collective.
+    /// Replaces every parameter's gradient with its mean over the ranks: a missing gradient counts
+    /// as zero and is created, unless no rank has one (the parameter then keeps none); a sparse
+    /// gradient is replaced by its dense mean. Call it after `backward`, before the optimizer step.
+    /// A collective.
     pub fn average_gradients(&self) -> Result<(), DdpError> {
         let world = self.group.world_size() as f64;
         tch::no_grad(|| {
             for bucket in &self.grad_buckets {
-                bucket.gather(|i| Some(self.params[i].grad()).filter(Tensor::defined));
+                bucket.gather(|i| {
+                    let grad = self.params[i].grad();
+                    match (grad.defined(), grad.is_sparse()) {
+                        (false, _) => Ok(None),
+                        (true, false) => Ok(Some(grad)),
+                        (true, true) => Ok(Some(grad.f_to_dense(None, false)?)),
+                    }
+                })?;
                 self.group.all_reduce_sum(&[&bucket.flat])?;
                 if world > 1.0 {
-                    let _ = bucket.flat.shallow_clone().f_div_scalar_(world)?;
+                    let _ = bucket.values()?.f_div_scalar_(world)?;
                 }
-                for slot in &bucket.slots {
+                // Read (a device-to-host copy) only when this rank lacks a gradient: a rank that has
+                // one knows that some rank had it.
+                let lacking = bucket.slots.iter().any(|slot| !self.params[slot.index].grad().defined());
+                let had_any = if lacking { bucket.flags()? } else { None };
+                for (k, slot) in bucket.slots.iter().enumerate() {
                     let param = &self.params[slot.index];
-                    let mean = bucket.view(slot, param);
+                    let mean = bucket.view(slot, param)?;
                     let mut grad = param.grad();
-                    if grad.defined() {
+                    let no_rank_had_one = had_any.as_ref().and_then(|flags| flags.get(k)) == Some(&false);
+                    if grad.defined() && !grad.is_sparse() {
                         grad.f_copy_(&mean)?;
-                    } else {
-                        ffi::set_grad(param, &mean.copy())?;
+                    } else if !no_rank_had_one {
+                        // A tensor of its own: the bucket's buffer is overwritten at the next call.
+                        let mut own = mean.f_empty_like()?;
+                        own.f_copy_(&mean)?;
+                        ffi::set_grad(param, &own)?;
                     }
                 }
             }
@@ -169,27 +190,30 @@ fn broadcast_all(group: &ProcessGroup, tensors: &[Tensor], bucket_bytes: usize) 
         return Ok(());
     }
     tch::no_grad(|| {
-        for bucket in plan(tensors, bucket_bytes)? {
-            bucket.gather(|i| Some(tensors[i].shallow_clone()));
+        for bucket in plan(tensors, bucket_bytes, false)? {
+            bucket.gather(|i| Ok(Some(tensors[i].shallow_clone())))?;
             group.broadcast(&bucket.flat, 0)?;
             for slot in &bucket.slots {
                 let target = &tensors[slot.index];
-                target.shallow_clone().f_copy_(&bucket.view(slot, target))?;
+                target.shallow_clone().f_copy_(&bucket.view(slot, target)?)?;
             }
         }
         Ok(())
     })
 }
 
-/// Fails on every rank unless all ranks have the same parameter and buffer lists.
+/// Fails on every rank unless all ranks have the same parameter and buffer lists and bucket size
+/// (which decides the sizes of the buffers the collectives exchange).
 fn check_same_everywhere(
     group: &ProcessGroup,
     names: &[String],
     params: &[Tensor],
     buffer_names: &[String],
     buffers: &[Tensor],
+    bucket_bytes: usize,
 ) -> Result<(), DdpError> {
     let mut hash = Fnv::default();
+    hash.write(&(bucket_bytes as u64).to_le_bytes());
     for (list, tensors) in [(names, params), (buffer_names, buffers)] {
         hash.write(&list.len().to_le_bytes());
         for (name, tensor) in list.iter().zip(tensors) {
@@ -209,7 +233,8 @@ fn check_same_everywhere(
     match differs.int64_value(&[0]) {
         0 => Ok(()),
         n => Err(DdpError::RankMismatch(format!(
-            "{n} rank(s) have other parameters or buffers (names, shapes or kinds) than rank 0; this rank has {} parameters and {} buffers",
+            "{n} rank(s) have other parameters or buffers (names, shapes or kinds) or another bucket size than rank \
+             0; this rank has {} parameters and {} buffers, in buckets of {bucket_bytes} bytes",
             params.len(),
             buffers.len()
         ))),

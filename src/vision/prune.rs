@@ -37,7 +37,7 @@ use crate::adapter::ChannelMapError;
 use crate::error::Result;
 use crate::nn::{self, BatchNorm, Conv2D};
 use crate::prune::PruneError;
-use crate::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear};
+use crate::prune::{keep_count, l1_keep, prune_batch_norm, prune_conv2d, prune_linear, KeptChannels};
 
 /// A block whose inner channels can be pruned: one list of kept channels per inner width.
 pub trait PruneInner: Sized {
@@ -225,6 +225,12 @@ pub fn prune_mobilenet_v2<'a, P: Borrow<Path<'a>>>(path: P, net: &MobileNetV2, k
 /// `groups = keep.len()`, the same kernel, stride, padding and dilation. Pruning a depthwise conv's
 /// input prunes its output: the two are the same channels.
 ///
+/// The copy carries the record of its pruning, as [`prune_conv2d`]'s does
+/// ([`Conv::pruned_from`](crate::nn::Conv::pruned_from): `conv`'s weight shape, `keep` as the
+/// output channels and the one input channel of each group), so that `conv2d_adapter` and
+/// `inverted_conv2d_adapter` select the kept channels however training changes the weights, and a
+/// [`PruneRecord`](crate::prune::PruneRecord) can save it.
+///
 /// # Errors
 /// [`PruneError::NotDepthwise`] or [`PruneError::DepthwiseGroups`] when `conv` is not depthwise,
 /// [`PruneError::UnknownConfig`] when it was wrapped without its config, [`ChannelMapError::NoneKept`]
@@ -242,13 +248,17 @@ pub fn prune_depthwise_conv2d<'a, P: Borrow<Path<'a>>>(path: P, conv: &Conv2D, k
         return Err(PruneError::DepthwiseGroups { groups: config.groups, channels }.into());
     }
     check_channels(keep, channels)?;
+    // A depthwise weight is `[C, 1, kh, kw]`: its input dimension is the single channel of each
+    // group, kept whole, so the record of a copy is `keep` on the outputs and `[0]` on the inputs.
+    let record = KeptChannels::new(&size, keep.to_vec(), vec![0])?;
     let index = Tensor::from_slice(keep).f_to_device(conv.ws.device())?;
     let kept = keep.len() as i64;
-    let pruned = nn::conv(path, kept, kept, [kh, kw], tch::nn::ConvConfigND { groups: kept, ..config });
+    let mut pruned = nn::conv(path, kept, kept, [kh, kw], tch::nn::ConvConfigND { groups: kept, ..config });
     copy_into(&pruned.ws, &conv.ws.f_index_select(0, &index)?)?;
     if let (Some(dst), Some(src)) = (&pruned.bs, &conv.bs) {
         copy_into(dst, &src.f_index_select(0, &index)?)?;
     }
+    pruned.set_pruned_from(record)?;
     Ok(pruned)
 }
 

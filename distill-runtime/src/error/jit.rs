@@ -35,6 +35,21 @@ pub enum JitError {
         /// How what it returned differs.
         reason: String,
     },
+    /// A name given twice to `jit::Module::load_with_outputs`: a dict has each key once, so no
+    /// return value could match the list.
+    #[error(
+        "TorchScript module `{file}`: output `{name}` is named twice, at positions {first} and {again} of the list"
+    )]
+    DuplicateOutput {
+        /// The file the module is loaded from.
+        file: String,
+        /// The name given twice.
+        name: String,
+        /// Its first position in the list, from 0.
+        first: usize,
+        /// The position where it is given again.
+        again: usize,
+    },
     /// An output named for its input, which only the module's own input has.
     #[error(
         "TorchScript module `{file}`: output `{name}` has no input to capture: only the module's own input (`\"\"`) \

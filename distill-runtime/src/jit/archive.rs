@@ -165,17 +165,12 @@ fn returned_dict_keys(body: &str) -> Option<Vec<String>> {
             keys = Some(dict_literal_keys(&format!("{{{rest}"), &constants)?);
         } else if let Some(args) = call_on(line, "torch._set_item(", returned) {
             let key = first_argument_key(args, &constants)?;
-            let keys = keys.as_mut()?;
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
+            push_new(keys.as_mut()?, key);
         } else if let Some(args) = call_on(line, "torch.update(", returned) {
             let added = dict_literal_keys(args, &constants)?;
             let keys = keys.as_mut()?;
             for key in added {
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
+                push_new(keys, key);
             }
         } else if mentions(line, returned) {
             return None;
@@ -237,7 +232,7 @@ fn dict_literal_keys(text: &str, constants: &std::collections::HashMap<String, S
             '"' | '\'' => {
                 let literal = string_literal(&mut chars, c)?;
                 if depth == 1 && expect_key {
-                    keys.push(literal);
+                    push_new(&mut keys, literal);
                     expect_key = false;
                 }
             }
@@ -260,7 +255,7 @@ fn dict_literal_keys(text: &str, constants: &std::collections::HashMap<String, S
                     name.push(next);
                     chars.next();
                 }
-                keys.push(constants.get(&name)?.clone());
+                push_new(&mut keys, constants.get(&name)?.clone());
                 expect_key = false;
             }
             _ if depth == 1 && expect_key => return None, // a key that is neither
@@ -268,6 +263,14 @@ fn dict_literal_keys(text: &str, constants: &std::collections::HashMap<String, S
         }
     }
     None
+}
+
+/// Adds `key` unless it is there: a key written twice in one dict literal is one entry, in its
+/// first place, as the dict the code builds has it.
+fn push_new(keys: &mut Vec<String>, key: String) {
+    if !keys.contains(&key) {
+        keys.push(key);
+    }
 }
 
 /// The rest of a string literal opened by `quote`, unescaped.
@@ -342,6 +345,16 @@ class Other(Module):
             assert_eq!(dict_literal_keys(text, &constants), None, "{text}");
         }
         assert_eq!(dict_literal_keys("{\"a\": f(x)}", &constants), Some(vec!["a".to_owned()]));
+    }
+
+    /// A key written twice (two fx nodes given one output name) is one entry of the returned dict,
+    /// holding the last value: one output, where it was first written, not two of the same name
+    /// that no return value could ever match.
+    #[test]
+    fn a_key_written_twice_in_a_literal_is_one_output() {
+        let constants = std::collections::HashMap::from([("_0".to_owned(), "a".to_owned())]);
+        let keys = dict_literal_keys("{\"a\": x, \"b\": y, _0: z}", &constants);
+        assert_eq!(keys, Some(vec!["a".to_owned(), "b".to_owned()]));
     }
 
     /// What `torch.jit.script` writes for keys of 34 characters or more, and for dicts filled in

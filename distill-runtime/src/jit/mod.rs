@@ -77,9 +77,16 @@ impl Module {
     }
 
     /// Loads a TorchScript file whose outputs are the dict keys `names`, for archives whose code does
-    /// not spell them out. The names are checked against every value the module returns.
+    /// not spell them out. The names are checked against every value the module returns; a name
+    /// given twice is [`JitError::DuplicateOutput`] here, since no dict could match the list.
     pub fn load_with_outputs(file: impl AsRef<Path>, device: Device, names: &[&str]) -> Result<Module> {
         let file = file.as_ref();
+        for (again, name) in names.iter().enumerate() {
+            if let Some(first) = names.iter().take(again).position(|other| other == name) {
+                let (file, name) = (file.display().to_string(), (*name).to_owned());
+                return Err(JitError::DuplicateOutput { file, name, first, again }.into());
+            }
+        }
         crate::device::check_device(device)?;
         let layout = OutputLayout::Dict(names.iter().map(|name| (*name).to_owned()).collect());
         archive::check_crcs(file).map_err(|reason| archive_error(file, reason))?;
