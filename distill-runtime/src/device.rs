@@ -23,7 +23,8 @@ pub fn cuda_device_count() -> usize {
 /// sees more than `i` CUDA devices.
 ///
 /// ```
-/// use distill_runtime::device::{check_device, cuda_device_count};
+/// # extern crate distill_runtime as distill;
+/// use distill::device::{check_device, cuda_device_count};
 /// use tch::Device;
 /// assert!(check_device(Device::Cpu).is_ok());
 /// let missing = Device::Cuda(cuda_device_count());

@@ -10,8 +10,9 @@
 //! the checkpoint never guesses.
 //!
 //! ```no_run
-//! # use distill_runtime::{checkpoint::Owners, nn, Result};
-//! # fn run(vs: &nn::VarStore, student: &dyn distill_runtime::Distillable, step: u64) -> Result<()> {
+//! # extern crate distill_runtime as distill;
+//! # use distill::{checkpoint::Owners, nn, Result};
+//! # fn run(vs: &nn::VarStore, student: &dyn distill::Distillable, step: u64) -> Result<()> {
 //! let kd_path = vs.root() / "kd";          // where the distillation's adapters live
 //! let owners = Owners::new(vs, student).adapters(&kd_path);
 //! owners.save_student("student.safetensors")?;           // the student alone, for deployment

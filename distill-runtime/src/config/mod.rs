@@ -44,8 +44,9 @@
 //! key when one is close.
 //!
 //! ```
-//! use distill_runtime::config::{Config, ConfigError};
-//! use distill_runtime::DistillError;
+//! # extern crate distill_runtime as distill;
+//! use distill::config::{Config, ConfigError};
+//! use distill::DistillError;
 //!
 //! let text = "[[pair]]\nname = \"kd\"\nstudent = \"\"\nteacher = \"\"\ncriterion = { kind = \"KlDiv\", temprature = 4.0 }\n";
 //! let err = Config::parse(text, "kd.toml").unwrap_err();

@@ -211,7 +211,8 @@ impl ChunkedTarget<'_> {
 /// [`SequenceKd`] does, and none to a top-k teacher, whose parts [`TopKKl`] detaches.
 ///
 /// ```
-/// use distill_runtime::criterion::{ChunkedLoss, ChunkedTarget, Divergence, SequenceKd};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{ChunkedLoss, ChunkedTarget, Divergence, SequenceKd};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let opts = (Kind::Double, Device::Cpu);

@@ -62,7 +62,8 @@
 //!   autograd) gives teacher logits ([`ChunkedTarget::Logits`]) a gradient, as [`SequenceKd`] does.
 //!
 //! ```
-//! use distill_runtime::criterion::{AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
+//! # extern crate distill_runtime as distill;
+//! use distill::criterion::{AttentionTransfer, Criterion, Dkd, KlDiv, Mse};
 //! use tch::{Device, Kind, Tensor};
 //!
 //! let s = Tensor::randn([8, 10], (Kind::Float, Device::Cpu));

@@ -19,8 +19,9 @@ use crate::schedule::Schedule;
 /// `(Mse * schedule) * 2.0` scales the schedule, `(Mse * 2.0) * schedule` keeps the weight inside.
 ///
 /// ```
-/// use distill_runtime::criterion::{Criterion, Mse};
-/// use distill_runtime::schedule::Schedule;
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{Criterion, Mse};
+/// use distill::schedule::Schedule;
 /// use tch::Tensor;
 ///
 /// let mse = Mse * Schedule::warmup(0.0, 1.0, 100);

@@ -163,7 +163,8 @@ fn ln(w: f64) -> f64 {
 /// returns NaN (0/0) and this 0 ([`TokenReduction`]).
 ///
 /// ```
-/// use distill_runtime::criterion::{Criterion, Divergence, SequenceKd, TokenReduction};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{Criterion, Divergence, SequenceKd, TokenReduction};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let s = Tensor::randn([2, 5, 11], (Kind::Double, Device::Cpu));

@@ -31,7 +31,8 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 /// pair's teacher tensor.
 ///
 /// ```
-/// use distill_runtime::criterion::TopKTail;
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::TopKTail;
 /// use tch::{Kind, Tensor};
 ///
 /// let logits = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 0.0]).reshape([1, 1, 4]);

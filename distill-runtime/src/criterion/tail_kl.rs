@@ -28,7 +28,8 @@ use crate::error::{CriterionError, Packed, Result};
 /// `[B, T, 2k + 1]`) and the targets, when given, are token labels (−100 left out).
 ///
 /// ```
-/// use distill_runtime::criterion::{Divergence, SequenceKd, TokenCriterion, TopKKl, TopKTail};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{Divergence, SequenceKd, TokenCriterion, TopKKl, TopKTail};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let s = Tensor::randn([2, 3, 50], (Kind::Double, Device::Cpu));

@@ -27,7 +27,8 @@ use crate::error::{CriterionError, Result};
 /// through autograd hold several. The result has no second derivative.
 ///
 /// ```
-/// use distill_runtime::criterion::{TokenCriterion, TokenKd, TopKKl, TopKTail};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{TokenCriterion, TokenKd, TopKKl, TopKTail};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let s = Tensor::randn([2, 4, 30], (Kind::Double, Device::Cpu)).set_requires_grad(true);

@@ -30,7 +30,8 @@ use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 /// ([`Criterion::teacher_encoding`] says which one a criterion uses).
 ///
 /// ```
-/// use distill_runtime::criterion::{split_top_k, TopKLogits};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{split_top_k, TopKLogits};
 /// use tch::Tensor;
 ///
 /// let logits = Tensor::from_slice(&[1.0f32, 3.0, 2.0, 0.0]).reshape([1, 4]);
@@ -231,7 +232,8 @@ fn check_packed_shape(shape: &[i64]) -> std::result::Result<(), String> {
 /// and > 0 is invalid ([`Criterion::validate`]).
 ///
 /// ```
-/// use distill_runtime::criterion::{Criterion, KlDiv, TopKKlDiv, TopKLogits};
+/// # extern crate distill_runtime as distill;
+/// use distill::criterion::{Criterion, KlDiv, TopKKlDiv, TopKLogits};
 /// use tch::{Device, Kind, Tensor};
 ///
 /// let student = Tensor::randn([8, 10], (Kind::Double, Device::Cpu));

@@ -65,7 +65,9 @@ impl<'m> Distillation<'m> {
         Distillation { student, teachers, pairs, engine, step: None, rescale_to: None }
     }
 
-    /// The labels of the pairs, in declaration order.
+    /// The labels of the pairs, in declaration order: a `distill!` pair's label, a configuration
+    /// file's pair `name`, or for a distillation from a mapping `student path => teacher path`
+    /// ([`from_mapping`](Self::from_mapping); `(output) => (output)` for the models' own outputs).
     pub fn labels(&self) -> impl ExactSizeIterator<Item = &str> {
         self.pairs.iter().map(|pair| &*pair.label)
     }
@@ -94,7 +96,9 @@ impl<'m> Distillation<'m> {
 
     /// Rescales every other pair's loss to the magnitude of pair `label`'s (usually the logits term)
     /// in the output's losses: each such term's unweighted loss is multiplied by
-    /// `|reference| / |own|`, both detached, then by its weight. `None`: no rescaling.
+    /// `|reference| / |own|`, both detached, then by its weight. `None`: no rescaling. `label` is
+    /// one of [`labels`](Self::labels): `Some("logits")` for a `distill!` pair named `logits`,
+    /// `Some("(output) => (output)")` for the outputs' pair of a mapping.
     ///
     /// # Errors
     /// [`SetupError::UnknownLabel`] when no pair has that label, listing the labels.

@@ -12,11 +12,12 @@ use crate::criterion::Criterion;
 /// pair and side), as `distill!` runs an adapter declared inline.
 ///
 /// ```
-/// # use distill_runtime::module::{Child, Distillable};
-/// # use distill_runtime::{nn, DistillError, Distillation, Mapping};
-/// use distill_runtime::adapter::fitted_linear_adapter;
-/// use distill_runtime::criterion::{KlDiv, Mse};
-/// use distill_runtime::mapping::Adapted;
+/// # extern crate distill_runtime as distill;
+/// # use distill::module::{Child, Distillable};
+/// # use distill::{nn, DistillError, Distillation, Mapping};
+/// use distill::adapter::fitted_linear_adapter;
+/// use distill::criterion::{KlDiv, Mse};
+/// use distill::mapping::Adapted;
 /// # #[derive(Debug)]
 /// # struct Net { hidden: nn::Linear, head: nn::Linear }
 /// # impl Distillable for Net {

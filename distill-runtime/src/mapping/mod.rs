@@ -26,8 +26,9 @@ use crate::side::{SideModel, SideResolver};
 /// choosing (a criterion, an adapter, a weight, a tuple of those, or `()`).
 ///
 /// ```
-/// # use distill_runtime::module::{Child, Distillable};
-/// # use distill_runtime::{nn, DistillError, Mapping};
+/// # extern crate distill_runtime as distill;
+/// # use distill::module::{Child, Distillable};
+/// # use distill::{nn, DistillError, Mapping};
 /// # #[derive(Debug)]
 /// # struct Net { features: nn::Seq<nn::Linear>, head: nn::Linear }
 /// # impl Distillable for Net {

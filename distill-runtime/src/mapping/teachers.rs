@@ -14,9 +14,10 @@ impl<'m, P> Mapping<'m, P> {
     /// [`add_from`](Self::add_from), which names the pair's teacher.
     ///
     /// ```
-    /// # use distill_runtime::module::{Child, Distillable};
-    /// # use distill_runtime::side::SideModel;
-    /// # use distill_runtime::{nn, DistillError, Mapping};
+    /// # extern crate distill_runtime as distill;
+    /// # use distill::module::{Child, Distillable};
+    /// # use distill::side::SideModel;
+    /// # use distill::{nn, DistillError, Mapping};
     /// # #[derive(Debug)]
     /// # struct Net { head: nn::Linear }
     /// # impl Distillable for Net {

@@ -14,7 +14,8 @@ use crate::nn::capture::{record, TapId};
 /// elements through this instead:
 ///
 /// ```
-/// # use distill_runtime::nn;
+/// # extern crate distill_runtime as distill;
+/// # use distill::nn;
 /// # use tch::{nn::ModuleT, Tensor};
 /// # struct Net { blocks: nn::Seq<nn::Linear> }
 /// # impl Net {

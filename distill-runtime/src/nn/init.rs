@@ -29,7 +29,8 @@ fn bias_init(fan_in: i64) -> Init {
 /// in `±1 / √in_dim`.
 ///
 /// ```no_run
-/// use distill_runtime::nn::{self, VarStore};
+/// # extern crate distill_runtime as distill;
+/// use distill::nn::{self, VarStore};
 /// let vs = VarStore::new(tch::Device::Cpu);
 /// let fc = nn::linear(vs.root() / "fc", 128, 10, nn::pytorch_linear_config(128));
 /// ```
@@ -42,7 +43,8 @@ pub fn pytorch_linear_config(in_dim: i64) -> LinearConfig {
 /// the other settings are kept.
 ///
 /// ```no_run
-/// use distill_runtime::nn::{self, VarStore};
+/// # extern crate distill_runtime as distill;
+/// use distill::nn::{self, VarStore};
 /// let vs = VarStore::new(tch::Device::Cpu);
 /// let config = nn::ConvConfig { padding: 1, ..Default::default() };
 /// let conv = nn::conv2d(vs.root() / "conv", 16, 32, 3, nn::pytorch_conv2d_config(16, 3, config));

@@ -7,8 +7,9 @@
 //! records by module path, saves them beside a checkpoint, and attaches them to a student built fresh.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), distill_runtime::DistillError> {
-//! use distill_runtime::{nn, prune};
+//! # extern crate distill_runtime as distill;
+//! # fn main() -> Result<(), distill::DistillError> {
+//! use distill::{nn, prune};
 //! let (teacher_vs, student_vs) = (nn::VarStore::new(tch::Device::Cpu), nn::VarStore::new(tch::Device::Cpu));
 //! let conv = nn::conv2d(teacher_vs.root() / "conv", 3, 64, 3, Default::default());
 //! let bn = nn::batch_norm2d(teacher_vs.root() / "bn", 64, Default::default());

@@ -24,8 +24,9 @@ const KEPT_INPUT: &str = "kept_input";
 /// attached to a student built fresh — build, attach, `Kd::new`, `vs.load`:
 ///
 /// ```no_run
-/// # fn main() -> Result<(), distill_runtime::DistillError> {
-/// use distill_runtime::{nn, prune};
+/// # extern crate distill_runtime as distill;
+/// # fn main() -> Result<(), distill::DistillError> {
+/// use distill::{nn, prune};
 /// # let (teacher_vs, vs) = (nn::VarStore::new(tch::Device::Cpu), nn::VarStore::new(tch::Device::Cpu));
 /// let teacher = nn::conv2d(teacher_vs.root() / "conv", 3, 64, 3, Default::default());
 /// let keep = prune::l1_keep(&teacher.ws, 16)?;

@@ -11,7 +11,8 @@
 //! [`Scheduled::loss_at`](crate::criterion::Scheduled::loss_at) (or `loss_at` of a `dyn Criterion`).
 //!
 //! ```
-//! use distill_runtime::schedule::Schedule;
+//! # extern crate distill_runtime as distill;
+//! use distill::schedule::Schedule;
 //!
 //! let warmup = Schedule::warmup(0.0, 1.0, 100);           // 0 → 1 over steps 0..100, then 1
 //! assert_eq!(warmup.value(50), 0.5);

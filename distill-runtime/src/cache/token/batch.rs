@@ -21,9 +21,10 @@ pub enum TokenTeacher {
 /// distribution (`[B, T, …]`, f32 values, `i64` ids) and the token mask.
 ///
 /// ```no_run
-/// # use distill_runtime::cache::TokenCache;
-/// # use distill_runtime::criterion::{TokenCriterion, TopKKl};
-/// # fn run(cache: &TokenCache, student_logits: &tch::Tensor) -> distill_runtime::Result<()> {
+/// # extern crate distill_runtime as distill;
+/// # use distill::cache::TokenCache;
+/// # use distill::criterion::{TokenCriterion, TopKKl};
+/// # fn run(cache: &TokenCache, student_logits: &tch::Tensor) -> distill::Result<()> {
 /// let batch = cache.batch(&[3, 17, 4])?;                 // the sequences of a training batch
 /// let kd = TopKKl::new(1.0).f_loss_masked(student_logits, batch.top_k()?, Some(batch.valid()))?;
 /// # Ok(()) }
