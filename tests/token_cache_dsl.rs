@@ -379,7 +379,10 @@ fn hidden_states_are_part_of_the_cache_identity_and_checked_when_written() {
         .shards(2)
         .write(2, |_| -> distill::Result<Tensor> { unreachable!() })
         .unwrap_err();
-    assert!(err.to_string().contains("the stored hidden states"), "{err}");
+    assert!(
+        err.to_string().contains("the list of stored hidden states is [\"model.layers.1\"] in the cache, [] here"),
+        "{err}"
+    );
 
     // A batch with the wrong number of hidden states, or of the wrong width, is an error.
     let other = scratch_dir("count");

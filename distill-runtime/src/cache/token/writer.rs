@@ -251,8 +251,9 @@ impl TokenCacheWriter {
                     })
                 })
                 .or_else(|| {
-                    (cached.hidden != self.hidden)
-                        .then(|| ("the stored hidden states".to_owned(), paths(&cached.hidden), paths(&self.hidden)))
+                    (cached.hidden != self.hidden).then(|| {
+                        ("the list of stored hidden states".to_owned(), paths(&cached.hidden), paths(&self.hidden))
+                    })
                 });
             if let Some((what, cached, expected)) = difference {
                 return Err(DistillError::CacheMismatch {
