@@ -3,6 +3,7 @@
 
 use distill::nn::{self, BatchNorm, BatchNormConfig, Conv2D, ConvConfig, ConvConfigND, Module, ModuleT, VarStore};
 use distill::prune::{prune_batch_norm, prune_conv2d};
+use distill::vision::prune::prune_depthwise_conv2d;
 use tch::{Device, Kind, Tensor};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -97,4 +98,21 @@ fn a_pruned_batch_norm_is_affine_as_its_source_is_whatever_its_config_says() {
     half.bs = None;
     let pruned = prune_batch_norm(vs.root() / "pc", &half, &keep).unwrap();
     assert_eq!(max_abs_diff(&pruned.forward_t(&input, false), &kept(half.forward_t(&xs, false))), 0.0);
+}
+
+#[test]
+fn a_pruned_depthwise_conv_keeps_the_bias_its_source_holds_whatever_its_config_says() {
+    tch::manual_seed(3);
+    let vs = VarStore::new(Device::Cpu);
+    let keep = [3, 0];
+    let xs = Tensor::randn([2, 4, 3, 3], (Kind::Float, Device::Cpu));
+    let depthwise = ConvConfig { groups: 4, ..Default::default() };
+    let with_bias = tch::nn::conv2d(vs.root() / "a", 4, 4, 1, depthwise);
+    let _ = tch::no_grad(|| with_bias.bs.as_ref().unwrap().shallow_clone().fill_(3.0));
+    let source = Conv2D::from_tch_with_config(with_bias, conv_config(ConvConfig { bias: false, ..depthwise }));
+    let pruned = prune_depthwise_conv2d(vs.root() / "pa", &source, &keep).unwrap();
+    assert!(pruned.bs.is_some());
+    // Pruning a depthwise conv's input prunes its output: the kept channels in, the same out.
+    let kept = |full: Tensor| full.index_select(1, &Tensor::from_slice(&keep));
+    assert_eq!(max_abs_diff(&pruned.forward(&kept(xs.shallow_clone())), &kept(source.forward(&xs))), 0.0);
 }

@@ -253,7 +253,9 @@ pub fn prune_depthwise_conv2d<'a, P: Borrow<Path<'a>>>(path: P, conv: &Conv2D, k
     let record = KeptChannels::new(&size, keep.to_vec(), vec![0])?;
     let index = Tensor::from_slice(keep).f_to_device(conv.ws.device())?;
     let kept = keep.len() as i64;
-    let mut pruned = nn::conv(path, kept, kept, [kh, kw], tch::nn::ConvConfigND { groups: kept, ..config });
+    // The bias the conv holds, not the one its config claims, as `prune_conv2d` does.
+    let config = tch::nn::ConvConfigND { groups: kept, bias: conv.bs.is_some(), ..config };
+    let mut pruned = nn::conv(path, kept, kept, [kh, kw], config);
     copy_into(&pruned.ws, &conv.ws.f_index_select(0, &index)?)?;
     if let (Some(dst), Some(src)) = (&pruned.bs, &conv.bs) {
         copy_into(dst, &src.f_index_select(0, &index)?)?;
