@@ -3,6 +3,7 @@
 
 use distill::nn::{self, Module, ModuleT, VarStore};
 use distill::prelude::*;
+use distill::Side;
 use tch::{Device, Kind, Tensor};
 
 /// A user block (no `distill::nn` layer of its own at the top): Linear → LayerNorm → GELU.
@@ -294,4 +295,36 @@ fn dry_run_moves_no_running_statistic_of_a_teacher_set_to_train() {
     // The mode holds for training: the next forward moves the teacher's statistics.
     model.forward_t(&xs, false).unwrap();
     assert!(!teacher.running_mean().equal(&before.1), "a teacher set to train runs so in the forward");
+}
+
+/// tch's forward can only panic (a float batch into an embedding, an id past its vocabulary): the
+/// dry run, whose job is to report what would stop training, reports it as an error naming the model,
+/// and leaves the thread as it was (gradients on, nothing armed: the next dry run works).
+#[test]
+fn a_forward_that_panics_in_the_dry_run_is_an_error_naming_the_model() {
+    let vs = VarStore::new(Device::Cpu);
+    let (student, teacher) = models(&vs);
+    let kd = Unadapted::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let floats = Tensor::randn([8, 6], (Kind::Float, Device::Cpu));
+    let error = kd.dry_run(&floats).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DistillError::Capture(distill::error::CaptureError::ForwardPanicked { side: Side::Teacher, .. })
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.starts_with("the teacher's forward panicked during the dry run: "), "{message}");
+    assert!(message.contains("Long") && !message.contains('\n'), "{message}");
+    // Autograd is on again: an operation on a tensor that requires grad records its graph.
+    let leaf = Tensor::ones([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    assert!((&leaf * 2.0).requires_grad());
+    assert!(kd.dry_run(&tokens()).is_err_and(|e| matches!(e, DistillError::DryRun { .. })));
+
+    // A student with a smaller vocabulary than the ids: the teacher runs, the student panics.
+    let small = Classifier { embed: nn::embedding(vs.root() / "small", 10, 16, Default::default()), ..models(&vs).0 };
+    let kd = Unadapted::new(vs.root() / "kd2", &small, &teacher).unwrap();
+    let error = kd.dry_run(&tokens()).unwrap_err();
+    assert!(error.to_string().starts_with("the student's forward panicked during the dry run: "), "{error}");
 }

@@ -9,7 +9,8 @@ use tch::Tensor;
 use crate::captured::move_to;
 pub use crate::captured::Captured;
 use crate::endpoint::ResolvedEndpoint;
-use crate::error::{DistillError, Result, SetupError};
+use crate::error::{CaptureError, DistillError, Result, SetupError};
+use crate::point::Side;
 use crate::side::SideModel;
 
 /// How a teacher runs. The default is ENOT's (`nograd_teacher=True`): no gradient, evaluation
@@ -258,13 +259,13 @@ impl Engine {
                     Run::AsSet => plan.mode.train,
                     Run::Evaluation => false,
                 };
-                teacher.run(teacher_xs, train, &plan.endpoints)
+                run.guarded(Side::Teacher, || teacher.run(teacher_xs, train, &plan.endpoints))
             }
             .map_err(|error| if several { in_teacher(&plan.name, error) } else { error })?;
             outputs.push(Some(output));
             captures.push(captured);
         }
-        let (student_output, student_captures) = student(&self.student)?;
+        let (student_output, student_captures) = run.guarded(Side::Student, || student(&self.student))?;
         let device = student_device(&student_output, student_xs);
         let teacher = if several { self.in_pair_order(captures) } else { captures.into_iter().flatten().collect() };
         Ok(Captures {
@@ -289,6 +290,30 @@ enum Run {
     AsSet,
     /// In evaluation mode, whatever their modes say (a dry run's forward).
     Evaluation,
+}
+
+impl Run {
+    /// `forward` (one model's run); in a dry run, a panic inside it is
+    /// [`CaptureError::ForwardPanicked`]: a dry run reports what would stop training, and tch's
+    /// `forward_t` can only panic. A training forward lets the panic through, as the model's own
+    /// code would. The capture arming and the no-grad guard are released by the unwinding, so the
+    /// thread is as before.
+    fn guarded<T>(self, side: Side, forward: impl FnOnce() -> Result<T>) -> Result<T> {
+        match self {
+            Run::AsSet => forward(),
+            Run::Evaluation => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(forward)).unwrap_or_else(|payload| {
+                    let text = payload
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| payload.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic without a message");
+                    let message = text.lines().next().unwrap_or_default().to_owned();
+                    Err(CaptureError::ForwardPanicked { side, message }.into())
+                })
+            }
+        }
+    }
 }
 
 /// The student's device: where its output is, or (for a TorchScript student without a single output)

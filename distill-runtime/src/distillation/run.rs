@@ -131,7 +131,11 @@ impl Distillation<'_> {
     /// variables exist.
     ///
     /// # Errors
-    /// [`DistillError::DryRun`] listing each pair that does not fit; what a forward fails with.
+    /// [`DistillError::DryRun`] listing each pair that does not fit; what a forward fails with; a
+    /// model whose forward panics (tch's `forward_t` cannot return an error, so inputs of the wrong
+    /// shape or kind panic inside it) is [`CaptureError::ForwardPanicked`](crate::error::CaptureError::ForwardPanicked)
+    /// naming the model, where a training forward would end the program (the panic's message is
+    /// still printed by the panic hook).
     pub fn dry_run(&self, xs: &Tensor) -> Result<DryRun> {
         self.check_live_encodings()?;
         let _no_grad = tch::no_grad_guard();

@@ -67,6 +67,16 @@ pub enum CaptureError {
         /// libtorch version counter after the forward pass.
         now: i64,
     },
+    /// A model's forward panicked during a dry run (tch's `forward_t` cannot return an error, so a
+    /// mistake such as inputs with the wrong number of channels panics inside it): the dry run
+    /// reports it instead of ending the program.
+    #[error("the {side}'s forward panicked during the dry run: {message}")]
+    ForwardPanicked {
+        /// The model whose forward panicked.
+        side: Side,
+        /// The panic's message (its first line: libtorch's errors go on with a C++ backtrace).
+        message: String,
+    },
     /// A student endpoint that only the student's own forward gives (a TorchScript student's named
     /// output), in a forward whose student is run by the caller.
     #[error(
