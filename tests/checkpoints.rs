@@ -27,6 +27,13 @@ distill! {
     }
 }
 
+distill! {
+    /// A fitted adapter: sized by the dry run.
+    pub struct FittedKd for Net => Net {
+        f1: student.features[1].conv => fitted_conv1x1_adapter(teacher.features[1].conv) with Mse;
+    }
+}
+
 /// libtorch's random generator is global and the tests of this file run in parallel: each test that
 /// seeds it holds this lock, so that its draws are its own.
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -276,5 +283,25 @@ fn a_checkpoint_of_another_kind_changes_nothing() {
     }
     // The file as saved still loads.
     assert_eq!(owners.load_training(&file).unwrap().step, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_training_checkpoint_of_an_unfitted_adapter_is_refused_and_nothing_is_written() {
+    let _rng = rng();
+    let dir = temp_dir("unfitted");
+    let file = dir.join("resume.safetensors");
+    tch::manual_seed(11);
+    let vs = VarStore::new(Device::Cpu);
+    let teacher = Net::new(&(vs.root() / "teacher"), &WIDTHS);
+    let student = Net::new(&(vs.root() / "student"), &WIDTHS);
+    let kd = FittedKd::new(vs.root() / "kd", &student, &teacher).unwrap();
+    let owners = Owners::new(&vs, &student).teacher(&teacher).adapters(&(vs.root() / "kd"));
+    let err = owners.save_training(&file, 3).unwrap_err();
+    assert!(err.to_string().contains("the adapter variable `kd.f1.weight` is empty ([0, 0, 1, 1])"), "{err}");
+    assert!(!file.exists());
+    kd.dry_run(&Tensor::randn([2, 1, 12, 12], (Kind::Float, Device::Cpu))).unwrap();
+    owners.save_training(&file, 3).unwrap();
+    assert_eq!(owners.load_training(&file).unwrap().step, 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,7 +1,9 @@
 //! The error type of data-parallel training.
 
-/// What can go wrong when setting up or running data-parallel training.
-#[derive(Debug, thiserror::Error)]
+/// What can go wrong when setting up or running data-parallel training. Its `Debug` reads as its
+/// message, so that `fn main() -> Result<…>` prints a sentence (the launch hint of a missing
+/// torchrun variable, say), not the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum DdpError {
     /// A variable the launcher (torchrun) sets is missing.
@@ -153,4 +155,22 @@ pub enum DdpError {
     /// A tensor operation failed in libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+impl std::fmt::Debug for DdpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DdpError;
+
+    #[test]
+    fn debug_reads_as_the_message() {
+        let error = DdpError::MissingEnv { var: "RANK" };
+        assert_eq!(format!("{error:?}"), error.to_string());
+        assert!(format!("{error:?}").contains("launch with torchrun"));
+    }
 }

@@ -181,10 +181,16 @@ impl<'a> Owners<'a> {
     /// [`save_student`](Self::save_student).
     ///
     /// # Errors
-    /// As [`save_student`](Self::save_student).
+    /// As [`save_student`](Self::save_student); [`DistillError::Checkpoint`] naming an adapter
+    /// variable that is empty (a fitted adapter before the dry run sized it), whose checkpoint no
+    /// fitted adapter could load; nothing is written then.
     pub fn save_training(&self, file: impl AsRef<FilePath>, step: u64) -> Result<()> {
         let file = file.as_ref();
         let variables = self.classify(&file.display().to_string())?;
+        if let Some((name, tensor)) = variables.adapters.iter().find(|(_, tensor)| tensor.numel() == 0) {
+            let problem = CheckpointProblem::Unfitted { name: name.clone(), shape: tensor.size() };
+            return Err(CheckpointError::Invalid { file: file.display().to_string(), problem }.into());
+        }
         let step = i64::try_from(step).map_err(|_| CheckpointError::Invalid {
             file: file.display().to_string(),
             problem: CheckpointProblem::StepTooLarge { step },

@@ -15,10 +15,12 @@ use crate::schedule::LossTerm;
 /// pair.
 #[derive(Debug)]
 pub struct DistillationOutput<'d> {
-    /// The student's output.
+    /// The student's output; undefined for a TorchScript student with several named outputs and
+    /// none chosen as its own ([`jit::Module::with_output`](crate::jit::Module::with_output)).
     pub student_output: Tensor,
     /// Each teacher's output in declaration order, on the student's device; undefined for a
-    /// teacher that did not run (one of several, without pairs) or a cache that does not store it.
+    /// teacher that did not run (one of several, without pairs), a cache that does not store it,
+    /// or a TorchScript teacher with several named outputs and none chosen as its own.
     pub teacher_outputs: Vec<Tensor>,
     /// Each pair's tensors after its adapters, with its criterion, in declaration order.
     pub pairs: Vec<Pair<'d>>,

@@ -111,6 +111,18 @@ pub enum CheckpointProblem {
         /// Its shape in the model.
         model: Vec<i64>,
     },
+    /// An adapter variable with no elements: a fitted adapter not yet sized by the dry run, whose
+    /// checkpoint could never be restored into a fitted one.
+    #[error(
+        "the adapter variable `{name}` is empty ({shape:?}): a fitted adapter is sized by the distillation's dry \
+         run; run it before saving"
+    )]
+    Unfitted {
+        /// The variable's name.
+        name: String,
+        /// Its shape.
+        shape: Vec<i64>,
+    },
     /// A variable of another kind (dtype) in the file than in the model.
     #[error("the variable `{name}` is {file:?} in the file and {model:?} in the model")]
     Kind {

@@ -115,7 +115,9 @@ impl Module {
     }
 
     /// Makes output `name` the module's own output: what the bare model stands for as an endpoint
-    /// and what a distillation returns as the teacher's (or student's) output.
+    /// and what a distillation returns as the teacher's (or student's) output. A module returning
+    /// several outputs has none until one is chosen: that output is then an undefined tensor (and
+    /// the bare model no endpoint).
     pub fn with_output(mut self, name: &str) -> Result<Module> {
         let index = self.output_index(name).ok_or_else(|| self.unknown_output(name))?;
         self.main_output = Some(index);

@@ -11,10 +11,12 @@ use crate::engine::Captured;
 /// What a [`DistillModel`](super::DistillModel) forward returns: the models' outputs and, for each
 /// pair of the mapping, the two captured tensors with the pair's payload.
 pub struct DistillOutput<'d, P> {
-    /// The student's own output.
+    /// The student's own output; undefined for a TorchScript student with several named outputs
+    /// and none chosen as its own ([`jit::Module::with_output`](crate::jit::Module::with_output)).
     pub student_output: Tensor,
-    /// The teacher's own output (on the student's device). With several teachers this tensor is
-    /// undefined: each teacher's is [`teacher_output_of`](Self::teacher_output_of).
+    /// The teacher's own output (on the student's device), undefined as the student's is. With
+    /// several teachers this tensor is undefined: each teacher's is
+    /// [`teacher_output_of`](Self::teacher_output_of).
     pub teacher_output: Tensor,
     /// Each teacher's output, `None` for a teacher that did not run.
     teacher_outputs: Vec<Option<Tensor>>,

@@ -28,7 +28,8 @@ pub(super) fn output_definition(items: &Items) -> TokenStream {
         #vis struct #output<'d> {
             #(#fields)*
             #marker
-            /// The student's own output.
+            /// The student's own output; undefined for a TorchScript student with several named
+            /// outputs and none chosen as its own (`jit::Module::with_output`).
             pub student_output: #p::tch::Tensor,
             #teacher_outputs
         }
@@ -47,6 +48,8 @@ fn teacher_output_fields(items: &Items) -> TokenStream {
         } else {
             "The teacher's own output, on the student's device.".to_owned()
         };
+        // A TorchScript model with several named outputs has no own output until one is chosen.
+        let doc = format!("{doc} Undefined for a TorchScript teacher with several named outputs and none chosen as its own (`jit::Module::with_output`).");
         quote!(#[doc = #doc] pub #field: #p::tch::Tensor,)
     });
     quote!(#(#fields)*)
