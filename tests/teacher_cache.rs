@@ -883,3 +883,39 @@ fn a_store_with_a_learnable_scalar_hashes_and_the_scalar_counts() {
         assert!(TeacherHash::of_tensors([("s", &scalar)]).is_ok(), "{kind:?}");
     }
 }
+
+#[test]
+fn a_shard_truncated_after_it_was_written_is_written_again_by_a_rerun() {
+    let (dir, expected) = reference_cache("truncated-after");
+    let shard1 = dir.join("shard-00001-of-00002.safetensors");
+    let whole = std::fs::read(&shard1).unwrap();
+    std::fs::write(&shard1, &whole[..whole.len() / 2]).unwrap();
+    let setup = setup();
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let report = writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap();
+    assert_eq!((report.written, report.skipped), (vec![1], vec![0]));
+    assert!(files(&dir) == expected, "the repaired cache differs from the one written in one go");
+    TeacherCache::open(&dir).unwrap().verify().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_folder_holding_a_token_cache_is_refused_and_left_as_it_is() {
+    let setup = setup();
+    let dir = temp_dir("holds-tokens");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A token cache names its shards as an image cache does: writing here would replace them.
+    std::fs::write(dir.join("token-manifest.json"), b"{}").unwrap();
+    std::fs::write(dir.join("shard-00000-of-00002.safetensors"), b"a token shard").unwrap();
+    let before = files(&dir);
+    let engine = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
+    let error = writer(&dir, &setup).write(engine.distillation(), &setup.teacher, &setup.inputs).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("it holds a token cache (`token-manifest.json`), whose shards this writer would replace"),
+        "{error}"
+    );
+    assert!(files(&dir) == before, "the folder changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

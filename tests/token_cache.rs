@@ -436,6 +436,38 @@ fn a_write_interrupted_mid_shard_resumes_with_the_missing_shard_and_gives_the_sa
 }
 
 #[test]
+fn a_shard_truncated_after_it_was_written_is_written_again_and_an_image_cache_folder_is_refused() {
+    let spec = spec(TokenEncoding::top_k(K, TEMPERATURE));
+    let reference = temp_dir("written-once");
+    write(&reference, &spec, 2);
+    let dir = temp_dir("truncated-after");
+    write(&dir, &spec, 2);
+    let shard1 = dir.join("shard-00001-of-00002.safetensors");
+    let whole = std::fs::read(&shard1).unwrap();
+    std::fs::write(&shard1, &whole[..whole.len() / 2]).unwrap();
+    let report = write(&dir, &spec, 2);
+    assert_eq!((report.written, report.skipped), (vec![1], vec![0]));
+    assert!(files(&dir) == files(&reference), "the repaired cache differs from the one written in one go");
+    TokenCache::open(&dir).unwrap().verify().unwrap();
+
+    // A folder holding an image teacher cache, whose shards are named alike: refused, unchanged.
+    let images = temp_dir("holds-images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("manifest.json"), b"{}").unwrap();
+    std::fs::write(images.join("shard-00000-of-00002.safetensors"), b"an image shard").unwrap();
+    let before = files(&images);
+    let error = TokenCacheWriter::new(&images, spec.clone())
+        .shards(2)
+        .write(3, |ids| Ok((teacher_logits(ids), Some(mask(ids)))))
+        .unwrap_err();
+    assert!(error.to_string().contains("it holds an image teacher cache (`manifest.json`)"), "{error}");
+    assert!(files(&images) == before, "the folder changed");
+    for dir in [&dir, &reference, &images] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
 fn a_shard_writer_takes_its_sequences_in_order_and_only_complete_shards_are_published() {
     let dir = temp_dir("shard-writer");
     let spec = spec(top_k_f32());

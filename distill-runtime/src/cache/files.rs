@@ -125,6 +125,37 @@ fn still_named(_file: &File, path: &Path) -> bool {
     path.exists()
 }
 
+/// An error when `dir` holds a cache of the other kind, whose manifest is `other` (`manifest.json`
+/// for an image teacher cache, `token-manifest.json` for a token cache): both kinds name their
+/// shards alike, so a writer of one kind would replace the other's shards.
+pub(crate) fn refuse_other_kind(dir: &Path, other: &str, kind: &str, ours: &str) -> Result<()> {
+    if !dir.join(other).exists() {
+        return Ok(());
+    }
+    Err(cache_error(
+        dir,
+        format!(
+            "it holds {kind} (`{other}`), whose shards this writer would replace: write {ours} in a folder of its own"
+        ),
+    ))
+}
+
+/// Whether the shard at `path` is whole: a safetensors header that reads and accounts for the
+/// file's length. Shards are written under a temporary name and renamed once complete, so a shard
+/// that is not whole was damaged afterwards (truncated, cut short by a copy) and a writer may
+/// write it again; one that is whole is the writer's to skip (its checksum is checked when read).
+///
+/// # Errors
+/// [`DistillError::Io`] when the file cannot be opened or mapped: a shard the writer cannot judge
+/// is not replaced.
+pub(crate) fn is_whole(path: &Path) -> Result<bool> {
+    match super::mapped::MappedShard::open(path) {
+        Ok(_) => Ok(true),
+        Err(DistillError::Corrupt { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// A [`CacheError::File`] about `path`.
 pub(crate) fn cache_error(path: &Path, reason: impl Display) -> DistillError {
     CacheError::File { path: path.display().to_string(), reason: reason.to_string(), source: None }.into()

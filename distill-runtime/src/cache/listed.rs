@@ -61,7 +61,8 @@ impl Listed<'_> {
                 file: self.dir.join(manifest_file).display().to_string(),
                 reason: format!(
                     "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
-                     {identity}): it was edited after the cache was written; write the cache again",
+                     {identity}): it was edited after the cache was written, or the shard's metadata was damaged; \
+                     write the cache again",
                     self.file,
                     recorded.map_or("nothing", String::as_str)
                 ),

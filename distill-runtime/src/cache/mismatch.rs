@@ -29,7 +29,7 @@ pub(crate) fn first_difference(cached: &Manifest, ours: &Manifest) -> Option<(St
                 })
             })
         })
-        .or_else(|| differ("the shards", cached.shards.len().to_string(), ours.shards.len().to_string()))
+        .or_else(|| differ("the number of shards", cached.shards.len().to_string(), ours.shards.len().to_string()))
         .or_else(|| differ("the shards' samples", shard_list(&cached.shards), shard_list(&ours.shards)))
         .or_else(|| {
             let size = |m: &Manifest| m.write_batch_size.map_or("not recorded".to_owned(), |b| b.to_string());

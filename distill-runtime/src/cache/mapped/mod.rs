@@ -250,7 +250,8 @@ impl MappedShard {
         if *stored != computed {
             return Err(format!(
                 "its tensors do not match the checksum it was written with ({stored}, now {computed}): the file was \
-                 damaged or changed after it was written"
+                 damaged or changed after it was written; for a cache shard, remove it and run the writer again (it \
+                 writes only the missing shards)"
             ));
         }
         Ok(())

@@ -10,8 +10,9 @@ use super::manifest::{
     hidden_problem, shard_tensors, IdWidth, StoredHidden, TokenCacheSpec, TokenEncoding, TokenManifest,
     TOKEN_MANIFEST_FILE,
 };
-use crate::cache::files::{cache_source, shard_file, ShardLock};
+use crate::cache::files::{cache_source, is_whole, refuse_other_kind, shard_file, ShardLock};
 use crate::cache::manifest::Precision;
+use crate::cache::manifest::MANIFEST_FILE;
 use crate::cache::writer::{f16_overflow, MANIFEST_KEY};
 use crate::cache::CacheError;
 use crate::checksum::{tensor_bytes, Streamed};
@@ -28,7 +29,9 @@ use crate::rng::SplitMix64;
 /// push batches into from a loop of the caller's. As in the image cache, each shard is written under
 /// a temporary name unique to its writer and renamed when complete, with a CRC-32 of its tensors and
 /// the hash of its manifest in its metadata, under an OS lock on the shard; independent processes
-/// may write disjoint shards (`shard(i)`), a rerun skips complete shards, and a rerun with another
+/// may write disjoint shards (`shard(i)`), a rerun skips complete shards (and writes again one
+/// whose header no longer accounts for its length; a folder that holds an image teacher cache is
+/// refused), and a rerun with another
 /// [`TokenCacheSpec`] than the manifest records is a [`DistillError::CacheMismatch`] naming the
 /// difference, before anything is written. The manifest is published once, by the first writer,
 /// and never replaced: a concurrent writer of another spec that started before it existed gets the
@@ -145,7 +148,9 @@ impl TokenCacheWriter {
         }
         let path = self.dir.join(shard_file(index, self.shards));
         let lock = ShardLock::acquire(&path, index)?;
-        if path.exists() {
+        // A shard that is there and whole is done; one damaged since it was written (not whole)
+        // is written again, under the lock, replacing it atomically.
+        if path.exists() && is_whole(&path)? {
             let recorded = crate::checksum::read_metadata(&path)?.remove(MANIFEST_KEY);
             if recorded.as_deref() != Some(identity.as_str()) {
                 return Err(DistillError::Corrupt {
@@ -236,6 +241,7 @@ impl TokenCacheWriter {
             return Err(problem.into());
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
+        refuse_other_kind(&self.dir, MANIFEST_FILE, "an image teacher cache", "a token cache")?;
         let ours = self.manifest();
         // The first writer's manifest stands: published only where there is none, and otherwise
         // compared — also when another writer published its own between this one's look and its

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 use super::augment::Augment;
-use super::files::{cache_error, cache_source, shard_file, ShardLock};
+use super::files::{cache_error, cache_source, is_whole, refuse_other_kind, shard_file, ShardLock};
 use super::hash::TeacherHash;
 use super::manifest::{Encoding, EndpointEntry, Manifest, RunMode, ShardEntry, FORMAT_VERSION};
 use super::mismatch::first_difference;
+use super::token::TOKEN_MANIFEST_FILE;
 
 mod shard;
 
@@ -36,7 +37,11 @@ use shard::{stored_endpoints, write_shard, InputsCrc};
 /// A rerun skips complete shards and writes the others, after checking that it would write the
 /// same cache: the same teacher hash, inputs, teacher mode, views, encodings, shards and write
 /// batch size as the manifest records — otherwise it stops with a
-/// [`DistillError::CacheMismatch`] naming what differs, and writes nothing.
+/// [`DistillError::CacheMismatch`] naming what differs, and writes nothing. A shard damaged after
+/// it was written so that its header no longer accounts for its length (truncated, cut short by a
+/// copy) is written again; damage inside a whole shard is found by its checksum when it is read
+/// (remove that shard and rerun). A folder that holds a token cache is refused: both kinds name
+/// their shards alike.
 ///
 /// The manifest is published once, by the first writer, and never replaced: a writer that finds one
 /// published — before it starts, or by a concurrent writer while its teacher ran — writes no shard
@@ -207,6 +212,7 @@ impl CacheWriter {
         self.check_encoded_paths(&endpoints)?;
         let mode = RunMode::from_train(engine.mode().train);
         std::fs::create_dir_all(&self.dir).map_err(|e| cache_source(&self.dir, "cannot create the directory", e))?;
+        refuse_other_kind(&self.dir, TOKEN_MANIFEST_FILE, "a token cache", "an image teacher cache")?;
         let existing = if self.dir.join(super::manifest::MANIFEST_FILE).exists() {
             Some(Manifest::load(&self.dir)?)
         } else {
@@ -235,7 +241,9 @@ impl CacheWriter {
             let (start, end) = self.range(shard, num_samples);
             let path = self.dir.join(shard_file(shard, self.shards));
             let lock = ShardLock::acquire(&path, shard)?;
-            if path.exists() && existing.is_some() {
+            // A shard that is there and whole is done; one damaged since it was written (not whole)
+            // is written again, under the lock, replacing it atomically.
+            if path.exists() && existing.is_some() && is_whole(&path)? {
                 if identity.is_none() {
                     self.check_skipped_inputs(&path, shard, start, end, &mut inputs)?;
                 }
