@@ -8,6 +8,7 @@ mod common;
 
 mod cache;
 mod checkpoint;
+mod checksum;
 mod config;
 mod errors;
 mod jit;

@@ -93,8 +93,13 @@ impl ShardLock {
         for entry in fs::read_dir(dir).map_err(|e| cache_source(dir, "cannot list the directory", e))? {
             let entry = entry.map_err(|e| cache_source(dir, "cannot list the directory", e))?;
             if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                fs::remove_file(entry.path())
-                    .map_err(|e| cache_source(&entry.path(), "cannot remove a killed writer's temporary file", e))?;
+                match fs::remove_file(entry.path()) {
+                    // Gone since it was listed: another cleanup of killed writers' files got there first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    result => result.map_err(|e| {
+                        cache_source(&entry.path(), "cannot remove a killed writer's temporary file", e)
+                    })?,
+                }
             }
         }
         Ok(())

@@ -212,7 +212,8 @@ impl<'a> Owners<'a> {
     /// (`Float`, `Half`, `Int64`…) that differs, or a missing step; [`DistillError::Io`] when the
     /// file cannot be read; [`DistillError::Corrupt`] naming the file when its tensors do not match
     /// the checksum it was saved with (checked before anything is restored: one CRC-32 pass over
-    /// the file's bytes). A file without a checksum (written by other tools) is read unchecked.
+    /// the file's bytes), or has none although its metadata says this library wrote it (a damaged
+    /// key). A file without this library's metadata (written by other tools) is read unchecked.
     pub fn load_training(&self, file: impl AsRef<FilePath>) -> Result<TrainingState> {
         let file = file.as_ref();
         let name = file.display().to_string();

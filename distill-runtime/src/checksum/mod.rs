@@ -9,6 +9,11 @@
 //! (the `crc32fast` crate uses the CPU's carry-less multiply), next to reading the file itself.
 //! A CRC-32 detects every burst error up to 32 bits and any other corruption with probability
 //! 1 − 2⁻³²; it is not a defence against deliberate tampering.
+//!
+//! Every metadata key this library writes starts with `distill.`. A file without a checksum is
+//! read unchecked only when no key of its metadata does (a file other tools wrote): one that has
+//! such a key was written by this library, which gives every file a checksum, so its checksum's
+//! key was damaged — and with it unchecked, damaged tensors would read as if intact.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -27,6 +32,9 @@ pub(crate) use streamed::Streamed;
 
 /// The metadata key of the checksum.
 pub(crate) const CHECKSUM_KEY: &str = "distill.crc32";
+
+/// The start of every metadata key this library writes: a file with one was written by it.
+const OWN_KEY_PREFIX: &str = "distill.";
 
 /// A tensor's bytes as safetensors writes them.
 struct Bytes {
@@ -156,14 +164,15 @@ fn json_error(error: serde_json::Error) -> DistillError {
 
 /// A safetensors file read by [`read`].
 pub(crate) struct Checked {
-    /// The tensors, in file order.
+    /// The tensors, in no particular order.
     pub(crate) tensors: Vec<(String, Tensor)>,
 }
 
 /// Whether a file without a checksum is accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Missing {
-    /// A file written by other tools (or by an older version of this library) reads unchecked.
+    /// A file written by other tools (no metadata key starts with `distill.`) reads unchecked; one
+    /// with such a key was written by this library, and is refused without its checksum.
     Accept,
     /// The file must carry a checksum.
     Refuse,
@@ -173,33 +182,15 @@ pub(crate) enum Missing {
 ///
 /// # Errors
 /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
-/// when it is not a safetensors file, its checksum does not match its tensors, or (with
-/// [`Missing::Refuse`]) it has none.
+/// when it is not a safetensors file, its checksum does not match its tensors, it has none while
+/// its metadata says this library wrote it (or, with [`Missing::Refuse`], at all), or a tensor has
+/// a dtype or a shape libtorch cannot hold.
 pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
     let file = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
     let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
-    let parsed = SafeTensors::deserialize(&file)
-        .map_err(|e| corrupt(format!("it is not a readable safetensors file ({e:?})")))?;
-    let (_, header) =
-        SafeTensors::read_metadata(&file).map_err(|e| corrupt(format!("its header cannot be read ({e:?})")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let views = parsed.tensors();
-    match metadata.get(CHECKSUM_KEY) {
-        Some(stored) => {
-            let computed = checksum(views.iter().map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())));
-            if *stored != computed {
-                return Err(corrupt(format!(
-                    "its tensors do not match the checksum it was written with ({stored}, now {computed}): the \
-                     file was damaged or changed after it was written"
-                )));
-            }
-        }
-        None if missing == Missing::Refuse => {
-            return Err(corrupt(format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)")))
-        }
-        None => {}
-    }
-    let tensors = views
+    let parsed = checked(path, &file, missing)?;
+    let tensors = parsed
+        .tensors()
         .iter()
         .map(|(name, view)| {
             let kind = Kind::try_from(view.dtype()).map_err(|_| {
@@ -215,6 +206,46 @@ pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Checked { tensors })
+}
+
+/// The safetensors file `file` (the bytes of `path`), parsed, once its checksum is checked over its
+/// tensors' views: names, dtypes, shapes and bytes as stored, whatever their dtype.
+///
+/// # Errors
+/// As [`read`], except for the dtypes and shapes libtorch cannot hold, which pass here.
+fn checked<'a>(path: &Path, file: &'a [u8], missing: Missing) -> Result<SafeTensors<'a>> {
+    let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
+    let parsed = SafeTensors::deserialize(file)
+        .map_err(|e| corrupt(format!("it is not a readable safetensors file ({e:?})")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(file).map_err(|e| corrupt(format!("its header cannot be read ({e:?})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    match metadata.get(CHECKSUM_KEY) {
+        Some(stored) => {
+            let views = parsed.tensors();
+            let computed = checksum(views.iter().map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())));
+            if *stored != computed {
+                return Err(corrupt(format!(
+                    "its tensors do not match the checksum it was written with ({stored}, now {computed}): the \
+                     file was damaged or changed after it was written"
+                )));
+            }
+        }
+        None if missing == Missing::Refuse => {
+            return Err(corrupt(format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)")))
+        }
+        None => {
+            // The first in sorted order, so that the message is the same on every read.
+            if let Some(own) = metadata.keys().filter(|key| key.starts_with(OWN_KEY_PREFIX)).min() {
+                return Err(corrupt(format!(
+                    "it has no checksum (`{CHECKSUM_KEY}` in its metadata), yet its metadata (`{own}`) says this \
+                     library wrote it, which writes a checksum into every file: the checksum's key was damaged or \
+                     removed, so its tensors cannot be known to be intact"
+                )));
+            }
+        }
+    }
+    Ok(parsed)
 }
 
 /// The metadata of the safetensors `path`, reading its header only.
@@ -244,14 +275,20 @@ pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     Ok(header.metadata)
 }
 
-/// Checks the checksum of a safetensors file written by this library (a checkpoint, a cache
-/// shard), without loading it into a model.
+/// Checks the checksum of a safetensors file written by this library — a checkpoint, a prune
+/// record, a shard of a teacher cache or of a token cache — without loading it into a model: the
+/// tensors are hashed as stored and never converted, so any dtype passes, the 16-bit token ids of a
+/// token cache's shards included. The file is read whole into memory; a cache's own
+/// [`TeacherCache::verify`](crate::cache::TeacherCache::verify) and
+/// [`TokenCache::verify`](crate::cache::TokenCache::verify) check its shards through memory maps.
 ///
 /// # Errors
 /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
-/// when its tensors do not match its checksum, or it has none.
+/// when it is not a safetensors file, its tensors do not match its checksum, or it has none.
 pub fn verify(path: impl AsRef<Path>) -> Result<()> {
-    read(path.as_ref(), Missing::Refuse).map(drop)
+    let path = path.as_ref();
+    let file = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
+    checked(path, &file, Missing::Refuse).map(drop)
 }
 
 #[cfg(test)]
@@ -319,6 +356,50 @@ mod tests {
         for other in [renamed, reshaped, flipped] {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn verify_hashes_tensors_of_dtypes_libtorch_cannot_hold() {
+        let path = std::env::temp_dir().join(format!("distill-u16-{}.safetensors", std::process::id()));
+        let ids: Vec<u8> = [3u16, 65535, 0, 42].iter().flat_map(|id| id.to_le_bytes()).collect();
+        let mut file = Streamed::create(&path, vec![("ids".into(), Dtype::U16, vec![2, 2])], BTreeMap::new()).unwrap();
+        file.append(0, &ids).unwrap();
+        file.finish().unwrap();
+        verify(&path).unwrap();
+        let err = read(&path, Missing::Refuse).map(drop).unwrap_err();
+        assert!(err.to_string().contains("libtorch cannot hold"), "{err}");
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = verify(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(&err, DistillError::Corrupt { reason, .. } if reason.contains("do not match the checksum")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_checksum_reads_only_without_this_librarys_metadata() {
+        let path = std::env::temp_dir().join(format!("distill-no-checksum-{}.safetensors", std::process::id()));
+        let file_with = |metadata: &str| {
+            let header =
+                format!(r#"{{"__metadata__":{metadata},"x":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#);
+            let mut file = (header.len() as u64).to_le_bytes().to_vec();
+            file.extend_from_slice(header.as_bytes());
+            file.extend_from_slice(&1f32.to_le_bytes());
+            std::fs::write(&path, file).unwrap();
+        };
+        file_with(r#"{"format":"pt"}"#);
+        assert_eq!(read(&path, Missing::Accept).unwrap().tensors.len(), 1);
+        file_with(r#"{"format":"pt","distill.checkpoint":"training","distill.krc32":"crc32:00000000"}"#);
+        let err = read(&path, Missing::Accept).map(drop).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(&err, DistillError::Corrupt { reason, .. }
+                if reason.contains("no checksum") && reason.contains("`distill.checkpoint`")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::error::Result;
 pub(crate) struct Streamed {
     path: std::path::PathBuf,
     tmp: std::path::PathBuf,
+    /// Held until the file is published or removed.
+    _claim: atomic::Claim,
     file: Option<std::fs::File>,
     tensors: Vec<StreamedTensor>,
     metadata: BTreeMap<String, String>,
@@ -77,10 +79,19 @@ impl Streamed {
             })
             .collect();
         let tmp = atomic::temporary(path);
+        let claim = atomic::Claim::new(&tmp);
         let file = std::fs::File::create(&tmp).map_err(|e| io_error("create", &tmp, e))?;
         // The file has its final length from the start; what is not written yet reads as zeros.
         file.set_len(offset).map_err(|e| io_error("write", &tmp, e))?;
-        Ok(Streamed { path: path.to_path_buf(), tmp, file: Some(file), tensors, metadata, header_len: header.len() })
+        Ok(Streamed {
+            path: path.to_path_buf(),
+            tmp,
+            _claim: claim,
+            file: Some(file),
+            tensors,
+            metadata,
+            header_len: header.len(),
+        })
     }
 
     /// Appends `bytes` to the tensor `index` (in the order given to [`create`](Self::create)).

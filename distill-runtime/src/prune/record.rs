@@ -11,6 +11,10 @@ use crate::channels::KeptChannels;
 use crate::error::{DistillError, Result};
 use crate::nn::Conv;
 
+/// The metadata [`PruneRecord::save`] marks its file with: read without its checksum, a file so
+/// marked is refused (see [`crate::checksum`]).
+const MARKER: (&str, &str) = ("distill.record", "prune");
+
 /// Suffixes of the three tensors a layer's record is saved as, after its module path and a `/`.
 const SOURCE_SHAPE: &str = "source_shape";
 const KEPT_OUTPUT: &str = "kept_output";
@@ -43,7 +47,8 @@ const KEPT_INPUT: &str = "kept_input";
 /// ```
 ///
 /// The file is a safetensors file of `i64` tensors, three per layer: `<path>/source_shape`,
-/// `<path>/kept_output` and `<path>/kept_input`.
+/// `<path>/kept_output` and `<path>/kept_input`; its metadata holds their checksum and
+/// `"distill.record": "prune"`.
 ///
 /// [`Conv::pruned_from`]: crate::nn::Conv::pruned_from
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -131,15 +136,18 @@ impl PruneRecord {
             tensors.push((format!("{path}/{KEPT_OUTPUT}"), Tensor::from_slice(kept.output())));
             tensors.push((format!("{path}/{KEPT_INPUT}"), Tensor::from_slice(kept.input())));
         }
-        crate::checksum::write(file.as_ref(), &tensors, BTreeMap::new())
+        let metadata = BTreeMap::from([(MARKER.0.to_owned(), MARKER.1.to_owned())]);
+        crate::checksum::write(file.as_ref(), &tensors, metadata)
     }
 
     /// Reads a record written by [`save`](Self::save), checking every layer's record.
     ///
     /// # Errors
-    /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] when it does not
-    /// match its checksum; [`PruneError::NotARecord`] naming
-    /// the file when a tensor is unexpected or missing, or a record is invalid.
+    /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
+    /// when it does not match its checksum, or has none although its metadata says this library
+    /// wrote it (a file without this library's metadata, written by other tools, is read
+    /// unchecked); [`PruneError::NotARecord`] naming the file when a tensor is unexpected or
+    /// missing, or a record is invalid.
     pub fn load(file: impl AsRef<Path>) -> Result<PruneRecord> {
         let file = file.as_ref();
         let bad = |problem| DistillError::from(PruneError::NotARecord { file: file.display().to_string(), problem });
