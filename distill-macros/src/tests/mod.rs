@@ -2,6 +2,7 @@
 //! test that feeds random and mutated token streams to both and checks that nothing panics.
 
 mod corpus;
+mod edges;
 mod expand;
 mod fuzz;
 

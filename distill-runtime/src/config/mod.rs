@@ -61,32 +61,32 @@ mod adapters;
 mod criteria;
 mod pair;
 mod reader;
+mod side;
 #[cfg(test)]
 mod tests;
 mod weight;
 
 pub use crate::error::ConfigError;
+pub use side::ConfigSide;
 
 use std::path::Path as FilePath;
 
-use tch::nn::{ModuleT, Path};
+use tch::nn::Path;
 use toml::de::{DeTable, DeValue};
 
-use self::adapters::{AdapterConfig, EndpointModules};
+use self::adapters::AdapterConfig;
 use self::criteria::CriterionConfig;
 use self::pair::ConfiguredPair;
 use self::reader::{At, Source, Table};
+use self::side::endpoint_modules;
 use self::weight::WeightConfig;
 use crate::adapter::Adapter;
 use crate::distillation::Distillation;
 use crate::endpoint::Endpoint;
 use crate::engine::TeacherMode;
 use crate::error::{DistillError, PathError, Result};
-use crate::jit;
 use crate::mapping::Mapping;
-use crate::module::{resolve, Distillable};
 use crate::point::Side;
-use crate::side::SideModel;
 
 /// A distillation read from a TOML file: the pairs and the teacher's mode, checked for everything
 /// that does not need the models. [`distill`](Self::distill) checks it against the models, builds
@@ -303,60 +303,6 @@ impl Config {
         distillation.set_mode(self.teacher);
         Ok(distillation)
     }
-}
-
-/// A model a configuration can name modules of: a side of a distillation whose module tree, if it
-/// has one, gives the adapter constructors their layers.
-pub trait ConfigSide: SideModel {
-    /// The model's module tree; `None` for a TorchScript model, whose endpoints are outputs, and for
-    /// a teacher cache, whose endpoints are stored tensors.
-    fn module_tree(&self) -> Option<&dyn Distillable>;
-}
-
-impl<M: ModuleT + Distillable> ConfigSide for M {
-    fn module_tree(&self) -> Option<&dyn Distillable> {
-        Some(self)
-    }
-}
-
-impl ConfigSide for jit::Module {
-    fn module_tree(&self) -> Option<&dyn Distillable> {
-        None
-    }
-}
-
-impl ConfigSide for crate::cache::TeacherCache {
-    fn module_tree(&self) -> Option<&dyn Distillable> {
-        None
-    }
-}
-
-impl ConfigSide for crate::cache::TokenCache {
-    fn module_tree(&self) -> Option<&dyn Distillable> {
-        None
-    }
-}
-
-/// The endpoint modules of `pair` in `student` and `teacher` (their paths already checked to exist).
-fn endpoint_modules<'a>(
-    pair: &'a PairEntry,
-    student: &'a dyn ConfigSide,
-    teacher: &'a dyn ConfigSide,
-) -> EndpointModules<'a> {
-    EndpointModules {
-        teacher: module_at(teacher.module_tree(), Side::Teacher, &pair.teacher),
-        student: module_at(student.module_tree(), Side::Student, &pair.student),
-    }
-}
-
-/// The module at `entry`'s path in `tree` (already checked to exist), with the path.
-fn module_at<'a>(
-    tree: Option<&'a dyn Distillable>,
-    side: Side,
-    entry: &'a EndpointEntry,
-) -> Option<(&'a dyn Distillable, &'a str)> {
-    let module = resolve(tree?, side, &entry.path).ok()?.module;
-    Some((module, entry.path.as_str()))
 }
 
 impl EndpointEntry {

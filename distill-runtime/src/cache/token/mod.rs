@@ -2,6 +2,7 @@
 //! token of a token dataset, stored once and read back as the token criteria take it.
 
 mod batch;
+mod encode;
 mod encoding;
 mod manifest;
 mod reader;
