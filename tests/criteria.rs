@@ -500,3 +500,25 @@ fn attention_transfer_rejects_a_fractional_power_of_a_negative_feature() {
         assert!(whole.is_finite() && (whole - want(&s, &t, p)).abs() < 1e-15, "p = {p}: {whole}");
     }
 }
+
+/// A class both sides rule out (a `−∞` logit on each) counts as absent: `KlDiv` and
+/// `SoftCrossEntropy` equal their values on the same logits without it, with a zero gradient at it
+/// and the same gradient elsewhere, where `F.kl_div` gives NaN for both.
+#[test]
+fn a_class_both_sides_rule_out_counts_as_absent_for_the_soft_target_losses() {
+    let criteria: [(&str, Box<dyn Criterion>); 2] =
+        [("KlDiv", Box::new(KlDiv::new(2.0))), ("SoftCrossEntropy", Box::new(SoftCrossEntropy::new(2.0)))];
+    let with = |values: &[f64]| Tensor::from_slice(values).view([1, values.len() as i64]);
+    for (name, criterion) in criteria {
+        let run = |student: &[f64], teacher: &[f64]| {
+            let s = with(student).set_requires_grad(true);
+            let loss = criterion.f_loss(&s, &with(teacher)).unwrap();
+            loss.backward();
+            (loss.double_value(&[]), values(&s.grad()))
+        };
+        let (value, grad) = run(&[0.0, 1.0, f64::NEG_INFINITY], &[0.5, 0.0, f64::NEG_INFINITY]);
+        let (without, grad_without) = run(&[0.0, 1.0], &[0.5, 0.0]);
+        assert_eq!(value, without, "{name}");
+        assert_eq!(grad, [grad_without[0], grad_without[1], 0.0], "{name}");
+    }
+}

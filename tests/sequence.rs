@@ -247,3 +247,55 @@ mod in_the_dsl {
 fn within(got: f64, want: f64, bound: f64) -> bool {
     (got - want).abs().partial_cmp(&bound).is_some_and(|order| order.is_le())
 }
+
+/// A class both sides rule out (a `−∞` logit on each) is a class that is not there: every
+/// divergence's value and student gradient equal those of the same logits without it, in f64 (to
+/// a few ulps: the two computations round alike but not identically), and the gradient at the
+/// ruled-out class is 0, not NaN (which would poison every logit through the softmax).
+#[test]
+fn a_class_both_sides_rule_out_counts_as_absent_in_the_value_and_the_gradient() {
+    let divergences = [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::Jsd { beta: 0.5 },
+        Divergence::SkewKl { alpha: 0.1 },
+        Divergence::SkewReverseKl { alpha: 0.1 },
+        Divergence::TotalVariation,
+    ];
+    let with = |values: &[f64]| Tensor::from_slice(values).view([1, 1, values.len() as i64]);
+    for divergence in divergences {
+        let kd = SequenceKd::new(divergence, 1.0);
+        let run = |student: &[f64], teacher: &[f64]| {
+            let s = with(student).set_requires_grad(true);
+            let loss = kd.f_loss_masked(&s, &with(teacher), None).unwrap();
+            loss.backward();
+            (loss.double_value(&[]), values(&s.grad()))
+        };
+        let (value, grad) = run(&[0.0, 1.0, f64::NEG_INFINITY], &[0.5, 0.0, f64::NEG_INFINITY]);
+        let (without, grad_without) = run(&[0.0, 1.0], &[0.5, 0.0]);
+        assert!((value - without).abs() <= 8.0 * f64::EPSILON * without.abs(), "{divergence:?}: {value} vs {without}");
+        assert_eq!(grad[2], 0.0, "{divergence:?}: {grad:?}");
+        for (g, w) in grad[..2].iter().zip(&grad_without) {
+            assert!(
+                (g - w).abs() <= 8.0 * f64::EPSILON * w.abs().max(1e-300),
+                "{divergence:?}: {grad:?} vs {grad_without:?}"
+            );
+        }
+    }
+}
+
+/// Labels of kind `u8` compare with −100 as integers: in `u8`, −100 wraps to 156, and a label 156
+/// must still count.
+#[test]
+fn a_u8_label_156_is_a_label_not_the_ignore_index() {
+    let student = Tensor::randn([1, 2, 200], (Kind::Double, tch::Device::Cpu));
+    let teacher = Tensor::randn([1, 2, 200], (Kind::Double, tch::Device::Cpu));
+    let kd = SequenceKd::default();
+    let as_i64 = kd.f_loss_with_targets(&student, &teacher, Some(&Tensor::from_slice2(&[[156i64, 3]]))).unwrap();
+    let as_u8 = kd
+        .f_loss_with_targets(&student, &teacher, Some(&Tensor::from_slice2(&[[156i64, 3]]).to_kind(Kind::Uint8)))
+        .unwrap();
+    assert_eq!(as_u8.double_value(&[]), as_i64.double_value(&[]));
+    let one = kd.f_loss_with_targets(&student, &teacher, Some(&Tensor::from_slice2(&[[-100i64, 3]]))).unwrap();
+    assert_ne!(as_u8.double_value(&[]), one.double_value(&[]), "the label 156 was dropped");
+}

@@ -13,7 +13,9 @@ use super::{batch_size, catalogue_criterion};
 /// i.e. `T²/N · Σ softmax(t/T) · (log softmax(t/T) − log_softmax(s/T))`, summed over classes (dim 1) and
 /// any further dimensions, divided by the batch size `N`. The `T²` keeps gradient magnitudes independent
 /// of the temperature, as in the paper. A temperature that is not finite and > 0 is invalid
-/// ([`Criterion::validate`](super::Criterion::validate)).
+/// ([`Criterion::validate`](super::Criterion::validate)). A class both sides rule out (a `−∞`
+/// logit on each) contributes 0, as `0 · log 0 = 0` says, where `F.kl_div` gives NaN; every other
+/// value is `F.kl_div`'s, bit for bit.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KlDiv {
     /// Softmax temperature `T` (> 0).
@@ -37,8 +39,8 @@ impl Default for KlDiv {
 impl KlDiv {
     fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let t = self.temperature;
-        let log_p_student = (student / t).log_softmax(1, None);
         let p_teacher = (teacher / t).softmax(1, None);
+        let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
         log_p_student.kl_div(&p_teacher, Reduction::Sum, false) * (t * t / batch_size(student))
     }
 }
@@ -62,6 +64,7 @@ catalogue_criterion!(KlDiv {
 /// summed over classes (dim 1) and averaged over the batch (and any further dimensions). It differs
 /// from [`KlDiv`] by the teacher's entropy (a constant for the student), so the student gradients are
 /// the same when there are no further dimensions. A temperature that is not finite and > 0 is invalid.
+/// A class both sides rule out (a `−∞` logit on each) contributes 0, not NaN.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftCrossEntropy {
     /// Softmax temperature `T` (> 0).
@@ -85,10 +88,18 @@ impl Default for SoftCrossEntropy {
 impl SoftCrossEntropy {
     fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
         let t = self.temperature;
-        let log_p_student = (student / t).log_softmax(1, None);
         let p_teacher = (teacher / t).softmax(1, None);
+        let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
         (p_teacher * log_p_student).sum_dim_intlist(1, false, None).mean(None) * (-t * t)
     }
+}
+
+/// `log_p_student` where the teacher's probability is positive, and 0 where it is 0: a class the
+/// teacher rules out then contributes `0 · 0 = 0` also where the student rules it out too
+/// (`log q = −∞`, where `0 · −∞` is NaN, in the loss and in every logit's gradient). Elsewhere the
+/// values, and so the loss, are unchanged bit for bit.
+fn where_teacher_positive(log_p_student: Tensor, p_teacher: &Tensor) -> Tensor {
+    log_p_student.where_scalarother(&p_teacher.gt(0.0), 0.0)
 }
 
 catalogue_criterion!(SoftCrossEntropy {

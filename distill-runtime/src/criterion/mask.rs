@@ -90,7 +90,8 @@ pub(crate) fn valid_labels(labels: &Tensor) -> Result<Tensor> {
     if !matches!(kind, Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
         return Err(CriterionError::LabelKind { kind }.into());
     }
-    Ok(labels.f_ne(IGNORE_INDEX)?)
+    // Compared as `i64`: in `u8`, −100 wraps to 156, so `ne(−100)` would drop every label 156.
+    Ok(labels.f_to_kind(Kind::Int64)?.f_ne(IGNORE_INDEX)?)
 }
 
 /// `Σ w·ℓ` for per-token losses `per_token` of any shape whose leading dimension is the sequence

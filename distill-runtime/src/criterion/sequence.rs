@@ -121,14 +121,26 @@ impl Divergence {
 /// `Σ a (log a − log b)` over the last dimension, from `log a` and `log b`, with `0 · log 0 = 0`.
 fn kl(log_a: &Tensor, log_b: &Tensor) -> Result<Tensor> {
     let a = log_a.f_exp()?;
-    let terms = a.f_mul(&log_a.f_sub(log_b)?)?;
-    let zero = Tensor::f_zeros([], (terms.kind(), terms.device()))?;
-    Ok(terms.f_where_self(&a.f_gt(0.0)?, &zero)?.f_sum_dim_intlist(-1, false, None)?)
+    // The difference is masked before the product, not the product after: where `a = 0` the
+    // difference may be `−∞ − (−∞) = NaN` (a class both sides rule out), and a product masked
+    // afterwards still sends `0 · NaN = NaN` back into every logit's gradient.
+    let positive = a.f_gt(0.0)?;
+    let zero = Tensor::f_zeros([], (a.kind(), a.device()))?;
+    let difference = log_a.f_sub(log_b)?.f_where_self(&positive, &zero)?;
+    Ok(a.f_mul(&difference)?.f_sum_dim_intlist(-1, false, None)?)
 }
 
 /// `log(wa · a + wb · b)` from `log a`, `log b`, as TRL writes it: a log-sum-exp of the stacked
 /// `log a + log wa` and `log b + log wb` (both weights in (0, 1)).
+///
+/// A class both sides rule out (`log a = log b = −∞`) is given finite inputs: the log-sum-exp of
+/// two `−∞` is `−∞`, but its gradient is `exp(−∞ − (−∞)) = NaN`, which would reach every logit.
+/// The mixture's value there is never read: it is only ever the second distribution of a
+/// [`kl`], whose terms at a class the first rules out are 0.
 fn mixture(log_a: &Tensor, wa: f64, log_b: &Tensor, wb: f64) -> Result<Tensor> {
+    let present = log_a.f_isneginf()?.f_logical_and(&log_b.f_isneginf()?)?.f_logical_not()?;
+    let log_a = log_a.f_where_scalarother(&present, 0.0)?;
+    let log_b = log_b.f_where_scalarother(&present, 0.0)?;
     let stacked = Tensor::f_stack(&[log_a.f_add_scalar(ln(wa))?, log_b.f_add_scalar(ln(wb))?], 0)?;
     Ok(stacked.f_logsumexp([0], false)?)
 }

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
 use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
+use super::mask::{check_mask, TokenReduction};
 use super::packed::packed_token_criterion;
 use super::tail::TopKTail;
 use super::token::TokenCriterion;
@@ -187,7 +187,7 @@ pub(super) fn fused_loss(
     };
     let labels = ce.map(|(labels, _)| labels.shallow_clone());
     if let Some(labels) = &labels {
-        mask = mask.f_logical_and(&labels.f_ne(IGNORE_INDEX)?)?;
+        mask = mask.f_logical_and(&super::mask::valid_labels(labels)?)?;
     }
     let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
     let weights = kd.reduction.weights(&mask.f_reshape([b, -1])?, ck)?.f_reshape([n])?;
