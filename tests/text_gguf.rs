@@ -189,3 +189,11 @@ fn reads_smollm2() {
     let embedding = gguf.tensor("token_embd.weight", Device::Cpu).unwrap();
     assert_eq!(embedding.size(), [49_152, 576]);
 }
+
+/// A directory is named as one, not reported as the mapping's "No such device".
+#[test]
+fn a_directory_is_not_a_gguf_file() {
+    let err = GgufFile::open(std::env::temp_dir()).map(drop).unwrap_err();
+    assert!(matches!(&err, GgufError::Io { source, .. } if source.kind() == std::io::ErrorKind::IsADirectory), "{err}");
+    assert!(err.to_string().ends_with("it is a directory, not a GGUF file"), "{err}");
+}

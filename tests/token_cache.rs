@@ -468,6 +468,32 @@ fn a_shard_truncated_after_it_was_written_is_written_again_and_an_image_cache_fo
 }
 
 #[test]
+fn nan_logits_at_padding_are_stored_neutral_and_at_a_valid_token_refused() {
+    let spec = spec(TokenEncoding::top_k(K, TEMPERATURE));
+    let broken = |ids: &[usize], valid: bool| {
+        let logits = teacher_logits(ids);
+        let mask = mask(ids);
+        // NaN at the first position whose mask says `valid`.
+        let flat = logits.reshape([-1, V]);
+        if let Some(at) = Vec::<i64>::try_from(mask.reshape([-1])).unwrap().iter().position(|&m| (m != 0) == valid) {
+            let _ = flat.get(at as i64).fill_(f64::NAN);
+        }
+        (flat.reshape(logits.size()), Some(mask))
+    };
+    let dir = temp_dir("nan-padding");
+    let reference = temp_dir("nan-padding-reference");
+    write(&reference, &spec, 2);
+    TokenCacheWriter::new(&dir, spec.clone()).shards(2).write(3, |ids| Ok(broken(ids, false))).unwrap();
+    assert!(files(&dir) == files(&reference), "NaN at padding changed what is stored");
+    let other = temp_dir("nan-valid");
+    let err = TokenCacheWriter::new(&other, spec.clone()).shards(2).write(3, |ids| Ok(broken(ids, true))).unwrap_err();
+    assert!(err.to_string().contains("have no distribution"), "{err}");
+    for dir in [&dir, &reference, &other] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
 fn a_shard_writer_takes_its_sequences_in_order_and_only_complete_shards_are_published() {
     let dir = temp_dir("shard-writer");
     let spec = spec(top_k_f32());

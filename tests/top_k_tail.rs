@@ -169,3 +169,36 @@ fn the_fused_loss_with_cross_entropy_keeps_the_tail() {
     // The encoding's own f32 rounding (teacher log-probabilities, f32 vs f64) is within that too:
     // it moves each term by ε₃₂·|log p| ≤ 6e-8·25.
 }
+
+/// Logits without a distribution (a NaN or +inf logit, or every logit −inf) are refused when
+/// encoded: encoded, their top-k and tail would be NaN or −inf, which the losses read as a loss of
+/// 0. A single −inf logit is a token the teacher rules out, and encodes.
+#[test]
+fn logits_without_a_distribution_are_refused_and_an_empty_batch_encodes_to_nothing() {
+    let row = |values: [f64; 4]| Tensor::from_slice(&values).view([1, 1, 4]);
+    let inf = f64::INFINITY;
+    for broken in [[0.0, f64::NAN, 1.0, 2.0], [0.0, inf, 1.0, 2.0], [-inf, -inf, -inf, -inf]] {
+        let err = TopKTail::f_encode(&row(broken), 2, 1.0).map(drop).unwrap_err();
+        assert!(err.to_string().contains("1 token(s) of the logits to encode have no distribution"), "{err}");
+    }
+    TopKTail::f_encode(&row([0.0, -inf, 1.0, 2.0]), 2, 1.0).unwrap();
+
+    let empty = TopKTail::f_encode(&Tensor::zeros([2, 0, 5], (Kind::Float, Device::Cpu)), 3, 1.0).unwrap();
+    assert_eq!(
+        (empty.ids.size(), empty.log_probs.size(), empty.tail.size()),
+        (vec![2, 0, 3], vec![2, 0, 3], vec![2, 0])
+    );
+}
+
+/// A teacher of another vocabulary: its top-k ids are outside the student's logits, which is a
+/// named error, not libtorch's bare index error from the gather.
+#[test]
+fn a_teacher_of_a_larger_vocabulary_is_a_named_error() {
+    let teacher = Tensor::randn([1, 3, 50], (Kind::Float, Device::Cpu));
+    let encoded = TopKTail::f_encode(&teacher, 4, 1.0).unwrap();
+    let highest = encoded.ids.max().int64_value(&[]);
+    let student = Tensor::randn([1, 3, 10], (Kind::Float, Device::Cpu));
+    let err = TopKKl::new(1.0).f_loss_masked(&student, &encoded, None).map(drop).unwrap_err();
+    assert!(err.to_string().contains("outside the student's vocabulary 0..10"), "{err}");
+    assert!(highest >= 10, "the draw put every top-4 id below 10: {highest}");
+}

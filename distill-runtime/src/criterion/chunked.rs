@@ -166,6 +166,7 @@ impl ChunkedTarget<'_> {
                 // The parts are read row by row: the same shapes, not only the same element counts
                 // (a transposed `log_probs` would be read misaligned).
                 teacher.check_parts()?;
+                teacher.check_ids(vocab)?;
                 let k = teacher.k();
                 if teacher.ids.size() != [b, t, k] {
                     let (encoding, student) = (Packed::TopKTail, vec![b, t, vocab]);

@@ -75,6 +75,7 @@ impl SampledLogits {
             while start < total {
                 let len = block.min(total - start);
                 let z = rows.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?.f_div_scalar(temperature)?;
+                super::tail::check_distributions(&z.f_logsumexp([1], false)?)?;
                 let log_p = z.f_log_softmax(1, None)?;
                 let log_r = z.f_div_scalar(proposal)?.f_log_softmax(1, None)?;
                 let cdf = log_r.f_exp()?.f_cumsum(1, None)?;

@@ -53,6 +53,20 @@ pub struct TopKTail {
     pub tail: Tensor,
 }
 
+/// Checks that every row of logits to encode has a distribution, from its log-normaliser
+/// (`logsumexp` of the row): a NaN or +∞ logit, or a row of −∞, has none, and encoded it would
+/// read as a loss of 0.
+///
+/// # Errors
+/// [`CriterionError::NoDistribution`] counting the rows without one.
+pub(super) fn check_distributions(log_normaliser: &Tensor) -> Result<()> {
+    let broken = log_normaliser.f_isfinite()?.f_logical_not()?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+    if broken > 0 {
+        return Err(CriterionError::NoDistribution { tokens: broken }.into());
+    }
+    Ok(())
+}
+
 impl TopKTail {
     /// Encodes teacher logits `[…, V]` at temperature `temperature`, keeping the `k` most probable
     /// tokens: `log_probs = z_top − logsumexp(z)` and `tail = logsumexp(z with the top k set to −inf)
@@ -84,6 +98,15 @@ impl TopKTail {
         let lead = &shape[..shape.len() - 1];
         let rows = logits.f_reshape([-1, vocab])?;
         let n = rows.size()[0];
+        let mut top_shape = lead.to_vec();
+        top_shape.push(k);
+        if n == 0 {
+            // No token: the encoding of none, not an error of the concatenation below.
+            let empty = |shape: &[i64], kind| Tensor::f_zeros(shape, (kind, logits.device()));
+            let (ids, log_probs, tail) =
+                (empty(&top_shape, Kind::Int64)?, empty(&top_shape, kind)?, empty(lead, kind)?);
+            return Ok(TopKTail { ids, log_probs, tail });
+        }
         let block = (ENCODE_BLOCK / vocab.max(1)).max(1);
         let (mut ids, mut log_probs, mut tails) = (Vec::new(), Vec::new(), Vec::new());
         tch::no_grad(|| -> Result<()> {
@@ -92,6 +115,7 @@ impl TopKTail {
                 let len = block.min(n - start);
                 let z = rows.f_narrow(0, start, len)?.f_to_kind(Kind::Double)?.f_div_scalar(temperature)?;
                 let log_normaliser = z.f_logsumexp([1], true)?;
+                check_distributions(&log_normaliser)?;
                 let (top, top_ids) = z.f_topk(k, 1, true, true)?;
                 let tail = z
                     .f_scatter_value(1, &top_ids, f64::NEG_INFINITY)?
@@ -104,8 +128,6 @@ impl TopKTail {
             }
             Ok(())
         })?;
-        let mut top_shape = lead.to_vec();
-        top_shape.push(k);
         Ok(TopKTail {
             ids: Tensor::f_cat(&ids, 0)?.f_reshape(&top_shape)?,
             log_probs: Tensor::f_cat(&log_probs, 0)?.f_reshape(&top_shape)?,
@@ -127,6 +149,22 @@ impl TopKTail {
         let (ids, log_probs, tail) = (self.ids.size(), self.log_probs.size(), self.tail.size());
         if ids.is_empty() || log_probs != ids || tail[..] != ids[..ids.len() - 1] {
             return Err(CriterionError::TopKTailParts { ids, log_probs, tail }.into());
+        }
+        Ok(())
+    }
+
+    /// Checks that the ids are tokens of a student vocabulary of `vocab`: a teacher of another
+    /// vocabulary would otherwise fail inside a gather with libtorch's bare index error.
+    ///
+    /// # Errors
+    /// [`CriterionError::TeacherIdsOutOfRange`] naming the ids' range.
+    pub(crate) fn check_ids(&self, vocab: i64) -> Result<()> {
+        if self.ids.numel() == 0 {
+            return Ok(());
+        }
+        let (lowest, highest) = (self.ids.f_min()?.f_int64_value(&[])?, self.ids.f_max()?.f_int64_value(&[])?);
+        if lowest < 0 || highest >= vocab {
+            return Err(CriterionError::TeacherIdsOutOfRange { lowest, highest, vocab }.into());
         }
         Ok(())
     }

@@ -91,6 +91,7 @@ impl TopKKl {
         if k < 1 || k > vocab {
             return Err(CriterionError::TopKOutOfRange { k, vocab }.into());
         }
+        teacher.check_ids(vocab)?;
         Ok((lead.to_vec(), vocab, k))
     }
 }

@@ -218,6 +218,29 @@ pub enum CriterionError {
         /// The weight's shape.
         weight: Vec<i64>,
     },
+    /// A teacher's top-k ids outside the student's vocabulary: a teacher of another vocabulary.
+    #[error(
+        "the teacher's top-k ids run from {lowest} to {highest}, outside the student's vocabulary 0..{vocab}: the \
+         student and the teacher need one vocabulary (one tokenizer)"
+    )]
+    TeacherIdsOutOfRange {
+        /// The lowest id.
+        lowest: i64,
+        /// The highest id.
+        highest: i64,
+        /// The student's vocabulary (the last dimension of its logits).
+        vocab: i64,
+    },
+    /// Logits to encode with NaN or +∞, or a token whose every logit is −∞: its distribution is
+    /// undefined, and encoded it would read as a loss of 0.
+    #[error(
+        "{tokens} token(s) of the logits to encode have no distribution (a NaN or +inf logit, or every logit \
+         -inf): the teacher's output is broken there"
+    )]
+    NoDistribution {
+        /// How many tokens.
+        tokens: i64,
+    },
     /// The fused loss's gradient, multiplied by the logits, is not finite even with the
     /// non-finite logits left out.
     #[error("the loss's gradient times the logits overflows: the fused loss cannot carry it exactly")]

@@ -90,6 +90,13 @@ impl GgufFile {
         let path = path.as_ref().to_path_buf();
         let io = |source| GgufError::Io { path: path.clone(), source };
         let file = std::fs::File::open(&path).map_err(io)?;
+        // A directory opens, but mapping it fails with "No such device": say what it is instead.
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a directory, not a GGUF file",
+            )));
+        }
         // SAFETY: the map is read-only and private to this value. Like every reader of a mapped
         // file, it assumes no other process truncates or rewrites the file while it is open (the
         // contract of `memmap2::Mmap::map`); the bytes are never trusted, only bounds-checked.

@@ -17,6 +17,9 @@ pub(super) fn encode(manifest: &TokenManifest, ids: &[usize], logits: &Tensor, v
     let cpu = Device::Cpu;
     let mask = valid.f_unsqueeze(-1)?;
     let values = manifest.encoding.values();
+    // Padding positions are stored as a neutral distribution whatever the teacher gave there (NaN
+    // included): only the valid tokens' logits are encoded, and checked to have a distribution.
+    let logits = &logits.f_where_scalarother(&mask.f_to_device(logits.device())?, 0.0)?;
     let (top_ids, log_probs, third) = match manifest.encoding {
         TokenEncoding::TopK { k, temperature, .. } => {
             let top = TopKTail::f_encode(logits, k, temperature)?;
