@@ -19,8 +19,8 @@ use crate::checksum::Streamed;
 use crate::error::{DistillError, Result};
 
 /// Writes a token-level teacher cache: for every token of sequences `0..N`, the teacher's
-/// distribution as [`TokenEncoding`] says, computed from teacher logits `[B, T, V]` that the caller
-/// supplies per batch of sequence ids — so any teacher works.
+/// distribution as [`TokenEncoding`](super::TokenEncoding) says, computed from teacher logits
+/// `[B, T, V]` that the caller supplies per batch of sequence ids — so any teacher works.
 ///
 /// Shard `i` of `n` holds sequences `i·N/n .. (i+1)·N/n`. [`write`](Self::write) fills every
 /// pending shard from a closure; [`open_shard`](Self::open_shard) gives a [`TokenShardWriter`] to
