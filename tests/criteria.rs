@@ -501,13 +501,16 @@ fn attention_transfer_rejects_a_fractional_power_of_a_negative_feature() {
     }
 }
 
-/// A class both sides rule out (a `−∞` logit on each) counts as absent: `KlDiv` and
-/// `SoftCrossEntropy` equal their values on the same logits without it, with a zero gradient at it
+/// A class both sides rule out (a `−∞` logit on each) counts as absent: `KlDiv`,
+/// `SoftCrossEntropy` and `Dkd` (its target the teacher's argmax, class 0 here) equal their values on the same logits without it, with a zero gradient at it
 /// and the same gradient elsewhere, where `F.kl_div` gives NaN for both.
 #[test]
 fn a_class_both_sides_rule_out_counts_as_absent_for_the_soft_target_losses() {
-    let criteria: [(&str, Box<dyn Criterion>); 2] =
-        [("KlDiv", Box::new(KlDiv::new(2.0))), ("SoftCrossEntropy", Box::new(SoftCrossEntropy::new(2.0)))];
+    let criteria: [(&str, Box<dyn Criterion>); 3] = [
+        ("KlDiv", Box::new(KlDiv::new(2.0))),
+        ("SoftCrossEntropy", Box::new(SoftCrossEntropy::new(2.0))),
+        ("Dkd", Box::new(Dkd::new(1.0, 8.0, 2.0))),
+    ];
     let with = |values: &[f64]| Tensor::from_slice(values).view([1, values.len() as i64]);
     for (name, criterion) in criteria {
         let run = |student: &[f64], teacher: &[f64]| {

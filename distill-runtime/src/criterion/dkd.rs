@@ -3,6 +3,7 @@
 use tch::{Kind, Reduction, Tensor};
 
 use super::check::{equal_non_empty, logits_2d, parameter};
+use super::logits::where_teacher_positive;
 use super::{batch_size, catalogue_criterion};
 
 /// mdistiller's offset subtracted from the target logit so that the softmax over the other classes
@@ -32,7 +33,8 @@ const TARGET_MASK: f64 = 1000.0;
 /// paper's loss.
 ///
 /// α and β must be finite and ≥ 0, the temperature finite and > 0; the logits need at least 2
-/// classes (the non-target term is over the others).
+/// classes (the non-target term is over the others). A class both sides rule out (a `−∞` logit on
+/// each) contributes 0, as in [`KlDiv`](super::KlDiv), where mdistiller's loss is NaN.
 ///
 /// [`Criterion::loss_with_targets`]: super::Criterion::loss_with_targets
 /// [`Criterion::loss`]: super::Criterion::loss
@@ -78,11 +80,12 @@ impl Dkd {
         };
         let b_student = binary(s_scaled.softmax(1, None));
         let b_teacher = binary(t_scaled.softmax(1, None));
-        let tckd = b_student.log().kl_div(&b_teacher, Reduction::Sum, false);
+        // A class both sides rule out (−∞ logits) counts as absent, as in `KlDiv`.
+        let tckd = where_teacher_positive(b_student.log(), &b_teacher).kl_div(&b_teacher, Reduction::Sum, false);
 
         let mask = gt * TARGET_MASK;
-        let log_p_student = (s_scaled - &mask).log_softmax(1, None);
         let p_teacher = (t_scaled - &mask).softmax(1, None);
+        let log_p_student = where_teacher_positive((s_scaled - &mask).log_softmax(1, None), &p_teacher);
         let nckd = log_p_student.kl_div(&p_teacher, Reduction::Sum, false);
 
         (tckd * self.alpha + nckd * self.beta) * (t * t / batch_size(student))

@@ -98,7 +98,7 @@ impl SoftCrossEntropy {
 /// teacher rules out then contributes `0 · 0 = 0` also where the student rules it out too
 /// (`log q = −∞`, where `0 · −∞` is NaN, in the loss and in every logit's gradient). Elsewhere the
 /// values, and so the loss, are unchanged bit for bit.
-fn where_teacher_positive(log_p_student: Tensor, p_teacher: &Tensor) -> Tensor {
+pub(super) fn where_teacher_positive(log_p_student: Tensor, p_teacher: &Tensor) -> Tensor {
     log_p_student.where_scalarother(&p_teacher.gt(0.0), 0.0)
 }
 
