@@ -200,5 +200,8 @@ fn a_teacher_of_a_larger_vocabulary_is_a_named_error() {
     let student = Tensor::randn([1, 3, 10], (Kind::Float, Device::Cpu));
     let err = TopKKl::new(1.0).f_loss_masked(&student, &encoded, None).map(drop).unwrap_err();
     assert!(err.to_string().contains("outside the student's vocabulary 0..10"), "{err}");
+    // Packed, as a token cache stores it: the same check, where the loss reads the ids.
+    let err = TopKKl::new(1.0).f_loss(&student, &encoded.f_pack().unwrap()).map(drop).unwrap_err();
+    assert!(err.to_string().contains("outside the student's vocabulary 0..10"), "{err}");
     assert!(highest >= 10, "the draw put every top-4 id below 10: {highest}");
 }

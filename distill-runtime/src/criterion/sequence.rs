@@ -133,16 +133,27 @@ fn kl(log_a: &Tensor, log_b: &Tensor) -> Result<Tensor> {
 /// `log(wa · a + wb · b)` from `log a`, `log b`, as TRL writes it: a log-sum-exp of the stacked
 /// `log a + log wa` and `log b + log wb` (both weights in (0, 1)).
 ///
-/// A class both sides rule out (`log a = log b = −∞`) is given finite inputs: the log-sum-exp of
-/// two `−∞` is `−∞`, but its gradient is `exp(−∞ − (−∞)) = NaN`, which would reach every logit.
-/// The mixture's value there is never read: it is only ever the second distribution of a
-/// [`kl`], whose terms at a class the first rules out are 0.
+/// Each input is clamped to its kind's lowest finite value: the log-sum-exp of two `−∞` is `−∞`,
+/// but its gradient is `exp(−∞ − (−∞)) = NaN`, which would reach every logit through a class both
+/// sides rule out. Clamped, such a class's mixture is finite (and never read: the mixture is only
+/// ever the second distribution of a [`kl`], whose terms at a class the first rules out are 0);
+/// a class only one side rules out has the same mixture, bit for bit (`exp` of the clamped term is
+/// 0 as `exp(−∞)` is), and the clamp passes no gradient to a `−∞` it raised.
 fn mixture(log_a: &Tensor, wa: f64, log_b: &Tensor, wb: f64) -> Result<Tensor> {
-    let present = log_a.f_isneginf()?.f_logical_and(&log_b.f_isneginf()?)?.f_logical_not()?;
-    let log_a = log_a.f_where_scalarother(&present, 0.0)?;
-    let log_b = log_b.f_where_scalarother(&present, 0.0)?;
+    let lowest = lowest_finite(log_a.f_kind()?);
+    let (log_a, log_b) = (log_a.f_clamp_min(lowest)?, log_b.f_clamp_min(lowest)?);
     let stacked = Tensor::f_stack(&[log_a.f_add_scalar(ln(wa))?, log_b.f_add_scalar(ln(wb))?], 0)?;
     Ok(stacked.f_logsumexp([0], false)?)
+}
+
+/// The lowest finite value of the floating-point `kind` (as `f64`, which holds each exactly).
+fn lowest_finite(kind: tch::Kind) -> f64 {
+    match kind {
+        tch::Kind::Double => f64::MIN,
+        tch::Kind::Half => -65504.0,
+        tch::Kind::BFloat16 => -3.389_531_389_251_535_5e38,
+        _ => f64::from(f32::MIN),
+    }
 }
 
 /// `ln w`, as `log1p(w − 1)` for `w ≥ ½` (TRL's `log1p(−β)` for the student's share).

@@ -162,7 +162,8 @@ impl TopKTail {
         if self.ids.numel() == 0 {
             return Ok(());
         }
-        let (lowest, highest) = (self.ids.f_min()?.f_int64_value(&[])?, self.ids.f_max()?.f_int64_value(&[])?);
+        let (min, max) = self.ids.f_aminmax(None, false)?;
+        let (lowest, highest) = (min.f_int64_value(&[])?, max.f_int64_value(&[])?);
         if lowest < 0 || highest >= vocab {
             return Err(CriterionError::TeacherIdsOutOfRange { lowest, highest, vocab }.into());
         }
@@ -193,8 +194,9 @@ impl TopKTail {
     ///
     /// # Errors
     /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is an f32/f64 tensor `[…, 2k + 1]` with
-    /// `1 ≤ k ≤ vocab` whose ids are whole numbers in `0..vocab` and whose log-probabilities and tail
-    /// hold no NaN or +∞.
+    /// `1 ≤ k ≤ vocab` whose ids are whole numbers and whose log-probabilities and tail hold no NaN
+    /// or +∞. The ids' range is checked where the loss reads them, against the student's vocabulary
+    /// ([`check_ids`](Self::check_ids)).
     pub(crate) fn f_unpack(packed: &Tensor, vocab: i64) -> Result<TopKTail> {
         let invalid =
             |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::TopKTail, problem });
@@ -222,10 +224,8 @@ impl TopKTail {
             if any(float_ids.f_frac()?.f_ne(0.0)?)? || any(float_ids.f_isfinite()?.f_logical_not()?)? {
                 return Err(invalid(PackedProblem::FractionalIds { ids: "token ids" }));
             }
-            let (lowest, highest) = (float_ids.f_min()?.f_double_value(&[])?, float_ids.f_max()?.f_double_value(&[])?);
-            if lowest < 0.0 || highest >= vocab as f64 {
-                return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
-            }
+            // Their range is the loss's to check ([`check_ids`](Self::check_ids)), against the
+            // student's vocabulary, for packed and unpacked teachers alike.
         }
         Ok(TopKTail { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, tail })
     }
