@@ -243,3 +243,40 @@ fn fortunes_corpus_becomes_sequences() {
         dataset.validation().len()
     );
 }
+
+#[test]
+fn a_split_the_config_asks_for_is_never_empty() {
+    let tokenizer = tokenizer();
+    let split_of = |error: DataError| match error {
+        DataError::EmptySplit { split, documents, .. } => (split, documents),
+        other => panic!("expected DataError::EmptySplit, got {other:?}"),
+    };
+    // No document: refused when built, not later by whoever reads the empty training split.
+    let error = TokenDataset::build(&[], &tokenizer, &config(8, Packing::Packed)).unwrap_err();
+    assert!(error.to_string().contains("no document holds a token"), "{error}");
+    assert_eq!(split_of(error), ("training", 0));
+    // Documents that encode to nothing (no text, no EOS appended) are no documents either.
+    let blank = TokenDatasetConfig { append_eos: false, ..config(8, Packing::Padded) };
+    let error = TokenDataset::build(&documents(&["", ""]), &tokenizer, &blank).unwrap_err();
+    assert_eq!(split_of(error), ("training", 0));
+
+    // One document goes to one side, decided by its hash: with a fraction near 1 it is held out,
+    // leaving no training sequence; with a fraction near 0 the validation split asked for is empty.
+    let one = documents(&TEXTS[..1]);
+    let mostly_validation = TokenDatasetConfig { validation_fraction: 1.0 - 1e-12, ..config(8, Packing::Packed) };
+    let error = TokenDataset::build(&one, &tokenizer, &mostly_validation).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("the training split holds no sequence") && message.contains("smaller"), "{message}");
+    assert_eq!(split_of(error), ("training", 1));
+    let barely_validation = TokenDatasetConfig { validation_fraction: 1e-12, ..config(8, Packing::Packed) };
+    let error = TokenDataset::build(&one, &tokenizer, &barely_validation).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("the validation split holds no sequence") && message.contains("or 0"), "{message}");
+    assert_eq!(split_of(error), ("validation", 1));
+    let error: distill::DistillError = TokenDataset::build(&[], &tokenizer, &barely_validation).unwrap_err().into();
+    assert!(matches!(error, distill::DistillError::Text(_)));
+
+    // A fraction of 0 asks for no validation split: empty, as asked.
+    let dataset = TokenDataset::build(&one, &tokenizer, &config(8, Packing::Packed)).unwrap();
+    assert!(!dataset.train().is_empty() && dataset.validation().is_empty());
+}

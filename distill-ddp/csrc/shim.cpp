@@ -3,8 +3,11 @@
 // only caller.
 //
 // Conventions:
-// - Every function that can fail returns NULL on success or a malloc'ed, NUL-terminated message
-//   (free it with ddp_free_message); no C++ exception crosses the boundary.
+// - Every function that can fail returns a status (DDP_OK, DDP_ERROR, DDP_OUT_OF_MEMORY) and, for a
+//   failure, puts a malloc'ed, NUL-terminated message in its last argument `error` (free it with
+//   ddp_free_message). An allocation that fails is DDP_OUT_OF_MEMORY, with libtorch's message when
+//   there was room to copy it and NULL otherwise: a failure is never reported as a null message,
+//   which would read as success. No C++ exception crosses the boundary.
 // - Tensors arrive as `at::Tensor*`, which is what tch's `C_tensor` pointers are.
 // - Handles own one reference to the underlying c10d object; *_free drops it.
 
@@ -23,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -35,30 +39,48 @@ struct ddp_group {
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
+// The statuses; src/ffi.rs has the same values.
+enum : int { DDP_OK = 0, DDP_ERROR = 1, DDP_OUT_OF_MEMORY = 2 };
+
 namespace {
 
-char* copy_message(const char* text) {
+// `status` with a copy of `text` in *error; DDP_OUT_OF_MEMORY with *error NULL when the copy
+// cannot be allocated, since memory has run out by then whatever the failure was.
+int fail(int status, const char* text, char** error) {
   size_t len = std::strlen(text);
   char* out = static_cast<char*>(std::malloc(len + 1));
-  if (out != nullptr) {
-    std::memcpy(out, text, len + 1);
+  if (out == nullptr) {
+    *error = nullptr;
+    return DDP_OUT_OF_MEMORY;
   }
-  return out;
+  std::memcpy(out, text, len + 1);
+  *error = out;
+  return status;
 }
 
-// Runs `body`, turning any exception into a message for the caller.
+// Runs `body`, turning any exception into a status and a message for the caller.
 template <typename F>
-char* guarded(F&& body) {
+int guarded(char** error, F&& body) {
+  if (error == nullptr) {
+    return DDP_ERROR;
+  }
+  *error = nullptr;
   try {
     body();
-    return nullptr;
+    return DDP_OK;
+  } catch (const c10::OutOfMemoryError& e) {
+    // libtorch's allocators (the CPU one included) throw this when they cannot allocate.
+    return fail(DDP_OUT_OF_MEMORY, e.what_without_backtrace(), error);
   } catch (const c10::Error& e) {
     // libtorch's errors carry a C++ stack trace after the message; the message is what matters.
-    return copy_message(e.what_without_backtrace());
+    return fail(DDP_ERROR, e.what_without_backtrace(), error);
+  } catch (const std::bad_alloc&) {
+    // `new` and the shim's own allocations; its what() says nothing more than the status does.
+    return DDP_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
-    return copy_message(e.what());
+    return fail(DDP_ERROR, e.what(), error);
   } catch (...) {
-    return copy_message("unknown C++ exception in libtorch's c10d");
+    return fail(DDP_ERROR, "unknown C++ exception in libtorch's c10d", error);
   }
 }
 
@@ -98,9 +120,9 @@ int ddp_has_nccl(void) {
 
 // A TCPStore: the server (when `is_server`) or a client of the store at host:port. `timeout_ms`
 // bounds a client's connection attempts and every later wait on a key.
-char* ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_size, int64_t timeout_ms,
-                    ddp_store** out) {
-  return guarded([&] {
+int ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_size, int64_t timeout_ms,
+                  ddp_store** out, char** error) {
+  return guarded(error, [&] {
     require(host != nullptr && out != nullptr, "ddp_store_tcp: null argument");
     c10d::TCPStoreOptions options;
     options.port = port;
@@ -116,8 +138,8 @@ char* ddp_store_tcp(const char* host, uint16_t port, int is_server, int world_si
 }
 
 // A view of `base` whose keys all start with `prefix`, so that several groups share one store.
-char* ddp_store_prefixed(const ddp_store* base, const char* prefix, ddp_store** out) {
-  return guarded([&] {
+int ddp_store_prefixed(const ddp_store* base, const char* prefix, ddp_store** out, char** error) {
+  return guarded(error, [&] {
     require(base != nullptr && prefix != nullptr && out != nullptr, "ddp_store_prefixed: null argument");
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), base->store);
     *out = new ddp_store{std::move(store)};
@@ -125,8 +147,8 @@ char* ddp_store_prefixed(const ddp_store* base, const char* prefix, ddp_store** 
 }
 
 // Sets `key` to the `len` bytes at `value`.
-char* ddp_store_set(const ddp_store* store, const char* key, const uint8_t* value, size_t len) {
-  return guarded([&] {
+int ddp_store_set(const ddp_store* store, const char* key, const uint8_t* value, size_t len, char** error) {
+  return guarded(error, [&] {
     require(store != nullptr && key != nullptr && (value != nullptr || len == 0), "ddp_store_set: null argument");
     store->store->set(std::string(key), std::vector<uint8_t>(value, value + len));
   });
@@ -134,8 +156,9 @@ char* ddp_store_set(const ddp_store* store, const char* key, const uint8_t* valu
 
 // The value of `key`, waiting up to `timeout_ms` for a rank to set it; malloc'ed into *out
 // (free it with ddp_free_message), its length in *len.
-char* ddp_store_get(const ddp_store* store, const char* key, int64_t timeout_ms, uint8_t** out, size_t* len) {
-  return guarded([&] {
+int ddp_store_get(const ddp_store* store, const char* key, int64_t timeout_ms, uint8_t** out, size_t* len,
+                  char** error) {
+  return guarded(error, [&] {
     require(store != nullptr && key != nullptr && out != nullptr && len != nullptr, "ddp_store_get: null argument");
     store->store->wait({std::string(key)}, millis(timeout_ms));
     std::vector<uint8_t> value = store->store->get(std::string(key));
@@ -155,9 +178,9 @@ void ddp_store_free(ddp_store* store) {
 
 // A Gloo process group. Its devices: one per interface name when any is given, else one bound to
 // `hostname` when given, else Gloo's default (this host's name, falling back to loopback).
-char* ddp_group_gloo(const ddp_store* store, int rank, int size, int64_t timeout_ms, const char* const* interfaces,
-                     size_t n_interfaces, const char* hostname, int threads, ddp_group** out) {
-  return guarded([&] {
+int ddp_group_gloo(const ddp_store* store, int rank, int size, int64_t timeout_ms, const char* const* interfaces,
+                   size_t n_interfaces, const char* hostname, int threads, ddp_group** out, char** error) {
+  return guarded(error, [&] {
     require(store != nullptr && out != nullptr, "ddp_group_gloo: null argument");
     auto options = c10d::ProcessGroupGloo::Options::create(millis(timeout_ms));
     for (size_t i = 0; i < n_interfaces; ++i) {
@@ -175,8 +198,8 @@ char* ddp_group_gloo(const ddp_store* store, int rank, int size, int64_t timeout
 }
 
 // An NCCL process group (CUDA tensors), when this shim was compiled with it.
-char* ddp_group_nccl(const ddp_store* store, int rank, int size, int64_t timeout_ms, ddp_group** out) {
-  return guarded([&] {
+int ddp_group_nccl(const ddp_store* store, int rank, int size, int64_t timeout_ms, ddp_group** out, char** error) {
+  return guarded(error, [&] {
     require(store != nullptr && out != nullptr, "ddp_group_nccl: null argument");
 #ifdef DISTILL_DDP_NCCL
     // Without a GPU, libtorch's NCCL group would fail later, inside a collective or in NCCL itself.
@@ -203,8 +226,8 @@ void ddp_group_free(ddp_group* group) {
 }
 
 // Overwrites `tensor` on every rank with its value on `root`.
-char* ddp_broadcast(ddp_group* group, const at::Tensor* tensor, int root, int64_t timeout_ms) {
-  return guarded([&] {
+int ddp_broadcast(ddp_group* group, const at::Tensor* tensor, int root, int64_t timeout_ms, char** error) {
+  return guarded(error, [&] {
     require(group != nullptr && tensor != nullptr, "ddp_broadcast: null argument");
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions options;
@@ -216,8 +239,9 @@ char* ddp_broadcast(ddp_group* group, const at::Tensor* tensor, int root, int64_
 }
 
 // Sums each of the `n` tensors across ranks, in place; several tensors go in one coalesced call.
-char* ddp_allreduce_sum(ddp_group* group, const at::Tensor* const* tensors, size_t n, int64_t timeout_ms) {
-  return guarded([&] {
+int ddp_allreduce_sum(ddp_group* group, const at::Tensor* const* tensors, size_t n, int64_t timeout_ms,
+                      char** error) {
+  return guarded(error, [&] {
     require(group != nullptr && (tensors != nullptr || n == 0), "ddp_allreduce_sum: null argument");
     if (n == 0) {
       return;
@@ -242,8 +266,8 @@ char* ddp_allreduce_sum(ddp_group* group, const at::Tensor* const* tensors, size
   });
 }
 
-char* ddp_barrier(ddp_group* group, int64_t timeout_ms) {
-  return guarded([&] {
+int ddp_barrier(ddp_group* group, int64_t timeout_ms, char** error) {
+  return guarded(error, [&] {
     require(group != nullptr, "ddp_barrier: null argument");
     c10d::BarrierOptions options;
     options.timeout = millis(timeout_ms);
@@ -252,11 +276,32 @@ char* ddp_barrier(ddp_group* group, int64_t timeout_ms) {
 }
 
 // Makes `grad` the gradient of `param` (tch has no setter for a gradient that is still undefined).
-char* ddp_set_grad(const at::Tensor* param, const at::Tensor* grad) {
-  return guarded([&] {
+int ddp_set_grad(const at::Tensor* param, const at::Tensor* grad, char** error) {
+  return guarded(error, [&] {
     require(param != nullptr && grad != nullptr, "ddp_set_grad: null argument");
     require(param->sizes() == grad->sizes(), "ddp_set_grad: the gradient's shape differs from the parameter's");
     param->mutable_grad() = *grad;
+  });
+}
+
+// Throws what `kind` names inside `guarded`, so that the Rust tests check how each failure reaches
+// them (an allocation failure cannot be provoked safely): 0 nothing, 1 std::runtime_error,
+// 2 std::bad_alloc, 3 libtorch's OutOfMemoryError, 4 an exception of no std type.
+int ddp_raise_for_tests(int kind, char** error) {
+  return guarded(error, [&] {
+    switch (kind) {
+      case 1:
+        throw std::runtime_error("a failure for the tests");
+      case 2:
+        throw std::bad_alloc();
+      case 3:
+        TORCH_CHECK_WITH(OutOfMemoryError, false, "tried to allocate 7 GiB for the tests");
+        break;
+      case 4:
+        throw 7;
+      default:
+        break;
+    }
   });
 }
 

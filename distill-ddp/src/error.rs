@@ -31,6 +31,15 @@ pub enum DdpError {
         /// libtorch's message.
         message: String,
     },
+    /// Memory ran out in libtorch's c10d or in the shim around it: a C++ allocation failed. The
+    /// operation did not happen; freeing memory (a smaller batch or bucket) and retrying may work.
+    #[error("{op} ran out of memory{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    OutOfMemory {
+        /// The operation (`TCPStore`, `all_reduce`…).
+        op: &'static str,
+        /// libtorch's message when there was memory to copy it (it names the size asked for).
+        message: Option<String>,
+    },
     /// The ranks disagree on something they must share (the parameters to average, a checkpoint
     /// that only rank 0 could write).
     #[error("the ranks disagree: {0}")]

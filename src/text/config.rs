@@ -36,7 +36,9 @@ pub struct LlamaConfig {
     pub num_key_value_heads: i64,
     /// Width of one head (`hidden_size / num_attention_heads` unless the checkpoint says otherwise).
     pub head_dim: i64,
-    /// The longest sequence the model was trained for (informative: rotary embeddings extend past it).
+    /// The longest sequence the model was trained for, its context (at least 1). The forwards compute
+    /// positions past it, as transformers' do (rotary embeddings extend past it); `generate` does not
+    /// run the model past it.
     pub max_position_embeddings: i64,
     /// ε of every RMSNorm.
     pub rms_norm_eps: f64,
@@ -273,7 +275,7 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks that the sizes are positive and consistent: `head_dim` even (rotary embeddings rotate
+    /// Checks that the sizes (and the context length) are positive and consistent: `head_dim` even (rotary embeddings rotate
     /// pairs), `num_attention_heads` a multiple of `num_key_value_heads`, `rms_norm_eps` and
     /// `rope_theta` positive and finite, and every weight's element count within `i64` (it is not a
     /// memory limit: a config that passes may still be too large to build).
@@ -294,6 +296,7 @@ impl LlamaConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("num_key_value_heads", self.num_key_value_heads),
             ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
         ] {
             check_positive(what, value)?;
         }

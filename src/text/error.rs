@@ -164,9 +164,16 @@ pub enum ModelError {
         /// Its kind.
         kind: Kind,
     },
-    /// `input_ids` without a token.
-    #[error("input_ids hold no token")]
-    NoTokens,
+    /// `input_ids` without a token: a batch of no sequence (`[0, T]`) or sequences of no token
+    /// (`[B, 0]`). Both are refused, as transformers' forward fails on both, so that an empty batch
+    /// never turns into an empty loss (a mean over nothing is NaN).
+    #[error(
+        "input_ids {shape:?} hold no token: a forward takes at least one sequence (batch ≥ 1) of at least one token"
+    )]
+    NoTokens {
+        /// Their shape, `[0, T]` or `[B, 0]`.
+        shape: Vec<i64>,
+    },
     /// A token id outside the vocabulary.
     #[error("input_ids must be in 0..{vocab} (the vocabulary), found {found}")]
     TokenOutOfRange {
@@ -195,6 +202,19 @@ pub enum ModelError {
     /// Generation asked for without a prompt.
     #[error("generate needs a prompt of at least one token")]
     EmptyPrompt,
+    /// A generation that would run the model at a position past its context
+    /// (`max_position_embeddings`), where it was never trained: a prompt longer than the context, or
+    /// more new tokens than fit after it (`generate` feeds the prompt and every generated token but
+    /// the last, so a prompt of `P` tokens takes at most `context + 1 − P`).
+    #[error("{}", context_message(*prompt, *new_tokens, *context))]
+    ContextLength {
+        /// Tokens in the prompt.
+        prompt: usize,
+        /// `max_new_tokens` as asked.
+        new_tokens: usize,
+        /// The model's `max_position_embeddings`.
+        context: i64,
+    },
     /// A nucleus-sampling `top_p` outside `(0, 1]`.
     #[error("top_p must be in (0, 1], not {top_p}")]
     TopP {
@@ -244,6 +264,24 @@ pub enum IndexProblem {
         /// The tensor.
         key: String,
     },
+}
+
+/// The message of [`ModelError::ContextLength`], with what to ask for instead.
+fn context_message(prompt: usize, new_tokens: usize, context: i64) -> String {
+    let (p, c) = (prompt as u128, u128::try_from(context).unwrap_or(0));
+    if p > c {
+        return format!(
+            "a prompt of {prompt} tokens is longer than the model's context of {context} (max_position_embeddings): \
+             shorten it to at most {context} tokens"
+        );
+    }
+    format!(
+        "{new_tokens} new tokens after a prompt of {prompt} would run the model at {} positions, past its context of \
+         {context} (max_position_embeddings): ask for at most {} new tokens, or for `usize::MAX` to stop at the end \
+         of the context",
+        (p + new_tokens as u128).saturating_sub(1),
+        c + 1 - p
+    )
 }
 
 impl From<ModelError> for crate::DistillError {

@@ -35,7 +35,11 @@ pub enum Sampling {
 /// What [`LlamaForCausalLM::generate`] does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateConfig {
-    /// Tokens to generate at most.
+    /// Tokens to generate at most. The model is never run past its context
+    /// (`max_position_embeddings`, `C`): the prompt and every generated token but the last are fed
+    /// to it, so a prompt of `P ≤ C` tokens takes at most `C + 1 − P` new tokens, and more is
+    /// [`ModelError::ContextLength`]. `usize::MAX` generates until a stop token or the end of the
+    /// context, whichever comes first.
     pub max_new_tokens: usize,
     /// How each token is chosen.
     pub sampling: Sampling,
@@ -89,22 +93,32 @@ impl LlamaForCausalLM {
     /// # Ok(()) }
     /// ```
     ///
+    /// Unlike the forwards, which compute positions past the context as transformers' forward
+    /// does, generation never runs the model past `max_position_embeddings` (where transformers'
+    /// `generate` logs a warning and goes on): with no log to warn in, a continuation the model was
+    /// never trained to produce is refused before any work, as
+    /// [`GenerateConfig::max_new_tokens`] describes.
+    ///
     /// # Errors
     /// [`ModelError`](super::ModelError) for an empty prompt, a token outside the vocabulary, a
-    /// temperature that is not positive or a `top_p` outside (0, 1].
+    /// temperature that is not positive or a `top_p` outside (0, 1];
+    /// [`ModelError::ContextLength`](super::ModelError::ContextLength) for a prompt longer than the
+    /// context or more new tokens than fit after it.
     pub fn generate(&self, prompt: &[i64], config: &GenerateConfig) -> Result<Generation> {
         if prompt.is_empty() {
             return Err(ModelError::EmptyPrompt.into());
         }
+        let max_new_tokens =
+            fitting_tokens(prompt.len(), config.max_new_tokens, self.config().max_position_embeddings)?;
         let mut sampler = Sampler::new(config.sampling)?;
         let device = self.lm_head.ws.device();
         let start = Instant::now();
         let mut cache = KvCache::new();
         // `max_new_tokens` may be `usize::MAX` ("until a stop token"): reserve a bounded amount.
-        let mut tokens = Vec::with_capacity(config.max_new_tokens.min(RESERVED_TOKENS));
+        let mut tokens = Vec::with_capacity(max_new_tokens.min(RESERVED_TOKENS));
         let mut next = Tensor::from_slice(prompt).view([1, -1]).to_device(device);
         tch::no_grad(|| -> Result<()> {
-            while tokens.len() < config.max_new_tokens {
+            while tokens.len() < max_new_tokens {
                 let logits = self.forward_cached(&LlamaInputs::new(&next), &mut cache)?;
                 let last = logits.get(0).get(-1);
                 let token = sampler.next(&last);
@@ -120,6 +134,32 @@ impl LlamaForCausalLM {
         let tokens_per_second = tokens.len() as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         Ok(Generation { tokens, elapsed, tokens_per_second })
     }
+}
+
+/// How many tokens a generation of `asked` new tokens after a prompt of `prompt` tokens may make in
+/// a context of `context` positions: `asked`, or for `usize::MAX` ("until a stop token") what fits.
+///
+/// The prompt fills positions `0..P` and new token `k` (from 1) is fed at position `P + k − 1`,
+/// except the last, which is never fed: `N` new tokens run positions `0..P + N − 1`, which must all
+/// be below `C` (transformers' `generate` warns from the same point on).
+fn fitting_tokens(prompt: usize, asked: usize, context: i64) -> Result<usize> {
+    if asked == 0 {
+        return Ok(0);
+    }
+    let refuse = || Err(ModelError::ContextLength { prompt, new_tokens: asked, context }.into());
+    // `context ≥ 1` (the config is validated); u128 holds `C + 1` and any usize.
+    let (c, p) = (u128::try_from(context).unwrap_or(0), prompt as u128);
+    if p > c {
+        return refuse();
+    }
+    let room = c + 1 - p;
+    if asked == usize::MAX {
+        return Ok(usize::try_from(room).unwrap_or(usize::MAX));
+    }
+    if asked as u128 > room {
+        return refuse();
+    }
+    Ok(asked)
 }
 
 /// The generated tokens reserved for up front; more grow the vector as usual.
@@ -175,5 +215,36 @@ impl Sampler {
                 order.int64_value(&[chosen as i64])
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting_tokens;
+    use crate::text::ModelError;
+    use crate::DistillError;
+
+    fn refused(prompt: usize, asked: usize, context: i64) -> bool {
+        match fitting_tokens(prompt, asked, context) {
+            Err(DistillError::Text(error)) => {
+                matches!(error.downcast_ref::<ModelError>(), Some(ModelError::ContextLength { .. }))
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn counts_near_the_integer_limits_neither_overflow_nor_pass() {
+        // `prompt + asked` past usize::MAX, and a context past any usize on a 32-bit target.
+        assert!(refused(5, usize::MAX - 1, 8));
+        assert!(refused(usize::MAX, 1, 8));
+        assert_eq!(fitting_tokens(5, 1 << 30, i64::MAX).unwrap(), 1 << 30);
+        assert_eq!(fitting_tokens(1, usize::MAX, i64::MAX).unwrap(), usize::try_from(i64::MAX).unwrap_or(usize::MAX));
+        // The boundary: positions 0..P + N − 1 must lie below C.
+        assert_eq!(fitting_tokens(5, 4, 8).unwrap(), 4);
+        assert!(refused(5, 5, 8));
+        assert_eq!(fitting_tokens(5, usize::MAX, 8).unwrap(), 4);
+        assert_eq!(fitting_tokens(8, usize::MAX, 8).unwrap(), 1);
+        assert_eq!(fitting_tokens(9, 0, 8).unwrap(), 0);
     }
 }

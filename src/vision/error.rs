@@ -24,6 +24,19 @@ pub enum VisionError {
         /// The value given.
         value: f64,
     },
+    /// Options whose widths, or the element count of a weight they give, do not fit in `i64`: a
+    /// `width_mult`, `round_nearest`, `in_channels` or `num_classes` far past any model that fits in
+    /// memory.
+    #[error(
+        "the {what} of `{layer}` overflows a 64-bit count: the options (width_mult, round_nearest, in_channels, \
+         num_classes) are far past any model that fits in memory"
+    )]
+    SizeOverflow {
+        /// The module (`"features.3.conv.1.0"`).
+        layer: String,
+        /// `"width"` or `"weight's element count"`.
+        what: &'static str,
+    },
     /// A dropout probability outside `[0, 1]`.
     #[error("dropout must be in [0, 1], not {value}")]
     DropoutOutOfRange {

@@ -221,7 +221,8 @@ const SETTING: [[i64; 4]; 7] =
 /// `torchvision.models.mobilenet_v2(num_classes=…)`.
 ///
 /// # Errors
-/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`; as
+/// [`mobilenet_v2_with`] otherwise.
 pub fn mobilenet_v2<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<MobileNetV2> {
     mobilenet_v2_with(p, num_classes, MobileNetV2Config::default())
 }
@@ -232,7 +233,9 @@ pub fn mobilenet_v2<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<M
 /// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes`, `in_channels` or
 /// `round_nearest` is below 1, [`VisionError::WidthMultiplier`](super::VisionError::WidthMultiplier) when
 /// `width_mult` is not a positive finite number, [`VisionError::DropoutOutOfRange`](super::VisionError::DropoutOutOfRange) when
-/// `dropout` is not in `[0, 1]`.
+/// `dropout` is not in `[0, 1]`, [`VisionError::SizeOverflow`](super::VisionError::SizeOverflow) when a
+/// width or a weight's element count does not fit in `i64`. Memory is not checked: options that
+/// fit `i64` but not memory make tch's variable allocation panic, as for any tch layer.
 pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     p: P,
     num_classes: i64,
@@ -248,27 +251,22 @@ pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     if !(0.0..=1.0).contains(&config.dropout) {
         return Err(VisionError::DropoutOutOfRange { value: config.dropout }.into());
     }
-    let divisible = |width: f64| make_divisible(width * config.width_mult, config.round_nearest);
+    let Plan { stem, blocks, last } = plan(num_classes, &config)?;
     let features = p / "features";
-    let mut input = divisible(32.0);
-    let last = make_divisible(1280.0 * config.width_mult.max(1.0), config.round_nearest);
     let stem_stride = if config.small_input { 1 } else { 2 };
     let mut layers = vec![MobileNetV2Feature::ConvNormActivation(conv_norm_activation(
         &(&features / 0),
         config.in_channels,
-        input,
+        stem,
         3,
         stem_stride,
         1,
     ))];
-    for [t, c, n, s] in SETTING {
-        let output = divisible(c as f64);
-        for i in 0..n {
-            let stride = if i == 0 { s } else { 1 };
-            let block = inverted_residual(&(&features / layers.len()), input, output, stride, t);
-            layers.push(MobileNetV2Feature::InvertedResidual(block));
-            input = output;
-        }
+    let mut input = stem;
+    for [block_input, output, stride, expand_ratio] in blocks {
+        let block = inverted_residual(&(&features / layers.len()), block_input, output, stride, expand_ratio);
+        layers.push(MobileNetV2Feature::InvertedResidual(block));
+        input = output;
     }
     let index = layers.len();
     layers.push(MobileNetV2Feature::ConvNormActivation(conv_norm_activation(
@@ -288,15 +286,72 @@ pub fn mobilenet_v2_with<'a, P: Borrow<Path<'a>>>(
     })
 }
 
+/// The widths of every layer, worked out before any variable is made.
+struct Plan {
+    /// The stem's output width.
+    stem: i64,
+    /// `[input, output, stride, expand_ratio]` of each inverted residual block, in order.
+    blocks: Vec<[i64; 4]>,
+    /// The last conv's output width.
+    last: i64,
+}
+
+/// The layers' widths, with checked arithmetic: a width, or a weight's element count (which
+/// libtorch multiplies out), that overflows `i64` is [`VisionError::SizeOverflow`] naming the
+/// layer, where it was an overflow panic in a debug build (a wrong width in a release one).
+fn plan(num_classes: i64, config: &MobileNetV2Config) -> Result<Plan, VisionError> {
+    let overflow = |layer: String, what| VisionError::SizeOverflow { layer, what };
+    let width = |index: usize, width: f64| {
+        make_divisible(width * config.width_mult, config.round_nearest)
+            .ok_or_else(|| overflow(format!("features.{index}"), "width"))
+    };
+    let weight = |layer: String, dims: &[i64]| match dims.iter().try_fold(1_i64, |n, &d| n.checked_mul(d)) {
+        Some(_) => Ok(()),
+        None => Err(overflow(layer, "weight's element count")),
+    };
+    let stem = width(0, 32.0)?;
+    weight("features.0.0".to_owned(), &[stem, config.in_channels, 3, 3])?;
+    let mut blocks = Vec::new();
+    let mut input = stem;
+    for [t, c, n, s] in SETTING {
+        let output = width(blocks.len() + 1, c as f64)?;
+        for i in 0..n {
+            let at = |layer: &str| format!("features.{}.conv.{layer}", blocks.len() + 1);
+            // Expanded blocks: 1×1 `0.0`, depthwise `1.0`, projection `2`; unexpanded ones lack the first.
+            let (depthwise, project) = if t == 1 { ("0.0", "1") } else { ("1.0", "2") };
+            let hidden = input.checked_mul(t).ok_or_else(|| overflow(at(depthwise), "width"))?;
+            if t != 1 {
+                weight(at("0.0"), &[hidden, input])?;
+            }
+            weight(at(depthwise), &[hidden, 3, 3])?;
+            weight(at(project), &[output, hidden])?;
+            blocks.push([input, output, if i == 0 { s } else { 1 }, t]);
+            input = output;
+        }
+    }
+    let index = blocks.len() + 1;
+    let last = make_divisible(1280.0 * config.width_mult.max(1.0), config.round_nearest)
+        .ok_or_else(|| overflow(format!("features.{index}"), "width"))?;
+    weight(format!("features.{index}.0"), &[last, input])?;
+    weight("classifier.1".to_owned(), &[num_classes, last])?;
+    Ok(Plan { stem, blocks, last })
+}
+
 /// torchvision's `_make_divisible`: `v` rounded to the nearest multiple of `divisor` (at least
-/// `divisor`), rounded up once more when that loses over 10%.
-fn make_divisible(v: f64, divisor: i64) -> i64 {
-    let divisor_f = divisor as f64;
-    let rounded = ((v + divisor_f / 2.0).floor() as i64 / divisor * divisor).max(divisor);
+/// `divisor`), rounded up once more when that loses over 10%; `None` when the result does not fit
+/// in `i64`.
+fn make_divisible(v: f64, divisor: i64) -> Option<i64> {
+    let shifted = (v + divisor as f64 / 2.0).floor();
+    // `as` saturates: refuse from 2⁶³ (`i64::MAX as f64` rounds up to it), infinity included,
+    // rather than take i64::MAX. `v` is a product of finite positive numbers, never NaN.
+    if shifted.is_nan() || shifted >= 2f64.powi(63) {
+        return None;
+    }
+    let rounded = (shifted as i64 / divisor * divisor).max(divisor);
     if (rounded as f64) < 0.9 * v {
-        rounded + divisor
+        rounded.checked_add(divisor)
     } else {
-        rounded
+        Some(rounded)
     }
 }
 

@@ -240,7 +240,7 @@ impl<B: ResNetBlock> ModuleT for ResNet<B> {
 /// ```
 ///
 /// # Errors
-/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1`; as [`resnet`] otherwise.
 pub fn resnet18<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<ResNet<BasicBlock>> {
     resnet(p, [2, 2, 2, 2], num_classes, ResNetConfig::default())
 }
@@ -248,7 +248,8 @@ pub fn resnet18<'a, P: Borrow<Path<'a>>>(p: P, num_classes: i64) -> Result<ResNe
 /// [`resnet18`] with options (input channels, the small-input stem…).
 ///
 /// # Errors
-/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1` or `config.in_channels < 1`.
+/// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1` or
+/// `config.in_channels < 1`; as [`resnet`] otherwise.
 pub fn resnet18_with<'a, P: Borrow<Path<'a>>>(
     p: P,
     num_classes: i64,
@@ -304,7 +305,8 @@ pub fn resnet50_with<'a, P: Borrow<Path<'a>>>(
 /// # Errors
 /// [`VisionError::BelowOne`](super::VisionError::BelowOne) when `num_classes < 1` or
 /// `config.in_channels < 1`, [`VisionError::EmptyStage`](super::VisionError::EmptyStage) when a stage has
-/// no block.
+/// no block, [`VisionError::SizeOverflow`](super::VisionError::SizeOverflow) when `num_classes` or
+/// `in_channels` is so large that a weight's element count overflows `i64`.
 pub fn resnet<'a, B: ResNetBlock, P: Borrow<Path<'a>>>(
     p: P,
     blocks: [usize; 4],
@@ -316,6 +318,12 @@ pub fn resnet<'a, B: ResNetBlock, P: Borrow<Path<'a>>>(
     positive("in_channels", config.in_channels)?;
     if let Some(stage) = blocks.iter().position(|&n| n == 0) {
         return Err(VisionError::EmptyStage { stage: stage + 1 }.into());
+    }
+    // The two weights an option scales: libtorch multiplies their element counts out.
+    for (layer, dims) in [("conv1", [64, config.in_channels, 7, 7]), ("fc", [num_classes, 512 * B::EXPANSION, 1, 1])] {
+        if dims.iter().try_fold(1_i64, |n, &d| n.checked_mul(d)).is_none() {
+            return Err(VisionError::SizeOverflow { layer: layer.to_owned(), what: "weight's element count" }.into());
+        }
     }
     let (conv1, maxpool) = if config.small_input {
         (conv(p / "conv1", config.in_channels, 64, 3, 1, 1), None)

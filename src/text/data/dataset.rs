@@ -22,7 +22,8 @@ pub struct TokenDatasetConfig {
     pub seq_len: usize,
     /// Packed with document boundaries, or padded.
     pub packing: Packing,
-    /// The share of documents held out for validation, in [0, 1).
+    /// The share of documents held out for validation, in [0, 1); 0 for no validation split. Above
+    /// 0, at least one document must fall under it.
     pub validation_fraction: f64,
     /// Seeds the train/validation split.
     pub seed: u64,
@@ -54,11 +55,15 @@ impl TokenDataset {
     /// Tokenizes `documents` (without BOS/EOS from the post-processor; EOS appended when
     /// `config.append_eos`), splits them by document and cuts each split into sequences.
     ///
+    /// Neither split is ever silently empty: the training split holds at least one sequence, and so
+    /// does the validation split when `validation_fraction` is above 0 (at 0 it is empty, as asked).
+    ///
     /// # Errors
     /// [`DataError::SeqLen`] for `seq_len` < 2, [`DataError::ValidationFraction`] for a fraction outside
     /// [0, 1), [`DataError::NoEosId`] for EOS asked for and unknown, [`DataError::NoPadId`] for no
     /// padding id (the tokenizer's padding id, else its EOS);
-    /// [`DataError::Tokenizer`] if encoding fails.
+    /// [`DataError::Tokenizer`] if encoding fails; [`DataError::EmptySplit`] for no document with a
+    /// token (none given, say), or a split above that holds no sequence.
     pub fn build(
         documents: &[Document],
         tokenizer: &Tokenizer,
@@ -78,17 +83,31 @@ impl TokenDataset {
         let pad = tokenizer.pad_id().or(tokenizer.eos_id()).ok_or(DataError::NoPadId)?;
         let mut train = Builder::new(config.seq_len, config.packing, pad);
         let mut validation = Builder::new(config.seq_len, config.packing, pad);
+        let mut with_tokens = 0;
         for (index, document) in documents.iter().enumerate() {
             let mut ids = tokenizer.encode(&document.text, false)?;
             ids.extend(eos);
             let document_id = u32::try_from(index).map_err(|_| DataError::TooManyDocuments)?;
+            with_tokens += usize::from(!ids.is_empty());
             if in_validation(&document.text, config.seed, config.validation_fraction) {
                 validation.push(document_id, &ids);
             } else {
                 train.push(document_id, &ids);
             }
         }
-        Ok(TokenDataset { train: train.finish(), validation: validation.finish() })
+        let (train, validation) = (train.finish(), validation.finish());
+        let empty = |split| DataError::EmptySplit {
+            split,
+            documents: with_tokens,
+            validation_fraction: config.validation_fraction,
+        };
+        if train.is_empty() {
+            return Err(empty("training"));
+        }
+        if validation.is_empty() && config.validation_fraction > 0.0 {
+            return Err(empty("validation"));
+        }
+        Ok(TokenDataset { train, validation })
     }
 
     /// The training sequences.

@@ -46,6 +46,19 @@ pub enum DataError {
     /// The tokenizer has no id to pad sequences with.
     #[error("the tokenizer has no padding or EOS id to pad sequences with (`Tokenizer::with_special_ids` sets one)")]
     NoPadId,
+    /// A split the configuration asks for holds no sequence: the training split always, the
+    /// validation split when `validation_fraction` is above 0. The corpus has no document with a
+    /// token (an empty list, or texts that encode to nothing), every document went to validation,
+    /// or none did. Training or evaluating on no sequence would give no loss, or a NaN one.
+    #[error("{}", empty_split_message(split, *documents, *validation_fraction))]
+    EmptySplit {
+        /// `"training"` or `"validation"`.
+        split: &'static str,
+        /// The documents that hold a token (empty ones are in neither split).
+        documents: usize,
+        /// The configuration's `validation_fraction`.
+        validation_fraction: f64,
+    },
     /// More documents than 32-bit document ids number.
     #[error("more than 2^32 documents")]
     TooManyDocuments,
@@ -66,6 +79,22 @@ pub enum DataError {
     /// libtorch failed to build a batch's tensors.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+}
+
+/// The message of [`DataError::EmptySplit`], with what to change.
+fn empty_split_message(split: &str, documents: usize, fraction: f64) -> String {
+    if documents == 0 {
+        return "no document holds a token: a token dataset needs at least one non-empty document".to_owned();
+    }
+    let change = if split == "validation" {
+        "use more documents, a larger validation_fraction, or 0 for no validation split"
+    } else {
+        "use more documents or a smaller validation_fraction"
+    };
+    format!(
+        "the {split} split holds no sequence: the {documents} document(s) with tokens all went to the other split \
+         (validation_fraction {fraction}); {change}"
+    )
 }
 
 impl From<DataError> for crate::DistillError {

@@ -6,7 +6,9 @@ use crate::error::Result;
 use crate::text::ModelError;
 
 /// The inputs of one forward pass of a [`LlamaForCausalLM`](super::LlamaForCausalLM): token ids
-/// `[B, T]` and, optionally, what shapes the attention.
+/// `[B, T]` (`B ≥ 1` and `T ≥ 1`: an empty batch or sequence is
+/// [`ModelError::NoTokens`](crate::text::ModelError::NoTokens)) and, optionally, what shapes the
+/// attention.
 ///
 /// - `attention_mask` `[B, S]` (1 for a token, 0 for padding, `S` the cached plus new tokens): no
 ///   token attends to padding. As in transformers, positions still count padded slots unless
@@ -74,15 +76,14 @@ impl<'a> LlamaInputs<'a> {
         if ids.is_floating_point() || ids.kind() == Kind::Bool {
             return Err(ModelError::NotIntegers { what: "input_ids", kind: ids.kind() }.into());
         }
-        if len == 0 {
-            return Err(ModelError::NoTokens.into());
+        // An empty batch and empty sequences alike: neither has a token to compute anything from.
+        if batch == 0 || len == 0 {
+            return Err(ModelError::NoTokens { shape: ids.size() }.into());
         }
-        if ids.numel() > 0 {
-            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
-            if lo < 0 || hi >= vocab_size {
-                let found = if lo < 0 { lo } else { hi };
-                return Err(ModelError::TokenOutOfRange { vocab: vocab_size, found }.into());
-            }
+        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+        if lo < 0 || hi >= vocab_size {
+            let found = if lo < 0 { lo } else { hi };
+            return Err(ModelError::TokenOutOfRange { vocab: vocab_size, found }.into());
         }
         for (what, tensor, expected) in [
             ("attention_mask", self.attention_mask, [batch, past + len]),

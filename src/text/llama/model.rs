@@ -105,6 +105,12 @@ impl LlamaModel {
 /// are out of place; a padded query with nothing to attend (left padding) attends to itself rather
 /// than to nothing.
 ///
+/// Inputs are at least one sequence of at least one token: `[0, T]` and `[B, 0]` are
+/// [`ModelError::NoTokens`](crate::text::ModelError::NoTokens) (transformers fails on both). The
+/// forwards do not check the context length: as transformers' forward, they compute positions past
+/// `max_position_embeddings` with the rotary formula continued, where the model was never trained
+/// and its results are not to be trusted. [`generate`](Self::generate) refuses to go there.
+///
 /// ```no_run
 /// # fn main() -> Result<(), distill::DistillError> {
 /// use distill::text::{LlamaConfig, LlamaForCausalLM};
@@ -173,7 +179,7 @@ impl LlamaForCausalLM {
     ///
     /// # Errors
     /// [`ModelError`](crate::text::ModelError) when the ids are not
-    /// `[B, T]` integers inside the vocabulary.
+    /// `[B, T]` integers inside the vocabulary, or hold no token (`B` or `T` is 0).
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
         self.forward_inputs(&LlamaInputs::new(input_ids))
     }
@@ -182,7 +188,7 @@ impl LlamaForCausalLM {
     ///
     /// # Errors
     /// [`ModelError`](crate::text::ModelError) when a shape or kind
-    /// does not fit (ids `[B, T]` inside the vocabulary, masks `[B, T]`).
+    /// does not fit (ids `[B, T]` inside the vocabulary with `B, T ≥ 1`, masks `[B, T]`).
     pub fn forward_inputs(&self, inputs: &LlamaInputs) -> Result<Tensor> {
         inputs.check(0, self.config.vocab_size)?;
         Ok(self.logits(inputs, None, None))
@@ -233,8 +239,8 @@ impl LlamaForCausalLM {
 /// a student or teacher of `distill!` and `Mapping` as it is.
 ///
 /// # Panics
-/// When `xs` is not `[B, T]` integers inside the vocabulary, as tch's layers panic on a bad input;
-/// [`LlamaForCausalLM::forward`] returns the error instead.
+/// When `xs` is not `[B, T]` integers inside the vocabulary with `B, T ≥ 1`, as tch's layers panic
+/// on a bad input; [`LlamaForCausalLM::forward`] returns the error instead.
 impl ModuleT for LlamaForCausalLM {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         match self.forward(xs) {
