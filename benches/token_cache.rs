@@ -210,6 +210,7 @@ fn smoke_test(a: &Args) {
             ids: live.ids.shallow_clone(),
             log_probs: live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
             tail: live.tail.shallow_clone(),
+            temperature: live.temperature,
         };
         TopKKl::new(1.0).f_loss_masked(&logits, &rounded, None).unwrap()
     };
@@ -223,6 +224,7 @@ fn smoke_test(a: &Args) {
         ids: live.ids.shallow_clone(),
         log_probs: live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
         tail: live.tail.shallow_clone(),
+        temperature: live.temperature,
     };
     assert!(cached_fused.equal(&fused.f_loss(&logits, &rounded, &y, None).unwrap()), "the fused loss differs");
     assert!(cached_fused.double_value(&[]) > cached_loss.double_value(&[]), "the cross-entropy term is missing");

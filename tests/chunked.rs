@@ -189,11 +189,13 @@ fn a_top_k_teacher_whose_parts_do_not_fit_is_an_error() {
         ids: top.ids.shallow_clone(),
         log_probs: top.log_probs.transpose(1, 2).contiguous(),
         tail: top.tail.shallow_clone(),
+        temperature: top.temperature,
     };
     let empty = TopKTail {
         ids: top.ids.narrow(2, 0, 0),
         log_probs: top.log_probs.narrow(2, 0, 0),
         tail: top.tail.shallow_clone(),
+        temperature: top.temperature,
     };
     let h = x.h.detach();
     for (teacher, want) in [

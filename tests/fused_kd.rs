@@ -50,6 +50,7 @@ fn reference(
         ids: top.ids.shallow_clone(),
         log_probs: top.log_probs.to_kind(Kind::Double),
         tail: top.tail.to_kind(Kind::Double),
+        temperature: top.temperature,
     };
     let kd = TopKKl::new(temperature).f_per_token(&s, &top64).unwrap();
     let mut mask = c.valid.ne(0);
@@ -231,4 +232,82 @@ fn invalid_inputs_are_errors() {
     assert!(TokenKd::new(TopKKl::new(0.0), 1.0).f_loss(&c.student, &top, &c.labels, None).is_err());
     let short = TopKTail::f_encode(&c.teacher.narrow(1, 0, 2), 9, 1.0).unwrap();
     assert!(kd.f_loss(&c.student, &short, &c.labels, None).is_err());
+}
+
+/// The student rules out (logits −inf) every token of the teacher's tail, which holds mass: the
+/// loss is +inf (the autograd form says so per token), and the fused form with a gradient says the
+/// loss is not finite, not that a gradient overflowed.
+#[test]
+fn an_infinite_loss_is_named_as_such() {
+    use distill::criterion::CriterionError;
+    use distill::DistillError;
+    let opts = (Kind::Float, Device::Cpu);
+    tch::manual_seed(6);
+    let teacher = Tensor::randn([1, 2, 6], opts);
+    let top = TopKTail::f_encode(&teacher, 2, 1.0).unwrap();
+    assert!(top.tail.exp().min().double_value(&[]) > 0.01, "the teacher's tail holds mass");
+    let student =
+        Tensor::full([1, 2, 6], f64::NEG_INFINITY, opts).scatter(-1, &top.ids, &Tensor::randn([1, 2, 2], opts));
+    let kd = TopKKl::new(1.0);
+    let per_token = Vec::<f64>::try_from(kd.f_per_token(&student, &top).unwrap().reshape([-1])).unwrap();
+    assert_eq!(per_token, [f64::INFINITY, f64::INFINITY]);
+    assert_eq!(kd.f_loss_masked(&student, &top, None).unwrap().double_value(&[]), f64::INFINITY);
+    let s = student.set_requires_grad(true);
+    let labels = Tensor::from_slice(&[0i64, 1]).reshape([1, 2]);
+    for err in [
+        kd.f_loss_masked(&s, &top, None).map(drop).unwrap_err(),
+        TokenKd::new(kd, 0.5).f_loss(&s, &top, &labels, None).map(drop).unwrap_err(),
+    ] {
+        assert!(err.to_string().starts_with("the loss is inf: "), "{err}");
+        assert!(
+            matches!(err, DistillError::Criterion(CriterionError::LossNotFinite { value }) if value == f64::INFINITY)
+        );
+    }
+}
+
+/// A finite loss whose gradient overflows the logits' kind: f16 logits tied on two tokens where the
+/// teacher, at T = 10⁻⁶, puts all its mass on the first. The loss is log 2 (q = ½, ½ against p = 1,
+/// 0), the gradient ±½/T = ±5·10⁵, past f16's 65 504: that is still a gradient overflow. Without a
+/// gradient the loss is log 2 to f16's rounding (2⁻¹¹ relative).
+#[test]
+fn a_finite_loss_whose_gradient_overflows_is_a_gradient_overflow() {
+    use distill::criterion::CriterionError;
+    use distill::DistillError;
+    let t = 1e-6;
+    let teacher = Tensor::from_slice(&[2.0f32, 1.0, 0.0, 0.0]).view([1, 1, 4]);
+    let top = TopKTail::f_encode(&teacher, 2, t).unwrap();
+    let student = Tensor::from_slice(&[1.0f32, 1.0, -3.0, -3.0]).view([1, 1, 4]).to_kind(Kind::Half);
+    let kd = TopKKl::new(t);
+    let value = kd.f_loss_masked(&student, &top, None).unwrap().double_value(&[]);
+    assert!((value - 2f64.ln()).abs() <= 2f64.ln() * 2f64.powi(-11), "{value}");
+    let err = kd.f_loss_masked(&student.set_requires_grad(true), &top, None).map(drop).unwrap_err();
+    assert!(matches!(err, DistillError::Criterion(CriterionError::GradientOverflow)), "{err}");
+}
+
+/// A finite loss past f16's largest number (65 504), here a sum over 8 tokens of a KL of about
+/// 10⁴ each, is an error naming it in f16, not +inf; the mean over the tokens fits and is returned.
+#[test]
+fn a_sum_past_the_half_precision_range_is_an_error() {
+    use distill::criterion::CriterionError;
+    use distill::DistillError;
+    let mut teacher = vec![0.0f32; 8 * 4];
+    let mut student = vec![0.0f32; 8 * 4];
+    for token in 0..8 {
+        teacher[token * 4] = 100.0;
+        student[token * 4 + 1] = 1e4;
+    }
+    let top = TopKTail::f_encode(&Tensor::from_slice(&teacher).view([1, 8, 4]), 2, 1.0).unwrap();
+    let student = Tensor::from_slice(&student).view([1, 8, 4]).to_kind(Kind::Half);
+    // Per token KL ≈ log p₀ − log q₀ = 0 − (0 − 10⁴) = 10⁴ (p₀ = 1 − 3e-44, q₀ = e^{−10⁴}).
+    let mean = TopKKl::new(1.0).f_loss_masked(&student, &top, None).unwrap().double_value(&[]);
+    assert!((mean - 1e4).abs() <= 1e4 * 2f64.powi(-11), "{mean}");
+    let err = TopKKl::new(1.0).with_reduction(TokenReduction::Sum).f_loss_masked(&student, &top, None).unwrap_err();
+    let message = err.to_string();
+    match err {
+        DistillError::Criterion(CriterionError::LossOutOfRange { value, kind: Kind::Half }) => {
+            assert!((value - 8e4).abs() <= 8e4 * 1e-6, "{value}")
+        }
+        other => panic!("{other}"),
+    }
+    assert!(message.contains("does not fit"), "{message}");
 }

@@ -110,3 +110,34 @@ fn packed_round_trip_and_errors() {
     assert!(SampledLogits::f_encode(&t, 0, 1.0, 1.0, 7).is_err());
     assert!(SampledKl::new(1.0).f_loss(&s, &packed.narrow(-1, 0, 14)).is_err());
 }
+
+/// A NaN in the packed log-probabilities is named as such (NaN is not a positive number), for the
+/// sampled encoding and the top-k tail alike; a positive one is still "not all ≤ 0".
+#[test]
+fn a_nan_packed_log_probability_is_named_as_nan() {
+    use distill::criterion::{CriterionError, Packed, PackedProblem, TopKKl, TopKTail};
+    use distill::DistillError;
+    let opts = (Kind::Float, Device::Cpu);
+    let t = Tensor::randn([1, 2, 30], opts);
+    let s = Tensor::randn([1, 2, 30], opts);
+    let problem = |err: DistillError| match err {
+        DistillError::Criterion(CriterionError::InvalidPacked { encoding, problem }) => (encoding, problem),
+        other => panic!("not an invalid packed encoding: {other}"),
+    };
+    let sampled = SampledLogits::f_encode(&t, 5, 1.0, 1.0, 7).unwrap().f_pack().unwrap();
+    let top = TopKTail::f_encode(&t, 5, 1.0).unwrap().f_pack().unwrap();
+    for (value, want) in [(f64::NAN, PackedProblem::NotFinite), (0.5, PackedProblem::PositiveLogProbability)] {
+        let bad = sampled.copy();
+        let _ = bad.get(0).get(1).narrow(0, 2, 1).fill_(value);
+        let err = SampledKl::new(1.0).f_loss(&s, &bad).map(drop).unwrap_err();
+        let message = err.to_string();
+        assert_eq!(problem(err), (Packed::Sampled, want.clone()), "{message}");
+        let said = if value.is_nan() { "log-probabilities hold NaN or +inf" } else { "not all ≤ 0" };
+        assert!(message.contains(said), "{message}");
+    }
+    let bad = top.copy();
+    let _ = bad.get(0).get(1).narrow(0, 2, 1).fill_(f64::NAN);
+    let err = TopKKl::new(1.0).f_loss(&s, &bad).map(drop).unwrap_err();
+    assert!(err.to_string().contains("log-probabilities hold NaN or +inf"), "{err}");
+    assert_eq!(problem(err), (Packed::TopKTail, PackedProblem::NotFinite));
+}

@@ -200,8 +200,12 @@ fn the_sampled_encoding_equals_the_live_one_of_each_sequence_and_its_loss_too() 
         })
         .collect();
     let stack = |f: fn(&SampledLogits) -> &Tensor| Tensor::stack(&live.iter().map(f).collect::<Vec<_>>(), 0);
-    let live =
-        SampledLogits { ids: stack(|s| &s.ids), log_probs: stack(|s| &s.log_probs), weights: stack(|s| &s.weights) };
+    let live = SampledLogits {
+        ids: stack(|s| &s.ids),
+        log_probs: stack(|s| &s.log_probs),
+        weights: stack(|s| &s.weights),
+        temperature: Some(TEMPERATURE),
+    };
     let valid = mask(&ids).ne(0);
     let at_valid = |t: &Tensor| t.masked_select(&valid.unsqueeze(-1).expand_as(t));
     assert!(at_valid(&stored.ids).equal(&at_valid(&live.ids)));

@@ -208,6 +208,60 @@ fn a_packed_teacher_of_another_kind_is_read_in_the_student_kind() {
     assert_eq!(half.kind(), Kind::Float);
 }
 
+/// Half-precision logits at T = 300: the loss is computed in f32 and equals the f64 loss of the
+/// same (f16) logits within f32's rounding, amplified by `T²` as the magnitude bound says, plus
+/// one rounding to the logits' kind. Computed in f16 it was 28.5 against 5.16, and −93.5 in bf16:
+/// each `log p − log q` (about 1/T) rounded at 2⁻¹¹·|log p|, then multiplied by T² = 9·10⁴.
+#[test]
+fn half_precision_logits_at_a_large_temperature() {
+    let t = 300.0;
+    let teacher = randn(300, &[8, 10], Kind::Float) * 3.0;
+    let student = (randn(301, &[8, 10], Kind::Float) * 3.0).to_kind(Kind::Half);
+    let packed = TopKLogits::new(3, t).f_encode(&teacher.to_kind(Kind::Half)).unwrap();
+    let (s64, p64) = (student.to_kind(Kind::Double), packed.to_kind(Kind::Double));
+    let want = TopKKlDiv::new(t).f_loss(&s64, &p64).unwrap().double_value(&[]);
+    let m = magnitude::top_k_kl(&s64, &p64, t);
+    let depth = CHAIN_DEPTH + bounds::sum_depth(student.numel());
+    for (kind, u_kind) in [(Kind::Half, bounds::U_F16), (Kind::BFloat16, 2f64.powi(-8))] {
+        let loss = TopKKlDiv::new(t).f_loss(&student.to_kind(kind), &packed).unwrap();
+        assert_eq!(loss.kind(), kind);
+        let c = compare(&[loss.double_value(&[])], &[want], |_| depth * bounds::U_F32 * m + u_kind * want.abs());
+        assert!(c.passes(), "{kind:?}: {c}");
+    }
+    assert!(want > 1.0, "a KL of unrelated logits, at T²: {want}");
+}
+
+/// A loss that the `T²` factor puts past f16's largest number (65 504) is an error naming its f32
+/// value, not +inf: one sample whose teacher and student favour different classes by 6000 (20 at
+/// T = 300) has a KL of about 20, times T² = 9·10⁴.
+#[test]
+fn a_loss_past_the_half_precision_range_is_an_error() {
+    let t = 300.0;
+    let mut teacher = [0.0f32; 10];
+    let mut student = [0.0f32; 10];
+    teacher[0] = 6000.0;
+    student[1] = 6000.0;
+    let packed = TopKLogits::new(3, t).f_encode(&Tensor::from_slice(&teacher).view([1, 10])).unwrap();
+    let student = Tensor::from_slice(&student).view([1, 10]);
+    let want = TopKKlDiv::new(t).f_loss(&student.to_kind(Kind::Double), &packed.to_kind(Kind::Double)).unwrap();
+    let want = want.double_value(&[]);
+    assert!(want > 1e6, "{want}");
+    let err = TopKKlDiv::new(t).f_loss(&student.to_kind(Kind::Half), &packed).unwrap_err();
+    let message = err.to_string();
+    match err {
+        DistillError::Criterion(distill::criterion::CriterionError::LossOutOfRange { value, kind: Kind::Half }) => {
+            let m = magnitude::top_k_kl(&student.to_kind(Kind::Double), &packed.to_kind(Kind::Double), t);
+            let c = compare(&[value], &[want], |_| (CHAIN_DEPTH + bounds::sum_depth(10)) * bounds::U_F32 * m);
+            assert!(c.passes(), "{c}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(message.contains("does not fit the inputs' kind Half"), "{message}");
+    // In bf16 (up to 3.4·10³⁸) it fits.
+    let bf16 = TopKKlDiv::new(t).f_loss(&student.to_kind(Kind::BFloat16), &packed).unwrap().double_value(&[]);
+    assert!((bf16 - want).abs() <= 2f64.powi(-8) * want + 1.0, "{bf16} vs {want}");
+}
+
 #[test]
 fn the_temperature_at_which_a_criterion_reads_top_k() {
     assert_eq!(TopKKlDiv::new(2.5).teacher_encoding(), TeacherEncoding::TopKLogits { temperature: 2.5 });

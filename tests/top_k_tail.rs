@@ -94,8 +94,12 @@ fn the_tail_tokens_gradient_is_exact_only_with_the_excluded_logits_tail() {
     let worst = relative(&got, &want).into_iter().fold(0.0, f64::max);
     assert!(worst <= 1e-3, "exact tail: worst relative error on tail tokens {worst:e}");
 
-    let naive =
-        |tail: Tensor| TopKTail { ids: exact.ids.shallow_clone(), log_probs: exact.log_probs.shallow_clone(), tail };
+    let naive = |tail: Tensor| TopKTail {
+        ids: exact.ids.shallow_clone(),
+        log_probs: exact.log_probs.shallow_clone(),
+        tail,
+        temperature: exact.temperature,
+    };
     let kept = exact.log_probs.shallow_clone();
     let one_minus = (kept.exp().sum_dim_intlist(-1, false, Kind::Float).neg() + 1.0).log();
     let log1mexp = (-kept.logsumexp([-1], false).expm1()).log();

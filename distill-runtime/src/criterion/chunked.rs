@@ -19,7 +19,7 @@ use tch::{Kind, Tensor};
 use super::fused::{row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
 use super::sequence::{Divergence, SequenceKd};
-use super::tail::TopKTail;
+use super::tail::{check_temperature, TopKTail};
 use super::tail_kl::TopKKl;
 use super::token::TokenCriterion;
 use super::Criterion;
@@ -36,7 +36,8 @@ pub enum ChunkedTarget<'a> {
         /// The divergence, temperature and reduction.
         criterion: SequenceKd,
     },
-    /// The teacher's top-k with an exact tail ([`TopKTail`], `[B, T, k]`), through [`TopKKl`].
+    /// The teacher's top-k with an exact tail ([`TopKTail`], `[B, T, k]`), through [`TopKKl`]; an
+    /// encoding made at another temperature than the criterion's is refused, as by [`TopKKl`].
     TopK {
         /// The teacher's encoding.
         teacher: &'a TopKTail,
@@ -77,6 +78,7 @@ impl ChunkedTarget<'_> {
                     ids: teacher.ids.f_reshape([-1, k])?.f_narrow(0, start, n)?,
                     log_probs: teacher.log_probs.f_reshape([-1, k])?.f_narrow(0, start, n)?,
                     tail: teacher.tail.f_reshape([-1])?.f_narrow(0, start, n)?,
+                    temperature: teacher.temperature,
                 };
                 criterion.f_per_token(z, &part)
             }
@@ -163,6 +165,7 @@ impl ChunkedTarget<'_> {
             }
             ChunkedTarget::TopK { teacher, criterion } => {
                 criterion.validate().map_err(invalid_criterion)?;
+                check_temperature(Packed::TopKTail, teacher.temperature, criterion.temperature)?;
                 // The parts are read row by row: the same shapes, not only the same element counts
                 // (a transposed `log_probs` would be read misaligned).
                 teacher.check_parts()?;
@@ -263,7 +266,8 @@ impl ChunkedLoss {
     /// criterion whose parameters are invalid (the reason its `validate` gives);
     /// [`CriterionError`](super::CriterionError) for a chunk size < 1, an undefined tensor, hidden
     /// states and weight of mismatched shapes, kinds or devices, teacher logits of another shape or
-    /// kind, a top-k teacher whose parts or shape do not fit (or whose `k` is outside `1..=V`), labels
+    /// kind, a top-k teacher whose parts or shape do not fit (or whose `k` is outside `1..=V`, or that
+    /// was encoded at another temperature than its criterion's), labels
     /// of another shape, of a non-integer kind or outside the vocabulary (other than −100), or a mask
     /// of another shape; [`DistillError::Torch`](crate::DistillError::Torch) for an operation libtorch
     /// refuses, such as one on tensors on different devices (the teacher's, the labels' and the mask's

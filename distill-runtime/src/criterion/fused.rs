@@ -319,6 +319,22 @@ impl Rows {
     }
 }
 
+/// The loss `value`, computed in a wider kind (a scalar), in the inputs' kind `kind`.
+///
+/// # Errors
+/// [`CriterionError::LossOutOfRange`] when `value` is finite but past the largest finite number of
+/// `kind` (65 504 for f16): cast, it would read as an infinite loss that the inputs did not give.
+pub(super) fn in_kind(value: &Tensor, kind: Kind) -> Result<Tensor> {
+    let cast = value.f_to_kind(kind)?;
+    if value.f_kind()? != kind {
+        let (wide, narrow) = (value.f_double_value(&[])?, cast.f_double_value(&[])?);
+        if wide.is_finite() && !narrow.is_finite() {
+            return Err(CriterionError::LossOutOfRange { value: wide, kind }.into());
+        }
+    }
+    Ok(cast)
+}
+
 /// The loss `value` (a scalar without gradient) as a tensor whose gradient with respect to `z` is
 /// `grad` (`[…]`, the shape of `z`, without gradient): `S − detach(S) + value` with
 /// `S = ⟨z, grad⟩`, which is `value` exactly (`S − S = 0` for a finite `S`). Positions where `z`
@@ -327,8 +343,10 @@ impl Rows {
 /// derivative. Without a gradient on `z`, `value` itself.
 ///
 /// # Errors
-/// [`CriterionError::GradientOverflow`] when `S` is not finite even without those positions (a
-/// gradient or logit so large that the surrogate cannot carry it exactly).
+/// When `S` is not finite even without those positions: [`CriterionError::LossNotFinite`] if the
+/// loss itself is not (`+inf` where the student rules out what the teacher gives mass, NaN), whose
+/// gradient is then not finite either; otherwise [`CriterionError::GradientOverflow`] (a gradient
+/// or logit so large that the surrogate cannot carry it exactly).
 pub(super) fn carry_gradient(z: &Tensor, grad: &Tensor, value: &Tensor) -> Result<Tensor> {
     if !z.requires_grad() {
         return Ok(value.shallow_clone());
@@ -345,6 +363,12 @@ pub(super) fn carry_gradient(z: &Tensor, grad: &Tensor, value: &Tensor) -> Resul
         let safe = z.f_where_scalarother(&z.f_isfinite()?, 0.0)?;
         s = dot(&safe)?;
         if !finite(&s)? {
+            // Name the cause: an infinite or NaN loss leaves NaN in its gradient, which is not an
+            // overflow of a finite loss's gradient.
+            let loss = value.f_double_value(&[])?;
+            if !loss.is_finite() {
+                return Err(CriterionError::LossNotFinite { value: loss }.into());
+            }
             return Err(CriterionError::GradientOverflow.into());
         }
     }

@@ -1,9 +1,11 @@
 //! Soft-target losses on logits: [`KlDiv`] (Hinton KD) and [`SoftCrossEntropy`].
 
-use tch::{Reduction, Tensor};
+use tch::{Kind, Reduction, Tensor};
 
 use super::check::{equal_with_classes, parameter};
+use super::fused::in_kind;
 use super::{batch_size, catalogue_criterion};
+use crate::error::Result;
 
 /// Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": the KL divergence from the
 /// teacher's to the student's softened class distribution,
@@ -16,6 +18,13 @@ use super::{batch_size, catalogue_criterion};
 /// ([`Criterion::validate`](super::Criterion::validate)). A class both sides rule out (a `−∞`
 /// logit on each) contributes 0, as `0 · log 0 = 0` says, where `F.kl_div` gives NaN; every other
 /// value is `F.kl_div`'s, bit for bit.
+///
+/// **Half precision.** f16 and bf16 logits are computed on in f32, as `torch.autocast` runs
+/// `log_softmax` and `kl_div`, and the loss is returned in their kind
+/// ([`LossOutOfRange`](super::CriterionError::LossOutOfRange) when it does not fit it). In half
+/// precision each `log p − log q`, about `1/T` at a large temperature, would be rounded relative to
+/// `|log p|`, and the `T²` factor multiplies that rounding by `T²`: at `T = 300` the loss would be
+/// off by several times its value, or negative.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KlDiv {
     /// Softmax temperature `T` (> 0).
@@ -37,11 +46,13 @@ impl Default for KlDiv {
 }
 
 impl KlDiv {
-    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
         let t = self.temperature;
-        let p_teacher = (teacher / t).softmax(1, None);
-        let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
-        log_p_student.kl_div(&p_teacher, Reduction::Sum, false) * (t * t / batch_size(student))
+        in_wide_kind(student, teacher, |student, teacher| {
+            let p_teacher = (teacher / t).softmax(1, None);
+            let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
+            log_p_student.kl_div(&p_teacher, Reduction::Sum, false) * (t * t / batch_size(student))
+        })
     }
 }
 
@@ -64,7 +75,8 @@ catalogue_criterion!(KlDiv {
 /// summed over classes (dim 1) and averaged over the batch (and any further dimensions). It differs
 /// from [`KlDiv`] by the teacher's entropy (a constant for the student), so the student gradients are
 /// the same when there are no further dimensions. A temperature that is not finite and > 0 is invalid.
-/// A class both sides rule out (a `−∞` logit on each) contributes 0, not NaN.
+/// A class both sides rule out (a `−∞` logit on each) contributes 0, not NaN. f16 and bf16 logits
+/// are computed on in f32 and the loss returned in their kind, as for [`KlDiv`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftCrossEntropy {
     /// Softmax temperature `T` (> 0).
@@ -86,11 +98,27 @@ impl Default for SoftCrossEntropy {
 }
 
 impl SoftCrossEntropy {
-    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Tensor {
+    fn compute(&self, student: &Tensor, teacher: &Tensor, _: Option<&Tensor>) -> Result<Tensor> {
         let t = self.temperature;
-        let p_teacher = (teacher / t).softmax(1, None);
-        let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
-        (p_teacher * log_p_student).sum_dim_intlist(1, false, None).mean(None) * (-t * t)
+        in_wide_kind(student, teacher, |student, teacher| {
+            let p_teacher = (teacher / t).softmax(1, None);
+            let log_p_student = where_teacher_positive((student / t).log_softmax(1, None), &p_teacher);
+            (p_teacher * log_p_student).sum_dim_intlist(1, false, None).mean(None) * (-t * t)
+        })
+    }
+}
+
+/// `loss` of `student` and `teacher` (of one kind, as the catalogue's checks ensure), computed in
+/// f32 for f16 and bf16 inputs — both sides upcast, so that gradients reach both in their kind —
+/// and returned in their kind through [`in_kind`]. f32 and f64 inputs are passed as they are: the
+/// same operations, bit for bit.
+fn in_wide_kind(student: &Tensor, teacher: &Tensor, loss: impl FnOnce(&Tensor, &Tensor) -> Tensor) -> Result<Tensor> {
+    match student.f_kind()? {
+        kind @ (Kind::Half | Kind::BFloat16) => {
+            let wide = loss(&student.f_to_kind(Kind::Float)?, &teacher.f_to_kind(Kind::Float)?);
+            in_kind(&wide, kind)
+        }
+        _ => Ok(loss(student, teacher)),
     }
 }
 

@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 use super::check::check_parameter;
 use super::mask::{reduce_masked, TokenReduction};
 use super::packed::{packed_token_criterion, PackedTokens};
+use super::tail::check_temperature;
 use super::token::TokenCriterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 use crate::rng::SplitMix64;
@@ -27,6 +28,10 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 ///
 /// The draws come from a seeded generator of this crate (SplitMix64, inverse-CDF sampling in f64),
 /// so an encoding depends only on the logits and its seed value, not on libtorch's global generator.
+///
+/// The encoding remembers the temperature it was made at ([`temperature`](Self::temperature)):
+/// [`SampledKl`] refuses to read it at another one
+/// ([`CriterionError::TemperatureMismatch`]).
 #[derive(Debug)]
 pub struct SampledLogits {
     /// The drawn token ids, `[…, n]`, `i64`.
@@ -35,6 +40,11 @@ pub struct SampledLogits {
     pub log_probs: Tensor,
     /// The importance weights `p / (n · r)`, `[…, n]`.
     pub weights: Tensor,
+    /// The temperature `T` the encoding was made at, when known: [`f_encode`](Self::f_encode) and
+    /// a token cache's batches set it, and [`SampledKl`] refuses another one. `None` — an encoding
+    /// built from its parts, or read back from a packed tensor, which does not hold it — is read at
+    /// the criterion's temperature unchecked.
+    pub temperature: Option<f64>,
 }
 
 impl SampledLogits {
@@ -102,6 +112,7 @@ impl SampledLogits {
             ids: Tensor::f_cat(&ids, 0)?.f_reshape(&out)?,
             log_probs: Tensor::f_cat(&log_probs, 0)?.f_reshape(&out)?,
             weights: Tensor::f_cat(&weights, 0)?.f_reshape(&out)?,
+            temperature: Some(temperature),
         })
     }
 
@@ -111,7 +122,9 @@ impl SampledLogits {
     }
 
     /// One tensor `[…, 3n]`: `log_probs`, then the ids as floating-point numbers, then `weights`, in
-    /// the kind of `log_probs` (f32 holds ids exactly below 2²⁴).
+    /// the kind of `log_probs` (f32 holds ids exactly below 2²⁴). The temperature is not in it: a
+    /// criterion reading the packed tensor ([`Criterion`](super::Criterion)) cannot check it, a
+    /// teacher cache does ([`Criterion::teacher_encoding`](super::Criterion::teacher_encoding)).
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) unless `log_probs` is f32 (ids below 2²⁴) or f64.
@@ -129,11 +142,14 @@ impl SampledLogits {
         Ok(Tensor::f_cat(&[&self.log_probs, &self.ids.f_to_kind(kind)?, &self.weights.f_to_kind(kind)?], -1)?)
     }
 
-    /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens.
+    /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens. The
+    /// packed tensor does not hold the temperature: the result's is `None`.
     ///
     /// # Errors
     /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is f32/f64 `[…, 3n]`, `n ≥ 1`, with whole
-    /// ids in `0..vocab`, finite non-negative weights and log-probabilities ≤ 0.
+    /// ids in `0..vocab`, finite non-negative weights and log-probabilities ≤ 0 (NaN is
+    /// [`PackedProblem::NotFinite`], a positive one
+    /// [`PositiveLogProbability`](PackedProblem::PositiveLogProbability)).
     pub(crate) fn f_unpack(packed: &Tensor, vocab: i64) -> Result<SampledLogits> {
         let invalid =
             |problem| DistillError::from(CriterionError::InvalidPacked { encoding: Packed::Sampled, problem });
@@ -155,7 +171,11 @@ impl SampledLogits {
         let weights = packed.f_narrow(-1, 2 * n, n)?;
         if packed.numel() > 0 {
             let any = |t: Tensor| -> Result<bool> { Ok(t.f_any()?.f_int64_value(&[])? != 0) };
-            if any(log_probs.f_isnan()?)? || any(log_probs.f_gt(0.0)?)? {
+            // NaN compares false with 0: it is its own problem, not a positive log-probability.
+            if any(log_probs.f_isnan()?)? {
+                return Err(invalid(PackedProblem::NotFinite));
+            }
+            if any(log_probs.f_gt(0.0)?)? {
                 return Err(invalid(PackedProblem::PositiveLogProbability));
             }
             if any(weights.f_isfinite()?.f_logical_not()?)? || any(weights.f_lt(0.0)?)? {
@@ -169,7 +189,7 @@ impl SampledLogits {
                 return Err(invalid(PackedProblem::IdsOutOfRange { ids: "token ids", lowest, highest, limit: vocab }));
             }
         }
-        Ok(SampledLogits { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, weights })
+        Ok(SampledLogits { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, weights, temperature: None })
     }
 }
 
@@ -197,8 +217,15 @@ impl PackedTokens for SampledLogits {
 /// full KL's, `(q − p) / T` (Sparse Logit Sampling's unbiased estimator). A single encoding's value
 /// may be negative. Reduced over the valid tokens ([`TokenReduction`]); no `T²` factor.
 ///
+/// A teacher whose [`temperature`](SampledLogits::temperature) is known (from
+/// [`SampledLogits::f_encode`] or a token cache's batch) and is not `T` is refused
+/// ([`TemperatureMismatch`](super::CriterionError::TemperatureMismatch)); one built from its parts
+/// with `None` is read at `T` unchecked.
+///
 /// As a [`Criterion`](super::Criterion), the teacher tensor is the packed encoding ([`SampledLogits::f_pack`],
-/// `[B, T, 3n]`) and the targets, when given, are token labels (−100 left out).
+/// `[B, T, 3n]`) and the targets, when given, are token labels (−100 left out). A packed tensor
+/// does not hold its temperature, so this path cannot check it; a teacher cache checks it against
+/// [`teacher_encoding`](super::Criterion::teacher_encoding) before any pair reads it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampledKl {
     /// Softmax temperature `T` (finite, > 0); the teacher must be encoded at the same one.
@@ -226,9 +253,10 @@ impl TokenCriterion for SampledKl {
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) when the shapes disagree, the logits are not
-    /// floating-point or the temperature is invalid.
+    /// floating-point, the temperature is invalid, or the teacher was encoded at another one.
     fn f_per_token(&self, student: &Tensor, teacher: &SampledLogits) -> Result<Tensor> {
         check_parameter("SampledKl's temperature", self.temperature, 0.0, true)?;
+        check_temperature(Packed::Sampled, teacher.temperature, self.temperature)?;
         let shape = student.size();
         let kind = student.f_kind()?;
         if !matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) {

@@ -26,6 +26,11 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 /// Shapes: `ids` `[…, k]` (`i64`), `log_probs` `[…, k]`, `tail` `[…]` (`−inf` when `k` is the whole
 /// vocabulary). The probabilities `exp(log_probs)` and `exp(tail)` sum to 1 up to rounding.
 ///
+/// The encoding remembers the temperature it was made at ([`temperature`](Self::temperature)):
+/// [`TopKKl`](super::TopKKl), [`TokenKd`](super::TokenKd) and
+/// [`ChunkedLoss`](super::ChunkedLoss) refuse to read it at another one
+/// ([`CriterionError::TemperatureMismatch`]), whose loss would be that of another distribution.
+///
 /// [`f_pack`](Self::f_pack) moves it into one tensor
 /// `[…, 2k + 1]` (`[log_probs | ids | tail]`, ids as floating-point numbers) so that it travels as a
 /// pair's teacher tensor.
@@ -41,6 +46,7 @@ const ENCODE_BLOCK: i64 = 1 << 22;
 /// // The tail holds tokens 0 and 3: (e¹ + e⁰) / (e⁰ + e¹ + e² + e³).
 /// let want = (1f64.exp() + 1.0) / (1.0 + 1f64.exp() + 2f64.exp() + 3f64.exp());
 /// assert!((top.tail.exp().double_value(&[0, 0]) - want).abs() < 1e-7);
+/// assert_eq!(top.temperature, Some(1.0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -51,6 +57,25 @@ pub struct TopKTail {
     pub log_probs: Tensor,
     /// The log of the probability mass of every token not in `ids`, `[…]`.
     pub tail: Tensor,
+    /// The temperature the encoding was made at, when known: [`f_encode`](Self::f_encode) and a
+    /// token cache's batches set it, and the losses that read the encoding refuse another one.
+    /// `None` — an encoding built from its parts, or read back from a packed tensor, which does not
+    /// hold it — is read at the criterion's temperature unchecked.
+    pub temperature: Option<f64>,
+}
+
+/// Checks that a criterion at `criterion` reads an encoding made at `encoded` (when known) at
+/// that temperature, compared exactly, as a token cache compares its stored temperature.
+///
+/// # Errors
+/// [`CriterionError::TemperatureMismatch`] showing both.
+pub(super) fn check_temperature(encoding: Packed, encoded: Option<f64>, criterion: f64) -> Result<()> {
+    match encoded {
+        Some(encoded) if encoded != criterion => {
+            Err(CriterionError::TemperatureMismatch { encoding, encoded, criterion }.into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks that every row of logits to encode has a distribution, from its log-normaliser
@@ -105,7 +130,7 @@ impl TopKTail {
             let empty = |shape: &[i64], kind| Tensor::f_zeros(shape, (kind, logits.device()));
             let (ids, log_probs, tail) =
                 (empty(&top_shape, Kind::Int64)?, empty(&top_shape, kind)?, empty(lead, kind)?);
-            return Ok(TopKTail { ids, log_probs, tail });
+            return Ok(TopKTail { ids, log_probs, tail, temperature: Some(temperature) });
         }
         let block = (ENCODE_BLOCK / vocab.max(1)).max(1);
         let (mut ids, mut log_probs, mut tails) = (Vec::new(), Vec::new(), Vec::new());
@@ -132,6 +157,7 @@ impl TopKTail {
             ids: Tensor::f_cat(&ids, 0)?.f_reshape(&top_shape)?,
             log_probs: Tensor::f_cat(&log_probs, 0)?.f_reshape(&top_shape)?,
             tail: Tensor::f_cat(&tails, 0)?.f_reshape(lead)?,
+            temperature: Some(temperature),
         })
     }
 
@@ -171,7 +197,9 @@ impl TopKTail {
     }
 
     /// One tensor `[…, 2k + 1]`: `log_probs`, then the ids as floating-point numbers, then `tail`, in
-    /// the kind of `log_probs`.
+    /// the kind of `log_probs`. The temperature is not in it: a criterion reading the packed tensor
+    /// ([`Criterion`](super::Criterion)) cannot check it, a teacher cache does
+    /// ([`Criterion::teacher_encoding`](super::Criterion::teacher_encoding)).
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) when the kind of `log_probs` cannot hold the ids exactly
@@ -190,7 +218,8 @@ impl TopKTail {
         Ok(Tensor::f_cat(&[&self.log_probs, &self.ids.f_to_kind(kind)?, &self.tail.f_unsqueeze(-1)?], -1)?)
     }
 
-    /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens.
+    /// The encoding packed by [`f_pack`](Self::f_pack), for a vocabulary of `vocab` tokens. The
+    /// packed tensor does not hold the temperature: the result's is `None`.
     ///
     /// # Errors
     /// [`CriterionError::InvalidPacked`](super::CriterionError::InvalidPacked) unless `packed` is an f32/f64 tensor `[…, 2k + 1]` with
@@ -227,7 +256,7 @@ impl TopKTail {
             // Their range is the loss's to check ([`check_ids`](Self::check_ids)), against the
             // student's vocabulary, for packed and unpacked teachers alike.
         }
-        Ok(TopKTail { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, tail })
+        Ok(TopKTail { ids: float_ids.f_to_kind(Kind::Int64)?, log_probs, tail, temperature: None })
     }
 }
 

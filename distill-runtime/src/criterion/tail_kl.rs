@@ -5,10 +5,10 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
+use super::fused::{carry_gradient, in_kind, row_loss, RowLoss, RowTeacher};
 use super::mask::{check_mask, TokenReduction};
 use super::packed::packed_token_criterion;
-use super::tail::TopKTail;
+use super::tail::{check_temperature, TopKTail};
 use super::token::TokenCriterion;
 use crate::error::{CriterionError, Packed, Result};
 
@@ -24,8 +24,15 @@ use crate::error::{CriterionError, Packed, Result};
 /// [`SequenceKd`](super::SequenceKd) is ([`TokenReduction`]); no `T²` factor. Gradients flow to the
 /// student only: the teacher's encoding is data.
 ///
+/// A teacher whose [`temperature`](TopKTail::temperature) is known (from [`TopKTail::f_encode`] or a
+/// token cache's batch) and is not `T` is refused
+/// ([`TemperatureMismatch`](super::CriterionError::TemperatureMismatch)); one built from its parts
+/// with `None` is read at `T` unchecked.
+///
 /// As a [`Criterion`](super::Criterion), the teacher tensor is the packed encoding ([`TopKTail::f_pack`],
-/// `[B, T, 2k + 1]`) and the targets, when given, are token labels (−100 left out).
+/// `[B, T, 2k + 1]`) and the targets, when given, are token labels (−100 left out). A packed tensor
+/// does not hold its temperature, so this path cannot check it; a teacher cache checks it against
+/// [`teacher_encoding`](super::Criterion::teacher_encoding) before any pair reads it.
 ///
 /// ```
 /// # extern crate distill_runtime as distill;
@@ -63,10 +70,11 @@ impl TopKKl {
         TopKKl { reduction, ..self }
     }
 
-    /// Checks the temperature, the student's kind and the teacher's shapes against student logits
-    /// `[…, V]`; returns the token shape `[…]`, `V` and `k`.
+    /// Checks the temperature (valid, and the teacher's when known), the student's kind and the
+    /// teacher's shapes against student logits `[…, V]`; returns the token shape `[…]`, `V` and `k`.
     pub(super) fn check_top_k(&self, student: &Tensor, teacher: &TopKTail) -> Result<(Vec<i64>, i64, i64)> {
         check_parameter("TopKKl's temperature", self.temperature, 0.0, true)?;
+        check_temperature(Packed::TopKTail, teacher.temperature, self.temperature)?;
         if !student.defined() {
             return Err(CriterionError::Undefined { tensor: "the student logits tensor".into() }.into());
         }
@@ -103,7 +111,7 @@ impl TokenCriterion for TopKKl {
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) when the shapes disagree, the student logits are not
-    /// floating-point, or the temperature is invalid.
+    /// floating-point, the temperature is invalid, or the teacher was encoded at another one.
     fn f_per_token(&self, student: &Tensor, teacher: &TopKTail) -> Result<Tensor> {
         let (_, vocab, k) = self.check_top_k(student, teacher)?;
         let kind = student.f_kind()?;
@@ -135,7 +143,13 @@ impl TokenCriterion for TopKKl {
     /// adds cross-entropy in the same pass.
     ///
     /// # Errors
-    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape.
+    /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape;
+    /// [`LossNotFinite`](super::CriterionError::LossNotFinite) when the loss is not finite while the
+    /// logits require a gradient (no gradient to carry);
+    /// [`LossOutOfRange`](super::CriterionError::LossOutOfRange) when it is finite but past the
+    /// largest number of the logits' kind (65 504 for f16, with a sum reduction over many tokens);
+    /// [`GradientOverflow`](super::CriterionError::GradientOverflow) when the loss is finite but its
+    /// gradient cannot be carried exactly.
     fn f_loss_masked(&self, student: &Tensor, teacher: &TopKTail, valid: Option<&Tensor>) -> Result<Tensor> {
         let shapes = self.check_top_k(student, teacher)?;
         fused_loss(self, 1.0, student, teacher, shapes, None, valid)
@@ -208,7 +222,7 @@ pub(super) fn fused_loss(
     };
     let z = student.f_reshape([n, vocab])?;
     let grad = if student.requires_grad() { Some(Tensor::f_empty([n, vocab], (kind, device))?) } else { None };
-    let value = row_loss(&z, &loss, grad.as_ref())?.f_to_kind(kind)?;
+    let value = in_kind(&row_loss(&z, &loss, grad.as_ref())?, kind)?;
     match grad {
         Some(grad) => carry_gradient(&z, &grad, &value),
         None => Ok(value),

@@ -38,8 +38,11 @@ pub trait TokenCriterion {
     /// As [`f_per_token`](Self::f_per_token), and [`CriterionError`](super::CriterionError) for an
     /// undefined mask or one of another shape
     /// ([`MaskShape`](super::CriterionError::MaskShape)); [`TopKKl`](super::TopKKl)'s fused form also
-    /// [`GradientOverflow`](super::CriterionError::GradientOverflow) when its gradient cannot be
-    /// carried exactly.
+    /// [`LossNotFinite`](super::CriterionError::LossNotFinite) when the loss itself is infinite or
+    /// NaN with logits that require a gradient,
+    /// [`LossOutOfRange`](super::CriterionError::LossOutOfRange) when it does not fit the logits'
+    /// half-precision kind, and [`GradientOverflow`](super::CriterionError::GradientOverflow) when
+    /// the gradient of a finite loss cannot be carried exactly.
     fn f_loss_masked(&self, student: &Tensor, teacher: &Self::Teacher, valid: Option<&Tensor>) -> Result<Tensor>;
 
     /// The unchecked twin of [`f_loss_masked`](Self::f_loss_masked): panics with its error.

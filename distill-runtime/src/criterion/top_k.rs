@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
 use super::check::{check_encoded_call, logits_2d, parameter};
+use super::fused::in_kind;
 use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 
@@ -225,7 +226,10 @@ fn check_packed_shape(shape: &[i64]) -> std::result::Result<(), String> {
 /// With `k = C` this equals [`KlDiv`](super::KlDiv) at the same temperature on the full logits (up to
 /// float rounding). Gradients flow to the student only: the stored teacher is data. The teacher's
 /// packed tensor may be of another floating-point kind than the student's logits (it is read in the
-/// student's kind); both must be on one device.
+/// student's kind, in f32 for f16/bf16 logits); both must be on one device. Half-precision logits
+/// are computed on in f32, as the `T²` factor multiplies the loss's rounding by `T²`, and the loss
+/// is returned in their kind
+/// ([`LossOutOfRange`](super::CriterionError::LossOutOfRange) when it does not fit it).
 ///
 /// Shapes: student `(N, C)`, teacher `(N, 2, k)` with `1 ≤ k ≤ C`, `N ≥ 1`. The packed tensor's
 /// content is checked when the loss is computed ([`split_top_k`]). A temperature that is not finite
@@ -262,7 +266,15 @@ impl TopKKlDiv {
     fn compute(&self, student: &Tensor, packed: &Tensor) -> Result<Tensor> {
         let (n, classes) = (student.size()[0], student.size()[1]);
         let (values, indices) = split_top_k(packed, classes)?;
-        let kind = student.f_kind()?;
+        let student_kind = student.f_kind()?;
+        // Half-precision logits are computed on in f32. In f16 each `log p − log q` carries a
+        // rounding of 2⁻¹¹·|log p| (1e-3 at |log p| ≈ 2) while at a large T the true difference is
+        // about that small (it shrinks as 1/T), and the T² factor multiplies the rounding by T²
+        // (9e4 at T = 300): in f16 the loss would be off by several times its value, in bf16 negative.
+        let (kind, student) = match student_kind {
+            Kind::Half | Kind::BFloat16 => (Kind::Float, student.f_to_kind(Kind::Float)?),
+            kind => (kind, student.shallow_clone()),
+        };
         let values = values.f_to_kind(kind)?.f_detach()?;
         let t = self.temperature;
         let z = student.f_div_scalar(t)?;
@@ -282,7 +294,11 @@ impl TopKKlDiv {
                 p_other.f_mul(&p_other.f_log()?.f_sub(&log_q_other)?)?.f_where_scalarother(&p_other.f_gt(0.0)?, 0.0)?;
             total = total.f_add(&other.f_sum(kind)?)?;
         }
-        Ok(total.f_mul_scalar(t * t / n as f64)?)
+        let loss = total.f_mul_scalar(t * t / n as f64)?;
+        if kind == student_kind {
+            return Ok(loss);
+        }
+        in_kind(&loss, student_kind)
     }
 }
 

@@ -242,9 +242,46 @@ pub enum CriterionError {
         tokens: i64,
     },
     /// The fused loss's gradient, multiplied by the logits, is not finite even with the
-    /// non-finite logits left out.
+    /// non-finite logits left out, while the loss itself is finite.
     #[error("the loss's gradient times the logits overflows: the fused loss cannot carry it exactly")]
     GradientOverflow,
+    /// The fused loss itself is not finite, so it has no gradient to carry: `+inf` where the
+    /// student's logits rule out (at −inf) a token or the whole tail that the teacher gives mass,
+    /// NaN where a counted token's logits hold NaN.
+    #[error(
+        "the loss is {value}: the student's logits rule out (-inf) a token or the whole tail that the teacher \
+         gives mass, or hold NaN at a counted token, so the loss has no finite gradient to carry"
+    )]
+    LossNotFinite {
+        /// The loss's value (`+inf` or NaN).
+        value: f64,
+    },
+    /// A teacher encoding read at another temperature than the one it was encoded at: its
+    /// log-probabilities are those of another distribution, and the loss would be wrong.
+    #[error(
+        "the teacher's {encoding} was encoded at temperature {encoded}, but the criterion reads it at temperature \
+         {criterion}: encode the teacher at the criterion's temperature"
+    )]
+    TemperatureMismatch {
+        /// Which encoding.
+        encoding: Packed,
+        /// The temperature it was encoded at.
+        encoded: f64,
+        /// The criterion's temperature.
+        criterion: f64,
+    },
+    /// A loss computed in a wider kind than its inputs' whose finite value is past the largest
+    /// number of their kind (65 504 for f16): returned in that kind it would read as infinite.
+    #[error(
+        "the loss is {value}, finite, but does not fit the inputs' kind {kind:?}: returned in it, it would read as \
+         infinite; pass the inputs in f32 or f64"
+    )]
+    LossOutOfRange {
+        /// The loss, as computed in the wider kind.
+        value: f64,
+        /// The inputs' kind.
+        kind: Kind,
+    },
 }
 
 /// A teacher encoding stored as one tensor.

@@ -64,7 +64,8 @@ impl CachedTokens {
 
     /// The top-k encoding with its exact tail (ids `[B, T, k]`, log-probabilities `[B, T, k]`, tail
     /// `[B, T]`), which a `TopKKl`'s
-    /// [`f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) takes.
+    /// [`f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) takes. Its
+    /// [`temperature`](TopKTail::temperature) is the cache's, so a `TopKKl` at another one refuses it.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] when the cache stores the sampled encoding.
@@ -77,6 +78,8 @@ impl CachedTokens {
 
     /// The sampled encoding (ids, log-probabilities, weights, each `[B, T, n]`), which
     /// [`TokenCriterion::f_loss_masked`](crate::criterion::TokenCriterion::f_loss_masked) of a `SampledKl` takes.
+    /// Its [`temperature`](SampledLogits::temperature) is the cache's, so a `SampledKl` at another
+    /// one refuses it.
     ///
     /// # Errors
     /// [`DistillError::CacheMismatch`] when the cache stores top-k.
@@ -116,11 +119,13 @@ impl CachedTokens {
                 ids: top.ids.f_to_device(device)?,
                 log_probs: top.log_probs.f_to_device(device)?,
                 tail: top.tail.f_to_device(device)?,
+                temperature: top.temperature,
             }),
             TokenTeacher::Sampled(s) => TokenTeacher::Sampled(SampledLogits {
                 ids: s.ids.f_to_device(device)?,
                 log_probs: s.log_probs.f_to_device(device)?,
                 weights: s.weights.f_to_device(device)?,
+                temperature: s.temperature,
             }),
         };
         Ok(CachedTokens {

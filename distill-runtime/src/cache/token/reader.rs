@@ -299,12 +299,18 @@ impl TokenStore {
             .into_iter()
             .map(|(path, values)| Ok((path, values.f_to_kind(Kind::Float)?)))
             .collect::<Result<Vec<_>>>()?;
+        // The stored distributions remember the manifest's temperature: a criterion at another one
+        // refuses them.
+        let temperature = Some(self.manifest.encoding.temperature());
         let teacher = match self.manifest.encoding {
-            TokenEncoding::TopK { .. } => TokenTeacher::TopK(TopKTail { ids: id_tensor, log_probs, tail: third }),
+            TokenEncoding::TopK { .. } => {
+                TokenTeacher::TopK(TopKTail { ids: id_tensor, log_probs, tail: third, temperature })
+            }
             TokenEncoding::Sampled { .. } => TokenTeacher::Sampled(SampledLogits {
                 ids: id_tensor,
                 log_probs,
                 weights: third.f_to_kind(Kind::Float)?,
+                temperature,
             }),
         };
         Ok(CachedTokens {
