@@ -105,7 +105,7 @@ fn student(ids: &[usize]) -> Tensor {
 
 #[test]
 fn stored_top_k_equals_the_live_top_k_of_the_teacher_logits() {
-    for values in [Precision::F32, Precision::F16] {
+    for values in [Precision::F32, Precision::F16, Precision::Bf16] {
         let dir = temp_dir(&format!("live-top-k-{values:?}"));
         let spec = spec(TokenEncoding::top_k(K, TEMPERATURE).with_values(values));
         write(&dir, &spec, 2);
@@ -123,8 +123,9 @@ fn stored_top_k_equals_the_live_top_k_of_the_teacher_logits() {
         assert!(at_valid(&stored.ids).equal(&at_valid(&live.ids)), "{values:?}: ids");
         let live_log_probs = match values {
             Precision::F32 => live.log_probs.shallow_clone(),
-            // One f16 rounding of the live value, nothing else.
+            // One f16 (bf16) rounding of the live value, nothing else.
             Precision::F16 => live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
+            Precision::Bf16 => live.log_probs.to_kind(Kind::BFloat16).to_kind(Kind::Float),
         };
         assert_eq!(stored.log_probs.kind(), Kind::Float);
         assert!(at_valid(&stored.log_probs).equal(&at_valid(&live_log_probs)), "{values:?}: log-probabilities");
@@ -144,7 +145,7 @@ fn stored_top_k_equals_the_live_top_k_of_the_teacher_logits() {
 
 #[test]
 fn the_cached_kd_loss_equals_the_live_top_k_kd_loss_bit_for_bit_in_f32() {
-    for values in [Precision::F32, Precision::F16] {
+    for values in [Precision::F32, Precision::F16, Precision::Bf16] {
         let dir = temp_dir(&format!("bit-for-bit-{values:?}"));
         write(&dir, &spec(TokenEncoding::top_k(K, TEMPERATURE).with_values(values)), 3);
         let cache = TokenCache::open(&dir).unwrap();
@@ -152,9 +153,11 @@ fn the_cached_kd_loss_equals_the_live_top_k_kd_loss_bit_for_bit_in_f32() {
         for ids in [vec![7usize, 2, 9], vec![0, 5, 3, 8, 1]] {
             let batch = cache.batch(&ids).unwrap();
             let mut live = TopKTail::f_encode(&teacher_logits(&ids), K, TEMPERATURE).unwrap();
-            if values == Precision::F16 {
-                // The live encoding at the cache's precision: its log-probabilities rounded to f16.
-                live.log_probs = live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float);
+            // The live encoding at the cache's precision: its log-probabilities rounded to f16 (bf16).
+            match values {
+                Precision::F32 => {}
+                Precision::F16 => live.log_probs = live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
+                Precision::Bf16 => live.log_probs = live.log_probs.to_kind(Kind::BFloat16).to_kind(Kind::Float),
             }
             let valid = mask(&ids);
             for reduction in [TokenReduction::Token, TokenReduction::Sequence] {

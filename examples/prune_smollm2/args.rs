@@ -88,7 +88,7 @@ pub struct Cache {
     pub k: i64,
     /// Softmax temperature of the stored log-probabilities.
     pub temperature: f64,
-    /// "f16" or "f32".
+    /// "f16", "bf16" or "f32".
     pub values: Precision,
     /// Sequences per teacher forward while writing.
     pub batch: usize,

@@ -18,14 +18,15 @@ use crate::{flip_bytes, temp_dir};
 
 const SAMPLES: i64 = 10;
 
-struct Setup {
-    vs: VarStore,
-    teacher: Net,
-    student: Net,
-    inputs: Tensor,
+/// A teacher, a student and their inputs (also for the other integrity tests of caches).
+pub(crate) struct Setup {
+    pub(crate) vs: VarStore,
+    pub(crate) teacher: Net,
+    pub(crate) student: Net,
+    pub(crate) inputs: Tensor,
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     tch::manual_seed(21);
     let vs = VarStore::new(Device::Cpu);
     let teacher = Net::new(&vs.root(), &[4, 8, 16], 5);
@@ -35,14 +36,14 @@ fn setup() -> Setup {
     Setup { vs, teacher, student, inputs }
 }
 
-fn mapping<'m, T: SideModel>(student: &'m Net, teacher: &'m T) -> Mapping<'m, &'static str> {
+pub(crate) fn mapping<'m, T: SideModel>(student: &'m Net, teacher: &'m T) -> Mapping<'m, &'static str> {
     let mut mapping = Mapping::new(student, teacher);
     mapping.add("features.1.conv", "features.1.conv", "conv").unwrap();
     mapping.add("", "", "logits").unwrap();
     mapping
 }
 
-fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
+pub(crate) fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
     CacheWriter::new(dir, TeacherHash::of_var_store(&setup.vs).unwrap())
         .shards(2)
         .batch_size(3)
@@ -51,7 +52,7 @@ fn writer(dir: &Path, setup: &Setup) -> CacheWriter {
 }
 
 /// A complete two-shard cache of `setup`'s teacher.
-fn written(name: &str, setup: &Setup) -> PathBuf {
+pub(crate) fn written(name: &str, setup: &Setup) -> PathBuf {
     let dir = temp_dir(name);
     let live = distill(&setup.student, &setup.teacher, mapping(&setup.student, &setup.teacher));
     writer(&dir, setup).write(live.distillation(), &setup.teacher, &setup.inputs).unwrap();

@@ -80,12 +80,13 @@ fn a_process_killed_mid_save_leaves_the_previous_checkpoint() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
-        // The file is one complete checkpoint, of step 1 or 2, with the weights that were saved.
+        // The file is one complete checkpoint, of step 1 or later (a save can finish within the
+        // delay on a fast disk, and the next one be killed), with the weights that were saved.
         for (_, tensor) in vs.variables() {
             let _ = tch::no_grad(|| tensor.shallow_clone().zero_());
         }
         let resumed = owners.load_training(&file).unwrap_or_else(|e| panic!("killed after {delay_ms} ms: {e}"));
-        assert!([1, 2].contains(&resumed.step), "step {}", resumed.step);
+        assert!(resumed.step >= 1, "step {}", resumed.step);
         for ((name, now), (_, before)) in snapshot(&vs).iter().zip(&saved) {
             assert!(now.equal(before), "`{name}` differs after a load");
         }

@@ -12,6 +12,7 @@ mod checksum;
 mod config;
 mod errors;
 mod jit;
+mod metadata;
 
 use std::path::PathBuf;
 

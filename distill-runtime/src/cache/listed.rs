@@ -10,7 +10,7 @@ use super::files::cache_error;
 use super::mapped::MappedShard;
 use super::writer::MANIFEST_KEY;
 use crate::cache::CacheError;
-use crate::checksum::CHECKSUM_KEY;
+use crate::checksum::{covers_metadata, CHECKSUM_KEY};
 use crate::error::{DistillError, Result};
 
 /// A shard a manifest lists: the file `file` of the cache in `dir`, shard `index` of `count`.
@@ -33,8 +33,10 @@ impl Listed<'_> {
     ///
     /// # Errors
     /// [`CacheError::Incomplete`] for a missing shard (its writer did not finish);
-    /// [`DistillError::Corrupt`] for a shard without a checksum, whose header cannot be read, or
-    /// written for another manifest (naming the manifest, which was edited).
+    /// [`DistillError::Corrupt`] for a shard without a checksum or whose header cannot be read; for
+    /// a shard that records another manifest's hash, naming the shard when it fails its checksum
+    /// (its recorded hash was damaged: one pass over the shard, on this error only) and the
+    /// manifest otherwise (it was edited).
     pub(crate) fn open(&self, identity: &str, current: bool, manifest_file: &str) -> Result<MappedShard> {
         let path = self.dir.join(self.file);
         if !path.exists() {
@@ -57,12 +59,18 @@ impl Listed<'_> {
         }
         let recorded = shard.metadata().get(MANIFEST_KEY);
         if recorded.map(String::as_str) != Some(identity) {
+            // The shard's checksum tells which file is at fault: a shard whose recorded hash was
+            // damaged fails it (it covers the metadata), so the shard is named, not the manifest.
+            shard.verify_now()?;
+            // Intact, its recorded hash included; unless its checksum, of an earlier version, does
+            // not cover its metadata.
+            let covered = shard.metadata().get(CHECKSUM_KEY).is_some_and(|stored| covers_metadata(stored));
+            let damaged = if covered { "" } else { ", or the shard's metadata was damaged" };
             return Err(DistillError::Corrupt {
                 file: self.dir.join(manifest_file).display().to_string(),
                 reason: format!(
                     "it is not the manifest the shard `{}` was written for (that one hashed to {}, this one to \
-                     {identity}): it was edited after the cache was written, or the shard's metadata was damaged; \
-                     write the cache again",
+                     {identity}): it was edited after the cache was written{damaged}; write the cache again",
                     self.file,
                     recorded.map_or("nothing", String::as_str)
                 ),

@@ -102,8 +102,8 @@ pub struct EndpointEntry {
 
 /// How a cached endpoint's values are stored.
 ///
-/// In the manifest, `"f32"`, `"f16"`, or
-/// `{"topk": {"k": 5, "temperature": 4.0, "values": "f16"}}`.
+/// In the manifest, `"f32"`, `"f16"`, `"bf16"`, or
+/// `{"topk": {"k": 5, "temperature": 4.0, "values": "f16"}}` (values `"f32"`, `"f16"` or `"bf16"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
@@ -118,7 +118,7 @@ pub enum Encoding {
     /// the endpoint; store such an endpoint as [`F32`](Self::F32) or [`Bf16`](Self::Bf16).
     F16,
     /// bfloat16 (half the bytes, f32's range, a relative error of at most 2⁻⁸ per value in f32's
-    /// normal range, 1.2·10⁻³⁸ and up). Read back as f32.
+    /// normal range, 1.2·10⁻³⁸ and up; see [`Precision::Bf16`]). Read back as f32.
     Bf16,
     /// Logits `[N, C]` reduced to their `k` most probable classes at `temperature`
     /// ([`TopKLogits`](crate::criterion::TopKLogits)): per sample, `k` log-probabilities stored as
@@ -138,6 +138,8 @@ pub enum Encoding {
 }
 
 /// The floating-point precision of stored values.
+///
+/// In a manifest, `"f32"`, `"f16"` or `"bf16"`. Values are rounded to nearest (ties to even).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -146,7 +148,15 @@ pub enum Precision {
     F32,
     /// 16-bit floats (a relative error of at most 2⁻¹¹ per value of magnitude 2⁻¹⁴ or more; below
     /// it an absolute error of at most 2⁻²⁵, so magnitudes up to 2⁻²⁵ ≈ 3·10⁻⁸ become zero).
+    /// Values of magnitude 65520 or more would round to infinity: the writers refuse them, naming
+    /// what gave them; store those as [`F32`](Self::F32) or [`Bf16`](Self::Bf16).
     F16,
+    /// bfloat16: 16 bits, f32's exponent range with 8 significant bits. A relative error of at most
+    /// 2⁻⁸ ≈ 3.9·10⁻³ per value of magnitude 2⁻¹²⁶ ≈ 1.2·10⁻³⁸ or more (8× f16's); below it an
+    /// absolute error of at most 2⁻¹³⁴ (half the spacing of its subnormals). Nothing a model
+    /// computes in f32 overflows it but the top of f32's range: magnitudes of (2 − 2⁻⁸)·2¹²⁷ ≈
+    /// 3.396·10³⁸ or more would round to infinity, and the writers refuse them.
+    Bf16,
 }
 
 impl Precision {
@@ -155,6 +165,16 @@ impl Precision {
         match self {
             Precision::F32 => tch::Kind::Float,
             Precision::F16 => tch::Kind::Half,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    /// The safetensors dtype of the values.
+    pub(crate) fn dtype(self) -> safetensors::tensor::Dtype {
+        match self {
+            Precision::F32 => safetensors::tensor::Dtype::F32,
+            Precision::F16 => safetensors::tensor::Dtype::F16,
+            Precision::Bf16 => safetensors::tensor::Dtype::BF16,
         }
     }
 
@@ -162,7 +182,20 @@ impl Precision {
     pub(crate) fn bytes(self) -> usize {
         match self {
             Precision::F32 => 4,
-            Precision::F16 => 2,
+            Precision::F16 | Precision::Bf16 => 2,
+        }
+    }
+
+    /// The magnitude from which a finite value rounds to infinity in this precision (`None` for
+    /// f32, which stores every finite f32): halfway between the largest finite value and the next
+    /// power of two, which round-to-nearest-even sends up — 65520 for f16 (its largest value is
+    /// 65504 = (2 − 2⁻¹⁰)·2¹⁵), (2 − 2⁻⁸)·2¹²⁷ = 2¹²⁸ − 2¹¹⁹ for bf16 (its largest is
+    /// (2 − 2⁻⁷)·2¹²⁷).
+    pub(crate) fn overflow(self) -> Option<f64> {
+        match self {
+            Precision::F32 => None,
+            Precision::F16 => Some(65520.0),
+            Precision::Bf16 => Some(2f64.powi(128) - 2f64.powi(119)),
         }
     }
 }
@@ -177,15 +210,21 @@ impl Encoding {
         Encoding::TopK { k, temperature, values }
     }
 
+    /// The precision values are stored in (for top-k, the log-probabilities'; the class indices
+    /// are 32-bit integers).
+    pub(crate) fn precision(self) -> Precision {
+        match self {
+            Encoding::F32 => Precision::F32,
+            Encoding::F16 => Precision::F16,
+            Encoding::Bf16 => Precision::Bf16,
+            Encoding::TopK { values, .. } => values,
+        }
+    }
+
     /// The tensor kind values are stored in (for top-k, the log-probabilities' kind; the class
     /// indices are 32-bit integers).
     pub(crate) fn kind(self) -> tch::Kind {
-        match self {
-            Encoding::F32 => tch::Kind::Float,
-            Encoding::F16 => tch::Kind::Half,
-            Encoding::Bf16 => tch::Kind::BFloat16,
-            Encoding::TopK { values, .. } => values.kind(),
-        }
+        self.precision().kind()
     }
 
     /// Bytes stored for one sample whose capture has the per-sample `shape`: for top-k, `k`

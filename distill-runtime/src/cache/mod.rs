@@ -7,8 +7,8 @@
 //!   augmentation views, and stores the captures in safetensors shards (f32, f16 or bf16, per
 //!   endpoint) with a JSON [`Manifest`]. Shards are written by one process or by independent ones
 //!   (`shard(i)` of `shards(n)`), each atomically (a temporary name unique to its writer, fsynced
-//!   and renamed when complete) under an OS lock on the shard, with a CRC-32 of its tensors, of its
-//!   inputs, and the hash of its manifest in its metadata.
+//!   and renamed when complete) under an OS lock on the shard, with the CRC-32 of its inputs and the
+//!   hash of its manifest in its metadata, and a CRC-32 of its tensors and that metadata.
 //! - [`TeacherCache::open`] opens a complete cache: it reads the manifest and memory-maps the shards,
 //!   reading only their headers; [`TeacherCache::batch`] and [`TeacherCache::prefetch`] give a
 //!   [`CachedBatch`] for the sample ids of a training batch, in the loader's order, at view
@@ -33,7 +33,7 @@
 //! token of a token dataset, keyed by sequence id and position. [`TokenCacheWriter`] takes teacher
 //! logits `[B, T, V]` per batch of sequence ids (with the token mask), so any teacher works, and
 //! stores per token the top-k ids (16-bit when `V ≤ 65 536`, else 32-bit), their log-probabilities
-//! (f16 or f32) and the tail log-mass computed from the excluded logits (f32, as
+//! (f16, bf16 or f32) and the tail log-mass computed from the excluded logits (f32, as
 //! [`TopKTail::f_encode`](crate::criterion::TopKTail::f_encode) does: the reader never rebuilds it
 //! from the kept values) — 4·k + 5 bytes per token with 16-bit ids and f16 log-probabilities — or
 //! [`SampledKl`](crate::criterion::SampledKl)'s sampled encoding ([`TokenEncoding`]). Its manifest
@@ -103,6 +103,7 @@ pub use augment::Augment;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
 pub use manifest::{Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry};
+pub(crate) use mapped::MappedShard;
 pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;

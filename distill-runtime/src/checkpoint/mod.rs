@@ -163,7 +163,7 @@ impl<'a> Owners<'a> {
     ///
     /// The file is written atomically — under a temporary name in the same directory, fsynced, then
     /// renamed — so a process killed during the save leaves the previous file intact — and carries
-    /// a CRC-32 of its tensors in its metadata ([`checksum`]), which
+    /// in its metadata a CRC-32 of its tensors and that metadata ([`checksum`]), which
     /// [`checksum::verify`] checks.
     ///
     /// # Errors

@@ -1,9 +1,16 @@
-//! Safetensors files that carry a checksum of their tensors: checkpoints and teacher-cache shards.
+//! Safetensors files that carry a checksum of their tensors and metadata: checkpoints, prune
+//! records and teacher-cache shards.
 //!
 //! The checksum is a CRC-32 (IEEE) over every tensor in name order — its name, dtype, shape and
-//! bytes — stored as `"crc32:<8 hex digits>"` under the metadata key `distill.crc32`. The files
-//! stay ordinary safetensors files (`VarStore::load`, Python's `safetensors` read them and ignore
-//! the metadata). Files are written atomically: to a temporary name, fsynced, then renamed.
+//! bytes — and then over this library's metadata entries (every key that starts with `distill.`,
+//! such as a cache shard's manifest hash and inputs CRC, but the checksum's own), stored as
+//! `"crc32+metadata:<8 hex digits>"` under the metadata key `distill.crc32`. Files written by
+//! versions before the metadata was covered carry `"crc32:<8 hex digits>"`, a CRC of their tensors
+//! alone, and still read, checked as they were written. A damaged current file cannot pass for one
+//! of those: the two forms differ in length, so no flipped byte turns one into the other, and the
+//! CRC of a current file does not match its tensors alone. The files stay ordinary safetensors
+//! files (`VarStore::load`, Python's `safetensors` read them and ignore the metadata). Files are
+//! written atomically: to a temporary name, fsynced, then renamed.
 //!
 //! Reading a file checks its checksum: one CRC pass over its bytes, which runs at several GB/s
 //! (the `crc32fast` crate uses the CPU's carry-less multiply), next to reading the file itself.
@@ -25,9 +32,11 @@ use tch::{Kind, Tensor};
 use crate::atomic::{self, io_error};
 use crate::error::{DistillError, Result};
 
+mod scheme;
 mod streamed;
 
 pub use crate::error::ChecksumError;
+pub(crate) use scheme::{covers_metadata, FileCrc};
 pub(crate) use streamed::Streamed;
 
 /// The metadata key of the checksum.
@@ -41,35 +50,6 @@ struct Bytes {
     dtype: Dtype,
     shape: Vec<usize>,
     data: Vec<u8>,
-}
-
-/// The checksum of tensors given as `(name, dtype, shape, bytes)`, in any order.
-fn checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
-    let mut sorted: Vec<_> = tensors.into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut crc = crc32fast::Hasher::new();
-    for (name, dtype, shape, data) in sorted {
-        checksum_prefix(&mut crc, name, dtype, shape);
-        crc.update(data);
-    }
-    format_crc(crc)
-}
-
-/// What the checksum hashes of one tensor before its bytes: its name, dtype and shape. The
-/// checksum of a file is, for each tensor in name order, this prefix and then the tensor's bytes.
-pub(crate) fn checksum_prefix(crc: &mut crc32fast::Hasher, name: &str, dtype: Dtype, shape: &[usize]) {
-    crc.update(&(name.len() as u64).to_le_bytes());
-    crc.update(name.as_bytes());
-    crc.update(format!("{dtype:?}").as_bytes());
-    crc.update(&(shape.len() as u64).to_le_bytes());
-    for dim in shape {
-        crc.update(&(*dim as u64).to_le_bytes());
-    }
-}
-
-/// A finished CRC as the metadata stores it: `crc32:<8 hex digits>` (always 14 characters).
-pub(crate) fn format_crc(crc: crc32fast::Hasher) -> String {
-    format!("crc32:{:08x}", crc.finalize())
 }
 
 /// The CRC-32 of raw bytes, as `"crc32:<hex>"` (used for inputs and manifests).
@@ -90,8 +70,8 @@ pub(crate) fn tensor_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Writes `tensors` to the safetensors `path` atomically, with their checksum and `metadata` in
-/// its metadata.
+/// Writes `tensors` to the safetensors `path` atomically, with `metadata` (keys that start with
+/// `distill.`, which the checksum covers) and their checksum in its metadata.
 ///
 /// # Errors
 /// [`ChecksumError::UnsupportedKind`] for a tensor of a kind safetensors cannot store;
@@ -107,11 +87,17 @@ pub(crate) fn write(path: &Path, tensors: &[(String, Tensor)], metadata: BTreeMa
             Ok((name.as_str(), Bytes { dtype, shape, data: tensor_bytes(tensor)? }))
         })
         .collect::<Result<Vec<_>>>()?;
+    debug_assert!(metadata.keys().all(|key| key.starts_with(OWN_KEY_PREFIX)), "a key the checksum leaves out");
+    let mut sorted: Vec<&(&str, Bytes)> = bytes.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut crc = FileCrc::default();
+    for (name, b) in sorted {
+        crc.tensor(name, b.dtype, &b.shape);
+        crc.update(&b.data);
+    }
     let mut metadata = metadata;
-    metadata.insert(
-        CHECKSUM_KEY.to_owned(),
-        checksum(bytes.iter().map(|(name, b)| (*name, b.dtype, b.shape.as_slice(), b.data.as_slice()))),
-    );
+    let stored = crc.finish(&metadata);
+    metadata.insert(CHECKSUM_KEY.to_owned(), stored);
     let specs: Vec<(&str, Dtype, &[usize], usize)> =
         bytes.iter().map(|(name, b)| (*name, b.dtype, b.shape.as_slice(), b.data.len())).collect();
     let (header, order) = header(&specs, &metadata)?;
@@ -209,7 +195,8 @@ pub(crate) fn read(path: &Path, missing: Missing) -> Result<Checked> {
 }
 
 /// The safetensors file `file` (the bytes of `path`), parsed, once its checksum is checked over its
-/// tensors' views: names, dtypes, shapes and bytes as stored, whatever their dtype.
+/// tensors' views — names, dtypes, shapes and bytes as stored, whatever their dtype — and its
+/// metadata.
 ///
 /// # Errors
 /// As [`read`], except for the dtypes and shapes libtorch cannot hold, which pass here.
@@ -222,14 +209,14 @@ fn checked<'a>(path: &Path, file: &'a [u8], missing: Missing) -> Result<SafeTens
     let metadata = header.metadata().clone().unwrap_or_default();
     match metadata.get(CHECKSUM_KEY) {
         Some(stored) => {
-            let views = parsed.tensors();
-            let computed = checksum(views.iter().map(|(name, v)| (name.as_str(), v.dtype(), v.shape(), v.data())));
-            if *stored != computed {
-                return Err(corrupt(format!(
-                    "its tensors do not match the checksum it was written with ({stored}, now {computed}): the \
-                     file was damaged or changed after it was written"
-                )));
+            let mut views = parsed.tensors();
+            views.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut crc = FileCrc::default();
+            for (name, view) in &views {
+                crc.tensor(name, view.dtype(), view.shape());
+                crc.update(view.data());
             }
+            crc.check(stored, &metadata).map_err(corrupt)?;
         }
         None if missing == Missing::Refuse => {
             return Err(corrupt(format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)")))
@@ -278,143 +265,28 @@ pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
 /// Checks the checksum of a safetensors file written by this library — a checkpoint, a prune
 /// record, a shard of a teacher cache or of a token cache — without loading it into a model: the
 /// tensors are hashed as stored and never converted, so any dtype passes, the 16-bit token ids of a
-/// token cache's shards included. The file is read whole into memory; a cache's own
-/// [`TeacherCache::verify`](crate::cache::TeacherCache::verify) and
-/// [`TokenCache::verify`](crate::cache::TokenCache::verify) check its shards through memory maps.
+/// token cache's shards included, and so is this library's metadata (a cache shard's manifest hash
+/// and inputs CRC, a checkpoint's kind). Files written before the metadata was covered carry a
+/// checksum of their tensors alone, which is checked as it was written.
+///
+/// The file is memory-mapped, as a cache's own [`TeacherCache::verify`](crate::cache::TeacherCache::verify)
+/// and [`TokenCache::verify`](crate::cache::TokenCache::verify) map its shards, and hashed in
+/// windows whose pages are released once hashed: the process's resident memory does not grow
+/// with the file. A file truncated, rewritten or replaced while it is checked fails the check.
 ///
 /// # Errors
 /// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
-/// when it is not a safetensors file, its tensors do not match its checksum, or it has none.
+/// when it is not a safetensors file, its tensors or metadata do not match its checksum, it has
+/// none, or it changed while it was checked.
 pub fn verify(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let file = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
-    checked(path, &file, Missing::Refuse).map(drop)
+    let file = crate::cache::MappedShard::open(path)?;
+    if !file.metadata().contains_key(CHECKSUM_KEY) {
+        let reason = format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)");
+        return Err(DistillError::Corrupt { file: path.display().to_string(), reason });
+    }
+    file.verify_now()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_streamed_file_is_the_file_write_gives_for_the_same_tensors() {
-        let dir = std::env::temp_dir().join(format!("distill-streamed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]).view([3, 2]);
-        let b = Tensor::from_slice(&[1i64, 2, 3]);
-        let c = Tensor::from_slice(&[4u8, 5, 6, 7, 8]);
-        let named =
-            vec![("b.first".to_owned(), b.shallow_clone()), ("a".to_owned(), a.shallow_clone()), ("c".to_owned(), c)];
-        let metadata = BTreeMap::from([("distill.manifest".to_owned(), "crc32:01234567".to_owned())]);
-        write(&dir.join("whole.safetensors"), &named, metadata.clone()).unwrap();
-        let specs = named
-            .iter()
-            .map(|(name, t)| {
-                (name.clone(), Dtype::try_from(t.kind()).unwrap(), t.size().iter().map(|&d| d as usize).collect())
-            })
-            .collect();
-        let mut streamed = Streamed::create(&dir.join("streamed.safetensors"), specs, metadata).unwrap();
-        // Interleaved appends, in pieces.
-        let bytes: Vec<Vec<u8>> = named.iter().map(|(_, t)| tensor_bytes(t).unwrap()).collect();
-        streamed.append(1, &bytes[1][..8]).unwrap();
-        streamed.append(0, &bytes[0][..8]).unwrap();
-        streamed.append(2, &bytes[2]).unwrap();
-        streamed.append(1, &bytes[1][8..]).unwrap();
-        assert!(streamed.append(2, &[0]).is_err(), "past the tensor's end");
-        streamed.append(0, &bytes[0][8..]).unwrap();
-        streamed.finish().unwrap();
-        assert_eq!(
-            std::fs::read(dir.join("streamed.safetensors")).unwrap(),
-            std::fs::read(dir.join("whole.safetensors")).unwrap()
-        );
-        verify(dir.join("streamed.safetensors")).unwrap();
-        // Unfinished, nothing is published and the temporary file is gone.
-        let mut unfinished = Streamed::create(
-            &dir.join("unfinished.safetensors"),
-            vec![("x".into(), Dtype::U8, vec![4])],
-            BTreeMap::new(),
-        )
-        .unwrap();
-        unfinished.append(0, &[1, 2]).unwrap();
-        drop(unfinished);
-        let mut names: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        assert_eq!(names, ["streamed.safetensors", "whole.safetensors"]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn the_checksum_covers_names_shapes_and_bytes_in_any_order() {
-        let a: &[u8] = &[1, 2, 3, 4];
-        let base = checksum([("a", Dtype::F32, &[1usize][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
-        let reordered = checksum([("b", Dtype::U8, &[0usize][..], &[][..]), ("a", Dtype::F32, &[1usize][..], a)]);
-        assert_eq!(base, reordered);
-        let renamed = checksum([("c", Dtype::F32, &[1usize][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
-        let reshaped = checksum([("a", Dtype::F32, &[1usize, 1][..], a), ("b", Dtype::U8, &[0usize][..], &[][..])]);
-        let flipped =
-            checksum([("a", Dtype::F32, &[1usize][..], &[1, 2, 3, 5][..]), ("b", Dtype::U8, &[0][..], &[][..])]);
-        for other in [renamed, reshaped, flipped] {
-            assert_ne!(base, other);
-        }
-    }
-
-    #[test]
-    fn verify_hashes_tensors_of_dtypes_libtorch_cannot_hold() {
-        let path = std::env::temp_dir().join(format!("distill-u16-{}.safetensors", std::process::id()));
-        let ids: Vec<u8> = [3u16, 65535, 0, 42].iter().flat_map(|id| id.to_le_bytes()).collect();
-        let mut file = Streamed::create(&path, vec![("ids".into(), Dtype::U16, vec![2, 2])], BTreeMap::new()).unwrap();
-        file.append(0, &ids).unwrap();
-        file.finish().unwrap();
-        verify(&path).unwrap();
-        let err = read(&path, Missing::Refuse).map(drop).unwrap_err();
-        assert!(err.to_string().contains("libtorch cannot hold"), "{err}");
-        let mut bytes = std::fs::read(&path).unwrap();
-        *bytes.last_mut().unwrap() ^= 1;
-        std::fs::write(&path, bytes).unwrap();
-        let err = verify(&path).unwrap_err();
-        std::fs::remove_file(&path).unwrap();
-        assert!(
-            matches!(&err, DistillError::Corrupt { reason, .. } if reason.contains("do not match the checksum")),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_file_without_a_checksum_reads_only_without_this_librarys_metadata() {
-        let path = std::env::temp_dir().join(format!("distill-no-checksum-{}.safetensors", std::process::id()));
-        let file_with = |metadata: &str| {
-            let header =
-                format!(r#"{{"__metadata__":{metadata},"x":{{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}"#);
-            let mut file = (header.len() as u64).to_le_bytes().to_vec();
-            file.extend_from_slice(header.as_bytes());
-            file.extend_from_slice(&1f32.to_le_bytes());
-            std::fs::write(&path, file).unwrap();
-        };
-        file_with(r#"{"format":"pt"}"#);
-        assert_eq!(read(&path, Missing::Accept).unwrap().tensors.len(), 1);
-        file_with(r#"{"format":"pt","distill.checkpoint":"training","distill.krc32":"crc32:00000000"}"#);
-        let err = read(&path, Missing::Accept).map(drop).unwrap_err();
-        std::fs::remove_file(&path).unwrap();
-        assert!(
-            matches!(&err, DistillError::Corrupt { reason, .. }
-                if reason.contains("no checksum") && reason.contains("`distill.checkpoint`")),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_dimension_past_libtorchs_sizes_is_corrupt() {
-        // A zero-sized tensor with a dimension of 2^63: a valid safetensors header, no libtorch size.
-        let header = br#"{"x":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]}}"#;
-        let mut file = (header.len() as u64).to_le_bytes().to_vec();
-        file.extend_from_slice(header);
-        let path = std::env::temp_dir().join(format!("distill-huge-dim-{}.safetensors", std::process::id()));
-        std::fs::write(&path, file).unwrap();
-        let err = read(&path, Missing::Accept).map(drop).unwrap_err();
-        std::fs::remove_file(&path).unwrap();
-        assert!(
-            matches!(&err, DistillError::Corrupt { reason, .. } if reason.contains("past libtorch's sizes")),
-            "{err}"
-        );
-    }
-}
+mod tests;

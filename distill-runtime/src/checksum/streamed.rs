@@ -5,7 +5,8 @@ use std::path::Path;
 
 use safetensors::tensor::Dtype;
 
-use super::{checksum_prefix, format_crc, header, ChecksumError, CHECKSUM_KEY};
+use super::scheme::WITH_METADATA;
+use super::{header, ChecksumError, FileCrc, CHECKSUM_KEY};
 use crate::atomic::{self, io_error};
 use crate::error::Result;
 
@@ -40,12 +41,14 @@ struct StreamedTensor {
 }
 
 /// The checksum placeholder of a header whose length is computed before the checksum is known
-/// (the same length as every real one).
-const CRC_PLACEHOLDER: &str = "crc32:00000000";
+/// (the same length as every real one: the form's prefix and 8 hex digits).
+fn crc_placeholder() -> String {
+    format!("{WITH_METADATA}00000000")
+}
 
 impl Streamed {
-    /// Starts the file `path` with the tensors `(name, dtype, shape)` and `metadata` (the checksum
-    /// is added to it).
+    /// Starts the file `path` with the tensors `(name, dtype, shape)` and `metadata` (keys that start
+    /// with `distill.`, which the checksum covers; the checksum is added to it).
     ///
     /// # Errors
     /// [`ChecksumError::DuplicateName`] for two tensors of one name; [`DistillError::Io`] when
@@ -55,8 +58,9 @@ impl Streamed {
         tensors: Vec<(String, Dtype, Vec<usize>)>,
         metadata: BTreeMap<String, String>,
     ) -> Result<Streamed> {
+        debug_assert!(metadata.keys().all(|key| key.starts_with(super::OWN_KEY_PREFIX)), "a key left out");
         let mut metadata = metadata;
-        metadata.insert(CHECKSUM_KEY.to_owned(), CRC_PLACEHOLDER.to_owned());
+        metadata.insert(CHECKSUM_KEY.to_owned(), crc_placeholder());
         let specs: Vec<(&str, Dtype, &[usize], usize)> = tensors
             .iter()
             .map(|(name, dtype, shape)| {
@@ -131,16 +135,19 @@ impl Streamed {
         }
         let mut sorted: Vec<&StreamedTensor> = self.tensors.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = FileCrc::default();
         for tensor in sorted {
-            checksum_prefix(&mut crc, &tensor.name, tensor.dtype, &tensor.shape);
+            crc.tensor(&tensor.name, tensor.dtype, &tensor.shape);
             crc.combine(&tensor.crc);
         }
-        self.metadata.insert(CHECKSUM_KEY.to_owned(), format_crc(crc));
+        // The placeholder under the checksum's key is not covered: only the other entries are.
+        let stored = crc.finish(&self.metadata);
+        self.metadata.insert(CHECKSUM_KEY.to_owned(), stored);
         let specs: Vec<(&str, Dtype, &[usize], usize)> =
             self.tensors.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice(), t.len)).collect();
         let (header, _) = header(&specs, &self.metadata)?;
-        // Every CRC is 14 characters, so the header keeps the length the data was placed after.
+        // Every checksum has the placeholder's length, so the header keeps the length the data was
+        // placed after.
         debug_assert_eq!(header.len(), self.header_len);
         if header.len() != self.header_len {
             return Err(ChecksumError::HeaderLength.into());

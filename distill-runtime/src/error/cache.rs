@@ -245,7 +245,8 @@ pub enum CacheError {
     /// A sampled importance weight beyond f16's range.
     #[error(
         "an importance weight of {largest:e} does not fit f16 (largest 65504): store the sampled encoding's values \
-         as f32 (`TokenEncoding::sampled(…).with_values(Precision::F32)`), or use a proposal temperature of at least 1"
+         as bf16 or f32 (`TokenEncoding::sampled(…).with_values(Precision::Bf16)` or `Precision::F32`), or use a \
+         proposal temperature of at least 1"
     )]
     WeightOverflowsF16 {
         /// The largest weight.
@@ -254,11 +255,26 @@ pub enum CacheError {
     /// A teacher hidden state value beyond f16's range, for a hidden state a token cache stores as f16.
     #[error(
         "the teacher hidden state `{path}` gives {value:e}, which f16 storage cannot hold (its largest value is \
-         65504; this would be stored as infinity): store it as f32 (`hidden_state(\"{path}\", width, Precision::F32)`)"
+         65504; this would be stored as infinity): store it as bf16, which has f32's range with 8 significant bits \
+         (`hidden_state(\"{path}\", width, Precision::Bf16)`), or as f32 (`Precision::F32`)"
     )]
     HiddenOverflowsF16 {
         /// The teacher module's path.
         path: String,
+        /// The value.
+        value: f64,
+    },
+    /// A value beyond bf16's range — a magnitude of (2 − 2⁻⁸)·2¹²⁷ ≈ 3.396·10³⁸ or more, the top of
+    /// f32's — for values stored as bf16 ([`Precision::Bf16`](crate::cache::Precision::Bf16),
+    /// [`Encoding::Bf16`](crate::cache::Encoding::Bf16)).
+    #[error(
+        "{what} gives {value:e}, which bf16 storage cannot hold (its largest value is about 3.3895e38; this would be \
+         stored as infinity): store these values as f32 (`Precision::F32`, `Encoding::F32`)"
+    )]
+    ValueOverflowsBf16 {
+        /// What gave the value: "the teacher endpoint `path`", "the teacher's own output", "the teacher
+        /// hidden state `path`" or "an importance weight".
+        what: String,
         /// The value.
         value: f64,
     },
@@ -384,6 +400,14 @@ pub enum CacheError {
 /// An endpoint in a message: `the teacher endpoint `path``, or the teacher's own output.
 fn endpoint_name(path: &str) -> String {
     named_or(path, "the teacher's own output", "the teacher endpoint `", "`")
+}
+
+impl CacheError {
+    /// [`CacheError::ValueOverflowsBf16`] for the teacher endpoint at `path` (`""`: the teacher's own
+    /// output).
+    pub(crate) fn endpoint_overflows_bf16(path: &str, value: f64) -> CacheError {
+        CacheError::ValueOverflowsBf16 { what: teacher_endpoint(path), value }
+    }
 }
 
 /// A teacher endpoint by its path: "the teacher endpoint `path`", or "the teacher's own output".

@@ -37,7 +37,7 @@ use safetensors::tensor::{Dtype, SafeTensors};
 
 use super::guard::Guard;
 use crate::atomic::io_error;
-use crate::checksum::{checksum_prefix, format_crc, CHECKSUM_KEY};
+use crate::checksum::{FileCrc, CHECKSUM_KEY};
 use crate::error::{DistillError, Result};
 
 mod set;
@@ -62,6 +62,13 @@ fn dst_len(pairs: &[(&[u8], &mut [u8])]) -> usize {
 
 /// The checksum pass hashes this many bytes before it releases their pages.
 const VERIFY_WINDOW: usize = 32 << 20;
+
+/// The checksum pass asks the kernel to read its next window in requests of this many bytes: Linux
+/// reads at most the device's read-ahead size per request (128 KiB by default) and drops the rest,
+/// and without the requests a mapping advised random-access reads one page per fault. Measured on
+/// a 1 GiB shard evicted from the page cache: 0.7–0.85 s with them, 11 s with one request per
+/// window, 15–18 s with none (reading the file whole with `read`: 0.75–2.4 s).
+const READ_AHEAD_STEP: usize = 128 << 10;
 
 /// Where a tensor's bytes are in a shard file.
 #[derive(Clone, Debug)]
@@ -229,14 +236,19 @@ impl MappedShard {
         let Some(stored) = self.metadata.get(CHECKSUM_KEY) else { return Ok(()) };
         let mut names: Vec<&String> = self.slots.keys().collect();
         names.sort();
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = FileCrc::default();
         for name in names {
             let slot = &self.slots[name];
-            checksum_prefix(&mut crc, name, slot.dtype, &slot.shape);
+            crc.tensor(name, slot.dtype, &slot.shape);
             let mut offset = slot.offset;
             let end = slot.offset + slot.len;
+            // The mapping is advised random-access (no read-ahead) for the batches' reads: the pass
+            // asks for each window ahead, so that the disk reads the next one while this one is
+            // hashed instead of one page per fault.
+            self.read_ahead(offset, end);
             while offset < end {
                 let next = (offset + VERIFY_WINDOW).min(end);
+                self.read_ahead(next, end);
                 crc.update(&self.map[offset..next]);
                 self.release_range(offset, next - offset);
                 offset = next;
@@ -246,15 +258,11 @@ impl MappedShard {
             return Err("it was truncated while its checksum was verified".to_owned());
         }
         self.unchanged().map_err(|e| e.to_string())?;
-        let computed = format_crc(crc);
-        if *stored != computed {
-            return Err(format!(
-                "its tensors do not match the checksum it was written with ({stored}, now {computed}): the file was \
-                 damaged or changed after it was written; for a cache shard, remove it and run the writer again (it \
-                 writes only the missing shards)"
-            ));
-        }
-        Ok(())
+        crc.check(stored, &self.metadata).map_err(|reason| {
+            format!(
+                "{reason}; for a cache shard, remove it and run the writer again (it writes only the missing shards)"
+            )
+        })
     }
 
     /// An error unless the file is as it was when opened and the path still names it.
@@ -327,6 +335,19 @@ impl MappedShard {
     /// The mapped bytes `offset..offset + len` (read only through a [`Reader`]).
     fn bytes(&self, offset: usize, len: usize) -> &[u8] {
         &self.map[offset..offset + len]
+    }
+
+    /// Asks the kernel to read the window of the checksum pass from `offset` (up to `end`) into the
+    /// page cache, in the background.
+    fn read_ahead(&self, offset: usize, end: usize) {
+        let end = end.min(offset + VERIFY_WINDOW);
+        let mut at = offset;
+        while at < end {
+            let step = READ_AHEAD_STEP.min(end - at);
+            // Advice only: a failure costs speed, not correctness.
+            let _ = self.map.advise_range(Advice::WillNeed, at, step);
+            at += step;
+        }
     }
 
     /// Releases the process's pages of `offset..offset + len` (the whole pages inside it).

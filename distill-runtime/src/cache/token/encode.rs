@@ -1,11 +1,11 @@
 //! The bytes a token cache stores for one batch: each token's teacher distribution in the cache's
-//! encoding, and the stored hidden states, checked against what f16 can hold.
+//! encoding, and the stored hidden states, checked against what their precision can hold.
 
 use tch::{Device, Kind, Tensor};
 
 use super::manifest::{IdWidth, TokenEncoding, TokenManifest};
 use crate::cache::manifest::Precision;
-use crate::cache::writer::f16_overflow;
+use crate::cache::writer::overflow;
 use crate::cache::CacheError;
 use crate::checksum::tensor_bytes;
 use crate::criterion::{SampledLogits, TopKTail};
@@ -48,9 +48,7 @@ pub(super) fn encode(manifest: &TokenManifest, ids: &[usize], logits: &Tensor, v
             let ids = Tensor::f_stack(&parts.0, 0)?.f_where_scalarother(&mask, 0)?;
             let log_probs = Tensor::f_stack(&parts.1, 0)?.f_where_scalarother(&mask, 0.0)?;
             let weights = Tensor::f_stack(&parts.2, 0)?.f_where_scalarother(&mask, 1.0 / n as f64)?;
-            if values == Precision::F16 {
-                check_f16_weights(&weights)?;
-            }
+            check_weights(&weights, values)?;
             (ids, log_probs, weights.f_to_kind(values.kind())?)
         }
     };
@@ -84,23 +82,40 @@ pub(super) fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: 
                 return Err(CacheError::HiddenShape { path, expected, got: tensor.size() }.into());
             }
             let values = tensor.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_where_scalarother(&mask, 0.0)?;
-            // A value past f16's range would be stored as infinity, and every loss on it is NaN.
-            if stored.values == Precision::F16 {
-                if let Some(value) = f16_overflow(&values)? {
-                    return Err(CacheError::HiddenOverflowsF16 { path: stored.path.clone(), value }.into());
+            // A value past the precision's range would be stored as infinity, and every loss on it
+            // is NaN.
+            if let Some(value) = overflow(&values, stored.values)? {
+                let path = stored.path.clone();
+                return Err(match stored.values {
+                    Precision::Bf16 => {
+                        CacheError::ValueOverflowsBf16 { what: format!("the teacher hidden state `{path}`"), value }
+                    }
+                    _ => CacheError::HiddenOverflowsF16 { path, value },
                 }
+                .into());
             }
             tensor_bytes(&values.f_to_kind(stored.values.kind())?)
         })
         .collect()
 }
 
-/// An error when a finite importance weight would become infinite in f16.
-fn check_f16_weights(weights: &Tensor) -> Result<()> {
-    let largest = if weights.numel() == 0 { 0.0 } else { weights.f_max()?.f_double_value(&[])? };
-    // 65520 and above round to infinity in f16.
-    if largest < 65520.0 {
-        return Ok(());
+/// An error when an importance weight would become infinite in `values`.
+fn check_weights(weights: &Tensor, values: Precision) -> Result<()> {
+    match values {
+        Precision::F32 => Ok(()),
+        Precision::F16 => {
+            let largest = if weights.numel() == 0 { 0.0 } else { weights.f_max()?.f_double_value(&[])? };
+            // 65520 and above round to infinity in f16.
+            if largest < 65520.0 {
+                return Ok(());
+            }
+            Err(CacheError::WeightOverflowsF16 { largest }.into())
+        }
+        Precision::Bf16 => match overflow(weights, values)? {
+            None => Ok(()),
+            Some(value) => {
+                Err(CacheError::ValueOverflowsBf16 { what: "an importance weight".to_owned(), value }.into())
+            }
+        },
     }
-    Err(CacheError::WeightOverflowsF16 { largest }.into())
 }

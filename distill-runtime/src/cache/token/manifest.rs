@@ -264,10 +264,7 @@ pub(crate) const VALID: &str = "valid";
 pub(crate) fn shard_tensors(manifest: &TokenManifest, len: usize) -> Vec<(String, Dtype, Vec<usize>)> {
     let t = manifest.seq_len as usize;
     let width = manifest.encoding.width() as usize;
-    let values = match manifest.encoding.values() {
-        Precision::F32 => Dtype::F32,
-        Precision::F16 => Dtype::F16,
-    };
+    let values = manifest.encoding.values().dtype();
     let third = match manifest.encoding {
         TokenEncoding::TopK { .. } => (TAIL.to_owned(), Dtype::F32, vec![len, t]),
         TokenEncoding::Sampled { .. } => (WEIGHTS.to_owned(), values, vec![len, t, width]),
@@ -279,11 +276,7 @@ pub(crate) fn shard_tensors(manifest: &TokenManifest, len: usize) -> Vec<(String
         (VALID.to_owned(), Dtype::U8, vec![len, t]),
     ];
     for (index, hidden) in manifest.hidden.iter().enumerate() {
-        let dtype = match hidden.values {
-            Precision::F32 => Dtype::F32,
-            Precision::F16 => Dtype::F16,
-        };
-        tensors.push((hidden_tensor(index), dtype, vec![len, t, hidden.width as usize]));
+        tensors.push((hidden_tensor(index), hidden.values.dtype(), vec![len, t, hidden.width as usize]));
     }
     tensors
 }

@@ -25,10 +25,10 @@ use crate::error::{DistillError, Result};
 /// Shard `i` of `n` holds sequences `i·N/n .. (i+1)·N/n`. [`write`](Self::write) fills every
 /// pending shard from a closure; [`open_shard`](Self::open_shard) gives a [`TokenShardWriter`] to
 /// push batches into from a loop of the caller's. As in the image cache, each shard is written under
-/// a temporary name unique to its writer and renamed when complete, with a CRC-32 of its tensors and
-/// the hash of its manifest in its metadata, under an OS lock on the shard; independent processes
-/// may write disjoint shards (`shard(i)`), a rerun skips complete shards (and writes again one
-/// whose header no longer accounts for its length; a folder that holds an image teacher cache is
+/// a temporary name unique to its writer and renamed when complete, with the hash of its manifest and
+/// a CRC-32 of its tensors and that hash in its metadata, under an OS lock on the shard; independent
+/// processes may write disjoint shards (`shard(i)`), a rerun skips complete shards (and writes again
+/// one whose header no longer accounts for its length; a folder that holds an image teacher cache is
 /// refused), and a rerun with another
 /// [`TokenCacheSpec`] than the manifest records is a [`DistillError::CacheMismatch`] naming the
 /// difference, before anything is written. The manifest is published once, by the first writer,
@@ -151,6 +151,9 @@ impl TokenCacheWriter {
         if path.exists() && is_whole(&path)? {
             let recorded = crate::checksum::read_metadata(&path)?.remove(MANIFEST_KEY);
             if recorded.as_deref() != Some(identity.as_str()) {
+                // A shard whose recorded hash was damaged fails its checksum (it covers the
+                // metadata): say so rather than that it belongs to another cache.
+                crate::checksum::verify(&path)?;
                 return Err(DistillError::Corrupt {
                     file: path.display().to_string(),
                     reason: format!(

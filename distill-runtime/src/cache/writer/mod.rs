@@ -19,7 +19,7 @@ use crate::distillation::Distillation;
 use crate::endpoint::ResolvedEndpoint;
 use crate::error::{DistillError, Result};
 use crate::side::SideModel;
-pub(crate) use shard::f16_overflow;
+pub(crate) use shard::overflow;
 use shard::{stored_endpoints, write_shard, InputsCrc};
 
 /// Writes a teacher cache: every teacher endpoint of a [`Distillation`] (a `distill!` model's or a
@@ -29,10 +29,10 @@ use shard::{stored_endpoints, write_shard, InputsCrc};
 /// Sample ids are `0..num_samples`; shard `i` of `n` holds ids `i·N/n .. (i+1)·N/n`. A writer
 /// writes every shard, or only the one given by [`shard`](Self::shard), so that independent
 /// processes can write disjoint shards of one cache. Each shard is written under a temporary name
-/// unique to its writer, fsynced and renamed when complete, with a CRC-32 of its tensors and the
-/// hash of its manifest in its metadata; a writer holds a lock on the shard while it writes it
-/// (`<shard>.lock`, released by the system if the writer dies), so a second writer of the same
-/// shard stops with an error instead of disturbing the first.
+/// unique to its writer, fsynced and renamed when complete, with the CRC-32 of its inputs, the hash
+/// of its manifest, and a CRC-32 of its tensors and of those two in its metadata; a writer holds a
+/// lock on the shard while it writes it (`<shard>.lock`, released by the system if the writer dies),
+/// so a second writer of the same shard stops with an error instead of disturbing the first.
 ///
 /// A rerun skips complete shards and writes the others, after checking that it would write the
 /// same cache: the same teacher hash, inputs, teacher mode, views, encodings, shards and write
@@ -40,8 +40,10 @@ use shard::{stored_endpoints, write_shard, InputsCrc};
 /// [`DistillError::CacheMismatch`] naming what differs, and writes nothing. A shard damaged after
 /// it was written so that its header no longer accounts for its length (truncated, cut short by a
 /// copy) is written again; damage inside a whole shard is found by its checksum when it is read
-/// (remove that shard and rerun). A folder that holds a token cache is refused: both kinds name
-/// their shards alike.
+/// (remove that shard and rerun). A skipped shard whose recorded inputs CRC differs from its inputs
+/// is checked against its checksum, which covers that record, so that a damaged record is reported
+/// as a damaged shard ([`DistillError::Corrupt`]), not as another dataset. A folder that holds a
+/// token cache is refused: both kinds name their shards alike.
 ///
 /// The manifest is published once, by the first writer, and never replaced: a writer that finds one
 /// published — before it starts, or by a concurrent writer while its teacher ran — writes no shard
@@ -360,7 +362,9 @@ impl CacheWriter {
     }
 
     /// For a complete shard of a cache whose manifest does not identify its inputs: an error when
-    /// the inputs the shard was written from are not those `inputs` loads now.
+    /// the inputs the shard was written from are not those `inputs` loads now — a
+    /// [`DistillError::CacheMismatch`], or a [`DistillError::Corrupt`] naming the shard when it fails
+    /// its checksum (its recorded CRC of the inputs was damaged, not the dataset changed).
     fn check_skipped_inputs<F>(&self, path: &Path, shard: usize, start: usize, end: usize, inputs: &mut F) -> Result<()>
     where
         F: FnMut(&[i64]) -> Result<Tensor>,
@@ -379,6 +383,9 @@ impl CacheWriter {
         if now == recorded {
             return Ok(());
         }
+        // Before the dataset is blamed: a shard whose recorded CRC was damaged fails its checksum,
+        // which covers its metadata, and is named as the damaged file.
+        crate::checksum::verify(path)?;
         Err(DistillError::CacheMismatch {
             dir: self.dir.display().to_string(),
             what: format!("the inputs of shard {shard} (samples {start}..{end}, CRC-32 of their bytes)"),

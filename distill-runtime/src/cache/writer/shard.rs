@@ -64,16 +64,12 @@ impl CacheWriter {
                         Encoding::TopK { k, temperature, values } => {
                             let packed = encode_top_k(endpoint.path(), &tensor, TopKLogits::new(k, temperature))?;
                             let log_probabilities = packed.f_select(1, 0)?;
-                            if values == Precision::F16 {
-                                check_f16_range(endpoint.path(), &log_probabilities)?;
-                            }
+                            check_range(endpoint.path(), &log_probabilities, values)?;
                             views[j].push(log_probabilities.f_to_kind(values.kind())?);
                             view_indices[j].push(packed.f_select(1, 1)?.f_to_kind(TOP_K_INDEX_KIND)?);
                         }
                         encoding => {
-                            if encoding == Encoding::F16 {
-                                check_f16_range(endpoint.path(), &tensor)?;
-                            }
+                            check_range(endpoint.path(), &tensor, encoding.precision())?;
                             views[j].push(tensor.f_to_kind(encoding.kind())?)
                         }
                     }
@@ -146,26 +142,28 @@ impl InputsCrc {
     }
 }
 
-/// The largest magnitude an f16 stores without rounding to infinity is just below 65520 (65504
-/// is the largest finite f16; round-to-nearest sends everything from 65520 up to infinity).
-const F16_OVERFLOW: f64 = 65520.0;
-
-/// An error naming the endpoint when a finite value of `values` would become infinite in f16.
-pub(super) fn check_f16_range(path: &str, values: &Tensor) -> Result<()> {
-    match f16_overflow(values)? {
-        None => Ok(()),
-        Some(value) => Err(CacheError::ValueOverflowsF16 { path: path.to_owned(), value }.into()),
+/// An error naming the endpoint when a finite value of `values` would become infinite in
+/// `precision`.
+pub(super) fn check_range(path: &str, values: &Tensor, precision: Precision) -> Result<()> {
+    let Some(value) = overflow(values, precision)? else { return Ok(()) };
+    Err(match precision {
+        Precision::Bf16 => CacheError::endpoint_overflows_bf16(path, value),
+        _ => CacheError::ValueOverflowsF16 { path: path.to_owned(), value },
     }
+    .into())
 }
 
-/// The finite value of `values` with the largest magnitude, with its sign, when f16 would store it
-/// as infinity; `None` when every finite value fits (infinities and NaN are stored as they are).
-pub(crate) fn f16_overflow(values: &Tensor) -> Result<Option<f64>> {
+/// The finite value of `values` with the largest magnitude, with its sign, when `precision` would
+/// store it as infinity ([`Precision::overflow`]); `None` when every finite value fits (infinities
+/// and NaN are stored as they are).
+pub(crate) fn overflow(values: &Tensor, precision: Precision) -> Result<Option<f64>> {
+    let Some(limit) = precision.overflow() else { return Ok(None) };
     if values.numel() == 0 {
         return Ok(None);
     }
+    // In f64: an f32 maximum of 3.4·10³⁸ compares with the bf16 limit exactly.
     let magnitudes = values.f_abs()?.f_where_scalarother(&values.f_isfinite()?, 0.0)?;
-    if magnitudes.f_max()?.f_double_value(&[])? < F16_OVERFLOW {
+    if magnitudes.f_max()?.f_double_value(&[])? < limit {
         return Ok(None);
     }
     let at = magnitudes.f_argmax(None, false)?.f_int64_value(&[])?;
