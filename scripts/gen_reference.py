@@ -11,6 +11,9 @@ class targets, an optional weight, and for both float64 and float32 the loss and
 
 The reference formulas below are written as the papers' official code writes them (RepDistiller,
 mdistiller, DIST_KD), not as the Rust code computes them, so that the Rust reformulations are tested.
+
+A second list, `dkd_half`, holds DKD on f16 and bf16 logits: mdistiller's function computed in that
+precision, and exactly (see the section that builds it).
 """
 
 import json
@@ -367,13 +370,77 @@ top_k_case("top_k_kl/3x100/k5/T1", (3, 100), 5, 1.0)
 top_k_case("top_k_kl/4x10/k2/T1/dominant", (4, 10), 2, 1.0, dominant=(1, 3, 25.0))
 top_k_case("top_k_kl/4x10/k3/T2/dominant", (4, 10), 3, 2.0, dominant=(1, 3, 25.0))
 
+# ---------------------------------------------------------------------------------------------
+# DKD in half precision: mdistiller's own function on f16 / bf16 logits, where its bool mask
+# promotes the non-target term to f32 (`t / T - 1000.0 * gt_mask`), and the loss is an f32 scalar.
+# A list of its own ("dkd_half"), from a generator of its own: the cases above are unchanged.
+#
+# Each case holds the half-precision inputs (exactly representable in f64), and for three weightings
+# — (alpha, beta), the non-target term alone (0, beta), the target term alone (alpha, 0) — mdistiller's
+# loss and student gradient computed in that precision, and the exact loss: the same function in f64
+# on the same inputs. T is a power of two, so that `s / T` rounds nowhere and both precisions
+# start from the same scaled logits.
+# ---------------------------------------------------------------------------------------------
+
+HALF_GEN = torch.Generator().manual_seed(20260702)
+HALF_CASES = []
+
+
+def half_case(name, dtype, shape, alpha, beta, temperature, scale, targets):
+    assert temperature == 2.0 ** round(torch.log2(torch.tensor(temperature)).item()), name
+    s = (torch.randn(shape, generator=HALF_GEN, dtype=torch.float64) * scale).to(dtype)
+    t = (torch.randn(shape, generator=HALF_GEN, dtype=torch.float64) * scale).to(dtype)
+    for x in (s, t):
+        assert torch.equal((x / temperature).double(), x.double() / temperature), name  # no subnormal
+    if targets == "random":
+        target = torch.randint(0, shape[1], (shape[0],), generator=HALF_GEN)
+    else:
+        # No targets given: the Rust side takes the teacher's argmax, which must be unique.
+        top2 = t.double().topk(2, dim=1).values
+        assert bool((top2[:, 0] > top2[:, 1]).all()), name
+        target = t.double().argmax(1)
+    terms = []
+    for a, b in ((alpha, beta), (0.0, beta), (alpha, 0.0)):
+        sh = s.clone().requires_grad_(True)
+        loss = dkd(sh, t, target, a, b, temperature)
+        loss.backward()
+        exact = dkd(s.double(), t.double(), target, a, b, temperature)
+        assert loss.dim() == 0 and loss.dtype == torch.float32, (name, loss.dtype)
+        terms.append({
+            "alpha": a,
+            "beta": b,
+            "loss": loss.item(),
+            "loss_dtype": str(loss.dtype).replace("torch.", ""),
+            "grad": f64_list(sh.grad.double()),
+            "exact_loss": exact.item(),
+        })
+    HALF_CASES.append({
+        "name": name,
+        "dtype": str(dtype).replace("torch.", ""),
+        "temperature": temperature,
+        "student": {"shape": list(shape), "data": f64_list(s.double())},
+        "teacher": {"shape": list(shape), "data": f64_list(t.double())},
+        "targets": target.tolist() if targets == "random" else None,
+        "terms": terms,
+    })
+
+
+for dtype in (torch.bfloat16, torch.float16):
+    tag = str(dtype).replace("torch.", "")
+    # CIFAR-100-like: mdistiller's defaults (alpha 1, beta 8, T 4).
+    half_case(f"dkd_half/{tag}/8x100/targets", dtype, (8, 100), 1.0, 8.0, 4.0, 3.0, "random")
+    half_case(f"dkd_half/{tag}/8x64/T2/targets", dtype, (8, 64), 1.0, 8.0, 2.0, 2.0, "random")
+    half_case(f"dkd_half/{tag}/4x10/teacher_argmax", dtype, (4, 10), 1.0, 8.0, 4.0, 2.0, "argmax")
+    half_case(f"dkd_half/{tag}/6x50/a2b1T1/targets", dtype, (6, 50), 2.0, 1.0, 1.0, 2.0, "random")
+
 doc = {
     "generator": "scripts/gen_reference.py",
     "torch_version": torch.__version__,
     "cases": CASES,
+    "dkd_half": HALF_CASES,
 }
 os.makedirs(os.path.dirname(OUT), exist_ok=True)
 with open(OUT, "w") as f:
     json.dump(doc, f, separators=(",", ":"))
     f.write("\n")
-print(f"wrote {len(CASES)} cases to {os.path.relpath(OUT, ROOT)} ({os.path.getsize(OUT)} bytes)", file=sys.stderr)
+print(f"wrote {len(CASES)} cases and {len(HALF_CASES)} half-precision DKD cases to {os.path.relpath(OUT, ROOT)} ({os.path.getsize(OUT)} bytes)", file=sys.stderr)

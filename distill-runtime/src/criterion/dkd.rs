@@ -32,6 +32,12 @@ const TARGET_MASK: f64 = 1000.0;
 /// prediction, which differs from the paper's wherever the teacher is wrong. Give the labels to get the
 /// paper's loss.
 ///
+/// **Half precision.** For f16 and bf16 logits the non-target term is computed in f32, as in
+/// mdistiller, where the bool mask of `logits / T − 1000 · mask` promotes it (the target term stays
+/// in the input's precision); the loss is then an f32 scalar, as mdistiller's, while the gradient
+/// keeps the logits' kind. NCKD's terms are differences of log-probabilities of the order of
+/// `log C`, which half precision would round to a few percent of the loss.
+///
 /// α and β must be finite and ≥ 0, the temperature finite and > 0; the logits need at least 2
 /// classes (the non-target term is over the others). A class both sides rule out (a `−∞` logit on
 /// each) contributes 0, as in [`KlDiv`](super::KlDiv), where mdistiller's loss is NaN.
@@ -83,12 +89,27 @@ impl Dkd {
         // A class both sides rule out (−∞ logits) counts as absent, as in `KlDiv`.
         let tckd = where_teacher_positive(b_student.log(), &b_teacher).kl_div(&b_teacher, Reduction::Sum, false);
 
-        let mask = gt * TARGET_MASK;
-        let p_teacher = (t_scaled - &mask).softmax(1, None);
-        let log_p_student = where_teacher_positive((s_scaled - &mask).log_softmax(1, None), &p_teacher);
+        // mdistiller subtracts `1000.0 * gt_mask`, a Python float times a bool mask: a tensor of
+        // the default dtype, f32, which promotes half-precision logits. Its non-target term is
+        // computed in f32 from `s/T` rounded to the input's precision (the division comes first),
+        // and so is this one; f32 and f64 are not converted.
+        let (kind, wide) = match student.kind() {
+            half @ (Kind::Half | Kind::BFloat16) => (half, Kind::Float),
+            other => (other, other),
+        };
+        let mask = gt.to_kind(wide) * TARGET_MASK;
+        let p_teacher = (t_scaled.to_kind(wide) - &mask).softmax(1, None);
+        let log_p_student = where_teacher_positive((s_scaled.to_kind(wide) - &mask).log_softmax(1, None), &p_teacher);
         let nckd = log_p_student.kl_div(&p_teacher, Reduction::Sum, false);
 
-        (tckd * self.alpha + nckd * self.beta) * (t * t / batch_size(student))
+        let n = batch_size(student);
+        if kind == wide {
+            (tckd * self.alpha + nckd * self.beta) * (t * t / n)
+        } else {
+            // In half precision each scalar step rounds: mdistiller's order, each term scaled in
+            // its own precision (the target term in the input's, the other in f32), summed in f32.
+            tckd * (t * t) / n * self.alpha + nckd * (t * t) / n * self.beta
+        }
     }
 }
 

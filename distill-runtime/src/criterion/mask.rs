@@ -25,9 +25,11 @@ pub const IGNORE_INDEX: i64 = -100;
 ///   the `B` sequences (TRL's `batchmean` without labels);
 /// - [`Sum`](Self::Sum): `Σ m·ℓ`.
 ///
-/// With no valid token at all, every reduction is 0 (with a zero gradient), so that a batch of
-/// prompt or padding tokens only adds nothing to a step. TRL's `generalized_jsd_loss` differs
-/// there: with labels it divides the sum by the number of valid tokens, 0/0, and returns NaN.
+/// With no valid token at all — every token masked, or no token (`B = 0` or `T = 0`) — every
+/// reduction is 0 (with a zero gradient), so that a batch of prompt or padding tokens only adds
+/// nothing to a step. TRL 1.16's `generalized_jsd_loss` does the same (it divides by the number of
+/// valid tokens clamped to at least 1); PyTorch's mean reductions (`F.cross_entropy` with every
+/// label −100, `F.kl_div(reduction="batchmean")` of no row) give NaN, 0/0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TokenReduction {
     /// The mean over valid tokens (the default).
@@ -98,9 +100,7 @@ pub(crate) fn valid_labels(labels: &Tensor) -> Result<Tensor> {
 /// (reshaped to `[B, T]`), with `valid` (`[B, T]`, or `None` for every token valid) reduced by
 /// `reduction`.
 pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: TokenReduction) -> Result<Tensor> {
-    let shape = per_token.size();
-    let b = shape.first().copied().unwrap_or(1);
-    let tokens = per_token.f_reshape([b, -1])?;
+    let tokens = by_sequence(per_token)?;
     let kind = tokens.f_kind()?;
     let all;
     let valid = match valid {
@@ -124,13 +124,23 @@ pub(super) fn reduce(per_token: &Tensor, valid: Option<&Tensor>, reduction: Toke
 pub(super) fn reduce_masked(per_token: &Tensor, valid: Option<&Tensor>, reduction: TokenReduction) -> Result<Tensor> {
     let valid = match valid {
         Some(valid) => {
-            let shape = per_token.size();
-            check_mask(valid, &shape)?;
-            Some(valid.f_reshape([shape.first().copied().unwrap_or(1), -1])?)
+            check_mask(valid, &per_token.size())?;
+            Some(by_sequence(valid)?)
         }
         None => None,
     };
     reduce(per_token, valid.as_ref(), reduction)
+}
+
+/// `tokens` (any shape whose leading dimension is the sequence, `[B, …]`) as `[B, T]`, `T` the
+/// product of the other dimensions: also for `B = 0`, where `reshape([0, −1])` is ambiguous.
+pub(super) fn by_sequence(tokens: &Tensor) -> Result<Tensor> {
+    let shape = tokens.size();
+    let (b, rest) = match shape.split_first() {
+        Some((&b, rest)) => (b, rest.iter().product::<i64>()),
+        None => (1, 1),
+    };
+    Ok(tokens.f_reshape([b, rest])?)
 }
 
 /// `mask` checked against the token shape `tokens` (`[B, T]`).
