@@ -13,17 +13,23 @@
 //! computed ones. Only one chunk's `[n, V]` logits (and, with the analytic gradient, a few rows of
 //! temporaries) live at a time; the graph holds `∂L/∂h` (`[B·T, H]`) and `∂L/∂W` (`[V, H]`). The
 //! surrogate has no second derivative.
+//!
+//! A masked token enters neither the value nor a gradient: its zero gradient times a NaN or ±∞
+//! hidden state (a padded position can hold one) would be NaN in `∂L/∂W` and in `S`. Its hidden
+//! state is replaced by 0 in its chunk's copy and selected out of `S` (an `[n, H]` pass, only for
+//! batches with masked tokens, against the `[n, V]` passes of the logits); a teacher row of such a
+//! token that is not finite is seen in its per-token value and its gradient row set to 0.
 
 use tch::{Kind, Tensor};
 
-use super::fused::{row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, TokenReduction, IGNORE_INDEX};
-use super::sequence::{Divergence, SequenceKd};
-use super::tail::{check_temperature, TopKTail};
+use super::mask::{check_mask, TokenReduction};
+use super::sequence::SequenceKd;
+use super::tail::TopKTail;
 use super::tail_kl::TopKKl;
-use super::token::TokenCriterion;
-use super::Criterion;
-use crate::error::{CriterionError, DistillError, Packed, Result};
+use crate::error::{CriterionError, Result};
+
+mod target;
+use target::Rows;
 
 /// What the chunked logits are compared with.
 #[derive(Debug)]
@@ -53,150 +59,6 @@ pub enum ChunkedTarget<'a> {
         /// How the per-token losses are reduced.
         reduction: TokenReduction,
     },
-}
-
-impl ChunkedTarget<'_> {
-    fn reduction(&self) -> TokenReduction {
-        match self {
-            ChunkedTarget::Logits { criterion, .. } => criterion.reduction,
-            ChunkedTarget::TopK { criterion, .. } => criterion.reduction,
-            ChunkedTarget::CrossEntropy { reduction, .. } => *reduction,
-        }
-    }
-
-    /// The per-token losses `[n]` of the logits `z` `[n, V]` of flattened tokens `start..start + n`.
-    fn per_token(&self, z: &Tensor, start: i64, n: i64) -> Result<Tensor> {
-        let vocab = z.size()[1];
-        match self {
-            ChunkedTarget::Logits { teacher, criterion } => {
-                let t = teacher.f_reshape([-1, vocab])?.f_narrow(0, start, n)?;
-                criterion.divergence.per_token(z, &t, criterion.temperature)
-            }
-            ChunkedTarget::TopK { teacher, criterion } => {
-                let k = teacher.k();
-                let part = TopKTail {
-                    ids: teacher.ids.f_reshape([-1, k])?.f_narrow(0, start, n)?,
-                    log_probs: teacher.log_probs.f_reshape([-1, k])?.f_narrow(0, start, n)?,
-                    tail: teacher.tail.f_reshape([-1])?.f_narrow(0, start, n)?,
-                    temperature: teacher.temperature,
-                };
-                criterion.f_per_token(z, &part)
-            }
-            ChunkedTarget::CrossEntropy { labels, .. } => {
-                // Any integer kind the label check accepts, as `gather` needs it: `i64`.
-                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?.f_to_kind(Kind::Int64)?;
-                // Ignored labels gather class 0 (their weight is 0).
-                let y = y.f_clamp_min(0)?.f_unsqueeze(1)?;
-                Ok(z.f_logsumexp([1], false)?.f_sub(&z.f_gather(1, &y, false)?.f_squeeze_dim(1)?)?)
-            }
-        }
-    }
-
-    /// The weighted loss of the chunk's logits `z` `[n, V]` (tokens `start..start + n`, reduction
-    /// weights `weights` `[n]`) with its gradient with respect to `z` written over `z`, for the
-    /// targets with an analytic gradient (forward KL, top-k KL, cross-entropy); `None`, with `z`
-    /// untouched, for the others (they take a local autograd pass).
-    fn analytic(&self, z: &Tensor, start: i64, n: i64, weights: &Tensor) -> Result<Option<Tensor>> {
-        let vocab = z.size()[1];
-        let value = match self {
-            ChunkedTarget::Logits { teacher, criterion } => {
-                let forward = match criterion.divergence {
-                    Divergence::ForwardKl => true,
-                    Divergence::Jsd { beta } => beta == 0.0,
-                    Divergence::SkewKl { alpha } => alpha == 0.0,
-                    _ => false,
-                };
-                if !forward {
-                    return Ok(None);
-                }
-                let t = teacher.f_reshape([-1, vocab])?.f_narrow(0, start, n)?;
-                let loss = RowLoss {
-                    teacher: RowTeacher::Logits(&t),
-                    temperature: criterion.temperature,
-                    kd_weights: weights.shallow_clone(),
-                    ce: None,
-                };
-                row_loss(z, &loss, Some(z))?
-            }
-            ChunkedTarget::TopK { teacher, criterion } => {
-                let k = teacher.k();
-                let ids = teacher.ids.f_reshape([-1, k])?.f_narrow(0, start, n)?;
-                let log_probs = teacher.log_probs.f_reshape([-1, k])?.f_narrow(0, start, n)?;
-                let tail = teacher.tail.f_reshape([-1])?.f_narrow(0, start, n)?;
-                let loss = RowLoss {
-                    teacher: RowTeacher::TopK { ids: &ids, log_probs: &log_probs, tail: &tail },
-                    temperature: criterion.temperature,
-                    kd_weights: weights.shallow_clone(),
-                    ce: None,
-                };
-                row_loss(z, &loss, Some(z))?
-            }
-            ChunkedTarget::CrossEntropy { labels, .. } => {
-                let y = labels.f_reshape([-1])?.f_narrow(0, start, n)?.f_to_kind(Kind::Int64)?;
-                let loss = RowLoss {
-                    teacher: RowTeacher::None,
-                    temperature: 1.0,
-                    kd_weights: weights.f_zeros_like()?,
-                    ce: Some((&y, weights.shallow_clone())),
-                };
-                row_loss(z, &loss, Some(z))?
-            }
-        };
-        Ok(Some(value))
-    }
-
-    /// Checks the target against `B, T, V` and returns the valid tokens `[B, T]` it implies.
-    fn check(&self, b: i64, t: i64, vocab: i64, kind: Kind) -> Result<Option<Tensor>> {
-        let invalid_criterion = |reason| DistillError::InvalidCriterion { pair: String::new(), reason };
-        match self {
-            ChunkedTarget::Logits { teacher, criterion } => {
-                criterion.validate().map_err(invalid_criterion)?;
-                if teacher.size() != [b, t, vocab] {
-                    return Err(
-                        CriterionError::TeacherShape { expected: vec![b, t, vocab], got: teacher.size() }.into()
-                    );
-                }
-                let teacher_kind = teacher.f_kind()?;
-                if teacher_kind != kind {
-                    let what = "the hidden states and the teacher logits";
-                    return Err(CriterionError::KindMismatch { what, first: kind, second: teacher_kind }.into());
-                }
-                Ok(None)
-            }
-            ChunkedTarget::TopK { teacher, criterion } => {
-                criterion.validate().map_err(invalid_criterion)?;
-                check_temperature(Packed::TopKTail, teacher.temperature, criterion.temperature)?;
-                // The parts are read row by row: the same shapes, not only the same element counts
-                // (a transposed `log_probs` would be read misaligned).
-                teacher.check_parts()?;
-                teacher.check_ids(vocab)?;
-                let k = teacher.k();
-                if teacher.ids.size() != [b, t, k] {
-                    let (encoding, student) = (Packed::TopKTail, vec![b, t, vocab]);
-                    return Err(
-                        CriterionError::TeacherDoesNotFit { encoding, teacher: teacher.ids.size(), student }.into()
-                    );
-                }
-                if k < 1 || k > vocab {
-                    return Err(CriterionError::TopKOutOfRange { k, vocab }.into());
-                }
-                Ok(None)
-            }
-            ChunkedTarget::CrossEntropy { labels, .. } => {
-                if labels.size() != [b, t] {
-                    return Err(CriterionError::LabelShape { expected: vec![b, t], got: labels.size() }.into());
-                }
-                let valid = super::mask::valid_labels(labels)?;
-                if labels.numel() > 0 {
-                    let out = labels.f_ge(vocab)?.f_logical_or(&labels.f_lt(0)?.f_logical_and(&valid)?)?;
-                    if out.f_any()?.f_int64_value(&[])? != 0 {
-                        return Err(CriterionError::LabelOutOfRange { vocab, ignore_index: IGNORE_INDEX }.into());
-                    }
-                }
-                Ok(Some(valid))
-            }
-        }
-    }
 }
 
 /// A token loss of a language model computed from its final hidden states `h` `[B, T, H]` and
@@ -261,6 +123,11 @@ impl ChunkedLoss {
     /// it; with [`ChunkedTarget::CrossEntropy`] also only those whose label is not −100), reduced as
     /// the target says. Differentiable in `hidden` and `weight` (those that require a gradient).
     ///
+    /// A masked token counts for nothing, whatever its hidden state or teacher row holds: the value
+    /// and every other gradient are those of finite padding, bit for bit, and its own gradient is
+    /// exactly 0, also where it holds NaN or ±∞. With no valid token (every token masked, or
+    /// `B·T = 0`) the loss is 0 with a zero gradient ([`TokenReduction`]).
+    ///
     /// # Errors
     /// [`DistillError::InvalidCriterion`](crate::DistillError::InvalidCriterion) for a target's
     /// criterion whose parameters are invalid (the reason its `validate` gives);
@@ -283,19 +150,35 @@ impl ChunkedLoss {
         let h_dim = weight.size()[1];
         let n = b * t;
         let opts = (hidden.kind(), hidden.device());
-        let flat_h = hidden.f_detach()?.f_reshape([n, h_dim])?;
         let w = weight.f_detach()?;
         let grad_h = Tensor::f_zeros([n, h_dim], opts)?;
         let mut grad_w = Tensor::f_zeros([vocab, h_dim], opts)?;
         let mut value = Tensor::f_zeros([], opts)?;
         let weights = weights.f_reshape([n])?;
+        // The rows that count, once on the host for the chunk loop's decisions (one
+        // synchronisation for the batch instead of one per chunk).
+        let active = weights.f_ne(0.0)?;
+        let on_host = Vec::<bool>::try_from(&active.f_to_device(tch::Device::Cpu)?)?;
+        let all_active = on_host.iter().all(|&a| a);
+        // A masked row must not enter the computation: its hidden state may be NaN or ±∞ (a padded
+        // position), and its zero gradient times it, in `∂L/∂W += gᵀ h` or in the surrogate, would
+        // be NaN. Zeroing it in the chunk's copy gives finite logits there, which the weights then
+        // leave out, and changes no valid row's value or gradient.
+        let flat_h = hidden.f_detach()?.f_reshape([n, h_dim])?;
+        let row_mask = active.f_unsqueeze(1)?;
         let mut start = 0;
         while start < n {
             let len = self.chunk_tokens.min(n - start);
-            let wc = weights.f_narrow(0, start, len)?;
+            let chunk_active = &on_host[start as usize..(start + len) as usize];
             // A chunk with no valid token contributes nothing, to the value or the gradients.
-            if wc.f_ne(0.0)?.f_any()?.f_int64_value(&[])? != 0 {
-                let hc = flat_h.f_narrow(0, start, len)?;
+            if chunk_active.iter().any(|&a| a) {
+                let partial = !chunk_active.iter().all(|&a| a);
+                let wc = weights.f_narrow(0, start, len)?;
+                let mc = row_mask.f_narrow(0, start, len)?;
+                let mut hc = flat_h.f_narrow(0, start, len)?;
+                if partial {
+                    hc = hc.f_where_scalarother(&mc, 0.0)?;
+                }
                 let z = tch::no_grad(|| hc.f_matmul(&w.f_tr()?))?;
                 // The analytic gradient is written over the chunk's logits: no autograd pass, and
                 // no `[chunk, V]` tensor beside them but a few rows of temporaries.
@@ -303,9 +186,17 @@ impl ChunkedLoss {
                     Some(loss) => (loss.f_to_kind(opts.0)?, z),
                     None => tch::with_grad(|| -> Result<(Tensor, Tensor)> {
                         let z = z.f_set_requires_grad(true)?;
-                        let loss = weighted_sum(&target.per_token(&z, start, len)?, &wc)?;
+                        let per_token = target.per_token(&z, &Rows::Range(start, len))?;
+                        let loss = weighted_sum(&per_token, &wc)?;
                         let mut grads = Tensor::f_run_backward(&[&loss], &[&z], false, false)?;
-                        Ok((loss.f_detach()?, grads.remove(0)))
+                        let mut g = grads.remove(0);
+                        // A masked row's logits are finite now, but its teacher side may not be:
+                        // then its zero gradient went through non-finite intermediates (0 · NaN),
+                        // which its per-token value, NaN or ±∞ too, shows (as in `SequenceKd`).
+                        if partial && !finite_or_kept(&per_token, &mc)? {
+                            let _ = g.f_masked_fill_(&mc.f_logical_not()?, 0.0)?;
+                        }
+                        Ok((loss.f_detach()?, g))
                     })?,
                 };
                 tch::no_grad(|| -> Result<()> {
@@ -319,7 +210,12 @@ impl ChunkedLoss {
         }
         let mut surrogate = Tensor::f_zeros([], opts)?;
         if hidden.requires_grad() {
-            surrogate = surrogate.f_add(&hidden.f_reshape([-1])?.f_dot(&grad_h.f_reshape([-1])?)?)?;
+            let mut h = hidden.f_reshape([n, h_dim])?;
+            if !all_active {
+                // Selected, not multiplied: the masked rows' gradient is exactly 0 whatever they hold.
+                h = h.f_where_scalarother(&row_mask, 0.0)?;
+            }
+            surrogate = surrogate.f_add(&h.f_reshape([-1])?.f_dot(&grad_h.f_reshape([-1])?)?)?;
         }
         if weight.requires_grad() {
             surrogate = surrogate.f_add(&weight.f_reshape([-1])?.f_dot(&grad_w.f_reshape([-1])?)?)?;
@@ -329,7 +225,8 @@ impl ChunkedLoss {
 
     /// The same loss computed the direct way: the logits `h Wᵀ` `[B, T, V]` at once, through
     /// autograd. The reference that [`f_loss`](Self::f_loss) equals, and what it saves memory
-    /// against.
+    /// against. With masked tokens, the logits of the valid ones alone, so that a masked token's
+    /// hidden state or teacher row enters nothing, as in [`f_loss`](Self::f_loss).
     ///
     /// # Errors
     /// As [`f_loss`](Self::f_loss).
@@ -341,8 +238,17 @@ impl ChunkedLoss {
         valid: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, vocab, weights) = self.prepare(hidden, weight, target, valid)?;
-        let z = hidden.f_matmul(&weight.f_tr()?)?.f_reshape([b * t, vocab])?;
-        weighted_sum(&target.per_token(&z, 0, b * t)?, &weights.f_reshape([b * t])?)
+        let (n, h_dim) = (b * t, weight.size()[1]);
+        let weights = weights.f_reshape([n])?;
+        let active = weights.f_ne(0.0)?;
+        if n == 0 || active.f_all()?.f_int64_value(&[])? != 0 {
+            let z = hidden.f_matmul(&weight.f_tr()?)?.f_reshape([n, vocab])?;
+            return weighted_sum(&target.per_token(&z, &Rows::Range(0, n))?, &weights);
+        }
+        let rows = active.f_nonzero()?.f_squeeze_dim(1)?;
+        let h = hidden.f_reshape([n, h_dim])?.f_index_select(0, &rows)?;
+        let z = h.f_matmul(&weight.f_tr()?)?;
+        weighted_sum(&target.per_token(&z, &Rows::Index(&rows))?, &weights.f_index_select(0, &rows)?)
     }
 
     /// Checks the inputs; returns `B`, `T`, `V` and the per-token reduction weights `[B, T]`.
@@ -394,6 +300,12 @@ impl ChunkedLoss {
         let weights = target.reduction().weights(&mask, kind)?;
         Ok((b, t, vocab, weights))
     }
+}
+
+/// Whether `per_token` (`[n]`) is finite at every row where `kept` (`[n, 1]`, bool) does not hold.
+fn finite_or_kept(per_token: &Tensor, kept: &Tensor) -> Result<bool> {
+    let fine = per_token.f_detach()?.f_isfinite()?.f_logical_or(&kept.f_squeeze_dim(1)?)?;
+    Ok(fine.f_all()?.f_int64_value(&[])? != 0)
 }
 
 /// `Σ w·ℓ`, selecting rather than multiplying where `w = 0` (a masked token may be NaN).

@@ -44,7 +44,9 @@ where
 }
 
 /// [`Criterion::check_shapes`] of a token criterion whose teacher is a packed encoding `P`: student
-/// logits `[B, …, V]` and a packed teacher `[B, …, width]` over the same tokens, not empty.
+/// logits `[B, …, V]` and a packed teacher `[B, …, width]` over the same tokens, with `V ≥ 1`. The
+/// token dimensions may be 0: no token is no valid token, a loss of 0
+/// ([`TokenReduction`](super::TokenReduction)), as [`SequenceKd`](super::SequenceKd) gives.
 pub(super) fn check_packed_shapes<P: PackedTokens>(
     student: &[i64],
     teacher: &[i64],
@@ -58,8 +60,8 @@ pub(super) fn check_packed_shapes<P: PackedTokens>(
             P::FORM
         ));
     }
-    if student.contains(&0) {
-        return Err("the tensors are empty".into());
+    if vocab == 0 {
+        return Err("the vocabulary (the last dimension) is empty: there is no distribution to compare".into());
     }
     P::check_width(width, vocab)
 }

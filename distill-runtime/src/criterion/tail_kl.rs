@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
 use super::fused::{carry_gradient, in_kind, row_loss, RowLoss, RowTeacher};
-use super::mask::{check_mask, TokenReduction};
+use super::mask::{by_sequence, check_mask, TokenReduction};
 use super::packed::packed_token_criterion;
 use super::tail::{check_temperature, TopKTail};
 use super::token::TokenCriterion;
@@ -142,6 +142,10 @@ impl TokenCriterion for TopKKl {
     /// [`f_per_token`](TokenCriterion::f_per_token) is the autograd form. [`TokenKd`](super::TokenKd)
     /// adds cross-entropy in the same pass.
     ///
+    /// A masked token counts for nothing, whatever its logits hold (NaN or ±∞ included): its value is
+    /// not added and its gradient is exactly 0. With no valid token — every token masked, or none at
+    /// all (`B = 0` or `T = 0`) — the loss is 0 with a zero gradient ([`TokenReduction`]).
+    ///
     /// # Errors
     /// As [`f_per_token`](Self::f_per_token), and for a mask of another shape;
     /// [`LossNotFinite`](super::CriterionError::LossNotFinite) when the loss is not finite while the
@@ -191,7 +195,6 @@ pub(super) fn fused_loss(
     let (lead, vocab, k) = shapes;
     let kind = student.f_kind()?;
     let n: i64 = lead.iter().product();
-    let b = lead.first().copied().unwrap_or(1);
     let device = student.device();
     let mut mask = match valid {
         Some(valid) => {
@@ -205,7 +208,8 @@ pub(super) fn fused_loss(
         mask = mask.f_logical_and(&super::mask::valid_labels(labels)?)?;
     }
     let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
-    let weights = kd.reduction.weights(&mask.f_reshape([b, -1])?, ck)?.f_reshape([n])?;
+    // `[B, T]` also for `B = 0` (no token, a loss of 0), where `reshape([0, −1])` is ambiguous.
+    let weights = kd.reduction.weights(&by_sequence(&mask)?, ck)?.f_reshape([n])?;
     let flat_labels = labels.as_ref().map(|l| l.f_reshape([n])).transpose()?;
     let ids = teacher.ids.f_reshape([n, k])?;
     let log_probs = teacher.log_probs.f_reshape([n, k])?;

@@ -71,7 +71,9 @@ impl TokenKd {
 
     /// The loss of student logits `[B, T, V]` against the teacher's top-k `teacher` (`[B, T, k]`)
     /// and the next-token `labels` (`[B, T]`, integer, −100 ignored), over the tokens whose label
-    /// is not −100 and where `valid` (`[B, T]`, non-zero valid), when given, holds.
+    /// is not −100 and where `valid` (`[B, T]`, non-zero valid), when given, holds. With no such
+    /// token — every token left out, or none at all (`B = 0` or `T = 0`) — the loss is 0 with a
+    /// zero gradient ([`TokenReduction`](super::TokenReduction)).
     ///
     /// # Errors
     /// [`CriterionError`](super::CriterionError) as `TopKKl`'s
