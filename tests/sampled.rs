@@ -141,3 +141,24 @@ fn a_nan_packed_log_probability_is_named_as_nan() {
     assert!(err.to_string().contains("log-probabilities hold NaN or +inf"), "{err}");
     assert_eq!(problem(err), (Packed::TopKTail, PackedProblem::NotFinite));
 }
+
+/// Zero tokens encode to the empty encoding (as `TopKTail::f_encode` does), whose loss is 0.
+#[test]
+fn an_empty_batch_encodes_to_nothing() {
+    for shape in [[2, 0, 5], [0, 3, 5]] {
+        let logits = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        let empty = SampledLogits::f_encode(&logits, 4, 1.0, 1.0, 7).unwrap();
+        let want = vec![shape[0], shape[1], 4];
+        assert_eq!(
+            (empty.ids.size(), empty.log_probs.size(), empty.weights.size()),
+            (want.clone(), want.clone(), want)
+        );
+        assert_eq!(
+            (empty.ids.kind(), empty.log_probs.kind(), empty.temperature),
+            (Kind::Int64, Kind::Float, Some(1.0))
+        );
+        let student = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        let loss = SampledKl::new(1.0).f_loss_masked(&student, &empty, None).unwrap();
+        assert_eq!(loss.double_value(&[]), 0.0);
+    }
+}

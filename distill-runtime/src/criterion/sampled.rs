@@ -75,6 +75,14 @@ impl SampledLogits {
                 return Err(CriterionError::NotFloatingPoint { tensor: "the logits to encode", kind: other }.into())
             }
         };
+        let mut out = lead.to_vec();
+        out.push(n);
+        if lead.contains(&0) {
+            // No token: the empty encoding (`torch.cat` of no block would fail).
+            let empty = |kind| Tensor::f_zeros(&out, (kind, logits.device()));
+            let (ids, log_probs, weights) = (empty(Kind::Int64)?, empty(kind)?, empty(kind)?);
+            return Ok(SampledLogits { ids, log_probs, weights, temperature: Some(temperature) });
+        }
         let rows = logits.f_reshape([-1, vocab])?;
         let total = rows.size()[0];
         let block = (ENCODE_BLOCK / vocab.max(1)).max(1);
@@ -106,8 +114,6 @@ impl SampledLogits {
             }
             Ok(())
         })?;
-        let mut out = lead.to_vec();
-        out.push(n);
         Ok(SampledLogits {
             ids: Tensor::f_cat(&ids, 0)?.f_reshape(&out)?,
             log_probs: Tensor::f_cat(&log_probs, 0)?.f_reshape(&out)?,
