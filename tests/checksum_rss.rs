@@ -1,6 +1,6 @@
-//! `checksum::verify` checks a file larger than the memory it may spend: the file is memory-mapped
-//! and hashed in windows whose pages are released once hashed, so resident memory does not grow with
-//! the file (reading it whole would grow it by the file's size). One test in its own binary, so that
+//! `checksum::verify` checks a file larger than the memory it may spend: the tensors are read and
+//! hashed in pieces, so resident memory does not grow with the file (reading it whole would grow
+//! it by the file's size). One test in its own binary, so that
 //! no other test's allocations move this process's RSS.
 
 use std::path::PathBuf;

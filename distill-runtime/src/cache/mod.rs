@@ -103,7 +103,6 @@ pub use augment::Augment;
 pub use batch::CachedBatch;
 pub use hash::TeacherHash;
 pub use manifest::{Encoding, EndpointEntry, Manifest, Precision, RunMode, ShardEntry};
-pub(crate) use mapped::MappedShard;
 pub use mapped::DEFAULT_RESIDENT_LIMIT;
 pub use prefetch::Prefetch;
 pub use reader::TeacherCache;

@@ -34,10 +34,12 @@ use crate::error::{DistillError, Result};
 
 mod scheme;
 mod streamed;
+mod verify;
 
 pub use crate::error::ChecksumError;
 pub(crate) use scheme::{covers_metadata, FileCrc};
 pub(crate) use streamed::Streamed;
+pub use verify::verify;
 
 /// The metadata key of the checksum.
 pub(crate) const CHECKSUM_KEY: &str = "distill.crc32";
@@ -260,32 +262,6 @@ pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let header: Header =
         serde_json::from_slice(&header).map_err(|e| corrupt(format!("its header is not valid JSON ({e})")))?;
     Ok(header.metadata)
-}
-
-/// Checks the checksum of a safetensors file written by this library — a checkpoint, a prune
-/// record, a shard of a teacher cache or of a token cache — without loading it into a model: the
-/// tensors are hashed as stored and never converted, so any dtype passes, the 16-bit token ids of a
-/// token cache's shards included, and so is this library's metadata (a cache shard's manifest hash
-/// and inputs CRC, a checkpoint's kind). Files written before the metadata was covered carry a
-/// checksum of their tensors alone, which is checked as it was written.
-///
-/// The file is memory-mapped, as a cache's own [`TeacherCache::verify`](crate::cache::TeacherCache::verify)
-/// and [`TokenCache::verify`](crate::cache::TokenCache::verify) map its shards, and hashed in
-/// windows whose pages are released once hashed: the process's resident memory does not grow
-/// with the file. A file truncated, rewritten or replaced while it is checked fails the check.
-///
-/// # Errors
-/// [`DistillError::Io`] when the file cannot be read; [`DistillError::Corrupt`] naming the file
-/// when it is not a safetensors file, its tensors or metadata do not match its checksum, it has
-/// none, or it changed while it was checked.
-pub fn verify(path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
-    let file = crate::cache::MappedShard::open(path)?;
-    if !file.metadata().contains_key(CHECKSUM_KEY) {
-        let reason = format!("it has no checksum (`{CHECKSUM_KEY}` in its metadata)");
-        return Err(DistillError::Corrupt { file: path.display().to_string(), reason });
-    }
-    file.verify_now()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The checksum's files: written whole or streamed, read, verified through a memory map.
+//! The checksum's files: written whole or streamed, read, verified in pieces.
 
 use super::*;
 
@@ -137,8 +137,8 @@ fn flip_at(path: &Path, needle: &[u8], offset: usize) {
 }
 
 #[test]
-fn verify_through_a_memory_map_agrees_with_the_check_of_the_file_read_whole() {
-    let dir = std::env::temp_dir().join(format!("distill-verify-mapped-{}", std::process::id()));
+fn verify_in_pieces_agrees_with_the_check_of_the_file_read_whole() {
+    let dir = std::env::temp_dir().join(format!("distill-verify-pieces-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let tensors = vec![
@@ -206,15 +206,15 @@ fn verify_through_a_memory_map_agrees_with_the_check_of_the_file_read_whole() {
         let path = dir.join(name);
         let whole = std::fs::read(&path).unwrap();
         let in_memory = checked(&path, &whole, Missing::Refuse).map(drop);
-        let mapped = verify(&path);
-        assert_eq!(mapped.is_ok(), passes, "{name}: {mapped:?}");
+        let pieces = verify(&path);
+        assert_eq!(pieces.is_ok(), passes, "{name}: {pieces:?}");
         assert_eq!(in_memory.is_ok(), passes, "{name}: {:?}", in_memory.err());
-        if let (Err(mapped), Err(in_memory)) = (mapped, in_memory) {
+        if let (Err(pieces), Err(in_memory)) = (pieces, in_memory) {
             let file = path.display().to_string();
-            assert!(matches!(&mapped, DistillError::Corrupt { file: f, .. } if *f == file), "{name}: {mapped}");
+            assert!(matches!(&pieces, DistillError::Corrupt { file: f, .. } if *f == file), "{name}: {pieces}");
             assert!(matches!(&in_memory, DistillError::Corrupt { file: f, .. } if *f == file), "{name}: {in_memory}");
             if name.contains("flipped") {
-                for error in [mapped.to_string(), in_memory.to_string()] {
+                for error in [pieces.to_string(), in_memory.to_string()] {
                     let metadata_named = error.contains("`distill.checkpoint`, `distill.inputs`");
                     match name {
                         "checksum-form-flipped" => assert!(error.contains("of no form this build knows"), "{error}"),
