@@ -275,10 +275,10 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    /// Checks that the sizes (and the context length) are positive and consistent: `head_dim` even (rotary embeddings rotate
-    /// pairs), `num_attention_heads` a multiple of `num_key_value_heads`, `rms_norm_eps` and
-    /// `rope_theta` positive and finite, and every weight's element count within `i64` (it is not a
-    /// memory limit: a config that passes may still be too large to build).
+    /// Checks that the sizes (and the context length) are positive and consistent: `head_dim` even
+    /// (rotary embeddings rotate pairs), `num_attention_heads` a multiple of `num_key_value_heads`,
+    /// `rms_norm_eps` and `rope_theta` positive and finite, and every weight's element count within
+    /// `i64` (it is not a memory limit: a config that passes may still be too large to build).
     ///
     /// # Errors
     /// [`ModelError`] naming the first offending field.
