@@ -103,6 +103,17 @@ fn student(ids: &[usize]) -> Tensor {
 
 // ---- what is stored equals the live encoding ------------------------------------------------
 
+/// `t` (f32) as a cache of `values` stores it: rounded once to that precision, read back as f32.
+fn rounded_to(values: Precision, t: &Tensor) -> Tensor {
+    let kind = match values {
+        Precision::F32 => return t.shallow_clone(),
+        Precision::F16 => Kind::Half,
+        Precision::Bf16 => Kind::BFloat16,
+        other => panic!("a precision this test does not know: {other:?}"),
+    };
+    t.to_kind(kind).to_kind(Kind::Float)
+}
+
 #[test]
 fn stored_top_k_equals_the_live_top_k_of_the_teacher_logits() {
     for values in [Precision::F32, Precision::F16, Precision::Bf16] {
@@ -121,12 +132,8 @@ fn stored_top_k_equals_the_live_top_k_of_the_teacher_logits() {
         let at_valid = |t: &Tensor| t.masked_select(&valid.unsqueeze(-1).expand_as(t));
         assert_eq!(stored.ids.kind(), Kind::Int64);
         assert!(at_valid(&stored.ids).equal(&at_valid(&live.ids)), "{values:?}: ids");
-        let live_log_probs = match values {
-            Precision::F32 => live.log_probs.shallow_clone(),
-            // One f16 (bf16) rounding of the live value, nothing else.
-            Precision::F16 => live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
-            Precision::Bf16 => live.log_probs.to_kind(Kind::BFloat16).to_kind(Kind::Float),
-        };
+        // One f16 (bf16) rounding of the live value, nothing else.
+        let live_log_probs = rounded_to(values, &live.log_probs);
         assert_eq!(stored.log_probs.kind(), Kind::Float);
         assert!(at_valid(&stored.log_probs).equal(&at_valid(&live_log_probs)), "{values:?}: log-probabilities");
         // The tail is the f32 value computed from the excluded logits, whatever the values' precision.
@@ -154,11 +161,7 @@ fn the_cached_kd_loss_equals_the_live_top_k_kd_loss_bit_for_bit_in_f32() {
             let batch = cache.batch(&ids).unwrap();
             let mut live = TopKTail::f_encode(&teacher_logits(&ids), K, TEMPERATURE).unwrap();
             // The live encoding at the cache's precision: its log-probabilities rounded to f16 (bf16).
-            match values {
-                Precision::F32 => {}
-                Precision::F16 => live.log_probs = live.log_probs.to_kind(Kind::Half).to_kind(Kind::Float),
-                Precision::Bf16 => live.log_probs = live.log_probs.to_kind(Kind::BFloat16).to_kind(Kind::Float),
-            }
+            live.log_probs = rounded_to(values, &live.log_probs);
             let valid = mask(&ids);
             for reduction in [TokenReduction::Token, TokenReduction::Sequence] {
                 let kd = TopKKl::new(TEMPERATURE).with_reduction(reduction);

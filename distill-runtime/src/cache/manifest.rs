@@ -140,8 +140,10 @@ pub enum Encoding {
 /// The floating-point precision of stored values.
 ///
 /// In a manifest, `"f32"`, `"f16"` or `"bf16"`. Values are rounded to nearest (ties to even).
+/// Non-exhaustive: a storage format may gain a precision without breaking a `match`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Precision {
     /// 32-bit floats.
     #[default]
