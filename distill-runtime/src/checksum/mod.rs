@@ -242,18 +242,10 @@ fn checked<'a>(path: &Path, file: &'a [u8], missing: Missing) -> Result<SafeTens
 /// # Errors
 /// As [`read`], without the checksum check.
 pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    use std::io::Read;
     let corrupt = |reason: String| DistillError::Corrupt { file: path.display().to_string(), reason };
     let mut file = std::fs::File::open(path).map_err(|e| io_error("read", path, e))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|_| corrupt("it is shorter than a safetensors header".to_owned()))?;
-    let len = u64::from_le_bytes(len);
-    // safetensors' own limit on a header.
-    if len > 100_000_000 {
-        return Err(corrupt(format!("its header claims {len} bytes")));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|_| corrupt("its header is cut short".to_owned()))?;
+    let len = file.metadata().map_err(|e| io_error("read the metadata of", path, e))?.len();
+    let header = verify::header_json(&mut file, len).map_err(corrupt)?;
     #[derive(serde::Deserialize)]
     struct Header {
         #[serde(rename = "__metadata__", default)]

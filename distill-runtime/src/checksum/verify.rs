@@ -80,14 +80,8 @@ pub fn verify(path: impl AsRef<Path>) -> Result<()> {
 /// read from its start; checks that the tensors tile the data section to the file's end, as
 /// safetensors' own reader does.
 fn read_header(file: &mut File, len: u64) -> std::result::Result<(u64, Metadata), String> {
-    let mut size = [0u8; 8];
-    file.read_exact(&mut size).map_err(|_| format!("it is {len} bytes long, shorter than a safetensors header"))?;
-    let header_len = u64::from_le_bytes(size);
-    if header_len > HEADER_LIMIT || 8 + header_len > len {
-        return Err(format!("its header claims {header_len} bytes, in a file of {len}"));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|_| "its header is cut short".to_owned())?;
+    let header = header_json(file, len)?;
+    let header_len = header.len() as u64;
     let parsed: Metadata =
         serde_json::from_slice(&header).map_err(|e| format!("its safetensors header cannot be read ({e})"))?;
     let data_len = len - 8 - header_len;
@@ -113,6 +107,19 @@ fn read_header(file: &mut File, len: u64) -> std::result::Result<(u64, Metadata)
         return Err(format!("its tensors hold {at} bytes of data, but the file has {data_len} after its header"));
     }
     Ok((8 + header_len, parsed))
+}
+
+/// The JSON header of the safetensors file `file`, `len` bytes long, read from its start.
+pub(super) fn header_json(file: &mut File, len: u64) -> std::result::Result<Vec<u8>, String> {
+    let mut size = [0u8; 8];
+    file.read_exact(&mut size).map_err(|_| format!("it is {len} bytes long, shorter than a safetensors header"))?;
+    let header_len = u64::from_le_bytes(size);
+    if header_len > HEADER_LIMIT || 8 + header_len > len {
+        return Err(format!("its header claims {header_len} bytes, in a file of {len}"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|_| "its header is cut short".to_owned())?;
+    Ok(header)
 }
 
 /// Whether the file kept its length and modification time while it was read.

@@ -4,6 +4,7 @@ use tch::{Kind, Reduction, Tensor};
 
 use super::check::{equal_non_empty, logits_2d, parameter};
 use super::logits::where_teacher_positive;
+use super::wide::computed_in;
 use super::{batch_size, catalogue_criterion};
 
 /// mdistiller's offset subtracted from the target logit so that the softmax over the other classes
@@ -93,10 +94,7 @@ impl Dkd {
         // the default dtype, f32, which promotes half-precision logits. Its non-target term is
         // computed in f32 from `s/T` rounded to the input's precision (the division comes first),
         // and so is this one; f32 and f64 are not converted.
-        let (kind, wide) = match student.kind() {
-            half @ (Kind::Half | Kind::BFloat16) => (half, Kind::Float),
-            other => (other, other),
-        };
+        let (kind, wide) = (student.kind(), computed_in(student.kind()));
         let mask = gt.to_kind(wide) * TARGET_MASK;
         let p_teacher = (t_scaled.to_kind(wide) - &mask).softmax(1, None);
         let log_p_student = where_teacher_positive((s_scaled.to_kind(wide) - &mask).log_softmax(1, None), &p_teacher);

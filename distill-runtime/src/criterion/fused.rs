@@ -21,6 +21,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::wide::computed_in;
 use crate::error::{CriterionError, Result};
 
 /// Elements of one block of rows (1 Mi: 4 MiB per f32 temporary, 21 rows at V = 49 152). Smaller
@@ -65,7 +66,7 @@ pub(super) fn row_loss(z: &Tensor, loss: &RowLoss<'_>, grad: Option<&Tensor>) ->
     };
     let kind = z.f_kind()?;
     // Half-precision logits are computed on in f32, as autograd's softmax kernels accumulate.
-    let ck = if matches!(kind, Kind::Half | Kind::BFloat16) { Kind::Float } else { kind };
+    let ck = computed_in(kind);
     tch::no_grad(|| -> Result<Tensor> {
         let rows = Rows::new(z, loss, ck)?;
         let block = (BLOCK_ELEMENTS / vocab.max(1)).max(1);
@@ -317,22 +318,6 @@ impl Rows {
             |w: &Tensor, l: &Tensor| -> Result<Tensor> { Ok(w.f_mul(l)?.f_where_scalarother(&w.f_ne(0.0)?, 0.0)?) };
         Ok(weighted(&self.kd_w, &kd)?.f_add(&weighted(&self.ce_w, &ce)?)?.f_sum(Kind::Double)?)
     }
-}
-
-/// The loss `value`, computed in a wider kind (a scalar), in the inputs' kind `kind`.
-///
-/// # Errors
-/// [`CriterionError::LossOutOfRange`] when `value` is finite but past the largest finite number of
-/// `kind` (65 504 for f16): cast, it would read as an infinite loss that the inputs did not give.
-pub(super) fn in_kind(value: &Tensor, kind: Kind) -> Result<Tensor> {
-    let cast = value.f_to_kind(kind)?;
-    if value.f_kind()? != kind {
-        let (wide, narrow) = (value.f_double_value(&[])?, cast.f_double_value(&[])?);
-        if wide.is_finite() && !narrow.is_finite() {
-            return Err(CriterionError::LossOutOfRange { value: wide, kind }.into());
-        }
-    }
-    Ok(cast)
 }
 
 /// The loss `value` (a scalar without gradient) as a tensor whose gradient with respect to `z` is

@@ -1,9 +1,9 @@
 //! Soft-target losses on logits: [`KlDiv`] (Hinton KD) and [`SoftCrossEntropy`].
 
-use tch::{Kind, Reduction, Tensor};
+use tch::{Reduction, Tensor};
 
 use super::check::{equal_with_classes, parameter};
-use super::fused::in_kind;
+use super::wide::{computed_in, in_kind};
 use super::{batch_size, catalogue_criterion};
 use crate::error::Result;
 
@@ -113,13 +113,12 @@ impl SoftCrossEntropy {
 /// and returned in their kind through [`in_kind`]. f32 and f64 inputs are passed as they are: the
 /// same operations, bit for bit.
 fn in_wide_kind(student: &Tensor, teacher: &Tensor, loss: impl FnOnce(&Tensor, &Tensor) -> Tensor) -> Result<Tensor> {
-    match student.f_kind()? {
-        kind @ (Kind::Half | Kind::BFloat16) => {
-            let wide = loss(&student.f_to_kind(Kind::Float)?, &teacher.f_to_kind(Kind::Float)?);
-            in_kind(&wide, kind)
-        }
-        _ => Ok(loss(student, teacher)),
+    let kind = student.f_kind()?;
+    let wide = computed_in(kind);
+    if wide == kind {
+        return Ok(loss(student, teacher));
     }
+    in_kind(&loss(&student.f_to_kind(wide)?, &teacher.f_to_kind(wide)?), kind)
 }
 
 /// `log_p_student` where the teacher's probability is positive, and 0 where it is 0: a class the

@@ -108,6 +108,7 @@ mod token_kd;
 mod top_k;
 mod weighted;
 mod weighting;
+mod wide;
 
 pub use crate::error::{CriterionError, Packed, PackedProblem};
 pub use attention::AttentionTransfer;

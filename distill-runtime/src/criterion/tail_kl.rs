@@ -5,11 +5,12 @@
 use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
-use super::fused::{carry_gradient, in_kind, row_loss, RowLoss, RowTeacher};
+use super::fused::{carry_gradient, row_loss, RowLoss, RowTeacher};
 use super::mask::{by_sequence, check_mask, TokenReduction};
 use super::packed::packed_token_criterion;
 use super::tail::{check_temperature, TopKTail};
 use super::token::TokenCriterion;
+use super::wide::in_kind;
 use crate::error::{CriterionError, Packed, Result};
 
 /// Top-k distillation of a language model with an exact tail: the forward KL over `k + 1` buckets,

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::check::check_parameter;
 use super::check::{check_encoded_call, logits_2d, parameter};
-use super::fused::in_kind;
+use super::wide::{computed_in, in_kind};
 use super::Criterion;
 use crate::error::{CriterionError, DistillError, Packed, PackedProblem, Result};
 
@@ -271,10 +271,8 @@ impl TopKKlDiv {
         // rounding of 2⁻¹¹·|log p| (1e-3 at |log p| ≈ 2) while at a large T the true difference is
         // about that small (it shrinks as 1/T), and the T² factor multiplies the rounding by T²
         // (9e4 at T = 300): in f16 the loss would be off by several times its value, in bf16 negative.
-        let (kind, student) = match student_kind {
-            Kind::Half | Kind::BFloat16 => (Kind::Float, student.f_to_kind(Kind::Float)?),
-            kind => (kind, student.shallow_clone()),
-        };
+        let kind = computed_in(student_kind);
+        let student = student.f_to_kind(kind)?;
         let values = values.f_to_kind(kind)?.f_detach()?;
         let t = self.temperature;
         let z = student.f_div_scalar(t)?;
@@ -294,11 +292,7 @@ impl TopKKlDiv {
                 p_other.f_mul(&p_other.f_log()?.f_sub(&log_q_other)?)?.f_where_scalarother(&p_other.f_gt(0.0)?, 0.0)?;
             total = total.f_add(&other.f_sum(kind)?)?;
         }
-        let loss = total.f_mul_scalar(t * t / n as f64)?;
-        if kind == student_kind {
-            return Ok(loss);
-        }
-        in_kind(&loss, student_kind)
+        in_kind(&total.f_mul_scalar(t * t / n as f64)?, student_kind)
     }
 }
 

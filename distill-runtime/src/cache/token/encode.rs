@@ -101,21 +101,15 @@ pub(super) fn encode_hidden(manifest: &TokenManifest, hidden: &[Tensor], valid: 
 
 /// An error when an importance weight would become infinite in `values`.
 fn check_weights(weights: &Tensor, values: Precision) -> Result<()> {
-    match values {
-        Precision::F32 => Ok(()),
-        Precision::F16 => {
-            let largest = if weights.numel() == 0 { 0.0 } else { weights.f_max()?.f_double_value(&[])? };
-            // 65520 and above round to infinity in f16.
-            if largest < 65520.0 {
-                return Ok(());
-            }
-            Err(CacheError::WeightOverflowsF16 { largest }.into())
-        }
-        Precision::Bf16 => match overflow(weights, values)? {
-            None => Ok(()),
-            Some(value) => {
-                Err(CacheError::ValueOverflowsBf16 { what: "an importance weight".to_owned(), value }.into())
-            }
-        },
+    let Some(limit) = values.overflow() else { return Ok(()) };
+    // Weights are ≥ 0: the largest is the one to round to infinity (an infinite one is refused too).
+    let largest = if weights.numel() == 0 { 0.0 } else { weights.f_max()?.f_double_value(&[])? };
+    if largest < limit {
+        return Ok(());
     }
+    Err(match values {
+        Precision::Bf16 => CacheError::ValueOverflowsBf16 { what: "an importance weight".to_owned(), value: largest },
+        _ => CacheError::WeightOverflowsF16 { largest },
+    }
+    .into())
 }
